@@ -1,0 +1,35 @@
+# binding.gyp - the one build description for jdls' native parts.
+#
+#   jdls          the Node addon (native/addon + native/common)
+#   jdls-locker   a C program that takes locks as a runtime would (tests)
+#   jdls-cbench   the C side of `npm run bench`
+#
+# node-gyp runs this on `npm ci` against the running Node's own headers
+# (package.json passes --nodedir), so nothing is downloaded.
+{
+  "target_defaults": {
+    "cflags": ["-Wall", "-Wextra", "-O2", "-pthread"],
+    "cflags_c": ["-std=gnu11"],
+    "ldflags": ["-pthread"],
+  },
+  "targets": [
+    {
+      "target_name": "jdls",
+      "sources": ["native/addon/addon.cc", "native/common/jdls_table.c"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc": ["-std=c++17", "-fvisibility=hidden"],
+    },
+    {
+      "target_name": "jdls-locker",
+      "type": "executable",
+      "sources": ["test/fixtures/locker.c", "native/common/jdls_table.c"],
+    },
+    {
+      "target_name": "jdls-cbench",
+      "type": "executable",
+      "sources": ["bench/cbench.c", "native/common/jdls_table.c"],
+      "libraries": ["-lm"],
+    },
+  ],
+}

@@ -1,0 +1,762 @@
+// addon.cc - the Node face of the shared-memory lock table.
+//
+// Owns: argument unpacking, the Table object, and asynchronous waits. Does
+// not own: option parsing, defaults, error wording, display - those are in
+// src/ (src/native.ts is the only module that loads this addon).
+//
+// Asynchronous waits (the trap this file exists to dodge): a blocking wait
+// must neither block the event loop nor park on the libuv pool, where four
+// pending waits would starve fs and dns. Each Table that has had a wait owns
+// ONE waiter thread. The process claims a doorbell slot in the segment; a
+// grant for any of its queued requests rings that doorbell (a futex word),
+// so the thread sleeps on a single futex for all of them and wakes at once.
+// It reports grants back through a ThreadSafeFunction. It also wakes every
+// JDLS_LIVENESS_TICK_MS to reap dead holders (a process killed with -9 never
+// releases). The doorbell is read BEFORE the pending list is scanned, so a
+// grant that lands between the scan and the sleep makes the sleep return at
+// once instead of being lost.
+#include <napi.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern "C" {
+#include "../common/jdls_table.h"
+}
+
+namespace {
+
+// ---- argument helpers: one family, one message shape ---------------------
+
+#define REQUIRE(cond, msg)                                         \
+  do {                                                             \
+    if (!(cond)) {                                                 \
+      Napi::TypeError::New(env, msg).ThrowAsJavaScriptException(); \
+      return env.Undefined();                                      \
+    }                                                              \
+  } while (0)
+
+template <typename T>
+bool AsStruct(const Napi::Value &v, const T **out) {
+  if (!v.IsBuffer()) return false;
+  auto b = v.As<Napi::Buffer<uint8_t>>();
+  if (b.Length() != sizeof(T)) return false;
+  *out = reinterpret_cast<const T *>(b.Data());
+  return true;
+}
+
+struct FileId {
+  uint64_t inode;
+  int64_t dev;
+};
+
+// A key arrives as a Buffer (raw bytes) or a string (UTF-8). The buffer is
+// larger than JDLS_MAX_KEY so that an over-long key is seen as such rather
+// than silently truncated.
+struct KeyArg {
+  const uint8_t *data = nullptr;
+  size_t len = 0;
+  char buf[JDLS_MAX_KEY * 2 + 2];
+  bool Read(napi_env env, const Napi::Value &v) {
+    if (v.IsBuffer()) {
+      auto b = v.As<Napi::Buffer<uint8_t>>();
+      data = b.Data();
+      len = b.Length();
+      return true;
+    }
+    if (v.IsString()) {
+      size_t n = 0;
+      if (napi_get_value_string_utf8(env, v, buf, sizeof buf, &n) != napi_ok) return false;
+      data = reinterpret_cast<const uint8_t *>(buf);
+      len = n;
+      return true;
+    }
+    return false;
+  }
+};
+
+uint64_t ToU64(const Napi::Value &v, bool *ok) {
+  if (v.IsBigInt()) {
+    bool lossless = true;
+    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    *ok = lossless;
+    return r;
+  }
+  if (v.IsNumber()) {
+    double d = v.As<Napi::Number>().DoubleValue();
+    *ok = d >= 0 && d < 18446744073709551616.0;
+    return static_cast<uint64_t>(d);
+  }
+  *ok = false;
+  return 0;
+}
+
+int64_t ToI64(const Napi::Value &v, bool *ok) {
+  if (v.IsBigInt()) {
+    bool lossless = true;
+    int64_t r = v.As<Napi::BigInt>().Int64Value(&lossless);
+    *ok = lossless;
+    return r;
+  }
+  if (v.IsNumber()) {
+    *ok = true;
+    return v.As<Napi::Number>().Int64Value();
+  }
+  *ok = false;
+  return 0;
+}
+
+std::string IpText(const uint8_t *ip, uint8_t len) {
+  char out[INET6_ADDRSTRLEN] = "0.0.0.0";
+  inet_ntop(len == 16 ? AF_INET6 : AF_INET, ip, out, sizeof out);
+  return out;
+}
+
+Napi::Object HolderObject(Napi::Env env, const jdls_holder &h) {
+  auto o = Napi::Object::New(env);
+  o.Set("pid", h.pid);
+  o.Set("ownerPid", h.owner_pid);
+  o.Set("ownerTid", h.owner_tid);
+  o.Set("port", h.port);
+  o.Set("mode", static_cast<uint32_t>(h.mode));
+  o.Set("ip", IpText(h.ip, h.ip_len));
+  return o;
+}
+
+// ---- the waiter thread ---------------------------------------------------
+
+struct Pending {
+  jdls_ticket ticket;
+  double id;
+};
+
+struct Done {
+  double id;
+  int rc;
+};
+
+class Waiter {
+ public:
+  Waiter(Napi::Env env, jdls_table *t, Napi::Function onDone) : table_(t) {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, onDone, "jdls-waiter", 0, 1);
+    tsfn_.Unref(env);
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  void Add(const jdls_ticket &tk, double id) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      pending_.push_back({tk, id});
+    }
+    Ring();
+  }
+
+  // Forget a pending wait (cancel). True if it was still pending.
+  bool Remove(const jdls_ticket &tk) {
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+      if (it->ticket.group == tk.group && it->ticket.slot == tk.slot && it->ticket.seq == tk.seq) {
+        pending_.erase(it);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void Ref(Napi::Env env) { tsfn_.Ref(env); }
+  void Unref(Napi::Env env) { tsfn_.Unref(env); }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    stop_.store(true);
+    Ring();
+    thread_.join();
+  }
+
+  ~Waiter() { Stop(); }
+
+ private:
+  uint32_t *Bell() {
+    jdls_proc_slot *slots = reinterpret_cast<jdls_proc_slot *>(
+        reinterpret_cast<uint8_t *>(table_->hdr) + table_->hdr->header_size);
+    return &slots[table_->slot].bell;
+  }
+
+  void Ring() {
+    __atomic_fetch_add(Bell(), 1, __ATOMIC_ACQ_REL);
+    syscall(SYS_futex, Bell(), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  }
+
+  void Run() {
+    auto next_tick = std::chrono::steady_clock::now();
+    while (!stop_.load()) {
+      uint32_t seen = __atomic_load_n(Bell(), __ATOMIC_ACQUIRE);  // before the scan
+      auto now = std::chrono::steady_clock::now();
+      bool tick = now >= next_tick;
+      if (tick) next_tick = now + std::chrono::milliseconds(JDLS_LIVENESS_TICK_MS);
+      std::vector<Done> *done = nullptr;
+      bool any = false;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        any = !pending_.empty();
+        for (auto it = pending_.begin(); it != pending_.end();) {
+          int rc = jdls_wait_poll(table_, &it->ticket, tick ? 1 : 0);
+          if (rc == JDLS_QUEUED) { ++it; continue; }
+          if (!done) done = new std::vector<Done>();
+          done->push_back({it->id, rc});
+          it = pending_.erase(it);
+        }
+      }
+      if (done) {
+        napi_status s = tsfn_.BlockingCall(done, [](Napi::Env env, Napi::Function fn, std::vector<Done> *d) {
+          if (env != nullptr && fn != nullptr) {
+            auto ids = Napi::Array::New(env, d->size());
+            auto rcs = Napi::Array::New(env, d->size());
+            for (size_t i = 0; i < d->size(); i++) {
+              ids.Set(i, Napi::Number::New(env, (*d)[i].id));
+              rcs.Set(i, Napi::Number::New(env, (*d)[i].rc));
+            }
+            // Raw call: during env teardown a failing Napi::Function::Call
+            // would throw from a place that cannot, and abort the process.
+            napi_value argv[2] = {ids, rcs};
+            napi_value ignored;
+            napi_call_function(env, env.Undefined(), fn, 2, argv, &ignored);
+          }
+          delete d;
+        });
+        if (s != napi_ok) delete done;
+      }
+      if (stop_.load()) break;
+      // With nothing pending, sleep until rung; otherwise until the next tick.
+      struct timespec ts;
+      struct timespec *tp = nullptr;
+      if (any) {
+        auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(next_tick - std::chrono::steady_clock::now()).count();
+        if (left < 0) left = 0;
+        ts.tv_sec = left / 1000000000;
+        ts.tv_nsec = left % 1000000000;
+        tp = &ts;
+      }
+      syscall(SYS_futex, Bell(), FUTEX_WAIT, seen, tp, nullptr, 0);
+    }
+    tsfn_.Release();
+  }
+
+  jdls_table *table_;
+  Napi::ThreadSafeFunction tsfn_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<Pending> pending_;
+  std::atomic<bool> stop_{false};
+};
+
+// ---- the Table object ----------------------------------------------------
+
+class Table;
+std::set<Table *> g_tables;  // for the env cleanup hook
+
+class Table : public Napi::ObjectWrap<Table> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Table",
+                       {
+                           InstanceMethod("tryLock", &Table::TryLock),
+                           InstanceMethod("waitAsync", &Table::WaitAsync),
+                           InstanceMethod("cancel", &Table::Cancel),
+                           InstanceMethod("ref", &Table::RefWaits),
+                           InstanceMethod("unref", &Table::UnrefWaits),
+                           InstanceMethod("lockBlocking", &Table::LockBlocking),
+                           InstanceMethod("unlock", &Table::Unlock),
+                           InstanceMethod("unlockAll", &Table::UnlockAll),
+                           InstanceMethod("status", &Table::Status),
+                           InstanceMethod("tidy", &Table::Tidy),
+                           InstanceMethod("list", &Table::List),
+                           InstanceMethod("check", &Table::Check),
+                           InstanceMethod("header", &Table::Header),
+                           InstanceMethod("setHeader", &Table::SetHeader),
+                           InstanceMethod("debugHoldGroup", &Table::DebugHoldGroup),
+                           InstanceMethod("close", &Table::Close),
+                       });
+  }
+
+  // new Table(path, create, nlocks, perGroup, flags)
+  Table(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Table>(info) {
+    Napi::Env env = info.Env();
+    std::memset(&t_, 0, sizeof t_);
+    t_.fd = -1;
+    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber() ||
+        !info[3].IsNumber() || !info[4].IsNumber()) {
+      Napi::TypeError::New(env, "Table(path, create, nlocks, perGroup, flags)").ThrowAsJavaScriptException();
+      return;
+    }
+    std::string path = info[0].As<Napi::String>();
+    int existed = 0, rc;
+    if (info[1].As<Napi::Boolean>()) {
+      rc = jdls_table_create(path.c_str(), info[2].As<Napi::Number>().Uint32Value(),
+                             info[3].As<Napi::Number>().Uint32Value(),
+                             info[4].As<Napi::Number>().Uint32Value(), &t_, &existed);
+    } else {
+      rc = jdls_table_open(path.c_str(), &t_);
+    }
+    int err = errno;
+    if (rc != JDLS_OK) {
+      auto e = Napi::Error::New(env, jdls_strerror(rc));
+      e.Set("rc", Napi::Number::New(env, rc));
+      e.Set("errno", Napi::Number::New(env, rc == JDLS_E_SYS ? err : 0));
+      e.Set("syscall", Napi::String::New(env, rc == JDLS_E_SYS ? strerror(err) : ""));
+      e.ThrowAsJavaScriptException();
+      return;
+    }
+    existed_ = existed != 0;
+    info.This().As<Napi::Object>().Set("existed", Napi::Boolean::New(env, existed_));
+    g_tables.insert(this);
+  }
+
+  ~Table() override { Shutdown(); }
+
+  void Shutdown() {
+    if (waiter_) {
+      waiter_->Stop();
+      delete waiter_;
+      waiter_ = nullptr;
+    }
+    if (t_.hdr) jdls_table_close(&t_);
+    g_tables.erase(this);
+  }
+
+ private:
+  bool Open(Napi::Env env) {
+    if (t_.hdr) return true;
+    Napi::Error::New(env, "lock table is closed").ThrowAsJavaScriptException();
+    return false;
+  }
+
+  // tryLock(owner, file, key, mode, nowait) -> rc | {rc, holder} | {rc, group, slot, seq}
+  Napi::Value TryLock(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f;
+    KeyArg k;
+    REQUIRE(info.Length() >= 5 && AsStruct(info[0], &o) && AsStruct(info[1], &f) &&
+                k.Read(env, info[2]) && info[3].IsNumber() && info[4].IsBoolean(),
+            "tryLock(owner, file, key, mode, nowait)");
+    jdls_request r{f->inode, f->dev, k.data, static_cast<uint32_t>(k.len),
+                   static_cast<int>(info[3].As<Napi::Number>().Int32Value()),
+                   info[4].As<Napi::Boolean>() ? JDLS_REQ_NOWAIT : 0u};
+    int doorbell = -1;
+    if (!(r.flags & JDLS_REQ_NOWAIT)) {
+      doorbell = jdls_slot_claim(&t_);
+      if (doorbell < 0) return Napi::Number::New(env, doorbell);
+    }
+    jdls_ticket tk;
+    jdls_holder h;
+    std::memset(&h, 0, sizeof h);
+    int rc = jdls_lock_begin(&t_, o, &r, doorbell, &tk, &h);
+    if (rc == JDLS_CONFLICT) {
+      auto res = Napi::Object::New(env);
+      res.Set("rc", rc);
+      res.Set("holder", HolderObject(env, h));
+      return res;
+    }
+    if (rc == JDLS_QUEUED) {
+      auto res = Napi::Object::New(env);
+      res.Set("rc", rc);
+      res.Set("group", tk.group);
+      res.Set("slot", tk.slot);
+      res.Set("seq", static_cast<double>(tk.seq));
+      if (h.pid) res.Set("holder", HolderObject(env, h));
+      return res;
+    }
+    return Napi::Number::New(env, rc);
+  }
+
+  static bool Ticket(const Napi::CallbackInfo &info, jdls_ticket *tk) {
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) return false;
+    tk->group = info[0].As<Napi::Number>().Uint32Value();
+    tk->slot = info[1].As<Napi::Number>().Uint32Value();
+    tk->seq = static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue());
+    return true;
+  }
+
+  // waitAsync(group, slot, seq, id, onDone)
+  Napi::Value WaitAsync(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    jdls_ticket tk;
+    REQUIRE(Ticket(info, &tk) && info[3].IsNumber() && info[4].IsFunction(),
+            "waitAsync(group, slot, seq, id, onDone)");
+    REQUIRE(t_.slot >= 0, "waitAsync before a queued request");
+    if (!waiter_) waiter_ = new Waiter(env, &t_, info[4].As<Napi::Function>());
+    waiter_->Add(tk, info[3].As<Napi::Number>().DoubleValue());
+    return env.Undefined();
+  }
+
+  // cancel(group, slot, seq) -> rc (TIMEOUT: withdrawn; OK: granted meanwhile)
+  Napi::Value Cancel(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    jdls_ticket tk;
+    REQUIRE(Ticket(info, &tk), "cancel(group, slot, seq)");
+    if (waiter_) waiter_->Remove(tk);
+    return Napi::Number::New(env, jdls_wait_cancel(&t_, &tk));
+  }
+
+  Napi::Value RefWaits(const Napi::CallbackInfo &info) {
+    if (waiter_) waiter_->Ref(info.Env());
+    return info.Env().Undefined();
+  }
+  Napi::Value UnrefWaits(const Napi::CallbackInfo &info) {
+    if (waiter_) waiter_->Unref(info.Env());
+    return info.Env().Undefined();
+  }
+
+  // lockBlocking(owner, file, key, mode, timeoutMs): blocks the calling
+  // thread - for worker threads and tools only, never the event loop.
+  Napi::Value LockBlocking(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f;
+    KeyArg k;
+    REQUIRE(info.Length() >= 5 && AsStruct(info[0], &o) && AsStruct(info[1], &f) &&
+                k.Read(env, info[2]) && info[3].IsNumber() && info[4].IsNumber(),
+            "lockBlocking(owner, file, key, mode, timeoutMs)");
+    jdls_request r{f->inode, f->dev, k.data, static_cast<uint32_t>(k.len),
+                   static_cast<int>(info[3].As<Napi::Number>().Int32Value()), 0u};
+    jdls_holder h;
+    return Napi::Number::New(env, jdls_lock(&t_, o, &r, info[4].As<Napi::Number>().Int32Value(), &h));
+  }
+
+  // unlock(owner, file, key) -> rc
+  Napi::Value Unlock(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f;
+    KeyArg k;
+    REQUIRE(info.Length() >= 3 && AsStruct(info[0], &o) && AsStruct(info[1], &f) && k.Read(env, info[2]),
+            "unlock(owner, file, key)");
+    return Napi::Number::New(env, jdls_unlock(&t_, o, f->inode, f->dev, k.data, static_cast<uint32_t>(k.len)));
+  }
+
+  // unlockAll(owner, file | null) -> count | rc
+  Napi::Value UnlockAll(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f = nullptr;
+    REQUIRE(info.Length() >= 2 && AsStruct(info[0], &o) && (info[1].IsNull() || AsStruct(info[1], &f)),
+            "unlockAll(owner, file|null)");
+    return Napi::Number::New(env, jdls_unlock_all(&t_, o, f != nullptr, f ? f->inode : 0, f ? f->dev : 0));
+  }
+
+  // status(owner, file, key) -> {code, holder?}
+  Napi::Value Status(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f;
+    KeyArg k;
+    REQUIRE(info.Length() >= 3 && AsStruct(info[0], &o) && AsStruct(info[1], &f) && k.Read(env, info[2]),
+            "status(owner, file, key)");
+    jdls_holder h;
+    std::memset(&h, 0, sizeof h);
+    int code = jdls_status(&t_, o, f->inode, f->dev, k.data, static_cast<uint32_t>(k.len), &h);
+    auto res = Napi::Object::New(env);
+    res.Set("code", code);
+    if (code < 0 && code >= -JDLS_RL_FILELOCK) res.Set("holder", HolderObject(env, h));
+    return res;
+  }
+
+  Napi::Value Tidy(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    return Napi::Number::New(env, jdls_tidy(&t_));
+  }
+
+  Napi::Value Check(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    return Napi::Number::New(env, jdls_table_check(&t_));
+  }
+
+  // list(firstGroup, groupCount) -> {rows, next} | rc
+  Napi::Value List(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "list(firstGroup, groupCount)");
+    uint32_t first = info[0].As<Napi::Number>().Uint32Value();
+    uint32_t n = info[1].As<Napi::Number>().Uint32Value();
+    uint32_t cap = t_.hdr->per_group * (n < 64 ? (n ? n : 1) : 64);
+    std::vector<jdls_row> rows(cap);
+    uint32_t next = first;
+    int got = jdls_list(&t_, first, n, rows.data(), cap, &next);
+    if (got < 0) return Napi::Number::New(env, got);
+    auto arr = Napi::Array::New(env, static_cast<size_t>(got));
+    for (int i = 0; i < got; i++) {
+      const jdls_row &row = rows[i];
+      const jdls_entry &e = row.entry;
+      auto o = Napi::Object::New(env);
+      o.Set("group", row.group);
+      o.Set("slot", row.slot);
+      o.Set("state", row.state);
+      o.Set("queued", row.queued);
+      o.Set("mode", static_cast<uint32_t>(e.mode));
+      o.Set("hash", e.hash);
+      o.Set("pid", e.pid);
+      o.Set("ownerPid", e.owner_pid);
+      o.Set("ownerTid", e.owner_tid);
+      o.Set("port", e.port);
+      o.Set("inode", Napi::BigInt::New(env, e.inode));
+      o.Set("dev", Napi::BigInt::New(env, e.dev));
+      o.Set("seq", static_cast<double>(e.seq));
+      o.Set("stampMs", static_cast<double>(e.stamp_ms));
+      o.Set("ip", IpText(e.ip, e.ip_len));
+      o.Set("key", Napi::Buffer<uint8_t>::Copy(env, e.key, e.key_len));
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    auto res = Napi::Object::New(env);
+    res.Set("rows", arr);
+    res.Set("next", next);
+    return res;
+  }
+
+  Napi::Value Header(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_header *h = t_.hdr;
+    auto o = Napi::Object::New(env);
+    o.Set("version", h->version);
+    o.Set("ngroups", h->ngroups);
+    o.Set("perGroup", h->per_group);
+    o.Set("flags", h->flags);
+    o.Set("totalSize", static_cast<double>(h->total_size));
+    o.Set("entrySize", h->entry_size);
+    o.Set("requestedLocks", h->requested_locks);
+    o.Set("tidyMinutes", h->tidy_minutes);
+    o.Set("monitorPid", __atomic_load_n(&h->monitor_pid, __ATOMIC_ACQUIRE));
+    o.Set("monitorStart", static_cast<double>(h->monitor_start));
+    o.Set("listenerPid", __atomic_load_n(&h->listener_pid, __ATOMIC_ACQUIRE));
+    o.Set("listenerStart", static_cast<double>(h->listener_start));
+    o.Set("listenerPort", h->listener_port);
+    o.Set("listenerAddr", std::string(reinterpret_cast<const char *>(h->listener_addr),
+                                      strnlen(reinterpret_cast<const char *>(h->listener_addr), sizeof h->listener_addr)));
+    o.Set("createdMs", static_cast<double>(h->created_ms));
+    o.Set("startedMs", static_cast<double>(h->started_ms));
+    o.Set("lastRanMs", static_cast<double>(h->last_ran_ms));
+    o.Set("lastTidyMs", static_cast<double>(h->last_tidy_ms));
+    o.Set("tidyOps", static_cast<double>(__atomic_load_n(&h->tidy_ops, __ATOMIC_RELAXED)));
+    o.Set("lockRetries", static_cast<double>(__atomic_load_n(&h->lock_retries, __ATOMIC_RELAXED)));
+    return o;
+  }
+
+  // setHeader(field, value): the monitor's and listener's fields only.
+  Napi::Value SetHeader(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 2 && info[0].IsString(), "setHeader(field, value)");
+    std::string f = info[0].As<Napi::String>();
+    jdls_header *h = t_.hdr;
+    if (f == "listenerAddr") {
+      REQUIRE(info[1].IsString(), "setHeader: listenerAddr is a string");
+      std::string s = info[1].As<Napi::String>();
+      std::memset(h->listener_addr, 0, sizeof h->listener_addr);
+      std::memcpy(h->listener_addr, s.data(), s.size() < sizeof h->listener_addr - 1 ? s.size() : sizeof h->listener_addr - 1);
+      return env.Undefined();
+    }
+    REQUIRE(info[1].IsNumber(), "setHeader: value must be a number");
+    double v = info[1].As<Napi::Number>().DoubleValue();
+    if (f == "monitorPid") __atomic_store_n(&h->monitor_pid, static_cast<uint32_t>(v), __ATOMIC_RELEASE);
+    else if (f == "monitorStart") h->monitor_start = static_cast<uint64_t>(v);
+    else if (f == "listenerPid") __atomic_store_n(&h->listener_pid, static_cast<uint32_t>(v), __ATOMIC_RELEASE);
+    else if (f == "listenerStart") h->listener_start = static_cast<uint64_t>(v);
+    else if (f == "listenerPort") h->listener_port = static_cast<uint32_t>(v);
+    else if (f == "startedMs") h->started_ms = static_cast<int64_t>(v);
+    else if (f == "lastRanMs") h->last_ran_ms = static_cast<int64_t>(v);
+    else if (f == "lastTidyMs") h->last_tidy_ms = static_cast<int64_t>(v);
+    else if (f == "tidyMinutes") h->tidy_minutes = static_cast<uint32_t>(v);
+    else if (f == "lockRetries") __atomic_store_n(&h->lock_retries, static_cast<uint64_t>(v), __ATOMIC_RELAXED);
+    else {
+      Napi::TypeError::New(env, "setHeader: unknown field " + f).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value DebugHoldGroup(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 1 && info[0].IsNumber(), "debugHoldGroup(group)");
+    return Napi::Number::New(env, jdls_debug_hold_group(&t_, info[0].As<Napi::Number>().Uint32Value()));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  jdls_table t_;
+  bool existed_ = false;
+  Waiter *waiter_ = nullptr;
+};
+
+// ---- module functions ----------------------------------------------------
+
+Napi::Value ReleaseDir(const Napi::CallbackInfo &info) {
+  char buf[4096];
+  if (jdls_release_dir(buf, sizeof buf) < 0) return info.Env().Null();
+  return Napi::String::New(info.Env(), buf);
+}
+
+Napi::Value TablePath(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  REQUIRE(info.Length() >= 1 && info[0].IsString(), "tablePath(releaseDir)");
+  std::string dir = info[0].As<Napi::String>();
+  char buf[512];
+  if (jdls_table_path(dir.c_str(), buf, sizeof buf) < 0) return env.Null();
+  return Napi::String::New(env, buf);
+}
+
+Napi::Value Hash(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const FileId *f;
+  KeyArg k;
+  REQUIRE(info.Length() >= 2 && AsStruct(info[0], &f) && k.Read(env, info[1]), "hash(file, key)");
+  return Napi::Number::New(env, jdls_hash(f->inode, f->dev, k.data, static_cast<uint32_t>(k.len)));
+}
+
+Napi::Value NextPrime(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  REQUIRE(info.Length() >= 1 && info[0].IsNumber(), "nextPrime(n)");
+  return Napi::Number::New(env, jdls_next_prime(info[0].As<Napi::Number>().Uint32Value()));
+}
+
+Napi::Value PidStart(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  REQUIRE(info.Length() >= 1 && info[0].IsNumber(), "pidStart(pid)");
+  return Napi::Number::New(env, static_cast<double>(jdls_pid_start(info[0].As<Napi::Number>().Uint32Value())));
+}
+
+Napi::Value PidAlive(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  REQUIRE(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "pidAlive(pid, start)");
+  return Napi::Boolean::New(env, jdls_pid_alive(info[0].As<Napi::Number>().Uint32Value(),
+                                                static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()), 1) != 0);
+}
+
+Napi::Value GetTid(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
+}
+
+// makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip: Buffer(4|16))
+Napi::Value MakeOwner(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  REQUIRE(info.Length() >= 6 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber() &&
+              info[3].IsNumber() && info[4].IsNumber() && info[5].IsBuffer(),
+          "makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip)");
+  auto ip = info[5].As<Napi::Buffer<uint8_t>>();
+  REQUIRE(ip.Length() == 4 || ip.Length() == 16, "makeOwner: ip must be 4 or 16 bytes");
+  auto buf = Napi::Buffer<uint8_t>::New(env, sizeof(jdls_owner));
+  jdls_owner *o = reinterpret_cast<jdls_owner *>(buf.Data());
+  std::memset(o, 0, sizeof *o);
+  o->pid = info[0].As<Napi::Number>().Uint32Value();
+  o->owner_pid = info[1].As<Napi::Number>().Uint32Value();
+  o->owner_tid = info[2].As<Napi::Number>().Uint32Value();
+  o->port = info[3].As<Napi::Number>().Uint32Value();
+  o->pid_start = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
+  o->ip_len = static_cast<uint8_t>(ip.Length());
+  std::memcpy(o->ip, ip.Data(), ip.Length());
+  return buf;
+}
+
+// makeFile(inode, dev): bigint or number each
+Napi::Value MakeFile(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bool ok1 = false, ok2 = false;
+  uint64_t inode = info.Length() >= 1 ? ToU64(info[0], &ok1) : 0;
+  int64_t dev = info.Length() >= 2 ? ToI64(info[1], &ok2) : 0;
+  REQUIRE(ok1 && ok2, "makeFile(inode, dev): integers (bigint or number)");
+  auto buf = Napi::Buffer<uint8_t>::New(env, sizeof(FileId));
+  FileId *f = reinterpret_cast<FileId *>(buf.Data());
+  f->inode = inode;
+  f->dev = dev;
+  return buf;
+}
+
+Napi::Object Constants(Napi::Env env) {
+  auto c = Napi::Object::New(env);
+  c.Set("MAGIC", JDLS_MAGIC);
+  c.Set("LAYOUT_VERSION", JDLS_LAYOUT_VERSION);
+  c.Set("MAX_KEY", JDLS_MAX_KEY);
+  c.Set("PROC_SLOTS", JDLS_PROC_SLOTS);
+  c.Set("DEFAULT_LOCKS", JDLS_DEFAULT_LOCKS);
+  c.Set("DEFAULT_PER_GROUP", JDLS_DEFAULT_PER_GROUP);
+  c.Set("MAX_LOCKS", JDLS_MAX_LOCKS);
+  c.Set("MAX_PER_GROUP", JDLS_MAX_PER_GROUP);
+  c.Set("LIVENESS_TICK_MS", JDLS_LIVENESS_TICK_MS);
+  c.Set("FLAG_PORT_LOCKS", JDLS_FLAG_PORT_LOCKS);
+  c.Set("FLAG_TIMESTAMPS", JDLS_FLAG_TIMESTAMPS);
+  c.Set("MODE_READ", JDLS_MODE_READ);
+  c.Set("MODE_WRITE", JDLS_MODE_WRITE);
+  c.Set("STATE_FREE", JDLS_STATE_FREE);
+  c.Set("STATE_HELD", JDLS_STATE_HELD);
+  c.Set("STATE_WAITING", JDLS_STATE_WAITING);
+  c.Set("ENTRY_SIZE", static_cast<uint32_t>(sizeof(jdls_entry)));
+  c.Set("GROUP_HEADER_SIZE", static_cast<uint32_t>(sizeof(jdls_group)));
+  c.Set("HEADER_SIZE", static_cast<uint32_t>(sizeof(jdls_header)));
+  c.Set("PROC_SLOT_SIZE", static_cast<uint32_t>(sizeof(jdls_proc_slot)));
+  c.Set("RL_FILELOCK", JDLS_RL_FILELOCK);
+  c.Set("RL_WRITE", JDLS_RL_WRITE);
+  c.Set("RL_READ", JDLS_RL_READ);
+  c.Set("RL_FREE", JDLS_RL_FREE);
+  // Every result code with its name and text: the one table src/ maps from.
+  auto rc = Napi::Object::New(env);
+  for (int v = -64; v <= 16; v++) {
+    const char *name = jdls_rc_name(v);
+    if (!name) continue;
+    auto d = Napi::Object::New(env);
+    d.Set("value", v);
+    d.Set("text", jdls_strerror(v));
+    rc.Set(name, d);
+  }
+  c.Set("RC", rc);
+  return c;
+}
+
+void Cleanup(void *) {
+  // Worker threads and process exit: stop and join every waiter thread
+  // before the env goes away, or the thread calls into a dead TSFN.
+  std::vector<Table *> all(g_tables.begin(), g_tables.end());
+  for (Table *t : all) t->Shutdown();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Table", Table::Init(env));
+  exports.Set("releaseDir", Napi::Function::New(env, ReleaseDir));
+  exports.Set("tablePath", Napi::Function::New(env, TablePath));
+  exports.Set("hash", Napi::Function::New(env, Hash));
+  exports.Set("nextPrime", Napi::Function::New(env, NextPrime));
+  exports.Set("pidStart", Napi::Function::New(env, PidStart));
+  exports.Set("pidAlive", Napi::Function::New(env, PidAlive));
+  exports.Set("gettid", Napi::Function::New(env, GetTid));
+  exports.Set("makeOwner", Napi::Function::New(env, MakeOwner));
+  exports.Set("makeFile", Napi::Function::New(env, MakeFile));
+  exports.Set("constants", Constants(env));
+  napi_add_env_cleanup_hook(env, Cleanup, nullptr);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(jdls, Init)

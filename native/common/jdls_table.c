@@ -1,0 +1,930 @@
+/*
+ * jdls_table.c - the shared-memory record lock table.
+ *
+ * Owns: the segment's creation and validation, record locking inside it
+ * (grant, queue, hand-off, release), dead-owner reaping, crash repair, and
+ * listings. Does not own: naming policy beyond the path rule, monitor
+ * scheduling, display formats (all in src/), OS file locks (native/oslock).
+ *
+ * Divisions (keep them):
+ *   1. small helpers: hashing, primes, futexes, process liveness
+ *   2. creating, opening and removing the segment
+ *   3. group locking and crash repair
+ *   4. the lock algorithm: grant, queue, hand-off
+ *   5. the public lock calls
+ *   6. upkeep: tidy, list, check, process slots
+ */
+#define _GNU_SOURCE
+#include "jdls_table.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(jdls_entry) == 600, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(sizeof(jdls_group) == 64, "jdls_group must stay 64 bytes");
+_Static_assert(sizeof(jdls_header) == 256, "jdls_header layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(sizeof(jdls_proc_slot) == 16, "jdls_proc_slot layout changed");
+_Static_assert(offsetof(jdls_entry, key) == 88, "jdls_entry.key offset");
+_Static_assert(offsetof(jdls_header, groups_offset) == 32, "jdls_header.groups_offset offset");
+
+/* ===== 1. small helpers ================================================= */
+
+#define ALOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ASTORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+uint32_t jdls_hash(uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len) {
+  /* FNV-1a over inode (8 bytes LE), dev (8 bytes LE), key. Only chooses the
+   * group and fills the display's "value"; identity is the full key. */
+  uint32_t h = 2166136261u;
+  uint64_t d = (uint64_t)dev;
+  for (int i = 0; i < 8; i++) { h ^= (uint8_t)(inode >> (8 * i)); h *= 16777619u; }
+  for (int i = 0; i < 8; i++) { h ^= (uint8_t)(d >> (8 * i)); h *= 16777619u; }
+  for (uint32_t i = 0; i < key_len; i++) { h ^= key[i]; h *= 16777619u; }
+  return h & 0x3fffffffu;
+}
+
+uint32_t jdls_next_prime(uint32_t n) {
+  if (n <= 2) return 2;
+  for (uint32_t c = n | 1u;; c += 2) {
+    int prime = 1;
+    for (uint32_t d = 3; (uint64_t)d * d <= c; d += 2)
+      if (c % d == 0) { prime = 0; break; }
+    if (prime) return c;
+  }
+}
+
+static int futex_wait(uint32_t *word, uint32_t expected, int timeout_ms) {
+  struct timespec ts, *tp = NULL;
+  if (timeout_ms >= 0) {
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+    tp = &ts;
+  }
+  /* Shared (not FUTEX_PRIVATE): the waker is another process. */
+  return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, tp, NULL, 0);
+}
+
+static void futex_wake(uint32_t *word) {
+  syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t jdls_pid_start(uint32_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%u/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  /* The command name (field 2) may hold spaces and ')': skip to the last ')'. */
+  char *p = strrchr(buf, ')');
+  if (!p) return 0;
+  p++;
+  /* Fields from 3 on; starttime is field 22, i.e. the 20th after ')'. */
+  for (int field = 3; field < 22 && *p; field++) {
+    while (*p == ' ') p++;
+    while (*p && *p != ' ') p++;
+  }
+  return strtoull(p, NULL, 10);
+}
+
+int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
+  if (pid == 0) return 0;
+  if (pid == (uint32_t)getpid()) return 1;
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
+  if (thorough && start != 0) {
+    /* kill() succeeds for a recycled pid too: compare the start time. */
+    uint64_t now = jdls_pid_start(pid);
+    if (now != 0 && now != start) return 0;
+  }
+  return 1;
+}
+
+/* ===== 2. creating, opening and removing the segment ==================== */
+
+int jdls_release_dir(char *out, size_t cap) {
+  const char *d = getenv("JBCRELEASEDIR");
+  int n;
+  if (d && *d) n = snprintf(out, cap, "%s", d);
+  else {
+    const char *home = getenv("HOME");
+    if (home && *home) n = snprintf(out, cap, "%s/.jdls", home);
+    else n = snprintf(out, cap, "/tmp/jdls-%u", (unsigned)getuid());
+  }
+  return (n < 0 || (size_t)n >= cap) ? -1 : n;
+}
+
+int jdls_table_path(const char *release_dir, char *out, size_t cap) {
+  char abs[2 * PATH_MAX + 2];
+  /* Two spellings of one directory must name one table; a directory that
+   * does not exist yet is taken as written (made absolute). */
+  if (!realpath(release_dir, abs)) {
+    if (release_dir[0] == '/') snprintf(abs, sizeof abs, "%s", release_dir);
+    else {
+      char cwd[PATH_MAX];
+      if (!getcwd(cwd, sizeof cwd)) return -1;
+      snprintf(abs, sizeof abs, "%s/%s", cwd, release_dir);
+    }
+  }
+  uint64_t h = 1469598103934665603ull;
+  for (const char *p = abs; *p; p++) { h ^= (uint8_t)*p; h *= 1099511628211ull; }
+  int n = snprintf(out, cap, "/dev/shm/jdls-%u-%016llx", (unsigned)getuid(),
+                   (unsigned long long)h);
+  return (n < 0 || (size_t)n >= cap) ? -1 : n;
+}
+
+static jdls_group *group_at(jdls_table *t, uint32_t g) {
+  return (jdls_group *)((uint8_t *)t->hdr + t->hdr->groups_offset +
+                        (uint64_t)g * t->hdr->group_size);
+}
+
+static jdls_entry *entry_at(jdls_table *t, jdls_group *g, uint32_t i) {
+  return (jdls_entry *)((uint8_t *)(g + 1) + (uint64_t)i * t->hdr->entry_size);
+}
+
+static jdls_proc_slot *slots_of(jdls_table *t) {
+  return (jdls_proc_slot *)((uint8_t *)t->hdr + t->hdr->header_size);
+}
+
+static int map_and_validate(int fd, const char *path, jdls_table *out) {
+  struct stat st;
+  /* A creator sets the magic last; wait a little for one in progress. */
+  for (int tries = 0;; tries++) {
+    if (fstat(fd, &st) != 0) return JDLS_E_SYS;
+    if ((size_t)st.st_size >= sizeof(jdls_header)) {
+      uint32_t magic;
+      if (pread(fd, &magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic == JDLS_MAGIC) break;
+    }
+    if (tries >= 300) return JDLS_E_BAD_TABLE; /* 3 s: a creator died half-way */
+    usleep(10000);
+  }
+  void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return JDLS_E_SYS;
+  jdls_header *h = base;
+  if (ALOAD(&h->magic) != JDLS_MAGIC || h->version != JDLS_LAYOUT_VERSION ||
+      h->header_size != sizeof(jdls_header) || h->entry_size != sizeof(jdls_entry) ||
+      h->group_size != sizeof(jdls_group) + (uint64_t)h->per_group * sizeof(jdls_entry) ||
+      h->total_size != (uint64_t)st.st_size || h->ngroups == 0 ||
+      h->groups_offset + (uint64_t)h->ngroups * h->group_size != h->total_size) {
+    munmap(base, (size_t)st.st_size);
+    return JDLS_E_BAD_TABLE;
+  }
+  out->hdr = h;
+  out->size = (size_t)st.st_size;
+  out->fd = fd;
+  out->slot = -1;
+  snprintf(out->path, sizeof out->path, "%s", path);
+  return JDLS_OK;
+}
+
+int jdls_table_open(const char *path, jdls_table *out) {
+  memset(out, 0, sizeof *out);
+  out->fd = -1;
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? JDLS_E_NO_TABLE : JDLS_E_SYS;
+  int rc = map_and_validate(fd, path, out);
+  if (rc != JDLS_OK) { int e = errno; close(fd); errno = e; }
+  return rc;
+}
+
+int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
+                      uint32_t flags, jdls_table *out, int *existed) {
+  *existed = 0;
+  if (nlocks == 0 || per_group == 0 || nlocks > JDLS_MAX_LOCKS ||
+      per_group > JDLS_MAX_PER_GROUP || per_group > nlocks)
+    return JDLS_E_ARG;
+  memset(out, 0, sizeof *out);
+  out->fd = -1;
+  /* O_EXCL decides who creates: everyone else opens and waits for magic. */
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+  if (fd < 0) {
+    if (errno != EEXIST) return JDLS_E_SYS;
+    *existed = 1;
+    return jdls_table_open(path, out);
+  }
+  uint32_t ngroups = jdls_next_prime((nlocks + per_group - 1) / per_group);
+  uint64_t group_size = sizeof(jdls_group) + (uint64_t)per_group * sizeof(jdls_entry);
+  uint64_t groups_offset = sizeof(jdls_header) + JDLS_PROC_SLOTS * sizeof(jdls_proc_slot);
+  uint64_t total = groups_offset + (uint64_t)ngroups * group_size;
+  if (ftruncate(fd, (off_t)total) != 0) goto fail;
+  void *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) goto fail;
+  jdls_header *h = base;
+  h->version = JDLS_LAYOUT_VERSION;
+  h->header_size = sizeof(jdls_header);
+  h->entry_size = sizeof(jdls_entry);
+  h->group_size = (uint32_t)group_size;
+  h->ngroups = ngroups;
+  h->per_group = per_group;
+  h->flags = flags;
+  h->groups_offset = groups_offset;
+  h->total_size = total;
+  h->requested_locks = nlocks;
+  h->tidy_minutes = 5;
+  h->created_ms = now_ms();
+  out->hdr = h;
+  out->size = total;
+  out->fd = fd;
+  out->slot = -1;
+  snprintf(out->path, sizeof out->path, "%s", path);
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+  for (uint32_t g = 0; g < ngroups; g++) {
+    jdls_group *gr = group_at(out, g);
+    if (pthread_mutex_init(&gr->mutex, &ma) != 0) {
+      pthread_mutexattr_destroy(&ma);
+      munmap(base, total);
+      goto fail;
+    }
+    gr->next_seq = 1;
+  }
+  pthread_mutexattr_destroy(&ma);
+  ASTORE(&h->magic, JDLS_MAGIC); /* last: openers wait for it */
+  return JDLS_OK;
+fail:;
+  int e = errno;
+  unlink(path);
+  close(fd);
+  errno = e;
+  out->fd = -1;
+  return JDLS_E_SYS;
+}
+
+void jdls_table_close(jdls_table *t) {
+  if (!t->hdr) return;
+  jdls_slot_release(t);
+  munmap(t->hdr, t->size);
+  close(t->fd);
+  t->hdr = NULL;
+  t->fd = -1;
+}
+
+int jdls_table_unlink(const char *path) {
+  if (unlink(path) != 0) return errno == ENOENT ? JDLS_E_NO_TABLE : JDLS_E_SYS;
+  return JDLS_OK;
+}
+
+/* ===== 3. group locking and crash repair ================================ */
+
+static int same_key(const jdls_entry *e, uint64_t inode, int64_t dev,
+                    const uint8_t *key, uint32_t key_len) {
+  return e->inode == inode && e->dev == dev && e->key_len == key_len &&
+         memcmp(e->key, key, key_len) == 0;
+}
+
+static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
+  return same_key(a, b->inode, b->dev, b->key, b->key_len);
+}
+
+static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *o) {
+  if (e->ip_len != o->ip_len || memcmp(e->ip, o->ip, o->ip_len) != 0) return 0;
+  if (t->hdr->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
+  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid;
+}
+
+static void owner_of(const jdls_entry *e, jdls_owner *o) {
+  memset(o, 0, sizeof *o);
+  o->pid = e->pid;
+  o->owner_pid = e->owner_pid;
+  o->owner_tid = e->owner_tid;
+  o->port = e->port;
+  o->ip_len = e->ip_len;
+  memcpy(o->ip, e->ip, sizeof o->ip);
+}
+
+static int entry_valid(const jdls_table *t, const jdls_entry *e) {
+  uint32_t s = ALOAD(&e->state);
+  if (s == JDLS_STATE_FREE) return 1;
+  if (s != JDLS_STATE_HELD && s != JDLS_STATE_WAITING) return 0;
+  if (e->mode != JDLS_MODE_READ && e->mode != JDLS_MODE_WRITE) return 0;
+  if (e->key_len > JDLS_MAX_KEY) return 0;
+  if (e->ip_len != 4 && e->ip_len != 16) return 0;
+  if (e->doorbell < -1 || e->doorbell >= (int32_t)JDLS_PROC_SLOTS) return 0;
+  if (e->hash != jdls_hash(e->inode, e->dev, e->key, e->key_len)) return 0;
+  (void)t;
+  return 1;
+}
+
+static void wake_entry(jdls_table *t, jdls_entry *e) {
+  futex_wake(&e->state);
+  if (e->doorbell >= 0 && e->doorbell < (int32_t)JDLS_PROC_SLOTS) {
+    jdls_proc_slot *s = &slots_of(t)[e->doorbell];
+    if (ALOAD(&s->pid) == e->pid) {
+      __atomic_fetch_add(&s->bell, 1, __ATOMIC_ACQ_REL);
+      futex_wake(&s->bell);
+    }
+  }
+}
+
+static void free_entry(jdls_group *g, jdls_entry *e) {
+  ASTORE(&e->state, JDLS_STATE_FREE);
+  g->count--;
+}
+
+static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k);
+static int tidy_group_locked(jdls_table *t, jdls_group *g);
+
+/* Repair after a process died holding this group's mutex (EOWNERDEAD). Every
+ * change to an entry writes `state` last when filling it and first when
+ * freeing it, so a torn write leaves either a FREE entry (ignored) or a
+ * complete one; anything else that fails validation is freed. Then count is
+ * recomputed and any waiter the dead process should have granted is granted. */
+static void group_repair(jdls_table *t, jdls_group *g) {
+  uint32_t count = 0;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (!entry_valid(t, e)) {
+      ASTORE(&e->state, JDLS_STATE_FREE);
+      futex_wake(&e->state);
+    } else if (ALOAD(&e->state) != JDLS_STATE_FREE) {
+      count++;
+    }
+  }
+  g->count = count;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) == JDLS_STATE_WAITING) grant_waiters(t, g, e);
+  }
+}
+
+static int group_lock(jdls_table *t, jdls_group *g) {
+  int e = pthread_mutex_lock(&g->mutex);
+  if (e == EOWNERDEAD) {
+    /* The holder died inside the critical section. Repair, THEN mark the
+     * mutex consistent: unlocking without pthread_mutex_consistent() makes
+     * every later lock fail with ENOTRECOVERABLE, forever. */
+    group_repair(t, g);
+    pthread_mutex_consistent(&g->mutex);
+    return JDLS_OK;
+  }
+  if (e == ENOTRECOVERABLE) return JDLS_E_RECOVER;
+  if (e != 0) { errno = e; return JDLS_E_SYS; }
+  return JDLS_OK;
+}
+
+static void group_unlock(jdls_group *g) { pthread_mutex_unlock(&g->mutex); }
+
+/* ===== 4. the lock algorithm ============================================ */
+
+static int modes_conflict(int a, int b) {
+  return a == JDLS_MODE_WRITE || b == JDLS_MODE_WRITE;
+}
+
+static void fill_holder(const jdls_entry *e, jdls_holder *h) {
+  if (!h) return;
+  h->pid = e->pid;
+  h->owner_pid = e->owner_pid;
+  h->owner_tid = e->owner_tid;
+  h->port = e->port;
+  h->mode = e->mode;
+  h->ip_len = e->ip_len;
+  memcpy(h->ip, e->ip, sizeof h->ip);
+}
+
+/* Free every entry of the group whose process `pid` is `dead_pid`. */
+static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid) {
+  int n = 0;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) != JDLS_STATE_FREE && e->pid == dead_pid) {
+      free_entry(g, e);
+      n++;
+    }
+  }
+  if (n) {
+    __atomic_fetch_add(&t->hdr->tidy_ops, (uint64_t)n, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (ALOAD(&e->state) == JDLS_STATE_WAITING) grant_waiters(t, g, e);
+    }
+  }
+  return n;
+}
+
+/* Reap the entries of dead processes among those that stand in the way of a
+ * request on key k by owner o (holders and waiters of k, other owners). A
+ * cheap kill(pid, 0) each; only on the slow path. Returns entries freed. */
+static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
+                         const jdls_owner *o) {
+  int n = 0;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) == JDLS_STATE_FREE || !entry_same_key(e, k)) continue;
+    if (o && owner_eq(t, e, o)) continue;
+    if (!jdls_pid_alive(e->pid, e->pid_start, 0)) n += reap_pid(t, g, e->pid);
+  }
+  return n;
+}
+
+/* Hand the key over: grant queued requests for key k in FIFO order, as many
+ * as are compatible, stopping at the first that is not (a later request
+ * never overtakes an earlier one). Mutex held. */
+static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
+  uint64_t inode = k->inode;
+  int64_t dev = k->dev;
+  uint32_t key_len = k->key_len;
+  uint8_t key[JDLS_MAX_KEY];
+  memcpy(key, k->key, key_len); /* k may be freed below */
+  for (;;) {
+    jdls_entry *w = NULL;
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (ALOAD(&e->state) == JDLS_STATE_WAITING && same_key(e, inode, dev, key, key_len) &&
+          (!w || e->seq < w->seq))
+        w = e;
+    }
+    if (!w) return;
+    if (!jdls_pid_alive(w->pid, w->pid_start, 0)) {
+      /* Never hand a lock to a process that is gone. */
+      free_entry(g, w);
+      __atomic_fetch_add(&t->hdr->tidy_ops, 1, __ATOMIC_RELAXED);
+      continue;
+    }
+    jdls_owner wo;
+    owner_of(w, &wo);
+    int blocked = 0;
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (ALOAD(&e->state) == JDLS_STATE_HELD && same_key(e, inode, dev, key, key_len) &&
+          !owner_eq(t, e, &wo) && modes_conflict(e->mode, w->mode)) {
+        blocked = 1;
+        break;
+      }
+    }
+    if (blocked) return;
+    /* Conversion: the owner's earlier lock on this key is replaced. */
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (e != w && ALOAD(&e->state) == JDLS_STATE_HELD &&
+          same_key(e, inode, dev, key, key_len) && owner_eq(t, e, &wo))
+        free_entry(g, e);
+    }
+    if (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) w->stamp_ms = now_ms();
+    ASTORE(&w->state, JDLS_STATE_HELD);
+    wake_entry(t, w);
+  }
+}
+
+static jdls_entry *alloc_entry(jdls_table *t, jdls_group *g) {
+  if (g->count >= t->hdr->per_group) return NULL;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) == JDLS_STATE_FREE) return e;
+  }
+  return NULL;
+}
+
+/* Fill a free entry for (o, r) and publish it with `state` last. */
+static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_owner *o,
+                       const jdls_request *r, uint32_t hash, uint32_t state, int doorbell) {
+  e->mode = (uint8_t)r->mode;
+  e->ip_len = o->ip_len;
+  e->key_len = (uint16_t)r->key_len;
+  e->hash = hash;
+  e->pid = o->pid;
+  e->owner_pid = o->owner_pid;
+  e->owner_tid = o->owner_tid;
+  e->port = o->port;
+  e->doorbell = doorbell;
+  e->pid_start = o->pid_start;
+  e->inode = r->inode;
+  e->dev = r->dev;
+  e->seq = g->next_seq++;
+  e->stamp_ms = (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) ? now_ms() : 0;
+  memcpy(e->ip, o->ip, sizeof e->ip);
+  memcpy(e->key, r->key, r->key_len);
+  g->count++;
+  if (g->count > g->max_count) g->max_count = g->count;
+  ASTORE(&e->state, state);
+}
+
+static int check_request(const jdls_owner *o, const jdls_request *r) {
+  if (r->key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
+  if (r->mode != JDLS_MODE_READ && r->mode != JDLS_MODE_WRITE) return JDLS_E_ARG;
+  if (o->ip_len != 4 && o->ip_len != 16) return JDLS_E_ARG;
+  if (r->key_len && !r->key) return JDLS_E_ARG;
+  return JDLS_OK;
+}
+
+/* ===== 5. the public lock calls ========================================= */
+
+int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
+                    int doorbell, jdls_ticket *ticket, jdls_holder *holder) {
+  int rc = check_request(o, r);
+  if (rc != JDLS_OK) return rc;
+  uint32_t hash = jdls_hash(r->inode, r->dev, r->key, r->key_len);
+  uint32_t gi = hash % t->hdr->ngroups;
+  jdls_group *g = group_at(t, gi);
+  if ((rc = group_lock(t, g)) != JDLS_OK) return rc;
+  for (int round = 0;; round++) {
+    jdls_entry *mine = NULL, *blocker = NULL, *first_other = NULL, *free_e = NULL;
+    int others_waiting = 0;
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      uint32_t s = ALOAD(&e->state);
+      if (s == JDLS_STATE_FREE) {
+        if (!free_e) free_e = e;
+        if (seen >= g->count) break; /* every used entry seen */
+        continue;
+      }
+      seen++;
+      if (!same_key(e, r->inode, r->dev, r->key, r->key_len)) continue;
+      int own = owner_eq(t, e, o);
+      if (s == JDLS_STATE_HELD) {
+        if (own) mine = e;
+        else {
+          if (!first_other) first_other = e;
+          if (!blocker && modes_conflict(e->mode, r->mode)) blocker = e;
+        }
+      } else if (!own) {
+        others_waiting = 1;
+      }
+    }
+    if (!blocker && mine) {
+      /* Re-lock by the owner: succeeds; READ<->WRITE converts in place. An
+       * owner's own upgrade does not queue behind waiters that wait for it. */
+      int down = mine->mode == JDLS_MODE_WRITE && r->mode == JDLS_MODE_READ;
+      mine->mode = (uint8_t)r->mode;
+      if (down) grant_waiters(t, g, mine);
+      group_unlock(g);
+      return JDLS_OK;
+    }
+    if (!blocker && !others_waiting) {
+      if (!free_e) free_e = alloc_entry(t, g);
+      if (!free_e) {
+        if (round < 2 && tidy_group_locked(t, g) > 0) continue;
+        group_unlock(g);
+        return JDLS_E_TABLE_FULL;
+      }
+      fill_entry(t, g, free_e, o, r, hash, JDLS_STATE_HELD, -1);
+      group_unlock(g);
+      return JDLS_OK;
+    }
+    /* Someone stands in the way. Dead processes never release: clear them
+     * now, not at the next tidy-up, and look again. */
+    jdls_entry probe;
+    probe.inode = r->inode;
+    probe.dev = r->dev;
+    probe.key_len = (uint16_t)r->key_len;
+    memcpy(probe.key, r->key, r->key_len);
+    if (round < 8 && reap_blockers(t, g, &probe, o) > 0) continue;
+    if (r->flags & JDLS_REQ_NOWAIT) {
+      fill_holder(blocker ? blocker : first_other ? first_other : mine, holder);
+      group_unlock(g);
+      return JDLS_CONFLICT;
+    }
+    if (!free_e) free_e = alloc_entry(t, g);
+    if (!free_e) {
+      if (round < 2 && tidy_group_locked(t, g) > 0) continue;
+      group_unlock(g);
+      return JDLS_E_TABLE_FULL;
+    }
+    fill_entry(t, g, free_e, o, r, hash, JDLS_STATE_WAITING, doorbell);
+    ticket->group = gi;
+    ticket->slot = (uint32_t)(((uint8_t *)free_e - (uint8_t *)(g + 1)) / t->hdr->entry_size);
+    ticket->seq = free_e->seq;
+    if (holder && (blocker || first_other)) fill_holder(blocker ? blocker : first_other, holder);
+    group_unlock(g);
+    return JDLS_QUEUED;
+  }
+}
+
+static jdls_entry *ticket_entry(jdls_table *t, const jdls_ticket *tk, jdls_group **gout) {
+  if (tk->group >= t->hdr->ngroups || tk->slot >= t->hdr->per_group) return NULL;
+  jdls_group *g = group_at(t, tk->group);
+  *gout = g;
+  return entry_at(t, g, tk->slot);
+}
+
+int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap) {
+  jdls_group *g;
+  jdls_entry *e = ticket_entry(t, tk, &g);
+  if (!e) return JDLS_E_ARG;
+  if (!reap) {
+    uint32_t s = ALOAD(&e->state);
+    if (e->seq != tk->seq || s == JDLS_STATE_FREE) return JDLS_E_ARG;
+    return s == JDLS_STATE_HELD ? JDLS_OK : JDLS_QUEUED;
+  }
+  int rc = group_lock(t, g);
+  if (rc != JDLS_OK) return rc;
+  uint32_t s = ALOAD(&e->state);
+  if (e->seq != tk->seq || s == JDLS_STATE_FREE) rc = JDLS_E_ARG;
+  else if (s == JDLS_STATE_HELD) rc = JDLS_OK;
+  else {
+    jdls_owner o;
+    owner_of(e, &o);
+    if (reap_blockers(t, g, e, &o) > 0) grant_waiters(t, g, e);
+    rc = ALOAD(&e->state) == JDLS_STATE_HELD ? JDLS_OK : JDLS_QUEUED;
+  }
+  group_unlock(g);
+  return rc;
+}
+
+int jdls_wait_cancel(jdls_table *t, const jdls_ticket *tk) {
+  jdls_group *g;
+  jdls_entry *e = ticket_entry(t, tk, &g);
+  if (!e) return JDLS_E_ARG;
+  int rc = group_lock(t, g);
+  if (rc != JDLS_OK) return rc;
+  uint32_t s = ALOAD(&e->state);
+  if (e->seq != tk->seq || s == JDLS_STATE_FREE) rc = JDLS_E_ARG;
+  else if (s == JDLS_STATE_HELD) rc = JDLS_OK;
+  else {
+    /* Leaving the queue may unblock those behind us (shared requests queued
+     * behind our exclusive one while a shared lock is held). */
+    free_entry(g, e);
+    grant_waiters(t, g, e);
+    rc = JDLS_TIMEOUT;
+  }
+  group_unlock(g);
+  return rc;
+}
+
+int jdls_lock(jdls_table *t, const jdls_owner *o, const jdls_request *r,
+              int timeout_ms, jdls_holder *holder) {
+  jdls_ticket tk;
+  int rc = jdls_lock_begin(t, o, r, -1, &tk, holder);
+  if (rc != JDLS_QUEUED) return rc;
+  jdls_group *g;
+  jdls_entry *e = ticket_entry(t, &tk, &g);
+  int64_t deadline = timeout_ms >= 0 ? mono_ms() + timeout_ms : INT64_MAX;
+  int64_t next_tick = mono_ms() + JDLS_LIVENESS_TICK_MS;
+  for (;;) {
+    uint32_t s = ALOAD(&e->state);
+    if (s == JDLS_STATE_HELD) return JDLS_OK;
+    if (s != JDLS_STATE_WAITING) return JDLS_E_ARG;
+    int64_t now = mono_ms();
+    if (now >= deadline) return jdls_wait_cancel(t, &tk);
+    if (now >= next_tick) {
+      rc = jdls_wait_poll(t, &tk, 1);
+      if (rc != JDLS_QUEUED) return rc;
+      next_tick = now + JDLS_LIVENESS_TICK_MS;
+    }
+    int64_t until = deadline < next_tick ? deadline : next_tick;
+    futex_wait(&e->state, JDLS_STATE_WAITING, (int)(until - now));
+  }
+}
+
+int jdls_unlock(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                const uint8_t *key, uint32_t key_len) {
+  if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
+  uint32_t hash = jdls_hash(inode, dev, key, key_len);
+  jdls_group *g = group_at(t, hash % t->hdr->ngroups);
+  int rc = group_lock(t, g);
+  if (rc != JDLS_OK) return rc;
+  rc = JDLS_NOT_HELD;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) == JDLS_STATE_HELD && same_key(e, inode, dev, key, key_len) &&
+        owner_eq(t, e, o)) {
+      free_entry(g, e);
+      grant_waiters(t, g, e);
+      rc = JDLS_OK;
+      break;
+    }
+  }
+  group_unlock(g);
+  return rc;
+}
+
+int jdls_unlock_all(jdls_table *t, const jdls_owner *o, int one_file,
+                    uint64_t inode, int64_t dev) {
+  int freed = 0;
+  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+    jdls_group *g = group_at(t, gi);
+    if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
+    int rc = group_lock(t, g);
+    if (rc != JDLS_OK) return rc;
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (ALOAD(&e->state) != JDLS_STATE_HELD || !owner_eq(t, e, o)) continue;
+      if (one_file && (e->inode != inode || e->dev != dev)) continue;
+      free_entry(g, e);
+      grant_waiters(t, g, e);
+      freed++;
+    }
+    group_unlock(g);
+  }
+  return freed;
+}
+
+int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                const uint8_t *key, uint32_t key_len, jdls_holder *holder) {
+  if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
+  uint32_t hash = jdls_hash(inode, dev, key, key_len);
+  jdls_group *g = group_at(t, hash % t->hdr->ngroups);
+  int rc = group_lock(t, g);
+  if (rc != JDLS_OK) return rc;
+  int result = JDLS_RL_FREE;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) != JDLS_STATE_HELD || !same_key(e, inode, dev, key, key_len)) continue;
+    int code = e->mode == JDLS_MODE_WRITE ? JDLS_RL_WRITE : JDLS_RL_READ;
+    if (owner_eq(t, e, o)) { result = code; break; }
+    if (result == JDLS_RL_FREE) {
+      if (!jdls_pid_alive(e->pid, e->pid_start, 0)) continue; /* dead: as good as free */
+      result = -code;
+      fill_holder(e, holder);
+    }
+  }
+  group_unlock(g);
+  return result;
+}
+
+/* ===== 6. upkeep ======================================================== */
+
+/* Free entries of dead processes in one group (mutex held). */
+static int tidy_group_locked(jdls_table *t, jdls_group *g) {
+  int n = 0;
+  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) != JDLS_STATE_FREE && !jdls_pid_alive(e->pid, e->pid_start, 1))
+      n += reap_pid(t, g, e->pid);
+  }
+  return n;
+}
+
+int jdls_tidy(jdls_table *t) {
+  int freed = 0;
+  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+    jdls_group *g = group_at(t, gi);
+    if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
+    int rc = group_lock(t, g);
+    if (rc != JDLS_OK) return rc;
+    freed += tidy_group_locked(t, g);
+    group_unlock(g);
+  }
+  return freed;
+}
+
+int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
+              uint32_t cap, uint32_t *next_group) {
+  uint32_t out = 0, gi = first;
+  uint32_t end = first + n > t->hdr->ngroups ? t->hdr->ngroups : first + n;
+  for (; gi < end; gi++) {
+    jdls_group *g = group_at(t, gi);
+    if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
+    if (cap - out < t->hdr->per_group) break; /* a group is listed whole */
+    int rc = group_lock(t, g);
+    if (rc != JDLS_OK) { *next_group = gi; return rc; }
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      uint32_t s = ALOAD(&e->state);
+      if (s == JDLS_STATE_FREE) continue;
+      jdls_row *row = &rows[out++];
+      row->group = gi;
+      row->slot = i;
+      row->state = s;
+      row->queued = 0;
+      memcpy(&row->entry, e, sizeof *e);
+      if (s == JDLS_STATE_HELD) {
+        for (uint32_t j = 0; j < t->hdr->per_group; j++) {
+          jdls_entry *w = entry_at(t, g, j);
+          if (ALOAD(&w->state) == JDLS_STATE_WAITING && entry_same_key(w, e)) row->queued++;
+        }
+      }
+    }
+    group_unlock(g);
+  }
+  *next_group = gi;
+  return (int)out;
+}
+
+int jdls_table_check(jdls_table *t) {
+  int problems = 0;
+  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+    jdls_group *g = group_at(t, gi);
+    if (group_lock(t, g) != JDLS_OK) { problems++; continue; }
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (!entry_valid(t, e)) { problems++; continue; }
+      uint32_t s = ALOAD(&e->state);
+      if (s == JDLS_STATE_FREE) continue;
+      count++;
+      if (e->hash % t->hdr->ngroups != gi) problems++;
+      if (s != JDLS_STATE_HELD) continue;
+      /* No two owners may hold one key in conflicting modes. */
+      for (uint32_t j = i + 1; j < t->hdr->per_group; j++) {
+        jdls_entry *f = entry_at(t, g, j);
+        if (ALOAD(&f->state) != JDLS_STATE_HELD || !entry_same_key(e, f)) continue;
+        jdls_owner fo;
+        owner_of(f, &fo);
+        if (owner_eq(t, e, &fo) || modes_conflict(e->mode, f->mode)) problems++;
+      }
+    }
+    if (count != g->count) problems++;
+    group_unlock(g);
+  }
+  return problems;
+}
+
+int jdls_slot_claim(jdls_table *t) {
+  if (t->slot >= 0) return t->slot;
+  uint32_t me = (uint32_t)getpid();
+  jdls_proc_slot *slots = slots_of(t);
+  for (uint32_t i = 0; i < JDLS_PROC_SLOTS; i++) {
+    uint32_t cur = ALOAD(&slots[i].pid);
+    if (cur != 0 && jdls_pid_alive(cur, slots[i].pid_start, 1)) continue;
+    if (__atomic_compare_exchange_n(&slots[i].pid, &cur, me, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      slots[i].pid_start = jdls_pid_start(me);
+      t->slot = (int)i;
+      return (int)i;
+    }
+  }
+  return JDLS_E_NO_SLOT;
+}
+
+void jdls_slot_release(jdls_table *t) {
+  if (t->slot < 0) return;
+  uint32_t me = (uint32_t)getpid();
+  __atomic_compare_exchange_n(&slots_of(t)[t->slot].pid, &me, 0, 0, __ATOMIC_ACQ_REL,
+                              __ATOMIC_ACQUIRE);
+  t->slot = -1;
+}
+
+int jdls_debug_hold_group(jdls_table *t, uint32_t gi) {
+  if (gi >= t->hdr->ngroups) return JDLS_E_ARG;
+  jdls_group *g = group_at(t, gi);
+  int rc = group_lock(t, g);
+  if (rc != JDLS_OK) return rc;
+  jdls_entry *e = alloc_entry(t, g);
+  if (e) {
+    /* A torn write: the state is published but the rest is garbage. */
+    e->mode = 77;
+    e->key_len = 9999;
+    ASTORE(&e->state, JDLS_STATE_HELD);
+    g->count += 5;
+  }
+  return JDLS_OK; /* mutex still held: the caller is about to be killed */
+}
+
+const char *jdls_rc_name(int rc) {
+  switch (rc) {
+    case JDLS_OK: return "OK";
+    case JDLS_CONFLICT: return "CONFLICT";
+    case JDLS_QUEUED: return "QUEUED";
+    case JDLS_TIMEOUT: return "TIMEOUT";
+    case JDLS_NOT_HELD: return "NOT_HELD";
+    case JDLS_E_TABLE_FULL: return "TABLE_FULL";
+    case JDLS_E_KEY_TOO_LONG: return "KEY_TOO_LONG";
+    case JDLS_E_ARG: return "BAD_ARGUMENT";
+    case JDLS_E_NO_TABLE: return "NO_TABLE";
+    case JDLS_E_BAD_TABLE: return "BAD_TABLE";
+    case JDLS_E_SYS: return "SYSTEM";
+    case JDLS_E_NO_SLOT: return "NO_PROCESS_SLOT";
+    case JDLS_E_EXISTS: return "EXISTS";
+    case JDLS_E_RECOVER: return "NOT_RECOVERABLE";
+    default: return NULL;
+  }
+}
+
+const char *jdls_strerror(int rc) {
+  switch (rc) {
+    case JDLS_OK: return "lock granted";
+    case JDLS_CONFLICT: return "record is locked by another owner";
+    case JDLS_QUEUED: return "request queued";
+    case JDLS_TIMEOUT: return "timed out waiting for the lock";
+    case JDLS_NOT_HELD: return "lock not held by this owner";
+    case JDLS_E_TABLE_FULL: return "Error 37: lock table full (the key's group has no free entry)";
+    case JDLS_E_KEY_TOO_LONG: return "key longer than 512 bytes";
+    case JDLS_E_ARG: return "invalid argument";
+    case JDLS_E_NO_TABLE: return "no lock table for this JBCRELEASEDIR (start the monitor with jdls -ib)";
+    case JDLS_E_BAD_TABLE: return "the shared memory segment is not a lock table of this version (remove it with jdls -Ko)";
+    case JDLS_E_SYS: return "system call failed";
+    case JDLS_E_NO_SLOT: return "no free process slot for asynchronous waits";
+    case JDLS_E_EXISTS: return "lock table exists already";
+    case JDLS_E_RECOVER: return "a lock group is not recoverable (remove the table with jdls -Ko)";
+    default: return "unknown error";
+  }
+}

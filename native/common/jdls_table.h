@@ -1,0 +1,313 @@
+/*
+ * jdls_table.h - the shared-memory record lock table: layout and C API.
+ *
+ * This header is the ONE definition of the table's layout, its constants and
+ * its error codes. The addon (native/addon), the C fixtures (test/fixtures),
+ * the benchmarks and the preload shim all include it; TypeScript gets the
+ * numbers from the addon's `constants` export (src/native.ts mirrors them and
+ * test/native-constants.test.ts compares the two).
+ *
+ * Divisions of this file (keep them):
+ *   1. constants and error codes
+ *   2. the shared layout (header, process slots, groups, entries)
+ *   3. the process-local handle and the API
+ *
+ * What lives where in the segment:
+ *
+ *   +----------------------+  offset 0
+ *   | jdls_header          |  magic, version, geometry, monitor statistics
+ *   +----------------------+  header_size
+ *   | jdls_proc_slot[1024] |  doorbells of processes that wait asynchronously
+ *   +----------------------+  groups_offset
+ *   | group 0              |  jdls_group (robust mutex, count) + per_group
+ *   |                      |  jdls_entry
+ *   | group 1 ...          |
+ *   +----------------------+  total_size
+ *
+ * Locking rules (written on the struct, checked by jdls_table_check):
+ *   - Every field of a group and of its entries is read and written only with
+ *     that group's mutex held, EXCEPT entry.state, which a waiter reads
+ *     without the mutex (it is the futex word it sleeps on) and which is
+ *     always written with an atomic store while the mutex is held.
+ *   - A thread never holds two group mutexes at once (no lock ordering, no
+ *     deadlock between groups).
+ *   - group.count is derived (number of non-FREE entries); repair recomputes
+ *     it.
+ */
+#ifndef JDLS_TABLE_H
+#define JDLS_TABLE_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ===== 1. constants and error codes ===================================== */
+
+#define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
+#define JDLS_LAYOUT_VERSION   1U
+#define JDLS_MAX_KEY          512U          /* longest key, in bytes */
+#define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
+#define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
+#define JDLS_DEFAULT_PER_GROUP 20U
+#define JDLS_MAX_LOCKS        50000000U     /* refuse absurd sizes */
+#define JDLS_MAX_PER_GROUP    10000U
+/* How often a waiter re-checks that the owners it waits for are alive: a
+ * holder killed with -9 never releases, so without this a waiter would sleep
+ * until someone else happened to conflict with the dead lock. */
+#define JDLS_LIVENESS_TICK_MS 20U
+
+/* Header flags (set when the table is created, never changed after). */
+#define JDLS_FLAG_PORT_LOCKS  0x1U   /* -P: owner is (ip, port) */
+#define JDLS_FLAG_TIMESTAMPS  0x2U   /* -T: entries carry their grant time */
+
+/* Lock modes. READ is jBASE's READL (shared), WRITE its READU (exclusive). */
+#define JDLS_MODE_READ   1
+#define JDLS_MODE_WRITE  2
+
+/* Entry states; the state word is also the futex a waiter sleeps on. */
+#define JDLS_STATE_FREE     0U
+#define JDLS_STATE_HELD     1U
+#define JDLS_STATE_WAITING  2U
+
+/* Request flags. */
+#define JDLS_REQ_NOWAIT  0x1U   /* jBASE LOCKED clause: never queue */
+
+/* Outcomes of a lock request (>= 0) and errors (< 0). One enum for C and,
+ * through the addon, for TypeScript (JdlsError.code is the name). */
+typedef enum jdls_rc {
+  JDLS_OK            = 0,   /* granted */
+  JDLS_CONFLICT      = 1,   /* NOWAIT and someone else holds it */
+  JDLS_QUEUED        = 2,   /* enqueued; wait with jdls_wait_* */
+  JDLS_TIMEOUT       = 3,   /* the wait's deadline passed; nothing held */
+  JDLS_NOT_HELD      = 4,   /* release of a lock the owner does not hold */
+  JDLS_E_TABLE_FULL  = -37, /* jBASE Error 37: the key's group is full */
+  JDLS_E_KEY_TOO_LONG = -2,
+  JDLS_E_ARG         = -3,  /* bad argument (mode, size, empty key) */
+  JDLS_E_NO_TABLE    = -4,  /* no table for this JBCRELEASEDIR */
+  JDLS_E_BAD_TABLE   = -5,  /* magic/version/size mismatch */
+  JDLS_E_SYS         = -6,  /* system call failed; errno kept */
+  JDLS_E_NO_SLOT     = -7,  /* no free process slot for async waits */
+  JDLS_E_EXISTS      = -8,  /* create: the table exists already */
+  JDLS_E_RECOVER     = -9   /* a group mutex is not recoverable */
+} jdls_rc;
+
+/* RECORDLOCKED() results (jBASE): >0 held by this owner, <0 by another. */
+#define JDLS_RL_FILELOCK  3
+#define JDLS_RL_WRITE     2
+#define JDLS_RL_READ      1
+#define JDLS_RL_FREE      0
+
+/* ===== 2. the shared layout ============================================= */
+
+/* One record lock, or one queued request for one. 600 bytes. */
+typedef struct jdls_entry {
+  uint32_t state;        /* JDLS_STATE_*; atomic; futex word of the waiter */
+  uint8_t  mode;         /* JDLS_MODE_* */
+  uint8_t  ip_len;       /* 4 (IPv4) or 16 (IPv6); 4 with 0.0.0.0 = local */
+  uint16_t key_len;
+  uint32_t hash;         /* 30-bit hash of (inode, dev, key): "value" */
+  uint32_t pid;          /* local process that holds the entry (liveness) */
+  uint32_t owner_pid;    /* the lock owner's pid (a remote client's pid for
+                            entries a lock-server process holds for it) */
+  uint32_t owner_tid;    /* the owner's thread id */
+  uint32_t port;         /* jBASE port number */
+  int32_t  doorbell;     /* process slot to ring on grant, -1 = none */
+  uint64_t pid_start;    /* start time of `pid` (clock ticks), vs pid reuse */
+  uint64_t inode;
+  int64_t  dev;          /* -1 for files reached through a lock server */
+  uint64_t seq;          /* arrival order: FIFO among waiters of one key */
+  int64_t  stamp_ms;     /* grant/enqueue time, ms since epoch (-T), else 0 */
+  uint8_t  ip[16];       /* client address, network byte order */
+  uint8_t  key[JDLS_MAX_KEY];
+} jdls_entry;
+
+/* A group: the unit of hashing and of mutual exclusion. */
+typedef struct jdls_group {
+  pthread_mutex_t mutex; /* robust, process-shared */
+  uint32_t count;        /* non-FREE entries (derived; repair recomputes) */
+  uint32_t max_count;    /* high-water mark */
+  uint64_t next_seq;     /* FIFO ticket dispenser */
+  uint8_t  pad[8];       /* to 64 bytes (static_assert in jdls_table.c) */
+} jdls_group;
+
+/* A process that waits asynchronously (the Node addon's waiter thread) owns
+ * one slot; a grant for it increments `bell` and wakes it, so one thread can
+ * sleep on a single futex for all of its process's pending waits. */
+typedef struct jdls_proc_slot {
+  uint32_t pid;          /* atomic; 0 = free */
+  uint32_t bell;         /* atomic futex word */
+  uint64_t pid_start;
+} jdls_proc_slot;
+
+typedef struct jdls_header {
+  uint32_t magic;        /* written last by the creator (release store) */
+  uint32_t version;
+  uint32_t header_size;  /* sizeof(jdls_header) */
+  uint32_t entry_size;   /* sizeof(jdls_entry) */
+  uint32_t group_size;   /* sizeof(jdls_group) + per_group * entry_size */
+  uint32_t ngroups;      /* prime */
+  uint32_t per_group;
+  uint32_t flags;        /* JDLS_FLAG_* */
+  uint64_t groups_offset;
+  uint64_t total_size;
+  uint32_t requested_locks;
+  uint32_t tidy_minutes;
+  /* The monitor writes these; readers treat them as a snapshot. */
+  uint32_t monitor_pid;
+  uint32_t listener_pid;
+  uint64_t monitor_start; /* pid start time of monitor_pid */
+  uint64_t listener_start;
+  int64_t  created_ms;
+  int64_t  started_ms;   /* monitor "Program started" */
+  int64_t  last_ran_ms;
+  int64_t  last_tidy_ms;
+  uint64_t tidy_ops;     /* locks freed by tidy-ups and dead-owner reaping */
+  uint64_t lock_retries; /* distributed lock retries (listener) */
+  uint32_t listener_port;
+  uint8_t  listener_addr[46];
+  uint8_t  reserved[78];
+} jdls_header;
+
+/* ===== 3. the process-local handle and the API ========================== */
+
+typedef struct jdls_table {
+  jdls_header *hdr;
+  size_t size;
+  int fd;
+  int slot;              /* this process's doorbell slot, -1 until claimed */
+  char path[256];        /* /dev/shm/... */
+} jdls_table;
+
+/* Who asks. `pid` is the local process (for liveness); the owner identity is
+ * (ip, owner_pid, owner_tid), or (ip, port) when the table has
+ * JDLS_FLAG_PORT_LOCKS. */
+typedef struct jdls_owner {
+  uint32_t pid;
+  uint32_t owner_pid;
+  uint32_t owner_tid;
+  uint32_t port;
+  uint64_t pid_start;
+  uint8_t  ip[16];
+  uint8_t  ip_len;
+} jdls_owner;
+
+/* What NOWAIT reports (jBASE's LOCKED clause: SYSTEM(43) is `port`). */
+typedef struct jdls_holder {
+  uint32_t pid;
+  uint32_t owner_pid;
+  uint32_t owner_tid;
+  uint32_t port;
+  uint8_t  mode;
+  uint8_t  ip_len;
+  uint8_t  ip[16];
+} jdls_holder;
+
+/* A queued request: where its entry lives, and which request it is. */
+typedef struct jdls_ticket {
+  uint32_t group;
+  uint32_t slot;
+  uint64_t seq;
+} jdls_ticket;
+
+/* A lock request. */
+typedef struct jdls_request {
+  uint64_t inode;
+  int64_t dev;
+  const uint8_t *key;
+  uint32_t key_len;
+  int mode;              /* JDLS_MODE_* */
+  unsigned flags;        /* JDLS_REQ_* */
+} jdls_request;
+
+/* One row of a listing. */
+typedef struct jdls_row {
+  uint32_t group;
+  uint32_t slot;
+  uint32_t state;
+  uint32_t queued;       /* for HELD rows: waiters queued on the same key */
+  jdls_entry entry;
+} jdls_row;
+
+/* --- naming ------------------------------------------------------------- */
+/* The installation directory: $JBCRELEASEDIR, else $HOME/.jdls, else
+ * /tmp/jdls-<uid>. Returns the length written, or -1 if it does not fit. */
+int jdls_release_dir(char *out, size_t cap);
+/* The shared-memory path for an installation directory:
+ * /dev/shm/jdls-<uid>-<16 hex digits of FNV-1a of the absolute path>. */
+int jdls_table_path(const char *release_dir, char *out, size_t cap);
+/* The 30-bit lock hash ("value" in -dvL). */
+uint32_t jdls_hash(uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len);
+/* Smallest prime >= n (n >= 2). */
+uint32_t jdls_next_prime(uint32_t n);
+/* Start time of a process (field 22 of /proc/pid/stat), 0 if unknown. */
+uint64_t jdls_pid_start(uint32_t pid);
+/* Is this (pid, start) process alive? start 0 = do not compare. */
+int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough);
+
+/* --- lifecycle ---------------------------------------------------------- */
+/* Create a table. If it exists already, opens it, sets *existed = 1 and
+ * leaves its geometry alone (the caller warns). */
+int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
+                      uint32_t flags, jdls_table *out, int *existed);
+int jdls_table_open(const char *path, jdls_table *out);
+void jdls_table_close(jdls_table *t);
+int jdls_table_unlink(const char *path);
+
+/* --- locking ------------------------------------------------------------ */
+/* Take a lock. Returns JDLS_OK, JDLS_CONFLICT (NOWAIT; *holder filled),
+ * JDLS_QUEUED (*ticket filled; the caller waits), or an error. `doorbell`
+ * is the caller's process slot for async waits, or -1. */
+int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
+                    int doorbell, jdls_ticket *ticket, jdls_holder *holder);
+/* Look at a queued request: JDLS_OK if granted, JDLS_QUEUED if it still
+ * waits. With `reap` it also frees locks of dead owners it waits behind
+ * (called every JDLS_LIVENESS_TICK_MS). */
+int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap);
+/* Give up a queued request: JDLS_TIMEOUT if it was still waiting (its entry
+ * is gone), JDLS_OK if it was granted in the meantime (the caller holds it). */
+int jdls_wait_cancel(jdls_table *t, const jdls_ticket *tk);
+/* Block until granted, timeout (ms, <0 = forever), all in one call. */
+int jdls_lock(jdls_table *t, const jdls_owner *o, const jdls_request *r,
+              int timeout_ms, jdls_holder *holder);
+/* Release one key. JDLS_OK or JDLS_NOT_HELD. */
+int jdls_unlock(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                const uint8_t *key, uint32_t key_len);
+/* Release everything of an owner (all files, or one file when
+ * `one_file`). Returns the number of entries freed (>= 0). */
+int jdls_unlock_all(jdls_table *t, const jdls_owner *o, int one_file,
+                    uint64_t inode, int64_t dev);
+/* RECORDLOCKED(): JDLS_RL_* (negative = another owner), holder of the first
+ * conflicting lock in *holder when negative. */
+int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                const uint8_t *key, uint32_t key_len, jdls_holder *holder);
+
+/* --- upkeep ------------------------------------------------------------- */
+/* Free every entry whose process is gone (thorough check: pid and its start
+ * time). Returns the number freed. */
+int jdls_tidy(jdls_table *t);
+/* Copy out rows of groups [first, first+n): rows of non-FREE entries, at most
+ * `cap`. Returns the number of rows written; *next_group is where to go on. */
+int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
+              uint32_t cap, uint32_t *next_group);
+/* Verify every group's invariants; returns the number of problems found. */
+int jdls_table_check(jdls_table *t);
+/* Claim this process's doorbell slot (idempotent). */
+int jdls_slot_claim(jdls_table *t);
+void jdls_slot_release(jdls_table *t);
+
+/* Test hook: take group g's mutex, scribble a half-written entry, and return
+ * with the mutex held (a crash test kills the process then). */
+int jdls_debug_hold_group(jdls_table *t, uint32_t g);
+
+/* Human text for a jdls_rc. */
+const char *jdls_strerror(int rc);
+const char *jdls_rc_name(int rc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* JDLS_TABLE_H */

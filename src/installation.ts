@@ -1,0 +1,69 @@
+// installation.ts - what names an installation: its directory
+// (JBCRELEASEDIR, or the per-user default), the path of its lock table in
+// /dev/shm, and which processes have that table mapped.
+//
+// The rule for the default and the path lives in C (jdls_release_dir,
+// jdls_table_path) because the shim and the C fixtures need it too; this
+// module only asks the addon.
+import fs from 'node:fs';
+import path from 'node:path';
+import { native } from './native.js';
+import { JdlsError } from './errors.js';
+
+/** The installation directory: $JBCRELEASEDIR, else $HOME/.jdls, else /tmp/jdls-<uid>. */
+export function releaseDir(env: NodeJS.ProcessEnv = process.env): string {
+  const set = env['JBCRELEASEDIR'];
+  if (set) return path.resolve(set);
+  if (env === process.env) {
+    const d = native.releaseDir();
+    if (d) return path.resolve(d);
+  }
+  const home = env['HOME'];
+  return home ? path.join(home, '.jdls') : `/tmp/jdls-${process.getuid?.() ?? 0}`;
+}
+
+/** The shared-memory file that holds the installation's lock table. */
+export function tablePath(dir: string = releaseDir()): string {
+  const p = native.tablePath(dir);
+  if (!p) throw new JdlsError('BAD_ARGUMENT', `installation directory path too long: ${dir}`);
+  return p;
+}
+
+export interface AttachedProcess {
+  pid: number;
+  command: string;
+}
+
+/**
+ * Processes that have the table mapped (from /proc/<pid>/maps), except this
+ * one. A crashed process unmaps on exit, so this never names the dead.
+ */
+export function attachedProcesses(shmPath: string, exceptPid = process.pid): AttachedProcess[] {
+  const out: AttachedProcess[] = [];
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === exceptPid) continue;
+    let maps: string;
+    try {
+      maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    if (!maps.includes(shmPath)) continue;
+    let command = '';
+    try {
+      command = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+    } catch {
+      /* exited meanwhile */
+    }
+    out.push({ pid, command });
+  }
+  return out;
+}

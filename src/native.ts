@@ -1,0 +1,170 @@
+// native.ts - the only module that loads the addon (build/Release/jdls.node).
+//
+// It types the addon's surface and mirrors the constants of
+// native/common/jdls_table.h. The numbers themselves come from the addon at
+// run time; test/native-constants.test.ts checks that the mirror and the
+// header agree, so the two cannot drift silently.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** The package root (two levels above dist/src/native.js). */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Where node-gyp puts the native artefacts. */
+export const buildDir = path.join(packageRoot, 'build', 'Release');
+
+export interface NativeHolder {
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  mode: number;
+  ip: string;
+}
+
+export interface NativeRow {
+  group: number;
+  slot: number;
+  state: number;
+  queued: number;
+  mode: number;
+  hash: number;
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  inode: bigint;
+  dev: bigint;
+  seq: number;
+  stampMs: number;
+  ip: string;
+  key: Buffer;
+}
+
+export interface NativeHeader {
+  version: number;
+  ngroups: number;
+  perGroup: number;
+  flags: number;
+  totalSize: number;
+  entrySize: number;
+  requestedLocks: number;
+  tidyMinutes: number;
+  monitorPid: number;
+  monitorStart: number;
+  listenerPid: number;
+  listenerStart: number;
+  listenerPort: number;
+  listenerAddr: string;
+  createdMs: number;
+  startedMs: number;
+  lastRanMs: number;
+  lastTidyMs: number;
+  tidyOps: number;
+  lockRetries: number;
+}
+
+export type HeaderField =
+  | 'monitorPid' | 'monitorStart' | 'listenerPid' | 'listenerStart' | 'listenerPort'
+  | 'startedMs' | 'lastRanMs' | 'lastTidyMs' | 'tidyMinutes' | 'lockRetries';
+
+export type NativeTryLock =
+  | number
+  | { rc: 1; holder: NativeHolder }
+  | { rc: 2; group: number; slot: number; seq: number; holder?: NativeHolder };
+
+export interface NativeTable {
+  readonly existed: boolean;
+  tryLock(owner: Buffer, file: Buffer, key: Buffer | string, mode: number, nowait: boolean): NativeTryLock;
+  waitAsync(group: number, slot: number, seq: number, id: number,
+    onDone: (ids: number[], rcs: number[]) => void): void;
+  cancel(group: number, slot: number, seq: number): number;
+  ref(): void;
+  unref(): void;
+  lockBlocking(owner: Buffer, file: Buffer, key: Buffer | string, mode: number, timeoutMs: number): number;
+  unlock(owner: Buffer, file: Buffer, key: Buffer | string): number;
+  unlockAll(owner: Buffer, file: Buffer | null): number;
+  status(owner: Buffer, file: Buffer, key: Buffer | string): { code: number; holder?: NativeHolder };
+  tidy(): number;
+  list(firstGroup: number, groupCount: number): { rows: NativeRow[]; next: number } | number;
+  check(): number;
+  header(): NativeHeader;
+  setHeader(field: HeaderField, value: number): void;
+  setHeader(field: 'listenerAddr', value: string): void;
+  debugHoldGroup(group: number): number;
+  close(): void;
+}
+
+export interface RcInfo { value: number; text: string }
+
+export interface NativeConstants {
+  MAGIC: number;
+  LAYOUT_VERSION: number;
+  MAX_KEY: number;
+  PROC_SLOTS: number;
+  DEFAULT_LOCKS: number;
+  DEFAULT_PER_GROUP: number;
+  MAX_LOCKS: number;
+  MAX_PER_GROUP: number;
+  LIVENESS_TICK_MS: number;
+  FLAG_PORT_LOCKS: number;
+  FLAG_TIMESTAMPS: number;
+  MODE_READ: number;
+  MODE_WRITE: number;
+  STATE_FREE: number;
+  STATE_HELD: number;
+  STATE_WAITING: number;
+  ENTRY_SIZE: number;
+  GROUP_HEADER_SIZE: number;
+  HEADER_SIZE: number;
+  PROC_SLOT_SIZE: number;
+  RL_FILELOCK: number;
+  RL_WRITE: number;
+  RL_READ: number;
+  RL_FREE: number;
+  RC: Record<string, RcInfo>;
+}
+
+export interface NativeAddon {
+  Table: new (path: string, create: boolean, nlocks: number, perGroup: number, flags: number) => NativeTable;
+  releaseDir(): string | null;
+  tablePath(releaseDir: string): string | null;
+  hash(file: Buffer, key: Buffer | string): number;
+  nextPrime(n: number): number;
+  pidStart(pid: number): number;
+  pidAlive(pid: number, start: number): boolean;
+  gettid(): number;
+  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): Buffer;
+  makeFile(inode: bigint | number, dev: bigint | number): Buffer;
+  constants: NativeConstants;
+}
+
+const require = createRequire(import.meta.url);
+
+export const native: NativeAddon = require(path.join(buildDir, 'jdls.node')) as NativeAddon;
+
+/**
+ * The mirror of the header's constants that TypeScript code uses by name.
+ * Values are checked against the addon (test/native-constants.test.ts).
+ */
+export const C = {
+  MAX_KEY: 512,
+  DEFAULT_LOCKS: 3020,
+  DEFAULT_PER_GROUP: 20,
+  MODE_READ: 1,
+  MODE_WRITE: 2,
+  STATE_HELD: 1,
+  STATE_WAITING: 2,
+  FLAG_PORT_LOCKS: 0x1,
+  FLAG_TIMESTAMPS: 0x2,
+  RL_FILELOCK: 3,
+  RL_WRITE: 2,
+  RL_READ: 1,
+  RL_FREE: 0,
+  RC_OK: 0,
+  RC_CONFLICT: 1,
+  RC_QUEUED: 2,
+  RC_TIMEOUT: 3,
+  RC_NOT_HELD: 4,
+} as const;

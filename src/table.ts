@@ -1,0 +1,419 @@
+// table.ts - the shared-memory record lock table, for TypeScript.
+//
+// Owns: validating arguments and filling defaults before anything crosses to
+// native code, owners and file identities, promises for waits (timeouts and
+// AbortSignal), and the typed rows of listings. Does not own: the lock
+// algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
+import { native, C, type NativeTable, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
+import { JdlsError, errorFromRc } from './errors.js';
+import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
+import net from 'node:net';
+
+export type LockMode = 'read' | 'write';
+
+/** A file's identity. dev is -1 for files reached through a lock server. */
+export interface FileId {
+  readonly inode: bigint;
+  readonly dev: bigint;
+  /** packed for the addon */
+  readonly packed: Buffer;
+}
+
+export function fileId(inode: bigint | number, dev: bigint | number): FileId {
+  const i = BigInt(inode);
+  const d = BigInt(dev);
+  if (i < 0n || i >= 1n << 64n) throw new JdlsError('BAD_ARGUMENT', `inode out of range: ${i}`);
+  if (d < -(1n << 63n) || d >= 1n << 63n) throw new JdlsError('BAD_ARGUMENT', `device out of range: ${d}`);
+  return { inode: i, dev: d, packed: native.makeFile(i, d) };
+}
+
+export interface OwnerSpec {
+  /** local process that holds the entries (liveness); default: this process */
+  pid?: number;
+  /** the owner's pid (a remote client's, for a lock server); default: pid */
+  ownerPid?: number;
+  /** the owner's thread id; default: this thread */
+  ownerTid?: number;
+  /** jBASE port number; default: $JBCPORTNO or 0 */
+  port?: number;
+  /** the owner's address; default 0.0.0.0 (a direct local process) */
+  ip?: string;
+}
+
+/** Who takes a lock. Create once, use for many calls. */
+export interface Owner {
+  readonly pid: number;
+  readonly ownerPid: number;
+  readonly ownerTid: number;
+  readonly port: number;
+  readonly ip: string;
+  readonly packed: Buffer;
+}
+
+function u32(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new JdlsError('BAD_ARGUMENT', `${name} must be an integer 0..4294967295, got ${v}`);
+  return v;
+}
+
+function ipBytes(ip: string): Buffer {
+  const kind = net.isIP(ip);
+  if (kind === 4) return Buffer.from(ip.split('.').map(Number));
+  if (kind === 6) {
+    // Expand '::' and a trailing dotted quad into 16 bytes.
+    let text = ip;
+    const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+    if (dotted?.[1]) {
+      const q = dotted[1].split('.').map(Number);
+      text = text.slice(0, -dotted[1].length) + `${((q[0] ?? 0) << 8 | (q[1] ?? 0)).toString(16)}:${((q[2] ?? 0) << 8 | (q[3] ?? 0)).toString(16)}`;
+    }
+    const [headText = '', tailText] = text.split('::');
+    const head = headText ? headText.split(':') : [];
+    const tail = tailText ? tailText.split(':') : [];
+    const words = tailText === undefined ? head : [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
+    const b = Buffer.alloc(16);
+    words.forEach((w, i) => b.writeUInt16BE(parseInt(w, 16), i * 2));
+    return b;
+  }
+  throw new JdlsError('BAD_ARGUMENT', `not an IP address: ${ip}`);
+}
+
+function defaultPort(): number {
+  const p = process.env['JBCPORTNO'];
+  if (p && /^\d+$/.test(p)) return Number(p);
+  return 0;
+}
+
+export function makeOwner(spec: OwnerSpec = {}): Owner {
+  const pid = u32('pid', spec.pid ?? process.pid);
+  const ownerPid = u32('ownerPid', spec.ownerPid ?? pid);
+  const ownerTid = u32('ownerTid', spec.ownerTid ?? (spec.ownerPid === undefined ? native.gettid() : spec.ownerPid));
+  const port = u32('port', spec.port ?? defaultPort());
+  const ip = spec.ip ?? '0.0.0.0';
+  const start = pid === process.pid ? selfStart() : native.pidStart(pid);
+  return { pid, ownerPid, ownerTid, port, ip, packed: native.makeOwner(pid, ownerPid, ownerTid, port, start, ipBytes(ip)) };
+}
+
+let cachedStart: { pid: number; start: number } | undefined;
+function selfStart(): number {
+  if (!cachedStart || cachedStart.pid !== process.pid) cachedStart = { pid: process.pid, start: native.pidStart(process.pid) };
+  return cachedStart.start;
+}
+
+export interface Holder {
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  mode: LockMode;
+  ip: string;
+}
+
+export type LockResult = { granted: true } | { granted: false; holder: Holder };
+
+export interface LockOptions {
+  /** give up after this many ms (rejects with code TIMEOUT); default: wait forever */
+  timeoutMs?: number;
+  /** withdraw the request (rejects with code ABORTED) */
+  signal?: AbortSignal;
+}
+
+export interface LockRow {
+  group: number;
+  state: 'held' | 'waiting';
+  queued: number;
+  mode: LockMode;
+  hash: number;
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  inode: bigint;
+  dev: bigint;
+  seq: number;
+  /** ms since the epoch when granted or queued (tables made with -T), else 0 */
+  stampMs: number;
+  ip: string;
+  key: Buffer;
+}
+
+export interface TableHeader extends NativeHeader {
+  /** total locks: groups x locks per group */
+  capacity: number;
+  portLocks: boolean;
+  timestamps: boolean;
+}
+
+export interface CreateOptions {
+  releaseDir?: string;
+  /** -s nn: record locks requested (default 3020) */
+  locks?: number;
+  /** -s ,mm: locks per group (default 20) */
+  perGroup?: number;
+  /** -P: locks belong to the port */
+  portLocks?: boolean;
+  /** -T: time-stamp every lock */
+  timestamps?: boolean;
+}
+
+const modeNumber = (m: LockMode): number => {
+  if (m === 'read') return C.MODE_READ;
+  if (m === 'write') return C.MODE_WRITE;
+  throw new JdlsError('BAD_ARGUMENT', `lock mode must be 'read' or 'write', got ${String(m)}`);
+};
+const modeName = (m: number): LockMode => (m === C.MODE_WRITE ? 'write' : 'read');
+const holderOf = (h: NativeHolder): Holder => ({ ...h, mode: modeName(h.mode) });
+
+function checkKey(key: Buffer | string): void {
+  const len = typeof key === 'string' ? Buffer.byteLength(key) : key.length;
+  if (len > C.MAX_KEY) throw new JdlsError('KEY_TOO_LONG', `key is ${len} bytes; the longest a lock can hold is ${C.MAX_KEY}`);
+}
+
+interface PendingWait {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  ticket: { group: number; slot: number; seq: number };
+  cleanup: () => void;
+}
+
+export class LockTable {
+  readonly path: string;
+  readonly releaseDir: string;
+  /** create(): the table was there already (the requested size was ignored) */
+  readonly existed: boolean;
+  #t: NativeTable | undefined;
+  #waits = new Map<number, PendingWait>();
+  #nextId = 1;
+  #onDone = (ids: number[], rcs: number[]): void => this.#settle(ids, rcs);
+
+  private constructor(dir: string, t: NativeTable) {
+    this.releaseDir = dir;
+    this.path = tablePath(dir);
+    this.#t = t;
+    this.existed = t.existed;
+  }
+
+  /** Create the installation's table, or open it if it exists (see .existed). */
+  static create(opts: CreateOptions = {}): LockTable {
+    const dir = opts.releaseDir ?? defaultReleaseDir();
+    const locks = opts.locks ?? C.DEFAULT_LOCKS;
+    const perGroup = opts.perGroup ?? C.DEFAULT_PER_GROUP;
+    const max = native.constants;
+    if (!Number.isInteger(locks) || locks < 1 || locks > max.MAX_LOCKS)
+      throw new JdlsError('BAD_ARGUMENT', `number of locks must be 1..${max.MAX_LOCKS}, got ${locks}`);
+    if (!Number.isInteger(perGroup) || perGroup < 1 || perGroup > max.MAX_PER_GROUP || perGroup > locks)
+      throw new JdlsError('BAD_ARGUMENT', `locks per group must be 1..${Math.min(max.MAX_PER_GROUP, locks)}, got ${perGroup}`);
+    const flags = (opts.portLocks ? C.FLAG_PORT_LOCKS : 0) | (opts.timestamps ? C.FLAG_TIMESTAMPS : 0);
+    return new LockTable(dir, LockTable.#native(tablePath(dir), true, locks, perGroup, flags));
+  }
+
+  /** Open the installation's existing table (code NO_TABLE if there is none). */
+  static open(opts: { releaseDir?: string } = {}): LockTable {
+    const dir = opts.releaseDir ?? defaultReleaseDir();
+    return new LockTable(dir, LockTable.#native(tablePath(dir), false, 0, 0, 0));
+  }
+
+  static #native(p: string, create: boolean, locks: number, perGroup: number, flags: number): NativeTable {
+    try {
+      return new native.Table(p, create, locks, perGroup, flags);
+    } catch (e) {
+      const err = e as Error & { rc?: number; syscall?: string };
+      if (typeof err.rc === 'number') {
+        const je = errorFromRc(err.rc, `${create ? 'creating' : 'opening'} lock table ${p}`);
+        if (err.syscall) je.message += ` (${err.syscall})`;
+        throw je;
+      }
+      throw e;
+    }
+  }
+
+  get #table(): NativeTable {
+    if (!this.#t) throw new JdlsError('CLOSED', 'lock table is closed');
+    return this.#t;
+  }
+
+  /** NOWAIT (jBASE's LOCKED clause): granted, or who holds it. */
+  tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
+    checkKey(key);
+    const r = this.#table.tryLock(owner.packed, file.packed, key, modeNumber(mode), true);
+    if (r === C.RC_OK) return { granted: true };
+    if (typeof r === 'number') throw errorFromRc(r, 'lock');
+    if (r.rc === C.RC_CONFLICT) return { granted: false, holder: holderOf(r.holder) };
+    throw new JdlsError('BAD_ARGUMENT', 'NOWAIT request was queued');
+  }
+
+  /**
+   * Take a lock, waiting in FIFO order if someone else holds it. The wait
+   * runs on the addon's waiter thread: the event loop and the libuv pool stay
+   * free. Rejects with TIMEOUT or ABORTED, having left the queue.
+   */
+  lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
+    checkKey(key);
+    if (opts.signal?.aborted) return Promise.reject(new JdlsError('ABORTED', 'lock request aborted'));
+    const t = this.#table;
+    const r = t.tryLock(owner.packed, file.packed, key, modeNumber(mode), false);
+    if (r === C.RC_OK) return Promise.resolve();
+    if (typeof r === 'number') return Promise.reject(errorFromRc(r, 'lock'));
+    if (r.rc !== C.RC_QUEUED) return Promise.reject(new JdlsError('BAD_ARGUMENT', 'unexpected conflict on a waiting request'));
+    const ticket = { group: r.group, slot: r.slot, seq: r.seq };
+    const id = this.#nextId++;
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => this.#withdraw(id, new JdlsError('ABORTED', 'lock request aborted'));
+      const cleanup = (): void => {
+        if (timer) clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+      this.#waits.set(id, { resolve, reject, ticket, cleanup });
+      t.waitAsync(ticket.group, ticket.slot, ticket.seq, id, this.#onDone);
+      // A pending wait keeps the process alive, as a pending socket would.
+      if (this.#waits.size === 1) t.ref();
+      if (opts.timeoutMs !== undefined) {
+        timer = setTimeout(() => this.#withdraw(id, new JdlsError('TIMEOUT', `lock not granted within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      }
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Block this thread until granted (tools and worker threads only). */
+  lockBlocking(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, timeoutMs = -1): void {
+    checkKey(key);
+    const rc = this.#table.lockBlocking(owner.packed, file.packed, key, modeNumber(mode), timeoutMs);
+    if (rc === C.RC_OK) return;
+    if (rc === C.RC_TIMEOUT) throw new JdlsError('TIMEOUT', `lock not granted within ${timeoutMs} ms`);
+    throw errorFromRc(rc, 'lock');
+  }
+
+  #withdraw(id: number, err: JdlsError): void {
+    const w = this.#waits.get(id);
+    if (!w) return;
+    const rc = this.#table.cancel(w.ticket.group, w.ticket.slot, w.ticket.seq);
+    this.#finish(id);
+    // Granted in the race with the timeout: the caller holds it, so say so.
+    if (rc === C.RC_OK) w.resolve();
+    else w.reject(err);
+  }
+
+  #settle(ids: number[], rcs: number[]): void {
+    ids.forEach((id, i) => {
+      const w = this.#waits.get(id);
+      if (!w) return; // withdrawn meanwhile
+      this.#finish(id);
+      const rc = rcs[i] ?? -1;
+      if (rc === C.RC_OK) w.resolve();
+      else w.reject(errorFromRc(rc < 0 ? rc : -3, 'waiting for lock'));
+    });
+  }
+
+  #finish(id: number): void {
+    const w = this.#waits.get(id);
+    if (!w) return;
+    w.cleanup();
+    this.#waits.delete(id);
+    if (this.#waits.size === 0) this.#t?.unref();
+  }
+
+  /** Release one key. False if this owner did not hold it. */
+  unlock(owner: Owner, file: FileId, key: Buffer | string): boolean {
+    checkKey(key);
+    const rc = this.#table.unlock(owner.packed, file.packed, key);
+    if (rc === C.RC_OK) return true;
+    if (rc === C.RC_NOT_HELD) return false;
+    throw errorFromRc(rc, 'unlock');
+  }
+
+  /** Release all of an owner's locks, or those in one file. Returns how many. */
+  unlockAll(owner: Owner, file?: FileId): number {
+    const n = this.#table.unlockAll(owner.packed, file ? file.packed : null);
+    if (n < 0) throw errorFromRc(n, 'unlockAll');
+    return n;
+  }
+
+  /** jBASE RECORDLOCKED(): 2/1 held by this owner (WRITE/READ), 0 free, -1/-2 by another (first holder given). */
+  status(owner: Owner, file: FileId, key: Buffer | string): { code: number; holder?: Holder } {
+    checkKey(key);
+    const r = this.#table.status(owner.packed, file.packed, key);
+    if (r.code < -C.RL_FILELOCK) throw errorFromRc(r.code, 'status');
+    return r.holder ? { code: r.code, holder: holderOf(r.holder) } : { code: r.code };
+  }
+
+  /** Free locks of processes that no longer exist. Returns how many. */
+  tidy(): number {
+    const n = this.#table.tidy();
+    if (n < 0) throw errorFromRc(n, 'tidy');
+    return n;
+  }
+
+  /** Consistency check of every group; the number of problems (0 = sound). */
+  check(): number {
+    return this.#table.check();
+  }
+
+  header(): TableHeader {
+    const h = this.#table.header();
+    return {
+      ...h,
+      capacity: h.ngroups * h.perGroup,
+      portLocks: (h.flags & C.FLAG_PORT_LOCKS) !== 0,
+      timestamps: (h.flags & C.FLAG_TIMESTAMPS) !== 0,
+    };
+  }
+
+  setHeader(field: HeaderField, value: number): void;
+  setHeader(field: 'listenerAddr', value: string): void;
+  setHeader(field: HeaderField | 'listenerAddr', value: number | string): void {
+    if (field === 'listenerAddr') this.#table.setHeader(field, String(value));
+    else this.#table.setHeader(field, Number(value));
+  }
+
+  /** Every held lock and queued request, a batch of groups at a time. */
+  *rows(batchGroups = 256): Generator<LockRow[]> {
+    const ngroups = this.header().ngroups;
+    let g = 0;
+    while (g < ngroups) {
+      const r = this.#table.list(g, Math.min(batchGroups, ngroups - g));
+      if (typeof r === 'number') throw errorFromRc(r, 'list');
+      if (r.rows.length) yield r.rows.map(rowOf);
+      if (r.next <= g) throw new JdlsError('SYSTEM', `listing made no progress at group ${g}`);
+      g = r.next;
+    }
+  }
+
+  /** Test hook: hold a group's mutex with a torn entry (then get killed). */
+  debugHoldGroup(group: number): void {
+    const rc = this.#table.debugHoldGroup(group);
+    if (rc < 0) throw errorFromRc(rc, 'debugHoldGroup');
+  }
+
+  /** Close: pending waits are withdrawn and rejected with CLOSED. */
+  close(): void {
+    if (!this.#t) return;
+    for (const id of [...this.#waits.keys()]) this.#withdraw(id, new JdlsError('CLOSED', 'lock table closed while waiting'));
+    this.#t.close();
+    this.#t = undefined;
+  }
+}
+
+function rowOf(r: NativeRow): LockRow {
+  return {
+    group: r.group,
+    state: r.state === C.STATE_WAITING ? 'waiting' : 'held',
+    queued: r.queued,
+    mode: modeName(r.mode),
+    hash: r.hash,
+    pid: r.pid,
+    ownerPid: r.ownerPid,
+    ownerTid: r.ownerTid,
+    port: r.port,
+    inode: r.inode,
+    dev: r.dev,
+    seq: r.seq,
+    stampMs: r.stampMs,
+    ip: r.ip,
+    key: r.key,
+  };
+}
+
+/** jBASE's group count for -s nn,mm: ceil(nn/mm) rounded up to a prime. */
+export function groupsFor(locks: number, perGroup: number): number {
+  return native.nextPrime(Math.ceil(locks / perGroup));
+}
