@@ -10,6 +10,7 @@
 //   node dist/bench/big-table.js --list <releaseDir>
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LockTable } from '../src/table.js';
 import { native } from '../src/native.js';
@@ -196,7 +197,7 @@ export async function runBigTable(locks = 1_000_000, perGroup = 50): Promise<{ r
       { id: 'bigFill', label: 'fill every entry (C, NOWAIT, one owner)', value: Math.round(fill.fillMs), unit: 'ms', note: `${fill.filled} locks, ${fill.requests} requests` },
       { id: 'bigFullCost', label: 'one request into a full group (Error 37), other process', value: Math.round(fullNs / 100) / 10, unit: 'us', note: 'tidies the group first' },
       list.via === 'cli'
-        ? { id: 'bigList', label: 'jdls -dvL --json > /dev/null, full table', value: Math.round(list.ms), unit: 'ms', goal: 'completes', pass: true }
+        ? { id: 'bigList', label: 'jdls -dvL --json > /dev/null, full table', value: Math.round(list.ms), unit: 'ms', goal: 'completes', pass: true, note: path.relative(process.cwd(), cliPath) }
         : { id: 'bigList', label: 'full listing, rows() + JSON (CLI SKIPPED: no dist/src/cli/jdls.js)', value: Math.round(list.ms), unit: 'ms', goal: 'completes', pass: true, note: `${list.rows} rows` },
     ];
     return { result, figures };

@@ -12,7 +12,8 @@ import { tablePath } from '../src/installation.js';
 
 export const cbenchPath = path.join(buildDir, 'jdls-cbench');
 export const distDir = path.join(packageRoot, 'dist');
-export const cliPath = path.join(distDir, 'src', 'cli', 'jdls.js');
+/** The jdls CLI timed by the big-table scenario; JDLS_BENCH_CLI overrides it. */
+export const cliPath = process.env['JDLS_BENCH_CLI'] || path.join(distDir, 'src', 'cli', 'jdls.js');
 
 /** A failure that makes the scenario (and `npm run bench`) fail: not a missed goal. */
 export class BenchError extends Error {
