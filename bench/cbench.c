@@ -358,8 +358,10 @@ static int cmd_full(const char *path, long probes) {
 /* ===== 5. parts: where a pair's time goes =============================== */
 
 /* Times the pieces a lock+unlock pair is made of, each in a loop of its own:
- * an empty loop, the hash, one robust process-shared mutex lock+unlock, the
- * owner/key checks, lock_begin alone (unlock is then a separate loop). */
+ * jdls_hash, a robust process-shared mutex lock+unlock (what every group
+ * uses), a plain private mutex for contrast, the whole pair, a re-lock by the
+ * holder (hash + mutex + finding its entry), and an unlock of a key nobody
+ * holds (hash + mutex + a scan of the whole group). */
 static int cmd_parts(const char *path, long iters) {
   jdls_table t;
   open_table(path, &t);
