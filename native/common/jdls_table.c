@@ -345,12 +345,13 @@ static void wake_entry(jdls_table *t, jdls_entry *e) {
 }
 
 static void free_entry(jdls_group *g, jdls_entry *e) {
+  if (ALOAD(&e->state) == JDLS_STATE_WAITING) g->waiting--;
   ASTORE(&e->state, JDLS_STATE_FREE);
   g->count--;
 }
 
 static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k);
-static int tidy_group_locked(jdls_table *t, jdls_group *g);
+static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough);
 
 /* Repair after a process died holding this group's mutex (EOWNERDEAD). Every
  * change to an entry writes `state` last when filling it and first when
@@ -358,7 +359,7 @@ static int tidy_group_locked(jdls_table *t, jdls_group *g);
  * complete one; anything else that fails validation is freed. Then count is
  * recomputed and any waiter the dead process should have granted is granted. */
 static void group_repair(jdls_table *t, jdls_group *g) {
-  uint32_t count = 0;
+  uint32_t count = 0, waiting = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (!entry_valid(t, e)) {
@@ -366,9 +367,11 @@ static void group_repair(jdls_table *t, jdls_group *g) {
       futex_wake(&e->state);
     } else if (ALOAD(&e->state) != JDLS_STATE_FREE) {
       count++;
+      if (ALOAD(&e->state) == JDLS_STATE_WAITING) waiting++;
     }
   }
   g->count = count;
+  g->waiting = waiting;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_WAITING) grant_waiters(t, g, e);
@@ -448,6 +451,7 @@ static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
  * as are compatible, stopping at the first that is not (a later request
  * never overtakes an earlier one). Mutex held. */
 static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
+  if (g->waiting == 0) return; /* the common release: nobody queues here */
   uint64_t inode = k->inode;
   int64_t dev = k->dev;
   uint32_t key_len = k->key_len;
@@ -488,6 +492,7 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
         free_entry(g, e);
     }
     if (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) w->stamp_ms = now_ms();
+    g->waiting--;
     ASTORE(&w->state, JDLS_STATE_HELD);
     wake_entry(t, w);
   }
@@ -522,6 +527,7 @@ static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_o
   memcpy(e->ip, o->ip, sizeof e->ip);
   memcpy(e->key, r->key, r->key_len);
   g->count++;
+  if (state == JDLS_STATE_WAITING) g->waiting++;
   if (g->count > g->max_count) g->max_count = g->count;
   ASTORE(&e->state, state);
 }
@@ -581,7 +587,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
     if (!blocker && !others_waiting) {
       if (!free_e) free_e = alloc_entry(t, g);
       if (!free_e) {
-        if (round < 2 && tidy_group_locked(t, g) > 0) continue;
+        if (round < 2 && reap_group_locked(t, g, 0) > 0) continue;
         group_unlock(g);
         return JDLS_E_TABLE_FULL;
       }
@@ -604,7 +610,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
     }
     if (!free_e) free_e = alloc_entry(t, g);
     if (!free_e) {
-      if (round < 2 && tidy_group_locked(t, g) > 0) continue;
+      if (round < 2 && reap_group_locked(t, g, 0) > 0) continue;
       group_unlock(g);
       return JDLS_E_TABLE_FULL;
     }
@@ -762,13 +768,25 @@ int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
 
 /* ===== 6. upkeep ======================================================== */
 
-/* Free entries of dead processes in one group (mutex held). */
-static int tidy_group_locked(jdls_table *t, jdls_group *g) {
+/* Free entries of dead processes in one group (mutex held). `thorough`
+ * also compares start times (a /proc read per process): the monitor's
+ * tidy-up does that; a request that finds its group full only asks kill(),
+ * once per distinct pid, because it holds the group mutex meanwhile. */
+static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough) {
+  uint32_t alive[64];
+  unsigned nalive = 0;
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
-    if (ALOAD(&e->state) != JDLS_STATE_FREE && !jdls_pid_alive(e->pid, e->pid_start, 1))
+    if (ALOAD(&e->state) == JDLS_STATE_FREE) continue;
+    unsigned k = 0;
+    while (k < nalive && alive[k] != e->pid) k++;
+    if (k < nalive) continue;
+    if (jdls_pid_alive(e->pid, e->pid_start, thorough)) {
+      if (nalive < 64) alive[nalive++] = e->pid;
+    } else {
       n += reap_pid(t, g, e->pid);
+    }
   }
   return n;
 }
@@ -780,7 +798,7 @@ int jdls_tidy(jdls_table *t) {
     if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
     int rc = group_lock(t, g);
     if (rc != JDLS_OK) return rc;
-    freed += tidy_group_locked(t, g);
+    freed += reap_group_locked(t, g, 1);
     group_unlock(g);
   }
   return freed;
@@ -824,13 +842,14 @@ int jdls_table_check(jdls_table *t) {
   for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
     jdls_group *g = group_at(t, gi);
     if (group_lock(t, g) != JDLS_OK) { problems++; continue; }
-    uint32_t count = 0;
+    uint32_t count = 0, waiting = 0;
     for (uint32_t i = 0; i < t->hdr->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (!entry_valid(t, e)) { problems++; continue; }
       uint32_t s = ALOAD(&e->state);
       if (s == JDLS_STATE_FREE) continue;
       count++;
+      if (s == JDLS_STATE_WAITING) waiting++;
       if (e->hash % t->hdr->ngroups != gi) problems++;
       if (s != JDLS_STATE_HELD) continue;
       /* No two owners may hold one key in conflicting modes. */
@@ -842,7 +861,7 @@ int jdls_table_check(jdls_table *t) {
         if (owner_eq(t, e, &fo) || modes_conflict(e->mode, f->mode)) problems++;
       }
     }
-    if (count != g->count) problems++;
+    if (count != g->count || waiting != g->waiting) problems++;
     group_unlock(g);
   }
   return problems;

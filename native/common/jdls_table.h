@@ -31,8 +31,8 @@
  *     always written with an atomic store while the mutex is held.
  *   - A thread never holds two group mutexes at once (no lock ordering, no
  *     deadlock between groups).
- *   - group.count is derived (number of non-FREE entries); repair recomputes
- *     it.
+ *   - group.count and group.waiting are derived (non-FREE and WAITING
+ *     entries); repair recomputes them.
  */
 #ifndef JDLS_TABLE_H
 #define JDLS_TABLE_H
@@ -48,7 +48,7 @@ extern "C" {
 /* ===== 1. constants and error codes ===================================== */
 
 #define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
-#define JDLS_LAYOUT_VERSION   1U
+#define JDLS_LAYOUT_VERSION   2U
 #define JDLS_MAX_KEY          512U          /* longest key, in bytes */
 #define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
 #define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
@@ -131,7 +131,9 @@ typedef struct jdls_group {
   uint32_t count;        /* non-FREE entries (derived; repair recomputes) */
   uint32_t max_count;    /* high-water mark */
   uint64_t next_seq;     /* FIFO ticket dispenser */
-  uint8_t  pad[8];       /* to 64 bytes (static_assert in jdls_table.c) */
+  uint32_t waiting;      /* WAITING entries (derived): lets a release skip
+                            the hand-off scan when nobody queues */
+  uint8_t  pad[4];       /* to 64 bytes (static_assert in jdls_table.c) */
 } jdls_group;
 
 /* A process that waits asynchronously (the Node addon's waiter thread) owns
