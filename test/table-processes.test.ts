@@ -7,7 +7,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import { makeOwner, type Owner } from '../src/table.js';
 import { native } from '../src/native.js';
-import { tableEnv, DEFAULT_FILE as F, allRows, waitUntil, withTimeout, keyInGroup } from './helpers/table-env.js';
+import { tableEnv, DEFAULT_FILE as F, allRows, waitUntil, withTimeout, keyInGroup, lockerPath } from './helpers/table-env.js';
 
 const owner = (n: number, port?: number): Owner =>
   makeOwner(port === undefined ? { ownerTid: 2_000_000 + n } : { ownerTid: 2_000_000 + n, port });
@@ -228,4 +228,32 @@ test.serial('a dead holder\'s lock is freed the moment someone conflicts (no tid
   t.true(table.tryLock(owner(1), F, 'DEAD2', 'write').granted);
   t.is(allRows(table).length, 1);
   t.is(table.check(), 0);
+});
+
+test.serial('a holder killed while its parent does not reap it (a zombie) loses its locks too', async (t) => {
+  const env = tableEnv(t);
+  // sh starts the holder in the background, then blocks in `read`, during
+  // which it does not reap children: the killed holder stays a zombie until
+  // sh gets a line and runs `wait`. (Ending sh that way, not by a kill,
+  // leaves no zombie behind for init, which here reaps only now and then.)
+  const script = 'exec 3<&0; "$0" -i 4242 -d 7 hold ZOMBIE write <&3 & read x; wait';
+  const parent = env.spawn('sh (zombie parent)', '/bin/sh', ['-c', script, lockerPath]);
+  const [lpid] = await parent.expect('LOCKED');
+  const holderPid = Number(lpid);
+  // Teardowns run last-registered first: this one before the env's kills.
+  t.teardown(async () => {
+    try { process.kill(holderPid, 'SIGKILL'); } catch { /* gone */ }
+    parent.release();
+    await withTimeout(parent.exited, 5000, 'the zombie parent to exit').catch(() => undefined);
+  });
+  process.kill(holderPid, 'SIGKILL');
+  await waitUntil(() => /State:\s+Z/.test(fs.readFileSync(`/proc/${holderPid}/status`, 'utf8')), 5000, 'the holder to be a zombie');
+  const tr = env.locker(['try', 'ZOMBIE', 'write']);
+  t.is(await tr.line(), 'GRANTED');
+  await tr.success(); // it released again before exiting
+  t.is(env.table.status(owner(1), F, 'ZOMBIE').code, 0);
+  t.is(env.table.check(), 0);
+  parent.release();
+  await parent.success();
+  t.false(fs.existsSync(`/proc/${holderPid}`), 'the parent reaped the holder');
 });

@@ -496,6 +496,7 @@ test('two JBCRELEASEDIRs are two independent tables', async (t) => {
   await inOne.expect('CONFLICT');
   const inTwo = two.locker(['try', 'OTHER', 'write']);
   await inTwo.expect('GRANTED');
+  await inTwo.success(); // released again before exiting
   const inTwoSame = two.locker(['try', 'SAME', 'write']);
   const [, pid] = await inTwoSame.expect('CONFLICT');
   t.is(Number(pid), process.pid);

@@ -135,6 +135,8 @@ export interface TableEnv {
   locker(args: string[], opts?: { env?: NodeJS.ProcessEnv; file?: FileId }): Proc;
   /** node dist/test/fixtures/<name>.js args... */
   node(name: string, args: string[], opts?: { env?: NodeJS.ProcessEnv }): Proc;
+  /** any other program, same environment and bookkeeping */
+  spawn(label: string, cmd: string, args: string[], opts?: { env?: NodeJS.ProcessEnv }): Proc;
   /** a scratch file path inside dir */
   file(name: string): string;
 }
@@ -180,6 +182,9 @@ export function tableEnv(t: ExecutionContext, opts: Omit<CreateOptions, 'release
     },
     node(name, args, o = {}) {
       return start(`node ${name} ${args.join(' ')}`, process.execPath, [nodeFixture(name), ...args], o.env);
+    },
+    spawn(label, cmd, args, o = {}) {
+      return start(label, cmd, args, o.env);
     },
     file(name) {
       return path.join(dir, name);
