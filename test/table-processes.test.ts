@@ -227,6 +227,13 @@ test.serial('a dead holder\'s lock is freed the moment someone conflicts (no tid
   // The same for a NOWAIT request from Node.
   t.true(table.tryLock(owner(1), F, 'DEAD2', 'write').granted);
   t.is(allRows(table).length, 1);
+  // Without a conflict, the tidy-up (the monitor's scan) frees them.
+  const h3 = env.locker(['hold', 'DEAD3', 'read']);
+  await h3.expect('LOCKED');
+  await h3.kill9();
+  t.is(allRows(table).length, 2);
+  t.is(table.tidy(), 1);
+  t.is(allRows(table).length, 1);
   t.is(table.check(), 0);
 });
 

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { LockTable, makeOwner, fileId, groupsFor, type Owner } from '../src/table.js';
 import { JdlsError } from '../src/errors.js';
 import { native } from '../src/native.js';
-import { tableEnv, DEFAULT_FILE as F, allRows, waitUntil, withTimeout } from './helpers/table-env.js';
+import { Worker } from 'node:worker_threads';
+import { tableEnv, DEFAULT_FILE as F, allRows, waitUntil, withTimeout, nodeFixture } from './helpers/table-env.js';
 
 /** Owners of this process that differ by thread id (distinct lock owners). */
 const owner = (n: number, spec: { port?: number; ip?: string } = {}): Owner => makeOwner({ ownerTid: 1_000_000 + n, ...spec });
@@ -502,4 +503,23 @@ test('two JBCRELEASEDIRs are two independent tables', async (t) => {
   t.is(Number(pid), process.pid);
   t.is(allRows(one.table).length, 1);
   t.is(allRows(two.table).length, 1);
+});
+
+test('a worker thread that ends with a pending wait leaves this thread\'s table open and the key usable', async (t) => {
+  const env = tableEnv(t);
+  const { table } = env;
+  const a = owner(1), b = owner(2);
+  t.true(table.tryLock(a, F, 'WK', 'write').granted);
+  const w = new Worker(nodeFixture('worker-locker'), { workerData: { dir: env.dir, key: 'WK' } });
+  t.teardown(async () => { await w.terminate(); });
+  t.is(await new Promise((resolve) => w.once('message', resolve)), 'queued');
+  await waitUntil(() => allRows(table).some((r) => r.state === 'waiting'), 5000, 'the worker to queue');
+  await w.terminate();
+  // The worker's teardown must not close the tables of other threads.
+  t.deepEqual(table.status(a, F, 'WK'), { code: 2 });
+  t.true(table.unlock(a, F, 'WK'));
+  // Nobody is left to receive a grant for the worker's request: it must not
+  // hold the key now.
+  t.true(table.tryLock(b, F, 'WK', 'write').granted);
+  t.is(table.check(), 0);
 });
