@@ -173,6 +173,13 @@ class Waiter {
     return false;
   }
 
+  // After Stop(): withdraw the requests that are still queued.
+  void CancelPending() {
+    std::lock_guard<std::mutex> g(mu_);
+    for (const Pending &p : pending_) jdls_wait_cancel(table_, &p.ticket);
+    pending_.clear();
+  }
+
   void Ref(Napi::Env env) { tsfn_.Ref(env); }
   void Unref(Napi::Env env) { tsfn_.Unref(env); }
 
@@ -333,6 +340,10 @@ class Table : public Napi::ObjectWrap<Table> {
     }
     if (waiter_) {
       waiter_->Stop();
+      // Requests still queued have nobody left to hand a grant to: withdraw
+      // them, or the key would go to a dead owner (LockTable.close() does
+      // this from JS, but an env teardown never runs JS).
+      waiter_->CancelPending();
       delete waiter_;
       waiter_ = nullptr;
     }
