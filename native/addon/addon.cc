@@ -22,7 +22,6 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
-#include <set>
 #include <thread>
 #include <vector>
 
@@ -174,6 +173,13 @@ class Waiter {
     return false;
   }
 
+  // After Stop(): withdraw the requests that are still queued.
+  void CancelPending() {
+    std::lock_guard<std::mutex> g(mu_);
+    for (const Pending &p : pending_) jdls_wait_cancel(table_, &p.ticket);
+    pending_.clear();
+  }
+
   void Ref(Napi::Env env) { tsfn_.Ref(env); }
   void Unref(Napi::Env env) { tsfn_.Unref(env); }
 
@@ -263,9 +269,6 @@ class Waiter {
 
 // ---- the Table object ----------------------------------------------------
 
-class Table;
-std::set<Table *> g_tables;  // for the env cleanup hook
-
 class Table : public Napi::ObjectWrap<Table> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -320,19 +323,39 @@ class Table : public Napi::ObjectWrap<Table> {
     }
     existed_ = existed != 0;
     info.This().As<Napi::Object>().Set("existed", Napi::Boolean::New(env, existed_));
-    g_tables.insert(this);
+    // Per table and per env: one addon instance serves the main thread and
+    // every worker, and a worker's exit must shut down only ITS tables (a
+    // process-wide list closed the main thread's tables too).
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &Table::EnvCleanup, this);
+    hooked_ = true;
   }
 
   ~Table() override { Shutdown(); }
 
   void Shutdown() {
+    if (hooked_) {
+      napi_remove_env_cleanup_hook(env_, &Table::EnvCleanup, this);
+      hooked_ = false;
+    }
     if (waiter_) {
       waiter_->Stop();
+      // Requests still queued have nobody left to hand a grant to: withdraw
+      // them, or the key would go to a dead owner (LockTable.close() does
+      // this from JS, but an env teardown never runs JS).
+      waiter_->CancelPending();
       delete waiter_;
       waiter_ = nullptr;
     }
     if (t_.hdr) jdls_table_close(&t_);
-    g_tables.erase(this);
+  }
+
+  // Env teardown (worker exit, process exit): stop and join this table's
+  // waiter thread before the env goes away, or it calls into a dead TSFN.
+  static void EnvCleanup(void *arg) {
+    Table *t = static_cast<Table *>(arg);
+    t->hooked_ = false;  // being run: do not remove
+    t->Shutdown();
   }
 
  private:
@@ -609,6 +632,8 @@ class Table : public Napi::ObjectWrap<Table> {
   jdls_table t_;
   bool existed_ = false;
   Waiter *waiter_ = nullptr;
+  napi_env env_ = nullptr;
+  bool hooked_ = false;
 };
 
 // ---- module functions ----------------------------------------------------
@@ -734,13 +759,6 @@ Napi::Object Constants(Napi::Env env) {
   return c;
 }
 
-void Cleanup(void *) {
-  // Worker threads and process exit: stop and join every waiter thread
-  // before the env goes away, or the thread calls into a dead TSFN.
-  std::vector<Table *> all(g_tables.begin(), g_tables.end());
-  for (Table *t : all) t->Shutdown();
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Table", Table::Init(env));
   exports.Set("releaseDir", Napi::Function::New(env, ReleaseDir));
@@ -753,7 +771,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("makeOwner", Napi::Function::New(env, MakeOwner));
   exports.Set("makeFile", Napi::Function::New(env, MakeFile));
   exports.Set("constants", Constants(env));
-  napi_add_env_cleanup_hook(env, Cleanup, nullptr);
   return exports;
 }
 

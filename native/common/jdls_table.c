@@ -93,35 +93,51 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-uint64_t jdls_pid_start(uint32_t pid) {
+/* State letter (field 3) and start time (field 22) of /proc/<pid>/stat.
+ * Returns 0, or -1 if the process is gone or the file unreadable. */
+static int pid_stat(uint32_t pid, char *state, uint64_t *start) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%u/stat", pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  if (fd < 0) return -1;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n <= 0) return 0;
+  if (n <= 0) return -1;
   buf[n] = 0;
   /* The command name (field 2) may hold spaces and ')': skip to the last ')'. */
   char *p = strrchr(buf, ')');
-  if (!p) return 0;
+  if (!p || p[1] != ' ') return -1;
+  *state = p[2];
   p++;
   /* Fields from 3 on; starttime is field 22, i.e. the 20th after ')'. */
   for (int field = 3; field < 22 && *p; field++) {
     while (*p == ' ') p++;
     while (*p && *p != ' ') p++;
   }
-  return strtoull(p, NULL, 10);
+  *start = strtoull(p, NULL, 10);
+  return 0;
+}
+
+uint64_t jdls_pid_start(uint32_t pid) {
+  char state;
+  uint64_t start;
+  return pid_stat(pid, &state, &start) == 0 ? start : 0;
 }
 
 int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
   if (pid == 0) return 0;
   if (pid == (uint32_t)getpid()) return 1;
   if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
-  if (thorough && start != 0) {
-    /* kill() succeeds for a recycled pid too: compare the start time. */
-    uint64_t now = jdls_pid_start(pid);
-    if (now != 0 && now != start) return 0;
+  if (thorough) {
+    /* kill() succeeds for a recycled pid and for a zombie (killed, not yet
+     * reaped by its parent - which may never happen): a zombie has run its
+     * exit and released its robust mutexes, but would keep its locks. */
+    char state;
+    uint64_t now;
+    if (pid_stat(pid, &state, &now) == 0) {
+      if (state == 'Z' || state == 'X') return 0;
+      if (start != 0 && now != 0 && now != start) return 0;
+    }
   }
   return 1;
 }
@@ -434,7 +450,8 @@ static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid) {
 
 /* Reap the entries of dead processes among those that stand in the way of a
  * request on key k by owner o (holders and waiters of k, other owners). A
- * cheap kill(pid, 0) each; only on the slow path. Returns entries freed. */
+ * kill(pid, 0) and a read of /proc/<pid>/stat each; only on the slow path.
+ * Returns entries freed. */
 static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
                          const jdls_owner *o) {
   int n = 0;
@@ -442,7 +459,10 @@ static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_FREE || !entry_same_key(e, k)) continue;
     if (o && owner_eq(t, e, o)) continue;
-    if (!jdls_pid_alive(e->pid, e->pid_start, 0)) n += reap_pid(t, g, e->pid);
+    /* Thorough: only on the slow path, and a zombie or recycled pid must
+     * not keep a lock (test: "a holder killed while its parent does not
+     * reap it"). */
+    if (!jdls_pid_alive(e->pid, e->pid_start, 1)) n += reap_pid(t, g, e->pid);
   }
   return n;
 }
