@@ -4,7 +4,7 @@
 // native code, owners and file identities, promises for waits (timeouts and
 // AbortSignal), and the typed rows of listings. Does not own: the lock
 // algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
-import { native, C, type NativeTable, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
+import { native, C, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
 import { JdlsError, errorFromRc } from './errors.js';
 import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
 import net from 'node:net';
@@ -247,10 +247,18 @@ export class LockTable {
    * free. Rejects with TIMEOUT or ABORTED, having left the queue.
    */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
-    checkKey(key);
-    if (opts.signal?.aborted) return Promise.reject(new JdlsError('ABORTED', 'lock request aborted'));
-    const t = this.#table;
-    const r = t.tryLock(owner.packed, file.packed, key, modeNumber(mode), false);
+    // Every failure, bad arguments included, is a rejection: callers that
+    // only attach .catch() must see them.
+    let t: NativeTable;
+    let r: NativeTryLock;
+    try {
+      checkKey(key);
+      if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
+      t = this.#table;
+      r = t.tryLock(owner.packed, file.packed, key, modeNumber(mode), false);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
     if (r === C.RC_OK) return Promise.resolve();
     if (typeof r === 'number') return Promise.reject(errorFromRc(r, 'lock'));
     if (r.rc !== C.RC_QUEUED) return Promise.reject(new JdlsError('BAD_ARGUMENT', 'unexpected conflict on a waiting request'));

@@ -352,11 +352,12 @@ static int entry_valid(const jdls_table *t, const jdls_entry *e) {
 static void wake_entry(jdls_table *t, jdls_entry *e) {
   futex_wake(&e->state);
   if (e->doorbell >= 0 && e->doorbell < (int32_t)JDLS_PROC_SLOTS) {
+    /* No check that the slot still belongs to the entry's pid: a lock
+     * server's entries carry its own pid but owners may name another, and
+     * ringing a reassigned slot costs its owner one spurious scan. */
     jdls_proc_slot *s = &slots_of(t)[e->doorbell];
-    if (ALOAD(&s->pid) == e->pid) {
-      __atomic_fetch_add(&s->bell, 1, __ATOMIC_ACQ_REL);
-      futex_wake(&s->bell);
-    }
+    __atomic_fetch_add(&s->bell, 1, __ATOMIC_ACQ_REL);
+    futex_wake(&s->bell);
   }
 }
 
@@ -777,7 +778,8 @@ int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
     int code = e->mode == JDLS_MODE_WRITE ? JDLS_RL_WRITE : JDLS_RL_READ;
     if (owner_eq(t, e, o)) { result = code; break; }
     if (result == JDLS_RL_FREE) {
-      if (!jdls_pid_alive(e->pid, e->pid_start, 0)) continue; /* dead: as good as free */
+      /* Dead (or a zombie): as good as free; the next conflict reaps it. */
+      if (!jdls_pid_alive(e->pid, e->pid_start, 1)) continue;
       result = -code;
       fill_holder(e, holder);
     }
@@ -893,7 +895,10 @@ int jdls_slot_claim(jdls_table *t) {
   jdls_proc_slot *slots = slots_of(t);
   for (uint32_t i = 0; i < JDLS_PROC_SLOTS; i++) {
     uint32_t cur = ALOAD(&slots[i].pid);
-    if (cur != 0 && jdls_pid_alive(cur, slots[i].pid_start, 1)) continue;
+    /* kill() only: pid and start time cannot be published together, so a
+     * thorough check could see a fresh claimant with its predecessor's start
+     * time and steal its slot. A recycled pid merely keeps a slot busy. */
+    if (cur != 0 && jdls_pid_alive(cur, 0, 0)) continue;
     if (__atomic_compare_exchange_n(&slots[i].pid, &cur, me, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE)) {
       slots[i].pid_start = jdls_pid_start(me);

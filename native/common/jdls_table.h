@@ -86,7 +86,7 @@ typedef enum jdls_rc {
   JDLS_NOT_HELD      = 4,   /* release of a lock the owner does not hold */
   JDLS_E_TABLE_FULL  = -37, /* jBASE Error 37: the key's group is full */
   JDLS_E_KEY_TOO_LONG = -2,
-  JDLS_E_ARG         = -3,  /* bad argument (mode, size, empty key) */
+  JDLS_E_ARG         = -3,  /* bad argument (mode, size, address) */
   JDLS_E_NO_TABLE    = -4,  /* no table for this JBCRELEASEDIR */
   JDLS_E_BAD_TABLE   = -5,  /* magic/version/size mismatch */
   JDLS_E_SYS         = -6,  /* system call failed; errno kept */
