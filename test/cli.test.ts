@@ -327,3 +327,21 @@ test.serial('-dvL stops quietly when its reader goes away', async (t) => {
   t.is(code, 0);
   t.is(stderr, '');
 });
+
+test.serial('two -ib at once leave exactly one monitor', async (t) => {
+  const env = new CliEnv(t);
+  const results = await Promise.all([env.run(['-ib', '-t0.01']), env.run(['-ib', '-t0.01'])]);
+  const started = results.flatMap((r) => {
+    const m = /started at pid (\d+)/.exec(r.stdout);
+    return m ? [Number(m[1])] : [];
+  });
+  for (const pid of started) env.track(pid);
+  t.true(started.length >= 1, JSON.stringify(results));
+  for (const r of results) if (r.code !== 0) t.regex(r.stderr, /already running|failed to start/);
+  // A monitor that lost the race steps aside within one wake (0.6 s here).
+  t.true(await env.until(() => started.filter((p) => env.isAlive(p)).length === 1, 10_000), 'one monitor left');
+  const j = JSON.parse((await env.run(['--json'])).stdout) as JsonDisplay;
+  t.true(j.monitor.active);
+  t.true(started.includes(j.monitor.pid ?? 0));
+  t.true(env.isAlive(j.monitor.pid ?? 0));
+});

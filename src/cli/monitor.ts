@@ -35,7 +35,7 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
   const me = process.pid;
   const h0 = table.header();
   if (h0.monitorPid !== me && isRunning(h0.monitorPid, h0.monitorStart)) {
-    log.error({ pid: h0.monitorPid }, `lock monitor already running at pid ${h0.monitorPid}`);
+    log.error({ other: h0.monitorPid }, `lock monitor already running at pid ${h0.monitorPid}`);
     table.close();
     return Promise.resolve(1);
   }

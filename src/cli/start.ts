@@ -38,9 +38,11 @@ function warnExisting(cmd: StartCommand, h: TableHeader): void {
   if (cmd.size)
     complain(`jdls: warning: the lock table exists already (${geometry(h)}); new sizing -s${cmd.size.locks},${cmd.size.perGroup} ignored`);
   if (cmd.portLocks !== h.portLocks)
-    complain(`jdls: warning: the existing lock table uses ${basis(h.portLocks)}; ${cmd.portLocks ? '-P' : 'starting without -P'} ignored`);
+    complain(`jdls: warning: the existing lock table uses ${basis(h.portLocks)}${cmd.portLocks ? '; -P ignored' : ', which it keeps'}`);
   if (cmd.timestamps !== h.timestamps)
-    complain(`jdls: warning: the existing lock table ${h.timestamps ? 'time-stamps its locks' : 'has no time stamps'}; ${cmd.timestamps ? '-T' : 'starting without -T'} ignored`);
+    complain(h.timestamps
+      ? 'jdls: warning: the existing lock table time-stamps its locks (-T), which it keeps'
+      : 'jdls: warning: the existing lock table has no time stamps; -T ignored');
 }
 
 /** Create (or open) the table; refuse if a live monitor runs. undefined: reported, exit 1. */
@@ -139,12 +141,15 @@ async function startBackground(cmd: StartCommand, dir: string, table: LockTable)
     }
   }
   complain(`jdls: the lock monitor failed to start: it ${exited}`);
-  for (const l of logTail(logPath, logStart)) complain(`  ${l}`);
+  for (const l of logTail(logPath, logStart, child.pid)) complain(`  ${l}`);
   return 1;
 }
 
-/** What the child logged since `from`, as messages (pino lines) or raw lines. */
-function logTail(file: string, from: number): string[] {
+/**
+ * What the child logged since `from`: its pino messages, or raw lines (a
+ * crash). The log file is shared, so other monitors' lines are skipped.
+ */
+function logTail(file: string, from: number, pid: number | undefined): string[] {
   let text: string;
   try {
     text = fs.readFileSync(file).subarray(from).toString('utf8');
@@ -154,13 +159,14 @@ function logTail(file: string, from: number): string[] {
   return text
     .split('\n')
     .filter(Boolean)
-    .slice(-10)
-    .map((l) => {
+    .flatMap((l) => {
       try {
-        const o = JSON.parse(l) as { msg?: unknown };
-        return typeof o.msg === 'string' ? o.msg : l;
+        const o = JSON.parse(l) as { msg?: unknown; pid?: unknown };
+        if (o.pid !== pid) return [];
+        return [typeof o.msg === 'string' ? o.msg : l];
       } catch {
-        return l;
+        return [l];
       }
-    });
+    })
+    .slice(-10);
 }
