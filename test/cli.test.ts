@@ -6,6 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { CliEnv, JDLS, activeMonitorPid, lockRows, sleep } from './helpers/cli-env.js';
+import { parseArgs } from '../src/cli/args.js';
 
 interface JsonLock {
   group: number;
@@ -29,6 +30,30 @@ interface JsonDisplay {
   memory: { used: number; free: number };
   summary: { inUse: number; queued: number; maxInOneGroup: number; locksMaximum: number };
 }
+
+test('combined flags parse as in the guide', (t) => {
+  const ok = (argv: string[]): unknown => {
+    const r = parseArgs(argv);
+    if (!r.ok) throw new Error(r.error.message);
+    return r.command;
+  };
+  t.like(ok(['-ibs13000,50']), { kind: 'start', background: true, size: { locks: 13000, perGroup: 50 }, tidyMinutes: 5, tidyGiven: false });
+  t.like(ok(['-ibPT', '-t2']), { kind: 'start', background: true, portLocks: true, timestamps: true, tidyMinutes: 2, tidyGiven: true });
+  t.like(ok(['-i', '-s', '13000,50', '-t', '0.02']), { kind: 'start', background: false, size: { locks: 13000, perGroup: 50 }, tidyMinutes: 0.02 });
+  t.like(ok(['-iAb']), { kind: 'start', arbiterOnly: true, background: true });
+  t.deepEqual(ok(['-dvL']), { kind: 'display', verbose: true, locks: true, json: false });
+  t.deepEqual(ok(['-L']), { kind: 'display', verbose: false, locks: true, json: false });
+  t.deepEqual(ok(['-d', '--json']), { kind: 'display', verbose: false, locks: false, json: true });
+  t.deepEqual(ok(['--json']), { kind: 'display', verbose: true, locks: true, json: true });
+  t.deepEqual(ok(['-Ko']), { kind: 'remove', force: true });
+  t.deepEqual(ok(['-K']), { kind: 'remove', force: false });
+  t.deepEqual(ok(['-kA']), { kind: 'stop', arbiterOnly: true });
+  t.deepEqual(ok(['-h']), { kind: 'help' });
+  const bad = parseArgs(['-kD']);
+  t.true(!bad.ok && bad.error.notYet === true);
+  const bad2 = parseArgs(['-s13000']);
+  t.true(!bad2.ok && bad2.error.notYet === undefined);
+});
 
 test.serial('-h lists every option and exits 0', async (t) => {
   const env = new CliEnv(t);
