@@ -248,6 +248,22 @@ test.serial('-K refuses while processes have the table, naming them; -Ko removes
   t.regex(again.stderr, /no lock table for JBCRELEASEDIR=/);
 });
 
+test.serial('-K also refuses while a live process holds locks without the table mapped', async (t) => {
+  const env = new CliEnv(t);
+  await env.startBackground(['-ib']);
+  t.is((await env.run(['-k'])).code, 0);
+  const a = await env.locker([{ key: 'held', mode: 'write' }], { closeTable: true });
+  const r = await env.run(['-K']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, new RegExp(`^  ${a.pid} .*\\(holds locks; table not mapped\\)$`, 'm'));
+  t.true(fs.existsSync(env.shm));
+  a.child.kill('SIGKILL');
+  await env.until(() => !env.isAlive(a.pid));
+  const r2 = await env.run(['-K']);
+  t.is(r2.code, 0, r2.stderr);
+  t.false(fs.existsSync(env.shm));
+});
+
 test.serial('-K removes a table nobody has attached', async (t) => {
   const env = new CliEnv(t);
   await env.startBackground(['-ib']);

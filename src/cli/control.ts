@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { LockTable } from '../table.js';
 import { JdlsError } from '../errors.js';
-import { attachedProcesses, tablePath } from '../installation.js';
+import { attachedProcesses, tablePath, type AttachedProcess } from '../installation.js';
 import { isRunning, waitGone } from './procs.js';
 import { writeFd, noTableMessage } from './display.js';
 
@@ -17,6 +17,14 @@ import { writeFd, noTableMessage } from './display.js';
 export const STOP_WAIT_MS = 5_000;
 
 const say = (text: string): void => writeFd(1, `${text}\n`);
+/** One line per process: a command line may hold newlines (node -e) and be long. */
+const procLine = (p: Named): string => {
+  const cmd = p.command.replace(/\s+/g, ' ').trim();
+  return `  ${p.pid} ${cmd.length > 160 ? `${cmd.slice(0, 157)}...` : cmd}${p.note ? ` (${p.note})` : ''}`;
+};
+
+/** A process that keeps the table in use, and why if it is not a mapping. */
+type Named = AttachedProcess & { note?: string };
 const complain = (text: string): void => writeFd(2, `${text}\n`);
 
 interface MonitorRef {
@@ -40,6 +48,41 @@ function liveMonitor(dir: string): MonitorRef | undefined | 'no-table' {
   } finally {
     table.close();
   }
+}
+
+/**
+ * Live processes that hold or await locks in the table without having it
+ * mapped. Trap: a process whose LockTable handle was closed or garbage-
+ * collected is not "attached", yet its locks are held; removing the table
+ * would drop them silently. -K counts these too.
+ */
+function unmappedHolders(dir: string, known: Set<number>): Named[] {
+  let table: LockTable;
+  try {
+    table = LockTable.open({ releaseDir: dir });
+  } catch {
+    return [];
+  }
+  const out: Named[] = [];
+  try {
+    for (const batch of table.rows()) {
+      for (const r of batch) {
+        if (known.has(r.pid) || r.pid === process.pid) continue;
+        known.add(r.pid);
+        if (!isRunning(r.pid, 0)) continue;
+        let command = '';
+        try {
+          command = fs.readFileSync(`/proc/${r.pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+        } catch {
+          /* exited meanwhile */
+        }
+        out.push({ pid: r.pid, command, note: 'holds locks; table not mapped' });
+      }
+    }
+  } finally {
+    table.close();
+  }
+  return out;
 }
 
 /** SIGTERM, then wait; with `kill`, SIGKILL if it is still there. */
@@ -112,10 +155,11 @@ export async function remove(dir: string, force: boolean): Promise<number> {
   // Our own handles are closed by now, and attachedProcesses skips this
   // process anyway. A process that attaches between this check and the
   // unlink keeps a mapping of the removed table (the same is true of -Ko).
-  const attached = attachedProcesses(shm);
+  const attached: Named[] = attachedProcesses(shm);
+  if (!force) attached.push(...unmappedHolders(dir, new Set(attached.map((p) => p.pid))));
   if (attached.length && !force) {
     complain(`jdls: lock table ${shm} is in use by ${attached.length} process${attached.length === 1 ? '' : 'es'}:`);
-    for (const p of attached) complain(`  ${p.pid} ${p.command}`);
+    for (const p of attached) complain(procLine(p));
     complain('jdls: stop them first (jdls -k stops the lock monitor), or force the removal with jdls -Ko');
     return 1;
   }
@@ -130,7 +174,7 @@ export async function remove(dir: string, force: boolean): Promise<number> {
   say(`jdls: lock table ${shm} removed`);
   if (attached.length) {
     complain(`jdls: warning: ${attached.length} process${attached.length === 1 ? ' keeps its' : 'es keep their'} mapping of the removed table:`);
-    for (const p of attached) complain(`  ${p.pid} ${p.command}`);
+    for (const p of attached) complain(procLine(p));
   }
   return 0;
 }

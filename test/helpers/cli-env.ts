@@ -48,7 +48,8 @@ export interface Locker {
 
 // The locker: takes the locks in argv[1] (JSON), prints "ready <pid>", then
 // holds them until killed, or until stdin closes (then it releases them and
-// exits). A waiting request prints "granted <keyHex>". `bulk` takes `count`
+// exits). With 'close' as argv[2] it closes its table handle after locking:
+// it holds locks without having the table mapped. A waiting request prints "granted <keyHex>". `bulk` takes `count`
 // locks on keys <prefix><i> (inode i), too many to pass one by one in argv.
 // Trap: the table must stay referenced (globalThis): a LockTable that is
 // garbage-collected unmaps the segment, and the process would no longer be
@@ -70,9 +71,10 @@ for (const s of specs) {
   if (s.bulk) for (let i = 0; i < s.bulk.count; i++) take(s, Buffer.from(s.bulk.prefix + i), fileId(i, 1));
   else take(s, Buffer.from(s.keyHex, 'hex'), fileId(s.inode ?? 1483651, s.dev ?? -1));
 }
+if (process.argv[2] === 'close') table.close(); // locks stay held, the mapping goes
 console.log('ready ' + process.pid);
 process.stdin.resume();
-process.stdin.on('end', () => { table.unlockAll(owner); table.close(); process.exit(0); });
+process.stdin.on('end', () => { if (process.argv[2] !== 'close') { table.unlockAll(owner); table.close(); } process.exit(0); });
 `;
 
 export class CliEnv {
@@ -127,11 +129,12 @@ export class CliEnv {
   }
 
   /** A Node process holding locks in this installation's table. */
-  async locker(specs: LockSpec[], readyTimeoutMs = 10_000): Promise<Locker> {
+  async locker(specs: LockSpec[], opts: { closeTable?: boolean; readyTimeoutMs?: number } = {}): Promise<Locker> {
+    const readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
     const arg = JSON.stringify(
       specs.map((s) => ({ ...s, key: undefined, keyHex: Buffer.from(s.key).toString('hex') })),
     );
-    const child = spawn(process.execPath, ['--input-type=module', '-e', LOCKER, arg], {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', LOCKER, arg, ...(opts.closeTable ? ['close'] : [])], {
       env: this.env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
