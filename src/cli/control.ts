@@ -3,7 +3,7 @@
 //
 // Owns: finding the monitor through the table header, signalling it and
 // waiting for it to go; refusing to remove a table that processes still
-// have mapped, or forcing it. Does not own: the monitor's own exit (it clears
+// have mapped (or hold locks in), or forcing it. Does not own: the monitor's own exit (it clears
 // its pid in the header itself, monitor.ts) or the list of attached
 // processes (installation.ts reads /proc/<pid>/maps).
 import fs from 'node:fs';
@@ -17,6 +17,8 @@ import { writeFd, noTableMessage } from './display.js';
 export const STOP_WAIT_MS = 5_000;
 
 const say = (text: string): void => writeFd(1, `${text}\n`);
+const complain = (text: string): void => writeFd(2, `${text}\n`);
+
 /** One line per process: a command line may hold newlines (node -e) and be long. */
 const procLine = (p: Named): string => {
   const cmd = p.command.replace(/\s+/g, ' ').trim();
@@ -25,7 +27,6 @@ const procLine = (p: Named): string => {
 
 /** A process that keeps the table in use, and why if it is not a mapping. */
 type Named = AttachedProcess & { note?: string };
-const complain = (text: string): void => writeFd(2, `${text}\n`);
 
 interface MonitorRef {
   pid: number;

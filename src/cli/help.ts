@@ -37,7 +37,8 @@ Options:
   -k        Kill the shared memory lock monitor (waits up to 5 s for it to
             exit). Locks and the table are left as they are.
   -K        Remove the lock table (the shared memory). Refused while any
-            process has it attached; those processes are named.
+            process has it attached or holds locks in it; those processes
+            are named.
   -o        With -K: force. Stop a running monitor, then remove the table even
             if processes are attached.
   -d        Display the lock monitor and listener state and the lock summary.
