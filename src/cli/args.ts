@@ -1,0 +1,223 @@
+// args.ts - the jdls command line, parsed into a typed command.
+//
+// Owns: turning argv into one Command or one UsageError. It never touches the
+// table, the file system or another process: parse, then execute (jdls.ts).
+// Flags combine as in the jBASE guide: `-ibs13000,50`, `-ibPT -t2`, `-dvL`,
+// `-Ko`; a value (-s, -t) is the rest of its token or the next argument.
+import { native } from '../native.js';
+
+/** -s nn,mm */
+export interface Size {
+  locks: number;
+  perGroup: number;
+}
+
+/** -i[b][A][P][T] [-snn,mm] [-tnn]: create the table and run the monitor. */
+export interface StartCommand {
+  kind: 'start';
+  background: boolean;
+  /** -A: arbiter (monitor) only; the same as without it until the listener exists */
+  arbiterOnly: boolean;
+  portLocks: boolean;
+  timestamps: boolean;
+  /** undefined: not given (the table's default 3020,20 applies) */
+  size?: Size;
+  tidyMinutes: number;
+  tidyGiven: boolean;
+}
+
+/** Internal: the background monitor process that `-ib` spawns. */
+export interface MonitorChildCommand {
+  kind: 'monitor-child';
+  tidyMinutes: number;
+}
+
+/** -k[A]: stop the monitor. */
+export interface StopCommand {
+  kind: 'stop';
+  arbiterOnly: boolean;
+}
+
+/** -K[o]: remove the table. */
+export interface RemoveCommand {
+  kind: 'remove';
+  force: boolean;
+}
+
+/** -d[v][L] [--json]: show the table. */
+export interface DisplayCommand {
+  kind: 'display';
+  verbose: boolean;
+  locks: boolean;
+  json: boolean;
+}
+
+export interface HelpCommand {
+  kind: 'help';
+}
+
+export type Command = StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand;
+
+export interface UsageError {
+  message: string;
+  /** the option exists in jBASE but arrives with a later release (-D, -C) */
+  notYet?: boolean;
+}
+
+export type ParseResult = { ok: true; command: Command } | { ok: false; error: UsageError };
+
+export const DEFAULT_TIDY_MINUTES = 5;
+/** A year: the header keeps minutes in 32 bits; nobody tidies less often. */
+export const MAX_TIDY_MINUTES = 525600;
+/** 60 ms: below this the monitor would do little but wake up. */
+export const MIN_TIDY_MINUTES = 0.001;
+
+/** The internal flag of the background monitor process (not in -h). */
+export const MONITOR_CHILD_FLAG = '--monitor-child';
+
+const ACTIONS = 'ikKd';
+const MODIFIERS = 'bAPTDCovL';
+const VALUED = 'st';
+/** Which modifiers each action accepts (-s and -t count as modifiers). */
+const ALLOWED: Record<string, string> = { i: 'bAPTst', k: 'A', K: 'o', d: 'vL' };
+
+const NOT_YET = 'not available yet: the distributed listener arrives with a later release';
+
+function fail(message: string, notYet = false): ParseResult {
+  return { ok: false, error: notYet ? { message, notYet } : { message } };
+}
+
+export function parseSize(text: string): Size | string {
+  const m = /^(\d+),(\d+)$/.exec(text);
+  if (!m) return `-s needs nn,mm (record locks, locks per group), e.g. -s13000,50; got '${text}'`;
+  const locks = Number(m[1]);
+  const perGroup = Number(m[2]);
+  const max = native.constants;
+  if (locks < 1 || locks > max.MAX_LOCKS) return `-s: number of locks must be 1..${max.MAX_LOCKS}; got ${m[1]}`;
+  const maxPer = Math.min(max.MAX_PER_GROUP, locks);
+  if (perGroup < 1 || perGroup > maxPer) return `-s: locks per group must be 1..${maxPer}; got ${m[2]}`;
+  return { locks, perGroup };
+}
+
+export function parseMinutes(text: string): number | string {
+  // Decimals are a jdls extension (jBASE takes whole minutes), so that tests
+  // and impatient operators can use short periods: -t0.02 is 1.2 s.
+  if (!/^(\d+(\.\d*)?|\.\d+)$/.test(text)) return `-t needs a number of minutes, e.g. -t5 or -t0.5; got '${text}'`;
+  const n = Number(text);
+  if (!(n >= MIN_TIDY_MINUTES && n <= MAX_TIDY_MINUTES))
+    return `-t: minutes must be ${MIN_TIDY_MINUTES}..${MAX_TIDY_MINUTES}; got ${text}`;
+  return n;
+}
+
+export function parseArgs(argv: readonly string[]): ParseResult {
+  const letters = new Set<string>();
+  let json = false;
+  let help = false;
+  let child = false;
+  let sizeText: string | undefined;
+  let tidyText: string | undefined;
+
+  for (let i = 0; i < argv.length; i++) {
+    const tok = argv[i] ?? '';
+    if (tok === '--json') json = true;
+    else if (tok === '--help') help = true;
+    else if (tok === MONITOR_CHILD_FLAG) child = true;
+    else if (tok.startsWith('--')) return fail(`unknown option '${tok}'`);
+    else if (tok.startsWith('-') && tok.length > 1) {
+      for (let j = 1; j < tok.length; j++) {
+        const c = tok[j] ?? '';
+        if (VALUED.includes(c)) {
+          let value = tok.slice(j + 1);
+          if (value === '') {
+            const next = argv[i + 1];
+            if (next === undefined || (next.startsWith('-') && next.length > 1))
+              return fail(c === 's' ? `option -s needs a value nn,mm (e.g. -s13000,50)` : `option -t needs a value in minutes (e.g. -t5)`);
+            value = next;
+            i++;
+          }
+          if (c === 's') {
+            if (sizeText !== undefined) return fail('option -s given twice');
+            sizeText = value;
+          } else {
+            if (tidyText !== undefined) return fail('option -t given twice');
+            tidyText = value;
+          }
+          break; // the value took the rest of the token
+        }
+        if (c === 'h') help = true;
+        else if (ACTIONS.includes(c) || MODIFIERS.includes(c)) letters.add(c);
+        else return fail(`unknown option '-${c}'${tok.length > 2 ? ` in '${tok}'` : ''}`);
+      }
+    } else return fail(`unexpected argument '${tok}'`);
+  }
+
+  // Malformed values first: they are errors whatever the action.
+  let size: Size | undefined;
+  if (sizeText !== undefined) {
+    const s = parseSize(sizeText);
+    if (typeof s === 'string') return fail(s);
+    size = s;
+  }
+  let tidyMinutes = DEFAULT_TIDY_MINUTES;
+  if (tidyText !== undefined) {
+    const t = parseMinutes(tidyText);
+    if (typeof t === 'string') return fail(t);
+    tidyMinutes = t;
+  }
+
+  if (help) return { ok: true, command: { kind: 'help' } };
+
+  if (child) {
+    if (letters.size || sizeText !== undefined || json) return fail(`${MONITOR_CHILD_FLAG} takes only -t`);
+    return { ok: true, command: { kind: 'monitor-child', tidyMinutes } };
+  }
+
+  // The listener's options are recognised, but it arrives later: say so
+  // rather than pretend (and rather than "no action" for a bare -D).
+  if (letters.has('C')) return fail(`-C (client connection test): ${NOT_YET}`, true);
+  if (letters.has('D')) return fail(`-D (distributed listener): ${NOT_YET}`, true);
+
+  const explicitD = letters.has('d');
+  // In jBASE 5.x -L implies -d; --json is a way of displaying too.
+  if ((letters.has('L') || json) && !letters.has('i') && !letters.has('k') && !letters.has('K')) letters.add('d');
+  const actions = [...ACTIONS].filter((a) => letters.has(a));
+  if (actions.length === 0) return fail('no action given: one of -i, -k, -K, -d (or -h)');
+  if (actions.length > 1) return fail(`conflicting actions ${actions.map((a) => `-${a}`).join(' and ')}`);
+  const action = actions[0] ?? 'd';
+  const allowed = ALLOWED[action] ?? '';
+  for (const c of letters) {
+    if (ACTIONS.includes(c)) continue;
+    if (!allowed.includes(c)) return fail(`option -${c} does not apply to -${action}`);
+  }
+  if (sizeText !== undefined && !allowed.includes('s')) return fail(`option -s does not apply to -${action}`);
+  if (tidyText !== undefined && !allowed.includes('t')) return fail(`option -t does not apply to -${action}`);
+  if (json && action !== 'd') return fail(`option --json does not apply to -${action}`);
+
+  switch (action) {
+    case 'i': {
+      const start: StartCommand = {
+        kind: 'start',
+        background: letters.has('b'),
+        arbiterOnly: letters.has('A'),
+        portLocks: letters.has('P'),
+        timestamps: letters.has('T'),
+        tidyMinutes,
+        tidyGiven: tidyText !== undefined,
+      };
+      if (size) start.size = size;
+      return { ok: true, command: start };
+    }
+    case 'k':
+      return { ok: true, command: { kind: 'stop', arbiterOnly: letters.has('A') } };
+    case 'K':
+      return { ok: true, command: { kind: 'remove', force: letters.has('o') } };
+    default: {
+      // `--json` alone means everything, as -dvL --json.
+      const bare = json && !explicitD && !letters.has('v') && !letters.has('L');
+      return {
+        ok: true,
+        command: { kind: 'display', verbose: bare || letters.has('v'), locks: bare || letters.has('L'), json },
+      };
+    }
+  }
+}

@@ -1,0 +1,309 @@
+// display.ts - `jdls -d[v][L]` and `--json`: the lock table as text in the
+// jBASE guide's layout ("jDLS -dvL"), or as one JSON document.
+//
+// Owns: formatting (ctime dates, row columns, key escaping), the memory and
+// summary figures, and streaming output to fd 1. Does not own: reading the
+// table (LockTable.rows) or process liveness (procs.ts).
+//
+// Trap: a table can hold 1,000,000 entries. Output is written a batch of
+// groups at a time with fs.writeSync and never assembled into one string.
+// process.stdout is not used: to a pipe it writes asynchronously, so a
+// million rows would pile up in memory and could be cut off by the exit. A reader that
+// goes away (`jdls -dvL | head`) ends the listing quietly (EPIPE).
+import fs from 'node:fs';
+import type { DisplayCommand } from './args.js';
+import { LockTable, type LockRow, type TableHeader } from '../table.js';
+import { JdlsError } from '../errors.js';
+import { tablePath } from '../installation.js';
+import { isRunning, cpuSeconds } from './procs.js';
+
+// ===== output ==============================================================
+
+/** Thrown by writeFd when the reader has gone; callers stop quietly. */
+export class PipeClosed extends Error {
+  constructor() {
+    super('output closed');
+  }
+}
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/** Write all of text to fd, synchronously. */
+export function writeFd(fd: number, text: string): void {
+  let buf = Buffer.from(text);
+  while (buf.length) {
+    let n: number;
+    try {
+      n = fs.writeSync(fd, buf);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE') throw new PipeClosed();
+      // A non-blocking descriptor (inherited from a parent that set
+      // O_NONBLOCK) whose reader is slow: wait a moment and go on.
+      if (code === 'EAGAIN') {
+        Atomics.wait(pause, 0, 0, 5);
+        continue;
+      }
+      throw e;
+    }
+    buf = buf.subarray(n);
+  }
+}
+
+// ===== formatting ==========================================================
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const two = (n: number): string => String(n).padStart(2, '0');
+
+/** C ctime() without the newline, local time: "Thu Apr 27 17:28:17 2006"; 0 is "Never". */
+export function ctime(ms: number): string {
+  if (!ms) return 'Never';
+  const d = new Date(ms);
+  return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${d.getFullYear()}`;
+}
+
+/** Local "YYYY-MM-DD HH:MM:SS" for the -T time column; "-" if unset. */
+function stamp(ms: number): string {
+  if (!ms) return '-';
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/** Printable ASCII as-is, a backslash doubled, every other byte as \xNN. */
+export function escapeKey(key: Buffer): string {
+  let s = '';
+  for (const b of key) {
+    if (b === 0x5c) s += '\\\\';
+    else if (b >= 0x20 && b < 0x7f) s += String.fromCharCode(b);
+    else s += `\\x${b.toString(16).padStart(2, '0')}`;
+  }
+  return s;
+}
+
+export function mechanism(h: TableHeader): string {
+  return `Shared memory lock table, robust mutexes, locks based on ${h.portLocks ? 'PORT number' : 'THREAD id'}${h.timestamps ? ', time stamped' : ''}`;
+}
+
+/** A column of the guide's layout: padded to its width, always one space after. */
+const col = (s: string, w: number): string => (s.length < w ? s.padEnd(w) : `${s} `);
+const hex8 = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+const typeName = (r: LockRow): string => (r.mode === 'write' ? 'WRITE' : 'READ');
+
+const ROW_HEADER = 'Group value      pid     type  port i-node   dev queued ipaddr      ';
+
+function rowText(r: LockRow, timestamps: boolean): string {
+  return (
+    col(String(r.group), 6) + col(hex8(r.hash), 11) + col(String(r.pid), 8) + col(typeName(r), 6) +
+    col(String(r.port), 5) + col(r.inode.toString().padStart(8, '0'), 9) + col(r.dev.toString(), 4) +
+    col(r.queued ? String(r.queued) : 'None', 7) + col(r.ip, 12) + (timestamps ? col(stamp(r.stampMs), 20) : '') +
+    escapeKey(r.key)
+  );
+}
+
+function rowJson(r: LockRow): string {
+  return JSON.stringify({
+    group: r.group,
+    value: hex8(r.hash),
+    state: r.state,
+    type: typeName(r),
+    pid: r.pid,
+    ownerPid: r.ownerPid,
+    ownerTid: r.ownerTid,
+    port: r.port,
+    inode: r.inode.toString(),
+    dev: r.dev.toString(),
+    queued: r.queued,
+    ip: r.ip,
+    key: escapeKey(r.key),
+    keyHex: r.key.toString('hex'),
+    seq: r.seq,
+    stampMs: r.stampMs,
+    time: r.stampMs ? new Date(r.stampMs).toISOString() : null,
+  });
+}
+
+// ===== figures =============================================================
+
+export interface Counts {
+  /** entries in use: held locks and queued requests */
+  entries: number;
+  held: number;
+  waiting: number;
+  /** most held locks in one group */
+  maxInGroup: number;
+}
+
+function addBatch(c: Counts, batch: LockRow[]): void {
+  const perGroup = new Map<number, number>();
+  for (const r of batch) {
+    c.entries++;
+    if (r.state !== 'held') {
+      c.waiting++;
+      continue;
+    }
+    c.held++;
+    const n = (perGroup.get(r.group) ?? 0) + 1;
+    perGroup.set(r.group, n);
+    if (n > c.maxInGroup) c.maxInGroup = n;
+  }
+}
+
+const noCounts = (): Counts => ({ entries: 0, held: 0, waiting: 0, maxInGroup: 0 });
+
+function countAll(table: LockTable): Counts {
+  const c = noCounts();
+  for (const batch of table.rows()) addBatch(c, batch);
+  return c;
+}
+
+export interface Memory {
+  used: number;
+  free: number;
+}
+
+/** Used: header, process slots and group headers, plus entries in use; free: free entries. */
+export function memory(h: TableHeader, entries: number): Memory {
+  const fixed = h.totalSize - h.capacity * h.entrySize;
+  return { used: fixed + entries * h.entrySize, free: (h.capacity - entries) * h.entrySize };
+}
+
+interface ProcStatus {
+  pid: number;
+  active: boolean;
+}
+
+const procStatus = (pid: number, start: number): ProcStatus => ({ pid, active: isRunning(pid, start) });
+const procText = (p: ProcStatus): string => (p.pid ? `${p.pid} - ${p.active ? 'Active' : 'Not running'}` : 'Not running');
+
+function tidyTime(h: TableHeader): string {
+  return h.tidyMinutes ? `${h.tidyMinutes} minute${h.tidyMinutes === 1 ? '' : 's'}` : 'under 1 minute';
+}
+
+// ===== the command =========================================================
+
+export function noTableMessage(dir: string): string {
+  return `jdls: no lock table for JBCRELEASEDIR=${dir} (start one with jdls -ib)`;
+}
+
+/** Runs `jdls -d...`; returns the exit code. */
+export function display(cmd: DisplayCommand, dir: string): number {
+  let table: LockTable;
+  try {
+    table = LockTable.open({ releaseDir: dir });
+  } catch (e) {
+    if (e instanceof JdlsError && e.code === 'NO_TABLE') writeFd(2, `${noTableMessage(dir)}\n`);
+    else writeFd(2, `jdls: cannot open the lock table ${tablePath(dir)}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  try {
+    if (cmd.json) showJson(cmd, table);
+    else showText(cmd, table);
+    return 0;
+  } catch (e) {
+    if (e instanceof PipeClosed) return 0;
+    throw e;
+  } finally {
+    table.close();
+  }
+}
+
+const LABEL = 21;
+const line = (label: string, value: string): string => `${label.padEnd(LABEL)}${value}\n`;
+
+function showText(cmd: DisplayCommand, table: LockTable): void {
+  const h = table.header();
+  const mon = procStatus(h.monitorPid, h.monitorStart);
+  const lis = procStatus(h.listenerPid, h.listenerStart);
+  let head = `Lock monitor at pid:      ${procText(mon)}\nLock listener at pid:     ${procText(lis)}\n`;
+  let counts: Counts | undefined;
+  if (cmd.verbose) {
+    // The memory line comes before the rows, so it needs a counting pass of
+    // its own; a table that changes between the passes shows two snapshots.
+    counts = countAll(table);
+    const mem = memory(h, counts.entries);
+    head +=
+      line('Program started:', ctime(h.startedMs)) +
+      line('Time last ran:', `${ctime(h.lastRanMs)} Time last tidied up: ${ctime(h.lastTidyMs)}`) +
+      line('Lock retries:', String(h.lockRetries)) +
+      line('Tidy-up time:', tidyTime(h)) +
+      line('Locking mechanism:', mechanism(h)) +
+      line('Tidy-up operations:', String(h.tidyOps)) +
+      line('Memory:', `${mem.used} bytes used , ${mem.free} bytes free`);
+    const cpu = mon.active ? cpuSeconds(mon.pid) : undefined;
+    if (cpu) head += line('CPU Usage:', `${cpu.usr.toFixed(2)} usr , ${cpu.sys.toFixed(2)} sys`);
+  }
+  writeFd(1, head);
+  if (cmd.locks) {
+    writeFd(1, `\nRecord locks outstanding\n${ROW_HEADER}${h.timestamps ? col('time', 20) : ''}key\n`);
+    const c = noCounts();
+    for (const batch of table.rows()) {
+      addBatch(c, batch);
+      let chunk = '';
+      // Queued requests are not rows here; their held lock's "queued" counts them.
+      for (const r of batch) if (r.state === 'held') chunk += `${rowText(r, h.timestamps)}\n`;
+      if (chunk) writeFd(1, chunk);
+    }
+    counts = c;
+  }
+  counts ??= countAll(table);
+  const pad = ' '.repeat(LABEL);
+  let tail =
+    line('Record locks:', `${h.capacity} locks maximum in ${h.ngroups} groups of ${h.perGroup} locks/group`) +
+    `${pad}${counts.held} locks currently in use\n` +
+    `${pad}${counts.maxInGroup} is max. locks found in one group\n`;
+  if (counts.waiting) tail += `${pad}${counts.waiting} lock requests queued\n`;
+  writeFd(1, tail);
+}
+
+function showJson(cmd: DisplayCommand, table: LockTable): void {
+  const h = table.header();
+  const mon = procStatus(h.monitorPid, h.monitorStart);
+  const lis = procStatus(h.listenerPid, h.listenerStart);
+  const cpu = mon.active ? cpuSeconds(mon.pid) : undefined;
+  const head = {
+    releaseDir: table.releaseDir,
+    table: table.path,
+    monitor: {
+      pid: h.monitorPid || null,
+      active: mon.active,
+      started: h.startedMs ? new Date(h.startedMs).toISOString() : null,
+      lastRan: h.lastRanMs ? new Date(h.lastRanMs).toISOString() : null,
+      lastTidy: h.lastTidyMs ? new Date(h.lastTidyMs).toISOString() : null,
+      tidyMinutes: h.tidyMinutes,
+      tidyOps: h.tidyOps,
+      cpu: cpu ?? null,
+    },
+    listener: { pid: h.listenerPid || null, active: lis.active, port: h.listenerPort || null, addr: h.listenerAddr || null },
+    header: h,
+    mechanism: { text: mechanism(h), portLocks: h.portLocks, timestamps: h.timestamps },
+    geometry: { requestedLocks: h.requestedLocks, locks: h.capacity, groups: h.ngroups, perGroup: h.perGroup, entrySize: h.entrySize, totalSize: h.totalSize },
+  };
+  // Streamed: everything known up front, then the locks a batch at a time,
+  // then the figures that need the whole scan (key order is free in JSON).
+  const text = JSON.stringify(head);
+  writeFd(1, text.slice(0, -1));
+  const c = noCounts();
+  if (cmd.locks) writeFd(1, ',"locks":[');
+  let first = true;
+  for (const batch of table.rows()) {
+    addBatch(c, batch);
+    if (!cmd.locks) continue;
+    let chunk = '';
+    for (const r of batch) {
+      chunk += `${first ? '\n' : ',\n'}${rowJson(r)}`;
+      first = false;
+    }
+    writeFd(1, chunk);
+  }
+  if (cmd.locks) writeFd(1, '\n]');
+  const summary = {
+    locksMaximum: h.capacity,
+    groups: h.ngroups,
+    perGroup: h.perGroup,
+    inUse: c.held,
+    queued: c.waiting,
+    maxInOneGroup: c.maxInGroup,
+  };
+  writeFd(1, `,"memory":${JSON.stringify(memory(h, c.entries))},"summary":${JSON.stringify(summary)}}\n`);
+}

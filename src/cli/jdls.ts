@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// jdls.ts - the `jdls` command: parse the arguments (args.ts), then run the
+// one command they name. Nothing is created or started before the whole
+// command line has parsed; a usage error exits 2.
+import { parseArgs, type Command } from './args.js';
+import { helpText } from './help.js';
+import { display, writeFd, PipeClosed } from './display.js';
+import { stop, remove } from './control.js';
+import { start, monitorChild } from './start.js';
+import { releaseDir } from '../installation.js';
+
+async function run(cmd: Command): Promise<number> {
+  const dir = releaseDir();
+  switch (cmd.kind) {
+    case 'help':
+      writeFd(1, helpText());
+      return 0;
+    case 'display':
+      return display(cmd, dir);
+    case 'stop':
+      return stop(dir);
+    case 'remove':
+      return remove(dir, cmd.force);
+    case 'start':
+      return start(cmd, dir);
+    case 'monitor-child':
+      return monitorChild(cmd.tidyMinutes, dir);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parseArgs(argv);
+  if (!parsed.ok) {
+    writeFd(2, `jdls: ${parsed.error.message}\ntry jdls -h\n`);
+    return 2;
+  }
+  try {
+    return await run(parsed.command);
+  } catch (e) {
+    if (e instanceof PipeClosed) return 0;
+    try {
+      writeFd(2, `jdls: ${(e as Error).message}\n`);
+    } catch {
+      /* stderr gone too */
+    }
+    return 1;
+  }
+}
+
+// process.exit, not exitCode: output is written synchronously, and an exit
+// here does not wait for anything the addon or a timer might still hold.
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  () => process.exit(1),
+);
