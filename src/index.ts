@@ -1,6 +1,6 @@
 // index.ts - the package's public API.
 export { LockTable, fileId, makeOwner, groupsFor } from './table.js';
-export type { LockMode, FileId, Owner, OwnerSpec, Holder, LockResult, LockOptions, LockRow, TableHeader, CreateOptions } from './table.js';
+export type { LockMode, FileId, Owner, OwnerSpec, Holder, LockResult, LockOptions, LockRow, TableHeader, TableUsage, CreateOptions } from './table.js';
 export { JdlsError } from './errors.js';
 export type { JdlsErrorCode } from './errors.js';
 export { releaseDir, tablePath, attachedProcesses } from './installation.js';

@@ -50,7 +50,7 @@ export interface NativeHeader {
   totalSize: number;
   entrySize: number;
   requestedLocks: number;
-  tidyMinutes: number;
+  tidyMs: number;
   monitorPid: number;
   monitorStart: number;
   listenerPid: number;
@@ -67,7 +67,7 @@ export interface NativeHeader {
 
 export type HeaderField =
   | 'monitorPid' | 'monitorStart' | 'listenerPid' | 'listenerStart' | 'listenerPort'
-  | 'startedMs' | 'lastRanMs' | 'lastTidyMs' | 'tidyMinutes' | 'lockRetries';
+  | 'startedMs' | 'lastRanMs' | 'lastTidyMs' | 'tidyMs' | 'lockRetries';
 
 export type NativeTryLock =
   | number
@@ -89,6 +89,8 @@ export interface NativeTable {
   tidy(): number;
   list(firstGroup: number, groupCount: number): { rows: NativeRow[]; next: number } | number;
   check(): number;
+  usage(): { held: number; waiting: number; maxInGroup: number; highWater: number };
+  claimMonitor(pid: number, pidStart: number): number;
   header(): NativeHeader;
   setHeader(field: HeaderField, value: number): void;
   setHeader(field: 'listenerAddr', value: string): void;

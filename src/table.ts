@@ -143,6 +143,17 @@ export interface TableHeader extends NativeHeader {
   timestamps: boolean;
 }
 
+export interface TableUsage {
+  /** held locks */
+  held: number;
+  /** queued requests */
+  waiting: number;
+  /** most held locks in one group now */
+  maxInGroup: number;
+  /** most entries ever in use in one group */
+  highWater: number;
+}
+
 export interface CreateOptions {
   releaseDir?: string;
   /** -s nn: record locks requested (default 3020) */
@@ -354,6 +365,20 @@ export class LockTable {
   /** Consistency check of every group; the number of problems (0 = sound). */
   check(): number {
     return this.#table.check();
+  }
+
+  /** Held locks, queued requests and the fullest group, from the group counters (cheap; a snapshot). */
+  usage(): TableUsage {
+    return this.#table.usage();
+  }
+
+  /**
+   * Become the table's monitor: atomically takes the header's monitor pid if
+   * it is 0 or names a dead process. Returns 0, or the pid of the live
+   * monitor that holds it.
+   */
+  claimMonitor(pid: number = process.pid): number {
+    return this.#table.claimMonitor(pid, pid === process.pid ? selfStart() : native.pidStart(pid));
   }
 
   header(): TableHeader {

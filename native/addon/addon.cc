@@ -290,6 +290,8 @@ class Table : public Napi::ObjectWrap<Table> {
                            InstanceMethod("tidy", &Table::Tidy),
                            InstanceMethod("list", &Table::List),
                            InstanceMethod("check", &Table::Check),
+                           InstanceMethod("usage", &Table::Usage),
+                           InstanceMethod("claimMonitor", &Table::ClaimMonitor),
                            InstanceMethod("header", &Table::Header),
                            InstanceMethod("setHeader", &Table::SetHeader),
                            InstanceMethod("debugHoldGroup", &Table::DebugHoldGroup),
@@ -521,6 +523,28 @@ class Table : public Napi::ObjectWrap<Table> {
     return Napi::Number::New(env, jdls_table_check(&t_));
   }
 
+  Napi::Value Usage(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    jdls_usage u;
+    jdls_table_usage(&t_, &u);
+    auto o = Napi::Object::New(env);
+    o.Set("held", static_cast<double>(u.held));
+    o.Set("waiting", static_cast<double>(u.waiting));
+    o.Set("maxInGroup", u.max_in_group);
+    o.Set("highWater", u.high_water);
+    return o;
+  }
+
+  // claimMonitor(pid, pidStart) -> 0 | pid of the live monitor
+  Napi::Value ClaimMonitor(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "claimMonitor(pid, pidStart)");
+    return Napi::Number::New(env, jdls_claim_monitor(&t_, info[0].As<Napi::Number>().Uint32Value(),
+                                                      static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue())));
+  }
+
   // list(firstGroup, groupCount) -> {rows, next} | rc
   Napi::Value List(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
@@ -574,7 +598,7 @@ class Table : public Napi::ObjectWrap<Table> {
     o.Set("totalSize", static_cast<double>(h->total_size));
     o.Set("entrySize", h->entry_size);
     o.Set("requestedLocks", h->requested_locks);
-    o.Set("tidyMinutes", h->tidy_minutes);
+    o.Set("tidyMs", h->tidy_ms);
     o.Set("monitorPid", __atomic_load_n(&h->monitor_pid, __ATOMIC_ACQUIRE));
     o.Set("monitorStart", static_cast<double>(h->monitor_start));
     o.Set("listenerPid", __atomic_load_n(&h->listener_pid, __ATOMIC_ACQUIRE));
@@ -615,7 +639,7 @@ class Table : public Napi::ObjectWrap<Table> {
     else if (f == "startedMs") h->started_ms = static_cast<int64_t>(v);
     else if (f == "lastRanMs") h->last_ran_ms = static_cast<int64_t>(v);
     else if (f == "lastTidyMs") h->last_tidy_ms = static_cast<int64_t>(v);
-    else if (f == "tidyMinutes") h->tidy_minutes = static_cast<uint32_t>(v);
+    else if (f == "tidyMs") h->tidy_ms = static_cast<uint32_t>(v);
     else if (f == "lockRetries") __atomic_store_n(&h->lock_retries, static_cast<uint64_t>(v), __ATOMIC_RELAXED);
     else {
       Napi::TypeError::New(env, "setHeader: unknown field " + f).ThrowAsJavaScriptException();

@@ -262,7 +262,7 @@ int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
   h->groups_offset = groups_offset;
   h->total_size = total;
   h->requested_locks = nlocks;
-  h->tidy_minutes = 5;
+  h->tidy_ms = 5 * 60 * 1000;
   h->created_ms = now_ms();
   out->hdr = h;
   out->size = total;
@@ -857,6 +857,37 @@ int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
   }
   *next_group = gi;
   return (int)out;
+}
+
+void jdls_table_usage(jdls_table *t, jdls_usage *u) {
+  memset(u, 0, sizeof *u);
+  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+    jdls_group *g = group_at(t, gi);
+    uint32_t count = __atomic_load_n(&g->count, __ATOMIC_RELAXED);
+    uint32_t waiting = __atomic_load_n(&g->waiting, __ATOMIC_RELAXED);
+    uint32_t held = waiting <= count ? count - waiting : 0;
+    u->held += held;
+    u->waiting += waiting;
+    if (held > u->max_in_group) u->max_in_group = held;
+    uint32_t hw = __atomic_load_n(&g->max_count, __ATOMIC_RELAXED);
+    if (hw > u->high_water) u->high_water = hw;
+  }
+}
+
+uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start) {
+  jdls_header *h = t->hdr;
+  for (int tries = 0; tries < 16; tries++) {
+    uint32_t cur = ALOAD(&h->monitor_pid);
+    if (cur != 0 && cur != pid && jdls_pid_alive(cur, h->monitor_start, 1)) return cur;
+    /* The start time goes in first for our own claim; a reader that sees the
+     * new pid with the old start time for an instant thinks the monitor is
+     * not running yet, which is true. */
+    if (__atomic_compare_exchange_n(&h->monitor_pid, &cur, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      h->monitor_start = pid_start;
+      return 0;
+    }
+  }
+  return ALOAD(&h->monitor_pid);
 }
 
 int jdls_table_check(jdls_table *t) {

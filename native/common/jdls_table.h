@@ -157,7 +157,7 @@ typedef struct jdls_header {
   uint64_t groups_offset;
   uint64_t total_size;
   uint32_t requested_locks;
-  uint32_t tidy_minutes;
+  uint32_t tidy_ms;      /* tidy-up period (-t minutes, decimals allowed) */
   /* The monitor writes these; readers treat them as a snapshot. */
   uint32_t monitor_pid;
   uint32_t listener_pid;
@@ -295,6 +295,18 @@ int jdls_tidy(jdls_table *t);
  * `cap`. Returns the number of rows written; *next_group is where to go on. */
 int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
               uint32_t cap, uint32_t *next_group);
+/* Usage from the group counters alone (no mutex, no entry read): cheap even
+ * for a million-lock table, and a snapshot, not a consistent cut. */
+typedef struct jdls_usage {
+  uint64_t held;          /* held locks */
+  uint64_t waiting;       /* queued requests */
+  uint32_t max_in_group;  /* most held locks in one group now */
+  uint32_t high_water;    /* most entries ever in use in one group */
+} jdls_usage;
+void jdls_table_usage(jdls_table *t, jdls_usage *u);
+/* Become the table's monitor: atomically replace a monitor pid that is 0 or
+ * names a dead process with `pid`. Returns 0, or the live monitor's pid. */
+uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start);
 /* Verify every group's invariants; returns the number of problems found. */
 int jdls_table_check(jdls_table *t);
 /* Claim this process's doorbell slot (idempotent). */

@@ -68,7 +68,8 @@ export type ParseResult = { ok: true; command: Command } | { ok: false; error: U
 
 export const DEFAULT_TIDY_MINUTES = 5;
 /** A year: the header keeps minutes in 32 bits; nobody tidies less often. */
-export const MAX_TIDY_MINUTES = 525600;
+// The header keeps the period in ms as a uint32: 28 days is the most it holds.
+export const MAX_TIDY_MINUTES = 40320;
 /** 60 ms: below this the monitor would do little but wake up. */
 export const MIN_TIDY_MINUTES = 0.001;
 

@@ -151,10 +151,11 @@ function addBatch(c: Counts, batch: LockRow[]): void {
 
 const noCounts = (): Counts => ({ entries: 0, held: 0, waiting: 0, maxInGroup: 0 });
 
+/** Counts from the group counters: no pass over the entries (a million-lock
+ * table would take seconds), a snapshot rather than a consistent cut. */
 function countAll(table: LockTable): Counts {
-  const c = noCounts();
-  for (const batch of table.rows()) addBatch(c, batch);
-  return c;
+  const u = table.usage();
+  return { entries: u.held + u.waiting, held: u.held, waiting: u.waiting, maxInGroup: u.maxInGroup };
 }
 
 export interface Memory {
@@ -177,7 +178,10 @@ const procStatus = (pid: number, start: number): ProcStatus => ({ pid, active: i
 const procText = (p: ProcStatus): string => (p.pid ? `${p.pid} - ${p.active ? 'Active' : 'Not running'}` : 'Not running');
 
 function tidyTime(h: TableHeader): string {
-  return h.tidyMinutes ? `${h.tidyMinutes} minute${h.tidyMinutes === 1 ? '' : 's'}` : 'under 1 minute';
+  const minutes = h.tidyMs / 60_000;
+  if (Number.isInteger(minutes)) return `${minutes} minute${minutes === 1 ? '' : 's'}`;
+  const seconds = Math.round(h.tidyMs / 100) / 10;
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
 }
 
 // ===== the command =========================================================
@@ -218,8 +222,8 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
   let head = `Lock monitor at pid:      ${procText(mon)}\nLock listener at pid:     ${procText(lis)}\n`;
   let counts: Counts | undefined;
   if (cmd.verbose) {
-    // The memory line comes before the rows, so it needs a counting pass of
-    // its own; a table that changes between the passes shows two snapshots.
+    // The memory line comes before the rows: it uses the group counters, and
+    // the summary below uses the rows actually listed.
     counts = countAll(table);
     const mem = memory(h, counts.entries);
     head +=
@@ -270,7 +274,7 @@ function showJson(cmd: DisplayCommand, table: LockTable): void {
       started: h.startedMs ? new Date(h.startedMs).toISOString() : null,
       lastRan: h.lastRanMs ? new Date(h.lastRanMs).toISOString() : null,
       lastTidy: h.lastTidyMs ? new Date(h.lastTidyMs).toISOString() : null,
-      tidyMinutes: h.tidyMinutes,
+      tidyMinutes: h.tidyMs / 60_000,
       tidyOps: h.tidyOps,
       cpu: cpu ?? null,
     },

@@ -1,7 +1,7 @@
 // monitor.ts - the shared-memory lock monitor loop (jBASE's jRLA successor).
 //
 // Owns: the monitor's fields of the table header (monitorPid, monitorStart,
-// startedMs, tidyMinutes, lastRanMs, lastTidyMs), the tidy-up schedule, and
+// startedMs, tidyMs, lastRanMs, lastTidyMs), the tidy-up schedule, and
 // the monitor's orderly exit. Does not own: deciding which locks are orphaned
 // (LockTable.tidy, in C, checks each owner's pid and start time and counts
 // what it frees in the header's tidyOps), nor starting the process
@@ -33,9 +33,12 @@ export const MAX_WAKE_MS = 10_000;
 export function runMonitor(opts: MonitorOptions): Promise<number> {
   const { table, tidyMinutes, log } = opts;
   const me = process.pid;
-  const h0 = table.header();
-  if (h0.monitorPid !== me && isRunning(h0.monitorPid, h0.monitorStart)) {
-    log.error({ other: h0.monitorPid }, `lock monitor already running at pid ${h0.monitorPid}`);
+  // One atomic claim of the header's monitor pid: of two `jdls -i` started
+  // at the same instant exactly one becomes the monitor. Holding the claim
+  // is the "ready" sign `jdls -ib` waits for.
+  const other = table.claimMonitor(me);
+  if (other !== 0) {
+    log.error({ other }, `lock monitor already running at pid ${other}`);
     table.close();
     return Promise.resolve(1);
   }
@@ -45,14 +48,8 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
   const now = Date.now();
   table.setHeader('startedMs', now);
   table.setHeader('lastRanMs', now);
-  // The header keeps whole minutes (uint32): a decimal -t (an extension) is
-  // stored rounded down, 0 meaning "under a minute"; the loop uses the exact value.
-  table.setHeader('tidyMinutes', Math.floor(tidyMinutes));
+  table.setHeader('tidyMs', Math.round(periodMs));
   tidyNow(table, log, 'start');
-  // Start time before pid: a reader that sees our pid must be able to check
-  // it against the right start time. Publishing the pid is the ready sign.
-  table.setHeader('monitorStart', native.pidStart(me));
-  table.setHeader('monitorPid', me);
 
   // The table's identity: if it is removed (jdls -Ko, or a test unlinking
   // /dev/shm) the monitor would tidy an orphaned mapping forever; it leaves.
