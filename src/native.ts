@@ -14,6 +14,17 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 /** Where node-gyp puts the native artefacts. */
 export const buildDir = path.join(packageRoot, 'build', 'Release');
 
+/**
+ * An owner or a file identity packed into native memory (a napi external):
+ * opaque to TypeScript, cheap for the addon to read back on every call.
+ */
+declare const handleBrand: unique symbol;
+export interface NativeHandle<K extends 'owner' | 'file'> {
+  readonly [handleBrand]: K;
+}
+export type OwnerHandle = NativeHandle<'owner'>;
+export type FileHandle = NativeHandle<'file'>;
+
 export interface NativeHolder {
   pid: number;
   ownerPid: number;
@@ -76,16 +87,16 @@ export type NativeTryLock =
 
 export interface NativeTable {
   readonly existed: boolean;
-  tryLock(owner: Buffer, file: Buffer, key: Buffer | string, mode: number, nowait: boolean): NativeTryLock;
+  tryLock(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, nowait: boolean): NativeTryLock;
   waitAsync(group: number, slot: number, seq: number, id: number,
     onDone: (ids: number[], rcs: number[]) => void): void;
   cancel(group: number, slot: number, seq: number): number;
   ref(): void;
   unref(): void;
-  lockBlocking(owner: Buffer, file: Buffer, key: Buffer | string, mode: number, timeoutMs: number): number;
-  unlock(owner: Buffer, file: Buffer, key: Buffer | string): number;
-  unlockAll(owner: Buffer, file: Buffer | null): number;
-  status(owner: Buffer, file: Buffer, key: Buffer | string): { code: number; holder?: NativeHolder };
+  lockBlocking(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, timeoutMs: number): number;
+  unlock(owner: OwnerHandle, file: FileHandle, key: Buffer | string): number;
+  unlockAll(owner: OwnerHandle, file: FileHandle | null): number;
+  status(owner: OwnerHandle, file: FileHandle, key: Buffer | string): { code: number; holder?: NativeHolder };
   tidy(): number;
   list(firstGroup: number, groupCount: number): { rows: NativeRow[]; next: number } | number;
   check(): number;
@@ -132,13 +143,13 @@ export interface NativeAddon {
   Table: new (path: string, create: boolean, nlocks: number, perGroup: number, flags: number) => NativeTable;
   releaseDir(): string | null;
   tablePath(releaseDir: string): string | null;
-  hash(file: Buffer, key: Buffer | string): number;
+  hash(file: FileHandle, key: Buffer | string): number;
   nextPrime(n: number): number;
   pidStart(pid: number): number;
   pidAlive(pid: number, start: number): boolean;
   gettid(): number;
-  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): Buffer;
-  makeFile(inode: bigint | number, dev: bigint | number): Buffer;
+  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): OwnerHandle;
+  makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
   constants: NativeConstants;
 }
 

@@ -4,7 +4,7 @@
 // native code, owners and file identities, promises for waits (timeouts and
 // AbortSignal), and the typed rows of listings. Does not own: the lock
 // algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
-import { native, C, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
+import { native, C, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
 import { JdlsError, errorFromRc } from './errors.js';
 import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
 import net from 'node:net';
@@ -16,7 +16,7 @@ export interface FileId {
   readonly inode: bigint;
   readonly dev: bigint;
   /** packed for the addon */
-  readonly packed: Buffer;
+  readonly packed: FileHandle;
 }
 
 export function fileId(inode: bigint | number, dev: bigint | number): FileId {
@@ -47,7 +47,8 @@ export interface Owner {
   readonly ownerTid: number;
   readonly port: number;
   readonly ip: string;
-  readonly packed: Buffer;
+  /** packed for the addon */
+  readonly packed: OwnerHandle;
 }
 
 function u32(name: string, v: number): number {

@@ -46,27 +46,52 @@ namespace {
     }                                                              \
   } while (0)
 
-// One napi_get_buffer_info per argument: it refuses non-Buffers itself.
-// (IsBuffer() + As<Buffer>() + Data() + Length() cost four N-API calls per
-// argument, which made the TypeScript lock+unlock pair 2x slower than the
-// lock itself - measured by bench/pair.ts.)
 inline bool RawBuffer(napi_env env, napi_value v, void **data, size_t *len) {
   return napi_get_buffer_info(env, v, data, len) == napi_ok;
-}
-
-template <typename T>
-bool AsStruct(const Napi::Value &v, const T **out) {
-  void *data;
-  size_t len;
-  if (!RawBuffer(v.Env(), v, &data, &len) || len != sizeof(T)) return false;
-  *out = static_cast<const T *>(data);
-  return true;
 }
 
 struct FileId {
   uint64_t inode;
   int64_t dev;
 };
+
+// Owners and file identities are packed once into native memory and handed
+// to JS as externals: reading one back is a single napi_get_value_external.
+// (As Buffers they cost napi_get_buffer_info each, whose ArrayBufferView
+// ->Buffer() showed up at 10 % of a lock+unlock pair under perf.) The magic
+// word stops an owner being taken for a file or any other external.
+template <typename T> struct Handle;
+template <> struct Handle<jdls_owner> { static constexpr uint32_t kMagic = 0x4f574e52; };  // "OWNR"
+template <> struct Handle<FileId> { static constexpr uint32_t kMagic = 0x46494c45; };      // "FILE"
+
+template <typename T>
+struct Boxed {
+  uint32_t magic;
+  T value;
+};
+
+template <typename T>
+napi_value MakeHandle(napi_env env, const T &value) {
+  auto *b = new Boxed<T>{Handle<T>::kMagic, value};
+  napi_value out;
+  napi_create_external(env, b, [](napi_env, void *data, void *) { delete static_cast<Boxed<T> *>(data); }, nullptr, &out);
+  return out;
+}
+
+template <typename T>
+bool RawHandle(napi_env env, napi_value v, const T **out) {
+  void *p = nullptr;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) return false;
+  auto *b = static_cast<const Boxed<T> *>(p);
+  if (b->magic != Handle<T>::kMagic) return false;
+  *out = &b->value;
+  return true;
+}
+
+template <typename T>
+bool AsStruct(const Napi::Value &v, const T **out) {
+  return RawHandle(v.Env(), v, out);
+}
 
 // A key arrives as a Buffer (raw bytes) or a string (UTF-8). The buffer is
 // larger than JDLS_MAX_KEY so that an over-long key is seen as such rather
@@ -75,7 +100,7 @@ struct KeyArg {
   const uint8_t *data = nullptr;
   size_t len = 0;
   char buf[JDLS_MAX_KEY * 2 + 2];
-  bool Read(napi_env env, const Napi::Value &v) {
+  bool Read(napi_env env, napi_value v) {
     void *d;
     if (RawBuffer(env, v, &d, &len)) {
       data = static_cast<const uint8_t *>(d);
@@ -276,15 +301,13 @@ class Waiter {
 class Table : public Napi::ObjectWrap<Table> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "Table",
+    Napi::Function ctor = DefineClass(env, "Table",
                        {
-                           InstanceMethod("tryLock", &Table::TryLock),
                            InstanceMethod("waitAsync", &Table::WaitAsync),
                            InstanceMethod("cancel", &Table::Cancel),
                            InstanceMethod("ref", &Table::RefWaits),
                            InstanceMethod("unref", &Table::UnrefWaits),
                            InstanceMethod("lockBlocking", &Table::LockBlocking),
-                           InstanceMethod("unlock", &Table::Unlock),
                            InstanceMethod("unlockAll", &Table::UnlockAll),
                            InstanceMethod("status", &Table::Status),
                            InstanceMethod("tidy", &Table::Tidy),
@@ -297,6 +320,16 @@ class Table : public Napi::ObjectWrap<Table> {
                            InstanceMethod("debugHoldGroup", &Table::DebugHoldGroup),
                            InstanceMethod("close", &Table::Close),
                        });
+    // The hot pair is plain N-API, not node-addon-api's InstanceMethod: the
+    // wrapper's CallbackInfo, Unwrap and exception plumbing cost more than
+    // the lock itself (bench/pair.ts: TS pair 0.32x -> see docs/benchmarks.md).
+    Napi::Object proto = ctor.Get("prototype").As<Napi::Object>();
+    napi_value fn;
+    napi_create_function(env, "tryLock", NAPI_AUTO_LENGTH, FastTryLock, nullptr, &fn);
+    proto.Set("tryLock", Napi::Value(env, fn));
+    napi_create_function(env, "unlock", NAPI_AUTO_LENGTH, FastUnlock, nullptr, &fn);
+    proto.Set("unlock", Napi::Value(env, fn));
+    return ctor;
   }
 
   // new Table(path, create, nlocks, perGroup, flags)
@@ -371,46 +404,94 @@ class Table : public Napi::ObjectWrap<Table> {
     return false;
   }
 
+  // The table behind `this` of a plain N-API method, or null (thrown).
+  static Table *Self(napi_env env, napi_value self) {
+    void *p = nullptr;
+    if (napi_unwrap(env, self, &p) != napi_ok || !p) {
+      napi_throw_type_error(env, nullptr, "not a lock table");
+      return nullptr;
+    }
+    Table *t = static_cast<Table *>(p);
+    if (!t->t_.hdr) {
+      napi_throw_error(env, nullptr, "lock table is closed");
+      return nullptr;
+    }
+    return t;
+  }
+
   // tryLock(owner, file, key, mode, nowait) -> rc | {rc, holder} | {rc, group, slot, seq}
-  Napi::Value TryLock(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    if (!Open(env)) return env.Undefined();
+  static napi_value FastTryLock(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 5;
+    napi_value argv[5], self;
+    napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr);
+    Table *t = Self(env, self);
+    if (!t) return nullptr;
     const jdls_owner *o;
-    const FileId *f;
+    const FileId *fid;
     KeyArg k;
     int32_t mode = 0;
     bool nowait = false;
-    REQUIRE(info.Length() >= 5 && AsStruct(info[0], &o) && AsStruct(info[1], &f) &&
-                k.Read(env, info[2]) && napi_get_value_int32(env, info[3], &mode) == napi_ok &&
-                napi_get_value_bool(env, info[4], &nowait) == napi_ok,
-            "tryLock(owner, file, key, mode, nowait)");
-    jdls_request r{f->inode, f->dev, k.data, static_cast<uint32_t>(k.len), mode,
+    if (argc < 5 || !RawHandle(env, argv[0], &o) || !RawHandle(env, argv[1], &fid) || !k.Read(env, argv[2]) ||
+        napi_get_value_int32(env, argv[3], &mode) != napi_ok ||
+        napi_get_value_bool(env, argv[4], &nowait) != napi_ok) {
+      napi_throw_type_error(env, nullptr, "tryLock(owner, file, key, mode, nowait)");
+      return nullptr;
+    }
+    jdls_request r{fid->inode, fid->dev, k.data, static_cast<uint32_t>(k.len), mode,
                    nowait ? JDLS_REQ_NOWAIT : 0u};
+    napi_value out;
     int doorbell = -1;
-    if (!(r.flags & JDLS_REQ_NOWAIT)) {
-      doorbell = jdls_slot_claim(&t_);
-      if (doorbell < 0) return Napi::Number::New(env, doorbell);
+    if (!nowait) {
+      doorbell = jdls_slot_claim(&t->t_);
+      if (doorbell < 0) {
+        napi_create_int32(env, doorbell, &out);
+        return out;
+      }
     }
     jdls_ticket tk;
     jdls_holder h;
     std::memset(&h, 0, sizeof h);
-    int rc = jdls_lock_begin(&t_, o, &r, doorbell, &tk, &h);
+    int rc = jdls_lock_begin(&t->t_, o, &r, doorbell, &tk, &h);
+    if (rc == JDLS_CONFLICT || rc == JDLS_QUEUED) return SlowResult(Napi::Env(env), rc, tk, h);
+    napi_create_int32(env, rc, &out);
+    return out;
+  }
+
+  // unlock(owner, file, key) -> rc
+  static napi_value FastUnlock(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 3;
+    napi_value argv[3], self;
+    napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr);
+    Table *t = Self(env, self);
+    if (!t) return nullptr;
+    const jdls_owner *o;
+    const FileId *fid;
+    KeyArg k;
+    if (argc < 3 || !RawHandle(env, argv[0], &o) || !RawHandle(env, argv[1], &fid) || !k.Read(env, argv[2])) {
+      napi_throw_type_error(env, nullptr, "unlock(owner, file, key)");
+      return nullptr;
+    }
+    napi_value out;
+    napi_create_int32(env, jdls_unlock(&t->t_, o, fid->inode, fid->dev, k.data,
+                                       static_cast<uint32_t>(k.len)),
+                      &out);
+    return out;
+  }
+
+  static napi_value SlowResult(Napi::Env env, int rc, const jdls_ticket &tk, const jdls_holder &h) {
     if (rc == JDLS_CONFLICT) {
       auto res = Napi::Object::New(env);
       res.Set("rc", rc);
       res.Set("holder", HolderObject(env, h));
       return res;
     }
-    if (rc == JDLS_QUEUED) {
-      auto res = Napi::Object::New(env);
-      res.Set("rc", rc);
-      res.Set("group", tk.group);
-      res.Set("slot", tk.slot);
-      res.Set("seq", static_cast<double>(tk.seq));
-      if (h.pid) res.Set("holder", HolderObject(env, h));
-      return res;
-    }
-    return Napi::Number::New(env, rc);
+    auto res = Napi::Object::New(env);  // JDLS_QUEUED
+    res.Set("rc", rc);
+    res.Set("group", tk.group);
+    res.Set("slot", tk.slot);
+    res.Set("seq", static_cast<double>(tk.seq));
+    if (h.pid) res.Set("holder", HolderObject(env, h));
+    return res;
   }
 
   static bool Ticket(const Napi::CallbackInfo &info, jdls_ticket *tk) {
@@ -468,18 +549,6 @@ class Table : public Napi::ObjectWrap<Table> {
                    static_cast<int>(info[3].As<Napi::Number>().Int32Value()), 0u};
     jdls_holder h;
     return Napi::Number::New(env, jdls_lock(&t_, o, &r, info[4].As<Napi::Number>().Int32Value(), &h));
-  }
-
-  // unlock(owner, file, key) -> rc
-  Napi::Value Unlock(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    if (!Open(env)) return env.Undefined();
-    const jdls_owner *o;
-    const FileId *f;
-    KeyArg k;
-    REQUIRE(info.Length() >= 3 && AsStruct(info[0], &o) && AsStruct(info[1], &f) && k.Read(env, info[2]),
-            "unlock(owner, file, key)");
-    return Napi::Number::New(env, jdls_unlock(&t_, o, f->inode, f->dev, k.data, static_cast<uint32_t>(k.len)));
   }
 
   // unlockAll(owner, file | null) -> count | rc
@@ -722,17 +791,16 @@ Napi::Value MakeOwner(const Napi::CallbackInfo &info) {
           "makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip)");
   auto ip = info[5].As<Napi::Buffer<uint8_t>>();
   REQUIRE(ip.Length() == 4 || ip.Length() == 16, "makeOwner: ip must be 4 or 16 bytes");
-  auto buf = Napi::Buffer<uint8_t>::New(env, sizeof(jdls_owner));
-  jdls_owner *o = reinterpret_cast<jdls_owner *>(buf.Data());
-  std::memset(o, 0, sizeof *o);
-  o->pid = info[0].As<Napi::Number>().Uint32Value();
-  o->owner_pid = info[1].As<Napi::Number>().Uint32Value();
-  o->owner_tid = info[2].As<Napi::Number>().Uint32Value();
-  o->port = info[3].As<Napi::Number>().Uint32Value();
-  o->pid_start = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
-  o->ip_len = static_cast<uint8_t>(ip.Length());
-  std::memcpy(o->ip, ip.Data(), ip.Length());
-  return buf;
+  jdls_owner o;
+  std::memset(&o, 0, sizeof o);
+  o.pid = info[0].As<Napi::Number>().Uint32Value();
+  o.owner_pid = info[1].As<Napi::Number>().Uint32Value();
+  o.owner_tid = info[2].As<Napi::Number>().Uint32Value();
+  o.port = info[3].As<Napi::Number>().Uint32Value();
+  o.pid_start = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
+  o.ip_len = static_cast<uint8_t>(ip.Length());
+  std::memcpy(o.ip, ip.Data(), ip.Length());
+  return Napi::Value(env, MakeHandle(env, o));
 }
 
 // makeFile(inode, dev): bigint or number each
@@ -742,11 +810,7 @@ Napi::Value MakeFile(const Napi::CallbackInfo &info) {
   uint64_t inode = info.Length() >= 1 ? ToU64(info[0], &ok1) : 0;
   int64_t dev = info.Length() >= 2 ? ToI64(info[1], &ok2) : 0;
   REQUIRE(ok1 && ok2, "makeFile(inode, dev): integers (bigint or number)");
-  auto buf = Napi::Buffer<uint8_t>::New(env, sizeof(FileId));
-  FileId *f = reinterpret_cast<FileId *>(buf.Data());
-  f->inode = inode;
-  f->dev = dev;
-  return buf;
+  return Napi::Value(env, MakeHandle(env, FileId{inode, dev}));
 }
 
 Napi::Object Constants(Napi::Env env) {
