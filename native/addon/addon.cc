@@ -419,22 +419,43 @@ class Table : public Napi::ObjectWrap<Table> {
     return t;
   }
 
+  // The arguments the hot pair shares: this, owner, file, key (+ extras).
+  template <size_t N>
+  struct HotArgs {
+    napi_value argv[N];
+    Table *t = nullptr;
+    const jdls_owner *o = nullptr;
+    const FileId *fid = nullptr;
+    KeyArg k;
+    // False with a JS exception pending (bad `this`, closed, or bad args).
+    bool Read(napi_env env, napi_callback_info cbinfo, const char *usage) {
+      size_t argc = N;
+      napi_value self;
+      napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr);
+      t = Self(env, self);
+      if (!t) return false;
+      if (argc < N || !RawHandle(env, argv[0], &o) || !RawHandle(env, argv[1], &fid) || !k.Read(env, argv[2])) {
+        napi_throw_type_error(env, nullptr, usage);
+        return false;
+      }
+      return true;
+    }
+  };
+
   // tryLock(owner, file, key, mode, nowait) -> rc | {rc, holder} | {rc, group, slot, seq}
   static napi_value FastTryLock(napi_env env, napi_callback_info cbinfo) {
-    size_t argc = 5;
-    napi_value argv[5], self;
-    napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr);
-    Table *t = Self(env, self);
-    if (!t) return nullptr;
-    const jdls_owner *o;
-    const FileId *fid;
-    KeyArg k;
+    static const char usage[] = "tryLock(owner, file, key, mode, nowait)";
+    HotArgs<5> a;
+    if (!a.Read(env, cbinfo, usage)) return nullptr;
+    Table *t = a.t;
+    const jdls_owner *o = a.o;
+    const FileId *fid = a.fid;
+    KeyArg &k = a.k;
     int32_t mode = 0;
     bool nowait = false;
-    if (argc < 5 || !RawHandle(env, argv[0], &o) || !RawHandle(env, argv[1], &fid) || !k.Read(env, argv[2]) ||
-        napi_get_value_int32(env, argv[3], &mode) != napi_ok ||
-        napi_get_value_bool(env, argv[4], &nowait) != napi_ok) {
-      napi_throw_type_error(env, nullptr, "tryLock(owner, file, key, mode, nowait)");
+    if (napi_get_value_int32(env, a.argv[3], &mode) != napi_ok ||
+        napi_get_value_bool(env, a.argv[4], &nowait) != napi_ok) {
+      napi_throw_type_error(env, nullptr, usage);
       return nullptr;
     }
     jdls_request r{fid->inode, fid->dev, k.data, static_cast<uint32_t>(k.len), mode,
@@ -459,21 +480,11 @@ class Table : public Napi::ObjectWrap<Table> {
 
   // unlock(owner, file, key) -> rc
   static napi_value FastUnlock(napi_env env, napi_callback_info cbinfo) {
-    size_t argc = 3;
-    napi_value argv[3], self;
-    napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr);
-    Table *t = Self(env, self);
-    if (!t) return nullptr;
-    const jdls_owner *o;
-    const FileId *fid;
-    KeyArg k;
-    if (argc < 3 || !RawHandle(env, argv[0], &o) || !RawHandle(env, argv[1], &fid) || !k.Read(env, argv[2])) {
-      napi_throw_type_error(env, nullptr, "unlock(owner, file, key)");
-      return nullptr;
-    }
+    HotArgs<3> a;
+    if (!a.Read(env, cbinfo, "unlock(owner, file, key)")) return nullptr;
     napi_value out;
-    napi_create_int32(env, jdls_unlock(&t->t_, o, fid->inode, fid->dev, k.data,
-                                       static_cast<uint32_t>(k.len)),
+    napi_create_int32(env, jdls_unlock(&a.t->t_, a.o, a.fid->inode, a.fid->dev, a.k.data,
+                                       static_cast<uint32_t>(a.k.len)),
                       &out);
     return out;
   }
