@@ -4,3 +4,4 @@ export type { LockMode, FileId, Owner, OwnerSpec, Holder, LockResult, LockOption
 export { JdlsError } from './errors.js';
 export type { JdlsErrorCode } from './errors.js';
 export { releaseDir, tablePath, attachedProcesses } from './installation.js';
+export type { RecordLocks, MechanismKind } from './mechanism.js';

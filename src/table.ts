@@ -8,6 +8,7 @@ import { native, C, type OwnerHandle, type FileHandle, type NativeTable, type Na
 import { JdlsError, errorFromRc } from './errors.js';
 import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
 import net from 'node:net';
+import type { RecordLocks } from './mechanism.js';
 
 export type LockMode = 'read' | 'write';
 
@@ -187,7 +188,8 @@ interface PendingWait {
   cleanup: () => void;
 }
 
-export class LockTable {
+export class LockTable implements RecordLocks {
+  readonly kind = 'shm' as const;
   readonly path: string;
   readonly releaseDir: string;
   /** create(): the table was there already (the requested size was ignored) */
