@@ -1,6 +1,7 @@
 // errors.ts - jdls' one error class. Errors are values with a string code
-// (stable, for programs) and a message (for people).
-import { native } from './native.js';
+// (stable, for programs) and a message (for people). Pure: no native import,
+// so pure modules (src/ranges.ts) load without the addon; native result codes
+// are mapped in src/native.ts (errorFromRc).
 
 export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
@@ -18,15 +19,4 @@ export class JdlsError extends Error {
     this.code = code;
     if (options?.jbaseError !== undefined) this.jbaseError = options.jbaseError;
   }
-}
-
-const byValue = new Map<number, { name: string; text: string }>();
-for (const [name, info] of Object.entries(native.constants.RC)) byValue.set(info.value, { name, text: info.text });
-
-/** The error for a native result code (< 0), through the addon's one table. */
-export function errorFromRc(rc: number, context?: string): JdlsError {
-  const known = byValue.get(rc);
-  const code = (known ? known.name : `JDLS_UNKNOWN_${rc}`) as JdlsErrorCode;
-  const text = known ? known.text : `unknown native result ${rc}`;
-  return new JdlsError(code, context ? `${context}: ${text}` : text, rc === -37 ? { jbaseError: 37 } : undefined);
 }

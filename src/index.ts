@@ -5,3 +5,4 @@ export { JdlsError } from './errors.js';
 export type { JdlsErrorCode } from './errors.js';
 export { releaseDir, tablePath, attachedProcesses } from './installation.js';
 export type { RecordLocks, MechanismKind } from './mechanism.js';
+export * from './ranges.js';

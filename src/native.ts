@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { JdlsError, type JdlsErrorCode } from './errors.js';
 
 /** The package root (two levels above dist/src/native.js). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -181,3 +182,14 @@ export const C = {
   RC_TIMEOUT: 3,
   RC_NOT_HELD: 4,
 } as const;
+
+const byValue = new Map<number, { name: string; text: string }>();
+for (const [name, info] of Object.entries(native.constants.RC)) byValue.set(info.value, { name, text: info.text });
+
+/** The error for a native result code (< 0), through the addon's one table. */
+export function errorFromRc(rc: number, context?: string): JdlsError {
+  const known = byValue.get(rc);
+  const code = (known ? known.name : `JDLS_UNKNOWN_${rc}`) as JdlsErrorCode;
+  const text = known ? known.text : `unknown native result ${rc}`;
+  return new JdlsError(code, context ? `${context}: ${text}` : text, rc === -37 ? { jbaseError: 37 } : undefined);
+}

@@ -4,8 +4,8 @@
 // native code, owners and file identities, promises for waits (timeouts and
 // AbortSignal), and the typed rows of listings. Does not own: the lock
 // algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
-import { native, C, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
-import { JdlsError, errorFromRc } from './errors.js';
+import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
+import { JdlsError } from './errors.js';
 import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
 import net from 'node:net';
 import type { RecordLocks } from './mechanism.js';

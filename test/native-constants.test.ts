@@ -1,8 +1,8 @@
 // native-constants.test.ts - the TypeScript mirror `C` (src/native.ts) and the
 // error table must agree with what the addon compiled from jdls_table.h.
 import test from 'ava';
-import { native, C } from '../src/native.js';
-import { errorFromRc, JdlsError } from '../src/errors.js';
+import { native, C, errorFromRc } from '../src/native.js';
+import { JdlsError } from '../src/errors.js';
 
 const rc = native.constants.RC;
 
