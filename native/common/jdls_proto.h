@@ -1,0 +1,64 @@
+/*
+ * jdls_proto.h - the wire protocol's numbers: frame types, flags, error
+ * codes, limits. The one definition; docs/protocol.md explains each, and
+ * src/protocol/constants.ts mirrors them (test/protocol-constants.test.ts
+ * compares the two through the addon's `proto` export).
+ *
+ * Frame header (big-endian): u32 length (bytes after this field), u8 version,
+ * u8 type, u16 flags, u32 request_id, then the body.
+ */
+#ifndef JDLS_PROTO_H
+#define JDLS_PROTO_H
+
+#define JDLS_PROTO_VERSION        1   /* the highest version this build speaks */
+#define JDLS_PROTO_MIN_VERSION    1
+#define JDLS_PROTO_HEADER         12  /* length field + 8 bytes of header */
+#define JDLS_PROTO_MIN_LENGTH     8   /* a frame with an empty body */
+#define JDLS_PROTO_MAX_FRAME      65536
+#define JDLS_PROTO_MAX_KEY        512
+#define JDLS_PROTO_MAX_STR        1024
+#define JDLS_PROTO_DEFAULT_PORT   50002
+
+/* client -> server */
+#define JDLS_FT_HELLO        0x01
+#define JDLS_FT_LOCK         0x10
+#define JDLS_FT_UNLOCK       0x11
+#define JDLS_FT_UNLOCK_FILE  0x12
+#define JDLS_FT_UNLOCK_ALL   0x13
+#define JDLS_FT_STATUS       0x14
+#define JDLS_FT_CANCEL       0x15
+#define JDLS_FT_TEST         0x16
+#define JDLS_FT_PING         0x17
+/* server -> client */
+#define JDLS_FT_WELCOME      0x81
+#define JDLS_FT_GRANTED      0x90
+#define JDLS_FT_LOCKED       0x91
+#define JDLS_FT_WAITING      0x92
+#define JDLS_FT_RELEASED     0x93
+#define JDLS_FT_STATUS_RESULT 0x94
+#define JDLS_FT_TEST_RESULT  0x95
+#define JDLS_FT_PONG         0x96
+#define JDLS_FT_ERROR        0xE0
+
+/* flags */
+#define JDLS_FF_NOWAIT       0x0001  /* LOCK: never wait (LOCKED clause) */
+#define JDLS_FF_NO_INTERIM   0x0002  /* LOCK: no WAITING frames (JDLS WAIT) */
+#define JDLS_FF_OSLOCKS      0x0004  /* LOCK: as an OS file lock */
+#define JDLS_FF_ALL_THREADS  0x0001  /* UNLOCK_ALL: every thread of the connection */
+
+/* mechanisms (WELCOME) */
+#define JDLS_MECH_SHM        1
+#define JDLS_MECH_OS         2
+
+/* ERROR codes */
+#define JDLS_PE_PROTOCOL     1
+#define JDLS_PE_VERSION      2
+#define JDLS_PE_LIMIT        3
+#define JDLS_PE_TABLE_FULL   4
+#define JDLS_PE_KEY_TOO_LONG 5
+#define JDLS_PE_CANCELLED    6
+#define JDLS_PE_BAD_ARGUMENT 7
+#define JDLS_PE_SYSTEM       8
+#define JDLS_PE_SHUTDOWN     9
+
+#endif /* JDLS_PROTO_H */

@@ -1,0 +1,348 @@
+// codec.ts - frames to bytes and bytes to frames (docs/protocol.md).
+//
+// Owns: the byte layout of every frame, length and body checks, and the
+// streaming reader that cuts a TCP byte stream into frames. Does not own:
+// which frame may come when (src/server/session.ts, src/client/client.ts) or
+// what a request does. Parse, then execute: the reader returns typed frames
+// or throws a ProtocolError, and never touches a lock.
+import net from 'node:net';
+import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, type ProtoErrorName } from './constants.js';
+import type {
+  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault,
+} from './frames.js';
+
+/** A byte stream that is not a valid frame sequence; the connection must close. */
+export class ProtocolError extends Error {
+  readonly fault: ProtocolFault;
+  constructor(fault: ProtocolFault) {
+    super(fault.reason);
+    this.name = 'ProtocolError';
+    this.fault = fault;
+  }
+}
+
+const fail = (reason: string, code: ProtocolFault['code'] = 'PROTOCOL'): never => {
+  throw new ProtocolError({ code, reason });
+};
+
+const typeName = new Map<number, keyof typeof FrameType>(
+  Object.entries(FrameType).map(([k, v]) => [v, k as keyof typeof FrameType]),
+);
+const errorName = new Map<number, ProtoErrorName>(
+  Object.entries(ProtoError).map(([k, v]) => [v, k as ProtoErrorName]),
+);
+
+// ===== writing ============================================================
+
+class Writer {
+  #buf = Buffer.allocUnsafe(256);
+  #len = 0;
+  #ensure(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#len + n));
+    this.#buf.copy(next, 0, 0, this.#len);
+    this.#buf = next;
+  }
+  u8(v: number): this { this.#ensure(1); this.#buf.writeUInt8(v, this.#len); this.#len += 1; return this; }
+  u16(v: number): this { this.#ensure(2); this.#buf.writeUInt16BE(v, this.#len); this.#len += 2; return this; }
+  u32(v: number): this { this.#ensure(4); this.#buf.writeUInt32BE(v >>> 0, this.#len); this.#len += 4; return this; }
+  i8(v: number): this { this.#ensure(1); this.#buf.writeInt8(v, this.#len); this.#len += 1; return this; }
+  u64(v: bigint): this { this.#ensure(8); this.#buf.writeBigUInt64BE(v, this.#len); this.#len += 8; return this; }
+  i64(v: bigint): this { this.#ensure(8); this.#buf.writeBigInt64BE(v, this.#len); this.#len += 8; return this; }
+  bytes(b: Buffer): this { this.#ensure(b.length); b.copy(this.#buf, this.#len); this.#len += b.length; return this; }
+  str16(s: string): this {
+    const b = Buffer.from(s, 'utf8');
+    if (b.length > PROTO.MAX_STR) throw new RangeError(`string of ${b.length} bytes exceeds ${PROTO.MAX_STR}`);
+    return this.u16(b.length).bytes(b);
+  }
+  key(k: Buffer): this {
+    if (k.length > PROTO.MAX_KEY) throw new RangeError(`key of ${k.length} bytes exceeds ${PROTO.MAX_KEY}`);
+    return this.u16(k.length).bytes(k);
+  }
+  addr(a: string): this {
+    if (net.isIPv4(a)) return this.u8(4).bytes(Buffer.from(a.split('.').map(Number)));
+    if (net.isIPv6(a)) return this.u8(6).bytes(ipv6Bytes(a));
+    throw new RangeError(`not an IP address: ${a}`);
+  }
+  file(f: WireFile): this { return this.u64(f.inode).i64(f.dev); }
+  mode(m: WireMode): this { return this.u8(m === 'write' ? 2 : 1); }
+  holder(h: WireHolder): this {
+    return this.mode(h.mode).u32(h.port).u32(h.pid).u32(h.ownerPid).u32(h.ownerTid).addr(h.addr);
+  }
+  done(): Buffer { return this.#buf.subarray(0, this.#len); }
+}
+
+function ipv6Bytes(a: string): Buffer {
+  let text = a.replace(/^\[|\]$/g, '');
+  const pct = text.indexOf('%');
+  if (pct >= 0) text = text.slice(0, pct);
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (dotted?.[1]) {
+    const q = dotted[1].split('.').map(Number);
+    text = `${text.slice(0, -dotted[1].length)}${(((q[0] ?? 0) << 8) | (q[1] ?? 0)).toString(16)}:${(((q[2] ?? 0) << 8) | (q[3] ?? 0)).toString(16)}`;
+  }
+  const [headText = '', tailText] = text.split('::');
+  const head = headText ? headText.split(':') : [];
+  const tail = tailText ? tailText.split(':') : [];
+  const words = tailText === undefined ? head : [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
+  const b = Buffer.alloc(16);
+  words.forEach((w, i) => b.writeUInt16BE(parseInt(w, 16), i * 2));
+  return b;
+}
+
+/** RFC 5952 text: lower case, the longest run of two or more zero words as '::'. */
+function ipv6Text(b: Buffer): string {
+  const words: number[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(b.readUInt16BE(i));
+  let best = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (words[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (ws: number[]): string => ws.map((w) => w.toString(16)).join(':');
+  if (best < 0) return hex(words);
+  return `${hex(words.slice(0, best))}::${hex(words.slice(best + bestLen))}`;
+}
+
+function flagsOf(f: Frame): number {
+  switch (f.type) {
+    case 'LOCK':
+      return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0);
+    case 'UNLOCK_ALL':
+      return f.allThreads ? FrameFlag.ALL_THREADS : 0;
+    default:
+      return 0;
+  }
+}
+
+function body(w: Writer, f: Frame): void {
+  switch (f.type) {
+    case 'HELLO':
+      w.bytes(Buffer.from('JDLS')).u8(f.minVersion).u8(f.maxVersion).u32(f.port).u32(f.pid).u32(f.keepaliveMs)
+        .str16(f.host).str16(f.program).str16(f.options);
+      return;
+    case 'LOCK': w.mode(f.mode).u32(f.tid).file(f.file).key(f.key); return;
+    case 'UNLOCK': w.u32(f.tid).file(f.file).key(f.key); return;
+    case 'UNLOCK_FILE': w.u32(f.tid).file(f.file); return;
+    case 'UNLOCK_ALL': w.u32(f.tid); return;
+    case 'STATUS': w.u32(f.tid).file(f.file).key(f.key); return;
+    case 'CANCEL': w.u32(f.target); return;
+    case 'TEST': w.str16(f.text); return;
+    case 'PING': return;
+    case 'WELCOME':
+      w.u8(f.version).u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid).u32(f.session)
+        .u32(f.interimMs).u32(f.keepaliveMs).addr(f.clientAddr).str16(f.server);
+      return;
+    case 'GRANTED': return;
+    case 'LOCKED': w.holder(f.holder); return;
+    case 'WAITING': w.holder(f.holder); return;
+    case 'RELEASED': w.u32(f.count); return;
+    case 'STATUS_RESULT':
+      w.i8(f.code);
+      if (f.code < 0) {
+        if (!f.holder) throw new RangeError('STATUS_RESULT with a negative code needs the holder');
+        w.holder(f.holder);
+      }
+      return;
+    case 'TEST_RESULT': w.str16(f.text); return;
+    case 'PONG': return;
+    case 'ERROR': w.u16(ProtoError[f.code]).str16(f.text); return;
+  }
+}
+
+/** One frame as bytes (length prefix included). Throws RangeError on values the protocol cannot carry. */
+export function encode(f: Frame, version: number = PROTO.VERSION): Buffer {
+  const w = new Writer();
+  w.u32(0).u8(version).u8(FrameType[f.type]).u16(flagsOf(f)).u32(f.requestId);
+  body(w, f);
+  const out = w.done();
+  const length = out.length - 4;
+  if (length > PROTO.MAX_FRAME) throw new RangeError(`frame of ${length} bytes exceeds ${PROTO.MAX_FRAME}`);
+  out.writeUInt32BE(length, 0);
+  return out;
+}
+
+// ===== reading ============================================================
+
+class Reader {
+  #b: Buffer;
+  #o = 0;
+  constructor(b: Buffer) { this.#b = b; }
+  #need(n: number, what: string): void {
+    if (this.#o + n > this.#b.length) fail(`truncated body: ${what} needs ${n} bytes, ${this.#b.length - this.#o} left`);
+  }
+  u8(what: string): number { this.#need(1, what); const v = this.#b.readUInt8(this.#o); this.#o += 1; return v; }
+  i8(what: string): number { this.#need(1, what); const v = this.#b.readInt8(this.#o); this.#o += 1; return v; }
+  u16(what: string): number { this.#need(2, what); const v = this.#b.readUInt16BE(this.#o); this.#o += 2; return v; }
+  u32(what: string): number { this.#need(4, what); const v = this.#b.readUInt32BE(this.#o); this.#o += 4; return v; }
+  u64(what: string): bigint { this.#need(8, what); const v = this.#b.readBigUInt64BE(this.#o); this.#o += 8; return v; }
+  i64(what: string): bigint { this.#need(8, what); const v = this.#b.readBigInt64BE(this.#o); this.#o += 8; return v; }
+  bytes(n: number, what: string): Buffer {
+    this.#need(n, what);
+    const v = Buffer.from(this.#b.subarray(this.#o, this.#o + n)); // a copy: the stream buffer is reused
+    this.#o += n;
+    return v;
+  }
+  str16(what: string): string {
+    const n = this.u16(what);
+    if (n > PROTO.MAX_STR) fail(`${what}: string of ${n} bytes exceeds ${PROTO.MAX_STR}`);
+    const b = this.bytes(n, what);
+    const s = b.toString('utf8');
+    if (!Buffer.from(s, 'utf8').equals(b)) fail(`${what}: not valid UTF-8`);
+    return s;
+  }
+  key(): Buffer {
+    const n = this.u16('key length');
+    if (n > PROTO.MAX_KEY) fail(`key of ${n} bytes exceeds ${PROTO.MAX_KEY}`);
+    return this.bytes(n, 'key');
+  }
+  addr(what: string): string {
+    const fam = this.u8(`${what} family`);
+    if (fam === 4) return [...this.bytes(4, what)].join('.');
+    if (fam === 6) {
+      const b = this.bytes(16, what);
+      return ipv6Text(b);
+    }
+    return fail(`${what}: address family ${fam} is not 4 or 6`);
+  }
+  file(): WireFile { return { inode: this.u64('inode'), dev: this.i64('dev') }; }
+  mode(): WireMode {
+    const m = this.u8('mode');
+    if (m === 1) return 'read';
+    if (m === 2) return 'write';
+    return fail(`mode ${m} is not 1 (READ) or 2 (WRITE)`);
+  }
+  holder(): WireHolder {
+    return { mode: this.mode(), port: this.u32('port'), pid: this.u32('pid'), ownerPid: this.u32('owner pid'), ownerTid: this.u32('owner tid'), addr: this.addr('holder address') };
+  }
+  end(type: string): void {
+    if (this.#o !== this.#b.length) fail(`${type}: ${this.#b.length - this.#o} bytes after the end of the body`);
+  }
+}
+
+const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING']);
+
+function allowedFlags(type: string): number {
+  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
+  if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
+  return 0;
+}
+
+/** Decode one frame from its bytes after the length field. */
+export function decodeBody(frame: Buffer): Frame {
+  if (frame.length < PROTO.MIN_LENGTH) fail(`frame of ${frame.length} bytes is shorter than its header`);
+  const version = frame.readUInt8(0);
+  if (version < PROTO.MIN_VERSION || version > PROTO.VERSION)
+    fail(`protocol version ${version} is not spoken here (versions ${PROTO.MIN_VERSION}..${PROTO.VERSION})`, 'VERSION');
+  const code = frame.readUInt8(1);
+  const type = typeName.get(code) ?? fail(`unknown frame type 0x${code.toString(16).padStart(2, '0')}`);
+  const flags = frame.readUInt16BE(2);
+  if (flags & ~allowedFlags(type)) fail(`${type}: unknown flags 0x${flags.toString(16)}`);
+  const requestId = frame.readUInt32BE(4);
+  const r = new Reader(frame.subarray(8));
+  let f: Frame;
+  switch (type) {
+    case 'HELLO': {
+      const magic = r.bytes(4, 'magic').toString('latin1');
+      if (magic !== 'JDLS') fail(`HELLO: bad magic ${JSON.stringify(magic)}`);
+      f = { type, requestId: 0, minVersion: r.u8('min version'), maxVersion: r.u8('max version'), port: r.u32('port'), pid: r.u32('pid'), keepaliveMs: r.u32('keepalive'), host: r.str16('host'), program: r.str16('program'), options: r.str16('options') };
+      if (requestId !== 0) fail('HELLO: request id must be 0');
+      break;
+    }
+    case 'LOCK':
+      f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, noInterim: (flags & FrameFlag.NO_INTERIM) !== 0, osLocks: (flags & FrameFlag.OSLOCKS) !== 0, mode: r.mode(), tid: r.u32('tid'), file: r.file(), key: r.key() };
+      break;
+    case 'UNLOCK': f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() }; break;
+    case 'UNLOCK_FILE': f = { type, requestId, tid: r.u32('tid'), file: r.file() }; break;
+    case 'UNLOCK_ALL': f = { type, requestId, allThreads: (flags & FrameFlag.ALL_THREADS) !== 0, tid: r.u32('tid') }; break;
+    case 'STATUS': f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() }; break;
+    case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;
+    case 'TEST': f = { type, requestId, text: r.str16('text') }; break;
+    case 'PING': f = { type, requestId }; break;
+    case 'WELCOME': {
+      const version = r.u8('version');
+      const mech = r.u8('mechanism');
+      if (mech !== Mechanism.SHM && mech !== Mechanism.OS) fail(`WELCOME: mechanism ${mech} is not 1 or 2`);
+      f = { type, requestId: 0, version, mechanism: mech === Mechanism.OS ? 'os' : 'shm', serverPid: r.u32('server pid'), session: r.u32('session'), interimMs: r.u32('interim'), keepaliveMs: r.u32('keepalive'), clientAddr: r.addr('client address'), server: r.str16('server') };
+      break;
+    }
+    case 'GRANTED': f = { type, requestId }; break;
+    case 'LOCKED': f = { type, requestId, holder: r.holder() }; break;
+    case 'WAITING': f = { type, requestId, holder: r.holder() }; break;
+    case 'RELEASED': f = { type, requestId, count: r.u32('count') }; break;
+    case 'STATUS_RESULT': {
+      const c = r.i8('code');
+      if (c < -3 || c > 3) fail(`STATUS_RESULT: code ${c} is not -3..3`);
+      f = c < 0 ? { type, requestId, code: c, holder: r.holder() } : { type, requestId, code: c };
+      break;
+    }
+    case 'TEST_RESULT': f = { type, requestId, text: r.str16('text') }; break;
+    case 'PONG': f = { type, requestId }; break;
+    case 'ERROR': {
+      const c = r.u16('error code');
+      f = { type, requestId, code: errorName.get(c) ?? fail(`ERROR: unknown error code ${c}`), text: r.str16('text') };
+      break;
+    }
+  }
+  r.end(type);
+  return f;
+}
+
+/**
+ * Cuts a byte stream into frames. push() returns the frames completed by the
+ * chunk; it throws ProtocolError on the first bad frame (the reader is then
+ * dead: close the connection). Never buffers more than one frame.
+ */
+export class FrameReader<F extends Frame> {
+  #pending: Buffer = Buffer.alloc(0);
+  #dead = false;
+  readonly #accept: (f: Frame) => boolean;
+  readonly #side: string;
+
+  private constructor(side: string, accept: (f: Frame) => boolean) {
+    this.#side = side;
+    this.#accept = accept;
+  }
+
+  /** What a server reads: client frames only. */
+  static forServer(): FrameReader<ClientFrame> {
+    return new FrameReader<ClientFrame>('server', (f) => CLIENT_TYPES.has(f.type));
+  }
+
+  /** What a client reads: server frames only. */
+  static forClient(): FrameReader<ServerFrame> {
+    return new FrameReader<ServerFrame>('client', (f) => !CLIENT_TYPES.has(f.type));
+  }
+
+  /** Bytes received but not yet a whole frame. */
+  get buffered(): number {
+    return this.#pending.length;
+  }
+
+  push(chunk: Buffer): F[] {
+    if (this.#dead) fail('frame reader used after a protocol error');
+    const buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
+    const out: F[] = [];
+    let off = 0;
+    try {
+      while (buf.length - off >= 4) {
+        const length = buf.readUInt32BE(off);
+        if (length < PROTO.MIN_LENGTH || length > PROTO.MAX_FRAME)
+          fail(`frame length ${length} is outside ${PROTO.MIN_LENGTH}..${PROTO.MAX_FRAME}`);
+        if (buf.length - off - 4 < length) break;
+        const f = decodeBody(buf.subarray(off + 4, off + 4 + length));
+        if (!this.#accept(f)) fail(`a ${f.type} frame is not sent to a ${this.#side}`);
+        out.push(f as F); // #accept checked the direction
+        off += 4 + length;
+      }
+    } catch (e) {
+      this.#dead = true;
+      throw e;
+    }
+    this.#pending = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off));
+    return out;
+  }
+}

@@ -1,0 +1,58 @@
+// constants.ts - the wire protocol's numbers, mirrored from
+// native/common/jdls_proto.h (the one definition; docs/protocol.md explains
+// each). test/protocol-constants.test.ts compares this mirror with the header.
+
+export const PROTO = {
+  VERSION: 1,
+  MIN_VERSION: 1,
+  HEADER: 12,
+  MIN_LENGTH: 8,
+  MAX_FRAME: 65536,
+  MAX_KEY: 512,
+  MAX_STR: 1024,
+  DEFAULT_PORT: 50002,
+} as const;
+
+export const FrameType = {
+  HELLO: 0x01,
+  LOCK: 0x10,
+  UNLOCK: 0x11,
+  UNLOCK_FILE: 0x12,
+  UNLOCK_ALL: 0x13,
+  STATUS: 0x14,
+  CANCEL: 0x15,
+  TEST: 0x16,
+  PING: 0x17,
+  WELCOME: 0x81,
+  GRANTED: 0x90,
+  LOCKED: 0x91,
+  WAITING: 0x92,
+  RELEASED: 0x93,
+  STATUS_RESULT: 0x94,
+  TEST_RESULT: 0x95,
+  PONG: 0x96,
+  ERROR: 0xe0,
+} as const;
+export type FrameTypeName = keyof typeof FrameType;
+
+export const FrameFlag = {
+  NOWAIT: 0x0001,
+  NO_INTERIM: 0x0002,
+  OSLOCKS: 0x0004,
+  ALL_THREADS: 0x0001,
+} as const;
+
+export const Mechanism = { SHM: 1, OS: 2 } as const;
+
+export const ProtoError = {
+  PROTOCOL: 1,
+  VERSION: 2,
+  LIMIT: 3,
+  TABLE_FULL: 4,
+  KEY_TOO_LONG: 5,
+  CANCELLED: 6,
+  BAD_ARGUMENT: 7,
+  SYSTEM: 8,
+  SHUTDOWN: 9,
+} as const;
+export type ProtoErrorName = keyof typeof ProtoError;

@@ -1,0 +1,177 @@
+// frames.ts - the protocol's frames as typed values: what the codec
+// (src/protocol/codec.ts) encodes and decodes, and the only shape the server
+// and the client see. docs/protocol.md is the reference for every field.
+import type { ProtoErrorName } from './constants.js';
+
+export type WireMode = 'read' | 'write';
+
+/** A file identity on the wire: dev is -1 for files reached through a lock server. */
+export interface WireFile {
+  inode: bigint;
+  dev: bigint;
+}
+
+/** The holder of a conflicting lock (LOCKED, WAITING, STATUS_RESULT). */
+export interface WireHolder {
+  mode: WireMode;
+  port: number;
+  /** the holding process on the server (a lock-server process for remote owners) */
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  /** dotted IPv4 or IPv6 text */
+  addr: string;
+}
+
+// ---- client -> server ----------------------------------------------------
+
+export interface HelloFrame {
+  type: 'HELLO';
+  requestId: 0;
+  minVersion: number;
+  maxVersion: number;
+  port: number;
+  pid: number;
+  keepaliveMs: number;
+  host: string;
+  program: string;
+  options: string;
+}
+
+export interface LockFrame {
+  type: 'LOCK';
+  requestId: number;
+  nowait: boolean;
+  noInterim: boolean;
+  osLocks: boolean;
+  mode: WireMode;
+  tid: number;
+  file: WireFile;
+  key: Buffer;
+}
+
+export interface UnlockFrame {
+  type: 'UNLOCK';
+  requestId: number;
+  tid: number;
+  file: WireFile;
+  key: Buffer;
+}
+
+export interface UnlockFileFrame {
+  type: 'UNLOCK_FILE';
+  requestId: number;
+  tid: number;
+  file: WireFile;
+}
+
+export interface UnlockAllFrame {
+  type: 'UNLOCK_ALL';
+  requestId: number;
+  allThreads: boolean;
+  tid: number;
+}
+
+export interface StatusFrame {
+  type: 'STATUS';
+  requestId: number;
+  tid: number;
+  file: WireFile;
+  key: Buffer;
+}
+
+export interface CancelFrame {
+  type: 'CANCEL';
+  requestId: number;
+  target: number;
+}
+
+export interface TestFrame {
+  type: 'TEST';
+  requestId: number;
+  text: string;
+}
+
+export interface PingFrame {
+  type: 'PING';
+  requestId: number;
+}
+
+export type ClientFrame =
+  | HelloFrame | LockFrame | UnlockFrame | UnlockFileFrame | UnlockAllFrame
+  | StatusFrame | CancelFrame | TestFrame | PingFrame;
+
+// ---- server -> client ----------------------------------------------------
+
+export interface WelcomeFrame {
+  type: 'WELCOME';
+  requestId: 0;
+  version: number;
+  mechanism: 'shm' | 'os';
+  serverPid: number;
+  session: number;
+  interimMs: number;
+  keepaliveMs: number;
+  clientAddr: string;
+  server: string;
+}
+
+export interface GrantedFrame {
+  type: 'GRANTED';
+  requestId: number;
+}
+
+export interface LockedFrame {
+  type: 'LOCKED';
+  requestId: number;
+  holder: WireHolder;
+}
+
+export interface WaitingFrame {
+  type: 'WAITING';
+  requestId: number;
+  holder: WireHolder;
+}
+
+export interface ReleasedFrame {
+  type: 'RELEASED';
+  requestId: number;
+  count: number;
+}
+
+export interface StatusResultFrame {
+  type: 'STATUS_RESULT';
+  requestId: number;
+  code: number;
+  holder?: WireHolder;
+}
+
+export interface TestResultFrame {
+  type: 'TEST_RESULT';
+  requestId: number;
+  text: string;
+}
+
+export interface PongFrame {
+  type: 'PONG';
+  requestId: number;
+}
+
+export interface ErrorFrame {
+  type: 'ERROR';
+  requestId: number;
+  code: ProtoErrorName;
+  text: string;
+}
+
+export type ServerFrame =
+  | WelcomeFrame | GrantedFrame | LockedFrame | WaitingFrame | ReleasedFrame
+  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame;
+
+export type Frame = ClientFrame | ServerFrame;
+
+/** Why a byte stream is not a valid frame sequence: the connection closes. */
+export interface ProtocolFault {
+  code: 'PROTOCOL' | 'VERSION';
+  reason: string;
+}
