@@ -3,6 +3,7 @@
 #   jdls          the Node addon (native/addon + native/common)
 #   jdls-locker   a C program that takes locks as a runtime would (tests)
 #   jdls-cbench   the C side of `npm run bench`
+#   jdls-protovectors  checks the protocol test vectors' headers against jdls_proto.h (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -15,7 +16,7 @@
   "targets": [
     {
       "target_name": "jdls",
-      "sources": ["native/addon/addon.cc", "native/common/jdls_table.c"],
+      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/common/jdls_table.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"],
@@ -30,6 +31,11 @@
       "type": "executable",
       "sources": ["bench/cbench.c", "native/common/jdls_table.c"],
       "libraries": ["-lm"],
+    },
+    {
+      "target_name": "jdls-protovectors",
+      "type": "executable",
+      "sources": ["test/fixtures/proto-vectors.c"],
     },
   ],
 }

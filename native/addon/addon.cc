@@ -34,6 +34,8 @@ extern "C" {
 #include "../common/jdls_table.h"
 }
 
+void JdlsProtoInit(Napi::Env env, Napi::Object exports);  // proto.cc: the `proto` export
+
 namespace {
 
 // ---- argument helpers: one family, one message shape ---------------------
@@ -876,6 +878,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("makeOwner", Napi::Function::New(env, MakeOwner));
   exports.Set("makeFile", Napi::Function::New(env, MakeFile));
   exports.Set("constants", Constants(env));
+  JdlsProtoInit(env, exports);
   return exports;
 }
 
