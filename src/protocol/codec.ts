@@ -28,11 +28,20 @@ const fail = (reason: string, code: ProtocolFault['code'] = 'PROTOCOL'): never =
 const typeName = new Map<number, keyof typeof FrameType>(
   Object.entries(FrameType).map(([k, v]) => [v, k as keyof typeof FrameType]),
 );
+const typeCode = new Map<string, number>(Object.entries(FrameType));
 const errorName = new Map<number, ProtoErrorName>(
   Object.entries(ProtoError).map(([k, v]) => [v, k as ProtoErrorName]),
 );
+// A Map, not ProtoError[name]: an unchecked name would index Object.prototype.
+const errorCode = new Map<string, number>(Object.entries(ProtoError));
 
 // ===== writing ============================================================
+
+/** An integer the field can carry, or a RangeError: a wrapped or truncated value would be a silent lie on the wire. */
+function checkInt(v: number, min: number, max: number, what: string): number {
+  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${what} ${v} is not an integer in ${min}..${max}`);
+  return v;
+}
 
 class Writer {
   #buf = Buffer.allocUnsafe(256);
@@ -43,10 +52,10 @@ class Writer {
     this.#buf.copy(next, 0, 0, this.#len);
     this.#buf = next;
   }
-  u8(v: number): this { this.#ensure(1); this.#buf.writeUInt8(v, this.#len); this.#len += 1; return this; }
-  u16(v: number): this { this.#ensure(2); this.#buf.writeUInt16BE(v, this.#len); this.#len += 2; return this; }
-  u32(v: number): this { this.#ensure(4); this.#buf.writeUInt32BE(v >>> 0, this.#len); this.#len += 4; return this; }
-  i8(v: number): this { this.#ensure(1); this.#buf.writeInt8(v, this.#len); this.#len += 1; return this; }
+  u8(v: number, what = 'u8'): this { checkInt(v, 0, 0xff, what); this.#ensure(1); this.#buf.writeUInt8(v, this.#len); this.#len += 1; return this; }
+  u16(v: number, what = 'u16'): this { checkInt(v, 0, 0xffff, what); this.#ensure(2); this.#buf.writeUInt16BE(v, this.#len); this.#len += 2; return this; }
+  u32(v: number, what = 'u32'): this { checkInt(v, 0, 0xffffffff, what); this.#ensure(4); this.#buf.writeUInt32BE(v, this.#len); this.#len += 4; return this; }
+  i8(v: number, what = 'i8'): this { checkInt(v, -0x80, 0x7f, what); this.#ensure(1); this.#buf.writeInt8(v, this.#len); this.#len += 1; return this; }
   u64(v: bigint): this { this.#ensure(8); this.#buf.writeBigUInt64BE(v, this.#len); this.#len += 8; return this; }
   i64(v: bigint): this { this.#ensure(8); this.#buf.writeBigInt64BE(v, this.#len); this.#len += 8; return this; }
   bytes(b: Buffer): this { this.#ensure(b.length); b.copy(this.#buf, this.#len); this.#len += b.length; return this; }
@@ -65,9 +74,12 @@ class Writer {
     throw new RangeError(`not an IP address: ${a}`);
   }
   file(f: WireFile): this { return this.u64(f.inode).i64(f.dev); }
-  mode(m: WireMode): this { return this.u8(m === 'write' ? 2 : 1); }
+  mode(m: WireMode): this {
+    if (m !== 'read' && m !== 'write') throw new RangeError(`mode ${String(m)} is not 'read' or 'write'`);
+    return this.u8(m === 'write' ? 2 : 1);
+  }
   holder(h: WireHolder): this {
-    return this.mode(h.mode).u32(h.port).u32(h.pid).u32(h.ownerPid).u32(h.ownerTid).addr(h.addr);
+    return this.mode(h.mode).u32(h.port, 'port').u32(h.pid, 'pid').u32(h.ownerPid, 'owner pid').u32(h.ownerTid, 'owner tid').addr(h.addr);
   }
   done(): Buffer { return this.#buf.subarray(0, this.#len); }
 }
@@ -90,8 +102,16 @@ function ipv6Bytes(a: string): Buffer {
   return b;
 }
 
-/** RFC 5952 text: lower case, the longest run of two or more zero words as '::'. */
+/**
+ * RFC 5952 text: lower case, the longest run of two or more zero words as
+ * '::', and an IPv4-mapped address (::ffff:0:0/96) with its IPv4 part dotted
+ * (RFC 5952 section 5). The last rule is not cosmetic: a dual-stack Node
+ * server sees an IPv4 client as '::ffff:127.0.0.1' (socket.remoteAddress),
+ * and that text must come back out of a frame exactly as it went in.
+ */
 function ipv6Text(b: Buffer): string {
+  if (b.readUInt32BE(0) === 0 && b.readUInt32BE(4) === 0 && b.readUInt32BE(8) === 0xffff)
+    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   const words: number[] = [];
   for (let i = 0; i < 16; i += 2) words.push(b.readUInt16BE(i));
   let best = -1, bestLen = 1;
@@ -121,27 +141,29 @@ function flagsOf(f: Frame): number {
 function body(w: Writer, f: Frame): void {
   switch (f.type) {
     case 'HELLO':
-      w.bytes(Buffer.from('JDLS')).u8(f.minVersion).u8(f.maxVersion).u32(f.port).u32(f.pid).u32(f.keepaliveMs)
-        .str16(f.host).str16(f.program).str16(f.options);
+      w.bytes(Buffer.from('JDLS')).u8(f.minVersion, 'min version').u8(f.maxVersion, 'max version').u32(f.port, 'port')
+        .u32(f.pid, 'pid').u32(f.keepaliveMs, 'keepalive').str16(f.host).str16(f.program).str16(f.options);
       return;
-    case 'LOCK': w.mode(f.mode).u32(f.tid).file(f.file).key(f.key); return;
-    case 'UNLOCK': w.u32(f.tid).file(f.file).key(f.key); return;
-    case 'UNLOCK_FILE': w.u32(f.tid).file(f.file); return;
-    case 'UNLOCK_ALL': w.u32(f.tid); return;
-    case 'STATUS': w.u32(f.tid).file(f.file).key(f.key); return;
-    case 'CANCEL': w.u32(f.target); return;
+    case 'LOCK': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).key(f.key); return;
+    case 'UNLOCK': w.u32(f.tid, 'tid').file(f.file).key(f.key); return;
+    case 'UNLOCK_FILE': w.u32(f.tid, 'tid').file(f.file); return;
+    case 'UNLOCK_ALL': w.u32(f.tid, 'tid'); return;
+    case 'STATUS': w.u32(f.tid, 'tid').file(f.file).key(f.key); return;
+    case 'CANCEL': w.u32(f.target, 'target'); return;
     case 'TEST': w.str16(f.text); return;
     case 'PING': return;
     case 'WELCOME':
-      w.u8(f.version).u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid).u32(f.session)
-        .u32(f.interimMs).u32(f.keepaliveMs).addr(f.clientAddr).str16(f.server);
+      if (f.mechanism !== 'shm' && f.mechanism !== 'os') throw new RangeError(`mechanism ${String(f.mechanism)} is not 'shm' or 'os'`);
+      w.u8(f.version, 'version').u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid, 'server pid')
+        .u32(f.session, 'session').u32(f.interimMs, 'interim').u32(f.keepaliveMs, 'keepalive').addr(f.clientAddr).str16(f.server);
       return;
     case 'GRANTED': return;
     case 'LOCKED': w.holder(f.holder); return;
     case 'WAITING': w.holder(f.holder); return;
-    case 'RELEASED': w.u32(f.count); return;
+    case 'RELEASED': w.u32(f.count, 'count'); return;
     case 'STATUS_RESULT':
-      w.i8(f.code);
+      // A holder given with a code >= 0 is not written (the code says "no other owner").
+      w.i8(checkInt(f.code, -3, 3, 'STATUS_RESULT code'));
       if (f.code < 0) {
         if (!f.holder) throw new RangeError('STATUS_RESULT with a negative code needs the holder');
         w.holder(f.holder);
@@ -149,14 +171,24 @@ function body(w: Writer, f: Frame): void {
       return;
     case 'TEST_RESULT': w.str16(f.text); return;
     case 'PONG': return;
-    case 'ERROR': w.u16(ProtoError[f.code]).str16(f.text); return;
+    case 'ERROR': {
+      const code = errorCode.get(f.code);
+      if (code === undefined) throw new RangeError(`ERROR code ${String(f.code)} is not one of ${[...errorCode.keys()].join(', ')}`);
+      w.u16(code).str16(f.text);
+      return;
+    }
   }
 }
 
 /** One frame as bytes (length prefix included). Throws RangeError on values the protocol cannot carry. */
 export function encode(f: Frame, version: number = PROTO.VERSION): Buffer {
+  const code = typeCode.get(f.type);
+  if (code === undefined) throw new RangeError(`frame type ${String(f.type)} is unknown`);
+  // The decoder refuses these, so writing them would only move the error to the peer.
+  const requestId: number = f.requestId;
+  if ((f.type === 'HELLO' || f.type === 'WELCOME') && requestId !== 0) throw new RangeError(`${f.type}: request id must be 0`);
   const w = new Writer();
-  w.u32(0).u8(version).u8(FrameType[f.type]).u16(flagsOf(f)).u32(f.requestId);
+  w.u32(0).u8(version, 'version').u8(code).u16(flagsOf(f)).u32(requestId, 'request id');
   body(w, f);
   const out = w.done();
   const length = out.length - 4;
@@ -234,6 +266,7 @@ function allowedFlags(type: string): number {
 /** Decode one frame from its bytes after the length field. */
 export function decodeBody(frame: Buffer): Frame {
   if (frame.length < PROTO.MIN_LENGTH) fail(`frame of ${frame.length} bytes is shorter than its header`);
+  if (frame.length > PROTO.MAX_FRAME) fail(`frame of ${frame.length} bytes exceeds ${PROTO.MAX_FRAME}`);
   const version = frame.readUInt8(0);
   if (version < PROTO.MIN_VERSION || version > PROTO.VERSION)
     fail(`protocol version ${version} is not spoken here (versions ${PROTO.MIN_VERSION}..${PROTO.VERSION})`, 'VERSION');
@@ -267,6 +300,8 @@ export function decodeBody(frame: Buffer): Frame {
       const mech = r.u8('mechanism');
       if (mech !== Mechanism.SHM && mech !== Mechanism.OS) fail(`WELCOME: mechanism ${mech} is not 1 or 2`);
       f = { type, requestId: 0, version, mechanism: mech === Mechanism.OS ? 'os' : 'shm', serverPid: r.u32('server pid'), session: r.u32('session'), interimMs: r.u32('interim'), keepaliveMs: r.u32('keepalive'), clientAddr: r.addr('client address'), server: r.str16('server') };
+      // Checked, not just set to 0: a frame must decode to a value that encodes back to its own bytes.
+      if (requestId !== 0) fail('WELCOME: request id must be 0');
       break;
     }
     case 'GRANTED': f = { type, requestId }; break;
@@ -294,10 +329,21 @@ export function decodeBody(frame: Buffer): Frame {
 /**
  * Cuts a byte stream into frames. push() returns the frames completed by the
  * chunk; it throws ProtocolError on the first bad frame (the reader is then
- * dead: close the connection). Never buffers more than one frame.
+ * dead: close the connection; frames that came before the bad one in the
+ * same chunk are not returned either - the connection is going away).
+ *
+ * Memory: besides the caller's chunk, the reader keeps at most one partial
+ * frame, in a buffer sized once its length field is known (at most
+ * 4 + MAX_FRAME bytes). The trap this dodges: concatenating the pending bytes
+ * with every chunk copies a partial frame again on each push, so a peer that
+ * dribbles a 64 KiB frame a byte at a time would cost ~2 GB of copying.
+ * Whole frames inside a chunk are decoded in place (the decoder copies what
+ * it keeps, so no frame aliases the caller's chunk).
  */
 export class FrameReader<F extends Frame> {
-  #pending: Buffer = Buffer.alloc(0);
+  /** The partial frame: 4 bytes while its length is unknown, then exactly 4 + length. */
+  #partial: Buffer | null = null;
+  #have = 0;
   #dead = false;
   readonly #accept: (f: Frame) => boolean;
   readonly #side: string;
@@ -319,30 +365,69 @@ export class FrameReader<F extends Frame> {
 
   /** Bytes received but not yet a whole frame. */
   get buffered(): number {
-    return this.#pending.length;
+    return this.#have;
   }
 
   push(chunk: Buffer): F[] {
     if (this.#dead) fail('frame reader used after a protocol error');
-    const buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
     const out: F[] = [];
-    let off = 0;
     try {
-      while (buf.length - off >= 4) {
-        const length = buf.readUInt32BE(off);
-        if (length < PROTO.MIN_LENGTH || length > PROTO.MAX_FRAME)
-          fail(`frame length ${length} is outside ${PROTO.MIN_LENGTH}..${PROTO.MAX_FRAME}`);
-        if (buf.length - off - 4 < length) break;
-        const f = decodeBody(buf.subarray(off + 4, off + 4 + length));
-        if (!this.#accept(f)) fail(`a ${f.type} frame is not sent to a ${this.#side}`);
-        out.push(f as F); // #accept checked the direction
+      let off = 0;
+      if (this.#partial) {
+        off = this.#fill(chunk, 0);
+        if (!this.#partial || this.#have < this.#partial.length) return out;
+        const whole = this.#partial;
+        this.#partial = null;
+        this.#have = 0;
+        out.push(this.#decode(whole.subarray(4)));
+      }
+      while (chunk.length - off >= 4) {
+        const length = checkLength(chunk.readUInt32BE(off));
+        if (chunk.length - off - 4 < length) break;
+        out.push(this.#decode(chunk.subarray(off + 4, off + 4 + length)));
         off += 4 + length;
+      }
+      if (off < chunk.length) {
+        const rest = chunk.length - off;
+        // rest >= 4 means the loop above already checked this length.
+        this.#partial = Buffer.allocUnsafe(rest >= 4 ? 4 + chunk.readUInt32BE(off) : 4);
+        this.#have = chunk.copy(this.#partial, 0, off);
       }
     } catch (e) {
       this.#dead = true;
+      this.#partial = null;
+      this.#have = 0;
       throw e;
     }
-    this.#pending = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off));
     return out;
   }
+
+  /** Adds chunk bytes from off to the partial frame; returns the new offset. */
+  #fill(chunk: Buffer, off: number): number {
+    let partial = this.#partial as Buffer;
+    if (this.#have < 4) {
+      const n = chunk.copy(partial, this.#have, off, off + 4 - this.#have);
+      this.#have += n;
+      off += n;
+      if (this.#have < 4) return off;
+      const sized = Buffer.allocUnsafe(4 + checkLength(partial.readUInt32BE(0)));
+      partial.copy(sized, 0, 0, 4);
+      partial = this.#partial = sized;
+    }
+    const n = chunk.copy(partial, this.#have, off, off + partial.length - this.#have);
+    this.#have += n;
+    return off + n;
+  }
+
+  #decode(body: Buffer): F {
+    const f = decodeBody(body);
+    if (!this.#accept(f)) fail(`a ${f.type} frame is not sent to a ${this.#side}`);
+    return f as F; // #accept checked the direction
+  }
+}
+
+function checkLength(length: number): number {
+  if (length < PROTO.MIN_LENGTH || length > PROTO.MAX_FRAME)
+    fail(`frame length ${length} is outside ${PROTO.MIN_LENGTH}..${PROTO.MAX_FRAME}`);
+  return length;
 }
