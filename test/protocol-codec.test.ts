@@ -1,0 +1,263 @@
+// protocol-codec.test.ts - src/protocol/codec.ts against the test vectors and
+// against every kind of malformed input docs/protocol.md calls a protocol error.
+import test, { type ExecutionContext } from 'ava';
+import { encode, decodeBody, FrameReader, ProtocolError } from '../src/protocol/codec.js';
+import { PROTO, FrameType } from '../src/protocol/constants.js';
+import type { Frame } from '../src/protocol/frames.js';
+import { loadVectors, rawFrame, type Vector } from './helpers/proto-vectors.js';
+
+const vectors = loadVectors();
+const readerFor = (v: Pick<Vector, 'direction'>): FrameReader<Frame> =>
+  v.direction === 'to-server' ? FrameReader.forServer() : FrameReader.forClient();
+
+test('the vectors cover every frame type and the required edge cases', (t) => {
+  const types = new Set(vectors.map((v) => v.frame.type));
+  t.deepEqual([...types].sort(), Object.keys(FrameType).sort());
+  const has = (p: (v: Vector) => boolean, what: string): void => { t.true(vectors.some(p), what); };
+  const f = (v: Vector): Record<string, unknown> => v.frame as unknown as Record<string, unknown>;
+  has((v) => (f(v)['key'] as Buffer | undefined)?.length === 0, 'empty key');
+  has((v) => (f(v)['key'] as Buffer | undefined)?.length === PROTO.MAX_KEY, '512-byte key');
+  has((v) => v.frame.type === 'STATUS_RESULT' && v.frame.code < 0 && (v.frame.holder?.addr.includes(':') ?? false), 'negative STATUS code with an IPv6 holder');
+  has((v) => (f(v)['file'] as { dev: bigint } | undefined)?.dev === -1n, 'dev -1');
+  has((v) => (f(v)['file'] as { inode: bigint } | undefined)?.inode === 2n ** 64n - 1n, 'inode 2^64-1');
+  has((v) => v.frame.type === 'HELLO' && Buffer.byteLength(v.frame.host) === PROTO.MAX_STR, 'max-length HELLO string');
+  has((v) => v.frame.type === 'TEST' && Buffer.byteLength(v.frame.text) === PROTO.MAX_STR, 'max-length TEST string');
+});
+
+test('typed -> bytes: encode() gives exactly each vector\'s hex', (t) => {
+  for (const v of vectors) t.is(encode(v.frame).toString('hex'), v.hex, v.name);
+});
+
+test('bytes -> typed: decodeBody() and the reader give exactly each vector\'s value', (t) => {
+  for (const v of vectors) {
+    t.deepEqual(decodeBody(v.bytes.subarray(4)), v.frame, v.name);
+    const r = readerFor(v);
+    t.deepEqual(r.push(v.bytes), [v.frame], v.name);
+    t.is(r.buffered, 0);
+  }
+});
+
+test('decoded frames do not alias the pushed chunk', (t) => {
+  const v = vectors.find((x) => x.name === 'lock-read');
+  if (!v || v.frame.type !== 'LOCK') return t.fail('vector lock-read missing');
+  const chunk = Buffer.from(v.bytes);
+  const [f] = FrameReader.forServer().push(chunk);
+  chunk.fill(0);
+  t.deepEqual(f, v.frame);
+});
+
+test('streaming: every vector split at every byte boundary', (t) => {
+  for (const v of vectors) {
+    for (let i = 0; i <= v.bytes.length; i++) {
+      const r = readerFor(v);
+      const got = [...r.push(v.bytes.subarray(0, i)), ...r.push(v.bytes.subarray(i))];
+      if (got.length !== 1) return t.fail(`${v.name} split at ${i}: ${got.length} frames`);
+      t.deepEqual(got[0], v.frame, `${v.name} split at ${i}`);
+      t.is(r.buffered, 0);
+    }
+  }
+});
+
+test('streaming: all frames of a direction coalesced, then byte by byte, then in odd chunks', (t) => {
+  for (const direction of ['to-server', 'to-client'] as const) {
+    const vs = vectors.filter((v) => v.direction === direction);
+    const all = Buffer.concat(vs.map((v) => v.bytes));
+    const want = vs.map((v) => v.frame);
+    t.deepEqual(readerFor({ direction }).push(all), want, `${direction} in one chunk`);
+    const byByte = readerFor({ direction });
+    const got: Frame[] = [];
+    for (let i = 0; i < all.length; i++) got.push(...byByte.push(all.subarray(i, i + 1)));
+    t.deepEqual(got, want, `${direction} byte by byte`);
+    for (const size of [2, 3, 5, 7, 13, 100, 4099]) {
+      const r = readerFor({ direction });
+      const out: Frame[] = [];
+      for (let i = 0; i < all.length; i += size) out.push(...r.push(all.subarray(i, i + size)));
+      t.deepEqual(out, want, `${direction} in chunks of ${size}`);
+      t.is(r.buffered, 0);
+    }
+  }
+});
+
+// ---- malformed input ------------------------------------------------------
+
+const T = FrameType;
+const u8 = (...b: number[]): Buffer => Buffer.from(b);
+const u16 = (n: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
+const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+const file = Buffer.alloc(16, 1);
+const str = (b: Buffer): Buffer => Buffer.concat([u16(b.length), b]);
+const holder = (mode: number, fam: number, addr: Buffer): Buffer => Buffer.concat([u8(mode), u32(1), u32(2), u32(3), u32(4), u8(fam), addr]);
+const helloBody = (magic = 'JDLS'): Buffer => Buffer.concat([Buffer.from(magic, 'latin1'), u8(1, 1), u32(1), u32(2), u32(0), str(Buffer.from('h')), str(Buffer.from('p')), str(Buffer.alloc(0))]);
+const lockBody = (mode = 1, keyLen = 3): Buffer => Buffer.concat([u8(mode), u32(1), file, u16(keyLen), Buffer.alloc(keyLen, 0x41)]);
+
+interface Bad {
+  name: string;
+  bytes: Buffer;
+  side: 'server' | 'client';
+  reason: RegExp;
+  code?: 'PROTOCOL' | 'VERSION';
+}
+
+const bad: Bad[] = [
+  { name: 'length < 8', side: 'server', bytes: Buffer.concat([u32(7), Buffer.alloc(7)]), reason: /frame length 7 is outside 8\.\.65536/ },
+  { name: 'length 0', side: 'client', bytes: u32(0), reason: /frame length 0 is outside/ },
+  { name: 'length > 65536', side: 'server', bytes: u32(65537), reason: /frame length 65537 is outside 8\.\.65536/ },
+  { name: 'length 2^32-1', side: 'client', bytes: u32(0xffffffff), reason: /frame length 4294967295 is outside/ },
+  { name: 'unknown version 2', side: 'server', bytes: rawFrame({ version: 2, type: T.PING }), reason: /protocol version 2 is not spoken here \(versions 1\.\.1\)/, code: 'VERSION' },
+  { name: 'unknown version 0', side: 'client', bytes: rawFrame({ version: 0, type: T.PONG }), reason: /protocol version 0/, code: 'VERSION' },
+  { name: 'unknown type', side: 'server', bytes: rawFrame({ type: 0x55 }), reason: /unknown frame type 0x55/ },
+  { name: 'unknown type 0x00', side: 'client', bytes: rawFrame({ type: 0x00 }), reason: /unknown frame type 0x00/ },
+  { name: 'client frame sent to a client', side: 'client', bytes: rawFrame({ type: T.PING, requestId: 1 }), reason: /a PING frame is not sent to a client/ },
+  { name: 'LOCK sent to a client', side: 'client', bytes: rawFrame({ type: T.LOCK, requestId: 1, body: lockBody() }), reason: /a LOCK frame is not sent to a client/ },
+  { name: 'server frame sent to a server', side: 'server', bytes: rawFrame({ type: T.GRANTED, requestId: 1 }), reason: /a GRANTED frame is not sent to a server/ },
+  { name: 'unknown LOCK flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0008, body: lockBody() }), reason: /LOCK: unknown flags 0x8/ },
+  { name: 'high flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x8001, body: lockBody() }), reason: /LOCK: unknown flags 0x8001/ },
+  { name: 'flag on PING', side: 'server', bytes: rawFrame({ type: T.PING, flags: 1 }), reason: /PING: unknown flags 0x1/ },
+  { name: 'UNLOCK_ALL flag 2', side: 'server', bytes: rawFrame({ type: T.UNLOCK_ALL, flags: 2, body: u32(1) }), reason: /UNLOCK_ALL: unknown flags 0x2/ },
+  { name: 'flag on GRANTED', side: 'client', bytes: rawFrame({ type: T.GRANTED, flags: 4 }), reason: /GRANTED: unknown flags 0x4/ },
+  { name: 'truncated LOCK body', side: 'server', bytes: rawFrame({ type: T.LOCK, body: lockBody().subarray(0, 10) }), reason: /truncated body: inode needs 8 bytes, 5 left/ },
+  { name: 'truncated key', side: 'server', bytes: rawFrame({ type: T.UNLOCK, body: Buffer.concat([u32(1), file, u16(10), Buffer.alloc(3)]) }), reason: /truncated body: key needs 10 bytes, 3 left/ },
+  { name: 'truncated RELEASED', side: 'client', bytes: rawFrame({ type: T.RELEASED, body: u8(0, 0, 1) }), reason: /truncated body: count/ },
+  { name: 'trailing bytes after PING', side: 'server', bytes: rawFrame({ type: T.PING, body: u8(0) }), reason: /PING: 1 bytes after the end of the body/ },
+  { name: 'trailing bytes after LOCK', side: 'server', bytes: rawFrame({ type: T.LOCK, body: Buffer.concat([lockBody(), u8(1, 2)]) }), reason: /LOCK: 2 bytes after the end of the body/ },
+  { name: 'key > 512', side: 'server', bytes: rawFrame({ type: T.LOCK, body: lockBody(1, 513) }), reason: /key of 513 bytes exceeds 512/ },
+  { name: 'key length 65535', side: 'server', bytes: rawFrame({ type: T.STATUS, body: Buffer.concat([u32(1), file, u16(0xffff)]) }), reason: /key of 65535 bytes exceeds 512/ },
+  { name: 'mode 0', side: 'server', bytes: rawFrame({ type: T.LOCK, body: lockBody(0) }), reason: /mode 0 is not 1 \(READ\) or 2 \(WRITE\)/ },
+  { name: 'mode 3', side: 'server', bytes: rawFrame({ type: T.LOCK, body: lockBody(3) }), reason: /mode 3 is not 1 \(READ\) or 2 \(WRITE\)/ },
+  { name: 'holder mode 7', side: 'client', bytes: rawFrame({ type: T.WAITING, body: holder(7, 4, Buffer.alloc(4)) }), reason: /mode 7 is not/ },
+  { name: 'address family 5', side: 'client', bytes: rawFrame({ type: T.LOCKED, body: holder(1, 5, Buffer.alloc(4)) }), reason: /holder address: address family 5 is not 4 or 6/ },
+  { name: 'address family 0 in WELCOME', side: 'client', bytes: rawFrame({ type: T.WELCOME, body: Buffer.concat([u8(1, 1), u32(1), u32(1), u32(1), u32(1), u8(0), str(Buffer.alloc(0))]) }), reason: /client address: address family 0 is not 4 or 6/ },
+  { name: 'bad mechanism', side: 'client', bytes: rawFrame({ type: T.WELCOME, body: Buffer.concat([u8(1, 3), u32(1), u32(1), u32(1), u32(1), u8(4), Buffer.alloc(4), str(Buffer.alloc(0))]) }), reason: /WELCOME: mechanism 3 is not 1 or 2/ },
+  { name: 'string > 1024', side: 'server', bytes: rawFrame({ type: T.TEST, body: str(Buffer.alloc(1025, 0x61)) }), reason: /text: string of 1025 bytes exceeds 1024/ },
+  { name: 'HELLO string > 1024', side: 'server', bytes: rawFrame({ type: T.HELLO, body: Buffer.concat([helloBody().subarray(0, 18), str(Buffer.alloc(1025, 0x61))]) }), reason: /host: string of 1025 bytes exceeds 1024/ },
+  { name: 'invalid UTF-8: 0xff', side: 'server', bytes: rawFrame({ type: T.TEST, body: str(u8(0x61, 0xff)) }), reason: /text: not valid UTF-8/ },
+  { name: 'invalid UTF-8: overlong NUL', side: 'client', bytes: rawFrame({ type: T.TEST_RESULT, body: str(u8(0xc0, 0x80)) }), reason: /text: not valid UTF-8/ },
+  { name: 'invalid UTF-8: surrogate', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(1), str(u8(0xed, 0xa0, 0x80))]) }), reason: /text: not valid UTF-8/ },
+  { name: 'invalid UTF-8: cut sequence', side: 'server', bytes: rawFrame({ type: T.TEST, body: str(u8(0xe2, 0x82)) }), reason: /text: not valid UTF-8/ },
+  { name: 'bad HELLO magic', side: 'server', bytes: rawFrame({ type: T.HELLO, body: helloBody('JDLX') }), reason: /HELLO: bad magic "JDLX"/ },
+  { name: 'HELLO with nonzero request id', side: 'server', bytes: rawFrame({ type: T.HELLO, requestId: 5, body: helloBody() }), reason: /HELLO: request id must be 0/ },
+  { name: 'WELCOME with nonzero request id', side: 'client', bytes: rawFrame({ type: T.WELCOME, requestId: 5, body: Buffer.concat([u8(1, 1), u32(1), u32(1), u32(1), u32(1), u8(4), Buffer.alloc(4), str(Buffer.alloc(0))]) }), reason: /WELCOME: request id must be 0/ },
+  { name: 'STATUS_RESULT code 4', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: u8(4) }), reason: /STATUS_RESULT: code 4 is not -3\.\.3/ },
+  { name: 'STATUS_RESULT code -4', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0xfc), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: code -4 is not -3\.\.3/ },
+  { name: 'STATUS_RESULT -1 without holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: u8(0xff) }), reason: /truncated body: mode/ },
+  { name: 'STATUS_RESULT 0 with a holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: 22 bytes after the end/ },
+  { name: 'unknown ERROR code 10', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(10), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 10/ },
+  { name: 'unknown ERROR code 0', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(0), str(Buffer.alloc(0))]) }), reason: /ERROR: unknown error code 0/ },
+];
+
+function expectFault(t: ExecutionContext, fn: () => unknown, b: Pick<Bad, 'name' | 'reason' | 'code'>): void {
+  const e = t.throws(fn, { instanceOf: ProtocolError }, b.name);
+  if (!e) return;
+  t.regex(e.message, b.reason, b.name);
+  t.is(e.fault.reason, e.message);
+  t.is(e.fault.code, b.code ?? 'PROTOCOL', b.name);
+}
+
+test('every malformed frame is a ProtocolError whose reason names the problem', (t) => {
+  for (const b of bad) {
+    const r = b.side === 'server' ? FrameReader.forServer() : FrameReader.forClient();
+    expectFault(t, () => r.push(b.bytes), b);
+  }
+});
+
+test('malformed frames split byte by byte fail the same way, and not before the bad byte arrives', (t) => {
+  for (const b of bad) {
+    const r: FrameReader<Frame> = b.side === 'server' ? FrameReader.forServer() : FrameReader.forClient();
+    // The length field decides at 4 bytes; everything else needs the whole frame.
+    const failAt = b.bytes.length === 4 || b.bytes.readUInt32BE(0) < PROTO.MIN_LENGTH ? 4 : b.bytes.length;
+    for (let i = 0; i < failAt - 1; i++) t.deepEqual(r.push(b.bytes.subarray(i, i + 1)), [], `${b.name} byte ${i}`);
+    expectFault(t, () => r.push(b.bytes.subarray(failAt - 1)), b);
+  }
+});
+
+test('a bad frame after good ones in the same stream still fails, good ones before it in earlier pushes were delivered', (t) => {
+  const ping = encode({ type: 'PING', requestId: 1 });
+  const r = FrameReader.forServer();
+  t.deepEqual(r.push(ping), [{ type: 'PING', requestId: 1 }]);
+  expectFault(t, () => r.push(Buffer.concat([ping, rawFrame({ type: T.PING, flags: 1 })])), { name: 'second', reason: /unknown flags/ });
+});
+
+test('the reader refuses further use after an error', (t) => {
+  for (const b of bad.slice(0, 6)) {
+    const r = b.side === 'server' ? FrameReader.forServer() : FrameReader.forClient();
+    t.throws(() => r.push(b.bytes), { instanceOf: ProtocolError });
+    t.is(r.buffered, 0, 'nothing kept after the error');
+    const good = encode(b.side === 'server' ? { type: 'PING', requestId: 1 } : { type: 'PONG', requestId: 1 });
+    expectFault(t, () => r.push(good), { name: `${b.name}: then a good frame`, reason: /frame reader used after a protocol error/ });
+    expectFault(t, () => r.push(Buffer.alloc(0)), { name: `${b.name}: then nothing`, reason: /used after a protocol error/ });
+  }
+});
+
+test('decodeBody alone: short and oversized bodies', (t) => {
+  expectFault(t, () => decodeBody(Buffer.alloc(7)), { name: 'short', reason: /frame of 7 bytes is shorter than its header/ });
+  expectFault(t, () => decodeBody(Buffer.alloc(PROTO.MAX_FRAME + 1)), { name: 'long', reason: /frame of 65537 bytes exceeds 65536/ });
+});
+
+// ---- buffering bounds -------------------------------------------------------
+
+test('never buffers more than one frame: a chunk of many frames and a partial keeps only the partial', (t) => {
+  const ping = encode({ type: 'PING', requestId: 7 });
+  const v = vectors.find((x) => x.name === 'hello-max-strings');
+  if (!v) return t.fail('vector missing');
+  const r = FrameReader.forServer();
+  const tail = v.bytes.subarray(0, 1000);
+  const frames = r.push(Buffer.concat([...Array<Buffer>(500).fill(ping), tail]));
+  t.is(frames.length, 500);
+  t.is(r.buffered, tail.length);
+  t.deepEqual(r.push(v.bytes.subarray(1000)), [v.frame]);
+  t.is(r.buffered, 0);
+});
+
+test('a frame of the maximum length dribbled a byte at a time: bounded buffer, error only when complete', (t) => {
+  const big = rawFrame({ type: T.TEST, body: Buffer.concat([str(Buffer.from('x')), Buffer.alloc(PROTO.MAX_FRAME - 8 - 3)]) });
+  t.is(big.readUInt32BE(0), PROTO.MAX_FRAME);
+  const r = FrameReader.forServer();
+  let max = 0;
+  for (let i = 0; i < big.length - 1; i++) {
+    if (r.push(big.subarray(i, i + 1)).length) return t.fail('no frame expected yet');
+    max = Math.max(max, r.buffered);
+  }
+  t.is(max, 4 + PROTO.MAX_FRAME - 1);
+  expectFault(t, () => r.push(big.subarray(big.length - 1)), { name: 'complete', reason: /TEST: 65525 bytes after the end of the body/ });
+});
+
+// ---- the encoder refuses what the wire cannot carry -----------------------
+
+test('encode throws RangeError (never ProtocolError) for values the protocol cannot carry', (t) => {
+  const file = { inode: 1n, dev: -1n };
+  const cases: Array<[string, Frame]> = [
+    ['key > 512', { type: 'LOCK', requestId: 1, nowait: false, noInterim: false, osLocks: false, mode: 'read', tid: 1, file, key: Buffer.alloc(513) }],
+    ['string > 1024', { type: 'TEST', requestId: 1, text: 'é'.repeat(513) }],
+    ['negative u32', { type: 'RELEASED', requestId: 1, count: -1 }],
+    ['u32 2^32', { type: 'CANCEL', requestId: 1, target: 2 ** 32 }],
+    ['fraction', { type: 'UNLOCK_ALL', requestId: 1, allThreads: false, tid: 1.5 }],
+    ['request id 2^32', { type: 'PING', requestId: 2 ** 32 }],
+    ['NaN', { type: 'PONG', requestId: Number.NaN }],
+    ['inode < 0', { type: 'UNLOCK_FILE', requestId: 1, tid: 1, file: { inode: -1n, dev: 0n } }],
+    ['inode 2^64', { type: 'UNLOCK_FILE', requestId: 1, tid: 1, file: { inode: 2n ** 64n, dev: 0n } }],
+    ['dev 2^63', { type: 'UNLOCK_FILE', requestId: 1, tid: 1, file: { inode: 1n, dev: 2n ** 63n } }],
+    ['bad address', { type: 'LOCKED', requestId: 1, holder: { mode: 'read', port: 1, pid: 1, ownerPid: 1, ownerTid: 1, addr: 'localhost' } }],
+    ['bad mode', { type: 'LOCKED', requestId: 1, holder: { mode: 'exclusive' as 'read', port: 1, pid: 1, ownerPid: 1, ownerTid: 1, addr: '::1' } }],
+    ['STATUS_RESULT code 4', { type: 'STATUS_RESULT', requestId: 1, code: 4 }],
+    ['STATUS_RESULT -1 without holder', { type: 'STATUS_RESULT', requestId: 1, code: -1 }],
+    ['HELLO request id', { type: 'HELLO', requestId: 3 as 0, minVersion: 1, maxVersion: 1, port: 1, pid: 1, keepaliveMs: 0, host: '', program: '', options: '' }],
+    ['WELCOME request id', { type: 'WELCOME', requestId: 3 as 0, version: 1, mechanism: 'shm', serverPid: 1, session: 1, interimMs: 1, keepaliveMs: 1, clientAddr: '::1', server: '' }],
+    ['WELCOME mechanism', { type: 'WELCOME', requestId: 0, version: 1, mechanism: 'nfs' as 'os', serverPid: 1, session: 1, interimMs: 1, keepaliveMs: 1, clientAddr: '::1', server: '' }],
+    ['unknown ERROR code', { type: 'ERROR', requestId: 1, code: 'toString' as 'LIMIT', text: '' }],
+    ['unknown type', { type: 'NOPE', requestId: 1 } as unknown as Frame],
+  ];
+  for (const [name, f] of cases) t.throws(() => encode(f), { instanceOf: RangeError }, name);
+});
+
+test('addresses: IPv4-mapped, zone ids and upper case come back in one canonical text', (t) => {
+  const back = (addr: string): string => {
+    const [f] = FrameReader.forClient().push(encode({ type: 'LOCKED', requestId: 1, holder: { mode: 'read', port: 0, pid: 0, ownerPid: 0, ownerTid: 0, addr } }));
+    return f?.type === 'LOCKED' ? f.holder.addr : '';
+  };
+  t.is(back('::ffff:127.0.0.1'), '::ffff:127.0.0.1');
+  t.is(back('::FFFF:7F00:1'), '::ffff:127.0.0.1');
+  t.is(back('FE80::1%eth0'), 'fe80::1');
+  t.is(back('2001:DB8:0:0:0:0:0:1'), '2001:db8::1');
+  t.is(back('1::'), '1::');
+  t.is(back('0.0.0.0'), '0.0.0.0');
+});
