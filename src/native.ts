@@ -152,6 +152,8 @@ export interface NativeAddon {
   makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): OwnerHandle;
   makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
   constants: NativeConstants;
+  /** every #define of native/common/jdls_proto.h, by its full name */
+  proto: Record<string, number>;
 }
 
 const require = createRequire(import.meta.url);
