@@ -33,6 +33,7 @@
 extern "C" {
 #include "../common/jdls_table.h"
 }
+#include "oslock.h"
 
 namespace {
 
@@ -876,6 +877,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("makeOwner", Napi::Function::New(env, MakeOwner));
   exports.Set("makeFile", Napi::Function::New(env, MakeFile));
   exports.Set("constants", Constants(env));
+  jdls_oslock_init(env, exports);
   return exports;
 }
 
