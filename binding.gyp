@@ -3,6 +3,7 @@
 #   jdls          the Node addon (native/addon + native/common)
 #   jdls-locker   a C program that takes locks as a runtime would (tests)
 #   jdls-cbench   the C side of `npm run bench`
+#   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -30,6 +31,11 @@
       "type": "executable",
       "sources": ["bench/cbench.c", "native/common/jdls_table.c"],
       "libraries": ["-lm"],
+    },
+    {
+      "target_name": "jdls-oslocker",
+      "type": "executable",
+      "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c"],
     },
   ],
 }

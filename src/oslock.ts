@@ -505,10 +505,10 @@ export class OsLocks implements RecordLocks {
   }
 
   /** Open descriptions (owner x lock file) and probes: what this mechanism costs in descriptors. */
-  openFiles(): number {
-    let n = this.#probes.size;
-    for (const files of this.#owners.values()) n += files.size;
-    return n;
+  openFiles(): { owners: number; probes: number } {
+    let owners = 0;
+    for (const files of this.#owners.values()) owners += files.size;
+    return { owners, probes: this.#probes.size };
   }
 
   /** Withdraw pending waits (they reject with CLOSED) and close every description: the kernel releases all locks. */
