@@ -32,6 +32,23 @@ export interface NativeOfd {
   /** null: free; else the first conflicting lock; < 0 -errno */
   getlk(start: bigint | number, len: bigint | number, type: number): NativeGetlk | null | number;
   close(): void;
+  // Record keys held through this description (KeyRegistry in oslock.cc):
+  /** 0 granted, 1 conflict, < 0 -errno; re-lock is free, READ<->WRITE converts */
+  lockKey(key: Buffer | string, type: number): number;
+  /** 0 released, 4 not held, < 0 -errno */
+  unlockKey(key: Buffer | string): number;
+  /** [the key's byte, the type to take it in for `type`] (for waits) */
+  keyTarget(key: Buffer | string, type: number): [bigint, number];
+  /** record a key a wait took (byte held as heldType); 0 or -errno */
+  grantKey(key: Buffer | string, type: number, heldType: number): number;
+  /** -1 or the type this key is held in */
+  keyMode(key: Buffer | string): number;
+  /** -1 or the type the key's byte is held in (by any key of this description) */
+  byteMode(key: Buffer | string): number;
+  keys(): Array<{ key: Buffer; type: number; offset: bigint }>;
+  /** forget every key; returns how many */
+  clearKeys(): number;
+  keyCount(): number;
 }
 
 interface NativeWaits {

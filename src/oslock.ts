@@ -16,8 +16,9 @@
 //
 // Two keys of one file can hash to one byte. Then they conflict when they
 // need not - only ever the direction of locking MORE. Within one owner the
-// registry counts the keys on each byte, so releasing one of two colliding
-// keys keeps the byte locked for the other (see #apply).
+// registry (KeyRegistry in native/addon/oslock.cc, one per description)
+// counts the keys on each byte, so releasing one of two colliding keys keeps
+// the byte locked for the other.
 import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError } from './errors.js';
@@ -56,27 +57,10 @@ export interface OsLockRow {
   offset: bigint;
 }
 
-interface Held {
-  mode: LockMode;
-  off: bigint;
-}
-
-/** Keys of one owner on one byte (normally one key). */
-interface ByteUse {
-  r: number;
-  w: number;
-}
-
-/**
- * One owner's open file description on one lock file. Registry invariant:
- * the kernel holds, for this description, byte `off` in mode
- * effective(bytes.get(off)) - WRITE if any key there is WRITE, READ if any
- * is READ, nothing otherwise.
- */
+/** One owner's open file description on one lock file; the keys it holds live in the description's native registry. */
 class OwnerFile {
-  readonly keys = new Map<string, Held>();
-  readonly bytes = new Map<bigint, ByteUse>();
   readonly waits = new Set<PendingWait>();
+  closed = false;
   constructor(
     readonly owner: Owner,
     readonly ownerId: string,
@@ -92,21 +76,20 @@ class OwnerFile {
 const byLockFile = new Map<string, Set<OwnerFile>>();
 
 const NONE = -1;
-const effective = (u: ByteUse | undefined): number => (!u ? NONE : u.w > 0 ? OSL.WRITE : u.r > 0 ? OSL.READ : NONE);
-
-// Registry keys are the key's bytes as a latin1 string: exact, reversible
-// (Buffer.from(s, 'latin1')), and equal for a string key and a Buffer with
-// its UTF-8 bytes.
-const ASCII = /^[\x00-\x7f]*$/;
-function keyString(key: Buffer | string): string {
-  if (typeof key === 'string') return ASCII.test(key) ? key : Buffer.from(key, 'utf8').toString('latin1');
-  return key.toString('latin1');
-}
 
 function checkKey(key: Buffer | string): void {
-  if (typeof key !== 'string' && !Buffer.isBuffer(key)) throw new JdlsError('BAD_ARGUMENT', 'key must be a Buffer or a string');
-  const len = typeof key === 'string' ? Buffer.byteLength(key) : key.length;
-  if (len > C.MAX_KEY) throw new JdlsError('KEY_TOO_LONG', `key is ${len} bytes; the longest a lock can hold is ${C.MAX_KEY}`);
+  if (typeof key === 'string') {
+    // Byte length only when it could matter: a string of n UTF-16 units has at most 3n UTF-8 bytes.
+    if (key.length * 3 > C.MAX_KEY && Buffer.byteLength(key) > C.MAX_KEY) tooLong(Buffer.byteLength(key));
+  } else if (!(key.length <= C.MAX_KEY) || !Buffer.isBuffer(key)) {
+    // (one comparison on the hot path; the type check settles the rest)
+    if (!Buffer.isBuffer(key)) throw new JdlsError('BAD_ARGUMENT', 'key must be a Buffer or a string');
+    tooLong(key.length);
+  }
+}
+
+function tooLong(len: number): never {
+  throw new JdlsError('KEY_TOO_LONG', `key is ${len} bytes; the longest a lock can hold is ${C.MAX_KEY}`);
 }
 
 function holderOfOwner(o: Owner, mode: LockMode): Holder {
@@ -143,10 +126,16 @@ export class OsLocks implements RecordLocks {
   readonly #maxIdle: number;
   // owner id -> lock file -> that owner's description
   #owners = new Map<string, Map<string, OwnerFile>>();
-  // descriptions whose owner holds nothing in them, oldest first
-  #idle = new Map<OwnerFile, true>();
+  #count = 0;
   // one read-only look per lock file for status() of owners without a description
   #probes = new Map<string, NativeOfd>();
+  // Why a cache by object on top of the maps by identity: callers make an
+  // Owner and a FileId once and use them for many calls; two lookups by
+  // object cost less than building identity strings (a closed entry is
+  // skipped and refreshed).
+  #fast = new WeakMap<Owner, WeakMap<FileId, OwnerFile>>();
+  // the description of the last call, when the same Owner and FileId objects come again
+  #last: OwnerFile | undefined;
   #ownerIds = new WeakMap<Owner, string>();
   #lockFiles = new WeakMap<FileId, string>();
   #closed = false;
@@ -177,7 +166,7 @@ export class OsLocks implements RecordLocks {
     return new OsLocks(dir, opts.portLocks ?? false, maxIdle);
   }
 
-  // ---- identities --------------------------------------------------------
+  // ---- identities and descriptions ------------------------------------------
 
   #ownerId(o: Owner): string {
     let id = this.#ownerIds.get(o);
@@ -203,15 +192,28 @@ export class OsLocks implements RecordLocks {
   }
 
   #find(owner: Owner, file: FileId): OwnerFile | undefined {
-    return this.#owners.get(this.#ownerId(owner))?.get(this.lockFile(file));
+    const last = this.#last;
+    if (last && last.owner === owner && last.file === file && !last.closed) return last;
+    const hit = this.#fast.get(owner)?.get(file);
+    if (hit && !hit.closed) return (this.#last = hit);
+    const of = this.#owners.get(this.#ownerId(owner))?.get(this.lockFile(file));
+    if (of) this.#remember(owner, file, of);
+    return of;
+  }
+
+  #remember(owner: Owner, file: FileId, of: OwnerFile): void {
+    this.#last = of;
+    let m = this.#fast.get(owner);
+    if (!m) this.#fast.set(owner, (m = new WeakMap()));
+    m.set(file, of);
   }
 
   #get(owner: Owner, file: FileId): OwnerFile {
+    const found = this.#find(owner, file);
+    if (found) return found;
+    if (this.#count >= this.#maxIdle) this.#sweep();
     const oid = this.#ownerId(owner);
     const lf = this.lockFile(file);
-    let files = this.#owners.get(oid);
-    const found = files?.get(lf);
-    if (found) return found;
     let ofd: NativeOfd;
     try {
       ofd = openNativeOfd(lf, true);
@@ -220,19 +222,34 @@ export class OsLocks implements RecordLocks {
       throw e;
     }
     const of = new OwnerFile(owner, oid, file, lf, ofd);
+    let files = this.#owners.get(oid);
     if (!files) this.#owners.set(oid, (files = new Map()));
     files.set(lf, of);
+    this.#count++;
     let set = byLockFile.get(lf);
     if (!set) byLockFile.set(lf, (set = new Set()));
     set.add(of);
-    this.#idle.set(of, true);
+    this.#remember(owner, file, of);
     return of;
+  }
+
+  // Descriptions are kept for reuse (an open() per lock would double a
+  // pair's cost), but not without bound: a lock server sees many owners.
+  // Past maxIdleFiles, those holding nothing are closed.
+  #sweep(): void {
+    for (const files of [...this.#owners.values()]) {
+      for (const of of [...files.values()]) {
+        if (of.waits.size === 0 && of.ofd.keyCount() === 0) this.#drop(of);
+      }
+    }
   }
 
   /** Close an owner's description: the kernel releases all its locks in that file. */
   #drop(of: OwnerFile): void {
+    if (of.closed) return;
+    of.closed = true;
     of.ofd.close();
-    this.#idle.delete(of);
+    this.#count--;
     const files = this.#owners.get(of.ownerId);
     files?.delete(of.lockFile);
     if (files && files.size === 0) this.#owners.delete(of.ownerId);
@@ -241,110 +258,40 @@ export class OsLocks implements RecordLocks {
     if (set && set.size === 0) byLockFile.delete(of.lockFile);
   }
 
-  #idleNow(of: OwnerFile): void {
-    this.#idle.delete(of);
-    this.#idle.set(of, true);
-    // Keep descriptors for reuse (an open() per lock would double a pair's
-    // cost), but not without bound: a lock server sees many owners.
-    while (this.#idle.size > this.#maxIdle) {
-      let victim: OwnerFile | undefined;
-      for (const v of this.#idle.keys()) {
-        if (v.waits.size === 0 && v.keys.size === 0) { victim = v; break; }
-      }
-      if (!victim) break;
-      this.#drop(victim);
-    }
-  }
-
-  // ---- the registry ------------------------------------------------------
-
-  /** Record `ks` held in `mode` (replacing its earlier mode). */
-  #record(of: OwnerFile, ks: string, mode: LockMode, off: bigint): void {
-    const held = of.keys.get(ks);
-    let u = of.bytes.get(off);
-    if (!u) of.bytes.set(off, (u = { r: 0, w: 0 }));
-    if (held) {
-      if (held.mode === 'write') u.w--;
-      else u.r--;
-      held.mode = mode;
-    } else {
-      if (of.keys.size === 0) this.#idle.delete(of);
-      of.keys.set(ks, { mode, off });
-    }
-    if (mode === 'write') u.w++;
-    else u.r++;
-  }
-
-  /** Forget `ks`; returns the byte's mode afterwards. */
-  #forget(of: OwnerFile, held: Held, ks: string): number {
-    const u = of.bytes.get(held.off);
-    if (u) {
-      if (held.mode === 'write') u.w--;
-      else u.r--;
-      if (u.r <= 0 && u.w <= 0) of.bytes.delete(held.off);
-    }
-    of.keys.delete(ks);
-    if (of.keys.size === 0) this.#idleNow(of);
-    return effective(of.bytes.get(held.off));
-  }
-
-  /** The byte's mode if `ks` were held in `mode` (undefined: released). */
-  static #after(of: OwnerFile, held: Held | undefined, off: bigint, mode: LockMode): number {
-    const u = of.bytes.get(off);
-    let r = u?.r ?? 0;
-    let w = u?.w ?? 0;
-    if (held) {
-      if (held.mode === 'write') w--;
-      else r--;
-    }
-    if (mode === 'write') w++;
-    else r++;
-    return w > 0 ? OSL.WRITE : r > 0 ? OSL.READ : NONE;
-  }
-
-  /** Who else holds byte `off` of this lock file: an owner of this process, else what F_OFD_GETLK says. */
-  #holder(of: OwnerFile, off: bigint, type: number): Holder | undefined {
+  /** Who else holds the key's byte: an owner of this process, else what F_OFD_GETLK says. */
+  #holder(of: OwnerFile, key: Buffer | string, type: number): Holder | undefined {
     const set = byLockFile.get(of.lockFile);
     if (set) {
       for (const other of set) {
         if (other === of) continue;
-        const t = effective(other.bytes.get(off));
+        const t = other.ofd.byteMode(key);
         if (t === OSL.WRITE || (t === OSL.READ && type === OSL.WRITE)) return holderOfOwner(other.owner, modeOf(t));
       }
     }
-    const g = of.ofd.getlk(off, 1n, type);
+    const g = of.ofd.getlk(osn.keyOffset(key), 1n, type);
     if (typeof g === 'number') throw osError(g, 'testing a lock in', of.lockFile);
     return g ? holderOfPid(g.pid, modeOf(g.type)) : undefined;
   }
 
-  // ---- RecordLocks -------------------------------------------------------
+  // ---- RecordLocks -------------------------------------------------------------
 
   /** NOWAIT (jBASE's LOCKED clause): granted, or who holds it. */
   tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
-    this.#check();
+    if (this.#closed) this.#check();
     checkKey(key);
-    typeOf(mode);
+    const type = typeOf(mode);
     const of = this.#get(owner, file);
-    const ks = keyString(key);
-    const held = of.keys.get(ks);
-    if (held && held.mode === mode) return { granted: true };
-    const off = held ? held.off : osn.keyOffset(key);
-    const before = effective(of.bytes.get(off));
-    const after = OsLocks.#after(of, held, off, mode);
-    if (after !== before) {
-      // Bounded: a conflict whose holder is gone by the time we ask is
-      // retried, a few times, then reported without a name.
-      for (let attempt = 0; ; attempt++) {
-        const rc = of.ofd.setlk(off, 1n, after);
-        if (rc === OSL.OK) break;
-        if (rc !== OSL.CONFLICT) throw osError(rc, 'locking in', of.lockFile);
-        const h = this.#holder(of, off, after);
-        if (h) return { granted: false, holder: h };
-        if (attempt >= 3) return { granted: false, holder: holderOfPid(-1, 'write') };
-      }
+    // Bounded: a conflict whose holder is gone by the time we ask is
+    // retried a few times, then reported without a name.
+    for (let attempt = 0; ; attempt++) {
+      const rc = of.ofd.lockKey(key, type);
+      if (rc === OSL.OK) return { granted: true };
+      if (rc !== OSL.CONFLICT) throw osError(rc, 'locking in', of.lockFile);
+      const [, want] = of.ofd.keyTarget(key, type);
+      const h = this.#holder(of, key, want);
+      if (h) return { granted: false, holder: h };
+      if (attempt >= 3) return { granted: false, holder: holderOfPid(-1, 'write') };
     }
-    this.#record(of, ks, mode, off);
-    return { granted: true };
   }
 
   /**
@@ -354,62 +301,48 @@ export class OsLocks implements RecordLocks {
    * is withdrawn). Order among waiters is the kernel's: see docs/os-locks.md.
    */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
-    let of: OwnerFile, ks: string, off: bigint, after: number;
+    let of: OwnerFile, off: bigint, want: number, type: number;
     try {
       if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
       const r = this.tryLock(owner, file, key, mode);
       if (r.granted) return Promise.resolve();
+      type = typeOf(mode);
       of = this.#get(owner, file);
-      ks = keyString(key);
-      const held = of.keys.get(ks);
-      off = held ? held.off : osn.keyOffset(key);
-      after = OsLocks.#after(of, held, off, mode);
+      [off, want] = of.ofd.keyTarget(key, type);
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
+    // The key's bytes as they are now: the caller may reuse its Buffer.
+    const k = typeof key === 'string' ? key : Buffer.from(key);
     const waits = of.waits;
     const w: PendingWait = startWait({
       ofd: of.ofd,
       start: off,
       len: 1n,
-      type: after,
+      type: want,
       path: of.lockFile,
       opts,
       onSettled: () => waits.delete(w),
       onGranted: () => {
-        if (this.#closed) return;
-        // The registry may have moved while we waited (this owner locked or
-        // released a colliding key): put the kernel's byte back in line.
-        this.#record(of, ks, mode, off);
-        const eff = effective(of.bytes.get(off));
-        if (eff !== after) of.ofd.setlk(off, 1n, eff === NONE ? OSL.UNLOCK : eff);
+        if (of.closed) return;
+        const rc = of.ofd.grantKey(k, type, want);
+        if (rc < 0) throw osError(rc, 'locking in', of.lockFile);
       },
     });
-    if (w.pending) {
-      waits.add(w);
-      this.#idle.delete(of); // not a victim while it waits
-    }
+    if (w.pending) waits.add(w);
     return w.promise;
   }
 
   /** Release one key. False if this owner did not hold it. */
   unlock(owner: Owner, file: FileId, key: Buffer | string): boolean {
-    this.#check();
+    if (this.#closed) this.#check();
     checkKey(key);
     const of = this.#find(owner, file);
     if (!of) return false;
-    const ks = keyString(key);
-    const held = of.keys.get(ks);
-    if (!held) return false;
-    const before = effective(of.bytes.get(held.off));
-    const off = held.off;
-    const after = this.#forget(of, held, ks);
-    if (after !== before) {
-      // A release or a downgrade: the kernel grants both at once.
-      const rc = of.ofd.setlk(off, 1n, after === NONE ? OSL.UNLOCK : after);
-      if (rc !== OSL.OK) throw osError(rc < 0 ? rc : -11, 'unlocking in', of.lockFile);
-    }
-    return true;
+    const rc = of.ofd.unlockKey(key);
+    if (rc === OSL.OK) return true;
+    if (rc === 4) return false;
+    throw osError(rc, 'unlocking in', of.lockFile);
   }
 
   /**
@@ -425,9 +358,7 @@ export class OsLocks implements RecordLocks {
     const list = file ? [files.get(this.lockFile(file))].filter((x): x is OwnerFile => x !== undefined) : [...files.values()];
     let n = 0;
     for (const of of list) {
-      n += of.keys.size;
-      of.keys.clear();
-      of.bytes.clear();
+      n += of.ofd.clearKeys();
       if (of.waits.size === 0) this.#drop(of);
       else {
         const rc = of.ofd.setlk(0n, 0n, OSL.UNLOCK);
@@ -447,22 +378,20 @@ export class OsLocks implements RecordLocks {
     this.#check();
     checkKey(key);
     const of = this.#find(owner, file);
-    const ks = keyString(key);
-    const held = of?.keys.get(ks);
-    if (held) return { code: held.mode === 'write' ? C.RL_WRITE : C.RL_READ };
+    const own = of ? of.ofd.keyMode(key) : NONE;
+    if (own !== NONE) return { code: own === OSL.WRITE ? C.RL_WRITE : C.RL_READ };
     const lf = this.lockFile(file);
-    const off = osn.keyOffset(key);
     const set = byLockFile.get(lf);
     if (set) {
       for (const other of set) {
         if (other === of) continue;
-        const t = effective(other.bytes.get(off));
+        const t = other.ofd.byteMode(key);
         if (t !== NONE) return { code: t === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfOwner(other.owner, modeOf(t)) };
       }
     }
     const probe = of?.ofd ?? this.#probe(lf);
     if (!probe) return { code: C.RL_FREE };
-    const g = probe.getlk(off, 1n, OSL.WRITE);
+    const g = probe.getlk(osn.keyOffset(key), 1n, OSL.WRITE);
     if (typeof g === 'number') throw osError(g, 'testing a lock in', lf);
     if (!g) return { code: C.RL_FREE };
     return { code: g.type === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfPid(g.pid, modeOf(g.type)) };
@@ -484,19 +413,19 @@ export class OsLocks implements RecordLocks {
     return p;
   }
 
-  // ---- listings ----------------------------------------------------------
+  // ---- listings ----------------------------------------------------------------
 
   /** Every record lock this mechanism holds for its owners (registry snapshot). */
   rows(): OsLockRow[] {
     const out: OsLockRow[] = [];
     for (const files of this.#owners.values()) {
       for (const of of files.values()) {
-        for (const [ks, h] of of.keys) {
-          const o = of.owner;
+        const o = of.owner;
+        for (const h of of.ofd.keys()) {
           out.push({
             pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, ip: o.ip,
-            inode: of.file.inode, dev: of.file.dev, key: Buffer.from(ks, 'latin1'), mode: h.mode,
-            lockFile: of.lockFile, offset: h.off,
+            inode: of.file.inode, dev: of.file.dev, key: h.key, mode: modeOf(h.type),
+            lockFile: of.lockFile, offset: h.offset,
           });
         }
       }
@@ -506,9 +435,7 @@ export class OsLocks implements RecordLocks {
 
   /** Open descriptions (owner x lock file) and probes: what this mechanism costs in descriptors. */
   openFiles(): { owners: number; probes: number } {
-    let owners = 0;
-    for (const files of this.#owners.values()) owners += files.size;
-    return { owners, probes: this.#probes.size };
+    return { owners: this.#count, probes: this.#probes.size };
   }
 
   /** Withdraw pending waits (they reject with CLOSED) and close every description: the kernel releases all locks. */

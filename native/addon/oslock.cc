@@ -31,6 +31,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -77,6 +79,151 @@ bool KeyBytes(napi_env env, napi_value v, std::string *tmp, const uint8_t **data
   return true;
 }
 
+// ---- the record keys an Ofd holds ------------------------------------------
+
+// One owner's record keys in one lock file, by byte. Lives on the JS thread
+// only (waits touch nothing here). Why native and not a TypeScript Map: on
+// the machines measured, each system call costs the JS that follows it
+// cache and TLB misses, and a registry in JS objects touched a dozen heap
+// pages per lock - a pair cost 2.4x a raw fcntl pair; one native call per
+// operation brings it back to the fcntl floor (docs/benchmarks.md).
+//
+// Invariant: the kernel holds byte `off` for this description in mode
+// Effective(off): WRITE if any key on it is WRITE, READ if any is READ,
+// nothing otherwise. Two keys on one byte (a hash collision) thus keep it
+// locked until both are released: the collision only ever locks MORE.
+class KeyRegistry {
+ public:
+  static constexpr int kNone = -1;
+
+  struct Held {
+    std::string key;
+    int type;
+  };
+
+  // The keys on one byte: the first inline (the normal case, no allocation
+  // beyond the map node; short keys fit std::string's inline buffer), any
+  // colliding ones in `more`.
+  struct Byte {
+    Held first;
+    std::vector<Held> more;
+    int Effective(const Held *skip = nullptr, int extra = kNone) const {
+      int e = extra;
+      if (&first != skip && first.type > e) e = first.type;
+      for (const Held &h : more)
+        if (&h != skip && h.type > e) e = h.type;
+      return e;
+    }
+    Held *Find(const uint8_t *k, size_t n) {
+      if (Same(first, k, n)) return &first;
+      for (Held &h : more)
+        if (Same(h, k, n)) return &h;
+      return nullptr;
+    }
+    static bool Same(const Held &h, const uint8_t *k, size_t n) {
+      return h.key.size() == n && (n == 0 || std::memcmp(h.key.data(), k, n) == 0);
+    }
+  };
+  using Map = std::unordered_map<uint64_t, Byte>;
+
+  // The solo byte: while the owner holds keys on one byte only (the common
+  // case: a program locks a record, writes it, releases it), that byte lives
+  // inline here, in the Ofd object the call touches anyway, not in the map:
+  // after a system call every page touched costs (docs/benchmarks.md).
+  Byte *At(uint64_t off) {
+    if (has_solo_ && solo_off_ == off) return &solo_;
+    if (bytes_.empty()) return nullptr;
+    auto it = bytes_.find(off);
+    return it == bytes_.end() ? nullptr : &it->second;
+  }
+  int Effective(uint64_t off) {
+    Byte *b = At(off);
+    return b ? b->Effective() : kNone;
+  }
+
+  // Record a key as held in `type` (`b`/`mine` from At/Find, may be null).
+  void Record(uint64_t off, Byte *b, Held *mine, const uint8_t *k, size_t n, int type) {
+    if (mine) {
+      mine->type = type;
+      return;
+    }
+    count_++;
+    if (b) {
+      b->more.push_back(Held{std::string(reinterpret_cast<const char *>(k), n), type});
+      return;
+    }
+    if (!has_solo_ && bytes_.empty()) {
+      has_solo_ = true;
+      solo_off_ = off;
+      solo_.first.key.assign(reinterpret_cast<const char *>(k), n);
+      solo_.first.type = type;
+      solo_.more.clear();
+      return;
+    }
+    // Reuse the node of the last released byte: a lock+unlock pair then
+    // allocates nothing.
+    if (spare_) {
+      spare_.key() = off;
+      spare_.mapped().first.key.assign(reinterpret_cast<const char *>(k), n);
+      spare_.mapped().first.type = type;
+      spare_.mapped().more.clear();
+      bytes_.insert(std::move(spare_));
+      return;
+    }
+    Byte nb;
+    nb.first.key.assign(reinterpret_cast<const char *>(k), n);
+    nb.first.type = type;
+    bytes_.emplace(off, std::move(nb));
+  }
+
+  void Forget(uint64_t off, Byte *b, Held *mine) {
+    count_--;
+    if (mine != &b->first) {
+      for (size_t i = 0; i < b->more.size(); i++)
+        if (&b->more[i] == mine) {
+          b->more.erase(b->more.begin() + static_cast<std::ptrdiff_t>(i));
+          return;
+        }
+      return;
+    }
+    if (!b->more.empty()) {
+      b->first = std::move(b->more.back());
+      b->more.pop_back();
+      return;
+    }
+    if (b == &solo_) {
+      has_solo_ = false;
+      return;
+    }
+    if (!spare_) spare_ = bytes_.extract(off);
+    else bytes_.erase(off);
+  }
+
+  size_t Clear() {
+    size_t n = count_;
+    bytes_.clear();
+    has_solo_ = false;
+    count_ = 0;
+    return n;
+  }
+
+  size_t count() const { return count_; }
+  // Every byte with its keys (solo first).
+  template <typename F>
+  void ForEach(F f) const {
+    if (has_solo_) f(solo_off_, solo_);
+    for (const auto &kv : bytes_) f(kv.first, kv.second);
+  }
+
+ private:
+  Byte solo_;
+  uint64_t solo_off_ = 0;
+  bool has_solo_ = false;
+  Map bytes_;
+  Map::node_type spare_;
+  size_t count_ = 0;
+};
+
 // ---- Ofd: one open file description --------------------------------------
 
 class Ofd : public Napi::ObjectWrap<Ofd> {
@@ -86,6 +233,13 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
                                       {
                                           InstanceMethod("getlk", &Ofd::GetLk),
                                           InstanceMethod("close", &Ofd::Close),
+                                          InstanceMethod("keyTarget", &Ofd::KeyTarget),
+                                          InstanceMethod("grantKey", &Ofd::GrantKey),
+                                          InstanceMethod("keyMode", &Ofd::KeyMode),
+                                          InstanceMethod("byteMode", &Ofd::ByteMode),
+                                          InstanceMethod("keys", &Ofd::Keys),
+                                          InstanceMethod("clearKeys", &Ofd::ClearKeys),
+                                          InstanceMethod("keyCount", &Ofd::KeyCount),
                                       });
     // The hot call is plain N-API (see addon.cc: node-addon-api's wrapper
     // costs more than a cheap native call).
@@ -93,6 +247,10 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
     napi_value fn;
     napi_create_function(env, "setlk", NAPI_AUTO_LENGTH, FastSetLk, nullptr, &fn);
     proto.Set("setlk", Napi::Value(env, fn));
+    napi_create_function(env, "lockKey", NAPI_AUTO_LENGTH, FastLockKey, nullptr, &fn);
+    proto.Set("lockKey", Napi::Value(env, fn));
+    napi_create_function(env, "unlockKey", NAPI_AUTO_LENGTH, FastUnlockKey, nullptr, &fn);
+    proto.Set("unlockKey", Napi::Value(env, fn));
     return ctor;
   }
 
@@ -175,7 +333,183 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
     return info.Env().Undefined();
   }
 
+  // ---- record keys (see KeyRegistry) ----
+
+  // A key argument: Buffer bytes, or a string's UTF-8 (short ones on the
+  // stack, no allocation).
+  struct Key {
+    const uint8_t *data = nullptr;
+    size_t len = 0;
+    char small[256];
+    std::string big;
+    bool Read(napi_env env, napi_value v) {
+      void *d;
+      if (napi_get_buffer_info(env, v, &d, &len) == napi_ok) {
+        data = static_cast<const uint8_t *>(d);
+        return true;
+      }
+      size_t n = 0;
+      if (napi_get_value_string_utf8(env, v, small, sizeof small, &n) != napi_ok) return false;
+      if (n < sizeof small - 1) {
+        data = reinterpret_cast<const uint8_t *>(small);
+        len = n;
+        return true;
+      }
+      return KeyBytes(env, v, &big, &data, &len);  // may not fit: measure and copy
+    }
+    uint64_t Offset() const { return jdls_osl_key_offset(data, len); }
+  };
+
+  // this (an Ofd, open), key, and an int32 type when N == 2
+  template <size_t N>
+  static Ofd *KeyArgs(napi_env env, napi_callback_info cbinfo, Key *k, int32_t *type, const char *usage) {
+    size_t argc = N;
+    napi_value argv[N], self;
+    napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr);
+    void *p = nullptr;
+    if (napi_unwrap(env, self, &p) != napi_ok || !p || argc < N || !k->Read(env, argv[0]) ||
+        (N == 2 && napi_get_value_int32(env, argv[N - 1], type) != napi_ok) ||
+        (N == 2 && *type != JDLS_OSL_READ && *type != JDLS_OSL_WRITE)) {
+      napi_throw_type_error(env, nullptr, usage);
+      return nullptr;
+    }
+    return static_cast<Ofd *>(p);
+  }
+
+  static napi_value Int(napi_env env, int v) {
+    napi_value out;
+    napi_create_int32(env, v, &out);
+    return out;
+  }
+
+  // lockKey(key, type) -> 0 granted | 1 conflict | -errno. Re-lock: no call;
+  // READ<->WRITE: converts the byte in place.
+  static napi_value FastLockKey(napi_env env, napi_callback_info cbinfo) {
+    Key k;
+    int32_t type = 0;
+    Ofd *o = KeyArgs<2>(env, cbinfo, &k, &type, "lockKey(key, type)");
+    if (!o) return nullptr;
+    if (o->fd_ < 0) return Int(env, -EBADF);
+    uint64_t off = k.Offset();
+    KeyRegistry::Byte *b = o->reg_.At(off);
+    KeyRegistry::Held *mine = b ? b->Find(k.data, k.len) : nullptr;
+    if (mine && mine->type == type) return Int(env, JDLS_OSL_OK);
+    int before = b ? b->Effective() : KeyRegistry::kNone;
+    int after = b ? b->Effective(mine, type) : type;
+    if (after != before) {
+      int rc = jdls_osl_setlk(o->fd_, static_cast<int64_t>(off), 1, after);
+      if (rc != JDLS_OSL_OK) return Int(env, rc);
+    }
+    o->reg_.Record(off, b, mine, k.data, k.len, type);
+    return Int(env, JDLS_OSL_OK);
+  }
+
+  // unlockKey(key) -> 0 released | 4 not held | -errno
+  static napi_value FastUnlockKey(napi_env env, napi_callback_info cbinfo) {
+    Key k;
+    Ofd *o = KeyArgs<1>(env, cbinfo, &k, nullptr, "unlockKey(key)");
+    if (!o) return nullptr;
+    uint64_t off = k.Offset();
+    KeyRegistry::Byte *b = o->reg_.At(off);
+    KeyRegistry::Held *mine = b ? b->Find(k.data, k.len) : nullptr;
+    if (!mine) return Int(env, 4);
+    int before = b->Effective();
+    int after = b->Effective(mine, KeyRegistry::kNone);
+    if (after != before && o->fd_ >= 0) {
+      // A release or a downgrade: the kernel grants both at once.
+      int rc = jdls_osl_setlk(o->fd_, static_cast<int64_t>(off), 1, after == KeyRegistry::kNone ? JDLS_OSL_UNLOCK : after);
+      if (rc != JDLS_OSL_OK) return Int(env, rc < 0 ? rc : -EAGAIN);
+    }
+    o->reg_.Forget(off, b, mine);
+    return Int(env, JDLS_OSL_OK);
+  }
+
+  // keyTarget(key, type) -> [offset: bigint, type the byte must be taken in]
+  Napi::Value KeyTarget(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Key k;
+    OSL_REQUIRE(info.Length() >= 2 && k.Read(env, info[0]) && info[1].IsNumber(), "keyTarget(key, type)");
+    uint64_t off = k.Offset();
+    KeyRegistry::Byte *b = reg_.At(off);
+    KeyRegistry::Held *mine = b ? b->Find(k.data, k.len) : nullptr;
+    int type = info[1].As<Napi::Number>().Int32Value();
+    auto a = Napi::Array::New(env, 2);
+    a.Set(0u, Napi::BigInt::New(env, off));
+    a.Set(1u, Napi::Number::New(env, b ? b->Effective(mine, type) : type));
+    return a;
+  }
+
+  // grantKey(key, type, heldType): a wait took the key's byte as heldType;
+  // record the key and bring the byte back in line with the registry (it
+  // may have moved while the wait slept). 0 | -errno
+  Napi::Value GrantKey(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Key k;
+    OSL_REQUIRE(info.Length() >= 3 && k.Read(env, info[0]) && info[1].IsNumber() && info[2].IsNumber(),
+                "grantKey(key, type, heldType)");
+    uint64_t off = k.Offset();
+    int type = info[1].As<Napi::Number>().Int32Value();
+    int held = info[2].As<Napi::Number>().Int32Value();
+    OSL_REQUIRE(type == JDLS_OSL_READ || type == JDLS_OSL_WRITE, "grantKey: type");
+    KeyRegistry::Byte *b = reg_.At(off);
+    reg_.Record(off, b, b ? b->Find(k.data, k.len) : nullptr, k.data, k.len, type);
+    int eff = reg_.Effective(off);
+    if (eff != held && fd_ >= 0) {
+      int rc = jdls_osl_setlk(fd_, static_cast<int64_t>(off), 1, eff == KeyRegistry::kNone ? JDLS_OSL_UNLOCK : eff);
+      if (rc < 0) return Napi::Number::New(env, rc);
+    }
+    return Napi::Number::New(env, 0);
+  }
+
+  // keyMode(key) -> -1 | READ | WRITE: this key, from the registry
+  Napi::Value KeyMode(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Key k;
+    OSL_REQUIRE(info.Length() >= 1 && k.Read(env, info[0]), "keyMode(key)");
+    KeyRegistry::Byte *b = reg_.At(k.Offset());
+    KeyRegistry::Held *mine = b ? b->Find(k.data, k.len) : nullptr;
+    return Napi::Number::New(env, mine ? mine->type : KeyRegistry::kNone);
+  }
+
+  // byteMode(key) -> -1 | READ | WRITE: the key's byte, whatever key holds it
+  Napi::Value ByteMode(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Key k;
+    OSL_REQUIRE(info.Length() >= 1 && k.Read(env, info[0]), "byteMode(key)");
+    return Napi::Number::New(env, reg_.Effective(k.Offset()));
+  }
+
+  // keys() -> [{key: Buffer, type, offset: bigint}]
+  Napi::Value Keys(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    auto a = Napi::Array::New(env, reg_.count());
+    uint32_t i = 0;
+    reg_.ForEach([&](uint64_t off, const KeyRegistry::Byte &b) {
+      auto add = [&](const KeyRegistry::Held &h) {
+        auto o = Napi::Object::New(env);
+        o.Set("key", Napi::Buffer<char>::Copy(env, h.key.data(), h.key.size()));
+        o.Set("type", h.type);
+        o.Set("offset", Napi::BigInt::New(env, off));
+        a.Set(i++, o);
+      };
+      add(b.first);
+      for (const KeyRegistry::Held &h : b.more) add(h);
+    });
+    return a;
+  }
+
+  // clearKeys() -> how many: forgets them (the caller closes the
+  // description or unlocks the whole file)
+  Napi::Value ClearKeys(const Napi::CallbackInfo &info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(reg_.Clear()));
+  }
+
+  Napi::Value KeyCount(const Napi::CallbackInfo &info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(reg_.count()));
+  }
+
   int fd_ = -1;
+  KeyRegistry reg_;
   napi_env env_ = nullptr;
   bool hooked_ = false;
 };
