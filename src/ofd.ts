@@ -215,7 +215,13 @@ function settle(e: Entry, rc: number, cancelErr?: JdlsError): void {
   e.cleanup();
   e.req.onSettled?.();
   if (rc === OSL.OK) {
-    e.req.onGranted?.();
+    try {
+      e.req.onGranted?.();
+    } catch (err) {
+      // Runs inside the addon's callback: an exception here would be uncaught.
+      e.reject(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
     e.resolve();
   } else if (rc === OSL.CANCELLED || rc === 4) {
     e.reject(cancelErr ?? new JdlsError('ABORTED', 'lock wait withdrawn'));

@@ -582,7 +582,8 @@ class Waits : public Napi::ObjectWrap<Waits> {
       std::lock_guard<std::mutex> g(mu_);
       all.swap(waits_);
     }
-    for (auto &kv : all) Stop(kv.second.get());
+    for (auto &kv : all)
+      if (!Stop(kv.second.get())) kv.second.release();  // see Stop
     tsfn_.Release();
   }
 
@@ -653,8 +654,10 @@ class Waits : public Napi::ObjectWrap<Waits> {
 
   // Interrupt until the thread reports back, then join it. Bounded: the
   // signal is repeated every 2 ms (one repeat covers a signal that landed
-  // just before the thread entered the kernel), for at most ~10 s.
-  void Stop(Wait *w) {
+  // just before the thread entered the kernel), for at most ~10 s. False if
+  // the thread never answered: it was detached and still uses `w`, which
+  // the caller must then leak rather than free.
+  bool Stop(Wait *w) {
     __atomic_store_n(&w->cancel, 1, __ATOMIC_RELEASE);
     {
       std::unique_lock<std::mutex> g(mu_);
@@ -665,13 +668,17 @@ class Waits : public Napi::ObjectWrap<Waits> {
       }
       if (!w->done) {
         // A thread that ignores the signal: leave it rather than hang the
-        // event loop; its descriptor stays open until it ends (leaked).
+        // event loop; it, its Wait and its descriptor are leaked.
         pthread_detach(w->thread);
         w->joinable = false;
         w->fd = -1;
+        w->rc = JDLS_OSL_CANCELLED;
+        Unrefed();
+        return false;
       }
     }
     Finish(w);
+    return true;
   }
 
   void Refed(Napi::Env env) {
@@ -746,8 +753,10 @@ class Waits : public Napi::ObjectWrap<Waits> {
       w = std::move(it->second);
       waits_.erase(it);
     }
-    Stop(w.get());
-    return Napi::Number::New(env, w->rc);
+    bool joined = Stop(w.get());
+    int rc = w->rc;
+    if (!joined) w.release();  // see Stop
+    return Napi::Number::New(env, rc);
   }
 
   Napi::Value Pending(const Napi::CallbackInfo &info) {
