@@ -4,6 +4,7 @@
 #   jdls-locker   a C program that takes locks as a runtime would (tests)
 #   jdls-cbench   the C side of `npm run bench`
 #   jdls-protovectors  checks the protocol test vectors' headers against jdls_proto.h (tests)
+#   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -16,7 +17,7 @@
   "targets": [
     {
       "target_name": "jdls",
-      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/common/jdls_table.c"],
+      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/addon/oslock.cc", "native/common/jdls_table.c", "native/common/jdls_oslock.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"],
@@ -36,6 +37,11 @@
       "target_name": "jdls-protovectors",
       "type": "executable",
       "sources": ["test/fixtures/proto-vectors.c"],
+    },
+    {
+      "target_name": "jdls-oslocker",
+      "type": "executable",
+      "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c"],
     },
   ],
 }

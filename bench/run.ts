@@ -11,6 +11,7 @@ import { machine, disposeAll, cbenchPath, type Figure } from './lib.js';
 import { runPair } from './pair.js';
 import { runHandoff } from './handoff.js';
 import { runBigTable } from './big-table.js';
+import { runOsLockPair } from './oslock.js';
 
 interface ScenarioOutcome {
   name: string;
@@ -61,6 +62,7 @@ const m = machine();
 const started = Date.now();
 const outcomes: ScenarioOutcome[] = [];
 outcomes.push(await scenario('pair (C, TypeScript, fcntl; interleaved rounds)', () => runPair()));
+outcomes.push(await scenario('OS record lock pair vs fcntl (interleaved rounds)', () => runOsLockPair()));
 outcomes.push(await scenario('hand-off between processes', () => runHandoff()));
 outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
 const totalMs = Date.now() - started;

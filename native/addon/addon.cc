@@ -33,6 +33,7 @@
 extern "C" {
 #include "../common/jdls_table.h"
 }
+#include "oslock.h"
 
 void JdlsProtoInit(Napi::Env env, Napi::Object exports);  // proto.cc: the `proto` export
 
@@ -879,6 +880,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("makeFile", Napi::Function::New(env, MakeFile));
   exports.Set("constants", Constants(env));
   JdlsProtoInit(env, exports);
+  jdls_oslock_init(env, exports);
   return exports;
 }
 

@@ -1,0 +1,212 @@
+/*
+ * jdls_oslock.c - OS file locks on Linux OFD locks (see jdls_oslock.h).
+ *
+ * Divisions (keep them, as in the header):
+ *   1. checks and helpers
+ *   2. record-lock naming
+ *   3. the byte-range primitive
+ *   4. interrupting a blocked wait
+ */
+#define _GNU_SOURCE
+#include "jdls_oslock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ===== 1. checks and helpers ============================================ */
+
+_Static_assert(JDLS_OSL_READ == F_RDLCK, "JDLS_OSL_READ is F_RDLCK");
+_Static_assert(JDLS_OSL_WRITE == F_WRLCK, "JDLS_OSL_WRITE is F_WRLCK");
+_Static_assert(JDLS_OSL_UNLOCK == F_UNLCK, "JDLS_OSL_UNLOCK is F_UNLCK");
+_Static_assert(sizeof(off_t) == 8, "64-bit offsets");
+
+/* Every OFD call starts from a zeroed struct: the kernel rejects an OFD
+ * request whose l_pid is not 0 (EINVAL), and l_whence must be SEEK_SET. */
+static void fill(struct flock *fl, int64_t start, int64_t len, int type) {
+  memset(fl, 0, sizeof *fl);
+  fl->l_type = (short)type;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = (off_t)start;
+  fl->l_len = (off_t)len;
+}
+
+static int valid(int64_t start, int64_t len, int type) {
+  if (type != JDLS_OSL_READ && type != JDLS_OSL_WRITE && type != JDLS_OSL_UNLOCK) return 0;
+  if (start < 0 || len < 0) return 0;
+  /* the last byte, start + len - 1, must be a valid off_t */
+  if (len > 0 && start > INT64_MAX - len + 1) return 0;
+  return 1;
+}
+
+/* ===== 2. record-lock naming ============================================ */
+
+int jdls_osl_ensure_dir(const char *dir) {
+  struct stat st;
+  if (stat(dir, &st) == 0) return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+  if (errno != ENOENT) return -errno;
+  if (mkdir(dir, JDLS_OSL_DIR_MODE) != 0) {
+    if (errno != EEXIST) return -errno;
+    /* created by someone else meanwhile: fine if it is a directory */
+    if (stat(dir, &st) != 0) return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+  }
+  /* mkdir applies the umask; the sticky, world-writable mode is the point. */
+  if (chmod(dir, JDLS_OSL_DIR_MODE) != 0) return -errno;
+  return 0;
+}
+
+int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, int64_t dev) {
+  int n = snprintf(buf, cap, "%s/jlock_%08x_%08x", dir, (unsigned)(uint32_t)inode,
+                   (unsigned)(uint32_t)(uint64_t)dev);
+  if (n < 0 || (size_t)n >= cap) return -ENAMETOOLONG;
+  return n;
+}
+
+uint64_t jdls_osl_key_offset(const uint8_t *key, size_t len) {
+  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64 */
+  for (size_t i = 0; i < len; i++) {
+    h ^= key[i];
+    h *= 0x100000001b3ull;
+  }
+  /* splitmix64's finaliser: FNV's low bits are weak, the top ones we keep
+   * must depend on every input byte. */
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h >> (64 - JDLS_OSL_KEY_OFFSET_BITS);
+}
+
+/* ===== 3. the byte-range primitive ====================================== */
+
+int jdls_osl_open(const char *path, int create) {
+  for (int attempt = 0; attempt < 4; attempt++) {
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) return fd;
+    if (errno != ENOENT || !create) return -errno;
+    /* O_EXCL so that only the creator sets the mode (fchmod beats the
+     * umask); losing the race to another creator just means: open again. */
+    fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_CREAT | O_EXCL, JDLS_OSL_FILE_MODE);
+    if (fd >= 0) {
+      if (fchmod(fd, JDLS_OSL_FILE_MODE) != 0) { /* keep the file: the umask mode still works for us */ }
+      return fd;
+    }
+    if (errno != EEXIST) return -errno;
+  }
+  return -EAGAIN;
+}
+
+void jdls_osl_close(int fd) {
+  /* No retry on EINTR: on Linux the descriptor is gone either way. */
+  if (fd >= 0) close(fd);
+}
+
+int jdls_osl_setlk(int fd, int64_t start, int64_t len, int type) {
+  if (!valid(start, len, type)) return -EINVAL;
+  struct flock fl;
+  fill(&fl, start, len, type);
+  for (;;) {
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return JDLS_OSL_OK;
+    if (errno == EINTR) continue; /* F_OFD_SETLK does not sleep, but be safe */
+    if (errno == EAGAIN || errno == EACCES) return JDLS_OSL_CONFLICT;
+    return -errno;
+  }
+}
+
+int jdls_osl_setlkw(int fd, int64_t start, int64_t len, int type, const int *cancel) {
+  if (!valid(start, len, type)) return -EINVAL;
+  struct flock fl;
+  fill(&fl, start, len, type);
+  for (;;) {
+    /* The interrupt can land between this check and the kernel going to
+     * sleep; the handler then runs for nothing and the sleep begins. The
+     * canceller therefore repeats the signal until this thread reports back
+     * (see oslock.cc, Waits::Cancel): a lost signal costs one repeat. */
+    if (__atomic_load_n(cancel, __ATOMIC_ACQUIRE)) return JDLS_OSL_CANCELLED;
+    if (fcntl(fd, F_OFD_SETLKW, &fl) == 0) return JDLS_OSL_OK;
+    if (errno == EINTR) continue; /* cancel re-checked at the top */
+    return -errno;
+  }
+}
+
+int jdls_osl_getlk(int fd, int64_t start, int64_t len, int type, jdls_osl_holder *holder) {
+  if (!valid(start, len, type) || type == JDLS_OSL_UNLOCK) return -EINVAL;
+  struct flock fl;
+  fill(&fl, start, len, type);
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return -errno;
+  if (fl.l_type == F_UNLCK) return JDLS_OSL_OK;
+  if (holder) {
+    holder->type = fl.l_type;
+    holder->start = fl.l_start;
+    holder->len = fl.l_len;
+    holder->pid = fl.l_pid;
+  }
+  return JDLS_OSL_CONFLICT;
+}
+
+/* ===== 4. interrupting a blocked wait =================================== */
+
+/*
+ * Why a real-time signal, and which: a thread blocked in F_OFD_SETLKW can
+ * only be woken by the lock or by a signal whose handler runs (SIG_IGN and
+ * SA_RESTART would both leave it asleep). The handler does nothing; it is
+ * installed WITHOUT SA_RESTART so fcntl returns EINTR. The signal must be
+ * one nobody else in a Node process uses: Node takes SIGUSR1 (inspector),
+ * SIGPROF (profiler), SIGCHLD/SIGWINCH/SIGPIPE (libuv), SIGSEGV/SIGBUS (V8's
+ * WebAssembly trap handler) and whatever `process.on()` asks for (it cannot
+ * name real-time signals); glibc keeps 32 and 33 for itself, below SIGRTMIN;
+ * some libraries use SIGRTMIN itself for POSIX timers. We take the first
+ * signal from SIGRTMIN+5 upwards whose disposition is still SIG_DFL (or
+ * already ours), so a host that claimed one makes us move on, not clash.
+ * Waiter threads block every other signal, so process-directed signals never
+ * land on them, and only they unblock this one (pthread_kill is directed).
+ */
+static void on_interrupt(int sig) { (void)sig; }
+
+static pthread_once_t signal_once = PTHREAD_ONCE_INIT;
+static int signal_no = -ENOSYS;
+
+static void install_signal(void) {
+  for (int s = SIGRTMIN + 5; s <= SIGRTMAX - 1; s++) {
+    struct sigaction old;
+    if (sigaction(s, NULL, &old) != 0) continue;
+    if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler != SIG_DFL && old.sa_handler != on_interrupt) continue;
+    if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction != NULL) continue;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: the point is EINTR */
+    if (sigaction(s, &sa, NULL) != 0) {
+      signal_no = -errno;
+      return;
+    }
+    signal_no = s;
+    return;
+  }
+  signal_no = -EBUSY;
+}
+
+int jdls_osl_signal_init(void) {
+  pthread_once(&signal_once, install_signal);
+  return signal_no;
+}
+
+int jdls_osl_interrupt(pthread_t thread) {
+  int s = jdls_osl_signal_init();
+  if (s < 0) return s;
+  int rc = pthread_kill(thread, s);
+  return rc == 0 ? 0 : -rc;
+}
+
+void jdls_osl_thread_masks(sigset_t *all, sigset_t *only) {
+  sigfillset(all);
+  sigemptyset(only);
+  int s = jdls_osl_signal_init();
+  if (s > 0) sigaddset(only, s);
+}

@@ -1,0 +1,144 @@
+/*
+ * jdls_oslock.h - OS file locks: a general byte-range primitive on Linux
+ * open file description (OFD) locks, and the record-lock naming on top of it.
+ *
+ * Plain C with no Node dependency: the addon (native/addon/oslock.cc), the C
+ * fixtures and, later, the preload shim link native/common/jdls_oslock.c.
+ *
+ * Divisions of this file (keep them):
+ *   1. result codes and constants
+ *   2. record-lock naming: lock directory, lock file name, key -> byte
+ *   3. the byte-range primitive (open, setlk, interruptible setlkw, getlk)
+ *   4. interrupting a blocked wait (the real-time signal)
+ *
+ * Results: >= 0 are outcomes (JDLS_OSL_*), < 0 are negated errno values
+ * (-EACCES, -EMFILE, ...): the caller names them; nothing here prints.
+ *
+ * Why OFD locks (F_OFD_SETLK/F_OFD_SETLKW/F_OFD_GETLK) and not classic
+ * F_SETLK: classic locks belong to the PROCESS, so a lock server hosting many
+ * clients in one process could never make two clients conflict, and closing
+ * ANY descriptor of the file drops all of the process's locks on it. OFD
+ * locks belong to the open file description: two descriptions in one process
+ * conflict, a close() of another descriptor does not touch them, and they
+ * still conflict with classic locks that ordinary processes take on the same
+ * bytes (both are POSIX locks in the kernel's one list per inode). What they
+ * give up: F_OFD_GETLK reports an OFD holder as l_pid = -1 (no pid), and the
+ * kernel does no deadlock detection for them (no EDEADLK: a cycle waits until
+ * a timeout or cancel).
+ */
+#ifndef JDLS_OSLOCK_H
+#define JDLS_OSLOCK_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <signal.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ===== 1. result codes and constants ==================================== */
+
+#define JDLS_OSL_OK        0   /* granted / done / free */
+#define JDLS_OSL_CONFLICT  1   /* NOWAIT: someone else holds a conflicting lock */
+#define JDLS_OSL_CANCELLED 3   /* a wait was cancelled; nothing was taken */
+
+/* Lock types, as struct flock's l_type on Linux (checked in the .c). */
+#define JDLS_OSL_READ   0   /* F_RDLCK: shared */
+#define JDLS_OSL_WRITE  1   /* F_WRLCK: exclusive */
+#define JDLS_OSL_UNLOCK 2   /* F_UNLCK */
+
+/* The guide's lock directory and its permissions: world-writable and
+ * sticky, like /tmp, because every user's jBASE processes create lock files
+ * there and nobody may delete another's. */
+#define JDLS_OSL_DEFAULT_DIR  "/tmp/jbase"
+#define JDLS_OSL_DIR_MODE     01777
+/* Lock files are readable and writable by all (a write lock needs a
+ * descriptor open for writing), whatever the creator's umask. */
+#define JDLS_OSL_FILE_MODE    0666
+
+/* Longest lock file path this code builds. */
+#define JDLS_OSL_PATH_MAX 4096
+
+/* A record key's byte lies in [0, 2^62): far below off_t's 2^63 - 1, so a
+ * one-byte range never overflows. */
+#define JDLS_OSL_KEY_OFFSET_BITS 62
+
+/* What F_OFD_GETLK (or F_GETLK) says about the first conflicting lock. */
+typedef struct jdls_osl_holder {
+  int type;        /* JDLS_OSL_READ or JDLS_OSL_WRITE */
+  int64_t start;
+  int64_t len;     /* 0: to the end of the file and beyond */
+  int32_t pid;     /* the classic holder's pid; -1 for an OFD holder */
+} jdls_osl_holder;
+
+/* ===== 2. record-lock naming ============================================ */
+
+/* Make sure `dir` exists and is a directory: create it (one level, mode
+ * JDLS_OSL_DIR_MODE regardless of umask) if missing. 0 or -errno
+ * (-ENOTDIR: something else is there; -ENOENT: its parent is missing). */
+int jdls_osl_ensure_dir(const char *dir);
+
+/* "<dir>/jlock_xxxxxxxx_yyyyyyyy": 8 lowercase hex digits of the inode's low
+ * 32 bits and 8 of the device's (dev -1 -> ffffffff). Returns the length, or
+ * -ENAMETOOLONG if it does not fit in `cap`. */
+int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, int64_t dev);
+
+/* The byte of a record key: a 62-bit hash of the key's bytes (FNV-1a 64
+ * folded through a splitmix64 finaliser, top 62 bits). Two keys of one file
+ * may share a byte; then they conflict when they need not - never the
+ * reverse. */
+uint64_t jdls_osl_key_offset(const uint8_t *key, size_t len);
+
+/* ===== 3. the byte-range primitive ====================================== */
+
+/* Open (creating if `create`, mode JDLS_OSL_FILE_MODE) a lock file for
+ * reading and writing: O_CLOEXEC (a child must not share our locks) and
+ * O_NOFOLLOW (the directory is world-writable: a planted symlink must not
+ * redirect us). Returns the fd or -errno. */
+int jdls_osl_open(const char *path, int create);
+
+/* Close a descriptor. Closing the last descriptor of an open file
+ * description releases all of its OFD locks. */
+void jdls_osl_close(int fd);
+
+/* F_OFD_SETLK on [start, start+len) (len 0: to EOF and beyond). type is
+ * JDLS_OSL_READ/WRITE/UNLOCK. JDLS_OSL_OK, JDLS_OSL_CONFLICT, or -errno.
+ * On the same description a lock converts in place (READ<->WRITE), and an
+ * unlock of part of a range splits it (the kernel does POSIX split/merge). */
+int jdls_osl_setlk(int fd, int64_t start, int64_t len, int type);
+
+/* F_OFD_SETLKW, interruptible: returns JDLS_OSL_OK when granted,
+ * JDLS_OSL_CANCELLED if *cancel was non-zero before the call or became
+ * non-zero and the thread was interrupted (jdls_osl_interrupt), or -errno.
+ * EINTR alone never ends the wait (only with *cancel set). */
+int jdls_osl_setlkw(int fd, int64_t start, int64_t len, int type, const int *cancel);
+
+/* F_OFD_GETLK: JDLS_OSL_OK if a `type` lock on the range could be taken now
+ * (locks of this same description never count), JDLS_OSL_CONFLICT with
+ * *holder filled, or -errno. */
+int jdls_osl_getlk(int fd, int64_t start, int64_t len, int type, jdls_osl_holder *holder);
+
+/* ===== 4. interrupting a blocked wait =================================== */
+
+/* Install (once per process; later calls return the same) the no-op
+ * handler of the signal used to interrupt a thread blocked in
+ * jdls_osl_setlkw, and return that signal's number, or -errno. */
+int jdls_osl_signal_init(void);
+
+/* Send the interrupt signal to `thread` (which must block every other
+ * signal and unblock this one: see jdls_osl_thread_mask). 0 or -errno. */
+int jdls_osl_interrupt(pthread_t thread);
+
+/* Signal masks for a waiter thread: `all` receives a full set (block it in
+ * the creating thread around thread creation, so the new thread starts with
+ * everything blocked), `only` the set with just the interrupt signal (the
+ * new thread unblocks it). */
+void jdls_osl_thread_masks(sigset_t *all, sigset_t *only);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* JDLS_OSLOCK_H */

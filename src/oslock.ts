@@ -1,0 +1,454 @@
+// oslock.ts - the OS file-lock mechanism for record locks (kind 'os'): the
+// second implementation of RecordLocks (src/mechanism.ts), beside the
+// shared-memory table.
+//
+// Owns: the lock directory, which open file description each owner uses for
+// each lock file, the registry of held keys per owner (key bytes, mode,
+// file) and the holder identities the kernel cannot report. Does not own:
+// the byte-range primitive, waits and errno mapping (src/ofd.ts, native/).
+//
+// A record lock on (inode, dev, key) is an OFD lock on ONE byte of
+// <lockDir>/jlock_<inode low 32 bits, 8 hex>_<dev low 32 bits, 8 hex>, at
+// the byte given by a 62-bit hash of the key (jdls_osl_key_offset). Each
+// owner has its own open file description per lock file, so owners of one
+// process conflict with each other as separate processes do, and with
+// classic fcntl locks that other processes take on the same byte.
+//
+// Two keys of one file can hash to one byte. Then they conflict when they
+// need not - only ever the direction of locking MORE. Within one owner the
+// registry (KeyRegistry in native/addon/oslock.cc, one per description)
+// counts the keys on each byte, so releasing one of two colliding keys keeps
+// the byte locked for the other.
+import fs from 'node:fs';
+import path from 'node:path';
+import { JdlsError } from './errors.js';
+import { C } from './native.js';
+import type { RecordLocks } from './mechanism.js';
+import type { FileId, Owner, LockMode, LockResult, LockOptions, Holder } from './table.js';
+import {
+  osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
+  type NativeOfd, type PendingWait, type OsLockErrorCode,
+} from './ofd.js';
+
+export const DEFAULT_LOCK_DIR = '/tmp/jbase';
+
+export interface OsLocksOptions {
+  /** where the jlock_* files live; default /tmp/jbase (created 01777 if missing) */
+  lockDir?: string;
+  /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid) */
+  portLocks?: boolean;
+  /** descriptors of owners that hold nothing in a file, kept open for reuse; default 256 */
+  maxIdleFiles?: number;
+}
+
+/** One held record lock, for displays (jdls -dvL) and tests. */
+export interface OsLockRow {
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  ip: string;
+  inode: bigint;
+  dev: bigint;
+  key: Buffer;
+  mode: LockMode;
+  /** the lock file and the byte */
+  lockFile: string;
+  offset: bigint;
+}
+
+/** One owner's open file description on one lock file; the keys it holds live in the description's native registry. */
+class OwnerFile {
+  readonly waits = new Set<PendingWait>();
+  closed = false;
+  constructor(
+    readonly owner: Owner,
+    readonly ownerId: string,
+    readonly file: FileId,
+    readonly lockFile: string,
+    readonly ofd: NativeOfd,
+  ) {}
+}
+
+// Every OwnerFile of every OsLocks in this environment, by lock file: a
+// conflict with another owner of THIS process is named from here (the
+// kernel reports an OFD holder as pid -1).
+const byLockFile = new Map<string, Set<OwnerFile>>();
+
+const NONE = -1;
+
+function checkKey(key: Buffer | string): void {
+  if (typeof key === 'string') {
+    // Byte length only when it could matter: a string of n UTF-16 units has at most 3n UTF-8 bytes.
+    if (key.length * 3 > C.MAX_KEY && Buffer.byteLength(key) > C.MAX_KEY) tooLong(Buffer.byteLength(key));
+  } else if (!(key.length <= C.MAX_KEY) || !Buffer.isBuffer(key)) {
+    // (one comparison on the hot path; the type check settles the rest)
+    if (!Buffer.isBuffer(key)) throw new JdlsError('BAD_ARGUMENT', 'key must be a Buffer or a string');
+    tooLong(key.length);
+  }
+}
+
+function tooLong(len: number): never {
+  throw new JdlsError('KEY_TOO_LONG', `key is ${len} bytes; the longest a lock can hold is ${C.MAX_KEY}`);
+}
+
+function holderOfOwner(o: Owner, mode: LockMode): Holder {
+  return { pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, mode, ip: o.ip };
+}
+
+/** A holder only the kernel knows: its pid (classic lock) or -1 (OFD lock of some description). */
+function holderOfPid(pid: number, mode: LockMode): Holder {
+  return { pid, ownerPid: pid, ownerTid: 0, port: 0, mode, ip: '0.0.0.0' };
+}
+
+/** The lock file of a file identity: <dir>/jlock_%08x_%08x (low 32 bits each; dev -1 -> ffffffff). */
+export function lockFileName(dir: string, file: { inode: bigint; dev: bigint }): string {
+  const p = osn.lockPath(dir, BigInt.asUintN(64, file.inode), file.dev);
+  if (typeof p === 'number') throw osError(p, 'lock file name in', dir);
+  return p;
+}
+
+/** The byte a key locks in its lock file. */
+export function keyOffset(key: Buffer | string): bigint {
+  return osn.keyOffset(key);
+}
+
+function dirError(rc: number, dir: string): OsLockError {
+  const e = osError(rc, 'lock directory', dir);
+  const code: OsLockErrorCode = e.osCode === 'BAD_PATH' ? 'BAD_LOCK_DIR' : e.osCode;
+  return new OsLockError(code, e.message, e.errno, dir);
+}
+
+export class OsLocks implements RecordLocks {
+  readonly kind = 'os' as const;
+  readonly lockDir: string;
+  readonly portLocks: boolean;
+  readonly #maxIdle: number;
+  // owner id -> lock file -> that owner's description
+  #owners = new Map<string, Map<string, OwnerFile>>();
+  #count = 0;
+  // one read-only look per lock file for status() of owners without a description
+  #probes = new Map<string, NativeOfd>();
+  // Why a cache by object on top of the maps by identity: callers make an
+  // Owner and a FileId once and use them for many calls; two lookups by
+  // object cost less than building identity strings (a closed entry is
+  // skipped and refreshed).
+  #fast = new WeakMap<Owner, WeakMap<FileId, OwnerFile>>();
+  // the description of the last call, when the same Owner and FileId objects come again
+  #last: OwnerFile | undefined;
+  #ownerIds = new WeakMap<Owner, string>();
+  #lockFiles = new WeakMap<FileId, string>();
+  #closed = false;
+
+  private constructor(dir: string, portLocks: boolean, maxIdle: number) {
+    this.lockDir = dir;
+    this.portLocks = portLocks;
+    this.#maxIdle = maxIdle;
+  }
+
+  /**
+   * The mechanism over a lock directory: creates it (mode 01777) if missing.
+   * Throws OsLockError BAD_LOCK_DIR (missing parent, not a directory) or
+   * PERMISSION (cannot create or write in it), naming the directory.
+   */
+  static open(opts: OsLocksOptions = {}): OsLocks {
+    const dir = path.resolve(opts.lockDir ?? DEFAULT_LOCK_DIR);
+    const maxIdle = opts.maxIdleFiles ?? 256;
+    if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new JdlsError('BAD_ARGUMENT', `maxIdleFiles must be an integer >= 0, got ${maxIdle}`);
+    const rc = osn.ensureDir(dir);
+    if (rc < 0) throw dirError(rc, dir);
+    try {
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      throw new OsLockError('PERMISSION', `lock directory ${dir}: no permission to create lock files (${code})`, code, dir);
+    }
+    return new OsLocks(dir, opts.portLocks ?? false, maxIdle);
+  }
+
+  // ---- identities and descriptions ------------------------------------------
+
+  #ownerId(o: Owner): string {
+    let id = this.#ownerIds.get(o);
+    if (id === undefined) {
+      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+      this.#ownerIds.set(o, id);
+    }
+    return id;
+  }
+
+  /** The lock file of a file identity in this mechanism's directory. */
+  lockFile(file: FileId): string {
+    let p = this.#lockFiles.get(file);
+    if (p === undefined) {
+      p = lockFileName(this.lockDir, file);
+      this.#lockFiles.set(file, p);
+    }
+    return p;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new JdlsError('CLOSED', 'OS lock mechanism is closed');
+  }
+
+  #find(owner: Owner, file: FileId): OwnerFile | undefined {
+    const last = this.#last;
+    if (last && last.owner === owner && last.file === file && !last.closed) return last;
+    const hit = this.#fast.get(owner)?.get(file);
+    if (hit && !hit.closed) return (this.#last = hit);
+    const of = this.#owners.get(this.#ownerId(owner))?.get(this.lockFile(file));
+    if (of) this.#remember(owner, file, of);
+    return of;
+  }
+
+  #remember(owner: Owner, file: FileId, of: OwnerFile): void {
+    this.#last = of;
+    let m = this.#fast.get(owner);
+    if (!m) this.#fast.set(owner, (m = new WeakMap()));
+    m.set(file, of);
+  }
+
+  #get(owner: Owner, file: FileId): OwnerFile {
+    const found = this.#find(owner, file);
+    if (found) return found;
+    if (this.#count >= this.#maxIdle) this.#sweep();
+    const oid = this.#ownerId(owner);
+    const lf = this.lockFile(file);
+    let ofd: NativeOfd;
+    try {
+      ofd = openNativeOfd(lf, true);
+    } catch (e) {
+      if (e instanceof OsLockError && e.osCode === 'BAD_PATH') throw new OsLockError('BAD_LOCK_DIR', e.message, e.errno, e.path);
+      throw e;
+    }
+    const of = new OwnerFile(owner, oid, file, lf, ofd);
+    let files = this.#owners.get(oid);
+    if (!files) this.#owners.set(oid, (files = new Map()));
+    files.set(lf, of);
+    this.#count++;
+    let set = byLockFile.get(lf);
+    if (!set) byLockFile.set(lf, (set = new Set()));
+    set.add(of);
+    this.#remember(owner, file, of);
+    return of;
+  }
+
+  // Descriptions are kept for reuse (an open() per lock would double a
+  // pair's cost), but not without bound: a lock server sees many owners.
+  // Past maxIdleFiles, those holding nothing are closed.
+  #sweep(): void {
+    for (const files of [...this.#owners.values()]) {
+      for (const of of [...files.values()]) {
+        if (of.waits.size === 0 && of.ofd.keyCount() === 0) this.#drop(of);
+      }
+    }
+  }
+
+  /** Close an owner's description: the kernel releases all its locks in that file. */
+  #drop(of: OwnerFile): void {
+    if (of.closed) return;
+    of.closed = true;
+    of.ofd.close();
+    this.#count--;
+    const files = this.#owners.get(of.ownerId);
+    files?.delete(of.lockFile);
+    if (files && files.size === 0) this.#owners.delete(of.ownerId);
+    const set = byLockFile.get(of.lockFile);
+    set?.delete(of);
+    if (set && set.size === 0) byLockFile.delete(of.lockFile);
+  }
+
+  /** Who else holds the key's byte: an owner of this process, else what F_OFD_GETLK says. */
+  #holder(of: OwnerFile, key: Buffer | string, type: number): Holder | undefined {
+    const set = byLockFile.get(of.lockFile);
+    if (set) {
+      for (const other of set) {
+        if (other === of) continue;
+        const t = other.ofd.byteMode(key);
+        if (t === OSL.WRITE || (t === OSL.READ && type === OSL.WRITE)) return holderOfOwner(other.owner, modeOf(t));
+      }
+    }
+    const g = of.ofd.getlk(osn.keyOffset(key), 1n, type);
+    if (typeof g === 'number') throw osError(g, 'testing a lock in', of.lockFile);
+    return g ? holderOfPid(g.pid, modeOf(g.type)) : undefined;
+  }
+
+  // ---- RecordLocks -------------------------------------------------------------
+
+  /** NOWAIT (jBASE's LOCKED clause): granted, or who holds it. */
+  tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
+    if (this.#closed) this.#check();
+    checkKey(key);
+    const type = typeOf(mode);
+    const of = this.#get(owner, file);
+    // Bounded: a conflict whose holder is gone by the time we ask is
+    // retried a few times, then reported without a name.
+    for (let attempt = 0; ; attempt++) {
+      const rc = of.ofd.lockKey(key, type);
+      if (rc === OSL.OK) return { granted: true };
+      if (rc !== OSL.CONFLICT) throw osError(rc, 'locking in', of.lockFile);
+      const [, want] = of.ofd.keyTarget(key, type);
+      const h = this.#holder(of, key, want);
+      if (h) return { granted: false, holder: h };
+      if (attempt >= 3) return { granted: false, holder: holderOfPid(-1, 'write') };
+    }
+  }
+
+  /**
+   * Wait until granted: F_OFD_SETLKW on a thread of its own, so neither the
+   * event loop nor the libuv pool waits. Rejects with TIMEOUT / ABORTED /
+   * CLOSED having taken nothing (an owner's earlier READ stays if an upgrade
+   * is withdrawn). Order among waiters is the kernel's: see docs/os-locks.md.
+   */
+  lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
+    let of: OwnerFile, off: bigint, want: number, type: number;
+    try {
+      if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
+      const r = this.tryLock(owner, file, key, mode);
+      if (r.granted) return Promise.resolve();
+      type = typeOf(mode);
+      of = this.#get(owner, file);
+      [off, want] = of.ofd.keyTarget(key, type);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    // The key's bytes as they are now: the caller may reuse its Buffer.
+    const k = typeof key === 'string' ? key : Buffer.from(key);
+    const waits = of.waits;
+    const w: PendingWait = startWait({
+      ofd: of.ofd,
+      start: off,
+      len: 1n,
+      type: want,
+      path: of.lockFile,
+      opts,
+      onSettled: () => waits.delete(w),
+      onGranted: () => {
+        if (of.closed) return;
+        const rc = of.ofd.grantKey(k, type, want);
+        if (rc < 0) throw osError(rc, 'locking in', of.lockFile);
+      },
+    });
+    if (w.pending) waits.add(w);
+    return w.promise;
+  }
+
+  /** Release one key. False if this owner did not hold it. */
+  unlock(owner: Owner, file: FileId, key: Buffer | string): boolean {
+    if (this.#closed) this.#check();
+    checkKey(key);
+    const of = this.#find(owner, file);
+    if (!of) return false;
+    const rc = of.ofd.unlockKey(key);
+    if (rc === OSL.OK) return true;
+    if (rc === 4) return false;
+    throw osError(rc, 'unlocking in', of.lockFile);
+  }
+
+  /**
+   * Release all of an owner's record locks, or those in one file; returns
+   * how many keys. The owner's description on each file is closed (the
+   * kernel releases everything it held there) unless a wait still uses it;
+   * then the whole file is unlocked on it instead.
+   */
+  unlockAll(owner: Owner, file?: FileId): number {
+    this.#check();
+    const files = this.#owners.get(this.#ownerId(owner));
+    if (!files) return 0;
+    const list = file ? [files.get(this.lockFile(file))].filter((x): x is OwnerFile => x !== undefined) : [...files.values()];
+    let n = 0;
+    for (const of of list) {
+      n += of.ofd.clearKeys();
+      if (of.waits.size === 0) this.#drop(of);
+      else {
+        const rc = of.ofd.setlk(0n, 0n, OSL.UNLOCK);
+        if (rc !== OSL.OK) throw osError(rc, 'unlocking all in', of.lockFile);
+      }
+    }
+    return n;
+  }
+
+  /**
+   * jBASE RECORDLOCKED(): 2/1 held by this owner (WRITE/READ, from the
+   * registry), 0 free, -2/-1 held by another. The holder is named when it
+   * is an owner of this process; otherwise it is what F_OFD_GETLK reports:
+   * the pid of a classic fcntl holder, -1 for an OFD holder elsewhere.
+   */
+  status(owner: Owner, file: FileId, key: Buffer | string): { code: number; holder?: Holder } {
+    this.#check();
+    checkKey(key);
+    const of = this.#find(owner, file);
+    const own = of ? of.ofd.keyMode(key) : NONE;
+    if (own !== NONE) return { code: own === OSL.WRITE ? C.RL_WRITE : C.RL_READ };
+    const lf = this.lockFile(file);
+    const set = byLockFile.get(lf);
+    if (set) {
+      for (const other of set) {
+        if (other === of) continue;
+        const t = other.ofd.byteMode(key);
+        if (t !== NONE) return { code: t === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfOwner(other.owner, modeOf(t)) };
+      }
+    }
+    const probe = of?.ofd ?? this.#probe(lf);
+    if (!probe) return { code: C.RL_FREE };
+    const g = probe.getlk(osn.keyOffset(key), 1n, OSL.WRITE);
+    if (typeof g === 'number') throw osError(g, 'testing a lock in', lf);
+    if (!g) return { code: C.RL_FREE };
+    return { code: g.type === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfPid(g.pid, modeOf(g.type)) };
+  }
+
+  // Why probes are kept, not opened and closed per call: close() of ANY
+  // descriptor drops this process's CLASSIC locks on the file. We take none,
+  // but a host program (or the preload shim) in this process might.
+  #probe(lf: string): NativeOfd | undefined {
+    let p = this.#probes.get(lf);
+    if (p) return p;
+    const fd = osn.open(lf, false);
+    if (fd < 0) {
+      if (fd === -2 /* ENOENT: never locked, so free */) return undefined;
+      throw osError(fd, 'opening lock file', lf);
+    }
+    p = new osn.Ofd(fd);
+    this.#probes.set(lf, p);
+    return p;
+  }
+
+  // ---- listings ----------------------------------------------------------------
+
+  /** Every record lock this mechanism holds for its owners (registry snapshot). */
+  rows(): OsLockRow[] {
+    const out: OsLockRow[] = [];
+    for (const files of this.#owners.values()) {
+      for (const of of files.values()) {
+        const o = of.owner;
+        for (const h of of.ofd.keys()) {
+          out.push({
+            pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, ip: o.ip,
+            inode: of.file.inode, dev: of.file.dev, key: h.key, mode: modeOf(h.type),
+            lockFile: of.lockFile, offset: h.offset,
+          });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Open descriptions (owner x lock file) and probes: what this mechanism costs in descriptors. */
+  openFiles(): { owners: number; probes: number } {
+    return { owners: this.#count, probes: this.#probes.size };
+  }
+
+  /** Withdraw pending waits (they reject with CLOSED) and close every description: the kernel releases all locks. */
+  close(): void {
+    if (this.#closed) return;
+    for (const files of [...this.#owners.values()]) {
+      for (const of of [...files.values()]) {
+        for (const w of [...of.waits]) w.cancel(new JdlsError('CLOSED', 'OS lock mechanism closed while waiting'));
+      }
+    }
+    this.#closed = true;
+    for (const files of [...this.#owners.values()]) for (const of of [...files.values()]) this.#drop(of);
+    for (const p of this.#probes.values()) p.close();
+    this.#probes.clear();
+  }
+}
