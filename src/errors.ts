@@ -7,6 +7,8 @@ export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
   | 'NO_PROCESS_SLOT' | 'EXISTS' | 'NOT_RECOVERABLE' | 'TIMEOUT' | 'ABORTED' | 'CLOSED'
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
+  // OS file locks (src/ofd.ts)
+  | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
   | `JDLS_UNKNOWN_${number}`;
 
 export class JdlsError extends Error {

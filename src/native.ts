@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { JdlsError, type JdlsErrorCode } from './errors.js';
+import type { NativeOsLock } from './ofd.js';
 
 /** The package root (two levels above dist/src/native.js). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -152,6 +153,8 @@ export interface NativeAddon {
   makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): OwnerHandle;
   makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
   constants: NativeConstants;
+  /** OS file locks: open file descriptions and their waits (native/addon/oslock.cc, typed in src/ofd.ts) */
+  oslock: NativeOsLock;
   /** every #define of native/common/jdls_proto.h, by its full name */
   proto: Record<string, number>;
 }

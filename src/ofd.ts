@@ -13,7 +13,7 @@
 // processes. Closing it releases all of its locks.
 import util from 'node:util';
 import { native } from './native.js';
-import { JdlsError, type JdlsErrorCode } from './errors.js';
+import { JdlsError } from './errors.js';
 import type { LockMode, LockOptions } from './table.js';
 
 // ---- the addon's surface ---------------------------------------------------
@@ -75,21 +75,14 @@ export interface NativeOsLock {
   };
 }
 
-// Why a cast here and not in native.ts: native.ts types the table's surface
-// and is not this module's to edit; the addon adds `oslock` from its own
-// init (native/addon/oslock.cc). Merge the interface into NativeAddon when
-// both land.
-export const osn: NativeOsLock = (native as unknown as { oslock: NativeOsLock }).oslock;
+export const osn: NativeOsLock = native.oslock;
 
 /** Lock types as struct flock's l_type (checked against the addon by the tests). */
 export const OSL = { READ: 0, WRITE: 1, UNLOCK: 2, OK: 0, CONFLICT: 1, CANCELLED: 3 } as const;
 
 // ---- errors ----------------------------------------------------------------
 
-/**
- * The codes OS locks add. Why a cast into JdlsErrorCode: errors.ts owns the
- * union and is not this module's to edit; the codes belong there on merge.
- */
+/** The codes an OS lock failure can carry (all members of JdlsErrorCode). */
 export type OsLockErrorCode =
   | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
   | 'BAD_ARGUMENT' | 'CLOSED' | 'SYSTEM';
@@ -102,7 +95,7 @@ export class OsLockError extends JdlsError {
   /** the same as `code`, typed with the OS-lock codes */
   readonly osCode: OsLockErrorCode;
   constructor(code: OsLockErrorCode, message: string, errno: string, path: string) {
-    super(code as JdlsErrorCode, message);
+    super(code, message);
     this.osCode = code;
     this.errno = errno;
     this.path = path;

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "jdls_oslock.h"
+#include "jdls_hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,18 +68,8 @@ int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, i
 }
 
 uint64_t jdls_osl_key_offset(const uint8_t *key, size_t len) {
-  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64 */
-  for (size_t i = 0; i < len; i++) {
-    h ^= key[i];
-    h *= 0x100000001b3ull;
-  }
-  /* splitmix64's finaliser: FNV's low bits are weak, the top ones we keep
-   * must depend on every input byte. */
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
+  /* jdls_hash.h: the same hash as the table's, another seed, 62 bits. */
+  uint64_t h = jdls_hash_final(jdls_hash_bytes(0xcbf29ce484222325ull, key, len));
   return h >> (64 - JDLS_OSL_KEY_OFFSET_BITS);
 }
 

@@ -85,8 +85,8 @@ int jdls_osl_ensure_dir(const char *dir);
  * -ENAMETOOLONG if it does not fit in `cap`. */
 int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, int64_t dev);
 
-/* The byte of a record key: a 62-bit hash of the key's bytes (FNV-1a 64
- * folded through a splitmix64 finaliser, top 62 bits). Two keys of one file
+/* The byte of a record key: a 62-bit hash of the key's bytes (jdls_hash.h,
+ * the top 62 bits). Two keys of one file
  * may share a byte; then they conflict when they need not - never the
  * reverse. */
 uint64_t jdls_osl_key_offset(const uint8_t *key, size_t len);

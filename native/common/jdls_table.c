@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include "jdls_table.h"
+#include "jdls_hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,37 +46,13 @@ _Static_assert(offsetof(jdls_header, groups_offset) == 32, "jdls_header.groups_o
 #define ALOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define ASTORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
-/* One multiply-xorshift round per 8 bytes. An earlier byte-at-a-time FNV-1a
- * cost 12 ns a call for a short key, the largest single item in a
- * lock+unlock pair (perf, bench/pair.ts). Only chooses the group and fills
- * the display's "value"; identity is the full key. Host-local: the table
- * never leaves this machine, so native byte order is fine. */
-static inline uint64_t hash_mix(uint64_t h, uint64_t v) {
-  h ^= v;
-  h *= 0x9e3779b97f4a7c15ull;
-  return h ^ (h >> 32);
-}
-
 uint32_t jdls_hash(uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len) {
-  uint64_t h = hash_mix(0x6a09e667f3bcc909ull, inode);
-  h = hash_mix(h, (uint64_t)dev);
-  uint32_t i = 0;
-  for (; i + 8 <= key_len; i += 8) {
-    uint64_t v;
-    memcpy(&v, key + i, 8);
-    h = hash_mix(h, v);
-  }
-  uint64_t tail = (uint64_t)key_len << 56;
-  if (i < key_len) {
-    uint64_t v = 0;
-    memcpy(&v, key + i, key_len - i);
-    tail ^= v;
-  }
-  h = hash_mix(h, tail);
-  h ^= h >> 29;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 32;
-  return (uint32_t)h & 0x3fffffffu;
+  /* Chooses the group and fills the display's "value"; identity is the full
+   * key (jdls_hash.h says why this hash). */
+  uint64_t h = jdls_hash_mix(0x6a09e667f3bcc909ull, inode);
+  h = jdls_hash_mix(h, (uint64_t)dev);
+  h = jdls_hash_final(jdls_hash_bytes(h, key, key_len));
+  return (uint32_t)(h >> 34); /* the top 30 bits */
 }
 
 uint32_t jdls_next_prime(uint32_t n) {

@@ -48,7 +48,7 @@ extern "C" {
 /* ===== 1. constants and error codes ===================================== */
 
 #define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
-#define JDLS_LAYOUT_VERSION   3U   /* 3: word-at-a-time hash */
+#define JDLS_LAYOUT_VERSION   4U   /* 4: the group hash is jdls_hash.h */
 #define JDLS_MAX_KEY          512U          /* longest key, in bytes */
 #define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
 #define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
