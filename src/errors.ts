@@ -2,11 +2,13 @@
 // (stable, for programs) and a message (for people). Pure: no native import,
 // so pure modules (src/ranges.ts) load without the addon; native result codes
 // are mapped in src/native.ts (errorFromRc).
+import type { ClientErrorCode } from './client/codes.js';
 
 export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
   | 'NO_PROCESS_SLOT' | 'EXISTS' | 'NOT_RECOVERABLE' | 'TIMEOUT' | 'ABORTED' | 'CLOSED'
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
+  | ClientErrorCode
   | `JDLS_UNKNOWN_${number}`;
 
 export class JdlsError extends Error {
