@@ -40,6 +40,8 @@ export interface ConnectOptions {
   hostname?: string;
   /** overrides JDLS TIMEOUT (ms) */
   timeoutMs?: number;
+  /** bound on connect + handshake (ms); default: the TIMEOUT */
+  connectTimeoutMs?: number;
   /** how often to PING when idle (ms); default 10 000, and at most a third of the server's keepalive */
   pingIntervalMs?: number;
   /** a logger instead of the one JDLS VERBOSE/TRACE asks for */
@@ -161,6 +163,7 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     let client: JdlsClient | undefined;
     const connOpts = (): ConnectionOptions => ({
       timeoutMs,
+      ...(opts.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: opts.connectTimeoutMs }),
       pingIntervalMs: opts.pingIntervalMs ?? DEFAULT_PING_MS,
       logger: log,
       hello: {

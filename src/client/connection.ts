@@ -55,8 +55,10 @@ export interface HelloInfo {
 }
 
 export interface ConnectionOptions {
-  /** TIMEOUT: the longest silence allowed while an answer is due; also bounds connect + handshake */
+  /** TIMEOUT: the longest silence allowed while an answer is due */
   timeoutMs: number;
+  /** bound on connect + handshake; default timeoutMs */
+  connectTimeoutMs?: number;
   /** how often to PING when nothing else was sent (also capped at a third of the server's keepalive) */
   pingIntervalMs: number;
   hello: HelloInfo;
@@ -152,9 +154,10 @@ export class ServerConnection {
           reject(e);
         } else if (conn) resolve(conn);
       };
+      const limit = opts.connectTimeoutMs ?? opts.timeoutMs;
       const timer = setTimeout(() => finish(connected
-        ? new JdlsError('SERVER_DEAD', `lock server ${label}: no WELCOME within ${opts.timeoutMs} ms`)
-        : connectError(server.host, server.port, Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }))), opts.timeoutMs);
+        ? new JdlsError('SERVER_DEAD', `lock server ${label}: no WELCOME within ${limit} ms`)
+        : connectError(server.host, server.port, Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }))), limit);
       const onError = (e: Error): void => finish(connected
         ? new JdlsError('SERVER_CLOSED', `lock server ${label}: connection lost during the handshake: ${e.message}`, { cause: e })
         : connectError(server.host, server.port, e));
@@ -284,18 +287,28 @@ export class ServerConnection {
     this.#socket.write(bytes);
   }
 
+  /** When the oldest request the TIMEOUT rule applies to was sent (Infinity: none). */
+  #oldestDue(): number {
+    // Map order is send order: the first timed one is the oldest.
+    for (const p of this.#pending.values()) if (p.timed) return p.sentAt;
+    return Infinity;
+  }
+
   #onTick(): void {
     if (this.#state !== 'open') return;
     const now = Date.now();
-    let oldestDue = Infinity;
-    for (const p of this.#pending.values()) {
-      if (p.timed) {
-        oldestDue = p.sentAt; // Map order is send order: the first timed one is the oldest
-        break;
-      }
-    }
+    const oldestDue = this.#oldestDue();
     if (oldestDue !== Infinity && now - Math.max(this.#lastHeard, oldestDue) > this.#opts.timeoutMs) {
-      this.#fail(new JdlsError('SERVER_DEAD', `lock server ${this.label} silent for more than ${this.#opts.timeoutMs} ms with an answer due; declared dead`));
+      // Trap: after the event loop was blocked (a long synchronous job, GC,
+      // an overloaded host), timers run before pending socket reads, so the
+      // answer may already be waiting in the socket. Decide after the poll
+      // phase (setImmediate), once any such data has been read.
+      setImmediate(() => {
+        if (this.#state !== 'open') return;
+        const due = this.#oldestDue();
+        if (due !== Infinity && Date.now() - Math.max(this.#lastHeard, due) > this.#opts.timeoutMs)
+          this.#fail(new JdlsError('SERVER_DEAD', `lock server ${this.label} silent for more than ${this.#opts.timeoutMs} ms with an answer due; declared dead`));
+      });
       return;
     }
     if (now - this.#lastSent >= this.#pingEvery) {
