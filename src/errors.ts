@@ -2,6 +2,7 @@
 // (stable, for programs) and a message (for people). Pure: no native import,
 // so pure modules (src/ranges.ts) load without the addon; native result codes
 // are mapped in src/native.ts (errorFromRc).
+import type { ClientErrorCode } from './client/codes.js';
 
 export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
@@ -9,6 +10,8 @@ export type JdlsErrorCode =
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
   // OS file locks (src/ofd.ts)
   | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
+  // the client (src/client/codes.ts)
+  | ClientErrorCode
   | `JDLS_UNKNOWN_${number}`;
 
 export class JdlsError extends Error {

@@ -91,7 +91,7 @@ test.serial('unknown or malformed options exit 2, name the problem, and create n
     [['-ib', 'extra'], /unexpected argument 'extra'/],
     [['-ibD'], /-D .*not available yet.*later release/],
     [['-kD'], /-D .*not available yet/],
-    [['-C'], /-C .*not available yet/],
+    [['-C', 'a', 'b'], /-C takes its test string/],
   ];
   for (const [args, re] of cases) {
     const r = await env.run(args);

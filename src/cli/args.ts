@@ -56,7 +56,13 @@ export interface HelpCommand {
   kind: 'help';
 }
 
-export type Command = StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand;
+/** -Cteststring: the client connection test with $JDLS (src/cli/client-test.ts). */
+export interface ClientTestCommand {
+  kind: 'client-test';
+  text: string;
+}
+
+export type Command = StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand | ClientTestCommand;
 
 export interface UsageError {
   message: string;
@@ -110,7 +116,18 @@ export function parseMinutes(text: string): number | string {
   return n;
 }
 
+/** `-Cteststring` (or `-C teststring`) alone: the rest of the token is the text, whatever its letters. */
+function parseClientTest(argv: readonly string[]): ParseResult | undefined {
+  const first = argv[0];
+  if (first === undefined || !first.startsWith('-C')) return undefined;
+  if (first === '-C' && argv.length === 2) return { ok: true, command: { kind: 'client-test', text: argv[1] ?? '' } };
+  if (argv.length > 1) return fail('-C takes its test string and no other options: jdls -Cteststring');
+  return { ok: true, command: { kind: 'client-test', text: first.slice(2) } };
+}
+
 export function parseArgs(argv: readonly string[]): ParseResult {
+  const clientTest = parseClientTest(argv);
+  if (clientTest) return clientTest;
   const letters = new Set<string>();
   let json = false;
   let help = false;
@@ -175,7 +192,7 @@ export function parseArgs(argv: readonly string[]): ParseResult {
 
   // The listener's options are recognised, but it arrives later: say so
   // rather than pretend (and rather than "no action" for a bare -D).
-  if (letters.has('C')) return fail(`-C (client connection test): ${NOT_YET}`, true);
+  if (letters.has('C')) return fail('-C takes its test string and no other options: jdls -Cteststring');
   if (letters.has('D')) return fail(`-D (distributed listener): ${NOT_YET}`, true);
 
   const explicitD = letters.has('d');

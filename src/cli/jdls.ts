@@ -8,6 +8,7 @@ import { display, writeFd, PipeClosed } from './display.js';
 import { stop, remove } from './control.js';
 import { start, monitorChild } from './start.js';
 import { releaseDir } from '../installation.js';
+import { clientTest } from './client-test.js';
 
 async function run(cmd: Command): Promise<number> {
   const dir = releaseDir();
@@ -25,6 +26,8 @@ async function run(cmd: Command): Promise<number> {
       return start(cmd, dir);
     case 'monitor-child':
       return monitorChild(cmd.tidyMinutes, dir);
+    case 'client-test':
+      return clientTest(cmd.text, { out: (l) => writeFd(1, `${l}\n`), err: (l) => writeFd(2, `${l}\n`) });
   }
 }
 

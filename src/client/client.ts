@@ -1,0 +1,321 @@
+// client.ts - JdlsClient: the remote lock API a Node-hosted runtime (and,
+// later, the shim's broker) uses: connect per JDLS, lock / unlock / status /
+// test, typed errors.
+//
+// Owns: turning calls into requests and answers into results, the JDLS
+// options that shape requests (WAIT, OSLOCKS, TIMEOUT), cancellation, and the
+// client's life: it is usable until close() or until its last server fails
+// ('dead' event; every later call rejects with that failure). Does not own:
+// the socket, request ids, keep-alive and the TIMEOUT clock (connection.ts),
+// nor SERVER2 duplication and failover (resilient.ts).
+import { EventEmitter } from 'node:events';
+import os from 'node:os';
+import path from 'node:path';
+import { threadId } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { JdlsError } from '../errors.js';
+import type { WireHolder, WireMode, WaitingFrame } from '../protocol/frames.js';
+import { parseJdls, type JdlsConfig, type JdlsServer } from './jdls-env.js';
+import { createClientLogger } from './logging.js';
+import type { ServerConnection, ConnectionOptions, FinalFrame, RequestFrame, RequestOptions } from './connection.js';
+import { SingleRouter, type Router, type Call } from './router.js';
+import { ResilientRouter } from './resilient.js';
+
+/** File identity on a lock server: inode, and dev (-1 for files reached through a lock server: the default). */
+export interface RemoteFile {
+  inode: bigint | number;
+  dev?: bigint | number;
+}
+
+export type RemoteKey = Buffer | string;
+
+export interface ConnectOptions {
+  /** jBASE port number of this process (JBCPORTNO); default: $JBCPORTNO if it is one number, else 0 */
+  port?: number;
+  /** program name shown by the server; default: the script's base name */
+  program?: string;
+  /** process id sent in HELLO; default process.pid */
+  pid?: number;
+  /** host name sent in HELLO; default os.hostname() */
+  hostname?: string;
+  /** overrides JDLS TIMEOUT (ms) */
+  timeoutMs?: number;
+  /** bound on connect + handshake (ms); default: the TIMEOUT */
+  connectTimeoutMs?: number;
+  /** how often to PING when idle (ms); default 10 000, and at most a third of the server's keepalive */
+  pingIntervalMs?: number;
+  /** a logger instead of the one JDLS VERBOSE/TRACE asks for */
+  logger?: Logger;
+  /** jbase_error_trace path, or false for none; default <JBCRELEASEDIR>/tmp/jbase_error_trace */
+  errorTrace?: string | false;
+}
+
+export interface RemoteLockOptions {
+  /** the LOCKED clause: never wait; a conflict resolves { granted: false, holder } */
+  nowait?: boolean;
+  /** thread id of the owner; default: this worker thread's id (0 on the main thread) */
+  tid?: number;
+  /** withdraw a waiting request (CANCEL); rejects with ABORTED unless the grant won the race */
+  signal?: AbortSignal;
+  /** called on each interim WAITING frame (every interim period, unless WAIT) */
+  onWaiting?: (info: WaitingInfo) => void;
+}
+
+export type RemoteLockResult = { granted: true } | { granted: false; holder: WireHolder };
+
+export interface RemoteStatus {
+  /** RECORDLOCKED: 3/2/1 this owner holds FILELOCK/WRITE/READ, 0 free, -1/-2/-3 another owner */
+  code: number;
+  holder?: WireHolder;
+}
+
+export interface WaitingInfo {
+  file: { inode: bigint; dev: bigint };
+  key: Buffer;
+  mode: WireMode;
+  holder: WireHolder;
+  /** ms since the request was sent */
+  waitedMs: number;
+}
+
+/** What the server said about itself in WELCOME. */
+export interface ServerInfo {
+  host: string;
+  port: number;
+  /** the lock-server process serving this client */
+  pid: number;
+  mechanism: 'shm' | 'os';
+  session: number;
+  interimMs: number;
+  keepaliveMs: number;
+  /** this client's address as the server sees it */
+  clientAddr: string;
+  /** the server's host name */
+  name: string;
+}
+
+export interface JdlsClientEvents {
+  waiting: [WaitingInfo];
+  /** the last server failed: the client is unusable */
+  dead: [JdlsError];
+  /** resilience: a server failed and the client carries on without it */
+  failover: [{ failed: JdlsServer; error: JdlsError; now: JdlsServer }];
+  /** resilience: primary and secondary answered differently */
+  mismatch: [{ request: string; primary: string; secondary: string }];
+}
+
+const DEFAULT_PING_MS = 10_000;
+
+function defaultPort(): number {
+  const p = process.env['JBCPORTNO'];
+  return p !== undefined && /^\d+$/.test(p) ? Number(p) : 0;
+}
+
+function toFile(f: RemoteFile): { inode: bigint; dev: bigint } {
+  const inode = BigInt(f.inode);
+  const dev = BigInt(f.dev ?? -1);
+  if (inode < 0n || inode > 0xffffffffffffffffn) throw new JdlsError('BAD_ARGUMENT', `inode ${inode} is not a u64`);
+  if (dev < -(1n << 63n) || dev >= 1n << 63n) throw new JdlsError('BAD_ARGUMENT', `dev ${dev} is not an i64`);
+  return { inode, dev };
+}
+
+function toKey(k: RemoteKey): Buffer {
+  const key = typeof k === 'string' ? Buffer.from(k, 'utf8') : k;
+  if (key.length > 512) throw new JdlsError('KEY_TOO_LONG', `key of ${key.length} bytes exceeds 512`);
+  return key;
+}
+
+function toTid(tid: number | undefined): number {
+  const t = tid ?? threadId;
+  if (!Number.isInteger(t) || t < 0 || t > 0xffffffff) throw new JdlsError('BAD_ARGUMENT', `tid ${t} is not a u32`);
+  return t;
+}
+
+function abortError(): JdlsError {
+  return new JdlsError('ABORTED', 'lock request aborted');
+}
+
+export class JdlsClient extends EventEmitter<JdlsClientEvents> {
+  readonly config: JdlsConfig;
+  readonly log: Logger;
+  readonly #router: Router;
+  #dead: JdlsError | undefined;
+  #closing = false;
+
+  private constructor(config: JdlsConfig, log: Logger, router: Router) {
+    super();
+    this.config = config;
+    this.log = log;
+    this.#router = router;
+  }
+
+  /**
+   * Connect per a JDLS value (text or parsed). Rejects with BAD_JDLS,
+   * CONNECT_FAILED, VERSION, LIMIT, PROTOCOL, SERVER_CLOSED or SERVER_DEAD.
+   * With SERVER2 both servers must be reachable at the start (resilient mode);
+   * see docs/client.md.
+   */
+  static async connect(jdls: JdlsConfig | string, opts: ConnectOptions = {}): Promise<JdlsClient> {
+    const config = typeof jdls === 'string' ? parseJdls(jdls) : jdls;
+    const log = opts.logger ?? createClientLogger(config, opts.errorTrace === undefined ? {} : { errorTrace: opts.errorTrace });
+    const timeoutMs = opts.timeoutMs ?? config.timeoutMs;
+    if (!(timeoutMs > 0)) throw new JdlsError('BAD_ARGUMENT', `timeoutMs must be positive; got ${timeoutMs}`);
+    let client: JdlsClient | undefined;
+    const connOpts = (): ConnectionOptions => ({
+      timeoutMs,
+      ...(opts.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: opts.connectTimeoutMs }),
+      pingIntervalMs: opts.pingIntervalMs ?? DEFAULT_PING_MS,
+      logger: log,
+      hello: {
+        port: opts.port ?? defaultPort(),
+        pid: opts.pid ?? process.pid,
+        host: opts.hostname ?? os.hostname(),
+        program: opts.program ?? path.basename(process.argv[1] ?? process.argv0 ?? 'node'),
+        options: config.raw,
+      },
+    });
+    const events = {
+      dead: (e: JdlsError): void => {
+        if (client) client.#onDead(e);
+      },
+      failover: (info: JdlsClientEvents['failover'][0]): void => void client?.emit('failover', info),
+      mismatch: (info: JdlsClientEvents['mismatch'][0]): void => void client?.emit('mismatch', info),
+    };
+    const primary = config.servers[0];
+    if (!primary) throw new JdlsError('BAD_JDLS', 'no server configured');
+    log.debug({ servers: config.servers, jdls: config.raw }, 'connecting');
+    const router = config.servers.length > 1
+      ? await ResilientRouter.open(config.servers, connOpts, log, events)
+      : await SingleRouter.open(primary, connOpts, events);
+    client = new JdlsClient(config, log, router);
+    return client;
+  }
+
+  /** The server now serving this client (the secondary after a failover). */
+  get server(): ServerInfo {
+    const c: ServerConnection = this.#router.primary;
+    const w = c.welcome;
+    return {
+      host: c.server.host, port: c.server.port, pid: w.serverPid, mechanism: w.mechanism, session: w.session,
+      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server,
+    };
+  }
+
+  /** Whether requests are still duplicated to a secondary. */
+  get resilient(): boolean {
+    return this.#router.resilient;
+  }
+
+  /** undefined while usable; the reason once closed or dead. */
+  get failure(): JdlsError | undefined {
+    return this.#dead;
+  }
+
+  /**
+   * READU (write) / READL (read) on a server. Waits until granted unless
+   * nowait; a waiting request resolves { granted: true } when granted.
+   */
+  async lock(file: RemoteFile, key: RemoteKey, mode: WireMode, opts: RemoteLockOptions = {}): Promise<RemoteLockResult> {
+    if (mode !== 'read' && mode !== 'write') throw new JdlsError('BAD_ARGUMENT', `mode must be 'read' or 'write'; got ${String(mode)}`);
+    const frame = {
+      type: 'LOCK' as const, nowait: opts.nowait ?? false, noInterim: this.config.wait, osLocks: this.config.osLocks,
+      mode, tid: toTid(opts.tid), file: toFile(file), key: toKey(key),
+    };
+    const signal = opts.signal;
+    if (signal?.aborted) throw abortError();
+    const started = Date.now();
+    const onInterim = (w: WaitingFrame): void => {
+      const info: WaitingInfo = { file: frame.file, key: frame.key, mode, holder: w.holder, waitedMs: Date.now() - started };
+      opts.onWaiting?.(info);
+      this.emit('waiting', info);
+    };
+    // Under WAIT no interim frames come: the TIMEOUT rule does not apply to a
+    // waiting lock (guide: "the default acknowledgement timeout period is not used").
+    const timed = frame.nowait || !this.config.wait;
+    const call = this.#send(frame, { timed, onInterim });
+    let aborted = false;
+    const onAbort = (): void => {
+      aborted = true;
+      call.cancel();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const f = await call.answer;
+      if (f.type === 'GRANTED') return { granted: true };
+      if (f.type === 'LOCKED') return { granted: false, holder: f.holder };
+      throw unexpected(f);
+    } catch (e) {
+      // Our own CANCEL: the server's CANCELLED is the caller's ABORTED (as LockTable.lock).
+      if (aborted && e instanceof JdlsError && e.code === 'CANCELLED') throw abortError();
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** RELEASE f,key: resolves the number of locks freed (0 if none was held). */
+  async unlock(file: RemoteFile, key: RemoteKey, opts: { tid?: number } = {}): Promise<number> {
+    return this.#count({ type: 'UNLOCK', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) });
+  }
+
+  /** RELEASE f: all locks of this owner on the file. */
+  async unlockFile(file: RemoteFile, opts: { tid?: number } = {}): Promise<number> {
+    return this.#count({ type: 'UNLOCK_FILE', tid: toTid(opts.tid), file: toFile(file) });
+  }
+
+  /** RELEASE: all locks of this owner (thread), or of every thread of this client with allThreads. */
+  async unlockAll(opts: { tid?: number; allThreads?: boolean } = {}): Promise<number> {
+    return this.#count({ type: 'UNLOCK_ALL', tid: toTid(opts.tid), allThreads: opts.allThreads ?? false });
+  }
+
+  /** RECORDLOCKED(f, key), with the holder when another owner holds it. */
+  async status(file: RemoteFile, key: RemoteKey, opts: { tid?: number } = {}): Promise<RemoteStatus> {
+    const f = await this.#send({ type: 'STATUS', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) }, { timed: true }).answer;
+    if (f.type !== 'STATUS_RESULT') throw unexpected(f);
+    return f.holder ? { code: f.code, holder: f.holder } : { code: f.code };
+  }
+
+  /** The `jdls -C` echo: the server sends the text back (primary only). */
+  async test(text: string): Promise<string> {
+    const f = await this.#send({ type: 'TEST', text }, { timed: true }, true).answer;
+    if (f.type !== 'TEST_RESULT') throw unexpected(f);
+    return f.text;
+  }
+
+  /** One PING/PONG round trip with the primary (keep-alive runs by itself; this is for checks). */
+  async ping(): Promise<void> {
+    await this.#send({ type: 'PING' }, { timed: true }, true).answer;
+  }
+
+  /** Close the connection(s): the servers release this client's locks. Outstanding requests reject with CLOSED. */
+  async close(): Promise<void> {
+    if (!this.#dead) this.#dead = new JdlsError('CLOSED', 'the JDLS client is closed');
+    this.#closing = true;
+    await this.#router.close();
+  }
+
+  // ---- internals ----------------------------------------------------------
+
+  async #count(frame: RequestFrame): Promise<number> {
+    const f = await this.#send(frame, { timed: true }).answer;
+    if (f.type !== 'RELEASED') throw unexpected(f);
+    return f.count;
+  }
+
+  /** Send through the router, unless the client is closed or dead (then its reason). */
+  #send(frame: RequestFrame, opts: RequestOptions, primaryOnly = false): Call {
+    if (this.#dead) throw this.#dead;
+    return primaryOnly ? this.#router.sendPrimaryOnly(frame, opts) : this.#router.send(frame, opts);
+  }
+
+  #onDead(e: JdlsError): void {
+    if (this.#dead || this.#closing) return;
+    this.#dead = e;
+    this.log.error({ code: e.code }, `distributed lock client is dead: ${e.message}`);
+    if (this.listenerCount('dead') > 0) this.emit('dead', e);
+  }
+}
+
+function unexpected(f: FinalFrame): JdlsError {
+  return new JdlsError('PROTOCOL', `unexpected answer ${f.type}`);
+}

@@ -1,0 +1,15 @@
+// codes.ts - the JdlsError codes the client side adds (type only, so that
+// src/errors.ts can name them without importing any client code).
+//
+//   BAD_JDLS        the JDLS value is malformed (parseJdls); locking does not start
+//   CONNECT_FAILED  the TCP connection to a lock server could not be made
+//   SERVER_DEAD     the server was silent longer than TIMEOUT while an answer was due
+//   SERVER_CLOSED   the server closed or reset the connection
+//   PROTOCOL        a frame broke the protocol (ours, as the server says, or the server's)
+//   VERSION         the server speaks no protocol version this client speaks
+//   LIMIT           a server limit (connections, locks per client, outstanding requests)
+//   CANCELLED       the server withdrew a waiting request (CANCEL, or it is closing)
+//   SHUTDOWN        the server is stopping
+export type ClientErrorCode =
+  | 'BAD_JDLS' | 'CONNECT_FAILED' | 'SERVER_DEAD' | 'SERVER_CLOSED' | 'PROTOCOL'
+  | 'VERSION' | 'LIMIT' | 'CANCELLED' | 'SHUTDOWN';

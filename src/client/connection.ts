@@ -1,0 +1,401 @@
+// connection.ts - one TCP connection from a client to one lock server.
+//
+// Owns: connecting, the HELLO/WELCOME handshake, request ids, the rule that
+// every request gets exactly one final answer of the right type, interim
+// WAITING frames, keep-alive PINGs, and the TIMEOUT rule that declares a
+// silent server dead. When the connection fails (dead, closed, protocol
+// error) every outstanding request rejects with that one error and the
+// connection is never used again. Does not own: what a request means to the
+// caller (client.ts) or what to do about a failure (client.ts, resilient.ts).
+//
+// The TIMEOUT rule (guide, "TIMEOUT=Seconds", "WAIT"): while an answer is due,
+// the server may be silent for at most timeoutMs; any frame counts as speech
+// (interim WAITING, PONG, an answer to another request). Silence is measured
+// from the later of "the server last spoke" and "the oldest due request was
+// sent", so a client idle for an hour does not time out its first request.
+// With WAIT the server sends no interim frames, so a waiting lock is not
+// "due" (it may wait for hours); the keep-alive PINGs, which are due, still
+// catch a dead server.
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { JdlsError } from '../errors.js';
+import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
+import { PROTO } from '../protocol/constants.js';
+import type { ClientFrame, ServerFrame, WelcomeFrame, WaitingFrame, HelloFrame } from '../protocol/frames.js';
+import { connectError, errorFromWire } from './errors.js';
+import { hostText, type JdlsServer } from './jdls-env.js';
+
+/** A request as the caller gives it: the connection picks the request id. */
+export type RequestFrame = Exclude<ClientFrame, HelloFrame> extends infer F
+  ? F extends { requestId: number } ? Omit<F, 'requestId'> : never
+  : never;
+
+/** The final answers a request type accepts (ERROR is always accepted). */
+const FINALS: Record<RequestFrame['type'], readonly ServerFrame['type'][]> = {
+  LOCK: ['GRANTED', 'LOCKED'],
+  UNLOCK: ['RELEASED'],
+  UNLOCK_FILE: ['RELEASED'],
+  UNLOCK_ALL: ['RELEASED'],
+  STATUS: ['STATUS_RESULT'],
+  CANCEL: ['RELEASED'],
+  TEST: ['TEST_RESULT'],
+  PING: ['PONG'],
+};
+
+export type FinalFrame = Exclude<ServerFrame, WelcomeFrame | WaitingFrame>;
+
+export interface HelloInfo {
+  /** jBASE port number of the client process */
+  port: number;
+  pid: number;
+  host: string;
+  program: string;
+  /** the JDLS value as given */
+  options: string;
+}
+
+export interface ConnectionOptions {
+  /** TIMEOUT: the longest silence allowed while an answer is due */
+  timeoutMs: number;
+  /** bound on connect + handshake; default timeoutMs */
+  connectTimeoutMs?: number;
+  /** how often to PING when nothing else was sent (also capped at a third of the server's keepalive) */
+  pingIntervalMs: number;
+  hello: HelloInfo;
+  logger: Logger;
+  /** called once when the connection fails (not when close() ends it) */
+  onFail?: (err: JdlsError) => void;
+}
+
+export interface RequestOptions {
+  /** whether the TIMEOUT rule applies while this request is outstanding (false: a waiting lock under WAIT) */
+  timed: boolean;
+  onInterim?: (f: WaitingFrame) => void;
+}
+
+interface Pending {
+  type: RequestFrame['type'];
+  nowait: boolean;
+  timed: boolean;
+  sentAt: number;
+  onInterim: ((f: WaitingFrame) => void) | undefined;
+  resolve: (f: FinalFrame) => void;
+  reject: (e: JdlsError) => void;
+}
+
+export interface RequestHandle {
+  id: number;
+  /** the final answer (ERROR frames reject with their JdlsError) */
+  answer: Promise<FinalFrame>;
+}
+
+type State = 'open' | 'failed' | 'closed';
+
+export class ServerConnection {
+  readonly server: JdlsServer;
+  readonly welcome: WelcomeFrame;
+  /** 'host:port' (IPv6 in brackets), for messages */
+  readonly label: string;
+  readonly #socket: net.Socket;
+  readonly #reader: FrameReader<ServerFrame>;
+  readonly #opts: ConnectionOptions;
+  readonly #log: Logger;
+  readonly #pending = new Map<number, Pending>();
+  readonly #pingEvery: number;
+  readonly #tick: NodeJS.Timeout;
+  #nextId = 1;
+  #lastHeard: number;
+  #lastSent: number;
+  #state: State = 'open';
+  #failure: JdlsError | undefined;
+  readonly #closed: Promise<void>;
+
+  private constructor(server: JdlsServer, socket: net.Socket, reader: FrameReader<ServerFrame>, welcome: WelcomeFrame, opts: ConnectionOptions) {
+    this.server = server;
+    this.label = `${hostText(server.host)}:${server.port}`;
+    this.#socket = socket;
+    this.#reader = reader;
+    this.welcome = welcome;
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#lastHeard = this.#lastSent = Date.now();
+    // The server drops a client silent for longer than its keepalive: PING
+    // well inside it (a third leaves room for a late timer and a slow link).
+    const serverBound = welcome.keepaliveMs > 0 ? welcome.keepaliveMs / 3 : Infinity;
+    this.#pingEvery = Math.max(10, Math.min(opts.pingIntervalMs, serverBound));
+    const tickMs = Math.min(1000, Math.max(5, Math.min(this.#pingEvery, opts.timeoutMs) / 4));
+    this.#tick = setInterval(() => this.#onTick(), tickMs);
+    this.#tick.unref(); // the socket keeps the process alive while open, not the timer
+    this.#closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (e) => this.#fail(new JdlsError('SERVER_CLOSED', `lock server ${this.label}: connection lost: ${e.message}`, { cause: e })));
+    socket.on('close', () => this.#fail(new JdlsError('SERVER_CLOSED', `lock server ${this.label} closed the connection`)));
+  }
+
+  /** Connect and shake hands. Rejects with CONNECT_FAILED, VERSION, LIMIT, PROTOCOL, SERVER_CLOSED or SERVER_DEAD. */
+  static open(server: JdlsServer, opts: ConnectionOptions): Promise<ServerConnection> {
+    const label = `${hostText(server.host)}:${server.port}`;
+    const log = opts.logger;
+    return new Promise((resolve, reject) => {
+      let connected = false;
+      let settled = false;
+      const reader = FrameReader.forClient();
+      const socket = net.connect({ host: server.host, port: server.port });
+      const finish = (e: JdlsError | undefined, conn?: ServerConnection): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.removeListener('data', onData);
+        socket.removeListener('error', onError);
+        socket.removeListener('close', onClose);
+        if (e) {
+          socket.destroy();
+          log.error({ server: label, code: e.code }, e.message);
+          reject(e);
+        } else if (conn) resolve(conn);
+      };
+      const limit = opts.connectTimeoutMs ?? opts.timeoutMs;
+      const timer = setTimeout(() => finish(connected
+        ? new JdlsError('SERVER_DEAD', `lock server ${label}: no WELCOME within ${limit} ms`)
+        : connectError(server.host, server.port, Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }))), limit);
+      const onError = (e: Error): void => finish(connected
+        ? new JdlsError('SERVER_CLOSED', `lock server ${label}: connection lost during the handshake: ${e.message}`, { cause: e })
+        : connectError(server.host, server.port, e));
+      const onClose = (): void => finish(new JdlsError('SERVER_CLOSED', `lock server ${label} closed the connection during the handshake`));
+      const onData = (chunk: Buffer): void => {
+        let frames: ServerFrame[];
+        try {
+          frames = reader.push(chunk);
+        } catch (e) {
+          finish(protocolError(label, e));
+          return;
+        }
+        const first = frames[0];
+        if (!first) return;
+        if (first.type === 'ERROR') {
+          finish(errorFromWire(first.code, first.text, label));
+          return;
+        }
+        if (first.type !== 'WELCOME') {
+          finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME, got ${first.type}`));
+          return;
+        }
+        if (first.version < PROTO.MIN_VERSION || first.version > PROTO.VERSION) {
+          finish(new JdlsError('VERSION', `lock server ${label} chose protocol version ${first.version}; this client speaks ${PROTO.MIN_VERSION}..${PROTO.VERSION}`));
+          return;
+        }
+        if (frames.length > 1) {
+          // Nothing may follow WELCOME before the client asked for something.
+          finish(new JdlsError('PROTOCOL', `lock server ${label}: ${frames[1]?.type} frame before any request`));
+          return;
+        }
+        log.debug({ server: label, welcome: first }, 'connected');
+        finish(undefined, new ServerConnection(server, socket, reader, first, opts));
+      };
+      socket.on('error', onError);
+      socket.on('close', onClose);
+      socket.on('data', onData);
+      socket.once('connect', () => {
+        connected = true;
+        socket.setNoDelay(true); // one small frame per request: Nagle would add 40 ms
+        const h = opts.hello;
+        try {
+          socket.write(encode({
+            type: 'HELLO', requestId: 0, minVersion: PROTO.MIN_VERSION, maxVersion: PROTO.VERSION,
+            port: h.port, pid: h.pid, keepaliveMs: Math.round(opts.pingIntervalMs), host: h.host, program: h.program, options: h.options,
+          }));
+        } catch (e) {
+          finish(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
+        }
+      });
+    });
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  /** why the connection failed, if it did */
+  get failure(): JdlsError | undefined {
+    return this.#failure;
+  }
+
+  get outstanding(): number {
+    return this.#pending.size;
+  }
+
+  /** Send one request. Throws (synchronously) CLOSED / the failure when the connection is not open. */
+  request(frame: RequestFrame, opts: RequestOptions): RequestHandle {
+    if (this.#state !== 'open') throw this.#failure ?? new JdlsError('CLOSED', `connection to lock server ${this.label} is closed`);
+    const id = this.#allocId();
+    let bytes: Buffer;
+    try {
+      bytes = encode({ ...frame, requestId: id } as ClientFrame);
+    } catch (e) {
+      throw new JdlsError('BAD_ARGUMENT', `${frame.type}: ${(e as Error).message}`, { cause: e });
+    }
+    let resolve!: (f: FinalFrame) => void;
+    let reject!: (e: JdlsError) => void;
+    const answer = new Promise<FinalFrame>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#pending.set(id, {
+      type: frame.type, nowait: frame.type === 'LOCK' && frame.nowait, timed: opts.timed,
+      sentAt: Date.now(), onInterim: opts.onInterim, resolve, reject,
+    });
+    this.#write(bytes);
+    if (this.#log.isLevelEnabled('debug')) this.#log.debug({ server: this.label, id, request: describe(frame) }, 'request');
+    return { id, answer };
+  }
+
+  /** Withdraw a waiting LOCK (sends CANCEL); its own answer arrives on the LOCK. No-op if already answered. */
+  cancel(id: number): void {
+    const p = this.#pending.get(id);
+    if (!p || p.type !== 'LOCK' || this.#state !== 'open') return;
+    // The CANCEL's own answer (RELEASED 0/1) says only whether a wait was withdrawn; the LOCK gets its final answer.
+    this.request({ type: 'CANCEL', target: id }, { timed: true }).answer.catch(() => undefined);
+  }
+
+  /** End the connection (the server releases this connection's locks); outstanding requests reject with CLOSED. */
+  close(): Promise<void> {
+    if (this.#state === 'open') {
+      this.#state = 'closed';
+      this.#failure = new JdlsError('CLOSED', `connection to lock server ${this.label} closed by the client`);
+      clearInterval(this.#tick);
+      this.#rejectAll(this.#failure);
+      this.#socket.end(() => this.#socket.destroy());
+      // bounded: a server that never answers our FIN does not hold close() up
+      setTimeout(() => this.#socket.destroy(), 1000).unref();
+    }
+    return this.#closed;
+  }
+
+  // ---- internals ----------------------------------------------------------
+
+  #allocId(): number {
+    // Ids are unique among outstanding requests; wrap past 2^32-1, skip 0 (HELLO's).
+    for (;;) {
+      const id = this.#nextId;
+      this.#nextId = id >= 0xffffffff ? 1 : id + 1;
+      if (!this.#pending.has(id)) return id;
+    }
+  }
+
+  #write(bytes: Buffer): void {
+    this.#lastSent = Date.now();
+    this.#socket.write(bytes);
+  }
+
+  /** When the oldest request the TIMEOUT rule applies to was sent (Infinity: none). */
+  #oldestDue(): number {
+    // Map order is send order: the first timed one is the oldest.
+    for (const p of this.#pending.values()) if (p.timed) return p.sentAt;
+    return Infinity;
+  }
+
+  #onTick(): void {
+    if (this.#state !== 'open') return;
+    const now = Date.now();
+    const oldestDue = this.#oldestDue();
+    if (oldestDue !== Infinity && now - Math.max(this.#lastHeard, oldestDue) > this.#opts.timeoutMs) {
+      // Trap: after the event loop was blocked (a long synchronous job, GC,
+      // an overloaded host), timers run before pending socket reads, so the
+      // answer may already be waiting in the socket. Decide after the poll
+      // phase (setImmediate), once any such data has been read.
+      setImmediate(() => {
+        if (this.#state !== 'open') return;
+        const due = this.#oldestDue();
+        if (due !== Infinity && Date.now() - Math.max(this.#lastHeard, due) > this.#opts.timeoutMs)
+          this.#fail(new JdlsError('SERVER_DEAD', `lock server ${this.label} silent for more than ${this.#opts.timeoutMs} ms with an answer due; declared dead`));
+      });
+      return;
+    }
+    if (now - this.#lastSent >= this.#pingEvery) {
+      this.request({ type: 'PING' }, { timed: true }).answer.catch(() => undefined);
+    }
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#state !== 'open') return;
+    this.#lastHeard = Date.now();
+    let frames: ServerFrame[];
+    try {
+      frames = this.#reader.push(chunk);
+    } catch (e) {
+      this.#fail(protocolError(this.label, e));
+      return;
+    }
+    for (const f of frames) {
+      if (this.#state !== 'open') return;
+      this.#onFrame(f);
+    }
+  }
+
+  #onFrame(f: ServerFrame): void {
+    if (f.type === 'WELCOME') return this.#fail(new JdlsError('PROTOCOL', `lock server ${this.label}: a second WELCOME`));
+    if (f.type === 'ERROR' && f.requestId === 0) {
+      // A connection-level error (PROTOCOL, SHUTDOWN, ...): the server closes.
+      return this.#fail(errorFromWire(f.code, f.text, this.label));
+    }
+    const p = this.#pending.get(f.requestId);
+    if (!p) return this.#fail(new JdlsError('PROTOCOL', `lock server ${this.label}: ${f.type} for request ${f.requestId}, which is not outstanding`));
+    if (f.type === 'WAITING') {
+      if (p.type !== 'LOCK' || p.nowait)
+        return this.#fail(new JdlsError('PROTOCOL', `lock server ${this.label}: WAITING for a ${p.nowait ? 'NOWAIT LOCK' : p.type} request`));
+      // WAITING on a NO_INTERIM (WAIT) request is tolerated: it is only news.
+      this.#log.debug({ server: this.label, id: f.requestId, holder: f.holder }, 'waiting');
+      p.onInterim?.(f);
+      return;
+    }
+    this.#pending.delete(f.requestId);
+    if (f.type === 'ERROR') {
+      const e = errorFromWire(f.code, f.text, this.label);
+      this.#log.debug({ server: this.label, id: f.requestId, code: f.code, text: f.text }, 'error answer');
+      p.reject(e);
+      if (f.code === 'PROTOCOL') this.#fail(e); // the server closes after a protocol error
+      return;
+    }
+    if (!FINALS[p.type].includes(f.type) || (f.type === 'LOCKED' && !p.nowait)) {
+      const e = new JdlsError('PROTOCOL', `lock server ${this.label}: ${f.type} is not an answer to ${p.type}${p.nowait ? ' NOWAIT' : ''}`);
+      p.reject(e);
+      return this.#fail(e);
+    }
+    if (this.#log.isLevelEnabled('debug')) this.#log.debug({ server: this.label, id: f.requestId, answer: f }, 'answer');
+    p.resolve(f);
+  }
+
+  #rejectAll(e: JdlsError): void {
+    const all = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of all) p.reject(e);
+  }
+
+  #fail(e: JdlsError): void {
+    if (this.#state !== 'open') return;
+    this.#state = 'failed';
+    this.#failure = e;
+    clearInterval(this.#tick);
+    this.#socket.destroy();
+    this.#log.error({ server: this.label, code: e.code, outstanding: this.#pending.size }, e.message);
+    this.#rejectAll(e);
+    this.#opts.onFail?.(e);
+  }
+}
+
+function protocolError(label: string, e: unknown): JdlsError {
+  if (e instanceof ProtocolError)
+    return new JdlsError(e.fault.code === 'VERSION' ? 'VERSION' : 'PROTOCOL', `lock server ${label}: ${e.message}`, { cause: e });
+  return new JdlsError('PROTOCOL', `lock server ${label}: ${(e as Error).message}`, { cause: e });
+}
+
+/** A request for the trace: keys as hex (they are bytes), bigints as text. */
+function describe(f: RequestFrame): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(f)) {
+    if (Buffer.isBuffer(v)) out[k] = v.toString('hex');
+    else if (k === 'file' && v && typeof v === 'object') out[k] = { inode: String((v as { inode: bigint }).inode), dev: String((v as { dev: bigint }).dev) };
+    else out[k] = v;
+  }
+  return out;
+}
