@@ -242,7 +242,7 @@ async function startListenerBackground(dir: string, cfg: ServerConfig): Promise<
   const deadline = Date.now() + READY_WAIT_MS;
   while (Date.now() < deadline && exited === undefined) {
     const l = findListener(dir);
-    if (child.pid && l?.pid === child.pid) {
+    if (child.pid && l?.pid === child.pid && l.port !== 0) {
       say(`jdls: lock listener started at pid ${l.pid} on ${l.addr} port ${l.port}, ${l.mechanism === 'shm' ? 'shared memory locks' : 'OS file locks'} (log: ${logPath})`);
       return 0;
     }

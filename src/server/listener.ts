@@ -25,7 +25,8 @@ import type { Logger } from '../log.js';
 import type { MechanismKind } from '../mechanism.js';
 import { chooseMechanism, probeMechanism } from './mechanism.js';
 import { CONFIG_ENV, configToEnv, type ServerConfig } from './config.js';
-import { publishListener, withdrawListener, writeHeader, type ListenerInfo } from './state.js';
+import { claimListener, publishListener, withdrawListener, writeHeader, type ListenerInfo } from './state.js';
+import { native } from '../native.js';
 import type { FromLockServer, ToLockServer } from './lockserver.js';
 import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
 
@@ -71,6 +72,18 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     return 1;
   }
 
+  try {
+    const other = claimListener(dir);
+    if (other) {
+      log.error({ other: other.pid }, `lock listener already running at pid ${other.pid} (${other.addr} port ${other.port})`);
+      return 1;
+    }
+  } catch (e) {
+    log.error({ err: e }, `lock listener cannot record itself in ${dir}: ${(e as Error).message}`);
+    return 1;
+  }
+  const unclaim = (): void => withdrawListener(dir, { pid: process.pid, start: native.pidStart(process.pid), port: 0, addr: '', mechanism: kind, startedMs: 0 });
+
   const workers = new Set<Worker>();
   const server = net.createServer({ pauseOnConnect: true });
   try {
@@ -83,6 +96,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     });
   } catch (e) {
     log.error({ port: cfg.port, bind: cfg.bind }, `lock listener cannot listen on ${cfg.bind} port ${cfg.port}: ${(e as Error).message}`);
+    unclaim();
     return 1;
   }
   const address = server.address();
@@ -93,6 +107,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   } catch (e) {
     log.error({ err: e }, `lock listener cannot record itself in ${dir}: ${(e as Error).message}`);
     server.close();
+    unclaim();
     return 1;
   }
 
@@ -237,10 +252,15 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
       } catch (e) {
         log.error({ err: e }, 'could not withdraw the listener pid file/header');
       }
+      const idleGone: Promise<void>[] = [];
       for (const w of workers) {
         for (const s of w.queue.splice(0)) refuse(s, 'SHUTDOWN', 'the lock listener is stopping');
-        // The processes stay for their clients; idle ones see the channel
-        // close and leave.
+        // Processes with clients stay for them; idle ones see the channel
+        // close and leave. The listener waits (bounded) for the idle ones,
+        // so that right after `jdls -k` nothing idle still maps the table
+        // (`jdls -K` would call it in use).
+        if (w.clients === 0 && w.child.exitCode === null && w.child.signalCode === null)
+          idleGone.push(new Promise<void>((r) => w.child.once('exit', () => r())));
         try {
           w.child.disconnect();
         } catch {
@@ -248,8 +268,11 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
         }
         w.child.unref();
       }
-      log.info(`lock listener stopped: ${sig} received; connected clients stay with their lock servers`);
-      resolve(0);
+      const clients = total();
+      void Promise.race([Promise.all(idleGone), new Promise((r) => setTimeout(r, 2000))]).then(() => {
+        log.info({ clients }, `lock listener stopped: ${sig} received; ${clients} connected client${clients === 1 ? ' stays' : 's stay'} with their lock servers`);
+        resolve(0);
+      });
     };
     process.on('SIGTERM', finish);
     process.on('SIGINT', finish);

@@ -253,7 +253,14 @@ export class Session {
     if (!this.#held.has(f.tid, fk, keyHex) && this.#held.count >= this.#deps.cfg.maxLocksPerClient)
       return this.#error(rid, 'LIMIT', `this connection holds ${this.#held.count} locks, the most allowed (maxLocksPerClient)`);
     let mech = this.#deps.mech;
-    if (f.osLocks && mech.kind !== 'os') mech = this.#deps.osLocks(); // throws: an ERROR SYSTEM answer
+    if (f.osLocks && mech.kind !== 'os') {
+      try {
+        mech = this.#deps.osLocks();
+      } catch (e) {
+        // Not an error of this server (e.g. OS locks not in this build): the client is told.
+        return this.#answerError(rid, e);
+      }
+    }
     this.#used.add(mech);
     const owner = this.#owner(f.tid, true);
     if (!owner) throw new JdlsError('BAD_ARGUMENT', 'no owner');

@@ -63,6 +63,37 @@ export function findListener(dir: string): ListenerInfo | undefined {
   }
 }
 
+/**
+ * Claim the installation's listener role before listening: the pid file is
+ * created with O_EXCL, so of two listeners started at once exactly one
+ * wins (with port 0, both could otherwise listen). A pid file naming a dead
+ * process is stale and replaced. Returns the live listener that holds the
+ * claim, or undefined when this process now holds it.
+ */
+export function claimListener(dir: string): ListenerInfo | undefined {
+  const me = { pid: process.pid, start: native.pidStart(process.pid), port: 0, addr: '', mechanism: 'shm', startedMs: Date.now() };
+  fs.mkdirSync(dir, { recursive: true });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      fs.writeFileSync(pidFilePath(dir), `${JSON.stringify(me)}\n`, { flag: 'wx' });
+      return undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const other = readPidFile(dir);
+    if (other && other.pid !== process.pid && isRunning(other.pid, other.start)) return other;
+    // Stale (or being written this instant: then the next attempt sees it).
+    if (!other) {
+      const age = Date.now() - (fs.statSync(pidFilePath(dir), { throwIfNoEntry: false })?.mtimeMs ?? 0);
+      if (age < 1000) continue;
+    }
+    fs.rmSync(pidFilePath(dir), { force: true });
+  }
+  const other = readPidFile(dir);
+  if (other && isRunning(other.pid, other.start)) return other;
+  throw new Error(`cannot claim ${pidFilePath(dir)}`);
+}
+
 /** This process as the installation's listener: pid file (atomically) and header. */
 export function publishListener(dir: string, info: Omit<ListenerInfo, 'pid' | 'start'>): ListenerInfo {
   const me: ListenerInfo = { pid: process.pid, start: native.pidStart(process.pid), ...info };
