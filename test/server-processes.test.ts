@@ -9,7 +9,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import { ServerEnv, until, sleep, alive } from './helpers/server-env.js';
 import { WireClient, expectType } from './helpers/wire-client.js';
-import { lockRows } from './helpers/cli-env.js';
+import { lockRows, JDLS } from './helpers/cli-env.js';
+import { spawn } from 'node:child_process';
 
 test.serial('remote and local owners contend on one key and a shared counter stays exact', async (t) => {
   const env = new ServerEnv(t, { clientsPerProcess: 2 });
@@ -168,4 +169,34 @@ test.serial('clientsPerProcess bounds clients per lock-server process; ps shows 
   for (const c of clients) c.close();
   await until(() => env.lockServers().length <= 1, 10_000, 'idle lock servers to retire');
   t.pass();
+});
+
+test.serial('foreground jdls -i: monitor here, listener as a child restarted after kill -9; SIGTERM to a lock server sends SHUTDOWN and frees its locks', async (t) => {
+  const env = new ServerEnv(t);
+  const fg = spawn(process.execPath, [JDLS, '-i'], { env: env.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => fg.on('exit', (code) => r(code)));
+  t.teardown(() => { if (fg.exitCode === null) fg.kill('SIGKILL'); });
+  await until(() => (env.listenerPid() ?? 0) > 0, 10_000, 'the listener');
+  const first = env.listenerPid() ?? 0;
+  const a = await env.client({ pid: 11_001 });
+  expectType(await a.lock('FG'), 'GRANTED');
+  process.kill(first, 'SIGKILL');
+  await until(() => { const p = env.listenerPid(); return p !== undefined && p !== first; }, 10_000, 'a restarted listener');
+  expectType(await a.ping(), 'PONG');
+  const b = await env.client({ pid: 11_002 });
+  expectType(await b.lock('FG', 'write', { nowait: true }), 'LOCKED');
+  t.regex(stderr, /lock listener ended \(SIGKILL\); restarting it in 1 s/);
+
+  // A lock server stopped with SIGTERM says so and releases its clients' locks.
+  process.kill(a.welcome.serverPid, 'SIGTERM');
+  await a.closed;
+  t.is(a.connectionError?.code, 'SHUTDOWN');
+  expectType(await b.lock('FG', 'write', { noInterim: true }), 'GRANTED');
+
+  fg.kill('SIGTERM');
+  t.is(await exited, 0);
+  await until(() => env.listenerPid() === undefined, 5000, 'the listener to stop with the service');
+  t.regex(stderr, /lock monitor stopped: SIGTERM received/);
 });

@@ -93,8 +93,10 @@ export class ServerEnv {
     return l.port;
   }
 
+  /** The running listener's pid, once it listens (its pid file names a port). */
   listenerPid(): number | undefined {
-    return findListener(this.dir)?.pid;
+    const l = findListener(this.dir);
+    return l && l.port > 0 ? l.pid : undefined;
   }
 
   /** Lock-server processes of this installation. */
