@@ -34,6 +34,8 @@ export const LISTENER_TITLE = 'jdls -ib (listener)';
 
 /** How often the listener looks for idle processes and re-checks the header. */
 const HOUSEKEEPING_MS = 1_000;
+/** Housekeeping ticks between checks that the table header names this listener. */
+const HEADER_EVERY = 5;
 /** A lock-server process that is not ready in this time is killed. */
 const READY_MS = 15_000;
 
@@ -205,6 +207,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   log.info({ port, bind: cfg.bind, mechanism: kind, clientsPerProcess: cfg.clientsPerProcess, releaseDir: dir }, `lock listener started on ${cfg.bind} port ${port}`);
 
   return new Promise<number>((resolve) => {
+    let ticks = 0;
     const housekeeping = setInterval(() => {
       const now = Date.now();
       // Retire idle processes beyond the spares.
@@ -223,11 +226,15 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
         }
         if (now - w.idleSince >= cfg.idleProcessMs) retire(w);
       }
-      // A table created (or re-created) after the listener started learns of it.
-      try {
-        writeHeader(dir, me);
-      } catch {
-        /* a broken table is the monitor's business */
+      // A table created (or re-created) after the listener started learns
+      // of it. (The table is opened and closed each time: a listener that
+      // kept it mapped would count as "in use" for jdls -K.)
+      if (++ticks % HEADER_EVERY === 0) {
+        try {
+          writeHeader(dir, me);
+        } catch {
+          /* a broken table is the monitor's business */
+        }
       }
     }, HOUSEKEEPING_MS);
     housekeeping.unref();
