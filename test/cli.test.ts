@@ -47,12 +47,13 @@ test('combined flags parse as in the guide', (t) => {
   t.deepEqual(ok(['--json']), { kind: 'display', verbose: true, locks: true, json: true });
   t.deepEqual(ok(['-Ko']), { kind: 'remove', force: true });
   t.deepEqual(ok(['-K']), { kind: 'remove', force: false });
-  t.deepEqual(ok(['-kA']), { kind: 'stop', arbiterOnly: true });
+  t.deepEqual(ok(['-kA']), { kind: 'stop', arbiterOnly: true, listenerOnly: false });
   t.deepEqual(ok(['-h']), { kind: 'help' });
-  const bad = parseArgs(['-kD']);
-  t.true(!bad.ok && bad.error.notYet === true);
-  const bad2 = parseArgs(['-s13000']);
-  t.true(!bad2.ok && bad2.error.notYet === undefined);
+  t.deepEqual(ok(['-kD']), { kind: 'stop', arbiterOnly: false, listenerOnly: true });
+  t.like(ok(['-ibD', '--port', '50010', '--bind=127.0.0.1']), { kind: 'start', listenerOnly: true, arbiterOnly: false, port: '50010', bind: '127.0.0.1' });
+  t.like(ok(['-Chello']), { kind: 'client-test', text: 'hello' });
+  const bad = parseArgs(['-s13000']);
+  t.true(!bad.ok && /-s/.test(bad.error.message));
 });
 
 test.serial('-h lists every option and exits 0', async (t) => {
@@ -60,10 +61,10 @@ test.serial('-h lists every option and exits 0', async (t) => {
   for (const flag of ['-h', '--help']) {
     const r = await env.run([flag]);
     t.is(r.code, 0);
-    for (const opt of ['-i', '-b', '-A', '-P', '-T', '-snn,mm', '-tnn', '-k', '-K', '-o', '-d', '-v', '-L', '--json', '-h', '-D', '-C'])
+    for (const opt of ['-i', '-b', '-A', '-D', '--port', '--bind', '-P', '-T', '-snn,mm', '-tnn', '-k', '-K', '-o', '-d', '-v', '-L', '--json', '-h', '-C'])
       t.regex(r.stdout, new RegExp(`^\\s+${opt.replace(/[-]/g, '\\-')}\\s`, 'm'), `${opt} listed`);
-    t.regex(r.stdout, /jdls -i \{-bPTA\}/);
-    t.regex(r.stdout, /later release/);
+    t.regex(r.stdout, /jdls -i \{-bPTAD\}/);
+    t.regex(r.stdout, /jdls -Cteststring/);
   }
   t.false(fs.existsSync(env.shm));
 });
@@ -89,9 +90,14 @@ test.serial('unknown or malformed options exit 2, name the problem, and create n
     [['-ib', '--json'], /--json does not apply to -i/],
     [['--bogus'], /unknown option '--bogus'/],
     [['-ib', 'extra'], /unexpected argument 'extra'/],
-    [['-ibD'], /-D .*not available yet.*later release/],
-    [['-kD'], /-D .*not available yet/],
     [['-C', 'a', 'b'], /-C takes its test string/],
+    [['-ibAD'], /-A .* and -D .* exclude each other/],
+    [['-ib', '--port', 'x'], /--port needs a TCP port number 0\.\.65535; got 'x'/],
+    [['-ib', '--port=70000'], /--port needs a TCP port number/],
+    [['-ib', '--bind', 'nohost'], /--bind needs an IP address/],
+    [['-ib', '--port'], /--port needs a value/],
+    [['-ibA', '--port', '1'], /--port does not apply to -iA/],
+    [['-k', '--bind', '::'], /--bind does not apply to -k/],
   ];
   for (const [args, re] of cases) {
     const r = await env.run(args);
@@ -104,9 +110,9 @@ test.serial('unknown or malformed options exit 2, name the problem, and create n
   t.false(fs.existsSync(`${env.dir}/jdls-monitor.log`));
 });
 
-test.serial('-ibs13000,50 starts a background monitor; -dvL shows it; a second -ib refuses; -k stops it', async (t) => {
+test.serial('-ibAs13000,50 starts a background monitor; -dvL shows it; a second -ib refuses; -k stops it', async (t) => {
   const env = new CliEnv(t);
-  const { pid } = await env.startBackground(['-ibs13000,50']);
+  const { pid } = await env.startBackground(['-ibAs13000,50']);
   // Ready means: the header names it and it runs.
   t.true(env.isAlive(pid));
   const d = await env.run(['-dvL']);
@@ -337,15 +343,20 @@ test.serial('foreground -i runs until SIGTERM, logs to stderr, and leaves the ta
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  t.true(await env.until(() => stderr.includes('lock monitor started')), stderr);
+  t.true(await env.until(() => stderr.includes('lock monitor started') && stderr.includes('lock listener started')), stderr);
   const d = await env.run(['-dv']);
   t.is(activeMonitorPid(d.stdout), child.pid);
+  t.regex(d.stdout, /^Lock listener at pid:\s+\d+ - Active$/m);
   t.regex(d.stdout, /time stamped$/m);
   await sleep(700); // a few tidy periods of 0.3 s
   child.kill('SIGTERM');
   t.is(await exited, 0);
-  const lines = stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; name: string; level: number });
-  t.true(lines.every((l) => l.name === 'jdls-monitor'));
+  const all = stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; name: string; level: number });
+  // The foreground service: the monitor here, the listener as its child, both on stderr.
+  const lines = all.filter((l) => l.name === 'jdls-monitor');
+  t.true(all.every((l) => ['jdls-monitor', 'jdls-listener', 'jdls-lockserver'].includes(l.name)));
+  t.true(all.some((l) => l.name === 'jdls-listener' && /lock listener started/.test(l.msg)), stderr);
+  t.true(all.some((l) => l.name === 'jdls-listener' && /lock listener stopped/.test(l.msg)), stderr);
   t.true(lines.filter((l) => l.msg.startsWith('tidy-up freed')).length >= 2, stderr);
   t.regex(lines[lines.length - 1]?.msg ?? '', /stopped: SIGTERM received/);
   t.is(stdout, '');

@@ -4,6 +4,7 @@
 // table, the file system or another process: parse, then execute (jdls.ts).
 // Flags combine as in the jBASE guide: `-ibs13000,50`, `-ibPT -t2`, `-dvL`,
 // `-Ko`; a value (-s, -t) is the rest of its token or the next argument.
+import nodeNet from 'node:net';
 import { native } from '../native.js';
 
 /** -s nn,mm */
@@ -12,12 +13,18 @@ export interface Size {
   perGroup: number;
 }
 
-/** -i[b][A][P][T] [-snn,mm] [-tnn]: create the table and run the monitor. */
+/** -i[b][A|D][P][T] [-snn,mm] [-tnn] [--port N] [--bind ADDR]: create the table, run the monitor and/or the listener. */
 export interface StartCommand {
   kind: 'start';
   background: boolean;
-  /** -A: arbiter (monitor) only; the same as without it until the listener exists */
+  /** -A: arbiter (monitor) only */
   arbiterOnly: boolean;
+  /** -D: distributed listener only */
+  listenerOnly: boolean;
+  /** --port, as typed (checked: an integer 0..65535) */
+  port?: string;
+  /** --bind, as typed (checked: an IP address) */
+  bind?: string;
   portLocks: boolean;
   timestamps: boolean;
   /** undefined: not given (the table's default 3020,20 applies) */
@@ -32,10 +39,22 @@ export interface MonitorChildCommand {
   tidyMinutes: number;
 }
 
-/** -k[A]: stop the monitor. */
+/** -k[A|D]: stop the monitor and/or the listener. */
 export interface StopCommand {
   kind: 'stop';
   arbiterOnly: boolean;
+  listenerOnly: boolean;
+}
+
+/** Internal: the listener process that `-ib`/`-ibD`/`-i` start. */
+export interface ListenerChildCommand {
+  kind: 'listener-child';
+}
+
+/** Internal: a lock-server process forked by the listener. */
+export interface LockServerChildCommand {
+  kind: 'lock-server-child';
+  mechanism: 'shm' | 'os';
 }
 
 /** -K[o]: remove the table. */
@@ -62,12 +81,12 @@ export interface ClientTestCommand {
   text: string;
 }
 
-export type Command = StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand | ClientTestCommand;
+export type Command =
+  | StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand
+  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand;
 
 export interface UsageError {
   message: string;
-  /** the option exists in jBASE but arrives with a later release (-D, -C) */
-  notYet?: boolean;
 }
 
 export type ParseResult = { ok: true; command: Command } | { ok: false; error: UsageError };
@@ -81,17 +100,19 @@ export const MIN_TIDY_MINUTES = 0.001;
 
 /** The internal flag of the background monitor process (not in -h). */
 export const MONITOR_CHILD_FLAG = '--monitor-child';
+/** The internal flags of the listener and lock-server processes (src/server/listener.ts). */
+export const LISTENER_CHILD_FLAG = '--listener';
+export const LOCK_SERVER_CHILD_FLAG = '--lock-server';
 
 const ACTIONS = 'ikKd';
 const MODIFIERS = 'bAPTDCovL';
 const VALUED = 'st';
 /** Which modifiers each action accepts (-s and -t count as modifiers). */
-const ALLOWED: Record<string, string> = { i: 'bAPTst', k: 'A', K: 'o', d: 'vL' };
+const ALLOWED: Record<string, string> = { i: 'bAPTDst', k: 'AD', K: 'o', d: 'vL' };
 
-const NOT_YET = 'not available yet: the distributed listener arrives with a later release';
 
-function fail(message: string, notYet = false): ParseResult {
-  return { ok: false, error: notYet ? { message, notYet } : { message } };
+function fail(message: string): ParseResult {
+  return { ok: false, error: { message } };
 }
 
 export function parseSize(text: string): Size | string {
@@ -134,13 +155,26 @@ export function parseArgs(argv: readonly string[]): ParseResult {
   let child = false;
   let sizeText: string | undefined;
   let tidyText: string | undefined;
+  let listenerChild = false;
+  let lockServerKind: string | undefined;
+  const net: { port?: string; bind?: string } = {};
 
   for (let i = 0; i < argv.length; i++) {
     const tok = argv[i] ?? '';
     if (tok === '--json') json = true;
     else if (tok === '--help') help = true;
     else if (tok === MONITOR_CHILD_FLAG) child = true;
-    else if (tok.startsWith('--')) return fail(`unknown option '${tok}'`);
+    else if (tok === LISTENER_CHILD_FLAG) listenerChild = true;
+    else if (tok === LOCK_SERVER_CHILD_FLAG) {
+      lockServerKind = argv[i + 1] ?? '';
+      i++;
+    } else if (/^--(port|bind)(=|$)/.test(tok)) {
+      const name = tok.startsWith('--port') ? 'port' : 'bind';
+      let value = tok.includes('=') ? tok.slice(tok.indexOf('=') + 1) : argv[++i];
+      if (value === undefined || value === '') return fail(`option --${name} needs a value (${name === 'port' ? 'e.g. --port 50002' : 'e.g. --bind 127.0.0.1'})`);
+      if (net[name] !== undefined) return fail(`option --${name} given twice`);
+      net[name] = value;
+    } else if (tok.startsWith('--')) return fail(`unknown option '${tok}'`);
     else if (tok.startsWith('-') && tok.length > 1) {
       for (let j = 1; j < tok.length; j++) {
         const c = tok[j] ?? '';
@@ -183,17 +217,30 @@ export function parseArgs(argv: readonly string[]): ParseResult {
     tidyMinutes = t;
   }
 
+  if (net.port !== undefined && !(/^\d+$/.test(net.port) && Number(net.port) <= 65535))
+    return fail(`--port needs a TCP port number 0..65535; got '${net.port}'`);
+  if (net.bind !== undefined && nodeNet.isIP(net.bind) === 0)
+    return fail(`--bind needs an IP address (e.g. 0.0.0.0, 127.0.0.1, ::); got '${net.bind}'`);
+
   if (help) return { ok: true, command: { kind: 'help' } };
+
+  if (listenerChild || lockServerKind !== undefined) {
+    if (letters.size || sizeText !== undefined || tidyText !== undefined || json || child || (listenerChild && lockServerKind !== undefined))
+      return fail('internal server process flags take no other options');
+    if (listenerChild) return { ok: true, command: { kind: 'listener-child' } };
+    if (lockServerKind !== 'shm' && lockServerKind !== 'os') return fail(`${LOCK_SERVER_CHILD_FLAG} needs shm or os`);
+    return { ok: true, command: { kind: 'lock-server-child', mechanism: lockServerKind } };
+  }
 
   if (child) {
     if (letters.size || sizeText !== undefined || json) return fail(`${MONITOR_CHILD_FLAG} takes only -t`);
     return { ok: true, command: { kind: 'monitor-child', tidyMinutes } };
   }
 
-  // The listener's options are recognised, but it arrives later: say so
-  // rather than pretend (and rather than "no action" for a bare -D).
+  // -C was taken above when well formed (parseClientTest); here it came with
+  // other options.
   if (letters.has('C')) return fail('-C takes its test string and no other options: jdls -Cteststring');
-  if (letters.has('D')) return fail(`-D (distributed listener): ${NOT_YET}`, true);
+  if (letters.has('A') && letters.has('D')) return fail('options -A (monitor only) and -D (listener only) exclude each other');
 
   const explicitD = letters.has('d');
   // In jBASE 5.x -L implies -d; --json is a way of displaying too.
@@ -210,6 +257,11 @@ export function parseArgs(argv: readonly string[]): ParseResult {
   if (sizeText !== undefined && !allowed.includes('s')) return fail(`option -s does not apply to -${action}`);
   if (tidyText !== undefined && !allowed.includes('t')) return fail(`option -t does not apply to -${action}`);
   if (json && action !== 'd') return fail(`option --json does not apply to -${action}`);
+  for (const name of ['port', 'bind'] as const) {
+    if (net[name] === undefined) continue;
+    if (action !== 'i') return fail(`option --${name} does not apply to -${action}`);
+    if (letters.has('A')) return fail(`option --${name} does not apply to -iA (no listener)`);
+  }
 
   switch (action) {
     case 'i': {
@@ -217,16 +269,19 @@ export function parseArgs(argv: readonly string[]): ParseResult {
         kind: 'start',
         background: letters.has('b'),
         arbiterOnly: letters.has('A'),
+        listenerOnly: letters.has('D'),
         portLocks: letters.has('P'),
         timestamps: letters.has('T'),
         tidyMinutes,
         tidyGiven: tidyText !== undefined,
       };
       if (size) start.size = size;
+      if (net.port !== undefined) start.port = net.port;
+      if (net.bind !== undefined) start.bind = net.bind;
       return { ok: true, command: start };
     }
     case 'k':
-      return { ok: true, command: { kind: 'stop', arbiterOnly: letters.has('A') } };
+      return { ok: true, command: { kind: 'stop', arbiterOnly: letters.has('A'), listenerOnly: letters.has('D') } };
     case 'K':
       return { ok: true, command: { kind: 'remove', force: letters.has('o') } };
     default: {

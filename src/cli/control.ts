@@ -1,7 +1,8 @@
-// control.ts - `jdls -k[A]` (stop the monitor) and `jdls -K[o]` (remove the
-// lock table).
+// control.ts - `jdls -k[A|D]` (stop the monitor and/or the listener) and
+// `jdls -K[o]` (remove the lock table).
 //
-// Owns: finding the monitor through the table header, signalling it and
+// Owns: finding the monitor through the table header and the listener
+// through its pid file or the header (src/server/state.ts), signalling them and
 // waiting for it to go; refusing to remove a table that processes still
 // have mapped (or hold locks in), or forcing it. Does not own: the monitor's own exit (it clears
 // its pid in the header itself, monitor.ts) or the list of attached
@@ -12,6 +13,7 @@ import { JdlsError } from '../errors.js';
 import { attachedProcesses, tablePath, type AttachedProcess } from '../installation.js';
 import { isRunning, waitGone } from './procs.js';
 import { writeFd, noTableMessage } from './display.js';
+import { findListener } from '../server/state.js';
 
 /** How long -k waits for the monitor to exit after SIGTERM. */
 export const STOP_WAIT_MS = 5_000;
@@ -105,10 +107,41 @@ async function stopProcess(m: MonitorRef, kill: boolean): Promise<boolean> {
 }
 
 /**
- * -k, -kA: stop the lock monitor; the table and every lock stay. Until the
- * distributed listener exists, -k and -kA do the same.
+ * -kD: stop the listener. Its lock-server processes stay: connected clients
+ * keep their locks and keep locking; new connections are refused until a
+ * listener runs again.
  */
-export async function stop(dir: string): Promise<number> {
+async function stopListener(dir: string): Promise<number> {
+  const l = findListener(dir);
+  if (!l) {
+    say('jdls: lock listener not running');
+    return 0;
+  }
+  try {
+    if (await stopProcess({ pid: l.pid, start: l.start }, false)) {
+      say(`jdls: lock listener at pid ${l.pid} stopped`);
+      return 0;
+    }
+  } catch (e) {
+    complain(`jdls: cannot stop the lock listener at pid ${l.pid}: ${(e as Error).message}`);
+    return 1;
+  }
+  complain(`jdls: lock listener at pid ${l.pid} did not stop within ${STOP_WAIT_MS / 1000} s`);
+  return 1;
+}
+
+/**
+ * -k: stop the listener and the lock monitor; -kA the monitor only; -kD the
+ * listener only. The table and every lock stay, and lock-server processes
+ * keep serving the clients connected to them.
+ */
+export async function stop(dir: string, which: { monitor: boolean; listener: boolean } = { monitor: true, listener: true }): Promise<number> {
+  const lrc = which.listener ? await stopListener(dir) : 0;
+  const mrc = which.monitor ? await stopMonitor(dir) : 0;
+  return lrc || mrc;
+}
+
+async function stopMonitor(dir: string): Promise<number> {
   const m = liveMonitor(dir);
   if (m === 'no-table') {
     say(`jdls: lock monitor not running (no lock table for JBCRELEASEDIR=${dir})`);

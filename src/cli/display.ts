@@ -16,6 +16,7 @@ import { LockTable, type LockRow, type TableHeader } from '../table.js';
 import { JdlsError } from '../errors.js';
 import { tablePath } from '../installation.js';
 import { isRunning, cpuSeconds } from './procs.js';
+import { findListener, type ListenerInfo } from '../server/state.js';
 
 // ===== output ==============================================================
 
@@ -177,6 +178,29 @@ interface ProcStatus {
 const procStatus = (pid: number, start: number): ProcStatus => ({ pid, active: isRunning(pid, start) });
 const procText = (p: ProcStatus): string => (p.pid ? `${p.pid} - ${p.active ? 'Active' : 'Not running'}` : 'Not running');
 
+interface ListenerStatus extends ProcStatus {
+  port: number;
+  addr: string;
+  mechanism?: string;
+}
+
+/**
+ * The listener: the header's entry, or (a listener without a table entry:
+ * started before the table, or -ibD) its pid file.
+ */
+function listenerStatus(h: TableHeader | undefined, dir: string): ListenerStatus {
+  const fromHeader: ListenerStatus | undefined = h
+    ? { ...procStatus(h.listenerPid, h.listenerStart), port: h.listenerPort, addr: h.listenerAddr }
+    : undefined;
+  if (fromHeader?.active) return fromHeader;
+  const f: ListenerInfo | undefined = findListener(dir);
+  if (f) return { pid: f.pid, active: true, port: f.port, addr: f.addr, mechanism: f.mechanism };
+  return fromHeader ?? { pid: 0, active: false, port: 0, addr: '' };
+}
+
+const listenerText = (l: ListenerStatus): string =>
+  `Lock listener at pid:     ${procText(l)}\n${l.active ? `Lock listener on:         ${l.addr || '0.0.0.0'} port ${l.port}\n` : ''}`;
+
 function tidyTime(h: TableHeader): string {
   const minutes = h.tidyMs / 60_000;
   if (Number.isInteger(minutes)) return `${minutes} minute${minutes === 1 ? '' : 's'}`;
@@ -196,8 +220,15 @@ export function display(cmd: DisplayCommand, dir: string): number {
   try {
     table = LockTable.open({ releaseDir: dir });
   } catch (e) {
-    if (e instanceof JdlsError && e.code === 'NO_TABLE') writeFd(2, `${noTableMessage(dir)}\n`);
-    else writeFd(2, `jdls: cannot open the lock table ${tablePath(dir)}: ${(e as Error).message}\n`);
+    if (e instanceof JdlsError && e.code === 'NO_TABLE') {
+      // A listener on OS file locks (-ibD without a monitor) has no table.
+      const l = listenerStatus(undefined, dir);
+      if (l.active && !cmd.json) {
+        writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(l)}${line('Locking mechanism:', 'OS file locks (no shared memory lock table)')}`);
+        return 0;
+      }
+      writeFd(2, `${noTableMessage(dir)}\n`);
+    } else writeFd(2, `jdls: cannot open the lock table ${tablePath(dir)}: ${(e as Error).message}\n`);
     return 1;
   }
   try {
@@ -218,8 +249,8 @@ const line = (label: string, value: string): string => `${label.padEnd(LABEL)}${
 function showText(cmd: DisplayCommand, table: LockTable): void {
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
-  const lis = procStatus(h.listenerPid, h.listenerStart);
-  let head = `Lock monitor at pid:      ${procText(mon)}\nLock listener at pid:     ${procText(lis)}\n`;
+  const lis = listenerStatus(h, table.releaseDir);
+  let head = `Lock monitor at pid:      ${procText(mon)}\n${listenerText(lis)}`;
   let counts: Counts | undefined;
   if (cmd.verbose) {
     // The memory line comes before the rows: it uses the group counters, and
@@ -263,7 +294,7 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
 function showJson(cmd: DisplayCommand, table: LockTable): void {
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
-  const lis = procStatus(h.listenerPid, h.listenerStart);
+  const lis = listenerStatus(h, table.releaseDir);
   const cpu = mon.active ? cpuSeconds(mon.pid) : undefined;
   const head = {
     releaseDir: table.releaseDir,
@@ -278,7 +309,7 @@ function showJson(cmd: DisplayCommand, table: LockTable): void {
       tidyOps: h.tidyOps,
       cpu: cpu ?? null,
     },
-    listener: { pid: h.listenerPid || null, active: lis.active, port: h.listenerPort || null, addr: h.listenerAddr || null },
+    listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
     header: h,
     mechanism: { text: mechanism(h), portLocks: h.portLocks, timestamps: h.timestamps },
     geometry: { requestedLocks: h.requestedLocks, locks: h.capacity, groups: h.ngroups, perGroup: h.perGroup, entrySize: h.entrySize, totalSize: h.totalSize },

@@ -1,29 +1,42 @@
 // help.ts - the text of `jdls -h`: the guide's usage lines and every option
-// with its meaning and default, marking jdls extensions and the options
-// that arrive with the distributed listener.
+// with its meaning and default, marking jdls extensions.
 import { DEFAULT_TIDY_MINUTES } from './args.js';
 import { C } from '../native.js';
+import { DEFAULTS, CONFIG_FILE } from '../server/config.js';
 
 export function helpText(): string {
-  return `jdls - jBASE-style Distributed Lock Service: shared-memory lock table and its monitor
+  return `jdls - jBASE-style Distributed Lock Service: shared-memory lock table, its
+monitor, and the distributed lock listener
 
 Usage:
-  jdls -i {-bPTA} {-snn,mm} {-tnn}   create the lock table and start the lock monitor
-  jdls -k {-A}                       stop the lock monitor
+  jdls -i {-bPTAD} {-snn,mm} {-tnn} {--port N} {--bind ADDR}
+                                     create the lock table, start the lock monitor
+                                     and the distributed listener
+  jdls -k {-AD}                      stop the lock monitor and/or the listener
   jdls -K {-o}                       remove the lock table
   jdls -d{v}{L} {--json}             display the lock table
+  jdls -Cteststring                  test this client's JDLS configuration
   jdls -h                            this help
 
 Options:
-  -i        Initialise the shared memory lock table and start the lock monitor.
-            (In jBASE -i also starts the distributed listener; it arrives with a
-            later release, so -i starts the lock monitor only.)
+  -i        Initialise the shared memory lock table, start the lock monitor and
+            the distributed lock listener (two processes).
   -b        Run in the background (normal mode of operation). jdls returns once
-            the monitor is ready; it logs to $JBCRELEASEDIR/jdls-monitor.log.
-            Without -b the monitor runs in the foreground, logs to stderr and
-            runs until SIGTERM or SIGINT.
+            the monitor and the listener are ready; they log to
+            $JBCRELEASEDIR/jdls-monitor.log and jdls-listener.log. Without -b
+            the monitor runs in the foreground with the listener as its child,
+            both log to stderr, until SIGTERM or SIGINT.
   -A        Arbiter (lock monitor) only, do not start/stop the distributed
-            listener. Same as without -A until the listener exists.
+            listener.
+  -D        Distributed listener only, do not start/stop the lock monitor.
+            -ibD without a running monitor means OS file locks; -kD stops the
+            listener only: connected clients keep locking through their lock
+            server processes, new connections are refused until it restarts.
+  --port N  The listener's TCP port (default ${DEFAULTS.port}; 0 = any free port).
+  --bind A  The address the listener binds (default ${DEFAULTS.bind}; :: for all
+            IPv6 and IPv4 interfaces). Both can also be set, with the other
+            listener settings, in $JBCRELEASEDIR/${CONFIG_FILE}; the command
+            line wins.
   -P        Port based locks: a lock belongs to (host, port), so two processes
             on one port share their locks. Default: process/thread id based.
   -T        Time stamp all shared memory locks (shown by -dvL).
@@ -34,8 +47,9 @@ Options:
   -tnn      Tidy-up period in minutes: free the locks of processes that no
             longer exist. Default ${DEFAULT_TIDY_MINUTES}. jdls extension: decimals are accepted
             (-t0.5 is 30 seconds).
-  -k        Kill the shared memory lock monitor (waits up to 5 s for it to
-            exit). Locks and the table are left as they are.
+  -k        Kill the lock listener and the shared memory lock monitor (waits up
+            to 5 s for each to exit). Locks, the table and the lock server
+            processes of connected clients are left as they are.
   -K        Remove the lock table (the shared memory). Refused while any
             process has it attached or holds locks in it; those processes
             are named.
@@ -47,24 +61,29 @@ Options:
   -L        List the record locks outstanding (implies -d).
   --json    jdls extension: print the display as one JSON document (alone it
             means -dvL --json; queued lock requests are included).
+  -C        Client connection test: -Cteststring connects to each server the
+            JDLS environment variable names, sends the test string and checks
+            the echo (exit 0), or prints why locks would not be enabled
+            (exit 1; 2 if JDLS is malformed).
   -h        This help (also --help).
 
-Arriving with the distributed listener (a later release; now an error):
-  -D        Distributed listener only (-ibD, -kD).
-  -C        Client connection test.
-
 Environment:
+  JDLS            client configuration (SERVER=host{,port}, SERVER2=..., WAIT,
+                  TIMEOUT=s, BINARY, OSLOCKS, LOCK=..., VERBOSE, TRACE=file)
   JBCRELEASEDIR   the installation; its lock table is /dev/shm/jdls-<uid>-<hash>.
                   Unset: $HOME/.jdls (or /tmp/jdls-<uid> without HOME).
-  JDLS_LOG_LEVEL  the monitor's log level (fatal..trace; default info).
+  JDLS_LOG_LEVEL  the log level of the monitor, listener and lock servers
+                  (fatal..trace; default info).
 
 Exit codes: 0 success; 1 the command failed (no table, monitor already
 running, table in use, ...); 2 usage error (nothing was started or created).
 
 Examples:
   jdls -ibs13000,50    start in the background with 13150 locks in 263 groups
-  jdls -dvL            show the monitor state and every record lock
-  jdls -k              stop the monitor
+  jdls -ib --port 50010 --bind 10.44.1.56
+  jdls -dvL            show the monitor and listener state and every record lock
+  jdls -kD             stop the listener only (restart it with jdls -ibD)
+  jdls -k              stop the listener and the monitor
   jdls -K              remove the table
 `;
 }

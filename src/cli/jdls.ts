@@ -6,9 +6,11 @@ import { parseArgs, type Command } from './args.js';
 import { helpText } from './help.js';
 import { display, writeFd, PipeClosed } from './display.js';
 import { stop, remove } from './control.js';
-import { start, monitorChild } from './start.js';
+import { start, monitorChild, listenerChild } from './start.js';
 import { releaseDir } from '../installation.js';
 import { clientTest } from './client-test.js';
+import { runLockServer } from '../server/lockserver.js';
+import { configFromEnv, loadConfig } from '../server/config.js';
 
 async function run(cmd: Command): Promise<number> {
   const dir = releaseDir();
@@ -19,7 +21,7 @@ async function run(cmd: Command): Promise<number> {
     case 'display':
       return display(cmd, dir);
     case 'stop':
-      return stop(dir);
+      return stop(dir, { monitor: !cmd.listenerOnly, listener: !cmd.arbiterOnly });
     case 'remove':
       return remove(dir, cmd.force);
     case 'start':
@@ -28,6 +30,10 @@ async function run(cmd: Command): Promise<number> {
       return monitorChild(cmd.tidyMinutes, dir);
     case 'client-test':
       return clientTest(cmd.text, { out: (l) => writeFd(1, `${l}\n`), err: (l) => writeFd(2, `${l}\n`) });
+    case 'listener-child':
+      return listenerChild(dir);
+    case 'lock-server-child':
+      return runLockServer({ kind: cmd.mechanism, releaseDir: dir, cfg: configFromEnv() ?? loadConfig(dir) });
   }
 }
 

@@ -57,7 +57,7 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
   const h = table.header();
   log.info(
     { table: table.path, releaseDir: table.releaseDir, groups: h.ngroups, perGroup: h.perGroup, locks: h.capacity, tidyMinutes },
-    'lock monitor started (the distributed listener arrives with a later release)',
+    'lock monitor started',
   );
 
   return new Promise<number>((resolve) => {

@@ -1,10 +1,21 @@
-// start.ts - `jdls -i[b][A][P][T] [-snn,mm] [-tnn]`: create the lock table
-// and run the monitor, in the foreground or as a background process.
+// start.ts - `jdls -i[b][A|D][P][T] [-snn,mm] [-tnn] [--port N] [--bind A]`:
+// create the lock table and run the monitor and/or the distributed listener,
+// in the foreground or as background processes.
 //
-// Owns: the checks before a start (a live monitor refuses, an existing table
-// warns that new sizing is ignored), spawning the background monitor with
-// its log file, and waiting until it is ready. Does not own: the monitor
-// loop (monitor.ts) or the table (table.ts).
+// Owns: the checks before a start (a live monitor or listener refuses, an
+// existing table warns that new sizing is ignored, the listener's settings
+// resolve), spawning the background monitor and listener with their log
+// files, waiting until they are ready, and, in the foreground, running the
+// monitor here with the listener as a supervised child. Does not own: the
+// monitor loop (monitor.ts), the listener (src/server/listener.ts) or the
+// table (table.ts).
+//
+//   -ib   monitor, then listener (two background processes, as the guide's
+//         ps -ef); the listener finds the monitor alive and uses shm.
+//   -ibA  monitor only.   -ibD  listener only (OS file locks unless a
+//         monitor already runs).
+//   -i    foreground: monitor in this process, listener as a child process;
+//         both log to stderr (systemd).
 //
 // The parent creates the table, so sizing warnings reach the operator's
 // terminal; the background child only opens it. Ready means the child has
@@ -12,11 +23,15 @@
 // loop) and is alive.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { LockTable, type TableHeader } from '../table.js';
 import { createLogger } from '../log.js';
-import { MONITOR_CHILD_FLAG, type StartCommand } from './args.js';
+import { MONITOR_CHILD_FLAG, LISTENER_CHILD_FLAG, type StartCommand } from './args.js';
+import { loadConfig, configFromEnv, configToEnv, CONFIG_ENV, type ServerConfig } from '../server/config.js';
+import { findListener, LISTENER_LOG } from '../server/state.js';
+import { runListener } from '../server/listener.js';
+import type { Logger } from '../log.js';
 import { runMonitor } from './monitor.js';
 import { isRunning } from './procs.js';
 import { writeFd } from './display.js';
@@ -69,19 +84,188 @@ function prepare(cmd: StartCommand, dir: string): LockTable | undefined {
   return table;
 }
 
+export const MONITOR_TITLE = 'jdls -ib (lock monitor)';
+
 export async function start(cmd: StartCommand, dir: string): Promise<number> {
+  const wantListener = !cmd.arbiterOnly;
+  let cfg: ServerConfig | undefined;
+  if (wantListener) {
+    try {
+      cfg = loadConfig(dir, { ...(cmd.port !== undefined ? { port: cmd.port } : {}), ...(cmd.bind !== undefined ? { bind: cmd.bind } : {}) });
+    } catch (e) {
+      complain(`jdls: ${(e as Error).message}`);
+      return 1;
+    }
+    const l = findListener(dir);
+    if (l) {
+      complain(`jdls: lock listener already running at pid ${l.pid} (${l.addr} port ${l.port})`);
+      return 1;
+    }
+  }
+  if (cmd.listenerOnly && cfg) {
+    if (cmd.size || cmd.tidyGiven || cmd.portLocks || cmd.timestamps)
+      complain('jdls: warning: -s, -t, -P and -T configure the lock monitor and its table; ignored with -D');
+    if (cmd.background) return startListenerBackground(dir, cfg);
+    return runListener({ releaseDir: dir, cfg, log: createLogger({ name: 'listener' }) });
+  }
   const table = prepare(cmd, dir);
   if (!table) return 1;
-  if (!cmd.background) return runMonitor({ table, tidyMinutes: cmd.tidyMinutes, log: createLogger({ name: 'monitor' }) });
+  if (!cmd.background) return foreground(cmd, dir, table, cfg);
+  let rc: number;
   try {
-    return await startBackground(cmd, dir, table);
+    rc = await startBackground(cmd, dir, table);
   } finally {
     table.close();
   }
+  if (rc !== 0 || !cfg) return rc;
+  return startListenerBackground(dir, cfg);
+}
+
+/** The internal `--listener` process: run the listener with the settings its parent resolved. */
+export async function listenerChild(dir: string): Promise<number> {
+  const log = createLogger({ name: 'listener' });
+  let cfg: ServerConfig;
+  try {
+    cfg = configFromEnv() ?? loadConfig(dir);
+  } catch (e) {
+    log.error({ err: e }, `lock listener cannot start: ${(e as Error).message}`);
+    return 1;
+  }
+  return runListener({ releaseDir: dir, cfg, log });
+}
+
+/**
+ * `jdls -i` (foreground): the monitor runs here, the listener as a child
+ * process whose stderr is ours. A listener that dies (not one stopped with
+ * jdls -kD, which exits 0) is restarted after a second, a few times.
+ */
+async function foreground(cmd: StartCommand, dir: string, table: LockTable, cfg: ServerConfig | undefined): Promise<number> {
+  const log = createLogger({ name: 'monitor' });
+  const monitor = runMonitor({ table, tidyMinutes: cmd.tidyMinutes, log });
+  if (!cfg || !claimedMonitor(dir)) return monitor;
+  const sup = superviseListener(dir, cfg, log);
+  const code = await monitor;
+  await sup.stop();
+  return code;
+}
+
+function claimedMonitor(dir: string): boolean {
+  try {
+    const t = LockTable.open({ releaseDir: dir });
+    try {
+      return t.header().monitorPid === process.pid;
+    } finally {
+      t.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+/** Restarts allowed per minute before the supervisor gives up on the listener. */
+const MAX_RESTARTS = 5;
+
+function superviseListener(dir: string, cfg: ServerConfig, log: Logger): { stop: () => Promise<void> } {
+  const script = fileURLToPath(new URL('./jdls.js', import.meta.url));
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  let restarts: number[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const run = (): void => {
+    const c = spawn(process.execPath, [script, LISTENER_CHILD_FLAG], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, JBCRELEASEDIR: dir, [CONFIG_ENV]: configToEnv(cfg) },
+    });
+    child = c;
+    c.on('error', (e) => log.error({ err: e }, 'could not run the lock listener'));
+    c.on('exit', (code, sig) => {
+      child = undefined;
+      if (stopping) return;
+      if (code === 0) {
+        log.info('lock listener stopped (jdls -kD); start it again with jdls -ibD');
+        return;
+      }
+      const now = Date.now();
+      restarts = restarts.filter((t) => now - t < 60_000);
+      if (restarts.length >= MAX_RESTARTS) {
+        log.error({ code, signal: sig }, `lock listener ended (${sig ?? code}) ${MAX_RESTARTS} times in a minute; not restarting it`);
+        return;
+      }
+      restarts.push(now);
+      log.error({ code, signal: sig }, `lock listener ended (${sig ?? `exit code ${code}`}); restarting it in 1 s`);
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (!stopping && !findListener(dir)) run();
+      }, 1000);
+    });
+  };
+  run();
+  return {
+    stop: async () => {
+      stopping = true;
+      if (timer) clearTimeout(timer);
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const gone = new Promise<void>((r) => c.once('exit', () => r()));
+      c.kill('SIGTERM');
+      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** `-ib`/`-ibD`: the listener as a background process; ready when its pid file names it. */
+async function startListenerBackground(dir: string, cfg: ServerConfig): Promise<number> {
+  const logPath = path.join(dir, LISTENER_LOG);
+  let fd: number;
+  let logStart: number;
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fd = fs.openSync(logPath, 'a');
+    logStart = fs.fstatSync(fd).size;
+  } catch (e) {
+    complain(`jdls: cannot open the listener log ${logPath}: ${(e as Error).message}`);
+    return 1;
+  }
+  const script = fileURLToPath(new URL('./jdls.js', import.meta.url));
+  let exited: string | undefined;
+  const child = spawn(process.execPath, [script, LISTENER_CHILD_FLAG], {
+    detached: true,
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, JBCRELEASEDIR: dir, [CONFIG_ENV]: configToEnv(cfg) },
+  });
+  fs.closeSync(fd);
+  child.on('error', (e) => (exited = `could not be run: ${e.message}`));
+  child.on('exit', (code, sig) => (exited = sig ? `was killed by ${sig}` : `exited with code ${code}`));
+  child.unref();
+  const deadline = Date.now() + READY_WAIT_MS;
+  while (Date.now() < deadline && exited === undefined) {
+    const l = findListener(dir);
+    if (child.pid && l?.pid === child.pid && l.port !== 0) {
+      say(`jdls: lock listener started at pid ${l.pid} on ${l.addr} port ${l.port}, ${l.mechanism === 'shm' ? 'shared memory locks' : 'OS file locks'} (log: ${logPath})`);
+      return 0;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  if (exited === undefined) {
+    exited = `was not ready within ${READY_WAIT_MS / 1000} s`;
+    if (child.pid) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  complain(`jdls: the lock listener failed to start: it ${exited}`);
+  for (const l of logTail(logPath, logStart, child.pid)) complain(`  ${l}`);
+  return 1;
 }
 
 /** The internal `--monitor-child` process: open the table its parent made, run. */
 export async function monitorChild(tidyMinutes: number, dir: string): Promise<number> {
+  process.title = MONITOR_TITLE;
   const log = createLogger({ name: 'monitor' });
   let table: LockTable;
   try {

@@ -90,6 +90,9 @@ export class CliEnv {
     this.env = { ...process.env, JBCRELEASEDIR: this.dir };
     delete this.env['JDLS_LOG_LEVEL'];
     this.shm = tablePath(this.dir);
+    // -ib starts a listener too: any free port on loopback, so tests never
+    // collide on 50002 or listen on the network.
+    fs.writeFileSync(path.join(this.dir, 'jdls.yaml'), 'port: 0\nbind: 127.0.0.1\n');
     t.teardown(() => this.cleanup());
   }
 
@@ -118,14 +121,13 @@ export class CliEnv {
     return child;
   }
 
-  /** `jdls -ib...`; returns the monitor's pid (from "started at pid N"). */
+  /** `jdls -ib...`; returns the first pid started (the monitor's, from "started at pid N"); all are tracked. */
   async startBackground(args: string[] = ['-ib']): Promise<{ pid: number; result: RunResult }> {
     const result = await this.run(args);
-    const m = /started at pid (\d+)/.exec(result.stdout);
-    if (result.code !== 0 || !m) throw new Error(`jdls ${args.join(' ')} failed: ${result.code} ${result.stdout} ${result.stderr}`);
-    const pid = Number(m[1]);
-    this.track(pid);
-    return { pid, result };
+    const pids = [...result.stdout.matchAll(/started at pid (\d+)/g)].map((m) => Number(m[1]));
+    if (result.code !== 0 || pids.length === 0) throw new Error(`jdls ${args.join(' ')} failed: ${result.code} ${result.stdout} ${result.stderr}`);
+    for (const p of pids) this.track(p);
+    return { pid: pids[0] ?? 0, result };
   }
 
   /** A Node process holding locks in this installation's table. */
@@ -191,6 +193,10 @@ export class CliEnv {
   }
 
   async cleanup(): Promise<void> {
+    // The listener's lock-server processes are not started by the test
+    // directly: they are the processes whose environment names this
+    // (unique) installation directory.
+    for (const pid of processesOf(this.dir)) this.track(pid);
     for (const [pid, start] of this.pids) {
       if (!this.isAlive(pid) || native.pidStart(pid) !== start) continue;
       try {
@@ -203,6 +209,21 @@ export class CliEnv {
     fs.rmSync(this.shm, { force: true });
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Live processes (not this one) whose environment has JBCRELEASEDIR=dir. */
+export function processesOf(dir: string): number[] {
+  const needle = `JBCRELEASEDIR=${dir}\0`;
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle)) out.push(Number(name));
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return out;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,166 @@
+// config.ts - the distributed listener's settings: defaults, the YAML file
+// $JBCRELEASEDIR/jdls.yaml, command-line overrides, and validation.
+//
+// Owns: the one list of server settings (name, default, range), reading and
+// checking the file (unknown keys and bad values are errors naming the key),
+// and handing the resolved settings to child processes. Does not own: what
+// the settings do (listener.ts, session.ts) or parsing argv (src/cli/args.ts).
+//
+// Resolution order: defaults < jdls.yaml < command line (--port, --bind).
+// The command the operator ran resolves and checks everything, so errors
+// reach the terminal; the listener and its lock-server processes receive the
+// result through the environment (JDLS_SERVER_CONFIG) and never re-read the
+// file: every process of one service runs with the same settings.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { PROTO } from '../protocol/constants.js';
+import { JdlsError } from '../errors.js';
+
+export const CONFIG_FILE = 'jdls.yaml';
+/** The environment variable that carries resolved settings to the listener and lock servers. */
+export const CONFIG_ENV = 'JDLS_SERVER_CONFIG';
+
+export interface ServerConfig {
+  /** TCP port the listener accepts on; 0 = any free port (tests) */
+  port: number;
+  /** address the listener binds; '0.0.0.0' = every IPv4 interface, '::' = every interface */
+  bind: string;
+  /** clients served by one lock-server process (1 = the guide's one process per client) */
+  clientsPerProcess: number;
+  /** lock-server processes kept ready beyond those in use */
+  spareProcesses: number;
+  /** a lock-server process with no clients for this long exits (unless it is a spare) */
+  idleProcessMs: number;
+  /** interval of WAITING interim frames (distributed lock retries) */
+  interimMs: number;
+  /** the longest silence allowed from a client before its connection is declared dead */
+  keepaliveMs: number;
+  /** connections the listener hands out at once (over all lock-server processes) */
+  maxConnections: number;
+  /** locks one connection may hold */
+  maxLocksPerClient: number;
+  /** waiting lock requests one connection may have outstanding */
+  maxOutstanding: number;
+  /** bytes queued for a client that does not read before it is disconnected */
+  maxSendBacklog: number;
+}
+
+interface Setting {
+  kind: 'int' | 'addr';
+  min?: number;
+  max?: number;
+  text: string;
+}
+
+export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
+  port: PROTO.DEFAULT_PORT,
+  bind: '0.0.0.0',
+  clientsPerProcess: 16,
+  spareProcesses: 1,
+  idleProcessMs: 60_000,
+  interimMs: 5_000,
+  keepaliveMs: 30_000,
+  maxConnections: 4096,
+  maxLocksPerClient: 100_000,
+  maxOutstanding: 1024,
+  maxSendBacklog: 1 << 20,
+});
+
+const U32 = 0xffffffff;
+
+export const SETTINGS: Readonly<Record<keyof ServerConfig, Setting>> = {
+  port: { kind: 'int', min: 0, max: 65535, text: 'TCP port (0 = any free port)' },
+  bind: { kind: 'addr', text: 'IP address to listen on' },
+  clientsPerProcess: { kind: 'int', min: 1, max: 100_000, text: 'clients per lock-server process' },
+  spareProcesses: { kind: 'int', min: 0, max: 64, text: 'idle lock-server processes kept ready' },
+  idleProcessMs: { kind: 'int', min: 0, max: U32, text: 'ms before an idle lock-server process exits' },
+  interimMs: { kind: 'int', min: 10, max: U32, text: 'ms between WAITING interim messages' },
+  keepaliveMs: { kind: 'int', min: 100, max: U32, text: 'ms of client silence before the connection is dropped' },
+  maxConnections: { kind: 'int', min: 1, max: 10_000_000, text: 'connections at once' },
+  maxLocksPerClient: { kind: 'int', min: 1, max: U32, text: 'locks held by one connection' },
+  maxOutstanding: { kind: 'int', min: 1, max: 1_000_000, text: 'waiting lock requests of one connection' },
+  maxSendBacklog: { kind: 'int', min: 65_536, max: U32, text: 'bytes queued for a slow client' },
+};
+
+const KEYS = Object.keys(SETTINGS) as (keyof ServerConfig)[];
+
+/** One setting's value, checked; a string is the error text (naming the key). */
+function check(key: keyof ServerConfig, value: unknown, where: string): number | string | JdlsError {
+  const s = SETTINGS[key];
+  if (s.kind === 'addr') {
+    if (typeof value !== 'string' || net.isIP(value) === 0)
+      return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be an IP address (e.g. 0.0.0.0, 127.0.0.1, ::), got ${JSON.stringify(value)}`);
+    return value;
+  }
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < (s.min ?? 0) || n > (s.max ?? U32))
+    return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be an integer ${s.min ?? 0}..${s.max ?? U32} (${s.text}), got ${JSON.stringify(value)}`);
+  return n;
+}
+
+function apply(into: ServerConfig, values: Record<string, unknown>, where: string): void {
+  for (const [k, v] of Object.entries(values)) {
+    if (!(KEYS as string[]).includes(k))
+      throw new JdlsError('BAD_ARGUMENT', `${where}: unknown setting '${k}' (known: ${KEYS.join(', ')})`);
+    const key = k as keyof ServerConfig;
+    const r = check(key, v, where);
+    if (r instanceof JdlsError) throw r;
+    (into as unknown as Record<string, number | string>)[key] = r;
+  }
+}
+
+/** Command-line settings (--port, --bind); strings as typed. */
+export type ConfigOverrides = Partial<Record<'port' | 'bind', string>>;
+
+/**
+ * The settings of the installation `dir`: defaults, then jdls.yaml if it
+ * exists, then the overrides. Throws JdlsError BAD_ARGUMENT naming the file
+ * and key (or the option) on any bad value.
+ */
+export function loadConfig(dir: string, overrides: ConfigOverrides = {}): ServerConfig {
+  const cfg: ServerConfig = { ...DEFAULTS };
+  const file = path.join(dir, CONFIG_FILE);
+  let text: string | undefined;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new JdlsError('BAD_ARGUMENT', `${file}: cannot read: ${(e as Error).message}`);
+  }
+  if (text !== undefined) {
+    let doc: unknown;
+    try {
+      doc = parseYaml(text);
+    } catch (e) {
+      throw new JdlsError('BAD_ARGUMENT', `${file}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc))
+        throw new JdlsError('BAD_ARGUMENT', `${file}: must be a mapping of settings (key: value)`);
+      apply(cfg, doc as Record<string, unknown>, file);
+    }
+  }
+  for (const [k, v] of Object.entries(overrides)) {
+    if (v === undefined) continue;
+    const r = check(k as keyof ServerConfig, v, `--${k}`);
+    if (r instanceof JdlsError) throw new JdlsError('BAD_ARGUMENT', r.message.replace(`--${k}: ${k} must`, `--${k} must`));
+    (cfg as unknown as Record<string, number | string>)[k] = r;
+  }
+  return cfg;
+}
+
+/** Settings for a child process's environment. */
+export function configToEnv(cfg: ServerConfig): string {
+  return JSON.stringify(cfg);
+}
+
+/** Settings from the environment (a child of the listener), or undefined. */
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig | undefined {
+  const text = env[CONFIG_ENV];
+  if (!text) return undefined;
+  const cfg: ServerConfig = { ...DEFAULTS };
+  apply(cfg, JSON.parse(text) as Record<string, unknown>, CONFIG_ENV);
+  return cfg;
+}

@@ -1,0 +1,288 @@
+// listener.ts - the distributed lock listener: accepts TCP connections and
+// hands each to a lock-server process.
+//
+// Owns: the listening socket (port, bind address), the pool of lock-server
+// processes it started (at most clientsPerProcess clients each, a spare kept
+// ready, idle ones retired), the listener-wide connection limit, and
+// publishing itself (state.ts). Does not own: any lock or any protocol
+// conversation (the listener never reads a byte from a client: the server is
+// pauseOnConnect and the socket goes to the lock-server process untouched;
+// only a refusal for maxConnections is written here).
+//
+// Life of a listener:
+//   start   choose the mechanism (shm if the monitor runs, else OS file
+//           locks) and check it opens here; listen; publish pid/port/addr;
+//           start the spare lock-server process(es).
+//   accept  pick a process with room (or fork one); send it the socket.
+//   stop    SIGTERM/SIGINT: stop listening, withdraw the pid file/header,
+//           disconnect from the lock-server processes - they keep serving
+//           their clients and exit when the last one leaves - and exit 0.
+import net from 'node:net';
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { encode } from '../protocol/codec.js';
+import type { Logger } from '../log.js';
+import type { MechanismKind } from '../mechanism.js';
+import { chooseMechanism, probeMechanism } from './mechanism.js';
+import { CONFIG_ENV, configToEnv, type ServerConfig } from './config.js';
+import { claimListener, publishListener, withdrawListener, writeHeader, type ListenerInfo } from './state.js';
+import { native } from '../native.js';
+import type { FromLockServer, ToLockServer } from './lockserver.js';
+import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
+
+export const LISTENER_TITLE = 'jdls -ib (listener)';
+
+/** How often the listener looks for idle processes and re-checks the header. */
+const HOUSEKEEPING_MS = 1_000;
+/** Housekeeping ticks between checks that the table header names this listener. */
+const HEADER_EVERY = 5;
+/** A lock-server process that is not ready in this time is killed. */
+const READY_MS = 15_000;
+
+interface Worker {
+  child: ChildProcess;
+  pid: number;
+  ready: boolean;
+  /** connections handed to it (sent or queued) and not yet reported closed */
+  clients: number;
+  /** sockets waiting for it to be ready */
+  queue: net.Socket[];
+  idleSince: number;
+  startedMs: number;
+}
+
+export interface ListenerOptions {
+  releaseDir: string;
+  cfg: ServerConfig;
+  log: Logger;
+  /** default: chooseMechanism(releaseDir) */
+  mechanism?: MechanismKind;
+}
+
+const isFromLockServer = (m: unknown): m is FromLockServer =>
+  typeof m === 'object' && m !== null && ['ready', 'closed'].includes(String((m as { type?: unknown }).type));
+
+/** Run the listener until a signal; resolves with the exit code. */
+export async function runListener(opts: ListenerOptions): Promise<number> {
+  const { releaseDir: dir, cfg, log } = opts;
+  process.title = LISTENER_TITLE;
+  const kind = opts.mechanism ?? chooseMechanism(dir);
+  try {
+    probeMechanism(kind, dir);
+  } catch (e) {
+    log.error({ mechanism: kind }, `lock listener cannot start: ${(e as Error).message}`);
+    return 1;
+  }
+
+  try {
+    const other = claimListener(dir);
+    if (other) {
+      log.error({ other: other.pid }, `lock listener already running at pid ${other.pid} (${other.addr} port ${other.port})`);
+      return 1;
+    }
+  } catch (e) {
+    log.error({ err: e }, `lock listener cannot record itself in ${dir}: ${(e as Error).message}`);
+    return 1;
+  }
+  const unclaim = (): void => withdrawListener(dir, { pid: process.pid, start: native.pidStart(process.pid), port: 0, addr: '', mechanism: kind, startedMs: 0 });
+
+  const workers = new Set<Worker>();
+  const server = net.createServer({ pauseOnConnect: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port: cfg.port, host: cfg.bind, backlog: 511 }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    log.error({ port: cfg.port, bind: cfg.bind }, `lock listener cannot listen on ${cfg.bind} port ${cfg.port}: ${(e as Error).message}`);
+    unclaim();
+    return 1;
+  }
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : cfg.port;
+  let me: ListenerInfo;
+  try {
+    me = publishListener(dir, { port, addr: cfg.bind, mechanism: kind, startedMs: Date.now() });
+  } catch (e) {
+    log.error({ err: e }, `lock listener cannot record itself in ${dir}: ${(e as Error).message}`);
+    server.close();
+    unclaim();
+    return 1;
+  }
+
+  const script = fileURLToPath(new URL('../cli/jdls.js', import.meta.url));
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, JBCRELEASEDIR: dir, [CONFIG_ENV]: configToEnv(cfg) };
+  let stopping = false;
+
+  const total = (): number => [...workers].reduce((n, w) => n + w.clients, 0);
+
+  const hand = (w: Worker, sock: net.Socket): void => {
+    const msg: ToLockServer = { type: 'conn' };
+    try {
+      w.child.send(msg, sock, {}, (err) => {
+        if (!err) return;
+        log.warn({ err, pid: w.pid }, 'could not hand a connection to a lock server');
+        sock.destroy();
+        w.clients = Math.max(0, w.clients - 1);
+      });
+    } catch (e) {
+      log.warn({ err: e, pid: w.pid }, 'could not hand a connection to a lock server');
+      sock.destroy();
+      w.clients = Math.max(0, w.clients - 1);
+    }
+  };
+
+  const spawnWorker = (): Worker => {
+    // detached: its own process group and session, so that a signal to the
+    // listener's group (a terminal's ^C, a kill of the group) does not
+    // reach it; the lock-server process ignores the IPC channel closing.
+    const child = fork(script, [LOCK_SERVER_CHILD_FLAG, kind], {
+      detached: true,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: childEnv,
+    });
+    const w: Worker = { child, pid: child.pid ?? 0, ready: false, clients: 0, queue: [], idleSince: Date.now(), startedMs: Date.now() };
+    workers.add(w);
+    child.on('message', (m: unknown) => {
+      if (!isFromLockServer(m)) return;
+      if (m.type === 'ready') {
+        w.ready = true;
+        for (const s of w.queue.splice(0)) hand(w, s);
+      } else {
+        w.clients = Math.max(0, w.clients - 1);
+        if (w.clients === 0) w.idleSince = Date.now();
+      }
+    });
+    child.on('error', (e) => log.warn({ err: e, pid: w.pid }, 'lock server process error'));
+    child.on('exit', (code, sig) => {
+      workers.delete(w);
+      const lost = w.queue.splice(0);
+      for (const s of lost) refuse(s, 'SYSTEM', 'the lock server process for this connection failed to start');
+      if (!stopping && (code !== 0 || w.clients > 0))
+        log.warn({ pid: w.pid, code, signal: sig, clients: w.clients, ready: w.ready }, 'lock server process ended');
+    });
+    log.debug({ pid: w.pid }, 'lock server process started');
+    return w;
+  };
+
+  const hasRoom = (w: Worker): boolean => w.clients < cfg.clientsPerProcess;
+  const ensureSpare = (): void => {
+    if (stopping) return;
+    let room = 0;
+    for (const w of workers) if (hasRoom(w)) room++;
+    for (; room < cfg.spareProcesses; room++) spawnWorker();
+  };
+
+  const refuse = (sock: net.Socket, code: 'LIMIT' | 'SYSTEM' | 'SHUTDOWN', text: string): void => {
+    try {
+      sock.end(encode({ type: 'ERROR', requestId: 0, code, text }));
+      setTimeout(() => sock.destroy(), 1000).unref();
+    } catch {
+      sock.destroy();
+    }
+  };
+
+  server.on('connection', (sock) => {
+    sock.on('error', () => {}); // a reset before the hand-off: nothing to do
+    if (stopping) return refuse(sock, 'SHUTDOWN', 'the lock listener is stopping');
+    if (total() >= cfg.maxConnections) {
+      log.warn({ max: cfg.maxConnections, client: sock.remoteAddress }, 'connection refused: maxConnections reached');
+      return refuse(sock, 'LIMIT', `too many connections: the lock server accepts at most ${cfg.maxConnections} (maxConnections)`);
+    }
+    // The fullest process with room: processes fill up, and idle ones can retire.
+    let best: Worker | undefined;
+    for (const w of workers) if (hasRoom(w) && (!best || w.clients > best.clients)) best = w;
+    const w = best ?? spawnWorker();
+    w.clients++;
+    if (w.ready) hand(w, sock);
+    else w.queue.push(sock);
+    ensureSpare();
+  });
+  server.on('error', (e) => log.error({ err: e }, 'listener socket error'));
+
+  ensureSpare();
+  log.info({ port, bind: cfg.bind, mechanism: kind, clientsPerProcess: cfg.clientsPerProcess, releaseDir: dir }, `lock listener started on ${cfg.bind} port ${port}`);
+
+  return new Promise<number>((resolve) => {
+    let ticks = 0;
+    const housekeeping = setInterval(() => {
+      const now = Date.now();
+      // Retire idle processes beyond the spares.
+      let spare = 0;
+      for (const w of [...workers].sort((a, b) => b.startedMs - a.startedMs)) {
+        if (w.clients > 0 || !w.ready) {
+          if (!w.ready && now - w.startedMs > READY_MS) {
+            log.error({ pid: w.pid }, 'lock server process not ready in time; killing it');
+            w.child.kill('SIGKILL');
+          }
+          continue;
+        }
+        if (spare < cfg.spareProcesses) {
+          spare++;
+          continue;
+        }
+        if (now - w.idleSince >= cfg.idleProcessMs) retire(w);
+      }
+      // A table created (or re-created) after the listener started learns
+      // of it. (The table is opened and closed each time: a listener that
+      // kept it mapped would count as "in use" for jdls -K.)
+      if (++ticks % HEADER_EVERY === 0) {
+        try {
+          writeHeader(dir, me);
+        } catch {
+          /* a broken table is the monitor's business */
+        }
+      }
+    }, HOUSEKEEPING_MS);
+    housekeeping.unref();
+
+    const retire = (w: Worker): void => {
+      workers.delete(w);
+      try {
+        const m: ToLockServer = { type: 'retire' };
+        w.child.send(m, undefined, {}, () => w.child.disconnect());
+      } catch {
+        /* gone */
+      }
+    };
+
+    const finish = (sig: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      clearInterval(housekeeping);
+      server.close();
+      try {
+        withdrawListener(dir, me);
+      } catch (e) {
+        log.error({ err: e }, 'could not withdraw the listener pid file/header');
+      }
+      const idleGone: Promise<void>[] = [];
+      for (const w of workers) {
+        for (const s of w.queue.splice(0)) refuse(s, 'SHUTDOWN', 'the lock listener is stopping');
+        // Processes with clients stay for them; idle ones see the channel
+        // close and leave. The listener waits (bounded) for the idle ones,
+        // so that right after `jdls -k` nothing idle still maps the table
+        // (`jdls -K` would call it in use).
+        if (w.clients === 0 && w.child.exitCode === null && w.child.signalCode === null)
+          idleGone.push(new Promise<void>((r) => w.child.once('exit', () => r())));
+        try {
+          w.child.disconnect();
+        } catch {
+          /* gone */
+        }
+        w.child.unref();
+      }
+      const clients = total();
+      void Promise.race([Promise.all(idleGone), new Promise((r) => setTimeout(r, 2000))]).then(() => {
+        log.info({ clients }, `lock listener stopped: ${sig} received; ${clients} connected client${clients === 1 ? ' stays' : 's stay'} with their lock servers`);
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', finish);
+    process.on('SIGINT', finish);
+    process.on('SIGHUP', () => log.info('SIGHUP ignored'));
+  });
+}

@@ -1,0 +1,137 @@
+// lockserver.ts - a lock-server process: takes locks on behalf of the remote
+// clients the listener hands it (up to clientsPerProcess of them).
+//
+// Owns: the process's life - receiving connections over the IPC channel,
+// one Session each, telling the listener when one ends, and exiting when it
+// has no clients and nobody can give it more (retired, or the listener is
+// gone). Does not own: the conversation (session.ts) or choosing the process
+// for a connection (listener.ts).
+//
+// Independence (the guide's "Server Lock Resilience"): the listener forks
+// this process detached (its own session and process group), so a signal to
+// the listener's group does not reach it, and this process ignores the IPC
+// channel closing: kill -9 of the listener leaves its clients connected and
+// locking. A kill -9 of this process affects only its own clients: their
+// sockets close (the kernel), and their shm entries name this dead pid, so
+// the table's dead-owner rules free them on the next conflict (and the
+// monitor's tidy-up at the latest).
+import net from 'node:net';
+import { createLogger, type Logger } from '../log.js';
+import type { MechanismKind, RecordLocks } from '../mechanism.js';
+import { openMechanism, openOsLocks } from './mechanism.js';
+import { statsFor } from './stats.js';
+import { Session } from './session.js';
+import type { ServerConfig } from './config.js';
+
+export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
+
+/** Messages between the listener and a lock-server process (IPC, JSON). */
+export type ToLockServer = { type: 'conn' } | { type: 'retire' };
+export type FromLockServer = { type: 'ready'; pid: number } | { type: 'closed'; session: number };
+
+function isToLockServer(m: unknown): m is ToLockServer {
+  return typeof m === 'object' && m !== null && ((m as { type?: unknown }).type === 'conn' || (m as { type?: unknown }).type === 'retire');
+}
+
+export interface LockServerOptions {
+  kind: MechanismKind;
+  releaseDir: string;
+  cfg: ServerConfig;
+  log?: Logger;
+}
+
+/** Run until there is nothing left to serve; resolves with the exit code. */
+export function runLockServer(opts: LockServerOptions): Promise<number> {
+  process.title = LOCK_SERVER_TITLE;
+  const log = opts.log ?? createLogger({ name: 'lockserver' });
+  let mech: RecordLocks;
+  try {
+    mech = openMechanism(opts.kind, opts.releaseDir);
+  } catch (e) {
+    log.error({ err: e, mechanism: opts.kind }, `cannot open the lock mechanism: ${(e as Error).message}`);
+    return Promise.resolve(1);
+  }
+  let os: RecordLocks | undefined;
+  const osLocks = (): RecordLocks => (os ??= opts.kind === 'os' ? mech : openOsLocks());
+  const stats = statsFor(mech);
+  const sessions = new Set<Session>();
+  let nextId = 1;
+  let retired = false;
+  let orphan = !process.connected;
+
+  const tell = (m: FromLockServer): void => {
+    if (!process.connected || !process.send) return;
+    try {
+      process.send(m, undefined, {}, () => {}); // errors (channel closed meanwhile) are not ours to handle
+    } catch {
+      /* the listener went away */
+    }
+  };
+
+  return new Promise<number>((resolve) => {
+    let done = false;
+    const finish = (code: number, why: string): void => {
+      if (done) return;
+      done = true;
+      process.off('message', onMessage);
+      for (const s of [...sessions]) s.close(why, { type: 'ERROR', requestId: 0, code: 'SHUTDOWN', text: `lock server stopping: ${why}` });
+      try {
+        mech.close();
+        os?.close();
+      } catch {
+        /* closing is best effort */
+      }
+      log.info({ code }, `lock server exits: ${why}`);
+      resolve(code);
+    };
+    const maybeExit = (): void => {
+      if (sessions.size === 0 && (retired || orphan)) finish(0, retired ? 'retired by the listener' : 'no clients and no listener');
+    };
+
+    const onMessage = (m: unknown, handle: unknown): void => {
+      if (!isToLockServer(m)) return;
+      if (m.type === 'retire') {
+        retired = true;
+        maybeExit();
+        return;
+      }
+      if (!(handle instanceof net.Socket)) {
+        log.warn('connection message without a socket');
+        return;
+      }
+      const id = nextId++;
+      try {
+        const s = new Session(handle, {
+          mech, osLocks, cfg: opts.cfg, log, stats, id,
+          onClose: (closed) => {
+            sessions.delete(closed);
+            tell({ type: 'closed', session: closed.id });
+            maybeExit();
+          },
+        });
+        if (!s.closed) sessions.add(s);
+      } catch (e) {
+        log.error({ err: e }, 'could not serve a connection');
+        handle.destroy();
+        tell({ type: 'closed', session: id });
+      }
+    };
+    process.on('message', onMessage);
+    // Trap: without a 'disconnect' listener nothing happens either, but the
+    // intent is explicit - losing the listener is not a reason to drop the
+    // clients; only once they are gone does this process leave.
+    process.on('disconnect', () => {
+      orphan = true;
+      log.info({ clients: sessions.size }, 'the listener is gone; serving the connected clients until they leave');
+      maybeExit();
+    });
+    const onSignal = (sig: NodeJS.Signals): void => finish(0, `${sig} received`);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // Detached: no terminal, but an operator's kill -HUP must not end it.
+    process.on('SIGHUP', () => log.info('SIGHUP ignored'));
+    tell({ type: 'ready', pid: process.pid });
+    log.debug({ mechanism: mech.kind }, 'lock server ready');
+    maybeExit();
+  });
+}

@@ -1,0 +1,493 @@
+// session.ts - one client connection in a lock-server process: the protocol
+// conversation (docs/protocol.md) mapped onto a record-lock mechanism.
+//
+// Owns: the connection's state (HELLO, owners per thread id, the locks it
+// holds, its waiting requests), exactly one final answer per request,
+// interim WAITING messages, the keep-alive bound, limits per connection, and
+// releasing everything the moment the connection fails. Does not own: the
+// byte layout (src/protocol/codec.ts), the locks themselves (RecordLocks), or
+// which process serves the connection (lockserver.ts, listener.ts).
+//
+// Failure containment: every byte a client sends is handled inside this
+// object; a bad frame closes this connection (logged), an exception in a
+// request becomes an ERROR answer to that request. Nothing a client sends
+// can end the process or touch another connection's locks.
+import type net from 'node:net';
+import os from 'node:os';
+import { FrameReader, ProtocolError, encode } from '../protocol/codec.js';
+import { PROTO, type ProtoErrorName } from '../protocol/constants.js';
+import type {
+  ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
+  CancelFrame, WireHolder,
+} from '../protocol/frames.js';
+import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../table.js';
+import { JdlsError } from '../errors.js';
+import type { RecordLocks } from '../mechanism.js';
+import type { Logger } from '../log.js';
+import type { ServerConfig } from './config.js';
+import type { ServerStats } from './stats.js';
+import { HeldLocks, fileKey } from './held.js';
+
+export interface SessionDeps {
+  /** the process's mechanism (shm table or OS locks) */
+  mech: RecordLocks;
+  /** the OS file-lock mechanism, for LOCK with the OSLOCKS flag (may throw: not in this build) */
+  osLocks: () => RecordLocks;
+  cfg: ServerConfig;
+  log: Logger;
+  stats: ServerStats;
+  /** connection number within the process */
+  id: number;
+  /** called once, when the connection is gone and its locks are released */
+  onClose: (s: Session) => void;
+}
+
+interface Wait {
+  ac: AbortController;
+  timer: NodeJS.Timeout | undefined;
+  /** settles after the final answer was sent */
+  done: Promise<void>;
+  /** a CANCEL asked for it */
+  cancelled: boolean;
+  outcome: 'granted' | 'cancelled' | 'failed' | undefined;
+}
+
+/** Owners kept per connection before those holding nothing are forgotten. */
+const MAX_IDLE_OWNERS = 4096;
+/** File identities cached per connection (they are cheap to remake). */
+const MAX_FILES = 1024;
+
+const SERVER_HOST = os.hostname();
+
+/** The address as stored in the table: IPv4-mapped IPv6 as dotted IPv4. */
+export function clientAddress(sock: net.Socket): string | undefined {
+  const a = sock.remoteAddress;
+  if (!a) return undefined;
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  return m?.[1] ?? a;
+}
+
+const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: h.port, pid: h.pid, ownerPid: h.ownerPid, ownerTid: h.ownerTid, addr: h.ip });
+
+/** A JdlsError (or anything) as a wire error code and text. */
+function wireError(e: unknown): { code: ProtoErrorName; text: string } {
+  const text = e instanceof Error ? e.message : String(e);
+  if (!(e instanceof JdlsError)) return { code: 'SYSTEM', text };
+  switch (e.code) {
+    case 'TABLE_FULL': return { code: 'TABLE_FULL', text };
+    case 'KEY_TOO_LONG': return { code: 'KEY_TOO_LONG', text };
+    case 'BAD_ARGUMENT': return { code: 'BAD_ARGUMENT', text };
+    case 'ABORTED': return { code: 'CANCELLED', text };
+    case 'CLOSED': return { code: 'SHUTDOWN', text };
+    default: return { code: 'SYSTEM', text: `${e.code}: ${text}` };
+  }
+}
+
+export class Session {
+  readonly id: number;
+  readonly sock: net.Socket;
+  readonly ip: string;
+  #deps: SessionDeps;
+  #log: Logger;
+  #reader = FrameReader.forServer();
+  #hello: HelloFrame | undefined;
+  #version: number = PROTO.VERSION;
+  #owners = new Map<number, Owner>();
+  #files = new Map<string, FileId>();
+  #held = new HeldLocks();
+  /** mechanisms this connection has locked through (the main one, and OS locks if asked) */
+  #used = new Set<RecordLocks>();
+  #waits = new Map<number, Wait>();
+  #closed = false;
+  #lastRx = Date.now();
+  #silenceMs: number;
+  #keepTimer: NodeJS.Timeout | undefined;
+
+  constructor(sock: net.Socket, deps: SessionDeps) {
+    this.id = deps.id;
+    this.sock = sock;
+    this.#deps = deps;
+    this.ip = clientAddress(sock) ?? '0.0.0.0';
+    this.#log = deps.log.child({ session: deps.id, client: `${this.ip}:${sock.remotePort ?? 0}` });
+    this.#silenceMs = deps.cfg.keepaliveMs;
+    this.#used.add(deps.mech);
+    sock.setNoDelay(true);
+    // TCP keep-alive as well: it also catches a dead host of a client that
+    // announced it never pings (keepalive 0 in HELLO).
+    sock.setKeepAlive(true, deps.cfg.keepaliveMs);
+    sock.on('data', (chunk: Buffer) => this.#onData(chunk));
+    sock.on('end', () => this.close('EOF from client'));
+    sock.on('error', (e) => this.close(`socket error: ${e.message}`));
+    sock.on('close', () => this.close('connection closed'));
+    this.#armKeepalive(this.#silenceMs);
+    if (!clientAddress(sock)) setImmediate(() => this.close('connection gone before it was served'));
+    sock.resume();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Locks this connection holds (as far as this process knows). */
+  get lockCount(): number {
+    return this.#held.count;
+  }
+
+  // ===== input ==============================================================
+
+  #onData(chunk: Buffer): void {
+    if (this.#closed) return;
+    this.#lastRx = Date.now();
+    let frames: ClientFrame[];
+    try {
+      frames = this.#reader.push(chunk);
+    } catch (e) {
+      if (e instanceof ProtocolError) this.#protocolClose(e.fault.code, e.fault.reason);
+      else this.#protocolClose('PROTOCOL', `unreadable input: ${(e as Error).message}`);
+      return;
+    }
+    for (const f of frames) {
+      if (this.#closed) return;
+      try {
+        this.#dispatch(f);
+      } catch (e) {
+        // A bug or an unexpected mechanism failure: that request fails, the
+        // connection and the process carry on.
+        this.#log.error({ err: e, type: f.type, requestId: f.requestId }, 'request failed');
+        this.#answerError(f.requestId, e);
+      }
+    }
+  }
+
+  #dispatch(f: ClientFrame): void {
+    if (!this.#hello) {
+      if (f.type !== 'HELLO') return this.#protocolClose('PROTOCOL', `${f.type} before HELLO`);
+      return this.#onHello(f);
+    }
+    switch (f.type) {
+      case 'HELLO': return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
+      case 'LOCK': return this.#onLock(f);
+      case 'UNLOCK': return this.#onUnlock(f);
+      case 'UNLOCK_FILE': return this.#onUnlockFile(f);
+      case 'UNLOCK_ALL': return this.#onUnlockAll(f);
+      case 'STATUS': return this.#onStatus(f);
+      case 'CANCEL': return this.#onCancel(f);
+      case 'TEST': return this.#send({ type: 'TEST_RESULT', requestId: f.requestId, text: f.text });
+      case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
+    }
+  }
+
+  #onHello(f: HelloFrame): void {
+    const lo = Math.max(f.minVersion, PROTO.MIN_VERSION);
+    const hi = Math.min(f.maxVersion, PROTO.VERSION);
+    if (lo > hi) {
+      const theirs = f.minVersion === f.maxVersion ? `version ${f.minVersion}` : `versions ${f.minVersion}..${f.maxVersion}`;
+      const ours = PROTO.MIN_VERSION === PROTO.VERSION ? `version ${PROTO.VERSION}` : `versions ${PROTO.MIN_VERSION}..${PROTO.VERSION}`;
+      return this.#protocolClose('VERSION', `no common protocol version: the client speaks ${theirs}, this server speaks ${ours}`);
+    }
+    this.#hello = f;
+    this.#version = hi;
+    // The silence bound: ours, or twice the client's ping interval if that
+    // is longer; a client that never pings (0) is left to TCP keep-alive.
+    this.#silenceMs = f.keepaliveMs === 0 ? 0 : Math.max(this.#deps.cfg.keepaliveMs, 2 * f.keepaliveMs);
+    this.#log = this.#log.child({ pid: f.pid, port: f.port, host: f.host, program: f.program });
+    this.#log.info({ options: f.options, version: hi }, 'client connected');
+    this.#send({
+      type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
+      session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
+      server: SERVER_HOST.slice(0, PROTO.MAX_STR),
+    });
+  }
+
+  // ===== owners and files ===================================================
+
+  #owner(tid: number, create: boolean): Owner | undefined {
+    let o = this.#owners.get(tid);
+    if (o || !create) return o;
+    const h = this.#hello;
+    if (!h) throw new JdlsError('BAD_ARGUMENT', 'no HELLO');
+    if (this.#owners.size >= MAX_IDLE_OWNERS) this.#forgetIdleOwners();
+    // The lock-server process holds the entries (pid: its liveness decides
+    // whether they are orphaned); the client's pid, thread, port and address
+    // name the owner - what -dvL shows.
+    o = makeOwner({ pid: process.pid, ownerPid: h.pid, ownerTid: tid, port: h.port, ip: this.ip });
+    this.#owners.set(tid, o);
+    return o;
+  }
+
+  /** An owner for a request that needs one but must not create state (STATUS). */
+  #ownerFor(tid: number): Owner {
+    const o = this.#owner(tid, false);
+    if (o) return o;
+    const h = this.#hello;
+    if (!h) throw new JdlsError('BAD_ARGUMENT', 'no HELLO');
+    return makeOwner({ pid: process.pid, ownerPid: h.pid, ownerTid: tid, port: h.port, ip: this.ip });
+  }
+
+  #forgetIdleOwners(): void {
+    const waiting = new Set<number>();
+    for (const w of this.#waitTids.values()) waiting.add(w);
+    for (const tid of this.#owners.keys()) if (this.#held.idle(tid) && !waiting.has(tid)) this.#owners.delete(tid);
+  }
+
+  /** request id -> tid of waiting lock requests */
+  #waitTids = new Map<number, number>();
+
+  #file(inode: bigint, dev: bigint): FileId {
+    const k = fileKey(inode, dev);
+    let f = this.#files.get(k);
+    if (f) return f;
+    f = fileId(inode, dev);
+    if (this.#files.size >= MAX_FILES) this.#files.clear();
+    this.#files.set(k, f);
+    return f;
+  }
+
+  // ===== requests ===========================================================
+
+  #onLock(f: LockFrame): void {
+    const rid = f.requestId;
+    if (this.#waits.has(rid)) return this.#protocolClose('PROTOCOL', `LOCK: request id ${rid} is already outstanding`);
+    const keyHex = f.key.toString('hex');
+    const fk = fileKey(f.file.inode, f.file.dev);
+    if (!this.#held.has(f.tid, fk, keyHex) && this.#held.count >= this.#deps.cfg.maxLocksPerClient)
+      return this.#error(rid, 'LIMIT', `this connection holds ${this.#held.count} locks, the most allowed (maxLocksPerClient)`);
+    let mech = this.#deps.mech;
+    if (f.osLocks && mech.kind !== 'os') {
+      try {
+        mech = this.#deps.osLocks();
+      } catch (e) {
+        // Not an error of this server (e.g. OS locks not in this build): the client is told.
+        return this.#answerError(rid, e);
+      }
+    }
+    this.#used.add(mech);
+    const owner = this.#owner(f.tid, true);
+    if (!owner) throw new JdlsError('BAD_ARGUMENT', 'no owner');
+    const file = this.#file(f.file.inode, f.file.dev);
+
+    const r = mech.tryLock(owner, file, f.key, f.mode);
+    if (r.granted) {
+      this.#held.add(f.tid, fk, keyHex, mech);
+      return this.#send({ type: 'GRANTED', requestId: rid });
+    }
+    if (f.nowait) return this.#send({ type: 'LOCKED', requestId: rid, holder: wireHolder(r.holder) });
+    if (this.#waits.size >= this.#deps.cfg.maxOutstanding)
+      return this.#error(rid, 'LIMIT', `this connection has ${this.#waits.size} lock requests waiting, the most allowed (maxOutstanding)`);
+    this.#wait(f, mech, owner, file, fk, keyHex);
+  }
+
+  /** A lock request that waits: queued in the mechanism, answered when it settles. */
+  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyHex: string): void {
+    const rid = f.requestId;
+    const ac = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    if (!f.noInterim) {
+      // "Distributed lock retries": tell the client who it is waiting for,
+      // every interimMs, and count each in the header.
+      timer = setInterval(() => {
+        try {
+          const s = mech.status(owner, file, f.key);
+          if (s.code >= 0 || !s.holder) return; // granted meanwhile: the answer is on its way
+          this.#deps.stats.lockRetry();
+          this.#send({ type: 'WAITING', requestId: rid, holder: wireHolder(s.holder) });
+        } catch (e) {
+          this.#log.warn({ err: e, requestId: rid }, 'interim status failed');
+        }
+      }, this.#deps.cfg.interimMs);
+      timer.unref();
+    }
+    const finish = (): void => {
+      if (timer) clearInterval(timer);
+      this.#waits.delete(rid);
+      this.#waitTids.delete(rid);
+    };
+    const w: Wait = { ac, timer, cancelled: false, outcome: undefined, done: Promise.resolve() };
+    w.done = mech.lock(owner, file, f.key, f.mode, { signal: ac.signal }).then(
+      () => {
+        finish();
+        w.outcome = 'granted';
+        if (this.#closed) {
+          // Granted in the race with the disconnect: nobody wants it.
+          try { mech.unlock(owner, file, f.key); } catch { /* closed mechanism */ }
+          return;
+        }
+        this.#held.add(f.tid, fk, keyHex, mech);
+        this.#send({ type: 'GRANTED', requestId: rid });
+      },
+      (e: unknown) => {
+        finish();
+        w.outcome = e instanceof JdlsError && e.code === 'ABORTED' ? 'cancelled' : 'failed';
+        if (w.outcome === 'cancelled') {
+          this.#error(rid, 'CANCELLED', w.cancelled ? 'lock request withdrawn (CANCEL)' : 'lock request withdrawn');
+        } else {
+          this.#answerError(rid, e);
+        }
+      },
+    );
+    this.#waits.set(rid, w);
+    this.#waitTids.set(rid, f.tid);
+  }
+
+  #onCancel(f: CancelFrame): void {
+    const w = this.#waits.get(f.target);
+    const rid = f.requestId;
+    if (!w || w.cancelled) {
+      if (!w) return this.#send({ type: 'RELEASED', requestId: rid, count: 0 });
+      void w.done.then(() => this.#send({ type: 'RELEASED', requestId: rid, count: 0 }));
+      return;
+    }
+    w.cancelled = true;
+    // Withdrawal is synchronous in the mechanism; the lock's promise then
+    // settles with ABORTED, or resolves if the grant won the race. The
+    // lock's own final answer goes first, then the CANCEL's.
+    w.ac.abort();
+    void w.done.then(() => this.#send({ type: 'RELEASED', requestId: rid, count: w.outcome === 'cancelled' ? 1 : 0 }));
+  }
+
+  #onUnlock(f: UnlockFrame): void {
+    const owner = this.#owner(f.tid, false);
+    if (!owner) return this.#send({ type: 'RELEASED', requestId: f.requestId, count: 0 });
+    const fk = fileKey(f.file.inode, f.file.dev);
+    const keyHex = f.key.toString('hex');
+    const mech = this.#held.get(f.tid, fk, keyHex) ?? this.#deps.mech;
+    const ok = mech.unlock(owner, this.#file(f.file.inode, f.file.dev), f.key);
+    this.#held.delete(f.tid, fk, keyHex);
+    this.#send({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
+  }
+
+  #onUnlockFile(f: UnlockFileFrame): void {
+    const owner = this.#owner(f.tid, false);
+    if (!owner) return this.#send({ type: 'RELEASED', requestId: f.requestId, count: 0 });
+    const file = this.#file(f.file.inode, f.file.dev);
+    let n = 0;
+    for (const m of this.#used) n += m.unlockAll(owner, file);
+    this.#held.deleteFile(f.tid, fileKey(f.file.inode, f.file.dev));
+    this.#send({ type: 'RELEASED', requestId: f.requestId, count: n });
+  }
+
+  #onUnlockAll(f: UnlockAllFrame): void {
+    let n = 0;
+    const tids = f.allThreads ? [...this.#owners.keys()] : [f.tid];
+    for (const tid of tids) {
+      const owner = this.#owner(tid, false);
+      if (!owner) continue;
+      for (const m of this.#used) n += m.unlockAll(owner);
+      this.#held.deleteTid(tid);
+    }
+    this.#send({ type: 'RELEASED', requestId: f.requestId, count: n });
+  }
+
+  #onStatus(f: StatusFrame): void {
+    const s = this.#deps.mech.status(this.#ownerFor(f.tid), this.#file(f.file.inode, f.file.dev), f.key);
+    if (s.code < 0) {
+      const holder: WireHolder = s.holder
+        ? wireHolder(s.holder)
+        : { mode: s.code === -2 ? 'write' : 'read', port: 0, pid: 0, ownerPid: 0, ownerTid: 0, addr: '0.0.0.0' };
+      return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: Math.max(-3, s.code), holder });
+    }
+    this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: Math.min(3, s.code) });
+  }
+
+  // ===== output =============================================================
+
+  #send(f: ServerFrame): void {
+    if (this.#closed) return;
+    let buf: Buffer;
+    try {
+      buf = encode(f, this.#version);
+    } catch (e) {
+      // A value the protocol cannot carry (e.g. a holder address that is
+      // not IP): that request fails, the connection stays.
+      this.#log.error({ err: e, type: f.type }, 'cannot encode an answer');
+      if (f.type !== 'ERROR') this.#error(f.requestId, 'SYSTEM', `answer could not be encoded: ${(e as Error).message}`);
+      return;
+    }
+    this.sock.write(buf);
+    if (this.sock.writableLength > this.#deps.cfg.maxSendBacklog)
+      this.close(`client does not read: ${this.sock.writableLength} bytes queued (maxSendBacklog)`);
+  }
+
+  #error(requestId: number, code: ProtoErrorName, text: string): void {
+    this.#send({ type: 'ERROR', requestId, code, text: text.slice(0, PROTO.MAX_STR) });
+  }
+
+  #answerError(requestId: number, e: unknown): void {
+    const w = wireError(e);
+    this.#error(requestId, w.code, w.text);
+  }
+
+  /** A protocol fault: log, tell the client where possible, close. */
+  #protocolClose(code: 'PROTOCOL' | 'VERSION', reason: string): void {
+    this.#log.warn({ code, reason }, 'protocol error: closing the connection');
+    this.close(`protocol error: ${reason}`, { type: 'ERROR', requestId: 0, code, text: reason.slice(0, PROTO.MAX_STR) });
+  }
+
+  // ===== keep-alive =========================================================
+
+  #armKeepalive(ms: number): void {
+    if (this.#keepTimer) clearTimeout(this.#keepTimer);
+    this.#keepTimer = undefined;
+    if (ms <= 0 || this.#closed) return;
+    this.#keepTimer = setTimeout(() => this.#checkKeepalive(), ms);
+    this.#keepTimer.unref();
+  }
+
+  #checkKeepalive(): void {
+    if (this.#closed) return;
+    if (this.#silenceMs === 0) return; // the client announced it never pings
+    const silent = Date.now() - this.#lastRx;
+    if (silent >= this.#silenceMs) {
+      this.close(`keep-alive: no data from the client for ${silent} ms (limit ${this.#silenceMs} ms)`);
+      return;
+    }
+    this.#armKeepalive(this.#silenceMs - silent);
+  }
+
+  // ===== the end ============================================================
+
+  /**
+   * Close the connection and release everything it holds at once: waiting
+   * requests are withdrawn first (a grant racing the withdrawal is then held
+   * and released by unlockAll), then every owner's locks in every mechanism
+   * the connection used. Idempotent.
+   */
+  close(reason: string, last?: ServerFrame): void {
+    if (this.#closed) return;
+    if (last) {
+      // Sent before #closed is set; then the socket ends after flushing it.
+      try {
+        this.sock.end(encode(last, this.#version));
+      } catch {
+        /* socket gone */
+      }
+    }
+    this.#closed = true;
+    if (this.#keepTimer) clearTimeout(this.#keepTimer);
+    const waiting = this.#waits.size;
+    for (const w of [...this.#waits.values()]) {
+      if (w.timer) clearInterval(w.timer);
+      w.ac.abort();
+    }
+    let released = 0;
+    for (const owner of this.#owners.values()) {
+      for (const m of this.#used) {
+        try {
+          released += m.unlockAll(owner);
+        } catch (e) {
+          this.#log.error({ err: e }, 'could not release a closed connection\'s locks');
+        }
+      }
+    }
+    this.#held.clear();
+    this.#owners.clear();
+    if (!last) this.sock.destroy();
+    else setTimeout(() => this.sock.destroy(), 1000).unref();
+    this.#log.info({ reason, released, waiting }, `connection closed (${reason}): ${released} lock${released === 1 ? '' : 's'} released`);
+    try {
+      this.#deps.onClose(this);
+    } catch (e) {
+      this.#log.error({ err: e }, 'session close callback failed');
+    }
+  }
+}

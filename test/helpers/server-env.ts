@@ -1,0 +1,204 @@
+// server-env.ts - a private installation with a running lock service for
+// the server tests: temp JBCRELEASEDIR with its jdls.yaml (port 0 on
+// loopback, so tests never collide), `jdls` runs, remote and local client
+// processes, and test connections.
+//
+// Owns: cleanup, pass or fail - every process whose environment names this
+// test's JBCRELEASEDIR (the monitor, the listener, its lock-server
+// processes, the fixtures: only ever ours, since the directory is unique)
+// is killed by pid, then the /dev/shm table and the directory go.
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { Proc, lockerPath, nodeFixture, withTimeout } from './table-env.js';
+import { JDLS, type RunResult } from './cli-env.js';
+import { WireClient } from './wire-client.js';
+import { LockTable } from '../../src/table.js';
+import { tablePath } from '../../src/installation.js';
+import type { ServerConfig } from '../../src/server/config.js';
+import { findListener } from '../../src/server/state.js';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Processes (not this one) whose environment has JBCRELEASEDIR=dir. */
+export function processesOf(dir: string): number[] {
+  const needle = `JBCRELEASEDIR=${dir}\0`;
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle) && !isZombie(Number(name))) out.push(Number(name));
+    } catch {
+      /* gone, or a kernel thread */
+    }
+  }
+  return out;
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const st = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return st === 'Z' || st === 'X';
+  } catch {
+    return true;
+  }
+}
+
+export const alive = (pid: number): boolean => !isZombie(pid);
+
+function cmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '';
+  }
+}
+
+export class ServerEnv {
+  readonly dir: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly shm: string;
+  #procs: Proc[] = [];
+  #clients: WireClient[] = [];
+  #table: LockTable | undefined;
+
+  constructor(t: ExecutionContext, settings: Partial<ServerConfig> = {}) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-srv-'));
+    this.env = { ...process.env, JBCRELEASEDIR: this.dir };
+    delete this.env['JBCPORTNO'];
+    delete this.env['JDLS_LOG_LEVEL'];
+    this.shm = tablePath(this.dir);
+    this.writeConfig(settings);
+    t.teardown(() => this.cleanup());
+  }
+
+  writeConfig(settings: Partial<ServerConfig> | Record<string, unknown>): void {
+    fs.writeFileSync(path.join(this.dir, 'jdls.yaml'), stringify({ port: 0, bind: '127.0.0.1', ...settings }));
+  }
+
+  /** The table (opened on first use, after the monitor made it). */
+  get table(): LockTable {
+    this.#table ??= LockTable.open({ releaseDir: this.dir });
+    return this.#table;
+  }
+
+  /** The running listener's port (from its pid file / the header). */
+  get port(): number {
+    const l = findListener(this.dir);
+    if (!l) throw new Error('no listener running');
+    return l.port;
+  }
+
+  /** The running listener's pid, once it listens (its pid file names a port). */
+  listenerPid(): number | undefined {
+    const l = findListener(this.dir);
+    return l && l.port > 0 ? l.pid : undefined;
+  }
+
+  /** Lock-server processes of this installation. */
+  lockServers(): number[] {
+    return processesOf(this.dir).filter((p) => cmdline(p).includes('(lock server)'));
+  }
+
+  /** Run jdls to completion (bounded). */
+  jdls(args: string[], timeoutMs = 30_000): Promise<RunResult> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [JDLS, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      child.on('error', reject);
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr });
+      });
+    });
+  }
+
+  /** `jdls -ib` (or the args given); throws unless it succeeded. */
+  async start(args: string[] = ['-ib']): Promise<RunResult> {
+    const r = await this.jdls(args);
+    if (r.code !== 0) throw new Error(`jdls ${args.join(' ')} failed (${r.code}): ${r.stdout} ${r.stderr}\n${this.logs()}`);
+    return r;
+  }
+
+  logs(): string {
+    let s = '';
+    for (const f of ['jdls-listener.log', 'jdls-monitor.log']) {
+      try {
+        s += `--- ${f}\n${fs.readFileSync(path.join(this.dir, f), 'utf8')}`;
+      } catch {
+        /* none */
+      }
+    }
+    return s;
+  }
+
+  /** A test connection (HELLO done), closed at teardown. */
+  async client(hello: Parameters<typeof WireClient.connect>[1] = {}): Promise<WireClient> {
+    const c = await WireClient.connect(this.port, hello);
+    this.#clients.push(c);
+    return c;
+  }
+
+  /** A connection without HELLO, closed at teardown. */
+  async raw(): Promise<WireClient> {
+    const c = await WireClient.raw(this.port);
+    this.#clients.push(c);
+    return c;
+  }
+
+  remote(args: string[]): Proc {
+    return this.#spawn(`remote-locker ${args.join(' ')}`, process.execPath, [nodeFixture('remote-locker'), args[0] ?? '', String(this.port), ...args.slice(1)]);
+  }
+
+  /** jdls-locker (C, direct in the shm table), default file (4242, 7). */
+  locker(args: string[]): Proc {
+    return this.#spawn(`jdls-locker ${args.join(' ')}`, lockerPath, args);
+  }
+
+  #spawn(label: string, cmd: string, args: string[]): Proc {
+    const p = new Proc(spawn(cmd, args, { env: this.env, stdio: ['pipe', 'pipe', 'pipe'] }), label);
+    this.#procs.push(p);
+    return p;
+  }
+
+  file(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of this.#clients) c.close();
+    for (let round = 0; round < 20; round++) {
+      const left = processesOf(this.dir);
+      if (left.length === 0) break;
+      for (const pid of left) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await sleep(50);
+    }
+    await Promise.all(this.#procs.map((p) => withTimeout(p.exited, 5000, `${p.label} to die`).catch(() => undefined)));
+    this.#table?.close();
+    fs.rmSync(this.shm, { force: true });
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Poll until cond() (bounded). */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}

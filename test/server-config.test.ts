@@ -1,0 +1,91 @@
+// server-config.test.ts - the listener's settings: defaults, jdls.yaml,
+// command-line overrides (the command line wins), errors naming the key,
+// and the jdls command refusing a bad file before starting anything.
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig, DEFAULTS, configFromEnv, configToEnv, CONFIG_ENV } from '../src/server/config.js';
+import { ServerEnv } from './helpers/server-env.js';
+
+function tempDir(t: { teardown: (f: () => void) => void }, yaml?: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-cfg-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  if (yaml !== undefined) fs.writeFileSync(path.join(dir, 'jdls.yaml'), yaml);
+  return dir;
+}
+
+test('defaults without a file', (t) => {
+  const cfg = loadConfig(tempDir(t));
+  t.deepEqual(cfg, { ...DEFAULTS });
+  t.is(cfg.port, 50002);
+  t.is(cfg.bind, '0.0.0.0');
+  t.is(cfg.clientsPerProcess, 16);
+  t.is(cfg.interimMs, 5000);
+  t.is(cfg.keepaliveMs, 30000);
+});
+
+test('the file sets values; the command line wins', (t) => {
+  const dir = tempDir(t, 'port: 50010\nbind: 10.0.0.1\nclientsPerProcess: 1\ninterimMs: 250\nmaxConnections: 10\n');
+  t.like(loadConfig(dir), { port: 50010, bind: '10.0.0.1', clientsPerProcess: 1, interimMs: 250, maxConnections: 10 });
+  t.like(loadConfig(dir, { port: '50020', bind: '::' }), { port: 50020, bind: '::', clientsPerProcess: 1 });
+  t.is(loadConfig(tempDir(t, '')).port, 50002, 'an empty file is all defaults');
+  t.is(loadConfig(tempDir(t, '# only a comment\n')).port, 50002);
+});
+
+test('unknown keys and bad values are errors naming the key', (t) => {
+  const cases: [string, RegExp][] = [
+    ['prot: 1\n', /unknown setting 'prot' \(known: port, bind,/],
+    ['port: 70000\n', /jdls\.yaml: port must be an integer 0\.\.65535/],
+    ['port: abc\n', /port must be an integer .* got "abc"/],
+    ['bind: localhost\n', /bind must be an IP address/],
+    ['clientsPerProcess: 0\n', /clientsPerProcess must be an integer 1\.\./],
+    ['interimMs: 1.5\n', /interimMs must be an integer/],
+    ['keepaliveMs: -5\n', /keepaliveMs must be an integer/],
+    ['- a\n- b\n', /must be a mapping/],
+    ['port: [1\n', /not valid YAML/],
+  ];
+  for (const [yaml, re] of cases) {
+    const e = t.throws(() => loadConfig(tempDir(t, yaml)));
+    t.regex(e?.message ?? '', re, yaml);
+    t.is((e as { code?: string }).code, 'BAD_ARGUMENT');
+  }
+  t.throws(() => loadConfig(tempDir(t), { port: '99999' }), { message: /--port must be an integer 0\.\.65535/ });
+});
+
+test('settings travel to child processes through the environment', (t) => {
+  const cfg = { ...DEFAULTS, port: 1234, interimMs: 77 };
+  t.deepEqual(configFromEnv({ [CONFIG_ENV]: configToEnv(cfg) }), cfg);
+  t.is(configFromEnv({}), undefined);
+});
+
+test.serial('jdls -ib refuses a bad jdls.yaml before starting anything', async (t) => {
+  const env = new ServerEnv(t);
+  env.writeConfig({ maxConnections: 'many' });
+  const r = await env.jdls(['-ib']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /jdls\.yaml: maxConnections must be an integer/);
+  t.false(fs.existsSync(env.shm), 'no table');
+  t.false(fs.existsSync(env.file('jdls-monitor.log')));
+  // --port on the command line wins over the file.
+  env.writeConfig({});
+  const ok = await env.jdls(['-ib', '--port', '0', '--bind', '127.0.0.1']);
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /lock listener started at pid \d+ on 127\.0\.0\.1 port [1-9]\d*/);
+  const again = await env.jdls(['-ibD']);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /lock listener already running at pid \d+/);
+  const k = await env.jdls(['-k']);
+  t.is(k.code, 0, k.stderr);
+  t.regex(k.stdout, /lock listener at pid \d+ stopped\njdls: lock monitor at pid \d+ stopped/);
+  t.false(fs.existsSync(env.file('jdls-listener.json')), 'pid file removed');
+});
+
+test.serial('-ibD without a monitor asks for OS file locks: a clear error in this build', async (t) => {
+  const env = new ServerEnv(t);
+  const r = await env.jdls(['-ibD']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /lock listener failed to start/);
+  t.regex(r.stderr, /OS file locks are not available in this build/);
+  t.false(fs.existsSync(env.file('jdls-listener.json')));
+});
