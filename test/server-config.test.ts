@@ -44,6 +44,7 @@ test('unknown keys and bad values are errors naming the key', (t) => {
     ['keepaliveMs: -5\n', /keepaliveMs must be an integer/],
     ['- a\n- b\n', /must be a mapping/],
     ['port: [1\n', /not valid YAML/],
+    ['lockDir: relative/dir\n', /lockDir must be an absolute path/],
   ];
   for (const [yaml, re] of cases) {
     const e = t.throws(() => loadConfig(tempDir(t, yaml)));
@@ -81,11 +82,19 @@ test.serial('jdls -ib refuses a bad jdls.yaml before starting anything', async (
   t.false(fs.existsSync(env.file('jdls-listener.json')), 'pid file removed');
 });
 
-test.serial('-ibD without a monitor asks for OS file locks: a clear error in this build', async (t) => {
+test.serial('-ibD without a monitor serves OS file locks: jlock_* files in the lock directory, conflicts between clients', async (t) => {
   const env = new ServerEnv(t);
-  const r = await env.jdls(['-ibD']);
-  t.is(r.code, 1);
-  t.regex(r.stderr, /lock listener failed to start/);
-  t.regex(r.stderr, /OS file locks are not available in this build/);
-  t.false(fs.existsSync(env.file('jdls-listener.json')));
+  const r = await env.start(['-ibD']);
+  t.regex(r.stdout, /lock listener started at pid \d+ on 127\.0\.0\.1 port \d+, OS file locks/);
+  t.false(fs.existsSync(env.shm), 'no shared-memory table');
+  const a = await env.client({ pid: 5001 });
+  const b = await env.client({ pid: 5002 });
+  t.is((await a.lock('OSKEY', 'write')).type, 'GRANTED');
+  const files = fs.readdirSync(env.lockDir);
+  t.deepEqual(files, ['jlock_00001092_00000007'], 'the lock file of inode 4242, dev 7');
+  const locked = await b.lock('OSKEY', 'write', { nowait: true });
+  t.is(locked.type, 'LOCKED');
+  t.is((await b.lock('OTHER', 'write', { nowait: true })).type, 'GRANTED');
+  t.is((await a.unlock('OSKEY')).type, 'RELEASED');
+  t.is((await b.lock('OSKEY', 'write', { nowait: true })).type, 'GRANTED');
 });

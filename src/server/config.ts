@@ -11,6 +11,7 @@
 // reach the terminal; the listener and its lock-server processes receive the
 // result through the environment (JDLS_SERVER_CONFIG) and never re-read the
 // file: every process of one service runs with the same settings.
+import { DEFAULT_LOCK_DIR } from '../oslock.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -23,6 +24,8 @@ export const CONFIG_FILE = 'jdls.yaml';
 export const CONFIG_ENV = 'JDLS_SERVER_CONFIG';
 
 export interface ServerConfig {
+  /** directory of the OS record-lock files jlock_* (OS file-lock mechanism, OSLOCKS) */
+  lockDir: string;
   /** TCP port the listener accepts on; 0 = any free port (tests) */
   port: number;
   /** address the listener binds; '0.0.0.0' = every IPv4 interface, '::' = every interface */
@@ -48,13 +51,14 @@ export interface ServerConfig {
 }
 
 interface Setting {
-  kind: 'int' | 'addr';
+  kind: 'int' | 'addr' | 'path';
   min?: number;
   max?: number;
   text: string;
 }
 
 export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
+  lockDir: DEFAULT_LOCK_DIR,
   port: PROTO.DEFAULT_PORT,
   bind: '0.0.0.0',
   clientsPerProcess: 16,
@@ -82,6 +86,7 @@ export const SETTINGS: Readonly<Record<keyof ServerConfig, Setting>> = {
   maxLocksPerClient: { kind: 'int', min: 1, max: U32, text: 'locks held by one connection' },
   maxOutstanding: { kind: 'int', min: 1, max: 1_000_000, text: 'waiting lock requests of one connection' },
   maxSendBacklog: { kind: 'int', min: 65_536, max: U32, text: 'bytes queued for a slow client' },
+  lockDir: { kind: 'path', text: 'directory of the OS record-lock files' },
 };
 
 const KEYS = Object.keys(SETTINGS) as (keyof ServerConfig)[];
@@ -89,6 +94,11 @@ const KEYS = Object.keys(SETTINGS) as (keyof ServerConfig)[];
 /** One setting's value, checked; a string is the error text (naming the key). */
 function check(key: keyof ServerConfig, value: unknown, where: string): number | string | JdlsError {
   const s = SETTINGS[key];
+  if (s.kind === 'path') {
+    if (typeof value !== 'string' || !path.isAbsolute(value))
+      return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be an absolute path, got ${JSON.stringify(value)}`);
+    return value;
+  }
   if (s.kind === 'addr') {
     if (typeof value !== 'string' || net.isIP(value) === 0)
       return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be an IP address (e.g. 0.0.0.0, 127.0.0.1, ::), got ${JSON.stringify(value)}`);

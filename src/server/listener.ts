@@ -68,7 +68,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   process.title = LISTENER_TITLE;
   const kind = opts.mechanism ?? chooseMechanism(dir);
   try {
-    probeMechanism(kind, dir);
+    probeMechanism(kind, dir, cfg.lockDir);
   } catch (e) {
     log.error({ mechanism: kind }, `lock listener cannot start: ${(e as Error).message}`);
     return 1;

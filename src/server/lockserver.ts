@@ -46,13 +46,13 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
   const log = opts.log ?? createLogger({ name: 'lockserver' });
   let mech: RecordLocks;
   try {
-    mech = openMechanism(opts.kind, opts.releaseDir);
+    mech = openMechanism(opts.kind, opts.releaseDir, opts.cfg.lockDir);
   } catch (e) {
     log.error({ err: e, mechanism: opts.kind }, `cannot open the lock mechanism: ${(e as Error).message}`);
     return Promise.resolve(1);
   }
   let os: RecordLocks | undefined;
-  const osLocks = (): RecordLocks => (os ??= opts.kind === 'os' ? mech : openOsLocks());
+  const osLocks = (): RecordLocks => (os ??= opts.kind === 'os' ? mech : openOsLocks(opts.cfg.lockDir));
   const stats = statsFor(mech);
   const sessions = new Set<Session>();
   let nextId = 1;

@@ -5,15 +5,10 @@
 // runs, else OS file locks) and the one place a mechanism is opened. Does
 // not own: the mechanisms (src/table.ts, src/oslock.ts).
 //
-// The OS file-lock mechanism (src/oslock.ts, OsLocks) is not in this build
-// yet: openOsLocks() is the single function to change when it lands. Until
-// then asking for it is a clear error, never a silent fall-back to shm.
 import { LockTable } from '../table.js';
-import { JdlsError } from '../errors.js';
+import { OsLocks } from '../oslock.js';
 import { isRunning } from '../cli/procs.js';
 import type { MechanismKind, RecordLocks } from '../mechanism.js';
-
-export const OS_LOCKS_UNAVAILABLE = 'OS file locks are not available in this build';
 
 /**
  * The guide: shared-memory locks when the lock monitor runs (its table
@@ -34,18 +29,18 @@ export function chooseMechanism(releaseDir: string): MechanismKind {
   }
 }
 
-/** The OS file-lock mechanism. Replace the body with `return OsLocks.open();` when src/oslock.ts lands. */
-export function openOsLocks(): RecordLocks {
-  throw new JdlsError('SYSTEM', OS_LOCKS_UNAVAILABLE);
+/** The OS file-lock mechanism over the configured lock directory. */
+export function openOsLocks(lockDir: string): RecordLocks {
+  return OsLocks.open({ lockDir });
 }
 
 /** Open a mechanism in this process (a lock-server process opens one and shares it among its clients). */
-export function openMechanism(kind: MechanismKind, releaseDir: string): RecordLocks {
+export function openMechanism(kind: MechanismKind, releaseDir: string, lockDir: string): RecordLocks {
   if (kind === 'shm') return LockTable.open({ releaseDir });
-  return openOsLocks();
+  return openOsLocks(lockDir);
 }
 
 /** Fail early (at listener start) if the mechanism cannot be opened here. */
-export function probeMechanism(kind: MechanismKind, releaseDir: string): void {
-  openMechanism(kind, releaseDir).close();
+export function probeMechanism(kind: MechanismKind, releaseDir: string, lockDir: string): void {
+  openMechanism(kind, releaseDir, lockDir).close();
 }

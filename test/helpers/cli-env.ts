@@ -92,7 +92,7 @@ export class CliEnv {
     this.shm = tablePath(this.dir);
     // -ib starts a listener too: any free port on loopback, so tests never
     // collide on 50002 or listen on the network.
-    fs.writeFileSync(path.join(this.dir, 'jdls.yaml'), 'port: 0\nbind: 127.0.0.1\n');
+    fs.writeFileSync(path.join(this.dir, 'jdls.yaml'), `port: 0\nbind: 127.0.0.1\nlockDir: ${path.join(this.dir, 'jbase')}\n`);
     t.teardown(() => this.cleanup());
   }
 

@@ -76,8 +76,14 @@ export class ServerEnv {
     t.teardown(() => this.cleanup());
   }
 
+  /** The OS record-lock directory of this installation's server. */
+  get lockDir(): string {
+    return path.join(this.dir, 'jbase');
+  }
+
   writeConfig(settings: Partial<ServerConfig> | Record<string, unknown>): void {
-    fs.writeFileSync(path.join(this.dir, 'jdls.yaml'), stringify({ port: 0, bind: '127.0.0.1', ...settings }));
+    // Own port, loopback, and own OS lock directory: tests never meet.
+    fs.writeFileSync(path.join(this.dir, 'jdls.yaml'), stringify({ port: 0, bind: '127.0.0.1', lockDir: this.lockDir, ...settings }));
   }
 
   /** The table (opened on first use, after the monitor made it). */
