@@ -103,6 +103,7 @@ export interface NativeTable {
   list(firstGroup: number, groupCount: number): { rows: NativeRow[]; next: number } | number;
   check(): number;
   usage(): { held: number; waiting: number; maxInGroup: number; highWater: number };
+  countLockRetry(): void;
   claimMonitor(pid: number, pidStart: number): number;
   header(): NativeHeader;
   setHeader(field: HeaderField, value: number): void;

@@ -370,6 +370,11 @@ export class LockTable implements RecordLocks {
     return this.#table.check();
   }
 
+  /** Count one distributed lock retry (an interim WAITING message) in "Lock retries:", atomically. */
+  countLockRetry(): void {
+    this.#table.countLockRetry();
+  }
+
   /** Held locks, queued requests and the fullest group, from the group counters (cheap; a snapshot). */
   usage(): TableUsage {
     return this.#table.usage();

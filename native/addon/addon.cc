@@ -317,6 +317,7 @@ class Table : public Napi::ObjectWrap<Table> {
                            InstanceMethod("list", &Table::List),
                            InstanceMethod("check", &Table::Check),
                            InstanceMethod("usage", &Table::Usage),
+                           InstanceMethod("countLockRetry", &Table::CountLockRetry),
                            InstanceMethod("claimMonitor", &Table::ClaimMonitor),
                            InstanceMethod("header", &Table::Header),
                            InstanceMethod("setHeader", &Table::SetHeader),
@@ -604,6 +605,13 @@ class Table : public Napi::ObjectWrap<Table> {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
     return Napi::Number::New(env, jdls_table_check(&t_));
+  }
+
+  Napi::Value CountLockRetry(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    jdls_count_lock_retry(&t_);
+    return env.Undefined();
   }
 
   Napi::Value Usage(const Napi::CallbackInfo &info) {

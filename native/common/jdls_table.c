@@ -319,10 +319,17 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
   return same_key(a, b->inode, b->dev, b->key, b->key_len);
 }
 
+/* The owner of a lock: (ip, owner pid, owner tid) and the local process that
+ * holds the entry, or (ip, port) on a -P table. The holding pid is part of it
+ * because a remote client whose lock-server process was killed may reconnect
+ * through another one before the dead entries are reaped: without the pid it
+ * would "re-take" an entry that still names the dead process - and lose it
+ * at the next reap while believing it holds the lock. For a local process
+ * pid == owner pid, so nothing changes there. */
 static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *o) {
   if (e->ip_len != o->ip_len || memcmp(e->ip, o->ip, o->ip_len) != 0) return 0;
   if (t->hdr->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
-  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid;
+  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->pid == o->pid;
 }
 
 static void owner_of(const jdls_entry *e, jdls_owner *o) {
@@ -859,6 +866,10 @@ int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
   }
   *next_group = gi;
   return (int)out;
+}
+
+void jdls_count_lock_retry(jdls_table *t) {
+  __atomic_fetch_add(&t->hdr->lock_retries, 1, __ATOMIC_RELAXED);
 }
 
 void jdls_table_usage(jdls_table *t, jdls_usage *u) {

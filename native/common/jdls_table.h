@@ -307,6 +307,9 @@ void jdls_table_usage(jdls_table *t, jdls_usage *u);
 /* Become the table's monitor: atomically replace a monitor pid that is 0 or
  * names a dead process with `pid`. Returns 0, or the live monitor's pid. */
 uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start);
+/* Count one distributed lock retry ("Lock retries:"), atomically: many
+ * lock-server processes count into one header. */
+void jdls_count_lock_retry(jdls_table *t);
 /* Verify every group's invariants; returns the number of problems found. */
 int jdls_table_check(jdls_table *t);
 /* Claim this process's doorbell slot (idempotent). */

@@ -3,11 +3,8 @@
 //
 // Owns: counting. Does not own: the header layout (native) or display.
 //
-// Trap: the addon offers setHeader('lockRetries', n), a store, not an atomic
-// add. Lock-server processes are many, so this is read-add-store: two
-// processes adding in the same instant can lose one count. Interim messages
-// come every interimMs per waiting request, so collisions are rare and the
-// figure is a statistic, not an invariant. (A native fetch-add would close it.)
+// Many lock-server processes count into one header: countLockRetry() is an
+// atomic add in the segment (a read-add-store from here could lose counts).
 import type { RecordLocks } from '../mechanism.js';
 import { LockTable } from '../table.js';
 
@@ -22,7 +19,7 @@ export function statsFor(mech: RecordLocks): ServerStats {
   return {
     lockRetry: () => {
       try {
-        mech.setHeader('lockRetries', mech.header().lockRetries + 1);
+        mech.countLockRetry();
       } catch {
         /* a closed or removed table: the figure is lost, nothing else */
       }
