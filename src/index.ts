@@ -6,3 +6,4 @@ export type { JdlsErrorCode } from './errors.js';
 export { releaseDir, tablePath, attachedProcesses } from './installation.js';
 export type { RecordLocks, MechanismKind } from './mechanism.js';
 export * from './ranges.js';
+export { BinaryLocks, DEFAULT_BINARY_DIR, type BinaryLocksOptions, type BinaryLockOptions, type BinaryLockResult, type BinaryHolder, type BinaryLockRow, type BinaryKind, type RangeTarget } from './binary.js';
