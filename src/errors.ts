@@ -10,6 +10,8 @@ export type JdlsErrorCode =
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
   // OS file locks (src/ofd.ts)
   | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
+  // binary locks (src/binary.ts)
+  | 'NOT_SUPPORTED'
   // the client (src/client/codes.ts)
   | ClientErrorCode
   | `JDLS_UNKNOWN_${number}`;

@@ -12,3 +12,4 @@ export { parseJdls, jdlsFromEnv, DEFAULT_JDLS_PORT, DEFAULT_TIMEOUT_SECONDS } fr
 export type { JdlsConfig, JdlsServer, JdlsLockScope } from './client/jdls-env.js';
 export { createClientLogger, defaultErrorTracePath } from './client/logging.js';
 export type { ClientErrorCode } from './client/codes.js';
+export { BinaryLocks, DEFAULT_BINARY_DIR, type BinaryLocksOptions, type BinaryLockOptions, type BinaryLockResult, type BinaryHolder, type BinaryLockRow, type BinaryKind, type RangeTarget } from './binary.js';

@@ -1,0 +1,630 @@
+// binary.ts - binary locks: group locks, file locks (jBASE FILELOCK),
+// execution locks (jBASE LOCK n) and general POSIX byte ranges for
+// intercepted programs, as OFD locks on OfdFile (src/ofd.ts).
+//
+// Owns: which open file description each owner uses for each lock file, the
+// model of who holds which bytes (one LockSpace per lock file, src/ranges.ts)
+// for displays, release-all and naming holders of this process, and the rules
+// of each kind (argument checks, FILELOCK's refusal under the shm table).
+// Does not own: the byte-range primitive, waits and errno mapping
+// (src/ofd.ts), range arithmetic (src/ranges.ts), file names
+// (src/binary-paths.ts, lockFileName in src/oslock.ts), record locks
+// (src/oslock.ts, src/table.ts).
+//
+// Every kind is "an OFD lock on a range of one file":
+//   group  <binaryDir>/jgroup_%08x_%08x  byte = group number (read or write)
+//   exec   <binaryDir>/jexec             byte = n, 0..255 (write)
+//   file   <recordLockDir>/jlock_%08x_%08x  [0, infinity) write: the record-lock
+//          file itself, so it waits for record locks to drain and then blocks new ones
+//   range  <binaryDir>/jrange_%08x_%08x (FileId) or the real file ({ path })
+// One OfdFile per (owner, lock file): owners of one process conflict with
+// each other as processes do, and the kernel releases everything of a process
+// that dies (its descriptors close).
+import fs from 'node:fs';
+import path from 'node:path';
+import { JdlsError, type JdlsErrorCode } from './errors.js';
+import { OfdFile, OsLockError, checkRange, osError, osn, type RangeArg, type RangeHolder } from './ofd.js';
+import { OsLocks, DEFAULT_LOCK_DIR, lockFileName } from './oslock.js';
+import { LockSpace, range, posixLen, END_INFINITY, type Range, type Holding } from './ranges.js';
+import { DEFAULT_BINARY_DIR, groupFileName, rangeFileName, execFileName } from './binary-paths.js';
+import type { RecordLocks, MechanismKind } from './mechanism.js';
+import type { FileId, Owner, LockMode, LockOptions, Holder } from './table.js';
+
+export { DEFAULT_BINARY_DIR } from './binary-paths.js';
+
+const NOT_SUPPORTED: JdlsErrorCode = 'NOT_SUPPORTED';
+
+/** jBASE's error number for a FILELOCK on a file that cannot take OS locks ("Error 22 during FILELOCK_ERROR"). */
+const JBASE_FILELOCK_ERROR = 22;
+
+export type BinaryKind = 'group' | 'file' | 'exec' | 'range';
+
+export interface BinaryLocksOptions {
+  /** pseudo files of group, execution and range locks; default /tmp/jbase_lock (created 01777 if missing) */
+  binaryDir?: string;
+  /** the OS record-lock directory, whose jlock_* files FILELOCK covers; default /tmp/jbase (created if missing) */
+  recordLockDir?: string;
+  /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid) */
+  portLocks?: boolean;
+}
+
+export interface BinaryLockOptions extends LockOptions {
+  /** wait until granted (default true); false is NOWAIT (jBASE ELSE / LOCKED): resolves { granted: false, holder } */
+  wait?: boolean;
+}
+
+/** Who holds a conflicting lock, and the range it holds (len 0: to infinity). */
+export interface BinaryHolder extends Holder {
+  start: bigint;
+  len: bigint;
+}
+
+export type BinaryLockResult = { granted: true } | { granted: false; holder: BinaryHolder };
+
+/** A byte-range target: a file identity (pseudo file jrange_*) or a real file (locked itself; local use). */
+export type RangeTarget = FileId | { readonly path: string };
+
+/** One held binary lock, for displays. */
+export interface BinaryLockRow {
+  kind: BinaryKind;
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  ip: string;
+  mode: LockMode;
+  /** the file whose bytes are locked */
+  lockFile: string;
+  /** the file identity (group, file, range by FileId; for { path } ranges the real file's) */
+  inode?: bigint;
+  dev?: bigint;
+  /** group: the group number; exec: n */
+  group?: number;
+  n?: number;
+  /** the range (exec and group: one byte per number, adjacent numbers of one owner merge) */
+  start: bigint;
+  /** 0: to infinity */
+  len: bigint;
+}
+
+const EXEC_MAX = 255;
+const GROUP_MAX = 0xffffffff;
+/** How often a FILELOCK NOWAIT retries when the holder it was refused by is gone before it can be named. */
+const NAME_RETRIES = 4;
+
+/**
+ * One lock file and what this mechanism's owners hold in it. The model is
+ * updated only after the kernel grants (or releases), so it never claims
+ * more than the kernel holds for longer than a microtask.
+ */
+class Space {
+  readonly model = new LockSpace<string>();
+  /** owner id -> that owner's description of this file */
+  readonly ofds = new Map<string, OfdFile>();
+  constructor(
+    readonly key: string,
+    readonly kind: BinaryKind,
+    readonly lockFile: string,
+    readonly file: { inode: bigint; dev: bigint } | undefined,
+    /** a pseudo file we may create; false for a real { path } target */
+    readonly pseudo: boolean,
+  ) {}
+}
+
+function ownerHolder(o: Owner, mode: LockMode, start: bigint, len: bigint): BinaryHolder {
+  return { pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, ip: o.ip, mode, start, len };
+}
+
+/** A holder only the kernel knows: a classic lock's pid, or -1 for an OFD lock (any process, this one included). */
+function kernelHolder(h: RangeHolder): BinaryHolder {
+  return { pid: h.pid, ownerPid: h.pid, ownerTid: 0, port: 0, ip: '0.0.0.0', mode: h.mode, start: h.start, len: h.len };
+}
+
+function dirError(rc: number, what: string, dir: string): OsLockError {
+  const e = osError(rc, what, dir);
+  return new OsLockError(e.osCode === 'BAD_PATH' ? 'BAD_LOCK_DIR' : e.osCode, e.message, e.errno, dir);
+}
+
+function ensureDir(dir: string, what: string): void {
+  const rc = osn.ensureDir(dir);
+  if (rc < 0) throw dirError(rc, what, dir);
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    throw new OsLockError('PERMISSION', `${what} ${dir}: no permission to create lock files (${code})`, code, dir);
+  }
+}
+
+function checkExec(n: number): void {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > EXEC_MAX) {
+    throw new JdlsError('BAD_ARGUMENT', `execution lock number must be an integer 0..${EXEC_MAX}, got ${String(n)}`);
+  }
+}
+
+function checkGroup(g: number): void {
+  if (typeof g !== 'number' || !Number.isInteger(g) || g < 0 || g > GROUP_MAX) {
+    throw new JdlsError('BAD_ARGUMENT', `group number must be an integer 0..${GROUP_MAX}, got ${String(g)}`);
+  }
+}
+
+/** [start, len] for the kernel and the model's Range (kernel space: reaching 2^63 is infinity, as Linux stores it). */
+function ranges(start: RangeArg, len: RangeArg): { s: bigint; l: bigint; r: Range } {
+  const [s, l] = checkRange(start, len);
+  return { s, l, r: range(s, l, { kernel: true }) };
+}
+
+const isPathTarget = (t: RangeTarget): t is { readonly path: string } =>
+  typeof t === 'object' && t !== null && typeof (t as { path?: unknown }).path === 'string';
+
+export class BinaryLocks {
+  readonly binaryDir: string;
+  readonly recordLockDir: string;
+  readonly portLocks: boolean;
+  /** lock file key -> space */
+  #spaces = new Map<string, Space>();
+  /** owner id -> the Owner last seen with that id (for naming holders) */
+  #owners = new Map<string, Owner>();
+  #ownerIds = new WeakMap<Owner, string>();
+  /** resolved real path -> its space key (stat once while the space lives, so an unlink does not stop an unlock) */
+  #realKeys = new Map<string, string>();
+  #closed = false;
+
+  private constructor(binaryDir: string, recordLockDir: string, portLocks: boolean) {
+    this.binaryDir = binaryDir;
+    this.recordLockDir = recordLockDir;
+    this.portLocks = portLocks;
+  }
+
+  /**
+   * Binary locks over a binary lock directory and a record-lock directory,
+   * both created (mode 01777) if missing. Throws OsLockError BAD_LOCK_DIR
+   * (missing parent, not a directory) or PERMISSION, naming the directory.
+   */
+  static open(opts: BinaryLocksOptions = {}): BinaryLocks {
+    const bdir = path.resolve(opts.binaryDir ?? DEFAULT_BINARY_DIR);
+    const rdir = path.resolve(opts.recordLockDir ?? DEFAULT_LOCK_DIR);
+    ensureDir(bdir, 'binary lock directory');
+    ensureDir(rdir, 'record lock directory');
+    return new BinaryLocks(bdir, rdir, opts.portLocks ?? false);
+  }
+
+  // ---- owners, spaces, descriptions --------------------------------------------
+
+  #id(o: Owner): string {
+    let id = this.#ownerIds.get(o);
+    if (id === undefined) {
+      if (typeof o !== 'object' || o === null || typeof o.ip !== 'string') throw new JdlsError('BAD_ARGUMENT', 'owner must come from makeOwner()');
+      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+      this.#ownerIds.set(o, id);
+    }
+    this.#owners.set(id, o);
+    return id;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new JdlsError('CLOSED', 'binary lock mechanism is closed');
+  }
+
+  #space(key: string, kind: BinaryKind, lockFile: string, file: { inode: bigint; dev: bigint } | undefined, pseudo: boolean): Space {
+    let s = this.#spaces.get(key);
+    if (!s) this.#spaces.set(key, (s = new Space(key, kind, lockFile, file, pseudo)));
+    return s;
+  }
+
+  #checkFile(file: FileId): void {
+    if (typeof file !== 'object' || file === null || typeof file.inode !== 'bigint' || typeof file.dev !== 'bigint') {
+      throw new JdlsError('BAD_ARGUMENT', 'file must come from fileId(inode, dev)');
+    }
+  }
+
+  #groupSpace(file: FileId): Space {
+    this.#checkFile(file);
+    const lf = groupFileName(this.binaryDir, file);
+    return this.#space(lf, 'group', lf, { inode: file.inode, dev: file.dev }, true);
+  }
+
+  #execSpace(): Space {
+    const lf = execFileName(this.binaryDir);
+    return this.#space(lf, 'exec', lf, undefined, true);
+  }
+
+  #fileSpace(file: FileId): Space {
+    this.#checkFile(file);
+    const lf = lockFileName(this.recordLockDir, file);
+    return this.#space(lf, 'file', lf, { inode: file.inode, dev: file.dev }, true);
+  }
+
+  #rangeSpace(t: RangeTarget): Space {
+    if (!isPathTarget(t)) {
+      this.#checkFile(t);
+      const lf = rangeFileName(this.binaryDir, t);
+      return this.#space(lf, 'range', lf, { inode: t.inode, dev: t.dev }, true);
+    }
+    if (t.path === '') throw new JdlsError('BAD_ARGUMENT', 'range target path must not be empty');
+    const real = path.resolve(t.path);
+    const known = this.#realKeys.get(real);
+    const s = known === undefined ? undefined : this.#spaces.get(known);
+    if (s) return s;
+    // Keyed by (dev, inode), not by name: two names of one file are one
+    // file to the kernel, and must be one model too.
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(real, { bigint: true });
+    } catch (e) {
+      const errno = (e as NodeJS.ErrnoException).errno;
+      throw osError(typeof errno === 'number' ? errno : -5, 'range lock target', real);
+    }
+    const key = `real ${st.dev} ${st.ino}`;
+    this.#realKeys.set(real, key);
+    return this.#space(key, 'range', real, { inode: st.ino, dev: st.dev }, false);
+  }
+
+  #ofd(s: Space, oid: string): OfdFile {
+    let of = s.ofds.get(oid);
+    if (of) return of;
+    try {
+      of = OfdFile.open(s.lockFile, { create: s.pseudo });
+    } catch (e) {
+      // A pseudo file that cannot be opened means the directory is wrong (removed, replaced, a symlink planted).
+      if (s.pseudo && e instanceof OsLockError && e.osCode === 'BAD_PATH') throw new OsLockError('BAD_LOCK_DIR', e.message, e.errno, e.path);
+      throw e;
+    }
+    s.ofds.set(oid, of);
+    return of;
+  }
+
+  /**
+   * Close an owner's description once it holds nothing and waits for
+   * nothing, and forget the space once nobody uses it: descriptors stay
+   * bounded by what is held. Not for real files: close() of ANY descriptor of
+   * a file drops this process's CLASSIC locks on it, and a host program in
+   * this process may hold some; those descriptions stay until releaseAll or
+   * close().
+   */
+  #tidy(s: Space, oid: string): void {
+    const of = s.ofds.get(oid);
+    if (of && s.pseudo && of.waiting === 0 && s.model.holdings(oid).length === 0) {
+      of.close();
+      s.ofds.delete(oid);
+    }
+    if (s.ofds.size === 0 && s.model.isEmpty()) {
+      this.#spaces.delete(s.key);
+      if (!s.pseudo) this.#realKeys.delete(s.lockFile);
+    }
+  }
+
+  /** Record a granted range. The kernel just said no other description holds it: a model saying otherwise is stale and yields. */
+  #record(s: Space, oid: string, r: Range, mode: LockMode): void {
+    for (let i = 0; i < 64; i++) {
+      const t = s.model.tryLock(oid, r, mode);
+      if (t.granted) return;
+      s.model.unlock(t.conflict.owner, r);
+    }
+  }
+
+  #localHolder(h: Holding<string>): BinaryHolder {
+    const o = this.#owners.get(h.owner);
+    if (!o) return { pid: -1, ownerPid: -1, ownerTid: 0, port: 0, ip: '0.0.0.0', mode: h.mode, start: h.start, len: h.len };
+    return ownerHolder(o, h.mode, h.start, h.len);
+  }
+
+  /** The one way every kind takes a lock. */
+  async #lock(s: Space, owner: Owner, start: RangeArg, len: RangeArg, mode: LockMode, opts: BinaryLockOptions,
+    name?: (h: RangeHolder) => BinaryHolder | undefined): Promise<BinaryLockResult> {
+    this.#check();
+    const { s: st, l, r } = ranges(start, len);
+    const oid = this.#id(owner);
+    const wait = opts.wait ?? true;
+    if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
+    const r0 = await this.#attempt(s, owner, oid, st, l, r, mode, opts, wait, name);
+    // Why clamp: a group or LOCK number is one byte, but the kernel and the
+    // model report the holder's whole merged segment (LOCK 7 and LOCK 8 of
+    // one owner are one lock [7, 9)). The holder of THIS number is the answer.
+    if (!r0.granted && (s.kind === 'group' || s.kind === 'exec')) return { granted: false, holder: { ...r0.holder, start: st, len: 1n } };
+    return r0;
+  }
+
+  async #attempt(s: Space, owner: Owner, oid: string, st: bigint, l: bigint, r: Range, mode: LockMode, opts: BinaryLockOptions, wait: boolean,
+    name?: (h: RangeHolder) => BinaryHolder | undefined): Promise<BinaryLockResult> {
+    const local = s.model.conflicts(oid, r, mode);
+    if (local && !wait) return { granted: false, holder: this.#localHolder(local) };
+    const of = this.#ofd(s, oid);
+    try {
+      if (!local) {
+        // Bounded: a holder that is gone by the time we ask is retried, then reported unnamed.
+        for (let attempt = 0; ; attempt++) {
+          const t = of.tryLockRange(st, l, mode);
+          if (t.granted) {
+            this.#record(s, oid, r, mode);
+            return { granted: true };
+          }
+          if (wait) break;
+          if (t.holder) return { granted: false, holder: name?.(t.holder) ?? kernelHolder(t.holder) };
+          if (attempt >= NAME_RETRIES) return { granted: false, holder: kernelHolder({ mode: 'write', start: st, len: l, pid: -1 }) };
+        }
+      }
+      const waitOpts: LockOptions = {};
+      if (opts.timeoutMs !== undefined) waitOpts.timeoutMs = opts.timeoutMs;
+      if (opts.signal) waitOpts.signal = opts.signal;
+      await of.lockRange(st, l, mode, waitOpts);
+      // Granted in a race with releaseAll()/close(): the description is closed, so nothing is held.
+      if (of.closed) throw new JdlsError('CLOSED', `lock on ${s.lockFile} released while it was being granted`);
+      this.#record(s, oid, r, mode);
+      return { granted: true };
+    } finally {
+      this.#tidy(s, oid);
+    }
+  }
+
+  #unlock(s: Space, owner: Owner, start: RangeArg, len: RangeArg): boolean {
+    this.#check();
+    const { s: st, l, r } = ranges(start, len);
+    const oid = this.#id(owner);
+    const of = s.ofds.get(oid);
+    if (!of) {
+      this.#tidy(s, oid);
+      return false;
+    }
+    of.unlockRange(st, l);
+    const had = s.model.unlock(oid, r);
+    this.#tidy(s, oid);
+    return had;
+  }
+
+  // ---- group locks ---------------------------------------------------------------
+
+  /** Lock group `group` (0..2^32-1) of a hashed file: byte `group` of <binaryDir>/jgroup_%08x_%08x. */
+  groupLock(owner: Owner, file: FileId, group: number, mode: LockMode, opts: BinaryLockOptions = {}): Promise<BinaryLockResult> {
+    try {
+      checkGroup(group);
+      return this.#lock(this.#groupSpace(file), owner, group, 1, mode, opts);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  /** Release a group lock; false if this owner did not hold it. */
+  groupUnlock(owner: Owner, file: FileId, group: number): boolean {
+    checkGroup(group);
+    return this.#unlock(this.#groupSpace(file), owner, group, 1);
+  }
+
+  // ---- execution locks -------------------------------------------------------------
+
+  /** jBASE LOCK n (n integer 0..255): exclusive, byte n of <binaryDir>/jexec. wait:false is LOCK n ELSE. */
+  execLock(owner: Owner, n: number, opts: BinaryLockOptions = {}): Promise<BinaryLockResult> {
+    try {
+      checkExec(n);
+      return this.#lock(this.#execSpace(), owner, n, 1, 'write', opts);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  /** jBASE UNLOCK n, or bare UNLOCK (no n): all of the owner's execution locks. Returns how many were released. */
+  execUnlock(owner: Owner, n?: number): number {
+    this.#check();
+    const s = this.#execSpace();
+    if (n !== undefined) {
+      checkExec(n);
+      const r = this.#unlock(s, owner, n, 1) ? 1 : 0;
+      return r;
+    }
+    const oid = this.#id(owner);
+    const held = s.model.holdings(oid).reduce((sum, seg) => sum + Number(seg.end - seg.start), 0);
+    if (held > 0 || s.ofds.has(oid)) this.#unlock(s, owner, 0, 0);
+    else this.#tidy(s, oid);
+    return held;
+  }
+
+  // ---- file locks (FILELOCK) ---------------------------------------------------------
+
+  /**
+   * jBASE FILELOCK: an exclusive lock on the whole record-lock file of
+   * `file` (<recordLockDir>/jlock_%08x_%08x, start 0, to infinity). It waits
+   * until no record locks remain in that file (others may still lock
+   * meanwhile, as in jBASE), then blocks new record locks of the file until
+   * fileUnlock. wait:false (the LOCKED clause) reports the holder.
+   *
+   * `mechanism`: the record-lock mechanism the caller uses. Under the shm
+   * table FILELOCK cannot see record locks (they are not OS locks), so it is
+   * refused with NOT_SUPPORTED rather than half-taken. Pass the OsLocks
+   * instance when there is one: it must use this recordLockDir, its holders
+   * are then named, and a FILELOCK over the owner's own record locks in the
+   * file is refused (its own record locks live on another description and
+   * would block it forever).
+   */
+  fileLock(owner: Owner, file: FileId, mechanism: RecordLocks | MechanismKind, opts: BinaryLockOptions = {}): Promise<BinaryLockResult> {
+    try {
+      this.#check();
+      const s = this.#fileSpace(file);
+      const os = this.#fileMechanism(mechanism, owner, s);
+      const name = os ? (h: RangeHolder) => this.#recordHolder(os, s, owner, h) : undefined;
+      return this.#lock(s, owner, 0, 0, 'write', opts, name);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  /** Check the record-lock mechanism for a FILELOCK; returns the OsLocks to name holders with, if given one. */
+  #fileMechanism(m: RecordLocks | MechanismKind, owner: Owner, s: Space): OsLocks | undefined {
+    const kind = typeof m === 'string' ? m : m?.kind;
+    if (kind === 'shm') {
+      throw new JdlsError(NOT_SUPPORTED,
+        `FILELOCK of ${s.lockFile} needs the OS record-lock mechanism in this release: the shared-memory lock table's record locks are not OS locks, so a FILELOCK could neither wait for them nor block them`,
+        { jbaseError: JBASE_FILELOCK_ERROR });
+    }
+    if (kind !== 'os') throw new JdlsError('BAD_ARGUMENT', `FILELOCK: the record-lock mechanism must be 'os' or 'shm' (or a RecordLocks), got ${String(kind)}`);
+    if (!(m instanceof OsLocks)) return undefined;
+    if (path.resolve(m.lockDir) !== this.recordLockDir) {
+      throw new JdlsError('BAD_ARGUMENT', `FILELOCK: the OS record-lock mechanism uses ${m.lockDir}, but these binary locks cover ${this.recordLockDir}: the FILELOCK would not see its record locks`);
+    }
+    const oid = this.#id(owner);
+    const own = m.rows().filter((row) => row.lockFile === s.lockFile && this.#rowId(row) === oid).length;
+    if (own > 0) {
+      throw new JdlsError(NOT_SUPPORTED,
+        `FILELOCK of ${s.lockFile}: this owner holds ${own} record lock(s) in the file; a FILELOCK over the owner's own record locks is not supported in this release (release them first)`);
+    }
+    return m;
+  }
+
+  #rowId(o: { ip: string; port: number; ownerPid: number; ownerTid: number }): string {
+    return this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+  }
+
+  /** Name a record-lock holder the kernel reports as an OFD (-1) from the OsLocks registry of this process. */
+  #recordHolder(m: OsLocks, s: Space, owner: Owner, h: RangeHolder): BinaryHolder | undefined {
+    if (h.pid !== -1) return undefined;
+    const oid = this.#id(owner);
+    const rows = m.rows().filter((row) => row.lockFile === s.lockFile && this.#rowId(row) !== oid);
+    const row = rows.find((x) => x.offset === h.start) ?? rows[0];
+    if (!row) return undefined;
+    return { pid: row.pid, ownerPid: row.ownerPid, ownerTid: row.ownerTid, port: row.port, ip: row.ip, mode: h.mode, start: h.start, len: h.len };
+  }
+
+  /** jBASE FILEUNLOCK; false if this owner did not hold the FILELOCK. */
+  fileUnlock(owner: Owner, file: FileId): boolean {
+    return this.#unlock(this.#fileSpace(file), owner, 0, 0);
+  }
+
+  /** Whether this owner holds the FILELOCK of `file` (RECORDLOCKED code 3 for every key of the file). */
+  fileLocked(owner: Owner, file: FileId): boolean {
+    this.#check();
+    const s = this.#spaces.get(lockFileName(this.recordLockDir, file));
+    if (!s) return false;
+    return s.model.holdings(this.#id(owner)).some((seg) => seg.start === 0n && seg.end === END_INFINITY && seg.mode === 'write');
+  }
+
+  /**
+   * The owner of this mechanism holding the FILELOCK of `file`, if any: the
+   * holder to name when a record lock of that file is refused (the OS record
+   * locks see it as an OFD holder, pid -1).
+   */
+  fileLockHolder(file: FileId): BinaryHolder | undefined {
+    this.#check();
+    const s = this.#spaces.get(lockFileName(this.recordLockDir, file));
+    const row = s?.model.listing()[0];
+    return row ? this.#localHolder(row) : undefined;
+  }
+
+  // ---- general byte ranges -------------------------------------------------------------
+
+  /**
+   * POSIX byte-range lock [start, start+len) (len 0: to infinity; 64-bit
+   * offsets, last byte <= 2^63-1). A lock over part of a held range converts
+   * that part; same-mode neighbours merge (the kernel per description, the
+   * model per owner alike).
+   */
+  rangeLock(owner: Owner, target: RangeTarget, start: RangeArg, len: RangeArg, mode: LockMode, opts: BinaryLockOptions = {}): Promise<BinaryLockResult> {
+    try {
+      this.#check();
+      return this.#lock(this.#rangeSpace(target), owner, start, len, mode, opts);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  /** POSIX unlock of [start, start+len): splits what it covers partly. False if the owner held nothing there. */
+  rangeUnlock(owner: Owner, target: RangeTarget, start: RangeArg, len: RangeArg): boolean {
+    this.#check();
+    return this.#unlock(this.#rangeSpace(target), owner, start, len);
+  }
+
+  /**
+   * F_GETLK: the first lock that would block `mode` on the range for this
+   * owner, or undefined. Owners of this mechanism are named in full (from
+   * the model); others are what the kernel reports: a classic lock's pid, or
+   * -1 for an OFD lock.
+   */
+  rangeTest(owner: Owner, target: RangeTarget, start: RangeArg, len: RangeArg, mode: LockMode): BinaryHolder | undefined {
+    this.#check();
+    const s = this.#rangeSpace(target);
+    const { s: st, l, r } = ranges(start, len);
+    const oid = this.#id(owner);
+    const local = s.model.conflicts(oid, r, mode);
+    if (local) return this.#localHolder(local);
+    try {
+      const h = this.#ofd(s, oid).getlk(st, l, mode);
+      return h ? kernelHolder(h) : undefined;
+    } finally {
+      this.#tidy(s, oid);
+    }
+  }
+
+  // ---- all kinds -------------------------------------------------------------------
+
+  /**
+   * Release every binary lock of an owner (a client's disconnect, a
+   * program's end): its descriptions are closed, so the kernel drops all
+   * their locks; its pending waits reject with CLOSED. Returns how many
+   * held segments were released.
+   */
+  releaseAll(owner: Owner): number {
+    this.#check();
+    const oid = this.#id(owner);
+    let n = 0;
+    for (const s of [...this.#spaces.values()]) {
+      n += s.model.unlockAll(oid).length;
+      const of = s.ofds.get(oid);
+      if (of) {
+        s.ofds.delete(oid);
+        of.close();
+      }
+      this.#tidy(s, oid);
+    }
+    this.#owners.delete(oid);
+    return n;
+  }
+
+  /** Every binary lock this mechanism's owners hold (model snapshot), by kind then file then start. */
+  listing(): BinaryLockRow[] {
+    const rows: BinaryLockRow[] = [];
+    for (const s of this.#spaces.values()) {
+      for (const h of s.model.listing()) {
+        const o = this.#localHolder(h);
+        const row: BinaryLockRow = {
+          kind: s.kind, pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, ip: o.ip,
+          mode: h.mode, lockFile: s.lockFile, start: h.start, len: posixLen(h),
+        };
+        if (s.file) {
+          row.inode = s.file.inode;
+          row.dev = s.file.dev;
+        }
+        if (s.kind === 'group' || s.kind === 'exec') {
+          // One row per number: adjacent numbers of one owner merge into one segment in the model (as in the kernel).
+          for (let b = h.start; b < h.end; b++) {
+            const one: BinaryLockRow = { ...row, start: b, len: 1n };
+            if (s.kind === 'group') one.group = Number(b);
+            else one.n = Number(b);
+            rows.push(one);
+          }
+        } else {
+          rows.push(row);
+        }
+      }
+    }
+    const order: Record<BinaryKind, number> = { file: 0, group: 1, exec: 2, range: 3 };
+    return rows.sort((a, b) => order[a.kind] - order[b.kind] || (a.lockFile < b.lockFile ? -1 : a.lockFile > b.lockFile ? 1 : 0)
+      || (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  }
+
+  /** Open descriptions (owner x lock file): what this mechanism costs in descriptors. */
+  openFiles(): number {
+    let n = 0;
+    for (const s of this.#spaces.values()) n += s.ofds.size;
+    return n;
+  }
+
+  /** Withdraw pending waits (they reject with CLOSED) and close every description: the kernel releases all locks. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of this.#spaces.values()) {
+      for (const of of s.ofds.values()) of.close();
+      s.ofds.clear();
+    }
+    this.#spaces.clear();
+    this.#realKeys.clear();
+  }
+}
