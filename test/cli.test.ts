@@ -7,6 +7,9 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { CliEnv, JDLS, activeMonitorPid, lockRows, sleep } from './helpers/cli-env.js';
 import { parseArgs } from '../src/cli/args.js';
+import { OsLocks } from '../src/oslock.js';
+import { makeOwner, fileId } from '../src/table.js';
+import path from 'node:path';
 
 interface JsonLock {
   group: number;
@@ -279,11 +282,26 @@ test.serial('-K removes a table nobody has attached', async (t) => {
   t.false(fs.existsSync(env.shm));
 });
 
-test.serial('commands without a table', async (t) => {
+test.serial('commands without a table: -dvL shows the OS file-lock mechanism and its locks', async (t) => {
   const env = new CliEnv(t);
+  const lockDir = path.join(env.dir, 'jbase');
+  const empty = await env.run(['-dvL']);
+  t.is(empty.code, 0, empty.stderr);
+  t.regex(empty.stdout, /^Lock monitor at pid:\s+Not running$/m);
+  t.regex(empty.stdout, new RegExp(`^Locking mechanism:\\s+OS file locks in ${lockDir} \\(no shared memory lock table\\)$`, 'm'));
+  t.regex(empty.stdout, /^OS record locks:\s+0 locks in 0 lock files$/m);
+  // A record lock taken as an OS file lock (no monitor: the routing rule)
+  // shows with this process's pid, its mode and the record's file identity.
+  const os = OsLocks.open({ lockDir });
+  t.teardown(() => os.close());
+  t.true(os.tryLock(makeOwner(), fileId(1483651, -1), '33537', 'write').granted);
   const d = await env.run(['-dvL']);
-  t.is(d.code, 1);
-  t.is(d.stderr, `jdls: no lock table for JBCRELEASEDIR=${env.dir} (start one with jdls -ib)\n`);
+  t.is(d.code, 0, d.stderr);
+  t.regex(d.stdout, /^OS record locks:\s+1 locks in 1 lock files$/m);
+  t.regex(d.stdout, new RegExp(`^${process.pid}\\s+OFD\\s+WRITE 01483651 -1\\s+0x[0-9a-f]+\\s+jlock_0016a383_ffffffff$`, 'm'));
+  const j = JSON.parse((await env.run(['-dvL', '--json'])).stdout) as { mechanism: { kind: string }; osLocks: { pid: number; mode: string; inode: number; dev: number }[] };
+  t.is(j.mechanism.kind, 'os');
+  t.like(j.osLocks[0], { pid: process.pid, mode: 'write', inode: 1483651, dev: -1 });
   const k = await env.run(['-k']);
   t.is(k.code, 0);
   t.regex(k.stdout, /not running/);

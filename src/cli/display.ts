@@ -17,6 +17,9 @@ import { JdlsError } from '../errors.js';
 import { tablePath } from '../installation.js';
 import { isRunning, cpuSeconds } from './procs.js';
 import { findListener, type ListenerInfo } from '../server/state.js';
+import { loadConfig } from '../server/config.js';
+import { DEFAULT_LOCK_DIR } from '../oslock.js';
+import { osRecordLocks, osRowText, OS_ROW_HEADER, type OsRecordLockRow } from './oslist.js';
 
 // ===== output ==============================================================
 
@@ -84,6 +87,36 @@ export function escapeKey(key: Buffer): string {
 
 export function mechanism(h: TableHeader): string {
   return `Shared memory lock table, robust mutexes, locks based on ${h.portLocks ? 'PORT number' : 'THREAD id'}${h.timestamps ? ', time stamped' : ''}`;
+}
+
+/** The OS mechanism's line: what record locks use while no lock monitor runs. */
+const osMechanism = (lockDir: string, why: string): string => `OS file locks in ${lockDir} (${why})`;
+
+/** The installation's OS lock directory (jdls.yaml lockDir), default /tmp/jbase. */
+function lockDirOf(dir: string): string {
+  try {
+    return loadConfig(dir).lockDir;
+  } catch {
+    return DEFAULT_LOCK_DIR; // a broken jdls.yaml is reported by the commands that start things
+  }
+}
+
+function osRowJson(r: OsRecordLockRow): string {
+  return JSON.stringify({ ...r, start: r.start.toString(), end: r.end === null ? null : r.end.toString() });
+}
+
+/** The OS record locks section of the text display. */
+function osLocksText(lockDir: string, locks: boolean): string {
+  const { rows, files } = osRecordLocks(lockDir);
+  const held = rows.filter((r) => !r.blocked);
+  let s = '';
+  if (locks) {
+    s += `\nRecord locks outstanding (OS file locks in ${lockDir}; the byte is a hash of the key)\n${OS_ROW_HEADER}`;
+    for (const r of rows) s += `${osRowText(r)}\n`;
+  }
+  const waiting = rows.length - held.length;
+  s += line('OS record locks:', `${held.length} locks in ${files} lock files${waiting ? `, ${waiting} requests waiting` : ''}`);
+  return s;
 }
 
 /** A column of the guide's layout: padded to its width, always one space after. */
@@ -221,14 +254,17 @@ export function display(cmd: DisplayCommand, dir: string): number {
     table = LockTable.open({ releaseDir: dir });
   } catch (e) {
     if (e instanceof JdlsError && e.code === 'NO_TABLE') {
-      // A listener on OS file locks (-ibD without a monitor) has no table.
-      const l = listenerStatus(undefined, dir);
-      if (l.active && !cmd.json) {
-        writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(l)}${line('Locking mechanism:', 'OS file locks (no shared memory lock table)')}`);
-        return 0;
+      // No table: record locks are OS file locks (the guide's rule for an
+      // installation without a monitor) - show those, and the listener.
+      try {
+        showOs(cmd, dir);
+      } catch (err) {
+        if (err instanceof PipeClosed) return 0;
+        throw err;
       }
-      writeFd(2, `${noTableMessage(dir)}\n`);
-    } else writeFd(2, `jdls: cannot open the lock table ${tablePath(dir)}: ${(e as Error).message}\n`);
+      return 0;
+    }
+    writeFd(2, `jdls: cannot open the lock table ${tablePath(dir)}: ${(e as Error).message}\n`);
     return 1;
   }
   try {
@@ -246,6 +282,26 @@ export function display(cmd: DisplayCommand, dir: string): number {
 const LABEL = 21;
 const line = (label: string, value: string): string => `${label.padEnd(LABEL)}${value}\n`;
 
+/** `-dvL` of an installation without a table: the OS mechanism's locks. */
+function showOs(cmd: DisplayCommand, dir: string): void {
+  const lis = listenerStatus(undefined, dir);
+  const lockDir = lockDirOf(dir);
+  const why = 'no shared memory lock table';
+  if (cmd.json) {
+    const { rows, files } = osRecordLocks(lockDir);
+    writeFd(1, `${JSON.stringify({
+      releaseDir: dir,
+      table: null,
+      monitor: { pid: null, active: false },
+      listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
+      mechanism: { kind: 'os', text: osMechanism(lockDir, why), lockDir },
+      osLockFiles: files,
+    }).slice(0, -1)},"osLocks":[${rows.map(osRowJson).join(',')}]}\n`);
+    return;
+  }
+  writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(lis)}${line('Locking mechanism:', osMechanism(lockDir, why))}${osLocksText(lockDir, cmd.locks)}`);
+}
+
 function showText(cmd: DisplayCommand, table: LockTable): void {
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
@@ -262,7 +318,7 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
       line('Time last ran:', `${ctime(h.lastRanMs)} Time last tidied up: ${ctime(h.lastTidyMs)}`) +
       line('Lock retries:', String(h.lockRetries)) +
       line('Tidy-up time:', tidyTime(h)) +
-      line('Locking mechanism:', mechanism(h)) +
+      line('Locking mechanism:', mon.active ? mechanism(h) : osMechanism(lockDirOf(table.releaseDir), 'lock monitor not running; the table below takes no new locks')) +
       line('Tidy-up operations:', String(h.tidyOps)) +
       line('Memory:', `${mem.used} bytes used , ${mem.free} bytes free`);
     const cpu = mon.active ? cpuSeconds(mon.pid) : undefined;
@@ -288,6 +344,8 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
     `${pad}${counts.held} locks currently in use\n` +
     `${pad}${counts.maxInGroup} is max. locks found in one group\n`;
   if (counts.waiting) tail += `${pad}${counts.waiting} lock requests queued\n`;
+  // Without a monitor, new record locks are OS file locks: show them too.
+  if (!mon.active) tail += osLocksText(lockDirOf(table.releaseDir), cmd.locks);
   writeFd(1, tail);
 }
 
@@ -311,7 +369,9 @@ function showJson(cmd: DisplayCommand, table: LockTable): void {
     },
     listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
     header: h,
-    mechanism: { text: mechanism(h), portLocks: h.portLocks, timestamps: h.timestamps },
+    mechanism: mon.active
+      ? { kind: 'shm', text: mechanism(h), portLocks: h.portLocks, timestamps: h.timestamps }
+      : { kind: 'os', text: osMechanism(lockDirOf(table.releaseDir), 'lock monitor not running'), lockDir: lockDirOf(table.releaseDir), portLocks: h.portLocks, timestamps: h.timestamps },
     geometry: { requestedLocks: h.requestedLocks, locks: h.capacity, groups: h.ngroups, perGroup: h.perGroup, entrySize: h.entrySize, totalSize: h.totalSize },
   };
   // Streamed: everything known up front, then the locks a batch at a time,
