@@ -24,7 +24,7 @@ import path from 'node:path';
 import { JdlsError } from './errors.js';
 import { C } from './native.js';
 import type { RecordLocks } from './mechanism.js';
-import type { FileId, Owner, LockMode, LockResult, LockOptions, Holder } from './table.js';
+import { GRANTED, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {
   osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
   type NativeOfd, type PendingWait, type OsLockErrorCode,
@@ -285,7 +285,7 @@ export class OsLocks implements RecordLocks {
     // retried a few times, then reported without a name.
     for (let attempt = 0; ; attempt++) {
       const rc = of.ofd.lockKey(key, type);
-      if (rc === OSL.OK) return { granted: true };
+      if (rc === OSL.OK) return GRANTED;
       if (rc !== OSL.CONFLICT) throw osError(rc, 'locking in', of.lockFile);
       const [, want] = of.ofd.keyTarget(key, type);
       const h = this.#holder(of, key, want);

@@ -110,7 +110,10 @@ export interface Holder {
   ip: string;
 }
 
-export type LockResult = { granted: true } | { granted: false; holder: Holder };
+export type LockResult = { readonly granted: true } | { readonly granted: false; readonly holder: Holder };
+
+/** The one granted result: NOWAIT locks are hot, and a fresh object per call is garbage per call. */
+export const GRANTED: LockResult = Object.freeze({ granted: true as const });
 
 export interface LockOptions {
   /** give up after this many ms (rejects with code TIMEOUT); default: wait forever */
@@ -249,7 +252,7 @@ export class LockTable implements RecordLocks {
   tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
     checkKey(key);
     const r = this.#table.tryLock(owner.packed, file.packed, key, modeNumber(mode), true);
-    if (r === C.RC_OK) return { granted: true };
+    if (r === C.RC_OK) return GRANTED;
     if (typeof r === 'number') throw errorFromRc(r, 'lock');
     if (r.rc === C.RC_CONFLICT) return { granted: false, holder: holderOf(r.holder) };
     throw new JdlsError('BAD_ARGUMENT', 'NOWAIT request was queued');
