@@ -12,6 +12,7 @@ import { runPair } from './pair.js';
 import { runHandoff } from './handoff.js';
 import { runBigTable } from './big-table.js';
 import { runOsLockPair } from './oslock.js';
+import { runRemote } from './remote.js';
 
 interface ScenarioOutcome {
   name: string;
@@ -65,6 +66,7 @@ outcomes.push(await scenario('pair (C, TypeScript, fcntl; interleaved rounds)', 
 outcomes.push(await scenario('OS record lock pair vs fcntl (interleaved rounds)', () => runOsLockPair()));
 outcomes.push(await scenario('hand-off between processes', () => runHandoff()));
 outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
+outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds), hand-off, server memory', () => runRemote()));
 const totalMs = Date.now() - started;
 
 const figures = outcomes.flatMap((o) => o.figures);
