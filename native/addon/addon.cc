@@ -238,18 +238,20 @@ class Waiter {
 
   void Run() {
     auto next_tick = std::chrono::steady_clock::now();
+    unsigned ticks = 0;
     while (!stop_.load()) {
       uint32_t seen = __atomic_load_n(Bell(), __ATOMIC_ACQUIRE);  // before the scan
       auto now = std::chrono::steady_clock::now();
       bool tick = now >= next_tick;
       if (tick) next_tick = now + std::chrono::milliseconds(JDLS_LIVENESS_TICK_MS);
+      int reap = !tick ? JDLS_REAP_NONE : ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH : JDLS_REAP_QUICK;
       std::vector<Done> *done = nullptr;
       bool any = false;
       {
         std::lock_guard<std::mutex> g(mu_);
         any = !pending_.empty();
         for (auto it = pending_.begin(); it != pending_.end();) {
-          int rc = jdls_wait_poll(table_, &it->ticket, tick ? 1 : 0);
+          int rc = jdls_wait_poll(table_, &it->ticket, reap);
           if (rc == JDLS_QUEUED) { ++it; continue; }
           if (!done) done = new std::vector<Done>();
           done->push_back({it->id, rc});

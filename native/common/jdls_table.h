@@ -59,6 +59,13 @@ extern "C" {
  * holder killed with -9 never releases, so without this a waiter would sleep
  * until someone else happened to conflict with the dead lock. */
 #define JDLS_LIVENESS_TICK_MS 20U
+/* Every JDLS_THOROUGH_EVERY-th tick the check also reads /proc/<pid>/stat
+ * (a zombie or a recycled pid passes kill()); the others ask kill() only. */
+#define JDLS_THOROUGH_EVERY   10U
+/* jdls_wait_poll's `reap` levels. */
+#define JDLS_REAP_NONE        0
+#define JDLS_REAP_QUICK       1
+#define JDLS_REAP_THOROUGH    2
 
 /* Header flags (set when the table is created, never changed after). */
 #define JDLS_FLAG_PORT_LOCKS  0x1U   /* -P: owner is (ip, port) */
@@ -266,8 +273,9 @@ int jdls_table_unlink(const char *path);
 int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
                     int doorbell, jdls_ticket *ticket, jdls_holder *holder);
 /* Look at a queued request: JDLS_OK if granted, JDLS_QUEUED if it still
- * waits. With `reap` it also frees locks of dead owners it waits behind
- * (called every JDLS_LIVENESS_TICK_MS). */
+ * waits. With `reap` (JDLS_REAP_QUICK: kill(); JDLS_REAP_THOROUGH: also
+ * /proc) it first frees the locks of dead processes holding the key (called
+ * every JDLS_LIVENESS_TICK_MS). */
 int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap);
 /* Give up a queued request: JDLS_TIMEOUT if it was still waiting (its entry
  * is gone), JDLS_OK if it was granted in the meantime (the caller holds it). */
