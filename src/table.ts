@@ -7,7 +7,7 @@
 import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
 import { JdlsError } from './errors.js';
 import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
-import net from 'node:net';
+import { ipBytes } from './ip.js';
 import type { RecordLocks } from './mechanism.js';
 
 export type LockMode = 'read' | 'write';
@@ -55,28 +55,6 @@ export interface Owner {
 function u32(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new JdlsError('BAD_ARGUMENT', `${name} must be an integer 0..4294967295, got ${v}`);
   return v;
-}
-
-function ipBytes(ip: string): Buffer {
-  const kind = net.isIP(ip);
-  if (kind === 4) return Buffer.from(ip.split('.').map(Number));
-  if (kind === 6) {
-    // Expand '::' and a trailing dotted quad into 16 bytes.
-    let text = ip;
-    const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-    if (dotted?.[1]) {
-      const q = dotted[1].split('.').map(Number);
-      text = text.slice(0, -dotted[1].length) + `${((q[0] ?? 0) << 8 | (q[1] ?? 0)).toString(16)}:${((q[2] ?? 0) << 8 | (q[3] ?? 0)).toString(16)}`;
-    }
-    const [headText = '', tailText] = text.split('::');
-    const head = headText ? headText.split(':') : [];
-    const tail = tailText ? tailText.split(':') : [];
-    const words = tailText === undefined ? head : [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
-    const b = Buffer.alloc(16);
-    words.forEach((w, i) => b.writeUInt16BE(parseInt(w, 16), i * 2));
-    return b;
-  }
-  throw new JdlsError('BAD_ARGUMENT', `not an IP address: ${ip}`);
 }
 
 function defaultPort(): number {

@@ -6,6 +6,7 @@
 // what a request does. Parse, then execute: the reader returns typed frames
 // or throws a ProtocolError, and never touches a lock.
 import net from 'node:net';
+import { ipv6Bytes, ipv6Text } from '../ip.js';
 import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, type ProtoErrorName } from './constants.js';
 import type {
   Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault,
@@ -82,49 +83,6 @@ class Writer {
     return this.mode(h.mode).u32(h.port, 'port').u32(h.pid, 'pid').u32(h.ownerPid, 'owner pid').u32(h.ownerTid, 'owner tid').addr(h.addr);
   }
   done(): Buffer { return this.#buf.subarray(0, this.#len); }
-}
-
-function ipv6Bytes(a: string): Buffer {
-  let text = a.replace(/^\[|\]$/g, '');
-  const pct = text.indexOf('%');
-  if (pct >= 0) text = text.slice(0, pct);
-  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (dotted?.[1]) {
-    const q = dotted[1].split('.').map(Number);
-    text = `${text.slice(0, -dotted[1].length)}${(((q[0] ?? 0) << 8) | (q[1] ?? 0)).toString(16)}:${(((q[2] ?? 0) << 8) | (q[3] ?? 0)).toString(16)}`;
-  }
-  const [headText = '', tailText] = text.split('::');
-  const head = headText ? headText.split(':') : [];
-  const tail = tailText ? tailText.split(':') : [];
-  const words = tailText === undefined ? head : [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
-  const b = Buffer.alloc(16);
-  words.forEach((w, i) => b.writeUInt16BE(parseInt(w, 16), i * 2));
-  return b;
-}
-
-/**
- * RFC 5952 text: lower case, the longest run of two or more zero words as
- * '::', and an IPv4-mapped address (::ffff:0:0/96) with its IPv4 part dotted
- * (RFC 5952 section 5). The last rule is not cosmetic: a dual-stack Node
- * server sees an IPv4 client as '::ffff:127.0.0.1' (socket.remoteAddress),
- * and that text must come back out of a frame exactly as it went in.
- */
-function ipv6Text(b: Buffer): string {
-  if (b.readUInt32BE(0) === 0 && b.readUInt32BE(4) === 0 && b.readUInt32BE(8) === 0xffff)
-    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(b.readUInt16BE(i));
-  let best = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = (ws: number[]): string => ws.map((w) => w.toString(16)).join(':');
-  if (best < 0) return hex(words);
-  return `${hex(words.slice(0, best))}::${hex(words.slice(best + bestLen))}`;
 }
 
 function flagsOf(f: Frame): number {
