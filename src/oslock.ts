@@ -19,6 +19,9 @@
 // registry (KeyRegistry in native/addon/oslock.cc, one per description)
 // counts the keys on each byte, so releasing one of two colliding keys keeps
 // the byte locked for the other.
+// Buffer imported, not the global: in an ES module the global `Buffer` is a
+// getter, called on every use (a LoadGlobalIC and a call on the hot path).
+import { Buffer } from 'node:buffer';
 import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError } from './errors.js';
