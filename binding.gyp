@@ -5,6 +5,8 @@
 #   jdls-cbench   the C side of `npm run bench`
 #   jdls-protovectors  checks the protocol test vectors' headers against jdls_proto.h (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
+#   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
+#   jdls-shimlocker / jdls-shimapi  C programs run under the shim (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -42,6 +44,33 @@
       "target_name": "jdls-oslocker",
       "type": "executable",
       "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c"],
+    },
+      {
+      # The preload shim. Traps: "product_prefix" - node-gyp's addon.gypi
+      # sets it to '' (the file would be jdlsshim.so); "defines!" - node-gyp
+      # adds _FILE_OFFSET_BITS=64 everywhere, which renames fcntl/lockf to
+      # fcntl64/lockf64 in the headers, and the shim defines both.
+      "target_name": "jdlsshim",
+      "type": "shared_library",
+      "product_prefix": "lib",
+      "defines!": ["_FILE_OFFSET_BITS=64"],
+      "sources": ["shim/shim_real.c", "shim/shim_classify.c", "shim/shim_route.c",
+                  "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c",
+                  "native/common/jdls_table.c", "native/common/jdls_oslock.c"],
+      "cflags": ["-fPIC", "-fvisibility=hidden"],
+      "ldflags": ["-pthread", "-Wl,--no-undefined"],
+      "libraries": ["-ldl", "-pthread"],
+    },
+    {
+      "target_name": "jdls-shimlocker",
+      "type": "executable",
+      "sources": ["test/fixtures/shim-locker.c"],
+    },
+    {
+      "target_name": "jdls-shimapi",
+      "type": "executable",
+      "sources": ["test/fixtures/shim-api.c"],
+      "libraries": ["-ldl"],
     },
   ],
 }

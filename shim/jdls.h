@@ -1,0 +1,87 @@
+/*
+ * jdls.h - the public C API of libjdlsshim.so: jBASE-style record locks for
+ * runtimes and database drivers that link against (or dlsym) the shim.
+ *
+ * Every call names its origin: JDLS_ORIGIN_INTERNAL (the runtime's own lock
+ * handler) or JDLS_ORIGIN_EXTERNAL (an external driver's handler). The origin
+ * only matters when JDLS is set (LOCK=INTERNAL|EXTERNAL|ALL); this build
+ * records it but has no remote routing yet (see docs/shim.md).
+ *
+ * Where the locks go (docs/shim.md, DESIGN.md "Routing"):
+ *   - JDLS unset, the installation's lock monitor running: the shm table of
+ *     $JBCRELEASEDIR, in-process;
+ *   - otherwise: OS file locks (OFD) on <lockdir>/jlock_<ino>_<dev>, one open
+ *     file description per lock file per process.
+ *
+ * Owner: the calling PROCESS (jBASE: a port's locks), whatever the thread;
+ * a fork child is a different owner and inherits none.
+ *
+ * Results: >= 0 outcomes, < 0 errors (negative errno values: -EINVAL,
+ * -ENOLCK when the lock table is full, -EINTR, ...).
+ */
+#ifndef JDLS_SHIM_H
+#define JDLS_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define JDLS_ORIGIN_INTERNAL 0   /* the runtime's own lock handler */
+#define JDLS_ORIGIN_EXTERNAL 1   /* an external database driver's handler */
+
+#define JDLS_SHARED     1        /* READL */
+#define JDLS_EXCLUSIVE  2        /* READU */
+
+#define JDLS_WAIT       0
+#define JDLS_NOWAIT     1        /* the LOCKED clause: never queue */
+
+/* jdls_record_lock outcomes */
+#define JDLS_LOCK_OK     0
+#define JDLS_LOCK_LOCKED 1       /* NOWAIT: another owner holds it */
+
+/* jdls_record_unlock outcomes */
+#define JDLS_UNLOCK_OK       0
+#define JDLS_UNLOCK_NOT_HELD 1   /* (only the shm route can tell) */
+
+/* jdls_record_locked results: RECORDLOCKED() */
+#define JDLS_RECORD_FREE   0
+#define JDLS_RECORD_READ   1     /* negative: held by another owner */
+#define JDLS_RECORD_WRITE  2
+
+/* Where this process's C-API locks go (jdls_route). */
+#define JDLS_ROUTE_TABLE 1       /* shm table, in-process */
+#define JDLS_ROUTE_OS    2       /* OS file locks */
+
+/* Lock record `key` of the file (inode, dev). mode JDLS_SHARED/EXCLUSIVE,
+ * flags JDLS_WAIT/JDLS_NOWAIT. A re-lock by the owner converts in place.
+ * On JDLS_LOCK_LOCKED, *holder_port (if not NULL) is the holder's port
+ * (SYSTEM(43)); 0 when unknown (the OS route cannot name it). */
+int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
+                     int mode, int flags, int origin, uint32_t *holder_port);
+/* Release one key: JDLS_UNLOCK_OK or JDLS_UNLOCK_NOT_HELD. */
+int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
+                       int origin);
+/* Release the caller's locks in one file / everywhere: the number released
+ * (the OS route returns 0: it cannot count). */
+int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin);
+int jdls_record_unlock_all(int origin);
+/* RECORDLOCKED(): JDLS_RECORD_* (negative: another owner; then *holder_port
+ * as above). The OS route cannot see the caller's own locks: it reports them
+ * as JDLS_RECORD_FREE. */
+int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_len,
+                       int origin, uint32_t *holder_port);
+/* JDLS_ROUTE_TABLE or JDLS_ROUTE_OS: decided once per process (the first
+ * lock call), so one process never splits its locks between two places. */
+int jdls_route(void);
+
+/* Test hook: is `path` a record-lock file (a jlock_<8hex>_<8hex> file in the lock directory)?
+ * 1 with *inode/*dev (dev ffffffff -> -1) filled, else 0. */
+int jdls_shim_classify_path(const char *path, uint64_t *inode, int64_t *dev);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* JDLS_SHIM_H */

@@ -1,0 +1,211 @@
+/*
+ * shim_api.c - the C API of jdls.h: jBASE record locks for runtimes and
+ * drivers, on the route this process has (shim_route.c).
+ *
+ *   table route: straight into the shm table, owner = this process.
+ *   OS route:    OFD locks on <lockdir>/jlock_<ino>_<dev> at the key's byte
+ *                (jdls_oslock.c: the same bytes and files the TypeScript OS
+ *                mechanism uses, so both exclude each other). One open file
+ *                description per lock file per process: OFD locks belong to
+ *                the description, so one description = one owner = this
+ *                process (threads share it, as with classic locks).
+ *
+ * Owns: the API, the OS route's descriptor list. Does not own: the decision.
+ */
+#undef _FILE_OFFSET_BITS
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include "jdls.h"
+#include "shim.h"
+#include "../native/common/jdls_oslock.h"
+
+/* --- the OS route's descriptors --------------------------------------------
+ * Rule: `osf`/`nosf` only with `omu` held. */
+#define MAX_OS_FILES 256
+typedef struct os_file {
+  uint64_t inode;
+  int64_t dev;
+  int fd;
+} os_file;
+static pthread_mutex_t omu = PTHREAD_MUTEX_INITIALIZER;
+static os_file osf[MAX_OS_FILES];
+static unsigned nosf;
+
+/* The descriptor for (inode, dev), opened (and the directory created) on
+ * first use when `create`. fd >= 0, or -errno (-ENOENT: none and !create). */
+static int os_fd(uint64_t inode, int64_t dev, int create) {
+  int fd = -ENOENT;
+  pthread_mutex_lock(&omu);
+  for (unsigned i = 0; i < nosf; i++)
+    if (osf[i].inode == inode && osf[i].dev == dev) {
+      fd = osf[i].fd;
+      goto out;
+    }
+  if (!create) goto out;
+  if (nosf == MAX_OS_FILES) {
+    fd = -ENOLCK;
+    goto out;
+  }
+  char path[JDLS_OSL_PATH_MAX];
+  const char *dir = shim_lockdir();
+  if ((fd = jdls_osl_ensure_dir(dir)) < 0) goto out;
+  if ((fd = jdls_osl_lock_path(path, sizeof path, dir, inode, dev)) < 0) goto out;
+  if ((fd = jdls_osl_open(path, 1)) < 0) goto out;
+  osf[nosf++] = (os_file){inode, dev, fd};
+out:
+  pthread_mutex_unlock(&omu);
+  return fd;
+}
+
+/* Fork child: the child shares the parent's descriptions (and with them
+ * the parent's OFD locks), so it must never lock or unlock through them:
+ * drop its copies (closing a copy leaves the parent's locks alone; the
+ * description lives on in the parent) and start its own on first use. */
+void shim_api_forget(void) {
+  pthread_mutex_init(&omu, NULL);
+  shim_busy++;
+  for (unsigned i = 0; i < nosf; i++) real_close(osf[i].fd);
+  shim_busy--;
+  nosf = 0;
+}
+
+static int bad_args(const void *key, size_t key_len) {
+  return (key_len && !key) || key_len > JDLS_MAX_KEY;
+}
+
+/* --- the API ---------------------------------------------------------------- */
+SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
+                                 int mode, int flags, int origin, uint32_t *holder_port) {
+  if (bad_args(key, key_len) || (mode != JDLS_SHARED && mode != JDLS_EXCLUSIVE)) return -EINVAL;
+  shim_resolve();
+  shim_busy++;
+  int rc;
+  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+    jdls_owner o;
+    shim_owner(&o);
+    jdls_request r = {inode, dev, key, (uint32_t)key_len,
+                      mode == JDLS_SHARED ? JDLS_MODE_READ : JDLS_MODE_WRITE,
+                      (flags & JDLS_NOWAIT) ? JDLS_REQ_NOWAIT : 0};
+    jdls_ticket tk;
+    jdls_holder h;
+    memset(&h, 0, sizeof h);
+    rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
+    if (rc == JDLS_QUEUED) rc = shim_table_wait(shim_table(), &tk);
+    if (rc == JDLS_CONFLICT) {
+      if (holder_port) *holder_port = h.port;
+      rc = JDLS_LOCK_LOCKED;
+    } else if (rc != JDLS_OK) {
+      rc = -shim_errno_of(rc);
+    }
+  } else {
+    int fd = os_fd(inode, dev, 1);
+    if (fd < 0) rc = fd;
+    else {
+      uint64_t off = jdls_osl_key_offset(key, key_len);
+      int type = mode == JDLS_SHARED ? JDLS_OSL_READ : JDLS_OSL_WRITE;
+      static const int no_cancel = 0;
+      rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
+                                 : jdls_osl_setlkw(fd, (int64_t)off, 1, type, &no_cancel);
+      if (rc == JDLS_OSL_CONFLICT) {
+        if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
+        rc = JDLS_LOCK_LOCKED;
+      }
+    }
+  }
+  shim_busy--;
+  return rc;
+}
+
+SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
+                                   int origin) {
+  if (bad_args(key, key_len)) return -EINVAL;
+  shim_resolve();
+  shim_busy++;
+  int rc;
+  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+    jdls_owner o;
+    shim_owner(&o);
+    rc = jdls_unlock(shim_table(), &o, inode, dev, key, (uint32_t)key_len);
+    rc = rc == JDLS_OK ? JDLS_UNLOCK_OK : rc == JDLS_NOT_HELD ? JDLS_UNLOCK_NOT_HELD
+                                                              : -shim_errno_of(rc);
+  } else {
+    int fd = os_fd(inode, dev, 0);
+    if (fd == -ENOENT) rc = JDLS_UNLOCK_NOT_HELD;
+    else if (fd < 0) rc = fd;
+    else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_UNLOCK);
+  }
+  shim_busy--;
+  return rc;
+}
+
+SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin) {
+  shim_resolve();
+  shim_busy++;
+  int rc;
+  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+    jdls_owner o;
+    shim_owner(&o);
+    rc = jdls_unlock_all(shim_table(), &o, 1, inode, dev);
+    if (rc < 0) rc = -shim_errno_of(rc);
+  } else {
+    int fd = os_fd(inode, dev, 0);
+    rc = fd == -ENOENT ? 0 : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);
+  }
+  shim_busy--;
+  return rc;
+}
+
+SHIM_EXPORT int jdls_record_unlock_all(int origin) {
+  shim_resolve();
+  shim_busy++;
+  int rc = 0;
+  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+    jdls_owner o;
+    shim_owner(&o);
+    rc = jdls_unlock_all(shim_table(), &o, 0, 0, 0);
+    if (rc < 0) rc = -shim_errno_of(rc);
+  } else {
+    pthread_mutex_lock(&omu);
+    for (unsigned i = 0; i < nosf && rc >= 0; i++) rc = jdls_osl_setlk(osf[i].fd, 0, 0, JDLS_OSL_UNLOCK);
+    pthread_mutex_unlock(&omu);
+  }
+  shim_busy--;
+  return rc;
+}
+
+SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_len,
+                                   int origin, uint32_t *holder_port) {
+  if (bad_args(key, key_len)) return -EINVAL;
+  shim_resolve();
+  shim_busy++;
+  int rc;
+  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+    jdls_owner o;
+    jdls_holder h;
+    memset(&h, 0, sizeof h);
+    shim_owner(&o);
+    rc = jdls_status(shim_table(), &o, inode, dev, key, (uint32_t)key_len, &h);
+    /* Trap: jdls_status shares -2 between -JDLS_RL_WRITE and
+     * JDLS_E_KEY_TOO_LONG; bad_args excluded the latter above. */
+    if (rc == -JDLS_RL_READ || rc == -JDLS_RL_WRITE) {
+      if (holder_port) *holder_port = h.port;
+    } else if (rc < 0) {
+      rc = -shim_errno_of(rc);
+    }
+  } else {
+    int fd = os_fd(inode, dev, 1);
+    if (fd < 0) rc = fd;
+    else {
+      jdls_osl_holder h;
+      rc = jdls_osl_getlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_WRITE, &h);
+      if (rc == JDLS_OSL_CONFLICT) {
+        if (holder_port) *holder_port = 0;
+        rc = h.type == JDLS_OSL_WRITE ? -JDLS_RECORD_WRITE : -JDLS_RECORD_READ;
+      }
+    }
+  }
+  shim_busy--;
+  return rc;
+}

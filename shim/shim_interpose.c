@@ -1,0 +1,137 @@
+/*
+ * shim_interpose.c - the libc entry points the shim replaces: fcntl,
+ * fcntl64, __fcntl, lockf, lockf64, flock, close.
+ *
+ * Each one: resolve the real function once; inside the shim (recursion
+ * guard) or for anything that is not a classic POSIX lock on a jlock file
+ * routed to the table, call the real function with the arguments untouched.
+ * Owns: argument decoding and the fast paths. Does not own: the decision
+ * (shim_route.c) or the emulation (shim_record.c).
+ */
+/* Trap: node-gyp compiles everything with -D_FILE_OFFSET_BITS=64, and the
+ * glibc headers then turn `fcntl` into `fcntl64` and `lockf` into `lockf64`:
+ * defining both would be "symbol `fcntl64' is already defined". binding.gyp
+ * removes the define for this target ("defines!"); the #undef is the second
+ * belt. On x86_64 off_t is 64 bits either way, so struct flock is the same. */
+#undef _FILE_OFFSET_BITS
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <unistd.h>
+#include "jdls.h"
+#include "shim.h"
+
+/* A classic lock on a jlock file that goes to the table? Fills inode/dev. */
+static int to_table(int fd, uint64_t *inode, int64_t *dev) {
+  /* Route first: with no monitor (or JDLS set) nothing is looked at. */
+  if (shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL) != SHIM_TO_TABLE) return 0;
+  return shim_classify_fd(fd, inode, dev);
+}
+
+static int do_fcntl(int fd, int cmd, void *arg) {
+  shim_resolve();
+  /* Only the three classic lock commands are ever looked at. OFD commands
+   * (F_OFD_*) and everything else pass straight through: varargs are read
+   * as one void * (glibc does the same) and forwarded unchanged. */
+  if (shim_busy || (cmd != F_SETLK && cmd != F_SETLKW && cmd != F_GETLK))
+    return real_fcntl(fd, cmd, arg);
+  shim_busy++;
+  uint64_t inode;
+  int64_t dev;
+  int rc, saved;
+  if (to_table(fd, &inode, &dev)) {
+    rc = shim_record_fcntl(fd, cmd, (struct flock *)arg, inode, dev);
+  } else {
+    rc = real_fcntl(fd, cmd, arg);
+  }
+  saved = errno;
+  shim_busy--;
+  errno = saved;
+  return rc;
+}
+
+SHIM_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return do_fcntl(fd, cmd, arg);
+}
+
+SHIM_EXPORT int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return do_fcntl(fd, cmd, arg);
+}
+
+SHIM_EXPORT int __fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return do_fcntl(fd, cmd, arg);
+}
+
+/* Trap: libc's lockf calls fcntl internally, not through the PLT, so the
+ * fcntl wrapper above never sees it: lockf/lockf64 are wrapped themselves
+ * and mapped as glibc maps them (range [cur, cur+len), F_LOCK = SETLKW
+ * write, F_TLOCK = SETLK write, F_ULOCK = unlock, F_TEST = GETLK). */
+static int do_lockf(int fd, int cmd, off_t len) {
+  shim_resolve();
+  if (shim_busy) return real_lockf(fd, cmd, len);
+  shim_busy++;
+  uint64_t inode;
+  int64_t dev;
+  int rc;
+  if (!to_table(fd, &inode, &dev)) {
+    rc = real_lockf(fd, cmd, len);
+  } else {
+    struct flock fl = {.l_whence = SEEK_CUR, .l_start = 0, .l_len = len};
+    switch (cmd) {
+      case F_LOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLKW, &fl, inode, dev); break;
+      case F_TLOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev); break;
+      case F_ULOCK: fl.l_type = F_UNLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev); break;
+      case F_TEST:
+        fl.l_type = F_WRLCK;
+        rc = shim_record_fcntl(fd, F_GETLK, &fl, inode, dev);
+        if (rc == 0 && fl.l_type != F_UNLCK) {
+          errno = EACCES;
+          rc = -1;
+        }
+        break;
+      default: errno = EINVAL; rc = -1;
+    }
+  }
+  int saved = errno;
+  shim_busy--;
+  errno = saved;
+  return rc;
+}
+
+SHIM_EXPORT int lockf(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, len); }
+SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, len); }
+
+/* flock() locks are BINARY whatever the file (they are not POSIX record
+ * locks and belong to the open file description): always the OS. */
+SHIM_EXPORT int flock(int fd, int op) {
+  shim_resolve();
+  return real_flock(fd, op);
+}
+
+/* Trap: close() of ANY descriptor of a file drops all of the process's
+ * classic locks on it - also emulated ones, or a program that closes a
+ * second descriptor of its lock file would keep locks the kernel would have
+ * dropped. Released before the real close, while fd still names the file. */
+SHIM_EXPORT int close(int fd) {
+  shim_resolve();
+  if (!shim_busy) {
+    shim_busy++;
+    int saved = errno;
+    shim_record_on_close(fd);
+    errno = saved;
+    shim_busy--;
+  }
+  return real_close(fd);
+}

@@ -1,0 +1,252 @@
+/*
+ * shim_record.c - classic POSIX record locks (fcntl F_SETLK/F_SETLKW/F_GETLK
+ * on a jlock file) emulated in the shm table, with classic semantics.
+ *
+ * The key of a lock is the lowercase hex text of its byte offset ("1f" for
+ * byte 31), in the file (inode, dev) that the lock file's NAME encodes; the
+ * owner is the process (shim_owner). Only one-byte ranges are emulated (that
+ * is what a runtime takes: one byte per record key); an unlock of
+ * (start 0, len 0) - "everything" - releases all of the process's locks in
+ * the file. Other ranges fail with EINVAL rather than be half-emulated.
+ *
+ * Owns: the emulation, the list of lock files this process holds locks in
+ * (for close()), the interruptible wait, errno translation.
+ */
+#undef _FILE_OFFSET_BITS
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "shim.h"
+
+/* --- the lock files this process holds (or held) table locks in ---------- */
+/* Why: close() of ANY descriptor of a file drops all of the process's
+ * classic locks on it (POSIX), so every close() must know whether its fd is
+ * such a file. Asking /proc for every close() of every program would cost a
+ * readlink each; instead a close() costs nothing while this list is empty,
+ * and one fstat() otherwise (compared by the lock file's own st_dev/st_ino,
+ * so a descriptor opened through another path still matches).
+ * Rule: `files`/`nfiles` only with `mu` held; `nfiles` is also read without
+ * it (atomic) for the empty fast path. */
+#define MAX_FILES 256
+typedef struct held_file {
+  dev_t st_dev;
+  ino_t st_ino;
+  uint64_t inode;  /* the data file, from the lock file's name */
+  int64_t dev;
+} held_file;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static held_file files[MAX_FILES];
+static unsigned nfiles;
+
+static int remember(int fd, uint64_t inode, int64_t dev) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -1;
+  int rc = 0;
+  pthread_mutex_lock(&mu);
+  unsigned i;
+  for (i = 0; i < nfiles; i++)
+    if (files[i].st_dev == st.st_dev && files[i].st_ino == st.st_ino) break;
+  if (i == nfiles) {
+    if (nfiles == MAX_FILES) rc = -1;
+    else {
+      files[i] = (held_file){st.st_dev, st.st_ino, inode, dev};
+      __atomic_store_n(&nfiles, nfiles + 1, __ATOMIC_RELEASE);
+    }
+  }
+  pthread_mutex_unlock(&mu);
+  return rc;
+}
+
+void shim_record_on_close(int fd) {
+  if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  held_file f;
+  int found = 0;
+  pthread_mutex_lock(&mu);
+  for (unsigned i = 0; i < nfiles; i++) {
+    if (files[i].st_dev == st.st_dev && files[i].st_ino == st.st_ino) {
+      f = files[i];
+      files[i] = files[nfiles - 1];
+      __atomic_store_n(&nfiles, nfiles - 1, __ATOMIC_RELEASE);
+      found = 1;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&mu);
+  if (!found) return;
+  jdls_owner o;
+  shim_owner(&o);
+  jdls_unlock_all(shim_table(), &o, 1, f.inode, f.dev);
+}
+
+/* Fork child: it holds no classic locks (POSIX), so it has none to release.
+ * Its owner identity differs from the parent's anyway (new pid), so even a
+ * stale list could not free the parent's locks - forgetting is tidiness. The
+ * mutex is re-initialised: another thread of the parent may have held it at
+ * the fork. */
+void shim_record_forget(void) {
+  pthread_mutex_init(&mu, NULL);
+  nfiles = 0;
+}
+
+/* --- errno ---------------------------------------------------------------- */
+int shim_errno_of(int rc) {
+  switch (rc) {
+    case JDLS_CONFLICT: return EAGAIN;
+    case JDLS_TIMEOUT: return EINTR;
+    case JDLS_E_TABLE_FULL: return ENOLCK;   /* fcntl's "too many locks" */
+    case JDLS_E_KEY_TOO_LONG:
+    case JDLS_E_ARG: return EINVAL;
+    case JDLS_E_SYS: return errno ? errno : EIO;
+    default: return ENOLCK;
+  }
+}
+
+/* --- the interruptible wait ------------------------------------------------ */
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for a queued request. JDLS_OK when granted; JDLS_TIMEOUT when a
+ * signal handler ran (the request is cancelled: the caller returns EINTR);
+ * another rc on error.
+ *
+ * Why not jdls_lock(): it retries futex_wait on EINTR, so F_SETLKW could
+ * never be interrupted and `flock -w`-style timers (SIGALRM without
+ * SA_RESTART) would hang. Here an EINTR from the futex ends the wait, as the
+ * kernel's own F_SETLKW does; with SA_RESTART the kernel restarts the futex
+ * itself and we never see EINTR, again like F_SETLKW. Known gap: a signal
+ * that lands in the few microseconds between two futex calls (the liveness
+ * tick, every JDLS_LIVENESS_TICK_MS) runs its handler without ending the
+ * wait. Rejected: ppoll with a sigmask (cannot sleep on a futex word). */
+int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
+  jdls_header *h = t->hdr;
+  uint32_t *state = (uint32_t *)((uint8_t *)h + h->groups_offset +
+                                 (uint64_t)tk->group * h->group_size + sizeof(jdls_group) +
+                                 (uint64_t)tk->slot * h->entry_size);
+  unsigned ticks = 0;
+  for (;;) {
+    int rc = jdls_wait_poll(t, tk, ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH
+                                                                      : JDLS_REAP_QUICK);
+    if (rc != JDLS_QUEUED) return rc;
+    int64_t until = mono_ms() + JDLS_LIVENESS_TICK_MS;
+    for (;;) {
+      if (__atomic_load_n(state, __ATOMIC_ACQUIRE) != JDLS_STATE_WAITING) break;
+      int64_t left = until - mono_ms();
+      if (left <= 0) break;
+      struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000L};
+      /* Shared futex (not PRIVATE): the waker is another process. */
+      if (syscall(SYS_futex, state, FUTEX_WAIT, JDLS_STATE_WAITING, &ts, NULL, 0) != 0 &&
+          errno == EINTR) {
+        rc = jdls_wait_cancel(t, tk);
+        /* Granted in the meantime: we hold it; succeed rather than lose it. */
+        return rc == JDLS_OK ? JDLS_OK : JDLS_TIMEOUT;
+      }
+    }
+  }
+}
+
+/* --- fcntl on a jlock file --------------------------------------------------- */
+static int fail(int e) {
+  errno = e;
+  return -1;
+}
+
+/* The absolute start of fl's range. */
+static int abs_start(int fd, const struct flock *fl, int64_t *out) {
+  int64_t base = 0;
+  if (fl->l_whence == SEEK_CUR) {
+    off_t c = lseek(fd, 0, SEEK_CUR);
+    if (c < 0) return -1;
+    base = c;
+  } else if (fl->l_whence == SEEK_END) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    base = st.st_size;
+  } else if (fl->l_whence != SEEK_SET) {
+    errno = EINVAL;
+    return -1;
+  }
+  int64_t s = base + fl->l_start;
+  int64_t len = fl->l_len;
+  if (len < 0) s += len; /* POSIX: [start+len, start) */
+  if (s < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  *out = s;
+  return 0;
+}
+
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev) {
+  if (!fl) return fail(EFAULT);
+  int64_t start;
+  if (abs_start(fd, fl, &start) != 0) return -1;
+  int64_t len = fl->l_len < 0 ? -fl->l_len : fl->l_len;
+  jdls_table *t = shim_table();
+  jdls_owner o;
+  shim_owner(&o);
+  char key[24];
+  int klen = snprintf(key, sizeof key, "%llx", (unsigned long long)start);
+
+  if (cmd == F_SETLK || cmd == F_SETLKW) {
+    if (fl->l_type == F_UNLCK) {
+      if (len == 0 && start == 0) {
+        jdls_unlock_all(t, &o, 1, inode, dev);
+        return 0;
+      }
+      if (len != 1) return fail(EINVAL);
+      jdls_unlock(t, &o, inode, dev, (const uint8_t *)key, (uint32_t)klen);
+      return 0; /* unlocking an unlocked byte is not an error (POSIX) */
+    }
+    if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
+    if (len != 1) return fail(EINVAL);
+    /* Remember the file BEFORE locking: a close() racing in another thread
+     * must find it. */
+    if (remember(fd, inode, dev) != 0) return fail(ENOLCK);
+    jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
+                      fl->l_type == F_RDLCK ? JDLS_MODE_READ : JDLS_MODE_WRITE,
+                      cmd == F_SETLK ? JDLS_REQ_NOWAIT : 0};
+    jdls_ticket tk;
+    jdls_holder h;
+    int rc = jdls_lock_begin(t, &o, &r, -1, &tk, &h);
+    if (rc == JDLS_QUEUED) rc = shim_table_wait(t, &tk);
+    if (rc == JDLS_OK) return 0;
+    return fail(shim_errno_of(rc));
+  }
+
+  /* F_GETLK */
+  if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
+  if (len != 1) return fail(EINVAL);
+  jdls_holder h;
+  memset(&h, 0, sizeof h);
+  int rc = jdls_status(t, &o, inode, dev, (const uint8_t *)key, (uint32_t)klen, &h);
+  /* Trap: jdls_status mixes RECORDLOCKED values and error codes in one int
+   * (-2 is both -JDLS_RL_WRITE and JDLS_E_KEY_TOO_LONG; our keys are short,
+   * so here it is always the former). */
+  if (rc == -JDLS_RL_READ || rc == -JDLS_RL_WRITE) {
+    int holder_write = -rc == JDLS_RL_WRITE;
+    if (holder_write || fl->l_type == F_WRLCK) {
+      fl->l_type = holder_write ? F_WRLCK : F_RDLCK;
+      fl->l_whence = SEEK_SET;
+      fl->l_start = start;
+      fl->l_len = 1;
+      fl->l_pid = (pid_t)h.owner_pid;
+      return 0;
+    }
+  } else if (rc < 0) {
+    return fail(shim_errno_of(rc));
+  }
+  fl->l_type = F_UNLCK;
+  return 0;
+}
