@@ -78,7 +78,7 @@ int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_
 int jdls_route(void);
 
 /* Test hook: is `path` a record-lock file (a jlock_<8hex>_<8hex> file in the lock directory)?
- * 1 with *inode/*dev (dev ffffffff -> -1) filled, else 0. */
+ * 1 with *inode and *dev (dev ffffffff -> -1) filled, else 0. */
 int jdls_shim_classify_path(const char *path, uint64_t *inode, int64_t *dev);
 
 #ifdef __cplusplus

@@ -45,7 +45,7 @@ void shim_api_forget(void);
 /* --- shim_classify.c ----------------------------------------------------- */
 /* The record lock directory: $JDLS_LOCKDIR, else /tmp/jbase, resolved. */
 const char *shim_lockdir(void);
-/* Is fd open on a jlock file? 1 with *inode/*dev, else 0. */
+/* Is fd open on a jlock file? 1 with *inode and *dev, else 0. */
 int shim_classify_fd(int fd, uint64_t *inode, int64_t *dev);
 
 /* --- shim_route.c -------------------------------------------------------- */

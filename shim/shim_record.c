@@ -250,3 +250,16 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
   fl->l_type = F_UNLCK;
   return 0;
 }
+
+/* Process exit: the kernel drops classic locks when a process ends; the
+ * table would keep ours until a conflicting request or the monitor's tidy-up
+ * reaps them (correct, but `jdls -dvL` would list a dead process's locks).
+ * A normal exit releases them here; _exit/kill -9 leave them to reaping. */
+__attribute__((destructor)) static void release_at_exit(void) {
+  if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
+  shim_busy++;
+  jdls_owner o;
+  shim_owner(&o);
+  jdls_unlock_all(shim_table(), &o, 0, 0, 0);
+  shim_busy--;
+}

@@ -81,9 +81,14 @@ export interface ClientTestCommand {
   text: string;
 }
 
+/** --shim-path: print the absolute path of libjdlsshim.so (docs/shim.md). */
+export interface ShimPathCommand {
+  kind: 'shim-path';
+}
+
 export type Command =
   | StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand
-  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand;
+  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand | ShimPathCommand;
 
 export interface UsageError {
   message: string;
@@ -147,6 +152,9 @@ function parseClientTest(argv: readonly string[]): ParseResult | undefined {
 }
 
 export function parseArgs(argv: readonly string[]): ParseResult {
+  if (argv[0] === '--shim-path') {
+    return argv.length === 1 ? { ok: true, command: { kind: 'shim-path' } } : fail('--shim-path takes no other options');
+  }
   const clientTest = parseClientTest(argv);
   if (clientTest) return clientTest;
   const letters = new Set<string>();

@@ -16,6 +16,8 @@ Usage:
   jdls -K {-o}                       remove the lock table
   jdls -d{v}{L} {--json}             display the lock table
   jdls -Cteststring                  test this client's JDLS configuration
+  jdls --shim-path                   print the path of the preload shim:
+                                     LD_PRELOAD=$(jdls --shim-path) program
   jdls -h                            this help
 
 Options:

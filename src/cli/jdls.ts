@@ -11,6 +11,7 @@ import { releaseDir } from '../installation.js';
 import { clientTest } from './client-test.js';
 import { runLockServer } from '../server/lockserver.js';
 import { configFromEnv, loadConfig } from '../server/config.js';
+import { shimPath } from '../shim.js';
 
 async function run(cmd: Command): Promise<number> {
   const dir = releaseDir();
@@ -32,6 +33,9 @@ async function run(cmd: Command): Promise<number> {
       return clientTest(cmd.text, { out: (l) => writeFd(1, `${l}\n`), err: (l) => writeFd(2, `${l}\n`) });
     case 'listener-child':
       return listenerChild(dir);
+    case 'shim-path':
+      writeFd(1, `${shimPath()}\n`);
+      return 0;
     case 'lock-server-child':
       return runLockServer({ kind: cmd.mechanism, releaseDir: dir, cfg: configFromEnv() ?? loadConfig(dir) });
   }
