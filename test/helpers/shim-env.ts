@@ -1,0 +1,130 @@
+// shim-env.ts - a private installation for the preload-shim tests.
+//
+// Owns: a CliEnv (temp JBCRELEASEDIR, its table and processes, all cleaned up
+// in t.teardown), a record lock directory inside it (JDLS_LOCKDIR), and
+// running programs with or without LD_PRELOAD=libjdlsshim.so: to completion
+// (bounded) or in the background, line by line. Every process started here
+// is tracked and killed by pid at teardown.
+import type { ExecutionContext } from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CliEnv, type RunResult } from './cli-env.js';
+import { buildDir } from '../../src/native.js';
+import { shimPath } from '../../src/shim.js';
+
+export const SHIM = shimPath();
+export const SHIM_LOCKER = path.join(buildDir, 'jdls-shimlocker');
+export const SHIM_API = path.join(buildDir, 'jdls-shimapi');
+
+export interface JsonLock {
+  state: 'held' | 'waiting';
+  type: 'READ' | 'WRITE';
+  pid: number;
+  ownerPid: number;
+  port: number;
+  inode: string;
+  dev: string;
+  key: string;
+}
+
+export interface BgProc {
+  child: ChildProcess;
+  pid: number;
+  lines: string[];
+  stderr(): string;
+  /** resolves with the first line matching re (bounded) */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** close stdin (a `hold` step then releases) and wait for the exit (bounded) */
+  finish(timeoutMs?: number): Promise<number | null>;
+}
+
+export class ShimEnv {
+  readonly cli: CliEnv;
+  readonly lockDir: string;
+  readonly env: NodeJS.ProcessEnv;
+
+  constructor(t: ExecutionContext) {
+    this.cli = new CliEnv(t);
+    this.lockDir = path.join(this.cli.dir, 'jbase');
+    fs.mkdirSync(this.lockDir, { recursive: true });
+    this.env = { ...this.cli.env, JDLS_LOCKDIR: this.lockDir };
+    delete this.env['JDLS'];
+    delete this.env['LD_PRELOAD'];
+  }
+
+  /** The monitor only (-ibA): record locks of preloaded processes go to the table. */
+  async startMonitor(): Promise<number> {
+    return (await this.cli.startBackground(['-ibA'])).pid;
+  }
+
+  /** A jlock file name in the lock directory for (inode, dev). */
+  jlock(inode: number, dev: number): string {
+    const h = (n: number): string => (n >>> 0).toString(16).padStart(8, '0');
+    return path.join(this.lockDir, `jlock_${h(inode)}_${h(dev)}`);
+  }
+
+  private envFor(preload: boolean, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+    const env = { ...this.env, ...extra };
+    if (preload) env['LD_PRELOAD'] = SHIM;
+    return env;
+  }
+
+  /** Run to completion (bounded: then SIGKILL). */
+  run(cmd: string, args: string[], opts: { preload?: boolean; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, args, { env: this.envFor(opts.preload ?? true, opts.env ?? {}), stdio: ['pipe', 'pipe', 'pipe'] });
+      if (child.pid) this.cli.track(child.pid);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.stdin.end(opts.input ?? '');
+      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+      child.on('error', reject);
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr });
+      });
+    });
+  }
+
+  /** Start in the background; stdin stays open until finish(). */
+  start(cmd: string, args: string[], opts: { preload?: boolean; env?: NodeJS.ProcessEnv } = {}): BgProc {
+    const child = spawn(cmd, args, { env: this.envFor(opts.preload ?? true, opts.env ?? {}), stdio: ['pipe', 'pipe', 'pipe'] });
+    if (!child.pid) throw new Error(`${cmd} did not start`);
+    this.cli.track(child.pid);
+    const lines: string[] = [];
+    let err = '';
+    let buf = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const parts = buf.split('\n');
+      buf = parts.pop() ?? '';
+      lines.push(...parts);
+    });
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    const waitFor = async (re: RegExp, timeoutMs = 10_000): Promise<string> => {
+      const ok = await this.cli.until(() => lines.some((l) => re.test(l)) || child.exitCode !== null || child.signalCode !== null, timeoutMs, 10);
+      const hit = lines.find((l) => re.test(l));
+      if (hit !== undefined) return hit;
+      throw new Error(`${path.basename(cmd)}: no ${re} (${ok ? 'exited' : 'timeout'}); lines ${JSON.stringify(lines)} stderr ${err}`);
+    };
+    const finish = async (timeoutMs = 10_000): Promise<number | null> => {
+      child.stdin?.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    };
+    return { child, pid: child.pid, lines, stderr: () => err, waitFor, finish };
+  }
+
+  /** The table's locks, through `jdls -dvL --json`. */
+  async locks(): Promise<JsonLock[]> {
+    const r = await this.cli.run(['-dvL', '--json']);
+    if (r.code !== 0) throw new Error(`jdls -dvL --json: ${r.code} ${r.stderr}`);
+    return ((JSON.parse(r.stdout) as { locks?: JsonLock[] }).locks ?? []);
+  }
+}
