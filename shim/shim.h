@@ -69,6 +69,9 @@ void shim_record_on_close(int fd);
 /* Wait for a queued table request, interruptibly (JDLS_TIMEOUT = a signal
  * handler ran; the request is cancelled). */
 int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
+/* Set once this process took a table lock: a normal exit then releases
+ * all of its table locks (the destructor in shim_record.c). */
+extern int shim_used_table;
 /* Translate a jdls_rc to errno (the one place). */
 int shim_errno_of(int rc);
 

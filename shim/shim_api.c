@@ -91,6 +91,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     jdls_ticket tk;
     jdls_holder h;
     memset(&h, 0, sizeof h);
+    __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
     if (rc == JDLS_QUEUED) rc = shim_table_wait(shim_table(), &tk);
     if (rc == JDLS_CONFLICT) {

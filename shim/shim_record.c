@@ -214,6 +214,7 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     /* Remember the file BEFORE locking: a close() racing in another thread
      * must find it. */
     if (remember(fd, inode, dev) != 0) return fail(ENOLCK);
+    __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
                       fl->l_type == F_RDLCK ? JDLS_MODE_READ : JDLS_MODE_WRITE,
                       cmd == F_SETLK ? JDLS_REQ_NOWAIT : 0};
@@ -255,8 +256,10 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
  * table would keep ours until a conflicting request or the monitor's tidy-up
  * reaps them (correct, but `jdls -dvL` would list a dead process's locks).
  * A normal exit releases them here; _exit/kill -9 leave them to reaping. */
+int shim_used_table;
+
 __attribute__((destructor)) static void release_at_exit(void) {
-  if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
+  if (!__atomic_load_n(&shim_used_table, __ATOMIC_RELAXED)) return;
   shim_busy++;
   jdls_owner o;
   shim_owner(&o);
