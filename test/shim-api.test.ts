@@ -4,6 +4,7 @@
 // and the record/binary classification hook.
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
+import fs from 'node:fs';
 import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
 
 const lines = (s: string): string[] => s.trim().split('\n');
@@ -46,4 +47,14 @@ test.serial('classification: only jlock_<8hex>_<8hex> in the lock directory is a
     `class:${d}/jlock_0000abcd_0000080`, `class:${d}/jlock_0000abcd_000008011`, `class:${d}/jlock_0000ABCD_00000801`,
     `class:/tmp/elsewhere/jlock_0000abcd_00000801`, `class:${d}/sub/jlock_0000abcd_00000801`, `class:${d}/x.db`]);
   t.deepEqual(lines(r.stdout), ['record 43981 2049', 'record 43981 -1', 'binary', 'binary', 'binary', 'binary', 'binary', 'binary']);
+});
+
+test.serial('jdls --shim-path prints the absolute path of the built libjdlsshim.so', async (t) => {
+  const s = new ShimEnv(t);
+  const r = await s.cli.run(['--shim-path']);
+  t.is(r.code, 0);
+  const p = r.stdout.trim();
+  t.true(p.startsWith('/') && p.endsWith('/build/Release/libjdlsshim.so'), p);
+  t.true(fs.statSync(p).isFile());
+  t.is((await s.cli.run(['--shim-path', '-x'])).code, 2);
 });

@@ -79,6 +79,9 @@ export class ShimEnv {
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      // A program that exits without reading its input makes the write fail
+      // with EPIPE: not an error of the test.
+      child.stdin.on('error', () => {});
       child.stdin.end(opts.input ?? '');
       const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
       child.on('error', reject);
@@ -94,6 +97,7 @@ export class ShimEnv {
     const child = spawn(cmd, args, { env: this.envFor(opts.preload ?? true, opts.env ?? {}), stdio: ['pipe', 'pipe', 'pipe'] });
     if (!child.pid) throw new Error(`${cmd} did not start`);
     this.cli.track(child.pid);
+    child.stdin?.on('error', () => {}); // EPIPE when it exits first
     const lines: string[] = [];
     let err = '';
     let buf = '';
