@@ -50,10 +50,16 @@ int shim_classify_fd(int fd, uint64_t *inode, int64_t *dev);
 
 /* --- shim_route.c -------------------------------------------------------- */
 enum shim_kind { SHIM_RECORD, SHIM_BINARY };
-enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE };
+enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER };
 /* The one decision table (DESIGN.md "Routing") for this build. `origin` is
- * JDLS_ORIGIN_*; it only matters with JDLS, which this build does not route. */
+ * JDLS_ORIGIN_*; it only matters with JDLS. SHIM_TO_SERVER means the lock
+ * belongs to the distributed lock service, which this build cannot reach:
+ * the caller must call shim_server_unreachable(). */
 enum shim_dest shim_route(enum shim_kind kind, int origin);
+/* The guide's behaviour when the lock service cannot be reached: its
+ * message on stderr, then the process exits - it never runs on without the
+ * locks it was configured to take. Does not return. */
+void shim_server_unreachable(void);
 /* The installation's table (valid when shim_route gave SHIM_TO_TABLE). */
 jdls_table *shim_table(void);
 /* This process as a lock owner: (pid, tid = pid, JBCPORTNO). */

@@ -21,6 +21,14 @@
 #include "shim.h"
 #include "../native/common/jdls_oslock.h"
 
+/* This process's route for a C-API record lock; with JDLS set the lock is
+ * the lock service's, which this build cannot reach (see shim_route.c). */
+static enum shim_dest api_route(int origin) {
+  enum shim_dest d = shim_route(SHIM_RECORD, origin);
+  if (d == SHIM_TO_SERVER) shim_server_unreachable();
+  return d;
+}
+
 /* --- the OS route's descriptors --------------------------------------------
  * Rule: `osf`/`nosf` only with `omu` held. */
 #define MAX_OS_FILES 256
@@ -82,7 +90,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
   shim_resolve();
   shim_busy++;
   int rc;
-  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+  if (api_route(origin) == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     jdls_request r = {inode, dev, key, (uint32_t)key_len,
@@ -125,7 +133,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
   shim_resolve();
   shim_busy++;
   int rc;
-  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+  if (api_route(origin) == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock(shim_table(), &o, inode, dev, key, (uint32_t)key_len);
@@ -145,7 +153,7 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
   shim_resolve();
   shim_busy++;
   int rc;
-  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+  if (api_route(origin) == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock_all(shim_table(), &o, 1, inode, dev);
@@ -162,7 +170,7 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
   shim_resolve();
   shim_busy++;
   int rc = 0;
-  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+  if (api_route(origin) == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock_all(shim_table(), &o, 0, 0, 0);
@@ -182,7 +190,7 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
   shim_resolve();
   shim_busy++;
   int rc;
-  if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) {
+  if (api_route(origin) == SHIM_TO_TABLE) {
     jdls_owner o;
     jdls_holder h;
     memset(&h, 0, sizeof h);

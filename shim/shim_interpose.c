@@ -18,14 +18,22 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include "jdls.h"
 #include "shim.h"
 
 /* A classic lock on a jlock file that goes to the table? Fills inode/dev. */
 static int to_table(int fd, uint64_t *inode, int64_t *dev) {
-  /* Route first: with no monitor (or JDLS set) nothing is looked at. */
-  if (shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL) != SHIM_TO_TABLE) return 0;
-  return shim_classify_fd(fd, inode, dev);
+  /* Route first: with no monitor nothing is looked at. */
+  enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
+  if (d == SHIM_TO_OS) return 0;
+  int record = shim_classify_fd(fd, inode, dev);
+  if (d == SHIM_TO_SERVER) {
+    /* JDLS set: a record lock, or with BINARY any lock, is the server's. */
+    if (record || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER) shim_server_unreachable();
+    return 0;
+  }
+  return record;
 }
 
 static int do_fcntl(int fd, int cmd, void *arg) {
@@ -114,9 +122,13 @@ SHIM_EXPORT int lockf(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, len
 SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, len); }
 
 /* flock() locks are BINARY whatever the file (they are not POSIX record
- * locks and belong to the open file description): always the OS. */
+ * locks and belong to the open file description): the OS, unless JDLS with
+ * BINARY sends binary locks to the lock service (not reachable in this
+ * build: the process is told so and exits, never runs on unlocked). */
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
+  if (!shim_busy && (op & (LOCK_SH | LOCK_EX)) && shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER)
+    shim_server_unreachable();
   return real_flock(fd, op);
 }
 

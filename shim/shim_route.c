@@ -4,12 +4,15 @@
  *   JDLS set?  monitor active?  record locks      binary locks
  *   no         yes              shm table         OS (untouched)
  *   no         no               OS (untouched)    OS (untouched)
- *   yes        any              OS + a warning    OS (untouched)
+ *   yes        any              the server        OS, or the server with BINARY
  *
- * The last row is this build's stand-in: remote routing (the broker) is not
- * built yet, so with JDLS set every call goes to the OS exactly as without
- * the shim, and the process is told so once on stderr - it must never
- * believe its locks are distributed when they are not.
+ * The broker and the server route are not in this build, so a lock that
+ * belongs to the server cannot be taken: the process gets the guide's
+ * "Client: unable to connect to distributed lock service, locks not
+ * enabled" and exits, as jBASE does when the service cannot be reached. It
+ * must never run on with local locks believing they are distributed (a
+ * warning and OS locks was the first version of this slice: rejected as a
+ * silent downgrade of locking for every reader who misses stderr).
  *
  * The decision is taken ONCE per process, at its first lock call, and kept:
  * a process that started with the table and switched to OS locks when the
@@ -25,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include "jdls.h"
 #include "shim.h"
@@ -35,12 +39,31 @@ static int use_table;
 static jdls_table table;
 static uint32_t port;
 
-static void warn_remote(void) {
+static int binary_remote; /* JDLS has BINARY: binary locks go to the server too */
+
+/* Does the comma-separated JDLS value hold the word `w` (case-insensitive)? */
+static int jdls_has_word(const char *v, const char *w) {
+  size_t n = strlen(w);
+  for (const char *p = v; *p;) {
+    while (*p == ' ' || *p == ',') p++;
+    const char *e = p;
+    while (*e && *e != ',') e++;
+    const char *t = e;
+    while (t > p && t[-1] == ' ') t--;
+    if ((size_t)(t - p) == n && strncasecmp(p, w, n) == 0) return 1;
+    p = e;
+  }
+  return 0;
+}
+
+void shim_server_unreachable(void) {
   static const char msg[] =
-      "jdls shim: JDLS is set, but remote routing (the broker) is not in this build: "
-      "every lock of this process is left to the local OS, NOT distributed\n";
+      "Client: unable to connect to distributed lock service, locks not enabled\n"
+      "jdls shim: JDLS is set, but this build cannot route locks to the lock service yet "
+      "(the broker is not built); unset JDLS to lock locally\n";
   ssize_t r = write(2, msg, sizeof msg - 1);
   (void)r;
+  _exit(1);
 }
 
 static void decide(void) {
@@ -50,7 +73,7 @@ static void decide(void) {
   const char *j = getenv("JDLS");
   if (j) {
     jdls_set = 1;
-    warn_remote();
+    binary_remote = jdls_has_word(j, "BINARY");
   } else {
     char dir[4096], path[256];
     if (jdls_release_dir(dir, sizeof dir) >= 0 && jdls_table_path(dir, path, sizeof path) >= 0 &&
@@ -65,9 +88,10 @@ static void decide(void) {
 }
 
 enum shim_dest shim_route(enum shim_kind kind, int origin) {
-  (void)origin; /* LOCK=INTERNAL|EXTERNAL|ALL: only with JDLS (not built) */
-  if (kind == SHIM_BINARY) return SHIM_TO_OS;
+  (void)origin; /* LOCK=INTERNAL|EXTERNAL|ALL: with the broker (not built) */
   pthread_once(&once, decide);
+  if (jdls_set) return kind == SHIM_RECORD || binary_remote ? SHIM_TO_SERVER : SHIM_TO_OS;
+  if (kind == SHIM_BINARY) return SHIM_TO_OS;
   return use_table ? SHIM_TO_TABLE : SHIM_TO_OS;
 }
 

@@ -1,9 +1,9 @@
 // shim-passthrough.test.ts - what the shim must leave alone: binary locks
 // (flock(1), python3 fcntl.lockf, sqlite3 on ordinary files) behave the same
 // with and without LD_PRELOAD, even with the lock monitor running; non-lock
-// fcntl commands pass straight through; with no monitor, or with JDLS set
-// (remote routing is not in this build: a warning, then the OS), record
-// locks on jlock files stay OS locks.
+// fcntl commands pass straight through; with no monitor record locks on
+// jlock files stay OS locks; with JDLS set (the lock service's route is not
+// in this build) a record lock ends the process with the guide's message.
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
 import fs from 'node:fs';
@@ -86,15 +86,20 @@ test.serial('no monitor: record locks on jlock files are left to the OS', async 
   await holder.finish();
 });
 
-test.serial('JDLS set: a one-time warning that remote routing is not built, and the OS takes the locks', async (t) => {
+test.serial('JDLS set: record locks belong to the lock service; unreachable in this build, the process gets the guide\'s message and exits, never locks locally', async (t) => {
   const s = new ShimEnv(t);
   await s.startMonitor();
   const f = s.jlock(0xabcd, 0x801);
-  const holder = s.start(SHIM_LOCKER, [f, 'w:5', 'w:6', 'hold'], { env: { JDLS: 'SERVER=127.0.0.1:1' } });
-  await holder.waitFor(/^holding$/);
-  t.true(osLocked(f), 'a kernel lock, not a table lock');
-  t.deepEqual(await s.locks(), []);
-  await holder.finish();
-  const warnings = holder.stderr().split('\n').filter((l) => /remote routing .* not in this build/.test(l));
-  t.is(warnings.length, 1, holder.stderr());
+  const r = await s.run(SHIM_LOCKER, [f, 'w:5', 'hold'], { env: { JDLS: 'SERVER=127.0.0.1,1' } });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^Client: unable to connect to distributed lock service, locks not enabled$/m);
+  t.notRegex(r.stdout, /holding/, 'it never ran on holding a local lock');
+  t.false(osLocked(f), 'no kernel lock');
+  t.deepEqual(await s.locks(), [], 'no table lock');
+  // A binary lock (flock on an ordinary file) is the OS's unless BINARY.
+  const plain = path.join(s.cli.dir, 'plain.lock');
+  t.is((await s.run('flock', ['-n', plain, 'true'], { env: { JDLS: 'SERVER=127.0.0.1,1' } })).code, 0);
+  const bin = await s.run('flock', ['-n', plain, 'true'], { env: { JDLS: 'SERVER=127.0.0.1,1, binary' } });
+  t.is(bin.code, 1);
+  t.regex(bin.stderr, /unable to connect to distributed lock service, locks not enabled/);
 });
