@@ -182,7 +182,10 @@ test.serial('interim messages at interimMs without WAIT (and they keep a TIMEOUT
   const deaths: string[] = [];
   for (const c of [chatty, quiet]) c.on('dead', (err) => deaths.push(err.code));
   const t0 = Date.now();
+  // One after the other: two connections' requests reach the server in no
+  // guaranteed order, and the test releases in FIFO order (chatty first).
   const chattyLock = chatty.lock(FILE, 'HOT', 'write', { onWaiting: (w) => chattyEvents.push(w) });
+  await until(() => waitingOn(env.table, 'HOT') === 1, 10_000, 'the first waiter queued');
   const quietLock = quiet.lock(FILE, 'HOT', 'write', { onWaiting: (w) => quietEvents.push(w) });
   await until(() => waitingOn(env.table, 'HOT') === 2, 10_000, 'both waiters queued');
   await sleep(1600);
