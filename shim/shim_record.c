@@ -231,22 +231,19 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
   if (len != 1) return fail(EINVAL);
   jdls_holder h;
   memset(&h, 0, sizeof h);
-  int rc = jdls_status(t, &o, inode, dev, (const uint8_t *)key, (uint32_t)klen, &h);
-  /* Trap: jdls_status mixes RECORDLOCKED values and error codes in one int
-   * (-2 is both -JDLS_RL_WRITE and JDLS_E_KEY_TOO_LONG; our keys are short,
-   * so here it is always the former). */
-  if (rc == -JDLS_RL_READ || rc == -JDLS_RL_WRITE) {
-    int holder_write = -rc == JDLS_RL_WRITE;
-    if (holder_write || fl->l_type == F_WRLCK) {
-      fl->l_type = holder_write ? F_WRLCK : F_RDLCK;
-      fl->l_whence = SEEK_SET;
-      fl->l_start = start;
-      fl->l_len = 1;
-      fl->l_pid = (pid_t)h.owner_pid;
-      return 0;
-    }
-  } else if (rc < 0) {
-    return fail(shim_errno_of(rc));
+  /* POSIX: the first lock of ANOTHER process that would block this request,
+   * whatever this process holds itself (jdls_status stops at the caller's
+   * own entry: a reader probing for a write would miss the other readers). */
+  int rc = jdls_conflict(t, &o, inode, dev, (const uint8_t *)key, (uint32_t)klen,
+                         fl->l_type == F_WRLCK ? JDLS_MODE_WRITE : JDLS_MODE_READ, &h);
+  if (rc < 0) return fail(shim_errno_of(rc));
+  if (rc == 1) {
+    fl->l_type = h.mode == JDLS_MODE_WRITE ? F_WRLCK : F_RDLCK;
+    fl->l_whence = SEEK_SET;
+    fl->l_start = start;
+    fl->l_len = 1;
+    fl->l_pid = (pid_t)h.owner_pid;
+    return 0;
   }
   fl->l_type = F_UNLCK;
   return 0;

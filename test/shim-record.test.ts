@@ -29,11 +29,11 @@ test.serial('fcntl F_SETLK on a jlock file goes into the table: EAGAIN for anoth
   const mine = rows.filter((r) => r.pid === holder.pid).map((r) => `${r.key} ${r.type} ${r.inode} ${r.dev} ${r.state}`).sort();
   t.deepEqual(mine, [`1f WRITE ${INODE} ${DEV} held`, `28 READ ${INODE} ${DEV} held`]);
   t.false(osLocked(f), 'the kernel holds no lock on the jlock file');
-  // (g:40 before r:40: with a read lock of its own the shim's F_GETLK
-  // reports "free" - a documented gap, docs/shim.md.)
-  const other = await s.run(SHIM_LOCKER, [f, 'w:31', 'g:31', 'g:40', 'r:40', 'w:41']);
+  // After r:40 of its own, a write probe of 40 still sees the holder's read
+  // lock (POSIX F_GETLK looks past the caller's own locks).
+  const other = await s.run(SHIM_LOCKER, [f, 'w:31', 'g:31', 'g:40', 'r:40', 'g:40', 'w:41']);
   t.is(other.code, 0, other.stderr);
-  t.deepEqual(other.stdout.trim().split('\n'), ['EAGAIN', `held W pid=${holder.pid}`, `held R pid=${holder.pid}`, 'ok', 'ok']);
+  t.deepEqual(other.stdout.trim().split('\n'), ['EAGAIN', `held W pid=${holder.pid}`, `held R pid=${holder.pid}`, 'ok', `held R pid=${holder.pid}`, 'ok']);
   // Control: the same program without the shim does not see the table lock.
   const plain = await s.run(SHIM_LOCKER, [f, 'w:31'], { preload: false });
   t.is(plain.stdout.trim(), 'ok');

@@ -813,6 +813,27 @@ int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
   return result;
 }
 
+int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                  const uint8_t *key, uint32_t key_len, int mode, jdls_holder *holder) {
+  if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
+  if (mode != JDLS_MODE_READ && mode != JDLS_MODE_WRITE) return JDLS_E_ARG;
+  uint32_t hash = jdls_hash(inode, dev, key, key_len);
+  jdls_group *g = group_at(t, hash % t->hdr->ngroups);
+  int rc = group_lock(t, g);
+  if (rc != JDLS_OK) return rc;
+  int found = 0;
+  for (uint32_t i = 0; i < t->hdr->per_group && !found; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) != JDLS_STATE_HELD || !same_key(e, inode, dev, key, key_len)) continue;
+    if (owner_eq(t, e, o) || !modes_conflict(e->mode, mode)) continue;
+    if (!jdls_pid_alive(e->pid, e->pid_start, 1)) continue; /* reaped at the next conflict */
+    fill_holder(e, holder);
+    found = 1;
+  }
+  group_unlock(g);
+  return found;
+}
+
 /* ===== 6. upkeep ======================================================== */
 
 /* Free entries of dead processes in one group (mutex held). `thorough`

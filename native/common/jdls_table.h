@@ -295,6 +295,14 @@ int jdls_unlock_all(jdls_table *t, const jdls_owner *o, int one_file,
 int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
                 const uint8_t *key, uint32_t key_len, jdls_holder *holder);
 
+/* F_GETLK: does ANOTHER owner hold the key in a mode that conflicts with
+ * `mode`? 1 with the first such holder in *holder, 0 if none, < 0 an error.
+ * Unlike jdls_status it looks past the caller's own lock (a reader probing
+ * for a write must see the other readers), and a dead holder does not
+ * count. */
+int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                  const uint8_t *key, uint32_t key_len, int mode, jdls_holder *holder);
+
 /* --- upkeep ------------------------------------------------------------- */
 /* Free every entry whose process is gone (thorough check: pid and its start
  * time). Returns the number freed. */
