@@ -196,8 +196,7 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
     memset(&h, 0, sizeof h);
     shim_owner(&o);
     rc = jdls_status(shim_table(), &o, inode, dev, key, (uint32_t)key_len, &h);
-    /* Trap: jdls_status shares -2 between -JDLS_RL_WRITE and
-     * JDLS_E_KEY_TOO_LONG; bad_args excluded the latter above. */
+    /* RECORDLOCKED values are -3..3; errors lie below (jdls_table.h). */
     if (rc == -JDLS_RL_READ || rc == -JDLS_RL_WRITE) {
       if (holder_port) *holder_port = h.port;
     } else if (rc < 0) {

@@ -91,15 +91,18 @@ typedef enum jdls_rc {
   JDLS_QUEUED        = 2,   /* enqueued; wait with jdls_wait_* */
   JDLS_TIMEOUT       = 3,   /* the wait's deadline passed; nothing held */
   JDLS_NOT_HELD      = 4,   /* release of a lock the owner does not hold */
+  /* Errors stay clear of -3..3: jdls_status returns RECORDLOCKED values
+   * (-3..3) and errors in one int, so -2 must never mean both "WRITE-locked
+   * by another" and an error (it once meant KEY_TOO_LONG too). */
   JDLS_E_TABLE_FULL  = -37, /* jBASE Error 37: the key's group is full */
-  JDLS_E_KEY_TOO_LONG = -2,
-  JDLS_E_ARG         = -3,  /* bad argument (mode, size, address) */
-  JDLS_E_NO_TABLE    = -4,  /* no table for this JBCRELEASEDIR */
-  JDLS_E_BAD_TABLE   = -5,  /* magic/version/size mismatch */
-  JDLS_E_SYS         = -6,  /* system call failed; errno kept */
-  JDLS_E_NO_SLOT     = -7,  /* no free process slot for async waits */
-  JDLS_E_EXISTS      = -8,  /* create: the table exists already */
-  JDLS_E_RECOVER     = -9   /* a group mutex is not recoverable */
+  JDLS_E_KEY_TOO_LONG = -12,
+  JDLS_E_ARG         = -13, /* bad argument (mode, size, address) */
+  JDLS_E_NO_TABLE    = -14, /* no table for this JBCRELEASEDIR */
+  JDLS_E_BAD_TABLE   = -15, /* magic/version/size mismatch */
+  JDLS_E_SYS         = -16, /* system call failed; errno kept */
+  JDLS_E_NO_SLOT     = -17, /* no free process slot for async waits */
+  JDLS_E_EXISTS      = -18, /* create: the table exists already */
+  JDLS_E_RECOVER     = -19  /* a group mutex is not recoverable */
 } jdls_rc;
 
 /* RECORDLOCKED() results (jBASE): >0 held by this owner, <0 by another. */
