@@ -215,35 +215,45 @@ function superviseListener(dir: string, cfg: ServerConfig, log: Logger): { stop:
   };
 }
 
-/** `-ib`/`-ibD`: the listener as a background process; ready when its pid file names it. */
-async function startListenerBackground(dir: string, cfg: ServerConfig): Promise<number> {
-  const logPath = path.join(dir, LISTENER_LOG);
+interface Daemon {
+  /** 'monitor' or 'listener', for messages */
+  what: string;
+  logPath: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  /** The line to print once the child is ready, or undefined while it is not. */
+  ready(pid: number): string | undefined;
+}
+
+/**
+ * Start a background process (the monitor or the listener): detached, in its
+ * own session so the terminal's SIGHUP/SIGINT do not reach it, stdout and
+ * stderr (pino) to its log file. Returns 0 once `ready` says so; otherwise
+ * kills it (ours, by pid: never left half-started), prints why and its log.
+ */
+async function startDaemon(d: Daemon): Promise<number> {
   let fd: number;
   let logStart: number;
   try {
-    fs.mkdirSync(dir, { recursive: true });
-    fd = fs.openSync(logPath, 'a');
+    fs.mkdirSync(path.dirname(d.logPath), { recursive: true });
+    fd = fs.openSync(d.logPath, 'a');
     logStart = fs.fstatSync(fd).size;
   } catch (e) {
-    complain(`jdls: cannot open the listener log ${logPath}: ${(e as Error).message}`);
+    complain(`jdls: cannot open the ${d.what} log ${d.logPath}: ${(e as Error).message}`);
     return 1;
   }
   const script = fileURLToPath(new URL('./jdls.js', import.meta.url));
   let exited: string | undefined;
-  const child = spawn(process.execPath, [script, LISTENER_CHILD_FLAG], {
-    detached: true,
-    stdio: ['ignore', fd, fd],
-    env: { ...process.env, JBCRELEASEDIR: dir, [CONFIG_ENV]: configToEnv(cfg) },
-  });
+  const child = spawn(process.execPath, [script, ...d.args], { detached: true, stdio: ['ignore', fd, fd], env: d.env });
   fs.closeSync(fd);
   child.on('error', (e) => (exited = `could not be run: ${e.message}`));
   child.on('exit', (code, sig) => (exited = sig ? `was killed by ${sig}` : `exited with code ${code}`));
   child.unref();
   const deadline = Date.now() + READY_WAIT_MS;
   while (Date.now() < deadline && exited === undefined) {
-    const l = findListener(dir);
-    if (child.pid && l?.pid === child.pid && l.port !== 0) {
-      say(`jdls: lock listener started at pid ${l.pid} on ${l.addr} port ${l.port}, ${l.mechanism === 'shm' ? 'shared memory locks' : 'OS file locks'} (log: ${logPath})`);
+    const line = child.pid ? d.ready(child.pid) : undefined;
+    if (line) {
+      say(line);
       return 0;
     }
     await new Promise((r) => setTimeout(r, 25));
@@ -258,9 +268,26 @@ async function startListenerBackground(dir: string, cfg: ServerConfig): Promise<
       }
     }
   }
-  complain(`jdls: the lock listener failed to start: it ${exited}`);
-  for (const l of logTail(logPath, logStart, child.pid)) complain(`  ${l}`);
+  complain(`jdls: the lock ${d.what} failed to start: it ${exited}`);
+  for (const l of logTail(d.logPath, logStart, child.pid)) complain(`  ${l}`);
   return 1;
+}
+
+/** `-ib`/`-ibD`: the listener as a background process; ready when its pid file names it. */
+function startListenerBackground(dir: string, cfg: ServerConfig): Promise<number> {
+  const logPath = path.join(dir, LISTENER_LOG);
+  return startDaemon({
+    what: 'listener',
+    logPath,
+    args: [LISTENER_CHILD_FLAG],
+    env: { ...process.env, JBCRELEASEDIR: dir, [CONFIG_ENV]: configToEnv(cfg) },
+    ready: (pid) => {
+      const l = findListener(dir);
+      return l?.pid === pid && l.port !== 0
+        ? `jdls: lock listener started at pid ${l.pid} on ${l.addr} port ${l.port}, ${l.mechanism === 'shm' ? 'shared memory locks' : 'OS file locks'} (log: ${logPath})`
+        : undefined;
+    },
+  });
 }
 
 /** The internal `--monitor-child` process: open the table its parent made, run. */
@@ -277,56 +304,19 @@ export async function monitorChild(tidyMinutes: number, dir: string): Promise<nu
   return runMonitor({ table, tidyMinutes, log });
 }
 
-async function startBackground(cmd: StartCommand, dir: string, table: LockTable): Promise<number> {
+/** `-ib`/`-ibA`: the monitor as a background process; ready when the header names it. */
+function startBackground(cmd: StartCommand, dir: string, table: LockTable): Promise<number> {
   const logPath = path.join(dir, LOG_FILE);
-  let fd: number;
-  let logStart: number;
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-    fd = fs.openSync(logPath, 'a');
-    logStart = fs.fstatSync(fd).size;
-  } catch (e) {
-    complain(`jdls: cannot open the monitor log ${logPath}: ${(e as Error).message}`);
-    return 1;
-  }
-  const script = fileURLToPath(new URL('./jdls.js', import.meta.url));
-  let exited: string | undefined;
-  // detached: its own session, so the terminal's SIGHUP/SIGINT do not reach
-  // it; stdout and stderr (pino) go to the log file.
-  const child = spawn(process.execPath, [script, MONITOR_CHILD_FLAG, `-t${cmd.tidyMinutes}`], {
-    detached: true,
-    stdio: ['ignore', fd, fd],
+  return startDaemon({
+    what: 'monitor',
+    logPath,
+    args: [MONITOR_CHILD_FLAG, `-t${cmd.tidyMinutes}`],
     env: { ...process.env, JBCRELEASEDIR: dir },
+    ready: (pid) => {
+      const h = table.header();
+      return h.monitorPid === pid && isRunning(pid, h.monitorStart) ? `jdls: lock monitor started at pid ${pid} (log: ${logPath})` : undefined;
+    },
   });
-  fs.closeSync(fd);
-  child.on('error', (e) => (exited = `could not be run: ${e.message}`));
-  child.on('exit', (code, sig) => (exited = sig ? `was killed by ${sig}` : `exited with code ${code}`));
-  child.unref();
-
-  const deadline = Date.now() + READY_WAIT_MS;
-  while (Date.now() < deadline && exited === undefined) {
-    const pid = child.pid;
-    const h = table.header();
-    if (pid && h.monitorPid === pid && isRunning(pid, h.monitorStart)) {
-      say(`jdls: lock monitor started at pid ${pid} (log: ${logPath})`);
-      return 0;
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  if (exited === undefined) {
-    exited = `was not ready within ${READY_WAIT_MS / 1000} s`;
-    // Ours, by pid: it will not be left half-started.
-    if (child.pid) {
-      try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  }
-  complain(`jdls: the lock monitor failed to start: it ${exited}`);
-  for (const l of logTail(logPath, logStart, child.pid)) complain(`  ${l}`);
-  return 1;
 }
 
 /**
