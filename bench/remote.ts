@@ -178,6 +178,13 @@ async function handoff(port: number, waiters: number, handoffs: number, limitMs 
   if (!(await first.lock(FILE, key, 'write', { tid: 1 })).granted) throw new BenchError('handoff: first lock');
   const grants: bigint[] = [];
   const sends: bigint[] = [];
+  // Warm-up: the first WARM_MS of the chain are not measured (a fresh
+  // process's JIT tiers and first GCs: in the first ~0.5 s about 1 hand-off
+  // in 30 takes 0.5-5 ms, later about 1 in 400). Like the echo and pair
+  // loads' 300 ms, a longer one because the chain is only ~100 us a link.
+  const WARM_MS = 1000;
+  let measuredFrom = -1;
+  const total = (): number => (measuredFrom < 0 ? Infinity : measuredFrom + handoffs);
   let done!: () => void;
   let failed!: (e: unknown) => void;
   const finished = new Promise<void>((res, rej) => {
@@ -190,7 +197,7 @@ async function handoff(port: number, waiters: number, handoffs: number, limitMs 
     sends.push(process.hrtime.bigint());
     c.unlock(FILE, key, { tid: tid.get(c) ?? 0 }).then((n) => {
       if (n !== 1) throw new BenchError(`handoff: unlock freed ${n}`);
-      if (grants.length < handoffs) queue(c);
+      if (grants.length < total()) queue(c);
     }).catch(failed);
   };
   const queue = (c: JdlsClient): void => {
@@ -198,7 +205,8 @@ async function handoff(port: number, waiters: number, handoffs: number, limitMs 
       grants.push(process.hrtime.bigint());
       // One holder at a time: each grant follows exactly one UNLOCK.
       if (grants.length !== sends.length) throw new BenchError(`handoff: grant ${grants.length} after ${sends.length} releases`);
-      if (grants.length >= handoffs) {
+      if (measuredFrom < 0 && Date.now() - started >= WARM_MS) measuredFrom = grants.length;
+      if (grants.length >= total()) {
         done();
         return;
       }
@@ -208,22 +216,23 @@ async function handoff(port: number, waiters: number, handoffs: number, limitMs 
   for (const c of clients.slice(1)) queue(c);
   // Let all waiters reach the server's queue before the first release.
   await new Promise((r) => setTimeout(r, 500));
-  release(first);
   const started = Date.now();
+  release(first);
   let complete = true;
   const limit = setTimeout(() => {
     complete = false;
-    handoffs = grants.length; // nobody queues again; the chain ends
+    if (measuredFrom < 0) measuredFrom = 0;
+    handoffs = grants.length - measuredFrom; // nobody queues again; the chain ends
     done();
   }, limitMs);
   await finished;
   clearTimeout(limit);
   const elapsedMs = Date.now() - started;
   // grant k follows the UNLOCK sent just before it (sends[k] is the send that preceded grants[k]).
-  const lat = grants.map((g, k) => Number(g - (sends[k] ?? g)) / 1000).slice(Math.min(200, Math.floor(handoffs / 10)));
+  const lat = grants.map((g, k) => Number(g - (sends[k] ?? g)) / 1000).slice(measuredFrom);
   lat.sort((a, b) => a - b);
   const pct = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? NaN;
-  process.stdout.write(`${JSON.stringify({ complete, elapsedMs, handoffs: grants.length, n: lat.length, p50Us: pct(0.5), p90Us: pct(0.9), p99Us: pct(0.99), maxUs: lat[lat.length - 1] })}\n`);
+  process.stdout.write(`${JSON.stringify({ complete, elapsedMs, handoffs: grants.length, warmup: measuredFrom, n: lat.length, p50Us: pct(0.5), p90Us: pct(0.9), p99Us: pct(0.99), maxUs: lat[lat.length - 1] })}\n`);
 }
 
 async function hold(port: number, conns: number, locks: number, tag: string): Promise<void> {
@@ -389,7 +398,7 @@ export interface RemoteResult {
   /** the same pairs through a minimal protocol client (no JdlsClient) */
   raw1Ns: number[];
   raw32PerS: number[];
-  handoff: { complete: boolean; elapsedMs: number; handoffs: number; n: number; p50Us: number; p90Us: number; p99Us: number; maxUs: number };
+  handoff: { complete: boolean; elapsedMs: number; handoffs: number; warmup: number; n: number; p50Us: number; p90Us: number; p99Us: number; maxUs: number };
   memory: Mem & { clients: number; locks: number; idle: Mem; clientsPerProcess: number; held: number };
 }
 
@@ -406,7 +415,7 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
   const rounds = opts.rounds ?? 5;
   const ms = opts.ms ?? 1000;
   const waiters = opts.waiters ?? 100;
-  const handoffs = opts.handoffs ?? 3000;
+  const handoffs = opts.handoffs ?? 10_000;
   const memClients = opts.memClients ?? 2000;
   const memLocks = opts.memLocksPerClient ?? 50;
   const echo = spawn(process.execPath, [self, '--echo'], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -492,7 +501,7 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
       { id: 'remoteThroughputRatio', label: 'remote pairs/s / echo round trips/s (32)', value: round2(result.throughputRatio), unit: 'x', goal: '>= 0.45', pass: result.throughputRatio >= 0.45 },
       { id: 'rawPair32', label: '  the same, minimal protocol client: pairs/s (32)', value: Math.round(median(raw32PerS)), unit: '/s', note: `${round2(median(raw32PerS) / echo32)} x echo round trips/s` },
       { id: 'remoteHandoffP50', label: `remote hand-off, ${waiters} queued waiters: p50`, value: round1(ho.p50Us), unit: 'us' },
-      { id: 'remoteHandoffP99', label: 'remote hand-off release -> next grant, p99', value: round1(ho.p99Us), unit: 'us', goal: `<= 2 RTT (${round1(2 * rttUs)})`, pass: ho.complete && ho.p99Us <= 2 * rttUs, note: `${round2(ho.p99Us / rttUs)} RTT; max ${round1(ho.maxUs)} us; ${ho.handoffs} hand-offs in ${ho.elapsedMs} ms${ho.complete ? '' : ' (time limit: incomplete)'}` },
+      { id: 'remoteHandoffP99', label: 'remote hand-off release -> next grant, p99', value: round1(ho.p99Us), unit: 'us', goal: `<= 2 RTT (${round1(2 * rttUs)})`, pass: ho.complete && ho.p99Us <= 2 * rttUs, note: `${round2(ho.p99Us / rttUs)} RTT; max ${round1(ho.maxUs)} us; ${ho.n} hand-offs measured after ${ho.warmup} of warm-up (1 s), ${ho.elapsedMs} ms in all${ho.complete ? '' : ' (time limit: incomplete)'}` },
       { id: 'serverRss', label: `server RSS, ${memClients} clients holding ${memClients * memLocks} locks`, value: Math.round(mem.rssKiB / 1024), unit: 'MiB', goal: '<= 1024', pass: gib <= 1, note: `${mem.processes} processes (clientsPerProcess ${clientsPerProcess}); PSS ${mib(mem.pssKiB)} MiB; private ${mib(mem.anonKiB)} MiB; shm table pages ${mib(mem.shmemKiB)} MiB (counted per process); idle: ${mib(idle.rssKiB)} MiB in ${idle.processes}` },
       { id: 'serverPerClient', label: '  per client: private memory / clients', value: round1(mem.anonKiB / memClients), unit: 'KiB', note: `above idle: ${round1((mem.anonKiB - idle.anonKiB) / memClients)} KiB per client, ${Math.round(((mem.anonKiB - idle.anonKiB) * 1024) / (memClients * memLocks))} bytes per lock` },
     ];

@@ -93,6 +93,8 @@ export interface NativeTable {
   waitAsync(group: number, slot: number, seq: number, id: number,
     onDone: (ids: number[], rcs: number[]) => void): void;
   cancel(group: number, slot: number, seq: number): number;
+  /** this process's waits settled now, as [id, rc, id, rc, ...], taken off the waiter thread's list */
+  takeGranted(): number[] | undefined;
   ref(): void;
   unref(): void;
   lockBlocking(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, timeoutMs: number): number;

@@ -294,6 +294,9 @@ export class LockTable implements RecordLocks {
     // Granted in the race with the timeout: the caller holds it, so say so.
     if (rc === C.RC_OK) w.resolve();
     else w.reject(err);
+    // Leaving the queue can unblock requests behind it (shared ones behind
+    // a withdrawn exclusive one), some perhaps of this process.
+    if (this.#waits.size > 0) this.#settleHandedOff();
   }
 
   #settle(ids: number[], rcs: number[]): void {
@@ -305,6 +308,25 @@ export class LockTable implements RecordLocks {
       if (rc === C.RC_OK) w.resolve();
       else w.reject(errorFromRc(rc < 0 ? rc : -3, 'waiting for lock'));
     });
+  }
+
+  /**
+   * A release may have handed the lock to a wait of this same process (a
+   * lock server serving both clients): settle it now, in this turn of the
+   * event loop, rather than after the waiter thread wakes and hops back
+   * through the thread-safe function - two thread wake-ups that cost more
+   * than the rest of a hand-off (docs/benchmarks.md, "Hand-off").
+   */
+  #settleHandedOff(): void {
+    const done = this.#t?.takeGranted();
+    if (!done) return;
+    const ids: number[] = [];
+    const rcs: number[] = [];
+    for (let i = 0; i + 1 < done.length; i += 2) {
+      ids.push(done[i] ?? 0);
+      rcs.push(done[i + 1] ?? -1);
+    }
+    this.#settle(ids, rcs);
   }
 
   #finish(id: number): void {
@@ -319,7 +341,10 @@ export class LockTable implements RecordLocks {
   unlock(owner: Owner, file: FileId, key: Buffer | string): boolean {
     checkKey(key);
     const rc = this.#table.unlock(owner.packed, file.packed, key);
-    if (rc === C.RC_OK) return true;
+    if (rc === C.RC_OK) {
+      if (this.#waits.size > 0) this.#settleHandedOff();
+      return true;
+    }
     if (rc === C.RC_NOT_HELD) return false;
     throw errorFromRc(rc, 'unlock');
   }
@@ -328,6 +353,7 @@ export class LockTable implements RecordLocks {
   unlockAll(owner: Owner, file?: FileId): number {
     const n = this.#table.unlockAll(owner.packed, file ? file.packed : null);
     if (n < 0) throw errorFromRc(n, 'unlockAll');
+    if (n > 0 && this.#waits.size > 0) this.#settleHandedOff();
     return n;
   }
 

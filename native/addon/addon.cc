@@ -17,6 +17,7 @@
 // once instead of being lost.
 #include <napi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -205,6 +206,21 @@ class Waiter {
     return false;
   }
 
+  // Granted pending waits, taken off the list (so the waiter thread does not
+  // report them again): the caller reports them itself. A lock-free look at
+  // each ticket's state word; no reaping.
+  std::vector<Done> TakeGranted() {
+    std::vector<Done> out;
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      int rc = jdls_wait_poll(table_, &it->ticket, JDLS_REAP_NONE);
+      if (rc == JDLS_QUEUED) { ++it; continue; }
+      out.push_back({it->id, rc});
+      it = pending_.erase(it);
+    }
+    return out;
+  }
+
   // After Stop(): withdraw the requests that are still queued.
   void CancelPending() {
     std::lock_guard<std::mutex> g(mu_);
@@ -250,13 +266,30 @@ class Waiter {
       {
         std::lock_guard<std::mutex> g(mu_);
         any = !pending_.empty();
+        // Reap on a tick for ONE pending request per group, not for each: a
+        // hot key with 100 queued requests of this process made 100 reaps
+        // (group mutex + kill(), /proc reads every 10th tick) per tick, all
+        // on the hot group, and the releases waited behind them (hand-off
+        // p99 in milliseconds). The list is rotated after each tick so the
+        // requests of a group take turns (another key of the group with a
+        // dead holder is reaped a few ticks later, or at once by any
+        // conflicting request: jdls_lock_begin reaps too).
+        reaped_.clear();
         for (auto it = pending_.begin(); it != pending_.end();) {
-          int rc = jdls_wait_poll(table_, &it->ticket, reap);
+          int r = reap;
+          if (r != JDLS_REAP_NONE) {
+            bool seen_group = false;
+            for (uint32_t gr : reaped_) seen_group = seen_group || gr == it->ticket.group;
+            if (seen_group) r = JDLS_REAP_NONE;
+            else reaped_.push_back(it->ticket.group);
+          }
+          int rc = jdls_wait_poll(table_, &it->ticket, r);
           if (rc == JDLS_QUEUED) { ++it; continue; }
           if (!done) done = new std::vector<Done>();
           done->push_back({it->id, rc});
           it = pending_.erase(it);
         }
+        if (tick && pending_.size() > 1) std::rotate(pending_.begin(), pending_.begin() + 1, pending_.end());
       }
       if (done) {
         napi_status s = tsfn_.BlockingCall(done, [](Napi::Env env, Napi::Function fn, std::vector<Done> *d) {
@@ -298,6 +331,7 @@ class Waiter {
   std::thread thread_;
   std::mutex mu_;
   std::vector<Pending> pending_;
+  std::vector<uint32_t> reaped_;  // groups reaped in this tick (waiter thread only)
   std::atomic<bool> stop_{false};
 };
 
@@ -310,6 +344,7 @@ class Table : public Napi::ObjectWrap<Table> {
                        {
                            InstanceMethod("waitAsync", &Table::WaitAsync),
                            InstanceMethod("cancel", &Table::Cancel),
+                           InstanceMethod("takeGranted", &Table::TakeGranted),
                            InstanceMethod("ref", &Table::RefWaits),
                            InstanceMethod("unref", &Table::UnrefWaits),
                            InstanceMethod("lockBlocking", &Table::LockBlocking),
@@ -540,6 +575,25 @@ class Table : public Napi::ObjectWrap<Table> {
     REQUIRE(Ticket(info, &tk), "cancel(group, slot, seq)");
     if (waiter_) waiter_->Remove(tk);
     return Napi::Number::New(env, jdls_wait_cancel(&t_, &tk));
+  }
+
+  // takeGranted() -> [id, rc, id, rc, ...] | undefined: this process's waits
+  // that are settled now. Called on the main thread right after a release:
+  // when the release handed the lock to a wait of this same process (a lock
+  // server's other client), the grant is answered in this turn of the event
+  // loop instead of after a hop through the waiter thread and the
+  // thread-safe function (~2 thread wake-ups; docs/benchmarks.md, hand-off).
+  Napi::Value TakeGranted(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!waiter_) return env.Undefined();
+    std::vector<Done> done = waiter_->TakeGranted();
+    if (done.empty()) return env.Undefined();
+    auto out = Napi::Array::New(env, done.size() * 2);
+    for (size_t i = 0; i < done.size(); i++) {
+      out.Set(static_cast<uint32_t>(2 * i), Napi::Number::New(env, done[i].id));
+      out.Set(static_cast<uint32_t>(2 * i + 1), Napi::Number::New(env, done[i].rc));
+    }
+    return out;
   }
 
   Napi::Value RefWaits(const Napi::CallbackInfo &info) {
