@@ -91,6 +91,13 @@ export interface RequestHandle {
 
 type State = 'open' | 'failed' | 'closed';
 
+/** The one read buffer of this process's connections (see ServerConnection.open). */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+/** Who takes a socket's bytes now: the handshake, then the connection, then nobody. */
+interface ReadRoute {
+  to: ((chunk: Buffer) => void) | undefined;
+}
+
 export class ServerConnection {
   readonly server: JdlsServer;
   readonly welcome: WelcomeFrame;
@@ -110,7 +117,7 @@ export class ServerConnection {
   #failure: JdlsError | undefined;
   readonly #closed: Promise<void>;
 
-  private constructor(server: JdlsServer, socket: net.Socket, reader: FrameReader<ServerFrame>, welcome: WelcomeFrame, opts: ConnectionOptions) {
+  private constructor(server: JdlsServer, socket: net.Socket, route: ReadRoute, reader: FrameReader<ServerFrame>, welcome: WelcomeFrame, opts: ConnectionOptions) {
     this.server = server;
     this.label = `${hostText(server.host)}:${server.port}`;
     this.#socket = socket;
@@ -127,7 +134,7 @@ export class ServerConnection {
     this.#tick = setInterval(() => this.#onTick(), tickMs);
     this.#tick.unref(); // the socket keeps the process alive while open, not the timer
     this.#closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    route.to = (chunk: Buffer): void => this.#onData(chunk);
     socket.on('error', (e) => this.#fail(new JdlsError('SERVER_CLOSED', `lock server ${this.label}: connection lost: ${e.message}`, { cause: e })));
     socket.on('close', () => this.#fail(new JdlsError('SERVER_CLOSED', `lock server ${this.label} closed the connection`)));
   }
@@ -140,12 +147,24 @@ export class ServerConnection {
       let connected = false;
       let settled = false;
       const reader = FrameReader.forClient();
-      const socket = net.connect({ host: server.host, port: server.port });
+      // `onread`: reads land in one shared buffer and go straight to the
+      // frame reader, without a Buffer allocated per read and the Readable
+      // stream's push/'data' machinery - a third of a request's user time
+      // on a busy client (docs/benchmarks.md). Safe to share: a read is
+      // decoded synchronously and FrameReader copies what it keeps.
+      const route: ReadRoute = { to: undefined };
+      const socket = net.connect({
+        host: server.host, port: server.port,
+        onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array): boolean => {
+          route.to?.(Buffer.from(buf.buffer, buf.byteOffset, n));
+          return true; // false would pause the socket
+        } },
+      });
       const finish = (e: JdlsError | undefined, conn?: ServerConnection): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        socket.removeListener('data', onData);
+        if (e) route.to = undefined; // on success the connection took the route over
         socket.removeListener('error', onError);
         socket.removeListener('close', onClose);
         if (e) {
@@ -190,11 +209,11 @@ export class ServerConnection {
           return;
         }
         log.debug({ server: label, welcome: first }, 'connected');
-        finish(undefined, new ServerConnection(server, socket, reader, first, opts));
+        finish(undefined, new ServerConnection(server, socket, route, reader, first, opts));
       };
       socket.on('error', onError);
       socket.on('close', onClose);
-      socket.on('data', onData);
+      route.to = onData;
       socket.once('connect', () => {
         connected = true;
         socket.setNoDelay(true); // one small frame per request: Nagle would add 40 ms

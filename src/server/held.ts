@@ -7,8 +7,38 @@
 // through this list. Does not own: taking or releasing locks.
 import type { RecordLocks } from '../mechanism.js';
 
-/** (inode, dev) as one map key. */
+/** (inode, dev) as one map key (made once per file: see FileMap). */
 export const fileKey = (inode: bigint, dev: bigint): string => `${inode}:${dev}`;
+
+/**
+ * (inode, dev) -> T, looked up without building a string per request: a
+ * BigInt's text and the string's hash were a visible part of a request's
+ * cost in the lock server (perf, docs/benchmarks.md).
+ */
+export class FileMap<T> {
+  #byDev = new Map<bigint, Map<bigint, T>>();
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get(inode: bigint, dev: bigint): T | undefined {
+    return this.#byDev.get(dev)?.get(inode);
+  }
+
+  set(inode: bigint, dev: bigint, v: T): void {
+    let m = this.#byDev.get(dev);
+    if (!m) this.#byDev.set(dev, (m = new Map()));
+    if (!m.has(inode)) this.#size++;
+    m.set(inode, v);
+  }
+
+  clear(): void {
+    this.#byDev.clear();
+    this.#size = 0;
+  }
+}
 
 export class HeldLocks {
   /** tid -> file -> key (hex) -> the mechanism that holds it */

@@ -26,7 +26,7 @@ import type { RecordLocks } from '../mechanism.js';
 import type { Logger } from '../log.js';
 import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
-import { HeldLocks, fileKey } from './held.js';
+import { HeldLocks, FileMap, fileKey } from './held.js';
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -93,7 +93,8 @@ export class Session {
   #hello: HelloFrame | undefined;
   #version: number = PROTO.VERSION;
   #owners = new Map<number, Owner>();
-  #files = new Map<string, FileId>();
+  /** file identities with their HeldLocks key, made once per file */
+  #files = new FileMap<{ id: FileId; key: string }>();
   #held = new HeldLocks();
   /** mechanisms this connection has locked through (the main one, and OS locks if asked) */
   #used = new Set<RecordLocks>();
@@ -233,24 +234,26 @@ export class Session {
   /** request id -> tid of waiting lock requests */
   #waitTids = new Map<number, number>();
 
-  #file(inode: bigint, dev: bigint): FileId {
-    const k = fileKey(inode, dev);
-    let f = this.#files.get(k);
+  #file(inode: bigint, dev: bigint): { id: FileId; key: string } {
+    let f = this.#files.get(inode, dev);
     if (f) return f;
-    f = fileId(inode, dev);
+    f = { id: fileId(inode, dev), key: fileKey(inode, dev) };
     if (this.#files.size >= MAX_FILES) this.#files.clear();
-    this.#files.set(k, f);
+    this.#files.set(inode, dev, f);
     return f;
   }
+
 
   // ===== requests ===========================================================
 
   #onLock(f: LockFrame): void {
     const rid = f.requestId;
     if (this.#waits.has(rid)) return this.#protocolClose('PROTOCOL', `LOCK: request id ${rid} is already outstanding`);
-    const keyHex = f.key.toString('hex');
-    const fk = fileKey(f.file.inode, f.file.dev);
-    if (!this.#held.has(f.tid, fk, keyHex) && this.#held.count >= this.#deps.cfg.maxLocksPerClient)
+    // latin1: one char per byte, the cheapest exact text of the key bytes.
+    const keyText = f.key.toString('latin1');
+    const file = this.#file(f.file.inode, f.file.dev);
+    const fk = file.key;
+    if (!this.#held.has(f.tid, fk, keyText) && this.#held.count >= this.#deps.cfg.maxLocksPerClient)
       return this.#error(rid, 'LIMIT', `this connection holds ${this.#held.count} locks, the most allowed (maxLocksPerClient)`);
     let mech = this.#deps.mech;
     if (f.osLocks && mech.kind !== 'os') {
@@ -261,24 +264,23 @@ export class Session {
         return this.#answerError(rid, e);
       }
     }
-    this.#used.add(mech);
+    if (mech !== this.#deps.mech) this.#used.add(mech);
     const owner = this.#owner(f.tid, true);
     if (!owner) throw new JdlsError('BAD_ARGUMENT', 'no owner');
-    const file = this.#file(f.file.inode, f.file.dev);
 
-    const r = mech.tryLock(owner, file, f.key, f.mode);
+    const r = mech.tryLock(owner, file.id, f.key, f.mode);
     if (r.granted) {
-      this.#held.add(f.tid, fk, keyHex, mech);
+      this.#held.add(f.tid, fk, keyText, mech);
       return this.#send({ type: 'GRANTED', requestId: rid });
     }
     if (f.nowait) return this.#send({ type: 'LOCKED', requestId: rid, holder: wireHolder(r.holder) });
     if (this.#waits.size >= this.#deps.cfg.maxOutstanding)
       return this.#error(rid, 'LIMIT', `this connection has ${this.#waits.size} lock requests waiting, the most allowed (maxOutstanding)`);
-    this.#wait(f, mech, owner, file, fk, keyHex);
+    this.#wait(f, mech, owner, file.id, fk, keyText);
   }
 
   /** A lock request that waits: queued in the mechanism, answered when it settles. */
-  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyHex: string): void {
+  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyText: string): void {
     const rid = f.requestId;
     const ac = new AbortController();
     let timer: NodeJS.Timeout | undefined;
@@ -312,7 +314,7 @@ export class Session {
           try { mech.unlock(owner, file, f.key); } catch { /* closed mechanism */ }
           return;
         }
-        this.#held.add(f.tid, fk, keyHex, mech);
+        this.#held.add(f.tid, fk, keyText, mech);
         this.#send({ type: 'GRANTED', requestId: rid });
       },
       (e: unknown) => {
@@ -348,12 +350,12 @@ export class Session {
   #onUnlock(f: UnlockFrame): void {
     const owner = this.#owner(f.tid, false);
     if (!owner) return this.#send({ type: 'RELEASED', requestId: f.requestId, count: 0 });
-    const fk = fileKey(f.file.inode, f.file.dev);
-    const keyHex = f.key.toString('hex');
-    const mech = this.#held.get(f.tid, fk, keyHex) ?? this.#deps.mech;
-    const ok = mech.unlock(owner, this.#file(f.file.inode, f.file.dev), f.key);
-    this.#held.delete(f.tid, fk, keyHex);
-    this.#send({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
+    const file = this.#file(f.file.inode, f.file.dev);
+    const keyText = f.key.toString('latin1');
+    const mech = this.#held.get(f.tid, file.key, keyText) ?? this.#deps.mech;
+    const ok = mech.unlock(owner, file.id, f.key);
+    this.#held.delete(f.tid, file.key, keyText);
+    this.#answerRelease({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
   }
 
   #onUnlockFile(f: UnlockFileFrame): void {
@@ -361,9 +363,9 @@ export class Session {
     if (!owner) return this.#send({ type: 'RELEASED', requestId: f.requestId, count: 0 });
     const file = this.#file(f.file.inode, f.file.dev);
     let n = 0;
-    for (const m of this.#used) n += m.unlockAll(owner, file);
-    this.#held.deleteFile(f.tid, fileKey(f.file.inode, f.file.dev));
-    this.#send({ type: 'RELEASED', requestId: f.requestId, count: n });
+    for (const m of this.#used) n += m.unlockAll(owner, file.id);
+    this.#held.deleteFile(f.tid, file.key);
+    this.#answerRelease({ type: 'RELEASED', requestId: f.requestId, count: n });
   }
 
   #onUnlockAll(f: UnlockAllFrame): void {
@@ -375,11 +377,28 @@ export class Session {
       for (const m of this.#used) n += m.unlockAll(owner);
       this.#held.deleteTid(tid);
     }
-    this.#send({ type: 'RELEASED', requestId: f.requestId, count: n });
+    this.#answerRelease({ type: 'RELEASED', requestId: f.requestId, count: n });
+  }
+
+  /**
+   * The answer to a release goes out AFTER the grants the release caused:
+   * a lock handed to a waiter of this process is settled during the
+   * release, and its GRANTED is written by a promise reaction already
+   * queued; the releaser's RELEASED waits in the corked socket until that
+   * reaction ran. The next holder learns one write (a loopback delivery and
+   * a wake-up) sooner - it is the one waiting; the releaser is not. Order on
+   * this connection is kept: everything written to it meanwhile queues
+   * behind the RELEASED.
+   */
+  #answerRelease(f: ServerFrame): void {
+    if (this.#closed) return;
+    this.sock.cork();
+    this.#send(f);
+    queueMicrotask(() => this.sock.uncork());
   }
 
   #onStatus(f: StatusFrame): void {
-    const s = this.#deps.mech.status(this.#ownerFor(f.tid), this.#file(f.file.inode, f.file.dev), f.key);
+    const s = this.#deps.mech.status(this.#ownerFor(f.tid), this.#file(f.file.inode, f.file.dev).id, f.key);
     if (s.code < 0) {
       const holder: WireHolder = s.holder
         ? wireHolder(s.holder)
