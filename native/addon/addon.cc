@@ -187,11 +187,18 @@ class Waiter {
   }
 
   void Add(const jdls_ticket &tk, double id) {
+    bool was_empty;
     {
       std::lock_guard<std::mutex> g(mu_);
+      was_empty = pending_.empty();
       pending_.push_back({tk, id});
     }
-    Ring();
+    // Wake the thread only when it must look: it may sleep without a
+    // timeout (nothing was pending), or the request was granted before it
+    // was on the list (that grant's ring found it missing). Otherwise the
+    // grant will ring. Ringing on every queued request woke this thread
+    // once per hand-off on a hot key (a lock server re-queueing clients).
+    if (was_empty || jdls_wait_poll(table_, &tk, JDLS_REAP_NONE) != JDLS_QUEUED) Ring();
   }
 
   // Forget a pending wait (cancel). True if it was still pending.
@@ -333,6 +340,16 @@ class Waiter {
   std::vector<Pending> pending_;
   std::vector<uint32_t> reaped_;  // groups reaped in this tick (waiter thread only)
   std::atomic<bool> stop_{false};
+};
+
+// While alive, releases on this thread do not ring this table's own
+// doorbell: the JS side collects its own grants right after (takeGranted).
+// Only with a waiter: without one, nothing of ours is queued.
+struct QuietBell {
+  QuietBell(const jdls_table *t, bool on) {
+    if (on && t->slot >= 0) jdls_quiet_doorbell(t->slot);
+  }
+  ~QuietBell() { jdls_quiet_doorbell(-1); }
 };
 
 // ---- the Table object ----------------------------------------------------
@@ -524,6 +541,7 @@ class Table : public Napi::ObjectWrap<Table> {
     HotArgs<3> a;
     if (!a.Read(env, cbinfo, "unlock(owner, file, key)")) return nullptr;
     napi_value out;
+    QuietBell quiet(&a.t->t_, a.t->waiter_ != nullptr);
     napi_create_int32(env, jdls_unlock(&a.t->t_, a.o, a.fid->inode, a.fid->dev, a.k.data,
                                        static_cast<uint32_t>(a.k.len)),
                       &out);
@@ -574,6 +592,7 @@ class Table : public Napi::ObjectWrap<Table> {
     jdls_ticket tk;
     REQUIRE(Ticket(info, &tk), "cancel(group, slot, seq)");
     if (waiter_) waiter_->Remove(tk);
+    QuietBell quiet(&t_, waiter_ != nullptr);
     return Napi::Number::New(env, jdls_wait_cancel(&t_, &tk));
   }
 
@@ -630,6 +649,7 @@ class Table : public Napi::ObjectWrap<Table> {
     const FileId *f = nullptr;
     REQUIRE(info.Length() >= 2 && AsStruct(info[0], &o) && (info[1].IsNull() || AsStruct(info[1], &f)),
             "unlockAll(owner, file|null)");
+    QuietBell quiet(&t_, waiter_ != nullptr);
     return Napi::Number::New(env, jdls_unlock_all(&t_, o, f != nullptr, f ? f->inode : 0, f ? f->dev : 0));
   }
 

@@ -355,8 +355,13 @@ static int entry_valid(const jdls_table *t, const jdls_entry *e) {
   return 1;
 }
 
+static __thread int quiet_doorbell = -1;
+
+void jdls_quiet_doorbell(int slot) { quiet_doorbell = slot; }
+
 static void wake_entry(jdls_table *t, jdls_entry *e) {
   futex_wake(&e->state);
+  if (quiet_doorbell >= 0 && e->doorbell == quiet_doorbell) return; /* the caller collects it */
   if (e->doorbell >= 0 && e->doorbell < (int32_t)JDLS_PROC_SLOTS) {
     /* No check that the slot still belongs to the entry's pid: a lock
      * server's entries carry its own pid but owners may name another, and

@@ -334,6 +334,13 @@ int jdls_table_check(jdls_table *t);
 /* Claim this process's doorbell slot (idempotent). */
 int jdls_slot_claim(jdls_table *t);
 void jdls_slot_release(jdls_table *t);
+/* For the calling THREAD only: grants it makes to requests whose doorbell is
+ * `slot` do not ring that doorbell (-1: ring always, the default). For a
+ * caller that collects its own process's grants itself right after a
+ * release (the addon: unlock, unlockAll, cancel, then takeGranted), so its
+ * waiter thread is not woken for nothing on every hand-off within the
+ * process. Thread-local: grants made on any other thread still ring. */
+void jdls_quiet_doorbell(int slot);
 
 /* Test hook: take group g's mutex, scribble a half-written entry, and return
  * with the mutex held (a crash test kills the process then). */

@@ -111,17 +111,40 @@ function defaultPort(): number {
   return p !== undefined && /^\d+$/.test(p) ? Number(p) : 0;
 }
 
+const U64_MAX = 0xffffffffffffffffn;
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+/**
+ * One-entry caches of the last file identity and key converted: a lock and
+ * its release name the same ones, and BigInt conversion and range checks,
+ * or UTF-8 encoding, allocate on every call (a remote request's allocation
+ * is what sets the pace of its GC pauses: docs/benchmarks.md, hand-off).
+ */
+let lastFileIn: { inode: number | bigint; dev: number | bigint | undefined } = { inode: -1, dev: undefined };
+let lastFileOut: { inode: bigint; dev: bigint } = { inode: 0n, dev: 0n };
+let lastKeyIn = '';
+let lastKeyOut: Buffer = Buffer.alloc(0);
+
 function toFile(f: RemoteFile): { inode: bigint; dev: bigint } {
+  if (f.inode === lastFileIn.inode && f.dev === lastFileIn.dev) return lastFileOut;
   const inode = BigInt(f.inode);
   const dev = BigInt(f.dev ?? -1);
-  if (inode < 0n || inode > 0xffffffffffffffffn) throw new JdlsError('BAD_ARGUMENT', `inode ${inode} is not a u64`);
-  if (dev < -(1n << 63n) || dev >= 1n << 63n) throw new JdlsError('BAD_ARGUMENT', `dev ${dev} is not an i64`);
-  return { inode, dev };
+  if (inode < 0n || inode > U64_MAX) throw new JdlsError('BAD_ARGUMENT', `inode ${inode} is not a u64`);
+  if (dev < I64_MIN || dev > I64_MAX) throw new JdlsError('BAD_ARGUMENT', `dev ${dev} is not an i64`);
+  lastFileIn = { inode: f.inode, dev: f.dev };
+  lastFileOut = { inode, dev };
+  return lastFileOut;
 }
 
 function toKey(k: RemoteKey): Buffer {
+  if (typeof k === 'string' && k === lastKeyIn) return lastKeyOut;
   const key = typeof k === 'string' ? Buffer.from(k, 'utf8') : k;
   if (key.length > 512) throw new JdlsError('KEY_TOO_LONG', `key of ${key.length} bytes exceeds 512`);
+  if (typeof k === 'string') {
+    lastKeyIn = k;
+    lastKeyOut = key;
+  }
   return key;
 }
 
@@ -215,57 +238,52 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
    * READU (write) / READL (read) on a server. Waits until granted unless
    * nowait; a waiting request resolves { granted: true } when granted.
    */
-  async lock(file: RemoteFile, key: RemoteKey, mode: WireMode, opts: RemoteLockOptions = {}): Promise<RemoteLockResult> {
-    if (mode !== 'read' && mode !== 'write') throw new JdlsError('BAD_ARGUMENT', `mode must be 'read' or 'write'; got ${String(mode)}`);
-    const frame = {
-      type: 'LOCK' as const, nowait: opts.nowait ?? false, noInterim: this.config.wait, osLocks: this.config.osLocks,
-      mode, tid: toTid(opts.tid), file: toFile(file), key: toKey(key),
-    };
+  lock(file: RemoteFile, key: RemoteKey, mode: WireMode, opts: RemoteLockOptions = {}): Promise<RemoteLockResult> {
+    // Not an async function: its saved frame and the await's promises were
+    // a fifth of a request's allocation (docs/benchmarks.md, hand-off).
+    // Every failure is still a rejection, never a synchronous throw.
+    let call: Call;
     const signal = opts.signal;
-    if (signal?.aborted) throw abortError();
-    const started = Date.now();
-    const onInterim = (w: WaitingFrame): void => {
-      const info: WaitingInfo = { file: frame.file, key: frame.key, mode, holder: w.holder, waitedMs: Date.now() - started };
-      opts.onWaiting?.(info);
-      this.emit('waiting', info);
-    };
-    // Under WAIT no interim frames come: the TIMEOUT rule does not apply to a
-    // waiting lock (guide: "the default acknowledgement timeout period is not used").
-    const timed = frame.nowait || !this.config.wait;
-    const call = this.#send(frame, { timed, onInterim });
-    let aborted = false;
-    const onAbort = (): void => {
-      aborted = true;
-      call.cancel();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const f = await call.answer;
-      if (f.type === 'GRANTED') return { granted: true };
-      if (f.type === 'LOCKED') return { granted: false, holder: f.holder };
-      throw unexpected(f);
+      if (mode !== 'read' && mode !== 'write') throw new JdlsError('BAD_ARGUMENT', `mode must be 'read' or 'write'; got ${String(mode)}`);
+      const frame = {
+        type: 'LOCK' as const, nowait: opts.nowait ?? false, noInterim: this.config.wait, osLocks: this.config.osLocks,
+        mode, tid: toTid(opts.tid), file: toFile(file), key: toKey(key),
+      };
+      if (signal?.aborted) throw abortError();
+      // Under WAIT no interim frames come: the TIMEOUT rule does not apply to a
+      // waiting lock (guide: "the default acknowledgement timeout period is not used").
+      const timed = frame.nowait || !this.config.wait;
+      let onInterim: ((w: WaitingFrame) => void) | undefined;
+      if (!this.config.wait) {
+        const started = Date.now();
+        onInterim = (w: WaitingFrame): void => {
+          const info: WaitingInfo = { file: { ...frame.file }, key: Buffer.from(frame.key), mode, holder: w.holder, waitedMs: Date.now() - started };
+          opts.onWaiting?.(info);
+          this.emit('waiting', info);
+        };
+      }
+      call = this.#send(frame, { timed, onInterim });
     } catch (e) {
-      // Our own CANCEL: the server's CANCELLED is the caller's ABORTED (as LockTable.lock).
-      if (aborted && e instanceof JdlsError && e.code === 'CANCELLED') throw abortError();
-      throw e;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
+    if (!signal) return call.answer.then(lockResult);
+    return lockWithSignal(call, signal);
   }
 
   /** RELEASE f,key: resolves the number of locks freed (0 if none was held). */
-  async unlock(file: RemoteFile, key: RemoteKey, opts: { tid?: number } = {}): Promise<number> {
-    return this.#count({ type: 'UNLOCK', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) });
+  unlock(file: RemoteFile, key: RemoteKey, opts: { tid?: number } = {}): Promise<number> {
+    return this.#count(() => ({ type: 'UNLOCK', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) }));
   }
 
   /** RELEASE f: all locks of this owner on the file. */
-  async unlockFile(file: RemoteFile, opts: { tid?: number } = {}): Promise<number> {
-    return this.#count({ type: 'UNLOCK_FILE', tid: toTid(opts.tid), file: toFile(file) });
+  unlockFile(file: RemoteFile, opts: { tid?: number } = {}): Promise<number> {
+    return this.#count(() => ({ type: 'UNLOCK_FILE', tid: toTid(opts.tid), file: toFile(file) }));
   }
 
   /** RELEASE: all locks of this owner (thread), or of every thread of this client with allThreads. */
-  async unlockAll(opts: { tid?: number; allThreads?: boolean } = {}): Promise<number> {
-    return this.#count({ type: 'UNLOCK_ALL', tid: toTid(opts.tid), allThreads: opts.allThreads ?? false });
+  unlockAll(opts: { tid?: number; allThreads?: boolean } = {}): Promise<number> {
+    return this.#count(() => ({ type: 'UNLOCK_ALL', tid: toTid(opts.tid), allThreads: opts.allThreads ?? false }));
   }
 
   /** RECORDLOCKED(f, key), with the holder when another owner holds it. */
@@ -296,10 +314,15 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
 
   // ---- internals ----------------------------------------------------------
 
-  async #count(frame: RequestFrame): Promise<number> {
-    const f = await this.#send(frame, { timed: true }).answer;
-    if (f.type !== 'RELEASED') throw unexpected(f);
-    return f.count;
+  /** A release: `build` makes the frame (its argument errors become rejections, as everywhere). */
+  #count(build: () => RequestFrame): Promise<number> {
+    let call: Call;
+    try {
+      call = this.#send(build(), TIMED);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    return call.answer.then(releasedCount);
   }
 
   /** Send through the router, unless the client is closed or dead (then its reason). */
@@ -315,6 +338,39 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     if (this.listenerCount('dead') > 0) this.emit('dead', e);
   }
 }
+
+const TIMED: RequestOptions = Object.freeze({ timed: true });
+
+function releasedCount(f: FinalFrame): number {
+  if (f.type !== 'RELEASED') throw unexpected(f);
+  return f.count;
+}
+
+/** A lock whose caller may abort it: CANCEL on abort; the server's CANCELLED is then the caller's ABORTED (as LockTable.lock). */
+async function lockWithSignal(call: Call, signal: AbortSignal): Promise<RemoteLockResult> {
+  let aborted = false;
+  const onAbort = (): void => {
+    aborted = true;
+    call.cancel();
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return lockResult(await call.answer);
+  } catch (e) {
+    if (aborted && e instanceof JdlsError && e.code === 'CANCELLED') throw abortError();
+    throw e;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+function lockResult(f: FinalFrame): RemoteLockResult {
+  if (f.type === 'GRANTED') return GRANTED;
+  if (f.type === 'LOCKED') return { granted: false, holder: f.holder };
+  throw unexpected(f);
+}
+
+const GRANTED: RemoteLockResult = Object.freeze({ granted: true });
 
 function unexpected(f: FinalFrame): JdlsError {
   return new JdlsError('PROTOCOL', `unexpected answer ${f.type}`);

@@ -4,7 +4,7 @@
 // and the TIMEOUT clock (connection.ts), results (client.ts).
 import type { JdlsError } from '../errors.js';
 import type { JdlsServer } from './jdls-env.js';
-import { ServerConnection, type ConnectionOptions, type FinalFrame, type RequestFrame, type RequestOptions } from './connection.js';
+import { ServerConnection, type ConnectionOptions, type FinalFrame, type RequestFrame, type RequestHandle, type RequestOptions } from './connection.js';
 
 /** One request in flight, however many servers it visits. */
 export interface Call {
@@ -32,6 +32,23 @@ export interface Router {
   close(): Promise<void>;
 }
 
+/** A request to one connection (a class, not a closure per request: the client's allocation sets its GC pace). */
+class SingleCall implements Call {
+  readonly answer: Promise<FinalFrame>;
+  readonly #conn: ServerConnection;
+  readonly #id: number;
+
+  constructor(conn: ServerConnection, h: RequestHandle) {
+    this.answer = h.answer;
+    this.#conn = conn;
+    this.#id = h.id;
+  }
+
+  cancel(): void {
+    this.#conn.cancel(this.#id);
+  }
+}
+
 /** One server: every request goes to it; its failure is the client's death. */
 export class SingleRouter implements Router {
   readonly primary: ServerConnection;
@@ -47,8 +64,7 @@ export class SingleRouter implements Router {
   }
 
   send(frame: RequestFrame, opts: RequestOptions): Call {
-    const h = this.primary.request(frame, opts);
-    return { answer: h.answer, cancel: () => this.primary.cancel(h.id) };
+    return new SingleCall(this.primary, this.primary.request(frame, opts));
   }
 
   sendPrimaryOnly(frame: RequestFrame, opts: RequestOptions): Call {

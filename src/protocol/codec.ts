@@ -44,9 +44,15 @@ function checkInt(v: number, min: number, max: number, what: string): number {
   return v;
 }
 
+/** The last file identity encoded / decoded, with its 16 bytes (see Writer.file, Reader.file). */
+let lastEncoded: { inode: bigint; dev: bigint; bytes: Buffer } = { inode: -1n, dev: 0n, bytes: Buffer.alloc(16) };
+let lastDecoded: WireFile & { bytes: Buffer } = { inode: 0n, dev: 0n, bytes: Buffer.alloc(16) };
+
 class Writer {
-  #buf = Buffer.allocUnsafe(256);
+  #buf = Buffer.allocUnsafe(1024);
   #len = 0;
+  /** Start a frame (the writer is reused: see SCRATCH). */
+  reset(): void { this.#len = 0; }
   #ensure(n: number): void {
     if (this.#len + n <= this.#buf.length) return;
     const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#len + n));
@@ -74,7 +80,18 @@ class Writer {
     if (net.isIPv6(a)) return this.u8(6).bytes(ipv6Bytes(a));
     throw new RangeError(`not an IP address: ${a}`);
   }
-  file(f: WireFile): this { return this.u64(f.inode).i64(f.dev); }
+  file(f: WireFile): this {
+    // One-entry cache: most requests name the file of the one before, and
+    // writeBig*Int64BE allocates BigInts on every call (a tenth of a remote
+    // client's allocation per request).
+    if (f.inode !== lastEncoded.inode || f.dev !== lastEncoded.dev) {
+      const b = Buffer.allocUnsafe(16);
+      b.writeBigUInt64BE(f.inode, 0);
+      b.writeBigInt64BE(f.dev, 8);
+      lastEncoded = { inode: f.inode, dev: f.dev, bytes: b };
+    }
+    return this.bytes(lastEncoded.bytes);
+  }
   mode(m: WireMode): this {
     if (m !== 'read' && m !== 'write') throw new RangeError(`mode ${String(m)} is not 'read' or 'write'`);
     return this.u8(m === 'write' ? 2 : 1);
@@ -82,8 +99,16 @@ class Writer {
   holder(h: WireHolder): this {
     return this.mode(h.mode).u32(h.port, 'port').u32(h.pid, 'pid').u32(h.ownerPid, 'owner pid').u32(h.ownerTid, 'owner tid').addr(h.addr);
   }
-  done(): Buffer { return this.#buf.subarray(0, this.#len); }
+  /** The frame, copied out: the scratch buffer is written again by the next encode. */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.#len);
+    this.#buf.copy(out, 0, 0, this.#len);
+    return out;
+  }
 }
+
+/** The one Writer of encode(): encode is synchronous and never re-entered, so one scratch buffer serves every frame (a Writer and two Buffer views per frame were a visible part of a client's allocation). */
+const SCRATCH = new Writer();
 
 function flagsOf(f: Frame): number {
   switch (f.type) {
@@ -138,17 +163,21 @@ function body(w: Writer, f: Frame): void {
   }
 }
 
-/** One frame as bytes (length prefix included). Throws RangeError on values the protocol cannot carry. */
-export function encode(f: Frame, version: number = PROTO.VERSION): Buffer {
+/**
+ * One frame as bytes (length prefix included). Throws RangeError on values
+ * the protocol cannot carry. `requestId` overrides the frame's (a client
+ * numbers a request when it sends it, without copying the frame).
+ */
+export function encode(f: Frame, version: number = PROTO.VERSION, requestId: number = f.requestId): Buffer {
   const code = typeCode.get(f.type);
   if (code === undefined) throw new RangeError(`frame type ${String(f.type)} is unknown`);
   // The decoder refuses these, so writing them would only move the error to the peer.
-  const requestId: number = f.requestId;
   if ((f.type === 'HELLO' || f.type === 'WELCOME') && requestId !== 0) throw new RangeError(`${f.type}: request id must be 0`);
-  const w = new Writer();
+  const w = SCRATCH;
+  w.reset();
   w.u32(0).u8(version, 'version').u8(code).u16(flagsOf(f)).u32(requestId, 'request id');
   body(w, f);
-  const out = w.done();
+  const out = w.take();
   const length = out.length - 4;
   if (length > PROTO.MAX_FRAME) throw new RangeError(`frame of ${length} bytes exceeds ${PROTO.MAX_FRAME}`);
   out.writeUInt32BE(length, 0);
@@ -158,11 +187,13 @@ export function encode(f: Frame, version: number = PROTO.VERSION): Buffer {
 // ===== reading ============================================================
 
 class Reader {
+  // Offsets into the frame itself (no subarray view per frame).
   #b: Buffer;
-  #o = 0;
-  constructor(b: Buffer) { this.#b = b; }
+  #o: number;
+  #end: number;
+  constructor(b: Buffer, start: number) { this.#b = b; this.#o = start; this.#end = b.length; }
   #need(n: number, what: string): void {
-    if (this.#o + n > this.#b.length) fail(`truncated body: ${what} needs ${n} bytes, ${this.#b.length - this.#o} left`);
+    if (this.#o + n > this.#end) fail(`truncated body: ${what} needs ${n} bytes, ${this.#end - this.#o} left`);
   }
   u8(what: string): number { this.#need(1, what); const v = this.#b.readUInt8(this.#o); this.#o += 1; return v; }
   i8(what: string): number { this.#need(1, what); const v = this.#b.readInt8(this.#o); this.#o += 1; return v; }
@@ -198,7 +229,18 @@ class Reader {
     }
     return fail(`${what}: address family ${fam} is not 4 or 6`);
   }
-  file(): WireFile { return { inode: this.u64('inode'), dev: this.i64('dev') }; }
+  file(): WireFile {
+    // The same file as the frame before (the usual case) reuses its BigInts:
+    // readBig*Int64BE allocates several per call.
+    if (this.#end - this.#o < 16) return { inode: this.u64('inode'), dev: this.i64('dev') }; // fails, naming the field
+    const o = this.#o;
+    if (this.#b.compare(lastDecoded.bytes, 0, 16, o, o + 16) !== 0) {
+      const bytes = Buffer.from(this.#b.subarray(o, o + 16));
+      lastDecoded = { inode: bytes.readBigUInt64BE(0), dev: bytes.readBigInt64BE(8), bytes };
+    }
+    this.#o += 16;
+    return { inode: lastDecoded.inode, dev: lastDecoded.dev };
+  }
   mode(): WireMode {
     const m = this.u8('mode');
     if (m === 1) return 'read';
@@ -209,7 +251,7 @@ class Reader {
     return { mode: this.mode(), port: this.u32('port'), pid: this.u32('pid'), ownerPid: this.u32('owner pid'), ownerTid: this.u32('owner tid'), addr: this.addr('holder address') };
   }
   end(type: string): void {
-    if (this.#o !== this.#b.length) fail(`${type}: ${this.#b.length - this.#o} bytes after the end of the body`);
+    if (this.#o !== this.#end) fail(`${type}: ${this.#end - this.#o} bytes after the end of the body`);
   }
 }
 
@@ -233,7 +275,7 @@ export function decodeBody(frame: Buffer): Frame {
   const flags = frame.readUInt16BE(2);
   if (flags & ~allowedFlags(type)) fail(`${type}: unknown flags 0x${flags.toString(16)}`);
   const requestId = frame.readUInt32BE(4);
-  const r = new Reader(frame.subarray(8));
+  const r = new Reader(frame, 8);
   let f: Frame;
   switch (type) {
     case 'HELLO': {
