@@ -14,6 +14,13 @@ export interface RecordLocks {
   tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult;
   /** Wait until granted; rejects with TIMEOUT / ABORTED having left the queue. Never blocks the event loop or the libuv pool. */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts?: LockOptions): Promise<void>;
+  /**
+   * Optional, callback form of lock() (LockTable has it): done is called
+   * once, no argument when granted; synchronously when settled at once
+   * (result 0), else the result is an id for cancelWait().
+   */
+  wait?(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: Error) => void): number;
+  cancelWait?(id: number): void;
   /** Release one key; false if this owner did not hold it. */
   unlock(owner: Owner, file: FileId, key: Buffer | string): boolean;
   /** Release all of an owner's record locks, or those in one file; returns how many. */
@@ -21,4 +28,29 @@ export interface RecordLocks {
   /** jBASE RECORDLOCKED(): 2/1 held by this owner, 0 free, -2/-1 by another (holder when known). */
   status(owner: Owner, file: FileId, key: Buffer | string): { code: number; holder?: Holder };
   close(): void;
+}
+
+const noop = (): void => undefined;
+
+/**
+ * Start a waiting lock request on any mechanism: `done` is called once (no
+ * argument: granted), perhaps synchronously. Returns the withdrawal, after
+ * which done gets ABORTED unless the grant won the race. Uses the
+ * mechanism's callback form when it has one (no promise, no AbortController
+ * per request: the lock server's allocation sets its GC pauses), else lock()
+ * with an AbortSignal.
+ */
+export function startWait(mech: RecordLocks, owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: Error) => void): () => void {
+  if (mech.wait && mech.cancelWait) {
+    const id = mech.wait(owner, file, key, mode, done);
+    if (id === 0) return noop;
+    const cancel = mech.cancelWait.bind(mech);
+    return () => cancel(id);
+  }
+  const ac = new AbortController();
+  mech.lock(owner, file, key, mode, { signal: ac.signal }).then(
+    () => done(),
+    (e: unknown) => done(e instanceof Error ? e : new Error(String(e))),
+  );
+  return () => ac.abort();
 }

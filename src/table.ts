@@ -163,10 +163,9 @@ function checkKey(key: Buffer | string): void {
 }
 
 interface PendingWait {
-  resolve: () => void;
-  reject: (e: Error) => void;
+  /** called once: no argument when granted */
+  done: (err?: JdlsError) => void;
   ticket: { group: number; slot: number; seq: number };
-  cleanup: () => void;
 }
 
 export class LockTable implements RecordLocks {
@@ -244,37 +243,64 @@ export class LockTable implements RecordLocks {
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
     // Every failure, bad arguments included, is a rejection: callers that
     // only attach .catch() must see them.
+    return new Promise<void>((resolve, reject) => {
+      if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
+      const id = this.wait(owner, file, key, mode, (err) => {
+        if (timer) clearTimeout(timer);
+        if (onAbort) opts.signal?.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve();
+      });
+      if (id === 0) return; // settled already
+      if (opts.timeoutMs !== undefined) {
+        timer = setTimeout(() => this.#withdraw(id, new JdlsError('TIMEOUT', `lock not granted within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      }
+      if (opts.signal) {
+        onAbort = (): void => this.#withdraw(id, new JdlsError('ABORTED', 'lock request aborted'));
+        opts.signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+  }
+
+  /**
+   * lock() for a caller that counts allocations (the lock server: no
+   * promise, no AbortSignal per request). `done` is called exactly once: with
+   * no argument when granted, else with the error; synchronously when the
+   * request settles at once (then the result is 0), otherwise later, with the
+   * wait's id returned here for cancelWait(). Never throws.
+   */
+  wait(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: JdlsError) => void): number {
     let t: NativeTable;
     let r: NativeTryLock;
     try {
       checkKey(key);
-      if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
       t = this.#table;
       r = t.tryLock(owner.packed, file.packed, key, modeNumber(mode), false);
     } catch (e) {
-      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      done(e instanceof JdlsError ? e : new JdlsError('BAD_ARGUMENT', (e as Error).message));
+      return 0;
     }
-    if (r === C.RC_OK) return Promise.resolve();
-    if (typeof r === 'number') return Promise.reject(errorFromRc(r, 'lock'));
-    if (r.rc !== C.RC_QUEUED) return Promise.reject(new JdlsError('BAD_ARGUMENT', 'unexpected conflict on a waiting request'));
-    const ticket = { group: r.group, slot: r.slot, seq: r.seq };
+    if (r === C.RC_OK) {
+      done();
+      return 0;
+    }
+    if (typeof r === 'number' || r.rc !== C.RC_QUEUED) {
+      done(typeof r === 'number' ? errorFromRc(r, 'lock') : new JdlsError('BAD_ARGUMENT', 'unexpected conflict on a waiting request'));
+      return 0;
+    }
     const id = this.#nextId++;
-    return new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => this.#withdraw(id, new JdlsError('ABORTED', 'lock request aborted'));
-      const cleanup = (): void => {
-        if (timer) clearTimeout(timer);
-        opts.signal?.removeEventListener('abort', onAbort);
-      };
-      this.#waits.set(id, { resolve, reject, ticket, cleanup });
-      t.waitAsync(ticket.group, ticket.slot, ticket.seq, id, this.#onDone);
-      // A pending wait keeps the process alive, as a pending socket would.
-      if (this.#waits.size === 1) t.ref();
-      if (opts.timeoutMs !== undefined) {
-        timer = setTimeout(() => this.#withdraw(id, new JdlsError('TIMEOUT', `lock not granted within ${opts.timeoutMs} ms`)), opts.timeoutMs);
-      }
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    this.#waits.set(id, { done, ticket: { group: r.group, slot: r.slot, seq: r.seq } });
+    t.waitAsync(r.group, r.slot, r.seq, id, this.#onDone);
+    // A pending wait keeps the process alive, as a pending socket would.
+    if (this.#waits.size === 1) t.ref();
+    return id;
+  }
+
+  /** Withdraw a wait() request: its done gets ABORTED - or nothing, if it was granted meanwhile (then done() was or is called). */
+  cancelWait(id: number): void {
+    this.#withdraw(id, new JdlsError('ABORTED', 'lock request aborted'));
   }
 
   /** Block this thread until granted (tools and worker threads only). */
@@ -292,8 +318,8 @@ export class LockTable implements RecordLocks {
     const rc = this.#table.cancel(w.ticket.group, w.ticket.slot, w.ticket.seq);
     this.#finish(id);
     // Granted in the race with the timeout: the caller holds it, so say so.
-    if (rc === C.RC_OK) w.resolve();
-    else w.reject(err);
+    if (rc === C.RC_OK) w.done();
+    else w.done(err);
     // Leaving the queue can unblock requests behind it (shared ones behind
     // a withdrawn exclusive one), some perhaps of this process.
     if (this.#waits.size > 0) this.#settleHandedOff();
@@ -305,8 +331,8 @@ export class LockTable implements RecordLocks {
       if (!w) return; // withdrawn meanwhile
       this.#finish(id);
       const rc = rcs[i] ?? -1;
-      if (rc === C.RC_OK) w.resolve();
-      else w.reject(errorFromRc(rc < 0 ? rc : -3, 'waiting for lock'));
+      if (rc === C.RC_OK) w.done();
+      else w.done(errorFromRc(rc < 0 ? rc : -3, 'waiting for lock'));
     });
   }
 
@@ -332,7 +358,6 @@ export class LockTable implements RecordLocks {
   #finish(id: number): void {
     const w = this.#waits.get(id);
     if (!w) return;
-    w.cleanup();
     this.#waits.delete(id);
     if (this.#waits.size === 0) this.#t?.unref();
   }

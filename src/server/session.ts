@@ -22,7 +22,7 @@ import type {
 } from '../protocol/frames.js';
 import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../table.js';
 import { JdlsError } from '../errors.js';
-import type { RecordLocks } from '../mechanism.js';
+import { startWait, type RecordLocks } from '../mechanism.js';
 import type { Logger } from '../log.js';
 import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
@@ -43,13 +43,14 @@ export interface SessionDeps {
 }
 
 interface Wait {
-  ac: AbortController;
+  /** withdraw it from the mechanism (startWait) */
+  cancel: () => void;
   timer: NodeJS.Timeout | undefined;
-  /** settles after the final answer was sent */
-  done: Promise<void>;
   /** a CANCEL asked for it */
   cancelled: boolean;
   outcome: 'granted' | 'cancelled' | 'failed' | undefined;
+  /** run once its final answer was sent (a CANCEL's own answer) */
+  after: (() => void) | undefined;
 }
 
 /** Owners kept per connection before those holding nothing are forgotten. */
@@ -58,6 +59,7 @@ const MAX_IDLE_OWNERS = 4096;
 const MAX_FILES = 1024;
 
 const SERVER_HOST = os.hostname();
+const noop = (): void => undefined;
 
 /** The address as stored in the table: IPv4-mapped IPv6 as dotted IPv4. */
 export function clientAddress(sock: net.Socket): string | undefined {
@@ -279,72 +281,70 @@ export class Session {
     this.#wait(f, mech, owner, file.id, fk, keyText);
   }
 
-  /** A lock request that waits: queued in the mechanism, answered when it settles. */
+  /**
+   * A lock request that waits: queued in the mechanism, answered when it
+   * settles. With the shm table it settles synchronously inside the release
+   * that hands it the lock (LockTable.wait), so the new holder's GRANTED is
+   * written before the releaser's RELEASED.
+   */
   #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyText: string): void {
     const rid = f.requestId;
-    const ac = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    if (!f.noInterim) {
-      // "Distributed lock retries": tell the client who it is waiting for,
-      // every interimMs, and count each in the header.
-      timer = setInterval(() => {
-        try {
-          const s = mech.status(owner, file, f.key);
-          if (s.code >= 0 || !s.holder) return; // granted meanwhile: the answer is on its way
-          this.#deps.stats.lockRetry();
-          this.#send({ type: 'WAITING', requestId: rid, holder: wireHolder(s.holder) });
-        } catch (e) {
-          this.#log.warn({ err: e, requestId: rid }, 'interim status failed');
-        }
-      }, this.#deps.cfg.interimMs);
-      timer.unref();
-    }
-    const finish = (): void => {
-      if (timer) clearInterval(timer);
+    const w: Wait = { cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined };
+    // In the maps first: the mechanism may settle it before startWait returns.
+    this.#waits.set(rid, w);
+    this.#waitTids.set(rid, f.tid);
+    const settle = (err?: Error): void => {
+      if (w.timer) clearInterval(w.timer);
       this.#waits.delete(rid);
       this.#waitTids.delete(rid);
-    };
-    const w: Wait = { ac, timer, cancelled: false, outcome: undefined, done: Promise.resolve() };
-    w.done = mech.lock(owner, file, f.key, f.mode, { signal: ac.signal }).then(
-      () => {
-        finish();
+      if (!err) {
         w.outcome = 'granted';
         if (this.#closed) {
           // Granted in the race with the disconnect: nobody wants it.
           try { mech.unlock(owner, file, f.key); } catch { /* closed mechanism */ }
-          return;
-        }
-        this.#held.add(f.tid, fk, keyText, mech);
-        this.#send({ type: 'GRANTED', requestId: rid });
-      },
-      (e: unknown) => {
-        finish();
-        w.outcome = e instanceof JdlsError && e.code === 'ABORTED' ? 'cancelled' : 'failed';
-        if (w.outcome === 'cancelled') {
-          this.#error(rid, 'CANCELLED', w.cancelled ? 'lock request withdrawn (CANCEL)' : 'lock request withdrawn');
         } else {
-          this.#answerError(rid, e);
+          this.#held.add(f.tid, fk, keyText, mech);
+          this.#send({ type: 'GRANTED', requestId: rid });
         }
-      },
-    );
-    this.#waits.set(rid, w);
-    this.#waitTids.set(rid, f.tid);
+      } else if (err instanceof JdlsError && err.code === 'ABORTED') {
+        w.outcome = 'cancelled';
+        this.#error(rid, 'CANCELLED', w.cancelled ? 'lock request withdrawn (CANCEL)' : 'lock request withdrawn');
+      } else {
+        w.outcome = 'failed';
+        this.#answerError(rid, err);
+      }
+      w.after?.();
+    };
+    w.cancel = startWait(mech, owner, file, f.key, f.mode, settle);
+    if (w.outcome !== undefined || f.noInterim) return;
+    // "Distributed lock retries": tell the client who it is waiting for,
+    // every interimMs, and count each in the header.
+    w.timer = setInterval(() => {
+      try {
+        const s = mech.status(owner, file, f.key);
+        if (s.code >= 0 || !s.holder) return; // granted meanwhile: the answer is on its way
+        this.#deps.stats.lockRetry();
+        this.#send({ type: 'WAITING', requestId: rid, holder: wireHolder(s.holder) });
+      } catch (e) {
+        this.#log.warn({ err: e, requestId: rid }, 'interim status failed');
+      }
+    }, this.#deps.cfg.interimMs);
+    w.timer.unref();
   }
 
   #onCancel(f: CancelFrame): void {
     const w = this.#waits.get(f.target);
     const rid = f.requestId;
-    if (!w || w.cancelled) {
-      if (!w) return this.#send({ type: 'RELEASED', requestId: rid, count: 0 });
-      void w.done.then(() => this.#send({ type: 'RELEASED', requestId: rid, count: 0 }));
-      return;
-    }
+    if (!w) return this.#send({ type: 'RELEASED', requestId: rid, count: 0 });
+    // The lock's own final answer goes first, then the CANCEL's: 1 if it
+    // withdrew the wait, 0 if the grant won the race.
+    const first = !w.cancelled;
+    const answer = (): void => this.#send({ type: 'RELEASED', requestId: rid, count: first && w.outcome === 'cancelled' ? 1 : 0 });
+    const prev = w.after;
+    w.after = prev ? () => { prev(); answer(); } : answer;
+    if (w.cancelled) return; // a second CANCEL: answered with the first
     w.cancelled = true;
-    // Withdrawal is synchronous in the mechanism; the lock's promise then
-    // settles with ABORTED, or resolves if the grant won the race. The
-    // lock's own final answer goes first, then the CANCEL's.
-    w.ac.abort();
-    void w.done.then(() => this.#send({ type: 'RELEASED', requestId: rid, count: w.outcome === 'cancelled' ? 1 : 0 }));
+    w.cancel(); // settles now (shm) or soon (OS locks); then `after` runs
   }
 
   #onUnlock(f: UnlockFrame): void {
@@ -355,7 +355,7 @@ export class Session {
     const mech = this.#held.get(f.tid, file.key, keyText) ?? this.#deps.mech;
     const ok = mech.unlock(owner, file.id, f.key);
     this.#held.delete(f.tid, file.key, keyText);
-    this.#answerRelease({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
+    this.#send({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
   }
 
   #onUnlockFile(f: UnlockFileFrame): void {
@@ -365,7 +365,7 @@ export class Session {
     let n = 0;
     for (const m of this.#used) n += m.unlockAll(owner, file.id);
     this.#held.deleteFile(f.tid, file.key);
-    this.#answerRelease({ type: 'RELEASED', requestId: f.requestId, count: n });
+    this.#send({ type: 'RELEASED', requestId: f.requestId, count: n });
   }
 
   #onUnlockAll(f: UnlockAllFrame): void {
@@ -377,24 +377,7 @@ export class Session {
       for (const m of this.#used) n += m.unlockAll(owner);
       this.#held.deleteTid(tid);
     }
-    this.#answerRelease({ type: 'RELEASED', requestId: f.requestId, count: n });
-  }
-
-  /**
-   * The answer to a release goes out AFTER the grants the release caused:
-   * a lock handed to a waiter of this process is settled during the
-   * release, and its GRANTED is written by a promise reaction already
-   * queued; the releaser's RELEASED waits in the corked socket until that
-   * reaction ran. The next holder learns one write (a loopback delivery and
-   * a wake-up) sooner - it is the one waiting; the releaser is not. Order on
-   * this connection is kept: everything written to it meanwhile queues
-   * behind the RELEASED.
-   */
-  #answerRelease(f: ServerFrame): void {
-    if (this.#closed) return;
-    this.sock.cork();
-    this.#send(f);
-    queueMicrotask(() => this.sock.uncork());
+    this.#send({ type: 'RELEASED', requestId: f.requestId, count: n });
   }
 
   #onStatus(f: StatusFrame): void {
@@ -486,7 +469,7 @@ export class Session {
     const waiting = this.#waits.size;
     for (const w of [...this.#waits.values()]) {
       if (w.timer) clearInterval(w.timer);
-      w.ac.abort();
+      w.cancel();
     }
     let released = 0;
     for (const owner of this.#owners.values()) {
