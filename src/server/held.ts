@@ -41,65 +41,76 @@ export class FileMap<T> {
 }
 
 export class HeldLocks {
-  /** tid -> file -> key (hex) -> the mechanism that holds it */
-  #byTid = new Map<number, Map<string, Map<string, RecordLocks>>>();
-  #count = 0;
+  /**
+   * `${tid}|${file}|${key}` -> the mechanism holding it. One flat Map, with
+   * a placeholder entry so that it never drops to zero entries. Trap: V8
+   * reallocates a Map's table when a delete leaves fewer entries than half
+   * its buckets, so per-(thread, file) Maps going 1 -> 0 -> 1 entries cost a
+   * table (and a new Map) per request - a quarter of the lock server's
+   * allocation (docs/benchmarks.md). tid and file have no '|', so a prefix
+   * names a thread's or a file's locks whatever bytes the key holds.
+   */
+  #locks = new Map<string, RecordLocks | null>([['', null]]);
+  /** tid -> locks held; entries stay at 0 (forget() removes them) */
+  #perTid = new Map<number, number>();
 
   /** Locks held by the connection. */
   get count(): number {
-    return this.#count;
+    return this.#locks.size - 1;
   }
 
   has(tid: number, file: string, key: string): boolean {
-    return this.#byTid.get(tid)?.get(file)?.has(key) ?? false;
+    return this.#locks.has(`${tid}|${file}|${key}`);
   }
 
   /** The mechanism holding it, if this connection holds it. */
   get(tid: number, file: string, key: string): RecordLocks | undefined {
-    return this.#byTid.get(tid)?.get(file)?.get(key);
+    return this.#locks.get(`${tid}|${file}|${key}`) ?? undefined;
   }
 
   /** Holds nothing under this tid. */
   idle(tid: number): boolean {
-    return !this.#byTid.has(tid);
+    return (this.#perTid.get(tid) ?? 0) === 0;
+  }
+
+  /** Drop an idle tid's counter (its owner is forgotten). */
+  forget(tid: number): void {
+    if (this.idle(tid)) this.#perTid.delete(tid);
   }
 
   add(tid: number, file: string, key: string, mech: RecordLocks): void {
-    let files = this.#byTid.get(tid);
-    if (!files) this.#byTid.set(tid, (files = new Map()));
-    let keys = files.get(file);
-    if (!keys) files.set(file, (keys = new Map()));
-    if (!keys.has(key)) this.#count++;
-    keys.set(key, mech);
+    const k = `${tid}|${file}|${key}`;
+    if (!this.#locks.has(k)) this.#perTid.set(tid, (this.#perTid.get(tid) ?? 0) + 1);
+    this.#locks.set(k, mech);
   }
 
   delete(tid: number, file: string, key: string): void {
-    const files = this.#byTid.get(tid);
-    const keys = files?.get(file);
-    if (!files || !keys || !keys.delete(key)) return;
-    this.#count--;
-    if (keys.size === 0) files.delete(file);
-    if (files.size === 0) this.#byTid.delete(tid);
+    if (this.#locks.delete(`${tid}|${file}|${key}`)) this.#perTid.set(tid, (this.#perTid.get(tid) ?? 1) - 1);
   }
 
+  /** A thread's locks in one file (UNLOCK_FILE): a scan, as rare as the request. */
   deleteFile(tid: number, file: string): void {
-    const files = this.#byTid.get(tid);
-    const keys = files?.get(file);
-    if (!files || !keys) return;
-    this.#count -= keys.size;
-    files.delete(file);
-    if (files.size === 0) this.#byTid.delete(tid);
+    this.#deletePrefix(tid, `${tid}|${file}|`);
   }
 
   deleteTid(tid: number): void {
-    const files = this.#byTid.get(tid);
-    if (!files) return;
-    for (const keys of files.values()) this.#count -= keys.size;
-    this.#byTid.delete(tid);
+    this.#deletePrefix(tid, `${tid}|`);
+  }
+
+  #deletePrefix(tid: number, prefix: string): void {
+    let n = 0;
+    for (const k of this.#locks.keys()) {
+      if (k.startsWith(prefix)) {
+        this.#locks.delete(k);
+        n++;
+      }
+    }
+    if (n > 0) this.#perTid.set(tid, (this.#perTid.get(tid) ?? n) - n);
   }
 
   clear(): void {
-    this.#byTid.clear();
-    this.#count = 0;
+    this.#locks.clear();
+    this.#locks.set('', null);
+    this.#perTid.clear();
   }
 }

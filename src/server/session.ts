@@ -230,7 +230,12 @@ export class Session {
   #forgetIdleOwners(): void {
     const waiting = new Set<number>();
     for (const w of this.#waitTids.values()) waiting.add(w);
-    for (const tid of this.#owners.keys()) if (this.#held.idle(tid) && !waiting.has(tid)) this.#owners.delete(tid);
+    for (const tid of this.#owners.keys()) {
+      if (this.#held.idle(tid) && !waiting.has(tid)) {
+        this.#owners.delete(tid);
+        this.#held.forget(tid);
+      }
+    }
   }
 
   /** request id -> tid of waiting lock requests */
@@ -255,7 +260,7 @@ export class Session {
     const keyText = f.key.toString('latin1');
     const file = this.#file(f.file.inode, f.file.dev);
     const fk = file.key;
-    if (!this.#held.has(f.tid, fk, keyText) && this.#held.count >= this.#deps.cfg.maxLocksPerClient)
+    if (this.#held.count >= this.#deps.cfg.maxLocksPerClient && !this.#held.has(f.tid, fk, keyText))
       return this.#error(rid, 'LIMIT', `this connection holds ${this.#held.count} locks, the most allowed (maxLocksPerClient)`);
     let mech = this.#deps.mech;
     if (f.osLocks && mech.kind !== 'os') {
@@ -352,7 +357,8 @@ export class Session {
     if (!owner) return this.#send({ type: 'RELEASED', requestId: f.requestId, count: 0 });
     const file = this.#file(f.file.inode, f.file.dev);
     const keyText = f.key.toString('latin1');
-    const mech = this.#held.get(f.tid, file.key, keyText) ?? this.#deps.mech;
+    // Only a connection that used OSLOCKS has locks in two mechanisms.
+    const mech = this.#used.size === 1 ? this.#deps.mech : this.#held.get(f.tid, file.key, keyText) ?? this.#deps.mech;
     const ok = mech.unlock(owner, file.id, f.key);
     this.#held.delete(f.tid, file.key, keyText);
     this.#send({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
