@@ -18,6 +18,7 @@
 //           disconnect from the lock-server processes - they keep serving
 //           their clients and exit when the last one leaves - and exit 0.
 import net from 'node:net';
+import { sendConnection } from './passing.js';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { encode } from '../protocol/codec.js';
@@ -122,7 +123,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   const hand = (w: Worker, sock: net.Socket): void => {
     const msg: ToLockServer = { type: 'conn' };
     try {
-      w.child.send(msg, sock, {}, (err) => {
+      sendConnection(w.child, msg, sock, (err) => {
         if (!err) return;
         log.warn({ err, pid: w.pid }, 'could not hand a connection to a lock server');
         sock.destroy();

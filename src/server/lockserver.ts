@@ -15,12 +15,12 @@
 // sockets close (the kernel), and their shm entries name this dead pid, so
 // the table's dead-owner rules free them on the next conflict (and the
 // monitor's tidy-up at the latest).
-import net from 'node:net';
 import { createLogger, type Logger } from '../log.js';
 import type { MechanismKind, RecordLocks } from '../mechanism.js';
 import { openMechanism, openOsLocks } from './mechanism.js';
 import { statsFor } from './stats.js';
 import { Session } from './session.js';
+import { adoptConnection } from './passing.js';
 import type { ServerConfig } from './config.js';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
@@ -95,14 +95,15 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         maybeExit();
         return;
       }
-      if (!(handle instanceof net.Socket)) {
+      const adopted = adoptConnection(handle);
+      if (!adopted) {
         log.warn('connection message without a socket');
         return;
       }
       const id = nextId++;
       try {
-        const s = new Session(handle, {
-          mech, osLocks, cfg: opts.cfg, log, stats, id,
+        const s = new Session(adopted.sock, {
+          mech, osLocks, cfg: opts.cfg, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
           onClose: (closed) => {
             sessions.delete(closed);
             tell({ type: 'closed', session: closed.id });
@@ -112,7 +113,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         if (!s.closed) sessions.add(s);
       } catch (e) {
         log.error({ err: e }, 'could not serve a connection');
-        handle.destroy();
+        adopted.sock.destroy();
         tell({ type: 'closed', session: id });
       }
     };

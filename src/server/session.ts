@@ -38,6 +38,8 @@ export interface SessionDeps {
   stats: ServerStats;
   /** connection number within the process */
   id: number;
+  /** where the socket's bytes arrive when it reads with `onread` (passing.ts); else 'data' events */
+  route?: { to: ((chunk: Buffer) => void) | undefined } | undefined;
   /** called once, when the connection is gone and its locks are released */
   onClose: (s: Session) => void;
 }
@@ -118,7 +120,8 @@ export class Session {
     // TCP keep-alive as well: it also catches a dead host of a client that
     // announced it never pings (keepalive 0 in HELLO).
     sock.setKeepAlive(true, deps.cfg.keepaliveMs);
-    sock.on('data', (chunk: Buffer) => this.#onData(chunk));
+    if (deps.route) deps.route.to = (chunk: Buffer): void => this.#onData(chunk); // onread (passing.ts)
+    else sock.on('data', (chunk: Buffer) => this.#onData(chunk));
     sock.on('end', () => this.close('EOF from client'));
     sock.on('error', (e) => this.close(`socket error: ${e.message}`));
     sock.on('close', () => this.close('connection closed'));
