@@ -33,7 +33,7 @@
       "target_name": "jdls-cbench",
       "type": "executable",
       "sources": ["bench/cbench.c", "native/common/jdls_table.c"],
-      "libraries": ["-lm"],
+      "libraries": ["-lm", "-ldl"],
     },
     {
       "target_name": "jdls-protovectors",

@@ -16,6 +16,9 @@
  *   jdls-cbench create  <shm-path> <locks> <per-group>
  *   jdls-cbench full    <shm-path> <probes>   (requests into a full table)
  *   jdls-cbench parts   <shm-path> <iterations>   (cost breakdown of a pair)
+ *   jdls-cbench capi    <libjdlsshim.so> <iterations>   (the shim's C API pair)
+ *   jdls-cbench getfl   <file> <iterations>   (non-lock fcntl calls: run with
+ *                                             and without LD_PRELOAD)
  *
  * Divisions (keep them):
  *   1. helpers: clocks, owners, failing
@@ -23,11 +26,13 @@
  *   3. hand-off between two processes
  *   4. big table: create and fill
  *   5. parts: where a pair's time goes
- *   6. main
+ *   6. the shim: its C API pair, and fcntl calls it must pass through
+ *   7. main
  */
 #define _GNU_SOURCE
 #include "../native/common/jdls_table.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -433,7 +438,57 @@ static int cmd_parts(const char *path, long iters) {
   return 0;
 }
 
-/* ===== 6. main ========================================================== */
+/* ===== 6. the shim ====================================================== */
+
+/* The shim's C API is reached through dlopen, as a runtime that loads it
+ * would: this program is not linked against it (no rpath to manage). The
+ * route (table, in-process) comes from the environment: JBCRELEASEDIR of an
+ * installation whose monitor runs, JDLS unset. */
+typedef int (*record_lock_fn)(uint64_t, int64_t, const void *, size_t, int, int, int, uint32_t *);
+typedef int (*record_unlock_fn)(uint64_t, int64_t, const void *, size_t, int);
+typedef int (*route_fn)(void);
+
+static int cmd_capi(const char *so, long iters) {
+  void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    fprintf(stderr, "jdls-cbench: dlopen %s: %s\n", so, dlerror());
+    exit(2);
+  }
+  record_lock_fn lock = (record_lock_fn)dlsym(h, "jdls_record_lock");
+  record_unlock_fn unlock = (record_unlock_fn)dlsym(h, "jdls_record_unlock");
+  route_fn route = (route_fn)dlsym(h, "jdls_route");
+  if (!lock || !unlock || !route) die("the shim does not export the C API", JDLS_E_ARG);
+  static const char key[] = "BENCH*CAPI";
+  uint32_t port = 0;
+  for (long i = 0; i < iters / 10 + 1; i++) {
+    if (lock(4243, 7, key, sizeof key - 1, 2 /* EXCLUSIVE */, 1 /* NOWAIT */, 0, &port) != 0) die("C API lock (warm-up)", JDLS_E_SYS);
+    if (unlock(4243, 7, key, sizeof key - 1, 0) != 0) die("C API unlock (warm-up)", JDLS_E_SYS);
+  }
+  int64_t t0 = now_ns();
+  for (long i = 0; i < iters; i++) {
+    if (lock(4243, 7, key, sizeof key - 1, 2, 1, 0, &port) != 0) die("C API lock", JDLS_E_SYS);
+    if (unlock(4243, 7, key, sizeof key - 1, 0) != 0) die("C API unlock", JDLS_E_SYS);
+  }
+  int64_t t1 = now_ns();
+  printf("{\"nsPerPair\":%.2f,\"iterations\":%ld,\"route\":%d}\n", (double)(t1 - t0) / (double)iters, iters, route());
+  return 0;
+}
+
+static int cmd_getfl(const char *file, long iters) {
+  int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) die("opening the getfl file", JDLS_E_SYS);
+  long sink = 0;
+  for (long i = 0; i < iters / 10 + 1; i++) sink += fcntl(fd, F_GETFL);
+  int64_t t0 = now_ns();
+  for (long i = 0; i < iters; i++) sink += fcntl(fd, F_GETFL);
+  int64_t t1 = now_ns();
+  if (sink < 0) die("fcntl F_GETFL", JDLS_E_SYS);
+  printf("{\"nsPerCall\":%.2f,\"iterations\":%ld}\n", (double)(t1 - t0) / (double)iters, iters);
+  close(fd);
+  return 0;
+}
+
+/* ===== 7. main ========================================================== */
 
 static int usage(void) {
   fprintf(stderr,
@@ -443,7 +498,9 @@ static int usage(void) {
           "       jdls-cbench fill <shm-path>\n"
           "       jdls-cbench create <shm-path> <locks> <per-group>\n"
           "       jdls-cbench full <shm-path> <probes>\n"
-          "       jdls-cbench parts <shm-path> <iterations>\n");
+          "       jdls-cbench parts <shm-path> <iterations>\n"
+          "       jdls-cbench capi <libjdlsshim.so> <iterations>\n"
+          "       jdls-cbench getfl <file> <iterations>\n");
   return 2;
 }
 
@@ -458,5 +515,7 @@ int main(int argc, char **argv) {
     return cmd_create(argv[2], arg_long(argv[3], "locks"), arg_long(argv[4], "per-group"));
   if (!strcmp(cmd, "full") && argc == 4) return cmd_full(argv[2], arg_long(argv[3], "probes"));
   if (!strcmp(cmd, "parts") && argc == 4) return cmd_parts(argv[2], arg_long(argv[3], "iterations"));
+  if (!strcmp(cmd, "capi") && argc == 4) return cmd_capi(argv[2], arg_long(argv[3], "iterations"));
+  if (!strcmp(cmd, "getfl") && argc == 4) return cmd_getfl(argv[2], arg_long(argv[3], "iterations"));
   return usage();
 }

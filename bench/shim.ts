@@ -1,0 +1,137 @@
+// shim.ts - scenario: the preload shim (libjdlsshim.so), three figures in
+// interleaved rounds (docs/benchmarks.md, "The shim"):
+//   - its C API record lock+unlock pair, in-process on the shm table (the
+//     COB job's direct path; jdls-cbench capi dlopens the shim), against an
+//     fcntl F_SETLK pair (jdls-cbench fcntl): goal <= 0.15 x;
+//   - non-lock fcntl calls (F_GETFL) with the shim preloaded against the
+//     same program without it: goal within 5 %;
+//   - a redirected fcntl pair: jdls-cbench fcntl on a jlock file with
+//     JDLS=SERVER=... and the shim preloaded (shim -> broker -> lock server
+//     on loopback) against a Node TCP echo round trip: goal <= 3 x.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { shimPath } from '../src/shim.js';
+import { cbench, runJson, cbenchPath, cliPath, median, BenchError, TempInstallation, type Figure } from './lib.js';
+import { Service } from './remote.js';
+
+const remoteJs = path.join(path.dirname(fileURLToPath(import.meta.url)), 'remote.js');
+
+export interface ShimResult {
+  rounds: number;
+  capiNs: number[];
+  fcntlNs: number[];
+  getflNs: number[];
+  getflShimNs: number[];
+  capiRatio: number;
+  getflOverhead: number;
+  redirected?: { pairNs: number[]; echoNs: number[]; ratio: number } | { error: string };
+}
+
+export interface ShimOptions {
+  rounds?: number;
+  iterations?: number;
+  redirectedIterations?: number;
+}
+
+function cbenchEnv<T>(args: string[], what: string, env: NodeJS.ProcessEnv): T {
+  return runJson<T>(cbenchPath, args, what, { env });
+}
+
+export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimResult; figures: Figure[] }> {
+  const rounds = opts.rounds ?? 5;
+  const iters = opts.iterations ?? 200_000;
+  const so = shimPath();
+  if (!fs.existsSync(so)) throw new BenchError(`${so} is missing: run npm run build:native`);
+  // The table route needs an installation whose monitor runs (jdls -ibA).
+  const inst = new TempInstallation('shim');
+  const env: NodeJS.ProcessEnv = { ...process.env, JBCRELEASEDIR: inst.dir };
+  delete env['JDLS'];
+  delete env['LD_PRELOAD'];
+  const cli = (args: string[]): void => {
+    const r = spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    if (r.status !== 0) throw new BenchError(`jdls ${args.join(' ')}: exit ${r.status ?? r.signal}: ${r.stderr}`);
+  };
+  cli(['-ibA']);
+  try {
+    const fcntlFile = path.join(inst.dir, 'fcntl.lock');
+    const capiNs: number[] = [];
+    const fcntlNs: number[] = [];
+    const getflNs: number[] = [];
+    const getflShimNs: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const c = cbenchEnv<{ nsPerPair: number; route: number }>(['capi', so, String(iters)], 'C API pair', env);
+      if (c.route !== 1) throw new BenchError(`C API pair: route ${c.route}, not the table (1): is the monitor running?`);
+      capiNs.push(c.nsPerPair);
+      fcntlNs.push(cbench<{ nsPerPair: number }>(['fcntl', fcntlFile, String(iters)], 'fcntl pair').nsPerPair);
+      getflNs.push(cbenchEnv<{ nsPerCall: number }>(['getfl', fcntlFile, String(iters * 5)], 'F_GETFL', env).nsPerCall);
+      getflShimNs.push(cbenchEnv<{ nsPerCall: number }>(['getfl', fcntlFile, String(iters * 5)], 'F_GETFL with the shim', { ...env, LD_PRELOAD: so }).nsPerCall);
+    }
+    const capiRatio = median(capiNs) / median(fcntlNs);
+    const getflOverhead = median(getflShimNs) / median(getflNs) - 1;
+    const result: ShimResult = { rounds, capiNs, fcntlNs, getflNs, getflShimNs, capiRatio, getflOverhead };
+    result.redirected = await redirected(rounds, opts.redirectedIterations ?? 3000, so);
+    const round1 = (x: number): number => Math.round(x * 10) / 10;
+    const round3 = (x: number): number => Math.round(x * 1000) / 1000;
+    const figures: Figure[] = [
+      { id: 'shimCapiPair', label: 'shim C API record lock+unlock pair (in-process, shm table)', value: round1(median(capiNs)), unit: 'ns' },
+      { id: 'shimCapiRatio', label: 'shim C API pair / fcntl pair', value: round3(capiRatio), unit: 'x', goal: '<= 0.15', pass: capiRatio <= 0.15, note: `fcntl pair ${round1(median(fcntlNs))} ns` },
+      { id: 'shimGetfl', label: 'fcntl(F_GETFL) with the shim preloaded', value: round1(median(getflShimNs)), unit: 'ns', note: `without: ${round1(median(getflNs))} ns` },
+      { id: 'shimGetflOverhead', label: 'non-lock fcntl overhead of the shim', value: round1(getflOverhead * 100), unit: '%', goal: '<= 5', pass: getflOverhead <= 0.05 },
+    ];
+    const rd = result.redirected;
+    if ('error' in rd) {
+      figures.push({ id: 'shimRedirectedRatio', label: 'redirected fcntl pair (shim -> broker -> server) / echo RTT', value: 'n/a', unit: 'x', goal: '<= 3', pass: false, note: rd.error });
+    } else {
+      figures.push(
+        { id: 'shimRedirectedPair', label: 'redirected fcntl pair on a jlock file (shim -> broker -> server)', value: round1(median(rd.pairNs) / 1000), unit: 'us', note: `echo RTT ${round1(median(rd.echoNs) / 1000)} us` },
+        { id: 'shimRedirectedRatio', label: 'redirected fcntl pair / echo round trip', value: Math.round(rd.ratio * 100) / 100, unit: 'x', goal: '<= 3', pass: rd.ratio <= 3 },
+      );
+    }
+    return { result, figures };
+  } finally {
+    try {
+      cli(['-kA']);
+    } catch {
+      /* the installation goes anyway */
+    }
+    inst.dispose();
+  }
+}
+
+/** The redirected pair against the echo round trip, interleaved; an error (no broker, no route) is a result, not a crash. */
+async function redirected(rounds: number, iters: number, so: string): Promise<{ pairNs: number[]; echoNs: number[]; ratio: number } | { error: string }> {
+  const echo = spawn(process.execPath, [remoteJs, '--echo'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let svc: Service | undefined;
+  try {
+    const echoPort = await new Promise<number>((resolve, reject) => {
+      echo.stdout.setEncoding('utf8');
+      echo.stdout.once('data', (d: string) => resolve(Number(/PORT (\d+)/.exec(d)?.[1] ?? NaN)));
+      echo.once('exit', () => reject(new BenchError('echo server ended')));
+    });
+    svc = new Service('shim-remote', {});
+    const lockDir = path.join(svc.inst.dir, 'jbase');
+    fs.mkdirSync(lockDir, { recursive: true });
+    const jlock = path.join(lockDir, 'jlock_0000beef_ffffffff');
+    const env: NodeJS.ProcessEnv = { ...svc.env, LD_PRELOAD: so, JDLS: `SERVER=127.0.0.1,${svc.port}`, JDLS_LOCKDIR: lockDir };
+    const pairNs: number[] = [];
+    const echoNs: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const e = runJson<{ ops: number; ms: number }>(process.execPath, [remoteJs, '--load', 'echo', String(echoPort), '1', '1000'], 'echo x 1');
+      echoNs.push((e.ms * 1e6) / e.ops);
+      try {
+        pairNs.push(cbenchEnv<{ nsPerPair: number }>(['fcntl', jlock, String(iters)], 'redirected fcntl pair', env).nsPerPair);
+      } catch (err) {
+        return { error: (err as Error).message.split('\n')[0] ?? 'failed' };
+      }
+    }
+    return { pairNs, echoNs, ratio: median(pairNs) / median(echoNs) };
+  } catch (err) {
+    return { error: (err as Error).message };
+  } finally {
+    svc?.stop();
+    echo.stdin?.end();
+    echo.kill('SIGKILL');
+  }
+}
