@@ -367,6 +367,32 @@ test('lock(): waiters of one process are granted in FIFO order, readers together
   t.is(table.check(), 0);
 });
 
+test('wait(): settles at once when free, is granted DURING the release by another owner of this process (no event-loop turn), and cancelWait withdraws', async (t) => {
+  const { table } = tableEnv(t);
+  const a = owner(21);
+  const b = owner(22);
+  const c = owner(23);
+  const events: string[] = [];
+  t.is(table.wait(a, F, 'W', 'write', (e) => events.push(`a:${e ? e.code : 'granted'}`)), 0, 'free: settled synchronously');
+  t.deepEqual(events, ['a:granted']);
+  const idB = table.wait(b, F, 'W', 'write', (e) => events.push(`b:${e ? e.code : 'granted'}`));
+  const idC = table.wait(c, F, 'W', 'write', (e) => events.push(`c:${e ? e.code : 'granted'}`));
+  t.true(idB > 0 && idC > 0);
+  t.deepEqual(events, ['a:granted']);
+  // The lock server's hand-off: the next holder is told inside unlock().
+  t.true(table.unlock(a, F, 'W'));
+  t.deepEqual(events, ['a:granted', 'b:granted']);
+  table.cancelWait(idC);
+  t.deepEqual(events, ['a:granted', 'b:granted', 'c:ABORTED']);
+  table.cancelWait(idC); // twice: nothing more
+  t.true(table.unlock(b, F, 'W'));
+  t.is(table.status(c, F, 'W').code, 0, 'the withdrawn request holds nothing');
+  // Argument errors are done(err) at once, never a throw.
+  t.is(table.wait(a, F, 'K'.repeat(600), 'write', (e) => events.push(`big:${e ? e.code : 'granted'}`)), 0);
+  t.is(events.at(-1), 'big:KEY_TOO_LONG');
+  t.is(table.check(), 0);
+});
+
 test('lock(): FIFO across processes (this process, C, this process, Node child)', async (t) => {
   const env = tableEnv(t);
   const { table } = env;
