@@ -31,6 +31,7 @@ import { JdlsClient } from '../src/client/client.js';
 import { LockTable } from '../src/table.js';
 import { encode, FrameReader } from '../src/protocol/codec.js';
 import { PROTO } from '../src/protocol/constants.js';
+import { DEFAULTS } from '../src/server/config.js';
 import { TempInstallation, runJson, cliPath, median, BenchError, type Figure } from './lib.js';
 
 const self = fileURLToPath(import.meta.url);
@@ -448,8 +449,9 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
     svc.stop();
     svc = undefined;
 
-    // Memory: its own service, clientsPerProcess 500 (4 lock-server processes + a spare).
-    const clientsPerProcess = 500;
+    // Memory: its own service with the default clientsPerProcess (500: 4
+    // lock-server processes for 2,000 clients, + a spare).
+    const clientsPerProcess = DEFAULTS.clientsPerProcess;
     svc = new Service('remote-mem', { clientsPerProcess, maxConnections: memClients + 100 }, '400000,50');
     // Idle: the listener and its spare lock-server process, once it runs.
     for (let i = 0; i < 100 && serverMem(svc).processes < 2; i++) spawnSync('sleep', ['0.05']);

@@ -20,7 +20,7 @@ test('defaults without a file', (t) => {
   t.deepEqual(cfg, { ...DEFAULTS });
   t.is(cfg.port, 50002);
   t.is(cfg.bind, '0.0.0.0');
-  t.is(cfg.clientsPerProcess, 256);
+  t.is(cfg.clientsPerProcess, 500);
   t.is(cfg.interimMs, 5000);
   t.is(cfg.keepaliveMs, 30000);
 });

@@ -61,7 +61,7 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   lockDir: DEFAULT_LOCK_DIR,
   port: PROTO.DEFAULT_PORT,
   bind: '0.0.0.0',
-  clientsPerProcess: 256,
+  clientsPerProcess: 500,
   spareProcesses: 1,
   idleProcessMs: 60_000,
   interimMs: 5_000,
