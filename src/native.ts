@@ -160,6 +160,11 @@ export interface NativeAddon {
   oslock: NativeOsLock;
   /** every #define of native/common/jdls_proto.h, by its full name */
   proto: Record<string, number>;
+  /** descriptor passing over a Unix-domain socket (native/addon/fdpass.cc) */
+  fdpass: {
+    /** sendmsg of `bytes` with `fd` attached (SCM_RIGHTS): 0, or -errno */
+    sendFd(unixFd: number, fd: number, bytes: Buffer): number;
+  };
 }
 
 const require = createRequire(import.meta.url);

@@ -37,6 +37,7 @@ extern "C" {
 #include "oslock.h"
 
 void JdlsProtoInit(Napi::Env env, Napi::Object exports);  // proto.cc: the `proto` export
+void JdlsFdpassInit(Napi::Env env, Napi::Object exports);  // fdpass.cc: the `fdpass` export
 
 namespace {
 
@@ -964,6 +965,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("makeFile", Napi::Function::New(env, MakeFile));
   exports.Set("constants", Constants(env));
   JdlsProtoInit(env, exports);
+  JdlsFdpassInit(env, exports);
   jdls_oslock_init(env, exports);
   return exports;
 }

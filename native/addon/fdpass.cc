@@ -1,0 +1,73 @@
+// fdpass.cc - the `fdpass` export: send bytes with a file descriptor
+// attached (SCM_RIGHTS) over a connected Unix-domain socket.
+//
+// Why native: Node can pass descriptors only to its own children (the IPC
+// channel of child_process); the broker must hand a preloaded process the
+// TCP connection it opened to the lock server on that process's behalf
+// (docs/broker.md), so that each lock goes straight to the server instead of
+// through the broker (two hops fewer per request).
+//
+// Owns: one sendmsg. Does not own: which socket, which descriptor, when
+// (src/broker/), or closing anything (the caller closes its copies).
+#include <napi.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+namespace {
+
+// sendFd(unixFd, fd, bytes) -> 0, or -errno. Blocks only as long as the
+// socket's send buffer is full (a few dozen bytes: in practice never).
+Napi::Value SendFd(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsBuffer()) {
+    Napi::TypeError::New(env, "sendFd(unixFd, fd, bytes)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int sock = info[0].As<Napi::Number>().Int32Value();
+  int fd = info[1].As<Napi::Number>().Int32Value();
+  auto bytes = info[2].As<Napi::Buffer<uint8_t>>();
+  if (bytes.Length() == 0) {
+    // A message must carry at least one byte for the descriptor to ride on.
+    Napi::TypeError::New(env, "sendFd: bytes must not be empty").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct iovec iov;
+  iov.iov_base = bytes.Data();
+  iov.iov_len = bytes.Length();
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  std::memset(&control, 0, sizeof control);
+  struct msghdr msg;
+  std::memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t n;
+  do {
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Napi::Number::New(env, -errno);
+  // A short send would split the frame from its descriptor's message.
+  if (static_cast<size_t>(n) != bytes.Length()) return Napi::Number::New(env, -EMSGSIZE);
+  return Napi::Number::New(env, 0);
+}
+
+}  // namespace
+
+void JdlsFdpassInit(Napi::Env env, Napi::Object exports) {
+  auto o = Napi::Object::New(env);
+  o.Set("sendFd", Napi::Function::New(env, SendFd, "sendFd"));
+  exports.Set("fdpass", o);
+}
