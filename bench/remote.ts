@@ -25,6 +25,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JdlsClient } from '../src/client/client.js';
@@ -35,6 +36,33 @@ import { DEFAULTS } from '../src/server/config.js';
 import { TempInstallation, runJson, cliPath, median, BenchError, type Figure } from './lib.js';
 
 const self = fileURLToPath(import.meta.url);
+
+/**
+ * CPU placement of the 1-connection loads: on a host with 2 or more CPUs
+ * the client process runs on CPU 0 and the server it talks to (the echo
+ * server, or the lock service's lock-server process) on CPU 1, for echo and
+ * locks alike - as a client and a server on two hosts always are. Unpinned,
+ * a 1-connection round trip was bimodal on a 2-CPU VM: ~20 us when the
+ * scheduler put both ends on one CPU (a wake-up without an IPI), ~60 us
+ * across CPUs; each fresh process drew its mode by chance, so the ratio of
+ * two medians compared different things. The 32-connection loads and the
+ * hand-off are not pinned: they keep both CPUs busy, and pinning the server
+ * side to one CPU also pinned the monitor and the listener beside the lock
+ * server (the monitor's tidy-up then preempts it: hand-off tail x20).
+ * `taskset` is util-linux.
+ */
+const PIN = os.availableParallelism() >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+/** [command, args] of a node child pinned to `cpu` (or not pinned: see PIN). */
+function pinned(cpu: number | undefined, args: string[]): [string, string[]] {
+  return PIN && cpu !== undefined ? ['taskset', ['-c', String(cpu), process.execPath, ...args]] : [process.execPath, args];
+}
+const SERVER_CPU = 1;
+const CLIENT_CPU = 0;
+
+/** Pin a running process (and its threads) to `cpu`: the lock server, for the 1-connection loads. */
+function pinPid(pid: number, cpu: number | undefined): void {
+  if (PIN) spawnSync('taskset', ['-a', '-p', '-c', cpu === undefined ? `0-${os.availableParallelism() - 1}` : String(cpu), String(pid)], { stdio: 'ignore' });
+}
 /** The LOCK frame of a short key is about this long; GRANTED is 12 bytes. */
 const ECHO_BYTES = 40;
 const FILE = { inode: 777n, dev: -1n };
@@ -270,7 +298,8 @@ export class Service {
     delete this.env['JDLS'];
     const yaml = Object.entries({ port: 0, bind: '127.0.0.1', lockDir: path.join(this.inst.dir, 'jbase'), ...settings }).map(([k, v]) => `${k}: ${v}`).join('\n');
     fs.writeFileSync(path.join(this.inst.dir, 'jdls.yaml'), `${yaml}\n`);
-    const r = spawnSync(process.execPath, [cliPath, sizing ? `-ibs${sizing}` : '-ib'], { env: this.env, encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    const [cmd, args] = pinned(undefined, [cliPath, sizing ? `-ibs${sizing}` : '-ib']);
+    const r = spawnSync(cmd, args, { env: this.env, encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
     if (r.status !== 0) {
       this.stop();
       throw new BenchError(`jdls -ib: exit ${r.status ?? r.signal}: ${r.stdout} ${r.stderr}`);
@@ -427,7 +456,7 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
     // one group (the default -s3020,20 queues at most 20: jBASE Error 37).
     svc = new Service('remote', {}, '13000,128');
     const loadRun = (kind: string, port: number, conns: number): { ops: number; ms: number } =>
-      runJson(process.execPath, [self, '--load', kind, String(port), String(conns), String(ms)], `${kind} x ${conns}`, { env: svc?.env ?? process.env });
+      runJson(...pinned(conns === 1 ? CLIENT_CPU : undefined, [self, '--load', kind, String(port), String(conns), String(ms)]), `${kind} x ${conns}`, { env: svc?.env ?? process.env });
     const echo1Ns: number[] = [];
     const pair1Ns: number[] = [];
     const echo32PerS: number[] = [];
@@ -437,10 +466,14 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
     const perS = (x: { ops: number; ms: number }): number => (x.ops * 1000) / x.ms;
     const nsPer = (x: { ops: number; ms: number }): number => (x.ms * 1e6) / x.ops;
     loadRun('pair', svc.port, 32); // start the lock-server processes 32 connections need
+    const live = svc;
+    const servers = (): number[] => [echo.pid ?? 0, ...live.pids().filter((p) => /\(lock server\)/.test(cmdline(p)))];
     for (let r = 0; r < rounds; r++) {
+      for (const p of servers()) pinPid(p, SERVER_CPU);
       echo1Ns.push(nsPer(loadRun('echo', echoPort, 1)));
       pair1Ns.push(nsPer(loadRun('pair', svc.port, 1)));
       raw1Ns.push(nsPer(loadRun('raw', svc.port, 1)));
+      for (const p of servers()) pinPid(p, undefined);
       echo32PerS.push(perS(loadRun('echo', echoPort, 32)));
       pair32PerS.push(perS(loadRun('pair', svc.port, 32)));
       raw32PerS.push(perS(loadRun('raw', svc.port, 32)));
