@@ -4,6 +4,7 @@
 #   jdls-locker   a C program that takes locks as a runtime would (tests)
 #   jdls-cbench   the C side of `npm run bench`
 #   jdls-protovectors  checks the protocol test vectors' headers against jdls_proto.h (tests)
+#   jdls-routecases   the routing table's C side (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
 #   jdls-shimlocker / jdls-shimapi  C programs run under the shim (tests)
@@ -41,6 +42,12 @@
       "sources": ["test/fixtures/proto-vectors.c"],
     },
     {
+      # The routing table's C side (native/common/jdls_route.h), for test/route.test.ts.
+      "target_name": "jdls-routecases",
+      "type": "executable",
+      "sources": ["test/fixtures/route-cases.c"],
+    },
+    {
       "target_name": "jdls-oslocker",
       "type": "executable",
       "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c"],
@@ -55,7 +62,7 @@
       "product_prefix": "lib",
       "defines!": ["_FILE_OFFSET_BITS=64"],
       "sources": ["shim/shim_real.c", "shim/shim_classify.c", "shim/shim_route.c",
-                  "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c",
+                  "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c", "shim/shim_broker.c",
                   "native/common/jdls_table.c", "native/common/jdls_oslock.c"],
       "cflags": ["-fPIC", "-fvisibility=hidden"],
       "ldflags": ["-pthread", "-Wl,--no-undefined"],

@@ -22,18 +22,18 @@
 #include "jdls.h"
 #include "shim.h"
 
-/* A classic lock on a jlock file that goes to the table? Fills inode/dev. */
-static int to_table(int fd, uint64_t *inode, int64_t *dev) {
-  /* Route first: with no monitor nothing is looked at. */
+/* Where a classic lock on fd goes: SHIM_TO_TABLE / SHIM_TO_SERVER for a
+ * record lock (a jlock file; inode/dev filled), else SHIM_TO_OS. */
+static enum shim_dest to_table(int fd, uint64_t *inode, int64_t *dev) {
+  /* Route first: with no monitor and no JDLS nothing is looked at. */
   enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
-  if (d == SHIM_TO_OS) return 0;
-  int record = shim_classify_fd(fd, inode, dev);
-  if (d == SHIM_TO_SERVER) {
-    /* JDLS set: a record lock, or with BINARY any lock, is the server's. */
-    if (record || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER) shim_server_unreachable();
-    return 0;
-  }
-  return record;
+  enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
+  if (d == SHIM_TO_OS && b == SHIM_TO_OS) return SHIM_TO_OS;
+  if (shim_classify_fd(fd, inode, dev)) return d;
+  /* A binary lock that belongs to the lock service (BINARY): byte ranges
+   * are not carried by this build's protocol; never fall back to local. */
+  if (b == SHIM_TO_SERVER) shim_server_unreachable("JDLS has BINARY, but this build cannot take binary (byte-range) locks on the lock service yet");
+  return SHIM_TO_OS;
 }
 
 static int do_fcntl(int fd, int cmd, void *arg) {
@@ -47,8 +47,9 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   uint64_t inode;
   int64_t dev;
   int rc, saved;
-  if (to_table(fd, &inode, &dev)) {
-    rc = shim_record_fcntl(fd, cmd, (struct flock *)arg, inode, dev);
+  enum shim_dest d = to_table(fd, &inode, &dev);
+  if (d != SHIM_TO_OS) {
+    rc = shim_record_fcntl(fd, cmd, (struct flock *)arg, inode, dev, d == SHIM_TO_SERVER);
   } else {
     rc = real_fcntl(fd, cmd, arg);
   }
@@ -93,17 +94,19 @@ static int do_lockf(int fd, int cmd, off_t len) {
   uint64_t inode;
   int64_t dev;
   int rc;
-  if (!to_table(fd, &inode, &dev)) {
+  enum shim_dest d = to_table(fd, &inode, &dev);
+  int remote = d == SHIM_TO_SERVER;
+  if (d == SHIM_TO_OS) {
     rc = real_lockf(fd, cmd, len);
   } else {
     struct flock fl = {.l_whence = SEEK_CUR, .l_start = 0, .l_len = len};
     switch (cmd) {
-      case F_LOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLKW, &fl, inode, dev); break;
-      case F_TLOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev); break;
-      case F_ULOCK: fl.l_type = F_UNLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev); break;
+      case F_LOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLKW, &fl, inode, dev, remote); break;
+      case F_TLOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev, remote); break;
+      case F_ULOCK: fl.l_type = F_UNLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev, remote); break;
       case F_TEST:
         fl.l_type = F_WRLCK;
-        rc = shim_record_fcntl(fd, F_GETLK, &fl, inode, dev);
+        rc = shim_record_fcntl(fd, F_GETLK, &fl, inode, dev, remote);
         if (rc == 0 && fl.l_type != F_UNLCK) {
           errno = EACCES;
           rc = -1;
@@ -128,7 +131,7 @@ SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, l
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
   if (!shim_busy && (op & (LOCK_SH | LOCK_EX)) && shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER)
-    shim_server_unreachable();
+    shim_server_unreachable("JDLS has BINARY, but this build cannot take flock() locks on the lock service yet");
   return real_flock(fd, op);
 }
 

@@ -67,6 +67,7 @@ static void atfork_child(void) {
   cached_start = 0;
   shim_record_forget();
   shim_api_forget();
+  shim_broker_forget();
 }
 
 static void resolve(void) {

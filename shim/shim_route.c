@@ -32,17 +32,17 @@
 #include <unistd.h>
 #include "jdls.h"
 #include "shim.h"
+#include "../native/common/jdls_route.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int jdls_set;
-static int use_table;
+static jdls_route_in in; /* kind/origin filled per call */
+static int use_table;    /* the table is open (the monitor ran at the decision) */
 static jdls_table table;
 static uint32_t port;
 
-static int binary_remote; /* JDLS has BINARY: binary locks go to the server too */
-
-/* Does the comma-separated JDLS value hold the word `w` (case-insensitive)? */
-static int jdls_has_word(const char *v, const char *w) {
+/* Does the comma-separated JDLS value hold the word `w` (case-insensitive)?
+ * With `value`, the item must be `w=...` and its value is copied there. */
+static int jdls_item(const char *v, const char *w, char *value, size_t vsize) {
   size_t n = strlen(w);
   for (const char *p = v; *p;) {
     while (*p == ' ' || *p == ',') p++;
@@ -50,31 +50,41 @@ static int jdls_has_word(const char *v, const char *w) {
     while (*e && *e != ',') e++;
     const char *t = e;
     while (t > p && t[-1] == ' ') t--;
-    if ((size_t)(t - p) == n && strncasecmp(p, w, n) == 0) return 1;
+    if (!value && (size_t)(t - p) == n && strncasecmp(p, w, n) == 0) return 1;
+    if (value && (size_t)(t - p) > n && strncasecmp(p, w, n) == 0 && p[n] == '=') {
+      const char *s = p + n + 1;
+      while (s < t && *s == ' ') s++;
+      snprintf(value, vsize, "%.*s", (int)(t - s), s);
+      return 1;
+    }
     p = e;
   }
   return 0;
 }
 
-void shim_server_unreachable(void) {
-  static const char msg[] =
-      "Client: unable to connect to distributed lock service, locks not enabled\n"
-      "jdls shim: JDLS is set, but this build cannot route locks to the lock service yet "
-      "(the broker is not built); unset JDLS to lock locally\n";
-  ssize_t r = write(2, msg, sizeof msg - 1);
-  (void)r;
-  _exit(1);
-}
+const char *shim_jdls_value(void) { return getenv("JDLS"); }
 
 static void decide(void) {
   shim_busy++;
   const char *p = getenv("JBCPORTNO");
   port = p ? (uint32_t)strtoul(p, NULL, 10) : 0;
   const char *j = getenv("JDLS");
+  in.lock = JDLS_LOCKOPT_ALL;
   if (j) {
-    jdls_set = 1;
-    binary_remote = jdls_has_word(j, "BINARY");
-  } else {
+    char v[16];
+    in.jdls_set = 1;
+    in.binary = jdls_item(j, "BINARY", NULL, 0);
+    in.oslocks = jdls_item(j, "OSLOCKS", NULL, 0);
+    /* A malformed LOCK= value is the broker's to refuse (parseJdls): here
+     * it counts as ALL, so every lock goes to the broker, which says so. */
+    if (jdls_item(j, "LOCK", v, sizeof v)) {
+      if (strcasecmp(v, "INTERNAL") == 0) in.lock = JDLS_LOCKOPT_INTERNAL;
+      else if (strcasecmp(v, "EXTERNAL") == 0) in.lock = JDLS_LOCKOPT_EXTERNAL;
+    }
+  }
+  /* The monitor only matters without JDLS, or for the origin LOCK= leaves
+   * local. */
+  if (!in.jdls_set || in.lock != JDLS_LOCKOPT_ALL) {
     char dir[4096], path[256];
     if (jdls_release_dir(dir, sizeof dir) >= 0 && jdls_table_path(dir, path, sizeof path) >= 0 &&
         jdls_table_open(path, &table) == JDLS_OK) {
@@ -84,15 +94,21 @@ static void decide(void) {
       else jdls_table_close(&table);
     }
   }
+  in.monitor_active = use_table;
   shim_busy--;
 }
 
 enum shim_dest shim_route(enum shim_kind kind, int origin) {
-  (void)origin; /* LOCK=INTERNAL|EXTERNAL|ALL: with the broker (not built) */
   pthread_once(&once, decide);
-  if (jdls_set) return kind == SHIM_RECORD || binary_remote ? SHIM_TO_SERVER : SHIM_TO_OS;
-  if (kind == SHIM_BINARY) return SHIM_TO_OS;
-  return use_table ? SHIM_TO_TABLE : SHIM_TO_OS;
+  jdls_route_in i = in;
+  i.kind = kind == SHIM_RECORD ? JDLS_KIND_RECORD : JDLS_KIND_BINARY;
+  i.origin = origin == JDLS_ORIGIN_EXTERNAL ? JDLS_FROM_EXTERNAL : JDLS_FROM_INTERNAL;
+  switch (jdls_route_decide(&i)) {
+    case JDLS_DEST_TABLE: return SHIM_TO_TABLE;
+    case JDLS_DEST_SERVER: return SHIM_TO_SERVER;
+    case JDLS_DEST_DRIVER: return SHIM_TO_DRIVER;
+    default: return SHIM_TO_OS;
+  }
 }
 
 jdls_table *shim_table(void) { return &table; }
@@ -110,6 +126,6 @@ void shim_owner(jdls_owner *o) {
 }
 
 SHIM_EXPORT int jdls_route(void) {
-  return shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL) == SHIM_TO_TABLE ? JDLS_ROUTE_TABLE
-                                                                        : JDLS_ROUTE_OS;
+  enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
+  return d == SHIM_TO_TABLE ? JDLS_ROUTE_TABLE : d == SHIM_TO_SERVER ? JDLS_ROUTE_SERVER : JDLS_ROUTE_OS;
 }
