@@ -407,6 +407,26 @@ static int await_final(uint32_t want, shim_answer *a, int interruptible) {
   }
 }
 
+/* After a CANCEL: the final answers of the lock (into *a) and of the CANCEL
+ * itself, in whichever order they come. */
+static void await_both(uint32_t lock_id, shim_answer *a, uint32_t cancel_id) {
+  uint8_t body[4096];
+  int have_lock = 0, have_cancel = 0;
+  while (!have_lock || !have_cancel) {
+    int type = 0;
+    uint32_t id = 0;
+    size_t n = 0;
+    read_frame(body, sizeof body, &type, &id, &n, 0);
+    if (type == JDLS_FT_WAITING) continue;
+    if (id == lock_id && !have_lock) {
+      parse_final(type, body, n, a);
+      have_lock = 1;
+    } else if (id == cancel_id) {
+      have_cancel = 1;
+    }
+  }
+}
+
 static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
   put64(f, inode);
   put64(f, (uint64_t)dev);
@@ -434,9 +454,7 @@ int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, in
     begin(&f, JDLS_FT_CANCEL, 0, cid);
     put32(&f, id);
     send_frame(&f);
-    await_final(id, a, 0);
-    shim_answer c;
-    await_final(cid, &c, 0);
+    await_both(id, a, cid);
     if (a->type != JDLS_FT_GRANTED) rc = -EINTR;
     else rc = 0;
   }
