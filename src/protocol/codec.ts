@@ -91,6 +91,8 @@ function flagsOf(f: Frame): number {
       return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0);
     case 'UNLOCK_ALL':
       return f.allThreads ? FrameFlag.ALL_THREADS : 0;
+    case 'RANGE_LOCK':
+      return f.nowait ? FrameFlag.NOWAIT : 0;
     default:
       return 0;
   }
@@ -110,6 +112,13 @@ function body(w: Writer, f: Frame): void {
     case 'CANCEL': w.u32(f.target, 'target'); return;
     case 'TEST': w.str16(f.text); return;
     case 'PING': return;
+    case 'RANGE_LOCK': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).u64(f.start).u64(f.length); return;
+    case 'RANGE_UNLOCK': w.u32(f.tid, 'tid').file(f.file).u64(f.start).u64(f.length); return;
+    case 'RANGE_TEST': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).u64(f.start).u64(f.length); return;
+    case 'RANGE_RESULT':
+      if (!f.conflict) { w.u8(0); return; }
+      w.u8(1).holder(f.conflict.holder).u64(f.conflict.start).u64(f.conflict.length);
+      return;
     case 'WELCOME':
       if (f.mechanism !== 'shm' && f.mechanism !== 'os') throw new RangeError(`mechanism ${String(f.mechanism)} is not 'shm' or 'os'`);
       w.u8(f.version, 'version').u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid, 'server pid')
@@ -213,11 +222,12 @@ class Reader {
   }
 }
 
-const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING']);
+const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
 
 function allowedFlags(type: string): number {
   if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
+  if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT;
   return 0;
 }
 
@@ -253,6 +263,15 @@ export function decodeBody(frame: Buffer): Frame {
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;
     case 'TEST': f = { type, requestId, text: r.str16('text') }; break;
     case 'PING': f = { type, requestId }; break;
+    case 'RANGE_LOCK': f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_UNLOCK': f = { type, requestId, tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_TEST': f = { type, requestId, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_RESULT': {
+      const found = r.u8('found');
+      if (found > 1) fail(`RANGE_RESULT: found ${found} is not 0 or 1`);
+      f = found ? { type, requestId, conflict: { holder: r.holder(), start: r.u64('start'), length: r.u64('length') } } : { type, requestId };
+      break;
+    }
     case 'WELCOME': {
       const version = r.u8('version');
       const mech = r.u8('mechanism');
