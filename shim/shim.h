@@ -77,6 +77,9 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
 /* Set once this process took a table lock: a normal exit then releases
  * all of its table locks (the destructor in shim_record.c). */
 extern int shim_used_table;
+/* The absolute start of a struct flock's range (l_whence, negative l_len
+ * as POSIX says); 0, or -1 with errno. */
+int shim_abs_start(int fd, const struct flock *fl, int64_t *out);
 /* Translate a jdls_rc to errno (the one place). */
 int shim_errno_of(int rc);
 
@@ -94,6 +97,8 @@ typedef struct shim_answer {
   int holder_mode;     /* LOCKED / STATUS_RESULT < 0: 1 read, 2 write */
   uint32_t holder_port;
   uint32_t holder_pid; /* the holding client process (owner_pid) */
+  int64_t range_start; /* RANGE_RESULT: the conflicting range */
+  int64_t range_len;
 } shim_answer;
 /* LOCK (mode 1 read / 2 write) through the broker. 0 with *a filled; -EINTR
  * when `interruptible` and a signal handler ran during the wait (the request
@@ -107,7 +112,23 @@ int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, siz
                      shim_answer *a);
 /* errno for an ERROR answer. */
 int shim_broker_errno(const shim_answer *a);
+/* RANGE_LOCK (mode 1/2) / RANGE_UNLOCK / RANGE_TEST through the broker;
+ * `tag` is the owner tag (tid). Results as shim_broker_lock/_call; a
+ * RANGE_TEST conflict is in *a (holder_*, and range_start/range_len). */
+int shim_broker_range(int type, int mode, int nowait, uint32_t tag, uint64_t inode, int64_t start,
+                      int64_t len, shim_answer *a);
 /* Fork child: drop the parent's connection (the child is another owner). */
 void shim_broker_forget(void);
+
+/* --- shim_binary.c ------------------------------------------------------- */
+/* JDLS with BINARY: classic POSIX locks (fcntl/lockf) on any file that is
+ * not a jlock file, and flock(), on the server as byte ranges. Return what
+ * the libc call returns (0 / -1 with errno). */
+int shim_binary_fcntl(int fd, int cmd, struct flock *fl);
+int shim_binary_flock(int fd, int op);
+/* close(fd): the process's classic binary locks on fd's file, and fd's
+ * flock lock, are released on the server. Cheap when it holds none. */
+void shim_binary_on_close(int fd);
+void shim_binary_forget(void);
 
 #endif

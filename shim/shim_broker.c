@@ -187,6 +187,16 @@ static void parse_final(int type, const uint8_t *b, size_t n, shim_answer *a) {
       if (a->code < 0) holder(b + 1, n - 1, a);
       break;
     case JDLS_FT_ERROR: if (n >= 2) a->code = get16(b); break;
+    case JDLS_FT_RANGE_RESULT:
+      /* found u8, then holder (17 or 29 bytes: the address), start, length */
+      if (n >= 1 && b[0] == 1 && n >= 1 + 17 + 16) {
+        holder(b + 1, n - 1, a);
+        a->code = 1;
+        const uint8_t *r = b + n - 16;
+        a->range_start = (int64_t)((uint64_t)get32(r) << 32 | get32(r + 4));
+        a->range_len = (int64_t)((uint64_t)get32(r + 8) << 32 | get32(r + 12));
+      }
+      break;
   }
 }
 
@@ -457,6 +467,32 @@ int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, in
     await_both(id, a, cid);
     if (a->type != JDLS_FT_GRANTED) rc = -EINTR;
     else rc = 0;
+  }
+  pthread_mutex_unlock(&bmu);
+  return rc;
+}
+
+int shim_broker_range(int type, int mode, int nowait, uint32_t tag, uint64_t inode, int64_t start,
+                      int64_t len, shim_answer *a) {
+  pthread_mutex_lock(&bmu);
+  ensure_connected();
+  uint32_t id = next_id++;
+  fbuf f;
+  begin(&f, type, type == JDLS_FT_RANGE_LOCK && nowait ? JDLS_FF_NOWAIT : 0, id);
+  if (type != JDLS_FT_RANGE_UNLOCK) put8(&f, (uint8_t)mode);
+  put32(&f, tag);
+  put_file(&f, inode, -1);
+  put64(&f, (uint64_t)start);
+  put64(&f, (uint64_t)len);
+  send_frame(&f);
+  int rc = await_final(id, a, type == JDLS_FT_RANGE_LOCK && !nowait);
+  if (rc == -EINTR) {
+    uint32_t cid = next_id++;
+    begin(&f, JDLS_FT_CANCEL, 0, cid);
+    put32(&f, id);
+    send_frame(&f);
+    await_both(id, a, cid);
+    rc = a->type == JDLS_FT_GRANTED ? 0 : -EINTR;
   }
   pthread_mutex_unlock(&bmu);
   return rc;

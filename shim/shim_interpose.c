@@ -23,17 +23,25 @@
 #include "shim.h"
 
 /* Where a classic lock on fd goes: SHIM_TO_TABLE / SHIM_TO_SERVER for a
- * record lock (a jlock file; inode/dev filled), else SHIM_TO_OS. */
-static enum shim_dest to_table(int fd, uint64_t *inode, int64_t *dev) {
+ * record lock (a jlock file; inode/dev filled); SHIM_TO_SERVER with *binary
+ * for any other file when JDLS has BINARY; else SHIM_TO_OS. */
+static enum shim_dest route_fd(int fd, uint64_t *inode, int64_t *dev, int *binary) {
+  *binary = 0;
   /* Route first: with no monitor and no JDLS nothing is looked at. */
   enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
   enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
   if (d == SHIM_TO_OS && b == SHIM_TO_OS) return SHIM_TO_OS;
   if (shim_classify_fd(fd, inode, dev)) return d;
-  /* A binary lock that belongs to the lock service (BINARY): byte ranges
-   * are not carried by this build's protocol; never fall back to local. */
-  if (b == SHIM_TO_SERVER) shim_server_unreachable("JDLS has BINARY, but this build cannot take binary (byte-range) locks on the lock service yet");
-  return SHIM_TO_OS;
+  if (b != SHIM_TO_SERVER) return SHIM_TO_OS;
+  *binary = 1;
+  return SHIM_TO_SERVER;
+}
+
+/* A classic lock command on a routed descriptor. */
+static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, int binary, uint64_t inode,
+                        int64_t dev) {
+  if (binary) return shim_binary_fcntl(fd, cmd, fl);
+  return shim_record_fcntl(fd, cmd, fl, inode, dev, d == SHIM_TO_SERVER);
 }
 
 static int do_fcntl(int fd, int cmd, void *arg) {
@@ -46,10 +54,10 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   shim_busy++;
   uint64_t inode;
   int64_t dev;
-  int rc, saved;
-  enum shim_dest d = to_table(fd, &inode, &dev);
+  int rc, saved, binary;
+  enum shim_dest d = route_fd(fd, &inode, &dev, &binary);
   if (d != SHIM_TO_OS) {
-    rc = shim_record_fcntl(fd, cmd, (struct flock *)arg, inode, dev, d == SHIM_TO_SERVER);
+    rc = routed_fcntl(fd, cmd, (struct flock *)arg, d, binary, inode, dev);
   } else {
     rc = real_fcntl(fd, cmd, arg);
   }
@@ -94,19 +102,19 @@ static int do_lockf(int fd, int cmd, off_t len) {
   uint64_t inode;
   int64_t dev;
   int rc;
-  enum shim_dest d = to_table(fd, &inode, &dev);
-  int remote = d == SHIM_TO_SERVER;
+  int binary;
+  enum shim_dest d = route_fd(fd, &inode, &dev, &binary);
   if (d == SHIM_TO_OS) {
     rc = real_lockf(fd, cmd, len);
   } else {
     struct flock fl = {.l_whence = SEEK_CUR, .l_start = 0, .l_len = len};
     switch (cmd) {
-      case F_LOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLKW, &fl, inode, dev, remote); break;
-      case F_TLOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev, remote); break;
-      case F_ULOCK: fl.l_type = F_UNLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev, remote); break;
+      case F_LOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLKW, &fl, d, binary, inode, dev); break;
+      case F_TLOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
+      case F_ULOCK: fl.l_type = F_UNLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
       case F_TEST:
         fl.l_type = F_WRLCK;
-        rc = shim_record_fcntl(fd, F_GETLK, &fl, inode, dev, remote);
+        rc = routed_fcntl(fd, F_GETLK, &fl, d, binary, inode, dev);
         if (rc == 0 && fl.l_type != F_UNLCK) {
           errno = EACCES;
           rc = -1;
@@ -126,13 +134,16 @@ SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, l
 
 /* flock() locks are BINARY whatever the file (they are not POSIX record
  * locks and belong to the open file description): the OS, unless JDLS with
- * BINARY sends binary locks to the lock service (not reachable in this
- * build: the process is told so and exits, never runs on unlocked). */
+ * BINARY sends binary locks to the lock service (shim_binary.c). */
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
-  if (!shim_busy && (op & (LOCK_SH | LOCK_EX)) && shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER)
-    shim_server_unreachable("JDLS has BINARY, but this build cannot take flock() locks on the lock service yet");
-  return real_flock(fd, op);
+  if (shim_busy || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) != SHIM_TO_SERVER) return real_flock(fd, op);
+  shim_busy++;
+  int rc = shim_binary_flock(fd, op);
+  int saved = errno;
+  shim_busy--;
+  errno = saved;
+  return rc;
 }
 
 /* Trap: close() of ANY descriptor of a file drops all of the process's
@@ -145,6 +156,7 @@ SHIM_EXPORT int close(int fd) {
     shim_busy++;
     int saved = errno;
     shim_record_on_close(fd);
+    shim_binary_on_close(fd);
     errno = saved;
     shim_busy--;
   }

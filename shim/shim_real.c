@@ -68,6 +68,7 @@ static void atfork_child(void) {
   shim_record_forget();
   shim_api_forget();
   shim_broker_forget();
+  shim_binary_forget();
 }
 
 static void resolve(void) {

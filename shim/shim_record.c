@@ -169,8 +169,8 @@ static int fail(int e) {
   return -1;
 }
 
-/* The absolute start of fl's range. */
-static int abs_start(int fd, const struct flock *fl, int64_t *out) {
+/* The absolute start of fl's range (shim.h). */
+int shim_abs_start(int fd, const struct flock *fl, int64_t *out) {
   int64_t base = 0;
   if (fl->l_whence == SEEK_CUR) {
     off_t c = lseek(fd, 0, SEEK_CUR);
@@ -241,7 +241,7 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
 int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote) {
   if (!fl) return fail(EFAULT);
   int64_t start;
-  if (abs_start(fd, fl, &start) != 0) return -1;
+  if (shim_abs_start(fd, fl, &start) != 0) return -1;
   int64_t len = fl->l_len < 0 ? -fl->l_len : fl->l_len;
   char key[24];
   int klen = snprintf(key, sizeof key, "%llx", (unsigned long long)start);

@@ -14,7 +14,7 @@ import net from 'node:net';
 import { JdlsError } from '../errors.js';
 import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
 import type { ProtoErrorName } from '../protocol/constants.js';
-import type { ClientFrame, ServerFrame, HelloFrame, LockFrame } from '../protocol/frames.js';
+import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame } from '../protocol/frames.js';
 import { JdlsClient } from '../client/client.js';
 import type { Logger } from 'pino';
 
@@ -174,6 +174,18 @@ export class BrokerSession {
       case 'PING':
         this.#send({ type: 'PONG', requestId: id });
         return;
+      case 'RANGE_LOCK':
+        this.#rangeLock(c, f).catch(fail);
+        return;
+      case 'RANGE_UNLOCK':
+        c.rangeUnlock(f.file, f.start, f.length, { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        return;
+      case 'RANGE_TEST':
+        c.rangeTest(f.file, f.start, f.length, f.mode, { tid: f.tid }).then(
+          (conflict) => this.#send(conflict ? { type: 'RANGE_RESULT', requestId: id, conflict } : { type: 'RANGE_RESULT', requestId: id }),
+          fail,
+        );
+        return;
       case 'HELLO':
         this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: 'a second HELLO' });
         this.#end();
@@ -188,6 +200,17 @@ export class BrokerSession {
         nowait: f.nowait, tid: f.tid, signal: ac.signal,
         onWaiting: (w) => this.#send({ type: 'WAITING', requestId: f.requestId, holder: w.holder }),
       });
+      this.#send(r.granted ? { type: 'GRANTED', requestId: f.requestId } : { type: 'LOCKED', requestId: f.requestId, holder: r.holder });
+    } finally {
+      this.#waiting.delete(f.requestId);
+    }
+  }
+
+  async #rangeLock(c: JdlsClient, f: RangeLockFrame): Promise<void> {
+    const ac = new AbortController();
+    this.#waiting.set(f.requestId, ac);
+    try {
+      const r = await c.rangeLock(f.file, f.start, f.length, f.mode, { nowait: f.nowait, tid: f.tid, signal: ac.signal });
       this.#send(r.granted ? { type: 'GRANTED', requestId: f.requestId } : { type: 'LOCKED', requestId: f.requestId, holder: r.holder });
     } finally {
       this.#waiting.delete(f.requestId);

@@ -27,6 +27,7 @@ import type { Logger } from '../log.js';
 import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
 import { HeldLocks, fileKey } from './held.js';
+import { RangeSession } from './range-session.js';
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -98,6 +99,8 @@ export class Session {
   /** mechanisms this connection has locked through (the main one, and OS locks if asked) */
   #used = new Set<RecordLocks>();
   #waits = new Map<number, Wait>();
+  /** binary (byte-range) locks: created by the first range frame */
+  #ranges: RangeSession | undefined;
   #closed = false;
   #lastRx = Date.now();
   #silenceMs: number;
@@ -174,7 +177,19 @@ export class Session {
       case 'CANCEL': return this.#onCancel(f);
       case 'TEST': return this.#send({ type: 'TEST_RESULT', requestId: f.requestId, text: f.text });
       case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
+      case 'RANGE_LOCK': case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
     }
+  }
+
+  #rangeSession(): RangeSession {
+    this.#ranges ??= new RangeSession({
+      lockDir: this.#deps.cfg.lockDir,
+      client: () => ({ pid: this.#hello?.pid ?? 0, port: this.#hello?.port ?? 0, ip: this.ip }),
+      send: (f) => this.#send(f),
+      answerError: (rid, e) => this.#answerError(rid, e),
+      log: this.#log,
+    });
+    return this.#ranges;
   }
 
   #onHello(f: HelloFrame): void {
@@ -332,6 +347,11 @@ export class Session {
   #onCancel(f: CancelFrame): void {
     const w = this.#waits.get(f.target);
     const rid = f.requestId;
+    const ranged = w ? undefined : this.#ranges?.cancel(f.target);
+    if (ranged) {
+      void ranged.then((count) => this.#send({ type: 'RELEASED', requestId: rid, count }));
+      return;
+    }
     if (!w || w.cancelled) {
       if (!w) return this.#send({ type: 'RELEASED', requestId: rid, count: 0 });
       void w.done.then(() => this.#send({ type: 'RELEASED', requestId: rid, count: 0 }));
@@ -479,6 +499,7 @@ export class Session {
         }
       }
     }
+    released += this.#ranges?.close() ?? 0;
     this.#held.clear();
     this.#owners.clear();
     if (!last) this.sock.destroy();
