@@ -7,7 +7,7 @@
 #   jdls-routecases   the routing table's C side (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
-#   jdls-shimlocker / jdls-shimapi  C programs run under the shim (tests)
+#   jdls-shimlocker / jdls-shimapi / jdls-jbrt  C programs run under the shim (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -72,6 +72,12 @@
       "target_name": "jdls-shimlocker",
       "type": "executable",
       "sources": ["test/fixtures/shim-locker.c"],
+    },
+    {
+      "target_name": "jdls-jbrt",
+      "type": "executable",
+      "sources": ["test/fixtures/jbase-runtime.c"],
+      "libraries": ["-ldl"],
     },
     {
       "target_name": "jdls-shimapi",

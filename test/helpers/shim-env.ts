@@ -18,6 +18,7 @@ import { brokerPidPath } from '../../src/broker/paths.js';
 export const SHIM = shimPath();
 export const SHIM_LOCKER = path.join(buildDir, 'jdls-shimlocker');
 export const SHIM_API = path.join(buildDir, 'jdls-shimapi');
+export const JBRT = path.join(buildDir, 'jdls-jbrt');
 
 export interface JsonLock {
   state: 'held' | 'waiting';
