@@ -1,18 +1,23 @@
 /*
- * shim_route.c - the routing decision of this build (DESIGN.md "Routing").
+ * shim_route.c - the routing inputs of this process and the decision
+ * (DESIGN.md "Routing"). The table itself is data, shim/route-cases.json;
+ * jdls_route_decide (native/common/jdls_route.h) implements it, and the
+ * TypeScript routeLock (src/route.ts) likewise; test/route.test.ts checks
+ * both against every case. Summary:
  *
  *   JDLS set?  monitor active?  record locks      binary locks
  *   no         yes              shm table         OS (untouched)
  *   no         no               OS (untouched)    OS (untouched)
  *   yes        any              the server        OS, or the server with BINARY
+ *   (LOCK=INTERNAL|EXTERNAL: an origin not intercepted goes where it would
+ *   without JDLS - the local route, or back to an external driver)
  *
- * The broker and the server route are not in this build, so a lock that
- * belongs to the server cannot be taken: the process gets the guide's
- * "Client: unable to connect to distributed lock service, locks not
- * enabled" and exits, as jBASE does when the service cannot be reached. It
- * must never run on with local locks believing they are distributed (a
- * warning and OS locks was the first version of this slice: rejected as a
- * silent downgrade of locking for every reader who misses stderr).
+ * A lock that belongs to the server goes through the broker
+ * (shim_broker.c); if the lock service cannot be reached the process gets
+ * the guide's message and exits. It must never run on with local locks
+ * believing they are distributed (a warning and OS locks was the first
+ * version: rejected as a silent downgrade of locking for every reader who
+ * misses stderr).
  *
  * The decision is taken ONCE per process, at its first lock call, and kept:
  * a process that started with the table and switched to OS locks when the
