@@ -37,16 +37,20 @@ async function initDb(s: ShimEnv, name: string): Promise<string> {
   return db;
 }
 
-test.serial('sqlite3: several preloaded processes with BINARY keep a counter exact through the server', async (t) => {
+for (const perProcess of [16, 1]) {
+  test.serial(`sqlite3: several preloaded processes with BINARY keep a counter exact through the server (${perProcess} client(s) per lock-server process)`, async (t) => {
   const s = new ShimEnv(t);
-  const server = await s.startServer();
+  // 1 per process: every client in its own lock-server process, so exclusion
+  // crosses processes (the kernel's OFD locks on the server's pseudo files)
+  const server = await s.startServer({ clientsPerProcess: perProcess });
   const db = await initDb(s, 'c.db');
   const r = await sqliteRun(s, db, () => `${server},BINARY`);
   t.deepEqual(r.failures, []);
   t.is(r.count, String(N * EACH));
   t.is(r.integrity, 'ok');
   t.true(fs.existsSync(rangeFile(s, db)), 'the server took byte-range locks on the database file');
-});
+  });
+}
 
 test.serial('negative control: sqlite3 processes sent to two unrelated servers lose exclusion, and the test sees it', async (t) => {
   const a = new ShimEnv(t);
@@ -61,12 +65,14 @@ test.serial('negative control: sqlite3 processes sent to two unrelated servers l
 
 test.serial('flock(1) through the server: -n fails and -w 0.5 times out while another preloaded process holds it; a kernel lock is not taken', async (t) => {
   const s = new ShimEnv(t);
-  const JDLS = `${await s.startServer()},BINARY`;
+  const JDLS = `${await s.startServer({ clientsPerProcess: 1 })},BINARY`;
   const f = path.join(s.cli.dir, 'some.lock');
   fs.writeFileSync(f, '');
   const holder = s.start('flock', [f, 'sh', '-c', 'echo holding; cat'], { env: { JDLS } });
   await holder.waitFor(/^holding$/, 15_000);
-  t.is((await s.run('flock', ['-n', f, 'true'], { env: { JDLS } })).code, 1);
+  const n = await s.run('flock', ['-n', f, 'true'], { env: { JDLS } });
+  t.is(n.code, 1);
+  t.is(n.stderr, '', 'a plain conflict (EWOULDBLOCK), not an error');
   const t0 = Date.now();
   const w = await s.run('flock', ['-w', '0.5', f, 'true'], { env: { JDLS }, timeoutMs: 10_000 });
   const took = Date.now() - t0;
@@ -80,7 +86,8 @@ test.serial('flock(1) through the server: -n fails and -w 0.5 times out while an
 
 test.serial('python3 fcntl.lockf / os.lockf: ranges, downgrade/upgrade, partial unlock answer as the kernel does, through the server', async (t) => {
   const s = new ShimEnv(t);
-  const JDLS = `${await s.startServer()},BINARY`;
+  // parent and probing children in different lock-server processes
+  const JDLS = `${await s.startServer({ clientsPerProcess: 1 })},BINARY`;
   const f = path.join(s.cli.dir, 'ranges.dat');
   fs.writeFileSync(f, '');
   const kernel = await s.run('python3', [LOCKF_RANGES, f], { preload: false });

@@ -43,9 +43,14 @@ export interface RangeSessionDeps {
   log: Logger;
 }
 
+// A holder this process does not model is what the kernel reports: a
+// classic lock's pid, or -1 for an OFD lock - such as a range held through
+// ANOTHER lock-server process of the installation (they all take OFD locks
+// on the same pseudo files). -1 cannot travel as a u32: it is sent as 0,
+// "unknown", with address 0.0.0.0.
+const u32 = (n: number): number => (n >= 0 && n <= 0xffffffff ? n : 0);
 const wireHolder = (h: BinaryHolder): WireHolder => ({
-  mode: h.mode, port: h.port, pid: h.pid, ownerPid: h.ownerPid, ownerTid: h.ownerTid,
-  // A lock of a process outside jdls (the kernel names only its pid) has no address.
+  mode: h.mode, port: u32(h.port), pid: u32(h.pid), ownerPid: u32(h.ownerPid), ownerTid: u32(h.ownerTid),
   addr: h.ip || '0.0.0.0',
 });
 

@@ -88,7 +88,9 @@ export class ShimEnv {
   }
 
   /** `jdls -ib` (monitor and listener on loopback, port 0); returns the JDLS value that reaches it. */
-  async startServer(): Promise<string> {
+  async startServer(settings: Record<string, number | string> = {}): Promise<string> {
+    const extra = Object.entries(settings).map(([k, v]) => `${k}: ${v}\n`).join('');
+    if (extra) fs.appendFileSync(path.join(this.cli.dir, 'jdls.yaml'), extra);
     await this.cli.startBackground(['-ib']);
     const l = findListener(this.cli.dir);
     if (!l || !(l.port > 0)) throw new Error('no listener port');
