@@ -117,6 +117,9 @@ int shim_broker_errno(const shim_answer *a);
  * RANGE_TEST conflict is in *a (holder_*, and range_start/range_len). */
 int shim_broker_range(int type, int mode, int nowait, uint32_t tag, uint64_t inode, int64_t start,
                       int64_t len, shim_answer *a);
+/* Is fd the broker socket? (close() must not close it under us: the
+ * server would release every lock of this process.) */
+int shim_broker_owns_fd(int fd);
 /* Fork child: drop the parent's connection (the child is another owner). */
 void shim_broker_forget(void);
 

@@ -63,6 +63,8 @@ void shim_server_unreachable(const char *why) {
   _exit(1);
 }
 
+int shim_broker_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
+
 void shim_broker_forget(void) {
   pthread_mutex_init(&bmu, NULL);
   if (bfd >= 0) {
@@ -214,7 +216,10 @@ int shim_broker_errno(const shim_answer *a) {
 static void sock_path(char *out, size_t n) {
   const char *e = getenv("JDLS_BROKER");
   if (e && *e) {
-    snprintf(out, n, "%s", e);
+    /* Absolute: the broker runs in / (it must not pin the program's cwd). */
+    char cwd[PATH_MAX - 128];
+    if (e[0] != '/' && getcwd(cwd, sizeof cwd)) snprintf(out, n, "%s/%s", cwd, e);
+    else snprintf(out, n, "%s", e);
     return;
   }
   char dir[PATH_MAX - 32];
@@ -318,6 +323,7 @@ static void start_broker(const char *sock) {
   if (pid == 0) {
     setsid();
     if (fork() != 0) _exit(0); /* the broker is re-parented to init: no zombie of ours */
+    if (chdir("/") != 0) _exit(126);
     int nul = open("/dev/null", O_RDWR);
     int lf = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (nul >= 0) dup2(nul, 0);

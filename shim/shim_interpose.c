@@ -152,6 +152,12 @@ SHIM_EXPORT int flock(int fd, int op) {
  * dropped. Released before the real close, while fd still names the file. */
 SHIM_EXPORT int close(int fd) {
   shim_resolve();
+  /* Trap: programs that close every descriptor (daemons, some shells) would
+   * close the broker socket, and the server would release all of this
+   * process's locks while it believes it holds them. The socket is ours:
+   * such a close() is reported done and the descriptor stays open (it is
+   * close-on-exec). */
+  if (!shim_busy && shim_broker_owns_fd(fd)) return 0;
   if (!shim_busy) {
     shim_busy++;
     int saved = errno;

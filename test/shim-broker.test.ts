@@ -42,6 +42,17 @@ test.serial('C API through the broker: lock, conflict with the holder\'s port, R
   t.deepEqual(await s.locks(), []);
 });
 
+test.serial('a program that closes every descriptor keeps its server connection (and its locks)', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer();
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'closeall', 'st:K1', 'x:K2', 'hold'], { env: { JDLS } });
+  await a.waitFor(/^holding$/, 15_000);
+  t.deepEqual(a.lines.slice(0, 4), ['ok', 'closed', 'status 2 port=0', 'ok']);
+  const b = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'x:K2'], { env: { JDLS } });
+  t.deepEqual(b.stdout.trim().split('\n'), ['locked port=0', 'locked port=0']);
+  t.is(await a.finish(), 0);
+});
+
 test.serial('the death of a preloaded process (kill -9) releases its server locks at once: a waiter gets in', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
