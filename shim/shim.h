@@ -83,6 +83,13 @@ int shim_abs_start(int fd, const struct flock *fl, int64_t *out);
 /* Translate a jdls_rc to errno (the one place). */
 int shim_errno_of(int rc);
 
+/* --- shim_api.c / shim_binapi.c -------------------------------------------- */
+/* The C API's OS-route description for the lock file of (inode, dev), opened
+ * on first use when `create`: fd, or -errno (-ENOENT: none and !create). */
+int shim_api_os_fd(uint64_t inode, int64_t dev, int create);
+/* Fork child: drop the parent's jexec description. */
+void shim_binapi_forget(void);
+
 /* --- shim_broker.c ------------------------------------------------------- */
 /* The guide's behaviour when the lock service cannot be reached: its
  * message on stderr (and `why` on a second line), then the process exits

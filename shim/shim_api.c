@@ -46,7 +46,7 @@ static unsigned nosf;
 
 /* The descriptor for (inode, dev), opened (and the directory created) on
  * first use when `create`. fd >= 0, or -errno (-ENOENT: none and !create). */
-static int os_fd(uint64_t inode, int64_t dev, int create) {
+int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   int fd = -ENOENT;
   pthread_mutex_lock(&omu);
   for (unsigned i = 0; i < nosf; i++)
@@ -126,7 +126,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       rc = -shim_errno_of(rc);
     }
   } else {
-    int fd = os_fd(inode, dev, 1);
+    int fd = shim_api_os_fd(inode, dev, 1);
     if (fd < 0) rc = fd;
     else {
       uint64_t off = jdls_osl_key_offset(key, key_len);
@@ -165,7 +165,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
     rc = rc == JDLS_OK ? JDLS_UNLOCK_OK : rc == JDLS_NOT_HELD ? JDLS_UNLOCK_NOT_HELD
                                                               : -shim_errno_of(rc);
   } else {
-    int fd = os_fd(inode, dev, 0);
+    int fd = shim_api_os_fd(inode, dev, 0);
     if (fd == -ENOENT) rc = JDLS_UNLOCK_NOT_HELD;
     else if (fd < 0) rc = fd;
     else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_UNLOCK);
@@ -191,7 +191,7 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
     rc = jdls_unlock_all(shim_table(), &o, 1, inode, dev);
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
-    int fd = os_fd(inode, dev, 0);
+    int fd = shim_api_os_fd(inode, dev, 0);
     rc = fd == -ENOENT ? 0 : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);
   }
   shim_busy--;
@@ -253,7 +253,7 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
       rc = -shim_errno_of(rc);
     }
   } else {
-    int fd = os_fd(inode, dev, 1);
+    int fd = shim_api_os_fd(inode, dev, 1);
     if (fd < 0) rc = fd;
     else {
       jdls_osl_holder h;

@@ -69,6 +69,7 @@ static void atfork_child(void) {
   shim_api_forget();
   shim_broker_forget();
   shim_binary_forget();
+  shim_binapi_forget();
 }
 
 static void resolve(void) {
