@@ -92,9 +92,8 @@ int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_
 int jdls_route(void);
 
 /* Binary locks of a runtime (binary locks in the decision table: the OS
- * locally, as src/binary.ts takes them; with JDLS and BINARY they belong to
- * the server, which does not carry them yet: -ENOTSUP). Waits are not
- * interruptible. */
+ * locally, as src/binary.ts takes them; with JDLS and BINARY the server,
+ * through the broker). Local waits are not interruptible. */
 /* jBASE LOCK n (0..255), flags JDLS_WAIT / JDLS_NOWAIT (LOCK n ELSE):
  * JDLS_LOCK_OK or JDLS_LOCK_LOCKED (holder port 0: unknown), or -errno. */
 int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_port);
@@ -103,7 +102,7 @@ int jdls_exec_unlock(int n, int origin);
 /* jBASE FILELOCK / FILEUNLOCK of the file (inode, dev): an exclusive lock on
  * the whole record-lock file, so it waits for the other processes' record
  * locks of the file and blocks new ones. -ENOTSUP while the record locks are
- * in the shm table (the monitor runs). FILEUNLOCK also releases the process's
+ * in the shm table (the monitor runs, or on a shm-table server). FILEUNLOCK also releases the process's
  * own record locks in the file (one description, docs/shim.md). */
 int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port);
 int jdls_file_unlock(uint64_t inode, int64_t dev, int origin);

@@ -120,10 +120,11 @@ int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, siz
 /* errno for an ERROR answer. */
 int shim_broker_errno(const shim_answer *a);
 /* RANGE_LOCK (mode 1/2) / RANGE_UNLOCK / RANGE_TEST through the broker;
- * `tag` is the owner tag (tid). Results as shim_broker_lock/_call; a
- * RANGE_TEST conflict is in *a (holder_*, and range_start/range_len). */
-int shim_broker_range(int type, int mode, int nowait, uint32_t tag, uint64_t inode, int64_t start,
-                      int64_t len, shim_answer *a);
+ * `space` 0 (byte ranges), JDLS_FF_EXEC (LOCK n) or JDLS_FF_FILELOCK; `tag`
+ * is the owner tag (tid). Results as shim_broker_lock/_call; a RANGE_TEST
+ * conflict is in *a (holder_*, and range_start/range_len). */
+int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
+                      int64_t start, int64_t len, shim_answer *a);
 /* Is fd the broker socket? (close() must not close it under us: the
  * server would release every lock of this process.) */
 int shim_broker_owns_fd(int fd);

@@ -17,8 +17,11 @@
  *             With the monitor running, record locks are in the shm table,
  *             which an OS lock can neither wait for nor block: refused with
  *             -ENOTSUP, as src/binary.ts refuses it (jBASE error 22).
- * On the server (JDLS with BINARY): not carried by the protocol yet:
- * -ENOTSUP (the caller sees the failure; nothing is taken locally).
+ * On the server (JDLS with BINARY): RANGE_LOCK / RANGE_UNLOCK in the EXEC or
+ * FILELOCK space (docs/protocol.md), owner tag = pid, file (inode, -1); the
+ * server takes them with src/binary.ts. A FILELOCK there needs the server's
+ * OS record-lock mechanism (-ibD without a monitor): under its shm table it
+ * is -ENOTSUP (ERROR NOT_SUPPORTED). Waits there are interruptible (EINTR).
  * Not intercepted (LOCK=INTERNAL, an EXTERNAL call): JDLS_NOT_HANDLED.
  * Waits here are not interruptible (as the C API's OS route).
  *
@@ -34,6 +37,7 @@
 #include "jdls.h"
 #include "shim.h"
 #include "../native/common/jdls_oslock.h"
+#include "../native/common/jdls_proto.h"
 
 #define DEFAULT_BINARY_DIR "/tmp/jbase_lock"
 
@@ -70,11 +74,29 @@ void shim_binapi_forget(void) {
   xfd = -1;
 }
 
-/* -1 (go on locally), or the call's result for a destination that is not local. */
-static int not_local(enum shim_dest d) {
-  if (d == SHIM_TO_DRIVER) return JDLS_NOT_HANDLED;
-  if (d == SHIM_TO_SERVER) return -ENOTSUP;
-  return -1;
+/* -1 (go on: local or server), or JDLS_NOT_HANDLED. */
+static int not_local(enum shim_dest d) { return d == SHIM_TO_DRIVER ? JDLS_NOT_HANDLED : -1; }
+
+/* On the server: RANGE_LOCK in the EXEC or FILELOCK space (docs/protocol.md). */
+static int remote_lock(int space, uint64_t inode, int64_t start, int64_t len, int flags,
+                       uint32_t *holder_port) {
+  shim_answer a;
+  int rc = shim_broker_range(JDLS_FT_RANGE_LOCK, space, 2, (flags & JDLS_NOWAIT) != 0, shim_pid(), inode,
+                             start, len, &a);
+  if (rc) return rc; /* -EINTR */
+  if (a.type == JDLS_FT_GRANTED) return JDLS_LOCK_OK;
+  if (a.type == JDLS_FT_LOCKED) {
+    if (holder_port) *holder_port = a.holder_port;
+    return JDLS_LOCK_LOCKED;
+  }
+  return -shim_broker_errno(&a);
+}
+
+static int remote_unlock(int space, uint64_t inode, int64_t start, int64_t len) {
+  shim_answer a;
+  shim_broker_range(JDLS_FT_RANGE_UNLOCK, space, 0, 0, shim_pid(), inode, start, len, &a);
+  if (a.type != JDLS_FT_RELEASED) return -shim_broker_errno(&a);
+  return a.count ? JDLS_UNLOCK_OK : JDLS_UNLOCK_NOT_HELD;
 }
 
 static int take(int fd, int64_t start, int64_t len, int flags, uint32_t *holder_port) {
@@ -92,8 +114,10 @@ SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_po
   if (n < 0 || n > 255) return -EINVAL;
   shim_resolve();
   shim_busy++;
-  int rc = not_local(shim_route(SHIM_BINARY, origin));
-  if (rc == -1) {
+  enum shim_dest d = shim_route(SHIM_BINARY, origin);
+  int rc = not_local(d);
+  if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_EXEC, 0, n, 1, flags, holder_port);
+  else if (rc == -1) {
     int fd = exec_fd();
     rc = fd < 0 ? fd : take(fd, n, 1, flags, holder_port);
   }
@@ -105,8 +129,12 @@ SHIM_EXPORT int jdls_exec_unlock(int n, int origin) {
   if (n > 255) return -EINVAL;
   shim_resolve();
   shim_busy++;
-  int rc = not_local(shim_route(SHIM_BINARY, origin));
-  if (rc == -1) {
+  enum shim_dest d = shim_route(SHIM_BINARY, origin);
+  int rc = not_local(d);
+  if (rc == -1 && d == SHIM_TO_SERVER) {
+    rc = remote_unlock(JDLS_FF_EXEC, 0, n < 0 ? 0 : n, n < 0 ? 0 : 1);
+    if (rc > 0) rc = 0;
+  } else if (rc == -1) {
     int fd = exec_fd();
     /* n < 0: bare UNLOCK, every execution lock of the process */
     rc = fd < 0 ? fd : jdls_osl_setlk(fd, n < 0 ? 0 : n, n < 0 ? 0 : 1, JDLS_OSL_UNLOCK);
@@ -118,8 +146,10 @@ SHIM_EXPORT int jdls_exec_unlock(int n, int origin) {
 SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port) {
   shim_resolve();
   shim_busy++;
-  int rc = not_local(shim_route(SHIM_BINARY, origin));
-  if (rc == -1) {
+  enum shim_dest d = shim_route(SHIM_BINARY, origin);
+  int rc = not_local(d);
+  if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_FILELOCK, inode, 0, 0, flags, holder_port);
+  else if (rc == -1) {
     if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
     else {
       int fd = shim_api_os_fd(inode, dev, 1);
@@ -133,8 +163,10 @@ SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origi
 SHIM_EXPORT int jdls_file_unlock(uint64_t inode, int64_t dev, int origin) {
   shim_resolve();
   shim_busy++;
-  int rc = not_local(shim_route(SHIM_BINARY, origin));
-  if (rc == -1) {
+  enum shim_dest d = shim_route(SHIM_BINARY, origin);
+  int rc = not_local(d);
+  if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_unlock(JDLS_FF_FILELOCK, inode, 0, 0);
+  else if (rc == -1) {
     if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
     else {
       int fd = shim_api_os_fd(inode, dev, 0);

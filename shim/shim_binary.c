@@ -123,13 +123,13 @@ int shim_binary_fcntl(int fd, int cmd, struct flock *fl) {
   shim_answer a;
   if (cmd == F_SETLK || cmd == F_SETLKW) {
     if (fl->l_type == F_UNLCK) {
-      shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, tag, (uint64_t)st.st_ino, start, len, &a);
+      shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, 0, tag, (uint64_t)st.st_ino, start, len, &a);
       return a.type == JDLS_FT_RELEASED ? 0 : fail(shim_broker_errno(&a));
     }
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
     /* Remember the file before locking: a close() racing in another thread must find it. */
     if (remember_file(&st) != 0) return fail(ENOLCK);
-    int rc = shim_broker_range(JDLS_FT_RANGE_LOCK, fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, tag,
+    int rc = shim_broker_range(JDLS_FT_RANGE_LOCK, 0, fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, tag,
                                (uint64_t)st.st_ino, start, len, &a);
     if (rc == -EINTR) return fail(EINTR);
     if (a.type == JDLS_FT_GRANTED) return 0;
@@ -138,7 +138,7 @@ int shim_binary_fcntl(int fd, int cmd, struct flock *fl) {
   }
   /* F_GETLK */
   if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
-  shim_broker_range(JDLS_FT_RANGE_TEST, fl->l_type == F_RDLCK ? 1 : 2, 0, tag, (uint64_t)st.st_ino, start,
+  shim_broker_range(JDLS_FT_RANGE_TEST, 0, fl->l_type == F_RDLCK ? 1 : 2, 0, tag, (uint64_t)st.st_ino, start,
                     len, &a);
   if (a.type != JDLS_FT_RANGE_RESULT) return fail(shim_broker_errno(&a));
   if (a.code == 1) {
@@ -160,14 +160,14 @@ int shim_binary_flock(int fd, int op) {
   shim_answer a;
   int what = op & (LOCK_SH | LOCK_EX | LOCK_UN);
   if (what == LOCK_UN) {
-    shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, tag, (uint64_t)st.st_ino, 0, 0, &a);
+    shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, 0, tag, (uint64_t)st.st_ino, 0, 0, &a);
     forget_fd(fd);
     return a.type == JDLS_FT_RELEASED ? 0 : fail(shim_broker_errno(&a));
   }
   if (what != LOCK_SH && what != LOCK_EX) return fail(EINVAL);
   if (remember_fd(fd, st.st_ino) != 0) return fail(ENOLCK);
   /* The whole file, [0, infinity): flock locks do not split. */
-  int rc = shim_broker_range(JDLS_FT_RANGE_LOCK, what == LOCK_SH ? 1 : 2, (op & LOCK_NB) != 0, tag,
+  int rc = shim_broker_range(JDLS_FT_RANGE_LOCK, 0, what == LOCK_SH ? 1 : 2, (op & LOCK_NB) != 0, tag,
                              (uint64_t)st.st_ino, 0, 0, &a);
   if (rc == -EINTR) return fail(EINTR);
   if (a.type == JDLS_FT_GRANTED) return 0;
@@ -200,6 +200,6 @@ void shim_binary_on_close(int fd) {
   shim_answer a;
   /* POSIX: close() of any descriptor of the file drops all of the process's
    * classic locks on it. */
-  if (classic) shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, shim_pid(), (uint64_t)st.st_ino, 0, 0, &a);
-  if (flk) shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, FLOCK_TAG | (uint32_t)fd, (uint64_t)st.st_ino, 0, 0, &a);
+  if (classic) shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, 0, shim_pid(), (uint64_t)st.st_ino, 0, 0, &a);
+  if (flk) shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, 0, FLOCK_TAG | (uint32_t)fd, (uint64_t)st.st_ino, 0, 0, &a);
 }

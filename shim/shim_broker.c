@@ -208,6 +208,7 @@ int shim_broker_errno(const shim_answer *a) {
     case JDLS_PE_BAD_ARGUMENT: return EINVAL;
     case JDLS_PE_CANCELLED: return EINTR;
     case JDLS_PE_SYSTEM: return EIO;
+    case JDLS_PE_NOT_SUPPORTED: return ENOTSUP;
     default: return ENOLCK; /* TABLE_FULL, LIMIT, SHUTDOWN: fcntl's "no locks available" */
   }
 }
@@ -478,13 +479,13 @@ int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, in
   return rc;
 }
 
-int shim_broker_range(int type, int mode, int nowait, uint32_t tag, uint64_t inode, int64_t start,
-                      int64_t len, shim_answer *a) {
+int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
+                      int64_t start, int64_t len, shim_answer *a) {
   pthread_mutex_lock(&bmu);
   ensure_connected();
   uint32_t id = next_id++;
   fbuf f;
-  begin(&f, type, type == JDLS_FT_RANGE_LOCK && nowait ? JDLS_FF_NOWAIT : 0, id);
+  begin(&f, type, (type == JDLS_FT_RANGE_LOCK && nowait ? JDLS_FF_NOWAIT : 0) | space, id);
   if (type != JDLS_FT_RANGE_UNLOCK) put8(&f, (uint8_t)mode);
   put32(&f, tag);
   put_file(&f, inode, -1);

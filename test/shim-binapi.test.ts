@@ -2,7 +2,7 @@
 // FILELOCK / FILEUNLOCK, locally as the OS locks src/binary.ts takes (so a
 // Node process's BinaryLocks and a preloaded C runtime exclude each other);
 // FILELOCK refused while record locks are in the shm table; with JDLS and
-// BINARY not carried to the server yet (-ENOTSUP), never taken locally.
+// BINARY on the server (RANGE_* in the EXEC / FILELOCK spaces).
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
 import path from 'node:path';
@@ -64,12 +64,43 @@ test.serial('FILELOCK with the monitor running (record locks in the shm table) i
   t.deepEqual(r.stdout.trim().split('\n'), [`err -${ENOTSUP}`, `err -${ENOTSUP}`, 'ok']);
 });
 
-test.serial('JDLS with BINARY: LOCK n and FILELOCK are the server\'s, which does not carry them yet: ENOTSUP, nothing local; without BINARY they stay local', async (t) => {
+test.serial('JDLS with BINARY: LOCK n goes to the server (nothing local); FILELOCK there needs OS record locks (shm table: ENOTSUP); without BINARY they stay local', async (t) => {
   const s = new ShimEnv(t);
   const server = await s.startServer();
   const binaryDir = path.join(s.cli.dir, 'jbase_lock');
-  const r = await s.run(SHIM_API, ['4242', '7', 'lock:3', 'filelock', 'x:K1'], { env: { JDLS: `${server},BINARY`, JDLS_BINARY_DIR: binaryDir } });
-  t.deepEqual(r.stdout.trim().split('\n'), [`err -${ENOTSUP}`, `err -${ENOTSUP}`, 'ok']);
+  const env = { JDLS: `${server},BINARY`, JDLS_BINARY_DIR: path.join(s.cli.dir, 'local_lock') };
+  const a = s.start(SHIM_API, ['4242', '7', 'lock:3', 'hold'], { env });
+  await a.waitFor(/^holding$/, 15_000);
+  t.deepEqual(a.lines.slice(0, 1), ['ok']);
+  const b = await s.run(SHIM_API, ['4242', '7', 'lock:3', 'lock:4', 'unlock:4', 'filelock', 'x:K1'], { env });
+  t.deepEqual(b.stdout.trim().split('\n'), ['locked port=0', 'ok', 'ok', `err -${ENOTSUP}`, 'ok']);
+  // the server's execution lock file is <dirname(lockDir)>/jbase_lock/jexec; nothing was taken locally
+  const bin = BinaryLocks.open({ binaryDir, recordLockDir: s.lockDir });
+  t.teardown(() => bin.close());
+  t.false((await bin.execLock(makeOwner(), 3, { wait: false })).granted);
+  const local = BinaryLocks.open({ binaryDir: env.JDLS_BINARY_DIR, recordLockDir: s.lockDir });
+  t.teardown(() => local.close());
+  t.true((await local.execLock(makeOwner(), 3, { wait: false })).granted);
+  t.is(await a.finish(), 0);
+  t.true(await s.cli.until(async () => (await bin.execLock(makeOwner(), 3, { wait: false })).granted, 5_000), 'released with its process');
   const l = await s.run(SHIM_API, ['4242', '7', 'lock:3', 'e:K1'], { env: { JDLS: `${server},LOCK=INTERNAL`, JDLS_BINARY_DIR: binaryDir } });
-  t.deepEqual(l.stdout.trim().split('\n'), ['ok', 'nothandled']);
+  t.deepEqual(l.stdout.trim().split('\n'), ['locked port=0', 'nothandled'], 'without BINARY: the local jexec (here the server\'s own file, where this test now holds 3)');
+});
+
+test.serial('JDLS with BINARY on an OS-lock server (-ibD): FILELOCK waits for other processes\' record locks and blocks new ones, through the server', async (t) => {
+  const s = new ShimEnv(t);
+  const env = { JDLS: `${await s.startServer({}, ['-ibD'])},BINARY` };
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'hold'], { env });
+  await a.waitFor(/^holding$/, 15_000);
+  const b1 = await s.run(SHIM_API, ['4242', '7', 'filelock'], { env });
+  t.is(b1.stdout.trim(), 'locked port=0');
+  t.is(await a.finish(), 0);
+  const b = s.start(SHIM_API, ['4242', '7', 'filelock', 'hold'], { env });
+  await b.waitFor(/^holding$/, 15_000);
+  t.deepEqual(b.lines.slice(0, 1), ['ok']);
+  const c = await s.run(SHIM_API, ['4242', '7', 'x:K2', 'fileunlock'], { env });
+  t.deepEqual(c.stdout.trim().split('\n'), ['locked port=0', 'notheld']);
+  t.is(await b.finish(), 0);
+  const d = await s.run(SHIM_API, ['4242', '7', 'filelock', 'fileunlock', 'x:K2'], { env });
+  t.deepEqual(d.stdout.trim().split('\n'), ['ok', 'ok', 'ok']);
 });

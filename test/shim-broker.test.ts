@@ -53,6 +53,16 @@ test.serial('a program that closes every descriptor keeps its server connection 
   t.is(await a.finish(), 0);
 });
 
+test.serial('an OS-lock server (-ibD), one client per lock-server process: a conflict held through another lock-server process is LOCKED, not an error', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer({ clientsPerProcess: 1 }, ['-ibD']);
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'hold'], { env: { JDLS } });
+  await a.waitFor(/^holding$/, 15_000);
+  const b = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'st:K1'], { env: { JDLS } });
+  t.deepEqual(b.stdout.trim().split('\n'), ['locked port=0', 'status -2 port=0'], b.stderr);
+  t.is(await a.finish(), 0);
+});
+
 test.serial('the death of a preloaded process (kill -9) releases its server locks at once: a waiter gets in', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();

@@ -49,6 +49,8 @@
 #define JDLS_FF_NO_INTERIM   0x0002  /* LOCK: no WAITING frames (JDLS WAIT) */
 #define JDLS_FF_OSLOCKS      0x0004  /* LOCK: as an OS file lock */
 #define JDLS_FF_ALL_THREADS  0x0001  /* UNLOCK_ALL: every thread of the connection */
+#define JDLS_FF_EXEC         0x0002  /* RANGE_LOCK/UNLOCK: execution locks (LOCK n: start = n) */
+#define JDLS_FF_FILELOCK     0x0004  /* RANGE_LOCK/UNLOCK: FILELOCK of the file (its record locks) */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1
@@ -64,5 +66,6 @@
 #define JDLS_PE_BAD_ARGUMENT 7
 #define JDLS_PE_SYSTEM       8
 #define JDLS_PE_SHUTDOWN     9
+#define JDLS_PE_NOT_SUPPORTED 10
 
 #endif /* JDLS_PROTO_H */

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 function wireCode(e: unknown): ProtoErrorName {
   const code = e instanceof JdlsError ? e.code : 'SYSTEM';
   switch (code) {
-    case 'TABLE_FULL': case 'KEY_TOO_LONG': case 'LIMIT': case 'CANCELLED': case 'BAD_ARGUMENT': case 'SHUTDOWN': case 'PROTOCOL':
+    case 'TABLE_FULL': case 'KEY_TOO_LONG': case 'LIMIT': case 'CANCELLED': case 'BAD_ARGUMENT': case 'SHUTDOWN': case 'PROTOCOL': case 'NOT_SUPPORTED':
       return code;
     case 'ABORTED':
       return 'CANCELLED';
@@ -178,7 +178,7 @@ export class BrokerSession {
         this.#rangeLock(c, f).catch(fail);
         return;
       case 'RANGE_UNLOCK':
-        c.rangeUnlock(f.file, f.start, f.length, { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        c.rangeUnlock(f.file, f.start, f.length, { tid: f.tid, space: f.space }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
         return;
       case 'RANGE_TEST':
         c.rangeTest(f.file, f.start, f.length, f.mode, { tid: f.tid }).then(
@@ -210,7 +210,7 @@ export class BrokerSession {
     const ac = new AbortController();
     this.#waiting.set(f.requestId, ac);
     try {
-      const r = await c.rangeLock(f.file, f.start, f.length, f.mode, { nowait: f.nowait, tid: f.tid, signal: ac.signal });
+      const r = await c.rangeLock(f.file, f.start, f.length, f.mode, { nowait: f.nowait, tid: f.tid, signal: ac.signal, space: f.space });
       this.#send(r.granted ? { type: 'GRANTED', requestId: f.requestId } : { type: 'LOCKED', requestId: f.requestId, holder: r.holder });
     } finally {
       this.#waiting.delete(f.requestId);

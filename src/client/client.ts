@@ -14,7 +14,7 @@ import path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { JdlsError } from '../errors.js';
-import type { WireHolder, WireMode, WaitingFrame } from '../protocol/frames.js';
+import type { WireHolder, WireMode, WaitingFrame, RangeSpace } from '../protocol/frames.js';
 import { parseJdls, type JdlsConfig, type JdlsServer } from './jdls-env.js';
 import { createClientLogger } from './logging.js';
 import type { ServerConnection, ConnectionOptions, FinalFrame, RequestFrame, RequestOptions } from './connection.js';
@@ -286,10 +286,12 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
    * A binary (byte-range) lock on a server, POSIX semantics per owner (tid):
    * [start, start+length), length 0 = to infinity; a lock over part of a
    * held range converts that part. Resolves like lock(); no interim frames.
+   * `space` 'exec' is jBASE LOCK n (start = n, length 1), 'file' FILELOCK
+   * (start 0, length 0); see docs/protocol.md.
    */
-  async rangeLock(file: RemoteFile, start: bigint, length: bigint, mode: WireMode, opts: Omit<RemoteLockOptions, 'onWaiting'> = {}): Promise<RemoteLockResult> {
+  async rangeLock(file: RemoteFile, start: bigint, length: bigint, mode: WireMode, opts: Omit<RemoteLockOptions, 'onWaiting'> & { space?: RangeSpace } = {}): Promise<RemoteLockResult> {
     if (mode !== 'read' && mode !== 'write') throw new JdlsError('BAD_ARGUMENT', `mode must be 'read' or 'write'; got ${String(mode)}`);
-    const frame = { type: 'RANGE_LOCK' as const, nowait: opts.nowait ?? false, mode, tid: toTid(opts.tid), file: toFile(file), start, length };
+    const frame = { type: 'RANGE_LOCK' as const, nowait: opts.nowait ?? false, space: opts.space ?? 'range', mode, tid: toTid(opts.tid), file: toFile(file), start, length };
     const signal = opts.signal;
     if (signal?.aborted) throw abortError();
     // A waiting range lock gets no interim frames: the TIMEOUT rule cannot apply to it.
@@ -314,8 +316,8 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
   }
 
   /** POSIX unlock of [start, start+length) (0 = to infinity): resolves 1 if the owner held something there, else 0. */
-  async rangeUnlock(file: RemoteFile, start: bigint, length: bigint, opts: { tid?: number } = {}): Promise<number> {
-    return this.#count({ type: 'RANGE_UNLOCK', tid: toTid(opts.tid), file: toFile(file), start, length });
+  async rangeUnlock(file: RemoteFile, start: bigint, length: bigint, opts: { tid?: number; space?: RangeSpace } = {}): Promise<number> {
+    return this.#count({ type: 'RANGE_UNLOCK', space: opts.space ?? 'range', tid: toTid(opts.tid), file: toFile(file), start, length });
   }
 
   /** F_GETLK on a server: the first lock of another owner that would block `mode` on the range, or undefined. */

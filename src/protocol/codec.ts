@@ -9,7 +9,7 @@ import net from 'node:net';
 import { ipv6Bytes, ipv6Text } from '../ip.js';
 import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, type ProtoErrorName } from './constants.js';
 import type {
-  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault,
+  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace,
 } from './frames.js';
 
 /** A byte stream that is not a valid frame sequence; the connection must close. */
@@ -92,10 +92,26 @@ function flagsOf(f: Frame): number {
     case 'UNLOCK_ALL':
       return f.allThreads ? FrameFlag.ALL_THREADS : 0;
     case 'RANGE_LOCK':
-      return f.nowait ? FrameFlag.NOWAIT : 0;
+      return (f.nowait ? FrameFlag.NOWAIT : 0) | spaceFlag(f.space);
+    case 'RANGE_UNLOCK':
+      return spaceFlag(f.space);
     default:
       return 0;
   }
+}
+
+function spaceFlag(s: RangeSpace): number {
+  if (s === 'range') return 0;
+  if (s === 'exec') return FrameFlag.EXEC;
+  if (s === 'file') return FrameFlag.FILELOCK;
+  throw new RangeError(`range space ${String(s)} is not 'range', 'exec' or 'file'`);
+}
+
+function spaceOf(type: string, flags: number): RangeSpace {
+  const exec = (flags & FrameFlag.EXEC) !== 0;
+  const file = (flags & FrameFlag.FILELOCK) !== 0;
+  if (exec && file) return fail(`${type}: flags EXEC and FILELOCK together`);
+  return exec ? 'exec' : file ? 'file' : 'range';
 }
 
 function body(w: Writer, f: Frame): void {
@@ -227,7 +243,8 @@ const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_
 function allowedFlags(type: string): number {
   if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
-  if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT;
+  if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
+  if (type === 'RANGE_UNLOCK') return FrameFlag.EXEC | FrameFlag.FILELOCK;
   return 0;
 }
 
@@ -263,8 +280,8 @@ export function decodeBody(frame: Buffer): Frame {
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;
     case 'TEST': f = { type, requestId, text: r.str16('text') }; break;
     case 'PING': f = { type, requestId }; break;
-    case 'RANGE_LOCK': f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
-    case 'RANGE_UNLOCK': f = { type, requestId, tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_LOCK': f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, space: spaceOf(type, flags), mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_UNLOCK': f = { type, requestId, space: spaceOf(type, flags), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
     case 'RANGE_TEST': f = { type, requestId, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
     case 'RANGE_RESULT': {
       const found = r.u8('found');

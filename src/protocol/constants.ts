@@ -44,6 +44,8 @@ export const FrameFlag = {
   NO_INTERIM: 0x0002,
   OSLOCKS: 0x0004,
   ALL_THREADS: 0x0001,
+  EXEC: 0x0002,
+  FILELOCK: 0x0004,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;
@@ -58,5 +60,6 @@ export const ProtoError = {
   BAD_ARGUMENT: 7,
   SYSTEM: 8,
   SHUTDOWN: 9,
+  NOT_SUPPORTED: 10,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;

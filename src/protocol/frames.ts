@@ -103,10 +103,19 @@ export interface PingFrame {
  * the client picks (the shim: the pid for classic POSIX locks, a tag per open
  * file description for flock).
  */
+/**
+ * What a RANGE_LOCK / RANGE_UNLOCK locks (header flags): 'range' the file's
+ * bytes; 'exec' execution locks (jBASE LOCK n: start = n, length 1; an
+ * unlock of length 0 is the bare UNLOCK; file ignored); 'file' FILELOCK of
+ * the file (start 0, length 0).
+ */
+export type RangeSpace = 'range' | 'exec' | 'file';
+
 export interface RangeLockFrame {
   type: 'RANGE_LOCK';
   requestId: number;
   nowait: boolean;
+  space: RangeSpace;
   mode: WireMode;
   tid: number;
   file: WireFile;
@@ -117,6 +126,7 @@ export interface RangeLockFrame {
 export interface RangeUnlockFrame {
   type: 'RANGE_UNLOCK';
   requestId: number;
+  space: RangeSpace;
   tid: number;
   file: WireFile;
   start: bigint;

@@ -2,7 +2,9 @@
 // server: RANGE_LOCK / RANGE_UNLOCK / RANGE_TEST (docs/protocol.md), the
 // remote half of JDLS BINARY.
 //
-// Owns: mapping the range frames onto BinaryLocks (src/binary.ts: POSIX
+// Owns: mapping the range frames onto BinaryLocks (space 'range': byte
+// ranges; 'exec': LOCK n; 'file': FILELOCK, which needs the OS record-lock
+// mechanism - under the shm table it is NOT_SUPPORTED; src/binary.ts: POSIX
 // semantics per owner - split, merge, upgrade/downgrade, partial unlock - as
 // OFD locks on pseudo files jrange_<inode>_<dev>, so every lock-server
 // process of the installation excludes every other through the kernel), the
@@ -19,6 +21,8 @@ import { BinaryLocks, type BinaryHolder } from '../binary.js';
 import { makeOwner, fileId, type Owner } from '../table.js';
 import type { RangeLockFrame, RangeUnlockFrame, RangeTestFrame, ServerFrame, WireHolder, WireFile } from '../protocol/frames.js';
 import type { Logger } from '../log.js';
+import type { RecordLocks } from '../mechanism.js';
+import { JdlsError } from '../errors.js';
 
 export type RangeFrame = RangeLockFrame | RangeUnlockFrame | RangeTestFrame;
 
@@ -36,6 +40,8 @@ function binaryLocks(lockDir: string): BinaryLocks {
 
 export interface RangeSessionDeps {
   lockDir: string;
+  /** the process's record-lock mechanism (FILELOCK needs the OS one; under the shm table it is NOT_SUPPORTED) */
+  mech: RecordLocks;
   /** the client's pid and port (from HELLO) and address */
   client: () => { pid: number; port: number; ip: string };
   send: (f: ServerFrame) => void;
@@ -53,6 +59,12 @@ const wireHolder = (h: BinaryHolder): WireHolder => ({
   mode: h.mode, port: u32(h.port), pid: u32(h.pid), ownerPid: u32(h.ownerPid), ownerTid: u32(h.ownerTid),
   addr: h.ip || '0.0.0.0',
 });
+
+/** LOCK n: start = n, length 1. */
+function execNumber(start: bigint, length: bigint): number {
+  if (length !== 1n || start > 255n) throw new JdlsError('BAD_ARGUMENT', `an execution lock is one number 0..255 (start n, length 1); got start ${start}, length ${length}`);
+  return Number(start);
+}
 
 export class RangeSession {
   readonly #deps: RangeSessionDeps;
@@ -90,8 +102,13 @@ export class RangeSession {
       switch (f.type) {
         case 'RANGE_LOCK': return this.#lock(f);
         case 'RANGE_UNLOCK': {
-          const ok = this.#binary.rangeUnlock(this.#owner(f.tid), this.#target(f.file), f.start, f.length);
-          return this.#deps.send({ type: 'RELEASED', requestId: rid, count: ok ? 1 : 0 });
+          const o = this.#owner(f.tid);
+          const b = this.#binary;
+          let count: number;
+          if (f.space === 'exec') count = f.length === 0n ? b.execUnlock(o) : b.execUnlock(o, execNumber(f.start, f.length));
+          else if (f.space === 'file') count = b.fileUnlock(o, this.#target(f.file)) ? 1 : 0;
+          else count = b.rangeUnlock(o, this.#target(f.file), f.start, f.length) ? 1 : 0;
+          return this.#deps.send({ type: 'RELEASED', requestId: rid, count });
         }
         case 'RANGE_TEST': {
           const h = this.#binary.rangeTest(this.#owner(f.tid), this.#target(f.file), f.start, f.length, f.mode);
@@ -109,7 +126,11 @@ export class RangeSession {
     const rid = f.requestId;
     const ac = new AbortController();
     const owner = this.#owner(f.tid);
-    const p = this.#binary.rangeLock(owner, this.#target(f.file), f.start, f.length, f.mode, { wait: !f.nowait, signal: ac.signal });
+    const opts = { wait: !f.nowait, signal: ac.signal };
+    const b = this.#binary;
+    const p = f.space === 'exec' ? b.execLock(owner, execNumber(f.start, f.length), opts)
+      : f.space === 'file' ? b.fileLock(owner, this.#target(f.file), this.#deps.mech, opts)
+        : b.rangeLock(owner, this.#target(f.file), f.start, f.length, f.mode, opts);
     const done = p.then(
       (r) => {
         if (this.#closed) {

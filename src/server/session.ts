@@ -68,7 +68,12 @@ export function clientAddress(sock: net.Socket): string | undefined {
   return m?.[1] ?? a;
 }
 
-const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: h.port, pid: h.pid, ownerPid: h.ownerPid, ownerTid: h.ownerTid, addr: h.ip });
+// Trap: the OS mechanism names a holder it only knows from the kernel with
+// pid -1 (an OFD lock taken through another lock-server process, or a
+// FILELOCK): -1 cannot travel as a u32 and LOCKED would fail to encode
+// (ERROR SYSTEM instead of LOCKED). It travels as 0, "unknown".
+const u32 = (n: number): number => (n >= 0 && n <= 0xffffffff ? n : 0);
+const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: u32(h.port), pid: u32(h.pid), ownerPid: u32(h.ownerPid), ownerTid: u32(h.ownerTid), addr: h.ip || '0.0.0.0' });
 
 /** A JdlsError (or anything) as a wire error code and text. */
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
@@ -80,6 +85,7 @@ function wireError(e: unknown): { code: ProtoErrorName; text: string } {
     case 'BAD_ARGUMENT': return { code: 'BAD_ARGUMENT', text };
     case 'ABORTED': return { code: 'CANCELLED', text };
     case 'CLOSED': return { code: 'SHUTDOWN', text };
+    case 'NOT_SUPPORTED': return { code: 'NOT_SUPPORTED', text };
     default: return { code: 'SYSTEM', text: `${e.code}: ${text}` };
   }
 }
@@ -184,6 +190,7 @@ export class Session {
   #rangeSession(): RangeSession {
     this.#ranges ??= new RangeSession({
       lockDir: this.#deps.cfg.lockDir,
+      mech: this.#deps.mech,
       client: () => ({ pid: this.#hello?.pid ?? 0, port: this.#hello?.port ?? 0, ip: this.ip }),
       send: (f) => this.#send(f),
       answerError: (rid, e) => this.#answerError(rid, e),

@@ -87,11 +87,11 @@ export class ShimEnv {
     }
   }
 
-  /** `jdls -ib` (monitor and listener on loopback, port 0); returns the JDLS value that reaches it. */
-  async startServer(settings: Record<string, number | string> = {}): Promise<string> {
+  /** `jdls -ib` (monitor and listener on loopback, port 0; `-ibD`: the listener alone, OS locks); returns the JDLS value that reaches it. */
+  async startServer(settings: Record<string, number | string> = {}, args: string[] = ['-ib']): Promise<string> {
     const extra = Object.entries(settings).map(([k, v]) => `${k}: ${v}\n`).join('');
     if (extra) fs.appendFileSync(path.join(this.cli.dir, 'jdls.yaml'), extra);
-    await this.cli.startBackground(['-ib']);
+    await this.cli.startBackground(args);
     const l = findListener(this.cli.dir);
     if (!l || !(l.port > 0)) throw new Error('no listener port');
     return `SERVER=127.0.0.1,${l.port}`;
