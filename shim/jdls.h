@@ -102,8 +102,9 @@ int jdls_exec_unlock(int n, int origin);
 /* jBASE FILELOCK / FILEUNLOCK of the file (inode, dev): an exclusive lock on
  * the whole record-lock file, so it waits for the other processes' record
  * locks of the file and blocks new ones. -ENOTSUP while the record locks are
- * in the shm table (the monitor runs, or on a shm-table server). FILEUNLOCK also releases the process's
- * own record locks in the file (one description, docs/shim.md). */
+ * in a shm table (the local monitor runs, or a shm-table server). Locally,
+ * FILEUNLOCK also releases the process's own record locks in the file (one
+ * description, docs/shim.md). */
 int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port);
 int jdls_file_unlock(uint64_t inode, int64_t dev, int origin);
 
