@@ -82,6 +82,17 @@ static int remember_file(const struct stat *st) {
   return rc;
 }
 
+/* Whether the process may hold classic binary locks on this file. */
+static int holds_file(const struct stat *st) {
+  if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return 0;
+  int found = 0;
+  pthread_mutex_lock(&bmu);
+  for (unsigned i = 0; i < nfiles && !found; i++)
+    found = files[i].st_dev == st->st_dev && files[i].st_ino == st->st_ino;
+  pthread_mutex_unlock(&bmu);
+  return found;
+}
+
 static int remember_fd(int fd, ino_t ino) {
   int rc = 0;
   pthread_mutex_lock(&bmu);
@@ -123,6 +134,9 @@ int shim_binary_fcntl(int fd, int cmd, struct flock *fl) {
   shim_answer a;
   if (cmd == F_SETLK || cmd == F_SETLKW) {
     if (fl->l_type == F_UNLCK) {
+      /* Nothing locked in this file since its last close: nothing to
+       * unlock (and no broker to start for it - programs unlock eagerly). */
+      if (!holds_file(&st)) return 0;
       shim_broker_range(JDLS_FT_RANGE_UNLOCK, 0, 0, 0, tag, (uint64_t)st.st_ino, start, len, &a);
       return a.type == JDLS_FT_RELEASED ? 0 : fail(shim_broker_errno(&a));
     }
