@@ -3,6 +3,7 @@
 #   jdls          the Node addon (native/addon + native/common)
 #   jdls-locker   a C program that takes locks as a runtime would (tests)
 #   jdls-cbench   the C side of `npm run bench`
+#   jdls-shimbench the preload shim's side of `npm run bench` (bench/shim.ts)
 #   jdls-protovectors  checks the protocol test vectors' headers against jdls_proto.h (tests)
 #   jdls-routecases   the routing table's C side (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
@@ -35,6 +36,12 @@
       "type": "executable",
       "sources": ["bench/cbench.c", "native/common/jdls_table.c"],
       "libraries": ["-lm"],
+    },
+    {
+      "target_name": "jdls-shimbench",
+      "type": "executable",
+      "sources": ["bench/shimbench.c"],
+      "libraries": ["-ldl"],
     },
     {
       "target_name": "jdls-protovectors",

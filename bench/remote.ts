@@ -249,7 +249,7 @@ async function hold(port: number, conns: number, locks: number, tag: string): Pr
 // ===== the scenario ========================================================
 
 /** A running lock service in a temp installation; stop() kills what is left. */
-class Service {
+export class Service {
   readonly inst: TempInstallation;
   readonly env: NodeJS.ProcessEnv;
   port = 0;

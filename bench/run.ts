@@ -13,6 +13,7 @@ import { runHandoff } from './handoff.js';
 import { runBigTable } from './big-table.js';
 import { runOsLockPair } from './oslock.js';
 import { runRemote } from './remote.js';
+import { runShim } from './shim.js';
 
 interface ScenarioOutcome {
   name: string;
@@ -67,6 +68,7 @@ outcomes.push(await scenario('OS record lock pair vs fcntl (interleaved rounds)'
 outcomes.push(await scenario('hand-off between processes', () => runHandoff()));
 outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
 outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds), hand-off, server memory', () => runRemote()));
+outcomes.push(await scenario('preload shim: C API in-process, fcntl via the broker, non-lock fcntl', () => runShim()));
 const totalMs = Date.now() - started;
 
 const figures = outcomes.flatMap((o) => o.figures);
