@@ -177,6 +177,26 @@ test.serial('LOCK=INTERNAL leaves an external driver\'s calls to the driver; LOC
   t.is(await a.finish(), 0);
 });
 
+test.serial('a broker killed with -9: its clients\' server locks are released, a client exits with the guide\'s message at its next call, and the next process starts a new broker over the stale socket', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer();
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2'], { env: { JDLS } });
+  await a.waitFor(/^holding$/, 15_000);
+  const old = s.brokerPid();
+  if (old === undefined) return t.fail('no broker');
+  process.kill(old, 'SIGKILL');
+  t.true(await s.cli.until(async () => (await s.locks()).length === 0, 10_000), 'the server released a\'s lock');
+  t.true(fs.existsSync(s.brokerSocket), 'the stale socket is left behind');
+  t.is(await a.finish(), 1);
+  t.regex(a.stderr(), GUIDE);
+  t.regex(a.stderr(), /connection to the lock broker was lost/);
+  const b = await s.run(SHIM_API, ['4242', '7', 'x:K1'], { env: { JDLS } });
+  t.is(b.stdout.trim(), 'ok', b.stderr);
+  const pid = s.brokerPid();
+  t.truthy(pid);
+  t.not(pid, old);
+});
+
 test.serial('racing starters end with one broker; an idle broker exits and removes its socket', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
