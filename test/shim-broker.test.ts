@@ -197,6 +197,33 @@ test.serial('a broker killed with -9: its clients\' server locks are released, a
   t.not(pid, old);
 });
 
+test.serial('SERVER2 through the broker: locks are duplicated to the secondary; when the primary dies the process carries on with the secondary', async (t) => {
+  const a = new ShimEnv(t);
+  const b = new ShimEnv(t);
+  const sa = await a.startServer();
+  const sb = await b.startServer();
+  const JDLS = `${sa},${sb.replace('SERVER=', 'SERVER2=')}`;
+  const p = a.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2', 'st:K2', 'sleep:3000'], { env: { JDLS } });
+  await p.waitFor(/^holding$/, 15_000);
+  t.is((await a.locks()).length, 1, 'on the primary');
+  t.is((await b.locks()).length, 1, 'and on the secondary');
+  // the primary's lock-server processes die (the listener too)
+  const servers = processesOf(a.cli.dir).filter((pid) => {
+    try {
+      return /\((lock server|listener)\)/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+    } catch {
+      return false;
+    }
+  });
+  t.true(servers.length >= 1);
+  for (const pid of servers) process.kill(pid, 'SIGKILL');
+  p.child.stdin?.end(); // past the hold: K2 and a status, then it sleeps holding both
+  await p.waitFor(/^status /, 15_000);
+  t.deepEqual(p.lines.slice(0, 5), ['ok', 'holding', 'released', 'ok', 'status 2 port=0']);
+  t.deepEqual((await b.locks()).map((l) => l.key).sort(), ['K1', 'K2'], 'the secondary holds both');
+  t.is(await p.finish(), 0);
+});
+
 test.serial('racing starters end with one broker; an idle broker exits and removes its socket', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
