@@ -19,9 +19,10 @@
  * default 10000). Two processes racing to start it both start one; the
  * broker whose bind loses exits quietly.
  *
- * Requests are serialised per process (one mutex): a runtime process is one
- * owner and takes one lock at a time. Known gap: while one thread waits for
- * a lock, the process's other threads' lock calls wait too.
+ * Threads of one process share the connection (the process is the owner):
+ * requests go out as they come and their answers are matched by request id
+ * (leader/follower, below), so a thread waiting for a lock never holds up
+ * another thread's unlock.
  *
  * Owns: the socket, the frames in C, starting the broker, the unreachable
  * exit. Does not own: what a lock call means (shim_record.c, shim_api.c).
@@ -51,6 +52,17 @@ extern char **environ;
 static pthread_mutex_t bmu = PTHREAD_MUTEX_INITIALIZER;
 static int bfd = -1;        /* the broker socket, or -1 */
 static uint32_t next_id = 1;
+/* The outstanding requests (see "leader/follower" below). */
+#define MAX_SLOTS 64
+typedef struct slot {
+  uint32_t id;
+  int used, done;
+  shim_answer a;
+} slot;
+static slot slots[MAX_SLOTS];
+static int reading;
+static pthread_cond_t bcv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
 
 void shim_server_unreachable(const char *why) {
   char msg[1400];
@@ -66,7 +78,12 @@ void shim_server_unreachable(const char *why) {
 int shim_broker_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
 
 void shim_broker_forget(void) {
+  /* Another thread of the parent may have held these at the fork. */
   pthread_mutex_init(&bmu, NULL);
+  pthread_mutex_init(&wmu, NULL);
+  pthread_cond_init(&bcv, NULL);
+  reading = 0;
+  memset(slots, 0, sizeof slots);
   if (bfd >= 0) {
     /* The parent's socket: closing the child's copy leaves the parent's
      * connection (and locks) alone. */
@@ -408,40 +425,108 @@ static void ensure_connected(void) {
   lost("no WELCOME from the broker");
 }
 
-/* Wait for the final answer to request `want` (interim frames and stale
- * answers skipped). -EINTR as read_all. */
-static int await_final(uint32_t want, shim_answer *a, int interruptible) {
-  uint8_t body[4096];
+/* --- requests and answers: leader/follower ----------------------------------
+ * Several threads of the process may have requests outstanding (a thread
+ * waiting for a lock must not stop another from releasing one: that would
+ * be a deadlock the kernel's own locks do not have). Each request has a slot;
+ * one thread at a time (the leader, `reading`) reads frames from the socket
+ * and files each final answer in its slot; the others wait on `bcv` and one
+ * of them takes over when the leader's own answer came. Writes of whole
+ * frames are serialised by `wmu`.
+ * Rule: slots, `reading`, `bfd` changes and `next_id` only with `bmu` held.
+ * Known gap: a signal handler that runs in a thread waiting on `bcv` (not
+ * the reader) does not end its wait with EINTR; in a single-threaded program
+ * the waiting thread is always the reader. */
+
+/* With bmu held: a free slot for a new request id (waits while all are in use). */
+static slot *open_slot(uint32_t *id) {
   for (;;) {
-    int type;
-    uint32_t id;
-    size_t n;
-    int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible);
-    if (rc) return rc;
-    if (id != want || type == JDLS_FT_WAITING) continue;
-    parse_final(type, body, n, a);
-    return 0;
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (!slots[i].used) {
+        slots[i] = (slot){next_id++, 1, 0, {0}};
+        *id = slots[i].id;
+        return &slots[i];
+      }
+    pthread_cond_wait(&bcv, &bmu);
   }
 }
 
-/* After a CANCEL: the final answers of the lock (into *a) and of the CANCEL
- * itself, in whichever order they come. */
-static void await_both(uint32_t lock_id, shim_answer *a, uint32_t cancel_id) {
+static void send_locked(fbuf *f) {
+  pthread_mutex_lock(&wmu);
+  send_frame(f);
+  pthread_mutex_unlock(&wmu);
+}
+
+/* With bmu held: wait until `s` has its final answer, reading as the leader
+ * when no one else is. -EINTR when `interruptible` and a signal handler ran
+ * while this thread was reading (the slot stays open: the answer still
+ * comes). */
+static int await_slot(slot *s, int interruptible) {
   uint8_t body[4096];
-  int have_lock = 0, have_cancel = 0;
-  while (!have_lock || !have_cancel) {
+  while (!s->done) {
+    if (reading) {
+      pthread_cond_wait(&bcv, &bmu);
+      continue;
+    }
+    reading = 1;
+    pthread_mutex_unlock(&bmu);
     int type = 0;
     uint32_t id = 0;
     size_t n = 0;
-    read_frame(body, sizeof body, &type, &id, &n, 0);
+    int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible);
+    pthread_mutex_lock(&bmu);
+    reading = 0;
+    pthread_cond_broadcast(&bcv);
+    if (rc) return rc;
     if (type == JDLS_FT_WAITING) continue;
-    if (id == lock_id && !have_lock) {
-      parse_final(type, body, n, a);
-      have_lock = 1;
-    } else if (id == cancel_id) {
-      have_cancel = 1;
-    }
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (slots[i].used && !slots[i].done && slots[i].id == id) {
+        parse_final(type, body, n, &slots[i].a);
+        slots[i].done = 1;
+        break;
+      }
   }
+  return 0;
+}
+
+static void close_slot(slot *s) {
+  s->used = 0;
+  pthread_cond_broadcast(&bcv);
+}
+
+/* One request: `build` writes the frame for id; the answer into *a. With
+ * `interruptible`, a signal handler that ran during the wait withdraws the
+ * request (CANCEL) and the call returns -EINTR - unless the grant won the
+ * race: then we hold the lock and succeed rather than lose it. */
+typedef void (*build_fn)(fbuf *f, uint32_t id, const void *arg);
+static int request(build_fn build, const void *arg, int interruptible, shim_answer *a) {
+  pthread_mutex_lock(&bmu);
+  ensure_connected();
+  uint32_t id;
+  slot *s = open_slot(&id);
+  pthread_mutex_unlock(&bmu);
+  fbuf f;
+  build(&f, id, arg);
+  send_locked(&f);
+  pthread_mutex_lock(&bmu);
+  int rc = await_slot(s, interruptible);
+  if (rc == -EINTR) {
+    uint32_t cid;
+    slot *c = open_slot(&cid);
+    pthread_mutex_unlock(&bmu);
+    begin(&f, JDLS_FT_CANCEL, 0, cid);
+    put32(&f, id);
+    send_locked(&f);
+    pthread_mutex_lock(&bmu);
+    await_slot(s, 0);
+    await_slot(c, 0);
+    close_slot(c);
+    rc = s->a.type == JDLS_FT_GRANTED ? 0 : -EINTR;
+  }
+  *a = s->a;
+  close_slot(s);
+  pthread_mutex_unlock(&bmu);
+  return rc;
 }
 
 static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
@@ -449,74 +534,71 @@ static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
   put64(f, (uint64_t)dev);
 }
 
+typedef struct lock_args {
+  int mode, nowait;
+  uint64_t inode;
+  int64_t dev;
+  const void *key;
+  size_t klen;
+} lock_args;
+
+static void build_lock(fbuf *f, uint32_t id, const void *arg) {
+  const lock_args *l = arg;
+  begin(f, JDLS_FT_LOCK, l->nowait ? JDLS_FF_NOWAIT : 0, id);
+  put8(f, (uint8_t)l->mode);
+  put32(f, shim_pid()); /* tid = pid: the process is the owner */
+  put_file(f, l->inode, l->dev);
+  putstr(f, l->key, l->klen, JDLS_PROTO_MAX_KEY);
+}
+
 int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
                      const void *key, size_t klen, shim_answer *a) {
-  pthread_mutex_lock(&bmu);
-  ensure_connected();
-  uint32_t id = next_id++;
-  fbuf f;
-  begin(&f, JDLS_FT_LOCK, nowait ? JDLS_FF_NOWAIT : 0, id);
-  put8(&f, (uint8_t)mode);
-  put32(&f, shim_pid()); /* tid = pid: the process is the owner */
-  put_file(&f, inode, dev);
-  putstr(&f, key, klen, JDLS_PROTO_MAX_KEY);
-  send_frame(&f);
-  int rc = await_final(id, a, interruptible && !nowait);
-  if (rc == -EINTR) {
-    /* A signal handler ran: withdraw the request, as the kernel's F_SETLKW
-     * returns EINTR. The lock's final answer still comes (CANCELLED, or
-     * GRANTED if the grant won the race: then we hold it and succeed rather
-     * than lose it), and so does the CANCEL's RELEASED. */
-    uint32_t cid = next_id++;
-    begin(&f, JDLS_FT_CANCEL, 0, cid);
-    put32(&f, id);
-    send_frame(&f);
-    await_both(id, a, cid);
-    if (a->type != JDLS_FT_GRANTED) rc = -EINTR;
-    else rc = 0;
-  }
-  pthread_mutex_unlock(&bmu);
-  return rc;
+  lock_args l = {mode, nowait, inode, dev, key, klen};
+  return request(build_lock, &l, interruptible && !nowait, a);
+}
+
+typedef struct range_args {
+  int type, space, mode, nowait;
+  uint32_t tag;
+  uint64_t inode;
+  int64_t start, len;
+} range_args;
+
+static void build_range(fbuf *f, uint32_t id, const void *arg) {
+  const range_args *r = arg;
+  begin(f, r->type, (r->type == JDLS_FT_RANGE_LOCK && r->nowait ? JDLS_FF_NOWAIT : 0) | r->space, id);
+  if (r->type != JDLS_FT_RANGE_UNLOCK) put8(f, (uint8_t)r->mode);
+  put32(f, r->tag);
+  put_file(f, r->inode, -1);
+  put64(f, (uint64_t)r->start);
+  put64(f, (uint64_t)r->len);
 }
 
 int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
                       int64_t start, int64_t len, shim_answer *a) {
-  pthread_mutex_lock(&bmu);
-  ensure_connected();
-  uint32_t id = next_id++;
-  fbuf f;
-  begin(&f, type, (type == JDLS_FT_RANGE_LOCK && nowait ? JDLS_FF_NOWAIT : 0) | space, id);
-  if (type != JDLS_FT_RANGE_UNLOCK) put8(&f, (uint8_t)mode);
-  put32(&f, tag);
-  put_file(&f, inode, -1);
-  put64(&f, (uint64_t)start);
-  put64(&f, (uint64_t)len);
-  send_frame(&f);
-  int rc = await_final(id, a, type == JDLS_FT_RANGE_LOCK && !nowait);
-  if (rc == -EINTR) {
-    uint32_t cid = next_id++;
-    begin(&f, JDLS_FT_CANCEL, 0, cid);
-    put32(&f, id);
-    send_frame(&f);
-    await_both(id, a, cid);
-    rc = a->type == JDLS_FT_GRANTED ? 0 : -EINTR;
-  }
-  pthread_mutex_unlock(&bmu);
-  return rc;
+  range_args r = {type, space, mode, nowait, tag, inode, start, len};
+  return request(build_range, &r, type == JDLS_FT_RANGE_LOCK && !nowait, a);
+}
+
+typedef struct call_args {
+  int type;
+  uint64_t inode;
+  int64_t dev;
+  const void *key;
+  size_t klen;
+} call_args;
+
+static void build_call(fbuf *f, uint32_t id, const void *arg) {
+  const call_args *c = arg;
+  begin(f, c->type, 0, id);
+  put32(f, shim_pid());
+  if (c->type != JDLS_FT_UNLOCK_ALL) put_file(f, c->inode, c->dev);
+  if (c->type == JDLS_FT_UNLOCK || c->type == JDLS_FT_STATUS) putstr(f, c->key, c->klen, JDLS_PROTO_MAX_KEY);
 }
 
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a) {
-  pthread_mutex_lock(&bmu);
-  ensure_connected();
-  uint32_t id = next_id++;
-  fbuf f;
-  begin(&f, type, 0, id);
-  put32(&f, shim_pid());
-  if (type != JDLS_FT_UNLOCK_ALL) put_file(&f, inode, dev);
-  if (type == JDLS_FT_UNLOCK || type == JDLS_FT_STATUS) putstr(&f, key, klen, JDLS_PROTO_MAX_KEY);
-  send_frame(&f);
-  await_final(id, a, 0);
-  pthread_mutex_unlock(&bmu);
+  call_args c = {type, inode, dev, key, klen};
+  request(build_call, &c, 0, a);
   return 0;
 }

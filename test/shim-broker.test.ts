@@ -63,6 +63,25 @@ test.serial('an OS-lock server (-ibD), one client per lock-server process: a con
   t.is(await a.finish(), 0);
 });
 
+test.serial('threads share the process\'s connection without blocking each other: a thread waiting for a lock does not hold up another thread\'s unlock', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer();
+  // P holds K2; Q takes K1 and waits for K2; P's second thread waits for K1
+  // while P's main thread releases K2: Q gets K2, releases K1, P's thread
+  // gets K1. With one request at a time per process this deadlocks.
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K2', 'hold', 'mt:K1:K2'], { env: { JDLS } });
+  await p.waitFor(/^holding$/, 15_000);
+  const q = s.start(SHIM_API, ['4242', '7', 'x:K1', 'X:K2', 'u:K1', 'u:K2'], { env: { JDLS } });
+  await q.waitFor(/^ok$/, 15_000);
+  t.true(await s.cli.until(async () => (await s.locks()).some((l) => l.state === 'waiting' && l.ownerPid === q.pid), 10_000), 'Q waits for K2');
+  p.child.stdin?.end();
+  await p.waitFor(/^mt /, 15_000);
+  t.deepEqual(p.lines, ['ok', 'holding', 'released', 'mt ok']);
+  t.is(await q.finish(), 0);
+  t.deepEqual(q.lines, ['ok', 'ok', 'ok', 'ok']);
+  t.is(await p.finish(), 0);
+});
+
 test.serial('the death of a preloaded process (kill -9) releases its server locks at once: a waiter gets in', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
