@@ -243,6 +243,21 @@ test.serial('SERVER2 through the broker: locks are duplicated to the secondary; 
   t.is(await p.finish(), 0);
 });
 
+test.serial('jdls --broker by hand: a second one exits 0 at once while one listens; extra arguments are a usage error', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer();
+  t.is((await s.run(SHIM_API, ['1', '2', 'x:K'], { env: { JDLS } })).stdout.trim(), 'ok');
+  const first = s.brokerPid();
+  t.truthy(first);
+  const again = await s.cli.run(['--broker']);
+  t.is(again.code, 0, again.stderr);
+  t.is(s.brokerPid(), first, 'the first broker keeps its socket and pid file');
+  const bad = await s.cli.run(['--broker', '-x']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--broker takes no other options/);
+  t.regex((await s.cli.run(['-h'])).stdout, /jdls --broker/);
+});
+
 test.serial('racing starters end with one broker; an idle broker exits and removes its socket', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
