@@ -4,9 +4,10 @@
 #   jdls-locker   a C program that takes locks as a runtime would (tests)
 #   jdls-cbench   the C side of `npm run bench`
 #   jdls-protovectors  checks the protocol test vectors' headers against jdls_proto.h (tests)
+#   jdls-routecases   the routing table's C side (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
-#   jdls-shimlocker / jdls-shimapi  C programs run under the shim (tests)
+#   jdls-shimlocker / jdls-shimapi / jdls-jbrt  C programs run under the shim (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -41,6 +42,12 @@
       "sources": ["test/fixtures/proto-vectors.c"],
     },
     {
+      # The routing table's C side (native/common/jdls_route.h), for test/route.test.ts.
+      "target_name": "jdls-routecases",
+      "type": "executable",
+      "sources": ["test/fixtures/route-cases.c"],
+    },
+    {
       "target_name": "jdls-oslocker",
       "type": "executable",
       "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c"],
@@ -55,7 +62,7 @@
       "product_prefix": "lib",
       "defines!": ["_FILE_OFFSET_BITS=64"],
       "sources": ["shim/shim_real.c", "shim/shim_classify.c", "shim/shim_route.c",
-                  "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c",
+                  "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c", "shim/shim_broker.c", "shim/shim_binary.c", "shim/shim_binapi.c",
                   "native/common/jdls_table.c", "native/common/jdls_oslock.c"],
       "cflags": ["-fPIC", "-fvisibility=hidden"],
       "ldflags": ["-pthread", "-Wl,--no-undefined"],
@@ -65,6 +72,12 @@
       "target_name": "jdls-shimlocker",
       "type": "executable",
       "sources": ["test/fixtures/shim-locker.c"],
+    },
+    {
+      "target_name": "jdls-jbrt",
+      "type": "executable",
+      "sources": ["test/fixtures/jbase-runtime.c"],
+      "libraries": ["-ldl"],
     },
     {
       "target_name": "jdls-shimapi",

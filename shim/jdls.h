@@ -4,12 +4,15 @@
  *
  * Every call names its origin: JDLS_ORIGIN_INTERNAL (the runtime's own lock
  * handler) or JDLS_ORIGIN_EXTERNAL (an external driver's handler). The origin
- * only matters when JDLS is set (LOCK=INTERNAL|EXTERNAL|ALL); this build
- * records it but has no remote routing yet (see docs/shim.md).
+ * only matters when JDLS is set (LOCK=INTERNAL|EXTERNAL|ALL).
  *
- * Where the locks go (docs/shim.md, DESIGN.md "Routing"):
- *   - JDLS unset, the installation's lock monitor running: the shm table of
- *     $JBCRELEASEDIR, in-process;
+ * Where the locks go (docs/shim.md, the table in shim/route-cases.json):
+ *   - JDLS set and the origin intercepted (LOCK=): the lock server, through
+ *     the broker (docs/broker.md), file (inode, -1) whatever dev is passed;
+ *   - JDLS set, LOCK=INTERNAL and an EXTERNAL call: not handled - the call
+ *     returns JDLS_NOT_HANDLED and the driver uses its own lock handler;
+ *   - JDLS unset (or LOCK=EXTERNAL and an INTERNAL call), the installation's
+ *     lock monitor running: the shm table of $JBCRELEASEDIR, in-process;
  *   - otherwise: OS file locks (OFD) on <lockdir>/jlock_<ino>_<dev>, one open
  *     file description per lock file per process.
  *
@@ -17,7 +20,11 @@
  * a fork child is a different owner and inherits none.
  *
  * Results: >= 0 outcomes, < 0 errors (negative errno values: -EINVAL,
- * -ENOLCK when the lock table is full, -EINTR, ...).
+ * -ENOLCK when the lock table is full, -EINTR, ...), or JDLS_NOT_HANDLED.
+ *
+ * With JDLS set, a lock service that cannot be reached (or a connection to
+ * it that is lost) ends the process with the guide's "Client: unable to
+ * connect to distributed lock service, locks not enabled" (status 1).
  */
 #ifndef JDLS_SHIM_H
 #define JDLS_SHIM_H
@@ -35,6 +42,10 @@ extern "C" {
 #define JDLS_SHARED     1        /* READL */
 #define JDLS_EXCLUSIVE  2        /* READU */
 
+/* Every call: not intercepted (JDLS LOCK=INTERNAL, an EXTERNAL call): the
+ * caller's own lock handler must take the lock. Not an errno value. */
+#define JDLS_NOT_HANDLED (-1000)
+
 #define JDLS_WAIT       0
 #define JDLS_NOWAIT     1        /* the LOCKED clause: never queue */
 
@@ -44,7 +55,7 @@ extern "C" {
 
 /* jdls_record_unlock outcomes */
 #define JDLS_UNLOCK_OK       0
-#define JDLS_UNLOCK_NOT_HELD 1   /* (only the shm route can tell) */
+#define JDLS_UNLOCK_NOT_HELD 1   /* (the OS route cannot tell: it says OK) */
 
 /* jdls_record_locked results: RECORDLOCKED() */
 #define JDLS_RECORD_FREE   0
@@ -54,6 +65,7 @@ extern "C" {
 /* Where this process's C-API locks go (jdls_route). */
 #define JDLS_ROUTE_TABLE 1       /* shm table, in-process */
 #define JDLS_ROUTE_OS    2       /* OS file locks */
+#define JDLS_ROUTE_SERVER 3      /* the lock server, through the broker */
 
 /* Lock record `key` of the file (inode, dev). mode JDLS_SHARED/EXCLUSIVE,
  * flags JDLS_WAIT/JDLS_NOWAIT. A re-lock by the owner converts in place.
@@ -61,7 +73,8 @@ extern "C" {
  * (SYSTEM(43)); 0 when unknown (the OS route cannot name it). */
 int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                      int mode, int flags, int origin, uint32_t *holder_port);
-/* Release one key: JDLS_UNLOCK_OK or JDLS_UNLOCK_NOT_HELD. */
+/* Release one key: JDLS_UNLOCK_OK or JDLS_UNLOCK_NOT_HELD (the server
+ * route tells too: RELEASED 0). */
 int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                        int origin);
 /* Release the caller's locks in one file / everywhere: the number released
@@ -73,9 +86,27 @@ int jdls_record_unlock_all(int origin);
  * as JDLS_RECORD_FREE. */
 int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                        int origin, uint32_t *holder_port);
-/* JDLS_ROUTE_TABLE or JDLS_ROUTE_OS: decided once per process (the first
- * lock call), so one process never splits its locks between two places. */
+/* JDLS_ROUTE_TABLE, _OS or _SERVER for the runtime's own (INTERNAL) record
+ * locks: decided once per process (the first lock call), so one process
+ * never splits its locks between two places. */
 int jdls_route(void);
+
+/* Binary locks of a runtime (binary locks in the decision table: the OS
+ * locally, as src/binary.ts takes them; with JDLS and BINARY the server,
+ * through the broker). Local waits are not interruptible. */
+/* jBASE LOCK n (0..255), flags JDLS_WAIT / JDLS_NOWAIT (LOCK n ELSE):
+ * JDLS_LOCK_OK or JDLS_LOCK_LOCKED (holder port 0: unknown), or -errno. */
+int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_port);
+/* jBASE UNLOCK n; n < 0: bare UNLOCK (all of the process's). 0 or -errno. */
+int jdls_exec_unlock(int n, int origin);
+/* jBASE FILELOCK / FILEUNLOCK of the file (inode, dev): an exclusive lock on
+ * the whole record-lock file, so it waits for the other processes' record
+ * locks of the file and blocks new ones. -ENOTSUP while the record locks are
+ * in a shm table (the local monitor runs, or a shm-table server). Locally,
+ * FILEUNLOCK also releases the process's own record locks in the file (one
+ * description, docs/shim.md). */
+int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port);
+int jdls_file_unlock(uint64_t inode, int64_t dev, int origin);
 
 /* Test hook: is `path` a record-lock file (a jlock_<8hex>_<8hex> file in the lock directory)?
  * 1 with *inode and *dev (dev ffffffff -> -1) filled, else 0. */

@@ -7,6 +7,7 @@
  *   shim_record.c    classic POSIX record locks emulated in the shm table
  *   shim_interpose.c the interposed libc entry points
  *   shim_api.c       the C API of jdls.h
+ *   shim_broker.c    the connection to the broker (remote routes), starting it
  */
 #ifndef JDLS_SHIM_INTERNAL_H
 #define JDLS_SHIM_INTERNAL_H
@@ -50,25 +51,23 @@ int shim_classify_fd(int fd, uint64_t *inode, int64_t *dev);
 
 /* --- shim_route.c -------------------------------------------------------- */
 enum shim_kind { SHIM_RECORD, SHIM_BINARY };
-enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER };
-/* The one decision table (DESIGN.md "Routing") for this build. `origin` is
- * JDLS_ORIGIN_*; it only matters with JDLS. SHIM_TO_SERVER means the lock
- * belongs to the distributed lock service, which this build cannot reach:
- * the caller must call shim_server_unreachable(). */
+enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER, SHIM_TO_DRIVER };
+/* The decision for one call (native/common/jdls_route.h, the table in
+ * shim/route-cases.json), on inputs gathered once per process. `origin` is
+ * JDLS_ORIGIN_*. SHIM_TO_DRIVER only for JDLS_ORIGIN_EXTERNAL. */
 enum shim_dest shim_route(enum shim_kind kind, int origin);
-/* The guide's behaviour when the lock service cannot be reached: its
- * message on stderr, then the process exits - it never runs on without the
- * locks it was configured to take. Does not return. */
-void shim_server_unreachable(void);
+/* The JDLS value (NULL when unset). */
+const char *shim_jdls_value(void);
 /* The installation's table (valid when shim_route gave SHIM_TO_TABLE). */
 jdls_table *shim_table(void);
 /* This process as a lock owner: (pid, tid = pid, JBCPORTNO). */
 void shim_owner(jdls_owner *o);
 
 /* --- shim_record.c ------------------------------------------------------- */
-/* F_GETLK/F_SETLK/F_SETLKW on a jlock file, in the table. Returns what fcntl
- * returns (0 / -1 with errno). */
-int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev);
+/* F_GETLK/F_SETLK/F_SETLKW on a jlock file, in the table (remote 0) or on
+ * the server through the broker (remote 1). Returns what fcntl returns
+ * (0 / -1 with errno). */
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote);
 /* close(fd): release the process's record locks in fd's file if it is one
  * this process locked in. Cheap when it locked in none. */
 void shim_record_on_close(int fd);
@@ -78,7 +77,69 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
 /* Set once this process took a table lock: a normal exit then releases
  * all of its table locks (the destructor in shim_record.c). */
 extern int shim_used_table;
+/* The absolute start of a struct flock's range (l_whence, negative l_len
+ * as POSIX says); 0, or -1 with errno. */
+int shim_abs_start(int fd, const struct flock *fl, int64_t *out);
 /* Translate a jdls_rc to errno (the one place). */
 int shim_errno_of(int rc);
+
+/* --- shim_api.c / shim_binapi.c -------------------------------------------- */
+/* The C API's OS-route description for the lock file of (inode, dev), opened
+ * on first use when `create`: fd, or -errno (-ENOENT: none and !create). */
+int shim_api_os_fd(uint64_t inode, int64_t dev, int create);
+/* Fork child: drop the parent's jexec description. */
+void shim_binapi_forget(void);
+
+/* --- shim_broker.c ------------------------------------------------------- */
+/* The guide's behaviour when the lock service cannot be reached: its
+ * message on stderr (and `why` on a second line), then the process exits
+ * with status 1 - it never runs on without the locks it was configured to
+ * take. Does not return. */
+void shim_server_unreachable(const char *why) __attribute__((noreturn));
+/* A final answer from the broker (the server's, forwarded). */
+typedef struct shim_answer {
+  int type;            /* JDLS_FT_GRANTED, _LOCKED, _RELEASED, _STATUS_RESULT, _ERROR */
+  uint32_t count;      /* RELEASED */
+  int code;            /* STATUS_RESULT: RECORDLOCKED -3..3; ERROR: JDLS_PE_* */
+  int holder_mode;     /* LOCKED / STATUS_RESULT < 0: 1 read, 2 write */
+  uint32_t holder_port;
+  uint32_t holder_pid; /* the holding client process (owner_pid) */
+  int64_t range_start; /* RANGE_RESULT: the conflicting range */
+  int64_t range_len;
+} shim_answer;
+/* LOCK (mode 1 read / 2 write) through the broker. 0 with *a filled; -EINTR
+ * when `interruptible` and a signal handler ran during the wait (the request
+ * was withdrawn with CANCEL and not granted). Exits the process (unreachable)
+ * when the broker cannot be reached or the connection is lost. */
+int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
+                     const void *key, size_t klen, shim_answer *a);
+/* UNLOCK / UNLOCK_FILE / UNLOCK_ALL / STATUS (JDLS_FT_*; key only for UNLOCK
+ * and STATUS). 0 with *a filled; exits as above. */
+int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
+                     shim_answer *a);
+/* errno for an ERROR answer. */
+int shim_broker_errno(const shim_answer *a);
+/* RANGE_LOCK (mode 1/2) / RANGE_UNLOCK / RANGE_TEST through the broker;
+ * `space` 0 (byte ranges), JDLS_FF_EXEC (LOCK n) or JDLS_FF_FILELOCK; `tag`
+ * is the owner tag (tid). Results as shim_broker_lock/_call; a RANGE_TEST
+ * conflict is in *a (holder_*, and range_start/range_len). */
+int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
+                      int64_t start, int64_t len, shim_answer *a);
+/* Is fd the broker socket? (close() must not close it under us: the
+ * server would release every lock of this process.) */
+int shim_broker_owns_fd(int fd);
+/* Fork child: drop the parent's connection (the child is another owner). */
+void shim_broker_forget(void);
+
+/* --- shim_binary.c ------------------------------------------------------- */
+/* JDLS with BINARY: classic POSIX locks (fcntl/lockf) on any file that is
+ * not a jlock file, and flock(), on the server as byte ranges. Return what
+ * the libc call returns (0 / -1 with errno). */
+int shim_binary_fcntl(int fd, int cmd, struct flock *fl);
+int shim_binary_flock(int fd, int op);
+/* close(fd): the process's classic binary locks on fd's file, and fd's
+ * flock lock, are released on the server. Cheap when it holds none. */
+void shim_binary_on_close(int fd);
+void shim_binary_forget(void);
 
 #endif

@@ -3,6 +3,9 @@
  * drivers, on the route this process has (shim_route.c).
  *
  *   table route: straight into the shm table, owner = this process.
+ *   server:      through the broker (shim_broker.c), file (inode, -1).
+ *   driver:      not intercepted (JDLS LOCK=INTERNAL, an EXTERNAL call):
+ *                JDLS_NOT_HANDLED, the driver uses its own handler.
  *   OS route:    OFD locks on <lockdir>/jlock_<ino>_<dev> at the key's byte
  *                (jdls_oslock.c: the same bytes and files the TypeScript OS
  *                mechanism uses, so both exclude each other). One open file
@@ -19,15 +22,15 @@
 #include <string.h>
 #include "jdls.h"
 #include "shim.h"
+#include "../native/common/jdls_proto.h"
 #include "../native/common/jdls_oslock.h"
 
-/* This process's route for a C-API record lock; with JDLS set the lock is
- * the lock service's, which this build cannot reach (see shim_route.c). */
-static enum shim_dest api_route(int origin) {
-  enum shim_dest d = shim_route(SHIM_RECORD, origin);
-  if (d == SHIM_TO_SERVER) shim_server_unreachable();
-  return d;
-}
+/* This process's route for a C-API record lock of this origin. */
+static enum shim_dest api_route(int origin) { return shim_route(SHIM_RECORD, origin); }
+
+/* The server route's file identity: dev -1, whatever the caller passed
+ * (DESIGN.md: device numbers differ between hosts). */
+#define REMOTE_DEV ((int64_t)-1)
 
 /* --- the OS route's descriptors --------------------------------------------
  * Rule: `osf`/`nosf` only with `omu` held. */
@@ -43,7 +46,7 @@ static unsigned nosf;
 
 /* The descriptor for (inode, dev), opened (and the directory created) on
  * first use when `create`. fd >= 0, or -errno (-ENOENT: none and !create). */
-static int os_fd(uint64_t inode, int64_t dev, int create) {
+int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   int fd = -ENOENT;
   pthread_mutex_lock(&omu);
   for (unsigned i = 0; i < nosf; i++)
@@ -90,7 +93,21 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
   shim_resolve();
   shim_busy++;
   int rc;
-  if (api_route(origin) == SHIM_TO_TABLE) {
+  enum shim_dest d = api_route(origin);
+  if (d == SHIM_TO_DRIVER) {
+    rc = JDLS_NOT_HANDLED;
+  } else if (d == SHIM_TO_SERVER) {
+    shim_answer a;
+    rc = shim_broker_lock(mode == JDLS_SHARED ? 1 : 2, flags & JDLS_NOWAIT, 1, inode, REMOTE_DEV, key,
+                          key_len, &a);
+    if (rc == 0) {
+      if (a.type == JDLS_FT_GRANTED) rc = JDLS_LOCK_OK;
+      else if (a.type == JDLS_FT_LOCKED) {
+        if (holder_port) *holder_port = a.holder_port;
+        rc = JDLS_LOCK_LOCKED;
+      } else rc = -shim_broker_errno(&a);
+    }
+  } else if (d == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     jdls_request r = {inode, dev, key, (uint32_t)key_len,
@@ -109,7 +126,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       rc = -shim_errno_of(rc);
     }
   } else {
-    int fd = os_fd(inode, dev, 1);
+    int fd = shim_api_os_fd(inode, dev, 1);
     if (fd < 0) rc = fd;
     else {
       uint64_t off = jdls_osl_key_offset(key, key_len);
@@ -133,14 +150,22 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
   shim_resolve();
   shim_busy++;
   int rc;
-  if (api_route(origin) == SHIM_TO_TABLE) {
+  enum shim_dest d = api_route(origin);
+  if (d == SHIM_TO_DRIVER) {
+    rc = JDLS_NOT_HANDLED;
+  } else if (d == SHIM_TO_SERVER) {
+    shim_answer a;
+    shim_broker_call(JDLS_FT_UNLOCK, inode, REMOTE_DEV, key, key_len, &a);
+    rc = a.type != JDLS_FT_RELEASED ? -shim_broker_errno(&a)
+         : a.count ? JDLS_UNLOCK_OK : JDLS_UNLOCK_NOT_HELD;
+  } else if (d == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock(shim_table(), &o, inode, dev, key, (uint32_t)key_len);
     rc = rc == JDLS_OK ? JDLS_UNLOCK_OK : rc == JDLS_NOT_HELD ? JDLS_UNLOCK_NOT_HELD
                                                               : -shim_errno_of(rc);
   } else {
-    int fd = os_fd(inode, dev, 0);
+    int fd = shim_api_os_fd(inode, dev, 0);
     if (fd == -ENOENT) rc = JDLS_UNLOCK_NOT_HELD;
     else if (fd < 0) rc = fd;
     else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_UNLOCK);
@@ -153,13 +178,20 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
   shim_resolve();
   shim_busy++;
   int rc;
-  if (api_route(origin) == SHIM_TO_TABLE) {
+  enum shim_dest d = api_route(origin);
+  if (d == SHIM_TO_DRIVER) {
+    rc = JDLS_NOT_HANDLED;
+  } else if (d == SHIM_TO_SERVER) {
+    shim_answer a;
+    shim_broker_call(JDLS_FT_UNLOCK_FILE, inode, REMOTE_DEV, NULL, 0, &a);
+    rc = a.type == JDLS_FT_RELEASED ? (int)a.count : -shim_broker_errno(&a);
+  } else if (d == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock_all(shim_table(), &o, 1, inode, dev);
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
-    int fd = os_fd(inode, dev, 0);
+    int fd = shim_api_os_fd(inode, dev, 0);
     rc = fd == -ENOENT ? 0 : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);
   }
   shim_busy--;
@@ -170,7 +202,14 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
   shim_resolve();
   shim_busy++;
   int rc = 0;
-  if (api_route(origin) == SHIM_TO_TABLE) {
+  enum shim_dest d = api_route(origin);
+  if (d == SHIM_TO_DRIVER) {
+    rc = JDLS_NOT_HANDLED;
+  } else if (d == SHIM_TO_SERVER) {
+    shim_answer a;
+    shim_broker_call(JDLS_FT_UNLOCK_ALL, 0, 0, NULL, 0, &a);
+    rc = a.type == JDLS_FT_RELEASED ? (int)a.count : -shim_broker_errno(&a);
+  } else if (d == SHIM_TO_TABLE) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock_all(shim_table(), &o, 0, 0, 0);
@@ -190,7 +229,18 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
   shim_resolve();
   shim_busy++;
   int rc;
-  if (api_route(origin) == SHIM_TO_TABLE) {
+  enum shim_dest d = api_route(origin);
+  if (d == SHIM_TO_DRIVER) {
+    rc = JDLS_NOT_HANDLED;
+  } else if (d == SHIM_TO_SERVER) {
+    shim_answer a;
+    shim_broker_call(JDLS_FT_STATUS, inode, REMOTE_DEV, key, key_len, &a);
+    if (a.type != JDLS_FT_STATUS_RESULT) rc = -shim_broker_errno(&a);
+    else {
+      rc = a.code;
+      if (rc < 0 && holder_port) *holder_port = a.holder_port;
+    }
+  } else if (d == SHIM_TO_TABLE) {
     jdls_owner o;
     jdls_holder h;
     memset(&h, 0, sizeof h);
@@ -203,7 +253,7 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
       rc = -shim_errno_of(rc);
     }
   } else {
-    int fd = os_fd(inode, dev, 1);
+    int fd = shim_api_os_fd(inode, dev, 1);
     if (fd < 0) rc = fd;
     else {
       jdls_osl_holder h;

@@ -22,18 +22,26 @@
 #include "jdls.h"
 #include "shim.h"
 
-/* A classic lock on a jlock file that goes to the table? Fills inode/dev. */
-static int to_table(int fd, uint64_t *inode, int64_t *dev) {
-  /* Route first: with no monitor nothing is looked at. */
+/* Where a classic lock on fd goes: SHIM_TO_TABLE / SHIM_TO_SERVER for a
+ * record lock (a jlock file; inode/dev filled); SHIM_TO_SERVER with *binary
+ * for any other file when JDLS has BINARY; else SHIM_TO_OS. */
+static enum shim_dest route_fd(int fd, uint64_t *inode, int64_t *dev, int *binary) {
+  *binary = 0;
+  /* Route first: with no monitor and no JDLS nothing is looked at. */
   enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
-  if (d == SHIM_TO_OS) return 0;
-  int record = shim_classify_fd(fd, inode, dev);
-  if (d == SHIM_TO_SERVER) {
-    /* JDLS set: a record lock, or with BINARY any lock, is the server's. */
-    if (record || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER) shim_server_unreachable();
-    return 0;
-  }
-  return record;
+  enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
+  if (d == SHIM_TO_OS && b == SHIM_TO_OS) return SHIM_TO_OS;
+  if (shim_classify_fd(fd, inode, dev)) return d;
+  if (b != SHIM_TO_SERVER) return SHIM_TO_OS;
+  *binary = 1;
+  return SHIM_TO_SERVER;
+}
+
+/* A classic lock command on a routed descriptor. */
+static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, int binary, uint64_t inode,
+                        int64_t dev) {
+  if (binary) return shim_binary_fcntl(fd, cmd, fl);
+  return shim_record_fcntl(fd, cmd, fl, inode, dev, d == SHIM_TO_SERVER);
 }
 
 static int do_fcntl(int fd, int cmd, void *arg) {
@@ -46,9 +54,10 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   shim_busy++;
   uint64_t inode;
   int64_t dev;
-  int rc, saved;
-  if (to_table(fd, &inode, &dev)) {
-    rc = shim_record_fcntl(fd, cmd, (struct flock *)arg, inode, dev);
+  int rc, saved, binary;
+  enum shim_dest d = route_fd(fd, &inode, &dev, &binary);
+  if (d != SHIM_TO_OS) {
+    rc = routed_fcntl(fd, cmd, (struct flock *)arg, d, binary, inode, dev);
   } else {
     rc = real_fcntl(fd, cmd, arg);
   }
@@ -93,17 +102,19 @@ static int do_lockf(int fd, int cmd, off_t len) {
   uint64_t inode;
   int64_t dev;
   int rc;
-  if (!to_table(fd, &inode, &dev)) {
+  int binary;
+  enum shim_dest d = route_fd(fd, &inode, &dev, &binary);
+  if (d == SHIM_TO_OS) {
     rc = real_lockf(fd, cmd, len);
   } else {
     struct flock fl = {.l_whence = SEEK_CUR, .l_start = 0, .l_len = len};
     switch (cmd) {
-      case F_LOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLKW, &fl, inode, dev); break;
-      case F_TLOCK: fl.l_type = F_WRLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev); break;
-      case F_ULOCK: fl.l_type = F_UNLCK; rc = shim_record_fcntl(fd, F_SETLK, &fl, inode, dev); break;
+      case F_LOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLKW, &fl, d, binary, inode, dev); break;
+      case F_TLOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
+      case F_ULOCK: fl.l_type = F_UNLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
       case F_TEST:
         fl.l_type = F_WRLCK;
-        rc = shim_record_fcntl(fd, F_GETLK, &fl, inode, dev);
+        rc = routed_fcntl(fd, F_GETLK, &fl, d, binary, inode, dev);
         if (rc == 0 && fl.l_type != F_UNLCK) {
           errno = EACCES;
           rc = -1;
@@ -123,13 +134,16 @@ SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, l
 
 /* flock() locks are BINARY whatever the file (they are not POSIX record
  * locks and belong to the open file description): the OS, unless JDLS with
- * BINARY sends binary locks to the lock service (not reachable in this
- * build: the process is told so and exits, never runs on unlocked). */
+ * BINARY sends binary locks to the lock service (shim_binary.c). */
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
-  if (!shim_busy && (op & (LOCK_SH | LOCK_EX)) && shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) == SHIM_TO_SERVER)
-    shim_server_unreachable();
-  return real_flock(fd, op);
+  if (shim_busy || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) != SHIM_TO_SERVER) return real_flock(fd, op);
+  shim_busy++;
+  int rc = shim_binary_flock(fd, op);
+  int saved = errno;
+  shim_busy--;
+  errno = saved;
+  return rc;
 }
 
 /* Trap: close() of ANY descriptor of a file drops all of the process's
@@ -138,10 +152,17 @@ SHIM_EXPORT int flock(int fd, int op) {
  * dropped. Released before the real close, while fd still names the file. */
 SHIM_EXPORT int close(int fd) {
   shim_resolve();
+  /* Trap: programs that close every descriptor (daemons, some shells) would
+   * close the broker socket, and the server would release all of this
+   * process's locks while it believes it holds them. The socket is ours:
+   * such a close() is reported done and the descriptor stays open (it is
+   * close-on-exec). */
+  if (!shim_busy && shim_broker_owns_fd(fd)) return 0;
   if (!shim_busy) {
     shim_busy++;
     int saved = errno;
     shim_record_on_close(fd);
+    shim_binary_on_close(fd);
     errno = saved;
     shim_busy--;
   }

@@ -67,6 +67,9 @@ static void atfork_child(void) {
   cached_start = 0;
   shim_record_forget();
   shim_api_forget();
+  shim_broker_forget();
+  shim_binary_forget();
+  shim_binapi_forget();
 }
 
 static void resolve(void) {

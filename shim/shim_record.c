@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "shim.h"
+#include "../native/common/jdls_proto.h"
 
 /* --- the lock files this process holds (or held) table locks in ---------- */
 /* Why: close() of ANY descriptor of a file drops all of the process's
@@ -40,12 +41,13 @@ typedef struct held_file {
   ino_t st_ino;
   uint64_t inode;  /* the data file, from the lock file's name */
   int64_t dev;
+  int remote;      /* the locks are the server's (through the broker) */
 } held_file;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static held_file files[MAX_FILES];
 static unsigned nfiles;
 
-static int remember(int fd, uint64_t inode, int64_t dev) {
+static int remember(int fd, uint64_t inode, int64_t dev, int remote) {
   struct stat st;
   if (fstat(fd, &st) != 0) return -1;
   int rc = 0;
@@ -56,7 +58,7 @@ static int remember(int fd, uint64_t inode, int64_t dev) {
   if (i == nfiles) {
     if (nfiles == MAX_FILES) rc = -1;
     else {
-      files[i] = (held_file){st.st_dev, st.st_ino, inode, dev};
+      files[i] = (held_file){st.st_dev, st.st_ino, inode, dev, remote};
       __atomic_store_n(&nfiles, nfiles + 1, __ATOMIC_RELEASE);
     }
   }
@@ -82,6 +84,11 @@ void shim_record_on_close(int fd) {
   }
   pthread_mutex_unlock(&mu);
   if (!found) return;
+  if (f.remote) {
+    shim_answer a;
+    shim_broker_call(JDLS_FT_UNLOCK_FILE, f.inode, f.dev, NULL, 0, &a);
+    return;
+  }
   jdls_owner o;
   shim_owner(&o);
   jdls_unlock_all(shim_table(), &o, 1, f.inode, f.dev);
@@ -162,8 +169,8 @@ static int fail(int e) {
   return -1;
 }
 
-/* The absolute start of fl's range. */
-static int abs_start(int fd, const struct flock *fl, int64_t *out) {
+/* The absolute start of fl's range (shim.h). */
+int shim_abs_start(int fd, const struct flock *fl, int64_t *out) {
   int64_t base = 0;
   if (fl->l_whence == SEEK_CUR) {
     off_t c = lseek(fd, 0, SEEK_CUR);
@@ -188,16 +195,60 @@ static int abs_start(int fd, const struct flock *fl, int64_t *out) {
   return 0;
 }
 
-int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev) {
+/* The same emulation on the server, through the broker. The file is
+ * (inode, -1): device numbers differ between hosts (DESIGN.md). */
+static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t start,
+                        int64_t len, const char *key, int klen) {
+  int64_t dev = -1;
+  shim_answer a;
+  if (cmd == F_SETLK || cmd == F_SETLKW) {
+    if (fl->l_type == F_UNLCK) {
+      if (len == 0 && start == 0) shim_broker_call(JDLS_FT_UNLOCK_FILE, inode, dev, NULL, 0, &a);
+      else if (len != 1) return fail(EINVAL);
+      else shim_broker_call(JDLS_FT_UNLOCK, inode, dev, key, (size_t)klen, &a);
+      return 0;
+    }
+    if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
+    if (len != 1) return fail(EINVAL);
+    if (remember(fd, inode, dev, 1) != 0) return fail(ENOLCK);
+    int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, 1, inode, dev, key,
+                              (size_t)klen, &a);
+    if (rc == -EINTR) return fail(EINTR);
+    if (a.type == JDLS_FT_GRANTED) return 0;
+    if (a.type == JDLS_FT_LOCKED) return fail(EAGAIN);
+    return fail(shim_broker_errno(&a));
+  }
+  /* F_GETLK: RECORDLOCKED on the server. Known gap: STATUS reports the
+   * caller's own lock first, so a reader probing for a write does not see
+   * the other readers (the table route does: jdls_conflict). */
+  if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
+  if (len != 1) return fail(EINVAL);
+  shim_broker_call(JDLS_FT_STATUS, inode, dev, key, (size_t)klen, &a);
+  if (a.type != JDLS_FT_STATUS_RESULT) return fail(shim_broker_errno(&a));
+  /* -1 another holds READ (blocks only a write), -2 WRITE, -3 FILELOCK */
+  if (a.code <= -2 || (a.code == -1 && fl->l_type == F_WRLCK)) {
+    fl->l_type = a.code == -1 ? F_RDLCK : F_WRLCK;
+    fl->l_whence = SEEK_SET;
+    fl->l_start = start;
+    fl->l_len = 1;
+    fl->l_pid = (pid_t)a.holder_pid;
+    return 0;
+  }
+  fl->l_type = F_UNLCK;
+  return 0;
+}
+
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote) {
   if (!fl) return fail(EFAULT);
   int64_t start;
-  if (abs_start(fd, fl, &start) != 0) return -1;
+  if (shim_abs_start(fd, fl, &start) != 0) return -1;
   int64_t len = fl->l_len < 0 ? -fl->l_len : fl->l_len;
+  char key[24];
+  int klen = snprintf(key, sizeof key, "%llx", (unsigned long long)start);
+  if (remote) return remote_fcntl(fd, cmd, fl, inode, start, len, key, klen);
   jdls_table *t = shim_table();
   jdls_owner o;
   shim_owner(&o);
-  char key[24];
-  int klen = snprintf(key, sizeof key, "%llx", (unsigned long long)start);
 
   if (cmd == F_SETLK || cmd == F_SETLKW) {
     if (fl->l_type == F_UNLCK) {
@@ -213,7 +264,7 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     if (len != 1) return fail(EINVAL);
     /* Remember the file BEFORE locking: a close() racing in another thread
      * must find it. */
-    if (remember(fd, inode, dev) != 0) return fail(ENOLCK);
+    if (remember(fd, inode, dev, 0) != 0) return fail(ENOLCK);
     __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
                       fl->l_type == F_RDLCK ? JDLS_MODE_READ : JDLS_MODE_WRITE,

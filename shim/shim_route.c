@@ -1,18 +1,23 @@
 /*
- * shim_route.c - the routing decision of this build (DESIGN.md "Routing").
+ * shim_route.c - the routing inputs of this process and the decision
+ * (DESIGN.md "Routing"). The table itself is data, shim/route-cases.json;
+ * jdls_route_decide (native/common/jdls_route.h) implements it, and the
+ * TypeScript routeLock (src/route.ts) likewise; test/route.test.ts checks
+ * both against every case. Summary:
  *
  *   JDLS set?  monitor active?  record locks      binary locks
  *   no         yes              shm table         OS (untouched)
  *   no         no               OS (untouched)    OS (untouched)
  *   yes        any              the server        OS, or the server with BINARY
+ *   (LOCK=INTERNAL|EXTERNAL: an origin not intercepted goes where it would
+ *   without JDLS - the local route, or back to an external driver)
  *
- * The broker and the server route are not in this build, so a lock that
- * belongs to the server cannot be taken: the process gets the guide's
- * "Client: unable to connect to distributed lock service, locks not
- * enabled" and exits, as jBASE does when the service cannot be reached. It
- * must never run on with local locks believing they are distributed (a
- * warning and OS locks was the first version of this slice: rejected as a
- * silent downgrade of locking for every reader who misses stderr).
+ * A lock that belongs to the server goes through the broker
+ * (shim_broker.c); if the lock service cannot be reached the process gets
+ * the guide's message and exits. It must never run on with local locks
+ * believing they are distributed (a warning and OS locks was the first
+ * version: rejected as a silent downgrade of locking for every reader who
+ * misses stderr).
  *
  * The decision is taken ONCE per process, at its first lock call, and kept:
  * a process that started with the table and switched to OS locks when the
@@ -32,17 +37,17 @@
 #include <unistd.h>
 #include "jdls.h"
 #include "shim.h"
+#include "../native/common/jdls_route.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int jdls_set;
-static int use_table;
+static jdls_route_in in; /* kind/origin filled per call */
+static int use_table;    /* the table is open (the monitor ran at the decision) */
 static jdls_table table;
 static uint32_t port;
 
-static int binary_remote; /* JDLS has BINARY: binary locks go to the server too */
-
-/* Does the comma-separated JDLS value hold the word `w` (case-insensitive)? */
-static int jdls_has_word(const char *v, const char *w) {
+/* Does the comma-separated JDLS value hold the word `w` (case-insensitive)?
+ * With `value`, the item must be `w=...` and its value is copied there. */
+static int jdls_item(const char *v, const char *w, char *value, size_t vsize) {
   size_t n = strlen(w);
   for (const char *p = v; *p;) {
     while (*p == ' ' || *p == ',') p++;
@@ -50,31 +55,41 @@ static int jdls_has_word(const char *v, const char *w) {
     while (*e && *e != ',') e++;
     const char *t = e;
     while (t > p && t[-1] == ' ') t--;
-    if ((size_t)(t - p) == n && strncasecmp(p, w, n) == 0) return 1;
+    if (!value && (size_t)(t - p) == n && strncasecmp(p, w, n) == 0) return 1;
+    if (value && (size_t)(t - p) > n && strncasecmp(p, w, n) == 0 && p[n] == '=') {
+      const char *s = p + n + 1;
+      while (s < t && *s == ' ') s++;
+      snprintf(value, vsize, "%.*s", (int)(t - s), s);
+      return 1;
+    }
     p = e;
   }
   return 0;
 }
 
-void shim_server_unreachable(void) {
-  static const char msg[] =
-      "Client: unable to connect to distributed lock service, locks not enabled\n"
-      "jdls shim: JDLS is set, but this build cannot route locks to the lock service yet "
-      "(the broker is not built); unset JDLS to lock locally\n";
-  ssize_t r = write(2, msg, sizeof msg - 1);
-  (void)r;
-  _exit(1);
-}
+const char *shim_jdls_value(void) { return getenv("JDLS"); }
 
 static void decide(void) {
   shim_busy++;
   const char *p = getenv("JBCPORTNO");
   port = p ? (uint32_t)strtoul(p, NULL, 10) : 0;
   const char *j = getenv("JDLS");
+  in.lock = JDLS_LOCKOPT_ALL;
   if (j) {
-    jdls_set = 1;
-    binary_remote = jdls_has_word(j, "BINARY");
-  } else {
+    char v[16];
+    in.jdls_set = 1;
+    in.binary = jdls_item(j, "BINARY", NULL, 0);
+    in.oslocks = jdls_item(j, "OSLOCKS", NULL, 0);
+    /* A malformed LOCK= value is the broker's to refuse (parseJdls): here
+     * it counts as ALL, so every lock goes to the broker, which says so. */
+    if (jdls_item(j, "LOCK", v, sizeof v)) {
+      if (strcasecmp(v, "INTERNAL") == 0) in.lock = JDLS_LOCKOPT_INTERNAL;
+      else if (strcasecmp(v, "EXTERNAL") == 0) in.lock = JDLS_LOCKOPT_EXTERNAL;
+    }
+  }
+  /* The monitor only matters without JDLS, or for the origin LOCK= leaves
+   * local. */
+  if (!in.jdls_set || in.lock != JDLS_LOCKOPT_ALL) {
     char dir[4096], path[256];
     if (jdls_release_dir(dir, sizeof dir) >= 0 && jdls_table_path(dir, path, sizeof path) >= 0 &&
         jdls_table_open(path, &table) == JDLS_OK) {
@@ -84,15 +99,21 @@ static void decide(void) {
       else jdls_table_close(&table);
     }
   }
+  in.monitor_active = use_table;
   shim_busy--;
 }
 
 enum shim_dest shim_route(enum shim_kind kind, int origin) {
-  (void)origin; /* LOCK=INTERNAL|EXTERNAL|ALL: with the broker (not built) */
   pthread_once(&once, decide);
-  if (jdls_set) return kind == SHIM_RECORD || binary_remote ? SHIM_TO_SERVER : SHIM_TO_OS;
-  if (kind == SHIM_BINARY) return SHIM_TO_OS;
-  return use_table ? SHIM_TO_TABLE : SHIM_TO_OS;
+  jdls_route_in i = in;
+  i.kind = kind == SHIM_RECORD ? JDLS_KIND_RECORD : JDLS_KIND_BINARY;
+  i.origin = origin == JDLS_ORIGIN_EXTERNAL ? JDLS_FROM_EXTERNAL : JDLS_FROM_INTERNAL;
+  switch (jdls_route_decide(&i)) {
+    case JDLS_DEST_TABLE: return SHIM_TO_TABLE;
+    case JDLS_DEST_SERVER: return SHIM_TO_SERVER;
+    case JDLS_DEST_DRIVER: return SHIM_TO_DRIVER;
+    default: return SHIM_TO_OS;
+  }
 }
 
 jdls_table *shim_table(void) { return &table; }
@@ -110,6 +131,6 @@ void shim_owner(jdls_owner *o) {
 }
 
 SHIM_EXPORT int jdls_route(void) {
-  return shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL) == SHIM_TO_TABLE ? JDLS_ROUTE_TABLE
-                                                                        : JDLS_ROUTE_OS;
+  enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
+  return d == SHIM_TO_TABLE ? JDLS_ROUTE_TABLE : d == SHIM_TO_SERVER ? JDLS_ROUTE_SERVER : JDLS_ROUTE_OS;
 }

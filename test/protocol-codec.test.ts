@@ -141,7 +141,9 @@ const bad: Bad[] = [
   { name: 'STATUS_RESULT code -4', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0xfc), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: code -4 is not -3\.\.3/ },
   { name: 'STATUS_RESULT -1 without holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: u8(0xff) }), reason: /truncated body: mode/ },
   { name: 'STATUS_RESULT 0 with a holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: 22 bytes after the end/ },
-  { name: 'unknown ERROR code 10', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(10), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 10/ },
+  { name: 'unknown ERROR code 11', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(11), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 11/ },
+  { name: 'RANGE_LOCK with EXEC and FILELOCK', side: 'server', bytes: rawFrame({ type: T.RANGE_LOCK, flags: 0x0006, body: Buffer.alloc(37) }), reason: /RANGE_LOCK: flags EXEC and FILELOCK together/ },
+  { name: 'RANGE_TEST with a flag', side: 'server', bytes: rawFrame({ type: T.RANGE_TEST, flags: 0x0002, body: Buffer.alloc(37) }), reason: /RANGE_TEST: unknown flags 0x2/ },
   { name: 'unknown ERROR code 0', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(0), str(Buffer.alloc(0))]) }), reason: /ERROR: unknown error code 0/ },
 ];
 

@@ -2,8 +2,8 @@
 // (flock(1), python3 fcntl.lockf, sqlite3 on ordinary files) behave the same
 // with and without LD_PRELOAD, even with the lock monitor running; non-lock
 // fcntl commands pass straight through; with no monitor record locks on
-// jlock files stay OS locks; with JDLS set (the lock service's route is not
-// in this build) a record lock ends the process with the guide's message.
+// jlock files stay OS locks; with JDLS set and the lock service unreachable
+// a record lock ends the process with the guide's message.
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
 import fs from 'node:fs';
@@ -86,7 +86,7 @@ test.serial('no monitor: record locks on jlock files are left to the OS', async 
   await holder.finish();
 });
 
-test.serial('JDLS set: record locks belong to the lock service; unreachable in this build, the process gets the guide\'s message and exits, never locks locally', async (t) => {
+test.serial('JDLS set: record locks belong to the lock service; unreachable, the process gets the guide\'s message and exits, never locks locally', async (t) => {
   const s = new ShimEnv(t);
   await s.startMonitor();
   const f = s.jlock(0xabcd, 0x801);

@@ -29,6 +29,9 @@
 #define JDLS_FT_CANCEL       0x15
 #define JDLS_FT_TEST         0x16
 #define JDLS_FT_PING         0x17
+#define JDLS_FT_RANGE_LOCK   0x18  /* binary (byte-range) locks: BINARY */
+#define JDLS_FT_RANGE_UNLOCK 0x19
+#define JDLS_FT_RANGE_TEST   0x1A
 /* server -> client */
 #define JDLS_FT_WELCOME      0x81
 #define JDLS_FT_GRANTED      0x90
@@ -38,13 +41,16 @@
 #define JDLS_FT_STATUS_RESULT 0x94
 #define JDLS_FT_TEST_RESULT  0x95
 #define JDLS_FT_PONG         0x96
+#define JDLS_FT_RANGE_RESULT 0x97
 #define JDLS_FT_ERROR        0xE0
 
 /* flags */
-#define JDLS_FF_NOWAIT       0x0001  /* LOCK: never wait (LOCKED clause) */
+#define JDLS_FF_NOWAIT       0x0001  /* LOCK, RANGE_LOCK: never wait (LOCKED clause) */
 #define JDLS_FF_NO_INTERIM   0x0002  /* LOCK: no WAITING frames (JDLS WAIT) */
 #define JDLS_FF_OSLOCKS      0x0004  /* LOCK: as an OS file lock */
 #define JDLS_FF_ALL_THREADS  0x0001  /* UNLOCK_ALL: every thread of the connection */
+#define JDLS_FF_EXEC         0x0002  /* RANGE_LOCK/UNLOCK: execution locks (LOCK n: start = n) */
+#define JDLS_FF_FILELOCK     0x0004  /* RANGE_LOCK/UNLOCK: FILELOCK of the file (its record locks) */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1
@@ -60,5 +66,6 @@
 #define JDLS_PE_BAD_ARGUMENT 7
 #define JDLS_PE_SYSTEM       8
 #define JDLS_PE_SHUTDOWN     9
+#define JDLS_PE_NOT_SUPPORTED 10
 
 #endif /* JDLS_PROTO_H */

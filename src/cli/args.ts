@@ -86,9 +86,14 @@ export interface ShimPathCommand {
   kind: 'shim-path';
 }
 
+/** --broker: run the broker for preloaded processes (docs/broker.md). */
+export interface BrokerCommand {
+  kind: 'broker';
+}
+
 export type Command =
   | StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand
-  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand | ShimPathCommand;
+  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand | ShimPathCommand | BrokerCommand;
 
 export interface UsageError {
   message: string;
@@ -154,6 +159,9 @@ function parseClientTest(argv: readonly string[]): ParseResult | undefined {
 export function parseArgs(argv: readonly string[]): ParseResult {
   if (argv[0] === '--shim-path') {
     return argv.length === 1 ? { ok: true, command: { kind: 'shim-path' } } : fail('--shim-path takes no other options');
+  }
+  if (argv[0] === '--broker') {
+    return argv.length === 1 ? { ok: true, command: { kind: 'broker' } } : fail('--broker takes no other options');
   }
   const clientTest = parseClientTest(argv);
   if (clientTest) return clientTest;

@@ -18,6 +18,9 @@ Usage:
   jdls -Cteststring                  test this client's JDLS configuration
   jdls --shim-path                   print the path of the preload shim:
                                      LD_PRELOAD=$(jdls --shim-path) program
+  jdls --broker                      run the broker that preloaded processes with
+                                     JDLS set reach (the shim starts it on first
+                                     use; see docs/broker.md)
   jdls -h                            this help
 
 Options:

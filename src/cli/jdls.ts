@@ -12,6 +12,7 @@ import { clientTest } from './client-test.js';
 import { runLockServer } from '../server/lockserver.js';
 import { configFromEnv, loadConfig } from '../server/config.js';
 import { shimPath } from '../shim.js';
+import { runBroker } from '../broker/broker.js';
 
 async function run(cmd: Command): Promise<number> {
   const dir = releaseDir();
@@ -36,6 +37,8 @@ async function run(cmd: Command): Promise<number> {
     case 'shim-path':
       writeFd(1, `${shimPath()}\n`);
       return 0;
+    case 'broker':
+      return runBroker();
     case 'lock-server-child':
       return runLockServer({ kind: cmd.mechanism, releaseDir: dir, cfg: configFromEnv() ?? loadConfig(dir) });
   }

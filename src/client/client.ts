@@ -14,7 +14,7 @@ import path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { JdlsError } from '../errors.js';
-import type { WireHolder, WireMode, WaitingFrame } from '../protocol/frames.js';
+import type { WireHolder, WireMode, WaitingFrame, RangeSpace } from '../protocol/frames.js';
 import { parseJdls, type JdlsConfig, type JdlsServer } from './jdls-env.js';
 import { createClientLogger } from './logging.js';
 import type { ServerConnection, ConnectionOptions, FinalFrame, RequestFrame, RequestOptions } from './connection.js';
@@ -62,6 +62,13 @@ export interface RemoteLockOptions {
 }
 
 export type RemoteLockResult = { granted: true } | { granted: false; holder: WireHolder };
+
+/** A conflicting binary lock: its holder and range (length 0 = to infinity). */
+export interface RangeConflict {
+  holder: WireHolder;
+  start: bigint;
+  length: bigint;
+}
 
 export interface RemoteStatus {
   /** RECORDLOCKED: 3/2/1 this owner holds FILELOCK/WRITE/READ, 0 free, -1/-2/-3 another owner */
@@ -291,6 +298,51 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const f = await this.#send({ type: 'STATUS', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) }, { timed: true }).answer;
     if (f.type !== 'STATUS_RESULT') throw unexpected(f);
     return f.holder ? { code: f.code, holder: f.holder } : { code: f.code };
+  }
+
+  /**
+   * A binary (byte-range) lock on a server, POSIX semantics per owner (tid):
+   * [start, start+length), length 0 = to infinity; a lock over part of a
+   * held range converts that part. Resolves like lock(); no interim frames.
+   * `space` 'exec' is jBASE LOCK n (start = n, length 1), 'file' FILELOCK
+   * (start 0, length 0); see docs/protocol.md.
+   */
+  async rangeLock(file: RemoteFile, start: bigint, length: bigint, mode: WireMode, opts: Omit<RemoteLockOptions, 'onWaiting'> & { space?: RangeSpace } = {}): Promise<RemoteLockResult> {
+    if (mode !== 'read' && mode !== 'write') throw new JdlsError('BAD_ARGUMENT', `mode must be 'read' or 'write'; got ${String(mode)}`);
+    const frame = { type: 'RANGE_LOCK' as const, nowait: opts.nowait ?? false, space: opts.space ?? 'range', mode, tid: toTid(opts.tid), file: toFile(file), start, length };
+    const signal = opts.signal;
+    if (signal?.aborted) throw abortError();
+    // A waiting range lock gets no interim frames: the TIMEOUT rule cannot apply to it.
+    const call = this.#send(frame, { timed: frame.nowait });
+    let aborted = false;
+    const onAbort = (): void => {
+      aborted = true;
+      call.cancel();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const f = await call.answer;
+      if (f.type === 'GRANTED') return { granted: true };
+      if (f.type === 'LOCKED') return { granted: false, holder: f.holder };
+      throw unexpected(f);
+    } catch (e) {
+      if (aborted && e instanceof JdlsError && e.code === 'CANCELLED') throw abortError();
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** POSIX unlock of [start, start+length) (0 = to infinity): resolves 1 if the owner held something there, else 0. */
+  rangeUnlock(file: RemoteFile, start: bigint, length: bigint, opts: { tid?: number; space?: RangeSpace } = {}): Promise<number> {
+    return this.#count(() => ({ type: 'RANGE_UNLOCK', space: opts.space ?? 'range', tid: toTid(opts.tid), file: toFile(file), start, length }));
+  }
+
+  /** F_GETLK on a server: the first lock of another owner that would block `mode` on the range, or undefined. */
+  async rangeTest(file: RemoteFile, start: bigint, length: bigint, mode: WireMode, opts: { tid?: number } = {}): Promise<RangeConflict | undefined> {
+    const f = await this.#send({ type: 'RANGE_TEST', mode, tid: toTid(opts.tid), file: toFile(file), start, length }, { timed: true }).answer;
+    if (f.type !== 'RANGE_RESULT') throw unexpected(f);
+    return f.conflict;
   }
 
   /** The `jdls -C` echo: the server sends the text back (primary only). */

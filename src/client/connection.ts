@@ -40,6 +40,9 @@ const FINALS: Record<RequestFrame['type'], readonly ServerFrame['type'][]> = {
   CANCEL: ['RELEASED'],
   TEST: ['TEST_RESULT'],
   PING: ['PONG'],
+  RANGE_LOCK: ['GRANTED', 'LOCKED'],
+  RANGE_UNLOCK: ['RELEASED'],
+  RANGE_TEST: ['RANGE_RESULT'],
 };
 
 export type FinalFrame = Exclude<ServerFrame, WelcomeFrame | WaitingFrame>;
@@ -273,7 +276,7 @@ export class ServerConnection {
       reject = rej;
     });
     this.#pending.set(id, {
-      type: frame.type, nowait: frame.type === 'LOCK' && frame.nowait, timed: opts.timed,
+      type: frame.type, nowait: (frame.type === 'LOCK' || frame.type === 'RANGE_LOCK') && frame.nowait, timed: opts.timed,
       sentAt: Date.now(), onInterim: opts.onInterim, resolve, reject,
     });
     this.#write(bytes);
@@ -284,7 +287,7 @@ export class ServerConnection {
   /** Withdraw a waiting LOCK (sends CANCEL); its own answer arrives on the LOCK. No-op if already answered. */
   cancel(id: number): void {
     const p = this.#pending.get(id);
-    if (!p || p.type !== 'LOCK' || this.#state !== 'open') return;
+    if (!p || (p.type !== 'LOCK' && p.type !== 'RANGE_LOCK') || this.#state !== 'open') return;
     // The CANCEL's own answer (RELEASED 0/1) says only whether a wait was withdrawn; the LOCK gets its final answer.
     this.request({ type: 'CANCEL', target: id }, { timed: true }).answer.catch(() => undefined);
   }

@@ -16,6 +16,7 @@ const WIRE_CODES: Record<ProtoErrorName, JdlsErrorCode> = {
   BAD_ARGUMENT: 'BAD_ARGUMENT',
   SYSTEM: 'SYSTEM',
   SHUTDOWN: 'SHUTDOWN',
+  NOT_SUPPORTED: 'NOT_SUPPORTED',
 };
 
 /** The JdlsError for an ERROR frame from the server. */

@@ -28,8 +28,8 @@ import { ServerConnection, type ConnectionOptions, type FinalFrame, type Request
 import type { Call, Router, RouterEvents } from './router.js';
 
 function mirrored(frame: RequestFrame, answer: FinalFrame): boolean {
-  if (frame.type === 'LOCK') return answer.type === 'GRANTED';
-  if (frame.type === 'UNLOCK' || frame.type === 'UNLOCK_FILE' || frame.type === 'UNLOCK_ALL') return answer.type === 'RELEASED';
+  if (frame.type === 'LOCK' || frame.type === 'RANGE_LOCK') return answer.type === 'GRANTED';
+  if (frame.type === 'UNLOCK' || frame.type === 'UNLOCK_FILE' || frame.type === 'UNLOCK_ALL' || frame.type === 'RANGE_UNLOCK') return answer.type === 'RELEASED';
   return false;
 }
 

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { ipv6Bytes, ipv6Text } from '../ip.js';
 import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, type ProtoErrorName } from './constants.js';
 import type {
-  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault,
+  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace,
 } from './frames.js';
 
 /** A byte stream that is not a valid frame sequence; the connection must close. */
@@ -120,9 +120,27 @@ function flagsOf(f: Frame): number {
       return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0);
     case 'UNLOCK_ALL':
       return f.allThreads ? FrameFlag.ALL_THREADS : 0;
+    case 'RANGE_LOCK':
+      return (f.nowait ? FrameFlag.NOWAIT : 0) | spaceFlag(f.space);
+    case 'RANGE_UNLOCK':
+      return spaceFlag(f.space);
     default:
       return 0;
   }
+}
+
+function spaceFlag(s: RangeSpace): number {
+  if (s === 'range') return 0;
+  if (s === 'exec') return FrameFlag.EXEC;
+  if (s === 'file') return FrameFlag.FILELOCK;
+  throw new RangeError(`range space ${String(s)} is not 'range', 'exec' or 'file'`);
+}
+
+function spaceOf(type: string, flags: number): RangeSpace {
+  const exec = (flags & FrameFlag.EXEC) !== 0;
+  const file = (flags & FrameFlag.FILELOCK) !== 0;
+  if (exec && file) return fail(`${type}: flags EXEC and FILELOCK together`);
+  return exec ? 'exec' : file ? 'file' : 'range';
 }
 
 function body(w: Writer, f: Frame): void {
@@ -139,6 +157,13 @@ function body(w: Writer, f: Frame): void {
     case 'CANCEL': w.u32(f.target, 'target'); return;
     case 'TEST': w.str16(f.text); return;
     case 'PING': return;
+    case 'RANGE_LOCK': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).u64(f.start).u64(f.length); return;
+    case 'RANGE_UNLOCK': w.u32(f.tid, 'tid').file(f.file).u64(f.start).u64(f.length); return;
+    case 'RANGE_TEST': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).u64(f.start).u64(f.length); return;
+    case 'RANGE_RESULT':
+      if (!f.conflict) { w.u8(0); return; }
+      w.u8(1).holder(f.conflict.holder).u64(f.conflict.start).u64(f.conflict.length);
+      return;
     case 'WELCOME':
       if (f.mechanism !== 'shm' && f.mechanism !== 'os') throw new RangeError(`mechanism ${String(f.mechanism)} is not 'shm' or 'os'`);
       w.u8(f.version, 'version').u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid, 'server pid')
@@ -259,11 +284,13 @@ class Reader {
   }
 }
 
-const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING']);
+const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
 
 function allowedFlags(type: string): number {
   if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
+  if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
+  if (type === 'RANGE_UNLOCK') return FrameFlag.EXEC | FrameFlag.FILELOCK;
   return 0;
 }
 
@@ -305,6 +332,15 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;
     case 'TEST': f = { type, requestId, text: r.str16('text') }; break;
     case 'PING': f = { type, requestId }; break;
+    case 'RANGE_LOCK': f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, space: spaceOf(type, flags), mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_UNLOCK': f = { type, requestId, space: spaceOf(type, flags), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_TEST': f = { type, requestId, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_RESULT': {
+      const found = r.u8('found');
+      if (found > 1) fail(`RANGE_RESULT: found ${found} is not 0 or 1`);
+      f = found ? { type, requestId, conflict: { holder: r.holder(), start: r.u64('start'), length: r.u64('length') } } : { type, requestId };
+      break;
+    }
     case 'WELCOME': {
       const version = r.u8('version');
       const mech = r.u8('mechanism');

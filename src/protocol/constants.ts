@@ -23,6 +23,9 @@ export const FrameType = {
   CANCEL: 0x15,
   TEST: 0x16,
   PING: 0x17,
+  RANGE_LOCK: 0x18,
+  RANGE_UNLOCK: 0x19,
+  RANGE_TEST: 0x1a,
   WELCOME: 0x81,
   GRANTED: 0x90,
   LOCKED: 0x91,
@@ -31,6 +34,7 @@ export const FrameType = {
   STATUS_RESULT: 0x94,
   TEST_RESULT: 0x95,
   PONG: 0x96,
+  RANGE_RESULT: 0x97,
   ERROR: 0xe0,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
@@ -40,6 +44,8 @@ export const FrameFlag = {
   NO_INTERIM: 0x0002,
   OSLOCKS: 0x0004,
   ALL_THREADS: 0x0001,
+  EXEC: 0x0002,
+  FILELOCK: 0x0004,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;
@@ -54,5 +60,6 @@ export const ProtoError = {
   BAD_ARGUMENT: 7,
   SYSTEM: 8,
   SHUTDOWN: 9,
+  NOT_SUPPORTED: 10,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;

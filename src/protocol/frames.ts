@@ -97,9 +97,57 @@ export interface PingFrame {
   requestId: number;
 }
 
+/**
+ * A binary (byte-range) lock with POSIX semantics: [start, start+length),
+ * length 0 = to infinity. The owner is (connection, tid): tid is an owner tag
+ * the client picks (the shim: the pid for classic POSIX locks, a tag per open
+ * file description for flock).
+ */
+/**
+ * What a RANGE_LOCK / RANGE_UNLOCK locks (header flags): 'range' the file's
+ * bytes; 'exec' execution locks (jBASE LOCK n: start = n, length 1; an
+ * unlock of length 0 is the bare UNLOCK; file ignored); 'file' FILELOCK of
+ * the file (start 0, length 0).
+ */
+export type RangeSpace = 'range' | 'exec' | 'file';
+
+export interface RangeLockFrame {
+  type: 'RANGE_LOCK';
+  requestId: number;
+  nowait: boolean;
+  space: RangeSpace;
+  mode: WireMode;
+  tid: number;
+  file: WireFile;
+  start: bigint;
+  length: bigint;
+}
+
+export interface RangeUnlockFrame {
+  type: 'RANGE_UNLOCK';
+  requestId: number;
+  space: RangeSpace;
+  tid: number;
+  file: WireFile;
+  start: bigint;
+  length: bigint;
+}
+
+/** F_GETLK: the first lock of another owner that would block `mode` on the range. */
+export interface RangeTestFrame {
+  type: 'RANGE_TEST';
+  requestId: number;
+  mode: WireMode;
+  tid: number;
+  file: WireFile;
+  start: bigint;
+  length: bigint;
+}
+
 export type ClientFrame =
   | HelloFrame | LockFrame | UnlockFrame | UnlockFileFrame | UnlockAllFrame
-  | StatusFrame | CancelFrame | TestFrame | PingFrame;
+  | StatusFrame | CancelFrame | TestFrame | PingFrame
+  | RangeLockFrame | RangeUnlockFrame | RangeTestFrame;
 
 // ---- server -> client ----------------------------------------------------
 
@@ -164,9 +212,16 @@ export interface ErrorFrame {
   text: string;
 }
 
+/** RANGE_TEST's answer: the conflicting lock (its holder and range), or none. */
+export interface RangeResultFrame {
+  type: 'RANGE_RESULT';
+  requestId: number;
+  conflict?: { holder: WireHolder; start: bigint; length: bigint };
+}
+
 export type ServerFrame =
   | WelcomeFrame | GrantedFrame | LockedFrame | WaitingFrame | ReleasedFrame
-  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame;
+  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame | RangeResultFrame;
 
 export type Frame = ClientFrame | ServerFrame;
 

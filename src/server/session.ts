@@ -27,6 +27,7 @@ import type { Logger } from '../log.js';
 import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
 import { HeldLocks, FileMap, fileKey } from './held.js';
+import { RangeSession } from './range-session.js';
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -71,7 +72,12 @@ export function clientAddress(sock: net.Socket): string | undefined {
   return m?.[1] ?? a;
 }
 
-const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: h.port, pid: h.pid, ownerPid: h.ownerPid, ownerTid: h.ownerTid, addr: h.ip });
+// Trap: the OS mechanism names a holder it only knows from the kernel with
+// pid -1 (an OFD lock taken through another lock-server process, or a
+// FILELOCK): -1 cannot travel as a u32 and LOCKED would fail to encode
+// (ERROR SYSTEM instead of LOCKED). It travels as 0, "unknown".
+const u32 = (n: number): number => (n >= 0 && n <= 0xffffffff ? n : 0);
+const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: u32(h.port), pid: u32(h.pid), ownerPid: u32(h.ownerPid), ownerTid: u32(h.ownerTid), addr: h.ip || '0.0.0.0' });
 
 /** A JdlsError (or anything) as a wire error code and text. */
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
@@ -83,6 +89,7 @@ function wireError(e: unknown): { code: ProtoErrorName; text: string } {
     case 'BAD_ARGUMENT': return { code: 'BAD_ARGUMENT', text };
     case 'ABORTED': return { code: 'CANCELLED', text };
     case 'CLOSED': return { code: 'SHUTDOWN', text };
+    case 'NOT_SUPPORTED': return { code: 'NOT_SUPPORTED', text };
     default: return { code: 'SYSTEM', text: `${e.code}: ${text}` };
   }
 }
@@ -103,6 +110,8 @@ export class Session {
   /** mechanisms this connection has locked through (the main one, and OS locks if asked) */
   #used = new Set<RecordLocks>();
   #waits = new Map<number, Wait>();
+  /** binary (byte-range) locks: created by the first range frame */
+  #ranges: RangeSession | undefined;
   #closed = false;
   #lastRx = Date.now();
   #silenceMs: number;
@@ -180,7 +189,20 @@ export class Session {
       case 'CANCEL': return this.#onCancel(f);
       case 'TEST': return this.#send({ type: 'TEST_RESULT', requestId: f.requestId, text: f.text });
       case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
+      case 'RANGE_LOCK': case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
     }
+  }
+
+  #rangeSession(): RangeSession {
+    this.#ranges ??= new RangeSession({
+      lockDir: this.#deps.cfg.lockDir,
+      mech: this.#deps.mech,
+      client: () => ({ pid: this.#hello?.pid ?? 0, port: this.#hello?.port ?? 0, ip: this.ip }),
+      send: (f) => this.#send(f),
+      answerError: (rid, e) => this.#answerError(rid, e),
+      log: this.#log,
+    });
+    return this.#ranges;
   }
 
   #onHello(f: HelloFrame): void {
@@ -343,6 +365,11 @@ export class Session {
   #onCancel(f: CancelFrame): void {
     const w = this.#waits.get(f.target);
     const rid = f.requestId;
+    const ranged = w ? undefined : this.#ranges?.cancel(f.target);
+    if (ranged) {
+      void ranged.then((count) => this.#send({ type: 'RELEASED', requestId: rid, count }));
+      return;
+    }
     if (!w) return this.#send({ type: 'RELEASED', requestId: rid, count: 0 });
     // The lock's own final answer goes first, then the CANCEL's: 1 if it
     // withdrew the wait, 0 if the grant won the race.
@@ -490,6 +517,7 @@ export class Session {
         }
       }
     }
+    released += this.#ranges?.close() ?? 0;
     this.#held.clear();
     this.#owners.clear();
     if (!last) this.sock.destroy();

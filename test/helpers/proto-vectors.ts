@@ -35,6 +35,9 @@ function revive(raw: Record<string, unknown>): Frame {
   const file = raw['file'] as { inode: string; dev: string } | undefined;
   if (file) out['file'] = { inode: BigInt(file.inode), dev: BigInt(file.dev) };
   if (typeof raw['key'] === 'string') out['key'] = Buffer.from(raw['key'], 'hex');
+  for (const k of ['start', 'length']) if (typeof raw[k] === 'string') out[k] = BigInt(raw[k]);
+  const c = raw['conflict'] as { holder: unknown; start: string; length: string } | undefined;
+  if (c) out['conflict'] = { holder: c.holder, start: BigInt(c.start), length: BigInt(c.length) };
   return out as unknown as Frame; // shape checked by the round-trip tests against the codec
 }
 

@@ -12,10 +12,13 @@ import path from 'node:path';
 import { CliEnv, type RunResult } from './cli-env.js';
 import { buildDir } from '../../src/native.js';
 import { shimPath } from '../../src/shim.js';
+import { findListener } from '../../src/server/state.js';
+import { brokerPidPath } from '../../src/broker/paths.js';
 
 export const SHIM = shimPath();
 export const SHIM_LOCKER = path.join(buildDir, 'jdls-shimlocker');
 export const SHIM_API = path.join(buildDir, 'jdls-shimapi');
+export const JBRT = path.join(buildDir, 'jdls-jbrt');
 
 export interface JsonLock {
   state: 'held' | 'waiting';
@@ -51,6 +54,47 @@ export class ShimEnv {
     this.env = { ...this.cli.env, JDLS_LOCKDIR: this.lockDir };
     delete this.env['JDLS'];
     delete this.env['LD_PRELOAD'];
+    delete this.env['JDLS_BROKER'];
+    delete this.env['JDLS_NODE'];
+    // A broker a test started (the shim starts it on first use) is killed by
+    // the pid in its pid file; CliEnv's cleanup also finds it by its
+    // environment (JBCRELEASEDIR).
+    t.teardown(() => this.killBroker());
+  }
+
+  /** The broker's socket (the default: $JBCRELEASEDIR/tmp/jdls-broker.sock). */
+  get brokerSocket(): string {
+    return path.join(this.cli.dir, 'tmp', 'jdls-broker.sock');
+  }
+
+  /** The running broker's pid (from its pid file), if any. */
+  brokerPid(): number | undefined {
+    try {
+      const pid = Number(fs.readFileSync(brokerPidPath(this.brokerSocket), 'utf8').trim());
+      return pid > 0 && this.cli.isAlive(pid) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  killBroker(): void {
+    const pid = this.brokerPid();
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+
+  /** `jdls -ib` (monitor and listener on loopback, port 0; `-ibD`: the listener alone, OS locks); returns the JDLS value that reaches it. */
+  async startServer(settings: Record<string, number | string> = {}, args: string[] = ['-ib']): Promise<string> {
+    const extra = Object.entries(settings).map(([k, v]) => `${k}: ${v}\n`).join('');
+    if (extra) fs.appendFileSync(path.join(this.cli.dir, 'jdls.yaml'), extra);
+    await this.cli.startBackground(args);
+    const l = findListener(this.cli.dir);
+    if (!l || !(l.port > 0)) throw new Error('no listener port');
+    return `SERVER=127.0.0.1,${l.port}`;
   }
 
   /** The monitor only (-ibA): record locks of preloaded processes go to the table. */

@@ -1,0 +1,604 @@
+/*
+ * shim_broker.c - the process's connection to the broker (`jdls --broker`,
+ * docs/broker.md): the remote routes of the decision table.
+ *
+ * The shim speaks the wire protocol (docs/protocol.md, numbers from
+ * jdls_proto.h) over a Unix-domain socket: HELLO carries this process's pid,
+ * program, JBCPORTNO and its JDLS value; the broker opens its own server
+ * connection for it with that JDLS value and forwards. One connection per
+ * PROCESS, opened lazily at the first routed lock; a fork child drops the
+ * parent's (it is another owner: sharing the socket would make the parent's
+ * locks the child's and the child's exit would not release its own).
+ *
+ * Started on first use: if nothing listens on the socket, the shim starts
+ * the broker detached (double fork + setsid, exec of node on the package's
+ * dist/src/cli/jdls.js --broker; the package is found from this library's
+ * own path with dladdr; node is $JDLS_NODE, else the path in the file
+ * `jdls-node` next to the library (written at build time), else `node` on
+ * PATH) and retries connecting for a bounded time ($JDLS_BROKER_START_MS,
+ * default 10000). Two processes racing to start it both start one; the
+ * broker whose bind loses exits quietly.
+ *
+ * Threads of one process share the connection (the process is the owner):
+ * requests go out as they come and their answers are matched by request id
+ * (leader/follower, below), so a thread waiting for a lock never holds up
+ * another thread's unlock.
+ *
+ * Owns: the socket, the frames in C, starting the broker, the unreachable
+ * exit. Does not own: what a lock call means (shim_record.c, shim_api.c).
+ */
+#undef _FILE_OFFSET_BITS
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "shim.h"
+#include "../native/common/jdls_proto.h"
+
+extern char **environ;
+
+static pthread_mutex_t bmu = PTHREAD_MUTEX_INITIALIZER;
+static int bfd = -1;        /* the broker socket, or -1 */
+static uint32_t next_id = 1;
+/* The outstanding requests (see "leader/follower" below). */
+#define MAX_SLOTS 64
+typedef struct slot {
+  uint32_t id;
+  int used, done;
+  shim_answer a;
+} slot;
+static slot slots[MAX_SLOTS];
+static int reading;
+static pthread_cond_t bcv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
+
+void shim_server_unreachable(const char *why) {
+  char msg[1400];
+  int n = snprintf(msg, sizeof msg,
+                   "Client: unable to connect to distributed lock service, locks not enabled\n"
+                   "jdls shim: %s\n", why && *why ? why : "the lock service cannot be reached");
+  if (n > (int)sizeof msg - 1) n = (int)sizeof msg - 1;
+  ssize_t r = write(2, msg, (size_t)n);
+  (void)r;
+  _exit(1);
+}
+
+int shim_broker_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
+
+void shim_broker_forget(void) {
+  /* Another thread of the parent may have held these at the fork. */
+  pthread_mutex_init(&bmu, NULL);
+  pthread_mutex_init(&wmu, NULL);
+  pthread_cond_init(&bcv, NULL);
+  reading = 0;
+  memset(slots, 0, sizeof slots);
+  if (bfd >= 0) {
+    /* The parent's socket: closing the child's copy leaves the parent's
+     * connection (and locks) alone. */
+    shim_busy++;
+    real_close(bfd);
+    shim_busy--;
+  }
+  bfd = -1;
+}
+
+/* --- frames ----------------------------------------------------------------- */
+typedef struct fbuf {
+  uint8_t b[4096];
+  size_t n;
+} fbuf;
+
+static void put8(fbuf *f, uint8_t v) { if (f->n < sizeof f->b) f->b[f->n++] = v; }
+static void put16(fbuf *f, uint16_t v) { put8(f, (uint8_t)(v >> 8)); put8(f, (uint8_t)v); }
+static void put32(fbuf *f, uint32_t v) { put16(f, (uint16_t)(v >> 16)); put16(f, (uint16_t)v); }
+static void put64(fbuf *f, uint64_t v) { put32(f, (uint32_t)(v >> 32)); put32(f, (uint32_t)v); }
+static void putbytes(fbuf *f, const void *p, size_t n) {
+  if (n > sizeof f->b - f->n) n = sizeof f->b - f->n;
+  memcpy(f->b + f->n, p, n);
+  f->n += n;
+}
+/* str16/key: u16 length + bytes (cut at `max`). */
+static void putstr(fbuf *f, const void *p, size_t n, size_t max) {
+  if (n > max) n = max;
+  put16(f, (uint16_t)n);
+  putbytes(f, p, n);
+}
+static void begin(fbuf *f, int type, int flags, uint32_t id) {
+  f->n = 0;
+  put32(f, 0);
+  put8(f, JDLS_PROTO_VERSION);
+  put8(f, (uint8_t)type);
+  put16(f, (uint16_t)flags);
+  put32(f, id);
+}
+static void finish(fbuf *f) {
+  uint32_t len = (uint32_t)(f->n - 4);
+  f->b[0] = (uint8_t)(len >> 24);
+  f->b[1] = (uint8_t)(len >> 16);
+  f->b[2] = (uint8_t)(len >> 8);
+  f->b[3] = (uint8_t)len;
+}
+
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
+
+static void lost(const char *what) {
+  char why[256];
+  snprintf(why, sizeof why, "the connection to the lock broker was lost (%s): this process's distributed locks are gone", what);
+  shim_server_unreachable(why);
+}
+
+static void send_frame(fbuf *f) {
+  finish(f);
+  size_t off = 0;
+  while (off < f->n) {
+    /* MSG_NOSIGNAL: a broker that died must not kill us with SIGPIPE; we
+     * exit with the guide's message instead. */
+    ssize_t w = send(bfd, f->b + off, f->n - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) lost(strerror(errno));
+    off += (size_t)w;
+  }
+}
+
+/* Read exactly n bytes. With `interruptible` and nothing read yet, a signal
+ * handler that ran (EINTR) returns -EINTR; otherwise 0. */
+static int read_all(uint8_t *p, size_t n, int interruptible) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = recv(bfd, p + got, n - got, 0);
+    if (r < 0 && errno == EINTR) {
+      if (interruptible && got == 0) return -EINTR;
+      continue;
+    }
+    if (r == 0) lost("the broker closed it");
+    if (r < 0) lost(strerror(errno));
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/* One frame: its type, request id, and body (in buf, length *blen). */
+static int read_frame(uint8_t *buf, size_t cap, int *type, uint32_t *id, size_t *blen,
+                      int interruptible) {
+  uint8_t h[JDLS_PROTO_HEADER];
+  int rc = read_all(h, 4, interruptible);
+  if (rc) return rc;
+  read_all(h + 4, JDLS_PROTO_HEADER - 4, 0);
+  uint32_t len = get32(h);
+  if (len < JDLS_PROTO_MIN_LENGTH || len - 8 > cap) lost("a frame of a bad length");
+  *type = h[5];
+  *id = get32(h + 8);
+  *blen = len - 8;
+  read_all(buf, *blen, 0);
+  return 0;
+}
+
+/* The holder fields of LOCKED/WAITING/STATUS_RESULT: mode u8, port, pid,
+ * owner_pid, owner_tid, addr. */
+static void holder(const uint8_t *p, size_t n, shim_answer *a) {
+  if (n < 17) return;
+  a->holder_mode = p[0];
+  a->holder_port = get32(p + 1);
+  a->holder_pid = get32(p + 9);
+}
+
+static void parse_final(int type, const uint8_t *b, size_t n, shim_answer *a) {
+  memset(a, 0, sizeof *a);
+  a->type = type;
+  switch (type) {
+    case JDLS_FT_LOCKED: holder(b, n, a); break;
+    case JDLS_FT_RELEASED: if (n >= 4) a->count = get32(b); break;
+    case JDLS_FT_STATUS_RESULT:
+      if (n >= 1) a->code = (int8_t)b[0];
+      if (a->code < 0) holder(b + 1, n - 1, a);
+      break;
+    case JDLS_FT_ERROR: if (n >= 2) a->code = get16(b); break;
+    case JDLS_FT_RANGE_RESULT:
+      /* found u8, then holder (17 or 29 bytes: the address), start, length */
+      if (n >= 1 && b[0] == 1 && n >= 1 + 17 + 16) {
+        holder(b + 1, n - 1, a);
+        a->code = 1;
+        const uint8_t *r = b + n - 16;
+        a->range_start = (int64_t)((uint64_t)get32(r) << 32 | get32(r + 4));
+        a->range_len = (int64_t)((uint64_t)get32(r + 8) << 32 | get32(r + 12));
+      }
+      break;
+  }
+}
+
+int shim_broker_errno(const shim_answer *a) {
+  switch (a->code) {
+    case JDLS_PE_KEY_TOO_LONG:
+    case JDLS_PE_BAD_ARGUMENT: return EINVAL;
+    case JDLS_PE_CANCELLED: return EINTR;
+    case JDLS_PE_SYSTEM: return EIO;
+    case JDLS_PE_NOT_SUPPORTED: return ENOTSUP;
+    default: return ENOLCK; /* TABLE_FULL, LIMIT, SHUTDOWN: fcntl's "no locks available" */
+  }
+}
+
+/* --- starting the broker --------------------------------------------------- */
+static void sock_path(char *out, size_t n) {
+  const char *e = getenv("JDLS_BROKER");
+  if (e && *e) {
+    /* Absolute: the broker runs in / (it must not pin the program's cwd). */
+    char cwd[PATH_MAX - 128];
+    if (e[0] != '/' && getcwd(cwd, sizeof cwd)) snprintf(out, n, "%s/%s", cwd, e);
+    else snprintf(out, n, "%s", e);
+    return;
+  }
+  char dir[PATH_MAX - 32];
+  if (jdls_release_dir(dir, sizeof dir) < 0) snprintf(dir, sizeof dir, "/tmp");
+  snprintf(out, n, "%s/tmp/jdls-broker.sock", dir);
+}
+
+static void mkdirs(const char *file) {
+  char d[PATH_MAX];
+  snprintf(d, sizeof d, "%s", file);
+  char *slash = strrchr(d, '/');
+  if (!slash || slash == d) return;
+  *slash = 0;
+  for (char *p = d + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    mkdir(d, 0777);
+    *p = '/';
+  }
+  mkdir(d, 0777);
+}
+
+static int try_connect(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int rc;
+  do rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    int e = errno;
+    real_close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+/* node: $JDLS_NODE, else the build's `jdls-node` file next to the library. */
+static void node_path(const char *libdir, char *out, size_t n) {
+  const char *e = getenv("JDLS_NODE");
+  if (e && *e) {
+    snprintf(out, n, "%s", e);
+    return;
+  }
+  char f[PATH_MAX + 16];
+  snprintf(f, sizeof f, "%s/jdls-node", libdir);
+  snprintf(out, n, "node");
+  int fd = open(f, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t r = read(fd, out, n - 1);
+  real_close(fd);
+  if (r <= 0) {
+    snprintf(out, n, "node");
+    return;
+  }
+  out[r] = 0;
+  out[strcspn(out, "\r\n")] = 0;
+}
+
+static void start_broker(const char *sock) {
+  Dl_info info;
+  char lib[PATH_MAX], libdir[PATH_MAX], script[PATH_MAX + 64], node[PATH_MAX], log[PATH_MAX + 8];
+  if (!dladdr((void *)start_broker, &info) || !info.dli_fname || !realpath(info.dli_fname, lib)) return;
+  snprintf(libdir, sizeof libdir, "%s", lib);
+  char *s = strrchr(libdir, '/');
+  if (!s) return;
+  *s = 0;
+  /* <package>/build/Release/libjdlsshim.so -> <package>/dist/src/cli/jdls.js */
+  snprintf(script, sizeof script, "%s/../../dist/src/cli/jdls.js", libdir);
+  node_path(libdir, node, sizeof node);
+  mkdirs(sock);
+  snprintf(log, sizeof log, "%s.log", sock);
+
+  /* Everything the child needs is built before fork(): between fork and
+   * exec only async-signal-safe calls (another thread may hold malloc's
+   * lock at the fork). The broker must not run preloaded (its own locks
+   * would route to itself), and it must listen where we look. */
+  size_t ne = 0;
+  while (environ[ne]) ne++;
+  char **envp = malloc((ne + 2) * sizeof *envp);
+  char *brk = malloc(strlen(sock) + 16);
+  if (!envp || !brk) {
+    free(envp);
+    free(brk);
+    return;
+  }
+  sprintf(brk, "JDLS_BROKER=%s", sock);
+  size_t k = 0;
+  for (size_t i = 0; i < ne; i++)
+    if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0 && strncmp(environ[i], "JDLS_BROKER=", 12) != 0)
+      envp[k++] = environ[i];
+  envp[k++] = brk;
+  envp[k] = NULL;
+  char *argv[] = {node, script, "--broker", NULL};
+
+  pid_t pid = fork();
+  if (pid == 0) {
+    setsid();
+    if (fork() != 0) _exit(0); /* the broker is re-parented to init: no zombie of ours */
+    if (chdir("/") != 0) _exit(126);
+    int nul = open("/dev/null", O_RDWR);
+    int lf = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (nul >= 0) dup2(nul, 0);
+    if (lf < 0) lf = nul;
+    if (lf >= 0) {
+      dup2(lf, 1);
+      dup2(lf, 2);
+    }
+    syscall(SYS_close_range, 3, ~0U, 0); /* best effort: most are CLOEXEC anyway */
+    if (strchr(node, '/')) execve(node, argv, envp);
+    else execvpe(node, argv, envp);
+    _exit(127);
+  }
+  if (pid > 0)
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+  free(envp);
+  free(brk);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connect (starting the broker if need be) and say HELLO; with bmu held. */
+static void ensure_connected(void) {
+  if (bfd >= 0) return;
+  char path[PATH_MAX];
+  sock_path(path, sizeof path);
+  int fd = try_connect(path);
+  if (fd < 0) {
+    start_broker(path);
+    const char *e = getenv("JDLS_BROKER_START_MS");
+    int64_t limit = e && *e ? strtol(e, NULL, 10) : 10000;
+    int64_t until = now_ms() + limit;
+    struct timespec pause = {0, 20 * 1000000L};
+    while ((fd = try_connect(path)) < 0 && now_ms() < until) nanosleep(&pause, NULL);
+  }
+  if (fd < 0) {
+    char why[PATH_MAX + 128];
+    snprintf(why, sizeof why, "cannot reach or start the lock broker at %s: %s", path, strerror(errno));
+    shim_server_unreachable(why);
+  }
+  bfd = fd;
+
+  const char *j = shim_jdls_value();
+  const char *p = getenv("JBCPORTNO");
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  const char *prog = program_invocation_short_name;
+  fbuf f;
+  begin(&f, JDLS_FT_HELLO, 0, 0);
+  putbytes(&f, "JDLS", 4);
+  put8(&f, JDLS_PROTO_MIN_VERSION);
+  put8(&f, JDLS_PROTO_VERSION);
+  put32(&f, p ? (uint32_t)strtoul(p, NULL, 10) : 0);
+  put32(&f, shim_pid());
+  put32(&f, 0); /* keep-alive: a Unix socket cannot go silent, it closes */
+  putstr(&f, host, strlen(host), JDLS_PROTO_MAX_STR);
+  putstr(&f, prog ? prog : "", prog ? strlen(prog) : 0, JDLS_PROTO_MAX_STR);
+  putstr(&f, j ? j : "", j ? strlen(j) : 0, JDLS_PROTO_MAX_STR);
+  send_frame(&f);
+
+  uint8_t body[4096];
+  int type = 0;
+  uint32_t id = 0;
+  size_t n = 0;
+  read_frame(body, sizeof body, &type, &id, &n, 0);
+  if (type == JDLS_FT_WELCOME) return;
+  if (type == JDLS_FT_ERROR && n >= 4) {
+    /* ERROR: code u16, text str16 - the broker's reason (the server could
+     * not be reached, JDLS is malformed, ...) */
+    size_t tl = get16(body + 2);
+    if (tl > n - 4) tl = n - 4;
+    char why[1100];
+    snprintf(why, sizeof why, "%.*s", (int)tl, (const char *)body + 4);
+    shim_server_unreachable(why);
+  }
+  lost("no WELCOME from the broker");
+}
+
+/* --- requests and answers: leader/follower ----------------------------------
+ * Several threads of the process may have requests outstanding (a thread
+ * waiting for a lock must not stop another from releasing one: that would
+ * be a deadlock the kernel's own locks do not have). Each request has a slot;
+ * one thread at a time (the leader, `reading`) reads frames from the socket
+ * and files each final answer in its slot; the others wait on `bcv` and one
+ * of them takes over when the leader's own answer came. Writes of whole
+ * frames are serialised by `wmu`.
+ * Rule: slots, `reading`, `bfd` changes and `next_id` only with `bmu` held.
+ * Known gap: a signal handler that runs in a thread waiting on `bcv` (not
+ * the reader) does not end its wait with EINTR; in a single-threaded program
+ * the waiting thread is always the reader. */
+
+/* With bmu held: a free slot for a new request id (waits while all are in use). */
+static slot *open_slot(uint32_t *id) {
+  for (;;) {
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (!slots[i].used) {
+        slots[i] = (slot){next_id++, 1, 0, {0}};
+        *id = slots[i].id;
+        return &slots[i];
+      }
+    pthread_cond_wait(&bcv, &bmu);
+  }
+}
+
+static void send_locked(fbuf *f) {
+  pthread_mutex_lock(&wmu);
+  send_frame(f);
+  pthread_mutex_unlock(&wmu);
+}
+
+/* With bmu held: wait until `s` has its final answer, reading as the leader
+ * when no one else is. -EINTR when `interruptible` and a signal handler ran
+ * while this thread was reading (the slot stays open: the answer still
+ * comes). */
+static int await_slot(slot *s, int interruptible) {
+  uint8_t body[4096];
+  while (!s->done) {
+    if (reading) {
+      pthread_cond_wait(&bcv, &bmu);
+      continue;
+    }
+    reading = 1;
+    pthread_mutex_unlock(&bmu);
+    int type = 0;
+    uint32_t id = 0;
+    size_t n = 0;
+    int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible);
+    pthread_mutex_lock(&bmu);
+    reading = 0;
+    pthread_cond_broadcast(&bcv);
+    if (rc) return rc;
+    if (type == JDLS_FT_WAITING) continue;
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (slots[i].used && !slots[i].done && slots[i].id == id) {
+        parse_final(type, body, n, &slots[i].a);
+        slots[i].done = 1;
+        break;
+      }
+  }
+  return 0;
+}
+
+static void close_slot(slot *s) {
+  s->used = 0;
+  pthread_cond_broadcast(&bcv);
+}
+
+/* One request: `build` writes the frame for id; the answer into *a. With
+ * `interruptible`, a signal handler that ran during the wait withdraws the
+ * request (CANCEL) and the call returns -EINTR - unless the grant won the
+ * race: then we hold the lock and succeed rather than lose it. */
+typedef void (*build_fn)(fbuf *f, uint32_t id, const void *arg);
+static int request(build_fn build, const void *arg, int interruptible, shim_answer *a) {
+  pthread_mutex_lock(&bmu);
+  ensure_connected();
+  uint32_t id;
+  slot *s = open_slot(&id);
+  pthread_mutex_unlock(&bmu);
+  fbuf f;
+  build(&f, id, arg);
+  send_locked(&f);
+  pthread_mutex_lock(&bmu);
+  int rc = await_slot(s, interruptible);
+  if (rc == -EINTR) {
+    uint32_t cid;
+    slot *c = open_slot(&cid);
+    pthread_mutex_unlock(&bmu);
+    begin(&f, JDLS_FT_CANCEL, 0, cid);
+    put32(&f, id);
+    send_locked(&f);
+    pthread_mutex_lock(&bmu);
+    await_slot(s, 0);
+    await_slot(c, 0);
+    close_slot(c);
+    rc = s->a.type == JDLS_FT_GRANTED ? 0 : -EINTR;
+  }
+  *a = s->a;
+  close_slot(s);
+  pthread_mutex_unlock(&bmu);
+  return rc;
+}
+
+static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
+  put64(f, inode);
+  put64(f, (uint64_t)dev);
+}
+
+typedef struct lock_args {
+  int mode, nowait;
+  uint64_t inode;
+  int64_t dev;
+  const void *key;
+  size_t klen;
+} lock_args;
+
+static void build_lock(fbuf *f, uint32_t id, const void *arg) {
+  const lock_args *l = arg;
+  begin(f, JDLS_FT_LOCK, l->nowait ? JDLS_FF_NOWAIT : 0, id);
+  put8(f, (uint8_t)l->mode);
+  put32(f, shim_pid()); /* tid = pid: the process is the owner */
+  put_file(f, l->inode, l->dev);
+  putstr(f, l->key, l->klen, JDLS_PROTO_MAX_KEY);
+}
+
+int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
+                     const void *key, size_t klen, shim_answer *a) {
+  lock_args l = {mode, nowait, inode, dev, key, klen};
+  return request(build_lock, &l, interruptible && !nowait, a);
+}
+
+typedef struct range_args {
+  int type, space, mode, nowait;
+  uint32_t tag;
+  uint64_t inode;
+  int64_t start, len;
+} range_args;
+
+static void build_range(fbuf *f, uint32_t id, const void *arg) {
+  const range_args *r = arg;
+  begin(f, r->type, (r->type == JDLS_FT_RANGE_LOCK && r->nowait ? JDLS_FF_NOWAIT : 0) | r->space, id);
+  if (r->type != JDLS_FT_RANGE_UNLOCK) put8(f, (uint8_t)r->mode);
+  put32(f, r->tag);
+  put_file(f, r->inode, -1);
+  put64(f, (uint64_t)r->start);
+  put64(f, (uint64_t)r->len);
+}
+
+int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
+                      int64_t start, int64_t len, shim_answer *a) {
+  range_args r = {type, space, mode, nowait, tag, inode, start, len};
+  return request(build_range, &r, type == JDLS_FT_RANGE_LOCK && !nowait, a);
+}
+
+typedef struct call_args {
+  int type;
+  uint64_t inode;
+  int64_t dev;
+  const void *key;
+  size_t klen;
+} call_args;
+
+static void build_call(fbuf *f, uint32_t id, const void *arg) {
+  const call_args *c = arg;
+  begin(f, c->type, 0, id);
+  put32(f, shim_pid());
+  if (c->type != JDLS_FT_UNLOCK_ALL) put_file(f, c->inode, c->dev);
+  if (c->type == JDLS_FT_UNLOCK || c->type == JDLS_FT_STATUS) putstr(f, c->key, c->klen, JDLS_PROTO_MAX_KEY);
+}
+
+int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
+                     shim_answer *a) {
+  call_args c = {type, inode, dev, key, klen};
+  request(build_call, &c, 0, a);
+  return 0;
+}

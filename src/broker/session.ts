@@ -1,0 +1,236 @@
+// session.ts (broker) - one preloaded process's connection to the broker.
+//
+// Owns: the conversation with one shim (docs/broker.md): its HELLO names its
+// JDLS value, pid, program and port; the broker opens THIS process's own
+// server connection with JdlsClient (SERVER2 resilience, TIMEOUT, WAIT,
+// OSLOCKS all come with it), answers WELCOME, then forwards each request and
+// sends back the server's answer under the shim's request id. CANCEL
+// withdraws a waiting LOCK (the shim's interrupted F_SETLKW). When the shim's
+// socket closes (the process exited or died) the server connection is closed
+// at once, so the server releases the process's locks. When the server
+// connection dies, the shim's socket is closed: the shim then ends its
+// process with the guide's message rather than run on without locks.
+import net from 'node:net';
+import { JdlsError } from '../errors.js';
+import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
+import type { ProtoErrorName } from '../protocol/constants.js';
+import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame } from '../protocol/frames.js';
+import { JdlsClient } from '../client/client.js';
+import type { Logger } from 'pino';
+
+/** The wire ERROR code for a client-side failure of one request. */
+function wireCode(e: unknown): ProtoErrorName {
+  const code = e instanceof JdlsError ? e.code : 'SYSTEM';
+  switch (code) {
+    case 'TABLE_FULL': case 'KEY_TOO_LONG': case 'LIMIT': case 'CANCELLED': case 'BAD_ARGUMENT': case 'SHUTDOWN': case 'PROTOCOL': case 'NOT_SUPPORTED':
+      return code;
+    case 'ABORTED':
+      return 'CANCELLED';
+    default:
+      return 'SYSTEM';
+  }
+}
+
+export interface SessionEnd {
+  /** called once when the session is over (both sides closed) */
+  onEnd: () => void;
+  log: Logger;
+  /** connect options for tests (e.g. errorTrace) */
+  errorTrace?: string | false;
+}
+
+export class BrokerSession {
+  readonly #sock: net.Socket;
+  readonly #reader = FrameReader.forServer();
+  readonly #opts: SessionEnd;
+  #client: JdlsClient | undefined;
+  #connecting: Promise<void> | undefined;
+  #ended = false;
+  /** waiting LOCK requests by the shim's request id */
+  readonly #waiting = new Map<number, AbortController>();
+  /** frames that arrived while the server connection was being made */
+  #queue: ClientFrame[] = [];
+  #hello: HelloFrame | undefined;
+
+  constructor(sock: net.Socket, opts: SessionEnd) {
+    this.#sock = sock;
+    this.#opts = opts;
+    sock.on('data', (d: Buffer) => this.#onData(d));
+    sock.on('error', () => this.#end());
+    sock.on('close', () => this.#end());
+  }
+
+  #send(f: ServerFrame): void {
+    if (this.#ended || this.#sock.destroyed) return;
+    this.#sock.write(encode(f));
+  }
+
+  #onData(d: Buffer): void {
+    let frames: ClientFrame[];
+    try {
+      frames = this.#reader.push(d);
+    } catch (e) {
+      const reason = e instanceof ProtocolError ? e.fault.reason : String(e);
+      this.#opts.log.error({ reason }, 'protocol error from a preloaded process');
+      this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: reason });
+      this.#end();
+      return;
+    }
+    for (const f of frames) this.#onFrame(f);
+  }
+
+  #onFrame(f: ClientFrame): void {
+    if (!this.#hello) {
+      if (f.type !== 'HELLO') {
+        this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: `${f.type} before HELLO` });
+        this.#end();
+        return;
+      }
+      this.#hello = f;
+      this.#connecting = this.#connect(f);
+      return;
+    }
+    if (!this.#client) {
+      this.#queue.push(f);
+      return;
+    }
+    this.#dispatch(this.#client, f);
+  }
+
+  async #connect(h: HelloFrame): Promise<void> {
+    let client: JdlsClient;
+    try {
+      client = await JdlsClient.connect(h.options, {
+        pid: h.pid, port: h.port, program: h.program, hostname: h.host,
+        ...(this.#opts.errorTrace === undefined ? {} : { errorTrace: this.#opts.errorTrace }),
+      });
+    } catch (e) {
+      // The shim prints the guide's message and this text, then exits.
+      const code = e instanceof JdlsError ? e.code : 'SYSTEM';
+      const text = (code === 'BAD_JDLS' ? (e as Error).message : `JDLS='${h.options}': ${(e as Error).message}`).slice(0, 1000);
+      this.#opts.log.error({ pid: h.pid, program: h.program, code }, text);
+      this.#send({ type: 'ERROR', requestId: 0, code: 'SYSTEM', text });
+      this.#end();
+      return;
+    }
+    if (this.#ended) {
+      await client.close();
+      return;
+    }
+    this.#client = client;
+    client.on('dead', (e) => {
+      this.#opts.log.error({ pid: h.pid, code: e.code }, `server connection of pid ${h.pid} lost: ${e.message}`);
+      this.#end();
+    });
+    const s = client.server;
+    this.#send({
+      type: 'WELCOME', requestId: 0, version: 1, mechanism: s.mechanism, serverPid: s.pid, session: s.session,
+      interimMs: s.interimMs, keepaliveMs: 0, clientAddr: s.clientAddr, server: s.name,
+    });
+    this.#opts.log.info({ pid: h.pid, program: h.program, server: `${s.host}:${s.port}` }, 'preloaded process connected');
+    const q = this.#queue;
+    this.#queue = [];
+    for (const f of q) this.#dispatch(client, f);
+  }
+
+  #dispatch(c: JdlsClient, f: ClientFrame): void {
+    const id = f.requestId;
+    const fail = (e: unknown): void => {
+      if (c.failure && !(e instanceof JdlsError && e.code === 'ABORTED')) {
+        // The server connection is gone: end the shim's socket (it exits).
+        this.#end();
+        return;
+      }
+      this.#send({ type: 'ERROR', requestId: id, code: wireCode(e), text: (e as Error).message.slice(0, 1000) });
+    };
+    switch (f.type) {
+      case 'LOCK':
+        this.#lock(c, f).catch(fail);
+        return;
+      case 'UNLOCK':
+        c.unlock(f.file, f.key, { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        return;
+      case 'UNLOCK_FILE':
+        c.unlockFile(f.file, { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        return;
+      case 'UNLOCK_ALL':
+        c.unlockAll({ tid: f.tid, allThreads: f.allThreads }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        return;
+      case 'STATUS':
+        c.status(f.file, f.key, { tid: f.tid }).then(
+          (st) => this.#send(st.holder ? { type: 'STATUS_RESULT', requestId: id, code: st.code, holder: st.holder } : { type: 'STATUS_RESULT', requestId: id, code: st.code }),
+          fail,
+        );
+        return;
+      case 'CANCEL': {
+        const w = this.#waiting.get(f.target);
+        if (w) w.abort();
+        this.#send({ type: 'RELEASED', requestId: id, count: w ? 1 : 0 });
+        return;
+      }
+      case 'TEST':
+        c.test(f.text).then((text) => this.#send({ type: 'TEST_RESULT', requestId: id, text }), fail);
+        return;
+      case 'PING':
+        this.#send({ type: 'PONG', requestId: id });
+        return;
+      case 'RANGE_LOCK':
+        this.#rangeLock(c, f).catch(fail);
+        return;
+      case 'RANGE_UNLOCK':
+        c.rangeUnlock(f.file, f.start, f.length, { tid: f.tid, space: f.space }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        return;
+      case 'RANGE_TEST':
+        c.rangeTest(f.file, f.start, f.length, f.mode, { tid: f.tid }).then(
+          (conflict) => this.#send(conflict ? { type: 'RANGE_RESULT', requestId: id, conflict } : { type: 'RANGE_RESULT', requestId: id }),
+          fail,
+        );
+        return;
+      case 'HELLO':
+        this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: 'a second HELLO' });
+        this.#end();
+    }
+  }
+
+  async #lock(c: JdlsClient, f: LockFrame): Promise<void> {
+    const ac = new AbortController();
+    this.#waiting.set(f.requestId, ac);
+    try {
+      const r = await c.lock(f.file, f.key, f.mode, {
+        nowait: f.nowait, tid: f.tid, signal: ac.signal,
+        onWaiting: (w) => this.#send({ type: 'WAITING', requestId: f.requestId, holder: w.holder }),
+      });
+      this.#send(r.granted ? { type: 'GRANTED', requestId: f.requestId } : { type: 'LOCKED', requestId: f.requestId, holder: r.holder });
+    } finally {
+      this.#waiting.delete(f.requestId);
+    }
+  }
+
+  async #rangeLock(c: JdlsClient, f: RangeLockFrame): Promise<void> {
+    const ac = new AbortController();
+    this.#waiting.set(f.requestId, ac);
+    try {
+      const r = await c.rangeLock(f.file, f.start, f.length, f.mode, { nowait: f.nowait, tid: f.tid, signal: ac.signal, space: f.space });
+      this.#send(r.granted ? { type: 'GRANTED', requestId: f.requestId } : { type: 'LOCKED', requestId: f.requestId, holder: r.holder });
+    } finally {
+      this.#waiting.delete(f.requestId);
+    }
+  }
+
+  /** Close both sides (idempotent): the server releases this process's locks. */
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const ac of this.#waiting.values()) ac.abort();
+    // end(), not destroy(): a last ERROR frame must still reach the shim (it
+    // prints its text). A peer that never reads is cut off after a second.
+    this.#sock.end();
+    setTimeout(() => this.#sock.destroy(), 1000).unref();
+    const c = this.#client;
+    const done = async (): Promise<void> => {
+      await this.#connecting?.catch(() => undefined);
+      await (c ?? this.#client)?.close();
+    };
+    done().catch(() => undefined).finally(() => this.#opts.onEnd());
+  }
+}
