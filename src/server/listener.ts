@@ -31,6 +31,17 @@ import { native } from '../native.js';
 import type { FromLockServer, ToLockServer } from './lockserver.js';
 import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
 
+
+/**
+ * V8 flags of a lock-server process. A young generation of 16 MiB from the
+ * start (V8 starts it at 1 MiB and grows it slowly): a lock server
+ * allocates ~2 KB per request, so a small one is scavenged every few
+ * hundred requests, and each scavenge (~0.5 ms) holds up the requests and
+ * hand-offs in flight - the tail of the hand-off latency (docs/benchmarks.md).
+ * Costs ~30 MiB of RSS per lock-server process once used.
+ */
+export const LOCK_SERVER_NODE_FLAGS: readonly string[] = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
+
 export const LISTENER_TITLE = 'jdls -ib (listener)';
 
 /** How often the listener looks for idle processes and re-checks the header. */
@@ -142,6 +153,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     // reach it; the lock-server process ignores the IPC channel closing.
     const child = fork(script, [LOCK_SERVER_CHILD_FLAG, kind], {
       detached: true,
+      execArgv: [...process.execArgv, ...LOCK_SERVER_NODE_FLAGS],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: childEnv,
     });
