@@ -58,6 +58,9 @@ enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER, SHIM_TO_DRIVER };
 enum shim_dest shim_route(enum shim_kind kind, int origin);
 /* The JDLS value (NULL when unset). */
 const char *shim_jdls_value(void);
+/* An item of JDLS: 1 if the word is there; with `value`, the item must be
+ * WORD=... and its value is copied there. */
+int shim_jdls_option(const char *word, char *value, size_t vsize);
 /* The installation's table (valid when shim_route gave SHIM_TO_TABLE). */
 jdls_table *shim_table(void);
 /* This process as a lock owner: (pid, tid = pid, JBCPORTNO). */

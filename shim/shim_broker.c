@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,13 +51,24 @@
 extern char **environ;
 
 static pthread_mutex_t bmu = PTHREAD_MUTEX_INITIALIZER;
-static int bfd = -1;        /* the broker socket, or -1 */
+static int bfd = -1;        /* the broker socket, or the server connection (direct), or -1 */
+/* Direct mode: the broker opened this process's server connection and
+ * handed it over (SCM_RIGHTS with its WELCOME); requests then go straight to
+ * the lock server, two hops fewer each (docs/broker.md). The broker stays in
+ * the path only for SERVER2 (resilience lives in its JdlsClient). Without
+ * the broker's client in between, the shim itself sets the LOCK flags of the
+ * JDLS value (WAIT, OSLOCKS) and keeps the TIMEOUT rule. */
+static int direct;
+static int lock_flags;      /* JDLS_FF_NO_INTERIM (WAIT) | JDLS_FF_OSLOCKS */
+static int timeout_ms = 30000; /* TIMEOUT=seconds: longest silence with an answer due */
+static int wait_opt;        /* WAIT: a waiting lock is not timed */
 static uint32_t next_id = 1;
 /* The outstanding requests (see "leader/follower" below). */
 #define MAX_SLOTS 64
 typedef struct slot {
   uint32_t id;
   int used, done;
+  int untimed; /* a waiting lock under WAIT (or a waiting range lock): TIMEOUT does not apply */
   shim_answer a;
 } slot;
 static slot slots[MAX_SLOTS];
@@ -92,6 +104,7 @@ void shim_broker_forget(void) {
     shim_busy--;
   }
   bfd = -1;
+  direct = 0;
 }
 
 /* --- frames ----------------------------------------------------------------- */
@@ -155,15 +168,30 @@ static void send_frame(fbuf *f) {
 
 /* Read exactly n bytes. With `interruptible` and nothing read yet, a signal
  * handler that ran (EINTR) returns -EINTR; otherwise 0. */
-static int read_all(uint8_t *p, size_t n, int interruptible) {
+static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
   size_t got = 0;
   while (got < n) {
+    if (wait_ms >= 0) {
+      /* TIMEOUT (direct mode): silence from the server with an answer due
+       * means it is dead or hung; the guide: declared dead. */
+      struct pollfd pf = {bfd, POLLIN, 0};
+      int pr = poll(&pf, 1, wait_ms);
+      if (pr < 0 && errno == EINTR) {
+        if (interruptible && got == 0) return -EINTR;
+        continue;
+      }
+      if (pr == 0) {
+        char why[200];
+        snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+        shim_server_unreachable(why);
+      }
+    }
     ssize_t r = recv(bfd, p + got, n - got, 0);
     if (r < 0 && errno == EINTR) {
       if (interruptible && got == 0) return -EINTR;
       continue;
     }
-    if (r == 0) lost("the broker closed it");
+    if (r == 0) lost(direct ? "the lock server closed it" : "the broker closed it");
     if (r < 0) lost(strerror(errno));
     got += (size_t)r;
   }
@@ -172,17 +200,17 @@ static int read_all(uint8_t *p, size_t n, int interruptible) {
 
 /* One frame: its type, request id, and body (in buf, length *blen). */
 static int read_frame(uint8_t *buf, size_t cap, int *type, uint32_t *id, size_t *blen,
-                      int interruptible) {
+                      int interruptible, int wait_ms) {
   uint8_t h[JDLS_PROTO_HEADER];
-  int rc = read_all(h, 4, interruptible);
+  int rc = read_all(h, 4, interruptible, wait_ms);
   if (rc) return rc;
-  read_all(h + 4, JDLS_PROTO_HEADER - 4, 0);
+  read_all(h + 4, JDLS_PROTO_HEADER - 4, 0, wait_ms);
   uint32_t len = get32(h);
   if (len < JDLS_PROTO_MIN_LENGTH || len - 8 > cap) lost("a frame of a bad length");
   *type = h[5];
   *id = get32(h + 8);
   *blen = len - 8;
-  read_all(buf, *blen, 0);
+  read_all(buf, *blen, 0, wait_ms);
   return 0;
 }
 
@@ -368,6 +396,44 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The broker's answer to HELLO, read with recvmsg: WELCOME (with the server
+ * connection's descriptor attached in direct mode: SCM_RIGHTS rides on the
+ * frame's first byte) or ERROR. Sets *fd to the descriptor or -1. */
+static void read_first(uint8_t *body, size_t cap, int *type, size_t *blen, int *fd) {
+  uint8_t buf[4096 + JDLS_PROTO_HEADER];
+  size_t got = 0, need = JDLS_PROTO_HEADER;
+  *fd = -1;
+  while (got < need) {
+    union {
+      char b[CMSG_SPACE(sizeof(int))];
+      struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {buf + got, need - got};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof ctl.b;
+    ssize_t r = recvmsg(bfd, &m, MSG_CMSG_CLOEXEC);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) lost("the broker closed it");
+    if (r < 0) lost(strerror(errno));
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(fd, CMSG_DATA(c), sizeof(int));
+    got += (size_t)r;
+    if (got >= JDLS_PROTO_HEADER && need == JDLS_PROTO_HEADER) {
+      uint32_t len = get32(buf);
+      if (len < JDLS_PROTO_MIN_LENGTH || len - 8 > cap) lost("a frame of a bad length");
+      need = 4 + len;
+    }
+  }
+  *type = buf[5];
+  *blen = need - JDLS_PROTO_HEADER;
+  memcpy(body, buf + JDLS_PROTO_HEADER, *blen);
+}
+
 /* Connect (starting the broker if need be) and say HELLO; with bmu held. */
 static void ensure_connected(void) {
   if (bfd >= 0) return;
@@ -409,10 +475,35 @@ static void ensure_connected(void) {
 
   uint8_t body[4096];
   int type = 0;
-  uint32_t id = 0;
   size_t n = 0;
-  read_frame(body, sizeof body, &type, &id, &n, 0);
-  if (type == JDLS_FT_WELCOME) return;
+  int server_fd = -1;
+  read_first(body, sizeof body, &type, &n, &server_fd);
+  if (type == JDLS_FT_WELCOME) {
+    if (server_fd >= 0) {
+      /* Direct mode: the server connection is ours now; the broker socket
+       * has done its job. */
+      shim_busy++;
+      real_close(bfd);
+      /* Trap: the socket comes from Node, which made it non-blocking, and
+       * O_NONBLOCK belongs to the open file description, which is shared:
+       * our blocking recv() would fail with EAGAIN. */
+      int fl = real_fcntl(server_fd, F_GETFL, 0);
+      if (fl >= 0 && (fl & O_NONBLOCK)) real_fcntl(server_fd, F_SETFL, (void *)(intptr_t)(fl & ~O_NONBLOCK));
+      shim_busy--;
+      bfd = server_fd;
+      direct = 1;
+      char v[32];
+      wait_opt = shim_jdls_option("WAIT", NULL, 0);
+      lock_flags = (wait_opt ? JDLS_FF_NO_INTERIM : 0) | (shim_jdls_option("OSLOCKS", NULL, 0) ? JDLS_FF_OSLOCKS : 0);
+      if (shim_jdls_option("TIMEOUT", v, sizeof v)) timeout_ms = (int)strtol(v, NULL, 10) * 1000;
+    }
+    return;
+  }
+  if (server_fd >= 0) {
+    shim_busy++;
+    real_close(server_fd);
+    shim_busy--;
+  }
   if (type == JDLS_FT_ERROR && n >= 4) {
     /* ERROR: code u16, text str16 - the broker's reason (the server could
      * not be reached, JDLS is malformed, ...) */
@@ -443,7 +534,7 @@ static slot *open_slot(uint32_t *id) {
   for (;;) {
     for (int i = 0; i < MAX_SLOTS; i++)
       if (!slots[i].used) {
-        slots[i] = (slot){next_id++, 1, 0, {0}};
+        slots[i] = (slot){next_id++, 1, 0, 0, {0}};
         *id = slots[i].id;
         return &slots[i];
       }
@@ -469,11 +560,15 @@ static int await_slot(slot *s, int interruptible) {
       continue;
     }
     reading = 1;
+    int wait_ms = -1; /* TIMEOUT applies while any outstanding request is timed */
+    if (direct && timeout_ms > 0)
+      for (int i = 0; i < MAX_SLOTS; i++)
+        if (slots[i].used && !slots[i].done && !slots[i].untimed) wait_ms = timeout_ms;
     pthread_mutex_unlock(&bmu);
     int type = 0;
     uint32_t id = 0;
     size_t n = 0;
-    int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible);
+    int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible, wait_ms);
     pthread_mutex_lock(&bmu);
     reading = 0;
     pthread_cond_broadcast(&bcv);
@@ -499,11 +594,12 @@ static void close_slot(slot *s) {
  * request (CANCEL) and the call returns -EINTR - unless the grant won the
  * race: then we hold the lock and succeed rather than lose it. */
 typedef void (*build_fn)(fbuf *f, uint32_t id, const void *arg);
-static int request(build_fn build, const void *arg, int interruptible, shim_answer *a) {
+static int request(build_fn build, const void *arg, int interruptible, int untimed, shim_answer *a) {
   pthread_mutex_lock(&bmu);
   ensure_connected();
   uint32_t id;
   slot *s = open_slot(&id);
+  s->untimed = untimed;
   pthread_mutex_unlock(&bmu);
   fbuf f;
   build(&f, id, arg);
@@ -544,7 +640,7 @@ typedef struct lock_args {
 
 static void build_lock(fbuf *f, uint32_t id, const void *arg) {
   const lock_args *l = arg;
-  begin(f, JDLS_FT_LOCK, l->nowait ? JDLS_FF_NOWAIT : 0, id);
+  begin(f, JDLS_FT_LOCK, (l->nowait ? JDLS_FF_NOWAIT : 0) | lock_flags, id);
   put8(f, (uint8_t)l->mode);
   put32(f, shim_pid()); /* tid = pid: the process is the owner */
   put_file(f, l->inode, l->dev);
@@ -554,7 +650,8 @@ static void build_lock(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
                      const void *key, size_t klen, shim_answer *a) {
   lock_args l = {mode, nowait, inode, dev, key, klen};
-  return request(build_lock, &l, interruptible && !nowait, a);
+  /* Under WAIT no interim frames come for a waiting lock: not timed. */
+  return request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
 }
 
 typedef struct range_args {
@@ -577,7 +674,8 @@ static void build_range(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
                       int64_t start, int64_t len, shim_answer *a) {
   range_args r = {type, space, mode, nowait, tag, inode, start, len};
-  return request(build_range, &r, type == JDLS_FT_RANGE_LOCK && !nowait, a);
+  /* A waiting range lock gets no interim frames: not timed. */
+  return request(build_range, &r, type == JDLS_FT_RANGE_LOCK && !nowait, type == JDLS_FT_RANGE_LOCK && !nowait, a);
 }
 
 typedef struct call_args {
@@ -599,6 +697,6 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a) {
   call_args c = {type, inode, dev, key, klen};
-  request(build_call, &c, 0, a);
+  request(build_call, &c, 0, 0, a);
   return 0;
 }

@@ -69,6 +69,11 @@ static int jdls_item(const char *v, const char *w, char *value, size_t vsize) {
 
 const char *shim_jdls_value(void) { return getenv("JDLS"); }
 
+int shim_jdls_option(const char *word, char *value, size_t vsize) {
+  const char *j = getenv("JDLS");
+  return j ? jdls_item(j, word, value, vsize) : 0;
+}
+
 static void decide(void) {
   shim_busy++;
   const char *p = getenv("JBCPORTNO");

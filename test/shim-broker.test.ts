@@ -196,7 +196,7 @@ test.serial('LOCK=INTERNAL leaves an external driver\'s calls to the driver; LOC
   t.is(await a.finish(), 0);
 });
 
-test.serial('a broker killed with -9: its clients\' server locks are released, a client exits with the guide\'s message at its next call, and the next process starts a new broker over the stale socket', async (t) => {
+test.serial('a broker killed with -9: handed-over clients keep their server connection and locks and carry on; the next process starts a new broker over the stale socket', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
   const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2'], { env: { JDLS } });
@@ -204,16 +204,62 @@ test.serial('a broker killed with -9: its clients\' server locks are released, a
   const old = s.brokerPid();
   if (old === undefined) return t.fail('no broker');
   process.kill(old, 'SIGKILL');
-  t.true(await s.cli.until(async () => (await s.locks()).length === 0, 10_000), 'the server released a\'s lock');
+  await new Promise((r) => setTimeout(r, 500));
+  t.is((await s.locks()).length, 1, 'a still holds K1: its server connection is its own');
   t.true(fs.existsSync(s.brokerSocket), 'the stale socket is left behind');
-  t.is(await a.finish(), 1);
-  t.regex(a.stderr(), GUIDE);
-  t.regex(a.stderr(), /connection to the lock broker was lost/);
+  t.is(await a.finish(), 0, a.stderr()); // takes K2 on the same connection, exits
+  t.true(await s.cli.until(async () => (await s.locks()).length === 0, 10_000), 'a\'s exit released its locks');
   const b = await s.run(SHIM_API, ['4242', '7', 'x:K1'], { env: { JDLS } });
   t.is(b.stdout.trim(), 'ok', b.stderr);
   const pid = s.brokerPid();
   t.truthy(pid);
   t.not(pid, old);
+});
+
+test.serial('TIMEOUT with a handed-over connection: a lock server that stops answering (SIGSTOP) is declared dead within TIMEOUT, and the process ends with the guide\'s message', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = `${await s.startServer()},TIMEOUT=1`;
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2'], { env: { JDLS } });
+  await a.waitFor(/^holding$/, 15_000);
+  const servers = processesOf(s.cli.dir).filter((pid) => {
+    try {
+      return /\(lock server\)/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+    } catch {
+      return false;
+    }
+  });
+  t.true(servers.length >= 1);
+  for (const pid of servers) process.kill(pid, 'SIGSTOP');
+  t.teardown(() => {
+    for (const pid of servers) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
+    }
+  });
+  const t0 = Date.now();
+  t.is(await a.finish(), 1);
+  const ms = Date.now() - t0;
+  t.regex(a.stderr(), GUIDE);
+  t.regex(a.stderr(), /declared dead \(JDLS TIMEOUT\)/);
+  t.true(ms >= 900 && ms < 5000, `declared dead after ${ms} ms`);
+  for (const pid of servers) process.kill(pid, 'SIGCONT');
+});
+
+test.serial('JDLS_BROKER_HANDOVER=0 (requests through the broker): a broker killed with -9 releases its clients\' server locks, and a client exits with the guide\'s message at its next call', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer();
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2'], { env: { JDLS, JDLS_BROKER_HANDOVER: '0' } });
+  await a.waitFor(/^holding$/, 15_000);
+  const old = s.brokerPid();
+  if (old === undefined) return t.fail('no broker');
+  process.kill(old, 'SIGKILL');
+  t.true(await s.cli.until(async () => (await s.locks()).length === 0, 10_000), 'the server released a\'s lock');
+  t.is(await a.finish(), 1);
+  t.regex(a.stderr(), GUIDE);
+  t.regex(a.stderr(), /connection to the lock broker was lost/);
 });
 
 test.serial('SERVER2 through the broker: locks are duplicated to the secondary; when the primary dies the process carries on with the secondary', async (t) => {

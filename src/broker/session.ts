@@ -16,6 +16,8 @@ import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
 import type { ProtoErrorName } from '../protocol/constants.js';
 import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame } from '../protocol/frames.js';
 import { JdlsClient } from '../client/client.js';
+import { parseJdls, type JdlsConfig } from '../client/jdls-env.js';
+import { connectFor, handOver } from './handover.js';
 import type { Logger } from 'pino';
 
 /** The wire ERROR code for a client-side failure of one request. */
@@ -51,6 +53,8 @@ export class BrokerSession {
   /** frames that arrived while the server connection was being made */
   #queue: ClientFrame[] = [];
   #hello: HelloFrame | undefined;
+  /** the server connection went to the process (direct mode): nothing more to do here */
+  #handedOver = false;
 
   constructor(sock: net.Socket, opts: SessionEnd) {
     this.#sock = sock;
@@ -80,6 +84,7 @@ export class BrokerSession {
   }
 
   #onFrame(f: ClientFrame): void {
+    if (this.#handedOver) return; // the process talks to the server itself now
     if (!this.#hello) {
       if (f.type !== 'HELLO') {
         this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: `${f.type} before HELLO` });
@@ -98,6 +103,7 @@ export class BrokerSession {
   }
 
   async #connect(h: HelloFrame): Promise<void> {
+    if (await this.#tryHandOver(h)) return;
     let client: JdlsClient;
     try {
       client = await JdlsClient.connect(h.options, {
@@ -105,12 +111,7 @@ export class BrokerSession {
         ...(this.#opts.errorTrace === undefined ? {} : { errorTrace: this.#opts.errorTrace }),
       });
     } catch (e) {
-      // The shim prints the guide's message and this text, then exits.
-      const code = e instanceof JdlsError ? e.code : 'SYSTEM';
-      const text = (code === 'BAD_JDLS' ? (e as Error).message : `JDLS='${h.options}': ${(e as Error).message}`).slice(0, 1000);
-      this.#opts.log.error({ pid: h.pid, program: h.program, code }, text);
-      this.#send({ type: 'ERROR', requestId: 0, code: 'SYSTEM', text });
-      this.#end();
+      this.#refuse(h, e);
       return;
     }
     if (this.#ended) {
@@ -131,6 +132,54 @@ export class BrokerSession {
     const q = this.#queue;
     this.#queue = [];
     for (const f of q) this.#dispatch(client, f);
+  }
+
+  /**
+   * Direct mode (handover.ts): one server and JDLS_BROKER_HANDOVER not 0 ->
+   * connect for the process and hand it the connection. True when done (or
+   * when the failure was answered); false to serve it through the broker.
+   */
+  async #tryHandOver(h: HelloFrame): Promise<boolean> {
+    if (process.env['JDLS_BROKER_HANDOVER'] === '0') return false;
+    let config: JdlsConfig;
+    try {
+      config = parseJdls(h.options);
+    } catch {
+      return false; // JdlsClient.connect says what is wrong with it
+    }
+    const server = config.servers[0];
+    if (config.servers.length !== 1 || !server) return false; // SERVER2: resilience lives in JdlsClient
+    let conn: { sock: net.Socket; welcome: Buffer };
+    try {
+      conn = await connectFor(server, h, config.timeoutMs);
+    } catch (e) {
+      this.#refuse(h, e);
+      return true;
+    }
+    if (this.#ended) {
+      conn.sock.destroy();
+      return true;
+    }
+    const rc = handOver(this.#sock, conn.sock, conn.welcome);
+    // Our copy of the connection goes; the process holds it now (closing a
+    // copy sends nothing to the server).
+    conn.sock.destroy();
+    if (rc !== 0) {
+      this.#opts.log.warn({ pid: h.pid, errno: -rc }, 'could not hand the server connection over; serving through the broker');
+      return false;
+    }
+    this.#handedOver = true;
+    this.#opts.log.info({ pid: h.pid, program: h.program, server: `${server.host}:${server.port}` }, 'preloaded process connected: server connection handed over');
+    return true;
+  }
+
+  /** The handshake failed: the shim prints the guide's message and this text, then exits. */
+  #refuse(h: HelloFrame, e: unknown): void {
+    const code = e instanceof JdlsError ? e.code : 'SYSTEM';
+    const text = (code === 'BAD_JDLS' ? (e as Error).message : `JDLS='${h.options}': ${(e as Error).message}`).slice(0, 1000);
+    this.#opts.log.error({ pid: h.pid, program: h.program, code }, text);
+    this.#send({ type: 'ERROR', requestId: 0, code: 'SYSTEM', text });
+    this.#end();
   }
 
   #dispatch(c: JdlsClient, f: ClientFrame): void {
