@@ -51,16 +51,16 @@ const self = fileURLToPath(import.meta.url);
  * server (the monitor's tidy-up then preempts it: hand-off tail x20).
  * `taskset` is util-linux.
  */
-const PIN = os.availableParallelism() >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+export const PIN = os.availableParallelism() >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 /** [command, args] of a node child pinned to `cpu` (or not pinned: see PIN). */
-function pinned(cpu: number | undefined, args: string[]): [string, string[]] {
+export function pinned(cpu: number | undefined, args: string[]): [string, string[]] {
   return PIN && cpu !== undefined ? ['taskset', ['-c', String(cpu), process.execPath, ...args]] : [process.execPath, args];
 }
-const SERVER_CPU = 1;
-const CLIENT_CPU = 0;
+export const SERVER_CPU = 1;
+export const CLIENT_CPU = 0;
 
 /** Pin a running process (and its threads) to `cpu`: the lock server, for the 1-connection loads. */
-function pinPid(pid: number, cpu: number | undefined): void {
+export function pinPid(pid: number, cpu: number | undefined): void {
   if (PIN) spawnSync('taskset', ['-a', '-p', '-c', cpu === undefined ? `0-${os.availableParallelism() - 1}` : String(cpu), String(pid)], { stdio: 'ignore' });
 }
 /** The LOCK frame of a short key is about this long; GRANTED is 12 bytes. */
@@ -341,7 +341,7 @@ export class Service {
   }
 }
 
-function cmdline(pid: number): string {
+export function cmdline(pid: number): string {
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
   } catch {

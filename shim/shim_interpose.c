@@ -44,7 +44,35 @@ static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, int
   return shim_record_fcntl(fd, cmd, fl, inode, dev, d == SHIM_TO_SERVER);
 }
 
+/* The common non-lock commands, straight to the kernel. glibc's fcntl
+ * passes exactly these to the system call unchanged (F_GETOWN, for one, it
+ * does not: that goes through real_fcntl); going through real_fcntl added
+ * a resolve check, an indirect call and glibc's own varargs dispatch: ~8 %
+ * on an F_GETFL (docs/benchmarks.md, "The shim"; goal within 5 %). */
+#if defined(__x86_64__)
+#include <sys/syscall.h>
+static inline int direct_fcntl(int fd, int cmd, void *arg) {
+  long ret;
+  __asm__ volatile("syscall"
+                   : "=a"(ret)
+                   : "a"((long)SYS_fcntl), "D"((long)fd), "S"((long)cmd), "d"((long)arg)
+                   : "rcx", "r11", "memory");
+  if (ret < 0 && ret > -4096) {
+    errno = (int)-ret;
+    return -1;
+  }
+  return (int)ret;
+}
+#define PASS_STRAIGHT(cmd)                                                                     \
+  ((cmd) == F_GETFL || (cmd) == F_SETFL || (cmd) == F_GETFD || (cmd) == F_SETFD || \
+   (cmd) == F_DUPFD || (cmd) == F_DUPFD_CLOEXEC)
+#else
+#define PASS_STRAIGHT(cmd) 0
+#define direct_fcntl(fd, cmd, arg) (-1)
+#endif
+
 static int do_fcntl(int fd, int cmd, void *arg) {
+  if (PASS_STRAIGHT(cmd)) return direct_fcntl(fd, cmd, arg);
   shim_resolve();
   /* Only the three classic lock commands are ever looked at. OFD commands
    * (F_OFD_*) and everything else pass straight through: varargs are read
