@@ -630,16 +630,18 @@ static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
   put64(f, (uint64_t)dev);
 }
 
-typedef struct lock_args {
-  int mode, nowait;
+/* A request about one key (LOCK, UNLOCK, STATUS) or a file (UNLOCK_FILE,
+ * UNLOCK_ALL): mode and nowait only for LOCK. */
+typedef struct key_args {
+  int type, mode, nowait;
   uint64_t inode;
   int64_t dev;
   const void *key;
   size_t klen;
-} lock_args;
+} key_args;
 
 static void build_lock(fbuf *f, uint32_t id, const void *arg) {
-  const lock_args *l = arg;
+  const key_args *l = arg;
   begin(f, JDLS_FT_LOCK, (l->nowait ? JDLS_FF_NOWAIT : 0) | lock_flags, id);
   put8(f, (uint8_t)l->mode);
   put32(f, shim_pid()); /* tid = pid: the process is the owner */
@@ -649,7 +651,7 @@ static void build_lock(fbuf *f, uint32_t id, const void *arg) {
 
 int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
                      const void *key, size_t klen, shim_answer *a) {
-  lock_args l = {mode, nowait, inode, dev, key, klen};
+  key_args l = {JDLS_FT_LOCK, mode, nowait, inode, dev, key, klen};
   /* Under WAIT no interim frames come for a waiting lock: not timed. */
   return request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
 }
@@ -678,16 +680,8 @@ int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, u
   return request(build_range, &r, type == JDLS_FT_RANGE_LOCK && !nowait, type == JDLS_FT_RANGE_LOCK && !nowait, a);
 }
 
-typedef struct call_args {
-  int type;
-  uint64_t inode;
-  int64_t dev;
-  const void *key;
-  size_t klen;
-} call_args;
-
 static void build_call(fbuf *f, uint32_t id, const void *arg) {
-  const call_args *c = arg;
+  const key_args *c = arg;
   begin(f, c->type, 0, id);
   put32(f, shim_pid());
   if (c->type != JDLS_FT_UNLOCK_ALL) put_file(f, c->inode, c->dev);
@@ -696,7 +690,7 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
 
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a) {
-  call_args c = {type, inode, dev, key, klen};
+  key_args c = {type, 0, 0, inode, dev, key, klen};
   request(build_call, &c, 0, 0, a);
   return 0;
 }
