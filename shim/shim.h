@@ -118,6 +118,10 @@ int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, in
                      const void *key, size_t klen, shim_answer *a);
 /* UNLOCK / UNLOCK_FILE / UNLOCK_ALL / STATUS (JDLS_FT_*; key only for UNLOCK
  * and STATUS). 0 with *a filled; exits as above. */
+/* F_GETLK on the server: STATUS with a probe mode (1 READ, 2 WRITE): the
+ * answer's code is -1/-2 with the first lock of ANOTHER owner that blocks
+ * it (past this process's own), or 0. */
+int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a);
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a);
 /* errno for an ERROR answer. */

@@ -682,7 +682,9 @@ int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, u
 
 static void build_call(fbuf *f, uint32_t id, const void *arg) {
   const key_args *c = arg;
-  begin(f, c->type, 0, id);
+  /* STATUS with a mode: the F_GETLK probe (another owner's lock that blocks it). */
+  int probe = c->type == JDLS_FT_STATUS && c->mode ? (c->mode == 2 ? JDLS_FF_PROBE_WRITE : JDLS_FF_PROBE_READ) : 0;
+  begin(f, c->type, probe, id);
   put32(f, shim_pid());
   if (c->type != JDLS_FT_UNLOCK_ALL) put_file(f, c->inode, c->dev);
   if (c->type == JDLS_FT_UNLOCK || c->type == JDLS_FT_STATUS) putstr(f, c->key, c->klen, JDLS_PROTO_MAX_KEY);
@@ -691,6 +693,12 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a) {
   key_args c = {type, 0, 0, inode, dev, key, klen};
+  request(build_call, &c, 0, 0, a);
+  return 0;
+}
+
+int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a) {
+  key_args c = {JDLS_FT_STATUS, mode, 0, inode, dev, key, klen};
   request(build_call, &c, 0, 0, a);
   return 0;
 }

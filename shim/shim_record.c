@@ -218,12 +218,12 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     if (a.type == JDLS_FT_LOCKED) return fail(EAGAIN);
     return fail(shim_broker_errno(&a));
   }
-  /* F_GETLK: RECORDLOCKED on the server. Known gap: STATUS reports the
-   * caller's own lock first, so a reader probing for a write does not see
-   * the other readers (the table route does: jdls_conflict). */
+  /* F_GETLK: the server's probe (STATUS with a mode) looks past this
+   * process's own lock, as the kernel does: a reader probing for a write
+   * sees the other readers (the table route: jdls_conflict). */
   if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
   if (len != 1) return fail(EINVAL);
-  shim_broker_call(JDLS_FT_STATUS, inode, dev, key, (size_t)klen, &a);
+  shim_broker_probe(fl->l_type == F_WRLCK ? 2 : 1, inode, dev, key, (size_t)klen, &a);
   if (a.type != JDLS_FT_STATUS_RESULT) return fail(shim_broker_errno(&a));
   /* -1 another holds READ (blocks only a write), -2 WRITE, -3 FILELOCK */
   if (a.code <= -2 || (a.code == -1 && fl->l_type == F_WRLCK)) {

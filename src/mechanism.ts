@@ -27,6 +27,8 @@ export interface RecordLocks {
   unlockAll(owner: Owner, file?: FileId): number;
   /** jBASE RECORDLOCKED(): 2/1 held by this owner, 0 free, -2/-1 by another (holder when known). */
   status(owner: Owner, file: FileId, key: Buffer | string): { code: number; holder?: Holder };
+  /** F_GETLK: the first lock of ANOTHER owner that blocks `mode`, past this owner's own; undefined if none. */
+  conflict(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): Holder | undefined;
   close(): void;
 }
 

@@ -101,6 +101,7 @@ export interface NativeTable {
   unlock(owner: OwnerHandle, file: FileHandle, key: Buffer | string): number;
   unlockAll(owner: OwnerHandle, file: FileHandle | null): number;
   status(owner: OwnerHandle, file: FileHandle, key: Buffer | string): { code: number; holder?: NativeHolder };
+  conflict(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number): NativeHolder | null | number;
   tidy(): number;
   list(firstGroup: number, groupCount: number): { rows: NativeRow[]; next: number } | number;
   check(): number;

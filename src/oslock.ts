@@ -400,6 +400,31 @@ export class OsLocks implements RecordLocks {
     return { code: g.type === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfPid(g.pid, modeOf(g.type)) };
   }
 
+  /**
+   * F_GETLK: the first lock of ANOTHER owner that blocks `mode`, past this
+   * owner's own (F_OFD_GETLK on its own description never reports its own
+   * locks), or undefined.
+   */
+  conflict(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): Holder | undefined {
+    this.#check();
+    checkKey(key);
+    const of = this.#find(owner, file);
+    const lf = this.lockFile(file);
+    const set = byLockFile.get(lf);
+    if (set) {
+      for (const other of set) {
+        if (other === of) continue;
+        const t = other.ofd.byteMode(key);
+        if (t !== NONE && (mode === 'write' || t === OSL.WRITE)) return holderOfOwner(other.owner, modeOf(t));
+      }
+    }
+    const probe = of?.ofd ?? this.#probe(lf);
+    if (!probe) return undefined;
+    const g = probe.getlk(osn.keyOffset(key), 1n, mode === 'write' ? OSL.WRITE : OSL.READ);
+    if (typeof g === 'number') throw osError(g, 'testing a lock in', lf);
+    return g ? holderOfPid(g.pid, modeOf(g.type)) : undefined;
+  }
+
   // Why probes are kept, not opened and closed per call: close() of ANY
   // descriptor drops this process's CLASSIC locks on the file. We take none,
   // but a host program (or the preload shim) in this process might.

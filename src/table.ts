@@ -390,6 +390,14 @@ export class LockTable implements RecordLocks {
     return r.holder ? { code: r.code, holder: holderOf(r.holder) } : { code: r.code };
   }
 
+  /** F_GETLK: the first lock of ANOTHER owner that blocks `mode` (past this owner's own), or undefined. */
+  conflict(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): Holder | undefined {
+    checkKey(key);
+    const r = this.#table.conflict(owner.packed, file.packed, key, modeNumber(mode));
+    if (typeof r === 'number') throw errorFromRc(r, 'conflict');
+    return r ? holderOf(r) : undefined;
+  }
+
   /** Free locks of processes that no longer exist. Returns how many. */
   tidy(): number {
     const n = this.#table.tidy();

@@ -466,3 +466,22 @@ test.serial('a worker thread\'s exit releases the OFD locks it held (env cleanup
   await w.terminate();
   t.true(env.m.tryLock(owner(1), F, 'WK', 'write').granted, 'released at the worker\'s exit');
 });
+
+test('conflict() (F_GETLK) looks past the owner\'s own lock: this process\'s other owners, and another process (python lockf)', async (t) => {
+  const { m, py } = osEnv(t);
+  const a = owner(41);
+  const b = owner(42);
+  t.true(m.tryLock(a, F, 'Q', 'read').granted);
+  t.is(m.conflict(a, F, 'Q', 'write'), undefined, 'alone: only its own lock');
+  t.true(m.tryLock(b, F, 'Q', 'read').granted);
+  t.like(m.conflict(a, F, 'Q', 'write'), { mode: 'read', ownerTid: b.ownerTid });
+  t.is(m.conflict(a, F, 'Q', 'read'), undefined);
+  m.unlock(b, F, 'Q');
+  m.unlock(a, F, 'Q');
+  const p = py('R', 'write');
+  t.regex(await p.line(), /^LOCKED \d+$/);
+  t.like(m.conflict(a, F, 'R', 'read'), { mode: 'write', pid: p.pid });
+  p.release();
+  await p.expect('RELEASED');
+  t.is(m.conflict(a, F, 'R', 'write'), undefined);
+});

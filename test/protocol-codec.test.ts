@@ -263,3 +263,19 @@ test('addresses: IPv4-mapped, zone ids and upper case come back in one canonical
   t.is(back('1::'), '1::');
   t.is(back('0.0.0.0'), '0.0.0.0');
 });
+
+test('STATUS probe (F_GETLK): PROBE_WRITE / PROBE_READ flags round-trip; both at once is a ProtocolError', (t) => {
+  const file = { inode: 9n, dev: -1n };
+  const key = Buffer.from('K');
+  for (const probe of ['read', 'write'] as const) {
+    const bytes = encode({ type: 'STATUS', requestId: 7, tid: 3, file, key, probe });
+    t.is(bytes.readUInt16BE(6), probe === 'write' ? 0x0004 : 0x0002, 'the flag word');
+    t.like(decodeBody(bytes.subarray(4)), { type: 'STATUS', requestId: 7, tid: 3, probe });
+  }
+  const plain = decodeBody(encode({ type: 'STATUS', requestId: 8, tid: 3, file, key }).subarray(4));
+  t.false('probe' in plain, 'RECORDLOCKED: no probe');
+  const both = encode({ type: 'STATUS', requestId: 9, tid: 3, file, key, probe: 'write' });
+  both.writeUInt16BE(0x0006, 6);
+  const e = t.throws(() => decodeBody(both.subarray(4)), { instanceOf: ProtocolError });
+  t.regex(e?.message ?? '', /PROBE_READ and PROBE_WRITE together/);
+});

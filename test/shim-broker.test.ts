@@ -108,10 +108,12 @@ test.serial('fcntl/lockf record locks on jlock files go to the server: EAGAIN, F
   t.deepEqual(locks.map((l) => [l.inode, l.dev, l.key, l.type, l.ownerPid]).sort(), [
     ['4242', '-1', '5', 'WRITE', a.pid], ['4242', '-1', '6', 'READ', a.pid],
   ].sort());
-  const b = await s.run(SHIM_LOCKER, [f, 'w:5', 'L:5', 'g:5', 'r:6', 'w:6', 'alarm:300', 'W:5', 'w:7', 'open2', 'close2', 'w:5'], { env: { JDLS }, timeoutMs: 15_000 });
+  // g:6 after r:6: b holds a read lock there itself, and F_GETLK for a
+  // write must still see a's read lock (the kernel looks past the caller's own)
+  const b = await s.run(SHIM_LOCKER, [f, 'w:5', 'L:5', 'g:5', 'r:6', 'g:6', 'w:6', 'alarm:300', 'W:5', 'w:7', 'open2', 'close2', 'w:5'], { env: { JDLS }, timeoutMs: 15_000 });
   t.is(b.code, 0, b.stderr);
   t.deepEqual(b.stdout.trim().split('\n'), [
-    'EAGAIN', 'EAGAIN', `held W pid=${a.pid}`, 'ok', 'EAGAIN', 'armed', 'EINTR', 'ok', 'ok', 'ok', 'EAGAIN',
+    'EAGAIN', 'EAGAIN', `held W pid=${a.pid}`, 'ok', `held R pid=${a.pid}`, 'EAGAIN', 'armed', 'EINTR', 'ok', 'ok', 'ok', 'EAGAIN',
   ]);
   // close2 (another descriptor of the file) dropped b's locks, and b's exit
   // closed its broker connection: nothing of b's is left

@@ -393,6 +393,21 @@ test('wait(): settles at once when free, is granted DURING the release by anothe
   t.is(table.check(), 0);
 });
 
+test('conflict() (F_GETLK) looks past the owner\'s own lock: a reader probing for a write sees the other readers', (t) => {
+  const { table } = tableEnv(t);
+  const a = owner(31);
+  const b = owner(32);
+  t.true(table.tryLock(a, F, 'P', 'read').granted);
+  t.is(table.conflict(a, F, 'P', 'write'), undefined, 'alone: only its own lock');
+  t.true(table.tryLock(b, F, 'P', 'read').granted);
+  t.is(table.status(a, F, 'P').code, 1, 'RECORDLOCKED still reports its own READ');
+  t.like(table.conflict(a, F, 'P', 'write'), { mode: 'read', ownerTid: b.ownerTid });
+  t.is(table.conflict(a, F, 'P', 'read'), undefined, 'readers do not block a read');
+  table.unlock(b, F, 'P');
+  t.true(table.tryLock(a, F, 'P', 'write').granted);
+  t.like(table.conflict(b, F, 'P', 'read'), { mode: 'write', ownerTid: a.ownerTid });
+});
+
 test('lock(): FIFO across processes (this process, C, this process, Node child)', async (t) => {
   const env = tableEnv(t);
   const { table } = env;

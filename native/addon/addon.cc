@@ -368,6 +368,7 @@ class Table : public Napi::ObjectWrap<Table> {
                            InstanceMethod("lockBlocking", &Table::LockBlocking),
                            InstanceMethod("unlockAll", &Table::UnlockAll),
                            InstanceMethod("status", &Table::Status),
+                           InstanceMethod("conflict", &Table::Conflict),
                            InstanceMethod("tidy", &Table::Tidy),
                            InstanceMethod("list", &Table::List),
                            InstanceMethod("check", &Table::Check),
@@ -670,6 +671,26 @@ class Table : public Napi::ObjectWrap<Table> {
     res.Set("code", code);
     if (code < 0 && code >= -JDLS_RL_FILELOCK) res.Set("holder", HolderObject(env, h));
     return res;
+  }
+
+  // conflict(owner, file, key, mode) -> holder | null | rc (< 0): F_GETLK,
+  // another owner's lock that blocks `mode` (jdls_conflict).
+  Napi::Value Conflict(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f;
+    KeyArg k;
+    REQUIRE(info.Length() >= 4 && AsStruct(info[0], &o) && AsStruct(info[1], &f) && k.Read(env, info[2]) &&
+                info[3].IsNumber(),
+            "conflict(owner, file, key, mode)");
+    jdls_holder h;
+    std::memset(&h, 0, sizeof h);
+    int rc = jdls_conflict(&t_, o, f->inode, f->dev, k.data, static_cast<uint32_t>(k.len),
+                           info[3].As<Napi::Number>().Int32Value(), &h);
+    if (rc < 0) return Napi::Number::New(env, rc);
+    if (rc == 0) return env.Null();
+    return HolderObject(env, h);
   }
 
   Napi::Value Tidy(const Napi::CallbackInfo &info) {

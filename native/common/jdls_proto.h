@@ -51,6 +51,8 @@
 #define JDLS_FF_ALL_THREADS  0x0001  /* UNLOCK_ALL: every thread of the connection */
 #define JDLS_FF_EXEC         0x0002  /* RANGE_LOCK/UNLOCK: execution locks (LOCK n: start = n) */
 #define JDLS_FF_FILELOCK     0x0004  /* RANGE_LOCK/UNLOCK: FILELOCK of the file (its record locks) */
+#define JDLS_FF_PROBE_READ   0x0002  /* STATUS: F_GETLK for a READ: another owner's lock that blocks it */
+#define JDLS_FF_PROBE_WRITE  0x0004  /* STATUS: F_GETLK for a WRITE: another owner's lock that blocks it */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1

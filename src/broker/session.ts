@@ -206,7 +206,7 @@ export class BrokerSession {
         c.unlockAll({ tid: f.tid, allThreads: f.allThreads }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
         return;
       case 'STATUS':
-        c.status(f.file, f.key, { tid: f.tid }).then(
+        c.status(f.file, f.key, f.probe ? { tid: f.tid, probe: f.probe } : { tid: f.tid }).then(
           (st) => this.#send(st.holder ? { type: 'STATUS_RESULT', requestId: id, code: st.code, holder: st.holder } : { type: 'STATUS_RESULT', requestId: id, code: st.code }),
           fail,
         );

@@ -293,9 +293,10 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     return this.#count(() => ({ type: 'UNLOCK_ALL', tid: toTid(opts.tid), allThreads: opts.allThreads ?? false }));
   }
 
-  /** RECORDLOCKED(f, key), with the holder when another owner holds it. */
-  async status(file: RemoteFile, key: RemoteKey, opts: { tid?: number } = {}): Promise<RemoteStatus> {
-    const f = await this.#send({ type: 'STATUS', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) }, { timed: true }).answer;
+  /** RECORDLOCKED(f, key), with the holder when another owner holds it. With `probe` (F_GETLK): instead, the first lock of ANOTHER owner that blocks that mode (code -1/-2 with its holder, or 0), past this owner's own. */
+  async status(file: RemoteFile, key: RemoteKey, opts: { tid?: number; probe?: WireMode } = {}): Promise<RemoteStatus> {
+    const frame = { type: 'STATUS' as const, tid: toTid(opts.tid), file: toFile(file), key: toKey(key) };
+    const f = await this.#send(opts.probe ? { ...frame, probe: opts.probe } : frame, { timed: true }).answer;
     if (f.type !== 'STATUS_RESULT') throw unexpected(f);
     return f.holder ? { code: f.code, holder: f.holder } : { code: f.code };
   }

@@ -124,9 +124,15 @@ function flagsOf(f: Frame): number {
       return (f.nowait ? FrameFlag.NOWAIT : 0) | spaceFlag(f.space);
     case 'RANGE_UNLOCK':
       return spaceFlag(f.space);
+    case 'STATUS':
+      return f.probe === undefined ? 0 : f.probe === 'write' ? FrameFlag.PROBE_WRITE : f.probe === 'read' ? FrameFlag.PROBE_READ : badProbe(f.probe);
     default:
       return 0;
   }
+}
+
+function badProbe(p: unknown): never {
+  throw new RangeError(`STATUS probe ${String(p)} is not 'read' or 'write'`);
 }
 
 function spaceFlag(s: RangeSpace): number {
@@ -291,6 +297,7 @@ function allowedFlags(type: string): number {
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
   if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
   if (type === 'RANGE_UNLOCK') return FrameFlag.EXEC | FrameFlag.FILELOCK;
+  if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE;
   return 0;
 }
 
@@ -328,7 +335,12 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     case 'UNLOCK': f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() }; break;
     case 'UNLOCK_FILE': f = { type, requestId, tid: r.u32('tid'), file: r.file() }; break;
     case 'UNLOCK_ALL': f = { type, requestId, allThreads: (flags & FrameFlag.ALL_THREADS) !== 0, tid: r.u32('tid') }; break;
-    case 'STATUS': f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() }; break;
+    case 'STATUS': {
+      if ((flags & FrameFlag.PROBE_READ) && (flags & FrameFlag.PROBE_WRITE)) fail('STATUS: PROBE_READ and PROBE_WRITE together');
+      const probe = flags & FrameFlag.PROBE_WRITE ? 'write' : flags & FrameFlag.PROBE_READ ? 'read' : undefined;
+      f = probe ? { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key(), probe } : { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() };
+      break;
+    }
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;
     case 'TEST': f = { type, requestId, text: r.str16('text') }; break;
     case 'PING': f = { type, requestId }; break;

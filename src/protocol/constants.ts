@@ -46,6 +46,8 @@ export const FrameFlag = {
   ALL_THREADS: 0x0001,
   EXEC: 0x0002,
   FILELOCK: 0x0004,
+  PROBE_READ: 0x0002,
+  PROBE_WRITE: 0x0004,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;

@@ -78,6 +78,12 @@ export interface StatusFrame {
   tid: number;
   file: WireFile;
   key: Buffer;
+  /**
+   * F_GETLK: instead of RECORDLOCKED (which reports the caller's own lock
+   * first), the first lock of ANOTHER owner that blocks this mode; the
+   * answer's code is then -1/-2 (that lock's mode) or 0.
+   */
+  probe?: WireMode | undefined;
 }
 
 export interface CancelFrame {

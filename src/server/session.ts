@@ -417,7 +417,18 @@ export class Session {
   }
 
   #onStatus(f: StatusFrame): void {
-    const s = this.#deps.mech.status(this.#ownerFor(f.tid), this.#file(f.file.inode, f.file.dev).id, f.key);
+    // A connection that locks with OSLOCKS asks about the OS locks.
+    let mech = this.#deps.mech;
+    for (const m of this.#used) if (m !== this.#deps.mech) mech = m;
+    const owner = this.#ownerFor(f.tid);
+    const file = this.#file(f.file.inode, f.file.dev).id;
+    if (f.probe) {
+      // F_GETLK: another owner's lock that blocks the probe's mode.
+      const h = mech.conflict(owner, file, f.key, f.probe);
+      if (!h) return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: 0 });
+      return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: h.mode === 'write' ? -2 : -1, holder: wireHolder(h) });
+    }
+    const s = mech.status(owner, file, f.key);
     if (s.code < 0) {
       const holder: WireHolder = s.holder
         ? wireHolder(s.holder)
