@@ -383,21 +383,10 @@ export class OsLocks implements RecordLocks {
     const of = this.#find(owner, file);
     const own = of ? of.ofd.keyMode(key) : NONE;
     if (own !== NONE) return { code: own === OSL.WRITE ? C.RL_WRITE : C.RL_READ };
-    const lf = this.lockFile(file);
-    const set = byLockFile.get(lf);
-    if (set) {
-      for (const other of set) {
-        if (other === of) continue;
-        const t = other.ofd.byteMode(key);
-        if (t !== NONE) return { code: t === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfOwner(other.owner, modeOf(t)) };
-      }
-    }
-    const probe = of?.ofd ?? this.#probe(lf);
-    if (!probe) return { code: C.RL_FREE };
-    const g = probe.getlk(osn.keyOffset(key), 1n, OSL.WRITE);
-    if (typeof g === 'number') throw osError(g, 'testing a lock in', lf);
-    if (!g) return { code: C.RL_FREE };
-    return { code: g.type === OSL.WRITE ? -C.RL_WRITE : -C.RL_READ, holder: holderOfPid(g.pid, modeOf(g.type)) };
+    // Another owner's lock of any mode is what a WRITE would conflict with.
+    const h = this.conflict(owner, file, key, 'write');
+    if (!h) return { code: C.RL_FREE };
+    return { code: h.mode === 'write' ? -C.RL_WRITE : -C.RL_READ, holder: h };
   }
 
   /**
