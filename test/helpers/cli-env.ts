@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tablePath } from '../../src/installation.js';
 import { native } from '../../src/native.js';
+import { captureOutput } from './output.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli/jdls.js, seen from dist/test/helpers. */
@@ -142,27 +143,7 @@ export class CliEnv {
     });
     if (!child.pid) throw new Error('locker did not start');
     this.track(child.pid);
-    const lines: string[] = [];
-    let stderr = '';
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const parts = buf.split('\n');
-      buf = parts.pop() ?? '';
-      lines.push(...parts);
-    });
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const waitFor = async (re: RegExp, timeoutMs = 10_000): Promise<string> => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = lines.find((l) => re.test(l));
-        if (hit) return hit;
-        if (child.exitCode !== null || child.signalCode !== null)
-          throw new Error(`locker exited (${child.exitCode ?? child.signalCode}): ${lines.join('|')} ${stderr}`);
-        if (Date.now() > deadline) throw new Error(`locker: no line ${re} within ${timeoutMs} ms: ${lines.join('|')} ${stderr}`);
-        await sleep(10);
-      }
-    };
+    const { lines, waitFor } = captureOutput(child, 'locker');
     const locker: Locker = { child, pid: child.pid, lines, waitFor };
     await waitFor(/^ready /, readyTimeoutMs);
     return locker;

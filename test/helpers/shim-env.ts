@@ -13,6 +13,7 @@ import { CliEnv, type RunResult } from './cli-env.js';
 import { buildDir } from '../../src/native.js';
 import { shimPath } from '../../src/shim.js';
 import { findListener } from '../../src/server/state.js';
+import { captureOutput } from './output.js';
 import { brokerPidPath } from '../../src/broker/paths.js';
 
 export const SHIM = shimPath();
@@ -142,23 +143,8 @@ export class ShimEnv {
     if (!child.pid) throw new Error(`${cmd} did not start`);
     this.cli.track(child.pid);
     child.stdin?.on('error', () => {}); // EPIPE when it exits first
-    const lines: string[] = [];
-    let err = '';
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const parts = buf.split('\n');
-      buf = parts.pop() ?? '';
-      lines.push(...parts);
-    });
-    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    const { lines, stderr, waitFor } = captureOutput(child, path.basename(cmd));
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-    const waitFor = async (re: RegExp, timeoutMs = 10_000): Promise<string> => {
-      const ok = await this.cli.until(() => lines.some((l) => re.test(l)) || child.exitCode !== null || child.signalCode !== null, timeoutMs, 10);
-      const hit = lines.find((l) => re.test(l));
-      if (hit !== undefined) return hit;
-      throw new Error(`${path.basename(cmd)}: no ${re} (${ok ? 'exited' : 'timeout'}); lines ${JSON.stringify(lines)} stderr ${err}`);
-    };
     const finish = async (timeoutMs = 10_000): Promise<number | null> => {
       child.stdin?.end();
       const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -166,7 +152,7 @@ export class ShimEnv {
       clearTimeout(timer);
       return code;
     };
-    return { child, pid: child.pid, lines, stderr: () => err, waitFor, finish };
+    return { child, pid: child.pid, lines, stderr, waitFor, finish };
   }
 
   /** The table's locks, through `jdls -dvL --json`. */
