@@ -33,6 +33,7 @@ import { LockTable } from '../src/table.js';
 import { encode, FrameReader } from '../src/protocol/codec.js';
 import { PROTO } from '../src/protocol/constants.js';
 import { DEFAULTS } from '../src/server/config.js';
+import { installationProcesses } from '../src/installation.js';
 import { TempInstallation, runJson, cliPath, median, BenchError, type Figure } from './lib.js';
 
 const self = fileURLToPath(import.meta.url);
@@ -310,17 +311,7 @@ export class Service {
 
   /** Pids of the processes of this installation (environment names its directory). */
   pids(): number[] {
-    const needle = `JBCRELEASEDIR=${this.inst.dir}\0`;
-    const out: number[] = [];
-    for (const name of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-      try {
-        if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle)) out.push(Number(name));
-      } catch {
-        /* gone */
-      }
-    }
-    return out;
+    return installationProcesses(this.inst.dir);
   }
 
   stop(): void {

@@ -1,6 +1,7 @@
 // installation.ts - what names an installation: its directory
 // (JBCRELEASEDIR, or the per-user default), the path of its lock table in
-// /dev/shm, and which processes have that table mapped.
+// /dev/shm, which processes have that table mapped, and which name it in
+// their environment.
 //
 // The rule for the default and the path lives in C (jdls_release_dir,
 // jdls_table_path) because the shim and the C fixtures need it too; this
@@ -64,6 +65,26 @@ export function attachedProcesses(shmPath: string, exceptPid = process.pid): Att
       /* exited meanwhile */
     }
     out.push({ pid, command });
+  }
+  return out;
+}
+
+/**
+ * Pids of the processes whose environment names `dir` as JBCRELEASEDIR
+ * (not this one): an installation's monitor, listener, lock-server
+ * processes and brokers, and whatever else was started for it. Processes
+ * whose environment cannot be read (gone, or another user's) are left out.
+ */
+export function installationProcesses(dir: string): number[] {
+  const needle = `JBCRELEASEDIR=${dir}\0`;
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle)) out.push(Number(name));
+    } catch {
+      /* gone, or not ours to read */
+    }
   }
   return out;
 }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tablePath } from '../../src/installation.js';
+import { tablePath, installationProcesses } from '../../src/installation.js';
 import { native } from '../../src/native.js';
 import { captureOutput } from './output.js';
 
@@ -193,19 +193,8 @@ export class CliEnv {
 }
 
 /** Live processes (not this one) whose environment has JBCRELEASEDIR=dir. */
-export function processesOf(dir: string): number[] {
-  const needle = `JBCRELEASEDIR=${dir}\0`;
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle)) out.push(Number(name));
-    } catch {
-      /* gone, or not ours to read */
-    }
-  }
-  return out;
-}
+/** Pids of the processes of an installation (src/installation.ts). */
+export const processesOf = installationProcesses;
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
