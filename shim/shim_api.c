@@ -28,6 +28,20 @@
 /* This process's route for a C-API record lock of this origin. */
 static enum shim_dest api_route(int origin) { return shim_route(SHIM_RECORD, origin); }
 
+/* Every C-API record call enters and leaves the same way: resolve the real
+ * functions, raise the recursion guard (a lock file the OS route opens must
+ * not come back in through the interposed calls), and take the route for
+ * this origin; api_leave() lowers the guard. */
+static enum shim_dest api_enter(int origin) {
+  shim_resolve();
+  shim_busy++;
+  return api_route(origin);
+}
+static int api_leave(int rc) {
+  shim_busy--;
+  return rc;
+}
+
 /* The server route's file identity: dev -1, whatever the caller passed
  * (DESIGN.md: device numbers differ between hosts). */
 #define REMOTE_DEV ((int64_t)-1)
@@ -90,13 +104,10 @@ static int bad_args(const void *key, size_t key_len) {
 SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                  int mode, int flags, int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len) || (mode != JDLS_SHARED && mode != JDLS_EXCLUSIVE)) return -EINVAL;
-  shim_resolve();
-  shim_busy++;
+  enum shim_dest d = api_enter(origin);
+  if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   int rc;
-  enum shim_dest d = api_route(origin);
-  if (d == SHIM_TO_DRIVER) {
-    rc = JDLS_NOT_HANDLED;
-  } else if (d == SHIM_TO_SERVER) {
+  if (d == SHIM_TO_SERVER) {
     shim_answer a;
     rc = shim_broker_lock(mode == JDLS_SHARED ? 1 : 2, flags & JDLS_NOWAIT, 1, inode, REMOTE_DEV, key,
                           key_len, &a);
@@ -140,20 +151,16 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       }
     }
   }
-  shim_busy--;
-  return rc;
+  return api_leave(rc);
 }
 
 SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                    int origin) {
   if (bad_args(key, key_len)) return -EINVAL;
-  shim_resolve();
-  shim_busy++;
+  enum shim_dest d = api_enter(origin);
+  if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   int rc;
-  enum shim_dest d = api_route(origin);
-  if (d == SHIM_TO_DRIVER) {
-    rc = JDLS_NOT_HANDLED;
-  } else if (d == SHIM_TO_SERVER) {
+  if (d == SHIM_TO_SERVER) {
     shim_answer a;
     shim_broker_call(JDLS_FT_UNLOCK, inode, REMOTE_DEV, key, key_len, &a);
     rc = a.type != JDLS_FT_RELEASED ? -shim_broker_errno(&a)
@@ -170,18 +177,14 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
     else if (fd < 0) rc = fd;
     else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_UNLOCK);
   }
-  shim_busy--;
-  return rc;
+  return api_leave(rc);
 }
 
 SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin) {
-  shim_resolve();
-  shim_busy++;
+  enum shim_dest d = api_enter(origin);
+  if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   int rc;
-  enum shim_dest d = api_route(origin);
-  if (d == SHIM_TO_DRIVER) {
-    rc = JDLS_NOT_HANDLED;
-  } else if (d == SHIM_TO_SERVER) {
+  if (d == SHIM_TO_SERVER) {
     shim_answer a;
     shim_broker_call(JDLS_FT_UNLOCK_FILE, inode, REMOTE_DEV, NULL, 0, &a);
     rc = a.type == JDLS_FT_RELEASED ? (int)a.count : -shim_broker_errno(&a);
@@ -194,18 +197,14 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
     int fd = shim_api_os_fd(inode, dev, 0);
     rc = fd == -ENOENT ? 0 : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);
   }
-  shim_busy--;
-  return rc;
+  return api_leave(rc);
 }
 
 SHIM_EXPORT int jdls_record_unlock_all(int origin) {
-  shim_resolve();
-  shim_busy++;
+  enum shim_dest d = api_enter(origin);
+  if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   int rc = 0;
-  enum shim_dest d = api_route(origin);
-  if (d == SHIM_TO_DRIVER) {
-    rc = JDLS_NOT_HANDLED;
-  } else if (d == SHIM_TO_SERVER) {
+  if (d == SHIM_TO_SERVER) {
     shim_answer a;
     shim_broker_call(JDLS_FT_UNLOCK_ALL, 0, 0, NULL, 0, &a);
     rc = a.type == JDLS_FT_RELEASED ? (int)a.count : -shim_broker_errno(&a);
@@ -219,20 +218,16 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
     for (unsigned i = 0; i < nosf && rc >= 0; i++) rc = jdls_osl_setlk(osf[i].fd, 0, 0, JDLS_OSL_UNLOCK);
     pthread_mutex_unlock(&omu);
   }
-  shim_busy--;
-  return rc;
+  return api_leave(rc);
 }
 
 SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                    int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len)) return -EINVAL;
-  shim_resolve();
-  shim_busy++;
+  enum shim_dest d = api_enter(origin);
+  if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   int rc;
-  enum shim_dest d = api_route(origin);
-  if (d == SHIM_TO_DRIVER) {
-    rc = JDLS_NOT_HANDLED;
-  } else if (d == SHIM_TO_SERVER) {
+  if (d == SHIM_TO_SERVER) {
     shim_answer a;
     shim_broker_call(JDLS_FT_STATUS, inode, REMOTE_DEV, key, key_len, &a);
     if (a.type != JDLS_FT_STATUS_RESULT) rc = -shim_broker_errno(&a);
@@ -264,6 +259,5 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
       }
     }
   }
-  shim_busy--;
-  return rc;
+  return api_leave(rc);
 }
