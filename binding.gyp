@@ -20,7 +20,7 @@
   "targets": [
     {
       "target_name": "jdls",
-      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/addon/oslock.cc", "native/addon/fdpass.cc", "native/common/jdls_table.c", "native/common/jdls_oslock.c"],
+      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/addon/oslock.cc", "native/addon/fdpass.cc", "native/common/jdls_table.c", "native/common/jdls_service.c", "native/common/jdls_oslock.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"],
@@ -28,12 +28,12 @@
     {
       "target_name": "jdls-locker",
       "type": "executable",
-      "sources": ["test/fixtures/locker.c", "native/common/jdls_table.c"],
+      "sources": ["test/fixtures/locker.c", "native/common/jdls_table.c", "native/common/jdls_service.c"],
     },
     {
       "target_name": "jdls-cbench",
       "type": "executable",
-      "sources": ["bench/cbench.c", "native/common/jdls_table.c"],
+      "sources": ["bench/cbench.c", "native/common/jdls_table.c", "native/common/jdls_service.c"],
       "libraries": ["-lm", "-ldl"],
     },
     {
@@ -63,7 +63,7 @@
       "defines!": ["_FILE_OFFSET_BITS=64"],
       "sources": ["shim/shim_real.c", "shim/shim_classify.c", "shim/shim_route.c",
                   "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c", "shim/shim_broker.c", "shim/shim_binary.c", "shim/shim_binapi.c",
-                  "native/common/jdls_table.c", "native/common/jdls_oslock.c"],
+                  "native/common/jdls_table.c", "native/common/jdls_service.c", "native/common/jdls_oslock.c"],
       "cflags": ["-fPIC", "-fvisibility=hidden"],
       "ldflags": ["-pthread", "-Wl,--no-undefined"],
       "libraries": ["-ldl", "-pthread"],

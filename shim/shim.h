@@ -56,6 +56,19 @@ enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER, SHIM_TO_DRIVER };
  * shim/route-cases.json), on inputs gathered once per process. `origin` is
  * JDLS_ORIGIN_*. SHIM_TO_DRIVER only for JDLS_ORIGIN_EXTERNAL. */
 enum shim_dest shim_route(enum shim_kind kind, int origin);
+/* shim_route() for a RECORD lock that is about to be taken, released or
+ * probed: also waits while the table is being put in service, turns to the
+ * OS when it was retired, and registers this process before its first OS
+ * record lock (jdls_service.c) - which may turn it to the table after all.
+ * Call it rather than shim_route(SHIM_RECORD, ...) wherever a record lock
+ * is acted on. */
+enum shim_dest shim_route_record(int origin);
+/* Nothing more to learn about this process's record route without a look
+ * at the descriptor: registered for OS record locks, or no installation. */
+int shim_route_os_settled(void);
+/* Is fd the OS-route marker descriptor? (close() must not drop it: a table
+ * could then enter service under this process's OS record locks.) */
+int shim_route_owns_fd(int fd);
 /* The JDLS value (NULL when unset). */
 const char *shim_jdls_value(void);
 /* An item of JDLS: 1 if the word is there; with `value`, the item must be

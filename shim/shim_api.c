@@ -26,7 +26,7 @@
 #include "../native/common/jdls_oslock.h"
 
 /* This process's route for a C-API record lock of this origin. */
-static enum shim_dest api_route(int origin) { return shim_route(SHIM_RECORD, origin); }
+static enum shim_dest api_route(int origin) { return shim_route_record(origin); }
 
 /* Every C-API record call enters and leaves the same way: resolve the real
  * functions, raise the recursion guard (a lock file the OS route opens must

@@ -150,7 +150,7 @@ SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origi
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_FILELOCK, inode, 0, 0, flags, holder_port);
   else if (rc == -1) {
-    if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
+    if (shim_route_record(origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
     else {
       int fd = shim_api_os_fd(inode, dev, 1);
       rc = fd < 0 ? fd : take(fd, 0, 0, flags, holder_port);
@@ -167,7 +167,7 @@ SHIM_EXPORT int jdls_file_unlock(uint64_t inode, int64_t dev, int origin) {
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_unlock(JDLS_FF_FILELOCK, inode, 0, 0);
   else if (rc == -1) {
-    if (shim_route(SHIM_RECORD, origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
+    if (shim_route_record(origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
     else {
       int fd = shim_api_os_fd(inode, dev, 0);
       rc = fd == -ENOENT ? JDLS_UNLOCK_NOT_HELD : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);

@@ -27,11 +27,13 @@
  * for any other file when JDLS has BINARY; else SHIM_TO_OS. */
 static enum shim_dest route_fd(int fd, uint64_t *inode, int64_t *dev, int *binary) {
   *binary = 0;
-  /* Route first: with no monitor and no JDLS nothing is looked at. */
+  /* Route first: with no table in service and no JDLS nothing is looked at
+   * - once this process is registered for OS record locks. Before that, a
+   * record lock must be seen (registration, jdls_service.c). */
   enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
   enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
-  if (d == SHIM_TO_OS && b == SHIM_TO_OS) return SHIM_TO_OS;
-  if (shim_classify_fd(fd, inode, dev)) return d;
+  if (d == SHIM_TO_OS && b == SHIM_TO_OS && shim_route_os_settled()) return SHIM_TO_OS;
+  if (shim_classify_fd(fd, inode, dev)) return shim_route_record(JDLS_ORIGIN_INTERNAL);
   if (b != SHIM_TO_SERVER) return SHIM_TO_OS;
   *binary = 1;
   return SHIM_TO_SERVER;
@@ -185,7 +187,7 @@ SHIM_EXPORT int close(int fd) {
    * process's locks while it believes it holds them. The socket is ours:
    * such a close() is reported done and the descriptor stays open (it is
    * close-on-exec). */
-  if (!shim_busy && shim_broker_owns_fd(fd)) return 0;
+  if (!shim_busy && (shim_broker_owns_fd(fd) || shim_route_owns_fd(fd))) return 0;
   if (!shim_busy) {
     shim_busy++;
     int saved = errno;

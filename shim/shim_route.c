@@ -19,31 +19,53 @@
  * version: rejected as a silent downgrade of locking for every reader who
  * misses stderr).
  *
- * The decision is taken ONCE per process, at its first lock call, and kept:
- * a process that started with the table and switched to OS locks when the
- * monitor stopped (or the reverse) would hold half of its locks where other
- * processes no longer look. Rejected: re-checking the monitor per call (a
- * /proc read each time, and the split above).
- *
+ * The inputs are gathered once per process, at its first lock call, except
+ * one: whether the installation's shm table is in service. That is the
+ * installation's state, recorded in the table's header (jdls_service.c
+ * says how it changes), never the monitor's liveness - a process that
+ * routed by "is the monitor alive?" at its first lock split the
+ * installation in two when the monitor stopped or started: processes
+ * started afterwards locked records in the other mechanism. Now:
+ *   - a table in service is used whether its monitor runs or not; a process
+ *     that mapped it sees RETIRED (jdls -K/-Ko) at its next call and turns
+ *     to the OS route;
+ *   - a process that takes a record lock on the OS route registers first
+ *     (jdls_os_route_register): while it lives, no table can enter service;
+ *     after registering it looks for a table once more, and if one appeared
+ *     it unregisters and uses the table (waiting while it is STARTING).
+ * Cost on the hot path: one atomic load of the header's service word.
+
  * Owns: the decision, the process's table handle, the owner identity.
  */
 #undef _FILE_OFFSET_BITS
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include "jdls.h"
 #include "shim.h"
 #include "../native/common/jdls_route.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static jdls_route_in in; /* kind/origin filled per call */
-static int use_table;    /* the table is open (the monitor ran at the decision) */
+static jdls_route_in in; /* kind/origin filled per call; table_in_service below */
+/* The table is open and in service (atomic: read on every call). */
+static int use_table;
 static jdls_table table;
+static char table_path[256]; /* "" when the installation has no path */
 static uint32_t port;
+/* Transitions of use_table/registration; never held on the hot path. */
+static pthread_mutex_t route_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The OS-route marker descriptor (registered), or -1. Kept open for the
+ * life of the process: its OFD read lock is what keeps a table from
+ * entering service while this process may hold OS record locks. */
+static int marker_fd = -1;
+/* Where the marker descriptor goes: out of the way of dup2 onto low fds. */
+#define MARKER_MIN_FD 700
 
 /* Does the comma-separated JDLS value hold the word `w` (case-insensitive)?
  * With `value`, the item must be `w=...` and its value is copied there. */
@@ -92,25 +114,114 @@ static void decide(void) {
       else if (strcasecmp(v, "EXTERNAL") == 0) in.lock = JDLS_LOCKOPT_EXTERNAL;
     }
   }
-  /* The monitor only matters without JDLS, or for the origin LOCK= leaves
+  /* The table only matters without JDLS, or for the origin LOCK= leaves
    * local. */
   if (!in.jdls_set || in.lock != JDLS_LOCKOPT_ALL) {
-    char dir[4096], path[256];
-    if (jdls_release_dir(dir, sizeof dir) >= 0 && jdls_table_path(dir, path, sizeof path) >= 0 &&
-        jdls_table_open(path, &table) == JDLS_OK) {
-      jdls_header *h = table.hdr;
-      uint32_t mp = __atomic_load_n(&h->monitor_pid, __ATOMIC_ACQUIRE);
-      if (mp && jdls_pid_alive(mp, h->monitor_start, 1)) use_table = 1;
+    char dir[4096];
+    if (jdls_release_dir(dir, sizeof dir) < 0 || jdls_table_path(dir, table_path, sizeof table_path) < 0)
+      table_path[0] = 0;
+    else if (jdls_table_open(table_path, &table) == JDLS_OK) {
+      if (jdls_table_service(&table) != JDLS_SERVICE_RETIRED) __atomic_store_n(&use_table, 1, __ATOMIC_RELEASE);
       else jdls_table_close(&table);
     }
   }
-  in.monitor_active = use_table;
   shim_busy--;
 }
+
+/* The table was retired (or its starter died): from now on the OS route.
+ * The mapping stays (another thread may be inside a call on it); route_mu
+ * held. */
+static void leave_table(void) {
+  __atomic_store_n(&use_table, 0, __ATOMIC_RELEASE);
+}
+
+/* Does a table in service (or being put in service) exist now? Opens it
+ * into `table` if so. route_mu held, use_table 0. */
+static int table_appeared(void) {
+  if (!table_path[0]) return 0;
+  jdls_table t;
+  if (jdls_table_open(table_path, &t) != JDLS_OK) return 0;
+  if (jdls_table_service(&t) == JDLS_SERVICE_RETIRED) {
+    jdls_table_close(&t);
+    return 0;
+  }
+  /* The old mapping (a retired table) is left mapped, not reused: a thread
+   * may still be reading it. */
+  table = t;
+  return 1;
+}
+
+/* Wait while the table is STARTING (its starter waits for OS-route
+ * processes to end, or gives up and retires it). 0: in service; -1: it
+ * will not be (the caller takes the OS route). */
+static int await_in_service(void) {
+  for (;;) {
+    uint32_t s = jdls_table_service(&table);
+    if (s == JDLS_SERVICE_ON) return 0;
+    if (s == JDLS_SERVICE_RETIRED) return -1;
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* A record lock is about to go to the OS: register first (see the top of
+ * this file), then look for a table again. Returns 1 if the table route
+ * applies after all. route_mu held. */
+static int register_os_route(void) {
+  if (marker_fd >= 0 || !table_path[0]) return 0;
+  int fd = jdls_os_route_register(table_path, MARKER_MIN_FD);
+  if (fd < 0) {
+    /* Cannot register (no /dev/shm, EMFILE): locking on would let a table
+     * enter service under this process's OS locks. The guide's rule for a
+     * lock service that cannot be had: say so and stop. */
+    char why[400];
+    snprintf(why, sizeof why, "cannot register for OS record locks (%s): %s", table_path, strerror(-fd));
+    shim_server_unreachable(why);
+  }
+  if (table_appeared()) {
+    real_close(fd);
+    __atomic_store_n(&use_table, 1, __ATOMIC_RELEASE);
+    return 1;
+  }
+  __atomic_store_n(&marker_fd, fd, __ATOMIC_RELEASE);
+  return 0;
+}
+
+enum shim_dest shim_route_record(int origin) {
+  enum shim_dest d = shim_route(SHIM_RECORD, origin);
+  if (d == SHIM_TO_TABLE) {
+    if (jdls_table_service(&table) == JDLS_SERVICE_ON) return d;
+    pthread_mutex_lock(&route_mu);
+    if (__atomic_load_n(&use_table, __ATOMIC_ACQUIRE) && await_in_service() != 0) leave_table();
+    pthread_mutex_unlock(&route_mu);
+    d = shim_route(SHIM_RECORD, origin);
+  }
+  if (d == SHIM_TO_OS && __atomic_load_n(&marker_fd, __ATOMIC_ACQUIRE) < 0) {
+    pthread_mutex_lock(&route_mu);
+    int table_now = register_os_route();
+    pthread_mutex_unlock(&route_mu);
+    if (table_now) return shim_route_record(origin);
+  }
+  return d;
+}
+
+int shim_route_os_settled(void) {
+  return __atomic_load_n(&marker_fd, __ATOMIC_ACQUIRE) >= 0 || !table_path[0];
+}
+
+int shim_route_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&marker_fd, __ATOMIC_RELAXED); }
 
 enum shim_dest shim_route(enum shim_kind kind, int origin) {
   pthread_once(&once, decide);
   jdls_route_in i = in;
+  int t = __atomic_load_n(&use_table, __ATOMIC_ACQUIRE);
+  if (t && __atomic_load_n(&table.hdr->service, __ATOMIC_ACQUIRE) == JDLS_SERVICE_RETIRED) {
+    pthread_mutex_lock(&route_mu);
+    leave_table();
+    pthread_mutex_unlock(&route_mu);
+    t = 0;
+  }
+  i.table_in_service = t;
   i.kind = kind == SHIM_RECORD ? JDLS_KIND_RECORD : JDLS_KIND_BINARY;
   i.origin = origin == JDLS_ORIGIN_EXTERNAL ? JDLS_FROM_EXTERNAL : JDLS_FROM_INTERNAL;
   switch (jdls_route_decide(&i)) {

@@ -8,6 +8,8 @@ export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
   | 'NO_PROCESS_SLOT' | 'EXISTS' | 'NOT_RECOVERABLE' | 'TIMEOUT' | 'ABORTED' | 'CLOSED'
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
+  // the table cannot enter service while processes lock records as OS file locks (native/common/jdls_service.c)
+  | 'OS_ROUTE_IN_USE'
   // OS file locks (src/ofd.ts)
   | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
   // binary locks (src/binary.ts)

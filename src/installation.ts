@@ -30,6 +30,57 @@ export function tablePath(dir: string = releaseDir()): string {
   return p;
 }
 
+/**
+ * The installation's OS-route marker (<table path>.os): every process that
+ * locks records as OS file locks because no table was in service holds a
+ * read lock on it (native/common/jdls_service.c).
+ */
+export function markerPath(shmPath: string): string {
+  return `${shmPath}.os`;
+}
+
+/**
+ * Processes that have the OS-route marker open: those that keep a table
+ * from entering service. From /proc/<pid>/fd, except this process.
+ */
+export function osRouteProcesses(shmPath: string, exceptPid = process.pid): AttachedProcess[] {
+  const marker = markerPath(shmPath);
+  const out: AttachedProcess[] = [];
+  for (const name of safeReaddir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === exceptPid) continue;
+    const fds = safeReaddir(`/proc/${pid}/fd`);
+    if (!fds.some((fd) => safeReadlink(`/proc/${pid}/fd/${fd}`) === marker)) continue;
+    out.push({ pid, command: commandOf(pid) });
+  }
+  return out;
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function safeReadlink(p: string): string | undefined {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+function commandOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '';
+  }
+}
+
 export interface AttachedProcess {
   pid: number;
   command: string;
@@ -58,13 +109,7 @@ export function attachedProcesses(shmPath: string, exceptPid = process.pid): Att
       continue; // gone, or not ours to read
     }
     if (!maps.includes(shmPath)) continue;
-    let command = '';
-    try {
-      command = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
-    } catch {
-      /* exited meanwhile */
-    }
-    out.push({ pid, command });
+    out.push({ pid, command: commandOf(pid) });
   }
   return out;
 }

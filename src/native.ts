@@ -76,6 +76,9 @@ export interface NativeHeader {
   lastTidyMs: number;
   tidyOps: number;
   lockRetries: number;
+  /** C.SERVICE_*: whether the table is the installation's record-lock mechanism (a STARTING table whose starter died reads RETIRED) */
+  service: number;
+  starterPid: number;
 }
 
 export type HeaderField =
@@ -111,6 +114,10 @@ export interface NativeTable {
   header(): NativeHeader;
   setHeader(field: HeaderField, value: number): void;
   setHeader(field: 'listenerAddr', value: string): void;
+  /** put the table in service: C.RC_OK, or C.RC_CONFLICT while OS-route processes live (native/common/jdls_service.c) */
+  enterService(): number;
+  /** take it out of service (before removing it) */
+  retire(): void;
   debugHoldGroup(group: number): number;
   close(): void;
 }
@@ -156,6 +163,8 @@ export interface NativeAddon {
   gettid(): number;
   makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): OwnerHandle;
   makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
+  /** hold the installation's OS-route marker read lock for the rest of this process's life: the descriptor, or -errno */
+  registerOsRoute(tablePath: string): number;
   constants: NativeConstants;
   /** OS file locks: open file descriptions and their waits (native/addon/oslock.cc, typed in src/ofd.ts) */
   oslock: NativeOsLock;
@@ -184,6 +193,9 @@ export const C = {
   MODE_WRITE: 2,
   STATE_HELD: 1,
   STATE_WAITING: 2,
+  SERVICE_STARTING: 0,
+  SERVICE_ON: 1,
+  SERVICE_RETIRED: 2,
   FLAG_PORT_LOCKS: 0x1,
   FLAG_TIMESTAMPS: 0x2,
   RL_FILELOCK: 3,

@@ -13,8 +13,8 @@ export type RouteDest = 'table' | 'os' | 'server' | 'driver';
 export interface RouteInput {
   /** JDLS is in the environment */
   jdlsSet: boolean;
-  /** this installation's lock monitor runs */
-  monitorActive: boolean;
+  /** this installation's shm table is in service (its header says so; not the monitor's liveness) */
+  tableInService: boolean;
   kind: RouteKind;
   origin: RouteOrigin;
   /** JDLS has BINARY */
@@ -27,7 +27,7 @@ export interface RouteInput {
 
 /** The destination of one lock call. */
 export function routeLock(i: RouteInput): RouteDest {
-  const local = (): RouteDest => (i.kind === 'binary' ? 'os' : i.monitorActive ? 'table' : 'os');
+  const local = (): RouteDest => (i.kind === 'binary' ? 'os' : i.tableInService ? 'table' : 'os');
   if (!i.jdlsSet) return local();
   // LOCK=: an origin that is not intercepted goes where it would have gone
   // without the shim: the driver's own handler, or the runtime's local route.

@@ -6,7 +6,8 @@
 // algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
 import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
 import { JdlsError } from './errors.js';
-import { releaseDir as defaultReleaseDir, tablePath } from './installation.js';
+import fs from 'node:fs';
+import { releaseDir as defaultReleaseDir, tablePath, markerPath } from './installation.js';
 import { ipBytes } from './ip.js';
 import type { RecordLocks } from './mechanism.js';
 
@@ -147,6 +148,13 @@ export interface CreateOptions {
   portLocks?: boolean;
   /** -T: time-stamp every lock */
   timestamps?: boolean;
+  /**
+   * Put the table in service at once (default true): it becomes the
+   * installation's record-lock mechanism for every process. false leaves a
+   * new table STARTING for the caller's own enterService() loop (the monitor
+   * names the processes it waits for).
+   */
+  inService?: boolean;
 }
 
 const modeNumber = (m: LockMode): number => {
@@ -197,7 +205,43 @@ export class LockTable implements RecordLocks {
     if (!Number.isInteger(perGroup) || perGroup < 1 || perGroup > max.MAX_PER_GROUP || perGroup > locks)
       throw new JdlsError('BAD_ARGUMENT', `locks per group must be 1..${Math.min(max.MAX_PER_GROUP, locks)}, got ${perGroup}`);
     const flags = (opts.portLocks ? C.FLAG_PORT_LOCKS : 0) | (opts.timestamps ? C.FLAG_TIMESTAMPS : 0);
-    return new LockTable(dir, LockTable.#native(tablePath(dir), true, locks, perGroup, flags));
+    const table = new LockTable(dir, LockTable.#native(tablePath(dir), true, locks, perGroup, flags));
+    if (opts.inService !== false && !table.enterService()) {
+      const why = `the lock table cannot enter service: processes of this installation lock records as OS file locks (${markerPath(table.path)} is read-locked); stop them first`;
+      if (!table.existed) table.remove();
+      else table.close();
+      throw new JdlsError('OS_ROUTE_IN_USE', why);
+    }
+    return table;
+  }
+
+  /**
+   * Make this table the installation's record-lock mechanism: true when it
+   * is (or was already); false while processes that lock records as OS file
+   * locks live (they hold the marker's read lock: native/common/
+   * jdls_service.c). It stays STARTING then: retry, or retire() it.
+   */
+  enterService(): boolean {
+    const rc = this.#table.enterService();
+    if (rc === C.RC_OK) return true;
+    if (rc === C.RC_CONFLICT) return false;
+    throw errorFromRc(rc, `putting lock table ${this.path} in service`);
+  }
+
+  /** Take the table out of service: every process that mapped it turns to OS file locks at its next call. Before removing it. */
+  retire(): void {
+    this.#table.retire();
+  }
+
+  /** Retire, close and unlink (a table this process just made and must not leave behind). */
+  remove(): void {
+    this.retire();
+    this.close();
+    try {
+      fs.unlinkSync(this.path);
+    } catch {
+      /* gone already */
+    }
   }
 
   /** Open the installation's existing table (code NO_TABLE if there is none). */

@@ -16,6 +16,7 @@ import { JDLS, type RunResult } from './helpers/cli-env.js';
 import { buildDir } from '../src/native.js';
 import { JdlsClient, type ConnectOptions, type WaitingInfo } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
+import { tablePath } from '../src/installation.js';
 
 const FILE = { inode: 4242n, dev: 7n }; // jdls-locker's default file
 const oslockerPath = path.join(buildDir, 'jdls-oslocker');
@@ -284,9 +285,27 @@ test.serial('OSLOCKS: with -ibD (OS file locks) and with -ib (shm, the flag send
   await Promise.all(procs.map((p) => p.success()));
   t.is(fs.readFileSync(counter, 'utf8'), String(N * procs.length));
 
-  // -ib: the table is the mechanism; OSLOCKS still takes OS file locks.
+  // The listener goes; its lock server keeps serving `a` with OS file locks.
+  // A table cannot enter service under those locks (one record, two
+  // mechanisms): -ib names the process and gives up, leaving no table.
+  t.true((await a.lock(FILE, 'HELD', 'write')).granted);
   const k = await env.jdls(['-kD']);
   t.is(k.code, 0, k.stderr);
+  const servers = env.lockServers();
+  t.true(servers.length > 0);
+  env.env['JDLS_SERVICE_WAIT_MS'] = '300';
+  const refused = await env.jdls(['-ib']);
+  delete env.env['JDLS_SERVICE_WAIT_MS'];
+  t.is(refused.code, 1, refused.stdout);
+  t.regex(refused.stderr, /the lock table cannot be put in service: 1 process of this installation lock records as OS file locks/);
+  t.regex(refused.stderr, new RegExp(`\\b${servers[0]} `));
+  t.false(fs.existsSync(tablePath(env.dir)), 'no table left behind');
+  t.true((await b.lock(FILE, 'HELD', 'write', { nowait: true })).granted === false, 'the OS lock still holds');
+  // Once its clients leave, the lock server ends, and the table can enter service.
+  await a.close();
+  await b.close();
+  await until(() => servers.every((p) => !alive(p)), 10_000, 'the OS lock server to end with its clients');
+  // -ib: the table is the mechanism; OSLOCKS still takes OS file locks.
   await env.start(['-ib']);
   const c = await e.client(jdlsFor(env, 'OSLOCKS'), { pid: 6203 });
   t.is(c.server.mechanism, 'shm');

@@ -25,7 +25,7 @@ interface Cases {
 }
 
 const cases = JSON.parse(fs.readFileSync(casesPath, 'utf8')) as Cases;
-const FIELDS: Field[] = ['jdlsSet', 'monitorActive', 'kind', 'origin', 'binary', 'lock', 'osLocks'];
+const FIELDS: Field[] = ['jdlsSet', 'tableInService', 'kind', 'origin', 'binary', 'lock', 'osLocks'];
 
 function combinations(): RouteInput[] {
   let out: Record<string, string | boolean>[] = [{}];
@@ -46,7 +46,7 @@ function expected(i: RouteInput): { dest: RouteDest; row: number } | undefined {
 const DEST_C: Record<number, RouteDest> = { 0: 'os', 1: 'table', 2: 'server', 3: 'driver' };
 function cLine(i: RouteInput): string {
   const lock = { ALL: 0, INTERNAL: 1, EXTERNAL: 2 }[i.lock];
-  return [i.jdlsSet, i.monitorActive, i.kind === 'binary', i.origin === 'external', i.binary, lock, i.osLocks]
+  return [i.jdlsSet, i.tableInService, i.kind === 'binary', i.origin === 'external', i.binary, lock, i.osLocks]
     .map((v) => Number(v)).join(' ') + '\n';
 }
 
@@ -76,7 +76,7 @@ test('jdls_route_decide (C) follows the table', (t) => {
 });
 
 test('the check has teeth: a changed row is detected', (t) => {
-  const i: RouteInput = { jdlsSet: true, monitorActive: true, kind: 'binary', origin: 'internal', binary: false, lock: 'ALL', osLocks: false };
+  const i: RouteInput = { jdlsSet: true, tableInService: true, kind: 'binary', origin: 'internal', binary: false, lock: 'ALL', osLocks: false };
   t.is(expected(i)?.dest, 'os');
   t.not(routeLock({ ...i, binary: true }), expected(i)?.dest);
 });

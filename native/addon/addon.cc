@@ -377,6 +377,8 @@ class Table : public Napi::ObjectWrap<Table> {
                            InstanceMethod("claimMonitor", &Table::ClaimMonitor),
                            InstanceMethod("header", &Table::Header),
                            InstanceMethod("setHeader", &Table::SetHeader),
+                           InstanceMethod("enterService", &Table::EnterService),
+                           InstanceMethod("retire", &Table::Retire),
                            InstanceMethod("debugHoldGroup", &Table::DebugHoldGroup),
                            InstanceMethod("close", &Table::Close),
                        });
@@ -801,6 +803,8 @@ class Table : public Napi::ObjectWrap<Table> {
     o.Set("lastTidyMs", static_cast<double>(h->last_tidy_ms));
     o.Set("tidyOps", static_cast<double>(__atomic_load_n(&h->tidy_ops, __ATOMIC_RELAXED)));
     o.Set("lockRetries", static_cast<double>(__atomic_load_n(&h->lock_retries, __ATOMIC_RELAXED)));
+    o.Set("service", jdls_table_service(&t_));
+    o.Set("starterPid", __atomic_load_n(&h->starter_pid, __ATOMIC_ACQUIRE));
     return o;
   }
 
@@ -836,6 +840,21 @@ class Table : public Napi::ObjectWrap<Table> {
     return env.Undefined();
   }
 
+  // enterService(): 0 (OK: in service) or 1 (CONFLICT: OS-route
+  // processes live; retry or retire); another rc on error.
+  Napi::Value EnterService(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    return Napi::Number::New(env, jdls_table_enter_service(&t_));
+  }
+
+  Napi::Value Retire(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    jdls_table_retire(&t_);
+    return env.Undefined();
+  }
+
   Napi::Value DebugHoldGroup(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
@@ -856,6 +875,19 @@ class Table : public Napi::ObjectWrap<Table> {
 };
 
 // ---- module functions ----------------------------------------------------
+
+// registerOsRoute(tablePath): this process locks records with OS file locks
+// (no table in service): hold the marker's read lock for the rest of its
+// life (jdls_service.c). The descriptor, or -errno.
+Napi::Value RegisterOsRoute(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "registerOsRoute(tablePath)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string p = info[0].As<Napi::String>();
+  return Napi::Number::New(env, jdls_os_route_register(p.c_str(), 0));
+}
 
 Napi::Value ReleaseDir(const Napi::CallbackInfo &info) {
   char buf[4096];
@@ -951,6 +983,9 @@ Napi::Object Constants(Napi::Env env) {
   c.Set("STATE_FREE", JDLS_STATE_FREE);
   c.Set("STATE_HELD", JDLS_STATE_HELD);
   c.Set("STATE_WAITING", JDLS_STATE_WAITING);
+  c.Set("SERVICE_STARTING", JDLS_SERVICE_STARTING);
+  c.Set("SERVICE_ON", JDLS_SERVICE_ON);
+  c.Set("SERVICE_RETIRED", JDLS_SERVICE_RETIRED);
   c.Set("ENTRY_SIZE", static_cast<uint32_t>(sizeof(jdls_entry)));
   c.Set("GROUP_HEADER_SIZE", static_cast<uint32_t>(sizeof(jdls_group)));
   c.Set("HEADER_SIZE", static_cast<uint32_t>(sizeof(jdls_header)));
@@ -984,6 +1019,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gettid", Napi::Function::New(env, GetTid));
   exports.Set("makeOwner", Napi::Function::New(env, MakeOwner));
   exports.Set("makeFile", Napi::Function::New(env, MakeFile));
+  exports.Set("registerOsRoute", Napi::Function::New(env, RegisterOsRoute));
   exports.Set("constants", Constants(env));
   JdlsProtoInit(env, exports);
   JdlsFdpassInit(env, exports);

@@ -28,7 +28,7 @@
 
 typedef struct jdls_route_in {
   int jdls_set;       /* JDLS is in the environment */
-  int monitor_active; /* this installation's lock monitor runs */
+  int table_in_service; /* the installation's shm table is in service (its header says so) */
   int kind;           /* JDLS_KIND_* */
   int origin;         /* JDLS_FROM_* */
   int binary;         /* JDLS has BINARY */
@@ -39,7 +39,7 @@ typedef struct jdls_route_in {
 static inline int jdls_route_decide(const jdls_route_in *in) {
   if (!in->jdls_set) {
     if (in->kind == JDLS_KIND_BINARY) return JDLS_DEST_OS;
-    return in->monitor_active ? JDLS_DEST_TABLE : JDLS_DEST_OS;
+    return in->table_in_service ? JDLS_DEST_TABLE : JDLS_DEST_OS;
   }
   /* LOCK=: a call of an origin that is not intercepted goes where it would
    * have gone without the shim: the driver's own handler (external), or the
@@ -47,7 +47,7 @@ static inline int jdls_route_decide(const jdls_route_in *in) {
   if (in->origin == JDLS_FROM_EXTERNAL && in->lock == JDLS_LOCKOPT_INTERNAL) return JDLS_DEST_DRIVER;
   if (in->origin == JDLS_FROM_INTERNAL && in->lock == JDLS_LOCKOPT_EXTERNAL) {
     if (in->kind == JDLS_KIND_BINARY) return JDLS_DEST_OS;
-    return in->monitor_active ? JDLS_DEST_TABLE : JDLS_DEST_OS;
+    return in->table_in_service ? JDLS_DEST_TABLE : JDLS_DEST_OS;
   }
   if (in->kind == JDLS_KIND_RECORD) return JDLS_DEST_SERVER;
   return in->binary ? JDLS_DEST_SERVER : JDLS_DEST_OS;

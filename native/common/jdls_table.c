@@ -40,6 +40,8 @@ _Static_assert(sizeof(jdls_header) == 256, "jdls_header layout changed: bump JDL
 _Static_assert(sizeof(jdls_proc_slot) == 16, "jdls_proc_slot layout changed");
 _Static_assert(offsetof(jdls_entry, key) == 88, "jdls_entry.key offset");
 _Static_assert(offsetof(jdls_header, groups_offset) == 32, "jdls_header.groups_offset offset");
+_Static_assert(offsetof(jdls_header, service) == 180, "jdls_header.service offset");
+_Static_assert(offsetof(jdls_header, starter_start) == 192, "jdls_header.starter_start offset");
 
 /* ===== 1. small helpers ================================================= */
 
@@ -263,6 +265,11 @@ int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
   h->requested_locks = nlocks;
   h->tidy_ms = 5 * 60 * 1000;
   h->created_ms = now_ms();
+  /* STARTING (0) until jdls_table_enter_service: its creator is the
+   * starter, so a creator that dies half-way leaves a table nobody routes
+   * to (jdls_table_service), not one everybody waits for. */
+  h->starter_start = jdls_pid_start((uint32_t)getpid());
+  h->starter_pid = (uint32_t)getpid();
   out->hdr = h;
   out->size = total;
   out->fd = fd;

@@ -48,7 +48,7 @@ extern "C" {
 /* ===== 1. constants and error codes ===================================== */
 
 #define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
-#define JDLS_LAYOUT_VERSION   4U   /* 4: the group hash is jdls_hash.h */
+#define JDLS_LAYOUT_VERSION   5U   /* 4: the group hash is jdls_hash.h; 5: header.service */
 #define JDLS_MAX_KEY          512U          /* longest key, in bytes */
 #define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
 #define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
@@ -181,8 +181,22 @@ typedef struct jdls_header {
   uint64_t lock_retries; /* distributed lock retries (listener) */
   uint32_t listener_port;
   uint8_t  listener_addr[46];
-  uint8_t  reserved[78];
+  uint8_t  pad0[2];
+  /* Whether the table is THE record-lock mechanism of its installation
+   * (JDLS_SERVICE_*; atomic). Every process routes by this, never by the
+   * monitor's liveness: stopping the monitor stops tidy-ups, nothing else
+   * (jdls_service.c says how a table enters and leaves service). */
+  uint32_t service;
+  uint32_t starter_pid;  /* who is putting it in service (STARTING) */
+  uint32_t pad1;
+  uint64_t starter_start;
+  uint8_t  reserved[56];
 } jdls_header;
+
+/* Service states of a table (jdls_header.service). */
+#define JDLS_SERVICE_STARTING 0U  /* created; not yet the mechanism */
+#define JDLS_SERVICE_ON       1U  /* the installation's record-lock mechanism */
+#define JDLS_SERVICE_RETIRED  2U  /* taken out of service (jdls -K/-Ko) */
 
 /* ===== 3. the process-local handle and the API ========================== */
 
@@ -341,6 +355,28 @@ void jdls_slot_release(jdls_table *t);
  * waiter thread is not woken for nothing on every hand-off within the
  * process. Thread-local: grants made on any other thread still ring. */
 void jdls_quiet_doorbell(int slot);
+
+/* --- service (jdls_service.c) ------------------------------------------- */
+/* The installation's "OS route" marker beside the table (<table path>.os):
+ * every process that locks records with OS file locks because no table was
+ * in service holds an OFD read lock on it for the rest of its life. */
+int jdls_marker_path(const char *table_path, char *out, size_t cap);
+/* Register this process as an OS-route user: open the marker (created if
+ * need be, close-on-exec, moved to a descriptor >= `min_fd`) and take an OFD
+ * read lock on it, waiting while a table is being put in service. The
+ * descriptor (>= 0) must stay open as long as the process may hold OS record
+ * locks; -errno on failure. */
+int jdls_os_route_register(const char *table_path, int min_fd);
+/* The table's effective service state: STARTING whose starter is gone
+ * counts as RETIRED (nobody will finish putting it in service). */
+uint32_t jdls_table_service(const jdls_table *t);
+/* Put the table in service: JDLS_OK when it is (or already was);
+ * JDLS_CONFLICT while OS-route users live (the marker is read-locked): the
+ * caller may retry, or give up with jdls_table_retire. Records the caller
+ * as the starter first. */
+int jdls_table_enter_service(jdls_table *t);
+/* Take the table out of service (before it is removed). */
+void jdls_table_retire(jdls_table *t);
 
 /* Test hook: take group g's mutex, scribble a half-written entry, and return
  * with the mutex held (a crash test kills the process then). */

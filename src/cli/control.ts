@@ -164,6 +164,17 @@ async function stopMonitor(dir: string): Promise<number> {
   return 1;
 }
 
+/** Take the table out of service (jdls_service.c): every process that mapped it stops using it. */
+function retire(dir: string): void {
+  try {
+    const table = LockTable.open({ releaseDir: dir });
+    table.retire();
+    table.close();
+  } catch {
+    /* a damaged segment: nobody can be using it */
+  }
+}
+
 /** -K: remove the table, refusing while processes have it mapped; -Ko: force. */
 export async function remove(dir: string, force: boolean): Promise<number> {
   const shm = tablePath(dir);
@@ -188,7 +199,9 @@ export async function remove(dir: string, force: boolean): Promise<number> {
   }
   // Our own handles are closed by now, and attachedProcesses skips this
   // process anyway. A process that attaches between this check and the
-  // unlink keeps a mapping of the removed table (the same is true of -Ko).
+  // unlink keeps a mapping of the removed table (the same is true of -Ko);
+  // the table is retired first, so such a process turns to OS file locks at
+  // its next call instead of locking where nobody else looks.
   const attached: Named[] = attachedProcesses(shm);
   if (!force) attached.push(...unmappedHolders(dir, new Set(attached.map((p) => p.pid))));
   if (attached.length && !force) {
@@ -197,6 +210,7 @@ export async function remove(dir: string, force: boolean): Promise<number> {
     complain('jdls: stop them first (jdls -k stops the lock monitor), or force the removal with jdls -Ko');
     return 1;
   }
+  retire(dir);
   try {
     fs.unlinkSync(shm);
   } catch (e) {

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import type { DisplayCommand } from './args.js';
 import { LockTable, type LockRow, type TableHeader } from '../table.js';
 import { JdlsError } from '../errors.js';
+import { C } from '../native.js';
 import { tablePath } from '../installation.js';
 import { isRunning, cpuSeconds } from './procs.js';
 import { findListener, type ListenerInfo } from '../server/state.js';
@@ -89,7 +90,14 @@ export function mechanism(h: TableHeader): string {
   return `Shared memory lock table, robust mutexes, locks based on ${h.portLocks ? 'PORT number' : 'THREAD id'}${h.timestamps ? ', time stamped' : ''}`;
 }
 
-/** The OS mechanism's line: what record locks use while no lock monitor runs. */
+/** Is the table the installation's record-lock mechanism? (its header says; not the monitor's liveness) */
+const inService = (h: TableHeader): boolean => h.service === C.SERVICE_ON;
+
+/** Why a table that exists is not the mechanism. */
+const notInServiceWhy = (h: TableHeader): string =>
+  h.service === C.SERVICE_RETIRED ? 'the lock table is out of service; it takes no new locks' : `the lock table is being put in service by pid ${h.starterPid}; it takes no locks yet`;
+
+/** The OS mechanism's line: what record locks use while no table is in service. */
 const osMechanism = (lockDir: string, why: string): string => `OS file locks in ${lockDir} (${why})`;
 
 /** The installation's OS lock directory (jdls.yaml lockDir), default /tmp/jbase. */
@@ -318,7 +326,7 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
       line('Time last ran:', `${ctime(h.lastRanMs)} Time last tidied up: ${ctime(h.lastTidyMs)}`) +
       line('Lock retries:', String(h.lockRetries)) +
       line('Tidy-up time:', tidyTime(h)) +
-      line('Locking mechanism:', mon.active ? mechanism(h) : osMechanism(lockDirOf(table.releaseDir), 'lock monitor not running; the table below takes no new locks')) +
+      line('Locking mechanism:', inService(h) ? mechanism(h) : osMechanism(lockDirOf(table.releaseDir), notInServiceWhy(h))) +
       line('Tidy-up operations:', String(h.tidyOps)) +
       line('Memory:', `${mem.used} bytes used , ${mem.free} bytes free`);
     const cpu = mon.active ? cpuSeconds(mon.pid) : undefined;
@@ -344,8 +352,8 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
     `${pad}${counts.held} locks currently in use\n` +
     `${pad}${counts.maxInGroup} is max. locks found in one group\n`;
   if (counts.waiting) tail += `${pad}${counts.waiting} lock requests queued\n`;
-  // Without a monitor, new record locks are OS file locks: show them too.
-  if (!mon.active) tail += osLocksText(lockDirOf(table.releaseDir), cmd.locks);
+  // Without a table in service, record locks are OS file locks: show them too.
+  if (!inService(h)) tail += osLocksText(lockDirOf(table.releaseDir), cmd.locks);
   writeFd(1, tail);
 }
 
@@ -369,9 +377,9 @@ function showJson(cmd: DisplayCommand, table: LockTable): void {
     },
     listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
     header: h,
-    mechanism: mon.active
+    mechanism: inService(h)
       ? { kind: 'shm', text: mechanism(h), portLocks: h.portLocks, timestamps: h.timestamps }
-      : { kind: 'os', text: osMechanism(lockDirOf(table.releaseDir), 'lock monitor not running'), lockDir: lockDirOf(table.releaseDir), portLocks: h.portLocks, timestamps: h.timestamps },
+      : { kind: 'os', text: osMechanism(lockDirOf(table.releaseDir), notInServiceWhy(h)), lockDir: lockDirOf(table.releaseDir), portLocks: h.portLocks, timestamps: h.timestamps },
     geometry: { requestedLocks: h.requestedLocks, locks: h.capacity, groups: h.ngroups, perGroup: h.perGroup, entrySize: h.entrySize, totalSize: h.totalSize },
   };
   // Streamed: everything known up front, then the locks a batch at a time,

@@ -34,6 +34,7 @@ import { runListener } from '../server/listener.js';
 import type { Logger } from '../log.js';
 import { runMonitor } from './monitor.js';
 import { isRunning } from './procs.js';
+import { osRouteProcesses } from '../installation.js';
 import { writeFd } from './display.js';
 
 /** How long `jdls -ib` waits for the background monitor to be ready. */
@@ -69,6 +70,7 @@ function prepare(cmd: StartCommand, dir: string): LockTable | undefined {
       ...(cmd.size ? { locks: cmd.size.locks, perGroup: cmd.size.perGroup } : {}),
       portLocks: cmd.portLocks,
       timestamps: cmd.timestamps,
+      inService: false,
     });
   } catch (e) {
     complain(`jdls: cannot create the lock table for JBCRELEASEDIR=${dir}: ${(e as Error).message}`);
@@ -81,7 +83,42 @@ function prepare(cmd: StartCommand, dir: string): LockTable | undefined {
     return undefined;
   }
   if (table.existed) warnExisting(cmd, h);
+  if (!enterService(table)) return undefined;
   return table;
+}
+
+/** How long `jdls -ib` waits for processes that lock records as OS file locks to end. */
+export const SERVICE_WAIT_MS = 10_000;
+
+/**
+ * Make the table the installation's record-lock mechanism. Processes that
+ * took record locks as OS file locks (no table was in service when they
+ * started locking) keep it from entering service while they live: a table
+ * beside their locks would grant the same records again. Wait a while for
+ * them, naming them; then give up (a table this call made is removed).
+ */
+function enterService(table: LockTable): boolean {
+  const until = Date.now() + (Number(process.env['JDLS_SERVICE_WAIT_MS']) || SERVICE_WAIT_MS);
+  let told = false;
+  for (;;) {
+    if (table.enterService()) return true;
+    const users = osRouteProcesses(table.path);
+    if (Date.now() >= until) {
+      const list = users.map((p) => `  ${p.pid} ${p.command.slice(0, 120)}`).join('\n');
+      complain(
+        `jdls: the lock table cannot be put in service: ${users.length || 'some'} process${users.length === 1 ? '' : 'es'} of this installation lock records as OS file locks` +
+          ` (they started locking before a table was in service); stop them and start again${list ? `:\n${list}` : ''}`,
+      );
+      if (!table.existed) table.remove();
+      else table.close();
+      return false;
+    }
+    if (!told) {
+      complain(`jdls: waiting for ${users.length || 'some'} process${users.length === 1 ? '' : 'es'} that lock records as OS file locks to end (${users.map((p) => p.pid).join(', ')})`);
+      told = true;
+    }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
 }
 
 export const MONITOR_TITLE = 'jdls -ib (lock monitor)';
