@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { packageRoot, buildDir } from '../src/native.js';
 import { LockTable, type CreateOptions } from '../src/table.js';
-import { tablePath } from '../src/installation.js';
+import { tablePath, markerPath } from '../src/installation.js';
 
 export const cbenchPath = path.join(buildDir, 'jdls-cbench');
 export const distDir = path.join(packageRoot, 'dist');
@@ -63,6 +63,7 @@ export class TempInstallation {
     this.#table?.close();
     this.#table = undefined;
     fs.rmSync(this.shmPath, { force: true });
+    fs.rmSync(markerPath(this.shmPath), { force: true });
     fs.rmSync(this.dir, { recursive: true, force: true });
     installations.delete(this);
   }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tablePath, installationProcesses } from '../../src/installation.js';
+import { tablePath, installationProcesses, markerPath } from '../../src/installation.js';
 import { native } from '../../src/native.js';
 import { captureOutput } from './output.js';
 
@@ -188,6 +188,7 @@ export class CliEnv {
     }
     await this.until(() => [...this.pids].every(([p, st]) => !this.isAlive(p) || native.pidStart(p) !== st), 5_000, 20);
     fs.rmSync(this.shm, { force: true });
+    fs.rmSync(markerPath(this.shm), { force: true }); // the OS-route marker (jdls_service.c): every process is gone
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

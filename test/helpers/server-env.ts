@@ -17,7 +17,7 @@ import { Proc, lockerPath, nodeFixture, withTimeout } from './table-env.js';
 import { JDLS, type RunResult } from './cli-env.js';
 import { WireClient } from './wire-client.js';
 import { LockTable } from '../../src/table.js';
-import { tablePath } from '../../src/installation.js';
+import { tablePath, markerPath } from '../../src/installation.js';
 import type { ServerConfig } from '../../src/server/config.js';
 import { findListener } from '../../src/server/state.js';
 
@@ -196,6 +196,7 @@ export class ServerEnv {
     await Promise.all(this.#procs.map((p) => withTimeout(p.exited, 5000, `${p.label} to die`).catch(() => undefined)));
     this.#table?.close();
     fs.rmSync(this.shm, { force: true });
+    fs.rmSync(markerPath(this.shm), { force: true }); // the OS-route marker (jdls_service.c): every process is gone
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

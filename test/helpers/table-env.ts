@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LockTable, fileId, type CreateOptions, type FileId, type LockRow } from '../../src/table.js';
 import { buildDir } from '../../src/native.js';
+import { markerPath } from '../../src/installation.js';
 
 export const lockerPath = path.join(buildDir, 'jdls-locker');
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -160,6 +161,7 @@ export function tableEnv(t: ExecutionContext, opts: Omit<CreateOptions, 'release
       const p = table.path;
       table.close();
       fs.rmSync(p, { force: true });
+      fs.rmSync(markerPath(p), { force: true });
     }
     fs.rmSync(dir, { recursive: true, force: true });
   });
