@@ -18,6 +18,7 @@ import { JdlsError } from '../src/errors.js';
 import { makeOwner, fileId, type Owner, type FileId } from '../src/table.js';
 import { buildDir } from '../src/native.js';
 import { Proc, withTimeout, nodeFixture, tableEnv } from './helpers/table-env.js';
+import { testDir } from './helpers/installations.js';
 
 const oslocker = path.join(buildDir, 'jdls-oslocker');
 const PROMPT_MS = 3000;
@@ -74,7 +75,7 @@ interface BinEnv {
 }
 
 function binEnv(t: ExecutionContext): BinEnv {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-binary-'));
+  const base = testDir('binary');
   const binaryDir = path.join(base, 'jbase_lock');
   const recordDir = path.join(base, 'jbase');
   const procs: Proc[] = [];

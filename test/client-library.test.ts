@@ -6,12 +6,12 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { JdlsClient, type ConnectOptions, type WaitingInfo } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { encode } from '../src/protocol/codec.js';
 import { FakeServer, type FakeConn, type FakeServerOptions } from './helpers/fake-server.js';
+import { testDir } from './helpers/installations.js';
 
 const FILE = { inode: 1483651n };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -24,7 +24,7 @@ interface Env {
 }
 
 async function setup(t: ExecutionContext, welcome: FakeServerOptions['welcome'] = {}): Promise<Env> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-client-'));
+  const dir = testDir('client');
   const server = await FakeServer.start({ welcome });
   const clients: JdlsClient[] = [];
   t.teardown(async () => {
@@ -369,7 +369,7 @@ test('arguments are checked before sending', async (t) => {
 });
 
 test('connect: refused, version refused, LIMIT at the handshake, no WELCOME in time, bad JDLS', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-client-'));
+  const dir = testDir('client');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const errorTrace = path.join(dir, 'jbase_error_trace');
   const port = await closedPort();

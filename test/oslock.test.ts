@@ -15,6 +15,7 @@ import { OfdFile, OSL, osn, pendingWaits, OsLockError } from '../src/ofd.js';
 import { makeOwner, fileId, type Owner, type FileId } from '../src/table.js';
 import { buildDir } from '../src/native.js';
 import { Proc, withTimeout, nodeFixture } from './helpers/table-env.js';
+import { testDir } from './helpers/installations.js';
 
 const oslocker = path.join(buildDir, 'jdls-oslocker');
 const PROMPT_MS = 3000;
@@ -33,7 +34,7 @@ interface OsEnv {
 }
 
 function osEnv(t: ExecutionContext): OsEnv {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-oslock-'));
+  const dir = testDir('oslock');
   const procs: Proc[] = [];
   const lockDir = path.join(dir, 'jbase');
   let m: OsLocks | undefined;
