@@ -190,6 +190,28 @@ test.serial('F_SETLKW returns EINTR when the signal lands between two liveness t
   await holder.finish();
 });
 
+// The kernel restarts F_SETLKW after a handler installed with SA_RESTART:
+// the call goes on waiting and later succeeds. (A FUTEX_WAIT with a timeout
+// returns EINTR even under SA_RESTART, so the shim used to end the wait.)
+test.serial('F_SETLKW goes on waiting after a SA_RESTART handler ran, and is granted later', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const holder = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await holder.waitFor(/^holding$/);
+  const waiter = s.start(SHIM_LOCKER, [f, 'alarmr:600000', 'W:3']);
+  await waiter.waitFor(/^armed$/);
+  t.true(await queued(s, waiter.pid), 'the request is queued');
+  process.kill(waiter.pid, 'SIGALRM');
+  await waiter.waitFor(/^signal$/, 10_000);
+  t.true(await queued(s, waiter.pid), 'still queued after the handler ran');
+  t.deepEqual(waiter.lines, ['armed', 'signal'], 'no EINTR');
+  await holder.finish();
+  await waiter.waitFor(/^ok$/, 10_000);
+  t.deepEqual(waiter.lines, ['armed', 'signal', 'ok']);
+  t.is(await waiter.finish(), 0, waiter.stderr());
+});
+
 test.serial('several preloaded processes keep a counter exact with fcntl record locks on a jlock file', async (t) => {
   const s = new ShimEnv(t);
   await s.startMonitor();
