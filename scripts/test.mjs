@@ -35,7 +35,8 @@ const avaStatus = await new Promise((resolve) => {
   ava.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
 });
 
-const report = await sweep(root);
+const { report, notes } = await sweep(root);
+for (const line of notes) console.log(`sweep: note: ${line}`);
 for (const line of report) console.log(`sweep: ${line}`);
 if (report.length > 0) {
   console.log(`sweep: FAILED: ${report.length} process(es) or namespace(s) of test installations outlived their tests (listed above)`);

@@ -26,6 +26,8 @@ export const TEST_PREFIX = 'jdlstest-';
 export const WORKER_LOG_PREFIX = 'worker-killed-';
 /** The directory under the run root that lists the live network namespaces (one empty file each). */
 export const NETNS_DIR = 'netns';
+/** The file in the run root that lists every test directory made (for the sweep's /dev/shm check). */
+export const DIRS_FILE = 'dirs';
 
 /** The run's root (JDLS_TEST_ROOT from scripts/test.mjs), else the temp dir. */
 export function testRoot(): string {
@@ -40,6 +42,7 @@ export function testDir(kind: string): string {
   installHandlers();
   const dir = fs.mkdtempSync(path.join(testRoot(), `${TEST_PREFIX}${kind}-`));
   dirs.add(dir);
+  if (process.env['JDLS_TEST_ROOT']) fs.appendFileSync(path.join(testRoot(), DIRS_FILE), `${dir}\n`);
   return dir;
 }
 
