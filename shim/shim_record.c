@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -124,43 +125,106 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The signals a wait holds back: all but the synchronous faults (blocking
+ * those makes a fault in the wait kill the process instead of reaching the
+ * caller's handler). glibc keeps its own cancel/setxid signals unblockable. */
+static void wait_blocked_set(sigset_t *set) {
+  sigfillset(set);
+  sigdelset(set, SIGSEGV);
+  sigdelset(set, SIGBUS);
+  sigdelset(set, SIGFPE);
+  sigdelset(set, SIGILL);
+  sigdelset(set, SIGTRAP);
+  sigdelset(set, SIGSYS);
+}
+
+/* Did a signal come during the wait that the caller does not block?
+ * 0: none. 1: yes, but none has a handler without SA_RESTART (no handler:
+ * ignored, or a stop; SA_RESTART: the kernel restarts F_SETLKW): the wait
+ * goes on. 2: a handler without SA_RESTART: the wait must end with EINTR.
+ * Only looks; the signals stay pending (blocked) until the caller's mask
+ * comes back. */
+static int wait_signal_came(const sigset_t *caller) {
+  sigset_t pend;
+  if (sigpending(&pend) != 0) return 0;
+  int came = 0;
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sigismember(&pend, sig) != 1 || sigismember(caller, sig) == 1) continue;
+    struct sigaction sa;
+    if (sigaction(sig, NULL, &sa) != 0) continue;
+    if (came < 1) came = 1;
+    /* sa_handler aliases sa_sigaction: SIG_DFL/SIG_IGN compare either way. */
+    if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN && !(sa.sa_flags & SA_RESTART)) came = 2;
+  }
+  return came;
+}
+
 /* Wait for a queued request. JDLS_OK when granted; JDLS_TIMEOUT when a
  * signal handler ran (the request is cancelled: the caller returns EINTR);
  * another rc on error.
  *
  * Why not jdls_lock(): it retries futex_wait on EINTR, so F_SETLKW could
  * never be interrupted and `flock -w`-style timers (SIGALRM without
- * SA_RESTART) would hang. Here an EINTR from the futex ends the wait, as the
- * kernel's own F_SETLKW does; with SA_RESTART the kernel restarts the futex
- * itself and we never see EINTR, again like F_SETLKW. Known gap: a signal
- * that lands in the few microseconds between two futex calls (the liveness
- * tick, every JDLS_LIVENESS_TICK_MS) runs its handler without ending the
- * wait. Rejected: ppoll with a sigmask (cannot sleep on a futex word). */
+ * SA_RESTART) would hang.
+ *
+ * Trap: the wait sleeps one liveness tick at a time (FUTEX_WAIT with a
+ * JDLS_LIVENESS_TICK_MS timeout) and checks the holders in between. A
+ * signal that arrives between two sleeps - and a thread woken by the tick on
+ * a loaded machine waits there, runnable, for milliseconds - used to run its
+ * handler in user space; the next FUTEX_WAIT then slept on with nothing
+ * pending and the EINTR was lost for good (shim-record's EINTR test failed
+ * that way under load). FUTEX_WAIT takes no signal mask, and ppoll, which
+ * does, cannot sleep on a futex word. So the whole wait runs with the
+ * signals BLOCKED: whenever one arrives it stays pending, and before every
+ * sleep sigpending() says whether one came that the caller lets through.
+ * Then, for a handler without SA_RESTART, the request is withdrawn FIRST and
+ * the caller's mask restored after (the handler runs inside that call, as
+ * it would on the kernel's way out of fcntl, with nothing of ours queued);
+ * otherwise the mask is restored (the handlers run, an ignored signal is
+ * dropped, a stop stops) and the wait goes on, as the kernel restarts
+ * F_SETLKW. A blocked signal does not wake the futex: a handler runs at most
+ * one tick late, never lost. A grant still wakes the futex at once.
+ * (Before, every handler ended the wait: a futex with a timeout returns
+ * EINTR even under SA_RESTART, unlike F_SETLKW.) */
 int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
   jdls_header *h = t->hdr;
   uint32_t *state = (uint32_t *)((uint8_t *)h + h->groups_offset +
                                  (uint64_t)tk->group * h->group_size + sizeof(jdls_group) +
                                  (uint64_t)tk->slot * h->entry_size);
+  sigset_t blocked, caller;
+  wait_blocked_set(&blocked);
+  pthread_sigmask(SIG_BLOCK, &blocked, &caller);
   unsigned ticks = 0;
+  int rc;
   for (;;) {
-    int rc = jdls_wait_poll(t, tk, ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH
-                                                                      : JDLS_REAP_QUICK);
-    if (rc != JDLS_QUEUED) return rc;
+    rc = jdls_wait_poll(t, tk, ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH
+                                                                  : JDLS_REAP_QUICK);
+    if (rc != JDLS_QUEUED) break;
     int64_t until = mono_ms() + JDLS_LIVENESS_TICK_MS;
     for (;;) {
       if (__atomic_load_n(state, __ATOMIC_ACQUIRE) != JDLS_STATE_WAITING) break;
-      int64_t left = until - mono_ms();
-      if (left <= 0) break;
-      struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000L};
-      /* Shared futex (not PRIVATE): the waker is another process. */
-      if (syscall(SYS_futex, state, FUTEX_WAIT, JDLS_STATE_WAITING, &ts, NULL, 0) != 0 &&
-          errno == EINTR) {
+      int came = wait_signal_came(&caller);
+      if (came == 2) {
         rc = jdls_wait_cancel(t, tk);
+        pthread_sigmask(SIG_SETMASK, &caller, NULL); /* the handler runs here */
         /* Granted in the meantime: we hold it; succeed rather than lose it. */
         return rc == JDLS_OK ? JDLS_OK : JDLS_TIMEOUT;
       }
+      if (came == 1) {
+        pthread_sigmask(SIG_SETMASK, &caller, NULL); /* handlers run, a stop stops */
+        pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+        continue;
+      }
+      int64_t left = until - mono_ms();
+      if (left <= 0) break;
+      struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000L};
+      /* Shared futex (not PRIVATE): the waker is another process. An EINTR
+       * here is a stop/continue or SIGKILL's way out: look again. */
+      syscall(SYS_futex, state, FUTEX_WAIT, JDLS_STATE_WAITING, &ts, NULL, 0);
     }
   }
+  pthread_sigmask(SIG_SETMASK, &caller, NULL);
+  return rc;
 }
 
 /* --- fcntl on a jlock file --------------------------------------------------- */

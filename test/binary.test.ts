@@ -17,7 +17,8 @@ import { OsLockError, pendingWaits } from '../src/ofd.js';
 import { JdlsError } from '../src/errors.js';
 import { makeOwner, fileId, type Owner, type FileId } from '../src/table.js';
 import { buildDir } from '../src/native.js';
-import { Proc, withTimeout, nodeFixture, tableEnv } from './helpers/table-env.js';
+import { Proc, withTimeout, nodeFixture, tableEnv, waitUntil } from './helpers/table-env.js';
+import { testDir } from './helpers/installations.js';
 
 const oslocker = path.join(buildDir, 'jdls-oslocker');
 const PROMPT_MS = 3000;
@@ -74,7 +75,7 @@ interface BinEnv {
 }
 
 function binEnv(t: ExecutionContext): BinEnv {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-binary-'));
+  const base = testDir('binary');
   const binaryDir = path.join(base, 'jbase_lock');
   const recordDir = path.join(base, 'jbase');
   const procs: Proc[] = [];
@@ -431,11 +432,21 @@ test.serial('waits do not block the event loop; timeout and abort leave nothing 
   let ticks = 0;
   const timer = setInterval(() => { ticks++; }, 5);
   try {
-    const w = env.b.groupLock(b, F, 5, 'write', { timeoutMs: 300 });
+    // Timers and pool work run WHILE a wait is pending: awaited with the wait
+    // still pending (no timeout on it), not counted against its timeout (a
+    // loaded machine may run few 5 ms ticks within 300 ms).
+    let settled = false;
+    const ac0 = new AbortController();
+    const w0 = env.b.groupLock(b, F, 5, 'write', { signal: ac0.signal });
+    void w0.then(() => (settled = true), () => (settled = true));
     const stats = await Promise.all(Array.from({ length: 8 }, () => fs.promises.stat(env.base)));
     t.is(stats.length, 8, 'the libuv pool is free while waiting');
+    await waitUntil(() => ticks >= 10 || settled, 20_000, 'ten timer ticks');
+    t.false(settled, `timers ran while waiting (${ticks} ticks)`);
+    ac0.abort();
+    await rejectsWith(t, w0, 'ABORTED');
+    const w = env.b.groupLock(b, F, 5, 'write', { timeoutMs: 300 });
     await rejectsWith(t, w, 'TIMEOUT');
-    t.true(ticks >= 10, `timers ran while waiting (${ticks} ticks)`);
   } finally {
     clearInterval(timer);
   }

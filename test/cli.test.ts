@@ -366,7 +366,9 @@ test.serial('foreground -i runs until SIGTERM, logs to stderr, and leaves the ta
   t.is(activeMonitorPid(d.stdout), child.pid);
   t.regex(d.stdout, /^Lock listener at pid:\s+\d+ - Active$/m);
   t.regex(d.stdout, /time stamped$/m);
-  await sleep(700); // a few tidy periods of 0.3 s
+  // Two tidy-ups (every 0.3 s here): awaited, not slept for (a loaded
+  // machine runs fewer of them in a fixed time).
+  t.true(await env.until(() => (stderr.match(/tidy-up freed/g) ?? []).length >= 2, 20_000), stderr);
   child.kill('SIGTERM');
   t.is(await exited, 0);
   const all = stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; name: string; level: number });

@@ -6,11 +6,11 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { JDLS } from './helpers/cli-env.js';
 import { FakeServer, type FakeServerOptions } from './helpers/fake-server.js';
 import { parseArgs } from '../src/cli/args.js';
+import { testDir } from './helpers/installations.js';
 
 interface Run {
   code: number | null;
@@ -25,7 +25,7 @@ interface Env {
 }
 
 function setup(t: ExecutionContext): Env {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-ctest-'));
+  const dir = testDir('ctest');
   const servers: FakeServer[] = [];
   const children: number[] = [];
   t.teardown(async () => {

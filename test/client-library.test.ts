@@ -6,12 +6,12 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { JdlsClient, type ConnectOptions, type WaitingInfo } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { encode } from '../src/protocol/codec.js';
 import { FakeServer, type FakeConn, type FakeServerOptions } from './helpers/fake-server.js';
+import { testDir } from './helpers/installations.js';
 
 const FILE = { inode: 1483651n };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -24,7 +24,7 @@ interface Env {
 }
 
 async function setup(t: ExecutionContext, welcome: FakeServerOptions['welcome'] = {}): Promise<Env> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-client-'));
+  const dir = testDir('client');
   const server = await FakeServer.start({ welcome });
   const clients: JdlsClient[] = [];
   t.teardown(async () => {
@@ -106,8 +106,9 @@ test('a waiting lock gets interim WAITING frames (event and callback) and resolv
   const ev: WaitingInfo[] = [];
   b.on('waiting', (w) => ev.push(w));
   const p = b.lock(FILE, 'K', 'write', { onWaiting: (w) => cb.push(w) });
-  await sleep(2200);
-  t.true(cb.length >= 3, `${cb.length} interim callbacks`);
+  await sleep(2200); // time passing: more than twice TIMEOUT, the client must stay alive
+  // At least three interim frames (every 100 ms): awaited, a loaded machine may be late.
+  await env.server.until(() => cb.length >= 3, 10_000, 'three interim callbacks');
   t.is(ev.length, cb.length);
   t.like(cb[0], { mode: 'write', holder: { port: 11, mode: 'write' } });
   t.deepEqual(cb[0]?.key, Buffer.from('K'));
@@ -129,7 +130,7 @@ test('WAIT: no interim frames, the TIMEOUT does not apply to the waiting lock, P
   t.is(interim, 0);
   t.is(b.failure, undefined);
   t.like(env.server.received('LOCK')[1], { noInterim: true, nowait: false });
-  t.true(env.server.conns[1]!.frames.filter((f) => f.type === 'PING').length >= 5, 'pings while waiting');
+  await env.server.until(() => env.server.conns[1]!.frames.filter((f) => f.type === 'PING').length >= 5, 10_000, 'pings while waiting');
   await a.unlock(FILE, 'K');
   t.deepEqual(await p, { granted: true });
 });
@@ -369,7 +370,7 @@ test('arguments are checked before sending', async (t) => {
 });
 
 test('connect: refused, version refused, LIMIT at the handshake, no WELCOME in time, bad JDLS', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-client-'));
+  const dir = testDir('client');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const errorTrace = path.join(dir, 'jbase_error_trace');
   const port = await closedPort();

@@ -5,11 +5,11 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { JdlsClient } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { FakeServer } from './helpers/fake-server.js';
+import { testDir } from './helpers/installations.js';
 
 const FILE = { inode: 42n };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -22,7 +22,7 @@ interface Env {
 }
 
 async function setup(t: ExecutionContext, extra = ''): Promise<Env> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-res-'));
+  const dir = testDir('res');
   const p = await FakeServer.start({ welcome: { serverPid: 1 } });
   const s = await FakeServer.start({ welcome: { serverPid: 2 } });
   const errorTrace = path.join(dir, 'jbase_error_trace');
@@ -155,7 +155,7 @@ test('secondary fails: the client carries on with the primary, no longer resilie
 });
 
 test('at connect: an unreachable secondary is logged and the client starts without resilience; an unreachable primary fails', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-res-'));
+  const dir = testDir('res');
   const p = await FakeServer.start();
   t.teardown(async () => {
     await p.close();

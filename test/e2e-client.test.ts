@@ -204,7 +204,9 @@ test.serial('interim messages at interimMs without WAIT (and they keep a TIMEOUT
     t.is(w.holder.ownerPid, 6001);
   }
   const gaps = chattyEvents.slice(1).map((w, i) => w.waitedMs - (chattyEvents[i]?.waitedMs ?? 0));
-  for (const g of gaps) t.true(g >= interimMs / 2 && g <= interimMs * 5, `interim gap ${g} ms`);
+  // A lower bound only: the server's timer never sends them closer, but
+  // nothing bounds how late a loaded machine runs it.
+  for (const g of gaps) t.true(g >= interimMs / 2, `interim gap ${g} ms`);
   t.is(quietEvents.length, 0, 'WAIT: no interim messages');
   t.deepEqual(deaths, [], 'nobody declared the server dead');
   t.is(chatty.failure, undefined);

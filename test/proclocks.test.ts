@@ -8,6 +8,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { parseLockLine, readProcLocks, ofdHolders, lockSignature } from '../src/proclocks.js';
+import { testDir } from './helpers/installations.js';
 
 test('parses /proc/locks lines, waiters and EOF ranges included', (t) => {
   t.like(parseLockLine('1: POSIX  ADVISORY  WRITE 22188 fe:00:2146461 100 100'), {
@@ -22,7 +23,7 @@ test('parses /proc/locks lines, waiters and EOF ranges included', (t) => {
 });
 
 test('a classic lock shows its pid; an OFD lock shows -1 and fdinfo names its holder', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-proclocks-'));
+  const dir = testDir('proclocks');
   const file = path.join(dir, 'f');
   fs.writeFileSync(file, '');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -3,13 +3,13 @@
 // and the jdls command refusing a bad file before starting anything.
 import test from 'ava';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { loadConfig, DEFAULTS, configFromEnv, configToEnv, CONFIG_ENV } from '../src/server/config.js';
 import { ServerEnv } from './helpers/server-env.js';
+import { testDir } from './helpers/installations.js';
 
 function tempDir(t: { teardown: (f: () => void) => void }, yaml?: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-cfg-'));
+  const dir = testDir('cfg');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   if (yaml !== undefined) fs.writeFileSync(path.join(dir, 'jdls.yaml'), yaml);
   return dir;

@@ -5,7 +5,9 @@
 // none, F_SETLKW interruptible, a killed holder lets the next in).
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
 
@@ -100,19 +102,114 @@ test.serial('kill -9 of a holder lets a blocked F_SETLKW in', async (t) => {
   await waiter.finish();
 });
 
+/** Is `sig` (a number) pending for pid, thread- or process-directed? (/proc/PID/status) */
+function signalPending(pid: number, sig: number): boolean {
+  let status = '';
+  try {
+    status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return false;
+  }
+  const bit = 1n << BigInt(sig - 1);
+  return [/^SigPnd:\s*([0-9a-f]+)$/m, /^ShdPnd:\s*([0-9a-f]+)$/m].some((re) => {
+    const m = re.exec(status);
+    return m !== null && (BigInt(`0x${m[1] ?? '0'}`) & bit) !== 0n;
+  });
+}
+
+/** The scheduler state letter of pid (R running/runnable, S sleeping...), '' when gone. */
+function procState(pid: number): string {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.charAt(stat.lastIndexOf(')') + 2);
+  } catch {
+    return '';
+  }
+}
+
+const SIGALRM = os.constants.signals.SIGALRM;
+
+/** Waits until pid's F_SETLKW is queued in the table (bounded). */
+async function queued(s: ShimEnv, pid: number): Promise<boolean> {
+  return s.cli.until(async () => (await s.locks()).some((r) => r.pid === pid && r.state === 'waiting'), 10_000);
+}
+
+// The signal comes from the test once the request is queued, not from a
+// timer armed before the call: a timer that fires before the process reaches
+// its wait (a loaded machine, the shim's first-lock set-up) would make the
+// kernel's F_SETLKW block for ever too. The handler is the fixture's alarm
+// step (no SA_RESTART); its own timer is far away.
 test.serial('F_SETLKW returns EINTR when a signal handler runs (SIGALRM without SA_RESTART, like flock -w)', async (t) => {
   const s = new ShimEnv(t);
   await s.startMonitor();
   const f = s.jlock(INODE, DEV);
   const holder = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
   await holder.waitFor(/^holding$/);
-  const t0 = Date.now();
-  const r = await s.run(SHIM_LOCKER, [f, 'alarm:300', 'W:3'], { timeoutMs: 10_000 });
-  const took = Date.now() - t0;
-  t.deepEqual(r.stdout.trim().split('\n'), ['armed', 'EINTR']);
-  t.true(took >= 250 && took < 5_000, `took ${took} ms`);
+  const waiter = s.start(SHIM_LOCKER, [f, 'alarm:600000', 'W:3']);
+  await waiter.waitFor(/^armed$/);
+  t.true(await queued(s, waiter.pid), 'the request is queued');
+  process.kill(waiter.pid, 'SIGALRM');
+  await waiter.waitFor(/^EINTR$/, 10_000);
+  t.is(await waiter.finish(), 0, waiter.stderr());
   t.deepEqual((await s.locks()).filter((x) => x.state === 'waiting'), [], 'the cancelled request left no entry');
   await holder.finish();
+});
+
+// The shim's wait sleeps in FUTEX_WAIT for one liveness tick (20 ms) at a
+// time and checks the holders between two sleeps. A signal that lands in
+// between must still end the wait. To land it there on purpose the waiter is
+// starved: pinned to CPU 0 with SCHED_IDLE behind a busy loop on the same
+// CPU, it spends nearly all its time runnable between two sleeps (woken by
+// the tick, waiting for the CPU), and the test signals it when it is seen
+// runnable. Before the fix the handler ran there and the next FUTEX_WAIT
+// slept on: no EINTR, ever.
+test.serial('F_SETLKW returns EINTR when the signal lands between two liveness ticks of the wait (starved waiter)', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const holder = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await holder.waitFor(/^holding$/);
+  const waiter = s.start(SHIM_LOCKER, [f, 'alarm:600000', 'W:3']);
+  await waiter.waitFor(/^armed$/);
+  t.true(await queued(s, waiter.pid), 'the request is queued');
+  execFileSync('taskset', ['-p', '-c', '0', String(waiter.pid)], { stdio: 'ignore' });
+  execFileSync('chrt', ['-i', '-p', '0', String(waiter.pid)], { stdio: 'ignore' });
+  const hog = s.start('taskset', ['-c', '0', 'sh', '-c', 'while :; do :; done'], { preload: false });
+  try {
+    t.true(await s.cli.until(() => procState(waiter.pid) === 'R', 10_000, 1), 'the starved waiter is seen runnable');
+    process.kill(waiter.pid, 'SIGALRM');
+    // Until the waiter has run again (handled or noticed the signal) it stays starved.
+    t.true(await s.cli.until(() => !signalPending(waiter.pid, SIGALRM), 20_000, 5), 'the waiter took the signal');
+  } finally {
+    process.kill(hog.pid, 'SIGKILL');
+  }
+  await hog.finish();
+  await waiter.waitFor(/^EINTR$/, 5_000);
+  t.is(await waiter.finish(), 0, waiter.stderr());
+  t.deepEqual((await s.locks()).filter((x) => x.state === 'waiting'), [], 'the cancelled request left no entry');
+  await holder.finish();
+});
+
+// The kernel restarts F_SETLKW after a handler installed with SA_RESTART:
+// the call goes on waiting and later succeeds. (A FUTEX_WAIT with a timeout
+// returns EINTR even under SA_RESTART, so the shim used to end the wait.)
+test.serial('F_SETLKW goes on waiting after a SA_RESTART handler ran, and is granted later', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const holder = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await holder.waitFor(/^holding$/);
+  const waiter = s.start(SHIM_LOCKER, [f, 'alarmr:600000', 'W:3']);
+  await waiter.waitFor(/^armed$/);
+  t.true(await queued(s, waiter.pid), 'the request is queued');
+  process.kill(waiter.pid, 'SIGALRM');
+  await waiter.waitFor(/^signal$/, 10_000);
+  t.true(await queued(s, waiter.pid), 'still queued after the handler ran');
+  t.deepEqual(waiter.lines, ['armed', 'signal'], 'no EINTR');
+  await holder.finish();
+  await waiter.waitFor(/^ok$/, 10_000);
+  t.deepEqual(waiter.lines, ['armed', 'signal', 'ok']);
+  t.is(await waiter.finish(), 0, waiter.stderr());
 });
 
 test.serial('several preloaded processes keep a counter exact with fcntl record locks on a jlock file', async (t) => {

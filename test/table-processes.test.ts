@@ -131,9 +131,7 @@ test.serial('kill -9 of a holder: the next waiter (C, then Node) gets the lock p
   const nodeWait = env.table.lock(b, F, 'KH', 'write').then(() => { nodeGranted = true; });
   await waitUntil(() => queued(allRows(env.table), process.pid, 'KH'), 10_000, 'Node waiter queued');
   await holder.kill9();
-  const killedAt = Date.now();
   await w.expect('GRANTED', PROMPT_MS);
-  t.true(Date.now() - killedAt <= PROMPT_MS);
   t.false(nodeGranted, 'the second waiter still waits: FIFO kept through the reaping');
   // The same for a waiter on the addon's waiter thread.
   await w.kill9();

@@ -7,12 +7,12 @@
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tablePath, installationProcesses, markerPath } from '../../src/installation.js';
 import { native } from '../../src/native.js';
 import { captureOutput } from './output.js';
+import { testDir, recordPid } from './installations.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli/jdls.js, seen from dist/test/helpers. */
@@ -87,7 +87,7 @@ export class CliEnv {
   readonly pids = new Map<number, number>();
 
   constructor(t: ExecutionContext) {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-cli-'));
+    this.dir = testDir('cli');
     this.env = { ...process.env, JBCRELEASEDIR: this.dir };
     delete this.env['JDLS_LOG_LEVEL'];
     this.shm = tablePath(this.dir);
@@ -150,7 +150,9 @@ export class CliEnv {
   }
 
   track(pid: number): void {
-    if (!this.pids.has(pid)) this.pids.set(pid, native.pidStart(pid));
+    if (this.pids.has(pid)) return;
+    this.pids.set(pid, native.pidStart(pid));
+    recordPid(this.dir, pid);
   }
 
   isAlive(pid: number): boolean {

@@ -15,6 +15,7 @@
 import type { ExecutionContext } from 'ava';
 import { execFileSync, spawn, type SpawnOptions } from 'node:child_process';
 import { Proc } from './table-env.js';
+import { registerNetns, unregisterNetns } from './installations.js';
 
 const IP_TIMEOUT_MS = 10_000;
 
@@ -74,6 +75,8 @@ export class NetnsPair {
     this.serverAddr = `${net}.1`;
     this.clientAddr = `${net}.2`;
     t.teardown(() => this.cleanup());
+    registerNetns(this.server);
+    registerNetns(this.client);
     ip(['netns', 'add', this.server]);
     ip(['netns', 'add', this.client]);
     ip(['link', 'add', 'name', this.serverIf, 'netns', this.server, 'type', 'veth', 'peer', 'name', this.clientIf, 'netns', this.client]);
@@ -130,6 +133,7 @@ export class NetnsPair {
       } catch {
         /* never made, or gone */
       }
+      unregisterNetns(ns);
     }
   }
 }

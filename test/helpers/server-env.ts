@@ -10,7 +10,6 @@
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Proc, lockerPath, nodeFixture, withTimeout } from './table-env.js';
@@ -20,6 +19,7 @@ import { LockTable } from '../../src/table.js';
 import { tablePath, markerPath } from '../../src/installation.js';
 import type { ServerConfig } from '../../src/server/config.js';
 import { findListener } from '../../src/server/state.js';
+import { testDir, recordPid } from './installations.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -67,7 +67,7 @@ export class ServerEnv {
   #table: LockTable | undefined;
 
   constructor(t: ExecutionContext, settings: Partial<ServerConfig> = {}) {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-srv-'));
+    this.dir = testDir('srv');
     this.env = { ...process.env, JBCRELEASEDIR: this.dir };
     delete this.env['JBCPORTNO'];
     delete this.env['JDLS_LOG_LEVEL'];
@@ -171,6 +171,7 @@ export class ServerEnv {
 
   #spawn(label: string, cmd: string, args: string[]): Proc {
     const p = new Proc(spawn(cmd, args, { env: this.env, stdio: ['pipe', 'pipe', 'pipe'] }), label);
+    recordPid(this.dir, p.pid);
     this.#procs.push(p);
     return p;
   }

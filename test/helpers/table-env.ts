@@ -8,12 +8,12 @@
 import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LockTable, fileId, type CreateOptions, type FileId, type LockRow } from '../../src/table.js';
 import { buildDir } from '../../src/native.js';
 import { markerPath } from '../../src/installation.js';
+import { testDir, recordPid } from './installations.js';
 
 export const lockerPath = path.join(buildDir, 'jdls-locker');
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -147,7 +147,7 @@ export interface TableEnv {
  * with every child it started when the test ends, pass or fail.
  */
 export function tableEnv(t: ExecutionContext, opts: Omit<CreateOptions, 'releaseDir'> = {}): TableEnv {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-test-'));
+  const dir = testDir('table');
   const procs: Proc[] = [];
   let table: LockTable | undefined;
   t.teardown(async () => {
@@ -171,6 +171,7 @@ export function tableEnv(t: ExecutionContext, opts: Omit<CreateOptions, 'release
   const start = (label: string, cmd: string, args: string[], extra?: NodeJS.ProcessEnv): Proc => {
     const child = spawn(cmd, args, { env: { ...env, ...extra }, stdio: ['pipe', 'pipe', 'pipe'] });
     const p = new Proc(child, label);
+    recordPid(dir, p.pid);
     procs.push(p);
     return p;
   };
