@@ -123,9 +123,33 @@ uint64_t jdls_pid_start(uint32_t pid) {
   return pid_stat(pid, &state, &start) == 0 ? start : 0;
 }
 
+/* This process's start time, cached per THREAD: a cache shared by threads
+ * would need the pid and the start published together (a thread that saw
+ * the new pid with the old start 0 would judge its own process dead and
+ * reap its locks), and after fork() the pid no longer matches, so a child
+ * never answers with its parent's start. */
+static __thread uint32_t self_pid;
+static __thread uint64_t self_start;
+
+static uint64_t my_start(void) {
+  uint32_t me = (uint32_t)getpid();
+  if (self_pid != me) {
+    self_start = jdls_pid_start(me);
+    self_pid = me;
+  }
+  return self_start;
+}
+
+/* A process is (pid, start time), never a bare pid: pid_max is often 32768
+ * and pids are recycled. Trap: our own pid is not always us - an entry left
+ * by a dead process whose pid the kernel has since given to this one names
+ * our pid with another start time, and it is dead. */
 int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
   if (pid == 0) return 0;
-  if (pid == (uint32_t)getpid()) return 1;
+  if (pid == (uint32_t)getpid()) {
+    uint64_t mine = my_start();
+    return start == 0 || mine == 0 || start == mine;
+  }
   if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
   if (thorough) {
     /* kill() succeeds for a recycled pid and for a zombie (killed, not yet
@@ -329,7 +353,17 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
 static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *o) {
   if (e->ip_len != o->ip_len || memcmp(e->ip, o->ip, o->ip_len) != 0) return 0;
   if (t->hdr->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
-  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->pid == o->pid;
+  /* The start time too: a process that got a dead process's pid is another
+   * owner. Were it the same, it would be told GRANTED on the dead entry (a
+   * "re-lock"), which the next thorough reap frees under it - while it
+   * believes it holds the lock and a third process takes it. */
+  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->pid == o->pid &&
+         e->pid_start == o->pid_start;
+}
+
+/* Does entry e belong to the process (pid, start)? */
+static int entry_of(const jdls_entry *e, uint32_t pid, uint64_t start) {
+  return e->pid == pid && e->pid_start == start;
 }
 
 static void owner_of(const jdls_entry *e, jdls_owner *o) {
@@ -338,6 +372,7 @@ static void owner_of(const jdls_entry *e, jdls_owner *o) {
   o->owner_pid = e->owner_pid;
   o->owner_tid = e->owner_tid;
   o->port = e->port;
+  o->pid_start = e->pid_start;
   o->ip_len = e->ip_len;
   memcpy(o->ip, e->ip, sizeof o->ip);
 }
@@ -440,12 +475,14 @@ static void fill_holder(const jdls_entry *e, jdls_holder *h) {
   memcpy(h->ip, e->ip, sizeof h->ip);
 }
 
-/* Free every entry of the group whose process `pid` is `dead_pid`. */
-static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid) {
+/* Free every entry of the group held by the dead process (dead_pid,
+ * dead_start). Only that process's: another live process may have been
+ * given the same pid since, and its entries carry its own start time. */
+static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid, uint64_t dead_start) {
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
-    if (ALOAD(&e->state) != JDLS_STATE_FREE && e->pid == dead_pid) {
+    if (ALOAD(&e->state) != JDLS_STATE_FREE && entry_of(e, dead_pid, dead_start)) {
       free_entry(g, e);
       n++;
     }
@@ -472,7 +509,11 @@ static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid) {
  * releaser, re-queueing at once, kept the CPU its woken waiter shared.) */
 static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
                          const jdls_owner *o, int thorough, int held_only) {
+  /* One look per process: a hot key's queue holds many entries of few
+   * processes. By (pid, start): a live process must not vouch for a dead
+   * one that had its pid. */
   uint32_t alive[16];
+  uint64_t alive_start[16];
   unsigned nalive = 0;
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
@@ -480,14 +521,13 @@ static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
     uint32_t s = ALOAD(&e->state);
     if (s == JDLS_STATE_FREE || (held_only && s != JDLS_STATE_HELD) || !entry_same_key(e, k)) continue;
     if (o && owner_eq(t, e, o)) continue;
-    /* One look per process: a hot key's queue holds many entries of few pids. */
     unsigned j = 0;
-    while (j < nalive && alive[j] != e->pid) j++;
+    while (j < nalive && !entry_of(e, alive[j], alive_start[j])) j++;
     if (j < nalive) continue;
     if (jdls_pid_alive(e->pid, e->pid_start, thorough)) {
-      if (nalive < 16) alive[nalive++] = e->pid;
+      if (nalive < 16) { alive[nalive] = e->pid; alive_start[nalive++] = e->pid_start; }
     } else {
-      n += reap_pid(t, g, e->pid);
+      n += reap_pid(t, g, e->pid, e->pid_start);
     }
   }
   return n;
@@ -512,6 +552,10 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
         w = e;
     }
     if (!w) return;
+    /* kill() only (a /proc read per hand-off is too dear under the mutex):
+     * a dead waiter whose pid was recycled may be granted, but its entry
+     * still names the dead (pid, start), which no live owner matches, and
+     * the next thorough reap frees it. Our own pid is checked exactly. */
     if (!jdls_pid_alive(w->pid, w->pid_start, 0)) {
       /* Never hand a lock to a process that is gone. */
       free_entry(g, w);
@@ -597,7 +641,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
   jdls_group *g = group_at(t, gi);
   if ((rc = group_lock(t, g)) != JDLS_OK) return rc;
   for (int round = 0;; round++) {
-    jdls_entry *mine = NULL, *blocker = NULL, *first_other = NULL, *free_e = NULL;
+    jdls_entry *mine = NULL, *blocker = NULL, *first_other = NULL, *free_e = NULL, *inherited = NULL;
     int others_waiting = 0;
     uint32_t seen = 0;
     for (uint32_t i = 0; i < t->hdr->per_group; i++) {
@@ -612,8 +656,10 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
       if (!same_key(e, r->inode, r->dev, r->key, r->key_len)) continue;
       int own = owner_eq(t, e, o);
       if (s == JDLS_STATE_HELD) {
-        if (own) mine = e;
-        else {
+        if (own) {
+          mine = e;
+          if (!entry_of(e, o->pid, o->pid_start)) inherited = e;
+        } else {
           if (!first_other) first_other = e;
           if (!blocker && modes_conflict(e->mode, r->mode)) blocker = e;
         }
@@ -621,6 +667,13 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
         others_waiting = 1;
       }
     }
+    /* On a -P table the owner is the port, so "our" lock may be an entry of
+     * another process on the same port. If that process is dead, its entry
+     * is reaped, not inherited: it would be freed under us at the next reap
+     * (it still names the dead process). A live one is shared, by design. */
+    if (inherited && round < 8 && !jdls_pid_alive(inherited->pid, inherited->pid_start, 1) &&
+        reap_pid(t, g, inherited->pid, inherited->pid_start) > 0)
+      continue;
     if (!blocker && mine) {
       /* Re-lock by the owner: succeeds; READ<->WRITE converts in place. An
        * owner's own upgrade does not queue behind waiters that wait for it. */
@@ -846,19 +899,21 @@ int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t de
  * tidy-up does that; a request that finds its group full only asks kill(),
  * once per distinct pid, because it holds the group mutex meanwhile. */
 static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough) {
+  /* Cached by (pid, start), as in reap_blockers. */
   uint32_t alive[64];
+  uint64_t alive_start[64];
   unsigned nalive = 0;
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_FREE) continue;
     unsigned k = 0;
-    while (k < nalive && alive[k] != e->pid) k++;
+    while (k < nalive && !entry_of(e, alive[k], alive_start[k])) k++;
     if (k < nalive) continue;
     if (jdls_pid_alive(e->pid, e->pid_start, thorough)) {
-      if (nalive < 64) alive[nalive++] = e->pid;
+      if (nalive < 64) { alive[nalive] = e->pid; alive_start[nalive++] = e->pid_start; }
     } else {
-      n += reap_pid(t, g, e->pid);
+      n += reap_pid(t, g, e->pid, e->pid_start);
     }
   }
   return n;
