@@ -130,3 +130,28 @@ test.serial('-P: a dead process\'s lock on a port is reaped, not inherited by th
   await b.success();
   t.is(allRows(env.table).length, 0);
 });
+test.serial('a process whose main thread called pthread_exit() is alive: its lock is neither tidied nor taken', async (t) => {
+  const env = tableEnv(t);
+  const h = env.locker(['hold-pthread-exit', 'PTEXIT', 'write']);
+  const [p] = await h.expect('LOCKED');
+  const pid = Number(p);
+  t.regex(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'), /\) Z /, 'the main thread is a zombie');
+  t.is(env.table.tidy(), 0, 'the monitor\'s tidy-up keeps the lock');
+  const tidier = env.locker(['tidy']);
+  t.is(await tidier.line(), 'TIDY 0', 'so does a tidy-up from a C process');
+  await tidier.success();
+  const c = env.locker(['try', 'PTEXIT', 'write']);
+  const [res, , holder] = (await c.line()).split(' ');
+  t.is(res, 'CONFLICT', 'a second process is refused');
+  t.is(Number(holder), pid);
+  await c.success();
+  t.true(allRows(env.table).some((r) => r.key.toString() === 'PTEXIT' && r.pid === pid));
+  // When the last thread ends, the process is dead and the lock goes.
+  h.release();
+  await h.expect('EXITING');
+  await h.exited;
+  const c2 = env.locker(['try', 'PTEXIT', 'write']);
+  t.is(await c2.line(), 'GRANTED');
+  await c2.success();
+});
+

@@ -117,6 +117,27 @@ static int pid_stat(uint32_t pid, char *state, uint64_t *start) {
   return 0;
 }
 
+/* Trap: /proc/<pid>/stat describes the thread group LEADER, the main
+ * thread. A main thread that called pthread_exit() shows state Z there while
+ * the process's other threads run on; only the whole thread group's end is
+ * death. "Threads:" in /proc/<pid>/status counts the group's threads, the
+ * exited leader included: a process that is really a zombie has 1 (just the
+ * leader), a live one with an exited main thread has 2 or more. Unreadable or
+ * gone: 0 (dead). */
+static unsigned live_threads(uint32_t pid) {
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%u/status", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strstr(buf, "\nThreads:");
+  if (!p) return 0;
+  return (unsigned)strtoul(p + 9, NULL, 10);
+}
+
 uint64_t jdls_pid_start(uint32_t pid) {
   char state;
   uint64_t start;
@@ -158,8 +179,8 @@ int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
     char state;
     uint64_t now;
     if (pid_stat(pid, &state, &now) == 0) {
-      if (state == 'Z' || state == 'X') return 0;
       if (start != 0 && now != 0 && now != start) return 0;
+      if ((state == 'Z' || state == 'X') && live_threads(pid) <= 1) return 0;
     }
   }
   return 1;
