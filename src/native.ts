@@ -90,10 +90,10 @@ export type NativeTryLock =
 export interface NativeTable {
   readonly existed: boolean;
   tryLock(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, nowait: boolean): NativeTryLock;
-  waitAsync(group: number, slot: number, seq: number, id: number,
-    onDone: (ids: number[], rcs: number[]) => void): void;
+  /** queue a wait with the waiter thread; onLook() says "some wait may be settled: call takeGranted()" */
+  waitAsync(group: number, slot: number, seq: number, id: number, onLook: () => void): void;
   cancel(group: number, slot: number, seq: number): number;
-  /** this process's waits settled now, as [id, rc, id, rc, ...], taken off the waiter thread's list */
+  /** this process's waits settled now, as [id, rc, id, rc, ...], taken off the list: the one way a wait settles */
   takeGranted(): number[] | undefined;
   ref(): void;
   unref(): void;

@@ -177,7 +177,8 @@ export class LockTable implements RecordLocks {
   #t: NativeTable | undefined;
   #waits = new Map<number, PendingWait>();
   #nextId = 1;
-  #onDone = (ids: number[], rcs: number[]): void => this.#settle(ids, rcs);
+  /** the waiter thread's "look": collect what is settled (the one consumer is this thread) */
+  #onLook = (): void => this.#settleHandedOff();
 
   private constructor(dir: string, t: NativeTable) {
     this.releaseDir = dir;
@@ -292,7 +293,7 @@ export class LockTable implements RecordLocks {
     }
     const id = this.#nextId++;
     this.#waits.set(id, { done, ticket: { group: r.group, slot: r.slot, seq: r.seq } });
-    t.waitAsync(r.group, r.slot, r.seq, id, this.#onDone);
+    t.waitAsync(r.group, r.slot, r.seq, id, this.#onLook);
     // A pending wait keeps the process alive, as a pending socket would.
     if (this.#waits.size === 1) t.ref();
     return id;
@@ -337,11 +338,13 @@ export class LockTable implements RecordLocks {
   }
 
   /**
-   * A release may have handed the lock to a wait of this same process (a
-   * lock server serving both clients): settle it now, in this turn of the
-   * event loop, rather than after the waiter thread wakes and hops back
-   * through the thread-safe function - two thread wake-ups that cost more
-   * than the rest of a hand-off (docs/benchmarks.md, "Hand-off").
+   * Settle the waits that are granted (or failed) now. The only consumer of
+   * grants: the waiter thread never settles a wait, it only calls #onLook.
+   * Called right after a release, which may have handed the lock to a wait
+   * of this same process (a lock server serving both clients): that wait is
+   * settled inside the release, in this turn of the event loop - always, so
+   * the new holder's GRANTED is written before the releaser's RELEASED - and
+   * with no hop through the waiter thread (docs/benchmarks.md, "Hand-off").
    */
   #settleHandedOff(): void {
     const done = this.#t?.takeGranted();

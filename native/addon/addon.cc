@@ -10,7 +10,14 @@
 // ONE waiter thread. The process claims a doorbell slot in the segment; a
 // grant for any of its queued requests rings that doorbell (a futex word),
 // so the thread sleeps on a single futex for all of them and wakes at once.
-// It reports grants back through a ThreadSafeFunction. It also wakes every
+// It does NOT report grants: it only tells the JS thread "look" through a
+// ThreadSafeFunction, and the JS thread collects what is settled
+// (TakeGranted). One consumer by construction: when a release on the JS
+// thread hands a lock to another wait of this process, that wait is settled
+// inside the release, always, never by a waiter-thread scan that happened to
+// take the list's mutex first (a test failed on half its runs that way, and
+// the lock server's promise - the next holder's GRANTED is written before
+// the releaser's RELEASED - held only by luck). It also wakes every
 // JDLS_LIVENESS_TICK_MS to reap dead holders (a process killed with -9 never
 // releases). The doorbell is read BEFORE the pending list is scanned, so a
 // grant that lands between the scan and the sleep makes the sleep return at
@@ -181,8 +188,8 @@ struct Done {
 
 class Waiter {
  public:
-  Waiter(Napi::Env env, jdls_table *t, Napi::Function onDone) : table_(t) {
-    tsfn_ = Napi::ThreadSafeFunction::New(env, onDone, "jdls-waiter", 0, 1);
+  Waiter(Napi::Env env, jdls_table *t, Napi::Function onLook) : table_(t) {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, onLook, "jdls-waiter", 0, 1);
     tsfn_.Unref(env);
     thread_ = std::thread([this] { Run(); });
   }
@@ -214,11 +221,15 @@ class Waiter {
     return false;
   }
 
-  // Granted pending waits, taken off the list (so the waiter thread does not
-  // report them again): the caller reports them itself. A lock-free look at
-  // each ticket's state word; no reaping.
+  // Settled pending waits, taken off the list: the ONE place where a wait
+  // leaves it settled (the JS thread calls it right after a release of its
+  // own, and when the waiter thread says "look"). A lock-free look at each
+  // ticket's state word; no reaping.
   std::vector<Done> TakeGranted() {
     std::vector<Done> out;
+    // Cleared before the scan: a grant the waiter thread sees from now on
+    // posts another look, and one it saw before is found by this scan.
+    posted_.store(false);
     std::lock_guard<std::mutex> g(mu_);
     for (auto it = pending_.begin(); it != pending_.end();) {
       int rc = jdls_wait_poll(table_, &it->ticket, JDLS_REAP_NONE);
@@ -269,7 +280,7 @@ class Waiter {
       bool tick = now >= next_tick;
       if (tick) next_tick = now + std::chrono::milliseconds(JDLS_LIVENESS_TICK_MS);
       int reap = !tick ? JDLS_REAP_NONE : ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH : JDLS_REAP_QUICK;
-      std::vector<Done> *done = nullptr;
+      bool settled = false;
       bool any = false;
       {
         std::lock_guard<std::mutex> g(mu_);
@@ -291,32 +302,22 @@ class Waiter {
             if (seen_group) r = JDLS_REAP_NONE;
             else reaped_.push_back(it->ticket.group);
           }
-          int rc = jdls_wait_poll(table_, &it->ticket, r);
-          if (rc == JDLS_QUEUED) { ++it; continue; }
-          if (!done) done = new std::vector<Done>();
-          done->push_back({it->id, rc});
-          it = pending_.erase(it);
+          // Settled waits stay on the list for the JS thread to take.
+          if (jdls_wait_poll(table_, &it->ticket, r) != JDLS_QUEUED) settled = true;
+          ++it;
         }
         if (tick && pending_.size() > 1) std::rotate(pending_.begin(), pending_.begin() + 1, pending_.end());
       }
-      if (done) {
-        napi_status s = tsfn_.BlockingCall(done, [](Napi::Env env, Napi::Function fn, std::vector<Done> *d) {
-          if (env != nullptr && fn != nullptr) {
-            auto ids = Napi::Array::New(env, d->size());
-            auto rcs = Napi::Array::New(env, d->size());
-            for (size_t i = 0; i < d->size(); i++) {
-              ids.Set(i, Napi::Number::New(env, (*d)[i].id));
-              rcs.Set(i, Napi::Number::New(env, (*d)[i].rc));
-            }
-            // Raw call: during env teardown a failing Napi::Function::Call
-            // would throw from a place that cannot, and abort the process.
-            napi_value argv[2] = {ids, rcs};
-            napi_value ignored;
-            napi_call_function(env, env.Undefined(), fn, 2, argv, &ignored);
-          }
-          delete d;
+      // One "look" in flight at a time: while one is posted and not yet
+      // taken, further settled waits are found by the scan it triggers.
+      if (settled && !posted_.exchange(true)) {
+        tsfn_.BlockingCall([](Napi::Env env, Napi::Function fn) {
+          if (env == nullptr || fn == nullptr) return;
+          // Raw call: during env teardown a failing Napi::Function::Call
+          // would throw from a place that cannot, and abort the process.
+          napi_value ignored;
+          napi_call_function(env, env.Undefined(), fn, 0, nullptr, &ignored);
         });
-        if (s != napi_ok) delete done;
       }
       if (stop_.load()) break;
       // With nothing pending, sleep until rung; otherwise until the next tick.
@@ -341,6 +342,7 @@ class Waiter {
   std::vector<Pending> pending_;
   std::vector<uint32_t> reaped_;  // groups reaped in this tick (waiter thread only)
   std::atomic<bool> stop_{false};
+  std::atomic<bool> posted_{false};  // a "look" is on its way to the JS thread
 };
 
 // While alive, releases on this thread do not ring this table's own
@@ -574,13 +576,14 @@ class Table : public Napi::ObjectWrap<Table> {
     return true;
   }
 
-  // waitAsync(group, slot, seq, id, onDone)
+  // waitAsync(group, slot, seq, id, onLook): onLook() is called (no
+  // arguments) when some wait of this table may be settled: call takeGranted.
   Napi::Value WaitAsync(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
     jdls_ticket tk;
     REQUIRE(Ticket(info, &tk) && info[3].IsNumber() && info[4].IsFunction(),
-            "waitAsync(group, slot, seq, id, onDone)");
+            "waitAsync(group, slot, seq, id, onLook)");
     REQUIRE(t_.slot >= 0, "waitAsync before a queued request");
     if (!waiter_) waiter_ = new Waiter(env, &t_, info[4].As<Napi::Function>());
     waiter_->Add(tk, info[3].As<Napi::Number>().DoubleValue());
@@ -599,11 +602,12 @@ class Table : public Napi::ObjectWrap<Table> {
   }
 
   // takeGranted() -> [id, rc, id, rc, ...] | undefined: this process's waits
-  // that are settled now. Called on the main thread right after a release:
-  // when the release handed the lock to a wait of this same process (a lock
-  // server's other client), the grant is answered in this turn of the event
-  // loop instead of after a hop through the waiter thread and the
-  // thread-safe function (~2 thread wake-ups; docs/benchmarks.md, hand-off).
+  // that are settled now - the only way a settled wait reaches JS. Called on
+  // the main thread right after a release (when the release handed the lock
+  // to a wait of this same process, a lock server's other client, the grant
+  // is answered in this turn of the event loop, with no hop through the
+  // waiter thread: docs/benchmarks.md, hand-off), and when the waiter thread
+  // says "look" (a grant from another process, or a reaped holder).
   Napi::Value TakeGranted(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!waiter_) return env.Undefined();
