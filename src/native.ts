@@ -46,6 +46,8 @@ export interface NativeRow {
   pid: number;
   ownerPid: number;
   ownerTid: number;
+  /** the owner's connection within the holding process (a lock server's client), 0 for a local process */
+  conn: number;
   port: number;
   inode: bigint;
   dev: bigint;
@@ -154,7 +156,7 @@ export interface NativeAddon {
   pidStart(pid: number): number;
   pidAlive(pid: number, start: number): boolean;
   gettid(): number;
-  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): OwnerHandle;
+  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer, conn: number): OwnerHandle;
   makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
   constants: NativeConstants;
   /** OS file locks: open file descriptions and their waits (native/addon/oslock.cc, typed in src/ofd.ts) */

@@ -38,7 +38,7 @@ export const DEFAULT_LOCK_DIR = '/tmp/jbase';
 export interface OsLocksOptions {
   /** where the jlock_* files live; default /tmp/jbase (created 01777 if missing) */
   lockDir?: string;
-  /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid) */
+  /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid, conn) */
   portLocks?: boolean;
   /** descriptors of owners that hold nothing in a file, kept open for reuse; default 256 */
   maxIdleFiles?: number;
@@ -174,7 +174,9 @@ export class OsLocks implements RecordLocks {
   #ownerId(o: Owner): string {
     let id = this.#ownerIds.get(o);
     if (id === undefined) {
-      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+      // The connection too (a lock server's client; 0 locally): two
+      // connections presenting the same pid and tid are two owners.
+      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}|${o.conn}`;
       this.#ownerIds.set(o, id);
     }
     return id;

@@ -39,6 +39,12 @@ export interface OwnerSpec {
   port?: number;
   /** the owner's address; default 0.0.0.0 (a direct local process) */
   ip?: string;
+  /**
+   * the connection within `pid` that the owner came through (a lock server:
+   * a client can only ever touch what its own connection took, whatever pid
+   * and tid it presents); default 0, a local process
+   */
+  conn?: number;
 }
 
 /** Who takes a lock. Create once, use for many calls. */
@@ -48,6 +54,8 @@ export interface Owner {
   readonly ownerTid: number;
   readonly port: number;
   readonly ip: string;
+  /** the lock server's connection, 0 for a local process */
+  readonly conn: number;
   /** packed for the addon */
   readonly packed: OwnerHandle;
 }
@@ -69,8 +77,9 @@ export function makeOwner(spec: OwnerSpec = {}): Owner {
   const ownerTid = u32('ownerTid', spec.ownerTid ?? (spec.ownerPid === undefined ? native.gettid() : spec.ownerPid));
   const port = u32('port', spec.port ?? defaultPort());
   const ip = spec.ip ?? '0.0.0.0';
+  const conn = u32('conn', spec.conn ?? 0);
   const start = pid === process.pid ? selfStart() : native.pidStart(pid);
-  return { pid, ownerPid, ownerTid, port, ip, packed: native.makeOwner(pid, ownerPid, ownerTid, port, start, ipBytes(ip)) };
+  return { pid, ownerPid, ownerTid, port, ip, conn, packed: native.makeOwner(pid, ownerPid, ownerTid, port, start, ipBytes(ip), conn) };
 }
 
 let cachedStart: { pid: number; start: number } | undefined;
@@ -109,6 +118,8 @@ export interface LockRow {
   pid: number;
   ownerPid: number;
   ownerTid: number;
+  /** the owner's connection within the holding process (lock server), 0 for a local process */
+  conn: number;
   port: number;
   inode: bigint;
   dev: bigint;
@@ -487,6 +498,7 @@ function rowOf(r: NativeRow): LockRow {
     pid: r.pid,
     ownerPid: r.ownerPid,
     ownerTid: r.ownerTid,
+    conn: r.conn,
     port: r.port,
     inode: r.inode,
     dev: r.dev,

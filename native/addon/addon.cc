@@ -764,6 +764,7 @@ class Table : public Napi::ObjectWrap<Table> {
       o.Set("pid", e.pid);
       o.Set("ownerPid", e.owner_pid);
       o.Set("ownerTid", e.owner_tid);
+      o.Set("conn", e.conn);
       o.Set("port", e.port);
       o.Set("inode", Napi::BigInt::New(env, e.inode));
       o.Set("dev", Napi::BigInt::New(env, e.dev));
@@ -907,12 +908,12 @@ Napi::Value GetTid(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
 }
 
-// makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip: Buffer(4|16))
+// makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip: Buffer(4|16), conn)
 Napi::Value MakeOwner(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  REQUIRE(info.Length() >= 6 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber() &&
-              info[3].IsNumber() && info[4].IsNumber() && info[5].IsBuffer(),
-          "makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip)");
+  REQUIRE(info.Length() >= 7 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber() &&
+              info[3].IsNumber() && info[4].IsNumber() && info[5].IsBuffer() && info[6].IsNumber(),
+          "makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip, conn)");
   auto ip = info[5].As<Napi::Buffer<uint8_t>>();
   REQUIRE(ip.Length() == 4 || ip.Length() == 16, "makeOwner: ip must be 4 or 16 bytes");
   jdls_owner o;
@@ -924,6 +925,7 @@ Napi::Value MakeOwner(const Napi::CallbackInfo &info) {
   o.pid_start = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
   o.ip_len = static_cast<uint8_t>(ip.Length());
   std::memcpy(o.ip, ip.Data(), ip.Length());
+  o.conn = info[6].As<Napi::Number>().Uint32Value();
   return Napi::Value(env, MakeHandle(env, o));
 }
 

@@ -34,11 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
-_Static_assert(sizeof(jdls_entry) == 600, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(sizeof(jdls_entry) == 608, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
 _Static_assert(sizeof(jdls_group) == 64, "jdls_group must stay 64 bytes");
 _Static_assert(sizeof(jdls_header) == 256, "jdls_header layout changed: bump JDLS_LAYOUT_VERSION");
 _Static_assert(sizeof(jdls_proc_slot) == 16, "jdls_proc_slot layout changed");
-_Static_assert(offsetof(jdls_entry, key) == 88, "jdls_entry.key offset");
+_Static_assert(offsetof(jdls_entry, conn) == 72, "jdls_entry.conn offset");
+_Static_assert(offsetof(jdls_entry, key) == 96, "jdls_entry.key offset");
 _Static_assert(offsetof(jdls_header, groups_offset) == 32, "jdls_header.groups_offset offset");
 
 /* ===== 1. small helpers ================================================= */
@@ -364,8 +365,8 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
   return same_key(a, b->inode, b->dev, b->key, b->key_len);
 }
 
-/* The owner of a lock: (ip, owner pid, owner tid) and the local process that
- * holds the entry, or (ip, port) on a -P table. The holding pid is part of it
+/* The owner of a lock: (ip, owner pid, owner tid, connection) and the local
+ * process that holds the entry, or (ip, port) on a -P table. The holding pid is part of it
  * because a remote client whose lock-server process was killed may reconnect
  * through another one before the dead entries are reaped: without the pid it
  * would "re-take" an entry that still names the dead process - and lose it
@@ -378,8 +379,12 @@ static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *
    * owner. Were it the same, it would be told GRANTED on the dead entry (a
    * "re-lock"), which the next thorough reap frees under it - while it
    * believes it holds the lock and a third process takes it. */
-  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->pid == o->pid &&
-         e->pid_start == o->pid_start;
+  /* And the connection: without it, any program that reaches the lock
+   * server could present another client's pid and tid and release or
+   * re-take its locks, and closing one of two connections that present the
+   * same ones released the other's. */
+  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->conn == o->conn &&
+         e->pid == o->pid && e->pid_start == o->pid_start;
 }
 
 /* Does entry e belong to the process (pid, start)? */
@@ -394,6 +399,7 @@ static void owner_of(const jdls_entry *e, jdls_owner *o) {
   o->owner_tid = e->owner_tid;
   o->port = e->port;
   o->pid_start = e->pid_start;
+  o->conn = e->conn;
   o->ip_len = e->ip_len;
   memcpy(o->ip, e->ip, sizeof o->ip);
 }
@@ -631,6 +637,8 @@ static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_o
   e->port = o->port;
   e->doorbell = doorbell;
   e->pid_start = o->pid_start;
+  e->conn = o->conn;
+  e->reserved = 0;
   e->inode = r->inode;
   e->dev = r->dev;
   e->seq = g->next_seq++;
