@@ -29,6 +29,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -745,10 +746,23 @@ class Table : public Napi::ObjectWrap<Table> {
     REQUIRE(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "list(firstGroup, groupCount)");
     uint32_t first = info[0].As<Napi::Number>().Uint32Value();
     uint32_t n = info[1].As<Napi::Number>().Uint32Value();
-    uint32_t cap = t_.hdr->per_group * (n < 64 ? (n ? n : 1) : 64);
-    std::vector<jdls_row> rows(cap);
+    // Room for whole groups (jdls_list lists a group whole): as many as fit
+    // in about 1 MiB, at least one. The buffer is kept for the next call
+    // and never zeroed: jdls_list writes every row it returns. (A fresh
+    // zero-filled vector of per_group x 64 rows per call cost 400 MB and its
+    // page faults per call on a table of 10,000 locks per group.)
+    uint32_t per = t_.hdr->per_group;
+    uint32_t groups = static_cast<uint32_t>((1u << 20) / (static_cast<size_t>(per) * sizeof(jdls_row)));
+    if (groups < 1) groups = 1;
+    if (groups > 64) groups = 64;
+    uint32_t cap = per * groups;
+    if (list_cap_ < cap) {
+      list_buf_.reset(new jdls_row[cap]);  // default-initialised: not zeroed
+      list_cap_ = cap;
+    }
+    jdls_row *rows = list_buf_.get();
     uint32_t next = first;
-    int got = jdls_list(&t_, first, n, rows.data(), cap, &next);
+    int got = jdls_list(&t_, first, n, rows, cap, &next);
     if (got < 0) return Napi::Number::New(env, got);
     auto arr = Napi::Array::New(env, static_cast<size_t>(got));
     for (int i = 0; i < got; i++) {
@@ -854,6 +868,8 @@ class Table : public Napi::ObjectWrap<Table> {
   }
 
   jdls_table t_;
+  std::unique_ptr<jdls_row[]> list_buf_;  // list()'s rows, reused
+  uint32_t list_cap_ = 0;
   bool existed_ = false;
   Waiter *waiter_ = nullptr;
   napi_env env_ = nullptr;

@@ -980,7 +980,9 @@ int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
       row->slot = i;
       row->state = s;
       row->queued = 0;
-      memcpy(&row->entry, e, sizeof *e);
+      /* The fields and the key's own bytes, not all 512 (the rest of the
+       * row's key is never read). */
+      memcpy(&row->entry, e, offsetof(jdls_entry, key) + (e->key_len <= JDLS_MAX_KEY ? e->key_len : JDLS_MAX_KEY));
       if (s == JDLS_STATE_HELD) {
         for (uint32_t j = 0; j < t->hdr->per_group; j++) {
           jdls_entry *w = entry_at(t, g, j);
