@@ -641,7 +641,8 @@ static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_o
   e->reserved = 0;
   e->inode = r->inode;
   e->dev = r->dev;
-  e->seq = g->next_seq++;
+  /* Atomic: jdls_wait_poll reads seq without the mutex (see there). */
+  __atomic_store_n(&e->seq, g->next_seq++, __ATOMIC_RELAXED);
   e->stamp_ms = (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) ? now_ms() : 0;
   memcpy(e->ip, o->ip, sizeof e->ip);
   memcpy(e->key, r->key, r->key_len);
@@ -764,8 +765,18 @@ int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap) {
   jdls_entry *e = ticket_entry(t, tk, &g);
   if (!e) return JDLS_E_ARG;
   if (!reap) {
+    /* Without the mutex (the waiter thread and takeGranted look at every
+     * pending ticket this way). The slot may have been freed and refilled
+     * with another request meanwhile; the order makes that safe: `state` is
+     * loaded (acquire) BEFORE `seq`, and fill_entry stores `seq` before it
+     * publishes `state` (release). So if the state we saw is a newer
+     * request's, we also see that request's seq, never ours (seqs of a group
+     * never repeat), and answer E_ARG, not its HELD. `seq` is an atomic load
+     * so that it cannot tear (64 bits; a plain read racing fill_entry's
+     * write is a data race even where it does not tear). */
     uint32_t s = ALOAD(&e->state);
-    if (e->seq != tk->seq || s == JDLS_STATE_FREE) return JDLS_E_ARG;
+    uint64_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
+    if (seq != tk->seq || s == JDLS_STATE_FREE) return JDLS_E_ARG;
     return s == JDLS_STATE_HELD ? JDLS_OK : JDLS_QUEUED;
   }
   int rc = group_lock(t, g);

@@ -28,7 +28,9 @@
  *   - Every field of a group and of its entries is read and written only with
  *     that group's mutex held, EXCEPT entry.state, which a waiter reads
  *     without the mutex (it is the futex word it sleeps on) and which is
- *     always written with an atomic store while the mutex is held.
+ *     always written with an atomic store while the mutex is held, and
+ *     entry.seq, which jdls_wait_poll(reap = 0) reads without the mutex
+ *     (atomic loads and stores; seq is written before state is published).
  *   - A thread never holds two group mutexes at once (no lock ordering, no
  *     deadlock between groups).
  *   - group.count and group.waiting are derived (non-FREE and WAITING
