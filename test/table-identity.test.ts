@@ -155,3 +155,19 @@ test.serial('a process whose main thread called pthread_exit() is alive: its loc
   await c2.success();
 });
 
+
+test.serial('the monitor claim publishes (pid, start) as one: racing claimers, one winner per round, no torn pair seen', async (t) => {
+  // Regression guard for the claim protocol (jdls_claim_monitor): the pid
+  // word is marked while the start time is written. Before, a reader between
+  // the CAS of the pid and the store of the start saw the new pid with the
+  // old start (the window is a few ns: this race did not show in 260,000
+  // rounds on the 2-CPU test machine, so this test guards, it did not find).
+  const env = tableEnv(t);
+  const p = env.locker(['claim-race', '2000']);
+  const [rounds, doubles, strays, torn] = (await p.expect('CLAIMS', 60_000)).map(Number);
+  await p.success();
+  t.is(rounds, 2000);
+  t.is(doubles, 0, 'rounds where both claimers became the monitor');
+  t.is(strays, 0, 'rounds whose final (pid, start) named no claimer');
+  t.is(torn, 0, 'pairs read with a claimer\'s pid and another start');
+});

@@ -807,8 +807,11 @@ class Table : public Napi::ObjectWrap<Table> {
     o.Set("entrySize", h->entry_size);
     o.Set("requestedLocks", h->requested_locks);
     o.Set("tidyMs", h->tidy_ms);
-    o.Set("monitorPid", __atomic_load_n(&h->monitor_pid, __ATOMIC_ACQUIRE));
-    o.Set("monitorStart", static_cast<double>(h->monitor_start));
+    uint32_t mpid;
+    uint64_t mstart;
+    jdls_monitor_read(&t_, &mpid, &mstart);  // one consistent pair
+    o.Set("monitorPid", mpid);
+    o.Set("monitorStart", static_cast<double>(mstart));
     o.Set("listenerPid", __atomic_load_n(&h->listener_pid, __ATOMIC_ACQUIRE));
     o.Set("listenerStart", static_cast<double>(h->listener_start));
     o.Set("listenerPort", h->listener_port);

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -167,7 +168,8 @@ static uint64_t my_start(void) {
  * by a dead process whose pid the kernel has since given to this one names
  * our pid with another start time, and it is dead. */
 int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
-  if (pid == 0) return 0;
+  /* Above INT_MAX it is no pid (kill() would take it for a process group). */
+  if (pid == 0 || pid > (uint32_t)INT_MAX) return 0;
   if (pid == (uint32_t)getpid()) {
     uint64_t mine = my_start();
     return start == 0 || mine == 0 || start == mine;
@@ -1026,20 +1028,71 @@ void jdls_table_usage(jdls_table *t, jdls_usage *u) {
   }
 }
 
+/* The monitor's (pid, start) pair is two words, and a claim must publish
+ * both as one. History: the claim CASed the pid in, then wrote the start; a
+ * reader in between saw the new pid with the previous monitor's start time,
+ * judged the new monitor dead, and a second claimer could take the header
+ * over from it - two monitors. (The window is a few instructions wide:
+ * jdls-locker claim-race did not hit it in 260,000 rounds on 2 CPUs, but a
+ * preempted claimer widens it to a time slice.) Now the CAS installs the pid with MONITOR_CLAIMING set
+ * (pids stay below 2^22, so bit 31 is free), the start is written, then the
+ * plain pid is stored (release). A reader that sees the bit knows a live
+ * process is claiming and reads no start; one that sees a plain pid sees its
+ * start (jdls_monitor_read re-reads the pid to catch a claim in between). A
+ * claimer killed between its two stores leaves the bit set on a dead pid,
+ * which the next claimer takes over like any dead monitor. */
+#define MONITOR_CLAIMING 0x80000000U
+
+void jdls_monitor_read(jdls_table *t, uint32_t *pid, uint64_t *start) {
+  jdls_header *h = t->hdr;
+  for (int tries = 0;; tries++) {
+    uint32_t p = ALOAD(&h->monitor_pid);
+    if (p & MONITOR_CLAIMING) {
+      /* Being claimed by that live process: it is the monitor, start not
+       * known yet (0: do not compare). */
+      *pid = p & ~MONITOR_CLAIMING;
+      *start = 0;
+      return;
+    }
+    uint64_t s = __atomic_load_n(&h->monitor_start, __ATOMIC_ACQUIRE);
+    if (ALOAD(&h->monitor_pid) == p || tries >= 100) {
+      *pid = p;
+      *start = s;
+      return;
+    }
+  }
+}
+
 uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start) {
   jdls_header *h = t->hdr;
-  for (int tries = 0; tries < 16; tries++) {
-    uint32_t cur = ALOAD(&h->monitor_pid);
-    if (cur != 0 && cur != pid && jdls_pid_alive(cur, h->monitor_start, 1)) return cur;
-    /* The start time goes in first for our own claim; a reader that sees the
-     * new pid with the old start time for an instant thinks the monitor is
-     * not running yet, which is true. */
-    if (__atomic_compare_exchange_n(&h->monitor_pid, &cur, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      h->monitor_start = pid_start;
+  for (int tries = 0; tries < 1000; tries++) {
+    uint32_t raw = ALOAD(&h->monitor_pid);
+    uint32_t cur = raw & ~MONITOR_CLAIMING;
+    if (raw & MONITOR_CLAIMING) {
+      if (cur != pid && jdls_pid_alive(cur, 0, 0)) {
+        /* Another process is between its two stores: let it finish. */
+        if (tries >= 999) return cur;
+        sched_yield();
+        continue;
+      }
+    } else if (cur != 0 && cur != pid) {
+      uint32_t p;
+      uint64_t s;
+      jdls_monitor_read(t, &p, &s);
+      if (p != raw) continue; /* changed meanwhile: look again */
+      if (jdls_pid_alive(cur, s, 1)) return cur;
+    }
+    if (__atomic_compare_exchange_n(&h->monitor_pid, &raw, pid | MONITOR_CLAIMING, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      __atomic_store_n(&h->monitor_start, pid_start, __ATOMIC_RELEASE);
+      ASTORE(&h->monitor_pid, pid);
       return 0;
     }
   }
-  return ALOAD(&h->monitor_pid);
+  uint32_t p;
+  uint64_t s;
+  jdls_monitor_read(t, &p, &s);
+  return p;
 }
 
 int jdls_table_check(jdls_table *t) {

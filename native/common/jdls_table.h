@@ -335,8 +335,13 @@ typedef struct jdls_usage {
 } jdls_usage;
 void jdls_table_usage(jdls_table *t, jdls_usage *u);
 /* Become the table's monitor: atomically replace a monitor pid that is 0 or
- * names a dead process with `pid`. Returns 0, or the live monitor's pid. */
+ * names a dead process with (pid, pid_start), both published as one. Returns
+ * 0, or the live monitor's pid. */
 uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start);
+/* The monitor's (pid, start) as one consistent pair (read monitor_pid and
+ * monitor_start through this, not directly: a claim in progress marks the
+ * pid word). start 0 while a claim is in progress (do not compare). */
+void jdls_monitor_read(jdls_table *t, uint32_t *pid, uint64_t *start);
 /* Count one distributed lock retry ("Lock retries:"), atomically: many
  * lock-server processes count into one header. */
 void jdls_count_lock_retry(jdls_table *t);
