@@ -140,7 +140,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     int fd = shim_api_os_fd(inode, dev, 1);
     if (fd < 0) rc = fd;
     else {
-      uint64_t off = jdls_osl_key_offset(key, key_len);
+      uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
       int type = mode == JDLS_SHARED ? JDLS_OSL_READ : JDLS_OSL_WRITE;
       static const int no_cancel = 0;
       rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
@@ -175,7 +175,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
     int fd = shim_api_os_fd(inode, dev, 0);
     if (fd == -ENOENT) rc = JDLS_UNLOCK_NOT_HELD;
     else if (fd < 0) rc = fd;
-    else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_UNLOCK);
+    else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(inode, dev, key, key_len), 1, JDLS_OSL_UNLOCK);
   }
   return api_leave(rc);
 }
@@ -252,7 +252,7 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
     if (fd < 0) rc = fd;
     else {
       jdls_osl_holder h;
-      rc = jdls_osl_getlk(fd, (int64_t)jdls_osl_key_offset(key, key_len), 1, JDLS_OSL_WRITE, &h);
+      rc = jdls_osl_getlk(fd, (int64_t)jdls_osl_key_offset(inode, dev, key, key_len), 1, JDLS_OSL_WRITE, &h);
       if (rc == JDLS_OSL_CONFLICT) {
         if (holder_port) *holder_port = 0;
         rc = h.type == JDLS_OSL_WRITE ? -JDLS_RECORD_WRITE : -JDLS_RECORD_READ;

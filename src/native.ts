@@ -46,6 +46,8 @@ export interface NativeRow {
   pid: number;
   ownerPid: number;
   ownerTid: number;
+  /** the owner's connection within the holding process (a lock server's client), 0 for a local process */
+  conn: number;
   port: number;
   inode: bigint;
   dev: bigint;
@@ -93,10 +95,10 @@ export type NativeTryLock =
 export interface NativeTable {
   readonly existed: boolean;
   tryLock(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, nowait: boolean): NativeTryLock;
-  waitAsync(group: number, slot: number, seq: number, id: number,
-    onDone: (ids: number[], rcs: number[]) => void): void;
+  /** queue a wait with the waiter thread; onLook() says "some wait may be settled: call takeGranted()" */
+  waitAsync(group: number, slot: number, seq: number, id: number, onLook: () => void): void;
   cancel(group: number, slot: number, seq: number): number;
-  /** this process's waits settled now, as [id, rc, id, rc, ...], taken off the waiter thread's list */
+  /** this process's waits settled now, as [id, rc, id, rc, ...], taken off the list: the one way a wait settles */
   takeGranted(): number[] | undefined;
   ref(): void;
   unref(): void;
@@ -161,7 +163,7 @@ export interface NativeAddon {
   pidStart(pid: number): number;
   pidAlive(pid: number, start: number): boolean;
   gettid(): number;
-  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer): OwnerHandle;
+  makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer, conn: number): OwnerHandle;
   makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
   /** hold the installation's OS-route marker read lock for the rest of this process's life: the descriptor, or -errno */
   registerOsRoute(tablePath: string): number;

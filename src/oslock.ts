@@ -15,7 +15,17 @@
 // classic fcntl locks that other processes take on the same byte.
 //
 // Two keys of one file can hash to one byte. Then they conflict when they
-// need not - only ever the direction of locking MORE. Within one owner the
+// need not - only ever the direction of locking MORE.
+//
+// The name keeps 32 bits of the inode (the guide's format), so two files
+// whose inodes differ only above bit 32 (XFS, btrfs) share a lock file. For
+// such a file ("name not exact", jdls_osl_name_exact) every key travels with
+// the file's identity in front (16 bytes: inode, dev, big-endian): the
+// prefixed key chooses the byte and is what the registry holds, so the two
+// files' keys never meet. Without it, an owner holding K in both files
+// released K in both with one release (the registry counted the second lock
+// as a re-lock) - locking LESS. jdls_osl_key_offset in C does the same, so a
+// C process agrees on every byte. Within one owner the
 // registry (KeyRegistry in native/addon/oslock.cc, one per description)
 // counts the keys on each byte, so releasing one of two colliding keys keeps
 // the byte locked for the other.
@@ -38,7 +48,7 @@ export const DEFAULT_LOCK_DIR = '/tmp/jbase';
 export interface OsLocksOptions {
   /** where the jlock_* files live; default /tmp/jbase (created 01777 if missing) */
   lockDir?: string;
-  /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid) */
+  /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid, conn) */
   portLocks?: boolean;
   /** descriptors of owners that hold nothing in a file, kept open for reuse; default 256 */
   maxIdleFiles?: number;
@@ -64,6 +74,12 @@ export interface OsLockRow {
 class OwnerFile {
   readonly waits = new Set<PendingWait>();
   closed = false;
+  /**
+   * Other files whose identities share this lock file (name not exact), by
+   * their prefix in hex; null while only `file` has used it (the usual case:
+   * then "all of this file" is all of the description).
+   */
+  others: Map<string, FileId> | null = null;
   constructor(
     readonly owner: Owner,
     readonly ownerId: string,
@@ -111,9 +127,50 @@ export function lockFileName(dir: string, file: { inode: bigint; dev: bigint }):
   return p;
 }
 
-/** The byte a key locks in its lock file. */
-export function keyOffset(key: Buffer | string): bigint {
-  return osn.keyOffset(key);
+/** Does the lock file's name hold the whole identity (inode < 2^32, dev -1 or < 2^32)? */
+function nameExact(file: { inode: bigint; dev: bigint }): boolean {
+  return file.inode >> 32n === 0n && (file.dev === -1n || BigInt.asUintN(64, file.dev) >> 32n === 0n);
+}
+
+const ID_PREFIX = 16;
+const prefixes = new WeakMap<object, Buffer | null>();
+/** The identity prefix of a file whose lock file's name is not exact, else null (cached per FileId). */
+function prefixOf(file: { inode: bigint; dev: bigint }): Buffer | null {
+  let p = prefixes.get(file);
+  if (p === undefined) {
+    if (nameExact(file)) p = null;
+    else {
+      p = Buffer.alloc(ID_PREFIX);
+      p.writeBigUInt64BE(BigInt.asUintN(64, file.inode), 0);
+      p.writeBigInt64BE(file.dev, 8);
+    }
+    prefixes.set(file, p);
+  }
+  return p;
+}
+
+const sameFile = (a: { inode: bigint; dev: bigint }, b: { inode: bigint; dev: bigint }): boolean => a.inode === b.inode && a.dev === b.dev;
+
+/** Is a registry key (as fileKey made it) one of `file`'s? */
+function keyOf(file: { inode: bigint; dev: bigint }, regKey: Buffer): boolean {
+  const p = prefixOf(file);
+  if (p !== null) return regKey.length >= ID_PREFIX && p.equals(regKey.subarray(0, ID_PREFIX));
+  // An exact name's keys are plain. (A plain key whose first 16 bytes are
+  // exactly another file's identity would be taken for that file's: keys
+  // are record ids, not identities.)
+  return true;
+}
+
+/** The key as the lock file's registry and byte see it: prefixed when the name is not exact. */
+function fileKey(file: FileId, key: Buffer | string): Buffer | string {
+  const p = prefixOf(file);
+  return p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]);
+}
+
+/** The byte a key of `file` locks in its lock file (file omitted: a file whose name is exact). */
+export function keyOffset(key: Buffer | string, file?: { inode: bigint; dev: bigint }): bigint {
+  const p = file ? prefixOf(file) : null;
+  return osn.keyOffset(p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]));
 }
 
 function dirError(rc: number, dir: string): OsLockError {
@@ -174,7 +231,9 @@ export class OsLocks implements RecordLocks {
   #ownerId(o: Owner): string {
     let id = this.#ownerIds.get(o);
     if (id === undefined) {
-      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+      // The connection too (a lock server's client; 0 locally): two
+      // connections presenting the same pid and tid are two owners.
+      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}|${o.conn}`;
       this.#ownerIds.set(o, id);
     }
     return id;
@@ -213,7 +272,15 @@ export class OsLocks implements RecordLocks {
 
   #get(owner: Owner, file: FileId): OwnerFile {
     const found = this.#find(owner, file);
-    if (found) return found;
+    if (found) {
+      if (found.file !== file && !sameFile(found.file, file)) {
+        // Another identity on the same lock file (see the file's head).
+        found.others ??= new Map();
+        const p = prefixOf(file);
+        found.others.set(p === null ? '' : p.toString('hex'), file);
+      }
+      return found;
+    }
     if (this.#count >= this.#maxIdle) this.#sweep();
     const oid = this.#ownerId(owner);
     const lf = this.lockFile(file);
@@ -284,6 +351,7 @@ export class OsLocks implements RecordLocks {
     checkKey(key);
     const type = typeOf(mode);
     const of = this.#get(owner, file);
+    key = fileKey(file, key);
     // Bounded: a conflict whose holder is gone by the time we ask is
     // retried a few times, then reported without a name.
     for (let attempt = 0; ; attempt++) {
@@ -311,6 +379,7 @@ export class OsLocks implements RecordLocks {
       if (r.granted) return Promise.resolve();
       type = typeOf(mode);
       of = this.#get(owner, file);
+      key = fileKey(file, key);
       [off, want] = of.ofd.keyTarget(key, type);
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new Error(String(e)));
@@ -342,7 +411,7 @@ export class OsLocks implements RecordLocks {
     checkKey(key);
     const of = this.#find(owner, file);
     if (!of) return false;
-    const rc = of.ofd.unlockKey(key);
+    const rc = of.ofd.unlockKey(fileKey(file, key));
     if (rc === OSL.OK) return true;
     if (rc === 4) return false;
     throw osError(rc, 'unlocking in', of.lockFile);
@@ -361,6 +430,18 @@ export class OsLocks implements RecordLocks {
     const list = file ? [files.get(this.lockFile(file))].filter((x): x is OwnerFile => x !== undefined) : [...files.values()];
     let n = 0;
     for (const of of list) {
+      if (file && of.others !== null) {
+        // The lock file is shared with other files' keys: release this
+        // file's keys one by one, leave theirs.
+        for (const h of of.ofd.keys()) {
+          const mine = prefixOf(file) !== null ? keyOf(file, h.key) : ![...of.others.values(), of.file].some((f) => prefixOf(f) !== null && keyOf(f, h.key));
+          if (!mine) continue;
+          const rc = of.ofd.unlockKey(h.key);
+          if (rc === OSL.OK) n++;
+          else if (rc !== 4) throw osError(rc, 'unlocking in', of.lockFile);
+        }
+        continue;
+      }
       n += of.ofd.clearKeys();
       if (of.waits.size === 0) this.#drop(of);
       else {
@@ -381,7 +462,7 @@ export class OsLocks implements RecordLocks {
     this.#check();
     checkKey(key);
     const of = this.#find(owner, file);
-    const own = of ? of.ofd.keyMode(key) : NONE;
+    const own = of ? of.ofd.keyMode(fileKey(file, key)) : NONE;
     if (own !== NONE) return { code: own === OSL.WRITE ? C.RL_WRITE : C.RL_READ };
     // Another owner's lock of any mode is what a WRITE would conflict with.
     const h = this.conflict(owner, file, key, 'write');
@@ -399,6 +480,7 @@ export class OsLocks implements RecordLocks {
     checkKey(key);
     const of = this.#find(owner, file);
     const lf = this.lockFile(file);
+    key = fileKey(file, key);
     const set = byLockFile.get(lf);
     if (set) {
       for (const other of set) {
@@ -439,9 +521,26 @@ export class OsLocks implements RecordLocks {
       for (const of of files.values()) {
         const o = of.owner;
         for (const h of of.ofd.keys()) {
+          // A prefixed key names its file (name not exact); strip it.
+          let f: { inode: bigint; dev: bigint } = of.file;
+          let key = h.key;
+          if (h.key.length >= ID_PREFIX) {
+            for (const cand of of.others === null ? [of.file] : [of.file, ...of.others.values()]) {
+              if (prefixOf(cand) !== null && keyOf(cand, h.key)) {
+                f = cand;
+                key = h.key.subarray(ID_PREFIX);
+                break;
+              }
+            }
+          }
+          if (f === of.file && prefixOf(of.file) !== null && key === h.key && of.others !== null) {
+            // a plain key on a lock file first used by a lossy file: an exact-name file's
+            const exact = [...of.others.values()].find((x) => prefixOf(x) === null);
+            if (exact) f = exact;
+          }
           out.push({
             pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, ip: o.ip,
-            inode: of.file.inode, dev: of.file.dev, key: h.key, mode: modeOf(h.type),
+            inode: f.inode, dev: f.dev, key, mode: modeOf(h.type),
             lockFile: of.lockFile, offset: h.offset,
           });
         }

@@ -40,6 +40,12 @@ export interface OwnerSpec {
   port?: number;
   /** the owner's address; default 0.0.0.0 (a direct local process) */
   ip?: string;
+  /**
+   * the connection within `pid` that the owner came through (a lock server:
+   * a client can only ever touch what its own connection took, whatever pid
+   * and tid it presents); default 0, a local process
+   */
+  conn?: number;
 }
 
 /** Who takes a lock. Create once, use for many calls. */
@@ -49,6 +55,8 @@ export interface Owner {
   readonly ownerTid: number;
   readonly port: number;
   readonly ip: string;
+  /** the lock server's connection, 0 for a local process */
+  readonly conn: number;
   /** packed for the addon */
   readonly packed: OwnerHandle;
 }
@@ -70,8 +78,9 @@ export function makeOwner(spec: OwnerSpec = {}): Owner {
   const ownerTid = u32('ownerTid', spec.ownerTid ?? (spec.ownerPid === undefined ? native.gettid() : spec.ownerPid));
   const port = u32('port', spec.port ?? defaultPort());
   const ip = spec.ip ?? '0.0.0.0';
+  const conn = u32('conn', spec.conn ?? 0);
   const start = pid === process.pid ? selfStart() : native.pidStart(pid);
-  return { pid, ownerPid, ownerTid, port, ip, packed: native.makeOwner(pid, ownerPid, ownerTid, port, start, ipBytes(ip)) };
+  return { pid, ownerPid, ownerTid, port, ip, conn, packed: native.makeOwner(pid, ownerPid, ownerTid, port, start, ipBytes(ip), conn) };
 }
 
 let cachedStart: { pid: number; start: number } | undefined;
@@ -110,6 +119,8 @@ export interface LockRow {
   pid: number;
   ownerPid: number;
   ownerTid: number;
+  /** the owner's connection within the holding process (lock server), 0 for a local process */
+  conn: number;
   port: number;
   inode: bigint;
   dev: bigint;
@@ -185,7 +196,8 @@ export class LockTable implements RecordLocks {
   #t: NativeTable | undefined;
   #waits = new Map<number, PendingWait>();
   #nextId = 1;
-  #onDone = (ids: number[], rcs: number[]): void => this.#settle(ids, rcs);
+  /** the waiter thread's "look": collect what is settled (the one consumer is this thread) */
+  #onLook = (): void => this.#settleHandedOff();
 
   private constructor(dir: string, t: NativeTable) {
     this.releaseDir = dir;
@@ -336,7 +348,7 @@ export class LockTable implements RecordLocks {
     }
     const id = this.#nextId++;
     this.#waits.set(id, { done, ticket: { group: r.group, slot: r.slot, seq: r.seq } });
-    t.waitAsync(r.group, r.slot, r.seq, id, this.#onDone);
+    t.waitAsync(r.group, r.slot, r.seq, id, this.#onLook);
     // A pending wait keeps the process alive, as a pending socket would.
     if (this.#waits.size === 1) t.ref();
     return id;
@@ -381,11 +393,13 @@ export class LockTable implements RecordLocks {
   }
 
   /**
-   * A release may have handed the lock to a wait of this same process (a
-   * lock server serving both clients): settle it now, in this turn of the
-   * event loop, rather than after the waiter thread wakes and hops back
-   * through the thread-safe function - two thread wake-ups that cost more
-   * than the rest of a hand-off (docs/benchmarks.md, "Hand-off").
+   * Settle the waits that are granted (or failed) now. The only consumer of
+   * grants: the waiter thread never settles a wait, it only calls #onLook.
+   * Called right after a release, which may have handed the lock to a wait
+   * of this same process (a lock server serving both clients): that wait is
+   * settled inside the release, in this turn of the event loop - always, so
+   * the new holder's GRANTED is written before the releaser's RELEASED - and
+   * with no hop through the waiter thread (docs/benchmarks.md, "Hand-off").
    */
   #settleHandedOff(): void {
     const done = this.#t?.takeGranted();
@@ -528,6 +542,7 @@ function rowOf(r: NativeRow): LockRow {
     pid: r.pid,
     ownerPid: r.ownerPid,
     ownerTid: r.ownerTid,
+    conn: r.conn,
     port: r.port,
     inode: r.inode,
     dev: r.dev,

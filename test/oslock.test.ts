@@ -486,3 +486,57 @@ test('conflict() (F_GETLK) looks past the owner\'s own lock: this process\'s oth
   await p.expect('RELEASED');
   t.is(m.conflict(a, F, 'R', 'write'), undefined);
 });
+
+test('two files whose inodes differ only above bit 32 share a lock file (the guide\'s name) but never a lock', async (t) => {
+  const env = osEnv(t);
+  const m = env.m;
+  // jlock_<low 32 bits of the inode>_<low 32 of dev>: XFS and btrfs give
+  // inodes above 2^32, so two files can share a lock file.
+  const f1 = fileId(0x1_0000_0042n, 7n);
+  const f2 = fileId(0x2_0000_0042n, 7n);
+  t.is(lockFileName(env.dir, f1), lockFileName(env.dir, f2), 'one lock file');
+  t.is(lockFileName(env.dir, fileId(0x42n, 7n)), lockFileName(env.dir, f1), 'the name is the guide\'s');
+  const a = owner(61);
+  const b = owner(62);
+  t.true(m.tryLock(a, f1, 'K', 'write').granted);
+  t.true(m.tryLock(a, f2, 'K', 'write').granted);
+  t.true(m.unlock(a, f2, 'K'));
+  // a still holds K in f1: releasing K in f2 must not have released it.
+  t.is(m.status(a, f1, 'K').code, 2);
+  t.false(m.tryLock(b, f1, 'K', 'write').granted, 'another owner must not get K in f1');
+  t.true(m.tryLock(b, f2, 'K', 'write').granted, 'K in f2 is free');
+  t.false(m.tryLock(a, f2, 'K', 'read').granted);
+  // A separate C process (classic fcntl lock, the byte as jdls_oslock.c
+  // lays it out) agrees on the byte of each file's key.
+  m.unlockAll(a);
+  m.unlockAll(b);
+  const c1 = env.c(['hold', 'K', 'write', 'classic'], f1);
+  await c1.expect('LOCKED');
+  t.false(m.tryLock(a, f1, 'K', 'write').granted, 'the C process holds K in f1');
+  t.true(m.tryLock(a, f2, 'K', 'write').granted, 'and not K in f2');
+  c1.release();
+  await c1.expect('RELEASED');
+  await c1.success();
+  t.true(m.tryLock(b, f1, 'K', 'write').granted);
+});
+
+test('UNLOCK_FILE of one of two files that share a lock file releases only that file\'s keys; rows name each file', (t) => {
+  const env = osEnv(t);
+  const m = env.m;
+  const f1 = fileId(0x1_0000_0077n, 7n);
+  const f2 = fileId(0x2_0000_0077n, 7n);
+  const f0 = fileId(0x77n, 7n); // the exact name of the same lock file
+  const a = owner(71);
+  const b = owner(72);
+  for (const [f, k] of [[f0, 'Z'], [f1, 'K'], [f2, 'L']] as const) t.true(m.tryLock(a, f, k, 'write').granted);
+  const rows = m.rows().map((r) => `${r.inode.toString(16)}:${r.key.toString()}`).sort();
+  t.deepEqual(rows, ['100000077:K', '200000077:L', '77:Z']);
+  t.is(m.unlockAll(a, f2), 1, 'only L');
+  t.false(m.tryLock(b, f1, 'K', 'write').granted, 'K in f1 still held');
+  t.false(m.tryLock(b, f0, 'Z', 'write').granted, 'Z in f0 still held');
+  t.true(m.tryLock(b, f2, 'L', 'write').granted);
+  t.is(m.unlockAll(a, f0), 1, 'only Z');
+  t.false(m.tryLock(b, f1, 'K', 'write').granted, 'K in f1 still held');
+  t.is(m.unlockAll(a), 1);
+  t.true(m.tryLock(b, f1, 'K', 'write').granted);
+});

@@ -568,3 +568,24 @@ test('a worker thread that ends with a pending wait leaves this thread\'s table 
   t.true(table.tryLock(b, F, 'WK', 'write').granted);
   t.is(table.check(), 0);
 });
+
+test('listing costs memory for the rows it returns, not per_group x 64 zeroed rows per call', async (t) => {
+  // 10,000 locks per group: a call of rows() once reserved (and zero-filled)
+  // 64 groups' worth of rows, 640,000 x 624 bytes = 400 MB, for one lock.
+  // Measured in a child (its peak RSS is its own, not the test runner's).
+  const env = tableEnv(t, { locks: 10_000 * 67, perGroup: 10_000 });
+  t.true(env.table.tryLock(owner(41), F, 'ONE', 'write').granted);
+  const code = `
+    import { LockTable } from ${JSON.stringify(new URL('../src/table.js', import.meta.url).href)};
+    const t = LockTable.open({ releaseDir: ${JSON.stringify(env.dir)} });
+    const before = process.resourceUsage().maxRSS;
+    let rows = 0;
+    for (let i = 0; i < 3; i++) for (const b of t.rows()) rows += b.length;
+    console.log(JSON.stringify({ rows, growthKiB: process.resourceUsage().maxRSS - before }));
+    t.close();`;
+  const p = env.spawn('list-rss', process.execPath, ['--input-type=module', '-e', code]);
+  const r = JSON.parse(await p.line(30_000)) as { rows: number; growthKiB: number };
+  await p.success();
+  t.is(r.rows, 3);
+  t.true(r.growthKiB < 64 * 1024, `peak RSS grew by ${Math.round(r.growthKiB / 1024)} MiB while listing one lock`);
+});

@@ -10,7 +10,14 @@
 // ONE waiter thread. The process claims a doorbell slot in the segment; a
 // grant for any of its queued requests rings that doorbell (a futex word),
 // so the thread sleeps on a single futex for all of them and wakes at once.
-// It reports grants back through a ThreadSafeFunction. It also wakes every
+// It does NOT report grants: it only tells the JS thread "look" through a
+// ThreadSafeFunction, and the JS thread collects what is settled
+// (TakeGranted). One consumer by construction: when a release on the JS
+// thread hands a lock to another wait of this process, that wait is settled
+// inside the release, always, never by a waiter-thread scan that happened to
+// take the list's mutex first (a test failed on half its runs that way, and
+// the lock server's promise - the next holder's GRANTED is written before
+// the releaser's RELEASED - held only by luck). It also wakes every
 // JDLS_LIVENESS_TICK_MS to reap dead holders (a process killed with -9 never
 // releases). The doorbell is read BEFORE the pending list is scanned, so a
 // grant that lands between the scan and the sleep makes the sleep return at
@@ -22,6 +29,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -181,8 +189,8 @@ struct Done {
 
 class Waiter {
  public:
-  Waiter(Napi::Env env, jdls_table *t, Napi::Function onDone) : table_(t) {
-    tsfn_ = Napi::ThreadSafeFunction::New(env, onDone, "jdls-waiter", 0, 1);
+  Waiter(Napi::Env env, jdls_table *t, Napi::Function onLook) : table_(t) {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, onLook, "jdls-waiter", 0, 1);
     tsfn_.Unref(env);
     thread_ = std::thread([this] { Run(); });
   }
@@ -214,11 +222,15 @@ class Waiter {
     return false;
   }
 
-  // Granted pending waits, taken off the list (so the waiter thread does not
-  // report them again): the caller reports them itself. A lock-free look at
-  // each ticket's state word; no reaping.
+  // Settled pending waits, taken off the list: the ONE place where a wait
+  // leaves it settled (the JS thread calls it right after a release of its
+  // own, and when the waiter thread says "look"). A lock-free look at each
+  // ticket's state word; no reaping.
   std::vector<Done> TakeGranted() {
     std::vector<Done> out;
+    // Cleared before the scan: a grant the waiter thread sees from now on
+    // posts another look, and one it saw before is found by this scan.
+    posted_.store(false);
     std::lock_guard<std::mutex> g(mu_);
     for (auto it = pending_.begin(); it != pending_.end();) {
       int rc = jdls_wait_poll(table_, &it->ticket, JDLS_REAP_NONE);
@@ -269,7 +281,7 @@ class Waiter {
       bool tick = now >= next_tick;
       if (tick) next_tick = now + std::chrono::milliseconds(JDLS_LIVENESS_TICK_MS);
       int reap = !tick ? JDLS_REAP_NONE : ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH : JDLS_REAP_QUICK;
-      std::vector<Done> *done = nullptr;
+      bool settled = false;
       bool any = false;
       {
         std::lock_guard<std::mutex> g(mu_);
@@ -291,32 +303,22 @@ class Waiter {
             if (seen_group) r = JDLS_REAP_NONE;
             else reaped_.push_back(it->ticket.group);
           }
-          int rc = jdls_wait_poll(table_, &it->ticket, r);
-          if (rc == JDLS_QUEUED) { ++it; continue; }
-          if (!done) done = new std::vector<Done>();
-          done->push_back({it->id, rc});
-          it = pending_.erase(it);
+          // Settled waits stay on the list for the JS thread to take.
+          if (jdls_wait_poll(table_, &it->ticket, r) != JDLS_QUEUED) settled = true;
+          ++it;
         }
         if (tick && pending_.size() > 1) std::rotate(pending_.begin(), pending_.begin() + 1, pending_.end());
       }
-      if (done) {
-        napi_status s = tsfn_.BlockingCall(done, [](Napi::Env env, Napi::Function fn, std::vector<Done> *d) {
-          if (env != nullptr && fn != nullptr) {
-            auto ids = Napi::Array::New(env, d->size());
-            auto rcs = Napi::Array::New(env, d->size());
-            for (size_t i = 0; i < d->size(); i++) {
-              ids.Set(i, Napi::Number::New(env, (*d)[i].id));
-              rcs.Set(i, Napi::Number::New(env, (*d)[i].rc));
-            }
-            // Raw call: during env teardown a failing Napi::Function::Call
-            // would throw from a place that cannot, and abort the process.
-            napi_value argv[2] = {ids, rcs};
-            napi_value ignored;
-            napi_call_function(env, env.Undefined(), fn, 2, argv, &ignored);
-          }
-          delete d;
+      // One "look" in flight at a time: while one is posted and not yet
+      // taken, further settled waits are found by the scan it triggers.
+      if (settled && !posted_.exchange(true)) {
+        tsfn_.BlockingCall([](Napi::Env env, Napi::Function fn) {
+          if (env == nullptr || fn == nullptr) return;
+          // Raw call: during env teardown a failing Napi::Function::Call
+          // would throw from a place that cannot, and abort the process.
+          napi_value ignored;
+          napi_call_function(env, env.Undefined(), fn, 0, nullptr, &ignored);
         });
-        if (s != napi_ok) delete done;
       }
       if (stop_.load()) break;
       // With nothing pending, sleep until rung; otherwise until the next tick.
@@ -341,6 +343,7 @@ class Waiter {
   std::vector<Pending> pending_;
   std::vector<uint32_t> reaped_;  // groups reaped in this tick (waiter thread only)
   std::atomic<bool> stop_{false};
+  std::atomic<bool> posted_{false};  // a "look" is on its way to the JS thread
 };
 
 // While alive, releases on this thread do not ring this table's own
@@ -576,13 +579,14 @@ class Table : public Napi::ObjectWrap<Table> {
     return true;
   }
 
-  // waitAsync(group, slot, seq, id, onDone)
+  // waitAsync(group, slot, seq, id, onLook): onLook() is called (no
+  // arguments) when some wait of this table may be settled: call takeGranted.
   Napi::Value WaitAsync(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!Open(env)) return env.Undefined();
     jdls_ticket tk;
     REQUIRE(Ticket(info, &tk) && info[3].IsNumber() && info[4].IsFunction(),
-            "waitAsync(group, slot, seq, id, onDone)");
+            "waitAsync(group, slot, seq, id, onLook)");
     REQUIRE(t_.slot >= 0, "waitAsync before a queued request");
     if (!waiter_) waiter_ = new Waiter(env, &t_, info[4].As<Napi::Function>());
     waiter_->Add(tk, info[3].As<Napi::Number>().DoubleValue());
@@ -601,11 +605,12 @@ class Table : public Napi::ObjectWrap<Table> {
   }
 
   // takeGranted() -> [id, rc, id, rc, ...] | undefined: this process's waits
-  // that are settled now. Called on the main thread right after a release:
-  // when the release handed the lock to a wait of this same process (a lock
-  // server's other client), the grant is answered in this turn of the event
-  // loop instead of after a hop through the waiter thread and the
-  // thread-safe function (~2 thread wake-ups; docs/benchmarks.md, hand-off).
+  // that are settled now - the only way a settled wait reaches JS. Called on
+  // the main thread right after a release (when the release handed the lock
+  // to a wait of this same process, a lock server's other client, the grant
+  // is answered in this turn of the event loop, with no hop through the
+  // waiter thread: docs/benchmarks.md, hand-off), and when the waiter thread
+  // says "look" (a grant from another process, or a reaped holder).
   Napi::Value TakeGranted(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (!waiter_) return env.Undefined();
@@ -743,10 +748,23 @@ class Table : public Napi::ObjectWrap<Table> {
     REQUIRE(info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber(), "list(firstGroup, groupCount)");
     uint32_t first = info[0].As<Napi::Number>().Uint32Value();
     uint32_t n = info[1].As<Napi::Number>().Uint32Value();
-    uint32_t cap = t_.hdr->per_group * (n < 64 ? (n ? n : 1) : 64);
-    std::vector<jdls_row> rows(cap);
+    // Room for whole groups (jdls_list lists a group whole): as many as fit
+    // in about 1 MiB, at least one. The buffer is kept for the next call
+    // and never zeroed: jdls_list writes every row it returns. (A fresh
+    // zero-filled vector of per_group x 64 rows per call cost 400 MB and its
+    // page faults per call on a table of 10,000 locks per group.)
+    uint32_t per = t_.hdr->per_group;
+    uint32_t groups = static_cast<uint32_t>((1u << 20) / (static_cast<size_t>(per) * sizeof(jdls_row)));
+    if (groups < 1) groups = 1;
+    if (groups > 64) groups = 64;
+    uint32_t cap = per * groups;
+    if (list_cap_ < cap) {
+      list_buf_.reset(new jdls_row[cap]);  // default-initialised: not zeroed
+      list_cap_ = cap;
+    }
+    jdls_row *rows = list_buf_.get();
     uint32_t next = first;
-    int got = jdls_list(&t_, first, n, rows.data(), cap, &next);
+    int got = jdls_list(&t_, first, n, rows, cap, &next);
     if (got < 0) return Napi::Number::New(env, got);
     auto arr = Napi::Array::New(env, static_cast<size_t>(got));
     for (int i = 0; i < got; i++) {
@@ -762,6 +780,7 @@ class Table : public Napi::ObjectWrap<Table> {
       o.Set("pid", e.pid);
       o.Set("ownerPid", e.owner_pid);
       o.Set("ownerTid", e.owner_tid);
+      o.Set("conn", e.conn);
       o.Set("port", e.port);
       o.Set("inode", Napi::BigInt::New(env, e.inode));
       o.Set("dev", Napi::BigInt::New(env, e.dev));
@@ -790,8 +809,11 @@ class Table : public Napi::ObjectWrap<Table> {
     o.Set("entrySize", h->entry_size);
     o.Set("requestedLocks", h->requested_locks);
     o.Set("tidyMs", h->tidy_ms);
-    o.Set("monitorPid", __atomic_load_n(&h->monitor_pid, __ATOMIC_ACQUIRE));
-    o.Set("monitorStart", static_cast<double>(h->monitor_start));
+    uint32_t mpid;
+    uint64_t mstart;
+    jdls_monitor_read(&t_, &mpid, &mstart);  // one consistent pair
+    o.Set("monitorPid", mpid);
+    o.Set("monitorStart", static_cast<double>(mstart));
     o.Set("listenerPid", __atomic_load_n(&h->listener_pid, __ATOMIC_ACQUIRE));
     o.Set("listenerStart", static_cast<double>(h->listener_start));
     o.Set("listenerPort", h->listener_port);
@@ -868,6 +890,8 @@ class Table : public Napi::ObjectWrap<Table> {
   }
 
   jdls_table t_;
+  std::unique_ptr<jdls_row[]> list_buf_;  // list()'s rows, reused
+  uint32_t list_cap_ = 0;
   bool existed_ = false;
   Waiter *waiter_ = nullptr;
   napi_env env_ = nullptr;
@@ -935,12 +959,12 @@ Napi::Value GetTid(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
 }
 
-// makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip: Buffer(4|16))
+// makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip: Buffer(4|16), conn)
 Napi::Value MakeOwner(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  REQUIRE(info.Length() >= 6 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber() &&
-              info[3].IsNumber() && info[4].IsNumber() && info[5].IsBuffer(),
-          "makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip)");
+  REQUIRE(info.Length() >= 7 && info[0].IsNumber() && info[1].IsNumber() && info[2].IsNumber() &&
+              info[3].IsNumber() && info[4].IsNumber() && info[5].IsBuffer() && info[6].IsNumber(),
+          "makeOwner(pid, ownerPid, ownerTid, port, pidStart, ip, conn)");
   auto ip = info[5].As<Napi::Buffer<uint8_t>>();
   REQUIRE(ip.Length() == 4 || ip.Length() == 16, "makeOwner: ip must be 4 or 16 bytes");
   jdls_owner o;
@@ -952,6 +976,7 @@ Napi::Value MakeOwner(const Napi::CallbackInfo &info) {
   o.pid_start = static_cast<uint64_t>(info[4].As<Napi::Number>().DoubleValue());
   o.ip_len = static_cast<uint8_t>(ip.Length());
   std::memcpy(o.ip, ip.Data(), ip.Length());
+  o.conn = info[6].As<Napi::Number>().Uint32Value();
   return Napi::Value(env, MakeHandle(env, o));
 }
 

@@ -366,7 +366,9 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
       }
       return KeyBytes(env, v, &big, &data, &len);  // may not fit: measure and copy
     }
-    uint64_t Offset() const { return jdls_osl_key_offset(data, len); }
+    // The key as src/oslock.ts gives it: with the file's identity in front
+    // already when the lock file's name is not exact (jdls_oslock.h).
+    uint64_t Offset() const { return jdls_osl_key_offset(0, 0, data, len); }
   };
 
   // this (an Ofd, open), key, and an int32 type when N == 2
@@ -883,7 +885,7 @@ napi_value KeyOffset(napi_env env, napi_callback_info cbinfo) {
     return nullptr;
   }
   napi_value out;
-  napi_create_bigint_uint64(env, jdls_osl_key_offset(data, len), &out);
+  napi_create_bigint_uint64(env, jdls_osl_key_offset(0, 0, data, len), &out);
   return out;
 }
 

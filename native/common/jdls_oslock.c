@@ -60,6 +60,9 @@ int jdls_osl_ensure_dir(const char *dir) {
   return 0;
 }
 
+/* The low 32 bits only, as the guide names lock files: runtimes that name
+ * them themselves must find the same file. Files that share a name because
+ * of it are kept apart by their keys' bytes (jdls_osl_key_offset). */
 int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, int64_t dev) {
   int n = snprintf(buf, cap, "%s/jlock_%08x_%08x", dir, (unsigned)(uint32_t)inode,
                    (unsigned)(uint32_t)(uint64_t)dev);
@@ -67,10 +70,30 @@ int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, i
   return n;
 }
 
-uint64_t jdls_osl_key_offset(const uint8_t *key, size_t len) {
+int jdls_osl_name_exact(uint64_t inode, int64_t dev) {
+  return (inode >> 32) == 0 && (dev == -1 || ((uint64_t)dev >> 32) == 0);
+}
+
+static uint64_t bytes_offset(const uint8_t *key, size_t len) {
   /* jdls_hash.h: the same hash as the table's, another seed, 62 bits. */
   uint64_t h = jdls_hash_final(jdls_hash_bytes(0xcbf29ce484222325ull, key, len));
   return h >> (64 - JDLS_OSL_KEY_OFFSET_BITS);
+}
+
+uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, size_t len) {
+  if (jdls_osl_name_exact(inode, dev)) return bytes_offset(key, len);
+  /* The name lost bits: hash the identity with the key (jdls_oslock.h). A
+   * key longer than the stack buffer has no record-lock meaning (the limit
+   * is 512 bytes); it is hashed without room to spare, truncated. */
+  uint8_t buf[JDLS_OSL_ID_PREFIX + 1024];
+  uint64_t d = (uint64_t)dev;
+  for (int i = 0; i < 8; i++) {
+    buf[i] = (uint8_t)(inode >> (56 - 8 * i));
+    buf[8 + i] = (uint8_t)(d >> (56 - 8 * i));
+  }
+  size_t n = len < sizeof buf - JDLS_OSL_ID_PREFIX ? len : sizeof buf - JDLS_OSL_ID_PREFIX;
+  if (n) memcpy(buf + JDLS_OSL_ID_PREFIX, key, n);
+  return bytes_offset(buf, JDLS_OSL_ID_PREFIX + n);
 }
 
 /* ===== 3. the byte-range primitive ====================================== */

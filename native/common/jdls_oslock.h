@@ -85,11 +85,32 @@ int jdls_osl_ensure_dir(const char *dir);
  * -ENAMETOOLONG if it does not fit in `cap`. */
 int jdls_osl_lock_path(char *buf, size_t cap, const char *dir, uint64_t inode, int64_t dev);
 
-/* The byte of a record key: a 62-bit hash of the key's bytes (jdls_hash.h,
- * the top 62 bits). Two keys of one file
- * may share a byte; then they conflict when they need not - never the
- * reverse. */
-uint64_t jdls_osl_key_offset(const uint8_t *key, size_t len);
+/* Does the lock file's name say the file's identity in full? The name keeps
+ * the low 32 bits of the inode and of the device (the guide's format), so
+ * two files whose inodes (or devices) differ only above bit 32 - XFS and
+ * btrfs hand out such inodes - share one lock file. 1 when inode < 2^32 and
+ * dev is -1 or < 2^32. */
+int jdls_osl_name_exact(uint64_t inode, int64_t dev);
+
+/* A file whose name is not exact puts its identity in front of each key:
+ * JDLS_OSL_ID_PREFIX bytes, the inode then the device, each 8 bytes
+ * big-endian (the device as two's complement). The prefixed key chooses
+ * the byte, so two files sharing a lock file lock different bytes for one
+ * key, and a lock owner's registry (native/addon/oslock.cc, keyed by key
+ * bytes per description) holds them as different keys. Without it, an
+ * owner holding K in both files released both bytes' lock with one release
+ * (the registry took the second lock for a re-lock): another owner got K in
+ * the first file - locking LESS. Files with exact names keep the plain key,
+ * so their bytes are what they always were. */
+#define JDLS_OSL_ID_PREFIX 16
+
+/* The byte of a record key of file (inode, dev): a 62-bit hash (jdls_hash.h,
+ * the top 62 bits) of the key's bytes - with the identity prefix first when
+ * the lock file's name is not exact. Two keys of one file may share a byte;
+ * then they conflict when they need not - never the reverse. Pass inode 0,
+ * dev 0 for a key that carries its prefix already (the addon's OFD
+ * registry, fed by src/oslock.ts). */
+uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, size_t len);
 
 /* ===== 3. the byte-range primitive ====================================== */
 

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,11 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
-_Static_assert(sizeof(jdls_entry) == 600, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(sizeof(jdls_entry) == 608, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
 _Static_assert(sizeof(jdls_group) == 64, "jdls_group must stay 64 bytes");
 _Static_assert(sizeof(jdls_header) == 256, "jdls_header layout changed: bump JDLS_LAYOUT_VERSION");
 _Static_assert(sizeof(jdls_proc_slot) == 16, "jdls_proc_slot layout changed");
-_Static_assert(offsetof(jdls_entry, key) == 88, "jdls_entry.key offset");
+_Static_assert(offsetof(jdls_entry, conn) == 72, "jdls_entry.conn offset");
+_Static_assert(offsetof(jdls_entry, key) == 96, "jdls_entry.key offset");
 _Static_assert(offsetof(jdls_header, groups_offset) == 32, "jdls_header.groups_offset offset");
 _Static_assert(offsetof(jdls_header, service) == 180, "jdls_header.service offset");
 _Static_assert(offsetof(jdls_header, starter_start) == 192, "jdls_header.starter_start offset");
@@ -119,15 +121,61 @@ static int pid_stat(uint32_t pid, char *state, uint64_t *start) {
   return 0;
 }
 
+/* Trap: /proc/<pid>/stat describes the thread group LEADER, the main
+ * thread. A main thread that called pthread_exit() shows state Z there while
+ * the process's other threads run on; only the whole thread group's end is
+ * death. "Threads:" in /proc/<pid>/status counts the group's threads, the
+ * exited leader included: a process that is really a zombie has 1 (just the
+ * leader), a live one with an exited main thread has 2 or more. Unreadable or
+ * gone: 0 (dead). */
+static unsigned live_threads(uint32_t pid) {
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%u/status", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strstr(buf, "\nThreads:");
+  if (!p) return 0;
+  return (unsigned)strtoul(p + 9, NULL, 10);
+}
+
 uint64_t jdls_pid_start(uint32_t pid) {
   char state;
   uint64_t start;
   return pid_stat(pid, &state, &start) == 0 ? start : 0;
 }
 
+/* This process's start time, cached per THREAD: a cache shared by threads
+ * would need the pid and the start published together (a thread that saw
+ * the new pid with the old start 0 would judge its own process dead and
+ * reap its locks), and after fork() the pid no longer matches, so a child
+ * never answers with its parent's start. */
+static __thread uint32_t self_pid;
+static __thread uint64_t self_start;
+
+static uint64_t my_start(void) {
+  uint32_t me = (uint32_t)getpid();
+  if (self_pid != me) {
+    self_start = jdls_pid_start(me);
+    self_pid = me;
+  }
+  return self_start;
+}
+
+/* A process is (pid, start time), never a bare pid: pid_max is often 32768
+ * and pids are recycled. Trap: our own pid is not always us - an entry left
+ * by a dead process whose pid the kernel has since given to this one names
+ * our pid with another start time, and it is dead. */
 int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
-  if (pid == 0) return 0;
-  if (pid == (uint32_t)getpid()) return 1;
+  /* Above INT_MAX it is no pid (kill() would take it for a process group). */
+  if (pid == 0 || pid > (uint32_t)INT_MAX) return 0;
+  if (pid == (uint32_t)getpid()) {
+    uint64_t mine = my_start();
+    return start == 0 || mine == 0 || start == mine;
+  }
   if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
   if (thorough) {
     /* kill() succeeds for a recycled pid and for a zombie (killed, not yet
@@ -136,8 +184,8 @@ int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough) {
     char state;
     uint64_t now;
     if (pid_stat(pid, &state, &now) == 0) {
-      if (state == 'Z' || state == 'X') return 0;
       if (start != 0 && now != 0 && now != start) return 0;
+      if ((state == 'Z' || state == 'X') && live_threads(pid) <= 1) return 0;
     }
   }
   return 1;
@@ -326,8 +374,8 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
   return same_key(a, b->inode, b->dev, b->key, b->key_len);
 }
 
-/* The owner of a lock: (ip, owner pid, owner tid) and the local process that
- * holds the entry, or (ip, port) on a -P table. The holding pid is part of it
+/* The owner of a lock: (ip, owner pid, owner tid, connection) and the local
+ * process that holds the entry, or (ip, port) on a -P table. The holding pid is part of it
  * because a remote client whose lock-server process was killed may reconnect
  * through another one before the dead entries are reaped: without the pid it
  * would "re-take" an entry that still names the dead process - and lose it
@@ -336,7 +384,21 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
 static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *o) {
   if (e->ip_len != o->ip_len || memcmp(e->ip, o->ip, o->ip_len) != 0) return 0;
   if (t->hdr->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
-  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->pid == o->pid;
+  /* The start time too: a process that got a dead process's pid is another
+   * owner. Were it the same, it would be told GRANTED on the dead entry (a
+   * "re-lock"), which the next thorough reap frees under it - while it
+   * believes it holds the lock and a third process takes it. */
+  /* And the connection: without it, any program that reaches the lock
+   * server could present another client's pid and tid and release or
+   * re-take its locks, and closing one of two connections that present the
+   * same ones released the other's. */
+  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->conn == o->conn &&
+         e->pid == o->pid && e->pid_start == o->pid_start;
+}
+
+/* Does entry e belong to the process (pid, start)? */
+static int entry_of(const jdls_entry *e, uint32_t pid, uint64_t start) {
+  return e->pid == pid && e->pid_start == start;
 }
 
 static void owner_of(const jdls_entry *e, jdls_owner *o) {
@@ -345,6 +407,8 @@ static void owner_of(const jdls_entry *e, jdls_owner *o) {
   o->owner_pid = e->owner_pid;
   o->owner_tid = e->owner_tid;
   o->port = e->port;
+  o->pid_start = e->pid_start;
+  o->conn = e->conn;
   o->ip_len = e->ip_len;
   memcpy(o->ip, e->ip, sizeof o->ip);
 }
@@ -447,12 +511,14 @@ static void fill_holder(const jdls_entry *e, jdls_holder *h) {
   memcpy(h->ip, e->ip, sizeof h->ip);
 }
 
-/* Free every entry of the group whose process `pid` is `dead_pid`. */
-static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid) {
+/* Free every entry of the group held by the dead process (dead_pid,
+ * dead_start). Only that process's: another live process may have been
+ * given the same pid since, and its entries carry its own start time. */
+static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid, uint64_t dead_start) {
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
-    if (ALOAD(&e->state) != JDLS_STATE_FREE && e->pid == dead_pid) {
+    if (ALOAD(&e->state) != JDLS_STATE_FREE && entry_of(e, dead_pid, dead_start)) {
       free_entry(g, e);
       n++;
     }
@@ -479,7 +545,11 @@ static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid) {
  * releaser, re-queueing at once, kept the CPU its woken waiter shared.) */
 static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
                          const jdls_owner *o, int thorough, int held_only) {
+  /* One look per process: a hot key's queue holds many entries of few
+   * processes. By (pid, start): a live process must not vouch for a dead
+   * one that had its pid. */
   uint32_t alive[16];
+  uint64_t alive_start[16];
   unsigned nalive = 0;
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
@@ -487,14 +557,13 @@ static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
     uint32_t s = ALOAD(&e->state);
     if (s == JDLS_STATE_FREE || (held_only && s != JDLS_STATE_HELD) || !entry_same_key(e, k)) continue;
     if (o && owner_eq(t, e, o)) continue;
-    /* One look per process: a hot key's queue holds many entries of few pids. */
     unsigned j = 0;
-    while (j < nalive && alive[j] != e->pid) j++;
+    while (j < nalive && !entry_of(e, alive[j], alive_start[j])) j++;
     if (j < nalive) continue;
     if (jdls_pid_alive(e->pid, e->pid_start, thorough)) {
-      if (nalive < 16) alive[nalive++] = e->pid;
+      if (nalive < 16) { alive[nalive] = e->pid; alive_start[nalive++] = e->pid_start; }
     } else {
-      n += reap_pid(t, g, e->pid);
+      n += reap_pid(t, g, e->pid, e->pid_start);
     }
   }
   return n;
@@ -519,6 +588,10 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
         w = e;
     }
     if (!w) return;
+    /* kill() only (a /proc read per hand-off is too dear under the mutex):
+     * a dead waiter whose pid was recycled may be granted, but its entry
+     * still names the dead (pid, start), which no live owner matches, and
+     * the next thorough reap frees it. Our own pid is checked exactly. */
     if (!jdls_pid_alive(w->pid, w->pid_start, 0)) {
       /* Never hand a lock to a process that is gone. */
       free_entry(g, w);
@@ -573,9 +646,12 @@ static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_o
   e->port = o->port;
   e->doorbell = doorbell;
   e->pid_start = o->pid_start;
+  e->conn = o->conn;
+  e->reserved = 0;
   e->inode = r->inode;
   e->dev = r->dev;
-  e->seq = g->next_seq++;
+  /* Atomic: jdls_wait_poll reads seq without the mutex (see there). */
+  __atomic_store_n(&e->seq, g->next_seq++, __ATOMIC_RELAXED);
   e->stamp_ms = (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) ? now_ms() : 0;
   memcpy(e->ip, o->ip, sizeof e->ip);
   memcpy(e->key, r->key, r->key_len);
@@ -604,7 +680,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
   jdls_group *g = group_at(t, gi);
   if ((rc = group_lock(t, g)) != JDLS_OK) return rc;
   for (int round = 0;; round++) {
-    jdls_entry *mine = NULL, *blocker = NULL, *first_other = NULL, *free_e = NULL;
+    jdls_entry *mine = NULL, *blocker = NULL, *first_other = NULL, *free_e = NULL, *inherited = NULL;
     int others_waiting = 0;
     uint32_t seen = 0;
     for (uint32_t i = 0; i < t->hdr->per_group; i++) {
@@ -619,8 +695,10 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
       if (!same_key(e, r->inode, r->dev, r->key, r->key_len)) continue;
       int own = owner_eq(t, e, o);
       if (s == JDLS_STATE_HELD) {
-        if (own) mine = e;
-        else {
+        if (own) {
+          mine = e;
+          if (!entry_of(e, o->pid, o->pid_start)) inherited = e;
+        } else {
           if (!first_other) first_other = e;
           if (!blocker && modes_conflict(e->mode, r->mode)) blocker = e;
         }
@@ -628,6 +706,13 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
         others_waiting = 1;
       }
     }
+    /* On a -P table the owner is the port, so "our" lock may be an entry of
+     * another process on the same port. If that process is dead, its entry
+     * is reaped, not inherited: it would be freed under us at the next reap
+     * (it still names the dead process). A live one is shared, by design. */
+    if (inherited && round < 8 && !jdls_pid_alive(inherited->pid, inherited->pid_start, 1) &&
+        reap_pid(t, g, inherited->pid, inherited->pid_start) > 0)
+      continue;
     if (!blocker && mine) {
       /* Re-lock by the owner: succeeds; READ<->WRITE converts in place. An
        * owner's own upgrade does not queue behind waiters that wait for it. */
@@ -689,8 +774,18 @@ int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap) {
   jdls_entry *e = ticket_entry(t, tk, &g);
   if (!e) return JDLS_E_ARG;
   if (!reap) {
+    /* Without the mutex (the waiter thread and takeGranted look at every
+     * pending ticket this way). The slot may have been freed and refilled
+     * with another request meanwhile; the order makes that safe: `state` is
+     * loaded (acquire) BEFORE `seq`, and fill_entry stores `seq` before it
+     * publishes `state` (release). So if the state we saw is a newer
+     * request's, we also see that request's seq, never ours (seqs of a group
+     * never repeat), and answer E_ARG, not its HELD. `seq` is an atomic load
+     * so that it cannot tear (64 bits; a plain read racing fill_entry's
+     * write is a data race even where it does not tear). */
     uint32_t s = ALOAD(&e->state);
-    if (e->seq != tk->seq || s == JDLS_STATE_FREE) return JDLS_E_ARG;
+    uint64_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
+    if (seq != tk->seq || s == JDLS_STATE_FREE) return JDLS_E_ARG;
     return s == JDLS_STATE_HELD ? JDLS_OK : JDLS_QUEUED;
   }
   int rc = group_lock(t, g);
@@ -853,19 +948,21 @@ int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t de
  * tidy-up does that; a request that finds its group full only asks kill(),
  * once per distinct pid, because it holds the group mutex meanwhile. */
 static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough) {
+  /* Cached by (pid, start), as in reap_blockers. */
   uint32_t alive[64];
+  uint64_t alive_start[64];
   unsigned nalive = 0;
   int n = 0;
   for (uint32_t i = 0; i < t->hdr->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_FREE) continue;
     unsigned k = 0;
-    while (k < nalive && alive[k] != e->pid) k++;
+    while (k < nalive && !entry_of(e, alive[k], alive_start[k])) k++;
     if (k < nalive) continue;
     if (jdls_pid_alive(e->pid, e->pid_start, thorough)) {
-      if (nalive < 64) alive[nalive++] = e->pid;
+      if (nalive < 64) { alive[nalive] = e->pid; alive_start[nalive++] = e->pid_start; }
     } else {
-      n += reap_pid(t, g, e->pid);
+      n += reap_pid(t, g, e->pid, e->pid_start);
     }
   }
   return n;
@@ -903,7 +1000,9 @@ int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
       row->slot = i;
       row->state = s;
       row->queued = 0;
-      memcpy(&row->entry, e, sizeof *e);
+      /* The fields and the key's own bytes, not all 512 (the rest of the
+       * row's key is never read). */
+      memcpy(&row->entry, e, offsetof(jdls_entry, key) + (e->key_len <= JDLS_MAX_KEY ? e->key_len : JDLS_MAX_KEY));
       if (s == JDLS_STATE_HELD) {
         for (uint32_t j = 0; j < t->hdr->per_group; j++) {
           jdls_entry *w = entry_at(t, g, j);
@@ -936,20 +1035,71 @@ void jdls_table_usage(jdls_table *t, jdls_usage *u) {
   }
 }
 
+/* The monitor's (pid, start) pair is two words, and a claim must publish
+ * both as one. History: the claim CASed the pid in, then wrote the start; a
+ * reader in between saw the new pid with the previous monitor's start time,
+ * judged the new monitor dead, and a second claimer could take the header
+ * over from it - two monitors. (The window is a few instructions wide:
+ * jdls-locker claim-race did not hit it in 260,000 rounds on 2 CPUs, but a
+ * preempted claimer widens it to a time slice.) Now the CAS installs the pid with MONITOR_CLAIMING set
+ * (pids stay below 2^22, so bit 31 is free), the start is written, then the
+ * plain pid is stored (release). A reader that sees the bit knows a live
+ * process is claiming and reads no start; one that sees a plain pid sees its
+ * start (jdls_monitor_read re-reads the pid to catch a claim in between). A
+ * claimer killed between its two stores leaves the bit set on a dead pid,
+ * which the next claimer takes over like any dead monitor. */
+#define MONITOR_CLAIMING 0x80000000U
+
+void jdls_monitor_read(jdls_table *t, uint32_t *pid, uint64_t *start) {
+  jdls_header *h = t->hdr;
+  for (int tries = 0;; tries++) {
+    uint32_t p = ALOAD(&h->monitor_pid);
+    if (p & MONITOR_CLAIMING) {
+      /* Being claimed by that live process: it is the monitor, start not
+       * known yet (0: do not compare). */
+      *pid = p & ~MONITOR_CLAIMING;
+      *start = 0;
+      return;
+    }
+    uint64_t s = __atomic_load_n(&h->monitor_start, __ATOMIC_ACQUIRE);
+    if (ALOAD(&h->monitor_pid) == p || tries >= 100) {
+      *pid = p;
+      *start = s;
+      return;
+    }
+  }
+}
+
 uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start) {
   jdls_header *h = t->hdr;
-  for (int tries = 0; tries < 16; tries++) {
-    uint32_t cur = ALOAD(&h->monitor_pid);
-    if (cur != 0 && cur != pid && jdls_pid_alive(cur, h->monitor_start, 1)) return cur;
-    /* The start time goes in first for our own claim; a reader that sees the
-     * new pid with the old start time for an instant thinks the monitor is
-     * not running yet, which is true. */
-    if (__atomic_compare_exchange_n(&h->monitor_pid, &cur, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      h->monitor_start = pid_start;
+  for (int tries = 0; tries < 1000; tries++) {
+    uint32_t raw = ALOAD(&h->monitor_pid);
+    uint32_t cur = raw & ~MONITOR_CLAIMING;
+    if (raw & MONITOR_CLAIMING) {
+      if (cur != pid && jdls_pid_alive(cur, 0, 0)) {
+        /* Another process is between its two stores: let it finish. */
+        if (tries >= 999) return cur;
+        sched_yield();
+        continue;
+      }
+    } else if (cur != 0 && cur != pid) {
+      uint32_t p;
+      uint64_t s;
+      jdls_monitor_read(t, &p, &s);
+      if (p != raw) continue; /* changed meanwhile: look again */
+      if (jdls_pid_alive(cur, s, 1)) return cur;
+    }
+    if (__atomic_compare_exchange_n(&h->monitor_pid, &raw, pid | MONITOR_CLAIMING, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      __atomic_store_n(&h->monitor_start, pid_start, __ATOMIC_RELEASE);
+      ASTORE(&h->monitor_pid, pid);
       return 0;
     }
   }
-  return ALOAD(&h->monitor_pid);
+  uint32_t p;
+  uint64_t s;
+  jdls_monitor_read(t, &p, &s);
+  return p;
 }
 
 int jdls_table_check(jdls_table *t) {

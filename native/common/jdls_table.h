@@ -28,7 +28,9 @@
  *   - Every field of a group and of its entries is read and written only with
  *     that group's mutex held, EXCEPT entry.state, which a waiter reads
  *     without the mutex (it is the futex word it sleeps on) and which is
- *     always written with an atomic store while the mutex is held.
+ *     always written with an atomic store while the mutex is held, and
+ *     entry.seq, which jdls_wait_poll(reap = 0) reads without the mutex
+ *     (atomic loads and stores; seq is written before state is published).
  *   - A thread never holds two group mutexes at once (no lock ordering, no
  *     deadlock between groups).
  *   - group.count and group.waiting are derived (non-FREE and WAITING
@@ -48,7 +50,7 @@ extern "C" {
 /* ===== 1. constants and error codes ===================================== */
 
 #define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
-#define JDLS_LAYOUT_VERSION   5U   /* 4: the group hash is jdls_hash.h; 5: header.service */
+#define JDLS_LAYOUT_VERSION   5U   /* 4: the group hash is jdls_hash.h; 5: entries carry the owner's connection, header.service */
 #define JDLS_MAX_KEY          512U          /* longest key, in bytes */
 #define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
 #define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
@@ -113,7 +115,7 @@ typedef enum jdls_rc {
 
 /* ===== 2. the shared layout ============================================= */
 
-/* One record lock, or one queued request for one. 600 bytes. */
+/* One record lock, or one queued request for one. 608 bytes. */
 typedef struct jdls_entry {
   uint32_t state;        /* JDLS_STATE_*; atomic; futex word of the waiter */
   uint8_t  mode;         /* JDLS_MODE_* */
@@ -131,6 +133,10 @@ typedef struct jdls_entry {
   int64_t  dev;          /* -1 for files reached through a lock server */
   uint64_t seq;          /* arrival order: FIFO among waiters of one key */
   int64_t  stamp_ms;     /* grant/enqueue time, ms since epoch (-T), else 0 */
+  uint32_t conn;         /* the owner's connection within `pid` (a lock
+                            server's client connection), 0 for a local
+                            process: part of the owner (see jdls_owner) */
+  uint32_t reserved;
   uint8_t  ip[16];       /* client address, network byte order */
   uint8_t  key[JDLS_MAX_KEY];
 } jdls_entry;
@@ -208,9 +214,13 @@ typedef struct jdls_table {
   char path[256];        /* /dev/shm/... */
 } jdls_table;
 
-/* Who asks. `pid` is the local process (for liveness); the owner identity is
- * (ip, owner_pid, owner_tid), or (ip, port) when the table has
- * JDLS_FLAG_PORT_LOCKS. */
+/* Who asks. `pid` (with `pid_start`) is the local process that holds the
+ * entries (liveness); the owner identity is (ip, owner_pid, owner_tid,
+ * conn) within that process, or (ip, port) when the table has
+ * JDLS_FLAG_PORT_LOCKS. `conn` is the lock server's connection: a client
+ * can only ever touch what its own connection took, whatever pid and tid it
+ * presents (two connections presenting the same ones are two owners). A
+ * local process uses 0. */
 typedef struct jdls_owner {
   uint32_t pid;
   uint32_t owner_pid;
@@ -219,6 +229,7 @@ typedef struct jdls_owner {
   uint64_t pid_start;
   uint8_t  ip[16];
   uint8_t  ip_len;
+  uint32_t conn;
 } jdls_owner;
 
 /* What NOWAIT reports (jBASE's LOCKED clause: SYSTEM(43) is `port`). */
@@ -338,8 +349,13 @@ typedef struct jdls_usage {
 } jdls_usage;
 void jdls_table_usage(jdls_table *t, jdls_usage *u);
 /* Become the table's monitor: atomically replace a monitor pid that is 0 or
- * names a dead process with `pid`. Returns 0, or the live monitor's pid. */
+ * names a dead process with (pid, pid_start), both published as one. Returns
+ * 0, or the live monitor's pid. */
 uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start);
+/* The monitor's (pid, start) as one consistent pair (read monitor_pid and
+ * monitor_start through this, not directly: a claim in progress marks the
+ * pid word). start 0 while a claim is in progress (do not compare). */
+void jdls_monitor_read(jdls_table *t, uint32_t *pid, uint64_t *start);
 /* Count one distributed lock retry ("Lock retries:"), atomically: many
  * lock-server processes count into one header. */
 void jdls_count_lock_retry(jdls_table *t);

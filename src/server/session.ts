@@ -98,6 +98,8 @@ export class Session {
   readonly id: number;
   readonly sock: net.Socket;
   readonly ip: string;
+  /** the owner identity's connection part: the session id as a u32, never 0 (0 is a local process) */
+  readonly #conn: number;
   #deps: SessionDeps;
   #log: Logger;
   #reader = FrameReader.forServer();
@@ -119,6 +121,7 @@ export class Session {
 
   constructor(sock: net.Socket, deps: SessionDeps) {
     this.id = deps.id;
+    this.#conn = ((deps.id - 1) % 0xffffffff) + 1;
     this.sock = sock;
     this.#deps = deps;
     this.ip = clientAddress(sock) ?? '0.0.0.0';
@@ -237,8 +240,12 @@ export class Session {
     if (this.#owners.size >= MAX_IDLE_OWNERS) this.#forgetIdleOwners();
     // The lock-server process holds the entries (pid: its liveness decides
     // whether they are orphaned); the client's pid, thread, port and address
-    // name the owner - what -dvL shows.
-    o = makeOwner({ pid: process.pid, ownerPid: h.pid, ownerTid: tid, port: h.port, ip: this.ip });
+    // name the owner - what -dvL shows - and this connection is part of it:
+    // pid and tid are only what the client says, so without the connection
+    // any program that reaches the server could present another client's
+    // and release or re-take its locks, and closing one of two connections
+    // that present the same ones would release the other's.
+    o = makeOwner({ pid: process.pid, ownerPid: h.pid, ownerTid: tid, port: h.port, ip: this.ip, conn: this.#conn });
     this.#owners.set(tid, o);
     return o;
   }
@@ -249,7 +256,7 @@ export class Session {
     if (o) return o;
     const h = this.#hello;
     if (!h) throw new JdlsError('BAD_ARGUMENT', 'no HELLO');
-    return makeOwner({ pid: process.pid, ownerPid: h.pid, ownerTid: tid, port: h.port, ip: this.ip });
+    return makeOwner({ pid: process.pid, ownerPid: h.pid, ownerTid: tid, port: h.port, ip: this.ip, conn: this.#conn });
   }
 
   #forgetIdleOwners(): void {
