@@ -195,7 +195,9 @@ export class BinaryLocks {
     let id = this.#ownerIds.get(o);
     if (id === undefined) {
       if (typeof o !== 'object' || o === null || typeof o.ip !== 'string') throw new JdlsError('BAD_ARGUMENT', 'owner must come from makeOwner()');
-      id = this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+      // The connection is part of the owner (a lock server's session): a
+      // client can only ever touch the ranges its own connection took.
+      id = this.#rowId(o);
       this.#ownerIds.set(o, id);
     }
     this.#owners.set(id, o);
@@ -469,8 +471,8 @@ export class BinaryLocks {
     return m;
   }
 
-  #rowId(o: { ip: string; port: number; ownerPid: number; ownerTid: number }): string {
-    return this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}`;
+  #rowId(o: { ip: string; port: number; ownerPid: number; ownerTid: number; conn: number }): string {
+    return this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}|${o.conn}`;
   }
 
   /** Name a record-lock holder the kernel reports as an OFD (-1) from the OsLocks registry of this process. */

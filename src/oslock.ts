@@ -59,6 +59,8 @@ export interface OsLockRow {
   pid: number;
   ownerPid: number;
   ownerTid: number;
+  /** the owner's connection within `pid` (a lock server's session), 0 for a local process */
+  conn: number;
   port: number;
   ip: string;
   inode: bigint;
@@ -539,7 +541,7 @@ export class OsLocks implements RecordLocks {
             if (exact) f = exact;
           }
           out.push({
-            pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, ip: o.ip,
+            pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, conn: o.conn, port: o.port, ip: o.ip,
             inode: f.inode, dev: f.dev, key, mode: modeOf(h.type),
             lockFile: of.lockFile, offset: h.offset,
           });

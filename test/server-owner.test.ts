@@ -42,3 +42,25 @@ for (const [name, args] of [['shm table (-ib)', ['-ib']], ['OS file locks (-ibD)
     t.is(expectType(await a.unlock('MINE'), 'RELEASED').count, 1);
   });
 }
+
+test.serial('byte ranges (RANGE_*): a connection presenting another\'s pid and tid cannot take, test as its own, or release its range', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start(['-ib']);
+  const [a, b] = await twins(env);
+  const file = { inode: 0x7777n, dev: -1n };
+  const range = { tid: 1, file, start: 10n, length: 5n };
+  expectType(await a.request({ type: 'RANGE_LOCK', nowait: true, space: 'range', mode: 'write', ...range }), 'GRANTED');
+  // Same pid, same tid, other connection: another owner, refused.
+  const locked = expectType(await b.request({ type: 'RANGE_LOCK', nowait: true, space: 'range', mode: 'write', ...range }), 'LOCKED');
+  t.like(locked.holder, { ownerPid: 7001, ownerTid: 1 });
+  t.truthy(expectType(await b.request({ type: 'RANGE_TEST', mode: 'write', ...range }), 'RANGE_RESULT').conflict, 'b sees a\'s range as another owner\'s');
+  // b's unlock of the range is an unlock of nothing of its own.
+  expectType(await b.request({ type: 'RANGE_UNLOCK', space: 'range', ...range }), 'RELEASED');
+  expectType(await b.request({ type: 'RANGE_LOCK', nowait: true, space: 'range', mode: 'write', ...range }), 'LOCKED');
+  // Closing b leaves a's range; a's own test sees no conflict (its own lock).
+  b.close();
+  await b.closed;
+  t.falsy(expectType(await a.request({ type: 'RANGE_TEST', mode: 'write', ...range }), 'RANGE_RESULT').conflict);
+  const c = await env.client({ pid: 7002, port: 72 });
+  expectType(await c.request({ type: 'RANGE_LOCK', nowait: true, space: 'range', mode: 'write', ...range }), 'LOCKED');
+});

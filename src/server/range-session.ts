@@ -43,7 +43,8 @@ export interface RangeSessionDeps {
   /** the process's record-lock mechanism (FILELOCK needs the OS one; under the shm table it is NOT_SUPPORTED) */
   mech: RecordLocks;
   /** the client's pid and port (from HELLO) and address */
-  client: () => { pid: number; port: number; ip: string };
+  /** the client as HELLO named it, and the connection (the owner's conn: session.ts) */
+  client: () => { pid: number; port: number; ip: string; conn: number };
   send: (f: ServerFrame) => void;
   answerError: (requestId: number, e: unknown) => void;
   log: Logger;
@@ -86,7 +87,7 @@ export class RangeSession {
     let o = this.#owners.get(tid);
     if (!o) {
       const c = this.#deps.client();
-      o = makeOwner({ pid: process.pid, ownerPid: c.pid, ownerTid: tid, port: c.port, ip: c.ip });
+      o = makeOwner({ pid: process.pid, ownerPid: c.pid, ownerTid: tid, port: c.port, ip: c.ip, conn: c.conn });
       this.#owners.set(tid, o);
     }
     return o;

@@ -200,7 +200,7 @@ export class Session {
     this.#ranges ??= new RangeSession({
       lockDir: this.#deps.cfg.lockDir,
       mech: this.#deps.mech,
-      client: () => ({ pid: this.#hello?.pid ?? 0, port: this.#hello?.port ?? 0, ip: this.ip }),
+      client: () => ({ pid: this.#hello?.pid ?? 0, port: this.#hello?.port ?? 0, ip: this.ip, conn: this.#conn }),
       send: (f) => this.#send(f),
       answerError: (rid, e) => this.#answerError(rid, e),
       log: this.#log,
