@@ -42,6 +42,7 @@
 extern "C" {
 #include "../common/jdls_table.h"
 }
+#include "env_cleanup.h"
 #include "oslock.h"
 
 void JdlsProtoInit(Napi::Env env, Napi::Object exports);  // proto.cc: the `proto` export
@@ -358,7 +359,7 @@ struct QuietBell {
 
 // ---- the Table object ----------------------------------------------------
 
-class Table : public Napi::ObjectWrap<Table> {
+class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
  public:
   static Napi::Function Init(Napi::Env env) {
     Napi::Function ctor = DefineClass(env, "Table",
@@ -427,21 +428,17 @@ class Table : public Napi::ObjectWrap<Table> {
     }
     existed_ = existed != 0;
     info.This().As<Napi::Object>().Set("existed", Napi::Boolean::New(env, existed_));
-    // Per table and per env: one addon instance serves the main thread and
-    // every worker, and a worker's exit must shut down only ITS tables (a
-    // process-wide list closed the main thread's tables too).
-    env_ = env;
-    napi_add_env_cleanup_hook(env, &Table::EnvCleanup, this);
-    hooked_ = true;
+    // Per table and per env (env_cleanup.h): a process-wide list closed the
+    // main thread's tables too when a worker exited.
+    HookEnvCleanup(env);
   }
 
   ~Table() override { Shutdown(); }
 
+  // Also the env teardown's (env_cleanup.h): stop and join this table's
+  // waiter thread before the env goes away, or it calls into a dead TSFN.
   void Shutdown() {
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(env_, &Table::EnvCleanup, this);
-      hooked_ = false;
-    }
+    UnhookEnvCleanup();
     if (waiter_) {
       waiter_->Stop();
       // Requests still queued have nobody left to hand a grant to: withdraw
@@ -454,13 +451,6 @@ class Table : public Napi::ObjectWrap<Table> {
     if (t_.hdr) jdls_table_close(&t_);
   }
 
-  // Env teardown (worker exit, process exit): stop and join this table's
-  // waiter thread before the env goes away, or it calls into a dead TSFN.
-  static void EnvCleanup(void *arg) {
-    Table *t = static_cast<Table *>(arg);
-    t->hooked_ = false;  // being run: do not remove
-    t->Shutdown();
-  }
 
  private:
   bool Open(Napi::Env env) {
@@ -894,8 +884,6 @@ class Table : public Napi::ObjectWrap<Table> {
   uint32_t list_cap_ = 0;
   bool existed_ = false;
   Waiter *waiter_ = nullptr;
-  napi_env env_ = nullptr;
-  bool hooked_ = false;
 };
 
 // ---- module functions ----------------------------------------------------

@@ -40,6 +40,7 @@
 extern "C" {
 #include "../common/jdls_oslock.h"
 }
+#include "env_cleanup.h"
 #include "oslock.h"
 
 namespace {
@@ -226,7 +227,7 @@ class KeyRegistry {
 
 // ---- Ofd: one open file description --------------------------------------
 
-class Ofd : public Napi::ObjectWrap<Ofd> {
+class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
  public:
   static Napi::Function Init(Napi::Env env) {
     Napi::Function ctor = DefineClass(env, "Ofd",
@@ -263,9 +264,7 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
       return;
     }
     fd_ = info[0].As<Napi::Number>().Int32Value();
-    env_ = env;
-    napi_add_env_cleanup_hook(env, &Ofd::EnvCleanup, this);
-    hooked_ = true;
+    HookEnvCleanup(env);
     Bind(env, info.This(), 0, "lockKey", FastLockKey);
     Bind(env, info.This(), 1, "unlockKey", FastUnlockKey);
   }
@@ -282,22 +281,15 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
   int fd() const { return fd_; }
 
  private:
+  friend class EnvCleanup<Ofd>;
   void Shutdown() {
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(env_, &Ofd::EnvCleanup, this);
-      hooked_ = false;
-    }
+    UnhookEnvCleanup();
     // Closing the description releases its locks: a worker's exit or the
     // end of the process lets go of everything it held.
     jdls_osl_close(fd_);
     fd_ = -1;
   }
 
-  static void EnvCleanup(void *arg) {
-    Ofd *o = static_cast<Ofd *>(arg);
-    o->hooked_ = false;  // being run: do not remove
-    o->Shutdown();
-  }
 
   // setlk(start, len, type) -> 0 | 1 (conflict) | -errno
   static napi_value FastSetLk(napi_env env, napi_callback_info cbinfo) {
@@ -567,8 +559,6 @@ class Ofd : public Napi::ObjectWrap<Ofd> {
 
   int fd_ = -1;
   KeyRegistry reg_;
-  napi_env env_ = nullptr;
-  bool hooked_ = false;
 };
 
 // ---- Waits: blocking waits, one thread each --------------------------------
@@ -596,7 +586,7 @@ struct Done {
   int rc;
 };
 
-class Waits : public Napi::ObjectWrap<Waits> {
+class Waits : public Napi::ObjectWrap<Waits>, public EnvCleanup<Waits> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Waits",
@@ -618,20 +608,16 @@ class Waits : public Napi::ObjectWrap<Waits> {
     signal_ = jdls_osl_signal_init();
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "jdls-oslock-waits", 0, 1);
     tsfn_.Unref(env);
-    env_ = env;
-    napi_add_env_cleanup_hook(env, &Waits::EnvCleanup, this);
-    hooked_ = true;
+    HookEnvCleanup(env);
     open_ = true;
   }
 
   ~Waits() override { Shutdown(); }
 
  private:
+  friend class EnvCleanup<Waits>;
   void Shutdown() {
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(env_, &Waits::EnvCleanup, this);
-      hooked_ = false;
-    }
+    UnhookEnvCleanup();
     if (!open_) return;
     open_ = false;
     std::map<double, std::unique_ptr<Wait>> all;
@@ -644,11 +630,6 @@ class Waits : public Napi::ObjectWrap<Waits> {
     tsfn_.Release();
   }
 
-  static void EnvCleanup(void *arg) {
-    Waits *w = static_cast<Waits *>(arg);
-    w->hooked_ = false;
-    w->Shutdown();
-  }
 
   static void *Main(void *arg) {
     Wait *w = static_cast<Wait *>(arg);
@@ -832,8 +813,6 @@ class Waits : public Napi::ObjectWrap<Waits> {
   std::map<double, std::unique_ptr<Wait>> waits_;
   int signal_ = -1;
   int active_ = 0;  // JS thread only: waits started and not yet finished
-  napi_env env_ = nullptr;
-  bool hooked_ = false;
   bool open_ = false;
 };
 
