@@ -12,7 +12,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LockTable } from '../src/table.js';
+import { LockTable } from '../src/locks/table.js';
 import { native } from '../src/native.js';
 import { TempInstallation, runJson, cbench, cbenchPath, cliPath, BenchError, type Figure } from './lib.js';
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot, buildDir } from '../src/native.js';
-import { LockTable, type CreateOptions } from '../src/table.js';
+import { LockTable, type CreateOptions } from '../src/locks/table.js';
 import { tablePath, markerPath } from '../src/installation.js';
 
 export const cbenchPath = path.join(buildDir, 'jdls-cbench');

@@ -7,9 +7,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { OsLocks } from '../src/oslock.js';
-import { openNativeOfd, OSL } from '../src/ofd.js';
-import { fileId, makeOwner } from '../src/table.js';
+import { OsLocks } from '../src/locks/oslock.js';
+import { openNativeOfd, OSL } from '../src/locks/ofd.js';
+import { fileId, makeOwner } from '../src/locks/table.js';
 import { cbench, median, BenchError, type Figure } from './lib.js';
 
 export interface OsLockPairResult {

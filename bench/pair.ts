@@ -3,7 +3,7 @@
 // fcntl F_SETLK on one byte), so that drift of the machine (frequency,
 // neighbours) touches all three alike. Each figure is the median over rounds.
 import path from 'node:path';
-import { fileId, makeOwner, type LockTable } from '../src/table.js';
+import { fileId, makeOwner, type LockTable } from '../src/locks/table.js';
 import { native } from '../src/native.js';
 import { TempInstallation, cbench, median, BenchError, type Figure } from './lib.js';
 

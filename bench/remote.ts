@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JdlsClient } from '../src/client/client.js';
-import { LockTable } from '../src/table.js';
+import { LockTable } from '../src/locks/table.js';
 import { encode, FrameReader } from '../src/protocol/codec.js';
 import { PROTO } from '../src/protocol/constants.js';
 import { DEFAULTS } from '../src/server/config.js';

@@ -92,7 +92,7 @@ int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_
 int jdls_route(void);
 
 /* Binary locks of a runtime (binary locks in the decision table: the OS
- * locally, as src/binary.ts takes them; with JDLS and BINARY the server,
+ * locally, as src/locks/binary.ts takes them; with JDLS and BINARY the server,
  * through the broker). Local waits are not interruptible. */
 /* jBASE LOCK n (0..255), flags JDLS_WAIT / JDLS_NOWAIT (LOCK n ELSE):
  * JDLS_LOCK_OK or JDLS_LOCK_LOCKED (holder port 0: unknown), or -errno. */

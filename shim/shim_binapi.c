@@ -3,7 +3,7 @@
  * (jBASE LOCK n / UNLOCK n) and file locks (FILELOCK / FILEUNLOCK).
  *
  * Local (the decision table's "os" for binary locks), the same OS locks
- * src/binary.ts takes, so the two exclude each other:
+ * src/locks/binary.ts takes, so the two exclude each other:
  *   LOCK n    an OFD write lock on byte n of <binarydir>/jexec, one open
  *             file description per process (the process is the owner);
  *             <binarydir> is $JDLS_BINARY_DIR, else /tmp/jbase_lock.
@@ -16,10 +16,10 @@
  *             releases this process's record locks in the file.
  *             With the monitor running, record locks are in the shm table,
  *             which an OS lock can neither wait for nor block: refused with
- *             -ENOTSUP, as src/binary.ts refuses it (jBASE error 22).
+ *             -ENOTSUP, as src/locks/binary.ts refuses it (jBASE error 22).
  * On the server (JDLS with BINARY): RANGE_LOCK / RANGE_UNLOCK in the EXEC or
  * FILELOCK space (docs/protocol.md), owner tag = pid, file (inode, -1); the
- * server takes them with src/binary.ts. A FILELOCK there needs the server's
+ * server takes them with src/locks/binary.ts. A FILELOCK there needs the server's
  * OS record-lock mechanism (-ibD without a monitor): under its shm table it
  * is -ENOTSUP (ERROR NOT_SUPPORTED). Waits there are interruptible (EINTR).
  * Not intercepted (LOCK=INTERNAL, an EXTERNAL call): JDLS_NOT_HANDLED.

@@ -1,6 +1,6 @@
 // errors.ts - jdls' one error class. Errors are values with a string code
 // (stable, for programs) and a message (for people). Pure: no native import,
-// so pure modules (src/ranges.ts) load without the addon; native result codes
+// so pure modules (src/locks/ranges.ts) load without the addon; native result codes
 // are mapped in src/native.ts (errorFromRc).
 import type { ClientErrorCode } from './client/codes.js';
 
@@ -10,9 +10,9 @@ export type JdlsErrorCode =
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
   // the table cannot enter service while processes lock records as OS file locks (native/common/jdls_service.c)
   | 'OS_ROUTE_IN_USE'
-  // OS file locks (src/ofd.ts)
+  // OS file locks (src/locks/ofd.ts)
   | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
-  // binary locks (src/binary.ts)
+  // binary locks (src/locks/binary.ts)
   | 'NOT_SUPPORTED'
   // the client (src/client/codes.ts)
   | ClientErrorCode

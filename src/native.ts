@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { JdlsError, type JdlsErrorCode } from './errors.js';
-import type { NativeOsLock } from './ofd.js';
+import type { NativeOsLock } from './locks/ofd.js';
 
 /** The package root (two levels above dist/src/native.js). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -168,7 +168,7 @@ export interface NativeAddon {
   /** hold the installation's OS-route marker read lock for the rest of this process's life: the descriptor, or -errno */
   registerOsRoute(tablePath: string): number;
   constants: NativeConstants;
-  /** OS file locks: open file descriptions and their waits (native/addon/oslock.cc, typed in src/ofd.ts) */
+  /** OS file locks: open file descriptions and their waits (native/addon/oslock.cc, typed in src/locks/ofd.ts) */
   oslock: NativeOsLock;
   /** every #define of native/common/jdls_proto.h, by its full name */
   proto: Record<string, number>;

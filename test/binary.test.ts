@@ -1,4 +1,4 @@
-// binary.test.ts - binary locks (src/binary.ts): group locks, FILELOCK,
+// binary.test.ts - binary locks (src/locks/binary.ts): group locks, FILELOCK,
 // execution locks (LOCK n) and general byte ranges, with real separate
 // processes: Node children through BinaryLocks (fixtures/node-binlocker),
 // jdls-oslocker (C record locks, OFD or classic) and python3 (classic fcntl
@@ -10,12 +10,12 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BinaryLocks, type BinaryLockResult } from '../src/binary.js';
-import { groupFileName, rangeFileName, execFileName, identitySuffix } from '../src/binary-paths.js';
-import { OsLocks, lockFileName } from '../src/oslock.js';
-import { OsLockError, pendingWaits } from '../src/ofd.js';
+import { BinaryLocks, type BinaryLockResult } from '../src/locks/binary.js';
+import { groupFileName, rangeFileName, execFileName, identitySuffix } from '../src/locks/binary-paths.js';
+import { OsLocks, lockFileName } from '../src/locks/oslock.js';
+import { OsLockError, pendingWaits } from '../src/locks/ofd.js';
 import { JdlsError } from '../src/errors.js';
-import { makeOwner, fileId, type Owner, type FileId } from '../src/table.js';
+import { makeOwner, fileId, type Owner, type FileId } from '../src/locks/table.js';
 import { buildDir } from '../src/native.js';
 import { Proc, withTimeout, nodeFixture, tableEnv, waitUntil } from './helpers/table-env.js';
 import { testDir } from './helpers/installations.js';

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { CliEnv, JDLS, activeMonitorPid, lockRows, sleep } from './helpers/cli-env.js';
 import { parseArgs } from '../src/cli/args.js';
-import { OsLocks } from '../src/oslock.js';
-import { makeOwner, fileId } from '../src/table.js';
+import { OsLocks } from '../src/locks/oslock.js';
+import { makeOwner, fileId } from '../src/locks/table.js';
 import path from 'node:path';
 
 interface JsonLock {

@@ -1,5 +1,5 @@
-// oslock.test.ts - OS record locks (src/oslock.ts) and the OFD byte-range
-// primitive (src/ofd.ts), with real separate processes: jdls-oslocker (C,
+// oslock.test.ts - OS record locks (src/locks/oslock.ts) and the OFD byte-range
+// primitive (src/locks/ofd.ts), with real separate processes: jdls-oslocker (C,
 // OFD or classic fcntl locks), Node children through OsLocks, and python3's
 // fcntl.lockf (classic locks, as any ordinary program takes them). Every
 // test uses its own temporary lock directory, removed at the end with every
@@ -10,9 +10,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
-import { OsLocks, lockFileName, keyOffset } from '../src/oslock.js';
-import { OfdFile, OSL, osn, pendingWaits, OsLockError } from '../src/ofd.js';
-import { makeOwner, fileId, type Owner, type FileId } from '../src/table.js';
+import { OsLocks, lockFileName, keyOffset } from '../src/locks/oslock.js';
+import { OfdFile, OSL, osn, pendingWaits, OsLockError } from '../src/locks/ofd.js';
+import { makeOwner, fileId, type Owner, type FileId } from '../src/locks/table.js';
 import { buildDir } from '../src/native.js';
 import { Proc, withTimeout, nodeFixture } from './helpers/table-env.js';
 import { testDir } from './helpers/installations.js';
@@ -459,7 +459,7 @@ test.serial('a worker thread\'s exit releases the OFD locks it held (env cleanup
       m.lock(makeOwner({ ownerTid: 78 }), fileId(0x1234n, -1n), 'WK', 'write').catch(() => {});
       parentPort.postMessage(r.granted);
     })();`;
-  const dist = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', 'src');
+  const dist = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'locks');
   const w = new Worker(src, { eval: true, workerData: { dir: env.dir, oslock: path.join(dist, 'oslock.js'), table: path.join(dist, 'table.js') } });
   const granted = await withTimeout(new Promise((resolve) => w.once('message', resolve)), 10_000, 'the worker\'s lock');
   t.true(granted);

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { parseLockLine, readProcLocks, ofdHolders, lockSignature } from '../src/proclocks.js';
+import { parseLockLine, readProcLocks, ofdHolders, lockSignature } from '../src/locks/proclocks.js';
 import { testDir } from './helpers/installations.js';
 
 test('parses /proc/locks lines, waiters and EOF ranges included', (t) => {

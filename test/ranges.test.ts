@@ -1,4 +1,4 @@
-// ranges.test.ts - the POSIX byte-range model (src/ranges.ts): range
+// ranges.test.ts - the POSIX byte-range model (src/locks/ranges.ts): range
 // conversion, RangeSet split/merge, LockSpace conflicts, the sqlite3 lock
 // sequence, lockf mapping, and seeded randomized comparison with a per-byte
 // brute-force model. Pure computation: no processes, no tables.
@@ -6,7 +6,7 @@ import test from 'ava';
 import {
   END_INFINITY, KERNEL_END, LOCKF, LockSpace, RangeSet, formatRange, fromPosix, isRangeFault, lockfAction,
   modesConflict, posixLen, range, toPosix, type Holding, type Range, type RangeMode, type Segment,
-} from '../src/ranges.js';
+} from '../src/locks/ranges.js';
 import { JdlsError } from '../src/errors.js';
 
 const INF = END_INFINITY;

@@ -1,5 +1,5 @@
 // shim-binapi.test.ts - the C API's binary locks: LOCK n / UNLOCK n and
-// FILELOCK / FILEUNLOCK, locally as the OS locks src/binary.ts takes (so a
+// FILELOCK / FILEUNLOCK, locally as the OS locks src/locks/binary.ts takes (so a
 // Node process's BinaryLocks and a preloaded C runtime exclude each other);
 // FILELOCK refused while record locks are in the shm table; with JDLS and
 // BINARY on the server (RANGE_* in the EXEC / FILELOCK spaces).
@@ -7,8 +7,8 @@
 import test from 'ava';
 import path from 'node:path';
 import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
-import { BinaryLocks } from '../src/binary.js';
-import { makeOwner, fileId } from '../src/table.js';
+import { BinaryLocks } from '../src/locks/binary.js';
+import { makeOwner, fileId } from '../src/locks/table.js';
 
 const ENOTSUP = 95;
 

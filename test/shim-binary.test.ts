@@ -14,7 +14,7 @@ const LOCKF_RANGES = path.join(packageRoot, 'test', 'fixtures', 'lockf-ranges.py
 const N = 4;
 const EACH = 100;
 
-/** The server's pseudo file for a file's byte ranges (src/binary-paths.ts). */
+/** The server's pseudo file for a file's byte ranges (src/locks/binary-paths.ts). */
 function rangeFile(s: ShimEnv, file: string): string {
   const ino = fs.statSync(file).ino;
   return path.join(s.cli.dir, 'jbase_lock', `jrange_${ino.toString(16).padStart(8, '0')}_ffffffff`);

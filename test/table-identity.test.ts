@@ -10,7 +10,7 @@
 // start processes and kill them.
 import test from 'ava';
 import fs from 'node:fs';
-import { makeOwner } from '../src/table.js';
+import { makeOwner } from '../src/locks/table.js';
 import { native } from '../src/native.js';
 import { tableEnv, DEFAULT_FILE as F, allRows, keyInGroup, type TableEnv, type Proc } from './helpers/table-env.js';
 

@@ -5,7 +5,7 @@
 // their liveness bounds should not compete with each other on 2 cores.
 import test from 'ava';
 import fs from 'node:fs';
-import { makeOwner, type Owner } from '../src/table.js';
+import { makeOwner, type Owner } from '../src/locks/table.js';
 import { native } from '../src/native.js';
 import { tableEnv, DEFAULT_FILE as F, allRows, waitUntil, withTimeout, keyInGroup, lockerPath } from './helpers/table-env.js';
 

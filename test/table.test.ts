@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LockTable, makeOwner, fileId, groupsFor, type Owner } from '../src/table.js';
+import { LockTable, makeOwner, fileId, groupsFor, type Owner } from '../src/locks/table.js';
 import { JdlsError } from '../src/errors.js';
 import { native } from '../src/native.js';
 import { Worker } from 'node:worker_threads';
@@ -576,7 +576,7 @@ test('listing costs memory for the rows it returns, not per_group x 64 zeroed ro
   const env = tableEnv(t, { locks: 10_000 * 67, perGroup: 10_000 });
   t.true(env.table.tryLock(owner(41), F, 'ONE', 'write').granted);
   const code = `
-    import { LockTable } from ${JSON.stringify(new URL('../src/table.js', import.meta.url).href)};
+    import { LockTable } from ${JSON.stringify(new URL('../src/locks/table.js', import.meta.url).href)};
     const t = LockTable.open({ releaseDir: ${JSON.stringify(env.dir)} });
     const before = process.resourceUsage().maxRSS;
     let rows = 0;

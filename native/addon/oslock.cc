@@ -4,8 +4,8 @@
 // OFD byte-range locks), the Waits object (blocking waits, one thread each),
 // and the module functions for record-lock naming. Registered by addon.cc's
 // Init through jdls_oslock_init as `exports.oslock`. Does not own: owners,
-// the registry of held keys, error wording, validation of ranges (src/ofd.ts,
-// src/oslock.ts).
+// the registry of held keys, error wording, validation of ranges (src/locks/ofd.ts,
+// src/locks/oslock.ts).
 //
 // Waiting (the trap this file exists to dodge): F_OFD_SETLKW sleeps in the
 // kernel, so it may run neither on the event loop nor on the libuv pool
@@ -358,7 +358,7 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
       }
       return KeyBytes(env, v, &big, &data, &len);  // may not fit: measure and copy
     }
-    // The key as src/oslock.ts gives it: with the file's identity in front
+    // The key as src/locks/oslock.ts gives it: with the file's identity in front
     // already when the lock file's name is not exact (jdls_oslock.h).
     uint64_t Offset() const { return jdls_osl_key_offset(0, 0, data, len); }
   };

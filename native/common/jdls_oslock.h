@@ -109,7 +109,7 @@ int jdls_osl_name_exact(uint64_t inode, int64_t dev);
  * the lock file's name is not exact. Two keys of one file may share a byte;
  * then they conflict when they need not - never the reverse. Pass inode 0,
  * dev 0 for a key that carries its prefix already (the addon's OFD
- * registry, fed by src/oslock.ts). */
+ * registry, fed by src/locks/oslock.ts). */
 uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, size_t len);
 
 /* ===== 3. the byte-range primitive ====================================== */

@@ -8,7 +8,7 @@
 // its pid in the header itself, monitor.ts) or the list of attached
 // processes (installation.ts reads /proc/<pid>/maps).
 import fs from 'node:fs';
-import { LockTable } from '../table.js';
+import { LockTable } from '../locks/table.js';
 import { JdlsError } from '../errors.js';
 import { attachedProcesses, tablePath, type AttachedProcess } from '../installation.js';
 import { isRunning, waitGone } from './procs.js';

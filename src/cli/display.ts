@@ -12,14 +12,14 @@
 // goes away (`jdls -dvL | head`) ends the listing quietly (EPIPE).
 import fs from 'node:fs';
 import type { DisplayCommand } from './args.js';
-import { LockTable, type LockRow, type TableHeader } from '../table.js';
+import { LockTable, type LockRow, type TableHeader } from '../locks/table.js';
 import { JdlsError } from '../errors.js';
 import { C } from '../native.js';
 import { tablePath } from '../installation.js';
 import { isRunning, cpuSeconds } from './procs.js';
 import { findListener, type ListenerInfo } from '../server/state.js';
 import { loadConfig } from '../server/config.js';
-import { DEFAULT_LOCK_DIR } from '../oslock.js';
+import { DEFAULT_LOCK_DIR } from '../locks/oslock.js';
 import { osRecordLocks, osRowText, OS_ROW_HEADER, type OsRecordLockRow } from './oslist.js';
 
 // ===== output ==============================================================

@@ -15,7 +15,7 @@
 //   stop    SIGTERM/SIGINT: clear monitorPid if it is still ours, exit 0.
 //           The table and every lock in it stay as they are.
 import fs from 'node:fs';
-import type { LockTable } from '../table.js';
+import type { LockTable } from '../locks/table.js';
 import { native } from '../native.js';
 import type { Logger } from '../log.js';
 import { isRunning } from './procs.js';

@@ -2,8 +2,8 @@
 //
 // Owns: finding the jlock_* files of a lock directory and the kernel's locks
 // on them (/proc/locks, OFD holders named from fdinfo), as display rows.
-// Does not own: the lock file naming (src/oslock.ts) or the parsing of
-// /proc (src/proclocks.ts).
+// Does not own: the lock file naming (src/locks/oslock.ts) or the parsing of
+// /proc (src/locks/proclocks.ts).
 //
 // What the kernel cannot say: the key. A record lock is one byte at a hash
 // of the key, so a row shows the byte; the holder's pid, the lock's mode and
@@ -12,7 +12,7 @@
 // process for remote clients' locks).
 import fs from 'node:fs';
 import path from 'node:path';
-import { readProcLocks, ofdHolders, lockSignature, type KernelLock } from '../proclocks.js';
+import { readProcLocks, ofdHolders, lockSignature, type KernelLock } from '../locks/proclocks.js';
 
 export interface OsRecordLockRow {
   /** holder pid (-1: an OFD lock whose holder could not be named) */

@@ -25,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { LockTable, type TableHeader } from '../table.js';
+import { LockTable, type TableHeader } from '../locks/table.js';
 import { createLogger } from '../log.js';
 import { MONITOR_CHILD_FLAG, LISTENER_CHILD_FLAG, type StartCommand } from './args.js';
 import { loadConfig, configFromEnv, configToEnv, CONFIG_ENV, type ServerConfig } from '../server/config.js';

@@ -11,7 +11,7 @@
 // reach the terminal; the listener and its lock-server processes receive the
 // result through the environment (JDLS_SERVER_CONFIG) and never re-read the
 // file: every process of one service runs with the same settings.
-import { DEFAULT_LOCK_DIR } from '../oslock.js';
+import { DEFAULT_LOCK_DIR } from '../locks/oslock.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';

@@ -5,7 +5,7 @@
 // Owns: bookkeeping only. The mechanism (RecordLocks) stays the authority on
 // what is held; on disconnect the session releases through unlockAll, not
 // through this list. Does not own: taking or releasing locks.
-import type { RecordLocks } from '../mechanism.js';
+import type { RecordLocks } from '../locks/mechanism.js';
 
 /** (inode, dev) as one map key (made once per file: see FileMap). */
 export const fileKey = (inode: bigint, dev: bigint): string => `${inode}:${dev}`;

@@ -23,7 +23,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { encode } from '../protocol/codec.js';
 import type { Logger } from '../log.js';
-import type { MechanismKind } from '../mechanism.js';
+import type { MechanismKind } from '../locks/mechanism.js';
 import { chooseMechanism, probeMechanism } from './mechanism.js';
 import { CONFIG_ENV, configToEnv, type ServerConfig } from './config.js';
 import { claimListener, publishListener, withdrawListener, writeHeader, type ListenerInfo } from './state.js';

@@ -16,7 +16,7 @@
 // the table's dead-owner rules free them on the next conflict (and the
 // monitor's tidy-up at the latest).
 import { createLogger, type Logger } from '../log.js';
-import type { MechanismKind, RecordLocks } from '../mechanism.js';
+import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
 import { openMechanism, openOsLocks } from './mechanism.js';
 import { statsFor } from './stats.js';
 import { Session } from './session.js';

@@ -3,16 +3,16 @@
 //
 // Owns: the rule (the shm table when the installation has one in service,
 // else OS file locks) and the one place a mechanism is opened. Does not
-// own: the mechanisms (src/table.ts, src/oslock.ts), nor the service state
+// own: the mechanisms (src/locks/table.ts, src/locks/oslock.ts), nor the service state
 // (native/common/jdls_service.c).
 //
 import fs from 'node:fs';
-import { LockTable } from '../table.js';
-import { OsLocks } from '../oslock.js';
+import { LockTable } from '../locks/table.js';
+import { OsLocks } from '../locks/oslock.js';
 import { native, C } from '../native.js';
 import { JdlsError } from '../errors.js';
 import { tablePath } from '../installation.js';
-import type { MechanismKind, RecordLocks } from '../mechanism.js';
+import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
 
 /** How long a lock server waits for a table that is being put in service. */
 export const STARTING_WAIT_MS = 15_000;

@@ -4,7 +4,7 @@
 //
 // Owns: mapping the range frames onto BinaryLocks (space 'range': byte
 // ranges; 'exec': LOCK n; 'file': FILELOCK, which needs the OS record-lock
-// mechanism - under the shm table it is NOT_SUPPORTED; src/binary.ts: POSIX
+// mechanism - under the shm table it is NOT_SUPPORTED; src/locks/binary.ts: POSIX
 // semantics per owner - split, merge, upgrade/downgrade, partial unlock - as
 // OFD locks on pseudo files jrange_<inode>_<dev>, so every lock-server
 // process of the installation excludes every other through the kernel), the
@@ -17,11 +17,11 @@
 // for the default lockDir /tmp/jbase (binary.ts's own default), and inside
 // the installation for a test's private lockDir.
 import path from 'node:path';
-import { BinaryLocks, type BinaryHolder } from '../binary.js';
-import { makeOwner, fileId, type Owner } from '../table.js';
+import { BinaryLocks, type BinaryHolder } from '../locks/binary.js';
+import { makeOwner, fileId, type Owner } from '../locks/table.js';
 import type { RangeLockFrame, RangeUnlockFrame, RangeTestFrame, ServerFrame, WireHolder, WireFile } from '../protocol/frames.js';
 import type { Logger } from '../log.js';
-import type { RecordLocks } from '../mechanism.js';
+import type { RecordLocks } from '../locks/mechanism.js';
 import { JdlsError } from '../errors.js';
 
 export type RangeFrame = RangeLockFrame | RangeUnlockFrame | RangeTestFrame;

@@ -20,9 +20,9 @@ import type {
   ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
   CancelFrame, WireHolder,
 } from '../protocol/frames.js';
-import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../table.js';
+import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../locks/table.js';
 import { JdlsError } from '../errors.js';
-import { startWait, type RecordLocks } from '../mechanism.js';
+import { startWait, type RecordLocks } from '../locks/mechanism.js';
 import type { Logger } from '../log.js';
 import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';

@@ -11,10 +11,10 @@
 // be removed (-Ko) or created after the listener started.
 import fs from 'node:fs';
 import path from 'node:path';
-import { LockTable } from '../table.js';
+import { LockTable } from '../locks/table.js';
 import { native } from '../native.js';
 import { isRunning } from '../cli/procs.js';
-import type { MechanismKind } from '../mechanism.js';
+import type { MechanismKind } from '../locks/mechanism.js';
 
 export const PID_FILE = 'jdls-listener.json';
 export const LISTENER_LOG = 'jdls-listener.log';

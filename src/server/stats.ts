@@ -5,8 +5,8 @@
 //
 // Many lock-server processes count into one header: countLockRetry() is an
 // atomic add in the segment (a read-add-store from here could lose counts).
-import type { RecordLocks } from '../mechanism.js';
-import { LockTable } from '../table.js';
+import type { RecordLocks } from '../locks/mechanism.js';
+import { LockTable } from '../locks/table.js';
 
 export interface ServerStats {
   /** One distributed lock retry (an interim WAITING message). */

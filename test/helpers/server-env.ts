@@ -15,7 +15,7 @@ import { stringify } from 'yaml';
 import { Proc, lockerPath, nodeFixture, withTimeout } from './table-env.js';
 import { JDLS, type RunResult } from './cli-env.js';
 import { WireClient } from './wire-client.js';
-import { LockTable } from '../../src/table.js';
+import { LockTable } from '../../src/locks/table.js';
 import { tablePath, markerPath } from '../../src/installation.js';
 import type { ServerConfig } from '../../src/server/config.js';
 import { findListener } from '../../src/server/state.js';

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LockTable, fileId, type CreateOptions, type FileId, type LockRow } from '../../src/table.js';
+import { LockTable, fileId, type CreateOptions, type FileId, type LockRow } from '../../src/locks/table.js';
 import { buildDir } from '../../src/native.js';
 import { markerPath } from '../../src/installation.js';
 import { testDir, recordPid } from './installations.js';

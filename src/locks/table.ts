@@ -4,11 +4,11 @@
 // native code, owners and file identities, promises for waits (timeouts and
 // AbortSignal), and the typed rows of listings. Does not own: the lock
 // algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
-import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from './native.js';
-import { JdlsError } from './errors.js';
+import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from '../native.js';
+import { JdlsError } from '../errors.js';
 import fs from 'node:fs';
-import { releaseDir as defaultReleaseDir, tablePath, markerPath } from './installation.js';
-import { ipBytes } from './ip.js';
+import { releaseDir as defaultReleaseDir, tablePath, markerPath } from '../installation.js';
+import { ipBytes } from '../ip.js';
 import type { RecordLocks } from './mechanism.js';
 
 export type LockMode = 'read' | 'write';

@@ -1,19 +1,19 @@
 // ofd.ts - open file description (OFD) byte-range locks, for TypeScript: the
-// primitive under OS record locks (src/oslock.ts) and binary locks.
+// primitive under OS record locks (src/locks/oslock.ts) and binary locks.
 //
 // Owns: the typed view of the addon's `oslock` exports, errno -> JdlsError
 // mapping (one function, naming the path), validation of 64-bit ranges,
 // asynchronous waits (promises, timeouts, AbortSignal) on the addon's
 // per-wait threads, and OfdFile. Does not own: owners, keys, the registry of
-// held record locks (src/oslock.ts), POSIX range bookkeeping (src/ranges.ts).
+// held record locks (src/locks/oslock.ts), POSIX range bookkeeping (src/locks/ranges.ts).
 //
 // An OfdFile is ONE open file description. Its locks belong to it, not to
 // the process: two OfdFiles on one file conflict with each other like two
 // processes would, and both conflict with classic fcntl locks of other
 // processes. Closing it releases all of its locks.
 import util from 'node:util';
-import { native } from './native.js';
-import { JdlsError } from './errors.js';
+import { native } from '../native.js';
+import { JdlsError } from '../errors.js';
 import type { LockMode, LockOptions } from './table.js';
 
 // ---- the addon's surface ---------------------------------------------------

@@ -1,11 +1,11 @@
 // oslock.ts - the OS file-lock mechanism for record locks (kind 'os'): the
-// second implementation of RecordLocks (src/mechanism.ts), beside the
+// second implementation of RecordLocks (src/locks/mechanism.ts), beside the
 // shared-memory table.
 //
 // Owns: the lock directory, which open file description each owner uses for
 // each lock file, the registry of held keys per owner (key bytes, mode,
 // file) and the holder identities the kernel cannot report. Does not own:
-// the byte-range primitive, waits and errno mapping (src/ofd.ts, native/).
+// the byte-range primitive, waits and errno mapping (src/locks/ofd.ts, native/).
 //
 // A record lock on (inode, dev, key) is an OFD lock on ONE byte of
 // <lockDir>/jlock_<inode low 32 bits, 8 hex>_<dev low 32 bits, 8 hex>, at
@@ -34,8 +34,8 @@
 import { Buffer } from 'node:buffer';
 import fs from 'node:fs';
 import path from 'node:path';
-import { JdlsError } from './errors.js';
-import { C } from './native.js';
+import { JdlsError } from '../errors.js';
+import { C } from '../native.js';
 import type { RecordLocks } from './mechanism.js';
 import { GRANTED, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {

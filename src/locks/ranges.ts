@@ -7,7 +7,7 @@
 // l_len = the bytes before start), the lockf() -> range mapping, conflict
 // answers (F_GETLK) among the owners it is told about, listings for displays.
 //
-// Does NOT: talk to the kernel (src/oslock.ts does), wait or queue (a blocking
+// Does NOT: talk to the kernel (src/locks/oslock.ts does), wait or queue (a blocking
 // F_SETLKW is the caller's loop around tryLock), detect deadlocks, resolve
 // l_whence (the shim knows the descriptor's offset and size), know file
 // identities or owner lifetimes (the server calls unlockAll when an owner dies
@@ -21,7 +21,7 @@
 //
 // Cost: every operation is a binary search plus work on the segments it
 // touches (and one splice); nothing is per byte.
-import { JdlsError } from './errors.js';
+import { JdlsError } from '../errors.js';
 import type { LockMode } from './table.js';
 
 /** Shared ('read', F_RDLCK) or exclusive ('write', F_WRLCK); the table's LockMode. */

@@ -2,7 +2,7 @@
 // "lock:" lines of /proc/<pid>/fdinfo/<fd>.
 //
 // Owns: parsing those files, and naming the process behind an OFD lock.
-// Does not own: taking locks (src/oslock.ts) or display (src/cli/display.ts).
+// Does not own: taking locks (src/locks/oslock.ts) or display (src/cli/display.ts).
 //
 // The trap this module exists for: /proc/locks shows an OFD lock's pid as -1,
 // because an open file description belongs to no single process. The lock

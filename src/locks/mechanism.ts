@@ -1,7 +1,7 @@
 // mechanism.ts - the one interface both record-lock mechanisms offer.
 //
-// jDLS has two: the shared-memory table (src/table.ts, LockTable) and OS file
-// locks (src/oslock.ts). The lock server and the broker take record locks
+// jDLS has two: the shared-memory table (src/locks/table.ts, LockTable) and OS file
+// locks (src/locks/oslock.ts). The lock server and the broker take record locks
 // through this interface and cannot tell the two apart, except through what
 // `kind` and a mechanism's own listing can show.
 import type { FileId, Owner, LockMode, LockResult, LockOptions, Holder } from './table.js';

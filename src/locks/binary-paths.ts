@@ -2,8 +2,8 @@
 // lock directory and the record-lock file a FILELOCK covers.
 //
 // Owns: the names only (pure, no I/O). Does not own: creating the directory
-// or opening files (src/binary.ts), the record-lock file's name rule itself
-// (lockFileName in src/oslock.ts; the suffix here follows the same rule and
+// or opening files (src/locks/binary.ts), the record-lock file's name rule itself
+// (lockFileName in src/locks/oslock.ts; the suffix here follows the same rule and
 // a test checks that they agree).
 import path from 'node:path';
 

@@ -1,15 +1,15 @@
 // binary.ts - binary locks: group locks, file locks (jBASE FILELOCK),
 // execution locks (jBASE LOCK n) and general POSIX byte ranges for
-// intercepted programs, as OFD locks on OfdFile (src/ofd.ts).
+// intercepted programs, as OFD locks on OfdFile (src/locks/ofd.ts).
 //
 // Owns: which open file description each owner uses for each lock file, the
-// model of who holds which bytes (one LockSpace per lock file, src/ranges.ts)
+// model of who holds which bytes (one LockSpace per lock file, src/locks/ranges.ts)
 // for displays, release-all and naming holders of this process, and the rules
 // of each kind (argument checks, FILELOCK's refusal under the shm table).
 // Does not own: the byte-range primitive, waits and errno mapping
-// (src/ofd.ts), range arithmetic (src/ranges.ts), file names
-// (src/binary-paths.ts, lockFileName in src/oslock.ts), record locks
-// (src/oslock.ts, src/table.ts).
+// (src/locks/ofd.ts), range arithmetic (src/locks/ranges.ts), file names
+// (src/locks/binary-paths.ts, lockFileName in src/locks/oslock.ts), record locks
+// (src/locks/oslock.ts, src/locks/table.ts).
 //
 // Every kind is "an OFD lock on a range of one file":
 //   group  <binaryDir>/jgroup_%08x_%08x  byte = group number (read or write)
@@ -22,7 +22,7 @@
 // that dies (its descriptors close).
 import fs from 'node:fs';
 import path from 'node:path';
-import { JdlsError, type JdlsErrorCode } from './errors.js';
+import { JdlsError, type JdlsErrorCode } from '../errors.js';
 import { OfdFile, OsLockError, checkRange, osError, osn, type RangeArg, type RangeHolder } from './ofd.js';
 import { OsLocks, DEFAULT_LOCK_DIR, lockFileName } from './oslock.js';
 import { LockSpace, range, posixLen, END_INFINITY, type Range, type Holding } from './ranges.js';
