@@ -36,9 +36,16 @@ extern close_fn real_close;
 void shim_resolve(void);
 /* The recursion guard: non-zero while this thread is inside the shim. */
 extern SHIM_TLS int shim_busy;
-/* This process's pid, cached (reset in the fork child). */
+/* Non-zero in a vfork child (interposed vfork, shim_real.c): it shares the
+ * parent's memory, so it must neither act as the parent nor touch its state. */
+extern SHIM_TLS int shim_in_vfork;
+/* This process's pid, cached (reset in the fork child); a vfork child's own. */
 uint32_t shim_pid(void);
 uint64_t shim_pid_start(void);
+/* 1 when the caller is not the process that owns the shim's state: a vfork
+ * child (marked), or any child that ran no atfork handler (getpid differs:
+ * one system call). The paths that release state check this. */
+int shim_foreign(void);
 /* Called by the atfork child handler. */
 void shim_record_forget(void);
 void shim_api_forget(void);

@@ -37,6 +37,10 @@ static enum shim_dest api_enter(int origin) {
   shim_busy++;
   return api_route(origin);
 }
+/* A vfork child shares its parent's memory: the OS route's descriptions and
+ * the broker connection are the parent's (locking through them would act as
+ * the parent). It may use the table, as itself (shim_owner). */
+#define API_FOREIGN(d) (shim_in_vfork && (d) != SHIM_TO_TABLE && (d) != SHIM_TO_DRIVER)
 static int api_leave(int rc) {
   shim_busy--;
   return rc;
@@ -106,6 +110,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
   if (bad_args(key, key_len) || (mode != JDLS_SHARED && mode != JDLS_EXCLUSIVE)) return -EINVAL;
   enum shim_dest d = api_enter(origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -127,7 +132,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     jdls_ticket tk;
     jdls_holder h;
     memset(&h, 0, sizeof h);
-    __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
+    if (!shim_in_vfork) __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
     if (rc == JDLS_QUEUED) rc = shim_table_wait(shim_table(), &tk);
     if (rc == JDLS_CONFLICT) {
@@ -159,6 +164,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
   if (bad_args(key, key_len)) return -EINVAL;
   enum shim_dest d = api_enter(origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -183,6 +189,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
 SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin) {
   enum shim_dest d = api_enter(origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -203,6 +210,7 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
 SHIM_EXPORT int jdls_record_unlock_all(int origin) {
   enum shim_dest d = api_enter(origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc = 0;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -226,6 +234,7 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
   if (bad_args(key, key_len)) return -EINVAL;
   enum shim_dest d = api_enter(origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;

@@ -74,8 +74,14 @@ void shim_binapi_forget(void) {
   xfd = -1;
 }
 
-/* -1 (go on: local or server), or JDLS_NOT_HANDLED. */
-static int not_local(enum shim_dest d) { return d == SHIM_TO_DRIVER ? JDLS_NOT_HANDLED : -1; }
+/* -1 (go on: local or server), or JDLS_NOT_HANDLED; -ENOLCK in a vfork
+ * child: the jexec description, the OS-route descriptions and the broker
+ * connection are its parent's (it shares the parent's memory), and locking
+ * through them would act as the parent (shim_real.c, "vfork"). */
+static int not_local(enum shim_dest d) {
+  if (d == SHIM_TO_DRIVER) return JDLS_NOT_HANDLED;
+  return shim_in_vfork ? -ENOLCK : -1;
+}
 
 /* On the server: RANGE_LOCK in the EXEC or FILELOCK space (docs/protocol.md). */
 static int remote_lock(int space, uint64_t inode, int64_t start, int64_t len, int flags,

@@ -192,6 +192,7 @@ int shim_binary_flock(int fd, int op) {
 void shim_binary_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0 && __atomic_load_n(&nfds, __ATOMIC_ACQUIRE) == 0)
     return;
+  if (shim_foreign()) return; /* a vfork child: the parent's locks (shim_real.c) */
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   int classic = 0, flk = 0;

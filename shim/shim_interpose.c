@@ -40,7 +40,14 @@ static enum shim_dest route_fd(int fd, uint64_t *inode, int64_t *dev, int *binar
 /* A classic lock command on a routed descriptor. */
 static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, int binary, uint64_t inode,
                         int64_t dev) {
-  if (binary) return shim_binary_fcntl(fd, cmd, fl);
+  if (binary) {
+    /* A vfork child would speak on its parent's connection, as its parent. */
+    if (shim_in_vfork) {
+      errno = ENOLCK;
+      return -1;
+    }
+    return shim_binary_fcntl(fd, cmd, fl);
+  }
   return shim_record_fcntl(fd, cmd, fl, inode, dev, d == SHIM_TO_SERVER);
 }
 
@@ -166,6 +173,10 @@ SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, l
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
   if (shim_busy || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) != SHIM_TO_SERVER) return real_flock(fd, op);
+  if (shim_in_vfork) {
+    errno = ENOLCK; /* the connection is the parent's */
+    return -1;
+  }
   shim_busy++;
   int rc = shim_binary_flock(fd, op);
   int saved = errno;
@@ -185,7 +196,7 @@ SHIM_EXPORT int close(int fd) {
    * process's locks while it believes it holds them. The socket is ours:
    * such a close() is reported done and the descriptor stays open (it is
    * close-on-exec). */
-  if (!shim_busy && shim_broker_owns_fd(fd)) return 0;
+  if (!shim_busy && !shim_in_vfork && shim_broker_owns_fd(fd)) return 0;
   if (!shim_busy) {
     shim_busy++;
     int saved = errno;

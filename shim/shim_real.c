@@ -17,11 +17,23 @@
 #include "shim.h"
 
 SHIM_TLS int shim_busy;
+SHIM_TLS int shim_in_vfork;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int resolved;
+/* The process that owns the shim's state (the held-file lists, the broker
+ * connection, the C API's descriptions, the exit release): set when the
+ * library is loaded and in the fork child, NEVER lazily - a lazy first call
+ * could come from a vfork child and write the child's pid into the memory it
+ * shares with its parent. */
 static uint32_t cached_pid;
 static uint64_t cached_start;
+
+static uint32_t sys_getpid(void) { return (uint32_t)syscall(SYS_getpid); }
+
+__attribute__((constructor)) static void init_owner(void) {
+  __atomic_store_n(&cached_pid, sys_getpid(), __ATOMIC_RELAXED);
+}
 
 /* Fallbacks for the window before resolution (dlsym itself, or a very early
  * caller): plain system calls, so nothing can recurse into the shim. */
@@ -63,7 +75,7 @@ close_fn real_close = sys_close;
  * cache is what makes that true (a stale cached pid would make the child
  * act - and release on close() - as its parent). */
 static void atfork_child(void) {
-  cached_pid = 0;
+  cached_pid = sys_getpid();
   cached_start = 0;
   shim_record_forget();
   shim_api_forget();
@@ -100,15 +112,21 @@ void shim_resolve(void) {
 }
 
 uint32_t shim_pid(void) {
+  /* A vfork child is another process (another lock owner) that shares our
+   * memory: it gets its own pid and writes nothing to the cache. */
+  if (shim_in_vfork) return sys_getpid();
   uint32_t p = __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
   if (!p) {
-    p = (uint32_t)getpid();
+    /* Only when the constructor did not run (a call from another library's
+     * constructor before ours): the loading process itself. */
+    p = sys_getpid();
     __atomic_store_n(&cached_pid, p, __ATOMIC_RELAXED);
   }
   return p;
 }
 
 uint64_t shim_pid_start(void) {
+  if (shim_in_vfork) return jdls_pid_start(sys_getpid());
   uint64_t s = __atomic_load_n(&cached_start, __ATOMIC_RELAXED);
   if (!s) {
     s = jdls_pid_start(shim_pid());
@@ -116,3 +134,61 @@ uint64_t shim_pid_start(void) {
   }
   return s;
 }
+
+int shim_foreign(void) {
+  return shim_in_vfork || sys_getpid() != __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
+}
+
+/* --- vfork -------------------------------------------------------------------
+ * Trap: a vfork child shares its parent's memory and runs no pthread_atfork
+ * handler, so everything the shim caches (owner pid, held-file lists, the
+ * broker connection) is the PARENT's, and the child writes into the parent's
+ * copy. A child that closes an inherited descriptor of a locked file between
+ * vfork and exec (common) would release the parent's locks. Comparing
+ * getpid() with the cached owner on every lock call would catch it, but a
+ * system call costs ~1.5 us on the VMs measured (docs/benchmarks.md), more
+ * than the whole emulated lock: so vfork itself is interposed and marks the
+ * calling thread (TLS, which the child shares with exactly this thread) for
+ * as long as the child runs on it; the parent, resumed after the child's
+ * exec or _exit, clears the mark. Written in assembly like glibc's own:
+ * the child returns through our frame first and may overwrite the stack
+ * slot holding our return address before the parent returns through it, so
+ * the return address is kept in a register (%rdi) across the system call.
+ * Not seen: a raw syscall(SYS_vfork) or clone(CLONE_VM) - the paths where the
+ * state is released (close, exit, unlock-all) also compare getpid() with the
+ * owner (shim_foreign), which catches those children too; their lock calls
+ * would act as the parent (docs/shim.md). posix_spawn, system and popen use
+ * clone(CLONE_VM|CLONE_VFORK) but run only glibc-internal calls in the child
+ * (not interposed), so the shim never runs there. */
+__attribute__((visibility("hidden"))) int shim_vfork_fail(int e) {
+  errno = e;
+  return -1;
+}
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".globl __vfork\n"
+        ".type vfork, @function\n"
+        ".type __vfork, @function\n"
+        "vfork:\n"
+        "__vfork:\n"
+        "  popq %rdi\n"
+        "  movq shim_in_vfork@gottpoff(%rip), %rsi\n"
+        "  movl $1, %fs:(%rsi)\n"
+        "  movl $58, %eax\n" /* SYS_vfork */
+        "  syscall\n"
+        "  pushq %rdi\n"
+        "  testq %rax, %rax\n"
+        "  jz 1f\n"           /* the child: marked until it execs or exits */
+        "  movl $0, %fs:(%rsi)\n" /* the parent, or the call failed */
+        "  cmpq $-4095, %rax\n"
+        "  jae 2f\n"
+        "1:\n"
+        "  ret\n"
+        "2:\n"
+        "  negl %eax\n"
+        "  movl %eax, %edi\n"
+        "  jmp shim_vfork_fail\n"
+        ".size vfork, .-vfork\n"
+        ".size __vfork, .-__vfork\n");
+#endif

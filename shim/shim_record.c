@@ -68,6 +68,10 @@ static int remember(int fd, uint64_t inode, int64_t dev, int remote) {
 
 void shim_record_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
+  /* A vfork child (or any child that ran no atfork handler) sees its
+   * parent's list: the child holds no classic locks, and releasing here
+   * would free the PARENT's (shim_real.c, "vfork"). */
+  if (shim_foreign()) return;
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   held_file f;
@@ -210,6 +214,7 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     }
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
     if (len != 1) return fail(EINVAL);
+    if (shim_in_vfork) return fail(ENOLCK); /* the connection is the parent's */
     if (remember(fd, inode, dev, 1) != 0) return fail(ENOLCK);
     int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, 1, inode, dev, key,
                               (size_t)klen, &a);
@@ -263,9 +268,13 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
     if (len != 1) return fail(EINVAL);
     /* Remember the file BEFORE locking: a close() racing in another thread
-     * must find it. */
-    if (remember(fd, inode, dev, 0) != 0) return fail(ENOLCK);
-    __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
+     * must find it. A vfork child locks as itself (shim_owner gives its own
+     * pid) and records nothing in the list it shares with its parent; it
+     * ends in exec or _exit, and its locks are reaped as a dead owner's. */
+    if (!shim_in_vfork) {
+      if (remember(fd, inode, dev, 0) != 0) return fail(ENOLCK);
+      __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
+    }
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
                       fl->l_type == F_RDLCK ? JDLS_MODE_READ : JDLS_MODE_WRITE,
                       cmd == F_SETLK ? JDLS_REQ_NOWAIT : 0};
@@ -308,6 +317,9 @@ int shim_used_table;
 
 __attribute__((destructor)) static void release_at_exit(void) {
   if (!__atomic_load_n(&shim_used_table, __ATOMIC_RELAXED)) return;
+  /* exit() in a vfork child runs the destructors too: those are the
+   * parent's locks. */
+  if (shim_foreign()) return;
   shim_busy++;
   jdls_owner o;
   shim_owner(&o);

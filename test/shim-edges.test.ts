@@ -1,0 +1,129 @@
+// shim-edges.test.ts - the POSIX edges of the preload shim's record locks
+// (issue 9): a vfork child is another process, a siglongjmp out of a blocked
+// F_SETLKW leaves nothing behind, every kind of close releases, a close racing
+// a queued F_SETLKW, lockf(F_TEST) answers as glibc on the kernel.
+// Table route throughout (monitor running, no JDLS) unless a test says so.
+// Serial: each test runs several processes and the machine has 2 cores.
+import test from 'ava';
+import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
+
+const INODE = 0xabce;
+const DEV = 0x802;
+
+for (const step of ['vforkclose', 'vforkexec', 'vforkexit']) {
+  test.serial(`a vfork child that closes an inherited descriptor does not release the parent's locks (${step})`, async (t) => {
+    const s = new ShimEnv(t);
+    await s.startMonitor();
+    const f = s.jlock(INODE, DEV);
+    const parent = s.start(SHIM_LOCKER, [f, 'w:5', step, 'hold']);
+    await parent.waitFor(/^holding$/);
+    t.deepEqual(parent.lines.slice(0, 2), ['ok', 'vforked']);
+    t.deepEqual((await s.locks()).filter((r) => r.key === '5').map((r) => r.pid), [parent.pid]);
+    t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'EAGAIN');
+    t.is(await parent.finish(), 0);
+  });
+}
+
+test.serial('siglongjmp out of a blocked F_SETLKW: the abandoned request is withdrawn and the thread stays in the shim', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await a.waitFor(/^holding$/);
+  const b = s.start(SHIM_LOCKER, [f, 'jmpW:3:300', 'line', 'w:10', 'hold']);
+  await b.waitFor(/^jumped$/, 5_000);
+  // A releases while B's abandoned request may still be queued: the table
+  // may grant it to B, which does not know it holds it.
+  t.is(await a.finish(), 0);
+  b.child.stdin?.write('\n');
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['jumped', 'go', 'ok', 'holding']);
+  const rows = await s.locks();
+  t.deepEqual(rows.filter((r) => r.pid === b.pid).map((r) => `${r.key} ${r.state}`), ['a held'], 'B\'s later lock is in the table, and only it');
+  t.deepEqual(rows.filter((r) => r.state === 'waiting'), [], 'no stale waiting entry');
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:3'])).stdout.trim(), 'ok', 'a third process takes the abandoned lock');
+  t.is(await b.finish(), 0);
+});
+
+test.serial('siglongjmp out of a blocked F_SETLKW on the server route: the request is cancelled', async (t) => {
+  const s = new ShimEnv(t);
+  const jdls = await s.startServer();
+  const f = s.jlock(INODE, DEV);
+  const env = { JDLS: jdls };
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold'], { env });
+  await a.waitFor(/^holding$/, 20_000);
+  const b = s.start(SHIM_LOCKER, [f, 'jmpW:3:500', 'line', 'w:10', 'hold'], { env });
+  await b.waitFor(/^jumped$/, 20_000);
+  t.is(await a.finish(), 0);
+  b.child.stdin?.write('\n');
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['jumped', 'go', 'ok', 'holding']);
+  const c = await s.run(SHIM_LOCKER, [f, 'w:3', 'w:10'], { env });
+  t.deepEqual(c.stdout.trim().split('\n'), ['ok', 'EAGAIN'], 'the abandoned lock is free, B\'s later one is held on the server');
+  t.is(await b.finish(), 0);
+});
+
+for (const [open, close] of [['open2', 'dup2over2'], ['open2', 'dup3over2'], ['open2', 'closerange2'], ['open2', 'closefrom2'], ['fopen2', 'fclose2']] as const) {
+  test.serial(`an implicit close releases the process's record locks: ${close}`, async (t) => {
+    const s = new ShimEnv(t);
+    await s.startMonitor();
+    const f = s.jlock(INODE, DEV);
+    const p = s.start(SHIM_LOCKER, [f, 'w:5', open, close, 'hold']);
+    await p.waitFor(/^holding$/);
+    t.deepEqual(p.lines.slice(0, 3), ['ok', 'ok', 'ok']);
+    t.deepEqual((await s.locks()).filter((r) => r.pid === p.pid), []);
+    t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'ok');
+    t.is(await p.finish(), 0);
+  });
+}
+
+test.serial('close() racing a queued F_SETLKW of another thread: the granted lock is still released by the last close', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const holder = s.start(SHIM_LOCKER, [f, 'w:5', 'hold']);
+  await holder.waitFor(/^holding$/);
+  const p = s.start(SHIM_LOCKER, [f, 'open2', 'bgW:5', 'line', 'close2', 'join', 'close1', 'hold']);
+  await s.cli.until(async () => (await s.locks()).some((r) => r.pid === p.pid && r.state === 'waiting'), 5_000);
+  p.child.stdin?.write('\n');
+  await p.waitFor(/^go$/);
+  await s.cli.until(() => p.lines.length >= 3); // close2 done while the thread waits
+  t.is(await holder.finish(), 0);
+  await p.waitFor(/^holding$/);
+  t.deepEqual(p.lines, ['ok', 'go', 'ok', 'bg ok', 'ok', 'holding']);
+  t.deepEqual((await s.locks()).filter((r) => r.pid === p.pid), [], 'the last close released the granted lock');
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'ok');
+  t.is(await p.finish(), 0);
+});
+
+// lockf(F_TEST): glibc probes with F_RDLCK and counts the caller's own lock as
+// free. The kernel's answer (no shim, no monitor) is the reference.
+async function lockfTestAnswers(s: ShimEnv, f: string, preload: boolean, env: NodeJS.ProcessEnv = {}): Promise<string[]> {
+  const out: string[] = [];
+  for (const holderStep of ['r:7', 'w:7']) {
+    const h = s.start(SHIM_LOCKER, [f, holderStep, 'hold'], { preload, env });
+    await h.waitFor(/^holding$/, 20_000);
+    out.push(`other ${holderStep[0]}: ${(await s.run(SHIM_LOCKER, [f, 'T:7'], { preload, env })).stdout.trim()}`);
+    await h.finish();
+  }
+  out.push(`own: ${(await s.run(SHIM_LOCKER, [f, 'w:7', 'T:7'], { preload, env })).stdout.trim().split('\n').join(' ')}`);
+  out.push(`free: ${(await s.run(SHIM_LOCKER, [f, 'T:7'], { preload, env })).stdout.trim()}`);
+  return out;
+}
+
+test.serial('lockf(F_TEST) answers as glibc on the kernel: table route', async (t) => {
+  const s = new ShimEnv(t);
+  const f = s.jlock(INODE, DEV);
+  const kernel = await lockfTestAnswers(s, f, false);
+  t.deepEqual(kernel, ['other r: ok', 'other w: EACCES', 'own: ok ok', 'free: ok']);
+  await s.startMonitor();
+  t.deepEqual(await lockfTestAnswers(s, f, true), kernel);
+});
+
+test.serial('lockf(F_TEST) answers as glibc on the kernel: server route', async (t) => {
+  const s = new ShimEnv(t);
+  const f = s.jlock(INODE, DEV);
+  const kernel = await lockfTestAnswers(s, f, false);
+  const jdls = await s.startServer();
+  t.deepEqual(await lockfTestAnswers(s, f, true, { JDLS: jdls }), kernel);
+});
