@@ -129,7 +129,7 @@ SHIM_EXPORT int __fcntl(int fd, int cmd, ...) {
 /* Trap: libc's lockf calls fcntl internally, not through the PLT, so the
  * fcntl wrapper above never sees it: lockf/lockf64 are wrapped themselves
  * and mapped as glibc maps them (range [cur, cur+len), F_LOCK = SETLKW
- * write, F_TLOCK = SETLK write, F_ULOCK = unlock, F_TEST = GETLK). */
+ * write, F_TLOCK = SETLK write, F_ULOCK = unlock, F_TEST = GETLK read). */
 static int do_lockf(int fd, int cmd, off_t len) {
   shim_resolve();
   if (shim_busy) return real_lockf(fd, cmd, len);
@@ -148,9 +148,12 @@ static int do_lockf(int fd, int cmd, off_t len) {
       case F_TLOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
       case F_ULOCK: fl.l_type = F_UNLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
       case F_TEST:
-        fl.l_type = F_WRLCK;
+        /* Exactly glibc's answer (misc/lockf64.c): it probes for a READ
+         * lock, so another process's read lock is no conflict, and a lock
+         * reported with the caller's own pid counts as free. */
+        fl.l_type = F_RDLCK;
         rc = routed_fcntl(fd, F_GETLK, &fl, d, binary, inode, dev);
-        if (rc == 0 && fl.l_type != F_UNLCK) {
+        if (rc == 0 && fl.l_type != F_UNLCK && (uint32_t)fl.l_pid != shim_pid()) {
           errno = EACCES;
           rc = -1;
         }
