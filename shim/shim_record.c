@@ -47,9 +47,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static held_file files[MAX_FILES];
 static unsigned nfiles;
 
-static int remember(int fd, uint64_t inode, int64_t dev, int remote) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return -1;
+static int remember_st(const struct stat *stp, uint64_t inode, int64_t dev, int remote) {
+  struct stat st = *stp;
   int rc = 0;
   pthread_mutex_lock(&mu);
   unsigned i;
@@ -64,6 +63,11 @@ static int remember(int fd, uint64_t inode, int64_t dev, int remote) {
   }
   pthread_mutex_unlock(&mu);
   return rc;
+}
+
+static int remember(int fd, struct stat *st, uint64_t inode, int64_t dev, int remote) {
+  if (fstat(fd, st) != 0) return -1;
+  return remember_st(st, inode, dev, remote);
 }
 
 void shim_record_on_close(int fd) {
@@ -215,11 +219,17 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
     if (len != 1) return fail(EINVAL);
     if (shim_in_vfork) return fail(ENOLCK); /* the connection is the parent's */
-    if (remember(fd, inode, dev, 1) != 0) return fail(ENOLCK);
+    struct stat st;
+    if (remember(fd, &st, inode, dev, 1) != 0) return fail(ENOLCK);
     int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, 1, inode, dev, key,
                               (size_t)klen, &a);
     if (rc == -EINTR) return fail(EINTR);
-    if (a.type == JDLS_FT_GRANTED) return 0;
+    if (a.type == JDLS_FT_GRANTED) {
+      /* A close() in another thread during the wait dropped the file from
+       * the list: list it again, or the last close would release nothing. */
+      if (cmd == F_SETLKW) remember_st(&st, inode, dev, 1);
+      return 0;
+    }
     if (a.type == JDLS_FT_LOCKED) return fail(EAGAIN);
     return fail(shim_broker_errno(&a));
   }
@@ -271,8 +281,9 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
      * must find it. A vfork child locks as itself (shim_owner gives its own
      * pid) and records nothing in the list it shares with its parent; it
      * ends in exec or _exit, and its locks are reaped as a dead owner's. */
+    struct stat st;
     if (!shim_in_vfork) {
-      if (remember(fd, inode, dev, 0) != 0) return fail(ENOLCK);
+      if (remember(fd, &st, inode, dev, 0) != 0) return fail(ENOLCK);
       __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     }
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
@@ -281,7 +292,17 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     jdls_ticket tk;
     jdls_holder h;
     int rc = jdls_lock_begin(t, &o, &r, -1, &tk, &h);
-    if (rc == JDLS_QUEUED) rc = shim_table_wait(t, &tk);
+    if (rc == JDLS_QUEUED) {
+      rc = shim_table_wait(t, &tk);
+      /* Trap: a close() of another descriptor of the file, in another
+       * thread, while this request waited, took the file off the list (and
+       * released what the process held in it, as the kernel does); the
+       * grant comes after it. List the file again, or closing its last
+       * descriptor would release nothing and the lock would stay until
+       * exit. (The kernel's own F_SETLKW has the same order: the lock
+       * granted after the close is held, and the next close drops it.) */
+      if (rc == JDLS_OK && !shim_in_vfork) remember_st(&st, inode, dev, 0);
+    }
     if (rc == JDLS_OK) return 0;
     return fail(shim_errno_of(rc));
   }
