@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include "../native/common/jdls_table.h"
 
@@ -32,6 +33,19 @@ extern fcntl_fn real_fcntl;
 extern flock_fn real_flock;
 extern lockf_fn real_lockf;
 extern close_fn real_close;
+/* The implicit closes (shim_interpose.c, "Implicit closes"). */
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+typedef int (*close_range_fn)(unsigned, unsigned, int);
+typedef void (*closefrom_fn)(int);
+typedef int (*fclose_fn)(FILE *);
+typedef FILE *(*freopen_fn)(const char *, const char *, FILE *);
+extern dup2_fn real_dup2;
+extern dup3_fn real_dup3;
+extern close_range_fn real_close_range;
+extern closefrom_fn real_closefrom;
+extern fclose_fn real_fclose;
+extern freopen_fn real_freopen;
 /* Resolve the real_* pointers (once). */
 void shim_resolve(void);
 /* The recursion guard: non-zero while this thread is inside the shim. */
@@ -81,6 +95,10 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
 /* close(fd): release the process's record locks in fd's file if it is one
  * this process locked in. Cheap when it locked in none. */
 void shim_record_on_close(int fd);
+/* Does the process hold (or may it hold) emulated locks that a close must
+ * release? Cheap (one atomic load each). */
+int shim_record_holds(void);
+int shim_binary_holds(void);
 /* Wait for a queued table request, interruptibly (JDLS_TIMEOUT = a signal
  * handler ran; the request is cancelled). */
 int shim_table_wait(jdls_table *t, const jdls_ticket *tk);

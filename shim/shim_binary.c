@@ -189,6 +189,10 @@ int shim_binary_flock(int fd, int op) {
   return fail(shim_broker_errno(&a));
 }
 
+int shim_binary_holds(void) {
+  return __atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) != 0 || __atomic_load_n(&nfds, __ATOMIC_ACQUIRE) != 0;
+}
+
 void shim_binary_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0 && __atomic_load_n(&nfds, __ATOMIC_ACQUIRE) == 0)
     return;

@@ -1,6 +1,7 @@
 /*
  * shim_interpose.c - the libc entry points the shim replaces: fcntl,
- * fcntl64, __fcntl, lockf, lockf64, flock, close.
+ * fcntl64, __fcntl, lockf, lockf64, flock, close - and the implicit closes:
+ * dup2, dup3, close_range, closefrom, fclose, freopen(64).
  *
  * Each one: resolve the real function once; inside the shim (recursion
  * guard) or for anything that is not a classic POSIX lock on a jlock file
@@ -17,7 +18,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/close_range.h>
 #include <sys/file.h>
 #include "jdls.h"
 #include "shim.h"
@@ -188,10 +192,62 @@ SHIM_EXPORT int flock(int fd, int op) {
   return rc;
 }
 
-/* Trap: close() of ANY descriptor of a file drops all of the process's
+/* --- closes ------------------------------------------------------------------
+ * Trap: close() of ANY descriptor of a file drops all of the process's
  * classic locks on it - also emulated ones, or a program that closes a
  * second descriptor of its lock file would keep locks the kernel would have
- * dropped. Released before the real close, while fd still names the file. */
+ * dropped. Released before the real close, while fd still names the file.
+ * And close() is not the only close: dup2/dup3 close their target,
+ * close_range/closefrom close many, fclose/freopen close through glibc's
+ * internal entry (not the `close` symbol, so the close() below never sees
+ * them). Each is interposed and releases first. Out of reach (docs/shim.md):
+ * raw system calls, glibc-internal closes of descriptors the program did not
+ * open itself (they cannot name a locked file... unless reused), fcloseall,
+ * and close-on-exec at exec. */
+static void before_close(int fd) {
+  if (shim_busy || fd < 0) return;
+  if (!shim_record_holds() && !shim_binary_holds()) return;
+  shim_busy++;
+  int saved = errno;
+  shim_record_on_close(fd);
+  shim_binary_on_close(fd);
+  errno = saved;
+  shim_busy--;
+}
+
+static int holds_any(void) { return !shim_busy && (shim_record_holds() || shim_binary_holds()); }
+
+/* Every open descriptor in [lo, hi] (close_range, closefrom), from
+ * /proc/self/fd with raw system calls: no malloc, no stdio, nothing that
+ * comes back into the shim. Only when the process holds emulated locks. */
+struct shim_dirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+static void before_close_range(unsigned lo, unsigned hi) {
+  if (!holds_any()) return;
+  int dfd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return;
+  char buf[4096] __attribute__((aligned(8)));
+  for (;;) {
+    long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      struct shim_dirent64 *d = (struct shim_dirent64 *)(buf + off);
+      off += d->d_reclen;
+      const char *c = d->d_name;
+      if (*c < '0' || *c > '9') continue;
+      unsigned long v = 0;
+      for (; *c >= '0' && *c <= '9'; c++) v = v * 10 + (unsigned long)(*c - '0');
+      if ((int)v != dfd && v >= lo && v <= hi) before_close((int)v);
+    }
+  }
+  syscall(SYS_close, dfd);
+}
+
 SHIM_EXPORT int close(int fd) {
   shim_resolve();
   /* Trap: programs that close every descriptor (daemons, some shells) would
@@ -200,13 +256,63 @@ SHIM_EXPORT int close(int fd) {
    * such a close() is reported done and the descriptor stays open (it is
    * close-on-exec). */
   if (!shim_busy && !shim_in_vfork && shim_broker_owns_fd(fd)) return 0;
-  if (!shim_busy) {
-    shim_busy++;
-    int saved = errno;
-    shim_record_on_close(fd);
-    shim_binary_on_close(fd);
-    errno = saved;
-    shim_busy--;
-  }
+  before_close(fd);
   return real_close(fd);
+}
+
+/* dup2/dup3 close `nfd` only when they succeed: not when `ofd` is not open
+ * (EBADF), and never when ofd == nfd. */
+static int fd_open(int fd) { return (int)syscall(SYS_fcntl, fd, F_GETFD) >= 0; }
+
+SHIM_EXPORT int dup2(int ofd, int nfd) {
+  shim_resolve();
+  if (ofd != nfd && holds_any() && fd_open(ofd)) before_close(nfd);
+  return real_dup2(ofd, nfd);
+}
+
+SHIM_EXPORT int dup3(int ofd, int nfd, int flags) {
+  shim_resolve();
+  if (ofd != nfd && holds_any() && fd_open(ofd)) before_close(nfd);
+  return real_dup3(ofd, nfd, flags);
+}
+
+SHIM_EXPORT int close_range(unsigned lo, unsigned hi, int flags) {
+  shim_resolve();
+  /* CLOSE_RANGE_CLOEXEC closes nothing now (at exec: out of reach). */
+  if (!(flags & CLOSE_RANGE_CLOEXEC) && lo <= hi) before_close_range(lo, hi);
+  return real_close_range(lo, hi, flags);
+}
+
+SHIM_EXPORT void closefrom(int lo) {
+  shim_resolve();
+  if (lo >= 0) before_close_range((unsigned)lo, ~0U);
+  real_closefrom(lo);
+}
+
+/* A stream's buffered data is written before its locks go, as with the
+ * kernel (fclose writes, then closes): flushed here first, then released. */
+static void before_stream_close(FILE *f) {
+  if (!f || !holds_any()) return;
+  int fd = fileno(f);
+  if (fd < 0) return;
+  fflush(f);
+  before_close(fd);
+}
+
+SHIM_EXPORT int fclose(FILE *f) {
+  shim_resolve();
+  before_stream_close(f);
+  return real_fclose(f);
+}
+
+/* freopen closes the stream's descriptor (with a NULL path too: glibc
+ * reopens the file and closes the old descriptor - any close drops the
+ * locks). */
+SHIM_EXPORT FILE *freopen(const char *path, const char *mode, FILE *f) {
+  shim_resolve();
+  before_stream_close(f);
+  return real_freopen(path, mode, f);
+}
+SHIM_EXPORT FILE *freopen64(const char *path, const char *mode, FILE *f) {
+  return freopen(path, mode, f);
 }

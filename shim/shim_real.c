@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <sys/syscall.h>
@@ -64,11 +65,32 @@ static int sys_lockf(int fd, int cmd, off_t len) {
   return -1;
 }
 
+static int sys_dup2(int o, int n) { return (int)syscall(SYS_dup2, o, n); }
+static int sys_dup3(int o, int n, int f) { return (int)syscall(SYS_dup3, o, n, f); }
+static int sys_close_range(unsigned lo, unsigned hi, int f) { return (int)syscall(SYS_close_range, lo, hi, f); }
+static void sys_closefrom(int lo) { syscall(SYS_close_range, (unsigned)lo, ~0U, 0); }
+/* No system call closes a stream: these two look libc's up on the spot
+ * (an fclose before resolution, from another library's constructor). */
+static int early_fclose(FILE *f) {
+  fclose_fn r = (fclose_fn)dlsym(RTLD_NEXT, "fclose");
+  return r ? r(f) : EOF;
+}
+static FILE *early_freopen(const char *p, const char *m, FILE *f) {
+  freopen_fn r = (freopen_fn)dlsym(RTLD_NEXT, "freopen");
+  return r ? r(p, m, f) : NULL;
+}
+
 /* Start on the system calls; resolve() swaps in libc's functions. */
 fcntl_fn real_fcntl = sys_fcntl;
 flock_fn real_flock = sys_flock;
 lockf_fn real_lockf = sys_lockf;
 close_fn real_close = sys_close;
+dup2_fn real_dup2 = sys_dup2;
+dup3_fn real_dup3 = sys_dup3;
+close_range_fn real_close_range = sys_close_range;
+closefrom_fn real_closefrom = sys_closefrom;
+fclose_fn real_fclose = early_fclose;
+freopen_fn real_freopen = early_freopen;
 
 /* Fork: classic locks are not inherited (POSIX). The child gets a new pid,
  * so it is a different owner in the table automatically; resetting the
@@ -94,6 +116,19 @@ static void resolve(void) {
   if (!l) l = (lockf_fn)dlsym(RTLD_NEXT, "lockf");
   flock_fn fl = (flock_fn)dlsym(RTLD_NEXT, "flock");
   close_fn c = (close_fn)dlsym(RTLD_NEXT, "close");
+  dup2_fn d2 = (dup2_fn)dlsym(RTLD_NEXT, "dup2");
+  dup3_fn d3 = (dup3_fn)dlsym(RTLD_NEXT, "dup3");
+  /* close_range and closefrom: glibc 2.34 and later; the system call else. */
+  close_range_fn cr = (close_range_fn)dlsym(RTLD_NEXT, "close_range");
+  closefrom_fn cf = (closefrom_fn)dlsym(RTLD_NEXT, "closefrom");
+  fclose_fn fc = (fclose_fn)dlsym(RTLD_NEXT, "fclose");
+  freopen_fn fr = (freopen_fn)dlsym(RTLD_NEXT, "freopen");
+  if (d2) real_dup2 = d2;
+  if (d3) real_dup3 = d3;
+  if (cr) real_close_range = cr;
+  if (cf) real_closefrom = cf;
+  if (fc) real_fclose = fc;
+  if (fr) real_freopen = fr;
   if (f) real_fcntl = f;
   if (l) real_lockf = l;
   if (fl) real_flock = fl;

@@ -70,6 +70,8 @@ static int remember(int fd, struct stat *st, uint64_t inode, int64_t dev, int re
   return remember_st(st, inode, dev, remote);
 }
 
+int shim_record_holds(void) { return __atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) != 0; }
+
 void shim_record_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
   /* A vfork child (or any child that ran no atfork handler) sees its

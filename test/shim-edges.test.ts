@@ -127,3 +127,26 @@ test.serial('lockf(F_TEST) answers as glibc on the kernel: server route', async 
   const jdls = await s.startServer();
   t.deepEqual(await lockfTestAnswers(s, f, true, { JDLS: jdls }), kernel);
 });
+
+// The same from python3 (os.dup2, os.closerange: CPython's own calls).
+for (const how of ['os.dup2(os.open("/dev/null", os.O_RDONLY), fd2)', 'os.closerange(fd2, fd2 + 1)']) {
+  test.serial(`an implicit close from python3 releases: ${how}`, async (t) => {
+    const s = new ShimEnv(t);
+    await s.startMonitor();
+    const f = s.jlock(INODE, DEV);
+    const py = [
+      'import os, sys, fcntl',
+      `fd = os.open(${JSON.stringify(f)}, os.O_RDWR | os.O_CREAT)`,
+      'fd2 = os.open(sys.argv[1], os.O_RDWR)',
+      'fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 5)',
+      how,
+      'print("closed", flush=True)',
+      'sys.stdin.read()',
+    ].join('\n');
+    const p = s.start('python3', ['-c', py, f]);
+    await p.waitFor(/^closed$/);
+    t.deepEqual((await s.locks()).filter((r) => r.pid === p.pid), []);
+    t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'ok');
+    t.is(await p.finish(), 0);
+  });
+}
