@@ -50,6 +50,28 @@ extern freopen_fn real_freopen;
 void shim_resolve(void);
 /* The recursion guard: non-zero while this thread is inside the shim. */
 extern SHIM_TLS int shim_busy;
+/* Non-local exits (shim_real.c, "siglongjmp"): the address of a local in
+ * the outermost entry's frame, and set when a longjmp left that frame while
+ * the thread was inside the shim (the guard was reset; what the abandoned
+ * call left behind - a queued request - is undone at the next entry). */
+extern SHIM_TLS uintptr_t shim_entry_sp;
+extern SHIM_TLS int shim_abandoned;
+/* Undo what an abandoned call left (shim_record.c): withdraw its queued
+ * table request (releasing it if it was granted meanwhile), and its broker
+ * request (shim_broker_recover). */
+void shim_recover(void);
+/* Every entry point the program calls: first undo an abandoned call, then
+ * bypass when already inside (SHIM_INSIDE), else enter (SHIM_ENTER) and
+ * leave (SHIM_LEAVE). The entry records a local's address: a longjmp whose
+ * target stack pointer lies above it leaves the shim. */
+#define SHIM_RECOVER()                                        \
+  do {                                                        \
+    if (__builtin_expect(shim_abandoned, 0)) shim_recover();  \
+  } while (0)
+#define SHIM_ENTER()                                                          \
+  volatile char shim_entry_mark_;                                             \
+  if (shim_busy++ == 0) shim_entry_sp = (uintptr_t)&shim_entry_mark_
+#define SHIM_LEAVE() (shim_busy--)
 /* Non-zero in a vfork child (interposed vfork, shim_real.c): it shares the
  * parent's memory, so it must neither act as the parent nor touch its state. */
 extern SHIM_TLS int shim_in_vfork;
@@ -102,6 +124,11 @@ int shim_binary_holds(void);
 /* Wait for a queued table request, interruptibly (JDLS_TIMEOUT = a signal
  * handler ran; the request is cancelled). */
 int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
+/* shim_table_wait for a request of key (inode, dev, key): the request is
+ * noted as this thread's pending one while it waits, so a longjmp out of the
+ * wait does not leave it queued (shim_recover). */
+int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
+                        const void *key, uint32_t klen);
 /* Set once this process took a table lock: a normal exit then releases
  * all of its table locks (the destructor in shim_record.c). */
 extern int shim_used_table;
@@ -150,6 +177,10 @@ int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, si
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a);
 /* errno for an ERROR answer. */
+/* Undo this thread's abandoned broker request (a longjmp out of its wait):
+ * CANCEL it, and release it if it was granted; give up the reader role and
+ * the mutex if the thread had them. */
+void shim_broker_recover(void);
 int shim_broker_errno(const shim_answer *a);
 /* RANGE_LOCK (mode 1/2) / RANGE_UNLOCK / RANGE_TEST through the broker;
  * `space` 0 (byte ranges), JDLS_FF_EXEC (LOCK n) or JDLS_FF_FILELOCK; `tag`

@@ -29,20 +29,21 @@
 static enum shim_dest api_route(int origin) { return shim_route(SHIM_RECORD, origin); }
 
 /* Every C-API record call enters and leaves the same way: resolve the real
- * functions, raise the recursion guard (a lock file the OS route opens must
+ * functions, undo an abandoned call (a longjmp out of a wait), raise the
+ * recursion guard (a lock file the OS route opens must
  * not come back in through the interposed calls), and take the route for
  * this origin; api_leave() lowers the guard. */
-static enum shim_dest api_enter(int origin) {
-  shim_resolve();
-  shim_busy++;
-  return api_route(origin);
-}
+#define API_ENTER(d, origin)   \
+  shim_resolve();               \
+  SHIM_RECOVER();               \
+  SHIM_ENTER();                 \
+  enum shim_dest d = api_route(origin)
 /* A vfork child shares its parent's memory: the OS route's descriptions and
  * the broker connection are the parent's (locking through them would act as
  * the parent). It may use the table, as itself (shim_owner). */
 #define API_FOREIGN(d) (shim_in_vfork && (d) != SHIM_TO_TABLE && (d) != SHIM_TO_DRIVER)
 static int api_leave(int rc) {
-  shim_busy--;
+  SHIM_LEAVE();
   return rc;
 }
 
@@ -108,7 +109,7 @@ static int bad_args(const void *key, size_t key_len) {
 SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                  int mode, int flags, int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len) || (mode != JDLS_SHARED && mode != JDLS_EXCLUSIVE)) return -EINVAL;
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
@@ -134,7 +135,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     memset(&h, 0, sizeof h);
     if (!shim_in_vfork) __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
-    if (rc == JDLS_QUEUED) rc = shim_table_wait(shim_table(), &tk);
+    if (rc == JDLS_QUEUED) rc = shim_table_wait_key(shim_table(), &tk, inode, dev, key, (uint32_t)key_len);
     if (rc == JDLS_CONFLICT) {
       if (holder_port) *holder_port = h.port;
       rc = JDLS_LOCK_LOCKED;
@@ -162,7 +163,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
 SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                    int origin) {
   if (bad_args(key, key_len)) return -EINVAL;
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
@@ -187,7 +188,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
 }
 
 SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin) {
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
@@ -208,7 +209,7 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
 }
 
 SHIM_EXPORT int jdls_record_unlock_all(int origin) {
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc = 0;
@@ -232,7 +233,7 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
 SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                    int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len)) return -EINVAL;
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;

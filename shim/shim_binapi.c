@@ -119,7 +119,8 @@ static int take(int fd, int64_t start, int64_t len, int flags, uint32_t *holder_
 SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_port) {
   if (n < 0 || n > 255) return -EINVAL;
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_EXEC, 0, n, 1, flags, holder_port);
@@ -134,7 +135,8 @@ SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_po
 SHIM_EXPORT int jdls_exec_unlock(int n, int origin) {
   if (n > 255) return -EINVAL;
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) {
@@ -151,7 +153,8 @@ SHIM_EXPORT int jdls_exec_unlock(int n, int origin) {
 
 SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port) {
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_FILELOCK, inode, 0, 0, flags, holder_port);
@@ -168,7 +171,8 @@ SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origi
 
 SHIM_EXPORT int jdls_file_unlock(uint64_t inode, int64_t dev, int origin) {
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_unlock(JDLS_FF_FILELOCK, inode, 0, 0);

@@ -88,9 +88,10 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   /* Only the three classic lock commands are ever looked at. OFD commands
    * (F_OFD_*) and everything else pass straight through: varargs are read
    * as one void * (glibc does the same) and forwarded unchanged. */
-  if (shim_busy || (cmd != F_SETLK && cmd != F_SETLKW && cmd != F_GETLK))
-    return real_fcntl(fd, cmd, arg);
-  shim_busy++;
+  if (cmd != F_SETLK && cmd != F_SETLKW && cmd != F_GETLK) return real_fcntl(fd, cmd, arg);
+  SHIM_RECOVER();
+  if (shim_busy) return real_fcntl(fd, cmd, arg);
+  SHIM_ENTER();
   uint64_t inode;
   int64_t dev;
   int rc, saved, binary;
@@ -101,7 +102,7 @@ static int do_fcntl(int fd, int cmd, void *arg) {
     rc = real_fcntl(fd, cmd, arg);
   }
   saved = errno;
-  shim_busy--;
+  SHIM_LEAVE();
   errno = saved;
   return rc;
 }
@@ -136,8 +137,9 @@ SHIM_EXPORT int __fcntl(int fd, int cmd, ...) {
  * write, F_TLOCK = SETLK write, F_ULOCK = unlock, F_TEST = GETLK read). */
 static int do_lockf(int fd, int cmd, off_t len) {
   shim_resolve();
+  SHIM_RECOVER();
   if (shim_busy) return real_lockf(fd, cmd, len);
-  shim_busy++;
+  SHIM_ENTER();
   uint64_t inode;
   int64_t dev;
   int rc;
@@ -166,7 +168,7 @@ static int do_lockf(int fd, int cmd, off_t len) {
     }
   }
   int saved = errno;
-  shim_busy--;
+  SHIM_LEAVE();
   errno = saved;
   return rc;
 }
@@ -179,15 +181,16 @@ SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, l
  * BINARY sends binary locks to the lock service (shim_binary.c). */
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
+  SHIM_RECOVER();
   if (shim_busy || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) != SHIM_TO_SERVER) return real_flock(fd, op);
   if (shim_in_vfork) {
     errno = ENOLCK; /* the connection is the parent's */
     return -1;
   }
-  shim_busy++;
+  SHIM_ENTER();
   int rc = shim_binary_flock(fd, op);
   int saved = errno;
-  shim_busy--;
+  SHIM_LEAVE();
   errno = saved;
   return rc;
 }
@@ -205,14 +208,15 @@ SHIM_EXPORT int flock(int fd, int op) {
  * open itself (they cannot name a locked file... unless reused), fcloseall,
  * and close-on-exec at exec. */
 static void before_close(int fd) {
+  SHIM_RECOVER();
   if (shim_busy || fd < 0) return;
   if (!shim_record_holds() && !shim_binary_holds()) return;
-  shim_busy++;
+  SHIM_ENTER();
   int saved = errno;
   shim_record_on_close(fd);
   shim_binary_on_close(fd);
   errno = saved;
-  shim_busy--;
+  SHIM_LEAVE();
 }
 
 static int holds_any(void) { return !shim_busy && (shim_record_holds() || shim_binary_holds()); }

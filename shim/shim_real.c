@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@
 
 SHIM_TLS int shim_busy;
 SHIM_TLS int shim_in_vfork;
+SHIM_TLS uintptr_t shim_entry_sp;
+SHIM_TLS int shim_abandoned;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int resolved;
@@ -32,8 +35,62 @@ static uint64_t cached_start;
 
 static uint32_t sys_getpid(void) { return (uint32_t)syscall(SYS_getpid); }
 
+/* --- siglongjmp ---------------------------------------------------------------
+ * Trap: fcntl is async-signal-safe, so alarm() + siglongjmp out of a blocked
+ * F_SETLKW is a legal lock timeout. The jump never returns through the shim:
+ * the recursion guard would stay raised for ever (every later fcntl/close of
+ * the thread bypassing the shim: a lock on the wrong mechanism) and the
+ * queued request would stay in the table, to be granted later to a process
+ * that does not know it holds it. The jump functions are interposed: a jump
+ * while the thread is inside the shim whose target stack pointer lies above
+ * the outermost entry's frame (stacks grow down) leaves the shim: the guard
+ * is reset and the thread marked; the next entry withdraws what was left
+ * (shim_recover) - not here, in a signal handler, where the interrupted code
+ * may hold the broker's mutex. A jump within a handler that interrupted the
+ * shim (its target is deeper) changes nothing.
+ * Rejected: comparing the stack pointer at the next entry with the entry
+ * frame's - a later call made from deeper in the program looks nested.
+ * glibc stores the stack pointer in the jmp_buf mangled (PTR_MANGLE: xor
+ * with the pointer guard at %fs:0x30, then rotate left 17), x86_64 only.
+ * Known gap: a jump out of the instant in which the thread holds a table
+ * group mutex (tens of ns in jdls_table.c) leaves that mutex held. */
+typedef void (*jump_fn)(struct __jmp_buf_tag *, int);
+static jump_fn real_longjmp, real_siglongjmp, real__longjmp, real_longjmp_chk;
+
+static void note_jump(struct __jmp_buf_tag *env) {
+  if (!shim_busy) return;
+#if defined(__x86_64__)
+  uintptr_t v = (uintptr_t)env->__jmpbuf[6]; /* JB_RSP */
+  uintptr_t guard;
+  __asm__("mov %%fs:0x30, %0" : "=r"(guard));
+  uintptr_t sp = ((v >> 17) | (v << 47)) ^ guard;
+  if (sp <= shim_entry_sp) return; /* a jump within a handler, deeper */
+#endif
+  shim_busy = 0;
+  shim_abandoned = 1;
+}
+
+__attribute__((noreturn)) static void jump(jump_fn real, struct __jmp_buf_tag *env, int val) {
+  note_jump(env);
+  if (!real) real = (jump_fn)dlsym(RTLD_NEXT, "siglongjmp");
+  real(env, val);
+  __builtin_unreachable();
+}
+
+SHIM_EXPORT void longjmp(struct __jmp_buf_tag env[1], int val) { jump(real_longjmp, env, val); }
+SHIM_EXPORT void siglongjmp(struct __jmp_buf_tag env[1], int val) { jump(real_siglongjmp, env, val); }
+SHIM_EXPORT void _longjmp(struct __jmp_buf_tag env[1], int val) { jump(real__longjmp, env, val); }
+/* _FORTIFY_SOURCE builds call this one. */
+SHIM_EXPORT void __longjmp_chk(struct __jmp_buf_tag env[1], int val) { jump(real_longjmp_chk, env, val); }
+
 __attribute__((constructor)) static void init_owner(void) {
   __atomic_store_n(&cached_pid, sys_getpid(), __ATOMIC_RELAXED);
+  /* Here, not lazily: the jump functions run in signal handlers, where
+   * dlsym (malloc, locks) must not. */
+  real_longjmp = (jump_fn)dlsym(RTLD_NEXT, "longjmp");
+  real_siglongjmp = (jump_fn)dlsym(RTLD_NEXT, "siglongjmp");
+  real__longjmp = (jump_fn)dlsym(RTLD_NEXT, "_longjmp");
+  real_longjmp_chk = (jump_fn)dlsym(RTLD_NEXT, "__longjmp_chk");
 }
 
 /* Fallbacks for the window before resolution (dlsym itself, or a very early

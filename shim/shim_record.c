@@ -173,6 +173,55 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
   }
 }
 
+/* --- a wait abandoned by a longjmp --------------------------------------------
+ * The queued request this thread waits for, noted for the length of the
+ * wait: a longjmp out of it (shim_real.c, "siglongjmp") never comes back to
+ * withdraw it, so the thread's next entry does (shim_recover). Per thread:
+ * a thread waits for one request at a time. */
+typedef struct pending_wait {
+  int active;
+  jdls_ticket tk;
+  uint64_t inode;
+  int64_t dev;
+  uint32_t klen;
+  uint8_t key[JDLS_MAX_KEY];
+} pending_wait;
+static SHIM_TLS pending_wait pending;
+
+int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
+                        const void *key, uint32_t klen) {
+  if (klen > JDLS_MAX_KEY) klen = JDLS_MAX_KEY;
+  pending.tk = *tk;
+  pending.inode = inode;
+  pending.dev = dev;
+  pending.klen = klen;
+  memcpy(pending.key, key, klen);
+  __atomic_store_n(&pending.active, 1, __ATOMIC_RELAXED);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  int rc = shim_table_wait(t, tk);
+  __atomic_store_n(&pending.active, 0, __ATOMIC_RELAXED);
+  return rc;
+}
+
+void shim_recover(void) {
+  shim_abandoned = 0;
+  shim_busy++;
+  int saved = errno;
+  if (pending.active) {
+    pending.active = 0;
+    /* Withdrawn, or - if it was granted after the jump - released: the
+     * program was told nothing and does not know it holds it. */
+    if (jdls_wait_cancel(shim_table(), &pending.tk) == JDLS_OK) {
+      jdls_owner o;
+      shim_owner(&o);
+      jdls_unlock(shim_table(), &o, pending.inode, pending.dev, pending.key, pending.klen);
+    }
+  }
+  shim_broker_recover();
+  errno = saved;
+  shim_busy--;
+}
+
 /* --- fcntl on a jlock file --------------------------------------------------- */
 static int fail(int e) {
   errno = e;
@@ -295,7 +344,7 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     jdls_holder h;
     int rc = jdls_lock_begin(t, &o, &r, -1, &tk, &h);
     if (rc == JDLS_QUEUED) {
-      rc = shim_table_wait(t, &tk);
+      rc = shim_table_wait_key(t, &tk, inode, dev, key, (uint32_t)klen);
       /* Trap: a close() of another descriptor of the file, in another
        * thread, while this request waited, took the file off the list (and
        * released what the process held in it, as the kernel does); the
