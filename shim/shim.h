@@ -89,8 +89,17 @@ void shim_api_forget(void);
 /* --- shim_classify.c ----------------------------------------------------- */
 /* The record lock directory: $JDLS_LOCKDIR, else /tmp/jbase, resolved. */
 const char *shim_lockdir(void);
-/* Is fd open on a jlock file? 1 with *inode and *dev, else 0. */
+/* Is fd open on a jlock file? 1 with *inode and *dev, else 0 (cached per
+ * descriptor: shim_classify.c says how the cache stays right).
+ * _checked: for a lock or a probe: validated with one fstat (in *st); -1
+ * when fd is not open. _trusted: for an unlock: a cached answer as is. */
+struct stat;
+int shim_classify_fd_checked(int fd, struct stat *st, uint64_t *inode, int64_t *dev);
+int shim_classify_fd_trusted(int fd, uint64_t *inode, int64_t *dev);
 int shim_classify_fd(int fd, uint64_t *inode, int64_t *dev);
+/* A close the shim sees: the descriptor's cached answer goes first. */
+void shim_classify_forget(int fd);
+void shim_classify_forget_range(unsigned lo, unsigned hi);
 
 /* --- shim_route.c -------------------------------------------------------- */
 enum shim_kind { SHIM_RECORD, SHIM_BINARY };
@@ -113,7 +122,9 @@ void shim_owner(jdls_owner *o);
 /* F_GETLK/F_SETLK/F_SETLKW on a jlock file, in the table (remote 0) or on
  * the server through the broker (remote 1). Returns what fcntl returns
  * (0 / -1 with errno). */
-int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote);
+/* `st`: fd's fstat when the caller has it (a lock), else NULL. */
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote,
+                      const struct stat *st);
 /* close(fd): release the process's record locks in fd's file if it is one
  * this process locked in. Cheap when it locked in none. */
 void shim_record_on_close(int fd);

@@ -23,27 +23,50 @@
 #include <unistd.h>
 #include <linux/close_range.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include "jdls.h"
 #include "shim.h"
 
 /* Where a classic lock on fd goes: SHIM_TO_TABLE / SHIM_TO_SERVER for a
  * record lock (a jlock file; inode/dev filled); SHIM_TO_SERVER with *binary
  * for any other file when JDLS has BINARY; else SHIM_TO_OS. */
-static enum shim_dest route_fd(int fd, uint64_t *inode, int64_t *dev, int *binary) {
-  *binary = 0;
+/* `unlock`: an unlock trusts the descriptor's cached class; a lock or a
+ * probe validates it with one fstat, left in *st (shim_classify.c). *st_ok
+ * says whether it was filled. */
+typedef struct fd_route {
+  uint64_t inode;
+  int64_t dev;
+  int binary;
+  int st_ok;
+  struct stat st;
+} fd_route;
+static enum shim_dest route_fd(int fd, int unlock, fd_route *r) {
+  r->binary = 0;
+  r->st_ok = 0;
   /* Route first: with no monitor and no JDLS nothing is looked at. */
   enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
   enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
   if (d == SHIM_TO_OS && b == SHIM_TO_OS) return SHIM_TO_OS;
-  if (shim_classify_fd(fd, inode, dev)) return d;
+  int rec;
+  if (unlock) {
+    rec = shim_classify_fd_trusted(fd, &r->inode, &r->dev);
+  } else {
+    rec = shim_classify_fd_checked(fd, &r->st, &r->inode, &r->dev);
+    /* Not open: the kernel says EBADF. */
+    if (rec < 0) return SHIM_TO_OS;
+    r->st_ok = 1;
+  }
+  if (rec) return d;
   if (b != SHIM_TO_SERVER) return SHIM_TO_OS;
-  *binary = 1;
+  r->binary = 1;
   return SHIM_TO_SERVER;
 }
 
 /* A classic lock command on a routed descriptor. */
-static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, int binary, uint64_t inode,
-                        int64_t dev) {
+static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, const fd_route *r) {
+  int binary = r->binary;
+  uint64_t inode = r->inode;
+  int64_t dev = r->dev;
   if (binary) {
     /* A vfork child would speak on its parent's connection, as its parent. */
     if (shim_in_vfork) {
@@ -52,7 +75,7 @@ static int routed_fcntl(int fd, int cmd, struct flock *fl, enum shim_dest d, int
     }
     return shim_binary_fcntl(fd, cmd, fl);
   }
-  return shim_record_fcntl(fd, cmd, fl, inode, dev, d == SHIM_TO_SERVER);
+  return shim_record_fcntl(fd, cmd, fl, inode, dev, d == SHIM_TO_SERVER, r->st_ok ? &r->st : NULL);
 }
 
 /* The common non-lock commands, straight to the kernel. glibc's fcntl
@@ -92,12 +115,13 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   SHIM_RECOVER();
   if (shim_busy) return real_fcntl(fd, cmd, arg);
   SHIM_ENTER();
-  uint64_t inode;
-  int64_t dev;
-  int rc, saved, binary;
-  enum shim_dest d = route_fd(fd, &inode, &dev, &binary);
+  int rc, saved;
+  fd_route r;
+  struct flock *fl = (struct flock *)arg;
+  int unlock = cmd != F_GETLK && fl && fl->l_type == F_UNLCK;
+  enum shim_dest d = route_fd(fd, unlock, &r);
   if (d != SHIM_TO_OS) {
-    rc = routed_fcntl(fd, cmd, (struct flock *)arg, d, binary, inode, dev);
+    rc = routed_fcntl(fd, cmd, fl, d, &r);
   } else {
     rc = real_fcntl(fd, cmd, arg);
   }
@@ -140,25 +164,23 @@ static int do_lockf(int fd, int cmd, off_t len) {
   SHIM_RECOVER();
   if (shim_busy) return real_lockf(fd, cmd, len);
   SHIM_ENTER();
-  uint64_t inode;
-  int64_t dev;
   int rc;
-  int binary;
-  enum shim_dest d = route_fd(fd, &inode, &dev, &binary);
+  fd_route r;
+  enum shim_dest d = route_fd(fd, cmd == F_ULOCK, &r);
   if (d == SHIM_TO_OS) {
     rc = real_lockf(fd, cmd, len);
   } else {
     struct flock fl = {.l_whence = SEEK_CUR, .l_start = 0, .l_len = len};
     switch (cmd) {
-      case F_LOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLKW, &fl, d, binary, inode, dev); break;
-      case F_TLOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
-      case F_ULOCK: fl.l_type = F_UNLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, binary, inode, dev); break;
+      case F_LOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLKW, &fl, d, &r); break;
+      case F_TLOCK: fl.l_type = F_WRLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, &r); break;
+      case F_ULOCK: fl.l_type = F_UNLCK; rc = routed_fcntl(fd, F_SETLK, &fl, d, &r); break;
       case F_TEST:
         /* Exactly glibc's answer (misc/lockf64.c): it probes for a READ
          * lock, so another process's read lock is no conflict, and a lock
          * reported with the caller's own pid counts as free. */
         fl.l_type = F_RDLCK;
-        rc = routed_fcntl(fd, F_GETLK, &fl, d, binary, inode, dev);
+        rc = routed_fcntl(fd, F_GETLK, &fl, d, &r);
         if (rc == 0 && fl.l_type != F_UNLCK && (uint32_t)fl.l_pid != shim_pid()) {
           errno = EACCES;
           rc = -1;
@@ -208,6 +230,7 @@ SHIM_EXPORT int flock(int fd, int op) {
  * open itself (they cannot name a locked file... unless reused), fcloseall,
  * and close-on-exec at exec. */
 static void before_close(int fd) {
+  shim_classify_forget(fd);
   SHIM_RECOVER();
   if (shim_busy || fd < 0) return;
   if (!shim_record_holds() && !shim_binary_holds()) return;
@@ -232,6 +255,7 @@ struct shim_dirent64 {
   char d_name[];
 };
 static void before_close_range(unsigned lo, unsigned hi) {
+  shim_classify_forget_range(lo, hi);
   if (!holds_any()) return;
   int dfd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return;
@@ -270,12 +294,14 @@ static int fd_open(int fd) { return (int)syscall(SYS_fcntl, fd, F_GETFD) >= 0; }
 
 SHIM_EXPORT int dup2(int ofd, int nfd) {
   shim_resolve();
+  if (ofd != nfd) shim_classify_forget(nfd);
   if (ofd != nfd && holds_any() && fd_open(ofd)) before_close(nfd);
   return real_dup2(ofd, nfd);
 }
 
 SHIM_EXPORT int dup3(int ofd, int nfd, int flags) {
   shim_resolve();
+  if (ofd != nfd) shim_classify_forget(nfd);
   if (ofd != nfd && holds_any() && fd_open(ofd)) before_close(nfd);
   return real_dup3(ofd, nfd, flags);
 }
@@ -296,9 +322,11 @@ SHIM_EXPORT void closefrom(int lo) {
 /* A stream's buffered data is written before its locks go, as with the
  * kernel (fclose writes, then closes): flushed here first, then released. */
 static void before_stream_close(FILE *f) {
-  if (!f || !holds_any()) return;
+  if (!f) return;
   int fd = fileno(f);
   if (fd < 0) return;
+  shim_classify_forget(fd);
+  if (!holds_any()) return;
   fflush(f);
   before_close(fd);
 }

@@ -65,8 +65,10 @@ static int remember_st(const struct stat *stp, uint64_t inode, int64_t dev, int 
   return rc;
 }
 
-static int remember(int fd, struct stat *st, uint64_t inode, int64_t dev, int remote) {
-  if (fstat(fd, st) != 0) return -1;
+/* `known`: fd's fstat from the classification (one system call, not two). */
+static int remember(int fd, const struct stat *known, struct stat *st, uint64_t inode, int64_t dev, int remote) {
+  if (known) *st = *known;
+  else if (fstat(fd, st) != 0) return -1;
   return remember_st(st, inode, dev, remote);
 }
 
@@ -257,7 +259,7 @@ int shim_abs_start(int fd, const struct flock *fl, int64_t *out) {
 /* The same emulation on the server, through the broker. The file is
  * (inode, -1): device numbers differ between hosts (DESIGN.md). */
 static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t start,
-                        int64_t len, const char *key, int klen) {
+                        int64_t len, const char *key, int klen, const struct stat *known) {
   int64_t dev = -1;
   shim_answer a;
   if (cmd == F_SETLK || cmd == F_SETLKW) {
@@ -271,7 +273,7 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     if (len != 1) return fail(EINVAL);
     if (shim_in_vfork) return fail(ENOLCK); /* the connection is the parent's */
     struct stat st;
-    if (remember(fd, &st, inode, dev, 1) != 0) return fail(ENOLCK);
+    if (remember(fd, known, &st, inode, dev, 1) != 0) return fail(ENOLCK);
     int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, 1, inode, dev, key,
                               (size_t)klen, &a);
     if (rc == -EINTR) return fail(EINTR);
@@ -304,14 +306,29 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
   return 0;
 }
 
-int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote) {
+/* The key: lowercase hex of the offset, as "%llx" would write it (snprintf
+ * was ~7 % of an emulated lock pair). */
+static int hex_key(char out[24], uint64_t v) {
+  char tmp[16];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v);
+  for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  out[n] = 0;
+  return n;
+}
+
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote,
+                      const struct stat *known) {
   if (!fl) return fail(EFAULT);
   int64_t start;
   if (shim_abs_start(fd, fl, &start) != 0) return -1;
   int64_t len = fl->l_len < 0 ? -fl->l_len : fl->l_len;
   char key[24];
-  int klen = snprintf(key, sizeof key, "%llx", (unsigned long long)start);
-  if (remote) return remote_fcntl(fd, cmd, fl, inode, start, len, key, klen);
+  int klen = hex_key(key, (uint64_t)start);
+  if (remote) return remote_fcntl(fd, cmd, fl, inode, start, len, key, klen, known);
   jdls_table *t = shim_table();
   jdls_owner o;
   shim_owner(&o);
@@ -334,7 +351,7 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
      * ends in exec or _exit, and its locks are reaped as a dead owner's. */
     struct stat st;
     if (!shim_in_vfork) {
-      if (remember(fd, &st, inode, dev, 0) != 0) return fail(ENOLCK);
+      if (remember(fd, known, &st, inode, dev, 0) != 0) return fail(ENOLCK);
       __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     }
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,

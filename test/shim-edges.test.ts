@@ -5,7 +5,14 @@
 // Table route throughout (monitor running, no JDLS) unless a test says so.
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
+import fs from 'node:fs';
 import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
+
+/** Does the kernel hold any POSIX/flock lock on this file? (/proc/locks) */
+function osLocked(file: string): boolean {
+  const ino = fs.statSync(file).ino;
+  return fs.readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.split(/\s+/).some((f) => f.endsWith(`:${ino}`)));
+}
 
 const INODE = 0xabce;
 const DEV = 0x802;
@@ -150,3 +157,26 @@ for (const how of ['os.dup2(os.open("/dev/null", os.O_RDONLY), fd2)', 'os.closer
     t.is(await p.finish(), 0);
   });
 }
+
+// The per-descriptor classification cache (shim_classify.c): a descriptor
+// number reused behind the shim's back (a raw close, then an open) must not
+// keep the old file's class: never a binary lock to the table, never a
+// record lock to the kernel.
+test.serial('a descriptor closed with a raw system call and reused for another file is classified again', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const jl = s.jlock(INODE, DEV);
+  const plain = `${s.cli.dir}/plain.dat`;
+  const a = s.start(SHIM_LOCKER, [jl, 'w:5', `rawreopen:${plain}`, 'w:6', 'hold']);
+  await a.waitFor(/^holding$/);
+  t.deepEqual(a.lines, ['ok', 'same', 'ok', 'holding']);
+  t.deepEqual((await s.locks()).filter((r) => r.pid === a.pid && r.key === '6'), [], 'the lock on the ordinary file is not in the table');
+  t.true(osLocked(plain), 'it is the kernel\'s');
+  t.is(await a.finish(), 0);
+  const b = s.start(SHIM_LOCKER, [plain, 'w:5', `rawreopen:${jl}`, 'w:6', 'hold']);
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['ok', 'same', 'ok', 'holding']);
+  t.deepEqual((await s.locks()).filter((r) => r.pid === b.pid).map((r) => r.key), ['6'], 'the record lock is in the table');
+  t.false(osLocked(jl), 'not the kernel\'s');
+  t.is(await b.finish(), 0);
+});
