@@ -82,6 +82,19 @@ uint64_t shim_pid_start(void);
  * child (marked), or any child that ran no atfork handler (getpid differs:
  * one system call). The paths that release state check this. */
 int shim_foreign(void);
+/* Move one of the shim's own descriptors to the top of the range
+ * (close-on-exec); returns the new number (the old one is closed). */
+int shim_high_fd(int fd);
+/* Is fd one of the shim's own (the broker socket, the C API's OS-route
+ * descriptions, jexec)? close()/close_range()/closefrom() leave those open:
+ * closing them would drop this process's locks behind its back. */
+int shim_owns_fd(int fd);
+int shim_api_owns_fd(int fd);
+int shim_binapi_owns_fd(int fd);
+/* The descriptors themselves: -1 when none; shim_api_fds fills at most max. */
+int shim_broker_fd(void);
+int shim_binapi_fd(void);
+int shim_api_fds(int *out, int max);
 /* Called by the atfork child handler. */
 void shim_record_forget(void);
 void shim_api_forget(void);

@@ -83,7 +83,9 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   if ((fd = jdls_osl_ensure_dir(dir)) < 0) goto out;
   if ((fd = jdls_osl_lock_path(path, sizeof path, dir, inode, dev)) < 0) goto out;
   if ((fd = jdls_osl_open(path, 1)) < 0) goto out;
-  osf[nosf++] = (os_file){inode, dev, fd};
+  fd = shim_high_fd(fd);
+  osf[nosf] = (os_file){inode, dev, fd};
+  __atomic_store_n(&nosf, nosf + 1, __ATOMIC_RELEASE);
 out:
   pthread_mutex_unlock(&omu);
   return fd;
@@ -99,6 +101,26 @@ void shim_api_forget(void) {
   for (unsigned i = 0; i < nosf; i++) real_close(osf[i].fd);
   shim_busy--;
   nosf = 0;
+}
+
+/* Trap: these descriptions hold this process's OS-route record locks (OFD
+ * locks belong to the description): a daemon that closes every descriptor,
+ * or a close of a reused number, would drop them while the program believes
+ * it holds them. Protected like the broker socket (close() reports success
+ * and leaves them open). Read without the mutex: a slot is written before
+ * `nosf` grows and never changes while the process lives (fork resets). */
+int shim_api_owns_fd(int fd) {
+  unsigned n = __atomic_load_n(&nosf, __ATOMIC_ACQUIRE);
+  for (unsigned i = 0; i < n; i++)
+    if (osf[i].fd == fd) return 1;
+  return 0;
+}
+
+int shim_api_fds(int *out, int max) {
+  unsigned n = __atomic_load_n(&nosf, __ATOMIC_ACQUIRE);
+  int k = 0;
+  for (unsigned i = 0; i < n && k < max; i++) out[k++] = osf[i].fd;
+  return k;
 }
 
 static int bad_args(const void *key, size_t key_len) {

@@ -56,11 +56,16 @@ static int exec_fd(void) {
       if (snprintf(path, sizeof path, "%s/jexec", dir) >= (int)sizeof path) fd = -ENAMETOOLONG;
       else fd = jdls_osl_open(path, 1);
     }
-    if (fd >= 0) xfd = fd;
+    if (fd >= 0) xfd = fd = shim_high_fd(fd);
   }
   pthread_mutex_unlock(&xmu);
   return fd;
 }
+
+/* jexec holds the LOCK n locks: protected as shim_api.c's descriptions. */
+int shim_binapi_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&xfd, __ATOMIC_RELAXED); }
+
+int shim_binapi_fd(void) { return __atomic_load_n(&xfd, __ATOMIC_RELAXED); }
 
 void shim_binapi_forget(void) {
   pthread_mutex_init(&xmu, NULL);

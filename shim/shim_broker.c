@@ -87,6 +87,8 @@ void shim_server_unreachable(const char *why) {
   _exit(1);
 }
 
+int shim_broker_fd(void) { return __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
+
 int shim_broker_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
 
 void shim_broker_forget(void) {
@@ -453,7 +455,7 @@ static void ensure_connected(void) {
     snprintf(why, sizeof why, "cannot reach or start the lock broker at %s: %s", path, strerror(errno));
     shim_server_unreachable(why);
   }
-  bfd = fd;
+  bfd = fd = shim_high_fd(fd);
 
   const char *j = shim_jdls_value();
   const char *p = getenv("JBCPORTNO");
@@ -489,6 +491,7 @@ static void ensure_connected(void) {
        * our blocking recv() would fail with EAGAIN. */
       int fl = real_fcntl(server_fd, F_GETFL, 0);
       if (fl >= 0 && (fl & O_NONBLOCK)) real_fcntl(server_fd, F_SETFL, (void *)(intptr_t)(fl & ~O_NONBLOCK));
+      server_fd = shim_high_fd(server_fd);
       shim_busy--;
       bfd = server_fd;
       direct = 1;

@@ -276,14 +276,29 @@ static void before_close_range(unsigned lo, unsigned hi) {
   syscall(SYS_close, dfd);
 }
 
+int shim_owns_fd(int fd) {
+  return shim_broker_owns_fd(fd) || shim_api_owns_fd(fd) || shim_binapi_owns_fd(fd);
+}
+
+/* The shim's own descriptors, at most max, into out; their count. */
+static int shim_own_fds(int *out, int max) {
+  int n = 0;
+  int b = shim_broker_fd();
+  if (b >= 0 && n < max) out[n++] = b;
+  int x = shim_binapi_fd();
+  if (x >= 0 && n < max) out[n++] = x;
+  return n + shim_api_fds(out + n, max - n);
+}
+
 SHIM_EXPORT int close(int fd) {
   shim_resolve();
   /* Trap: programs that close every descriptor (daemons, some shells) would
    * close the broker socket, and the server would release all of this
-   * process's locks while it believes it holds them. The socket is ours:
-   * such a close() is reported done and the descriptor stays open (it is
-   * close-on-exec). */
-  if (!shim_busy && !shim_in_vfork && shim_broker_owns_fd(fd)) return 0;
+   * process's locks while it believes it holds them; the same for the C
+   * API's lock-file descriptions (their OFD locks). They are ours: such a
+   * close() is reported done and the descriptor stays open (close-on-exec,
+   * at the top of the range). A vfork child closes its own copies. */
+  if (!shim_busy && !shim_in_vfork && shim_owns_fd(fd)) return 0;
   before_close(fd);
   return real_close(fd);
 }
@@ -306,17 +321,47 @@ SHIM_EXPORT int dup3(int ofd, int nfd, int flags) {
   return real_dup3(ofd, nfd, flags);
 }
 
+/* close_range over the shim's own descriptors (close() above): the range
+ * is closed in pieces around them (the broker socket, jexec, the C API's
+ * lock files: a handful). */
+static int close_range_around_own(unsigned lo, unsigned hi, int flags) {
+  if (shim_busy || shim_in_vfork) return real_close_range(lo, hi, flags);
+  int own[260];
+  int n = shim_own_fds(own, 260);
+  /* ascending (insertion sort: a handful) */
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && own[j - 1] > own[j]; j--) {
+      int t = own[j];
+      own[j] = own[j - 1];
+      own[j - 1] = t;
+    }
+  int rc = 0;
+  unsigned cur = lo;
+  for (int i = 0; i < n; i++) {
+    unsigned o = (unsigned)own[i];
+    if (o < cur || o > hi) continue;
+    if (o > cur && real_close_range(cur, o - 1, flags) != 0) rc = -1;
+    if (o == hi) return rc;
+    cur = o + 1;
+  }
+  if (real_close_range(cur, hi, flags) != 0) rc = -1;
+  return rc;
+}
+
 SHIM_EXPORT int close_range(unsigned lo, unsigned hi, int flags) {
   shim_resolve();
   /* CLOSE_RANGE_CLOEXEC closes nothing now (at exec: out of reach). */
   if (!(flags & CLOSE_RANGE_CLOEXEC) && lo <= hi) before_close_range(lo, hi);
-  return real_close_range(lo, hi, flags);
+  return close_range_around_own(lo, hi, flags);
 }
 
 SHIM_EXPORT void closefrom(int lo) {
   shim_resolve();
-  if (lo >= 0) before_close_range((unsigned)lo, ~0U);
-  real_closefrom(lo);
+  if (lo < 0) return real_closefrom(lo);
+  before_close_range((unsigned)lo, ~0U);
+  /* glibc's closefrom is close_range(lo, ~0U, 0), with a /proc walk where
+   * the system call is missing */
+  if (close_range_around_own((unsigned)lo, ~0U, 0) != 0) real_closefrom(lo);
 }
 
 /* A stream's buffered data is written before its locks go, as with the

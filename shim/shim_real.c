@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "shim.h"
@@ -225,6 +226,23 @@ uint64_t shim_pid_start(void) {
     __atomic_store_n(&cached_start, s, __ATOMIC_RELAXED);
   }
   return s;
+}
+
+/* The shim's own descriptors (broker socket, the C API's lock-file
+ * descriptions, jexec) live at the top of the descriptor range: a program's
+ * dup2 onto 0-2, its "lowest free descriptor" logic and fd_set-based code
+ * never meet them there. F_DUPFD_CLOEXEC from (soft limit - 64), closing
+ * the low one; kept where it is when that fails. */
+int shim_high_fd(int fd) {
+  if (fd < 0) return fd;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur < 128) return fd;
+  long from = (long)rl.rlim_cur - 64;
+  if (from > 1 << 20) from = 1 << 20;
+  int h = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, from);
+  if (h < 0) return fd;
+  syscall(SYS_close, fd);
+  return h;
 }
 
 int shim_foreign(void) {

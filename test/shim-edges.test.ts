@@ -6,7 +6,7 @@
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
 import fs from 'node:fs';
-import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
+import { ShimEnv, SHIM_LOCKER, SHIM_API } from './helpers/shim-env.js';
 
 /** Does the kernel hold any POSIX/flock lock on this file? (/proc/locks) */
 function osLocked(file: string): boolean {
@@ -180,3 +180,17 @@ test.serial('a descriptor closed with a raw system call and reused for another f
   t.false(osLocked(jl), 'not the kernel\'s');
   t.is(await b.finish(), 0);
 });
+
+// The C API's OS-route descriptions hold its OFD locks: a daemon that closes
+// every descriptor must not drop them (as the broker socket: shim-broker).
+for (const step of ['closeall', 'closefrom', 'closerange']) {
+  test.serial(`the C API's OS-route lock files survive ${step}`, async (t) => {
+    const s = new ShimEnv(t);
+    const a = s.start(SHIM_API, ['4243', '8', 'route', 'x:K1', 'lock:5', step, 'x:K2', 'hold']);
+    await a.waitFor(/^holding$/);
+    t.deepEqual(a.lines, ['route os', 'ok', 'ok', 'closed', 'ok', 'holding']);
+    const b = await s.run(SHIM_API, ['4243', '8', 'x:K1', 'x:K2', 'lock:5']);
+    t.deepEqual(b.stdout.trim().split('\n'), ['locked port=0', 'locked port=0', 'locked port=0']);
+    t.is(await a.finish(), 0);
+  });
+}
