@@ -56,6 +56,13 @@ extern SHIM_TLS int shim_busy;
  * call left behind - a queued request - is undone at the next entry). */
 extern SHIM_TLS uintptr_t shim_entry_sp;
 extern SHIM_TLS int shim_abandoned;
+/* Closes made by a signal handler while its thread was inside the shim
+ * (shim_interpose.c, "Signal handlers"): released when the thread leaves
+ * the shim (or at its next entry). */
+extern SHIM_TLS int shim_deferred_n;
+void shim_defer_close(int fd);
+/* Has the route been decided (shim_route's pthread_once done)? */
+int shim_route_decided(void);
 /* Undo what an abandoned call left (shim_record.c): withdraw its queued
  * table request (releasing it if it was granted meanwhile), and its broker
  * request (shim_broker_recover). */
@@ -64,14 +71,17 @@ void shim_recover(void);
  * bypass when already inside (SHIM_INSIDE), else enter (SHIM_ENTER) and
  * leave (SHIM_LEAVE). The entry records a local's address: a longjmp whose
  * target stack pointer lies above it leaves the shim. */
-#define SHIM_RECOVER()                                        \
-  do {                                                        \
-    if (__builtin_expect(shim_abandoned, 0)) shim_recover();  \
+#define SHIM_RECOVER()                                                                  \
+  do {                                                                                  \
+    if (__builtin_expect(shim_abandoned | (shim_deferred_n && !shim_busy), 0)) shim_recover(); \
   } while (0)
 #define SHIM_ENTER()                                                          \
   volatile char shim_entry_mark_;                                             \
   if (shim_busy++ == 0) shim_entry_sp = (uintptr_t)&shim_entry_mark_
-#define SHIM_LEAVE() (shim_busy--)
+#define SHIM_LEAVE()                                                          \
+  do {                                                                        \
+    if (--shim_busy == 0 && __builtin_expect(shim_deferred_n, 0)) shim_recover(); \
+  } while (0)
 /* Non-zero in a vfork child (interposed vfork, shim_real.c): it shares the
  * parent's memory, so it must neither act as the parent nor touch its state. */
 extern SHIM_TLS int shim_in_vfork;

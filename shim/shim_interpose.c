@@ -105,6 +105,29 @@ static inline int direct_fcntl(int fd, int cmd, void *arg) {
 #define direct_fcntl(fd, cmd, arg) (-1)
 #endif
 
+/* --- Signal handlers ------------------------------------------------------------
+ * A classic lock call while this thread is inside the shim: the shim's own
+ * code takes no classic locks, so this is a signal handler that interrupted
+ * it. It cannot be served (the interrupted code may hold the held-file
+ * mutex, a table group mutex, or the broker's reader role: the thread would
+ * wait for itself), and the kernel is the wrong mechanism for a lock the
+ * shim routes elsewhere (other processes look for it in the table or on the
+ * server). So it fails loudly with ENOLCK ("no locks available"); a call the
+ * shim would leave to the kernel anyway goes there. Before the route is
+ * decided (the handler interrupted the decision), a jlock file counts as
+ * routed. */
+static int routed_while_busy(int fd, int binary_only) {
+  uint64_t i;
+  int64_t v;
+  if (!shim_route_decided()) return !binary_only && shim_classify_fd_trusted(fd, &i, &v);
+  enum shim_dest d = shim_route(SHIM_RECORD, JDLS_ORIGIN_INTERNAL);
+  enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
+  if (binary_only) return b == SHIM_TO_SERVER;
+  if (d == SHIM_TO_OS && b == SHIM_TO_OS) return 0;
+  if (shim_classify_fd_trusted(fd, &i, &v)) return d != SHIM_TO_OS;
+  return b == SHIM_TO_SERVER;
+}
+
 static int do_fcntl(int fd, int cmd, void *arg) {
   if (PASS_STRAIGHT(cmd)) return direct_fcntl(fd, cmd, arg);
   shim_resolve();
@@ -113,7 +136,13 @@ static int do_fcntl(int fd, int cmd, void *arg) {
    * as one void * (glibc does the same) and forwarded unchanged. */
   if (cmd != F_SETLK && cmd != F_SETLKW && cmd != F_GETLK) return real_fcntl(fd, cmd, arg);
   SHIM_RECOVER();
-  if (shim_busy) return real_fcntl(fd, cmd, arg);
+  if (shim_busy) {
+    if (routed_while_busy(fd, 0)) {
+      errno = ENOLCK;
+      return -1;
+    }
+    return real_fcntl(fd, cmd, arg);
+  }
   SHIM_ENTER();
   int rc, saved;
   fd_route r;
@@ -162,7 +191,13 @@ SHIM_EXPORT int __fcntl(int fd, int cmd, ...) {
 static int do_lockf(int fd, int cmd, off_t len) {
   shim_resolve();
   SHIM_RECOVER();
-  if (shim_busy) return real_lockf(fd, cmd, len);
+  if (shim_busy) {
+    if (routed_while_busy(fd, 0)) {
+      errno = ENOLCK;
+      return -1;
+    }
+    return real_lockf(fd, cmd, len);
+  }
   SHIM_ENTER();
   int rc;
   fd_route r;
@@ -204,7 +239,14 @@ SHIM_EXPORT int lockf64(int fd, int cmd, off_t len) { return do_lockf(fd, cmd, l
 SHIM_EXPORT int flock(int fd, int op) {
   shim_resolve();
   SHIM_RECOVER();
-  if (shim_busy || shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) != SHIM_TO_SERVER) return real_flock(fd, op);
+  if (shim_busy) {
+    if (routed_while_busy(fd, 1)) {
+      errno = ENOLCK;
+      return -1;
+    }
+    return real_flock(fd, op);
+  }
+  if (shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL) != SHIM_TO_SERVER) return real_flock(fd, op);
   if (shim_in_vfork) {
     errno = ENOLCK; /* the connection is the parent's */
     return -1;
@@ -232,7 +274,14 @@ SHIM_EXPORT int flock(int fd, int op) {
 static void before_close(int fd) {
   shim_classify_forget(fd);
   SHIM_RECOVER();
-  if (shim_busy || fd < 0) return;
+  if (fd < 0) return;
+  if (shim_busy) {
+    /* A signal handler's close while the thread is inside the shim (the
+     * shim's own closes are of its own descriptors, never in the held
+     * lists): released when the thread leaves the shim. */
+    shim_defer_close(fd);
+    return;
+  }
   if (!shim_record_holds() && !shim_binary_holds()) return;
   SHIM_ENTER();
   int saved = errno;

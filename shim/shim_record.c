@@ -74,6 +74,8 @@ static int remember(int fd, const struct stat *known, struct stat *st, uint64_t 
 
 int shim_record_holds(void) { return __atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) != 0; }
 
+static void on_close_st(const struct stat *stp);
+
 void shim_record_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
   /* A vfork child (or any child that ran no atfork handler) sees its
@@ -82,6 +84,44 @@ void shim_record_on_close(int fd) {
   if (shim_foreign()) return;
   struct stat st;
   if (fstat(fd, &st) != 0) return;
+  on_close_st(&st);
+}
+
+/* --- closes made by signal handlers ------------------------------------------
+ * A handler that runs while its thread is inside the shim may hold nothing
+ * the shim needs, or the held-file mutex, or a table group mutex (the
+ * interrupted code's): releasing there could deadlock the thread on itself.
+ * The handler's close() is noted instead - the file's st_dev/st_ino, taken
+ * with fstat (async-signal-safe) before the real close - and released as
+ * soon as the thread leaves the shim (SHIM_LEAVE), or at its next entry
+ * after a longjmp. Until then the locks stay a little longer than the
+ * kernel would keep them: the interrupted call's duration (a F_SETLKW whose
+ * handler had SA_RESTART: until it is granted). At most 8 per thread; more
+ * are released at the thread's next close() of the file or exit. */
+#define MAX_DEFERRED 8
+SHIM_TLS int shim_deferred_n;
+static SHIM_TLS struct stat deferred[MAX_DEFERRED];
+
+void shim_defer_close(int fd) {
+  if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0 || shim_in_vfork) return;
+  int n = shim_deferred_n;
+  if (n >= MAX_DEFERRED) return;
+  if (syscall(SYS_fstat, fd, &deferred[n]) != 0) return;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  shim_deferred_n = n + 1;
+}
+
+static void run_deferred(void) {
+  while (shim_deferred_n > 0) {
+    struct stat st = deferred[shim_deferred_n - 1];
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    shim_deferred_n--;
+    if (!shim_foreign()) on_close_st(&st);
+  }
+}
+
+static void on_close_st(const struct stat *stp) {
+  struct stat st = *stp;
   held_file f;
   int found = 0;
   pthread_mutex_lock(&mu);
@@ -206,10 +246,11 @@ int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, in
 }
 
 void shim_recover(void) {
+  int abandoned = shim_abandoned;
   shim_abandoned = 0;
   shim_busy++;
   int saved = errno;
-  if (pending.active) {
+  if (abandoned && pending.active) {
     pending.active = 0;
     /* Withdrawn, or - if it was granted after the jump - released: the
      * program was told nothing and does not know it holds it. */
@@ -219,7 +260,8 @@ void shim_recover(void) {
       jdls_unlock(shim_table(), &o, pending.inode, pending.dev, pending.key, pending.klen);
     }
   }
-  shim_broker_recover();
+  if (abandoned) shim_broker_recover();
+  run_deferred();
   errno = saved;
   shim_busy--;
 }

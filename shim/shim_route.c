@@ -108,8 +108,14 @@ static void decide(void) {
   shim_busy--;
 }
 
+/* Set once decide() has run (shim_route_decided: a signal handler must not
+ * wait in pthread_once for the decision its own thread is taking). */
+static int decided;
+int shim_route_decided(void) { return __atomic_load_n(&decided, __ATOMIC_ACQUIRE); }
+
 enum shim_dest shim_route(enum shim_kind kind, int origin) {
   pthread_once(&once, decide);
+  if (!__atomic_load_n(&decided, __ATOMIC_RELAXED)) __atomic_store_n(&decided, 1, __ATOMIC_RELEASE);
   jdls_route_in i = in;
   i.kind = kind == SHIM_RECORD ? JDLS_KIND_RECORD : JDLS_KIND_BINARY;
   i.origin = origin == JDLS_ORIGIN_EXTERNAL ? JDLS_FROM_EXTERNAL : JDLS_FROM_INTERNAL;

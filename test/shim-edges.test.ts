@@ -194,3 +194,37 @@ for (const step of ['closeall', 'closefrom', 'closerange']) {
     t.is(await a.finish(), 0);
   });
 }
+
+// A signal handler that runs while its thread is inside the shim (here: in a
+// F_SETLKW wait, SA_RESTART so the wait goes on).
+test.serial('a signal handler\'s close() while the thread waits in the shim releases the process\'s locks in that file', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await a.waitFor(/^holding$/);
+  const b = s.start(SHIM_LOCKER, [f, 'w:9', 'open2', 'hclose:3:200', 'hold']);
+  await b.waitFor(/^handler closed$/, 5_000);
+  t.is(await a.finish(), 0);
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['ok', 'ok', 'handler closed', 'ok', 'holding']);
+  // The kernel: the close dropped 9 (taken before it); 3 was granted after it.
+  t.deepEqual((await s.locks()).filter((r) => r.pid === b.pid).map((r) => r.key), ['3']);
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:9'])).stdout.trim(), 'ok');
+  t.is(await b.finish(), 0);
+});
+
+test.serial('a signal handler\'s lock on a jlock file while the thread is inside the shim fails loudly, never goes to the kernel', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await a.waitFor(/^holding$/);
+  const b = s.start(SHIM_LOCKER, [f, 'hlock:3:9:200', 'hold']);
+  await b.waitFor(/^handler /, 5_000);
+  t.false(osLocked(f), 'no kernel lock on the jlock file');
+  t.is(await a.finish(), 0);
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['handler ENOLCK', 'ok', 'holding']);
+  t.is(await b.finish(), 0);
+});
