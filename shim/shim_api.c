@@ -213,6 +213,7 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
   API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
+  if (!shim_in_vfork && shim_foreign()) return api_leave(-ENOLCK); /* as unlock_all */
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -234,6 +235,9 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
   API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
+  /* A child that ran no atfork handler (raw clone) would release as its
+   * parent: the one system call is worth it on this rare call. */
+  if (!shim_in_vfork && shim_foreign()) return api_leave(-ENOLCK);
   int rc = 0;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
