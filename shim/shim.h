@@ -92,6 +92,11 @@ uint64_t shim_pid_start(void);
  * child (marked), or any child that ran no atfork handler (getpid differs:
  * one system call). The paths that release state check this. */
 int shim_foreign(void);
+/* A per-thread heap buffer of SHIM_THREAD_BUF bytes (which 0: the table
+ * wait's key, 1: the broker request's key); NULL if malloc failed. Not in a
+ * signal handler. */
+#define SHIM_THREAD_BUF 512
+uint8_t *shim_thread_buf(int which);
 /* Move one of the shim's own descriptors to the top of the range
  * (close-on-exec); returns the new number (the old one is closed). */
 int shim_high_fd(int fd);

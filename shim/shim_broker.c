@@ -551,7 +551,7 @@ static SHIM_TLS struct {
   uint64_t inode;
   int64_t dev, start, len;
   size_t klen;
-  uint8_t key[JDLS_PROTO_MAX_KEY];
+  uint8_t *key; /* shim_thread_buf(1): not in TLS (shim_real.c) */
 } my_req;
 
 static void lock_bmu(void) {
@@ -741,11 +741,11 @@ static void build_lock(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
                      const void *key, size_t klen, shim_answer *a) {
   key_args l = {JDLS_FT_LOCK, mode, nowait, inode, dev, key, klen};
-  if (!nowait) {
+  if (!nowait && (my_req.key = shim_thread_buf(1)) != NULL) {
     my_undo = JDLS_FT_LOCK;
     my_req.inode = inode;
     my_req.dev = dev;
-    my_req.klen = klen > sizeof my_req.key ? sizeof my_req.key : klen;
+    my_req.klen = klen > SHIM_THREAD_BUF ? SHIM_THREAD_BUF : klen;
     memcpy(my_req.key, key, my_req.klen);
   }
   /* Under WAIT no interim frames come for a waiting lock: not timed. */

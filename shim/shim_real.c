@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -243,6 +244,32 @@ int shim_high_fd(int fd) {
   if (h < 0) return fd;
   syscall(SYS_close, fd);
   return h;
+}
+
+/* --- per-thread buffers ---------------------------------------------------------
+ * Trap: the shim's TLS is initial-exec (no malloc on first access, see
+ * shim.h), and a library loaded with dlopen (the C API linked at run time)
+ * gets initial-exec TLS from glibc's small static surplus (a few hundred
+ * bytes shared by every such library): "cannot allocate memory in static
+ * TLS block" past it. So nothing big lives in TLS: the copies of a waiting
+ * request's key (for a longjmp's undo) are in a per-thread heap block,
+ * allocated on the thread's first wait (never in a signal handler) and freed
+ * at thread exit. */
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static SHIM_TLS uint8_t *thread_buf;
+static void buf_free(void *p) { free(p); }
+static void buf_init(void) { pthread_key_create(&buf_key, buf_free); }
+
+uint8_t *shim_thread_buf(int which) {
+  if (!thread_buf) {
+    pthread_once(&buf_once, buf_init);
+    uint8_t *b = malloc(2 * SHIM_THREAD_BUF);
+    if (!b) return NULL;
+    pthread_setspecific(buf_key, b);
+    thread_buf = b;
+  }
+  return thread_buf + (which ? SHIM_THREAD_BUF : 0);
 }
 
 int shim_foreign(void) {

@@ -100,20 +100,28 @@ void shim_record_on_close(int fd) {
  * are released at the thread's next close() of the file or exit. */
 #define MAX_DEFERRED 8
 SHIM_TLS int shim_deferred_n;
-static SHIM_TLS struct stat deferred[MAX_DEFERRED];
+static SHIM_TLS struct {
+  uint64_t dev, ino;
+} deferred[MAX_DEFERRED];
 
 void shim_defer_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0 || shim_in_vfork) return;
   int n = shim_deferred_n;
   if (n >= MAX_DEFERRED) return;
-  if (syscall(SYS_fstat, fd, &deferred[n]) != 0) return;
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) != 0) return;
+  deferred[n].dev = (uint64_t)st.st_dev;
+  deferred[n].ino = (uint64_t)st.st_ino;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   shim_deferred_n = n + 1;
 }
 
 static void run_deferred(void) {
   while (shim_deferred_n > 0) {
-    struct stat st = deferred[shim_deferred_n - 1];
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    st.st_dev = (dev_t)deferred[shim_deferred_n - 1].dev;
+    st.st_ino = (ino_t)deferred[shim_deferred_n - 1].ino;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     shim_deferred_n--;
     if (!shim_foreign()) on_close_st(&st);
@@ -226,13 +234,17 @@ typedef struct pending_wait {
   uint64_t inode;
   int64_t dev;
   uint32_t klen;
-  uint8_t key[JDLS_MAX_KEY];
+  uint8_t *key; /* shim_thread_buf(0): not in TLS (shim_real.c) */
 } pending_wait;
 static SHIM_TLS pending_wait pending;
 
 int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
                         const void *key, uint32_t klen) {
-  if (klen > JDLS_MAX_KEY) klen = JDLS_MAX_KEY;
+  if (klen > SHIM_THREAD_BUF) klen = SHIM_THREAD_BUF;
+  uint8_t *buf = shim_thread_buf(0);
+  /* No buffer (out of memory): the wait goes on, without the undo. */
+  if (!buf) return shim_table_wait(t, tk);
+  pending.key = buf;
   pending.tk = *tk;
   pending.inode = inode;
   pending.dev = dev;

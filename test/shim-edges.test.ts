@@ -6,7 +6,7 @@
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
 import fs from 'node:fs';
-import { ShimEnv, SHIM_LOCKER, SHIM_API } from './helpers/shim-env.js';
+import { ShimEnv, SHIM, SHIM_LOCKER, SHIM_API } from './helpers/shim-env.js';
 
 /** Does the kernel hold any POSIX/flock lock on this file? (/proc/locks) */
 function osLocked(file: string): boolean {
@@ -227,4 +227,13 @@ test.serial('a signal handler\'s lock on a jlock file while the thread is inside
   await b.waitFor(/^holding$/);
   t.deepEqual(b.lines, ['handler ENOLCK', 'ok', 'holding']);
   t.is(await b.finish(), 0);
+});
+
+// Linked at run time (dlopen), as a runtime that links the C API would: the
+// shim's initial-exec TLS must fit glibc's small static surplus.
+test.serial('the shim loads with dlopen (its TLS fits the static surplus)', async (t) => {
+  const s = new ShimEnv(t);
+  const r = await s.run('python3', ['-c', 'import ctypes, sys; print("route", ctypes.CDLL(sys.argv[1]).jdls_route())', SHIM], { preload: false });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^route \d+$/m);
 });
