@@ -30,9 +30,18 @@
 /* Where a classic lock on fd goes: SHIM_TO_TABLE / SHIM_TO_SERVER for a
  * record lock (a jlock file; inode/dev filled); SHIM_TO_SERVER with *binary
  * for any other file when JDLS has BINARY; else SHIM_TO_OS. */
-/* `unlock`: an unlock trusts the descriptor's cached class; a lock or a
- * probe validates it with one fstat, left in *st (shim_classify.c). *st_ok
- * says whether it was filled. */
+/* An unlock trusts the descriptor's cached class; a lock or a probe
+ * validates it with one fstat, left in r->st (shim_classify.c); r->st_ok
+ * says whether it was filled. `unlock` is a function: it reads the caller's
+ * struct flock, which only the routed path may touch (on the OS route a bad
+ * pointer is the kernel's EFAULT, not our crash). */
+typedef int (*unlock_fn)(const void *arg);
+static int fl_unlock(const void *arg) {
+  const struct flock *fl = arg;
+  return fl && fl->l_type == F_UNLCK;
+}
+static int yes(const void *arg) { (void)arg; return 1; }
+static int no(const void *arg) { (void)arg; return 0; }
 typedef struct fd_route {
   uint64_t inode;
   int64_t dev;
@@ -40,7 +49,7 @@ typedef struct fd_route {
   int st_ok;
   struct stat st;
 } fd_route;
-static enum shim_dest route_fd(int fd, int unlock, fd_route *r) {
+static enum shim_dest route_fd(int fd, unlock_fn unlock, const void *arg, fd_route *r) {
   r->binary = 0;
   r->st_ok = 0;
   /* Route first: with no monitor and no JDLS nothing is looked at. */
@@ -48,7 +57,7 @@ static enum shim_dest route_fd(int fd, int unlock, fd_route *r) {
   enum shim_dest b = shim_route(SHIM_BINARY, JDLS_ORIGIN_INTERNAL);
   if (d == SHIM_TO_OS && b == SHIM_TO_OS) return SHIM_TO_OS;
   int rec;
-  if (unlock) {
+  if (unlock(arg)) {
     rec = shim_classify_fd_trusted(fd, &r->inode, &r->dev);
   } else {
     rec = shim_classify_fd_checked(fd, &r->st, &r->inode, &r->dev);
@@ -147,8 +156,7 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   int rc, saved;
   fd_route r;
   struct flock *fl = (struct flock *)arg;
-  int unlock = cmd != F_GETLK && fl && fl->l_type == F_UNLCK;
-  enum shim_dest d = route_fd(fd, unlock, &r);
+  enum shim_dest d = route_fd(fd, cmd == F_GETLK ? no : fl_unlock, fl, &r);
   if (d != SHIM_TO_OS) {
     rc = routed_fcntl(fd, cmd, fl, d, &r);
   } else {
@@ -201,7 +209,7 @@ static int do_lockf(int fd, int cmd, off_t len) {
   SHIM_ENTER();
   int rc;
   fd_route r;
-  enum shim_dest d = route_fd(fd, cmd == F_ULOCK, &r);
+  enum shim_dest d = route_fd(fd, cmd == F_ULOCK ? yes : no, NULL, &r);
   if (d == SHIM_TO_OS) {
     rc = real_lockf(fd, cmd, len);
   } else {
