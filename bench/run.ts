@@ -68,7 +68,7 @@ outcomes.push(await scenario('OS record lock pair vs fcntl (interleaved rounds)'
 outcomes.push(await scenario('hand-off between processes', () => runHandoff()));
 outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
 outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds), hand-off, server memory', () => runRemote()));
-outcomes.push(await scenario('the shim: C API pair, non-lock fcntl, redirected fcntl pair (interleaved rounds)', () => runShim()));
+outcomes.push(await scenario('the shim: C API pair, direct fcntl pair, non-lock fcntl, redirected fcntl pair (interleaved rounds)', () => runShim()));
 const totalMs = Date.now() - started;
 
 const figures = outcomes.flatMap((o) => o.figures);

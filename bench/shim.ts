@@ -3,6 +3,10 @@
 //   - its C API record lock+unlock pair, in-process on the shm table (the
 //     COB job's direct path; jdls-cbench capi dlopens the shim), against an
 //     fcntl F_SETLK pair (jdls-cbench fcntl): goal <= 0.15 x;
+//   - an intercepted fcntl lock+unlock pair on a jlock file on the direct
+//     route (the shim preloaded, monitor running, no JDLS: into the shm
+//     table in-process; jdls-cbench fcntl on a jlock file) against the
+//     kernel's fcntl pair on an ordinary file: goal <= 0.3 x;
 //   - non-lock fcntl calls (F_GETFL) with the shim preloaded against the
 //     same program without it: goal within 5 %;
 //   - a redirected fcntl pair: jdls-cbench fcntl on a jlock file with
@@ -24,7 +28,9 @@ export interface ShimResult {
   fcntlNs: number[];
   getflNs: number[];
   getflShimNs: number[];
+  directNs: number[];
   capiRatio: number;
+  directRatio: number;
   getflOverhead: number;
   redirected?: { pairNs: number[]; echoNs: number[]; ratio: number } | { error: string };
 }
@@ -56,6 +62,11 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
   cli(['-ibA']);
   try {
     const fcntlFile = path.join(inst.dir, 'fcntl.lock');
+    const lockDir = path.join(inst.dir, 'jbase');
+    fs.mkdirSync(lockDir, { recursive: true });
+    const jlockFile = path.join(lockDir, 'jlock_0000beef_00000801');
+    const directEnv = { ...env, LD_PRELOAD: so, JDLS_LOCKDIR: lockDir };
+    const directNs: number[] = [];
     const capiNs: number[] = [];
     const fcntlNs: number[] = [];
     const getflNs: number[] = [];
@@ -65,18 +76,22 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
       if (c.route !== 1) throw new BenchError(`C API pair: route ${c.route}, not the table (1): is the monitor running?`);
       capiNs.push(c.nsPerPair);
       fcntlNs.push(cbench<{ nsPerPair: number }>(['fcntl', fcntlFile, String(iters)], 'fcntl pair').nsPerPair);
+      directNs.push(cbenchEnv<{ nsPerPair: number }>(['fcntl', jlockFile, String(iters)], 'fcntl pair on a jlock file (direct route)', directEnv).nsPerPair);
       getflNs.push(cbenchEnv<{ nsPerCall: number }>(['getfl', fcntlFile, String(iters * 5)], 'F_GETFL', env).nsPerCall);
       getflShimNs.push(cbenchEnv<{ nsPerCall: number }>(['getfl', fcntlFile, String(iters * 5)], 'F_GETFL with the shim', { ...env, LD_PRELOAD: so }).nsPerCall);
     }
     const capiRatio = median(capiNs) / median(fcntlNs);
+    const directRatio = median(directNs) / median(fcntlNs);
     const getflOverhead = median(getflShimNs) / median(getflNs) - 1;
-    const result: ShimResult = { rounds, capiNs, fcntlNs, getflNs, getflShimNs, capiRatio, getflOverhead };
+    const result: ShimResult = { rounds, capiNs, fcntlNs, getflNs, getflShimNs, directNs, capiRatio, directRatio, getflOverhead };
     result.redirected = await redirected(rounds, opts.redirectedIterations ?? 3000, so);
     const round1 = (x: number): number => Math.round(x * 10) / 10;
     const round3 = (x: number): number => Math.round(x * 1000) / 1000;
     const figures: Figure[] = [
       { id: 'shimCapiPair', label: 'shim C API record lock+unlock pair (in-process, shm table)', value: round1(median(capiNs)), unit: 'ns' },
       { id: 'shimCapiRatio', label: 'shim C API pair / fcntl pair', value: round3(capiRatio), unit: 'x', goal: '<= 0.15', pass: capiRatio <= 0.15, note: `fcntl pair ${round1(median(fcntlNs))} ns` },
+      { id: 'shimDirectPair', label: 'intercepted fcntl lock+unlock pair on a jlock file (direct route: shm table in-process)', value: round1(median(directNs)), unit: 'ns' },
+      { id: 'shimDirectRatio', label: 'intercepted direct fcntl pair / kernel fcntl pair', value: round3(directRatio), unit: 'x', goal: '<= 0.3', pass: directRatio <= 0.3, note: `fcntl pair ${round1(median(fcntlNs))} ns` },
       { id: 'shimGetfl', label: 'fcntl(F_GETFL) with the shim preloaded', value: round1(median(getflShimNs)), unit: 'ns', note: `without: ${round1(median(getflNs))} ns` },
       { id: 'shimGetflOverhead', label: 'non-lock fcntl overhead of the shim', value: round1(getflOverhead * 100), unit: '%', goal: '<= 5', pass: getflOverhead <= 0.05 },
     ];
@@ -141,5 +156,14 @@ async function redirected(rounds: number, iters: number, so: string): Promise<{ 
     svc?.stop();
     echo.stdin?.end();
     echo.kill('SIGKILL');
+  }
+}
+
+// `node dist/bench/shim.js`: this scenario alone (npm run bench runs it with the others).
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  const { figures } = await runShim();
+  for (const f of figures) {
+    const verdict = f.pass === undefined ? '' : f.pass ? ' PASS' : ' FAIL';
+    console.log(`${f.label}: ${f.value} ${f.unit}${f.goal ? ` (goal ${f.goal})${verdict}` : ''}${f.note ? ` - ${f.note}` : ''}`);
   }
 }

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include "../native/common/jdls_table.h"
 
@@ -32,13 +33,83 @@ extern fcntl_fn real_fcntl;
 extern flock_fn real_flock;
 extern lockf_fn real_lockf;
 extern close_fn real_close;
+/* The implicit closes (shim_interpose.c, "Implicit closes"). */
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+typedef int (*close_range_fn)(unsigned, unsigned, int);
+typedef void (*closefrom_fn)(int);
+typedef int (*fclose_fn)(FILE *);
+typedef FILE *(*freopen_fn)(const char *, const char *, FILE *);
+extern dup2_fn real_dup2;
+extern dup3_fn real_dup3;
+extern close_range_fn real_close_range;
+extern closefrom_fn real_closefrom;
+extern fclose_fn real_fclose;
+extern freopen_fn real_freopen;
 /* Resolve the real_* pointers (once). */
 void shim_resolve(void);
 /* The recursion guard: non-zero while this thread is inside the shim. */
 extern SHIM_TLS int shim_busy;
-/* This process's pid, cached (reset in the fork child). */
+/* Non-local exits (shim_real.c, "siglongjmp"): the address of a local in
+ * the outermost entry's frame, and set when a longjmp left that frame while
+ * the thread was inside the shim (the guard was reset; what the abandoned
+ * call left behind - a queued request - is undone at the next entry). */
+extern SHIM_TLS uintptr_t shim_entry_sp;
+extern SHIM_TLS int shim_abandoned;
+/* Closes made by a signal handler while its thread was inside the shim
+ * (shim_interpose.c, "Signal handlers"): released when the thread leaves
+ * the shim (or at its next entry). */
+extern SHIM_TLS int shim_deferred_n;
+void shim_defer_close(int fd);
+/* Has the route been decided (shim_route's pthread_once done)? */
+int shim_route_decided(void);
+/* Undo what an abandoned call left (shim_record.c): withdraw its queued
+ * table request (releasing it if it was granted meanwhile), and its broker
+ * request (shim_broker_recover). */
+void shim_recover(void);
+/* Every entry point the program calls: first undo an abandoned call, then
+ * bypass when already inside (SHIM_INSIDE), else enter (SHIM_ENTER) and
+ * leave (SHIM_LEAVE). The entry records a local's address: a longjmp whose
+ * target stack pointer lies above it leaves the shim. */
+#define SHIM_RECOVER()                                                                  \
+  do {                                                                                  \
+    if (__builtin_expect(shim_abandoned | (shim_deferred_n && !shim_busy), 0)) shim_recover(); \
+  } while (0)
+#define SHIM_ENTER()                                                          \
+  volatile char shim_entry_mark_;                                             \
+  if (shim_busy++ == 0) shim_entry_sp = (uintptr_t)&shim_entry_mark_
+#define SHIM_LEAVE()                                                          \
+  do {                                                                        \
+    if (--shim_busy == 0 && __builtin_expect(shim_deferred_n, 0)) shim_recover(); \
+  } while (0)
+/* Non-zero in a vfork child (interposed vfork, shim_real.c): it shares the
+ * parent's memory, so it must neither act as the parent nor touch its state. */
+extern SHIM_TLS int shim_in_vfork;
+/* This process's pid, cached (reset in the fork child); a vfork child's own. */
 uint32_t shim_pid(void);
 uint64_t shim_pid_start(void);
+/* 1 when the caller is not the process that owns the shim's state: a vfork
+ * child (marked), or any child that ran no atfork handler (getpid differs:
+ * one system call). The paths that release state check this. */
+int shim_foreign(void);
+/* A per-thread heap buffer of SHIM_THREAD_BUF bytes (which 0: the table
+ * wait's key, 1: the broker request's key); NULL if malloc failed. Not in a
+ * signal handler. */
+#define SHIM_THREAD_BUF 512
+uint8_t *shim_thread_buf(int which);
+/* Move one of the shim's own descriptors to the top of the range
+ * (close-on-exec); returns the new number (the old one is closed). */
+int shim_high_fd(int fd);
+/* Is fd one of the shim's own (the broker socket, the C API's OS-route
+ * descriptions, jexec)? close()/close_range()/closefrom() leave those open:
+ * closing them would drop this process's locks behind its back. */
+int shim_owns_fd(int fd);
+int shim_api_owns_fd(int fd);
+int shim_binapi_owns_fd(int fd);
+/* The descriptors themselves: -1 when none; shim_api_fds fills at most max. */
+int shim_broker_fd(void);
+int shim_binapi_fd(void);
+int shim_api_fds(int *out, int max);
 /* Called by the atfork child handler. */
 void shim_record_forget(void);
 void shim_api_forget(void);
@@ -46,8 +117,17 @@ void shim_api_forget(void);
 /* --- shim_classify.c ----------------------------------------------------- */
 /* The record lock directory: $JDLS_LOCKDIR, else /tmp/jbase, resolved. */
 const char *shim_lockdir(void);
-/* Is fd open on a jlock file? 1 with *inode and *dev, else 0. */
+/* Is fd open on a jlock file? 1 with *inode and *dev, else 0 (cached per
+ * descriptor: shim_classify.c says how the cache stays right).
+ * _checked: for a lock or a probe: validated with one fstat (in *st); -1
+ * when fd is not open. _trusted: for an unlock: a cached answer as is. */
+struct stat;
+int shim_classify_fd_checked(int fd, struct stat *st, uint64_t *inode, int64_t *dev);
+int shim_classify_fd_trusted(int fd, uint64_t *inode, int64_t *dev);
 int shim_classify_fd(int fd, uint64_t *inode, int64_t *dev);
+/* A close the shim sees: the descriptor's cached answer goes first. */
+void shim_classify_forget(int fd);
+void shim_classify_forget_range(unsigned lo, unsigned hi);
 
 /* --- shim_route.c -------------------------------------------------------- */
 enum shim_kind { SHIM_RECORD, SHIM_BINARY };
@@ -69,6 +149,8 @@ int shim_route_os_settled(void);
 /* Is fd the OS-route marker descriptor? (close() must not drop it: a table
  * could then enter service under this process's OS record locks.) */
 int shim_route_owns_fd(int fd);
+/* The marker descriptor, or -1. */
+int shim_route_fd(void);
 /* The JDLS value (NULL when unset). */
 const char *shim_jdls_value(void);
 /* An item of JDLS: 1 if the word is there; with `value`, the item must be
@@ -83,13 +165,24 @@ void shim_owner(jdls_owner *o);
 /* F_GETLK/F_SETLK/F_SETLKW on a jlock file, in the table (remote 0) or on
  * the server through the broker (remote 1). Returns what fcntl returns
  * (0 / -1 with errno). */
-int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote);
+/* `st`: fd's fstat when the caller has it (a lock), else NULL. */
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote,
+                      const struct stat *st);
 /* close(fd): release the process's record locks in fd's file if it is one
  * this process locked in. Cheap when it locked in none. */
 void shim_record_on_close(int fd);
+/* Does the process hold (or may it hold) emulated locks that a close must
+ * release? Cheap (one atomic load each). */
+int shim_record_holds(void);
+int shim_binary_holds(void);
 /* Wait for a queued table request, interruptibly (JDLS_TIMEOUT = a signal
  * handler ran; the request is cancelled). */
 int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
+/* shim_table_wait for a request of key (inode, dev, key): the request is
+ * noted as this thread's pending one while it waits, so a longjmp out of the
+ * wait does not leave it queued (shim_recover). */
+int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
+                        const void *key, uint32_t klen);
 /* Set once this process took a table lock: a normal exit then releases
  * all of its table locks (the destructor in shim_record.c). */
 extern int shim_used_table;
@@ -138,6 +231,10 @@ int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, si
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a);
 /* errno for an ERROR answer. */
+/* Undo this thread's abandoned broker request (a longjmp out of its wait):
+ * CANCEL it, and release it if it was granted; give up the reader role and
+ * the mutex if the thread had them. */
+void shim_broker_recover(void);
 int shim_broker_errno(const shim_answer *a);
 /* RANGE_LOCK (mode 1/2) / RANGE_UNLOCK / RANGE_TEST through the broker;
  * `space` 0 (byte ranges), JDLS_FF_EXEC (LOCK n) or JDLS_FF_FILELOCK; `tag`

@@ -29,16 +29,21 @@
 static enum shim_dest api_route(int origin) { return shim_route_record(origin); }
 
 /* Every C-API record call enters and leaves the same way: resolve the real
- * functions, raise the recursion guard (a lock file the OS route opens must
+ * functions, undo an abandoned call (a longjmp out of a wait), raise the
+ * recursion guard (a lock file the OS route opens must
  * not come back in through the interposed calls), and take the route for
  * this origin; api_leave() lowers the guard. */
-static enum shim_dest api_enter(int origin) {
-  shim_resolve();
-  shim_busy++;
-  return api_route(origin);
-}
+#define API_ENTER(d, origin)   \
+  shim_resolve();               \
+  SHIM_RECOVER();               \
+  SHIM_ENTER();                 \
+  enum shim_dest d = api_route(origin)
+/* A vfork child shares its parent's memory: the OS route's descriptions and
+ * the broker connection are the parent's (locking through them would act as
+ * the parent). It may use the table, as itself (shim_owner). */
+#define API_FOREIGN(d) (shim_in_vfork && (d) != SHIM_TO_TABLE && (d) != SHIM_TO_DRIVER)
 static int api_leave(int rc) {
-  shim_busy--;
+  SHIM_LEAVE();
   return rc;
 }
 
@@ -78,7 +83,9 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   if ((fd = jdls_osl_ensure_dir(dir)) < 0) goto out;
   if ((fd = jdls_osl_lock_path(path, sizeof path, dir, inode, dev)) < 0) goto out;
   if ((fd = jdls_osl_open(path, 1)) < 0) goto out;
-  osf[nosf++] = (os_file){inode, dev, fd};
+  fd = shim_high_fd(fd);
+  osf[nosf] = (os_file){inode, dev, fd};
+  __atomic_store_n(&nosf, nosf + 1, __ATOMIC_RELEASE);
 out:
   pthread_mutex_unlock(&omu);
   return fd;
@@ -96,6 +103,26 @@ void shim_api_forget(void) {
   nosf = 0;
 }
 
+/* Trap: these descriptions hold this process's OS-route record locks (OFD
+ * locks belong to the description): a daemon that closes every descriptor,
+ * or a close of a reused number, would drop them while the program believes
+ * it holds them. Protected like the broker socket (close() reports success
+ * and leaves them open). Read without the mutex: a slot is written before
+ * `nosf` grows and never changes while the process lives (fork resets). */
+int shim_api_owns_fd(int fd) {
+  unsigned n = __atomic_load_n(&nosf, __ATOMIC_ACQUIRE);
+  for (unsigned i = 0; i < n; i++)
+    if (osf[i].fd == fd) return 1;
+  return 0;
+}
+
+int shim_api_fds(int *out, int max) {
+  unsigned n = __atomic_load_n(&nosf, __ATOMIC_ACQUIRE);
+  int k = 0;
+  for (unsigned i = 0; i < n && k < max; i++) out[k++] = osf[i].fd;
+  return k;
+}
+
 static int bad_args(const void *key, size_t key_len) {
   return (key_len && !key) || key_len > JDLS_MAX_KEY;
 }
@@ -104,8 +131,9 @@ static int bad_args(const void *key, size_t key_len) {
 SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                  int mode, int flags, int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len) || (mode != JDLS_SHARED && mode != JDLS_EXCLUSIVE)) return -EINVAL;
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -127,9 +155,9 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     jdls_ticket tk;
     jdls_holder h;
     memset(&h, 0, sizeof h);
-    __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
+    if (!shim_in_vfork) __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
-    if (rc == JDLS_QUEUED) rc = shim_table_wait(shim_table(), &tk);
+    if (rc == JDLS_QUEUED) rc = shim_table_wait_key(shim_table(), &tk, inode, dev, key, (uint32_t)key_len);
     if (rc == JDLS_CONFLICT) {
       if (holder_port) *holder_port = h.port;
       rc = JDLS_LOCK_LOCKED;
@@ -157,8 +185,9 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
 SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                    int origin) {
   if (bad_args(key, key_len)) return -EINVAL;
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -181,8 +210,10 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
 }
 
 SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin) {
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
+  if (!shim_in_vfork && shim_foreign()) return api_leave(-ENOLCK); /* as unlock_all */
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -201,8 +232,12 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
 }
 
 SHIM_EXPORT int jdls_record_unlock_all(int origin) {
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
+  /* A child that ran no atfork handler (raw clone) would release as its
+   * parent: the one system call is worth it on this rare call. */
+  if (!shim_in_vfork && shim_foreign()) return api_leave(-ENOLCK);
   int rc = 0;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
@@ -224,8 +259,9 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
 SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                    int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len)) return -EINVAL;
-  enum shim_dest d = api_enter(origin);
+  API_ENTER(d, origin);
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
+  if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
   if (d == SHIM_TO_SERVER) {
     shim_answer a;

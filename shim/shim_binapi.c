@@ -56,11 +56,16 @@ static int exec_fd(void) {
       if (snprintf(path, sizeof path, "%s/jexec", dir) >= (int)sizeof path) fd = -ENAMETOOLONG;
       else fd = jdls_osl_open(path, 1);
     }
-    if (fd >= 0) xfd = fd;
+    if (fd >= 0) xfd = fd = shim_high_fd(fd);
   }
   pthread_mutex_unlock(&xmu);
   return fd;
 }
+
+/* jexec holds the LOCK n locks: protected as shim_api.c's descriptions. */
+int shim_binapi_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&xfd, __ATOMIC_RELAXED); }
+
+int shim_binapi_fd(void) { return __atomic_load_n(&xfd, __ATOMIC_RELAXED); }
 
 void shim_binapi_forget(void) {
   pthread_mutex_init(&xmu, NULL);
@@ -74,8 +79,14 @@ void shim_binapi_forget(void) {
   xfd = -1;
 }
 
-/* -1 (go on: local or server), or JDLS_NOT_HANDLED. */
-static int not_local(enum shim_dest d) { return d == SHIM_TO_DRIVER ? JDLS_NOT_HANDLED : -1; }
+/* -1 (go on: local or server), or JDLS_NOT_HANDLED; -ENOLCK in a vfork
+ * child: the jexec description, the OS-route descriptions and the broker
+ * connection are its parent's (it shares the parent's memory), and locking
+ * through them would act as the parent (shim_real.c, "vfork"). */
+static int not_local(enum shim_dest d) {
+  if (d == SHIM_TO_DRIVER) return JDLS_NOT_HANDLED;
+  return shim_in_vfork ? -ENOLCK : -1;
+}
 
 /* On the server: RANGE_LOCK in the EXEC or FILELOCK space (docs/protocol.md). */
 static int remote_lock(int space, uint64_t inode, int64_t start, int64_t len, int flags,
@@ -113,7 +124,8 @@ static int take(int fd, int64_t start, int64_t len, int flags, uint32_t *holder_
 SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_port) {
   if (n < 0 || n > 255) return -EINVAL;
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_EXEC, 0, n, 1, flags, holder_port);
@@ -128,7 +140,8 @@ SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_po
 SHIM_EXPORT int jdls_exec_unlock(int n, int origin) {
   if (n > 255) return -EINVAL;
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) {
@@ -145,7 +158,8 @@ SHIM_EXPORT int jdls_exec_unlock(int n, int origin) {
 
 SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port) {
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_FILELOCK, inode, 0, 0, flags, holder_port);
@@ -162,7 +176,8 @@ SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origi
 
 SHIM_EXPORT int jdls_file_unlock(uint64_t inode, int64_t dev, int origin) {
   shim_resolve();
-  shim_busy++;
+  SHIM_RECOVER();
+  SHIM_ENTER();
   enum shim_dest d = shim_route(SHIM_BINARY, origin);
   int rc = not_local(d);
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_unlock(JDLS_FF_FILELOCK, inode, 0, 0);

@@ -189,9 +189,14 @@ int shim_binary_flock(int fd, int op) {
   return fail(shim_broker_errno(&a));
 }
 
+int shim_binary_holds(void) {
+  return __atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) != 0 || __atomic_load_n(&nfds, __ATOMIC_ACQUIRE) != 0;
+}
+
 void shim_binary_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0 && __atomic_load_n(&nfds, __ATOMIC_ACQUIRE) == 0)
     return;
+  if (shim_foreign()) return; /* a vfork child: the parent's locks (shim_real.c) */
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   int classic = 0, flk = 0;

@@ -87,6 +87,8 @@ void shim_server_unreachable(const char *why) {
   _exit(1);
 }
 
+int shim_broker_fd(void) { return __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
+
 int shim_broker_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
 
 void shim_broker_forget(void) {
@@ -453,7 +455,7 @@ static void ensure_connected(void) {
     snprintf(why, sizeof why, "cannot reach or start the lock broker at %s: %s", path, strerror(errno));
     shim_server_unreachable(why);
   }
-  bfd = fd;
+  bfd = fd = shim_high_fd(fd);
 
   const char *j = shim_jdls_value();
   const char *p = getenv("JBCPORTNO");
@@ -489,6 +491,7 @@ static void ensure_connected(void) {
        * our blocking recv() would fail with EAGAIN. */
       int fl = real_fcntl(server_fd, F_GETFL, 0);
       if (fl >= 0 && (fl & O_NONBLOCK)) real_fcntl(server_fd, F_SETFL, (void *)(intptr_t)(fl & ~O_NONBLOCK));
+      server_fd = shim_high_fd(server_fd);
       shim_busy--;
       bfd = server_fd;
       direct = 1;
@@ -529,6 +532,44 @@ static void ensure_connected(void) {
  * the reader) does not end its wait with EINTR; in a single-threaded program
  * the waiting thread is always the reader. */
 
+/* A longjmp out of a request (shim_real.c, "siglongjmp") never comes back
+ * through it: what the thread had is noted per thread so its next entry
+ * can undo it (shim_broker_recover): the mutex (while held), the reader role
+ * (while reading), the request's slot id and how to release the lock if it
+ * was granted after the jump. Known gap: a jump in the middle of reading a
+ * frame (between two recv calls of one frame; frames come whole in practice)
+ * would leave the stream out of step: the next read then fails as a lost
+ * connection and the process exits with the guide's message, never runs on
+ * with wrong answers. */
+static SHIM_TLS int my_holds_bmu;
+static SHIM_TLS int my_reading;
+static SHIM_TLS uint32_t my_slot_id;
+static SHIM_TLS int my_undo;   /* 0, or JDLS_FT_LOCK / JDLS_FT_RANGE_LOCK: release if granted */
+static SHIM_TLS struct {
+  int space;
+  uint32_t tag;
+  uint64_t inode;
+  int64_t dev, start, len;
+  size_t klen;
+  uint8_t *key; /* shim_thread_buf(1): not in TLS (shim_real.c) */
+} my_req;
+
+static void lock_bmu(void) {
+  pthread_mutex_lock(&bmu);
+  my_holds_bmu = 1;
+}
+static void unlock_bmu(void) {
+  my_holds_bmu = 0;
+  pthread_mutex_unlock(&bmu);
+}
+/* pthread_cond_wait gives the mutex up while it sleeps: a jump out of the
+ * sleep leaves it not held. */
+static void wait_bcv(void) {
+  my_holds_bmu = 0;
+  pthread_cond_wait(&bcv, &bmu);
+  my_holds_bmu = 1;
+}
+
 /* With bmu held: a free slot for a new request id (waits while all are in use). */
 static slot *open_slot(uint32_t *id) {
   for (;;) {
@@ -538,7 +579,7 @@ static slot *open_slot(uint32_t *id) {
         *id = slots[i].id;
         return &slots[i];
       }
-    pthread_cond_wait(&bcv, &bmu);
+    wait_bcv();
   }
 }
 
@@ -556,21 +597,23 @@ static int await_slot(slot *s, int interruptible) {
   uint8_t body[4096];
   while (!s->done) {
     if (reading) {
-      pthread_cond_wait(&bcv, &bmu);
+      wait_bcv();
       continue;
     }
     reading = 1;
+    my_reading = 1;
     int wait_ms = -1; /* TIMEOUT applies while any outstanding request is timed */
     if (direct && timeout_ms > 0)
       for (int i = 0; i < MAX_SLOTS; i++)
         if (slots[i].used && !slots[i].done && !slots[i].untimed) wait_ms = timeout_ms;
-    pthread_mutex_unlock(&bmu);
+    unlock_bmu();
     int type = 0;
     uint32_t id = 0;
     size_t n = 0;
     int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible, wait_ms);
-    pthread_mutex_lock(&bmu);
+    lock_bmu();
     reading = 0;
+    my_reading = 0;
     pthread_cond_broadcast(&bcv);
     if (rc) return rc;
     if (type == JDLS_FT_WAITING) continue;
@@ -594,35 +637,81 @@ static void close_slot(slot *s) {
  * request (CANCEL) and the call returns -EINTR - unless the grant won the
  * race: then we hold the lock and succeed rather than lose it. */
 typedef void (*build_fn)(fbuf *f, uint32_t id, const void *arg);
+/* With bmu held: withdraw request `id` (slot s) with CANCEL and wait for
+ * its final answer (GRANTED if the grant won the race). */
+static void cancel_slot(slot *s, uint32_t id) {
+  fbuf f;
+  uint32_t cid;
+  slot *c = open_slot(&cid);
+  unlock_bmu();
+  begin(&f, JDLS_FT_CANCEL, 0, cid);
+  put32(&f, id);
+  send_locked(&f);
+  lock_bmu();
+  await_slot(s, 0);
+  await_slot(c, 0);
+  close_slot(c);
+}
+
 static int request(build_fn build, const void *arg, int interruptible, int untimed, shim_answer *a) {
-  pthread_mutex_lock(&bmu);
+  lock_bmu();
   ensure_connected();
   uint32_t id;
   slot *s = open_slot(&id);
   s->untimed = untimed;
-  pthread_mutex_unlock(&bmu);
+  unlock_bmu();
   fbuf f;
   build(&f, id, arg);
+  /* Noted before it is sent: from here a jump must withdraw it. */
+  my_slot_id = id;
   send_locked(&f);
-  pthread_mutex_lock(&bmu);
+  lock_bmu();
   int rc = await_slot(s, interruptible);
   if (rc == -EINTR) {
-    uint32_t cid;
-    slot *c = open_slot(&cid);
-    pthread_mutex_unlock(&bmu);
-    begin(&f, JDLS_FT_CANCEL, 0, cid);
-    put32(&f, id);
-    send_locked(&f);
-    pthread_mutex_lock(&bmu);
-    await_slot(s, 0);
-    await_slot(c, 0);
-    close_slot(c);
+    cancel_slot(s, id);
     rc = s->a.type == JDLS_FT_GRANTED ? 0 : -EINTR;
   }
   *a = s->a;
   close_slot(s);
-  pthread_mutex_unlock(&bmu);
+  my_slot_id = 0;
+  my_undo = 0;
+  unlock_bmu();
   return rc;
+}
+
+void shim_broker_recover(void) {
+  if (my_holds_bmu) unlock_bmu();
+  if (!my_slot_id && !my_reading) return;
+  uint32_t id = my_slot_id;
+  int undo = my_undo;
+  my_slot_id = 0;
+  my_undo = 0;
+  lock_bmu();
+  if (my_reading) {
+    /* It was the reader: another thread (or the next request) reads now. */
+    my_reading = 0;
+    reading = 0;
+    pthread_cond_broadcast(&bcv);
+  }
+  slot *s = NULL;
+  for (int i = 0; i < MAX_SLOTS && id; i++)
+    if (slots[i].used && slots[i].id == id) s = &slots[i];
+  if (!s) {
+    unlock_bmu();
+    return;
+  }
+  if (!s->done) cancel_slot(s, id);
+  int granted = s->a.type == JDLS_FT_GRANTED;
+  close_slot(s);
+  unlock_bmu();
+  if (!granted || !undo) return;
+  /* Granted after the jump: the program does not know it holds it. */
+  shim_answer a;
+  if (undo == JDLS_FT_LOCK)
+    shim_broker_call(JDLS_FT_UNLOCK, my_req.inode, my_req.dev, my_req.key, my_req.klen, &a);
+  else
+    shim_broker_range(JDLS_FT_RANGE_UNLOCK, my_req.space, 0, 0, my_req.tag, my_req.inode, my_req.start,
+                      my_req.len, &a);
 }
 
 static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
@@ -652,6 +741,13 @@ static void build_lock(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
                      const void *key, size_t klen, shim_answer *a) {
   key_args l = {JDLS_FT_LOCK, mode, nowait, inode, dev, key, klen};
+  if (!nowait && (my_req.key = shim_thread_buf(1)) != NULL) {
+    my_undo = JDLS_FT_LOCK;
+    my_req.inode = inode;
+    my_req.dev = dev;
+    my_req.klen = klen > SHIM_THREAD_BUF ? SHIM_THREAD_BUF : klen;
+    memcpy(my_req.key, key, my_req.klen);
+  }
   /* Under WAIT no interim frames come for a waiting lock: not timed. */
   return request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
 }
@@ -676,6 +772,14 @@ static void build_range(fbuf *f, uint32_t id, const void *arg) {
 int shim_broker_range(int type, int space, int mode, int nowait, uint32_t tag, uint64_t inode,
                       int64_t start, int64_t len, shim_answer *a) {
   range_args r = {type, space, mode, nowait, tag, inode, start, len};
+  if (type == JDLS_FT_RANGE_LOCK && !nowait) {
+    my_undo = JDLS_FT_RANGE_LOCK;
+    my_req.space = space;
+    my_req.tag = tag;
+    my_req.inode = inode;
+    my_req.start = start;
+    my_req.len = len;
+  }
   /* A waiting range lock gets no interim frames: not timed. */
   return request(build_range, &r, type == JDLS_FT_RANGE_LOCK && !nowait, type == JDLS_FT_RANGE_LOCK && !nowait, a);
 }

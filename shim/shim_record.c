@@ -48,9 +48,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static held_file files[MAX_FILES];
 static unsigned nfiles;
 
-static int remember(int fd, uint64_t inode, int64_t dev, int remote) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return -1;
+static int remember_st(const struct stat *stp, uint64_t inode, int64_t dev, int remote) {
+  struct stat st = *stp;
   int rc = 0;
   pthread_mutex_lock(&mu);
   unsigned i;
@@ -67,10 +66,71 @@ static int remember(int fd, uint64_t inode, int64_t dev, int remote) {
   return rc;
 }
 
+/* `known`: fd's fstat from the classification (one system call, not two). */
+static int remember(int fd, const struct stat *known, struct stat *st, uint64_t inode, int64_t dev, int remote) {
+  if (known) *st = *known;
+  else if (fstat(fd, st) != 0) return -1;
+  return remember_st(st, inode, dev, remote);
+}
+
+int shim_record_holds(void) { return __atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) != 0; }
+
+static void on_close_st(const struct stat *stp);
+
 void shim_record_on_close(int fd) {
   if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0) return;
+  /* A vfork child (or any child that ran no atfork handler) sees its
+   * parent's list: the child holds no classic locks, and releasing here
+   * would free the PARENT's (shim_real.c, "vfork"). */
+  if (shim_foreign()) return;
   struct stat st;
   if (fstat(fd, &st) != 0) return;
+  on_close_st(&st);
+}
+
+/* --- closes made by signal handlers ------------------------------------------
+ * A handler that runs while its thread is inside the shim may hold nothing
+ * the shim needs, or the held-file mutex, or a table group mutex (the
+ * interrupted code's): releasing there could deadlock the thread on itself.
+ * The handler's close() is noted instead - the file's st_dev/st_ino, taken
+ * with fstat (async-signal-safe) before the real close - and released as
+ * soon as the thread leaves the shim (SHIM_LEAVE), or at its next entry
+ * after a longjmp. Until then the locks stay a little longer than the
+ * kernel would keep them: the interrupted call's duration (a F_SETLKW whose
+ * handler had SA_RESTART: until it is granted). At most 8 per thread; more
+ * are released at the thread's next close() of the file or exit. */
+#define MAX_DEFERRED 8
+SHIM_TLS int shim_deferred_n;
+static SHIM_TLS struct {
+  uint64_t dev, ino;
+} deferred[MAX_DEFERRED];
+
+void shim_defer_close(int fd) {
+  if (__atomic_load_n(&nfiles, __ATOMIC_ACQUIRE) == 0 || shim_in_vfork) return;
+  int n = shim_deferred_n;
+  if (n >= MAX_DEFERRED) return;
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) != 0) return;
+  deferred[n].dev = (uint64_t)st.st_dev;
+  deferred[n].ino = (uint64_t)st.st_ino;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  shim_deferred_n = n + 1;
+}
+
+static void run_deferred(void) {
+  while (shim_deferred_n > 0) {
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    st.st_dev = (dev_t)deferred[shim_deferred_n - 1].dev;
+    st.st_ino = (ino_t)deferred[shim_deferred_n - 1].ino;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    shim_deferred_n--;
+    if (!shim_foreign()) on_close_st(&st);
+  }
+}
+
+static void on_close_st(const struct stat *stp) {
+  struct stat st = *stp;
   held_file f;
   int found = 0;
   pthread_mutex_lock(&mu);
@@ -213,6 +273,11 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
       if (came == 1) {
         pthread_sigmask(SIG_SETMASK, &caller, NULL); /* handlers run, a stop stops */
         pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+        /* A handler's close() ran here, before the grant: release now what
+         * the process held in that file (this thread holds none of the
+         * shim's mutexes here). Left for SHIM_LEAVE it would also release
+         * the lock granted after it, which the kernel would keep. */
+        run_deferred();
         continue;
       }
       int64_t left = until - mono_ms();
@@ -225,6 +290,61 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
   }
   pthread_sigmask(SIG_SETMASK, &caller, NULL);
   return rc;
+}
+
+/* --- a wait abandoned by a longjmp --------------------------------------------
+ * The queued request this thread waits for, noted for the length of the
+ * wait: a longjmp out of it (shim_real.c, "siglongjmp") never comes back to
+ * withdraw it, so the thread's next entry does (shim_recover). Per thread:
+ * a thread waits for one request at a time. */
+typedef struct pending_wait {
+  int active;
+  jdls_ticket tk;
+  uint64_t inode;
+  int64_t dev;
+  uint32_t klen;
+  uint8_t *key; /* shim_thread_buf(0): not in TLS (shim_real.c) */
+} pending_wait;
+static SHIM_TLS pending_wait pending;
+
+int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
+                        const void *key, uint32_t klen) {
+  if (klen > SHIM_THREAD_BUF) klen = SHIM_THREAD_BUF;
+  uint8_t *buf = shim_thread_buf(0);
+  /* No buffer (out of memory): the wait goes on, without the undo. */
+  if (!buf) return shim_table_wait(t, tk);
+  pending.key = buf;
+  pending.tk = *tk;
+  pending.inode = inode;
+  pending.dev = dev;
+  pending.klen = klen;
+  memcpy(pending.key, key, klen);
+  __atomic_store_n(&pending.active, 1, __ATOMIC_RELAXED);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  int rc = shim_table_wait(t, tk);
+  __atomic_store_n(&pending.active, 0, __ATOMIC_RELAXED);
+  return rc;
+}
+
+void shim_recover(void) {
+  int abandoned = shim_abandoned;
+  shim_abandoned = 0;
+  shim_busy++;
+  int saved = errno;
+  if (abandoned && pending.active) {
+    pending.active = 0;
+    /* Withdrawn, or - if it was granted after the jump - released: the
+     * program was told nothing and does not know it holds it. */
+    if (jdls_wait_cancel(shim_table(), &pending.tk) == JDLS_OK) {
+      jdls_owner o;
+      shim_owner(&o);
+      jdls_unlock(shim_table(), &o, pending.inode, pending.dev, pending.key, pending.klen);
+    }
+  }
+  if (abandoned) shim_broker_recover();
+  run_deferred();
+  errno = saved;
+  shim_busy--;
 }
 
 /* --- fcntl on a jlock file --------------------------------------------------- */
@@ -262,7 +382,7 @@ int shim_abs_start(int fd, const struct flock *fl, int64_t *out) {
 /* The same emulation on the server, through the broker. The file is
  * (inode, -1): device numbers differ between hosts (DESIGN.md). */
 static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t start,
-                        int64_t len, const char *key, int klen) {
+                        int64_t len, const char *key, int klen, const struct stat *known) {
   int64_t dev = -1;
   shim_answer a;
   if (cmd == F_SETLK || cmd == F_SETLKW) {
@@ -274,11 +394,18 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     }
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
     if (len != 1) return fail(EINVAL);
-    if (remember(fd, inode, dev, 1) != 0) return fail(ENOLCK);
+    if (shim_in_vfork) return fail(ENOLCK); /* the connection is the parent's */
+    struct stat st;
+    if (remember(fd, known, &st, inode, dev, 1) != 0) return fail(ENOLCK);
     int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, 1, inode, dev, key,
                               (size_t)klen, &a);
     if (rc == -EINTR) return fail(EINTR);
-    if (a.type == JDLS_FT_GRANTED) return 0;
+    if (a.type == JDLS_FT_GRANTED) {
+      /* A close() in another thread during the wait dropped the file from
+       * the list: list it again, or the last close would release nothing. */
+      if (cmd == F_SETLKW) remember_st(&st, inode, dev, 1);
+      return 0;
+    }
     if (a.type == JDLS_FT_LOCKED) return fail(EAGAIN);
     return fail(shim_broker_errno(&a));
   }
@@ -302,14 +429,29 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
   return 0;
 }
 
-int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote) {
+/* The key: lowercase hex of the offset, as "%llx" would write it (snprintf
+ * was ~7 % of an emulated lock pair). */
+static int hex_key(char out[24], uint64_t v) {
+  char tmp[16];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v);
+  for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  out[n] = 0;
+  return n;
+}
+
+int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t dev, int remote,
+                      const struct stat *known) {
   if (!fl) return fail(EFAULT);
   int64_t start;
   if (shim_abs_start(fd, fl, &start) != 0) return -1;
   int64_t len = fl->l_len < 0 ? -fl->l_len : fl->l_len;
   char key[24];
-  int klen = snprintf(key, sizeof key, "%llx", (unsigned long long)start);
-  if (remote) return remote_fcntl(fd, cmd, fl, inode, start, len, key, klen);
+  int klen = hex_key(key, (uint64_t)start);
+  if (remote) return remote_fcntl(fd, cmd, fl, inode, start, len, key, klen, known);
   jdls_table *t = shim_table();
   jdls_owner o;
   shim_owner(&o);
@@ -327,16 +469,31 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
     if (len != 1) return fail(EINVAL);
     /* Remember the file BEFORE locking: a close() racing in another thread
-     * must find it. */
-    if (remember(fd, inode, dev, 0) != 0) return fail(ENOLCK);
-    __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
+     * must find it. A vfork child locks as itself (shim_owner gives its own
+     * pid) and records nothing in the list it shares with its parent; it
+     * ends in exec or _exit, and its locks are reaped as a dead owner's. */
+    struct stat st;
+    if (!shim_in_vfork) {
+      if (remember(fd, known, &st, inode, dev, 0) != 0) return fail(ENOLCK);
+      __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
+    }
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
                       fl->l_type == F_RDLCK ? JDLS_MODE_READ : JDLS_MODE_WRITE,
                       cmd == F_SETLK ? JDLS_REQ_NOWAIT : 0};
     jdls_ticket tk;
     jdls_holder h;
     int rc = jdls_lock_begin(t, &o, &r, -1, &tk, &h);
-    if (rc == JDLS_QUEUED) rc = shim_table_wait(t, &tk);
+    if (rc == JDLS_QUEUED) {
+      rc = shim_table_wait_key(t, &tk, inode, dev, key, (uint32_t)klen);
+      /* Trap: a close() of another descriptor of the file, in another
+       * thread, while this request waited, took the file off the list (and
+       * released what the process held in it, as the kernel does); the
+       * grant comes after it. List the file again, or closing its last
+       * descriptor would release nothing and the lock would stay until
+       * exit. (The kernel's own F_SETLKW has the same order: the lock
+       * granted after the close is held, and the next close drops it.) */
+      if (rc == JDLS_OK && !shim_in_vfork) remember_st(&st, inode, dev, 0);
+    }
     if (rc == JDLS_OK) return 0;
     return fail(shim_errno_of(rc));
   }
@@ -372,6 +529,9 @@ int shim_used_table;
 
 __attribute__((destructor)) static void release_at_exit(void) {
   if (!__atomic_load_n(&shim_used_table, __ATOMIC_RELAXED)) return;
+  /* exit() in a vfork child runs the destructors too: those are the
+   * parent's locks. */
+  if (shim_foreign()) return;
   shim_busy++;
   jdls_owner o;
   shim_owner(&o);

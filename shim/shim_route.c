@@ -64,8 +64,6 @@ static pthread_mutex_t route_mu = PTHREAD_MUTEX_INITIALIZER;
  * life of the process: its OFD read lock is what keeps a table from
  * entering service while this process may hold OS record locks. */
 static int marker_fd = -1;
-/* Where the marker descriptor goes: out of the way of dup2 onto low fds. */
-#define MARKER_MIN_FD 700
 
 /* Does the comma-separated JDLS value hold the word `w` (case-insensitive)?
  * With `value`, the item must be `w=...` and its value is copied there. */
@@ -129,8 +127,7 @@ static void decide(void) {
 }
 
 /* The table was retired (or its starter died): from now on the OS route.
- * The mapping stays (another thread may be inside a call on it); route_mu
- * held. */
+ * The mapping stays (another thread may be inside a call on it). */
 static void leave_table(void) {
   __atomic_store_n(&use_table, 0, __ATOMIC_RELEASE);
 }
@@ -169,7 +166,7 @@ static int await_in_service(void) {
  * applies after all. route_mu held. */
 static int register_os_route(void) {
   if (marker_fd >= 0 || !table_path[0]) return 0;
-  int fd = jdls_os_route_register(table_path, MARKER_MIN_FD);
+  int fd = jdls_os_route_register(table_path, 0);
   if (fd < 0) {
     /* Cannot register (no /dev/shm, EMFILE): locking on would let a table
      * enter service under this process's OS locks. The guide's rule for a
@@ -178,6 +175,10 @@ static int register_os_route(void) {
     snprintf(why, sizeof why, "cannot register for OS record locks (%s): %s", table_path, strerror(-fd));
     shim_server_unreachable(why);
   }
+  /* Out of the way of programs that dup2 onto low descriptors, like the
+   * shim's other descriptors (an OFD lock belongs to the description, so
+   * the copy keeps it). */
+  fd = shim_high_fd(fd);
   if (table_appeared()) {
     real_close(fd);
     __atomic_store_n(&use_table, 1, __ATOMIC_RELEASE);
@@ -211,14 +212,22 @@ int shim_route_os_settled(void) {
 
 int shim_route_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&marker_fd, __ATOMIC_RELAXED); }
 
+int shim_route_fd(void) { return __atomic_load_n(&marker_fd, __ATOMIC_RELAXED); }
+
+/* Set once decide() has run (shim_route_decided: a signal handler must not
+ * wait in pthread_once for the decision its own thread is taking). */
+static int decided;
+int shim_route_decided(void) { return __atomic_load_n(&decided, __ATOMIC_ACQUIRE); }
+
 enum shim_dest shim_route(enum shim_kind kind, int origin) {
   pthread_once(&once, decide);
+  if (!__atomic_load_n(&decided, __ATOMIC_RELAXED)) __atomic_store_n(&decided, 1, __ATOMIC_RELEASE);
   jdls_route_in i = in;
   int t = __atomic_load_n(&use_table, __ATOMIC_ACQUIRE);
   if (t && __atomic_load_n(&table.hdr->service, __ATOMIC_ACQUIRE) == JDLS_SERVICE_RETIRED) {
-    pthread_mutex_lock(&route_mu);
+    /* No mutex: a signal handler comes through here too (routed_while_busy),
+     * and leaving is one store. */
     leave_table();
-    pthread_mutex_unlock(&route_mu);
     t = 0;
   }
   i.table_in_service = t;

@@ -1,0 +1,239 @@
+// shim-edges.test.ts - the POSIX edges of the preload shim's record locks
+// (issue 9): a vfork child is another process, a siglongjmp out of a blocked
+// F_SETLKW leaves nothing behind, every kind of close releases, a close racing
+// a queued F_SETLKW, lockf(F_TEST) answers as glibc on the kernel.
+// Table route throughout (monitor running, no JDLS) unless a test says so.
+// Serial: each test runs several processes and the machine has 2 cores.
+import test from 'ava';
+import fs from 'node:fs';
+import { ShimEnv, SHIM, SHIM_LOCKER, SHIM_API } from './helpers/shim-env.js';
+
+/** Does the kernel hold any POSIX/flock lock on this file? (/proc/locks) */
+function osLocked(file: string): boolean {
+  const ino = fs.statSync(file).ino;
+  return fs.readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.split(/\s+/).some((f) => f.endsWith(`:${ino}`)));
+}
+
+const INODE = 0xabce;
+const DEV = 0x802;
+
+for (const step of ['vforkclose', 'vforkexec', 'vforkexit']) {
+  test.serial(`a vfork child that closes an inherited descriptor does not release the parent's locks (${step})`, async (t) => {
+    const s = new ShimEnv(t);
+    await s.startMonitor();
+    const f = s.jlock(INODE, DEV);
+    const parent = s.start(SHIM_LOCKER, [f, 'w:5', step, 'hold']);
+    await parent.waitFor(/^holding$/);
+    t.deepEqual(parent.lines.slice(0, 2), ['ok', 'vforked']);
+    t.deepEqual((await s.locks()).filter((r) => r.key === '5').map((r) => r.pid), [parent.pid]);
+    t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'EAGAIN');
+    t.is(await parent.finish(), 0);
+  });
+}
+
+test.serial('siglongjmp out of a blocked F_SETLKW: the abandoned request is withdrawn and the thread stays in the shim', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await a.waitFor(/^holding$/);
+  const b = s.start(SHIM_LOCKER, [f, 'jmpW:3:300', 'line', 'w:10', 'hold']);
+  await b.waitFor(/^jumped$/, 5_000);
+  // A releases while B's abandoned request may still be queued: the table
+  // may grant it to B, which does not know it holds it.
+  t.is(await a.finish(), 0);
+  b.child.stdin?.write('\n');
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['jumped', 'go', 'ok', 'holding']);
+  const rows = await s.locks();
+  t.deepEqual(rows.filter((r) => r.pid === b.pid).map((r) => `${r.key} ${r.state}`), ['a held'], 'B\'s later lock is in the table, and only it');
+  t.deepEqual(rows.filter((r) => r.state === 'waiting'), [], 'no stale waiting entry');
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:3'])).stdout.trim(), 'ok', 'a third process takes the abandoned lock');
+  t.is(await b.finish(), 0);
+});
+
+test.serial('siglongjmp out of a blocked F_SETLKW on the server route: the request is cancelled', async (t) => {
+  const s = new ShimEnv(t);
+  const jdls = await s.startServer();
+  const f = s.jlock(INODE, DEV);
+  const env = { JDLS: jdls };
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold'], { env });
+  await a.waitFor(/^holding$/, 20_000);
+  const b = s.start(SHIM_LOCKER, [f, 'jmpW:3:500', 'line', 'w:10', 'hold'], { env });
+  await b.waitFor(/^jumped$/, 20_000);
+  t.is(await a.finish(), 0);
+  b.child.stdin?.write('\n');
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['jumped', 'go', 'ok', 'holding']);
+  const c = await s.run(SHIM_LOCKER, [f, 'w:3', 'w:10'], { env });
+  t.deepEqual(c.stdout.trim().split('\n'), ['ok', 'EAGAIN'], 'the abandoned lock is free, B\'s later one is held on the server');
+  t.is(await b.finish(), 0);
+});
+
+for (const [open, close] of [['open2', 'dup2over2'], ['open2', 'dup3over2'], ['open2', 'closerange2'], ['open2', 'closefrom2'], ['fopen2', 'fclose2']] as const) {
+  test.serial(`an implicit close releases the process's record locks: ${close}`, async (t) => {
+    const s = new ShimEnv(t);
+    await s.startMonitor();
+    const f = s.jlock(INODE, DEV);
+    const p = s.start(SHIM_LOCKER, [f, 'w:5', open, close, 'hold']);
+    await p.waitFor(/^holding$/);
+    t.deepEqual(p.lines.slice(0, 3), ['ok', 'ok', 'ok']);
+    t.deepEqual((await s.locks()).filter((r) => r.pid === p.pid), []);
+    t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'ok');
+    t.is(await p.finish(), 0);
+  });
+}
+
+test.serial('close() racing a queued F_SETLKW of another thread: the granted lock is still released by the last close', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const holder = s.start(SHIM_LOCKER, [f, 'w:5', 'hold']);
+  await holder.waitFor(/^holding$/);
+  const p = s.start(SHIM_LOCKER, [f, 'open2', 'bgW:5', 'line', 'close2', 'join', 'close1', 'hold']);
+  await s.cli.until(async () => (await s.locks()).some((r) => r.pid === p.pid && r.state === 'waiting'), 5_000);
+  p.child.stdin?.write('\n');
+  await p.waitFor(/^go$/);
+  await s.cli.until(() => p.lines.length >= 3); // close2 done while the thread waits
+  t.is(await holder.finish(), 0);
+  await p.waitFor(/^holding$/);
+  t.deepEqual(p.lines, ['ok', 'go', 'ok', 'bg ok', 'ok', 'holding']);
+  t.deepEqual((await s.locks()).filter((r) => r.pid === p.pid), [], 'the last close released the granted lock');
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'ok');
+  t.is(await p.finish(), 0);
+});
+
+// lockf(F_TEST): glibc probes with F_RDLCK and counts the caller's own lock as
+// free. The kernel's answer (no shim, no monitor) is the reference.
+async function lockfTestAnswers(s: ShimEnv, f: string, preload: boolean, env: NodeJS.ProcessEnv = {}): Promise<string[]> {
+  const out: string[] = [];
+  for (const holderStep of ['r:7', 'w:7']) {
+    const h = s.start(SHIM_LOCKER, [f, holderStep, 'hold'], { preload, env });
+    await h.waitFor(/^holding$/, 20_000);
+    out.push(`other ${holderStep[0]}: ${(await s.run(SHIM_LOCKER, [f, 'T:7'], { preload, env })).stdout.trim()}`);
+    await h.finish();
+  }
+  out.push(`own: ${(await s.run(SHIM_LOCKER, [f, 'w:7', 'T:7'], { preload, env })).stdout.trim().split('\n').join(' ')}`);
+  out.push(`free: ${(await s.run(SHIM_LOCKER, [f, 'T:7'], { preload, env })).stdout.trim()}`);
+  return out;
+}
+
+test.serial('lockf(F_TEST) answers as glibc on the kernel: table route', async (t) => {
+  const s = new ShimEnv(t);
+  const f = s.jlock(INODE, DEV);
+  const kernel = await lockfTestAnswers(s, f, false);
+  t.deepEqual(kernel, ['other r: ok', 'other w: EACCES', 'own: ok ok', 'free: ok']);
+  await s.startMonitor();
+  t.deepEqual(await lockfTestAnswers(s, f, true), kernel);
+});
+
+test.serial('lockf(F_TEST) answers as glibc on the kernel: server route', async (t) => {
+  const s = new ShimEnv(t);
+  const f = s.jlock(INODE, DEV);
+  const kernel = await lockfTestAnswers(s, f, false);
+  const jdls = await s.startServer();
+  t.deepEqual(await lockfTestAnswers(s, f, true, { JDLS: jdls }), kernel);
+});
+
+// The same from python3 (os.dup2, os.closerange: CPython's own calls).
+for (const how of ['os.dup2(os.open("/dev/null", os.O_RDONLY), fd2)', 'os.closerange(fd2, fd2 + 1)']) {
+  test.serial(`an implicit close from python3 releases: ${how}`, async (t) => {
+    const s = new ShimEnv(t);
+    await s.startMonitor();
+    const f = s.jlock(INODE, DEV);
+    const py = [
+      'import os, sys, fcntl',
+      `fd = os.open(${JSON.stringify(f)}, os.O_RDWR | os.O_CREAT)`,
+      'fd2 = os.open(sys.argv[1], os.O_RDWR)',
+      'fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 5)',
+      how,
+      'print("closed", flush=True)',
+      'sys.stdin.read()',
+    ].join('\n');
+    const p = s.start('python3', ['-c', py, f]);
+    await p.waitFor(/^closed$/);
+    t.deepEqual((await s.locks()).filter((r) => r.pid === p.pid), []);
+    t.is((await s.run(SHIM_LOCKER, [f, 'w:5'])).stdout.trim(), 'ok');
+    t.is(await p.finish(), 0);
+  });
+}
+
+// The per-descriptor classification cache (shim_classify.c): a descriptor
+// number reused behind the shim's back (a raw close, then an open) must not
+// keep the old file's class: never a binary lock to the table, never a
+// record lock to the kernel.
+test.serial('a descriptor closed with a raw system call and reused for another file is classified again', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const jl = s.jlock(INODE, DEV);
+  const plain = `${s.cli.dir}/plain.dat`;
+  const a = s.start(SHIM_LOCKER, [jl, 'w:5', `rawreopen:${plain}`, 'w:6', 'hold']);
+  await a.waitFor(/^holding$/);
+  t.deepEqual(a.lines, ['ok', 'same', 'ok', 'holding']);
+  t.deepEqual((await s.locks()).filter((r) => r.pid === a.pid && r.key === '6'), [], 'the lock on the ordinary file is not in the table');
+  t.true(osLocked(plain), 'it is the kernel\'s');
+  t.is(await a.finish(), 0);
+  const b = s.start(SHIM_LOCKER, [plain, 'w:5', `rawreopen:${jl}`, 'w:6', 'hold']);
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['ok', 'same', 'ok', 'holding']);
+  t.deepEqual((await s.locks()).filter((r) => r.pid === b.pid).map((r) => r.key), ['6'], 'the record lock is in the table');
+  t.false(osLocked(jl), 'not the kernel\'s');
+  t.is(await b.finish(), 0);
+});
+
+// The C API's OS-route descriptions hold its OFD locks: a daemon that closes
+// every descriptor must not drop them (as the broker socket: shim-broker).
+for (const step of ['closeall', 'closefrom', 'closerange']) {
+  test.serial(`the C API's OS-route lock files survive ${step}`, async (t) => {
+    const s = new ShimEnv(t);
+    const a = s.start(SHIM_API, ['4243', '8', 'route', 'x:K1', 'lock:5', step, 'x:K2', 'hold']);
+    await a.waitFor(/^holding$/);
+    t.deepEqual(a.lines, ['route os', 'ok', 'ok', 'closed', 'ok', 'holding']);
+    const b = await s.run(SHIM_API, ['4243', '8', 'x:K1', 'x:K2', 'lock:5']);
+    t.deepEqual(b.stdout.trim().split('\n'), ['locked port=0', 'locked port=0', 'locked port=0']);
+    t.is(await a.finish(), 0);
+  });
+}
+
+// A signal handler that runs while its thread is inside the shim (here: in a
+// F_SETLKW wait, SA_RESTART so the wait goes on).
+test.serial('a signal handler\'s close() while the thread waits in the shim releases the process\'s locks in that file', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await a.waitFor(/^holding$/);
+  const b = s.start(SHIM_LOCKER, [f, 'w:9', 'open2', 'hclose:3:200', 'hold']);
+  await b.waitFor(/^handler closed$/, 5_000);
+  t.is(await a.finish(), 0);
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['ok', 'ok', 'handler closed', 'ok', 'holding']);
+  // The kernel: the close dropped 9 (taken before it); 3 was granted after it.
+  t.deepEqual((await s.locks()).filter((r) => r.pid === b.pid).map((r) => r.key), ['3']);
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:9'])).stdout.trim(), 'ok');
+  t.is(await b.finish(), 0);
+});
+
+test.serial('a signal handler\'s lock on a jlock file while the thread is inside the shim fails loudly, never goes to the kernel', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  const a = s.start(SHIM_LOCKER, [f, 'w:3', 'hold']);
+  await a.waitFor(/^holding$/);
+  const b = s.start(SHIM_LOCKER, [f, 'hlock:3:9:200', 'hold']);
+  await b.waitFor(/^handler /, 5_000);
+  t.false(osLocked(f), 'no kernel lock on the jlock file');
+  t.is(await a.finish(), 0);
+  await b.waitFor(/^holding$/);
+  t.deepEqual(b.lines, ['handler ENOLCK', 'ok', 'holding']);
+  t.is(await b.finish(), 0);
+});
+
+// Linked at run time (dlopen), as a runtime that links the C API would: the
+// shim's initial-exec TLS must fit glibc's small static surplus.
+test.serial('the shim loads with dlopen (its TLS fits the static surplus)', async (t) => {
+  const s = new ShimEnv(t);
+  const r = await s.run('python3', ['-c', 'import ctypes, sys; print("route", ctypes.CDLL(sys.argv[1]).jdls_route())', SHIM], { preload: false });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^route \d+$/m);
+});
