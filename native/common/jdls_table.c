@@ -675,6 +675,11 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
                     int doorbell, jdls_ticket *ticket, jdls_holder *holder) {
   int rc = check_request(o, r);
   if (rc != JDLS_OK) return rc;
+  /* A retired table (jdls -K/-Ko took it out of service) is nobody's
+   * mechanism any more: every other process locks records elsewhere now,
+   * so a grant here would be a second holder. One load: a process that
+   * keeps a mapping (a lock server) learns it at its next request. */
+  if (__atomic_load_n(&t->hdr->service, __ATOMIC_ACQUIRE) == JDLS_SERVICE_RETIRED) return JDLS_E_RETIRED;
   uint32_t hash = jdls_hash(r->inode, r->dev, r->key, r->key_len);
   uint32_t gi = hash % t->hdr->ngroups;
   jdls_group *g = group_at(t, gi);
@@ -1192,6 +1197,7 @@ const char *jdls_rc_name(int rc) {
     case JDLS_E_NO_SLOT: return "NO_PROCESS_SLOT";
     case JDLS_E_EXISTS: return "EXISTS";
     case JDLS_E_RECOVER: return "NOT_RECOVERABLE";
+    case JDLS_E_RETIRED: return "RETIRED";
     default: return NULL;
   }
 }
@@ -1212,6 +1218,7 @@ const char *jdls_strerror(int rc) {
     case JDLS_E_NO_SLOT: return "no free process slot for asynchronous waits";
     case JDLS_E_EXISTS: return "lock table exists already";
     case JDLS_E_RECOVER: return "a lock group is not recoverable (remove the table with jdls -Ko)";
+    case JDLS_E_RETIRED: return "the lock table was taken out of service (jdls -K/-Ko): it takes no new locks";
     default: return "unknown error";
   }
 }

@@ -104,7 +104,8 @@ typedef enum jdls_rc {
   JDLS_E_SYS         = -16, /* system call failed; errno kept */
   JDLS_E_NO_SLOT     = -17, /* no free process slot for async waits */
   JDLS_E_EXISTS      = -18, /* create: the table exists already */
-  JDLS_E_RECOVER     = -19  /* a group mutex is not recoverable */
+  JDLS_E_RECOVER     = -19, /* a group mutex is not recoverable */
+  JDLS_E_RETIRED     = -20  /* the table was taken out of service (jdls -K/-Ko) */
 } jdls_rc;
 
 /* RECORDLOCKED() results (jBASE): >0 held by this owner, <0 by another. */
