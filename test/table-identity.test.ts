@@ -12,6 +12,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import { makeOwner } from '../src/locks/table.js';
 import { native } from '../src/native.js';
+import { isRunning } from '../src/cli/procs.js';
 import { tableEnv, DEFAULT_FILE as F, allRows, keyInGroup, type TableEnv, type Proc } from './helpers/table-env.js';
 
 const canRecycle = ((): boolean => {
@@ -136,6 +137,7 @@ test.serial('a process whose main thread called pthread_exit() is alive: its loc
   const [p] = await h.expect('LOCKED');
   const pid = Number(p);
   t.regex(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'), /\) Z /, 'the main thread is a zombie');
+  t.true(isRunning(pid, native.pidStart(pid)), 'the command line (jdls -dv, -k) sees it running too');
   t.is(env.table.tidy(), 0, 'the monitor\'s tidy-up keeps the lock');
   const tidier = env.locker(['tidy']);
   t.is(await tidier.line(), 'TIDY 0', 'so does a tidy-up from a C process');

@@ -1,37 +1,24 @@
 // procs.ts - is the process named in the table header (monitor, listener)
 // running, and what has it cost? A helper of the command line only.
 //
-// Owns: the liveness test the CLI uses for header pids, and reading a
-// process's CPU times. Does not own: liveness of lock owners (the C core,
-// jdls_pid_alive, decides that for tidy-up and reaping).
+// Owns: reading a process's CPU times. Does not own: liveness itself (the C
+// core's jdls_pid_alive decides it for the CLI as for tidy-up and reaping).
 import fs from 'node:fs';
 import { native } from '../native.js';
-
-/** The state letter of /proc/<pid>/stat (R, S, D, Z, ...), or undefined if gone. */
-function procState(pid: number): string | undefined {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command (field 2) may contain spaces and ')': the state follows the last ')'.
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || undefined;
-}
 
 /**
  * Is (pid, start) a live process? native.pidAlive compares the start time,
  * so a recycled pid is not mistaken for the monitor. Trap: a background
  * monitor is re-parented to pid 1, and in containers pid 1 often never reaps,
  * so an exited monitor stays a zombie that kill(pid, 0) still finds. A zombie
- * runs no code: it counts as gone.
+ * runs no code: it counts as gone (jdls_pid_alive: state Z with one thread).
  */
 export function isRunning(pid: number, start: number): boolean {
   if (!pid) return false;
-  if (!native.pidAlive(pid, start)) return false;
-  if (pid === process.pid) return true;
-  const state = procState(pid);
-  return state !== undefined && state !== 'Z' && state !== 'X';
+  // Thorough (jdls_pid_alive): a zombie or a recycled pid is gone, a process
+  // whose main thread called pthread_exit() (state Z, other threads running)
+  // is not. A state check of our own here judged that one dead.
+  return native.pidAlive(pid, start);
 }
 
 /** User and system CPU seconds of a process, or undefined. */
