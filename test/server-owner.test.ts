@@ -7,6 +7,7 @@
 import test from 'ava';
 import { ServerEnv, until } from './helpers/server-env.js';
 import { expectType, type WireClient } from './helpers/wire-client.js';
+import type { ServerFrame } from '../src/protocol/frames.js';
 
 /** Two connections with the same HELLO (pid, port) served by one lock-server process. */
 async function twins(env: ServerEnv): Promise<[WireClient, WireClient]> {
@@ -63,4 +64,45 @@ test.serial('byte ranges (RANGE_*): a connection presenting another\'s pid and t
   t.falsy(expectType(await a.request({ type: 'RANGE_TEST', mode: 'write', ...range }), 'RANGE_RESULT').conflict);
   const c = await env.client({ pid: 7002, port: 72 });
   expectType(await c.request({ type: 'RANGE_LOCK', nowait: true, space: 'range', mode: 'write', ...range }), 'LOCKED');
+});
+
+// The other paths a second connection could use to reach a's locks: the OS
+// file-lock mechanism asked for by flag (OSLOCKS) on a table service,
+// UNLOCK_FILE, and CANCEL of a's waiting request by its id (request ids are
+// small counters: easy to guess). None may touch a's.
+test.serial('OSLOCKS, UNLOCK_FILE and CANCEL: a connection presenting another\'s pid and tid cannot release, re-take or cancel its locks', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start(['-ib']);
+  const [a, b] = await twins(env);
+  const osLock = (w: WireClient, key: string, requestId?: number): Promise<ServerFrame> =>
+    w.request({ type: 'LOCK', nowait: requestId === undefined, noInterim: true, osLocks: true, mode: 'write', tid: 1, file: { inode: 0x5151n, dev: -1n }, key: Buffer.from(key) },
+      requestId === undefined ? {} : { requestId });
+  // OSLOCKS: a's OS record lock.
+  expectType(await osLock(a, 'OSKEY'), 'GRANTED');
+  expectType(await osLock(b, 'OSKEY'), 'LOCKED');
+  t.is(expectType(await b.request({ type: 'UNLOCK', tid: 1, file: { inode: 0x5151n, dev: -1n }, key: Buffer.from('OSKEY') }), 'RELEASED').count, 0);
+  t.is(expectType(await b.request({ type: 'UNLOCK_FILE', tid: 1, file: { inode: 0x5151n, dev: -1n } }), 'RELEASED').count, 0);
+  t.is(expectType(await b.request({ type: 'UNLOCK_ALL', tid: 1, allThreads: true }), 'RELEASED').count, 0);
+  expectType(await osLock(b, 'OSKEY'), 'LOCKED');
+  // UNLOCK_FILE on the table mechanism.
+  expectType(await a.lock('FILEKEY'), 'GRANTED');
+  t.is(expectType(await b.request({ type: 'UNLOCK_FILE', tid: 1, file: { inode: 4242n, dev: 7n } }), 'RELEASED').count, 0);
+  expectType(await b.lock('FILEKEY', 'write', { nowait: true }), 'LOCKED');
+  // CANCEL: a waits for a lock c holds; b cancels a's request id - nothing.
+  const c = await env.client({ pid: 7003, port: 73 });
+  expectType(await c.lock('WAITED'), 'GRANTED');
+  const rid = a.nextId();
+  const waiting = a.lock('WAITED', 'write', { requestId: rid, noInterim: true });
+  // A PING answered on a means the server has read a's LOCK before it, so
+  // b's CANCEL below finds a's request there to aim at.
+  expectType(await a.ping(), 'PONG');
+  t.is(expectType(await b.request({ type: 'CANCEL', target: rid }), 'RELEASED').count, 0, 'b cannot cancel a\'s request');
+  t.is(expectType(await c.unlock('WAITED'), 'RELEASED').count, 1);
+  expectType(await waiting, 'GRANTED');
+  // (a's STATUS would ask the OS mechanism: a has locked with OSLOCKS.)
+  expectType(await c.lock('WAITED', 'write', { nowait: true }), 'LOCKED');
+  // And a still holds everything b tried to take.
+  const d = await env.client({ pid: 7004, port: 74 });
+  expectType(await osLock(d, 'OSKEY'), 'LOCKED');
+  expectType(await d.lock('FILEKEY', 'write', { nowait: true }), 'LOCKED');
 });
