@@ -74,7 +74,8 @@ static int marker_lock(int fd, short type, int wait) {
  * installation's group, not only root or the owner - so a marker of that
  * group is accepted too (only a member can make a file of that group). An
  * outsider's marker was the way to keep every table out of service: hold a
- * read lock on it for ever. -errno; -EPERM for a refused marker (detail in
+ * read lock on it for ever. -errno; -EPERM for a refused marker or one this
+ * user may not open or create with the installation's group (detail in
  * jdls_detail()). */
 static int open_marker(const char *table_path, const jdls_trust *trust) {
   char path[300];
@@ -103,12 +104,18 @@ static int open_marker(const char *table_path, const jdls_trust *trust) {
                           (unsigned)tr.gid, strerror(e));
           unlink(path);
           close(fd);
-          return e == EPERM ? -EACCES : -e;
+          return e == EPERM ? -EPERM : -e; /* EPERM: not a member of the group: refused */
         }
       }
     }
     if (fd < 0) {
       int e = errno;
+      if (e == EACCES) {
+        jdls_set_detail("cannot open OS-route marker %s: permission denied (only root, the installation's owner "
+                        "uid %u and members of its group %u may lock records in this installation)",
+                        path, (unsigned)tr.uid, (unsigned)tr.gid);
+        return -EPERM;
+      }
       if (e == ELOOP) {
         jdls_set_detail("OS-route marker %s is a symbolic link: refusing it; remove it (rm %s) and start again", path, path);
         return -EPERM;
