@@ -235,3 +235,83 @@ test.serial('an OS-route marker planted by another user (owned by them, writable
   t.regex(r.stderr, new RegExp(`uid ${att.uid}`));
   t.log(r.stderr.trim());
 });
+
+/** Offsets of the entries (in a table file) in state `state` held by `pid`. */
+function entriesOf(shm: string, pid: number, state: number): number[] {
+  const b = fs.readFileSync(shm);
+  const groupSize = b.readUInt32LE(H_GROUP_SIZE);
+  const ngroups = b.readUInt32LE(H_NGROUPS);
+  const perGroup = b.readUInt32LE(24);
+  const groupsOffset = Number(b.readBigUInt64LE(H_GROUPS_OFFSET));
+  const out: number[] = [];
+  for (let g = 0; g < ngroups; g++)
+    for (let i = 0; i < perGroup; i++) {
+      const off = groupsOffset + g * groupSize + 64 + i * 608;
+      if (b.readUInt32LE(off) === state && b.readUInt32LE(off + 12) === pid) out.push(off);
+    }
+  return out;
+}
+
+test.serial('an entry whose key length was rewritten cannot overrun the releaser\'s buffer: the holder releases, the waiter is granted, nobody crashes', async (t) => {
+  const s = new ShimEnv(t);
+  await s.startMonitor();
+  const f = s.jlock(0x5e41, 0x802);
+  fs.writeFileSync(f, '');
+  const holder = s.start(SHIM_LOCKER, [f, 'w:5', 'wait', 'close1', 'hold']);
+  await holder.waitFor(/^waiting$/);
+  t.is(holder.lines[0], 'ok');
+  const waiter = s.start(SHIM_LOCKER, [f, 'W:5', 'hold']);
+  t.true(await s.cli.until(() => entriesOf(s.cli.shm, waiter.pid, 2).length === 1), 'the waiter queues');
+  const [held] = entriesOf(s.cli.shm, holder.pid, 1);
+  t.truthy(held);
+  // The holder's entry claims a 65535-byte key (the key field has 512).
+  const fd = fs.openSync(s.cli.shm, 'r+');
+  const w = Buffer.alloc(2);
+  w.writeUInt16LE(0xffff);
+  fs.writeSync(fd, w, 0, 2, (held ?? 0) + 6);
+  fs.closeSync(fd);
+  const died = new Promise<string>((r) => holder.child.on('exit', (code, sig) => r(`exit ${code} ${sig}`)));
+  holder.child.stdin?.write('go\n');
+  // close1 releases the file's locks and hands the key over: before the
+  // fix the hand-off copied the entry's key into a 512-byte stack buffer
+  // using the rewritten length, and the holder died.
+  const ended = await Promise.race([holder.waitFor(/^holding$/).then(() => 'holding'), died]);
+  t.is(ended, 'holding', holder.stderr());
+  await waiter.waitFor(/^holding$/);
+  t.is(waiter.lines[0], 'ok', 'the waiter is granted (at its next liveness tick)');
+  t.is(await holder.finish(), 0);
+  t.is(await waiter.finish(), 0);
+});
+
+test.serial('a symbolic link planted at the table\'s name is refused, not followed', async (t) => {
+  const cli = new CliEnv(t);
+  const att = makeUser(t, 's');
+  const target = path.join(testDir('trustsym'), 'bait');
+  fs.writeFileSync(target, '');
+  execFileSync('setpriv', [...as(att), 'ln', '-s', target, cli.shm]);
+  t.teardown(() => fs.rmSync(cli.shm, { force: true }));
+  const r = await cli.run(['-ibA']);
+  for (const m of r.stdout.matchAll(/started at pid (\d+)/g)) cli.track(Number(m[1]));
+  t.not(r.code, 0, r.stdout);
+  t.regex(r.stderr, /symbolic link/);
+  t.is(fs.statSync(target).size, 0, 'the link\'s target was not written');
+  t.log(r.stderr.trim());
+});
+
+test.serial('without a table, a user outside the installation\'s group cannot use the members\' OS-route marker: ENOLCK, not an exit and not an unregistered OS lock', async (t) => {
+  const s = new ShimEnv(t);
+  const member = makeUser(t, 'n');
+  const outsider = makeUser(t, 'q');
+  fs.chownSync(s.cli.dir, 0, member.gid);
+  fs.chmodSync(s.cli.dir, 0o750);
+  const lk = sharedLockDir();
+  const env = { JDLS_LOCKDIR: lk.dir };
+  const m = await s.run('setpriv', [...as(member), SHIM_LOCKER, lk.file, 'w:5'], { env });
+  t.is(m.stdout.trim(), 'ok', m.stderr);
+  t.is(fs.statSync(markerPath(s.cli.shm)).gid, member.gid, 'the marker has the installation\'s group');
+  const o = await s.run('setpriv', [...as(outsider), SHIM_LOCKER, lk.file, 'w:5'], { env });
+  t.is(o.code, 0, o.stderr);
+  t.is(o.stdout.trim(), 'ENOLCK', o.stderr);
+  t.regex(o.stderr, /OS-route marker .* permission denied/);
+  t.log(o.stderr.trim());
+});

@@ -742,8 +742,17 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
   int64_t dev = k->dev;
   uint32_t key_len = k->key_len;
   /* From the segment: a rewritten length must not overrun `key` (this was a
-   * stack overflow in whichever process released the key). */
-  if (key_len > JDLS_MAX_KEY) return;
+   * stack overflow in whichever process released the key). The key is then
+   * unknown, and a waiter for it must not be stranded (a wait is only
+   * re-examined when a blocker is reaped): hand over every queued key of
+   * the group instead - each one's own length checked, so no deeper. */
+  if (key_len > JDLS_MAX_KEY) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (ALOAD(&e->state) == JDLS_STATE_WAITING && e->key_len <= JDLS_MAX_KEY) grant_waiters(t, g, e);
+    }
+    return;
+  }
   uint8_t key[JDLS_MAX_KEY];
   memcpy(key, k->key, key_len); /* k may be freed below */
   for (;;) {
