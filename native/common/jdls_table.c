@@ -1,14 +1,16 @@
 /*
  * jdls_table.c - the shared-memory record lock table.
  *
- * Owns: the segment's creation and validation, record locking inside it
+ * Owns: the segment's creation and validation (who may own it, its mode and
+ * links: jdls_check_file; its geometry, copied into the process once and
+ * never re-read), record locking inside it
  * (grant, queue, hand-off, release), dead-owner reaping, crash repair, and
  * listings. Does not own: naming policy beyond the path rule, monitor
  * scheduling, display formats (all in src/), OS file locks (native/oslock).
  *
  * Divisions (keep them):
  *   1. small helpers: hashing, primes, futexes, process liveness
- *   2. creating, opening and removing the segment
+ *   2. creating, opening and removing the segment (trust, geometry)
  *   3. group locking and crash repair
  *   4. the lock algorithm: grant, queue, hand-off
  *   5. the public lock calls
