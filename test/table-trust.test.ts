@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CliEnv } from './helpers/cli-env.js';
 import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
-import { testDir } from './helpers/installations.js';
+import { testDir, testRoot } from './helpers/installations.js';
 import { markerPath, tablePath } from '../src/installation.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -32,8 +32,22 @@ interface User {
 
 let serial = 0;
 
+/**
+ * The run's root (scripts/test.mjs makes it 0700) must be searchable by the
+ * users made here: they look at installation directories inside it. Search
+ * only (o+x, no listing), put back at teardown.
+ */
+function searchableRoot(t: ExecutionContext): void {
+  const root = testRoot();
+  const mode = fs.statSync(root).mode & 0o7777;
+  if ((mode & 0o001) !== 0) return;
+  fs.chmodSync(root, mode | 0o001);
+  t.teardown(() => fs.chmodSync(root, mode));
+}
+
 /** A user (and its own group) made for this test; removed at teardown, even when the test fails. */
 function makeUser(t: ExecutionContext, tag: string): User {
+  searchableRoot(t);
   const name = `jdlsa${tag}${process.pid % 100000}x${serial++}`;
   execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', '-U', name], { stdio: 'ignore' });
   t.teardown(() => {
@@ -68,8 +82,9 @@ function as(u: User): string[] {
 }
 
 /** A lock directory anyone may use, with one jlock file in it (mode 0666). */
-function sharedLockDir(): { dir: string; file: string } {
+function sharedLockDir(t: ExecutionContext): { dir: string; file: string } {
   const dir = testDir('trustlk');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.chmodSync(dir, 0o777);
   const file = path.join(dir, 'jlock_00005e41_00000802');
   fs.writeFileSync(file, '');
@@ -90,6 +105,7 @@ test.serial('a table planted at the installation\'s name (a hard link to a user\
   const own = testDir('trustatt');
   fs.chownSync(own, att.uid, att.gid);
   t.teardown(() => {
+    fs.rmSync(own, { recursive: true, force: true });
     fs.rmSync(tablePath(own), { force: true });
     fs.rmSync(markerPath(tablePath(own)), { force: true });
   });
@@ -197,7 +213,7 @@ test.serial('a user outside the installation\'s group gets ENOLCK and one line o
   // The operator's setting: the installation directory's group is the jdls group.
   fs.chownSync(s.cli.dir, 0, member.gid);
   fs.chmodSync(s.cli.dir, 0o750);
-  const lk = sharedLockDir();
+  const lk = sharedLockDir(t);
   const env = { JDLS_LOCKDIR: lk.dir };
   await s.startMonitor();
   const holder = s.start(SHIM_LOCKER, [lk.file, 'w:5', 'hold'], { env });
@@ -286,7 +302,9 @@ test.serial('an entry whose key length was rewritten cannot overrun the releaser
 test.serial('a symbolic link planted at the table\'s name is refused, not followed', async (t) => {
   const cli = new CliEnv(t);
   const att = makeUser(t, 's');
-  const target = path.join(testDir('trustsym'), 'bait');
+  const baitDir = testDir('trustsym');
+  t.teardown(() => fs.rmSync(baitDir, { recursive: true, force: true }));
+  const target = path.join(baitDir, 'bait');
   fs.writeFileSync(target, '');
   execFileSync('setpriv', [...as(att), 'ln', '-s', target, cli.shm]);
   t.teardown(() => fs.rmSync(cli.shm, { force: true }));
@@ -304,7 +322,7 @@ test.serial('without a table, a user outside the installation\'s group cannot us
   const outsider = makeUser(t, 'q');
   fs.chownSync(s.cli.dir, 0, member.gid);
   fs.chmodSync(s.cli.dir, 0o750);
-  const lk = sharedLockDir();
+  const lk = sharedLockDir(t);
   const env = { JDLS_LOCKDIR: lk.dir };
   const m = await s.run('setpriv', [...as(member), SHIM_LOCKER, lk.file, 'w:5'], { env });
   t.is(m.stdout.trim(), 'ok', m.stderr);
