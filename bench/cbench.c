@@ -73,7 +73,7 @@ static void self_owner(jdls_owner *o) {
 }
 
 static void open_table(const char *path, jdls_table *t) {
-  int rc = jdls_table_open(path, t);
+  int rc = jdls_table_open(path, NULL, t);
   if (rc != JDLS_OK) die("opening the table", rc);
 }
 
@@ -190,8 +190,8 @@ static void handoff_side(jdls_table *t, handoff_page *pg, int rounds, int first_
   self_owner(&o);
   jdls_request r = {HAND_INODE, HAND_DEV, HAND_KEY, sizeof HAND_KEY - 1, JDLS_MODE_WRITE, 0};
   jdls_holder h;
-  uint32_t group = jdls_hash(r.inode, r.dev, r.key, r.key_len) % t->hdr->ngroups;
-  uint32_t cap = t->hdr->per_group;
+  uint32_t group = jdls_hash(r.inode, r.dev, r.key, r.key_len) % t->ngroups;
+  uint32_t cap = t->per_group;
   jdls_row *rows = calloc(cap, sizeof *rows);
   if (!rows) die("calloc", JDLS_E_SYS);
   /* Round k is released by the side that holds at k: side A holds at even
@@ -278,12 +278,12 @@ static int cmd_create(const char *path, long locks, long per_group) {
   jdls_table t;
   int existed = 0;
   int64_t t0 = now_ns();
-  int rc = jdls_table_create(path, (uint32_t)locks, (uint32_t)per_group, 0, &t, &existed);
+  int rc = jdls_table_create(path, NULL, (uint32_t)locks, (uint32_t)per_group, 0, &t, &existed);
   int64_t t1 = now_ns();
   if (rc != JDLS_OK) die("creating the table", rc);
   if (existed) { fprintf(stderr, "jdls-cbench: the table exists already\n"); return 2; }
   printf("{\"createMs\":%.3f,\"totalSize\":%" PRIu64 ",\"ngroups\":%u}\n", (double)(t1 - t0) / 1e6,
-         t.hdr->total_size, t.hdr->ngroups);
+         t.hdr->total_size, t.ngroups);
   jdls_table_close(&t);
   return 0;
 }
@@ -300,7 +300,7 @@ static int cmd_fill(const char *path) {
   open_table(path, &t);
   jdls_owner o;
   self_owner(&o);
-  uint32_t ngroups = t.hdr->ngroups, per = t.hdr->per_group;
+  uint32_t ngroups = t.ngroups, per = t.per_group;
   uint64_t capacity = (uint64_t)ngroups * per;
   uint32_t *count = calloc(ngroups, sizeof *count);
   if (!count) die("calloc", JDLS_E_SYS);
@@ -432,7 +432,7 @@ static int cmd_parts(const char *path, long iters) {
   double miss_ns = (double)(t1 - t0) / iters;
   printf("{\"hashNs\":%.2f,\"robustMutexPairNs\":%.2f,\"plainMutexPairNs\":%.2f,\"pairNs\":%.2f,"
          "\"relockNs\":%.2f,\"unlockNotHeldNs\":%.2f,\"perGroup\":%u}\n",
-         hash_ns, robust_ns, plain_ns, pair_ns, relock_ns, miss_ns, t.hdr->per_group);
+         hash_ns, robust_ns, plain_ns, pair_ns, relock_ns, miss_ns, t.per_group);
   (void)sink;
   jdls_table_close(&t);
   return 0;

@@ -65,9 +65,9 @@ function loopNs(iterations: number, once: () => void): number {
   return Number(process.hrtime.bigint() - t0) / iterations;
 }
 
-function breakdown(shmPath: string, iterations: number): Breakdown {
+function breakdown(shmPath: string, dir: string, iterations: number): Breakdown {
   const c = cbench<Breakdown['c']>(['parts', shmPath, String(iterations * 2)], 'C pair breakdown');
-  const raw = new native.Table(shmPath, false, 0, 0, 0);
+  const raw = new native.Table(shmPath, false, 0, 0, 0, dir);
   try {
     const owner = makeOwner().packed;
     const file = fileId(4242, 9).packed;
@@ -103,7 +103,7 @@ export function runPair(opts: PairOptions = {}): { result: PairResult; figures: 
       tsNs.push(tsRound(table, tsIterations));
       fcntlNs.push(cbench<{ nsPerPair: number }>(['fcntl', lockFile, String(fcntlIterations)], 'fcntl pair').nsPerPair);
     }
-    const parts = breakdown(inst.shmPath, tsIterations);
+    const parts = breakdown(inst.shmPath, inst.dir, tsIterations);
     if (table.check() !== 0) throw new BenchError('pair: the table is inconsistent after the rounds');
     const cMedianNs = median(cNs);
     const tsMedianNs = median(tsNs);

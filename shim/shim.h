@@ -131,7 +131,10 @@ void shim_classify_forget_range(unsigned lo, unsigned hi);
 
 /* --- shim_route.c -------------------------------------------------------- */
 enum shim_kind { SHIM_RECORD, SHIM_BINARY };
-enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER, SHIM_TO_DRIVER };
+/* SHIM_REFUSED: a record lock this process may not take anywhere (a table
+ * exists but is refused or cannot be opened: shim_route.c): ENOLCK. Only
+ * shim_route_record returns it. */
+enum shim_dest { SHIM_TO_OS, SHIM_TO_TABLE, SHIM_TO_SERVER, SHIM_TO_DRIVER, SHIM_REFUSED };
 /* The decision for one call (native/common/jdls_route.h, the table in
  * shim/route-cases.json), on inputs gathered once per process. `origin` is
  * JDLS_ORIGIN_*. SHIM_TO_DRIVER only for JDLS_ORIGIN_EXTERNAL. */

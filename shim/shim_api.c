@@ -41,7 +41,7 @@ static enum shim_dest api_route(int origin) { return shim_route_record(origin); 
 /* A vfork child shares its parent's memory: the OS route's descriptions and
  * the broker connection are the parent's (locking through them would act as
  * the parent). It may use the table, as itself (shim_owner). */
-#define API_FOREIGN(d) (shim_in_vfork && (d) != SHIM_TO_TABLE && (d) != SHIM_TO_DRIVER)
+#define API_FOREIGN(d) ((d) == SHIM_REFUSED || (shim_in_vfork && (d) != SHIM_TO_TABLE && (d) != SHIM_TO_DRIVER))
 static int api_leave(int rc) {
   SHIM_LEAVE();
   return rc;

@@ -163,7 +163,10 @@ static int do_fcntl(int fd, int cmd, void *arg) {
   fd_route r;
   struct flock *fl = (struct flock *)arg;
   enum shim_dest d = route_fd(fd, cmd == F_GETLK ? no : fl_unlock, fl, &r);
-  if (d != SHIM_TO_OS) {
+  if (d == SHIM_REFUSED) {
+    errno = ENOLCK;
+    rc = -1;
+  } else if (d != SHIM_TO_OS) {
     rc = routed_fcntl(fd, cmd, fl, d, &r);
   } else {
     rc = real_fcntl(fd, cmd, arg);
@@ -216,7 +219,10 @@ static int do_lockf(int fd, int cmd, off_t len) {
   int rc;
   fd_route r;
   enum shim_dest d = route_fd(fd, cmd == F_ULOCK ? yes : no, NULL, &r);
-  if (d == SHIM_TO_OS) {
+  if (d == SHIM_REFUSED) {
+    errno = ENOLCK;
+    rc = -1;
+  } else if (d == SHIM_TO_OS) {
     rc = real_lockf(fd, cmd, len);
   } else {
     struct flock fl = {.l_whence = SEEK_CUR, .l_start = 0, .l_len = len};

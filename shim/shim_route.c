@@ -57,6 +57,16 @@ static jdls_route_in in; /* kind/origin filled per call; table_in_service below 
 static int use_table;
 static jdls_table table;
 static char table_path[256]; /* "" when the installation has no path */
+static jdls_trust trust;      /* the installation's (jdls_installation_trust) */
+/* A table exists at the installation's name but this process may not use
+ * it: refused (not the installation's: jdls_check_file), or not ours to
+ * open (EACCES: not a member of the installation's group). Record locks
+ * then fail with ENOLCK - never the OS route: the installation's other
+ * processes lock in that table, and an OS lock beside it is a second
+ * holder of the same record (the first version did exactly that, silently,
+ * for every user outside the table's group). Set once, never cleared. */
+static int refused;
+static char refused_why[600];
 static uint32_t port;
 /* Transitions of use_table/registration; never held on the hot path. */
 static pthread_mutex_t route_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -94,6 +104,14 @@ int shim_jdls_option(const char *word, char *value, size_t vsize) {
   return j ? jdls_item(j, word, value, vsize) : 0;
 }
 
+/* Record the refusal; the line is written at the first record lock it
+ * fails (shim_route_record), once per process. */
+static void refuse(int rc) {
+  const char *d = jdls_detail();
+  snprintf(refused_why, sizeof refused_why, "%s", d && *d ? d : jdls_strerror(rc));
+  __atomic_store_n(&refused, 1, __ATOMIC_RELEASE);
+}
+
 static void decide(void) {
   shim_busy++;
   const char *p = getenv("JBCPORTNO");
@@ -116,11 +134,21 @@ static void decide(void) {
    * local. */
   if (!in.jdls_set || in.lock != JDLS_LOCKOPT_ALL) {
     char dir[4096];
-    if (jdls_release_dir(dir, sizeof dir) < 0 || jdls_table_path(dir, table_path, sizeof table_path) < 0)
+    if (jdls_release_dir(dir, sizeof dir) < 0) table_path[0] = 0;
+    else if (jdls_installation_trust(dir, &trust) != 0 || jdls_table_path(dir, table_path, sizeof table_path) < 0) {
+      /* The directory exists but cannot be looked at (EACCES on a parent):
+       * whether its table exists is unknowable, so no mechanism is safe. */
       table_path[0] = 0;
-    else if (jdls_table_open(table_path, &table) == JDLS_OK) {
-      if (jdls_table_service(&table) != JDLS_SERVICE_RETIRED) __atomic_store_n(&use_table, 1, __ATOMIC_RELEASE);
-      else jdls_table_close(&table);
+      jdls_set_detail("cannot look at the installation directory %s: %s", dir, strerror(errno));
+      refuse(JDLS_E_SYS);
+    } else {
+      int rc = jdls_table_open(table_path, &trust, &table);
+      if (rc == JDLS_OK) {
+        if (jdls_table_service(&table) != JDLS_SERVICE_RETIRED) __atomic_store_n(&use_table, 1, __ATOMIC_RELEASE);
+        else jdls_table_close(&table);
+      } else if (rc != JDLS_E_NO_TABLE) {
+        refuse(rc);
+      }
     }
   }
   shim_busy--;
@@ -137,7 +165,11 @@ static void leave_table(void) {
 static int table_appeared(void) {
   if (!table_path[0]) return 0;
   jdls_table t;
-  if (jdls_table_open(table_path, &t) != JDLS_OK) return 0;
+  int rc = jdls_table_open(table_path, &trust, &t);
+  if (rc != JDLS_OK) {
+    if (rc != JDLS_E_NO_TABLE) refuse(rc);
+    return 0;
+  }
   if (jdls_table_service(&t) == JDLS_SERVICE_RETIRED) {
     jdls_table_close(&t);
     return 0;
@@ -166,7 +198,13 @@ static int await_in_service(void) {
  * applies after all. route_mu held. */
 static int register_os_route(void) {
   if (marker_fd >= 0 || !table_path[0]) return 0;
-  int fd = jdls_os_route_register(table_path, 0);
+  int fd = jdls_os_route_register(table_path, &trust, 0);
+  if (fd == -EPERM) {
+    /* The marker is not the installation's (jdls_service.c): refused like
+     * a table that is not. */
+    refuse(JDLS_E_UNTRUSTED);
+    return 0;
+  }
   if (fd < 0) {
     /* Cannot register (no /dev/shm, EMFILE): locking on would let a table
      * enter service under this process's OS locks. The guide's rule for a
@@ -179,7 +217,12 @@ static int register_os_route(void) {
    * shim's other descriptors (an OFD lock belongs to the description, so
    * the copy keeps it). */
   fd = shim_high_fd(fd);
-  if (table_appeared()) {
+  int appeared = table_appeared();
+  if (__atomic_load_n(&refused, __ATOMIC_ACQUIRE)) {
+    real_close(fd);
+    return 0;
+  }
+  if (appeared) {
     real_close(fd);
     __atomic_store_n(&use_table, 1, __ATOMIC_RELEASE);
     return 1;
@@ -188,8 +231,22 @@ static int register_os_route(void) {
   return 0;
 }
 
+/* ENOLCK for every record lock from now on, and the reason once. */
+static enum shim_dest refused_route(void) {
+  static int told;
+  if (!__atomic_exchange_n(&told, 1, __ATOMIC_ACQ_REL)) {
+    char msg[800];
+    int n = snprintf(msg, sizeof msg, "jdls shim: %s; record locks fail with ENOLCK\n", refused_why);
+    if (n > (int)sizeof msg - 1) n = (int)sizeof msg - 1;
+    ssize_t r = write(2, msg, (size_t)n);
+    (void)r;
+  }
+  return SHIM_REFUSED;
+}
+
 enum shim_dest shim_route_record(int origin) {
   enum shim_dest d = shim_route(SHIM_RECORD, origin);
+  if ((d == SHIM_TO_OS || d == SHIM_TO_TABLE) && __atomic_load_n(&refused, __ATOMIC_ACQUIRE)) return refused_route();
   if (d == SHIM_TO_TABLE) {
     if (jdls_table_service(&table) == JDLS_SERVICE_ON) return d;
     pthread_mutex_lock(&route_mu);
@@ -201,12 +258,14 @@ enum shim_dest shim_route_record(int origin) {
     pthread_mutex_lock(&route_mu);
     int table_now = register_os_route();
     pthread_mutex_unlock(&route_mu);
+    if (__atomic_load_n(&refused, __ATOMIC_ACQUIRE)) return refused_route();
     if (table_now) return shim_route_record(origin);
   }
   return d;
 }
 
 int shim_route_os_settled(void) {
+  if (__atomic_load_n(&refused, __ATOMIC_ACQUIRE)) return 0; /* a record lock must be seen: ENOLCK */
   return __atomic_load_n(&marker_fd, __ATOMIC_ACQUIRE) >= 0 || !table_path[0];
 }
 
@@ -233,7 +292,7 @@ enum shim_dest shim_route(enum shim_kind kind, int origin) {
   i.table_in_service = t;
   i.kind = kind == SHIM_RECORD ? JDLS_KIND_RECORD : JDLS_KIND_BINARY;
   i.origin = origin == JDLS_ORIGIN_EXTERNAL ? JDLS_FROM_EXTERNAL : JDLS_FROM_INTERNAL;
-  switch (jdls_route_decide(&i)) {
+  switch (jdls_route_decide(&i)) {  /* SHIM_REFUSED: shim_route_record's alone */
     case JDLS_DEST_TABLE: return SHIM_TO_TABLE;
     case JDLS_DEST_SERVER: return SHIM_TO_SERVER;
     case JDLS_DEST_DRIVER: return SHIM_TO_DRIVER;

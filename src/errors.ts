@@ -6,7 +6,7 @@ import type { ClientErrorCode } from './client/codes.js';
 
 export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
-  | 'NO_PROCESS_SLOT' | 'EXISTS' | 'NOT_RECOVERABLE' | 'RETIRED' | 'TIMEOUT' | 'ABORTED' | 'CLOSED'
+  | 'NO_PROCESS_SLOT' | 'EXISTS' | 'NOT_RECOVERABLE' | 'RETIRED' | 'UNTRUSTED' | 'TIMEOUT' | 'ABORTED' | 'CLOSED'
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
   // the table cannot enter service while processes lock records as OS file locks (native/common/jdls_service.c)
   | 'OS_ROUTE_IN_USE'

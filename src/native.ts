@@ -155,7 +155,8 @@ export interface NativeConstants {
 }
 
 export interface NativeAddon {
-  Table: new (path: string, create: boolean, nlocks: number, perGroup: number, flags: number) => NativeTable;
+  /** releaseDir: the installation directory, whose owner and group say who may own the table (native/common/jdls_table.h, jdls_trust) */
+  Table: new (path: string, create: boolean, nlocks: number, perGroup: number, flags: number, releaseDir: string) => NativeTable;
   releaseDir(): string | null;
   tablePath(releaseDir: string): string | null;
   hash(file: FileHandle, key: Buffer | string): number;
@@ -166,7 +167,9 @@ export interface NativeAddon {
   makeOwner(pid: number, ownerPid: number, ownerTid: number, port: number, pidStart: number, ip: Buffer, conn: number): OwnerHandle;
   makeFile(inode: bigint | number, dev: bigint | number): FileHandle;
   /** hold the installation's OS-route marker read lock for the rest of this process's life: the descriptor, or -errno */
-  registerOsRoute(tablePath: string): number;
+  registerOsRoute(tablePath: string, releaseDir?: string): number;
+  /** why this thread's last table open/create or marker registration was refused (jdls_detail), or '' */
+  lastDetail(): string;
   constants: NativeConstants;
   /** OS file locks: open file descriptions and their waits (native/addon/oslock.cc, typed in src/locks/ofd.ts) */
   oslock: NativeOsLock;

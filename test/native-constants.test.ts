@@ -28,6 +28,7 @@ test('result codes: names and values as in jdls_table.h', (t) => {
     OK: 0, CONFLICT: 1, QUEUED: 2, TIMEOUT: 3, NOT_HELD: 4,
     TABLE_FULL: -37, KEY_TOO_LONG: -12, BAD_ARGUMENT: -13, NO_TABLE: -14, BAD_TABLE: -15,
     SYSTEM: -16, NO_PROCESS_SLOT: -17, EXISTS: -18, NOT_RECOVERABLE: -19, RETIRED: -20,
+    UNTRUSTED: -21,
   };
   t.deepEqual(Object.fromEntries(Object.entries(rc).map(([n, i]) => [n, i.value])), expected);
   for (const info of Object.values(rc)) t.true(info.text.length > 0);

@@ -191,7 +191,7 @@ test('keys: 512 bytes are fine, 513 are KEY_TOO_LONG (string and Buffer, every c
     t.is((await failure(() => table.status(a, F, long))).code, 'KEY_TOO_LONG');
   }
   // The C core refuses too, not only the TypeScript check in front of it.
-  const raw = new native.Table(table.path, false, 0, 0, 0);
+  const raw = new native.Table(table.path, false, 0, 0, 0, table.releaseDir);
   t.teardown(() => raw.close());
   const tooLong = native.constants.RC['KEY_TOO_LONG']?.value ?? 0;
   t.is(raw.tryLock(a.packed, F.packed, 'k'.repeat(513), 2, true), tooLong);

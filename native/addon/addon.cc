@@ -264,7 +264,7 @@ class Waiter {
  private:
   uint32_t *Bell() {
     jdls_proc_slot *slots = reinterpret_cast<jdls_proc_slot *>(
-        reinterpret_cast<uint8_t *>(table_->hdr) + table_->hdr->header_size);
+        reinterpret_cast<uint8_t *>(table_->hdr) + sizeof(jdls_header));  // not the header's own field (jdls_table)
     return &slots[table_->slot].bell;
   }
 
@@ -398,29 +398,36 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     return ctor;
   }
 
-  // new Table(path, create, nlocks, perGroup, flags)
+  // new Table(path, create, nlocks, perGroup, flags, releaseDir): the
+  // installation directory says who may own the table (jdls_installation_trust).
   Table(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Table>(info) {
     Napi::Env env = info.Env();
     std::memset(&t_, 0, sizeof t_);
     t_.fd = -1;
-    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber() ||
-        !info[3].IsNumber() || !info[4].IsNumber()) {
-      Napi::TypeError::New(env, "Table(path, create, nlocks, perGroup, flags)").ThrowAsJavaScriptException();
+    if (info.Length() < 6 || !info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber() ||
+        !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsString()) {
+      Napi::TypeError::New(env, "Table(path, create, nlocks, perGroup, flags, releaseDir)").ThrowAsJavaScriptException();
       return;
     }
     std::string path = info[0].As<Napi::String>();
+    std::string dir = info[5].As<Napi::String>();
+    jdls_trust trust;
     int existed = 0, rc;
-    if (info[1].As<Napi::Boolean>()) {
-      rc = jdls_table_create(path.c_str(), info[2].As<Napi::Number>().Uint32Value(),
+    if (jdls_installation_trust(dir.c_str(), &trust) != 0) {
+      rc = JDLS_E_SYS;
+      jdls_set_detail("cannot stat the installation directory %s: %s", dir.c_str(), strerror(errno));
+    } else if (info[1].As<Napi::Boolean>()) {
+      rc = jdls_table_create(path.c_str(), &trust, info[2].As<Napi::Number>().Uint32Value(),
                              info[3].As<Napi::Number>().Uint32Value(),
                              info[4].As<Napi::Number>().Uint32Value(), &t_, &existed);
     } else {
-      rc = jdls_table_open(path.c_str(), &t_);
+      rc = jdls_table_open(path.c_str(), &trust, &t_);
     }
     int err = errno;
     if (rc != JDLS_OK) {
       auto e = Napi::Error::New(env, jdls_strerror(rc));
       e.Set("rc", Napi::Number::New(env, rc));
+      e.Set("detail", Napi::String::New(env, jdls_detail()));
       e.Set("errno", Napi::Number::New(env, rc == JDLS_E_SYS ? err : 0));
       e.Set("syscall", Napi::String::New(env, rc == JDLS_E_SYS ? strerror(err) : ""));
       e.ThrowAsJavaScriptException();
@@ -743,7 +750,7 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     // and never zeroed: jdls_list writes every row it returns. (A fresh
     // zero-filled vector of per_group x 64 rows per call cost 400 MB and its
     // page faults per call on a table of 10,000 locks per group.)
-    uint32_t per = t_.hdr->per_group;
+    uint32_t per = t_.per_group;  // the private copy (jdls_table), not the segment's
     uint32_t groups = static_cast<uint32_t>((1u << 20) / (static_cast<size_t>(per) * sizeof(jdls_row)));
     if (groups < 1) groups = 1;
     if (groups > 64) groups = 64;
@@ -792,11 +799,11 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     const jdls_header *h = t_.hdr;
     auto o = Napi::Object::New(env);
     o.Set("version", h->version);
-    o.Set("ngroups", h->ngroups);
-    o.Set("perGroup", h->per_group);
-    o.Set("flags", h->flags);
-    o.Set("totalSize", static_cast<double>(h->total_size));
-    o.Set("entrySize", h->entry_size);
+    o.Set("ngroups", t_.ngroups);
+    o.Set("perGroup", t_.per_group);
+    o.Set("flags", t_.flags);
+    o.Set("totalSize", static_cast<double>(t_.size));
+    o.Set("entrySize", static_cast<uint32_t>(sizeof(jdls_entry)));
     o.Set("requestedLocks", h->requested_locks);
     o.Set("tidyMs", h->tidy_ms);
     uint32_t mpid;
@@ -888,18 +895,31 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
 
 // ---- module functions ----------------------------------------------------
 
-// registerOsRoute(tablePath): this process locks records with OS file locks
-// (no table in service): hold the marker's read lock for the rest of its
-// life (jdls_service.c). The descriptor, or -errno.
+// registerOsRoute(tablePath, releaseDir?): this process locks records with
+// OS file locks (no table in service): hold the marker's read lock for the
+// rest of its life (jdls_service.c). The descriptor, or -errno (-EPERM: the
+// marker was refused; markerDetail() says why). Without releaseDir, the
+// process's own installation (jdls_release_dir) says who may own the marker.
 Napi::Value RegisterOsRoute(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    Napi::TypeError::New(env, "registerOsRoute(tablePath)").ThrowAsJavaScriptException();
+  if (info.Length() < 1 || !info[0].IsString() || (info.Length() >= 2 && !info[1].IsString() && !info[1].IsUndefined())) {
+    Napi::TypeError::New(env, "registerOsRoute(tablePath, releaseDir?)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   std::string p = info[0].As<Napi::String>();
-  return Napi::Number::New(env, jdls_os_route_register(p.c_str(), 0));
+  char buf[4096];
+  std::string dir;
+  if (info.Length() >= 2 && info[1].IsString()) dir = info[1].As<Napi::String>();
+  else if (jdls_release_dir(buf, sizeof buf) >= 0) dir = buf;
+  jdls_trust trust;
+  if (dir.empty() || jdls_installation_trust(dir.c_str(), &trust) != 0)
+    return Napi::Number::New(env, jdls_os_route_register(p.c_str(), nullptr, 0));
+  return Napi::Number::New(env, jdls_os_route_register(p.c_str(), &trust, 0));
 }
+
+// lastDetail(): jdls_detail() of this thread (why the last open, create or
+// marker registration was refused).
+Napi::Value LastDetail(const Napi::CallbackInfo &info) { return Napi::String::New(info.Env(), jdls_detail()); }
 
 Napi::Value ReleaseDir(const Napi::CallbackInfo &info) {
   char buf[4096];
@@ -1025,6 +1045,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Table", Table::Init(env));
   exports.Set("releaseDir", Napi::Function::New(env, ReleaseDir));
   exports.Set("tablePath", Napi::Function::New(env, TablePath));
+  exports.Set("lastDetail", Napi::Function::New(env, LastDetail));
   exports.Set("hash", Napi::Function::New(env, Hash));
   exports.Set("nextPrime", Napi::Function::New(env, NextPrime));
   exports.Set("pidStart", Napi::Function::New(env, PidStart));

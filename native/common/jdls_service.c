@@ -40,6 +40,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define ALOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -66,19 +67,73 @@ static int marker_lock(int fd, short type, int wait) {
   }
 }
 
-static int open_marker(const char *table_path) {
+/* The marker has a predictable name in a world-writable directory, like
+ * the table, and root opens it: the same checks (jdls_check_file) on the
+ * open descriptor. One difference: any process of the installation may be
+ * the first to take the OS route and so create it - a member of the
+ * installation's group, not only root or the owner - so a marker of that
+ * group is accepted too (only a member can make a file of that group). An
+ * outsider's marker was the way to keep every table out of service: hold a
+ * read lock on it for ever. -errno; -EPERM for a refused marker or one this
+ * user may not open or create with the installation's group (detail in
+ * jdls_detail()). */
+static int open_marker(const char *table_path, const jdls_trust *trust) {
   char path[300];
-  if (jdls_marker_path(table_path, path, sizeof path) < 0) {
-    errno = ENAMETOOLONG;
-    return -1;
+  jdls_set_detail("%s", "");
+  if (jdls_marker_path(table_path, path, sizeof path) < 0) return -ENAMETOOLONG;
+  jdls_trust tr;
+  if (trust) tr = *trust;
+  else {
+    tr.uid = (uint32_t)geteuid();
+    tr.gid = (uint32_t)getegid();
   }
-  /* 0660 like the table: the same users may lock records either way. */
-  return open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+  for (int tries = 0;; tries++) {
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT && tries < 10) {
+      /* Create it exclusively, then fix group and mode on the descriptor
+       * (0660, the installation's group, whatever the umask); EEXIST: a
+       * racing process made it, open that one. */
+      fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0 && errno == EEXIST) continue;
+      if (fd >= 0) {
+        struct stat st;
+        if (fstat(fd, &st) != 0 || (st.st_gid != (gid_t)tr.gid && fchown(fd, (uid_t)-1, (gid_t)tr.gid) != 0) ||
+            fchmod(fd, 0660) != 0) {
+          int e = errno;
+          jdls_set_detail("cannot give OS-route marker %s the installation's group %u and mode 0660: %s", path,
+                          (unsigned)tr.gid, strerror(e));
+          unlink(path);
+          close(fd);
+          return e == EPERM ? -EPERM : -e; /* EPERM: not a member of the group: refused */
+        }
+      }
+    }
+    if (fd < 0) {
+      int e = errno;
+      if (e == EACCES) {
+        jdls_set_detail("cannot open OS-route marker %s: permission denied (only root, the installation's owner "
+                        "uid %u and members of its group %u may lock records in this installation)",
+                        path, (unsigned)tr.uid, (unsigned)tr.gid);
+        return -EPERM;
+      }
+      if (e == ELOOP) {
+        jdls_set_detail("OS-route marker %s is a symbolic link: refusing it; remove it (rm %s) and start again", path, path);
+        return -EPERM;
+      }
+      return -e;
+    }
+    int rc = jdls_check_file(fd, path, "OS-route marker", &tr, 1);
+    if (rc != JDLS_OK) {
+      close(fd);
+      return rc == JDLS_E_UNTRUSTED ? -EPERM : -EIO;
+    }
+    return fd;
+  }
 }
 
-int jdls_os_route_register(const char *table_path, int min_fd) {
-  int fd = open_marker(table_path);
-  if (fd < 0) return -errno;
+int jdls_os_route_register(const char *table_path, const jdls_trust *trust, int min_fd) {
+  int fd = open_marker(table_path, trust);
+  if (fd < 0) return fd;
   if (min_fd > 0 && fd < min_fd) {
     /* Out of the way of programs that dup2 onto low descriptors. */
     int hi = fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
@@ -119,8 +174,12 @@ int jdls_table_enter_service(jdls_table *t) {
     ASTORE(&h->starter_pid, me);
   }
   if (ALOAD(&h->service) == JDLS_SERVICE_RETIRED) ASTORE(&h->service, JDLS_SERVICE_STARTING);
-  int fd = open_marker(t->path);
-  if (fd < 0) return JDLS_E_SYS;
+  int fd = open_marker(t->path, &t->trust);
+  if (fd == -EPERM) return JDLS_E_UNTRUSTED;
+  if (fd < 0) {
+    errno = -fd;
+    return JDLS_E_SYS;
+  }
   int rc;
   if (marker_lock(fd, F_WRLCK, 0) == 0) {
     ASTORE(&h->service, JDLS_SERVICE_ON);

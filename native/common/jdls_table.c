@@ -1,14 +1,16 @@
 /*
  * jdls_table.c - the shared-memory record lock table.
  *
- * Owns: the segment's creation and validation, record locking inside it
+ * Owns: the segment's creation and validation (who may own it, its mode and
+ * links: jdls_check_file; its geometry, copied into the process once and
+ * never re-read), record locking inside it
  * (grant, queue, hand-off, release), dead-owner reaping, crash repair, and
  * listings. Does not own: naming policy beyond the path rule, monitor
  * scheduling, display formats (all in src/), OS file locks (native/oslock).
  *
  * Divisions (keep them):
  *   1. small helpers: hashing, primes, futexes, process liveness
- *   2. creating, opening and removing the segment
+ *   2. creating, opening and removing the segment (trust, geometry)
  *   3. group locking and crash repair
  *   4. the lock algorithm: grant, queue, hand-off
  *   5. the public lock calls
@@ -24,6 +26,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +208,19 @@ int jdls_release_dir(char *out, size_t cap) {
   return (n < 0 || (size_t)n >= cap) ? -1 : n;
 }
 
+int jdls_installation_trust(const char *release_dir, jdls_trust *out) {
+  struct stat st;
+  if (stat(release_dir, &st) == 0) {
+    out->uid = (uint32_t)st.st_uid;
+    out->gid = (uint32_t)st.st_gid;
+    return 0;
+  }
+  if (errno != ENOENT) return -1;
+  out->uid = (uint32_t)geteuid();
+  out->gid = (uint32_t)getegid();
+  return 0;
+}
+
 int jdls_table_path(const char *release_dir, char *out, size_t cap) {
   char abs[2 * PATH_MAX + 2];
   /* Two spellings of one directory must name one table; a directory that
@@ -217,26 +233,99 @@ int jdls_table_path(const char *release_dir, char *out, size_t cap) {
       snprintf(abs, sizeof abs, "%s/%s", cwd, release_dir);
     }
   }
+  /* The uid is the installation's owner, not the caller's: the name was
+   * once per caller (getuid()), so a member of the installation's group
+   * looked for a table nobody made and locked records as OS file locks
+   * beside root's table - one lock, two holders. */
+  jdls_trust tr;
+  if (jdls_installation_trust(abs, &tr) != 0) return -1;
   uint64_t h = 1469598103934665603ull;
   for (const char *p = abs; *p; p++) { h ^= (uint8_t)*p; h *= 1099511628211ull; }
-  int n = snprintf(out, cap, "/dev/shm/jdls-%u-%016llx", (unsigned)getuid(),
-                   (unsigned long long)h);
+  int n = snprintf(out, cap, "/dev/shm/jdls-%u-%016llx", (unsigned)tr.uid, (unsigned long long)h);
   return (n < 0 || (size_t)n >= cap) ? -1 : n;
 }
 
 static jdls_group *group_at(jdls_table *t, uint32_t g) {
-  return (jdls_group *)((uint8_t *)t->hdr + t->hdr->groups_offset +
-                        (uint64_t)g * t->hdr->group_size);
+  /* Private geometry (jdls_table); callers have checked g < t->ngroups. */
+  return (jdls_group *)((uint8_t *)t->hdr + t->groups_offset + (uint64_t)g * t->group_size);
 }
 
 static jdls_entry *entry_at(jdls_table *t, jdls_group *g, uint32_t i) {
-  return (jdls_entry *)((uint8_t *)(g + 1) + (uint64_t)i * t->hdr->entry_size);
+  (void)t; /* i < t->per_group, checked by the callers */
+  return (jdls_entry *)((uint8_t *)(g + 1) + (uint64_t)i * sizeof(jdls_entry));
 }
 
 static jdls_proc_slot *slots_of(jdls_table *t) {
-  return (jdls_proc_slot *)((uint8_t *)t->hdr + t->hdr->header_size);
+  return (jdls_proc_slot *)((uint8_t *)t->hdr + sizeof(jdls_header));
 }
 
+/* The detail of the last refusal on this thread (like dlerror()): the rc
+ * says what kind of failure, this says which file and what to do. */
+static __thread char detail[512];
+
+const char *jdls_detail(void) { return detail; }
+
+void jdls_set_detail(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+}
+
+static void default_trust(const jdls_trust *in, jdls_trust *out) {
+  if (in) *out = *in;
+  else {
+    out->uid = (uint32_t)geteuid();
+    out->gid = (uint32_t)getegid();
+  }
+}
+
+/* The name is predictable (/dev/shm is world-writable), so whoever comes
+ * first can put a file there: their own table (or a hard link to it: then
+ * they read every key and owner and free any lock through their own name),
+ * a file others may write, a symlink to a file of root's (O_NOFOLLOW refuses
+ * that one at open). Every check is on the open descriptor (fstat), never on
+ * the name: the name can be swapped between a stat() and the open(). */
+int jdls_check_file(int fd, const char *path, const char *kind, const jdls_trust *trust, int group_ok) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    jdls_set_detail("cannot stat %s %s: %s", kind, path, strerror(errno));
+    return JDLS_E_SYS;
+  }
+  unsigned mode = (unsigned)st.st_mode & 07777;
+  const char *what = NULL;
+  char why[200];
+  if (!S_ISREG(st.st_mode)) what = "is not a regular file";
+  else if (st.st_uid != 0 && st.st_uid != (uid_t)trust->uid &&
+           !(group_ok && st.st_gid == (gid_t)trust->gid)) {
+    if (group_ok)
+      snprintf(why, sizeof why, "is owned by uid %u, not by root, the installation's owner (uid %u) or a member of its group (gid %u)",
+               (unsigned)st.st_uid, (unsigned)trust->uid, (unsigned)trust->gid);
+    else
+      snprintf(why, sizeof why, "is owned by uid %u, not by root or the installation's owner (uid %u)",
+               (unsigned)st.st_uid, (unsigned)trust->uid);
+    what = why;
+  } else if (mode & S_IWOTH) what = "is writable by others";
+  else if (st.st_nlink != 1) {
+    /* A second name is a second way in: a user's hard link to the
+     * installation's table lets them reach it whatever the mode says later. */
+    snprintf(why, sizeof why, "has %lu links (a second name for it exists)", (unsigned long)st.st_nlink);
+    what = why;
+  }
+  if (!what) return JDLS_OK;
+  jdls_set_detail("%s %s %s (owner uid %u, group %u, mode 0%03o): refusing it; if no jdls process of this "
+             "installation is running, remove it (rm %s) and start again",
+             kind, path, what, (unsigned)st.st_uid, (unsigned)st.st_gid, mode, path);
+  return JDLS_E_UNTRUSTED;
+}
+
+/* Trap: the ids that map the table are never the shared header's. They are
+ * copied here once, checked against the layout version and the file's size,
+ * and every later address comes from the copy (see jdls_table in the
+ * header). A header that passed the old check (sums equal modulo 2^64) could
+ * still place group 0 below the mapping; here each field has the one value
+ * the layout allows, or a range, and the sums are done in 64 bits without
+ * overflow (ngroups <= JDLS_MAX_LOCKS, group_size < 2^23). */
 static int map_and_validate(int fd, const char *path, jdls_table *out) {
   struct stat st;
   /* A creator sets the magic last; wait a little for one in progress. */
@@ -246,39 +335,77 @@ static int map_and_validate(int fd, const char *path, jdls_table *out) {
       uint32_t magic;
       if (pread(fd, &magic, sizeof magic, 0) == (ssize_t)sizeof magic && magic == JDLS_MAGIC) break;
     }
-    if (tries >= 300) return JDLS_E_BAD_TABLE; /* 3 s: a creator died half-way */
+    if (tries >= 300) {
+      jdls_set_detail("%s is not a lock table (no header after 3 s: a creator died half-way?)", path);
+      return JDLS_E_BAD_TABLE; /* 3 s: a creator died half-way */
+    }
     usleep(10000);
+  }
+  jdls_header h;
+  if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) return JDLS_E_SYS;
+  const uint64_t groups_offset = sizeof(jdls_header) + (uint64_t)JDLS_PROC_SLOTS * sizeof(jdls_proc_slot);
+  uint64_t group_size = sizeof(jdls_group) + (uint64_t)h.per_group * sizeof(jdls_entry);
+  if (h.magic != JDLS_MAGIC || h.version != JDLS_LAYOUT_VERSION || h.header_size != sizeof(jdls_header) ||
+      h.entry_size != sizeof(jdls_entry) || h.per_group == 0 || h.per_group > JDLS_MAX_PER_GROUP ||
+      h.group_size != group_size || h.ngroups == 0 || h.ngroups > JDLS_MAX_LOCKS ||
+      h.groups_offset != groups_offset || h.total_size != (uint64_t)st.st_size ||
+      groups_offset + (uint64_t)h.ngroups * group_size != h.total_size) {
+    jdls_set_detail("%s is not a valid lock table of layout version %u: its header's geometry (%u groups of %u "
+               "entries, groups at %llu, %llu bytes) does not match the layout and the file's size (%lld "
+               "bytes); remove it with jdls -Ko",
+               path, JDLS_LAYOUT_VERSION, h.ngroups, h.per_group, (unsigned long long)h.groups_offset,
+               (unsigned long long)h.total_size, (long long)st.st_size);
+    return JDLS_E_BAD_TABLE;
   }
   void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) return JDLS_E_SYS;
-  jdls_header *h = base;
-  if (ALOAD(&h->magic) != JDLS_MAGIC || h->version != JDLS_LAYOUT_VERSION ||
-      h->header_size != sizeof(jdls_header) || h->entry_size != sizeof(jdls_entry) ||
-      h->group_size != sizeof(jdls_group) + (uint64_t)h->per_group * sizeof(jdls_entry) ||
-      h->total_size != (uint64_t)st.st_size || h->ngroups == 0 ||
-      h->groups_offset + (uint64_t)h->ngroups * h->group_size != h->total_size) {
-    munmap(base, (size_t)st.st_size);
-    return JDLS_E_BAD_TABLE;
-  }
-  out->hdr = h;
+  out->hdr = base;
   out->size = (size_t)st.st_size;
   out->fd = fd;
   out->slot = -1;
+  out->ngroups = h.ngroups;
+  out->per_group = h.per_group;
+  out->flags = h.flags;
+  out->group_size = (uint32_t)group_size;
+  out->groups_offset = groups_offset;
   snprintf(out->path, sizeof out->path, "%s", path);
   return JDLS_OK;
 }
 
-int jdls_table_open(const char *path, jdls_table *out) {
+int jdls_table_open(const char *path, const jdls_trust *trust, jdls_table *out) {
   memset(out, 0, sizeof *out);
   out->fd = -1;
-  int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? JDLS_E_NO_TABLE : JDLS_E_SYS;
-  int rc = map_and_validate(fd, path, out);
-  if (rc != JDLS_OK) { int e = errno; close(fd); errno = e; }
+  detail[0] = 0;
+  default_trust(trust, &out->trust);
+  /* O_NOFOLLOW: a symlink planted at the name would make root map (and
+   * write mutexes into) a file of the planter's choosing. */
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ENOENT) return JDLS_E_NO_TABLE;
+    if (e == ELOOP) {
+      jdls_set_detail("lock table %s is a symbolic link: refusing it; remove it (rm %s) and start again", path, path);
+      return JDLS_E_UNTRUSTED;
+    }
+    if (e == EACCES)
+      jdls_set_detail("cannot open lock table %s: permission denied (only root, the installation's owner uid %u "
+                 "and members of its group %u may use it)", path, (unsigned)out->trust.uid, (unsigned)out->trust.gid);
+    else jdls_set_detail("cannot open lock table %s: %s", path, strerror(e));
+    errno = e;
+    return JDLS_E_SYS;
+  }
+  int rc = jdls_check_file(fd, path, "lock table", &out->trust, 0);
+  if (rc == JDLS_OK) rc = map_and_validate(fd, path, out);
+  if (rc != JDLS_OK) {
+    int e = errno;
+    close(fd);
+    out->fd = -1;
+    errno = e;
+  }
   return rc;
 }
 
-int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
+int jdls_table_create(const char *path, const jdls_trust *trust, uint32_t nlocks, uint32_t per_group,
                       uint32_t flags, jdls_table *out, int *existed) {
   *existed = 0;
   if (nlocks == 0 || per_group == 0 || nlocks > JDLS_MAX_LOCKS ||
@@ -286,13 +413,40 @@ int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
     return JDLS_E_ARG;
   memset(out, 0, sizeof *out);
   out->fd = -1;
-  /* O_EXCL decides who creates: everyone else opens and waits for magic. */
-  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
-  if (fd < 0) {
-    if (errno != EEXIST) return JDLS_E_SYS;
-    *existed = 1;
-    return jdls_table_open(path, out);
+  detail[0] = 0;
+  jdls_trust tr;
+  default_trust(trust, &tr);
+  uid_t me = geteuid();
+  if (me != 0 && me != (uid_t)tr.uid) {
+    /* A table this user made would be refused by everyone else (owner
+     * check): say so now rather than make one nobody may use. */
+    jdls_set_detail("only root or the installation's owner (uid %u) may create its lock table %s; this is uid %u",
+               (unsigned)tr.uid, path, (unsigned)me);
+    return JDLS_E_UNTRUSTED;
   }
+  /* O_EXCL decides who creates: everyone else opens and waits for magic.
+   * O_NOFOLLOW: O_EXCL already refuses a symlink, said twice on purpose. */
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    if (errno != EEXIST) {
+      jdls_set_detail("cannot create lock table %s: %s", path, strerror(errno));
+      return JDLS_E_SYS;
+    }
+    *existed = 1;
+    return jdls_table_open(path, &tr, out);
+  }
+  /* The group and the mode are set on the descriptor, not left to the
+   * creator's egid and umask: 0660 with the installation directory's group
+   * (its members use the table), whatever umask the operator's shell has. */
+  struct stat st;
+  if (fstat(fd, &st) != 0) goto fail;
+  if (st.st_gid != (gid_t)tr.gid && fchown(fd, (uid_t)-1, (gid_t)tr.gid) != 0) {
+    int e = errno;
+    jdls_set_detail("cannot give lock table %s the installation's group %u: %s", path, (unsigned)tr.gid, strerror(e));
+    errno = e;
+    goto fail;
+  }
+  if (fchmod(fd, 0660) != 0) goto fail;
   uint32_t ngroups = jdls_next_prime((nlocks + per_group - 1) / per_group);
   uint64_t group_size = sizeof(jdls_group) + (uint64_t)per_group * sizeof(jdls_entry);
   uint64_t groups_offset = sizeof(jdls_header) + JDLS_PROC_SLOTS * sizeof(jdls_proc_slot);
@@ -322,6 +476,12 @@ int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
   out->size = total;
   out->fd = fd;
   out->slot = -1;
+  out->ngroups = ngroups;
+  out->per_group = per_group;
+  out->flags = flags;
+  out->group_size = (uint32_t)group_size;
+  out->groups_offset = groups_offset;
+  out->trust = tr;
   snprintf(out->path, sizeof out->path, "%s", path);
   pthread_mutexattr_t ma;
   pthread_mutexattr_init(&ma);
@@ -341,9 +501,11 @@ int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
   return JDLS_OK;
 fail:;
   int e = errno;
+  if (!detail[0]) jdls_set_detail("cannot create lock table %s: %s", path, strerror(e));
   unlink(path);
   close(fd);
   errno = e;
+  memset(out, 0, sizeof *out);
   out->fd = -1;
   return JDLS_E_SYS;
 }
@@ -366,6 +528,10 @@ int jdls_table_unlink(const char *path) {
 
 static int same_key(const jdls_entry *e, uint64_t inode, int64_t dev,
                     const uint8_t *key, uint32_t key_len) {
+  /* key_len may come from the segment (entry_same_key): a length past the
+   * entry's key would compare bytes beyond it, past the mapping for the
+   * last entry. Such an entry matches nothing. */
+  if (key_len > JDLS_MAX_KEY) return 0;
   return e->inode == inode && e->dev == dev && e->key_len == key_len &&
          memcmp(e->key, key, key_len) == 0;
 }
@@ -383,7 +549,7 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
  * pid == owner pid, so nothing changes there. */
 static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *o) {
   if (e->ip_len != o->ip_len || memcmp(e->ip, o->ip, o->ip_len) != 0) return 0;
-  if (t->hdr->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
+  if (t->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
   /* The start time too: a process that got a dead process's pid is another
    * owner. Were it the same, it would be told GRANTED on the dead entry (a
    * "re-lock"), which the next thorough reap frees under it - while it
@@ -459,7 +625,7 @@ static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough);
  * recomputed and any waiter the dead process should have granted is granted. */
 static void group_repair(jdls_table *t, jdls_group *g) {
   uint32_t count = 0, waiting = 0;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (!entry_valid(t, e)) {
       ASTORE(&e->state, JDLS_STATE_FREE);
@@ -471,7 +637,7 @@ static void group_repair(jdls_table *t, jdls_group *g) {
   }
   g->count = count;
   g->waiting = waiting;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_WAITING) grant_waiters(t, g, e);
   }
@@ -516,7 +682,7 @@ static void fill_holder(const jdls_entry *e, jdls_holder *h) {
  * given the same pid since, and its entries carry its own start time. */
 static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid, uint64_t dead_start) {
   int n = 0;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) != JDLS_STATE_FREE && entry_of(e, dead_pid, dead_start)) {
       free_entry(g, e);
@@ -525,7 +691,7 @@ static int reap_pid(jdls_table *t, jdls_group *g, uint32_t dead_pid, uint64_t de
   }
   if (n) {
     __atomic_fetch_add(&t->hdr->tidy_ops, (uint64_t)n, __ATOMIC_RELAXED);
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (ALOAD(&e->state) == JDLS_STATE_WAITING) grant_waiters(t, g, e);
     }
@@ -552,7 +718,7 @@ static int reap_blockers(jdls_table *t, jdls_group *g, const jdls_entry *k,
   uint64_t alive_start[16];
   unsigned nalive = 0;
   int n = 0;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     uint32_t s = ALOAD(&e->state);
     if (s == JDLS_STATE_FREE || (held_only && s != JDLS_STATE_HELD) || !entry_same_key(e, k)) continue;
@@ -577,11 +743,23 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
   uint64_t inode = k->inode;
   int64_t dev = k->dev;
   uint32_t key_len = k->key_len;
+  /* From the segment: a rewritten length must not overrun `key` (this was a
+   * stack overflow in whichever process released the key). The key is then
+   * unknown, and a waiter for it must not be stranded (a wait is only
+   * re-examined when a blocker is reaped): hand over every queued key of
+   * the group instead - each one's own length checked, so no deeper. */
+  if (key_len > JDLS_MAX_KEY) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
+      jdls_entry *e = entry_at(t, g, i);
+      if (ALOAD(&e->state) == JDLS_STATE_WAITING && e->key_len <= JDLS_MAX_KEY) grant_waiters(t, g, e);
+    }
+    return;
+  }
   uint8_t key[JDLS_MAX_KEY];
   memcpy(key, k->key, key_len); /* k may be freed below */
   for (;;) {
     jdls_entry *w = NULL;
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (ALOAD(&e->state) == JDLS_STATE_WAITING && same_key(e, inode, dev, key, key_len) &&
           (!w || e->seq < w->seq))
@@ -601,7 +779,7 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
     jdls_owner wo;
     owner_of(w, &wo);
     int blocked = 0;
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (ALOAD(&e->state) == JDLS_STATE_HELD && same_key(e, inode, dev, key, key_len) &&
           !owner_eq(t, e, &wo) && modes_conflict(e->mode, w->mode)) {
@@ -611,13 +789,13 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
     }
     if (blocked) return;
     /* Conversion: the owner's earlier lock on this key is replaced. */
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (e != w && ALOAD(&e->state) == JDLS_STATE_HELD &&
           same_key(e, inode, dev, key, key_len) && owner_eq(t, e, &wo))
         free_entry(g, e);
     }
-    if (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) w->stamp_ms = now_ms();
+    if (t->flags & JDLS_FLAG_TIMESTAMPS) w->stamp_ms = now_ms();
     g->waiting--;
     ASTORE(&w->state, JDLS_STATE_HELD);
     wake_entry(t, w);
@@ -625,8 +803,8 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
 }
 
 static jdls_entry *alloc_entry(jdls_table *t, jdls_group *g) {
-  if (g->count >= t->hdr->per_group) return NULL;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  if (g->count >= t->per_group) return NULL;
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_FREE) return e;
   }
@@ -652,7 +830,7 @@ static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_o
   e->dev = r->dev;
   /* Atomic: jdls_wait_poll reads seq without the mutex (see there). */
   __atomic_store_n(&e->seq, g->next_seq++, __ATOMIC_RELAXED);
-  e->stamp_ms = (t->hdr->flags & JDLS_FLAG_TIMESTAMPS) ? now_ms() : 0;
+  e->stamp_ms = (t->flags & JDLS_FLAG_TIMESTAMPS) ? now_ms() : 0;
   memcpy(e->ip, o->ip, sizeof e->ip);
   memcpy(e->key, r->key, r->key_len);
   g->count++;
@@ -681,14 +859,14 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
    * keeps a mapping (a lock server) learns it at its next request. */
   if (__atomic_load_n(&t->hdr->service, __ATOMIC_ACQUIRE) == JDLS_SERVICE_RETIRED) return JDLS_E_RETIRED;
   uint32_t hash = jdls_hash(r->inode, r->dev, r->key, r->key_len);
-  uint32_t gi = hash % t->hdr->ngroups;
+  uint32_t gi = hash % t->ngroups;
   jdls_group *g = group_at(t, gi);
   if ((rc = group_lock(t, g)) != JDLS_OK) return rc;
   for (int round = 0;; round++) {
     jdls_entry *mine = NULL, *blocker = NULL, *first_other = NULL, *free_e = NULL, *inherited = NULL;
     int others_waiting = 0;
     uint32_t seen = 0;
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       uint32_t s = ALOAD(&e->state);
       if (s == JDLS_STATE_FREE) {
@@ -759,7 +937,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
     }
     fill_entry(t, g, free_e, o, r, hash, JDLS_STATE_WAITING, doorbell);
     ticket->group = gi;
-    ticket->slot = (uint32_t)(((uint8_t *)free_e - (uint8_t *)(g + 1)) / t->hdr->entry_size);
+    ticket->slot = (uint32_t)(((uint8_t *)free_e - (uint8_t *)(g + 1)) / sizeof(jdls_entry));
     ticket->seq = free_e->seq;
     if (holder && (blocker || first_other)) fill_holder(blocker ? blocker : first_other, holder);
     group_unlock(g);
@@ -768,7 +946,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
 }
 
 static jdls_entry *ticket_entry(jdls_table *t, const jdls_ticket *tk, jdls_group **gout) {
-  if (tk->group >= t->hdr->ngroups || tk->slot >= t->hdr->per_group) return NULL;
+  if (tk->group >= t->ngroups || tk->slot >= t->per_group) return NULL;
   jdls_group *g = group_at(t, tk->group);
   *gout = g;
   return entry_at(t, g, tk->slot);
@@ -862,11 +1040,11 @@ int jdls_unlock(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
                 const uint8_t *key, uint32_t key_len) {
   if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
   uint32_t hash = jdls_hash(inode, dev, key, key_len);
-  jdls_group *g = group_at(t, hash % t->hdr->ngroups);
+  jdls_group *g = group_at(t, hash % t->ngroups);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
   rc = JDLS_NOT_HELD;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_HELD && same_key(e, inode, dev, key, key_len) &&
         owner_eq(t, e, o)) {
@@ -883,12 +1061,12 @@ int jdls_unlock(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
 int jdls_unlock_all(jdls_table *t, const jdls_owner *o, int one_file,
                     uint64_t inode, int64_t dev) {
   int freed = 0;
-  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+  for (uint32_t gi = 0; gi < t->ngroups; gi++) {
     jdls_group *g = group_at(t, gi);
     if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
     int rc = group_lock(t, g);
     if (rc != JDLS_OK) return rc;
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (ALOAD(&e->state) != JDLS_STATE_HELD || !owner_eq(t, e, o)) continue;
       if (one_file && (e->inode != inode || e->dev != dev)) continue;
@@ -905,11 +1083,11 @@ int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
                 const uint8_t *key, uint32_t key_len, jdls_holder *holder) {
   if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
   uint32_t hash = jdls_hash(inode, dev, key, key_len);
-  jdls_group *g = group_at(t, hash % t->hdr->ngroups);
+  jdls_group *g = group_at(t, hash % t->ngroups);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
   int result = JDLS_RL_FREE;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) != JDLS_STATE_HELD || !same_key(e, inode, dev, key, key_len)) continue;
     int code = e->mode == JDLS_MODE_WRITE ? JDLS_RL_WRITE : JDLS_RL_READ;
@@ -930,11 +1108,11 @@ int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t de
   if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
   if (mode != JDLS_MODE_READ && mode != JDLS_MODE_WRITE) return JDLS_E_ARG;
   uint32_t hash = jdls_hash(inode, dev, key, key_len);
-  jdls_group *g = group_at(t, hash % t->hdr->ngroups);
+  jdls_group *g = group_at(t, hash % t->ngroups);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
   int found = 0;
-  for (uint32_t i = 0; i < t->hdr->per_group && !found; i++) {
+  for (uint32_t i = 0; i < t->per_group && !found; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) != JDLS_STATE_HELD || !same_key(e, inode, dev, key, key_len)) continue;
     if (owner_eq(t, e, o) || !modes_conflict(e->mode, mode)) continue;
@@ -958,7 +1136,7 @@ static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough) {
   uint64_t alive_start[64];
   unsigned nalive = 0;
   int n = 0;
-  for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+  for (uint32_t i = 0; i < t->per_group; i++) {
     jdls_entry *e = entry_at(t, g, i);
     if (ALOAD(&e->state) == JDLS_STATE_FREE) continue;
     unsigned k = 0;
@@ -975,7 +1153,7 @@ static int reap_group_locked(jdls_table *t, jdls_group *g, int thorough) {
 
 int jdls_tidy(jdls_table *t) {
   int freed = 0;
-  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+  for (uint32_t gi = 0; gi < t->ngroups; gi++) {
     jdls_group *g = group_at(t, gi);
     if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
     int rc = group_lock(t, g);
@@ -989,14 +1167,14 @@ int jdls_tidy(jdls_table *t) {
 int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
               uint32_t cap, uint32_t *next_group) {
   uint32_t out = 0, gi = first;
-  uint32_t end = first + n > t->hdr->ngroups ? t->hdr->ngroups : first + n;
+  uint32_t end = first + n > t->ngroups ? t->ngroups : first + n;
   for (; gi < end; gi++) {
     jdls_group *g = group_at(t, gi);
     if (__atomic_load_n(&g->count, __ATOMIC_RELAXED) == 0) continue;
-    if (cap - out < t->hdr->per_group) break; /* a group is listed whole */
+    if (cap - out < t->per_group) break; /* a group is listed whole */
     int rc = group_lock(t, g);
     if (rc != JDLS_OK) { *next_group = gi; return rc; }
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       uint32_t s = ALOAD(&e->state);
       if (s == JDLS_STATE_FREE) continue;
@@ -1009,7 +1187,7 @@ int jdls_list(jdls_table *t, uint32_t first, uint32_t n, jdls_row *rows,
        * row's key is never read). */
       memcpy(&row->entry, e, offsetof(jdls_entry, key) + (e->key_len <= JDLS_MAX_KEY ? e->key_len : JDLS_MAX_KEY));
       if (s == JDLS_STATE_HELD) {
-        for (uint32_t j = 0; j < t->hdr->per_group; j++) {
+        for (uint32_t j = 0; j < t->per_group; j++) {
           jdls_entry *w = entry_at(t, g, j);
           if (ALOAD(&w->state) == JDLS_STATE_WAITING && entry_same_key(w, e)) row->queued++;
         }
@@ -1027,7 +1205,7 @@ void jdls_count_lock_retry(jdls_table *t) {
 
 void jdls_table_usage(jdls_table *t, jdls_usage *u) {
   memset(u, 0, sizeof *u);
-  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+  for (uint32_t gi = 0; gi < t->ngroups; gi++) {
     jdls_group *g = group_at(t, gi);
     uint32_t count = __atomic_load_n(&g->count, __ATOMIC_RELAXED);
     uint32_t waiting = __atomic_load_n(&g->waiting, __ATOMIC_RELAXED);
@@ -1109,21 +1287,21 @@ uint32_t jdls_claim_monitor(jdls_table *t, uint32_t pid, uint64_t pid_start) {
 
 int jdls_table_check(jdls_table *t) {
   int problems = 0;
-  for (uint32_t gi = 0; gi < t->hdr->ngroups; gi++) {
+  for (uint32_t gi = 0; gi < t->ngroups; gi++) {
     jdls_group *g = group_at(t, gi);
     if (group_lock(t, g) != JDLS_OK) { problems++; continue; }
     uint32_t count = 0, waiting = 0;
-    for (uint32_t i = 0; i < t->hdr->per_group; i++) {
+    for (uint32_t i = 0; i < t->per_group; i++) {
       jdls_entry *e = entry_at(t, g, i);
       if (!entry_valid(t, e)) { problems++; continue; }
       uint32_t s = ALOAD(&e->state);
       if (s == JDLS_STATE_FREE) continue;
       count++;
       if (s == JDLS_STATE_WAITING) waiting++;
-      if (e->hash % t->hdr->ngroups != gi) problems++;
+      if (e->hash % t->ngroups != gi) problems++;
       if (s != JDLS_STATE_HELD) continue;
       /* No two owners may hold one key in conflicting modes. */
-      for (uint32_t j = i + 1; j < t->hdr->per_group; j++) {
+      for (uint32_t j = i + 1; j < t->per_group; j++) {
         jdls_entry *f = entry_at(t, g, j);
         if (ALOAD(&f->state) != JDLS_STATE_HELD || !entry_same_key(e, f)) continue;
         jdls_owner fo;
@@ -1166,7 +1344,7 @@ void jdls_slot_release(jdls_table *t) {
 }
 
 int jdls_debug_hold_group(jdls_table *t, uint32_t gi) {
-  if (gi >= t->hdr->ngroups) return JDLS_E_ARG;
+  if (gi >= t->ngroups) return JDLS_E_ARG;
   jdls_group *g = group_at(t, gi);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
@@ -1198,6 +1376,7 @@ const char *jdls_rc_name(int rc) {
     case JDLS_E_EXISTS: return "EXISTS";
     case JDLS_E_RECOVER: return "NOT_RECOVERABLE";
     case JDLS_E_RETIRED: return "RETIRED";
+    case JDLS_E_UNTRUSTED: return "UNTRUSTED";
     default: return NULL;
   }
 }
@@ -1219,6 +1398,7 @@ const char *jdls_strerror(int rc) {
     case JDLS_E_EXISTS: return "lock table exists already";
     case JDLS_E_RECOVER: return "a lock group is not recoverable (remove the table with jdls -Ko)";
     case JDLS_E_RETIRED: return "the lock table was taken out of service (jdls -K/-Ko): it takes no new locks";
+    case JDLS_E_UNTRUSTED: return "the file at the lock table's name was not made by this installation (wrong owner, mode or links): refused";
     default: return "unknown error";
   }
 }

@@ -105,7 +105,11 @@ typedef enum jdls_rc {
   JDLS_E_NO_SLOT     = -17, /* no free process slot for async waits */
   JDLS_E_EXISTS      = -18, /* create: the table exists already */
   JDLS_E_RECOVER     = -19, /* a group mutex is not recoverable */
-  JDLS_E_RETIRED     = -20  /* the table was taken out of service (jdls -K/-Ko) */
+  JDLS_E_RETIRED     = -20, /* the table was taken out of service (jdls -K/-Ko) */
+  JDLS_E_UNTRUSTED   = -21  /* the file at the table's (or marker's) name is not
+                               one the installation made: wrong owner, writable
+                               by others, extra links, not a regular file, a
+                               symlink (jdls_detail() says which); refused */
 } jdls_rc;
 
 /* RECORDLOCKED() results (jBASE): >0 held by this owner, <0 by another. */
@@ -207,12 +211,37 @@ typedef struct jdls_header {
 
 /* ===== 3. the process-local handle and the API ========================== */
 
+/* Who the installation trusts (docs/lock-table.md, "Who may use it"): its
+ * files may be owned by root or by `uid`, the service's user (the owner of
+ * the installation directory); `gid` is the installation directory's group,
+ * the jdls group: the table is created 0660 with that group, and its
+ * members may use it (and are trusted as equals: they can read every key
+ * and free any lock). */
+typedef struct jdls_trust {
+  uint32_t uid;
+  uint32_t gid;
+} jdls_trust;
+
+/* Trap: every geometry field below is a PRIVATE copy, taken and validated
+ * once when the table is opened. The header's own fields are shared memory
+ * that anyone who can write the table can rewrite at any moment; address
+ * arithmetic done from them ran the writer's numbers inside every process
+ * that mapped the table (a rewritten group count sent a lock call to a
+ * group far outside the mapping: SIGSEGV in root's lock servers). Nothing
+ * in the segment is used as an address, an index or a length without a
+ * check against these. */
 typedef struct jdls_table {
   jdls_header *hdr;
   size_t size;
   int fd;
   int slot;              /* this process's doorbell slot, -1 until claimed */
   char path[256];        /* /dev/shm/... */
+  uint32_t ngroups;      /* private copies of the header's geometry */
+  uint32_t per_group;
+  uint32_t flags;
+  uint32_t group_size;
+  uint64_t groups_offset;
+  jdls_trust trust;      /* who may own the marker beside it */
 } jdls_table;
 
 /* Who asks. `pid` (with `pid_start`) is the local process that holds the
@@ -270,13 +299,31 @@ typedef struct jdls_row {
   jdls_entry entry;
 } jdls_row;
 
-/* --- naming ------------------------------------------------------------- */
+/* --- naming and trust ---------------------------------------------------- */
 /* The installation directory: $JBCRELEASEDIR, else $HOME/.jdls, else
  * /tmp/jdls-<uid>. Returns the length written, or -1 if it does not fit. */
 int jdls_release_dir(char *out, size_t cap);
+/* Who the installation trusts: the directory's owner and group (one
+ * stat). A directory that does not exist yet: the caller's euid and egid
+ * (whoever makes it will own it). 0, or -1 with errno. */
+int jdls_installation_trust(const char *release_dir, jdls_trust *out);
 /* The shared-memory path for an installation directory:
- * /dev/shm/jdls-<uid>-<16 hex digits of FNV-1a of the absolute path>. */
+ * /dev/shm/jdls-<uid>-<16 hex digits of FNV-1a of the absolute path>, where
+ * uid is the installation directory's owner (the service's user), so every
+ * user of one installation names one table. */
 int jdls_table_path(const char *release_dir, char *out, size_t cap);
+/* The human detail of this thread's last refused or failed open, create or
+ * marker registration: names the path, the owner, the mode and what to do.
+ * "" if none. */
+const char *jdls_detail(void);
+/* Set it (jdls_service.c). */
+__attribute__((format(printf, 1, 2))) void jdls_set_detail(const char *fmt, ...);
+/* Check an open file at one of the installation's names (kind: "lock
+ * table", "OS-route marker"): a regular file, one link, not writable by
+ * others, owned by root or trust->uid (or, with `group_ok`, of group
+ * trust->gid: a member made it). JDLS_OK, or JDLS_E_UNTRUSTED / JDLS_E_SYS
+ * with jdls_detail() set. */
+int jdls_check_file(int fd, const char *path, const char *kind, const jdls_trust *trust, int group_ok);
 /* The 30-bit lock hash ("value" in -dvL). */
 uint32_t jdls_hash(uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len);
 /* Smallest prime >= n (n >= 2). */
@@ -288,10 +335,15 @@ int jdls_pid_alive(uint32_t pid, uint64_t start, int thorough);
 
 /* --- lifecycle ---------------------------------------------------------- */
 /* Create a table. If it exists already, opens it, sets *existed = 1 and
- * leaves its geometry alone (the caller warns). */
-int jdls_table_create(const char *path, uint32_t nlocks, uint32_t per_group,
+ * leaves its geometry alone (the caller warns). `trust` is the
+ * installation's (jdls_installation_trust); NULL: the caller's euid and
+ * egid (fixtures and benchmarks on a path of their own). Only root or
+ * trust->uid may create; the file is 0660, group trust->gid. */
+int jdls_table_create(const char *path, const jdls_trust *trust, uint32_t nlocks, uint32_t per_group,
                       uint32_t flags, jdls_table *out, int *existed);
-int jdls_table_open(const char *path, jdls_table *out);
+/* Open an existing table: O_NOFOLLOW, jdls_check_file, then the geometry
+ * copied and validated (JDLS_E_BAD_TABLE if anything is off). */
+int jdls_table_open(const char *path, const jdls_trust *trust, jdls_table *out);
 void jdls_table_close(jdls_table *t);
 int jdls_table_unlink(const char *path);
 
@@ -382,8 +434,11 @@ int jdls_marker_path(const char *table_path, char *out, size_t cap);
  * need be, close-on-exec, moved to a descriptor >= `min_fd`) and take an OFD
  * read lock on it, waiting while a table is being put in service. The
  * descriptor (>= 0) must stay open as long as the process may hold OS record
- * locks; -errno on failure. */
-int jdls_os_route_register(const char *table_path, int min_fd);
+ * locks; -errno on failure (a marker that fails jdls_check_file: -EPERM,
+ * with jdls_detail() set). The marker may also be owned by a member of the
+ * installation's group: any process of the installation registers, and the
+ * first one creates it. */
+int jdls_os_route_register(const char *table_path, const jdls_trust *trust, int min_fd);
 /* The table's effective service state: STARTING whose starter is gone
  * counts as RETIRED (nobody will finish putting it in service). */
 uint32_t jdls_table_service(const jdls_table *t);

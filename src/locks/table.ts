@@ -217,7 +217,7 @@ export class LockTable implements RecordLocks {
     if (!Number.isInteger(perGroup) || perGroup < 1 || perGroup > max.MAX_PER_GROUP || perGroup > locks)
       throw new JdlsError('BAD_ARGUMENT', `locks per group must be 1..${Math.min(max.MAX_PER_GROUP, locks)}, got ${perGroup}`);
     const flags = (opts.portLocks ? C.FLAG_PORT_LOCKS : 0) | (opts.timestamps ? C.FLAG_TIMESTAMPS : 0);
-    const table = new LockTable(dir, LockTable.#native(tablePath(dir), true, locks, perGroup, flags));
+    const table = new LockTable(dir, LockTable.#native(tablePath(dir), dir, true, locks, perGroup, flags));
     if (opts.inService !== false && !table.enterService()) {
       const why = `the lock table cannot enter service: processes of this installation lock records as OS file locks (${markerPath(table.path)} is read-locked); stop them first`;
       if (!table.existed) table.remove();
@@ -237,7 +237,10 @@ export class LockTable implements RecordLocks {
     const rc = this.#table.enterService();
     if (rc === C.RC_OK) return true;
     if (rc === C.RC_CONFLICT) return false;
-    throw errorFromRc(rc, `putting lock table ${this.path} in service`);
+    const err = errorFromRc(rc, `putting lock table ${this.path} in service`);
+    const detail = native.lastDetail(); // the marker that was refused, and what to do
+    if (detail) err.message = detail;
+    throw err;
   }
 
   /** Take the table out of service: every process that mapped it turns to OS file locks at its next call. Before removing it. */
@@ -259,17 +262,20 @@ export class LockTable implements RecordLocks {
   /** Open the installation's existing table (code NO_TABLE if there is none). */
   static open(opts: { releaseDir?: string } = {}): LockTable {
     const dir = opts.releaseDir ?? defaultReleaseDir();
-    return new LockTable(dir, LockTable.#native(tablePath(dir), false, 0, 0, 0));
+    return new LockTable(dir, LockTable.#native(tablePath(dir), dir, false, 0, 0, 0));
   }
 
-  static #native(p: string, create: boolean, locks: number, perGroup: number, flags: number): NativeTable {
+  static #native(p: string, dir: string, create: boolean, locks: number, perGroup: number, flags: number): NativeTable {
     try {
-      return new native.Table(p, create, locks, perGroup, flags);
+      return new native.Table(p, create, locks, perGroup, flags, dir);
     } catch (e) {
-      const err = e as Error & { rc?: number; syscall?: string };
+      const err = e as Error & { rc?: number; syscall?: string; detail?: string };
       if (typeof err.rc === 'number') {
         const je = errorFromRc(err.rc, `${create ? 'creating' : 'opening'} lock table ${p}`);
-        if (err.syscall) je.message += ` (${err.syscall})`;
+        // The C side's detail names the path, the owner, the mode and what
+        // to do (jdls_check_file): it replaces the generic text.
+        if (err.detail) je.message = err.detail;
+        else if (err.syscall) je.message += ` (${err.syscall})`;
         throw je;
       }
       throw e;
