@@ -1,0 +1,144 @@
+// lockdir-trust.test.ts - issue 10, "Trust boundaries on the host": lock
+// directories. An unprivileged user (made here with useradd) against root's
+// OS-lock users: a lock directory that user created first must be refused by
+// every one of them (the TS mechanism a lock server and the jdls tools use,
+// a lock server with OS file locks, a C process, the shim's OS route, the
+// binary locks); a lock file that user owns must not let them split a lock
+// root holds by deleting the file. Real processes throughout: jdls-oslocker
+// (C), jdls -ibD, jdls-shimapi under the shim. Serial: several processes
+// each, and the users are global state.
+import test, { type ExecutionContext } from 'ava';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { OsLocks, lockFileName } from '../src/locks/oslock.js';
+import { BinaryLocks } from '../src/locks/binary.js';
+import { buildDir } from '../src/native.js';
+import { Proc, withTimeout } from './helpers/table-env.js';
+import { ServerEnv } from './helpers/server-env.js';
+import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
+import { TEST_PREFIX } from './helpers/installations.js';
+
+const oslocker = path.join(buildDir, 'jdls-oslocker');
+
+interface User { name: string; uid: number; gid: number }
+
+/** A throw-away unprivileged user (prefix jdlsc), removed at teardown whatever happens. */
+function makeUser(t: ExecutionContext, name: string): User {
+  spawnSync('userdel', [name], { stdio: 'ignore' }); // a leftover of a killed run
+  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore' });
+  t.teardown(() => {
+    spawnSync('userdel', [name], { stdio: 'ignore' });
+  });
+  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
+  return { name, uid: id('-u'), gid: id('-g') };
+}
+
+/** Run a command as `u` (setpriv, no supplementary groups); its result. */
+function asUser(u: User, cmd: string[]): { code: number | null; out: string } {
+  const r = spawnSync('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', ...cmd], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+/**
+ * A directory that plays /tmp: root's, mode 01777, directly in os.tmpdir()
+ * (the run root may be 0700, and the user must reach it). Removed at teardown.
+ */
+function sharedTmp(t: ExecutionContext): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), `${TEST_PREFIX}lockdir-`));
+  fs.chmodSync(d, 0o1777);
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+const F = { inode: 0x4242n, dev: 7n };
+const fargs = (dir: string): string[] => [dir, String(F.inode), String(F.dev)];
+
+function start(t: ExecutionContext, label: string, cmd: string, args: string[]): Proc {
+  const p = new Proc(spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] }), label);
+  t.teardown(async () => {
+    if (p.running) {
+      try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
+    }
+    await withTimeout(p.exited, 5000, `${label} to die`).catch(() => undefined);
+  });
+  return p;
+}
+
+test.serial('a lock directory an unprivileged user created first is refused by root\'s lock server, C processes, the shim and the TS mechanisms, naming path, owner and mode', async (t) => {
+  const u = makeUser(t, 'jdlsc1');
+  const shared = sharedTmp(t);
+  const dir = path.join(shared, 'jbase');
+  const made = asUser(u, ['mkdir', '-m', '0777', dir]);
+  t.is(made.code, 0, made.out);
+  t.is(fs.statSync(dir).uid, u.uid);
+  const says = new RegExp(`${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*(owned by|owner).*${u.uid}.*0?777`, 's');
+
+  // The mechanism a lock server (OSLOCKS, -ibD) and the jdls tools open.
+  const e = t.throws(() => OsLocks.open({ lockDir: dir }));
+  t.regex(e?.message ?? '', says);
+  const b = t.throws(() => BinaryLocks.open({ binaryDir: dir, recordLockDir: dir }));
+  t.regex(b?.message ?? '', says);
+
+  // A lock server with OS file locks in that directory.
+  const env = new ServerEnv(t, { lockDir: dir });
+  const r = await env.jdls(['-ibD']);
+  t.not(r.code, 0, `jdls -ibD used ${dir}: ${r.stdout}`);
+  t.regex(`${r.stdout}${r.stderr}`, says);
+
+  // A C process (jdls_osl_ensure_dir, as the shim and the fixtures call it).
+  const c = start(t, 'oslocker try', oslocker, [...fargs(dir), 'try', 'K', 'write', 'ofd']);
+  const exit = await withTimeout(c.exited, 10_000, 'oslocker');
+  t.not(exit.code, 0, `a C process locked in ${dir}`);
+  t.regex(c.stderr, /Operation not permitted/);
+
+  // The shim's OS route (no monitor) with JDLS_LOCKDIR there: EPERM to the program.
+  const s = new ShimEnv(t);
+  const sr = await s.run(SHIM_API, ['77', '5', 'route', 'x:K'], { env: { JDLS_LOCKDIR: dir } });
+  t.deepEqual(sr.stdout.trim().split('\n'), ['route os', 'err -1']);
+
+  // Nobody created a lock file in it.
+  t.deepEqual(fs.readdirSync(dir), []);
+
+  // The same directory made safe: root's, sticky, world-writable (jBASE's shared mode) is accepted;
+  // root's but 0777 without the sticky bit is not.
+  fs.chownSync(dir, 0, 0);
+  fs.chmodSync(dir, 0o777);
+  t.throws(() => OsLocks.open({ lockDir: dir }), { message: /mode 0?777/ });
+  fs.chmodSync(dir, 0o1777);
+  OsLocks.open({ lockDir: dir }).close();
+
+  // A symlink planted by the user where the lock directory should be is not followed.
+  const planted = path.join(shared, 'jbase-link');
+  t.is(asUser(u, ['ln', '-s', '/etc', planted]).code, 0);
+  t.throws(() => OsLocks.open({ lockDir: planted }), { message: /symlink|symbolic link|owned by/ });
+});
+
+test.serial('a lock file an unprivileged user owns: deleting it while root holds its lock must not give a second root process the same lock', async (t) => {
+  const u = makeUser(t, 'jdlsc2');
+  const shared = sharedTmp(t);
+  const dir = path.join(shared, 'jbase');
+  fs.mkdirSync(dir);
+  fs.chmodSync(dir, 0o1777); // jBASE's shared mode, root's: trusted
+  const lf = lockFileName(dir, F);
+
+  // The user locks first: the lock file is created by them, theirs.
+  const first = asUser(u, [oslocker, ...fargs(dir), 'try', 'K', 'write', 'ofd']);
+  t.regex(first.out, /GRANTED/);
+  t.is(fs.statSync(lf).uid, u.uid);
+
+  // Root holds K.
+  const holder = start(t, 'oslocker hold', oslocker, [...fargs(dir), 'hold', 'K', 'write', 'ofd']);
+  t.regex(await holder.line(), /^LOCKED /);
+
+  // The user deletes the lock file (sticky directory: the owner may).
+  const rm = asUser(u, ['rm', '-f', lf]);
+  t.log(`user's rm: exit ${rm.code} ${rm.out.trim()}`);
+
+  // A second root process asks for K: it must see root's holder, not a fresh file.
+  const second = start(t, 'oslocker try', oslocker, [...fargs(dir), 'try', 'K', 'write', 'ofd']);
+  t.regex(await second.line(), /^CONFLICT /, 'two holders of one exclusive lock');
+  holder.release();
+  await holder.success();
+});
