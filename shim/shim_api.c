@@ -82,7 +82,7 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   const char *dir = shim_lockdir();
   if ((fd = jdls_osl_ensure_dir(dir)) < 0) goto out;
   if ((fd = jdls_osl_lock_path(path, sizeof path, dir, inode, dev)) < 0) goto out;
-  if ((fd = jdls_osl_open(path, 1)) < 0) goto out;
+  if ((fd = jdls_osl_open_lock(path, 1)) < 0) goto out;
   fd = shim_high_fd(fd);
   osf[nosf] = (os_file){inode, dev, fd};
   __atomic_store_n(&nosf, nosf + 1, __ATOMIC_RELEASE);

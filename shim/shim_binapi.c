@@ -54,7 +54,7 @@ static int exec_fd(void) {
     char path[JDLS_OSL_PATH_MAX];
     if ((fd = jdls_osl_ensure_dir(dir)) >= 0) {
       if (snprintf(path, sizeof path, "%s/jexec", dir) >= (int)sizeof path) fd = -ENAMETOOLONG;
-      else fd = jdls_osl_open(path, 1);
+      else fd = jdls_osl_open_lock(path, 1);
     }
     if (fd >= 0) xfd = fd = shim_high_fd(fd);
   }

@@ -75,10 +75,19 @@ typedef struct jdls_osl_holder {
 
 /* ===== 2. record-lock naming ============================================ */
 
-/* Make sure `dir` exists and is a directory: create it (one level, mode
- * JDLS_OSL_DIR_MODE regardless of umask) if missing. 0 or -errno
- * (-ENOTDIR: something else is there; -ENOENT: its parent is missing). */
+/* Make sure `dir` exists, is a directory and is trusted
+ * (jdls_osl_check_dir): create it (one level, mode JDLS_OSL_DIR_MODE
+ * regardless of umask) if missing. 0 or -errno (-ENOTDIR: something else is
+ * there; -ENOENT: its parent is missing; -EPERM: not trusted). */
 int jdls_osl_ensure_dir(const char *dir);
+
+/* Is an existing lock directory trusted? Its owner must be root, the
+ * service's user (the owner of the installation directory,
+ * jdls_release_dir) or this process's euid, and others may not write to it
+ * unless it is sticky (01777). A symlink at `dir` is followed only when its
+ * own owner is one of those. 0, -EPERM (not trusted), -ENOTDIR, or -errno
+ * of lstat/stat (-ENOENT: missing). */
+int jdls_osl_check_dir(const char *dir);
 
 /* "<dir>/jlock_xxxxxxxx_yyyyyyyy": 8 lowercase hex digits of the inode's low
  * 32 bits and 8 of the device's (dev -1 -> ffffffff). Returns the length, or
@@ -119,6 +128,19 @@ uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, si
  * O_NOFOLLOW (the directory is world-writable: a planted symlink must not
  * redirect us). Returns the fd or -errno. */
 int jdls_osl_open(const char *path, int create);
+
+/* jdls_osl_open for a LOCK file (one that exists only to be locked, in a
+ * lock directory), then checked on the descriptor: a regular file with one
+ * link and no execute or set-id bits (-EPERM otherwise). As root, a lock
+ * file in a sticky directory owned by another user (not root, not the
+ * service's user) is taken over (fchown to root) so that user can no longer
+ * delete it and split its locks. See jdls_oslock.c, check_file. */
+int jdls_osl_open_lock(const char *path, int create);
+
+/* After taking a lock through `fd`: does `path` still name fd's file? 1 yes,
+ * 0 no (deleted or replaced before the lock was taken: the lock is on a
+ * file nobody else will open; release it, reopen and lock again), -errno. */
+int jdls_osl_still_named(int fd, const char *path);
 
 /* Close a descriptor. Closing the last descriptor of an open file
  * description releases all of its OFD locks. */

@@ -23,6 +23,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError, type JdlsErrorCode } from '../errors.js';
+import { openLockDir } from './lockdir.js';
 import { OfdFile, OsLockError, checkRange, osError, osn, type RangeArg, type RangeHolder } from './ofd.js';
 import { OsLocks, DEFAULT_LOCK_DIR, lockFileName } from './oslock.js';
 import { LockSpace, range, posixLen, END_INFINITY, type Range, type Holding } from './ranges.js';
@@ -120,20 +121,8 @@ function kernelHolder(h: RangeHolder): BinaryHolder {
   return { pid: h.pid, ownerPid: h.pid, ownerTid: 0, port: 0, ip: '0.0.0.0', mode: h.mode, start: h.start, len: h.len };
 }
 
-function dirError(rc: number, what: string, dir: string): OsLockError {
-  const e = osError(rc, what, dir);
-  return new OsLockError(e.osCode === 'BAD_PATH' ? 'BAD_LOCK_DIR' : e.osCode, e.message, e.errno, dir);
-}
-
 function ensureDir(dir: string, what: string): void {
-  const rc = osn.ensureDir(dir);
-  if (rc < 0) throw dirError(rc, what, dir);
-  try {
-    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? '';
-    throw new OsLockError('PERMISSION', `${what} ${dir}: no permission to create lock files (${code})`, code, dir);
-  }
+  openLockDir(dir, what);
 }
 
 function checkExec(n: number): void {
@@ -266,7 +255,7 @@ export class BinaryLocks {
     let of = s.ofds.get(oid);
     if (of) return of;
     try {
-      of = OfdFile.open(s.lockFile, { create: s.pseudo });
+      of = OfdFile.open(s.lockFile, { create: s.pseudo, lockFile: s.pseudo });
     } catch (e) {
       // A pseudo file that cannot be opened means the directory is wrong (removed, replaced, a symlink planted).
       if (s.pseudo && e instanceof OsLockError && e.osCode === 'BAD_PATH') throw new OsLockError('BAD_LOCK_DIR', e.message, e.errno, e.path);

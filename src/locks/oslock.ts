@@ -40,8 +40,9 @@ import type { RecordLocks } from './mechanism.js';
 import { GRANTED, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {
   osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
-  type NativeOfd, type PendingWait, type OsLockErrorCode,
+  refusedLockFile, type NativeOfd, type PendingWait,
 } from './ofd.js';
+import { openLockDir } from './lockdir.js';
 
 export const DEFAULT_LOCK_DIR = '/tmp/jbase';
 
@@ -175,12 +176,6 @@ export function keyOffset(key: Buffer | string, file?: { inode: bigint; dev: big
   return osn.keyOffset(p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]));
 }
 
-function dirError(rc: number, dir: string): OsLockError {
-  const e = osError(rc, 'lock directory', dir);
-  const code: OsLockErrorCode = e.osCode === 'BAD_PATH' ? 'BAD_LOCK_DIR' : e.osCode;
-  return new OsLockError(code, e.message, e.errno, dir);
-}
-
 export class OsLocks implements RecordLocks {
   readonly kind = 'os' as const;
   readonly lockDir: string;
@@ -210,21 +205,16 @@ export class OsLocks implements RecordLocks {
 
   /**
    * The mechanism over a lock directory: creates it (mode 01777) if missing.
-   * Throws OsLockError BAD_LOCK_DIR (missing parent, not a directory) or
+   * Throws OsLockError BAD_LOCK_DIR (missing parent, not a directory, not
+   * trusted: owned by someone else than root, the service's user or us, or
+   * writable by others without the sticky bit - src/locks/lockdir.ts) or
    * PERMISSION (cannot create or write in it), naming the directory.
    */
   static open(opts: OsLocksOptions = {}): OsLocks {
     const dir = path.resolve(opts.lockDir ?? DEFAULT_LOCK_DIR);
     const maxIdle = opts.maxIdleFiles ?? 256;
     if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new JdlsError('BAD_ARGUMENT', `maxIdleFiles must be an integer >= 0, got ${maxIdle}`);
-    const rc = osn.ensureDir(dir);
-    if (rc < 0) throw dirError(rc, dir);
-    try {
-      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? '';
-      throw new OsLockError('PERMISSION', `lock directory ${dir}: no permission to create lock files (${code})`, code, dir);
-    }
+    openLockDir(dir, 'lock directory');
     return new OsLocks(dir, opts.portLocks ?? false, maxIdle);
   }
 
@@ -288,7 +278,7 @@ export class OsLocks implements RecordLocks {
     const lf = this.lockFile(file);
     let ofd: NativeOfd;
     try {
-      ofd = openNativeOfd(lf, true);
+      ofd = openNativeOfd(lf, true, true);
     } catch (e) {
       if (e instanceof OsLockError && e.osCode === 'BAD_PATH') throw new OsLockError('BAD_LOCK_DIR', e.message, e.errno, e.path);
       throw e;
@@ -504,9 +494,10 @@ export class OsLocks implements RecordLocks {
   #probe(lf: string): NativeOfd | undefined {
     let p = this.#probes.get(lf);
     if (p) return p;
-    const fd = osn.open(lf, false);
+    const fd = osn.openLock(lf, false);
     if (fd < 0) {
       if (fd === -2 /* ENOENT: never locked, so free */) return undefined;
+      if (fd === -1) throw refusedLockFile(lf);
       throw osError(fd, 'opening lock file', lf);
     }
     p = new osn.Ofd(fd);
