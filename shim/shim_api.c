@@ -18,6 +18,8 @@
 #undef _FILE_OFFSET_BITS
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <string.h>
 #include "jdls.h"
@@ -89,6 +91,44 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
 out:
   pthread_mutex_unlock(&omu);
   return fd;
+}
+
+/*
+ * The trap after every OS-route lock: our description is kept for the life
+ * of the process, and the lock file can be deleted meanwhile (by its owner
+ * in a shared directory, by a group member in the service's directory, by a
+ * tidy-up). A lock taken on a deleted file excludes nobody who opens the
+ * name now. So after a grant the name is looked up again; if it no longer
+ * leads to our file, the byte is released and the slot's descriptor number
+ * is pointed at a fresh description of the file the name leads to (dup3:
+ * the number must not change, shim_api_owns_fd reads slots without the
+ * mutex), and the lock is taken again. Locks this process still held in the
+ * old file go with the old description: they were on a file no newcomer
+ * opens, so they already excluded nobody new (docs/security.md).
+ * os_named: 1 still ours, 0 not, -errno.
+ */
+static int os_named(int fd, uint64_t inode, int64_t dev) {
+  char path[JDLS_OSL_PATH_MAX];
+  int rc = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev);
+  return rc < 0 ? rc : jdls_osl_still_named(fd, path);
+}
+
+static int os_reopen(int fd, uint64_t inode, int64_t dev) {
+  char path[JDLS_OSL_PATH_MAX];
+  int rc = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev);
+  if (rc < 0) return rc;
+  pthread_mutex_lock(&omu);
+  int nfd = jdls_osl_open_lock(path, 1);
+  if (nfd >= 0) {
+    shim_busy++; /* our own close of the old description, not the program's */
+    rc = real_dup3(nfd, fd, O_CLOEXEC) < 0 ? -errno : 0;
+    real_close(nfd);
+    shim_busy--;
+  } else {
+    rc = nfd;
+  }
+  pthread_mutex_unlock(&omu);
+  return rc;
 }
 
 /* Fork child: the child shares the parent's descriptions (and with them
@@ -171,8 +211,16 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
       int type = mode == JDLS_SHARED ? JDLS_OSL_READ : JDLS_OSL_WRITE;
       static const int no_cancel = 0;
-      rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
-                                 : jdls_osl_setlkw(fd, (int64_t)off, 1, type, &no_cancel);
+      for (int attempt = 0;; attempt++) {
+        rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
+                                   : jdls_osl_setlkw(fd, (int64_t)off, 1, type, &no_cancel);
+        if (rc != JDLS_OSL_OK) break;
+        int named = os_named(fd, inode, dev);
+        if (named == 1) break;
+        jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK);
+        rc = named < 0 ? named : attempt >= 8 ? -ESTALE : os_reopen(fd, inode, dev);
+        if (rc < 0) break;
+      }
       if (rc == JDLS_OSL_CONFLICT) {
         if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
         rc = JDLS_LOCK_LOCKED;

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { OsLocks, lockFileName } from '../src/locks/oslock.js';
+import { makeOwner, fileId } from '../src/locks/table.js';
 import { BinaryLocks } from '../src/locks/binary.js';
 import { buildDir } from '../src/native.js';
 import { Proc, withTimeout } from './helpers/table-env.js';
@@ -140,4 +141,47 @@ test.serial('a lock file an unprivileged user owns: deleting it while root holds
   t.regex(await second.line(), /^CONFLICT /, 'two holders of one exclusive lock');
   holder.release();
   await holder.success();
+});
+
+test.serial('a lock file deleted while an owner keeps its description open: the owner\'s next lock is taken on the file the name leads to now (OsLocks)', async (t) => {
+  const shared = sharedTmp(t);
+  const dir = path.join(shared, 'jbase');
+  const m = OsLocks.open({ lockDir: dir });
+  t.teardown(() => m.close());
+  const o = makeOwner({ ownerTid: 1 });
+  const f = fileId(F.inode, F.dev);
+  t.true(m.tryLock(o, f, 'K', 'write').granted);
+  t.true(m.unlock(o, f, 'K')); // the description stays open, kept for the next lock
+  fs.unlinkSync(lockFileName(dir, F)); // a tidy-up, or the file's owner
+  const holder = start(t, 'oslocker hold', oslocker, [...fargs(dir), 'hold', 'K', 'write', 'ofd']);
+  t.regex(await holder.line(), /^LOCKED /);
+  t.false(m.tryLock(o, f, 'K', 'write').granted, 'granted on the deleted file while a C process holds K in the one its name leads to');
+  const waiting = m.lock(o, f, 'K', 'write');
+  holder.release();
+  await holder.success();
+  await withTimeout(waiting, 10_000, 'the wait');
+  const probe = start(t, 'oslocker try', oslocker, [...fargs(dir), 'try', 'K', 'write', 'ofd']);
+  t.regex(await probe.line(), /^CONFLICT /, 'the lock the wait got is in the file the name leads to');
+  t.is(m.unlockAll(o), 1);
+});
+
+test.serial('a lock file deleted while a preloaded program keeps its description open: its next OS-route lock is taken on the file the name leads to now (shim)', async (t) => {
+  const s = new ShimEnv(t);
+  const prog = s.start(SHIM_API, ['77', '5', 'route', 'x:K', 'u:K', 'line', 'x:K', 'hold']);
+  const lines = async (n: number): Promise<string[]> => {
+    for (const end = Date.now() + 10_000; prog.lines.length < n;) {
+      if (Date.now() > end || prog.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(prog.lines)}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return prog.lines.slice(0, n);
+  };
+  t.deepEqual(await lines(3), ['route os', 'ok', 'ok']);
+  fs.unlinkSync(s.jlock(77, 5)); // the description stays open in the program
+  const holder = start(t, 'oslocker hold', oslocker, [s.lockDir, '77', '5', 'hold', 'K', 'write', 'ofd']);
+  t.regex(await holder.line(), /^LOCKED /);
+  prog.child.stdin?.write('\n');
+  t.deepEqual(await lines(5), ['route os', 'ok', 'ok', 'read', 'locked port=0'], 'granted on the deleted file while a C process holds K in the one its name leads to');
+  holder.release();
+  await holder.success();
+  await prog.finish();
 });

@@ -21,6 +21,7 @@
 // exit), which is registered AFTER the TSFN is created so that it runs
 // before the TSFN's own teardown (cleanup hooks run in reverse order).
 #include <napi.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cerrno>
@@ -265,6 +266,14 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
       return;
     }
     fd_ = info[0].As<Napi::Number>().Int32Value();
+    // The file's identity as opened, for StillNamed: one lstat per check
+    // instead of lstat + fstat.
+    struct stat st;
+    if (fstat(fd_, &st) == 0) {
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+      known_ = true;
+    }
     HookEnvCleanup(env);
     Bind(env, info.This(), 0, "lockKey", FastLockKey);
     Bind(env, info.This(), 1, "unlockKey", FastUnlockKey);
@@ -280,6 +289,9 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
   }
 
   int fd() const { return fd_; }
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  bool known_ = false;
 
   // stillNamed(path) -> 1 | 0 | -errno: does `path` still name this
   // description's file (jdls_osl_still_named)? Asked after taking a lock.
@@ -287,7 +299,11 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
     Napi::Env env = info.Env();
     OSL_REQUIRE(info.Length() >= 1 && info[0].IsString(), "stillNamed(path)");
     std::string p = info[0].As<Napi::String>();
-    return Napi::Number::New(env, fd_ < 0 ? -EBADF : jdls_osl_still_named(fd_, p.c_str()));
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    if (!known_) return Napi::Number::New(env, jdls_osl_still_named(fd_, p.c_str()));
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Napi::Number::New(env, errno == ENOENT ? 0 : -errno);
+    return Napi::Number::New(env, st.st_dev == dev_ && st.st_ino == ino_ ? 1 : 0);
   }
 
  private:

@@ -50,6 +50,8 @@ export interface NativeOfd {
   /** forget every key; returns how many */
   clearKeys(): number;
   keyCount(): number;
+  /** does `path` still name this description's file? 1 yes, 0 no (deleted or replaced), -errno */
+  stillNamed(path: string): number;
 }
 
 interface NativeWaits {

@@ -170,6 +170,12 @@ function fileKey(file: FileId, key: Buffer | string): Buffer | string {
   return p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]);
 }
 
+/** The caller's key back from fileKey's (the identity prefix removed). */
+function plainKey(file: FileId, fkey: Buffer | string): Buffer | string {
+  const p = prefixOf(file);
+  return p === null || typeof fkey === 'string' ? fkey : fkey.subarray(ID_PREFIX);
+}
+
 /** The byte a key of `file` locks in its lock file (file omitted: a file whose name is exact). */
 export function keyOffset(key: Buffer | string, file?: { inode: bigint; dev: bigint }): bigint {
   const p = file ? prefixOf(file) : null;
@@ -342,19 +348,52 @@ export class OsLocks implements RecordLocks {
     if (this.#closed) this.#check();
     checkKey(key);
     const type = typeOf(mode);
-    const of = this.#get(owner, file);
-    key = fileKey(file, key);
+    const fkey = fileKey(file, key);
     // Bounded: a conflict whose holder is gone by the time we ask is
-    // retried a few times, then reported without a name.
+    // retried a few times, then reported without a name; so is a lock file
+    // replaced under us (#named).
     for (let attempt = 0; ; attempt++) {
-      const rc = of.ofd.lockKey(key, type);
-      if (rc === OSL.OK) return GRANTED;
+      const of = this.#get(owner, file);
+      const rc = of.ofd.lockKey(fkey, type);
+      if (rc === OSL.OK) {
+        if (this.#named(of, fkey, attempt)) return GRANTED;
+        continue;
+      }
       if (rc !== OSL.CONFLICT) throw osError(rc, 'locking in', of.lockFile);
-      const [, want] = of.ofd.keyTarget(key, type);
-      const h = this.#holder(of, key, want);
+      const [, want] = of.ofd.keyTarget(fkey, type);
+      const h = this.#holder(of, fkey, want);
       if (h) return { granted: false, holder: h };
       if (attempt >= 3) return { granted: false, holder: holderOfPid(-1, 'write') };
     }
+  }
+
+  /*
+   * The trap: a lock taken through a description whose file is no longer
+   * the one its name leads to excludes nobody - the next process opens the
+   * name, gets the new file and locks that. Descriptions are kept open
+   * between locks (#sweep), and a lock file can be deleted meanwhile (by
+   * its owner in a shared directory, by a member of the group in the
+   * service's directory, or by anyone tidying up). So after every grant the
+   * name is looked up again (one lstat): still ours, the lock counts; not
+   * ours, the key is released and, when the description holds nothing else,
+   * it is closed and the lock taken again on the file the name leads to now.
+   * A description that still holds other keys cannot move them (they are
+   * split already, which no check after the fact can undo): that is an
+   * error for the caller, never a silent grant.
+   */
+  #named(of: OwnerFile, fkey: Buffer | string, attempt: number): boolean {
+    const n = of.ofd.stillNamed(of.lockFile);
+    if (n === 1) return true;
+    if (n < 0) {
+      of.ofd.unlockKey(fkey);
+      throw osError(n, 'checking lock file', of.lockFile);
+    }
+    of.ofd.unlockKey(fkey);
+    if (of.ofd.keyCount() === 0 && of.waits.size === 0 && attempt < 8) {
+      this.#drop(of);
+      return false;
+    }
+    throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
   }
 
   /**
@@ -364,6 +403,11 @@ export class OsLocks implements RecordLocks {
    * is withdrawn). Order among waiters is the kernel's: see docs/os-locks.md.
    */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
+    return this.#lock(owner, file, key, mode, opts, 0);
+  }
+
+  // lock(), as the `attempt`th try after a wait ended on a replaced lock file.
+  #lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions, attempt: number): Promise<void> {
     let of: OwnerFile, off: bigint, want: number, type: number;
     try {
       if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
@@ -378,7 +422,9 @@ export class OsLocks implements RecordLocks {
     }
     // The key's bytes as they are now: the caller may reuse its Buffer.
     const k = typeof key === 'string' ? key : Buffer.from(key);
+    const plain = typeof key === 'string' ? key : Buffer.from(k);
     const waits = of.waits;
+    let replaced = false;
     const w: PendingWait = startWait({
       ofd: of.ofd,
       start: off,
@@ -391,10 +437,23 @@ export class OsLocks implements RecordLocks {
         if (of.closed) return;
         const rc = of.ofd.grantKey(k, type, want);
         if (rc < 0) throw osError(rc, 'locking in', of.lockFile);
+        // As in tryLock (#named): the wait ended on a file the name may no
+        // longer lead to. This wait is still in `waits` here, hence the 1.
+        const n = of.ofd.stillNamed(of.lockFile);
+        if (n === 1) return;
+        of.ofd.unlockKey(k);
+        if (n < 0) throw osError(n, 'checking lock file', of.lockFile);
+        if (of.ofd.keyCount() !== 0 || waits.size > 1 || attempt >= 8)
+          throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
+        replaced = true;
       },
     });
     if (w.pending) waits.add(w);
-    return w.promise;
+    return w.promise.then(() => {
+      if (!replaced) return undefined;
+      if (waits.size === 0) this.#drop(of);
+      return this.#lock(owner, file, plainKey(file, plain), mode, opts, attempt + 1);
+    });
   }
 
   /** Release one key. False if this owner did not hold it. */
