@@ -87,6 +87,10 @@ test.serial('a lock directory an unprivileged user created first is refused by r
   const r = await env.jdls(['-ibD']);
   t.not(r.code, 0, `jdls -ibD used ${dir}: ${r.stdout}`);
   t.regex(`${r.stdout}${r.stderr}`, says);
+  // jdls -dvL lists the OS locks of that directory: refused too.
+  const d = await env.jdls(['-dvL']);
+  t.not(d.code, 0, `jdls -dvL listed ${dir}: ${d.stdout}`);
+  t.regex(`${d.stdout}${d.stderr}`, says);
 
   // A C process (jdls_osl_ensure_dir, as the shim and the fixtures call it).
   const c = start(t, 'oslocker try', oslocker, [...fargs(dir), 'try', 'K', 'write', 'ofd']);

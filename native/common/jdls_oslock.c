@@ -90,16 +90,46 @@ int jdls_osl_check_dir(const char *dir) {
   return dir_trusted(&st);
 }
 
+/*
+ * The mode a missing lock directory is created with follows its parent:
+ *   - a world-writable parent (/tmp): jBASE's shared mode, 01777 - every
+ *     user's processes create lock files there, the sticky bit keeps them
+ *     from deleting each other's (but not their own: docs/security.md);
+ *   - any other parent (the installation directory, /var/lib/...): the
+ *     service's mode, 02770 with the parent's group (the jdls group) - only
+ *     root, the owner and the group's members can reach it, and files
+ *     created in it keep the group (setgid).
+ */
+static int make_dir(const char *dir) {
+  char parent[JDLS_OSL_PATH_MAX];
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--;
+  while (n > 0 && dir[n - 1] != '/') n--;
+  while (n > 1 && dir[n - 1] == '/') n--;
+  if (n == 0) snprintf(parent, sizeof parent, ".");
+  else if (n >= sizeof parent) return -ENAMETOOLONG;
+  else {
+    memcpy(parent, dir, n);
+    parent[n] = 0;
+  }
+  struct stat ps;
+  if (stat(parent, &ps) != 0) return -errno;
+  int shared = (ps.st_mode & S_IWOTH) != 0;
+  mode_t mode = shared ? JDLS_OSL_DIR_MODE : JDLS_OSL_PRIVATE_DIR_MODE;
+  if (mkdir(dir, mode) != 0) return -errno;
+  /* mkdir applies the umask (and drops the set-id bits): set the mode. The
+   * group: the parent's (a failure leaves ours - narrower, never wider). */
+  if (!shared && chown(dir, (uid_t)-1, ps.st_gid) != 0) { /* keep our group */ }
+  if (chmod(dir, mode) != 0) return -errno;
+  return 0;
+}
+
 int jdls_osl_ensure_dir(const char *dir) {
   int rc = jdls_osl_check_dir(dir);
   if (rc != -ENOENT) return rc;
-  if (mkdir(dir, JDLS_OSL_DIR_MODE) != 0) {
-    if (errno != EEXIST) return -errno;
-    /* created by someone else meanwhile: checked as any other */
-    return jdls_osl_check_dir(dir);
-  }
-  /* mkdir applies the umask; the sticky, world-writable mode is the point. */
-  if (chmod(dir, JDLS_OSL_DIR_MODE) != 0) return -errno;
+  rc = make_dir(dir);
+  /* EEXIST: created by someone else meanwhile: checked as any other */
+  if (rc < 0 && rc != -EEXIST) return rc;
   return jdls_osl_check_dir(dir);
 }
 

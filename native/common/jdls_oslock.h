@@ -54,6 +54,9 @@ extern "C" {
  * there and nobody may delete another's. */
 #define JDLS_OSL_DEFAULT_DIR  "/tmp/jbase"
 #define JDLS_OSL_DIR_MODE     01777
+/* A lock directory created anywhere else than in a world-writable parent:
+ * the service's own (owner, and the jdls group; files keep the group). */
+#define JDLS_OSL_PRIVATE_DIR_MODE 02770
 /* Lock files are readable and writable by all (a write lock needs a
  * descriptor open for writing), whatever the creator's umask. */
 #define JDLS_OSL_FILE_MODE    0666
@@ -76,8 +79,9 @@ typedef struct jdls_osl_holder {
 /* ===== 2. record-lock naming ============================================ */
 
 /* Make sure `dir` exists, is a directory and is trusted
- * (jdls_osl_check_dir): create it (one level, mode JDLS_OSL_DIR_MODE
- * regardless of umask) if missing. 0 or -errno (-ENOTDIR: something else is
+ * (jdls_osl_check_dir): create it (one level, regardless of umask) if
+ * missing: JDLS_OSL_DIR_MODE (01777) in a world-writable parent such as
+ * /tmp, else JDLS_OSL_PRIVATE_DIR_MODE (02770, the parent's group). 0 or -errno (-ENOTDIR: something else is
  * there; -ENOENT: its parent is missing; -EPERM: not trusted). */
 int jdls_osl_ensure_dir(const char *dir);
 
