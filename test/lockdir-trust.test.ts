@@ -8,7 +8,7 @@
 // (C), jdls -ibD, jdls-shimapi under the shim. Serial: several processes
 // each, and the users are global state.
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,27 +20,9 @@ import { Proc, withTimeout } from './helpers/table-env.js';
 import { ServerEnv } from './helpers/server-env.js';
 import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
 import { TEST_PREFIX } from './helpers/installations.js';
+import { makeUser, asUser } from './helpers/users.js';
 
 const oslocker = path.join(buildDir, 'jdls-oslocker');
-
-interface User { name: string; uid: number; gid: number }
-
-/** A throw-away unprivileged user (prefix jdlsc), removed at teardown whatever happens. */
-function makeUser(t: ExecutionContext, name: string): User {
-  spawnSync('userdel', [name], { stdio: 'ignore' }); // a leftover of a killed run
-  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore' });
-  t.teardown(() => {
-    spawnSync('userdel', [name], { stdio: 'ignore' });
-  });
-  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
-  return { name, uid: id('-u'), gid: id('-g') };
-}
-
-/** Run a command as `u` (setpriv, no supplementary groups); its result. */
-function asUser(u: User, cmd: string[]): { code: number | null; out: string } {
-  const r = spawnSync('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', ...cmd], { encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status, out: `${r.stdout}${r.stderr}` };
-}
 
 /**
  * A directory that plays /tmp: root's, mode 01777, directly in os.tmpdir()
