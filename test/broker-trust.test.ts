@@ -118,3 +118,28 @@ test.serial('a broker serves its own uid only: root\'s broker refuses another us
   t.is(exit.code, 1, theirs.stderr);
   t.regex(theirs.stderr, GUIDE);
 });
+
+test.serial('one rule in C and TypeScript: the broker a preloaded program starts listens where src/broker/paths.ts says - the per-uid directory, and under XDG_RUNTIME_DIR', async (t) => {
+  const s = new ShimEnv(t);
+  const JDLS = await s.startServer();
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K'], { env: { JDLS } });
+  t.deepEqual(r.stdout.trim().split('\n'), ['ok'], r.stderr);
+  t.is(path.dirname(s.brokerSocket), path.join(s.cli.dir, 'tmp', `broker-${process.geteuid?.() ?? 0}`));
+  t.truthy(s.brokerPid(), 'a broker at the TypeScript rule\'s path');
+  t.is(fs.statSync(path.dirname(s.brokerSocket)).mode & 0o7777, 0o700);
+
+  const xdg = path.join(s.cli.dir, 'run');
+  fs.mkdirSync(xdg, { mode: 0o700 });
+  const env = { ...s.env, JDLS, XDG_RUNTIME_DIR: xdg };
+  const sock = brokerSocketPath(env);
+  t.true(sock.startsWith(`${xdg}/jdls/`), sock);
+  const r2 = await s.run(SHIM_API, ['4242', '7', 'x:K'], { env: { JDLS, XDG_RUNTIME_DIR: xdg } });
+  t.deepEqual(r2.stdout.trim().split('\n'), ['ok'], r2.stderr);
+  t.true(fs.existsSync(`${sock}.pid`), `no broker at ${sock}: ${fs.readdirSync(path.join(xdg, 'jdls')).join(' ')}`);
+  const pid = Number(fs.readFileSync(`${sock}.pid`, 'utf8'));
+  process.kill(pid, 'SIGTERM');
+  for (const end = Date.now() + 10_000; fs.existsSync(`${sock}.pid`);) {
+    if (Date.now() > end) throw new Error('the XDG broker did not stop');
+    await new Promise((res) => setTimeout(res, 20));
+  }
+});
