@@ -1,7 +1,10 @@
 // broker.ts - `jdls --broker`: the per-host, per-installation process that
 // preloaded programs reach over a Unix-domain socket (docs/broker.md).
 //
-// Owns: the socket and its pid file, the one-broker rule, the idle exit.
+// Owns: the socket and its pid file, the one-broker rule, the idle exit, and
+// the broker's half of "who may talk to whom": it serves its own uid only
+// (SO_PEERCRED; the shim checks the other half). Where the socket is:
+// src/broker/paths.ts.
 // - Started on first use by the shim (shim/shim_broker.c), or by hand.
 // - One broker per socket: listen() on an existing path fails; if a broker
 //   answers there this one exits quietly (status 0: the race of two shims
