@@ -99,35 +99,24 @@ out:
  * in a shared directory, by a group member in the service's directory, by a
  * tidy-up). A lock taken on a deleted file excludes nobody who opens the
  * name now. So after a grant the name is looked up again; if it no longer
- * leads to our file, the byte is released and the slot's descriptor number
- * is pointed at a fresh description of the file the name leads to (dup3:
- * the number must not change, shim_api_owns_fd reads slots without the
- * mutex), and the lock is taken again. Locks this process still held in the
- * old file go with the old description: they were on a file no newcomer
- * opens, so they already excluded nobody new (docs/security.md).
- * os_named: 1 still ours, 0 not, -errno.
+ * leads to our file, the descriptor number is pointed at a fresh
+ * description of the file the name leads to (dup3: the number must not
+ * change, shim_api_owns_fd reads slots without the mutex) and the caller
+ * locks again. Locks this process still held in the old file go with the
+ * old description: they were on a file no newcomer opens, so they already
+ * excluded nobody new (docs/security.md). Used for jlock files (record
+ * locks, FILELOCK) and jexec (LOCK n, shim_binapi.c).
+ * 1: still ours; 0: replaced, lock again; -errno.
  */
-static int os_named(int fd, uint64_t inode, int64_t dev) {
-  char path[JDLS_OSL_PATH_MAX];
-  int rc = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev);
-  return rc < 0 ? rc : jdls_osl_still_named(fd, path);
-}
-
-static int os_reopen(int fd, uint64_t inode, int64_t dev) {
-  char path[JDLS_OSL_PATH_MAX];
-  int rc = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev);
-  if (rc < 0) return rc;
-  pthread_mutex_lock(&omu);
+int shim_os_after_lock(int fd, const char *path) {
+  int named = jdls_osl_still_named(fd, path);
+  if (named != 0) return named;
   int nfd = jdls_osl_open_lock(path, 1);
-  if (nfd >= 0) {
-    shim_busy++; /* our own close of the old description, not the program's */
-    rc = real_dup3(nfd, fd, O_CLOEXEC) < 0 ? -errno : 0;
-    real_close(nfd);
-    shim_busy--;
-  } else {
-    rc = nfd;
-  }
-  pthread_mutex_unlock(&omu);
+  if (nfd < 0) return nfd;
+  shim_busy++; /* our own close of the old description, not the program's */
+  int rc = real_dup3(nfd, fd, O_CLOEXEC) < 0 ? -errno : 0;
+  real_close(nfd);
+  shim_busy--;
   return rc;
 }
 
@@ -215,10 +204,12 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
         rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
                                    : jdls_osl_setlkw(fd, (int64_t)off, 1, type, &no_cancel);
         if (rc != JDLS_OSL_OK) break;
-        int named = os_named(fd, inode, dev);
-        if (named == 1) break;
-        jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK);
-        rc = named < 0 ? named : attempt >= 8 ? -ESTALE : os_reopen(fd, inode, dev);
+        char path[JDLS_OSL_PATH_MAX];
+        int c = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev);
+        if (c >= 0) c = shim_os_after_lock(fd, path);
+        if (c == 1) break;
+        jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK); /* the old description's, if it is still ours */
+        rc = c < 0 ? c : attempt >= 8 ? -ESTALE : 0;
         if (rc < 0) break;
       }
       if (rc == JDLS_OSL_CONFLICT) {

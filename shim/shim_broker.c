@@ -313,7 +313,12 @@ static int sock_path(char *out, size_t n, char *why, size_t wn) {
       return -1;
     }
     const char *base = strrchr(tp, '/');
-    snprintf(out, n, "%s/%s.sock", dir, base ? base + 1 : tp);
+    base = base ? base + 1 : tp;
+    if (strlen(dir) + strlen(base) + 7 > n) {
+      snprintf(why, wn, "the broker socket's path is too long");
+      return -1;
+    }
+    snprintf(out, n, "%s/%s.sock", dir, base);
   } else {
     char tmp[PATH_MAX - 128];
     snprintf(tmp, sizeof tmp, "%s/tmp", rd);

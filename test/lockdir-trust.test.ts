@@ -171,3 +171,65 @@ test.serial('a lock file deleted while a preloaded program keeps its description
   await holder.success();
   await prog.finish();
 });
+
+test.serial('binary locks: jexec deleted while a preloaded program keeps it open: its next LOCK 7 is not taken on the deleted file (shim)', async (t) => {
+  const s = new ShimEnv(t);
+  const bdir = path.join(path.dirname(s.lockDir), 'jbase_lock');
+  const env = { JDLS_BINARY_DIR: bdir };
+  const jexec = path.join(bdir, 'jexec');
+  const lines = async (p: ReturnType<ShimEnv['start']>, n: number): Promise<string[]> => {
+    for (const end = Date.now() + 10_000; p.lines.length < n;) {
+      if (Date.now() > end || p.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(p.lines)} ${p.stderr()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return p.lines.slice(0, n);
+  };
+
+  // The shim keeps jexec open for the life of the process.
+  const prog = s.start(SHIM_API, ['0', '0', 'lock:7', 'unlock:7', 'line', 'lock:7', 'hold'], { env });
+  t.deepEqual(await lines(prog, 2), ['ok', 'ok']);
+  fs.unlinkSync(jexec);
+  const other = s.start(SHIM_API, ['0', '0', 'lock:7', 'hold'], { env });
+  t.deepEqual(await lines(other, 2), ['ok', 'holding']);
+  prog.child.stdin?.write('\n');
+  t.deepEqual(await lines(prog, 4), ['ok', 'ok', 'read', 'locked port=0'], 'LOCK 7 granted on the deleted jexec while another process holds it in the new one');
+  await other.finish();
+  await prog.finish();
+
+});
+
+test.serial('binary locks: jexec deleted while a BinaryLocks owner waits on it: the owner does not get LOCK 7 on the deleted file', async (t) => {
+  const s = new ShimEnv(t);
+  const bdir = path.join(path.dirname(s.lockDir), 'jbase_lock');
+  const env = { JDLS_BINARY_DIR: bdir };
+  const jexec = path.join(bdir, 'jexec');
+  const lines = async (p: ReturnType<ShimEnv['start']>, n: number): Promise<string[]> => {
+    for (const end = Date.now() + 10_000; p.lines.length < n;) {
+      if (Date.now() > end || p.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(p.lines)} ${p.stderr()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return p.lines.slice(0, n);
+  };
+
+  // A BinaryLocks owner that waits on jexec while it is deleted and another process takes LOCK 7 in the new one.
+  const m = BinaryLocks.open({ binaryDir: bdir, recordLockDir: s.lockDir });
+  t.teardown(() => m.close());
+  const a = makeOwner({ ownerTid: 1 });
+  const b = makeOwner({ ownerTid: 2 });
+  t.true((await m.execLock(a, 7)).granted);
+  const waiting = m.execLock(b, 7);
+  let settled = false;
+  void waiting.then(() => (settled = true), () => (settled = true));
+  fs.unlinkSync(jexec);
+  const c = s.start(SHIM_API, ['0', '0', 'lock:7', 'hold'], { env });
+  t.deepEqual(await lines(c, 2), ['ok', 'holding']);
+  t.is(m.execUnlock(a, 7), 1);
+  // b's wait ends on the deleted file now; it must go on waiting in the new one while c holds LOCK 7.
+  await new Promise((r) => setTimeout(r, 300));
+  t.false(settled, 'b was granted LOCK 7 on the deleted jexec while c holds it in the new one');
+  await c.finish();
+  t.true((await withTimeout(waiting, 10_000, 'b')).granted);
+  const probe = await s.run(SHIM_API, ['0', '0', 'lock:7'], { env });
+  t.deepEqual(probe.stdout.trim().split('\n'), ['locked port=0'], 'b holds LOCK 7 in the file jexec names');
+  t.is(m.execUnlock(b), 1);
+});

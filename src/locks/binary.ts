@@ -316,8 +316,40 @@ export class BinaryLocks {
     return r0;
   }
 
+  /*
+   * The trap after every grant on a pseudo file: an owner's description may
+   * have been opened before the file was deleted (it waited, or it holds
+   * other ranges there), and a lock on a deleted file excludes nobody who
+   * opens the name now (docs/security.md, "Lock directories"). So the name
+   * is looked up again: still ours, the lock counts; not ours, the range is
+   * released and, when the owner holds nothing else there, the description
+   * is closed and the lock taken again on the file the name leads to now;
+   * otherwise an error, never a silent grant. Real files ({ path }) are the
+   * caller's, not ours to judge.
+   */
+  #named(s: Space, oid: string, of: OfdFile, st: bigint, l: bigint): boolean {
+    if (!s.pseudo) return true;
+    const n = of.stillNamed();
+    if (n === 1) return true;
+    of.unlockRange(st, l);
+    if (n < 0) throw osError(n, 'checking lock file', s.lockFile);
+    if (s.model.holdings(oid).length === 0 && of.waiting === 0) {
+      of.close();
+      s.ofds.delete(oid);
+      return false;
+    }
+    throw new OsLockError('BAD_LOCK_DIR', `lock file ${s.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', s.lockFile);
+  }
+
+  // #attempt once more after #named closed a description of a replaced file (bounded).
+  #again(s: Space, owner: Owner, oid: string, st: bigint, l: bigint, r: Range, mode: LockMode, opts: BinaryLockOptions, wait: boolean,
+    name: ((h: RangeHolder) => BinaryHolder | undefined) | undefined, tries: number): Promise<BinaryLockResult> {
+    if (tries >= 8) throw new OsLockError('BAD_LOCK_DIR', `lock file ${s.lockFile} keeps being deleted or replaced: gave up after ${tries + 1} tries`, 'ESTALE', s.lockFile);
+    return this.#attempt(s, owner, oid, st, l, r, mode, opts, wait, name, tries + 1);
+  }
+
   async #attempt(s: Space, owner: Owner, oid: string, st: bigint, l: bigint, r: Range, mode: LockMode, opts: BinaryLockOptions, wait: boolean,
-    name?: (h: RangeHolder) => BinaryHolder | undefined): Promise<BinaryLockResult> {
+    name?: (h: RangeHolder) => BinaryHolder | undefined, tries = 0): Promise<BinaryLockResult> {
     const local = s.model.conflicts(oid, r, mode);
     if (local && !wait) return { granted: false, holder: this.#localHolder(local) };
     const of = this.#ofd(s, oid);
@@ -327,6 +359,7 @@ export class BinaryLocks {
         for (let attempt = 0; ; attempt++) {
           const t = of.tryLockRange(st, l, mode);
           if (t.granted) {
+            if (!this.#named(s, oid, of, st, l)) return await this.#again(s, owner, oid, st, l, r, mode, opts, wait, name, tries);
             this.#record(s, oid, r, mode);
             return { granted: true };
           }
@@ -341,6 +374,7 @@ export class BinaryLocks {
       await of.lockRange(st, l, mode, waitOpts);
       // Granted in a race with releaseAll()/close(): the description is closed, so nothing is held.
       if (of.closed) throw new JdlsError('CLOSED', `lock on ${s.lockFile} released while it was being granted`);
+      if (!this.#named(s, oid, of, st, l)) return await this.#again(s, owner, oid, st, l, r, mode, opts, wait, name, tries);
       this.#record(s, oid, r, mode);
       return { granted: true };
     } finally {

@@ -361,6 +361,11 @@ export class OfdFile {
     return this.#h;
   }
 
+  /** Does this file's path still name the file this description is of? 1 yes, 0 no (deleted or replaced), -errno. */
+  stillNamed(): number {
+    return this.#ofd.stillNamed(this.path);
+  }
+
   /** NOWAIT: take the range, or say who holds a conflicting lock (holder absent if it went meanwhile). */
   tryLockRange(start: RangeArg, len: RangeArg, mode: LockMode): RangeResult {
     const [s, l] = checkRange(start, len);
