@@ -3,7 +3,9 @@
  * open file description (OFD) locks, and the record-lock naming on top of it.
  *
  * Plain C with no Node dependency: the addon (native/addon/oslock.cc), the C
- * fixtures and, later, the preload shim link native/common/jdls_oslock.c.
+ * fixtures and the preload shim link native/common/jdls_oslock.c, with
+ * jdls_table.c (jdls_release_dir: the service's user owns the installation
+ * directory, and is trusted to own lock directories and lock files).
  *
  * Divisions of this file (keep them):
  *   1. result codes and constants
