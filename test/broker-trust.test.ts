@@ -9,7 +9,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { TEST_PREFIX } from './helpers/installations.js';
 import { Proc, withTimeout, nodeFixture } from './helpers/table-env.js';
 import { ShimEnv, SHIM_API, SHIM } from './helpers/shim-env.js';
 import { makeUser, type User } from './helpers/users.js';
@@ -29,23 +31,30 @@ function startAs(t: ExecutionContext, u: User, label: string, cmd: string, args:
   return p;
 }
 
-/** An installation another user can reach: the directory 0755, its tmp/ 01777 (as a shared JBCRELEASEDIR is). */
-function sharedInstallation(s: ShimEnv): string {
-  fs.chmodSync(s.cli.dir, 0o755);
-  const tmp = path.join(s.cli.dir, 'tmp');
-  fs.mkdirSync(tmp, { recursive: true });
+/**
+ * An installation directory another user can reach: directly in os.tmpdir()
+ * (the run root is 0700), 0755, its tmp/ 01777 (as a shared JBCRELEASEDIR
+ * is). Programs run with it as JBCRELEASEDIR; the server stays the
+ * ShimEnv's. Removed at teardown.
+ */
+function sharedInstallation(t: ExecutionContext): { dir: string; tmp: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${TEST_PREFIX}brokerinst-`));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.chmodSync(dir, 0o755);
+  const tmp = path.join(dir, 'tmp');
+  fs.mkdirSync(tmp);
   fs.chmodSync(tmp, 0o1777);
-  return tmp;
+  return { dir, tmp };
 }
 
 test.serial('an impostor broker of another user at the default socket path: root\'s preloaded program refuses it (exit 1, the guide\'s message) and takes no lock from it', async (t) => {
   const u = makeUser(t, 'jdlsc3');
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
-  const tmp = sharedInstallation(s);
+  const { dir: inst, tmp } = sharedInstallation(t);
   // Where root's program looks today, and where it will look (the per-uid
   // directory, which the impostor makes first, as theirs).
-  const paths = [path.join(tmp, 'jdls-broker.sock'), brokerSocketPath({ ...s.env, JDLS })];
+  const paths = [path.join(tmp, 'jdls-broker.sock'), brokerSocketPath({ ...s.env, JDLS, JBCRELEASEDIR: inst })];
   const fakes: Proc[] = [];
   for (const p of [...new Set(paths)]) {
     if (!p.startsWith(tmp)) continue; // XDG_RUNTIME_DIR: not reachable by the user at all
@@ -60,7 +69,7 @@ test.serial('an impostor broker of another user at the default socket path: root
     t.is(await f.line(), 'LISTENING', f.stderr);
     fakes.push(f);
   }
-  const r = await s.run(SHIM_API, ['4242', '7', 'x:K'], { env: { JDLS } });
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K'], { env: { JDLS, JBCRELEASEDIR: inst } });
   t.deepEqual(r.stdout.trim() === '' ? [] : r.stdout.trim().split('\n'), [], 'the program believed the impostor');
   t.is(r.code, 1, r.stderr);
   t.regex(r.stderr, GUIDE);
@@ -76,7 +85,7 @@ test.serial('JDLS_BROKER naming an impostor of another user: refused by the peer
   const u = makeUser(t, 'jdlsc4');
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
-  const tmp = sharedInstallation(s);
+  const { tmp } = sharedInstallation(t);
   const sock = path.join(tmp, 'elsewhere.sock');
   const f = startAs(t, u, 'fake broker', process.execPath, [nodeFixture('fake-broker'), sock]);
   t.is(await f.line(), 'LISTENING', f.stderr);
@@ -93,7 +102,7 @@ test.serial('a broker serves its own uid only: root\'s broker refuses another us
   const u = makeUser(t, 'jdlsc5');
   const s = new ShimEnv(t);
   const JDLS = await s.startServer();
-  const tmp = sharedInstallation(s);
+  const { tmp } = sharedInstallation(t);
   const sock = path.join(tmp, 'roots.sock');
   // root's broker, by hand, on a socket everyone may connect to
   const env: NodeJS.ProcessEnv = { ...s.env, JDLS, JDLS_BROKER: sock };

@@ -9,9 +9,21 @@ export interface User { name: string; uid: number; gid: number }
 /** A throw-away unprivileged user (prefix jdlsc), removed at teardown whatever happens. */
 export function makeUser(t: ExecutionContext, name: string): User {
   spawnSync('userdel', [name], { stdio: 'ignore' }); // a leftover of a killed run
-  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore' });
+  // useradd fails while another process holds /etc/passwd's lock (other
+  // tests make users too): retried, bounded, then the last error.
+  for (let attempt = 0; ; attempt++) {
+    const r = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { encoding: 'utf8' });
+    if (r.status === 0) break;
+    if (attempt >= 50) throw new Error(`useradd ${name}: ${r.stderr}`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  }
   t.teardown(() => {
-    spawnSync('userdel', [name], { stdio: 'ignore' });
+    // 0 removed, 6 no such user; anything else (the passwd lock) is retried, bounded
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const st = spawnSync('userdel', [name], { stdio: 'ignore' }).status;
+      if (st === 0 || st === 6) return;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
   });
   const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
   return { name, uid: id('-u'), gid: id('-g') };
