@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError, type JdlsErrorCode } from '../errors.js';
 import { openLockDir } from './lockdir.js';
-import { OfdFile, OsLockError, checkRange, osError, osn, type RangeArg, type RangeHolder } from './ofd.js';
+import { OfdFile, OsLockError, checkRange, osError, type RangeArg, type RangeHolder } from './ofd.js';
 import { OsLocks, DEFAULT_LOCK_DIR, lockFileName } from './oslock.js';
 import { LockSpace, range, posixLen, END_INFINITY, type Range, type Holding } from './ranges.js';
 import { DEFAULT_BINARY_DIR, groupFileName, rangeFileName, execFileName } from './binary-paths.js';
@@ -167,8 +167,10 @@ export class BinaryLocks {
 
   /**
    * Binary locks over a binary lock directory and a record-lock directory,
-   * both created (mode 01777) if missing. Throws OsLockError BAD_LOCK_DIR
-   * (missing parent, not a directory) or PERMISSION, naming the directory.
+   * both created if missing (01777 in a world-writable parent, else 02770)
+   * and checked (src/locks/lockdir.ts). Throws OsLockError BAD_LOCK_DIR
+   * (missing parent, not a directory, not trusted: owner and mode named) or
+   * PERMISSION, naming the directory.
    */
   static open(opts: BinaryLocksOptions = {}): BinaryLocks {
     const bdir = path.resolve(opts.binaryDir ?? DEFAULT_BINARY_DIR);

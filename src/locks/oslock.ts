@@ -32,7 +32,6 @@
 // Buffer imported, not the global: in an ES module the global `Buffer` is a
 // getter, called on every use (a LoadGlobalIC and a call on the hot path).
 import { Buffer } from 'node:buffer';
-import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError } from '../errors.js';
 import { C } from '../native.js';
@@ -47,7 +46,7 @@ import { openLockDir } from './lockdir.js';
 export const DEFAULT_LOCK_DIR = '/tmp/jbase';
 
 export interface OsLocksOptions {
-  /** where the jlock_* files live; default /tmp/jbase (created 01777 if missing) */
+  /** where the jlock_* files live; default /tmp/jbase (created if missing: 01777 in a world-writable parent, else 02770) */
   lockDir?: string;
   /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid, conn) */
   portLocks?: boolean;
@@ -210,7 +209,7 @@ export class OsLocks implements RecordLocks {
   }
 
   /**
-   * The mechanism over a lock directory: creates it (mode 01777) if missing.
+   * The mechanism over a lock directory: creates it if missing (01777 in /tmp, else 02770).
    * Throws OsLockError BAD_LOCK_DIR (missing parent, not a directory, not
    * trusted: owned by someone else than root, the service's user or us, or
    * writable by others without the sticky bit - src/locks/lockdir.ts) or
