@@ -50,7 +50,7 @@
     {
       "target_name": "jdls-oslocker",
       "type": "executable",
-      "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c"],
+      "sources": ["test/fixtures/oslocker.c", "native/common/jdls_oslock.c", "native/common/jdls_table.c", "native/common/jdls_service.c"],
     },
       {
       # The preload shim. Traps: "product_prefix" - node-gyp's addon.gypi

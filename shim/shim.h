@@ -117,6 +117,10 @@ void shim_api_forget(void);
 /* --- shim_classify.c ----------------------------------------------------- */
 /* The record lock directory: $JDLS_LOCKDIR, else /tmp/jbase, resolved. */
 const char *shim_lockdir(void);
+/* After an OS-route lock through `fd` (a lock file kept open): 1 if `path`
+ * still names its file, 0 if it did not and `fd` now is a fresh description
+ * of the file it names (lock again), -errno. shim_api.c. */
+int shim_os_after_lock(int fd, const char *path);
 /* Is fd open on a jlock file? 1 with *inode and *dev, else 0 (cached per
  * descriptor: shim_classify.c says how the cache stays right).
  * _checked: for a lock or a probe: validated with one fstat (in *st); -1

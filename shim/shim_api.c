@@ -18,6 +18,8 @@
 #undef _FILE_OFFSET_BITS
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <string.h>
 #include "jdls.h"
@@ -82,13 +84,40 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   const char *dir = shim_lockdir();
   if ((fd = jdls_osl_ensure_dir(dir)) < 0) goto out;
   if ((fd = jdls_osl_lock_path(path, sizeof path, dir, inode, dev)) < 0) goto out;
-  if ((fd = jdls_osl_open(path, 1)) < 0) goto out;
+  if ((fd = jdls_osl_open_lock(path, 1)) < 0) goto out;
   fd = shim_high_fd(fd);
   osf[nosf] = (os_file){inode, dev, fd};
   __atomic_store_n(&nosf, nosf + 1, __ATOMIC_RELEASE);
 out:
   pthread_mutex_unlock(&omu);
   return fd;
+}
+
+/*
+ * The trap after every OS-route lock: our description is kept for the life
+ * of the process, and the lock file can be deleted meanwhile (by its owner
+ * in a shared directory, by a group member in the service's directory, by a
+ * tidy-up). A lock taken on a deleted file excludes nobody who opens the
+ * name now. So after a grant the name is looked up again; if it no longer
+ * leads to our file, the descriptor number is pointed at a fresh
+ * description of the file the name leads to (dup3: the number must not
+ * change, shim_api_owns_fd reads slots without the mutex) and the caller
+ * locks again. Locks this process still held in the old file go with the
+ * old description: they were on a file no newcomer opens, so they already
+ * excluded nobody new (docs/security.md). Used for jlock files (record
+ * locks, FILELOCK) and jexec (LOCK n, shim_binapi.c).
+ * 1: still ours; 0: replaced, lock again; -errno.
+ */
+int shim_os_after_lock(int fd, const char *path) {
+  int named = jdls_osl_still_named(fd, path);
+  if (named != 0) return named;
+  int nfd = jdls_osl_open_lock(path, 1);
+  if (nfd < 0) return nfd;
+  shim_busy++; /* our own close of the old description, not the program's */
+  int rc = real_dup3(nfd, fd, O_CLOEXEC) < 0 ? -errno : 0;
+  real_close(nfd);
+  shim_busy--;
+  return rc;
 }
 
 /* Fork child: the child shares the parent's descriptions (and with them
@@ -171,8 +200,18 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
       int type = mode == JDLS_SHARED ? JDLS_OSL_READ : JDLS_OSL_WRITE;
       static const int no_cancel = 0;
-      rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
-                                 : jdls_osl_setlkw(fd, (int64_t)off, 1, type, &no_cancel);
+      for (int attempt = 0;; attempt++) {
+        rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
+                                   : jdls_osl_setlkw(fd, (int64_t)off, 1, type, &no_cancel);
+        if (rc != JDLS_OSL_OK) break;
+        char path[JDLS_OSL_PATH_MAX];
+        int c = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev);
+        if (c >= 0) c = shim_os_after_lock(fd, path);
+        if (c == 1) break;
+        jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK); /* the old description's, if it is still ours */
+        rc = c < 0 ? c : attempt >= 8 ? -ESTALE : 0;
+        if (rc < 0) break;
+      }
       if (rc == JDLS_OSL_CONFLICT) {
         if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
         rc = JDLS_LOCK_LOCKED;

@@ -34,6 +34,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "jdls.h"
 #include "shim.h"
 #include "../native/common/jdls_oslock.h"
@@ -44,6 +45,7 @@
 /* Rule: xfd only with xmu held. */
 static pthread_mutex_t xmu = PTHREAD_MUTEX_INITIALIZER;
 static int xfd = -1;
+static char xpath[JDLS_OSL_PATH_MAX]; /* jexec's path, set with xfd */
 
 static int exec_fd(void) {
   pthread_mutex_lock(&xmu);
@@ -54,9 +56,12 @@ static int exec_fd(void) {
     char path[JDLS_OSL_PATH_MAX];
     if ((fd = jdls_osl_ensure_dir(dir)) >= 0) {
       if (snprintf(path, sizeof path, "%s/jexec", dir) >= (int)sizeof path) fd = -ENAMETOOLONG;
-      else fd = jdls_osl_open(path, 1);
+      else fd = jdls_osl_open_lock(path, 1);
     }
-    if (fd >= 0) xfd = fd = shim_high_fd(fd);
+    if (fd >= 0) {
+      memcpy(xpath, path, sizeof xpath);
+      xfd = fd = shim_high_fd(fd);
+    }
   }
   pthread_mutex_unlock(&xmu);
   return fd;
@@ -110,15 +115,25 @@ static int remote_unlock(int space, uint64_t inode, int64_t start, int64_t len) 
   return a.count ? JDLS_UNLOCK_OK : JDLS_UNLOCK_NOT_HELD;
 }
 
-static int take(int fd, int64_t start, int64_t len, int flags, uint32_t *holder_port) {
+/* Lock [start, start+len) of the lock file `path` through `fd`, then make
+ * sure the name still leads to it (shim_os_after_lock: a kept description
+ * of a deleted file locks nothing anyone else sees), bounded. */
+static int take(int fd, const char *path, int64_t start, int64_t len, int flags, uint32_t *holder_port) {
   static const int no_cancel = 0;
-  int rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, start, len, JDLS_OSL_WRITE)
-                                 : jdls_osl_setlkw(fd, start, len, JDLS_OSL_WRITE, &no_cancel);
-  if (rc == JDLS_OSL_CONFLICT) {
-    if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
-    return JDLS_LOCK_LOCKED;
+  for (int attempt = 0;; attempt++) {
+    int rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, start, len, JDLS_OSL_WRITE)
+                                   : jdls_osl_setlkw(fd, start, len, JDLS_OSL_WRITE, &no_cancel);
+    if (rc == JDLS_OSL_CONFLICT) {
+      if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
+      return JDLS_LOCK_LOCKED;
+    }
+    if (rc != JDLS_OSL_OK) return rc;
+    int c = shim_os_after_lock(fd, path);
+    if (c == 1) return rc;
+    jdls_osl_setlk(fd, start, len, JDLS_OSL_UNLOCK);
+    if (c < 0) return c;
+    if (attempt >= 8) return -ESTALE;
   }
-  return rc;
 }
 
 SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_port) {
@@ -131,7 +146,7 @@ SHIM_EXPORT int jdls_exec_lock(int n, int flags, int origin, uint32_t *holder_po
   if (rc == -1 && d == SHIM_TO_SERVER) rc = remote_lock(JDLS_FF_EXEC, 0, n, 1, flags, holder_port);
   else if (rc == -1) {
     int fd = exec_fd();
-    rc = fd < 0 ? fd : take(fd, n, 1, flags, holder_port);
+    rc = fd < 0 ? fd : take(fd, xpath, n, 1, flags, holder_port);
   }
   shim_busy--;
   return rc;
@@ -167,7 +182,9 @@ SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origi
     if (shim_route_record(origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
     else {
       int fd = shim_api_os_fd(inode, dev, 1);
-      rc = fd < 0 ? fd : take(fd, 0, 0, flags, holder_port);
+      char path[JDLS_OSL_PATH_MAX];
+      if (fd >= 0 && (rc = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev)) < 0) fd = rc;
+      rc = fd < 0 ? fd : take(fd, path, 0, 0, flags, holder_port);
     }
   }
   shim_busy--;

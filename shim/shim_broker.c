@@ -261,33 +261,110 @@ int shim_broker_errno(const shim_answer *a) {
 }
 
 /* --- starting the broker --------------------------------------------------- */
-static void sock_path(char *out, size_t n) {
+/* Make every missing directory of `d` (and `d` itself) with `mode`. */
+static void mkdirs(const char *dpath, mode_t mode) {
+  char d[PATH_MAX];
+  snprintf(d, sizeof d, "%s", dpath);
+  for (char *p = d + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    mkdir(d, mode);
+    *p = '/';
+  }
+  mkdir(d, mode);
+}
+
+/*
+ * Where the broker listens: one socket per user and installation, so that no
+ * other user can listen where this program looks (a broker that answers
+ * GRANTED to everything, or that makes every program exit). The rule is
+ * src/broker/paths.ts's - keep them one (docs/broker.md, a test compares):
+ *   1. $JDLS_BROKER when set (made absolute against the working directory);
+ *   2. $XDG_RUNTIME_DIR/jdls/<table name>.sock when XDG_RUNTIME_DIR is an
+ *      absolute path to a directory of our euid with no group/other write;
+ *   3. else $JBCRELEASEDIR/tmp/broker-<euid>/jdls-broker.sock.
+ * For 2 and 3 the directory is made 0700 if missing ($JBCRELEASEDIR/tmp
+ * 01777: shared by the installation's users, sticky), then must be a
+ * directory - lstat: not a symlink - of our euid with no group or other
+ * bits. A directory another user made first is refused, not used.
+ * 0, or -1 with `why` filled.
+ */
+static int sock_path(char *out, size_t n, char *why, size_t wn) {
   const char *e = getenv("JDLS_BROKER");
   if (e && *e) {
     /* Absolute: the broker runs in / (it must not pin the program's cwd). */
     char cwd[PATH_MAX - 128];
     if (e[0] != '/' && getcwd(cwd, sizeof cwd)) snprintf(out, n, "%s/%s", cwd, e);
     else snprintf(out, n, "%s", e);
-    return;
+    return 0;
   }
-  char dir[PATH_MAX - 32];
-  if (jdls_release_dir(dir, sizeof dir) < 0) snprintf(dir, sizeof dir, "/tmp");
-  snprintf(out, n, "%s/tmp/jdls-broker.sock", dir);
+  uid_t me = geteuid();
+  char rd[PATH_MAX - 256], dir[PATH_MAX - 64];
+  if (jdls_release_dir(rd, sizeof rd) < 0) {
+    snprintf(why, wn, "the installation directory's path is too long");
+    return -1;
+  }
+  const char *x = getenv("XDG_RUNTIME_DIR");
+  struct stat st;
+  if (x && x[0] == '/' && lstat(x, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == me && !(st.st_mode & 022)) {
+    char tp[PATH_MAX];
+    if (jdls_table_path(rd, tp, sizeof tp) < 0 || snprintf(dir, sizeof dir, "%s/jdls", x) >= (int)sizeof dir) {
+      snprintf(why, wn, "the broker socket's path is too long");
+      return -1;
+    }
+    const char *base = strrchr(tp, '/');
+    base = base ? base + 1 : tp;
+    if (strlen(dir) + strlen(base) + 7 > n) {
+      snprintf(why, wn, "the broker socket's path is too long");
+      return -1;
+    }
+    snprintf(out, n, "%s/%s.sock", dir, base);
+  } else {
+    char tmp[PATH_MAX - 128];
+    snprintf(tmp, sizeof tmp, "%s/tmp", rd);
+    if (access(tmp, F_OK) != 0) {
+      mkdirs(tmp, 0755); /* the installation directory, if missing */
+      if (mkdir(tmp, 01777) == 0) chmod(tmp, 01777);
+    }
+    snprintf(dir, sizeof dir, "%s/broker-%u", tmp, (unsigned)me);
+    snprintf(out, n, "%s/jdls-broker.sock", dir);
+  }
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    snprintf(why, wn, "cannot make the broker directory %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  if (lstat(dir, &st) != 0) {
+    snprintf(why, wn, "cannot examine the broker directory %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  if (!S_ISDIR(st.st_mode) || st.st_uid != me || (st.st_mode & 077)) {
+    snprintf(why, wn,
+             "the broker directory %s is %s of uid %u, mode 0%o: it must be a directory of uid %u with mode 0700 "
+             "(another user may have made it to listen where this program looks for its broker): refused",
+             dir, S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISDIR(st.st_mode) ? "a directory" : "not a directory",
+             (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)me);
+    return -1;
+  }
+  return 0;
 }
 
-static void mkdirs(const char *file) {
-  char d[PATH_MAX];
-  snprintf(d, sizeof d, "%s", file);
-  char *slash = strrchr(d, '/');
-  if (!slash || slash == d) return;
-  *slash = 0;
-  for (char *p = d + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    mkdir(d, 0777);
-    *p = '/';
+/* Who may talk to whom (the other half is the broker's, src/broker/broker.ts):
+ * the shim talks only to a broker whose uid - SO_PEERCRED, the kernel's word
+ * for who called listen(), not anything the broker says - is our euid or
+ * root. JDLS_BROKER gets the same check: it names a path, not a trust. */
+static int peer_ok(int fd, const char *path, char *why, size_t wn) {
+  struct ucred c;
+  socklen_t l = sizeof c;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &l) != 0) {
+    snprintf(why, wn, "cannot check who runs the lock broker at %s: %s", path, strerror(errno));
+    return 0;
   }
-  mkdir(d, 0777);
+  if (c.uid == geteuid() || c.uid == 0) return 1;
+  snprintf(why, wn,
+           "the lock broker at %s runs as uid %u, not as uid %u or root: refused "
+           "(another user may be listening where this program looks for its broker)",
+           path, (unsigned)c.uid, (unsigned)geteuid());
+  return 0;
 }
 
 static int try_connect(const char *path) {
@@ -342,7 +419,16 @@ static void start_broker(const char *sock) {
   /* <package>/build/Release/libjdlsshim.so -> <package>/dist/src/cli/jdls.js */
   snprintf(script, sizeof script, "%s/../../dist/src/cli/jdls.js", libdir);
   node_path(libdir, node, sizeof node);
-  mkdirs(sock);
+  {
+    /* an explicit JDLS_BROKER's directory; the default ones exist already */
+    char d[PATH_MAX];
+    snprintf(d, sizeof d, "%s", sock);
+    char *sl = strrchr(d, '/');
+    if (sl && sl != d) {
+      *sl = 0;
+      mkdirs(d, 0755);
+    }
+  }
   snprintf(log, sizeof log, "%s.log", sock);
 
   /* Everything the child needs is built before fork(): between fork and
@@ -439,8 +525,8 @@ static void read_first(uint8_t *body, size_t cap, int *type, size_t *blen, int *
 /* Connect (starting the broker if need be) and say HELLO; with bmu held. */
 static void ensure_connected(void) {
   if (bfd >= 0) return;
-  char path[PATH_MAX];
-  sock_path(path, sizeof path);
+  char path[PATH_MAX], bad[PATH_MAX + 256];
+  if (sock_path(path, sizeof path, bad, sizeof bad) < 0) shim_server_unreachable(bad);
   int fd = try_connect(path);
   if (fd < 0) {
     start_broker(path);
@@ -454,6 +540,10 @@ static void ensure_connected(void) {
     char why[PATH_MAX + 128];
     snprintf(why, sizeof why, "cannot reach or start the lock broker at %s: %s", path, strerror(errno));
     shim_server_unreachable(why);
+  }
+  if (!peer_ok(fd, path, bad, sizeof bad)) {
+    real_close(fd);
+    shim_server_unreachable(bad);
   }
   bfd = fd = shim_high_fd(fd);
 

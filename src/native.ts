@@ -179,6 +179,8 @@ export interface NativeAddon {
   fdpass: {
     /** sendmsg of `bytes` with `fd` attached (SCM_RIGHTS): 0, or -errno */
     sendFd(unixFd: number, fd: number, bytes: Buffer): number;
+    /** the connected peer's uid (SO_PEERCRED), or -errno */
+    peerUid(unixFd: number): number;
   };
 }
 

@@ -140,9 +140,9 @@ test('pseudo file names follow the record-lock file rule (low 32 bits, dev -1 ->
   }
 });
 
-test('open creates both directories 01777; errors are OsLockError naming the path', (t) => {
+test('open creates both directories (02770 in a parent others cannot write: the test\'s directory; 01777 in /tmp - test/oslock.test.ts); errors are OsLockError naming the path', (t) => {
   const env = binEnv(t);
-  for (const d of [env.binaryDir, env.recordDir]) t.is(fs.statSync(d).mode & 0o7777, 0o1777, d);
+  for (const d of [env.binaryDir, env.recordDir]) t.is(fs.statSync(d).mode & 0o7777, 0o2770, d);
   const missing = path.join(env.base, 'no', 'such');
   const e1 = t.throws(() => BinaryLocks.open({ binaryDir: missing, recordLockDir: env.recordDir }), { instanceOf: OsLockError });
   t.is(e1?.code, 'BAD_LOCK_DIR');

@@ -113,11 +113,17 @@ test('the TypeScript mirror of lock types and outcomes matches the addon', (t) =
   t.true(osn.signal() > 0, 'the interrupt signal is installed');
 });
 
-test('the lock directory is created 01777 when missing; lock files are 0666 whatever the umask', (t) => {
+test('a missing lock directory is created 01777 in a world-writable parent (as /tmp/jbase), else 02770 with the parent\'s group; lock files are 0666 whatever the umask', (t) => {
   const env = osEnv(t);
   const st = fs.statSync(env.dir);
   t.true(st.isDirectory());
-  t.is(st.mode & 0o7777, 0o1777);
+  t.is(st.mode & 0o7777, 0o2770);
+  t.is(st.gid, fs.statSync(path.dirname(env.dir)).gid);
+  const tmpLike = path.join(path.dirname(env.dir), 'tmp');
+  fs.mkdirSync(tmpLike);
+  fs.chmodSync(tmpLike, 0o1777);
+  OsLocks.open({ lockDir: path.join(tmpLike, 'jbase') }).close();
+  t.is(fs.statSync(path.join(tmpLike, 'jbase')).mode & 0o7777, 0o1777);
   const old = process.umask(0o077);
   try {
     env.m.tryLock(owner(1), F, 'K', 'write');

@@ -7,8 +7,13 @@
 // (docs/broker.md), so that each lock goes straight to the server instead of
 // through the broker (two hops fewer per request).
 //
-// Owns: one sendmsg. Does not own: which socket, which descriptor, when
+// Also: the peer's uid of a Unix-domain socket (SO_PEERCRED).
+//
+// Owns: one sendmsg, one getsockopt. Does not own: which socket, which descriptor, when
 // (src/broker/), or closing anything (the caller closes its copies).
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* struct ucred */
+#endif
 #include <napi.h>
 
 #include <cerrno>
@@ -64,10 +69,28 @@ Napi::Value SendFd(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, 0);
 }
 
+// peerUid(unixFd) -> the connected peer's uid (SO_PEERCRED: its credentials
+// when it called connect(), kept by the kernel, not claimed by the peer), or
+// -errno. The broker serves its own uid only (docs/broker.md, "Who may talk
+// to whom").
+Napi::Value PeerUid(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "peerUid(unixFd)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(info[0].As<Napi::Number>().Int32Value(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return Napi::Number::New(env, -errno);
+  return Napi::Number::New(env, static_cast<double>(cred.uid));
+}
+
 }  // namespace
 
 void JdlsFdpassInit(Napi::Env env, Napi::Object exports) {
   auto o = Napi::Object::New(env);
   o.Set("sendFd", Napi::Function::New(env, SendFd, "sendFd"));
+  o.Set("peerUid", Napi::Function::New(env, PeerUid, "peerUid"));
   exports.Set("fdpass", o);
 }

@@ -21,6 +21,7 @@
 // exit), which is registered AFTER the TSFN is created so that it runs
 // before the TSFN's own teardown (cleanup hooks run in reverse order).
 #include <napi.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <cerrno>
@@ -241,6 +242,7 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
                                           InstanceMethod("keys", &Ofd::Keys),
                                           InstanceMethod("clearKeys", &Ofd::ClearKeys),
                                           InstanceMethod("keyCount", &Ofd::KeyCount),
+                                          InstanceMethod("stillNamed", &Ofd::StillNamed),
                                       });
     // The hot call is plain N-API (see addon.cc: node-addon-api's wrapper
     // costs more than a cheap native call).
@@ -264,6 +266,14 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
       return;
     }
     fd_ = info[0].As<Napi::Number>().Int32Value();
+    // The file's identity as opened, for StillNamed: one lstat per check
+    // instead of lstat + fstat.
+    struct stat st;
+    if (fstat(fd_, &st) == 0) {
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+      known_ = true;
+    }
     HookEnvCleanup(env);
     Bind(env, info.This(), 0, "lockKey", FastLockKey);
     Bind(env, info.This(), 1, "unlockKey", FastUnlockKey);
@@ -279,6 +289,22 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
   }
 
   int fd() const { return fd_; }
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  bool known_ = false;
+
+  // stillNamed(path) -> 1 | 0 | -errno: does `path` still name this
+  // description's file (jdls_osl_still_named)? Asked after taking a lock.
+  Napi::Value StillNamed(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    OSL_REQUIRE(info.Length() >= 1 && info[0].IsString(), "stillNamed(path)");
+    std::string p = info[0].As<Napi::String>();
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    if (!known_) return Napi::Number::New(env, jdls_osl_still_named(fd_, p.c_str()));
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return Napi::Number::New(env, errno == ENOENT ? 0 : -errno);
+    return Napi::Number::New(env, st.st_dev == dev_ && st.st_ino == ino_ ? 1 : 0);
+  }
 
  private:
   friend class EnvCleanup<Ofd>;
@@ -826,6 +852,22 @@ Napi::Value Open(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, jdls_osl_open(p.c_str(), info[1].As<Napi::Boolean>() ? 1 : 0));
 }
 
+// openLock(path, create) -> fd | -errno (a lock file: checked, see jdls_osl_open_lock)
+Napi::Value OpenLock(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  OSL_REQUIRE(info.Length() >= 2 && info[0].IsString() && info[1].IsBoolean(), "openLock(path, create)");
+  std::string p = info[0].As<Napi::String>();
+  return Napi::Number::New(env, jdls_osl_open_lock(p.c_str(), info[1].As<Napi::Boolean>() ? 1 : 0));
+}
+
+// checkDir(dir) -> 0 | -errno (jdls_osl_check_dir)
+Napi::Value CheckDir(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  OSL_REQUIRE(info.Length() >= 1 && info[0].IsString(), "checkDir(dir)");
+  std::string d = info[0].As<Napi::String>();
+  return Napi::Number::New(env, jdls_osl_check_dir(d.c_str()));
+}
+
 // ensureDir(dir) -> 0 | -errno
 Napi::Value EnsureDir(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -881,6 +923,8 @@ void jdls_oslock_init(Napi::Env env, Napi::Object exports) {
   o.Set("Waits", Waits::Init(env));
   o.Set("open", Napi::Function::New(env, Open));
   o.Set("ensureDir", Napi::Function::New(env, EnsureDir));
+  o.Set("openLock", Napi::Function::New(env, OpenLock));
+  o.Set("checkDir", Napi::Function::New(env, CheckDir));
   o.Set("lockPath", Napi::Function::New(env, LockPath));
   napi_value fn;
   napi_create_function(env, "keyOffset", NAPI_AUTO_LENGTH, KeyOffset, nullptr, &fn);

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "jdls_oslock.h"
 #include "jdls_hash.h"
+#include "jdls_table.h" /* jdls_release_dir: the service's user owns it */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,19 +46,91 @@ static int valid(int64_t start, int64_t len, int type) {
 
 /* ===== 2. record-lock naming ============================================ */
 
-int jdls_osl_ensure_dir(const char *dir) {
+/*
+ * Who may own a lock directory, and why it matters. Whoever owns the
+ * directory can delete or replace any file in it, and in a world-writable
+ * directory without the sticky bit anybody can. Deleting a lock file while
+ * it is locked splits its locks: the next process creates a new file (a new
+ * inode) and locks that, while the old holder still holds the old one - two
+ * holders of one lock. So a directory is trusted only when its owner is
+ * root, the service's user (the owner of the installation directory,
+ * jdls_release_dir) or this process's euid, and others cannot write to it
+ * unless it is sticky (jBASE's shared 01777, owned by root). A user who made
+ * /tmp/jbase first owns it: refused, not silently used.
+ *
+ * A symlink at the configured path is followed only if root, the service's
+ * user or we made it: in a sticky /tmp, a link planted by another user
+ * would send our lock files where that user chose.
+ */
+static long service_uid(void) {
+  char dir[4096];
   struct stat st;
-  if (stat(dir, &st) == 0) return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-  if (errno != ENOENT) return -errno;
-  if (mkdir(dir, JDLS_OSL_DIR_MODE) != 0) {
-    if (errno != EEXIST) return -errno;
-    /* created by someone else meanwhile: fine if it is a directory */
-    if (stat(dir, &st) != 0) return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-  }
-  /* mkdir applies the umask; the sticky, world-writable mode is the point. */
-  if (chmod(dir, JDLS_OSL_DIR_MODE) != 0) return -errno;
+  if (jdls_release_dir(dir, sizeof dir) < 0 || stat(dir, &st) != 0) return -1;
+  return (long)st.st_uid;
+}
+
+static int trusted_uid(uid_t uid) {
+  return uid == 0 || uid == geteuid() || (long)uid == service_uid();
+}
+
+static int dir_trusted(const struct stat *st) {
+  if (!S_ISDIR(st->st_mode)) return -ENOTDIR;
+  if (!trusted_uid(st->st_uid)) return -EPERM;
+  if ((st->st_mode & S_IWOTH) && !(st->st_mode & S_ISVTX)) return -EPERM;
   return 0;
+}
+
+int jdls_osl_check_dir(const char *dir) {
+  struct stat st;
+  if (lstat(dir, &st) != 0) return -errno;
+  if (S_ISLNK(st.st_mode)) {
+    if (!trusted_uid(st.st_uid)) return -EPERM;
+    if (stat(dir, &st) != 0) return -errno;
+  }
+  return dir_trusted(&st);
+}
+
+/*
+ * The mode a missing lock directory is created with follows its parent:
+ *   - a world-writable parent (/tmp): jBASE's shared mode, 01777 - every
+ *     user's processes create lock files there, the sticky bit keeps them
+ *     from deleting each other's (but not their own: docs/security.md);
+ *   - any other parent (the installation directory, /var/lib/...): the
+ *     service's mode, 02770 with the parent's group (the jdls group) - only
+ *     root, the owner and the group's members can reach it, and files
+ *     created in it keep the group (setgid).
+ */
+static int make_dir(const char *dir) {
+  char parent[JDLS_OSL_PATH_MAX];
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--;
+  while (n > 0 && dir[n - 1] != '/') n--;
+  while (n > 1 && dir[n - 1] == '/') n--;
+  if (n == 0) snprintf(parent, sizeof parent, ".");
+  else if (n >= sizeof parent) return -ENAMETOOLONG;
+  else {
+    memcpy(parent, dir, n);
+    parent[n] = 0;
+  }
+  struct stat ps;
+  if (stat(parent, &ps) != 0) return -errno;
+  int shared = (ps.st_mode & S_IWOTH) != 0;
+  mode_t mode = shared ? JDLS_OSL_DIR_MODE : JDLS_OSL_PRIVATE_DIR_MODE;
+  if (mkdir(dir, mode) != 0) return -errno;
+  /* mkdir applies the umask (and drops the set-id bits): set the mode. The
+   * group: the parent's (a failure leaves ours - narrower, never wider). */
+  if (!shared && chown(dir, (uid_t)-1, ps.st_gid) != 0) { /* keep our group */ }
+  if (chmod(dir, mode) != 0) return -errno;
+  return 0;
+}
+
+int jdls_osl_ensure_dir(const char *dir) {
+  int rc = jdls_osl_check_dir(dir);
+  if (rc != -ENOENT) return rc;
+  rc = make_dir(dir);
+  /* EEXIST: created by someone else meanwhile: checked as any other */
+  if (rc < 0 && rc != -EEXIST) return rc;
+  return jdls_osl_check_dir(dir);
 }
 
 /* The low 32 bits only, as the guide names lock files: runtimes that name
@@ -98,6 +171,48 @@ uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, si
 
 /* ===== 3. the byte-range primitive ====================================== */
 
+/*
+ * What an opened lock file must be, checked on the descriptor (fstat: the
+ * file we hold, not whatever the name says now):
+ *   - a regular file: not a FIFO (open would block), device or directory;
+ *   - one link: a hard link planted in a shared directory would make us
+ *     lock (and, as root, take over) a file that lives elsewhere, and two
+ *     names for one inode mean one of them can be removed without the other
+ *     noticing;
+ *   - no execute, set-id or sticky bits: lock files are created 0666; such
+ *     bits say somebody else put it there for another purpose.
+ * Then the trap this file exists to dodge: in a sticky directory the owner
+ * of a lock file can still delete it while someone holds a lock in it,
+ * which splits that lock (see the directory's comment). When we are root
+ * and the file belongs to a user who is neither root nor the service's
+ * user, we take it over (fchown to root, group kept): from then on only
+ * root and the directory's owner can unlink it. A deletion that wins the
+ * race before the fchown is caught by the check after each lock
+ * (jdls_osl_still_named). A caller that is not root cannot do this: in the
+ * shared jBASE mode (01777 in /tmp), a lock file owned by another user can
+ * be deleted by that user and its locks split (docs/security.md). A
+ * service-owned directory without o+w (docs/os-locks.md) has no such user.
+ */
+static int check_file(int fd, const char *path) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || (st.st_mode & 07111)) return -EPERM;
+  if (geteuid() == 0 && st.st_uid != 0 && (long)st.st_uid != service_uid()) {
+    char dir[JDLS_OSL_PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n == 0 && slash) n = 1; /* "/jlock_..." */
+    if (n >= sizeof dir) return -ENAMETOOLONG;
+    if (n) memcpy(dir, path, n);
+    else dir[n++] = '.';
+    dir[n] = 0;
+    struct stat ds;
+    if (stat(dir, &ds) != 0) return -errno;
+    if ((ds.st_mode & S_ISVTX) && fchown(fd, 0, (gid_t)-1) != 0) return -errno;
+  }
+  return 0;
+}
+
 int jdls_osl_open(const char *path, int create) {
   for (int attempt = 0; attempt < 4; attempt++) {
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -113,6 +228,24 @@ int jdls_osl_open(const char *path, int create) {
     if (errno != EEXIST) return -errno;
   }
   return -EAGAIN;
+}
+
+int jdls_osl_open_lock(const char *path, int create) {
+  int fd = jdls_osl_open(path, create);
+  if (fd < 0) return fd;
+  int rc = check_file(fd, path);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+int jdls_osl_still_named(int fd, const char *path) {
+  struct stat a, b;
+  if (fstat(fd, &a) != 0) return -errno;
+  if (lstat(path, &b) != 0) return errno == ENOENT ? 0 : -errno;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 void jdls_osl_close(int fd) {

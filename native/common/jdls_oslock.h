@@ -3,7 +3,9 @@
  * open file description (OFD) locks, and the record-lock naming on top of it.
  *
  * Plain C with no Node dependency: the addon (native/addon/oslock.cc), the C
- * fixtures and, later, the preload shim link native/common/jdls_oslock.c.
+ * fixtures and the preload shim link native/common/jdls_oslock.c, with
+ * jdls_table.c (jdls_release_dir: the service's user owns the installation
+ * directory, and is trusted to own lock directories and lock files).
  *
  * Divisions of this file (keep them):
  *   1. result codes and constants
@@ -54,6 +56,9 @@ extern "C" {
  * there and nobody may delete another's. */
 #define JDLS_OSL_DEFAULT_DIR  "/tmp/jbase"
 #define JDLS_OSL_DIR_MODE     01777
+/* A lock directory created anywhere else than in a world-writable parent:
+ * the service's own (owner, and the jdls group; files keep the group). */
+#define JDLS_OSL_PRIVATE_DIR_MODE 02770
 /* Lock files are readable and writable by all (a write lock needs a
  * descriptor open for writing), whatever the creator's umask. */
 #define JDLS_OSL_FILE_MODE    0666
@@ -75,10 +80,20 @@ typedef struct jdls_osl_holder {
 
 /* ===== 2. record-lock naming ============================================ */
 
-/* Make sure `dir` exists and is a directory: create it (one level, mode
- * JDLS_OSL_DIR_MODE regardless of umask) if missing. 0 or -errno
- * (-ENOTDIR: something else is there; -ENOENT: its parent is missing). */
+/* Make sure `dir` exists, is a directory and is trusted
+ * (jdls_osl_check_dir): create it (one level, regardless of umask) if
+ * missing: JDLS_OSL_DIR_MODE (01777) in a world-writable parent such as
+ * /tmp, else JDLS_OSL_PRIVATE_DIR_MODE (02770, the parent's group). 0 or -errno (-ENOTDIR: something else is
+ * there; -ENOENT: its parent is missing; -EPERM: not trusted). */
 int jdls_osl_ensure_dir(const char *dir);
+
+/* Is an existing lock directory trusted? Its owner must be root, the
+ * service's user (the owner of the installation directory,
+ * jdls_release_dir) or this process's euid, and others may not write to it
+ * unless it is sticky (01777). A symlink at `dir` is followed only when its
+ * own owner is one of those. 0, -EPERM (not trusted), -ENOTDIR, or -errno
+ * of lstat/stat (-ENOENT: missing). */
+int jdls_osl_check_dir(const char *dir);
 
 /* "<dir>/jlock_xxxxxxxx_yyyyyyyy": 8 lowercase hex digits of the inode's low
  * 32 bits and 8 of the device's (dev -1 -> ffffffff). Returns the length, or
@@ -119,6 +134,19 @@ uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, si
  * O_NOFOLLOW (the directory is world-writable: a planted symlink must not
  * redirect us). Returns the fd or -errno. */
 int jdls_osl_open(const char *path, int create);
+
+/* jdls_osl_open for a LOCK file (one that exists only to be locked, in a
+ * lock directory), then checked on the descriptor: a regular file with one
+ * link and no execute or set-id bits (-EPERM otherwise). As root, a lock
+ * file in a sticky directory owned by another user (not root, not the
+ * service's user) is taken over (fchown to root) so that user can no longer
+ * delete it and split its locks. See jdls_oslock.c, check_file. */
+int jdls_osl_open_lock(const char *path, int create);
+
+/* After taking a lock through `fd`: does `path` still name fd's file? 1 yes,
+ * 0 no (deleted or replaced before the lock was taken: the lock is on a
+ * file nobody else will open; release it, reopen and lock again), -errno. */
+int jdls_osl_still_named(int fd, const char *path);
 
 /* Close a descriptor. Closing the last descriptor of an open file
  * description releases all of its OFD locks. */

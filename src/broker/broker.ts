@@ -1,7 +1,10 @@
 // broker.ts - `jdls --broker`: the per-host, per-installation process that
 // preloaded programs reach over a Unix-domain socket (docs/broker.md).
 //
-// Owns: the socket and its pid file, the one-broker rule, the idle exit.
+// Owns: the socket and its pid file, the one-broker rule, the idle exit, and
+// the broker's half of "who may talk to whom": it serves its own uid only
+// (SO_PEERCRED; the shim checks the other half). Where the socket is:
+// src/broker/paths.ts.
 // - Started on first use by the shim (shim/shim_broker.c), or by hand.
 // - One broker per socket: listen() on an existing path fails; if a broker
 //   answers there this one exits quietly (status 0: the race of two shims
@@ -19,7 +22,10 @@ import net from 'node:net';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { BrokerSession } from './session.js';
-import { brokerIdleMs, brokerPidPath, brokerSocketPath } from './paths.js';
+import { brokerDirProblem, brokerIdleMs, brokerPidPath, brokerSocketPath, isDefaultSocket } from './paths.js';
+import { socketFd } from './handover.js';
+import { native } from '../native.js';
+import { encode } from '../protocol/codec.js';
 
 export interface BrokerOptions {
   socket?: string;
@@ -54,13 +60,36 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
   const socket = opts.socket ?? brokerSocketPath();
   const idleMs = opts.idleMs ?? brokerIdleMs();
   const log = opts.log ?? pino({ name: 'jdls-broker', level: process.env['JDLS_LOG_LEVEL'] ?? 'info' }, pino.destination(2));
-  fs.mkdirSync(path.dirname(socket), { recursive: true });
+  if (isDefaultSocket(socket)) {
+    // The per-user directory (paths.ts): never listen in one another user made.
+    const problem = brokerDirProblem(socket);
+    if (problem) {
+      log.error({ socket }, problem);
+      return 1;
+    }
+  } else {
+    fs.mkdirSync(path.dirname(socket), { recursive: true });
+  }
+  const me = process.geteuid?.() ?? 0;
 
   let clients = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   let finish: (code: number) => void = () => undefined;
   const finished = new Promise<number>((r) => (finish = r));
   const server = net.createServer((sock) => {
+    // Who may talk to whom: a broker acts with its user's rights (it opens
+    // server connections as that user and hands them over), so it serves
+    // its own uid only - root's broker serves root only. The kernel's
+    // SO_PEERCRED, not anything the client says; a client we cannot check
+    // is refused. The ERROR's text is what the shim prints.
+    const peer = native.fdpass.peerUid(socketFd(sock));
+    if (peer !== me) {
+      log.warn({ socket, peerUid: peer }, 'a client of another user: refused');
+      const text = `the broker at ${socket} serves uid ${me} only; this program runs as uid ${peer}`;
+      sock.end(encode({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text }));
+      sock.on('error', () => undefined);
+      return;
+    }
     clients++;
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = undefined;

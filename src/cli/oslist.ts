@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readProcLocks, ofdHolders, lockSignature, type KernelLock } from '../locks/proclocks.js';
+import { checkLockDir } from '../locks/lockdir.js';
 
 export interface OsRecordLockRow {
   /** holder pid (-1: an OFD lock whose holder could not be named) */
@@ -36,6 +37,10 @@ const major = (d: bigint): number => Number(((d >> 8n) & 0xfffn) | ((d >> 32n) &
 const minor = (d: bigint): number => Number((d & 0xffn) | ((d >> 12n) & ~0xffn));
 
 export function osRecordLocks(lockDir: string): { rows: OsRecordLockRow[]; files: number } {
+  // A directory someone else controls lists what they chose to put there:
+  // refused as the mechanisms refuse it (src/locks/lockdir.ts).
+  const refused = checkLockDir(lockDir, 'lock directory');
+  if (refused) throw refused;
   let names: string[];
   try {
     names = fs.readdirSync(lockDir).filter((n) => NAME.test(n));

@@ -23,7 +23,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError, type JdlsErrorCode } from '../errors.js';
-import { OfdFile, OsLockError, checkRange, osError, osn, type RangeArg, type RangeHolder } from './ofd.js';
+import { openLockDir } from './lockdir.js';
+import { OfdFile, OsLockError, checkRange, osError, type RangeArg, type RangeHolder } from './ofd.js';
 import { OsLocks, DEFAULT_LOCK_DIR, lockFileName } from './oslock.js';
 import { LockSpace, range, posixLen, END_INFINITY, type Range, type Holding } from './ranges.js';
 import { DEFAULT_BINARY_DIR, groupFileName, rangeFileName, execFileName } from './binary-paths.js';
@@ -120,20 +121,8 @@ function kernelHolder(h: RangeHolder): BinaryHolder {
   return { pid: h.pid, ownerPid: h.pid, ownerTid: 0, port: 0, ip: '0.0.0.0', mode: h.mode, start: h.start, len: h.len };
 }
 
-function dirError(rc: number, what: string, dir: string): OsLockError {
-  const e = osError(rc, what, dir);
-  return new OsLockError(e.osCode === 'BAD_PATH' ? 'BAD_LOCK_DIR' : e.osCode, e.message, e.errno, dir);
-}
-
 function ensureDir(dir: string, what: string): void {
-  const rc = osn.ensureDir(dir);
-  if (rc < 0) throw dirError(rc, what, dir);
-  try {
-    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? '';
-    throw new OsLockError('PERMISSION', `${what} ${dir}: no permission to create lock files (${code})`, code, dir);
-  }
+  openLockDir(dir, what);
 }
 
 function checkExec(n: number): void {
@@ -178,8 +167,10 @@ export class BinaryLocks {
 
   /**
    * Binary locks over a binary lock directory and a record-lock directory,
-   * both created (mode 01777) if missing. Throws OsLockError BAD_LOCK_DIR
-   * (missing parent, not a directory) or PERMISSION, naming the directory.
+   * both created if missing (01777 in a world-writable parent, else 02770)
+   * and checked (src/locks/lockdir.ts). Throws OsLockError BAD_LOCK_DIR
+   * (missing parent, not a directory, not trusted: owner and mode named) or
+   * PERMISSION, naming the directory.
    */
   static open(opts: BinaryLocksOptions = {}): BinaryLocks {
     const bdir = path.resolve(opts.binaryDir ?? DEFAULT_BINARY_DIR);
@@ -266,7 +257,7 @@ export class BinaryLocks {
     let of = s.ofds.get(oid);
     if (of) return of;
     try {
-      of = OfdFile.open(s.lockFile, { create: s.pseudo });
+      of = OfdFile.open(s.lockFile, { create: s.pseudo, lockFile: s.pseudo });
     } catch (e) {
       // A pseudo file that cannot be opened means the directory is wrong (removed, replaced, a symlink planted).
       if (s.pseudo && e instanceof OsLockError && e.osCode === 'BAD_PATH') throw new OsLockError('BAD_LOCK_DIR', e.message, e.errno, e.path);
@@ -327,8 +318,40 @@ export class BinaryLocks {
     return r0;
   }
 
+  /*
+   * The trap after every grant on a pseudo file: an owner's description may
+   * have been opened before the file was deleted (it waited, or it holds
+   * other ranges there), and a lock on a deleted file excludes nobody who
+   * opens the name now (docs/security.md, "Lock directories"). So the name
+   * is looked up again: still ours, the lock counts; not ours, the range is
+   * released and, when the owner holds nothing else there, the description
+   * is closed and the lock taken again on the file the name leads to now;
+   * otherwise an error, never a silent grant. Real files ({ path }) are the
+   * caller's, not ours to judge.
+   */
+  #named(s: Space, oid: string, of: OfdFile, st: bigint, l: bigint): boolean {
+    if (!s.pseudo) return true;
+    const n = of.stillNamed();
+    if (n === 1) return true;
+    of.unlockRange(st, l);
+    if (n < 0) throw osError(n, 'checking lock file', s.lockFile);
+    if (s.model.holdings(oid).length === 0 && of.waiting === 0) {
+      of.close();
+      s.ofds.delete(oid);
+      return false;
+    }
+    throw new OsLockError('BAD_LOCK_DIR', `lock file ${s.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', s.lockFile);
+  }
+
+  // #attempt once more after #named closed a description of a replaced file (bounded).
+  #again(s: Space, owner: Owner, oid: string, st: bigint, l: bigint, r: Range, mode: LockMode, opts: BinaryLockOptions, wait: boolean,
+    name: ((h: RangeHolder) => BinaryHolder | undefined) | undefined, tries: number): Promise<BinaryLockResult> {
+    if (tries >= 8) throw new OsLockError('BAD_LOCK_DIR', `lock file ${s.lockFile} keeps being deleted or replaced: gave up after ${tries + 1} tries`, 'ESTALE', s.lockFile);
+    return this.#attempt(s, owner, oid, st, l, r, mode, opts, wait, name, tries + 1);
+  }
+
   async #attempt(s: Space, owner: Owner, oid: string, st: bigint, l: bigint, r: Range, mode: LockMode, opts: BinaryLockOptions, wait: boolean,
-    name?: (h: RangeHolder) => BinaryHolder | undefined): Promise<BinaryLockResult> {
+    name?: (h: RangeHolder) => BinaryHolder | undefined, tries = 0): Promise<BinaryLockResult> {
     const local = s.model.conflicts(oid, r, mode);
     if (local && !wait) return { granted: false, holder: this.#localHolder(local) };
     const of = this.#ofd(s, oid);
@@ -338,6 +361,7 @@ export class BinaryLocks {
         for (let attempt = 0; ; attempt++) {
           const t = of.tryLockRange(st, l, mode);
           if (t.granted) {
+            if (!this.#named(s, oid, of, st, l)) return await this.#again(s, owner, oid, st, l, r, mode, opts, wait, name, tries);
             this.#record(s, oid, r, mode);
             return { granted: true };
           }
@@ -352,6 +376,7 @@ export class BinaryLocks {
       await of.lockRange(st, l, mode, waitOpts);
       // Granted in a race with releaseAll()/close(): the description is closed, so nothing is held.
       if (of.closed) throw new JdlsError('CLOSED', `lock on ${s.lockFile} released while it was being granted`);
+      if (!this.#named(s, oid, of, st, l)) return await this.#again(s, owner, oid, st, l, r, mode, opts, wait, name, tries);
       this.#record(s, oid, r, mode);
       return { granted: true };
     } finally {

@@ -11,6 +11,7 @@
 // the process: two OfdFiles on one file conflict with each other like two
 // processes would, and both conflict with classic fcntl locks of other
 // processes. Closing it releases all of its locks.
+import fs from 'node:fs';
 import util from 'node:util';
 import { native } from '../native.js';
 import { JdlsError } from '../errors.js';
@@ -49,6 +50,8 @@ export interface NativeOfd {
   /** forget every key; returns how many */
   clearKeys(): number;
   keyCount(): number;
+  /** does `path` still name this description's file? 1 yes, 0 no (deleted or replaced), -errno */
+  stillNamed(path: string): number;
 }
 
 interface NativeWaits {
@@ -65,6 +68,10 @@ export interface NativeOsLock {
   Waits: new (onDone: (id: number, rc: number) => void) => NativeWaits;
   open(path: string, create: boolean): number;
   ensureDir(dir: string): number;
+  /** a lock file, checked (jdls_osl_open_lock): fd | -errno (-EPERM: refused) */
+  openLock(path: string, create: boolean): number;
+  /** jdls_osl_check_dir: 0 | -errno (-EPERM: not trusted) */
+  checkDir(dir: string): number;
   lockPath(dir: string, inode: bigint, dev: bigint): string | number;
   keyOffset(key: Buffer | string): bigint;
   signal(): number;
@@ -158,9 +165,27 @@ export const modeOf = (type: number): LockMode => (type === OSL.WRITE ? 'write' 
 
 // ---- opening ---------------------------------------------------------------
 
-/** Open (creating if asked) a lock file as a new open file description. Throws OsLockError. */
-export function openNativeOfd(path: string, create: boolean): NativeOfd {
-  const fd = osn.open(path, create);
+/** Why a lock file was refused (jdls_osl_open_lock said EPERM): what lstat says now. */
+export function refusedLockFile(file: string): OsLockError {
+  let why = '';
+  try {
+    const s = fs.lstatSync(file);
+    why = ` (${s.isFile() ? 'a regular file' : 'not a regular file'}, ${s.nlink} link${s.nlink === 1 ? '' : 's'}, owner uid ${s.uid}, mode 0${(s.mode & 0o7777).toString(8)})`;
+  } catch {
+    /* gone meanwhile */
+  }
+  return new OsLockError('PERMISSION', `lock file ${file} refused${why}: a lock file must be a regular file with one link and no execute or set-id bits (see docs/security.md)`, 'EPERM', file);
+}
+
+/**
+ * Open (creating if asked) a file as a new open file description. Throws
+ * OsLockError. `lockFile`: a file that exists only to be locked, in a lock
+ * directory - opened with jdls_osl_open_lock's checks (one link, a regular
+ * file; as root, taken over from another user in a sticky directory).
+ */
+export function openNativeOfd(path: string, create: boolean, lockFile = false): NativeOfd {
+  const fd = lockFile ? osn.openLock(path, create) : osn.open(path, create);
+  if (fd === -1 && lockFile) throw refusedLockFile(path);
   if (fd < 0) throw osError(fd, 'opening lock file', path);
   return new osn.Ofd(fd);
 }
@@ -305,6 +330,8 @@ export type RangeResult = { granted: true } | { granted: false; holder?: RangeHo
 export interface OpenOptions {
   /** create the file if missing (mode 0666, whatever the umask); default true */
   create?: boolean;
+  /** a lock file in a lock directory: checked as jdls_osl_open_lock does; default false (a real file) */
+  lockFile?: boolean;
 }
 
 /**
@@ -326,12 +353,17 @@ export class OfdFile {
   /** Open a file for locking. Throws OsLockError (BAD_PATH, PERMISSION, TOO_MANY_FILES, ...). */
   static open(path: string, opts: OpenOptions = {}): OfdFile {
     if (typeof path !== 'string' || path === '') throw new JdlsError('BAD_ARGUMENT', 'OfdFile.open: path must be a non-empty string');
-    return new OfdFile(path, openNativeOfd(path, opts.create ?? true));
+    return new OfdFile(path, openNativeOfd(path, opts.create ?? true, opts.lockFile ?? false));
   }
 
   get #ofd(): NativeOfd {
     if (!this.#h) throw new OsLockError('CLOSED', `lock file ${this.path} is closed`, '', this.path);
     return this.#h;
+  }
+
+  /** Does this file's path still name the file this description is of? 1 yes, 0 no (deleted or replaced), -errno. */
+  stillNamed(): number {
+    return this.#ofd.stillNamed(this.path);
   }
 
   /** NOWAIT: take the range, or say who holds a conflicting lock (holder absent if it went meanwhile). */

@@ -32,7 +32,6 @@
 // Buffer imported, not the global: in an ES module the global `Buffer` is a
 // getter, called on every use (a LoadGlobalIC and a call on the hot path).
 import { Buffer } from 'node:buffer';
-import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError } from '../errors.js';
 import { C } from '../native.js';
@@ -40,13 +39,14 @@ import type { RecordLocks } from './mechanism.js';
 import { GRANTED, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {
   osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
-  type NativeOfd, type PendingWait, type OsLockErrorCode,
+  refusedLockFile, type NativeOfd, type PendingWait,
 } from './ofd.js';
+import { openLockDir } from './lockdir.js';
 
 export const DEFAULT_LOCK_DIR = '/tmp/jbase';
 
 export interface OsLocksOptions {
-  /** where the jlock_* files live; default /tmp/jbase (created 01777 if missing) */
+  /** where the jlock_* files live; default /tmp/jbase (created if missing: 01777 in a world-writable parent, else 02770) */
   lockDir?: string;
   /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid, conn) */
   portLocks?: boolean;
@@ -169,16 +169,16 @@ function fileKey(file: FileId, key: Buffer | string): Buffer | string {
   return p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]);
 }
 
+/** The caller's key back from fileKey's (the identity prefix removed). */
+function plainKey(file: FileId, fkey: Buffer | string): Buffer | string {
+  const p = prefixOf(file);
+  return p === null || typeof fkey === 'string' ? fkey : fkey.subarray(ID_PREFIX);
+}
+
 /** The byte a key of `file` locks in its lock file (file omitted: a file whose name is exact). */
 export function keyOffset(key: Buffer | string, file?: { inode: bigint; dev: bigint }): bigint {
   const p = file ? prefixOf(file) : null;
   return osn.keyOffset(p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]));
-}
-
-function dirError(rc: number, dir: string): OsLockError {
-  const e = osError(rc, 'lock directory', dir);
-  const code: OsLockErrorCode = e.osCode === 'BAD_PATH' ? 'BAD_LOCK_DIR' : e.osCode;
-  return new OsLockError(code, e.message, e.errno, dir);
 }
 
 export class OsLocks implements RecordLocks {
@@ -209,22 +209,17 @@ export class OsLocks implements RecordLocks {
   }
 
   /**
-   * The mechanism over a lock directory: creates it (mode 01777) if missing.
-   * Throws OsLockError BAD_LOCK_DIR (missing parent, not a directory) or
+   * The mechanism over a lock directory: creates it if missing (01777 in /tmp, else 02770).
+   * Throws OsLockError BAD_LOCK_DIR (missing parent, not a directory, not
+   * trusted: owned by someone else than root, the service's user or us, or
+   * writable by others without the sticky bit - src/locks/lockdir.ts) or
    * PERMISSION (cannot create or write in it), naming the directory.
    */
   static open(opts: OsLocksOptions = {}): OsLocks {
     const dir = path.resolve(opts.lockDir ?? DEFAULT_LOCK_DIR);
     const maxIdle = opts.maxIdleFiles ?? 256;
     if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new JdlsError('BAD_ARGUMENT', `maxIdleFiles must be an integer >= 0, got ${maxIdle}`);
-    const rc = osn.ensureDir(dir);
-    if (rc < 0) throw dirError(rc, dir);
-    try {
-      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? '';
-      throw new OsLockError('PERMISSION', `lock directory ${dir}: no permission to create lock files (${code})`, code, dir);
-    }
+    openLockDir(dir, 'lock directory');
     return new OsLocks(dir, opts.portLocks ?? false, maxIdle);
   }
 
@@ -288,7 +283,7 @@ export class OsLocks implements RecordLocks {
     const lf = this.lockFile(file);
     let ofd: NativeOfd;
     try {
-      ofd = openNativeOfd(lf, true);
+      ofd = openNativeOfd(lf, true, true);
     } catch (e) {
       if (e instanceof OsLockError && e.osCode === 'BAD_PATH') throw new OsLockError('BAD_LOCK_DIR', e.message, e.errno, e.path);
       throw e;
@@ -352,19 +347,52 @@ export class OsLocks implements RecordLocks {
     if (this.#closed) this.#check();
     checkKey(key);
     const type = typeOf(mode);
-    const of = this.#get(owner, file);
-    key = fileKey(file, key);
+    const fkey = fileKey(file, key);
     // Bounded: a conflict whose holder is gone by the time we ask is
-    // retried a few times, then reported without a name.
+    // retried a few times, then reported without a name; so is a lock file
+    // replaced under us (#named).
     for (let attempt = 0; ; attempt++) {
-      const rc = of.ofd.lockKey(key, type);
-      if (rc === OSL.OK) return GRANTED;
+      const of = this.#get(owner, file);
+      const rc = of.ofd.lockKey(fkey, type);
+      if (rc === OSL.OK) {
+        if (this.#named(of, fkey, attempt)) return GRANTED;
+        continue;
+      }
       if (rc !== OSL.CONFLICT) throw osError(rc, 'locking in', of.lockFile);
-      const [, want] = of.ofd.keyTarget(key, type);
-      const h = this.#holder(of, key, want);
+      const [, want] = of.ofd.keyTarget(fkey, type);
+      const h = this.#holder(of, fkey, want);
       if (h) return { granted: false, holder: h };
       if (attempt >= 3) return { granted: false, holder: holderOfPid(-1, 'write') };
     }
+  }
+
+  /*
+   * The trap: a lock taken through a description whose file is no longer
+   * the one its name leads to excludes nobody - the next process opens the
+   * name, gets the new file and locks that. Descriptions are kept open
+   * between locks (#sweep), and a lock file can be deleted meanwhile (by
+   * its owner in a shared directory, by a member of the group in the
+   * service's directory, or by anyone tidying up). So after every grant the
+   * name is looked up again (one lstat): still ours, the lock counts; not
+   * ours, the key is released and, when the description holds nothing else,
+   * it is closed and the lock taken again on the file the name leads to now.
+   * A description that still holds other keys cannot move them (they are
+   * split already, which no check after the fact can undo): that is an
+   * error for the caller, never a silent grant.
+   */
+  #named(of: OwnerFile, fkey: Buffer | string, attempt: number): boolean {
+    const n = of.ofd.stillNamed(of.lockFile);
+    if (n === 1) return true;
+    if (n < 0) {
+      of.ofd.unlockKey(fkey);
+      throw osError(n, 'checking lock file', of.lockFile);
+    }
+    of.ofd.unlockKey(fkey);
+    if (of.ofd.keyCount() === 0 && of.waits.size === 0 && attempt < 8) {
+      this.#drop(of);
+      return false;
+    }
+    throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
   }
 
   /**
@@ -374,6 +402,11 @@ export class OsLocks implements RecordLocks {
    * is withdrawn). Order among waiters is the kernel's: see docs/os-locks.md.
    */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
+    return this.#lock(owner, file, key, mode, opts, 0);
+  }
+
+  // lock(), as the `attempt`th try after a wait ended on a replaced lock file.
+  #lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions, attempt: number): Promise<void> {
     let of: OwnerFile, off: bigint, want: number, type: number;
     try {
       if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
@@ -388,7 +421,9 @@ export class OsLocks implements RecordLocks {
     }
     // The key's bytes as they are now: the caller may reuse its Buffer.
     const k = typeof key === 'string' ? key : Buffer.from(key);
+    const plain = typeof key === 'string' ? key : Buffer.from(k);
     const waits = of.waits;
+    let replaced = false;
     const w: PendingWait = startWait({
       ofd: of.ofd,
       start: off,
@@ -401,10 +436,23 @@ export class OsLocks implements RecordLocks {
         if (of.closed) return;
         const rc = of.ofd.grantKey(k, type, want);
         if (rc < 0) throw osError(rc, 'locking in', of.lockFile);
+        // As in tryLock (#named): the wait ended on a file the name may no
+        // longer lead to. This wait is still in `waits` here, hence the 1.
+        const n = of.ofd.stillNamed(of.lockFile);
+        if (n === 1) return;
+        of.ofd.unlockKey(k);
+        if (n < 0) throw osError(n, 'checking lock file', of.lockFile);
+        if (of.ofd.keyCount() !== 0 || waits.size > 1 || attempt >= 8)
+          throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
+        replaced = true;
       },
     });
     if (w.pending) waits.add(w);
-    return w.promise;
+    return w.promise.then(() => {
+      if (!replaced) return undefined;
+      if (waits.size === 0) this.#drop(of);
+      return this.#lock(owner, file, plainKey(file, plain), mode, opts, attempt + 1);
+    });
   }
 
   /** Release one key. False if this owner did not hold it. */
@@ -504,9 +552,10 @@ export class OsLocks implements RecordLocks {
   #probe(lf: string): NativeOfd | undefined {
     let p = this.#probes.get(lf);
     if (p) return p;
-    const fd = osn.open(lf, false);
+    const fd = osn.openLock(lf, false);
     if (fd < 0) {
       if (fd === -2 /* ENOENT: never locked, so free */) return undefined;
+      if (fd === -1) throw refusedLockFile(lf);
       throw osError(fd, 'opening lock file', lf);
     }
     p = new osn.Ofd(fd);

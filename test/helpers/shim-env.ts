@@ -14,7 +14,7 @@ import { buildDir } from '../../src/native.js';
 import { shimPath } from '../../src/shim.js';
 import { findListener } from '../../src/server/state.js';
 import { captureOutput } from './output.js';
-import { brokerPidPath } from '../../src/broker/paths.js';
+import { brokerPidPath, brokerSocketPath } from '../../src/broker/paths.js';
 
 export const SHIM = shimPath();
 export const SHIM_LOCKER = path.join(buildDir, 'jdls-shimlocker');
@@ -56,6 +56,9 @@ export class ShimEnv {
     delete this.env['JDLS'];
     delete this.env['LD_PRELOAD'];
     delete this.env['JDLS_BROKER'];
+    // One broker socket rule for every test: the per-uid directory in the
+    // test's installation, not the runner's XDG_RUNTIME_DIR.
+    delete this.env['XDG_RUNTIME_DIR'];
     delete this.env['JDLS_NODE'];
     // A broker a test started (the shim starts it on first use) is killed by
     // the pid in its pid file; CliEnv's cleanup also finds it by its
@@ -63,9 +66,9 @@ export class ShimEnv {
     t.teardown(() => this.killBroker());
   }
 
-  /** The broker's socket (the default: $JBCRELEASEDIR/tmp/jdls-broker.sock). */
+  /** The broker's socket (the default for this user: $JBCRELEASEDIR/tmp/broker-<euid>/jdls-broker.sock; src/broker/paths.ts). */
   get brokerSocket(): string {
-    return path.join(this.cli.dir, 'tmp', 'jdls-broker.sock');
+    return brokerSocketPath(this.env);
   }
 
   /** The running broker's pid (from its pid file), if any. */

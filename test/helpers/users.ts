@@ -1,0 +1,37 @@
+// users.ts - throw-away unprivileged users for the trust-boundary tests
+// (names start with the test's prefix; useradd --no-create-home, nologin),
+// removed at teardown whatever happens, and running a command as one.
+import type { ExecutionContext } from 'ava';
+import { execFileSync, spawnSync } from 'node:child_process';
+
+export interface User { name: string; uid: number; gid: number }
+
+/** A throw-away unprivileged user (prefix jdlsc), removed at teardown whatever happens. */
+export function makeUser(t: ExecutionContext, name: string): User {
+  spawnSync('userdel', [name], { stdio: 'ignore' }); // a leftover of a killed run
+  // useradd fails while another process holds /etc/passwd's lock (other
+  // tests make users too): retried, bounded, then the last error.
+  for (let attempt = 0; ; attempt++) {
+    const r = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { encoding: 'utf8' });
+    if (r.status === 0) break;
+    if (attempt >= 50) throw new Error(`useradd ${name}: ${r.stderr}`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  }
+  t.teardown(() => {
+    // 0 removed, 6 no such user; anything else (the passwd lock) is retried, bounded
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const st = spawnSync('userdel', [name], { stdio: 'ignore' }).status;
+      if (st === 0 || st === 6) return;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
+  });
+  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
+  return { name, uid: id('-u'), gid: id('-g') };
+}
+
+/** Run a command as `u` (setpriv, no supplementary groups); its result. */
+export function asUser(u: User, cmd: string[]): { code: number | null; out: string } {
+  const r = spawnSync('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', ...cmd], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
