@@ -284,10 +284,10 @@ static void mkdirs(const char *file) {
   for (char *p = d + 1; *p; p++) {
     if (*p != '/') continue;
     *p = 0;
-    mkdir(d, 0777);
+    mkdir(d, 0750); /* the default installation directory, or its tmp/: not for others (docs/security.md) */
     *p = '/';
   }
-  mkdir(d, 0777);
+  mkdir(d, 0750);
 }
 
 static int try_connect(const char *path) {
@@ -373,7 +373,24 @@ static void start_broker(const char *sock) {
     if (fork() != 0) _exit(0); /* the broker is re-parented to init: no zombie of ours */
     if (chdir("/") != 0) _exit(126);
     int nul = open("/dev/null", O_RDWR);
-    int lf = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    /* The log lies in the installation directory (<socket>.log), where a
+     * link planted at the name would make this program - root's, maybe -
+     * append the broker's output to a file of the planter's choosing:
+     * O_NOFOLLOW; then only a regular file of ours (or root's) with one
+     * name (a hard link to another's file is no log either), else none.
+     * O_NONBLOCK: a planted FIFO must not hang us (a regular file ignores
+     * it). 0640: the broker logs clients' keys. open/fstat are
+     * async-signal-safe; close by syscall (this child must not run the
+     * interposed close). */
+    int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0640);
+    if (lf >= 0) {
+      struct stat st;
+      if (fstat(lf, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+          (st.st_uid != geteuid() && st.st_uid != 0)) {
+        syscall(SYS_close, lf);
+        lf = -1;
+      }
+    }
     if (nul >= 0) dup2(nul, 0);
     if (lf < 0) lf = nul;
     if (lf >= 0) {

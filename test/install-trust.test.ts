@@ -18,6 +18,7 @@ import { testDir, recordPid } from './helpers/installations.js';
 import { installationProcesses, markerPath, tablePath } from '../src/installation.js';
 import { native } from '../src/native.js';
 import { LockTable } from '../src/locks/table.js';
+import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
 
 interface User {
   name: string;
@@ -281,7 +282,7 @@ test.serial('planted symbolic links in a group-writable installation directory a
   const r2 = await s.run(['-ib'], rootEnv(dir));
   t.is(fs.readFileSync(target, 'utf8'), PRECIOUS, 'root appended to the file the attacker chose');
   t.not(r2.code, 0, r2.stdout);
-  t.regex(r2.stderr, /listener log .*symbolic link/);
+  t.regex(r2.stderr, /listener log\b.*symbolic link/);
   t.is((fs.statSync(path.join(dir, 'jdls-monitor.log')).mode & 0o777).toString(8), '640');
   await s.run(['-k'], rootEnv(dir));
 
@@ -296,6 +297,8 @@ test.serial('planted symbolic links in a group-writable installation directory a
   const deadline = Date.now() + 10_000;
   while (!/broker listening|broker cannot|refus/.test(err) && !exited && Date.now() < deadline) await sleep(25);
   t.is(fs.readFileSync(target, 'utf8'), PRECIOUS, `the broker wrote its pid into the file the attacker chose: ${err}`);
+  t.regex(err, /broker listening/);
+  t.false(fs.lstatSync(path.join(dir, 'tmp', 'jdls-broker.sock.pid')).isSymbolicLink(), 'the planted link was replaced');
   if (broker.pid && !exited) process.kill(broker.pid, 'SIGTERM');
 });
 
@@ -379,4 +382,17 @@ test.serial('the files jdls makes in the installation directory are 0640', async
     t.is((fs.lstatSync(path.join(dir, f)).mode & 0o777).toString(8), '640', f);
   const k = await s.run(['-k'], rootEnv(dir));
   t.is(k.code, 0, k.stderr);
+});
+
+test.serial("the shim does not follow a link planted at the broker's log (<socket>.log)", async (t) => {
+  const s = new ShimEnv(t);
+  const target = rootTarget(s.cli.dir);
+  const JDLS = await s.startServer();
+  fs.mkdirSync(path.dirname(s.brokerSocket), { recursive: true, mode: 0o750 });
+  fs.symlinkSync(target, `${s.brokerSocket}.log`);
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'u:K1'], { env: { JDLS } });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.stdout.trim().split('\n'), ['ok', 'ok']);
+  t.truthy(s.brokerPid(), 'the shim started a broker');
+  t.is(fs.readFileSync(target, 'utf8'), PRECIOUS, 'the broker logged into the file the link names');
 });

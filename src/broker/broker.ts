@@ -20,6 +20,7 @@ import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { BrokerSession } from './session.js';
 import { brokerIdleMs, brokerPidPath, brokerSocketPath } from './paths.js';
+import { readPidRecord, writePidRecord } from '../safefile.js';
 
 export interface BrokerOptions {
   socket?: string;
@@ -54,7 +55,7 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
   const socket = opts.socket ?? brokerSocketPath();
   const idleMs = opts.idleMs ?? brokerIdleMs();
   const log = opts.log ?? pino({ name: 'jdls-broker', level: process.env['JDLS_LOG_LEVEL'] ?? 'info' }, pino.destination(2));
-  fs.mkdirSync(path.dirname(socket), { recursive: true });
+  fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o750 });
 
   let clients = 0;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -95,7 +96,10 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
     return 1;
   }
   const pidFile = brokerPidPath(socket);
-  fs.writeFileSync(pidFile, `${process.pid}\n`);
+  // JSON {pid, start}: whoever signals the broker by it checks that the pid
+  // is still this process (safefile.isOurProcess). Written to a temporary
+  // file and renamed: a link planted at the name is replaced, not followed.
+  const me = writePidRecord(pidFile);
   log.info({ socket, pid: process.pid, idleMs }, 'broker listening');
 
   let stopping = false;
@@ -104,7 +108,8 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
     stopping = true;
     // Remove only what is ours: a later broker may have replaced the files.
     try {
-      if (fs.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) {
+      const rec = readPidRecord(pidFile);
+      if (rec?.pid === me.pid && rec.start === me.start) {
         fs.rmSync(pidFile, { force: true });
         fs.rmSync(socket, { force: true });
       }

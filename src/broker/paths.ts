@@ -1,6 +1,6 @@
 // paths.ts - where an installation's broker lives and its settings: the
 // Unix socket ($JDLS_BROKER, else $JBCRELEASEDIR/tmp/jdls-broker.sock), its
-// pid file (<socket>.pid) and the idle time after which it exits
+// pid file (<socket>.pid, JSON {pid, start}) and the idle time after which it exits
 // ($JDLS_BROKER_IDLE_MS). The shim computes the socket path the same way
 // (shim/shim_broker.c sock_path); docs/broker.md states the rule.
 import path from 'node:path';
@@ -14,6 +14,7 @@ export function brokerSocketPath(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(releaseDir(env), 'tmp', 'jdls-broker.sock');
 }
 
+/** The broker's pid file: JSON {pid, start} (safefile.writePidRecord); read it with safefile.readPidRecord and signal only if isOurProcess. */
 export function brokerPidPath(socket: string): string {
   return `${socket}.pid`;
 }
