@@ -204,6 +204,26 @@ export function isJdlsCommand(cmdline: string): boolean {
   return args.slice(0, 6).some((a) => /^jdls(\.js)?$/.test(path.basename(a)));
 }
 
+/**
+ * /proc/<pid>/cmdline. Trap: a process whose main thread called
+ * pthread_exit() (others still running: alive, see jdls_pid_alive) has an
+ * empty one, as the kernel reads it through the main thread's memory map,
+ * gone with it; any other thread's /proc/<pid>/task/<tid>/cmdline still has it.
+ */
+function commandLine(pid: number): string {
+  const main = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+  if (main) return main;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const c = fs.readFileSync(`/proc/${pid}/task/${tid}/cmdline`, 'latin1');
+      if (c) return c;
+    } catch {
+      /* that thread ended */
+    }
+  }
+  return '';
+}
+
 /** Why (pid, start) is not one of our processes, or undefined when it is. */
 export function notOurProcess(pid: number, start: number, owners: readonly number[] = trustedOwners()): string | undefined {
   if (!Number.isInteger(pid) || pid <= 0) return 'no pid';
@@ -214,7 +234,7 @@ export function notOurProcess(pid: number, start: number, owners: readonly numbe
   let cmdline: string;
   let status: string;
   try {
-    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+    cmdline = commandLine(pid);
     status = fs.readFileSync(`/proc/${pid}/status`, 'latin1');
   } catch {
     return 'not running';
