@@ -41,7 +41,7 @@ const euid = (): number => process.geteuid?.() ?? 0;
 
 /** The users whose files jdls trusts in a directory: root and the caller (or the directory's owner, when given). */
 export function trustedOwners(dirOwner?: number): readonly number[] {
-  return [0, dirOwner ?? euid()];
+  return [...new Set([0, dirOwner ?? euid()])];
 }
 
 /** "uid 1001 (alice)" (the name from /etc/passwd when it has one). */
