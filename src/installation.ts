@@ -52,12 +52,12 @@ export function checkReleaseDir(dir: string, opts: { create?: boolean } = {}): v
   const want = path.resolve(dir);
   const me = process.geteuid?.() ?? 0;
   const trusted = (uid: number): boolean => uid === 0 || uid === me;
-  const rule = `it must be owned by root or by the user running jdls (${describeUid(me)}) and not be writable by others (docs/security.md)`;
   const refuse = (p: string, why: string, st?: fs.Stats): JdlsError =>
     new JdlsError(
       'UNTRUSTED',
       `installation directory ${want} refused: ${p === want ? 'it' : p} ${why}` +
-        (st ? ` (owner ${describeUid(st.uid)}, mode ${modeText(st.mode)})` : '') + `; ${rule}`,
+        (st ? ` (owner ${describeUid(st.uid)}, mode ${modeText(st.mode)})` : '') +
+        `; it must be owned by root or by the user running jdls (${describeUid(me)}) and not be writable by others (docs/security.md)`,
     );
   let todo = want;
   for (let hops = 0; ; hops++) {
