@@ -396,3 +396,35 @@ test.serial("the shim does not follow a link planted at the broker's log (<socke
   t.truthy(s.brokerPid(), 'the shim started a broker');
   t.is(fs.readFileSync(target, 'utf8'), PRECIOUS, 'the broker logged into the file the link names');
 });
+
+test.serial('the way to the directory counts too: a parent owned by another user, a link made by another user', async (t) => {
+  const s = new Started(t);
+  const evil = addUser(t, 'jdlsb6a');
+  const base = traversableBase(s);
+  // Root's directory inside the attacker's: the attacker can rename it away and put their own in its place.
+  const theirs = path.join(base, 'theirs');
+  fs.mkdirSync(theirs, { mode: 0o755 });
+  fs.chownSync(theirs, evil.uid, evil.gid);
+  const inner = path.join(theirs, 'inst');
+  fs.mkdirSync(inner, { mode: 0o750 });
+  const r = await s.run(['-dv'], rootEnv(inner));
+  t.not(r.code, 0);
+  t.regex(r.stderr, refusal);
+  t.true(r.stderr.includes(`${theirs} is a directory above it owned by another user`), r.stderr);
+  // A link the attacker made (in a sticky directory anyone may write) to root's own directory.
+  const mine = testDir('trust');
+  s.paths.add(mine);
+  const pub = path.join(base, 'pub');
+  fs.mkdirSync(pub);
+  fs.chmodSync(pub, 0o1777);
+  const link = path.join(pub, 'link');
+  asUser(evil, 'ln', ['-s', mine, link]);
+  const l = await s.run(['-dv'], rootEnv(link));
+  t.not(l.code, 0);
+  t.regex(l.stderr, /symbolic link owned by another user/);
+  // Root's own link to root's own directory is fine.
+  fs.rmSync(link);
+  fs.symlinkSync(mine, link);
+  const ok = await s.run(['-dv'], rootEnv(link));
+  t.notRegex(ok.stderr, refusal);
+});
