@@ -323,7 +323,7 @@ static int sock_path(char *out, size_t n, char *why, size_t wn) {
     char tmp[PATH_MAX - 128];
     snprintf(tmp, sizeof tmp, "%s/tmp", rd);
     if (access(tmp, F_OK) != 0) {
-      mkdirs(tmp, 0755); /* the installation directory, if missing */
+      mkdirs(rd, 0750); /* the installation directory, if missing: not for others (docs/security.md) */
       if (mkdir(tmp, 01777) == 0) chmod(tmp, 01777);
     }
     snprintf(dir, sizeof dir, "%s/broker-%u", tmp, (unsigned)me);
@@ -426,7 +426,7 @@ static void start_broker(const char *sock) {
     char *sl = strrchr(d, '/');
     if (sl && sl != d) {
       *sl = 0;
-      mkdirs(d, 0755);
+      mkdirs(d, 0750);
     }
   }
   snprintf(log, sizeof log, "%s.log", sock);
@@ -459,7 +459,24 @@ static void start_broker(const char *sock) {
     if (fork() != 0) _exit(0); /* the broker is re-parented to init: no zombie of ours */
     if (chdir("/") != 0) _exit(126);
     int nul = open("/dev/null", O_RDWR);
-    int lf = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    /* The log lies in the installation directory (<socket>.log), where a
+     * link planted at the name would make this program - root's, maybe -
+     * append the broker's output to a file of the planter's choosing:
+     * O_NOFOLLOW; then only a regular file of ours (or root's) with one
+     * name (a hard link to another's file is no log either), else none.
+     * O_NONBLOCK: a planted FIFO must not hang us (a regular file ignores
+     * it). 0640: the broker logs clients' keys. open/fstat are
+     * async-signal-safe; close by syscall (this child must not run the
+     * interposed close). */
+    int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK, 0640);
+    if (lf >= 0) {
+      struct stat st;
+      if (fstat(lf, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+          (st.st_uid != geteuid() && st.st_uid != 0)) {
+        syscall(SYS_close, lf);
+        lf = -1;
+      }
+    }
     if (nul >= 0) dup2(nul, 0);
     if (lf < 0) lf = nul;
     if (lf >= 0) {

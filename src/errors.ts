@@ -10,6 +10,8 @@ export type JdlsErrorCode =
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
   // the table cannot enter service while processes lock records as OS file locks (native/common/jdls_service.c)
   | 'OS_ROUTE_IN_USE'
+  // a file or directory jdls must not trust: wrong owner, writable by others, a planted link (src/safefile.ts, src/installation.ts)
+  | 'UNTRUSTED'
   // OS file locks (src/locks/ofd.ts)
   | 'BAD_LOCK_DIR' | 'BAD_PATH' | 'PERMISSION' | 'TOO_MANY_FILES' | 'NO_LOCKS'
   // binary locks (src/locks/binary.ts)

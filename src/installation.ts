@@ -5,11 +5,13 @@
 //
 // The rule for the default and the path lives in C (jdls_release_dir,
 // jdls_table_path) because the shim and the C fixtures need it too; this
-// module only asks the addon.
+// module only asks the addon. Whether a directory may be used at all is
+// decided here (checkReleaseDir), for every jdls process.
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from './native.js';
 import { JdlsError } from './errors.js';
+import { describeUid, modeText } from './safefile.js';
 
 /** The installation directory: $JBCRELEASEDIR, else $HOME/.jdls, else /tmp/jdls-<uid>. */
 export function releaseDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -21,6 +23,84 @@ export function releaseDir(env: NodeJS.ProcessEnv = process.env): string {
   }
   const home = env['HOME'];
   return home ? path.join(home, '.jdls') : `/tmp/jdls-${process.getuid?.() ?? 0}`;
+}
+
+/** The mode of an installation directory jdls makes: the service's user, and the jdls group (the directory's group) may read. */
+export const DIR_MODE = 0o750;
+
+/**
+ * Refuse an installation directory that another user could have prepared or
+ * can change under us (docs/security.md, "The installation directory"):
+ *
+ * - the directory must be owned by root or by this process's effective user
+ *   (the service's user), and not be writable by others (o+w, sticky or
+ *   not: anyone could plant files in it);
+ * - every directory above it must be owned by root or by this user, and
+ *   not writable by others unless sticky (/tmp is fine: nobody can rename or
+ *   remove what another put there), or its owner could swap the directory;
+ * - a symbolic link on the way must be owned by root or by this user (in a
+ *   sticky /tmp, a link made by someone else is theirs) and is followed, its
+ *   target checked the same way.
+ *
+ * With `create`, missing directories are made (mode 0750) and then checked:
+ * if another made the name first, mkdir fails and the check sees theirs.
+ * Without it, a directory that does not exist is fine (nothing in it to
+ * trust); what does exist above it is checked. Throws JdlsError UNTRUSTED
+ * naming the path, its owner and its mode.
+ */
+export function checkReleaseDir(dir: string, opts: { create?: boolean } = {}): void {
+  const want = path.resolve(dir);
+  const me = process.geteuid?.() ?? 0;
+  const trusted = (uid: number): boolean => uid === 0 || uid === me;
+  const refuse = (p: string, why: string, st?: fs.Stats): JdlsError =>
+    new JdlsError(
+      'UNTRUSTED',
+      `installation directory ${want} refused: ${p === want ? 'it' : p} ${why}` +
+        (st ? ` (owner ${describeUid(st.uid)}, mode ${modeText(st.mode)})` : '') +
+        `; it must be owned by root or by the user running jdls (${describeUid(me)}) and not be writable by others (docs/security.md)`,
+    );
+  let todo = want;
+  for (let hops = 0; ; hops++) {
+    if (hops > 40) throw refuse(want, 'has too many symbolic links on its path');
+    const parts = todo.split('/').filter(Boolean);
+    let cur = '/';
+    let restart: string | undefined;
+    for (let i = 0; i <= parts.length; i++) {
+      if (i > 0) cur = path.join(cur, parts[i - 1] ?? '');
+      const last = i === parts.length;
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(cur);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT') throw refuse(cur, `cannot be checked: ${(e as Error).message}`);
+        if (!opts.create) return;
+        try {
+          fs.mkdirSync(cur, { mode: DIR_MODE });
+        } catch (e2) {
+          if ((e2 as NodeJS.ErrnoException).code !== 'EEXIST') throw refuse(cur, `cannot be made: ${(e2 as Error).message}`);
+        }
+        st = fs.lstatSync(cur);
+      }
+      if (st.isSymbolicLink()) {
+        if (!trusted(st.uid)) throw refuse(cur, 'is a symbolic link owned by another user', st);
+        let real: string;
+        try {
+          real = fs.realpathSync(cur);
+        } catch (e) {
+          throw refuse(cur, `is a symbolic link that leads nowhere: ${(e as Error).message}`);
+        }
+        restart = path.join(real, ...parts.slice(i));
+        break;
+      }
+      if (!st.isDirectory()) throw refuse(cur, 'is not a directory', st);
+      if (!trusted(st.uid)) throw refuse(cur, last ? 'is owned by another user' : 'is a directory above it owned by another user, who could replace it', st);
+      if (st.mode & 0o002 && (last || !(st.mode & 0o1000)))
+        throw refuse(cur, last ? 'is writable by others' : 'is a directory above it writable by others and not sticky: anyone could replace it', st);
+    }
+    if (restart === undefined) return;
+    todo = restart;
+  }
 }
 
 /** The shared-memory file that holds the installation's lock table. */

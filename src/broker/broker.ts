@@ -26,6 +26,7 @@ import { brokerDirProblem, brokerIdleMs, brokerPidPath, brokerSocketPath, isDefa
 import { socketFd } from './handover.js';
 import { native } from '../native.js';
 import { encode } from '../protocol/codec.js';
+import { readPidRecord, writePidRecord } from '../safefile.js';
 
 export interface BrokerOptions {
   socket?: string;
@@ -68,7 +69,7 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
       return 1;
     }
   } else {
-    fs.mkdirSync(path.dirname(socket), { recursive: true });
+    fs.mkdirSync(path.dirname(socket), { recursive: true, mode: 0o750 });
   }
   const me = process.geteuid?.() ?? 0;
 
@@ -124,7 +125,10 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
     return 1;
   }
   const pidFile = brokerPidPath(socket);
-  fs.writeFileSync(pidFile, `${process.pid}\n`);
+  // JSON {pid, start}: whoever signals the broker by it checks that the pid
+  // is still this process (safefile.isOurProcess). Written to a temporary
+  // file and renamed: a link planted at the name is replaced, not followed.
+  const mine = writePidRecord(pidFile);
   log.info({ socket, pid: process.pid, idleMs }, 'broker listening');
 
   let stopping = false;
@@ -133,7 +137,8 @@ export async function runBroker(opts: BrokerOptions = {}): Promise<number> {
     stopping = true;
     // Remove only what is ours: a later broker may have replaced the files.
     try {
-      if (fs.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) {
+      const rec = readPidRecord(pidFile);
+      if (rec?.pid === mine.pid && rec.start === mine.start) {
         fs.rmSync(pidFile, { force: true });
         fs.rmSync(socket, { force: true });
       }

@@ -1,5 +1,5 @@
 // paths.ts - where an installation's broker lives and its settings: the
-// Unix socket, its pid file (<socket>.pid) and the idle time after which it
+// Unix socket, its pid file (<socket>.pid, JSON {pid, start}) and the idle time after which it
 // exits ($JDLS_BROKER_IDLE_MS).
 //
 // The socket is one per user and installation (docs/broker.md, "Where the
@@ -90,6 +90,7 @@ export function brokerDirProblem(socket: string): string | undefined {
   return undefined;
 }
 
+/** The broker's pid file: JSON {pid, start} (safefile.writePidRecord); read it with safefile.readPidRecord and signal only if isOurProcess. */
 export function brokerPidPath(socket: string): string {
   return `${socket}.pid`;
 }

@@ -14,6 +14,7 @@ import { attachedProcesses, tablePath, type AttachedProcess } from '../installat
 import { isRunning, waitGone } from './procs.js';
 import { writeFd, noTableMessage } from './display.js';
 import { findListener } from '../server/state.js';
+import { notOurProcess } from '../safefile.js';
 
 /** How long -k waits for the monitor to exit after SIGTERM. */
 export const STOP_WAIT_MS = 5_000;
@@ -47,7 +48,15 @@ function liveMonitor(dir: string): MonitorRef | undefined | 'no-table' {
   }
   try {
     const h = table.header();
-    return isRunning(h.monitorPid, h.monitorStart) ? { pid: h.monitorPid, start: h.monitorStart } : undefined;
+    if (!isRunning(h.monitorPid, h.monitorStart)) return undefined;
+    // The header is only numbers: a pid recycled for another program (or
+    // written there by someone else) is no monitor to signal.
+    const why = notOurProcess(h.monitorPid, h.monitorStart);
+    if (why) {
+      complain(`jdls: the lock table names pid ${h.monitorPid} as its monitor, which is ${why}: not signalled`);
+      return undefined;
+    }
+    return { pid: h.monitorPid, start: h.monitorStart };
   } finally {
     table.close();
   }

@@ -7,15 +7,26 @@ import { helpText } from './help.js';
 import { display, writeFd, PipeClosed } from './display.js';
 import { stop, remove } from './control.js';
 import { start, monitorChild, listenerChild } from './start.js';
-import { releaseDir } from '../installation.js';
+import { releaseDir, checkReleaseDir } from '../installation.js';
 import { clientTest } from './client-test.js';
 import { runLockServer } from '../server/lockserver.js';
 import { configFromEnv, loadConfig } from '../server/config.js';
 import { shimPath } from '../shim.js';
 import { runBroker } from '../broker/broker.js';
+import { brokerSocketPath } from '../broker/paths.js';
+
+/** Commands that neither read nor write the installation directory (nor the table named after it). */
+const OUTSIDE = new Set<Command['kind']>(['help', 'client-test', 'shim-path']);
+/** Does the command make the directory when it is missing (mode 0750)? -i starts daemons that write there; a broker only if its socket is in it. */
+const creates = (cmd: Command, dir: string): boolean =>
+  cmd.kind === 'start' || (cmd.kind === 'broker' && brokerSocketPath().startsWith(`${dir}/`));
 
 async function run(cmd: Command): Promise<number> {
   const dir = releaseDir();
+  // Every jdls process goes through here (the daemons are this script with
+  // an internal flag): one check, before anything is read from or written to
+  // the directory (docs/security.md, "The installation directory").
+  if (!OUTSIDE.has(cmd.kind)) checkReleaseDir(dir, { create: creates(cmd, dir) });
   switch (cmd.kind) {
     case 'help':
       writeFd(1, helpText());

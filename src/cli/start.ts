@@ -36,6 +36,8 @@ import { runMonitor } from './monitor.js';
 import { isRunning } from './procs.js';
 import { osRouteProcesses } from '../installation.js';
 import { writeFd } from './display.js';
+import { openLog, readTrusted } from '../safefile.js';
+import { JdlsError } from '../errors.js';
 
 /** How long `jdls -ib` waits for the background monitor to be ready. */
 export const READY_WAIT_MS = 10_000;
@@ -272,11 +274,13 @@ async function startDaemon(d: Daemon): Promise<number> {
   let fd: number;
   let logStart: number;
   try {
-    fs.mkdirSync(path.dirname(d.logPath), { recursive: true });
-    fd = fs.openSync(d.logPath, 'a');
+    // No mkdir: the installation directory was checked (and made) before
+    // any command ran (jdls.ts). openLog: O_NOFOLLOW, 0640, our own file.
+    fd = openLog(d.logPath);
     logStart = fs.fstatSync(fd).size;
   } catch (e) {
-    complain(`jdls: cannot open the ${d.what} log ${d.logPath}: ${(e as Error).message}`);
+    // An UNTRUSTED error names the file itself.
+    complain(`jdls: cannot open the ${d.what} log${e instanceof JdlsError ? '' : ` ${d.logPath}`}: ${(e as Error).message}`);
     return 1;
   }
   const script = fileURLToPath(new URL('./jdls.js', import.meta.url));
@@ -363,7 +367,7 @@ function startBackground(cmd: StartCommand, dir: string, table: LockTable): Prom
 function logTail(file: string, from: number, pid: number | undefined): string[] {
   let text: string;
   try {
-    text = fs.readFileSync(file).subarray(from).toString('utf8');
+    text = Buffer.from(readTrusted(file) ?? '').subarray(from).toString('utf8');
   } catch {
     return [];
   }

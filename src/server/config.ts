@@ -18,6 +18,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { PROTO } from '../protocol/constants.js';
 import { JdlsError } from '../errors.js';
+import { readTrusted, trustedOwners } from '../safefile.js';
 
 export const CONFIG_FILE = 'jdls.yaml';
 /** The environment variable that carries resolved settings to the listener and lock servers. */
@@ -134,10 +135,13 @@ export function loadConfig(dir: string, overrides: ConfigOverrides = {}): Server
   const file = path.join(dir, CONFIG_FILE);
   let text: string | undefined;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    // The settings decide where the service listens and which directory it
+    // locks in: only a file of root or of the installation's owner, which
+    // nobody else may write, and no symbolic link (safefile.readTrusted).
+    text = readTrusted(file, trustedOwners(fs.statSync(dir, { throwIfNoEntry: false })?.uid));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
-      throw new JdlsError('BAD_ARGUMENT', `${file}: cannot read: ${(e as Error).message}`);
+    if (e instanceof JdlsError) throw e;
+    throw new JdlsError('BAD_ARGUMENT', `${file}: cannot read: ${(e as Error).message}`);
   }
   if (text !== undefined) {
     let doc: unknown;

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LockTable } from '../locks/table.js';
 import { native } from '../native.js';
-import { isRunning } from '../cli/procs.js';
+import { createExclusive, isOurProcess, readPidRecord, replaceFile, trustedOwners } from '../safefile.js';
 import type { MechanismKind } from '../locks/mechanism.js';
 
 export const PID_FILE = 'jdls-listener.json';
@@ -31,23 +31,30 @@ export interface ListenerInfo {
 
 export const pidFilePath = (dir: string): string => path.join(dir, PID_FILE);
 
-function readPidFile(dir: string): ListenerInfo | undefined {
-  try {
-    const o = JSON.parse(fs.readFileSync(pidFilePath(dir), 'utf8')) as Partial<ListenerInfo>;
-    if (typeof o.pid !== 'number' || typeof o.start !== 'number') return undefined;
-    return {
-      pid: o.pid, start: o.start, port: Number(o.port ?? 0), addr: String(o.addr ?? ''),
-      mechanism: o.mechanism === 'os' ? 'os' : 'shm', startedMs: Number(o.startedMs ?? 0),
-    };
-  } catch {
-    return undefined;
-  }
+/** The users whose pid file we believe: root and the installation's owner. */
+function owners(dir: string): readonly number[] {
+  return trustedOwners(fs.statSync(dir, { throwIfNoEntry: false })?.uid);
 }
 
-/** The running listener of the installation, if any (pid file first, then the header). */
+/** The pid file's record; undefined if absent, unreadable, or not ours to trust (a link, another user's: safefile.ts). */
+function readPidFile(dir: string): ListenerInfo | undefined {
+  const o = readPidRecord(pidFilePath(dir), owners(dir));
+  if (!o) return undefined;
+  return {
+    pid: o.pid, start: o.start, port: Number(o['port'] ?? 0), addr: String(o['addr'] ?? ''),
+    mechanism: o['mechanism'] === 'os' ? 'os' : 'shm', startedMs: Number(o['startedMs'] ?? 0),
+  };
+}
+
+/**
+ * The running listener of the installation, if any (pid file first, then the
+ * header). Only a live jdls process of a trusted user counts (isOurProcess):
+ * a pid file naming a pid that now belongs to another program - recycled,
+ * or planted - names no listener, so nobody signals that program.
+ */
 export function findListener(dir: string): ListenerInfo | undefined {
   const f = readPidFile(dir);
-  if (f && isRunning(f.pid, f.start)) return f;
+  if (f && isOurProcess(f.pid, f.start, owners(dir))) return f;
   let table: LockTable;
   try {
     table = LockTable.open({ releaseDir: dir });
@@ -56,7 +63,7 @@ export function findListener(dir: string): ListenerInfo | undefined {
   }
   try {
     const h = table.header();
-    if (!isRunning(h.listenerPid, h.listenerStart)) return undefined;
+    if (!isOurProcess(h.listenerPid, h.listenerStart, owners(dir))) return undefined;
     return { pid: h.listenerPid, start: h.listenerStart, port: h.listenerPort, addr: h.listenerAddr, mechanism: 'shm', startedMs: 0 };
   } finally {
     table.close();
@@ -65,43 +72,36 @@ export function findListener(dir: string): ListenerInfo | undefined {
 
 /**
  * Claim the installation's listener role before listening: the pid file is
- * created with O_EXCL, so of two listeners started at once exactly one
- * wins (with port 0, both could otherwise listen). A pid file naming a dead
- * process is stale and replaced. Returns the live listener that holds the
- * claim, or undefined when this process now holds it.
+ * created exclusively (safefile.createExclusive: link(2) of a complete
+ * temporary file), so of two listeners started at once exactly one wins
+ * (with port 0, both could otherwise listen). A pid file naming no live
+ * listener of ours is stale (or planted) and replaced. Returns the live
+ * listener that holds the claim, or undefined when this process now holds it.
  */
 export function claimListener(dir: string): ListenerInfo | undefined {
   const me = { pid: process.pid, start: native.pidStart(process.pid), port: 0, addr: '', mechanism: 'shm', startedMs: Date.now() };
-  fs.mkdirSync(dir, { recursive: true });
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      fs.writeFileSync(pidFilePath(dir), `${JSON.stringify(me)}\n`, { flag: 'wx' });
+      createExclusive(pidFilePath(dir), `${JSON.stringify(me)}\n`);
       return undefined;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const other = readPidFile(dir);
-    if (other && other.pid !== process.pid && isRunning(other.pid, other.start)) return other;
-    // Stale (or being written this instant: then the next attempt sees it).
-    if (!other) {
-      const age = Date.now() - (fs.statSync(pidFilePath(dir), { throwIfNoEntry: false })?.mtimeMs ?? 0);
-      if (age < 1000) continue;
-    }
+    if (other && other.pid !== process.pid && isOurProcess(other.pid, other.start, owners(dir))) return other;
+    // Stale, planted (then rm removes the name, never a link's target), or
+    // another claimant's (complete: createExclusive is atomic in content).
     fs.rmSync(pidFilePath(dir), { force: true });
   }
   const other = readPidFile(dir);
-  if (other && isRunning(other.pid, other.start)) return other;
+  if (other && isOurProcess(other.pid, other.start, owners(dir))) return other;
   throw new Error(`cannot claim ${pidFilePath(dir)}`);
 }
 
-/** This process as the installation's listener: pid file (atomically) and header. */
+/** This process as the installation's listener: pid file (atomically, never through a planted link) and header. */
 export function publishListener(dir: string, info: Omit<ListenerInfo, 'pid' | 'start'>): ListenerInfo {
   const me: ListenerInfo = { pid: process.pid, start: native.pidStart(process.pid), ...info };
-  const file = pidFilePath(dir);
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(tmp, `${JSON.stringify(me)}\n`);
-  fs.renameSync(tmp, file);
+  replaceFile(pidFilePath(dir), `${JSON.stringify(me)}\n`);
   writeHeader(dir, me);
   return me;
 }

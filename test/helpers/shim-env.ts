@@ -15,6 +15,7 @@ import { shimPath } from '../../src/shim.js';
 import { findListener } from '../../src/server/state.js';
 import { captureOutput } from './output.js';
 import { brokerPidPath, brokerSocketPath } from '../../src/broker/paths.js';
+import { isOurProcess, readPidRecord } from '../../src/safefile.js';
 
 export const SHIM = shimPath();
 export const SHIM_LOCKER = path.join(buildDir, 'jdls-shimlocker');
@@ -73,12 +74,10 @@ export class ShimEnv {
 
   /** The running broker's pid (from its pid file), if any. */
   brokerPid(): number | undefined {
-    try {
-      const pid = Number(fs.readFileSync(brokerPidPath(this.brokerSocket), 'utf8').trim());
-      return pid > 0 && this.cli.isAlive(pid) ? pid : undefined;
-    } catch {
-      return undefined;
-    }
+    // {pid, start}: a pid the kernel gave to another process since is not
+    // the broker (safefile.isOurProcess), and is not killed.
+    const rec = readPidRecord(brokerPidPath(this.brokerSocket));
+    return rec && isOurProcess(rec.pid, rec.start) ? rec.pid : undefined;
   }
 
   killBroker(): void {
