@@ -273,7 +273,7 @@ async function startDaemon(d: Daemon): Promise<number> {
   let logStart: number;
   try {
     fs.mkdirSync(path.dirname(d.logPath), { recursive: true });
-    fd = fs.openSync(d.logPath, 'a');
+    fd = fs.openSync(d.logPath, 'a', 0o640); // 0640: client addresses and keys are not everyone's business
     logStart = fs.fstatSync(fd).size;
   } catch (e) {
     complain(`jdls: cannot open the ${d.what} log ${d.logPath}: ${(e as Error).message}`);
