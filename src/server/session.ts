@@ -254,9 +254,12 @@ export class Session {
     if (this.#helloTimer) clearTimeout(this.#helloTimer);
     this.#version = hi;
     // The silence bound: ours, or twice the client's ping interval if that
-    // is longer. A client that announces 0 ("never pings") gets ours too:
-    // exempt, it held a connection for ever.
-    this.#silenceMs = Math.max(this.#deps.cfg.keepaliveMs, 2 * f.keepaliveMs);
+    // is longer. A client that never pings (0) is left to TCP keep-alive:
+    // a preloaded program's connection (the broker hands it over with
+    // keepalive 0) cannot ping, and it ends the program when it is lost. A
+    // live client that holds such connections idle is bounded by the
+    // connections-per-address cap (listener.ts), not by silence.
+    this.#silenceMs = f.keepaliveMs === 0 ? 0 : Math.max(this.#deps.cfg.keepaliveMs, 2 * f.keepaliveMs);
     // The client's claims under names of their own: its pid must never
     // replace the server's `pid` in a log line.
     this.#log = this.#log.child({ clientPid: f.pid, clientPort: f.port, clientHost: f.host, clientProgram: f.program });
