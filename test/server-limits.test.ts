@@ -115,6 +115,11 @@ test.serial('threads: blocking waits (ranges, OSLOCKS) are bounded per lock-serv
   await until(() => answers.length >= 80 - 16, 10_000, 'the refusals beyond the bound');
   t.deepEqual(codes(answers), { 'ERROR LIMIT': 64 });
   t.true(threads(pid) <= before + 16 + 2, `threads ${before} -> ${threads(pid)}`);
+  // OSLOCKS waits block a thread each too: the bound is reached, LIMIT at once.
+  expectType(await a.request({ type: 'LOCK', nowait: true, noInterim: false, osLocks: true, mode: 'write', tid: 1, file, key: Buffer.from('O') }), 'GRANTED');
+  const os = expectType(await conns[0]!.request({ type: 'LOCK', nowait: false, noInterim: false, osLocks: true, mode: 'write', tid: 99, file, key: Buffer.from('O') }), 'ERROR');
+  t.is(os.code, 'LIMIT');
+  t.regex(os.text, /maxBlockingWaits/);
   a.close();
   await until(() => answers.length === 80, 10_000, 'the waits to be granted');
   t.is(codes(answers)['GRANTED'], 16);
@@ -170,23 +175,32 @@ test.serial('range lock files: the pseudo files the service creates are bounded 
 });
 
 test.serial('idle slots: HELLO deadline; partial frames are not liveness', async (t) => {
-  const env = new ServerEnv(t, { keepaliveMs: 300, helloTimeoutMs: 300 });
+  const env = new ServerEnv(t, { keepaliveMs: 1000, helloTimeoutMs: 300 });
   await env.start();
-  // No HELLO at all.
-  const mute = await env.raw();
-  // One byte of a frame, every 50 ms.
-  const drip = await env.client({ pid: 7602, keepaliveMs: 100 });
-  t.is(drip.welcome.keepaliveMs, 300);
   const ping = encode({ type: 'PING', requestId: 9 });
-  let i = 0;
-  const dripper = setInterval(() => { if (i < ping.length - 1) drip.sendBytes(ping.subarray(i, ++i)); }, 50);
-  t.teardown(() => clearInterval(dripper));
-  const bounded = (c: WireClient, what: string): Promise<void> => Promise.race([c.closed, new Promise<void>((_r, rej) => setTimeout(() => rej(new Error(`${what}: still connected after 5 s`)), 5000).unref())]);
+  const hello = encode({ type: 'HELLO', requestId: 0, minVersion: 1, maxVersion: 1, port: 1, pid: 7603, keepaliveMs: 100, host: 'h', program: 'p', options: '' });
+  const drips: NodeJS.Timeout[] = [];
+  t.teardown(() => drips.forEach(clearInterval));
+  /** One byte of `frame` every 50 ms (never all of it). */
+  const dripInto = (c: WireClient, frame: Buffer): void => {
+    let i = 0;
+    drips.push(setInterval(() => { if (i < frame.length - 1) c.sendBytes(frame.subarray(i, ++i)); }, 50));
+  };
+  // No HELLO at all, and a HELLO that never completes: closed at the HELLO deadline, before any keep-alive bound.
+  const mute = await env.raw();
+  const slowHello = await env.raw();
+  dripInto(slowHello, hello);
+  // After HELLO: one byte of a PING every 50 ms is not a sign of life.
+  const drip = await env.client({ pid: 7602, keepaliveMs: 100 });
+  t.is(drip.welcome.keepaliveMs, 1000);
+  dripInto(drip, ping);
+  const bounded = (c: WireClient, what: string): Promise<void> => Promise.race([c.closed, new Promise<void>((_r, rej) => setTimeout(() => rej(new Error(`${what}: still connected after 8 s`)), 8000).unref())]);
   await bounded(mute, 'no HELLO');
   t.is(mute.connectionError?.code, 'PROTOCOL');
   t.regex(mute.connectionError?.text ?? '', /helloTimeoutMs/);
+  await bounded(slowHello, 'HELLO a byte at a time');
+  t.regex(slowHello.connectionError?.text ?? '', /helloTimeoutMs/);
   await bounded(drip, 'partial frame');
-  t.pass();
 });
 
 test.serial('idle slots: idle connections of one address (keep-alive 0) cannot take every place; a keep-alive that does not fit WELCOME is refused', async (t) => {

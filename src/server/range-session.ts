@@ -99,8 +99,11 @@ export class RangeSession {
 
   /** Lock files this connection's owners hold or wait in (open descriptions): what its limit counts. */
   get units(): number {
-    return this.#b?.connFiles(this.#deps.client().conn) ?? 0;
+    if (!this.#b) return 0;
+    this.#conn ??= this.#deps.client().conn; // fixed for the connection's life; client() makes an object
+    return this.#b.connFiles(this.#conn);
   }
+  #conn: number | undefined;
 
   /** Range requests waiting. */
   get waiting(): number {
