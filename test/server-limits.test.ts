@@ -291,3 +291,27 @@ test.serial('OS locks: one connection\'s locks in one lock file are capped (maxO
   const b = await clientFrom(t, env, '127.0.0.2', { pid: 7902 });
   expectType(await b.lock('B1', 'write', { nowait: true }), 'GRANTED');
 });
+
+test.serial('descriptors: one client\'s ranges on distinct files cannot exhaust a lock server\'s descriptors; it still takes new connections', async (t) => {
+  const env = new ServerEnv(t, { connectionSharePct: 100, addressSharePct: 100, spareProcesses: 0 });
+  await env.start();
+  const a = await env.client({ pid: 7951 });
+  const pid = a.welcome.serverPid;
+  const hard = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'))?.trim().split(/\s+/)[4] ?? '1048576';
+  const used = fs.readdirSync(`/proc/${pid}/fd`).length;
+  // Room for 150 more descriptors.
+  execFileSync('prlimit', [`--pid=${pid}`, `--nofile=${used + 150}:${hard}`]);
+  t.teardown(() => { try { execFileSync('prlimit', [`--pid=${pid}`, `--nofile=${hard}:${hard}`]); } catch { /* gone */ } });
+  // (The lock server reads its limit at its first OS or range lock: this test's first, below.)
+  const got: ServerFrame[] = [];
+  for (let i = 0; i < 300; i++) {
+    got.push(await a.request({ type: 'RANGE_LOCK', nowait: true, space: 'range', mode: 'write', tid: 1, file: { inode: 93000n + BigInt(i), dev: 9n }, start: 0n, length: 1n }));
+  }
+  const c = codes(got);
+  t.falsy(c['ERROR SYSTEM'], JSON.stringify(c));
+  t.true((c['ERROR LIMIT'] ?? 0) > 0, JSON.stringify(c));
+  // The same lock server still takes a new connection.
+  const b = await clientFrom(t, env, '127.0.0.2', { pid: 7952 });
+  t.is(b.welcome.serverPid, pid);
+  expectType(await b.ping(), 'PONG');
+});

@@ -617,10 +617,18 @@ export class BinaryLocks {
   }
 
   #countConn(oid: string, d: number): void {
+    this.#openTotal += d;
     const conn = this.#owners.get(oid)?.conn ?? 0;
     const n = (this.#perConn.get(conn) ?? 0) + d;
     if (n > 0) this.#perConn.set(conn, n);
     else this.#perConn.delete(conn);
+  }
+
+  #openTotal = 0;
+
+  /** Open descriptions of pseudo and real files (owner x lock file), counted: what this mechanism costs in descriptors. */
+  get openCount(): number {
+    return this.#openTotal;
   }
 
   /** Open descriptions of the owners of one connection (Owner.conn): lock files it holds or waits in. */
@@ -644,6 +652,7 @@ export class BinaryLocks {
       s.ofds.clear();
     }
     this.#perConn.clear();
+    this.#openTotal = 0;
     this.#spaces.clear();
     this.#realKeys.clear();
   }

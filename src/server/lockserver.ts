@@ -20,6 +20,8 @@ import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
 import { openMechanism, openOsLocks } from './mechanism.js';
 import { statsFor } from './stats.js';
 import { Session } from './session.js';
+import { rangeDescriptors } from './range-session.js';
+import { OsLocks } from '../locks/oslock.js';
 import { adoptConnection } from './passing.js';
 import type { ServerConfig } from './config.js';
 import { blockingWaits, limitsFor } from './quota.js';
@@ -64,6 +66,11 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
   // Quotas sized from the table (quota.ts): no one client can fill it.
   const limits = limitsFor(opts.cfg, mech instanceof LockTable ? mech.header().capacity : undefined);
   blockingWaits.max = opts.cfg.maxBlockingWaits;
+  const descriptors = (): number => {
+    const o = os ?? (mech instanceof OsLocks ? mech : undefined);
+    const f = o instanceof OsLocks ? o.openFiles() : undefined;
+    return (f ? f.owners + f.probes : 0) + rangeDescriptors();
+  };
   const sessions = new Set<Session>();
   let nextId = 1;
   let retired = false;
@@ -119,7 +126,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
       }
       try {
         const s = new Session(adopted.sock, {
-          mech, osLocks, cfg: opts.cfg, limits, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
+          mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
           onClose: (closed) => {
             sessions.delete(closed);
             tell({ type: 'closed', session: closed.id, ...(addr !== undefined ? { addr } : {}) });

@@ -121,3 +121,35 @@ export class RangeFileBudget {
     return true;
   }
 }
+
+/**
+ * Descriptors this process may spend on locks: half its RLIMIT_NOFILE soft
+ * limit (the rest is for connections, the table, logs). Each OS record lock
+ * file and range lock file an owner holds or waits in is a descriptor: one
+ * client's 20,000 ranges on distinct files drove a lock server to EMFILE,
+ * after which it could not even receive new connections. Read from
+ * /proc/self/limits at most once a second (an operator may raise it with
+ * prlimit).
+ */
+export class DescriptorBudget {
+  #max = 512;
+  #readMs = 0;
+
+  get max(): number {
+    const now = Date.now();
+    if (now - this.#readMs >= 1000) {
+      this.#readMs = now;
+      try {
+        const line = fs.readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+        const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+        const n = soft === 'unlimited' ? 1 << 20 : Number(soft);
+        if (Number.isFinite(n) && n > 0) this.#max = Math.max(16, Math.floor(n / 2));
+      } catch {
+        /* keep the last value */
+      }
+    }
+    return this.#max;
+  }
+}
+
+export const lockDescriptors = new DescriptorBudget();

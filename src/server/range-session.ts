@@ -40,6 +40,13 @@ function binaryLocks(lockDir: string, maxFiles: number): { b: BinaryLocks; files
   return b;
 }
 
+/** Descriptors this process's range locks use (every directory). */
+export function rangeDescriptors(): number {
+  let n = 0;
+  for (const d of perDir.values()) n += d.b.openCount;
+  return n;
+}
+
 export interface RangeSessionDeps {
   lockDir: string;
   /** the process's record-lock mechanism (FILELOCK needs the OS one; under the shm table it is NOT_SUPPORTED) */
@@ -53,7 +60,7 @@ export interface RangeSessionDeps {
   /** range lock files beyond which a range on a new file is refused (maxRangeFiles) */
   maxRangeFiles: number;
   /** a new held lock (or wait) may be added: undefined, else why not (the connection's and address's limits) */
-  admitLock: (waiting: boolean) => string | undefined;
+  admitLock: (waiting: boolean, descriptor: boolean) => string | undefined;
   /** a wait that holds a native thread may start: undefined, else why not; give it back with giveThread */
   takeThread: () => string | undefined;
   giveThread: () => void;
@@ -153,7 +160,7 @@ export class RangeSession {
   #lock(f: RangeLockFrame): void {
     const rid = f.requestId;
     const b = this.#binary;
-    const limit = this.#deps.admitLock(!f.nowait);
+    const limit = this.#deps.admitLock(!f.nowait, true);
     if (limit) return this.#deps.send({ type: 'ERROR', requestId: rid, code: 'LIMIT', text: limit });
     if (f.space === 'range' && this.#files && !this.#files.admit(rangeFileName(b.binaryDir, f.file))) {
       return this.#deps.send({

@@ -28,7 +28,7 @@ import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
 import { HeldLocks, FileMap, fileKey } from './held.js';
 import { RangeSession } from './range-session.js';
-import { addressLocks, blockingWaits, type Limits } from './quota.js';
+import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
 
 export interface SessionDeps {
@@ -39,6 +39,8 @@ export interface SessionDeps {
   cfg: ServerConfig;
   /** the quotas (quota.ts limitsFor) */
   limits: Limits;
+  /** descriptors this process spends on locks now (OS record locks, ranges): bounded by lockDescriptors */
+  descriptors: () => number;
   log: Logger;
   stats: ServerStats;
   /** connection number within the process */
@@ -232,7 +234,7 @@ export class Session {
       answerError: (rid, e) => this.#answerError(rid, e),
       log: this.#log,
       maxRangeFiles: this.#deps.cfg.maxRangeFiles,
-      admitLock: (waiting) => (waiting ? this.#waitLimit() : this.#lockLimit()),
+      admitLock: (waiting, descriptor) => (waiting ? this.#waitLimit(descriptor) : this.#lockLimit(descriptor)),
       takeThread: () => this.#takeThread(),
       giveThread: () => this.#giveThread(),
     });
@@ -292,8 +294,8 @@ export class Session {
     }
   }
 
-  /** Why one more held lock is refused, or undefined. */
-  #lockLimit(): string | undefined {
+  /** Why one more held lock is refused, or undefined. `descriptor`: it may cost this process a descriptor (OS locks, ranges). */
+  #lockLimit(descriptor = false): string | undefined {
     this.#syncCount();
     const l = this.#deps.limits;
     if (this.#counted >= l.perConnection)
@@ -301,15 +303,20 @@ export class Session {
     const a = addressLocks.get(this.ip);
     if (a >= l.perAddress)
       return `the connections from ${this.ip} hold ${a} locks, the most allowed for one address (maxLocksPerAddress, addressSharePct of the table)`;
+    if (descriptor) {
+      const d = this.#deps.descriptors();
+      if (d >= lockDescriptors.max)
+        return `this lock server has ${d} lock files open, the most it allows (half its open-files limit)`;
+    }
     return undefined;
   }
 
   /** Why one more waiting request is refused, or undefined. */
-  #waitLimit(): string | undefined {
+  #waitLimit(descriptor = false): string | undefined {
     const n = this.#waits.size + (this.#ranges?.waiting ?? 0);
     if (n >= this.#deps.cfg.maxOutstanding)
       return `this connection has ${n} lock requests waiting, the most allowed (maxOutstanding)`;
-    return this.#lockLimit();
+    return this.#lockLimit(descriptor);
   }
 
   #takeThread(): string | undefined {
@@ -391,10 +398,6 @@ export class Session {
     const file = this.#file(f.file.inode, f.file.dev);
     const fk = file.key;
     const renew = this.#held.has(f.tid, fk, keyText);
-    if (!renew) {
-      const why = this.#lockLimit();
-      if (why) return this.#error(rid, 'LIMIT', why);
-    }
     let mech = this.#deps.mech;
     if (f.osLocks && mech.kind !== 'os') {
       try {
@@ -403,6 +406,10 @@ export class Session {
         // Not an error of this server (e.g. OS locks not in this build): the client is told.
         return this.#answerError(rid, e);
       }
+    }
+    if (!renew) {
+      const why = this.#lockLimit(mech.kind === 'os');
+      if (why) return this.#error(rid, 'LIMIT', why);
     }
     if (mech !== this.#deps.mech) this.#used.add(mech);
     // OS locks: the kernel keeps a file's locks in one list that every
@@ -419,7 +426,7 @@ export class Session {
       return this.#send({ type: 'GRANTED', requestId: rid });
     }
     if (f.nowait) return this.#send({ type: 'LOCKED', requestId: rid, holder: wireHolder(r.holder) });
-    const why = this.#waitLimit();
+    const why = this.#waitLimit(mech.kind === 'os');
     if (why) return this.#error(rid, 'LIMIT', why);
     // An OS record lock waits on a native thread of its own (ofd.ts); the table's waits share one.
     const thread = mech.kind === 'os';
