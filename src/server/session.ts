@@ -280,9 +280,13 @@ export class Session {
 
   // ===== limits (quota.ts) ==================================================
 
-  /** Locks this connection holds in all: records, OSLOCKS, range lock files. */
+  /**
+   * Locks this connection holds or waits for, in all: records and OSLOCKS
+   * (a waiting LOCK is an entry in the table too), range lock files (held
+   * or waited in).
+   */
   #units(): number {
-    return this.#held.count + (this.#ranges?.units ?? 0);
+    return this.#held.count + this.#waits.size + (this.#ranges?.units ?? 0);
   }
 
   /** Keep this connection's part of its address's count current (after every change; cheap when nothing changed). */
