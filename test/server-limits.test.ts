@@ -14,6 +14,7 @@ import path from 'node:path';
 import { ServerEnv, until } from './helpers/server-env.js';
 import { WireClient, expectType } from './helpers/wire-client.js';
 import { encode } from '../src/protocol/codec.js';
+import { lockFileName } from '../src/locks/oslock.js';
 import type { ServerFrame } from '../src/protocol/frames.js';
 
 /** A connection from a chosen loopback source address, closed at teardown. */
@@ -314,4 +315,19 @@ test.serial('descriptors: one client\'s ranges on distinct files cannot exhaust 
   const b = await clientFrom(t, env, '127.0.0.2', { pid: 7952 });
   t.is(b.welcome.serverPid, pid);
   expectType(await b.ping(), 'PONG');
+});
+
+test.serial('descriptors: STATUS on many OS lock files does not keep a descriptor per file', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start(['-ibD']);
+  const a = await env.client({ pid: 7961 });
+  t.is(a.welcome.mechanism, 'os');
+  const files = Array.from({ length: 600 }, (_v, i) => ({ inode: 94000n + BigInt(i), dev: 9n }));
+  // Lock files that exist (as any earlier lock leaves them).
+  for (const f of files) fs.writeFileSync(lockFileName(env.lockDir, f), '');
+  const pid = a.welcome.serverPid;
+  const before = fs.readdirSync(`/proc/${pid}/fd`).length;
+  for (const f of files) expectType(await a.request({ type: 'STATUS', tid: 1, file: f, key: Buffer.from('K') }), 'STATUS_RESULT');
+  const after = fs.readdirSync(`/proc/${pid}/fd`).length;
+  t.true(after - before <= 256 + 8, `descriptors ${before} -> ${after}`);
 });

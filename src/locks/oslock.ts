@@ -52,6 +52,15 @@ export interface OsLocksOptions {
   portLocks?: boolean;
   /** descriptors of owners that hold nothing in a file, kept open for reuse; default 256 */
   maxIdleFiles?: number;
+  /**
+   * probe descriptors (STATUS, F_GETLK of a file this process holds nothing
+   * in) kept open; beyond, the oldest is closed. Default: all are kept
+   * (closing one would drop a host program's classic locks on that file).
+   * Only a process that takes no classic locks - a lock server - may bound
+   * them; unbounded there, one client's STATUS on 20,000 files cost 20,000
+   * descriptors.
+   */
+  maxProbes?: number;
 }
 
 /** One held record lock, for displays (jdls -dvL) and tests. */
@@ -202,7 +211,10 @@ export class OsLocks implements RecordLocks {
   #lockFiles = new WeakMap<FileId, string>();
   #closed = false;
 
-  private constructor(dir: string, portLocks: boolean, maxIdle: number) {
+  readonly #maxProbes: number;
+
+  private constructor(dir: string, portLocks: boolean, maxIdle: number, maxProbes: number) {
+    this.#maxProbes = maxProbes;
     this.lockDir = dir;
     this.portLocks = portLocks;
     this.#maxIdle = maxIdle;
@@ -225,7 +237,7 @@ export class OsLocks implements RecordLocks {
       const code = (e as NodeJS.ErrnoException).code ?? '';
       throw new OsLockError('PERMISSION', `lock directory ${dir}: no permission to create lock files (${code})`, code, dir);
     }
-    return new OsLocks(dir, opts.portLocks ?? false, maxIdle);
+    return new OsLocks(dir, opts.portLocks ?? false, maxIdle, opts.maxProbes ?? Infinity);
   }
 
   // ---- identities and descriptions ------------------------------------------
@@ -511,6 +523,12 @@ export class OsLocks implements RecordLocks {
     }
     p = new osn.Ofd(fd);
     this.#probes.set(lf, p);
+    if (this.#probes.size > this.#maxProbes) {
+      // The oldest (a Map iterates in insertion order).
+      const [oldest, o] = this.#probes.entries().next().value as [string, NativeOfd];
+      this.#probes.delete(oldest);
+      o.close();
+    }
     return p;
   }
 
