@@ -31,6 +31,7 @@ import { native } from '../native.js';
 import type { FromLockServer, ToLockServer } from './lockserver.js';
 import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
 import { Tally, connectionsPerAddress } from './quota.js';
+import { RateLog } from './ratelog.js';
 
 
 /**
@@ -145,6 +146,8 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
 
   const total = (): number => [...workers].reduce((n, w) => n + w.clients, 0);
   const perAddress = connectionsPerAddress(cfg);
+  // Refusals are logged at most logLinesPerSecond a second: a connection flood must not become a log flood.
+  const refusals = new RateLog(() => log, cfg.logLinesPerSecond);
   const ofAddress = (addr: string): number => [...workers].reduce((n, w) => n + w.addrs.get(addr), 0);
   const gone = (w: Worker, addr: string | undefined): void => {
     w.clients = Math.max(0, w.clients - 1);
@@ -253,12 +256,12 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     sock.on('error', () => {}); // a reset before the hand-off: nothing to do
     if (stopping) return refuse(sock, 'SHUTDOWN', 'the lock listener is stopping');
     if (total() >= cfg.maxConnections) {
-      log.warn({ max: cfg.maxConnections, client: sock.remoteAddress }, 'connection refused: maxConnections reached');
+      refusals.write('warn', { max: cfg.maxConnections, client: sock.remoteAddress }, 'connection refused: maxConnections reached');
       return refuse(sock, 'LIMIT', `too many connections: the lock server accepts at most ${cfg.maxConnections} (maxConnections)`);
     }
     const addr = sock.remoteAddress ?? '';
     if (ofAddress(addr) >= perAddress) {
-      log.warn({ max: perAddress, client: addr }, 'connection refused: maxConnectionsPerAddress reached');
+      refusals.write('warn', { max: perAddress, client: addr }, 'connection refused: maxConnectionsPerAddress reached');
       return refuse(sock, 'LIMIT', `too many connections from ${addr}: the lock server accepts at most ${perAddress} from one address (maxConnectionsPerAddress)`);
     }
     // A process that already serves this address (its lock quota is counted

@@ -26,7 +26,7 @@ export class RateLog {
   write(level: 'warn' | 'error' | 'info', obj: object, msg: string): void {
     const now = Date.now();
     if (now - this.#windowMs >= 1000) {
-      if (this.#suppressed > 0) this.#log().warn({ suppressed: this.#suppressed }, `${this.#suppressed} log lines about this connection suppressed (logLinesPerSecond)`);
+      this.flush();
       this.#windowMs = now;
       this.#lines = 0;
       this.#suppressed = 0;
@@ -41,7 +41,7 @@ export class RateLog {
 
   /** The connection ends: say what was left out. */
   flush(): void {
-    if (this.#suppressed > 0) this.#log().warn({ suppressed: this.#suppressed }, `${this.#suppressed} log lines about this connection suppressed (logLinesPerSecond)`);
+    if (this.#suppressed > 0) this.#log().warn({ suppressed: this.#suppressed }, `${this.#suppressed} similar log lines suppressed (logLinesPerSecond)`);
     this.#suppressed = 0;
   }
 }
