@@ -163,7 +163,7 @@ test.serial('keep-alive: a silent client is disconnected after keepaliveMs and i
 });
 
 test.serial('limits: maxLocksPerClient and maxOutstanding are ERROR LIMIT for that request; maxConnections refuses with ERROR LIMIT', async (t) => {
-  const env = new ServerEnv(t, { maxLocksPerClient: 3, maxOutstanding: 2, maxConnections: 3 });
+  const env = new ServerEnv(t, { maxLocksPerClient: 3, maxOutstanding: 2, maxConnections: 3, maxConnectionsPerAddress: 3 });
   await env.start();
   const a = await env.client({ pid: 5001 });
   for (const k of ['L1', 'L2', 'L3']) expectType(await a.lock(k), 'GRANTED');

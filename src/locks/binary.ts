@@ -157,6 +157,8 @@ export class BinaryLocks {
   #ownerIds = new WeakMap<Owner, string>();
   /** resolved real path -> its space key (stat once while the space lives, so an unlink does not stop an unlock) */
   #realKeys = new Map<string, string>();
+  /** owner's connection (Owner.conn) -> open descriptions of its owners: what a lock server's limits count */
+  #perConn = new Map<number, number>();
   #closed = false;
 
   private constructor(binaryDir: string, recordLockDir: string, portLocks: boolean) {
@@ -264,6 +266,7 @@ export class BinaryLocks {
       throw e;
     }
     s.ofds.set(oid, of);
+    this.#countConn(oid, 1);
     return of;
   }
 
@@ -280,6 +283,7 @@ export class BinaryLocks {
     if (of && s.pseudo && of.waiting === 0 && s.model.holdings(oid).length === 0) {
       of.close();
       s.ofds.delete(oid);
+      this.#countConn(oid, -1);
     }
     if (s.ofds.size === 0 && s.model.isEmpty()) {
       this.#spaces.delete(s.key);
@@ -596,6 +600,7 @@ export class BinaryLocks {
       const of = s.ofds.get(oid);
       if (of) {
         s.ofds.delete(oid);
+        this.#countConn(oid, -1);
         of.close();
       }
       this.#tidy(s, oid);
@@ -636,6 +641,26 @@ export class BinaryLocks {
       || (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   }
 
+  #countConn(oid: string, d: number): void {
+    this.#openTotal += d;
+    const conn = this.#owners.get(oid)?.conn ?? 0;
+    const n = (this.#perConn.get(conn) ?? 0) + d;
+    if (n > 0) this.#perConn.set(conn, n);
+    else this.#perConn.delete(conn);
+  }
+
+  #openTotal = 0;
+
+  /** Open descriptions of pseudo and real files (owner x lock file), counted: what this mechanism costs in descriptors. */
+  get openCount(): number {
+    return this.#openTotal;
+  }
+
+  /** Open descriptions of the owners of one connection (Owner.conn): lock files it holds or waits in. */
+  connFiles(conn: number): number {
+    return this.#perConn.get(conn) ?? 0;
+  }
+
   /** Open descriptions (owner x lock file): what this mechanism costs in descriptors. */
   openFiles(): number {
     let n = 0;
@@ -651,6 +676,8 @@ export class BinaryLocks {
       for (const of of s.ofds.values()) of.close();
       s.ofds.clear();
     }
+    this.#perConn.clear();
+    this.#openTotal = 0;
     this.#spaces.clear();
     this.#realKeys.clear();
   }

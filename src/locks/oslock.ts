@@ -52,6 +52,15 @@ export interface OsLocksOptions {
   portLocks?: boolean;
   /** descriptors of owners that hold nothing in a file, kept open for reuse; default 256 */
   maxIdleFiles?: number;
+  /**
+   * probe descriptors (STATUS, F_GETLK of a file this process holds nothing
+   * in) kept open; beyond, the oldest is closed. Default: all are kept
+   * (closing one would drop a host program's classic locks on that file).
+   * Only a process that takes no classic locks - a lock server - may bound
+   * them; unbounded there, one client's STATUS on 20,000 files cost 20,000
+   * descriptors.
+   */
+  maxProbes?: number;
 }
 
 /** One held record lock, for displays (jdls -dvL) and tests. */
@@ -202,7 +211,10 @@ export class OsLocks implements RecordLocks {
   #lockFiles = new WeakMap<FileId, string>();
   #closed = false;
 
-  private constructor(dir: string, portLocks: boolean, maxIdle: number) {
+  readonly #maxProbes: number;
+
+  private constructor(dir: string, portLocks: boolean, maxIdle: number, maxProbes: number) {
+    this.#maxProbes = maxProbes;
     this.lockDir = dir;
     this.portLocks = portLocks;
     this.#maxIdle = maxIdle;
@@ -220,7 +232,7 @@ export class OsLocks implements RecordLocks {
     const maxIdle = opts.maxIdleFiles ?? 256;
     if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new JdlsError('BAD_ARGUMENT', `maxIdleFiles must be an integer >= 0, got ${maxIdle}`);
     openLockDir(dir, 'lock directory');
-    return new OsLocks(dir, opts.portLocks ?? false, maxIdle);
+    return new OsLocks(dir, opts.portLocks ?? false, maxIdle, opts.maxProbes ?? Infinity);
   }
 
   // ---- identities and descriptions ------------------------------------------
@@ -560,6 +572,12 @@ export class OsLocks implements RecordLocks {
     }
     p = new osn.Ofd(fd);
     this.#probes.set(lf, p);
+    if (this.#probes.size > this.#maxProbes) {
+      // The oldest (a Map iterates in insertion order).
+      const [oldest, o] = this.#probes.entries().next().value as [string, NativeOfd];
+      this.#probes.delete(oldest);
+      o.close();
+    }
     return p;
   }
 

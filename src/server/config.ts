@@ -49,6 +49,26 @@ export interface ServerConfig {
   maxOutstanding: number;
   /** bytes queued for a client that does not read before it is disconnected */
   maxSendBacklog: number;
+  /** with the shm table: percent of the table's capacity one connection may hold (quota.ts) */
+  connectionSharePct: number;
+  /** with the shm table: percent of the table's capacity the connections of one client address may hold together */
+  addressSharePct: number;
+  /** locks the connections of one client address may hold together (any mechanism) */
+  maxLocksPerAddress: number;
+  /** connections one client address may have at once; 0 = half of maxConnections (rounded up) */
+  maxConnectionsPerAddress: number;
+  /** waits that each hold a native thread (OS record locks, ranges) in one lock-server process */
+  maxBlockingWaits: number;
+  /** OS record locks one connection may hold in one file (OS mechanism and OSLOCKS) */
+  maxOsLocksPerFile: number;
+  /** range lock files (jrange_*) in the binary lock directory beyond which a range on a new file is refused */
+  maxRangeFiles: number;
+  /** ms a new connection has to send HELLO */
+  helloTimeoutMs: number;
+  /** the longest ping interval a client may announce in HELLO */
+  maxClientKeepaliveMs: number;
+  /** log lines about one connection's refused or failed requests per second, beyond which they are counted and summarised */
+  logLinesPerSecond: number;
 }
 
 interface Setting {
@@ -71,6 +91,16 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   maxLocksPerClient: 100_000,
   maxOutstanding: 1024,
   maxSendBacklog: 1 << 20,
+  connectionSharePct: 10,
+  addressSharePct: 50,
+  maxLocksPerAddress: 1_000_000,
+  maxConnectionsPerAddress: 0,
+  maxBlockingWaits: 1024,
+  maxOsLocksPerFile: 1000,
+  maxRangeFiles: 65_536,
+  helloTimeoutMs: 10_000,
+  maxClientKeepaliveMs: 600_000,
+  logLinesPerSecond: 10,
 });
 
 const U32 = 0xffffffff;
@@ -88,6 +118,17 @@ export const SETTINGS: Readonly<Record<keyof ServerConfig, Setting>> = {
   maxOutstanding: { kind: 'int', min: 1, max: 1_000_000, text: 'waiting lock requests of one connection' },
   maxSendBacklog: { kind: 'int', min: 65_536, max: U32, text: 'bytes queued for a slow client' },
   lockDir: { kind: 'path', text: 'directory of the OS record-lock files' },
+  connectionSharePct: { kind: 'int', min: 1, max: 100, text: 'percent of the lock table one connection may hold' },
+  addressSharePct: { kind: 'int', min: 1, max: 100, text: 'percent of the lock table one client address may hold' },
+  maxLocksPerAddress: { kind: 'int', min: 1, max: U32, text: 'locks held by the connections of one client address' },
+  maxConnectionsPerAddress: { kind: 'int', min: 0, max: 10_000_000, text: 'connections of one client address (0 = half of maxConnections)' },
+  maxBlockingWaits: { kind: 'int', min: 4, max: 100_000, text: 'waits holding a native thread per lock-server process' },
+  maxOsLocksPerFile: { kind: 'int', min: 1, max: U32, text: 'OS record locks of one connection in one file' },
+  maxRangeFiles: { kind: 'int', min: 1, max: U32, text: 'range lock files in the binary lock directory' },
+  helloTimeoutMs: { kind: 'int', min: 100, max: 3_600_000, text: 'ms a new connection has to send HELLO' },
+  // Why at most U32/2: WELCOME carries 2 x this as a u32.
+  maxClientKeepaliveMs: { kind: 'int', min: 100, max: Math.floor(U32 / 2), text: 'longest ping interval a client may announce' },
+  logLinesPerSecond: { kind: 'int', min: 1, max: 1_000_000, text: 'log lines per second about one connection\'s refused requests' },
 };
 
 const KEYS = Object.keys(SETTINGS) as (keyof ServerConfig)[];

@@ -53,6 +53,21 @@ export class HeldLocks {
   #locks = new Map<string, RecordLocks | null>([['', null]]);
   /** tid -> locks held; entries stay at 0 (forget() removes them) */
   #perTid = new Map<number, number>();
+  /** file -> OS-mechanism locks held in it (maxOsLocksPerFile) */
+  #osPerFile = new Map<string, number>();
+
+  /** OS-mechanism locks this connection holds in `file` (any thread). */
+  osInFile(file: string): number {
+    return this.#osPerFile.get(file) ?? 0;
+  }
+
+  #os(k: string, mech: RecordLocks | null | undefined, d: number): void {
+    if (!mech || mech.kind !== 'os') return;
+    const file = k.slice(k.indexOf('|') + 1, k.indexOf('|', k.indexOf('|') + 1));
+    const n = (this.#osPerFile.get(file) ?? 0) + d;
+    if (n > 0) this.#osPerFile.set(file, n);
+    else this.#osPerFile.delete(file);
+  }
 
   /** Locks held by the connection. */
   get count(): number {
@@ -80,12 +95,20 @@ export class HeldLocks {
 
   add(tid: number, file: string, key: string, mech: RecordLocks): void {
     const k = `${tid}|${file}|${key}`;
-    if (!this.#locks.has(k)) this.#perTid.set(tid, (this.#perTid.get(tid) ?? 0) + 1);
+    if (!this.#locks.has(k)) {
+      this.#perTid.set(tid, (this.#perTid.get(tid) ?? 0) + 1);
+      this.#os(k, mech, 1);
+    }
     this.#locks.set(k, mech);
   }
 
   delete(tid: number, file: string, key: string): void {
-    if (this.#locks.delete(`${tid}|${file}|${key}`)) this.#perTid.set(tid, (this.#perTid.get(tid) ?? 1) - 1);
+    const k = `${tid}|${file}|${key}`;
+    const mech = this.#locks.get(k);
+    if (this.#locks.delete(k)) {
+      this.#perTid.set(tid, (this.#perTid.get(tid) ?? 1) - 1);
+      this.#os(k, mech, -1);
+    }
   }
 
   /** A thread's locks in one file (UNLOCK_FILE): a scan, as rare as the request. */
@@ -99,8 +122,9 @@ export class HeldLocks {
 
   #deletePrefix(tid: number, prefix: string): void {
     let n = 0;
-    for (const k of this.#locks.keys()) {
+    for (const [k, mech] of this.#locks) {
       if (k.startsWith(prefix)) {
+        this.#os(k, mech, -1);
         this.#locks.delete(k);
         n++;
       }
@@ -112,5 +136,6 @@ export class HeldLocks {
     this.#locks.clear();
     this.#locks.set('', null);
     this.#perTid.clear();
+    this.#osPerFile.clear();
   }
 }

@@ -30,6 +30,8 @@ import { claimListener, publishListener, withdrawListener, writeHeader, type Lis
 import { native } from '../native.js';
 import type { FromLockServer, ToLockServer } from './lockserver.js';
 import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
+import { Tally, connectionsPerAddress } from './quota.js';
+import { RateLog } from './ratelog.js';
 
 
 /**
@@ -48,6 +50,13 @@ export const LISTENER_TITLE = 'jdls -ib (listener)';
 const HOUSEKEEPING_MS = 1_000;
 /** Housekeeping ticks between checks that the table header names this listener. */
 const HEADER_EVERY = 5;
+/**
+ * A connection handed to a lock-server process that does not say it arrived
+ * in this time is counted as gone. Why: a process out of descriptors
+ * (EMFILE) cannot receive it - Node drops it, the client sees a reset, and
+ * nobody would ever give the listener its place back.
+ */
+const HANDOFF_ACK_MS = 5_000;
 /** A lock-server process that is not ready in this time is killed. */
 const READY_MS = 15_000;
 
@@ -57,6 +66,12 @@ interface Worker {
   ready: boolean;
   /** connections handed to it (sent or queued) and not yet reported closed */
   clients: number;
+  /** connections handed to it per client address (as remoteAddress says) */
+  addrs: Tally;
+  /** hand-offs not yet acknowledged ('adopted'): id -> address and timer */
+  unacked: Map<number, { addr: string; timer: NodeJS.Timeout }>;
+  /** hand-offs given up on (no 'adopted' in time): id -> address, in case they arrive after all */
+  lost: Map<number, string>;
   /** sockets waiting for it to be ready */
   queue: net.Socket[];
   idleSince: number;
@@ -72,7 +87,7 @@ export interface ListenerOptions {
 }
 
 const isFromLockServer = (m: unknown): m is FromLockServer =>
-  typeof m === 'object' && m !== null && ['ready', 'closed'].includes(String((m as { type?: unknown }).type));
+  typeof m === 'object' && m !== null && ['ready', 'closed', 'adopted'].includes(String((m as { type?: unknown }).type));
 
 /** Run the listener until a signal; resolves with the exit code. */
 export async function runListener(opts: ListenerOptions): Promise<number> {
@@ -130,20 +145,42 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   let stopping = false;
 
   const total = (): number => [...workers].reduce((n, w) => n + w.clients, 0);
+  const perAddress = connectionsPerAddress(cfg);
+  // Refusals are logged at most logLinesPerSecond a second: a connection flood must not become a log flood.
+  const refusals = new RateLog(() => log, cfg.logLinesPerSecond);
+  const ofAddress = (addr: string): number => [...workers].reduce((n, w) => n + w.addrs.get(addr), 0);
+  const gone = (w: Worker, addr: string | undefined): void => {
+    w.clients = Math.max(0, w.clients - 1);
+    if (addr !== undefined) w.addrs.add(addr, -1);
+    if (w.clients === 0) w.idleSince = Date.now();
+  };
 
+  let handoffs = 0;
   const hand = (w: Worker, sock: net.Socket): void => {
-    const msg: ToLockServer = { type: 'conn' };
+    const addr = sock.remoteAddress ?? '';
+    const id = (handoffs = (handoffs % 0x7fffffff) + 1);
+    const msg: ToLockServer = { type: 'conn', addr, id };
     try {
       sendConnection(w.child, msg, sock, (err) => {
-        if (!err) return;
+        if (!err) {
+          const timer = setTimeout(() => {
+            w.unacked.delete(id);
+            log.warn({ pid: w.pid, client: addr }, 'a connection handed to a lock server did not arrive there; its place is given back');
+            if (w.lost.size < 10_000) w.lost.set(id, addr);
+            gone(w, addr);
+          }, HANDOFF_ACK_MS);
+          timer.unref();
+          w.unacked.set(id, { addr, timer });
+          return;
+        }
         log.warn({ err, pid: w.pid }, 'could not hand a connection to a lock server');
         sock.destroy();
-        w.clients = Math.max(0, w.clients - 1);
+        gone(w, addr);
       });
     } catch (e) {
       log.warn({ err: e, pid: w.pid }, 'could not hand a connection to a lock server');
       sock.destroy();
-      w.clients = Math.max(0, w.clients - 1);
+      gone(w, addr);
     }
   };
 
@@ -157,23 +194,40 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: childEnv,
     });
-    const w: Worker = { child, pid: child.pid ?? 0, ready: false, clients: 0, queue: [], idleSince: Date.now(), startedMs: Date.now() };
+    const w: Worker = { child, pid: child.pid ?? 0, ready: false, clients: 0, addrs: new Tally(), unacked: new Map(), lost: new Map(), queue: [], idleSince: Date.now(), startedMs: Date.now() };
     workers.add(w);
     child.on('message', (m: unknown) => {
       if (!isFromLockServer(m)) return;
       if (m.type === 'ready') {
         w.ready = true;
         for (const s of w.queue.splice(0)) hand(w, s);
+      } else if (m.type === 'adopted') {
+        const u = w.unacked.get(m.id);
+        if (u) {
+          clearTimeout(u.timer);
+          w.unacked.delete(m.id);
+        } else {
+          // Arrived after it was given up on: it is served, count it again.
+          const addr = w.lost.get(m.id);
+          if (addr !== undefined) {
+            w.lost.delete(m.id);
+            w.clients++;
+            w.addrs.add(addr, 1);
+          }
+        }
       } else {
-        w.clients = Math.max(0, w.clients - 1);
-        if (w.clients === 0) w.idleSince = Date.now();
+        gone(w, m.addr);
       }
     });
     child.on('error', (e) => log.warn({ err: e, pid: w.pid }, 'lock server process error'));
     child.on('exit', (code, sig) => {
       workers.delete(w);
+      for (const u of w.unacked.values()) clearTimeout(u.timer);
       const lost = w.queue.splice(0);
-      for (const s of lost) refuse(s, 'SYSTEM', 'the lock server process for this connection failed to start');
+      for (const s of lost) {
+        w.addrs.add(s.remoteAddress ?? '', -1);
+        refuse(s, 'SYSTEM', 'the lock server process for this connection failed to start');
+      }
       if (!stopping && (code !== 0 || w.clients > 0))
         log.warn({ pid: w.pid, code, signal: sig, clients: w.clients, ready: w.ready }, 'lock server process ended');
     });
@@ -202,14 +256,27 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     sock.on('error', () => {}); // a reset before the hand-off: nothing to do
     if (stopping) return refuse(sock, 'SHUTDOWN', 'the lock listener is stopping');
     if (total() >= cfg.maxConnections) {
-      log.warn({ max: cfg.maxConnections, client: sock.remoteAddress }, 'connection refused: maxConnections reached');
+      refusals.write('warn', { max: cfg.maxConnections, client: sock.remoteAddress }, 'connection refused: maxConnections reached');
       return refuse(sock, 'LIMIT', `too many connections: the lock server accepts at most ${cfg.maxConnections} (maxConnections)`);
     }
-    // The fullest process with room: processes fill up, and idle ones can retire.
+    const addr = sock.remoteAddress ?? '';
+    if (ofAddress(addr) >= perAddress) {
+      refusals.write('warn', { max: perAddress, client: addr }, 'connection refused: maxConnectionsPerAddress reached');
+      return refuse(sock, 'LIMIT', `too many connections from ${addr}: the lock server accepts at most ${perAddress} from one address (maxConnectionsPerAddress)`);
+    }
+    // A process that already serves this address (its lock quota is counted
+    // per process: quota.ts), else the fullest process with room: processes
+    // fill up, and idle ones can retire.
     let best: Worker | undefined;
-    for (const w of workers) if (hasRoom(w) && (!best || w.clients > best.clients)) best = w;
+    for (const w of workers) {
+      if (!hasRoom(w)) continue;
+      const mine = w.addrs.get(addr) > 0;
+      const bestMine = best !== undefined && best.addrs.get(addr) > 0;
+      if (!best || (mine && !bestMine) || (mine === bestMine && w.clients > best.clients)) best = w;
+    }
     const w = best ?? spawnWorker();
     w.clients++;
+    w.addrs.add(addr, 1);
     if (w.ready) hand(w, sock);
     else w.queue.push(sock);
     ensureSpare();

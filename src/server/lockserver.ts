@@ -20,14 +20,23 @@ import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
 import { openMechanism, openOsLocks } from './mechanism.js';
 import { statsFor } from './stats.js';
 import { Session } from './session.js';
+import { rangeDescriptors } from './range-session.js';
+import { OsLocks } from '../locks/oslock.js';
 import { adoptConnection } from './passing.js';
 import type { ServerConfig } from './config.js';
+import { blockingWaits, limitsFor } from './quota.js';
+import { LockTable } from '../locks/table.js';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
 
 /** Messages between the listener and a lock-server process (IPC, JSON). */
-export type ToLockServer = { type: 'conn' } | { type: 'retire' };
-export type FromLockServer = { type: 'ready'; pid: number } | { type: 'closed'; session: number };
+export type ToLockServer = { type: 'conn'; addr?: string; id?: number } | { type: 'retire' };
+/**
+ * adopted: a 'conn' message arrived (with or without its socket; `id` as
+ * the listener sent it); closed: that connection is gone. `addr` as the
+ * listener sent it, for its per-address count.
+ */
+export type FromLockServer = { type: 'ready'; pid: number } | { type: 'adopted'; id: number } | { type: 'closed'; session: number; addr?: string };
 
 function isToLockServer(m: unknown): m is ToLockServer {
   return typeof m === 'object' && m !== null && ((m as { type?: unknown }).type === 'conn' || (m as { type?: unknown }).type === 'retire');
@@ -54,6 +63,14 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
   let os: RecordLocks | undefined;
   const osLocks = (): RecordLocks => (os ??= opts.kind === 'os' ? mech : openOsLocks(opts.cfg.lockDir));
   const stats = statsFor(mech);
+  // Quotas sized from the table (quota.ts): no one client can fill it.
+  const limits = limitsFor(opts.cfg, mech instanceof LockTable ? mech.header().capacity : undefined);
+  blockingWaits.max = opts.cfg.maxBlockingWaits;
+  const descriptors = (): number => {
+    const o = os ?? (mech instanceof OsLocks ? mech : undefined);
+    const f = o instanceof OsLocks ? o.openFiles() : undefined;
+    return (f ? f.owners + f.probes : 0) + rangeDescriptors();
+  };
   const sessions = new Set<Session>();
   let nextId = 1;
   let retired = false;
@@ -95,18 +112,24 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         maybeExit();
         return;
       }
+      const addr = typeof m.addr === 'string' ? m.addr : undefined;
+      if (typeof m.id === 'number') tell({ type: 'adopted', id: m.id });
+      const id = nextId++;
       const adopted = adoptConnection(handle);
       if (!adopted) {
+        // The descriptor did not arrive (e.g. EMFILE: the kernel drops it
+        // and the client sees a reset). The listener counted the connection:
+        // give its place back, or every such hand-off leaks a slot for ever.
         log.warn('connection message without a socket');
+        tell({ type: 'closed', session: id, ...(addr !== undefined ? { addr } : {}) });
         return;
       }
-      const id = nextId++;
       try {
         const s = new Session(adopted.sock, {
-          mech, osLocks, cfg: opts.cfg, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
+          mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
           onClose: (closed) => {
             sessions.delete(closed);
-            tell({ type: 'closed', session: closed.id });
+            tell({ type: 'closed', session: closed.id, ...(addr !== undefined ? { addr } : {}) });
             maybeExit();
           },
         });
@@ -114,7 +137,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
       } catch (e) {
         log.error({ err: e }, 'could not serve a connection');
         adopted.sock.destroy();
-        tell({ type: 'closed', session: id });
+        tell({ type: 'closed', session: id, ...(addr !== undefined ? { addr } : {}) });
       }
     };
     process.on('message', onMessage);

@@ -51,7 +51,10 @@ export function chooseMechanism(releaseDir: string): MechanismKind {
 
 /** The OS file-lock mechanism over the configured lock directory (also the OSLOCKS flag's). */
 export function openOsLocks(lockDir: string): RecordLocks {
-  return OsLocks.open({ lockDir });
+  // maxProbes: a lock-server process takes no classic locks, so closing a
+  // probe loses nothing; unbounded, one client's STATUS on many files
+  // spent a descriptor each (docs/server.md "Limits").
+  return OsLocks.open({ lockDir, maxProbes: 256 });
 }
 
 /** This process's OS-route registration (kept open for its life), if made. */

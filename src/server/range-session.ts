@@ -23,19 +23,28 @@ import type { RangeLockFrame, RangeUnlockFrame, RangeTestFrame, ServerFrame, Wir
 import type { Logger } from '../log.js';
 import type { RecordLocks } from '../locks/mechanism.js';
 import { JdlsError } from '../errors.js';
+import { rangeFileName } from '../locks/binary-paths.js';
+import { RangeFileBudget } from './quota.js';
 
 export type RangeFrame = RangeLockFrame | RangeUnlockFrame | RangeTestFrame;
 
-/** One BinaryLocks per directory and process (its OFDs and model are per process anyway). */
-const perDir = new Map<string, BinaryLocks>();
-function binaryLocks(lockDir: string): BinaryLocks {
+/** One BinaryLocks per directory and process (its OFDs and model are per process anyway), with its file budget. */
+const perDir = new Map<string, { b: BinaryLocks; files: RangeFileBudget }>();
+function binaryLocks(lockDir: string, maxFiles: number): { b: BinaryLocks; files: RangeFileBudget } {
   const dir = path.join(path.dirname(path.resolve(lockDir)), 'jbase_lock');
   let b = perDir.get(dir);
   if (!b) {
-    b = BinaryLocks.open({ binaryDir: dir, recordLockDir: lockDir });
+    b = { b: BinaryLocks.open({ binaryDir: dir, recordLockDir: lockDir }), files: new RangeFileBudget(dir, maxFiles) };
     perDir.set(dir, b);
   }
   return b;
+}
+
+/** Descriptors this process's range locks use (every directory). */
+export function rangeDescriptors(): number {
+  let n = 0;
+  for (const d of perDir.values()) n += d.b.openCount;
+  return n;
 }
 
 export interface RangeSessionDeps {
@@ -48,6 +57,13 @@ export interface RangeSessionDeps {
   send: (f: ServerFrame) => void;
   answerError: (requestId: number, e: unknown) => void;
   log: Logger;
+  /** range lock files beyond which a range on a new file is refused (maxRangeFiles) */
+  maxRangeFiles: number;
+  /** a new held lock (or wait) may be added: undefined, else why not (the connection's and address's limits) */
+  admitLock: (waiting: boolean, descriptor: boolean) => string | undefined;
+  /** a wait that holds a native thread may start: undefined, else why not; give it back with giveThread */
+  takeThread: () => string | undefined;
+  giveThread: () => void;
 }
 
 // A holder this process does not model is what the kernel reports: a
@@ -70,6 +86,7 @@ function execNumber(start: bigint, length: bigint): number {
 export class RangeSession {
   readonly #deps: RangeSessionDeps;
   #b: BinaryLocks | undefined;
+  #files: RangeFileBudget | undefined;
   readonly #owners = new Map<number, Owner>();
   readonly #waits = new Map<number, { ac: AbortController; done: Promise<boolean> }>();
   #closed = false;
@@ -79,8 +96,25 @@ export class RangeSession {
   }
 
   get #binary(): BinaryLocks {
-    this.#b ??= binaryLocks(this.#deps.lockDir);
+    if (!this.#b) {
+      const d = binaryLocks(this.#deps.lockDir, this.#deps.maxRangeFiles);
+      this.#b = d.b;
+      this.#files = d.files;
+    }
     return this.#b;
+  }
+
+  /** Lock files this connection's owners hold or wait in (open descriptions): what its limit counts. */
+  get units(): number {
+    if (!this.#b) return 0;
+    this.#conn ??= this.#deps.client().conn; // fixed for the connection's life; client() makes an object
+    return this.#b.connFiles(this.#conn);
+  }
+  #conn: number | undefined;
+
+  /** Range requests waiting. */
+  get waiting(): number {
+    return this.#waits.size;
   }
 
   #owner(tid: number): Owner {
@@ -125,10 +159,25 @@ export class RangeSession {
 
   #lock(f: RangeLockFrame): void {
     const rid = f.requestId;
+    const b = this.#binary;
+    const limit = this.#deps.admitLock(!f.nowait, true);
+    if (limit) return this.#deps.send({ type: 'ERROR', requestId: rid, code: 'LIMIT', text: limit });
+    if (f.space === 'range' && this.#files && !this.#files.admit(rangeFileName(b.binaryDir, f.file))) {
+      return this.#deps.send({
+        type: 'ERROR', requestId: rid, code: 'LIMIT',
+        text: `the range lock directory ${b.binaryDir} holds ${this.#files.max} files, the most allowed (maxRangeFiles)`,
+      });
+    }
+    // Every wait blocks a native thread (F_OFD_SETLKW): counted against the process's bound.
+    let thread = false;
+    if (!f.nowait) {
+      const why = this.#deps.takeThread();
+      if (why) return this.#deps.send({ type: 'ERROR', requestId: rid, code: 'LIMIT', text: why });
+      thread = true;
+    }
     const ac = new AbortController();
     const owner = this.#owner(f.tid);
     const opts = { wait: !f.nowait, signal: ac.signal };
-    const b = this.#binary;
     const p = f.space === 'exec' ? b.execLock(owner, execNumber(f.start, f.length), opts)
       : f.space === 'file' ? b.fileLock(owner, this.#target(f.file), this.#deps.mech, opts)
         : b.rangeLock(owner, this.#target(f.file), f.start, f.length, f.mode, opts);
@@ -146,7 +195,10 @@ export class RangeSession {
         this.#deps.answerError(rid, e);
         return ac.signal.aborted;
       },
-    ).finally(() => this.#waits.delete(rid));
+    ).finally(() => {
+      this.#waits.delete(rid);
+      if (thread) this.#deps.giveThread();
+    });
     this.#waits.set(rid, { ac, done });
   }
 

@@ -28,6 +28,8 @@ import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
 import { HeldLocks, FileMap, fileKey } from './held.js';
 import { RangeSession } from './range-session.js';
+import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
+import { RateLog } from './ratelog.js';
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -35,6 +37,10 @@ export interface SessionDeps {
   /** the OS file-lock mechanism, for LOCK with the OSLOCKS flag (may throw: not in this build) */
   osLocks: () => RecordLocks;
   cfg: ServerConfig;
+  /** the quotas (quota.ts limitsFor) */
+  limits: Limits;
+  /** descriptors this process spends on locks now (OS record locks, ranges): bounded by lockDescriptors */
+  descriptors: () => number;
   log: Logger;
   stats: ServerStats;
   /** connection number within the process */
@@ -79,6 +85,12 @@ export function clientAddress(sock: net.Socket): string | undefined {
 const u32 = (n: number): number => (n >= 0 && n <= 0xffffffff ? n : 0);
 const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: u32(h.port), pid: u32(h.pid), ownerPid: u32(h.ownerPid), ownerTid: u32(h.ownerTid), addr: h.ip || '0.0.0.0' });
 
+/**
+ * Refusals a client can cause at will (its own request is refused, the
+ * service is fine): logged without a stack, rate-limited (ratelog.ts).
+ */
+const EXPECTED = new Set(['TABLE_FULL', 'KEY_TOO_LONG', 'BAD_ARGUMENT', 'LIMIT', 'NOT_SUPPORTED', 'ABORTED', 'CLOSED', 'TIMEOUT', 'CANCELLED']);
+
 /** A JdlsError (or anything) as a wire error code and text. */
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
   const text = e instanceof Error ? e.message : String(e);
@@ -118,6 +130,12 @@ export class Session {
   #lastRx = Date.now();
   #silenceMs: number;
   #keepTimer: NodeJS.Timeout | undefined;
+  #helloTimer: NodeJS.Timeout | undefined;
+  #rate: RateLog;
+  /** locks (and range files) counted for this connection in addressLocks */
+  #counted = 0;
+  /** waits of this connection that hold a native thread (blockingWaits) */
+  #threads = 0;
 
   constructor(sock: net.Socket, deps: SessionDeps) {
     this.id = deps.id;
@@ -137,7 +155,13 @@ export class Session {
     sock.on('end', () => this.close('EOF from client'));
     sock.on('error', (e) => this.close(`socket error: ${e.message}`));
     sock.on('close', () => this.close('connection closed'));
+    this.#rate = new RateLog(() => this.#log, deps.cfg.logLinesPerSecond);
     this.#armKeepalive(this.#silenceMs);
+    // An idle slot: a connection that never says HELLO holds a place for ever otherwise.
+    this.#helloTimer = setTimeout(() => {
+      if (!this.#hello) this.#protocolClose('PROTOCOL', `no HELLO within ${deps.cfg.helloTimeoutMs} ms (helloTimeoutMs)`);
+    }, deps.cfg.helloTimeoutMs);
+    this.#helloTimer.unref();
     if (!clientAddress(sock)) setImmediate(() => this.close('connection gone before it was served'));
     sock.resume();
   }
@@ -155,7 +179,6 @@ export class Session {
 
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
-    this.#lastRx = Date.now();
     let frames: ClientFrame[];
     try {
       frames = this.#reader.push(chunk);
@@ -164,14 +187,20 @@ export class Session {
       else this.#protocolClose('PROTOCOL', `unreadable input: ${(e as Error).message}`);
       return;
     }
+    // Only a whole frame is a sign of life: one byte of a frame now and then
+    // held a connection for ever.
+    if (frames.length > 0) this.#lastRx = Date.now();
     for (const f of frames) {
       if (this.#closed) return;
       try {
         this.#dispatch(f);
       } catch (e) {
-        // A bug or an unexpected mechanism failure: that request fails, the
-        // connection and the process carry on.
-        this.#log.error({ err: e, type: f.type, requestId: f.requestId }, 'request failed');
+        // A refusal the client caused (e.g. TABLE_FULL): no stack, and at
+        // most logLinesPerSecond lines. A bug or an unexpected mechanism
+        // failure: that request fails, the connection and the process carry on.
+        if (e instanceof JdlsError && EXPECTED.has(e.code))
+          this.#rate.write('info', { type: f.type, requestId: f.requestId, code: e.code, reason: e.message }, 'request refused');
+        else this.#rate.write('error', { err: e, type: f.type, requestId: f.requestId }, 'request failed');
         this.#answerError(f.requestId, e);
       }
     }
@@ -204,6 +233,10 @@ export class Session {
       send: (f) => this.#send(f),
       answerError: (rid, e) => this.#answerError(rid, e),
       log: this.#log,
+      maxRangeFiles: this.#deps.cfg.maxRangeFiles,
+      admitLock: (waiting, descriptor) => (waiting ? this.#waitLimit(descriptor) : this.#lockLimit(descriptor)),
+      takeThread: () => this.#takeThread(),
+      giveThread: () => this.#giveThread(),
     });
     return this.#ranges;
   }
@@ -216,18 +249,94 @@ export class Session {
       const ours = PROTO.MIN_VERSION === PROTO.VERSION ? `version ${PROTO.VERSION}` : `versions ${PROTO.MIN_VERSION}..${PROTO.VERSION}`;
       return this.#protocolClose('VERSION', `no common protocol version: the client speaks ${theirs}, this server speaks ${ours}`);
     }
+    // The silence bound goes in WELCOME as a u32 (2 x the ping interval).
+    if (f.keepaliveMs > this.#deps.cfg.maxClientKeepaliveMs)
+      return this.#refuseHello(`keep-alive: a ping interval of ${f.keepaliveMs} ms is longer than this server allows (${this.#deps.cfg.maxClientKeepaliveMs} ms, maxClientKeepaliveMs)`);
     this.#hello = f;
+    if (this.#helloTimer) clearTimeout(this.#helloTimer);
     this.#version = hi;
     // The silence bound: ours, or twice the client's ping interval if that
-    // is longer; a client that never pings (0) is left to TCP keep-alive.
+    // is longer. A client that never pings (0) is left to TCP keep-alive:
+    // a preloaded program's connection (the broker hands it over with
+    // keepalive 0) cannot ping, and it ends the program when it is lost. A
+    // live client that holds such connections idle is bounded by the
+    // connections-per-address cap (listener.ts), not by silence.
     this.#silenceMs = f.keepaliveMs === 0 ? 0 : Math.max(this.#deps.cfg.keepaliveMs, 2 * f.keepaliveMs);
-    this.#log = this.#log.child({ pid: f.pid, port: f.port, host: f.host, program: f.program });
+    // The client's claims under names of their own: its pid must never
+    // replace the server's `pid` in a log line.
+    this.#log = this.#log.child({ clientPid: f.pid, clientPort: f.port, clientHost: f.host, clientProgram: f.program });
     this.#log.info({ options: f.options, version: hi }, 'client connected');
     this.#send({
       type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
       session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
       server: SERVER_HOST.slice(0, PROTO.MAX_STR),
     });
+  }
+
+  #refuseHello(reason: string): void {
+    this.#log.warn({ reason }, 'HELLO refused: closing the connection');
+    this.close(`HELLO refused: ${reason}`, { type: 'ERROR', requestId: 0, code: 'BAD_ARGUMENT', text: reason.slice(0, PROTO.MAX_STR) });
+  }
+
+  // ===== limits (quota.ts) ==================================================
+
+  /**
+   * Locks this connection holds or waits for, in all: records and OSLOCKS
+   * (a waiting LOCK is an entry in the table too), range lock files (held
+   * or waited in).
+   */
+  #units(): number {
+    return this.#held.count + this.#waits.size + (this.#ranges?.units ?? 0);
+  }
+
+  /** Keep this connection's part of its address's count current (after every change; cheap when nothing changed). */
+  #syncCount(): void {
+    const n = this.#closed ? 0 : this.#units();
+    if (n !== this.#counted) {
+      addressLocks.add(this.ip, n - this.#counted);
+      this.#counted = n;
+    }
+  }
+
+  /** Why one more held lock is refused, or undefined. `descriptor`: it may cost this process a descriptor (OS locks, ranges). */
+  #lockLimit(descriptor = false): string | undefined {
+    this.#syncCount();
+    const l = this.#deps.limits;
+    if (this.#counted >= l.perConnection)
+      return `this connection holds ${this.#counted} locks, the most allowed (maxLocksPerClient, connectionSharePct of the table)`;
+    const a = addressLocks.get(this.ip);
+    if (a >= l.perAddress)
+      return `the connections from ${this.ip} hold ${a} locks, the most allowed for one address (maxLocksPerAddress, addressSharePct of the table)`;
+    if (descriptor) {
+      const d = this.#deps.descriptors();
+      if (d >= lockDescriptors.max)
+        return `this lock server has ${d} lock files open, the most it allows (half its open-files limit)`;
+    }
+    return undefined;
+  }
+
+  /** Why one more waiting request is refused, or undefined. */
+  #waitLimit(descriptor = false): string | undefined {
+    const n = this.#waits.size + (this.#ranges?.waiting ?? 0);
+    if (n >= this.#deps.cfg.maxOutstanding)
+      return `this connection has ${n} lock requests waiting, the most allowed (maxOutstanding)`;
+    return this.#lockLimit(descriptor);
+  }
+
+  #takeThread(): string | undefined {
+    if (this.#threads >= this.#deps.limits.blockingPerConnection)
+      return `this connection has ${this.#threads} waits that each hold a thread, the most allowed (a quarter of maxBlockingWaits)`;
+    if (!blockingWaits.take())
+      return `this lock server has ${blockingWaits.used} waits that each hold a thread, the most allowed (maxBlockingWaits)`;
+    this.#threads++;
+    return undefined;
+  }
+
+  #giveThread(): void {
+    if (this.#threads > 0) {
+      this.#threads--;
+      blockingWaits.give();
+    }
   }
 
   // ===== owners and files ===================================================
@@ -292,8 +401,7 @@ export class Session {
     const keyText = f.key.toString('latin1');
     const file = this.#file(f.file.inode, f.file.dev);
     const fk = file.key;
-    if (this.#held.count >= this.#deps.cfg.maxLocksPerClient && !this.#held.has(f.tid, fk, keyText))
-      return this.#error(rid, 'LIMIT', `this connection holds ${this.#held.count} locks, the most allowed (maxLocksPerClient)`);
+    const renew = this.#held.has(f.tid, fk, keyText);
     let mech = this.#deps.mech;
     if (f.osLocks && mech.kind !== 'os') {
       try {
@@ -303,7 +411,16 @@ export class Session {
         return this.#answerError(rid, e);
       }
     }
+    if (!renew) {
+      const why = this.#lockLimit(mech.kind === 'os');
+      if (why) return this.#error(rid, 'LIMIT', why);
+    }
     if (mech !== this.#deps.mech) this.#used.add(mech);
+    // OS locks: the kernel keeps a file's locks in one list that every
+    // request on that file walks (20,000 keys of one client made the others'
+    // pairs 13x slower): a cap per connection and file.
+    if (mech.kind === 'os' && !renew && this.#held.osInFile(fk) >= this.#deps.cfg.maxOsLocksPerFile)
+      return this.#error(rid, 'LIMIT', `this connection holds ${this.#held.osInFile(fk)} OS locks in this file, the most allowed (maxOsLocksPerFile)`);
     const owner = this.#owner(f.tid, true);
     if (!owner) throw new JdlsError('BAD_ARGUMENT', 'no owner');
 
@@ -313,9 +430,15 @@ export class Session {
       return this.#send({ type: 'GRANTED', requestId: rid });
     }
     if (f.nowait) return this.#send({ type: 'LOCKED', requestId: rid, holder: wireHolder(r.holder) });
-    if (this.#waits.size >= this.#deps.cfg.maxOutstanding)
-      return this.#error(rid, 'LIMIT', `this connection has ${this.#waits.size} lock requests waiting, the most allowed (maxOutstanding)`);
-    this.#wait(f, mech, owner, file.id, fk, keyText);
+    const why = this.#waitLimit(mech.kind === 'os');
+    if (why) return this.#error(rid, 'LIMIT', why);
+    // An OS record lock waits on a native thread of its own (ofd.ts); the table's waits share one.
+    const thread = mech.kind === 'os';
+    if (thread) {
+      const no = this.#takeThread();
+      if (no) return this.#error(rid, 'LIMIT', no);
+    }
+    this.#wait(f, mech, owner, file.id, fk, keyText, thread);
   }
 
   /**
@@ -324,7 +447,7 @@ export class Session {
    * that hands it the lock (LockTable.wait), so the new holder's GRANTED is
    * written before the releaser's RELEASED.
    */
-  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyText: string): void {
+  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyText: string, thread: boolean): void {
     const rid = f.requestId;
     const w: Wait = { cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined };
     // In the maps first: the mechanism may settle it before startWait returns.
@@ -334,6 +457,7 @@ export class Session {
       if (w.timer) clearInterval(w.timer);
       this.#waits.delete(rid);
       this.#waitTids.delete(rid);
+      if (thread) this.#giveThread();
       if (!err) {
         w.outcome = 'granted';
         if (this.#closed) {
@@ -449,6 +573,7 @@ export class Session {
 
   #send(f: ServerFrame): void {
     if (this.#closed) return;
+    this.#syncCount();
     let buf: Buffer;
     try {
       buf = encode(f, this.#version);
@@ -520,6 +645,7 @@ export class Session {
     }
     this.#closed = true;
     if (this.#keepTimer) clearTimeout(this.#keepTimer);
+    if (this.#helloTimer) clearTimeout(this.#helloTimer);
     const waiting = this.#waits.size;
     for (const w of [...this.#waits.values()]) {
       if (w.timer) clearInterval(w.timer);
@@ -538,6 +664,8 @@ export class Session {
     released += this.#ranges?.close() ?? 0;
     this.#held.clear();
     this.#owners.clear();
+    this.#syncCount(); // closed: gives back the address's count
+    this.#rate.flush();
     if (!last) this.sock.destroy();
     else setTimeout(() => this.sock.destroy(), 1000).unref();
     this.#log.info({ reason, released, waiting }, `connection closed (${reason}): ${released} lock${released === 1 ? '' : 's'} released`);

@@ -72,8 +72,8 @@ export class WireClient {
   }
 
   /** Connect without HELLO (for protocol tests). */
-  static async raw(port: number, host = '127.0.0.1'): Promise<WireClient> {
-    const sock = net.connect({ port, host });
+  static async raw(port: number, host = '127.0.0.1', localAddress?: string): Promise<WireClient> {
+    const sock = net.connect({ port, host, ...(localAddress ? { localAddress } : {}) });
     await new Promise<void>((resolve, reject) => {
       sock.once('connect', resolve);
       sock.once('error', reject);
@@ -83,8 +83,8 @@ export class WireClient {
   }
 
   /** Connect and say HELLO; resolves after WELCOME, rejects on ERROR or close. */
-  static async connect(port: number, hello: Partial<Omit<HelloFrame, 'type' | 'requestId'>> = {}, host = '127.0.0.1'): Promise<WireClient> {
-    const c = await WireClient.raw(port, host);
+  static async connect(port: number, hello: Partial<Omit<HelloFrame, 'type' | 'requestId'>> = {}, host = '127.0.0.1', localAddress?: string): Promise<WireClient> {
+    const c = await WireClient.raw(port, host, localAddress);
     await c.hello(hello);
     return c;
   }
