@@ -16,6 +16,7 @@ import { Proc, withTimeout, nodeFixture } from './helpers/table-env.js';
 import { ShimEnv, SHIM_API, SHIM } from './helpers/shim-env.js';
 import { makeUser, type User } from './helpers/users.js';
 import { brokerSocketPath } from '../src/broker/paths.js';
+import { isOurProcess, readPidRecord } from '../src/safefile.js';
 
 const GUIDE = /^Client: unable to connect to distributed lock service, locks not enabled$/m;
 
@@ -145,8 +146,9 @@ test.serial('one rule in C and TypeScript: the broker a preloaded program starts
   const r2 = await s.run(SHIM_API, ['4242', '7', 'x:K'], { env: { JDLS, XDG_RUNTIME_DIR: xdg } });
   t.deepEqual(r2.stdout.trim().split('\n'), ['ok'], r2.stderr);
   t.true(fs.existsSync(`${sock}.pid`), `no broker at ${sock}: ${fs.readdirSync(path.join(xdg, 'jdls')).join(' ')}`);
-  const pid = Number(fs.readFileSync(`${sock}.pid`, 'utf8'));
-  process.kill(pid, 'SIGTERM');
+  const rec = readPidRecord(`${sock}.pid`);
+  if (!rec || !isOurProcess(rec.pid, rec.start)) throw new Error(`the pid file ${sock}.pid names no broker of ours`);
+  process.kill(rec.pid, 'SIGTERM');
   for (const end = Date.now() + 10_000; fs.existsSync(`${sock}.pid`);) {
     if (Date.now() > end) throw new Error('the XDG broker did not stop');
     await new Promise((res) => setTimeout(res, 20));

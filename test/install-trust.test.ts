@@ -286,10 +286,15 @@ test.serial('planted symbolic links in a group-writable installation directory a
   t.is((fs.statSync(path.join(dir, 'jdls-monitor.log')).mode & 0o777).toString(8), '640');
   await s.run(['-k'], rootEnv(dir));
 
-  // The broker's pid file: tmp/jdls-broker.sock.pid.
+  // The broker's pid file (<socket>.pid), with the socket named by
+  // JDLS_BROKER in a directory the group may write (the default socket's
+  // per-user directory is 0700 and refused when someone else made it:
+  // broker-trust.test.ts).
   asUser(evil, 'mkdir', ['-m', '0770', path.join(dir, 'tmp')]);
   asUser(evil, 'ln', ['-s', target, path.join(dir, 'tmp', 'jdls-broker.sock.pid')]);
-  const broker = s.spawn(process.execPath, [JDLS, '--broker'], { ...rootEnv(dir), JDLS_BROKER_IDLE_MS: '60000' });
+  const broker = s.spawn(process.execPath, [JDLS, '--broker'], {
+    ...rootEnv(dir), JDLS_BROKER_IDLE_MS: '60000', JDLS_BROKER: path.join(dir, 'tmp', 'jdls-broker.sock'),
+  });
   let err = '';
   broker.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   let exited = false;
@@ -388,7 +393,7 @@ test.serial("the shim does not follow a link planted at the broker's log (<socke
   const s = new ShimEnv(t);
   const target = rootTarget(s.cli.dir);
   const JDLS = await s.startServer();
-  fs.mkdirSync(path.dirname(s.brokerSocket), { recursive: true, mode: 0o750 });
+  fs.mkdirSync(path.dirname(s.brokerSocket), { recursive: true, mode: 0o700 }); // the per-user directory's mode
   fs.symlinkSync(target, `${s.brokerSocket}.log`);
   const r = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'u:K1'], { env: { JDLS } });
   t.is(r.code, 0, r.stderr);
