@@ -22,6 +22,7 @@ import { statsFor } from './stats.js';
 import { Session } from './session.js';
 import { adoptConnection } from './passing.js';
 import type { ServerConfig } from './config.js';
+import { loadServerSecrets, wrapTls, type ServerSecrets } from './auth.js';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
 
@@ -49,6 +50,16 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
     mech = openMechanism(opts.kind, opts.releaseDir, opts.cfg.lockDir);
   } catch (e) {
     log.error({ err: e, mechanism: opts.kind }, `cannot open the lock mechanism: ${(e as Error).message}`);
+    return Promise.resolve(1);
+  }
+  // The key and the TLS files are read once, here, as the process starts:
+  // never passed through the environment (JDLS_SERVER_CONFIG names them).
+  let secrets: ServerSecrets;
+  try {
+    secrets = loadServerSecrets(opts.cfg, opts.releaseDir);
+  } catch (e) {
+    log.error({ err: e }, `lock server cannot load its secrets: ${(e as Error).message}`);
+    mech.close();
     return Promise.resolve(1);
   }
   let os: RecordLocks | undefined;
@@ -95,15 +106,23 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         maybeExit();
         return;
       }
-      const adopted = adoptConnection(handle);
+      // TLS: the socket is read through the stream machinery (the TLS layer
+      // sits on it), not onread (passing.ts).
+      const adopted = adoptConnection(handle, { plain: secrets.tls !== undefined });
       if (!adopted) {
         log.warn('connection message without a socket');
         return;
       }
       const id = nextId++;
       try {
-        const s = new Session(adopted.sock, {
-          mech, osLocks, cfg: opts.cfg, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
+        const sock = secrets.tls ? wrapTls(adopted.sock, secrets) : adopted.sock;
+        if (secrets.tls) {
+          // A failed TLS handshake (no certificate, a plain client) ends the
+          // socket: the Session sees 'error'/'close' and lets go.
+          sock.on('tlsClientError', () => sock.destroy());
+        }
+        const s = new Session(sock, {
+          mech, osLocks, cfg: opts.cfg, log, stats, id, key: secrets.key, route: adopted.viaRoute && !secrets.tls ? adopted.route : undefined,
           onClose: (closed) => {
             sessions.delete(closed);
             tell({ type: 'closed', session: closed.id });

@@ -28,6 +28,7 @@ import type { ServerConfig } from './config.js';
 import type { ServerStats } from './stats.js';
 import { HeldLocks, FileMap, fileKey } from './held.js';
 import { RangeSession } from './range-session.js';
+import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -43,6 +44,8 @@ export interface SessionDeps {
   route?: { to: ((chunk: Buffer) => void) | undefined } | undefined;
   /** called once, when the connection is gone and its locks are released */
   onClose: (s: Session) => void;
+  /** the installation's shared secret: clients must authenticate (auth.ts); undefined = no secret */
+  key?: Buffer | undefined;
 }
 
 interface Wait {
@@ -104,6 +107,8 @@ export class Session {
   #log: Logger;
   #reader = FrameReader.forServer();
   #hello: HelloFrame | undefined;
+  /** a CHALLENGE was sent; the client's AUTH is due (auth.ts) */
+  #challenge: { hs: ServerHandshake; hello: HelloFrame; version: number } | undefined;
   #version: number = PROTO.VERSION;
   #owners = new Map<number, Owner>();
   /** file identities with their HeldLocks key, made once per file */
@@ -179,11 +184,13 @@ export class Session {
 
   #dispatch(f: ClientFrame): void {
     if (!this.#hello) {
+      if (this.#challenge) return this.#onAuth(f);
       if (f.type !== 'HELLO') return this.#protocolClose('PROTOCOL', `${f.type} before HELLO`);
       return this.#onHello(f);
     }
     switch (f.type) {
       case 'HELLO': return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
+      case 'AUTH': return this.#protocolClose('PROTOCOL', 'AUTH without a CHALLENGE');
       case 'LOCK': return this.#onLock(f);
       case 'UNLOCK': return this.#onUnlock(f);
       case 'UNLOCK_FILE': return this.#onUnlockFile(f);
@@ -216,6 +223,35 @@ export class Session {
       const ours = PROTO.MIN_VERSION === PROTO.VERSION ? `version ${PROTO.VERSION}` : `versions ${PROTO.MIN_VERSION}..${PROTO.VERSION}`;
       return this.#protocolClose('VERSION', `no common protocol version: the client speaks ${theirs}, this server speaks ${ours}`);
     }
+    const key = this.#deps.key;
+    if (key) {
+      // A client without the key learns nothing: not the mechanism, not the
+      // server's pid, and no request is served (auth.ts).
+      if (!f.auth) return this.#authClose('HELLO without the AUTH flag', AUTH_REQUIRED, f);
+      const hs = new ServerHandshake(key, f);
+      this.#challenge = { hs, hello: f, version: hi };
+      return this.#send(hs.challenge());
+    }
+    this.#welcome(f, hi);
+  }
+
+  #onAuth(f: ClientFrame): void {
+    const c = this.#challenge;
+    if (!c) return;
+    this.#challenge = undefined;
+    if (f.type !== 'AUTH') return this.#authClose(`${f.type} instead of AUTH`, AUTH_REQUIRED, c.hello);
+    const ok = c.hs.verify(f);
+    if (!ok) return this.#authClose('wrong key (the client\'s proof does not match)', AUTH_FAILED, c.hello);
+    this.#send(ok);
+    this.#welcome(c.hello, c.version);
+  }
+
+  #authClose(why: string, text: string, f: HelloFrame): void {
+    logAuthRefusal(this.#log, { pid: f.pid, host: f.host, program: f.program }, `client refused: ${why}`);
+    this.close(`authentication: ${why}`, { type: 'ERROR', requestId: 0, code: 'AUTH', text });
+  }
+
+  #welcome(f: HelloFrame, hi: number): void {
     this.#hello = f;
     this.#version = hi;
     // The silence bound: ours, or twice the client's ping interval if that
