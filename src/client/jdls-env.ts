@@ -17,6 +17,9 @@
 // - JDLS set but empty (or only blanks) means SERVER=localhost,50002.
 // - Every option at most once; SERVER2 needs SERVER; an empty item (`,,`, a
 //   trailing comma) is an error rather than a guess.
+// - jdls extensions (docs/client.md): SECRET=keyfile (the shared secret),
+//   TLS, TLSCA=file. SECRET= and TLSCA= need an absolute path: the broker
+//   reads them for a preloaded program, in another working directory.
 import net from 'node:net';
 import { JdlsError } from '../errors.js';
 
