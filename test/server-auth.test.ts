@@ -18,6 +18,9 @@ import { JdlsError } from '../src/errors.js';
 import { encode, FrameReader } from '../src/protocol/codec.js';
 import type { ClientFrame, HelloFrame, ServerFrame } from '../src/protocol/frames.js';
 import { clientMac } from '../src/secret.js';
+import { packageRoot } from '../src/native.js';
+
+const LOCKF_RANGES = path.join(packageRoot, 'test', 'fixtures', 'lockf-ranges.py');
 
 const GUIDE = /^Client: unable to connect to distributed lock service, locks not enabled$/m;
 const FILE = { inode: 4242n, dev: -1n };
@@ -161,6 +164,24 @@ test.serial('a preloaded program through the broker with JDLS SECRET: hand-over 
   t.not(c.code, 0);
   t.regex(c.stderr, GUIDE);
   t.regex(c.stderr, /the server requires authentication/);
+});
+
+test.serial('python3 fcntl.lockf under LD_PRELOAD with JDLS BINARY,SECRET=: answers as the kernel does, through an authenticated server', async (t) => {
+  const s = new ShimEnv(t);
+  const { JDLS, key } = await secured(s, { clientsPerProcess: '1' });
+  const f = path.join(s.cli.dir, 'ranges.dat');
+  fs.writeFileSync(f, '');
+  const kernel = await s.run('python3', [LOCKF_RANGES, f], { preload: false });
+  t.is(kernel.code, 0, kernel.stderr);
+  const shim = await s.run('python3', [LOCKF_RANGES, f], { env: { JDLS: `${JDLS},BINARY,SECRET=${key}` }, timeoutMs: 30_000 });
+  t.is(shim.code, 0, shim.stderr);
+  t.is(shim.stdout.trim(), kernel.stdout.trim());
+  const ino = fs.statSync(f).ino.toString(16).padStart(8, '0');
+  t.true(fs.existsSync(path.join(s.cli.dir, 'jbase_lock', `jrange_${ino}_ffffffff`)), 'the locks went to the server');
+  s.killBroker();
+  const refused = await s.run('python3', [LOCKF_RANGES, f], { env: { JDLS: `${JDLS},BINARY` }, timeoutMs: 30_000 });
+  t.not(refused.code, 0);
+  t.regex(refused.stderr, /the server requires authentication/);
 });
 
 function makeCert(dir: string, name: string, cn: string): { cert: string; key: string } {
