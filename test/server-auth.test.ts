@@ -214,6 +214,24 @@ test.serial('TLS: a client with TLSCA (and the key) locks; a plain client gets n
   t.deepEqual(p.stdout.trim().split('\n'), ['ok', 'status 2 port=0', 'locked port=0']);
 });
 
+test.serial('TLS with tlsCA: a client without a certificate signed by that CA is refused; with one (the tls option: cert, key) it locks', async (t) => {
+  const s = new ShimEnv(t);
+  const srv = makeCert(s.cli.dir, 'server', 'jdls-test');
+  const cli = makeCert(s.cli.dir, 'client', 'jdls-client');
+  const stranger = makeCert(s.cli.dir, 'stranger', 'jdls-client');
+  const JDLS = await s.startServer({ tlsCert: srv.cert, tlsKey: srv.key, tlsCA: cli.cert });
+  const ca = fs.readFileSync(srv.cert);
+  const c = await JdlsClient.connect(JDLS, { errorTrace: false, tls: { ca, cert: fs.readFileSync(cli.cert), key: fs.readFileSync(cli.key) } });
+  t.teardown(() => c.close());
+  t.true((await c.lock(FILE, 'CERT*1', 'write')).granted);
+  for (const opts of [{ ca }, { ca, cert: fs.readFileSync(stranger.cert), key: fs.readFileSync(stranger.key) }]) {
+    // TLS 1.3: the server judges the client's certificate after the client's
+    // side of the handshake is done, so the refusal is a TLS alert or a close.
+    const e = await t.throwsAsync(JdlsClient.connect(`${JDLS},TIMEOUT=5`, { errorTrace: false, tls: opts }));
+    t.true(e instanceof JdlsError && ['TLS', 'SERVER_CLOSED'].includes(e.code), `${(e as JdlsError).code}: ${e?.message}`);
+  }
+});
+
 test.serial('allow-list: a client outside the networks is closed at accept without a byte and logged; inside, served', async (t) => {
   const s = new ShimEnv(t);
   const JDLS = await s.startServer({ allow: '[192.0.2.0/24, "::1/128"]' });

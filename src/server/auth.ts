@@ -37,7 +37,8 @@ export function serverKeyRule(releaseDir: string, what: string): KeyFileRule {
 /** What a lock-server process needs to admit clients: the key (if a secret is configured) and the TLS context (if TLS is). */
 export interface ServerSecrets {
   key: Buffer | undefined;
-  tls: tls.SecureContext | undefined;
+  /** the PEM material (cert, key, ca) for a tls.Server, checked once by createSecureContext */
+  tls: tls.SecureContextOptions | undefined;
   /** tlsCA given: clients must present a certificate signed by it */
   requestCert: boolean;
 }
@@ -51,7 +52,7 @@ export function loadServerSecrets(cfg: ServerConfig, releaseDir: string): Server
   const key = cfg.secretFile ? readKeyFile(cfg.secretFile, serverKeyRule(releaseDir, 'secretFile')) : undefined;
   if (!cfg.tlsCert !== !cfg.tlsKey) throw new JdlsError('TLS', 'tlsCert and tlsKey go together: give both (PEM files) or neither');
   if (cfg.tlsCA && !cfg.tlsCert) throw new JdlsError('TLS', 'tlsCA (client certificates) needs tlsCert and tlsKey');
-  let context: tls.SecureContext | undefined;
+  let context: tls.SecureContextOptions | undefined;
   if (cfg.tlsCert && cfg.tlsKey) {
     // The private key obeys the key-file rule; the certificates are public.
     const pkey = readKeyFile(cfg.tlsKey, { ...serverKeyRule(releaseDir, 'tlsKey') });
@@ -62,11 +63,12 @@ export function loadServerSecrets(cfg: ServerConfig, releaseDir: string): Server
         throw new JdlsError('TLS', `${what}: cannot read ${file}: ${(e as Error).message}`);
       }
     };
+    context = {
+      cert: read(cfg.tlsCert, 'tlsCert'), key: pkey, minVersion: 'TLSv1.2',
+      ...(cfg.tlsCA ? { ca: read(cfg.tlsCA, 'tlsCA') } : {}),
+    };
     try {
-      context = tls.createSecureContext({
-        cert: read(cfg.tlsCert, 'tlsCert'), key: pkey, minVersion: 'TLSv1.2',
-        ...(cfg.tlsCA ? { ca: read(cfg.tlsCA, 'tlsCA') } : {}),
-      });
+      tls.createSecureContext(context); // a bad PEM, or a key that does not match the certificate, fails here, at start
     } catch (e) {
       if (e instanceof JdlsError) throw e;
       throw new JdlsError('TLS', `tlsCert/tlsKey (${cfg.tlsCert}, ${cfg.tlsKey}): ${(e as Error).message}`);
@@ -78,12 +80,40 @@ export function loadServerSecrets(cfg: ServerConfig, releaseDir: string): Server
 /**
  * The server side of one TLS connection over a socket the listener handed
  * over (the listener never reads a byte, so the ClientHello is still in the
- * socket). Client certificates, when tlsCA is set, are required and checked
- * by OpenSSL during the handshake (rejectUnauthorized).
+ * socket): `secure` gets the TLS socket once the handshake is done and, with
+ * tlsCA, the client's certificate verified; `fail` gets why not (once).
+ *
+ * Trap: a bare `new tls.TLSSocket(sock, { isServer: true, requestCert,
+ * rejectUnauthorized })` does not enforce rejectUnauthorized: OpenSSL's
+ * verify callback in Node accepts every certificate and it is tls.Server
+ * that checks the result on 'secure' - with a bare socket `authorized` stays
+ * false even for a good certificate, and a bad one is served. So the socket
+ * is injected into a tls.Server that never listens (emitting 'connection',
+ * as the tls documentation allows), which does the checks and bounds the
+ * handshake (handshakeTimeout). One server per connection, because the
+ * server is what ties the outcome to this connection; it builds its secure
+ * context from the PEM material each time (tls.Server ignores a prebuilt
+ * `secureContext` option), a cost paid once per connection, next to the TLS
+ * handshake itself.
  */
-export function wrapTls(sock: net.Socket, s: ServerSecrets): tls.TLSSocket {
+export function acceptTls(sock: net.Socket, s: ServerSecrets, timeoutMs: number, secure: (t: tls.TLSSocket) => void, fail: (why: string) => void): void {
   if (!s.tls) throw new JdlsError('TLS', 'no TLS context');
-  return new tls.TLSSocket(sock, { isServer: true, secureContext: s.tls, requestCert: s.requestCert, rejectUnauthorized: s.requestCert });
+  let settled = false;
+  const failOnce = (why: string): void => {
+    if (settled) return;
+    settled = true;
+    sock.destroy();
+    fail(why);
+  };
+  const server = new tls.Server({ ...s.tls, requestCert: s.requestCert, rejectUnauthorized: s.requestCert, handshakeTimeout: timeoutMs });
+  server.on('secureConnection', (t: tls.TLSSocket) => {
+    if (settled) return void t.destroy();
+    settled = true;
+    secure(t);
+  });
+  server.on('tlsClientError', (e: Error) => failOnce(`TLS handshake failed: ${e.message}`));
+  sock.once('close', () => failOnce('closed during the TLS handshake'));
+  server.emit('connection', sock);
 }
 
 /**

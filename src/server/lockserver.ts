@@ -20,9 +20,10 @@ import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
 import { openMechanism, openOsLocks } from './mechanism.js';
 import { statsFor } from './stats.js';
 import { Session } from './session.js';
-import { adoptConnection } from './passing.js';
+import { adoptConnection, type Adopted } from './passing.js';
 import type { ServerConfig } from './config.js';
-import { loadServerSecrets, wrapTls, type ServerSecrets } from './auth.js';
+import { acceptTls, loadServerSecrets, logAuthRefusal, type ServerSecrets } from './auth.js';
+import type net from 'node:net';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
 
@@ -114,27 +115,35 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         return;
       }
       const id = nextId++;
-      try {
-        const sock = secrets.tls ? wrapTls(adopted.sock, secrets) : adopted.sock;
-        if (secrets.tls) {
-          // A failed TLS handshake (no certificate, a plain client) ends the
-          // socket: the Session sees 'error'/'close' and lets go.
-          sock.on('tlsClientError', () => sock.destroy());
+      const serve = (sock: net.Socket, route: Adopted['route'] | undefined): void => {
+        try {
+          const s = new Session(sock, {
+            mech, osLocks, cfg: opts.cfg, log, stats, id, key: secrets.key, route,
+            onClose: (closed) => {
+              sessions.delete(closed);
+              tell({ type: 'closed', session: closed.id });
+              maybeExit();
+            },
+          });
+          if (!s.closed) sessions.add(s);
+        } catch (e) {
+          log.error({ err: e }, 'could not serve a connection');
+          sock.destroy();
+          tell({ type: 'closed', session: id });
         }
-        const s = new Session(sock, {
-          mech, osLocks, cfg: opts.cfg, log, stats, id, key: secrets.key, route: adopted.viaRoute && !secrets.tls ? adopted.route : undefined,
-          onClose: (closed) => {
-            sessions.delete(closed);
-            tell({ type: 'closed', session: closed.id });
-            maybeExit();
-          },
-        });
-        if (!s.closed) sessions.add(s);
-      } catch (e) {
-        log.error({ err: e }, 'could not serve a connection');
-        adopted.sock.destroy();
-        tell({ type: 'closed', session: id });
+      };
+      if (!secrets.tls) {
+        serve(adopted.sock, adopted.viaRoute ? adopted.route : undefined);
+        return;
       }
+      // TLS: the Session starts once the handshake is done (and, with
+      // tlsCA, the client's certificate verified: auth.ts acceptTls).
+      const client = adopted.sock.remoteAddress;
+      acceptTls(adopted.sock, secrets, opts.cfg.keepaliveMs, (t) => serve(t, undefined), (why) => {
+        logAuthRefusal(log, { client }, `TLS connection refused: ${why}`);
+        tell({ type: 'closed', session: id });
+        maybeExit();
+      });
     };
     process.on('message', onMessage);
     // Trap: without a 'disconnect' listener nothing happens either, but the
