@@ -72,6 +72,13 @@ function converse(port: number, first: ClientFrame[], then: (f: ServerFrame) => 
   });
 }
 
+/** Kill the broker (the next preloaded program starts one with its own environment) and wait until it is gone. */
+async function stopBroker(t: import('ava').ExecutionContext, s: ShimEnv): Promise<void> {
+  const pid = s.brokerPid();
+  s.killBroker();
+  if (pid !== undefined) t.true(await s.cli.until(() => !s.cli.isAlive(pid), 10_000), 'the broker is gone');
+}
+
 const rejectsWith = async (t: import('ava').ExecutionContext, p: Promise<unknown>, code: string, re: RegExp): Promise<void> => {
   const e = await t.throwsAsync(p);
   t.true(e instanceof JdlsError && e.code === code, `${(e as JdlsError | undefined)?.code}: ${e?.message}`);
@@ -156,7 +163,7 @@ test.serial('a preloaded program through the broker with JDLS SECRET: hand-over 
   const a = await s.run(SHIM_API, ['4242', '7', 'x:CUST*1', 'st:CUST*1'], { env: { JDLS: withKey } });
   t.is(a.code, 0, a.stderr);
   t.deepEqual(a.stdout.trim().split('\n'), ['ok', 'status 2 port=0']);
-  s.killBroker();
+  await stopBroker(t, s);
   const b = await s.run(SHIM_API, ['4242', '7', 'x:CUST*1', 'st:CUST*1'], { env: { JDLS: withKey, JDLS_BROKER_HANDOVER: '0' } });
   t.is(b.code, 0, b.stderr);
   t.deepEqual(b.stdout.trim().split('\n'), ['ok', 'status 2 port=0']);
@@ -178,7 +185,7 @@ test.serial('python3 fcntl.lockf under LD_PRELOAD with JDLS BINARY,SECRET=: answ
   t.is(shim.stdout.trim(), kernel.stdout.trim());
   const ino = fs.statSync(f).ino.toString(16).padStart(8, '0');
   t.true(fs.existsSync(path.join(s.cli.dir, 'jbase_lock', `jrange_${ino}_ffffffff`)), 'the locks went to the server');
-  s.killBroker();
+  await stopBroker(t, s);
   const refused = await s.run('python3', [LOCKF_RANGES, f], { env: { JDLS: `${JDLS},BINARY` }, timeoutMs: 30_000 });
   t.not(refused.code, 0);
   t.regex(refused.stderr, /the server requires authentication/);
