@@ -19,6 +19,8 @@ import { encode, FrameReader } from '../src/protocol/codec.js';
 import type { ClientFrame, HelloFrame, ServerFrame } from '../src/protocol/frames.js';
 import { clientMac } from '../src/secret.js';
 import { packageRoot } from '../src/native.js';
+import pino from 'pino';
+import { AllowList } from '../src/server/auth.js';
 
 const LOCKF_RANGES = path.join(packageRoot, 'test', 'fixtures', 'lockf-ranges.py');
 
@@ -237,6 +239,16 @@ test.serial('TLS with tlsCA: a client without a certificate signed by that CA is
     const e = await t.throwsAsync(JdlsClient.connect(`${JDLS},TIMEOUT=5`, { errorTrace: false, tls: opts }));
     t.true(e instanceof JdlsError && ['TLS', 'SERVER_CLOSED'].includes(e.code), `${(e as JdlsError).code}: ${e?.message}`);
   }
+});
+
+test('AllowList: networks of both families; an IPv4-mapped address is judged as IPv4; refusals logged at most once per interval', (t) => {
+  const lines: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+  const a = new AllowList(['10.0.0.0/8', '127.0.0.1', '::1/128', 'fd00::/8'], log);
+  for (const ok of ['10.1.2.3', '::ffff:10.9.9.9', '127.0.0.1', '::ffff:127.0.0.1', '::1', 'fd12::5']) t.true(a.admits(ok), ok);
+  for (const no of ['11.0.0.1', '127.0.0.2', '::ffff:192.0.2.1', '::2', 'fe80::1', undefined]) t.false(a.admits(no), String(no));
+  for (let i = 0; i < 50; i++) a.refused('192.0.2.1');
+  t.is(lines.length, 1, 'one line for 50 refusals in a burst');
 });
 
 test.serial('allow-list: a client outside the networks is closed at accept without a byte and logged; inside, served', async (t) => {
