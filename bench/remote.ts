@@ -22,7 +22,16 @@
 //   node dist/bench/remote.js --load echo|pair <port> <conns> <ms>   JSON {ops, ms}
 //   node dist/bench/remote.js --handoff <port> <waiters> <handoffs>  JSON {latency stats}
 //   node dist/bench/remote.js --hold <port> <conns> <locks> <tag>    "READY <locks>", until stdin ends
+//   node dist/bench/remote.js --connects <port> <n>                  JSON {ms per connect+handshake}
+// and these scenarios:
+//   node dist/bench/remote.js --scenario     the figures above
+//   node dist/bench/remote.js --auth         the 1-connection pair with the shared secret off / on /
+//                                            on + TLS (docs/security.md; goal: on within 5 % of off),
+//                                            and the cost of a connection's handshake in each
+//   node dist/bench/remote.js --help
+// The loads read BENCH_JDLS_EXTRA (e.g. ",SECRET=/k,TLSCA=/ca.pem"): appended to their JDLS value.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -109,8 +118,11 @@ function echoConn(port: number, counter: { ops: number }, until: () => boolean):
   });
 }
 
+/** BENCH_JDLS_EXTRA: more JDLS options for the loads (the --auth scenario's SECRET=, TLSCA=). */
+const jdlsExtra = (): string => process.env['BENCH_JDLS_EXTRA'] ?? '';
+
 async function pairConn(port: number, i: number, counter: { ops: number }, until: () => boolean): Promise<void> {
-  const c = await JdlsClient.connect(`SERVER=127.0.0.1,${port}`, { errorTrace: false, program: 'bench-pair' });
+  const c = await JdlsClient.connect(`SERVER=127.0.0.1,${port}${jdlsExtra()}`, { errorTrace: false, program: 'bench-pair' });
   const key = `PAIR*${process.pid}*${i}`;
   // One thread id per connection: connections of one process with the same
   // (pid, tid) are one owner to the server (see handoff()).
@@ -192,6 +204,19 @@ async function load(kind: string, port: number, conns: number, ms: number): Prom
   await Promise.all(Array.from({ length: conns }, (_, i) => conn(i)));
   const measuredMs = Number(measuredTo - measuredFrom) / 1e6;
   process.stdout.write(`${JSON.stringify({ ops: opsAtEnd - opsAtStart, ms: measuredMs })}\n`);
+}
+
+/** n connections made and closed one after the other: the handshake's cost (TCP, TLS, HELLO, CHALLENGE..WELCOME). */
+async function connects(port: number, n: number): Promise<void> {
+  const times: number[] = [];
+  for (let i = 0; i < n + 5; i++) {
+    const t0 = process.hrtime.bigint();
+    const c = await JdlsClient.connect(`SERVER=127.0.0.1,${port}${jdlsExtra()}`, { errorTrace: false, program: 'bench-connect' });
+    const t1 = process.hrtime.bigint();
+    await c.close();
+    if (i >= 5) times.push(Number(t1 - t0) / 1e6); // the first few warm up
+  }
+  process.stdout.write(`${JSON.stringify({ ms: median(times) })}\n`);
 }
 
 /** Bounded: after limitMs the run ends with the hand-offs it got ("complete": false). */
@@ -539,6 +564,87 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
   }
 }
 
+export interface AuthResult {
+  rounds: number;
+  /** per mode: pair ns per round (1 connection), and the median connect+handshake in ms */
+  modes: Record<'off' | 'secret' | 'tls', { pairNs: number[]; connectMs: number }>;
+}
+
+/**
+ * The shared secret's cost (issue 10): one service per mode - no secret,
+ * secretFile, secretFile + TLS - and the 1-connection JdlsClient pair on
+ * each, rounds interleaved (off, secret, tls, off, ...) so that a machine's
+ * drift hits every mode alike; client and lock server pinned as in
+ * runRemote. The secret costs one round trip per connection (CHALLENGE ..
+ * AUTH_OK), nothing per request: the pair should match "off" within noise
+ * (goal: within 5 %). TLS costs per request (encryption, and a TLS record
+ * per frame): reported.
+ */
+export async function runAuth(opts: { rounds?: number; ms?: number } = {}): Promise<{ result: AuthResult; figures: Figure[] }> {
+  const rounds = opts.rounds ?? 5;
+  const ms = opts.ms ?? 1000;
+  const keys = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-bench-auth-'));
+  fs.chmodSync(keys, 0o700);
+  const services: Partial<Record<keyof AuthResult['modes'], Service>> = {};
+  try {
+    const key = path.join(keys, 'jdls.key');
+    fs.writeFileSync(key, `${randomKey()}\n`, { mode: 0o600 });
+    const cert = path.join(keys, 'server.crt');
+    const pkey = path.join(keys, 'server.pem');
+    const ssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+      '-subj', '/CN=jdls-bench', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', pkey, '-out', cert], { encoding: 'utf8' });
+    if (ssl.status !== 0) throw new BenchError(`openssl (a self-signed certificate for the TLS mode): ${ssl.stderr}`);
+    fs.chmodSync(pkey, 0o600);
+    const extra = { off: '', secret: `,SECRET=${key}`, tls: `,SECRET=${key},TLSCA=${cert}` } as const;
+    services.off = new Service('auth-off', {});
+    services.secret = new Service('auth-secret', { secretFile: key });
+    services.tls = new Service('auth-tls', { secretFile: key, tlsCert: cert, tlsKey: pkey });
+    const modes = ['off', 'secret', 'tls'] as const;
+    const out: AuthResult['modes'] = { off: { pairNs: [], connectMs: 0 }, secret: { pairNs: [], connectMs: 0 }, tls: { pairNs: [], connectMs: 0 } };
+    const env = (m: (typeof modes)[number]): NodeJS.ProcessEnv => ({ ...services[m]?.env, BENCH_JDLS_EXTRA: extra[m] });
+    for (const m of modes) {
+      const svc = services[m] as Service;
+      // warm-up, and the lock-server process exists before pinning
+      runJson(process.execPath, [self, '--load', 'pair', String(svc.port), '1', '300'], `pair (${m}) warm-up`, { env: env(m) });
+      out[m].connectMs = runJson<{ ms: number }>(...pinned(CLIENT_CPU, [self, '--connects', String(svc.port), '50']), `connects (${m})`, { env: env(m) }).ms;
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const m of modes) {
+        const svc = services[m] as Service;
+        for (const p of svc.pids().filter((x) => /\(lock server\)/.test(cmdline(x)))) pinPid(p, SERVER_CPU);
+        const x = runJson<{ ops: number; ms: number }>(...pinned(CLIENT_CPU, [self, '--load', 'pair', String(svc.port), '1', String(ms)]), `pair (${m})`, { env: env(m) });
+        out[m].pairNs.push((x.ms * 1e6) / x.ops);
+      }
+    }
+    const us = (n: number): number => Math.round(n / 100) / 10;
+    const off = median(out.off.pairNs);
+    const sec = median(out.secret.pairNs);
+    const tls = median(out.tls.pairNs);
+    const figures: Figure[] = [
+      { id: 'authPairOff', label: 'remote pair, 1 connection, no secret', value: us(off), unit: 'us' },
+      { id: 'authPairSecret', label: 'remote pair, 1 connection, shared secret', value: us(sec), unit: 'us', goal: '<= off + 5 %', pass: sec <= off * 1.05, note: `${round2(sec / off)} x off` },
+      { id: 'authPairTls', label: 'remote pair, 1 connection, shared secret + TLS', value: us(tls), unit: 'us', note: `${round2(tls / off)} x off` },
+      { id: 'authConnectOff', label: 'connect + handshake, no secret', value: round2(out.off.connectMs), unit: 'ms' },
+      { id: 'authConnectSecret', label: 'connect + handshake, shared secret', value: round2(out.secret.connectMs), unit: 'ms', note: 'one more round trip (CHALLENGE .. AUTH_OK)' },
+      { id: 'authConnectTls', label: 'connect + handshake, shared secret + TLS', value: round2(out.tls.connectMs), unit: 'ms', note: 'TLS 1.3 handshake, ECDSA P-256' },
+    ];
+    return { result: { rounds, modes: out }, figures };
+  } finally {
+    for (const svc of Object.values(services)) svc?.stop();
+    fs.rmSync(keys, { recursive: true, force: true });
+  }
+}
+
+function randomKey(): string {
+  return randomBytes(32).toString('base64');
+}
+
+const USAGE = `usage: node dist/bench/remote.js --scenario | --auth | --help
+  --scenario  remote locks: pair vs echo RTT, 32 connections, hand-off, server memory (docs/benchmarks.md)
+  --auth      the 1-connection pair with the shared secret off / on / on + TLS, and each handshake's cost
+  (the other modes are the scenarios' child processes: see the head of bench/remote.ts)
+`;
+
 const round1 = (x: number): number => Math.round(x * 10) / 10;
 const mib = (k: number): number => Math.round(k / 1024);
 const round2 = (x: number): number => Math.round(x * 100) / 100;
@@ -555,5 +661,8 @@ if (process.argv[1] === self) {
   else if (mode === '--handoff') handoff(num(0), num(1), num(2)).then(() => process.exit(0), fail);
   else if (mode === '--scenario') runRemote().then(({ figures }) => { for (const f of figures) process.stdout.write(`${f.label}: ${f.value} ${f.unit} ${f.goal ?? ''} ${f.pass === undefined ? '' : f.pass ? 'PASS' : 'FAIL'} ${f.note ?? ''}\n`); }, fail);
   else if (mode === '--hold') hold(num(0), num(1), num(2), a[3] ?? '').catch(fail);
+  else if (mode === '--connects') connects(num(0), num(1)).then(() => process.exit(0), fail);
+  else if (mode === '--auth') runAuth().then(({ figures }) => { for (const f of figures) process.stdout.write(`${f.label}: ${f.value} ${f.unit} ${f.goal ?? ''} ${f.pass === undefined ? '' : f.pass ? 'PASS' : 'FAIL'} ${f.note ?? ''}\n`); }, fail);
+  else if (mode === '--help' || mode === '-h') process.stdout.write(USAGE);
   else if (mode !== undefined) fail(new Error(`unknown mode ${mode}`));
 }

@@ -5,7 +5,7 @@ import test from 'ava';
 import { parseJdls, jdlsFromEnv, type JdlsConfig } from '../src/client/jdls-env.js';
 import { JdlsError } from '../src/errors.js';
 
-const base = { wait: false, timeoutMs: 30000, binary: false, osLocks: false, lock: 'ALL', verbose: false };
+const base = { wait: false, timeoutMs: 30000, binary: false, osLocks: false, lock: 'ALL', verbose: false, tls: false };
 const local = [{ host: 'localhost', port: 50002 }];
 
 const valid: [string, Partial<JdlsConfig>][] = [

@@ -4,7 +4,8 @@ import test, { type ExecutionContext } from 'ava';
 import { encode, decodeBody, FrameReader, ProtocolError } from '../src/protocol/codec.js';
 import { PROTO, FrameType } from '../src/protocol/constants.js';
 import type { Frame } from '../src/protocol/frames.js';
-import { loadVectors, rawFrame, type Vector } from './helpers/proto-vectors.js';
+import { loadVectors, loadAuthExample, rawFrame, type Vector } from './helpers/proto-vectors.js';
+import { clientMac, serverMac } from '../src/secret.js';
 
 const vectors = loadVectors();
 const readerFor = (v: Pick<Vector, 'direction'>): FrameReader<Frame> =>
@@ -22,6 +23,22 @@ test('the vectors cover every frame type and the required edge cases', (t) => {
   has((v) => (f(v)['file'] as { inode: bigint } | undefined)?.inode === 2n ** 64n - 1n, 'inode 2^64-1');
   has((v) => v.frame.type === 'HELLO' && Buffer.byteLength(v.frame.host) === PROTO.MAX_STR, 'max-length HELLO string');
   has((v) => v.frame.type === 'TEST' && Buffer.byteLength(v.frame.text) === PROTO.MAX_STR, 'max-length TEST string');
+});
+
+test('the auth example: both MACs of src/secret.ts equal the vectors file\'s (computed independently), over the hello-auth frame', (t) => {
+  const a = loadAuthExample();
+  const hello = vectors.find((v) => v.name === a.hello);
+  if (!hello) return t.fail(`vector ${a.hello} missing`);
+  t.is(clientMac(a.key, a.serverNonce, a.clientNonce, hello.bytes).toString('hex'), a.clientMac.toString('hex'));
+  t.is(serverMac(a.key, a.serverNonce, a.clientNonce, hello.bytes).toString('hex'), a.serverMac.toString('hex'));
+  const auth = vectors.find((v) => v.name === 'auth')?.frame;
+  const ok = vectors.find((v) => v.name === 'auth-ok')?.frame;
+  t.true(auth?.type === 'AUTH' && auth.mac.equals(a.clientMac) && auth.nonce.equals(a.clientNonce), 'vector auth carries the example');
+  t.true(ok?.type === 'AUTH_OK' && ok.mac.equals(a.serverMac), 'vector auth-ok carries the example');
+  // a different HELLO (one byte) gives a different proof: the HELLO is bound to the key
+  const other = Buffer.from(hello.bytes);
+  other.writeUInt8((other.readUInt8(other.length - 1) ^ 1), other.length - 1);
+  t.not(clientMac(a.key, a.serverNonce, a.clientNonce, other).toString('hex'), a.clientMac.toString('hex'));
 });
 
 test('typed -> bytes: encode() gives exactly each vector\'s hex', (t) => {
@@ -141,7 +158,17 @@ const bad: Bad[] = [
   { name: 'STATUS_RESULT code -4', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0xfc), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: code -4 is not -3\.\.3/ },
   { name: 'STATUS_RESULT -1 without holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: u8(0xff) }), reason: /truncated body: mode/ },
   { name: 'STATUS_RESULT 0 with a holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: 22 bytes after the end/ },
-  { name: 'unknown ERROR code 11', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(11), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 11/ },
+  { name: 'unknown ERROR code 12', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(12), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 12/ },
+  // the shared-secret handshake (docs/protocol.md, "Authentication")
+  { name: 'HELLO flag 0x2', side: 'server', bytes: rawFrame({ type: T.HELLO, flags: 0x0002, body: Buffer.alloc(20) }), reason: /HELLO: unknown flags 0x2/ },
+  { name: 'AUTH short mac', side: 'server', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(63) }), reason: /truncated body: mac needs 32 bytes, 31 left/ },
+  { name: 'AUTH too long', side: 'server', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(65) }), reason: /AUTH: 1 bytes after the end/ },
+  { name: 'AUTH request id 1', side: 'server', bytes: rawFrame({ type: T.AUTH, requestId: 1, body: Buffer.alloc(64) }), reason: /AUTH: request id must be 0/ },
+  { name: 'AUTH to a client', side: 'client', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(64) }), reason: /a AUTH frame is not sent to a client/ },
+  { name: 'CHALLENGE method 2', side: 'client', bytes: rawFrame({ type: T.CHALLENGE, body: Buffer.concat([Buffer.from([2]), Buffer.alloc(32)]) }), reason: /CHALLENGE: method 2 is not 1/ },
+  { name: 'CHALLENGE short nonce', side: 'client', bytes: rawFrame({ type: T.CHALLENGE, body: Buffer.concat([Buffer.from([1]), Buffer.alloc(31)]) }), reason: /nonce needs 32 bytes/ },
+  { name: 'AUTH_OK request id 7', side: 'client', bytes: rawFrame({ type: T.AUTH_OK, requestId: 7, body: Buffer.alloc(32) }), reason: /AUTH_OK: request id must be 0/ },
+  { name: 'AUTH_OK to a server', side: 'server', bytes: rawFrame({ type: T.AUTH_OK, body: Buffer.alloc(32) }), reason: /AUTH_OK frame is not sent to a server/ },
   { name: 'RANGE_LOCK with EXEC and FILELOCK', side: 'server', bytes: rawFrame({ type: T.RANGE_LOCK, flags: 0x0006, body: Buffer.alloc(37) }), reason: /RANGE_LOCK: flags EXEC and FILELOCK together/ },
   { name: 'RANGE_TEST with a flag', side: 'server', bytes: rawFrame({ type: T.RANGE_TEST, flags: 0x0002, body: Buffer.alloc(37) }), reason: /RANGE_TEST: unknown flags 0x2/ },
   { name: 'unknown ERROR code 0', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(0), str(Buffer.alloc(0))]) }), reason: /ERROR: unknown error code 0/ },

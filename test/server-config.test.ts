@@ -45,6 +45,11 @@ test('unknown keys and bad values are errors naming the key', (t) => {
     ['- a\n- b\n', /must be a mapping/],
     ['port: [1\n', /not valid YAML/],
     ['lockDir: relative/dir\n', /lockDir must be an absolute path/],
+    ['secretFile: jdls.key\n', /secretFile must be an absolute path \(key file of the shared secret\)/],
+    ['tlsCert: 5\n', /tlsCert must be an absolute path/],
+    ['allow: [10.0.0.0/33]\n', /allow must be a list of networks/],
+    ['allow: [example.com/8]\n', /allow must be a list of networks/],
+    ['allow: {a: 1}\n', /allow must be a list of networks/],
   ];
   for (const [yaml, re] of cases) {
     const e = t.throws(() => loadConfig(tempDir(t, yaml)));
@@ -52,6 +57,16 @@ test('unknown keys and bad values are errors naming the key', (t) => {
     t.is((e as { code?: string }).code, 'BAD_ARGUMENT');
   }
   t.throws(() => loadConfig(tempDir(t), { port: '99999' }), { message: /--port must be an integer 0\.\.65535/ });
+});
+
+test('who may connect: secretFile, TLS files and allow (a list, or one network) are read and travel to child processes', (t) => {
+  const cfg = loadConfig(tempDir(t, 'secretFile: /etc/jdls/key\ntlsCert: /etc/jdls/c.pem\ntlsKey: /etc/jdls/k.pem\nallow: [10.0.0.0/8, 127.0.0.1, "::1/128"]\n'));
+  t.like(cfg, { secretFile: '/etc/jdls/key', tlsCert: '/etc/jdls/c.pem', tlsKey: '/etc/jdls/k.pem', tlsCA: '' });
+  t.deepEqual(cfg.allow, ['10.0.0.0/8', '127.0.0.1', '::1/128']);
+  t.deepEqual(configFromEnv({ [CONFIG_ENV]: configToEnv(cfg) }), cfg);
+  t.deepEqual(loadConfig(tempDir(t, 'allow: 192.0.2.0/24\n')).allow, ['192.0.2.0/24']);
+  t.deepEqual(DEFAULTS.allow, [], 'no allow-list by default: everyone');
+  t.is(DEFAULTS.secretFile, '', 'no secret by default');
 });
 
 test('settings travel to child processes through the environment', (t) => {

@@ -21,6 +21,7 @@
 
 /* client -> server */
 #define JDLS_FT_HELLO        0x01
+#define JDLS_FT_AUTH         0x02  /* answer to CHALLENGE: client nonce + HMAC (shared secret) */
 #define JDLS_FT_LOCK         0x10
 #define JDLS_FT_UNLOCK       0x11
 #define JDLS_FT_UNLOCK_FILE  0x12
@@ -34,6 +35,8 @@
 #define JDLS_FT_RANGE_TEST   0x1A
 /* server -> client */
 #define JDLS_FT_WELCOME      0x81
+#define JDLS_FT_CHALLENGE    0x82  /* answer to HELLO with AUTH when a secret is configured: server nonce */
+#define JDLS_FT_AUTH_OK      0x83  /* the server's HMAC, just before WELCOME */
 #define JDLS_FT_GRANTED      0x90
 #define JDLS_FT_LOCKED       0x91
 #define JDLS_FT_WAITING      0x92
@@ -45,6 +48,7 @@
 #define JDLS_FT_ERROR        0xE0
 
 /* flags */
+#define JDLS_FF_AUTH         0x0001  /* HELLO: the client holds a shared secret and will authenticate */
 #define JDLS_FF_NOWAIT       0x0001  /* LOCK, RANGE_LOCK: never wait (LOCKED clause) */
 #define JDLS_FF_NO_INTERIM   0x0002  /* LOCK: no WAITING frames (JDLS WAIT) */
 #define JDLS_FF_OSLOCKS      0x0004  /* LOCK: as an OS file lock */
@@ -69,5 +73,11 @@
 #define JDLS_PE_SYSTEM       8
 #define JDLS_PE_SHUTDOWN     9
 #define JDLS_PE_NOT_SUPPORTED 10
+#define JDLS_PE_AUTH         11  /* authentication required or failed; the connection closes */
+
+/* the shared-secret handshake (docs/protocol.md, "Authentication") */
+#define JDLS_AUTH_NONCE      32  /* bytes of each side's nonce */
+#define JDLS_AUTH_MAC        32  /* bytes of an HMAC-SHA256 */
+#define JDLS_AUTH_HMAC_SHA256 1  /* CHALLENGE method: HMAC-SHA256, labels "jdls-auth-v1 client|server" */
 
 #endif /* JDLS_PROTO_H */

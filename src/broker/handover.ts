@@ -16,10 +16,10 @@
 import net from 'node:net';
 import { JdlsError } from '../errors.js';
 import { encode, FrameReader } from '../protocol/codec.js';
-import { PROTO } from '../protocol/constants.js';
 import type { HelloFrame, ServerFrame } from '../protocol/frames.js';
+import { ClientHandshake } from '../client/handshake.js';
 import { native } from '../native.js';
-import { connectError, errorFromWire } from '../client/errors.js';
+import { connectError } from '../client/errors.js';
 import { hostText, type JdlsServer } from '../client/jdls-env.js';
 
 interface WithFd {
@@ -37,12 +37,18 @@ export function socketFd(sock: net.Socket): number {
  * program, host and JDLS options; keep-alive 0: it will not ping, the
  * server watches the connection with TCP keep-alive), and resolve with the
  * socket (paused, nothing read past WELCOME) and the WELCOME frame's bytes.
+ * With `key` (JDLS SECRET, read by the broker) the broker authenticates for
+ * the process (CHALLENGE, AUTH, AUTH_OK): the socket handed over is already
+ * authenticated, so the shim needs no crypto. Only the WELCOME goes to the
+ * process. TLS is never handed over (a TLS session cannot move to another
+ * process): session.ts serves such a process through the broker.
  */
-export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: number): Promise<{ sock: net.Socket; welcome: Buffer }> {
+export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: number, key?: Buffer): Promise<{ sock: net.Socket; welcome: Buffer }> {
   const label = `${hostText(server.host)}:${server.port}`;
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: server.host, port: server.port });
     const reader = FrameReader.forClient();
+    const hs = new ClientHandshake(label, { port: hello.port, pid: hello.pid, keepaliveMs: 0, host: hello.host, program: hello.program, options: hello.options }, key);
     let settled = false;
     const finish = (e: JdlsError | undefined, welcome?: Buffer): void => {
       if (settled) return;
@@ -63,10 +69,7 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
     sock.once('connect', () => {
       sock.setNoDelay(true);
       sock.setKeepAlive(true, 10_000);
-      sock.write(encode({
-        type: 'HELLO', requestId: 0, minVersion: PROTO.MIN_VERSION, maxVersion: PROTO.VERSION,
-        port: hello.port, pid: hello.pid, keepaliveMs: 0, host: hello.host, program: hello.program, options: hello.options,
-      }));
+      sock.write(hs.hello);
     });
     sock.on('data', (chunk: Buffer) => {
       let frames: ServerFrame[];
@@ -76,11 +79,17 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
         finish(new JdlsError('PROTOCOL', `lock server ${label}: ${(e as Error).message}`));
         return;
       }
-      const f = frames[0];
-      if (!f) return;
-      if (f.type === 'ERROR') return finish(errorFromWire(f.code, f.text, label));
-      if (f.type !== 'WELCOME' || frames.length > 1) return finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME alone, got ${frames.map((x) => x.type).join(', ')}`));
-      finish(undefined, encode(f, f.version));
+      for (let i = 0; i < frames.length; i++) {
+        const step = hs.onFrame(frames[i] as ServerFrame);
+        if (!step) continue;
+        if ('error' in step) return finish(step.error);
+        if ('send' in step) {
+          sock.write(step.send);
+          continue;
+        }
+        if (i + 1 < frames.length) return finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME alone, got ${frames.map((x) => x.type).join(', ')}`));
+        return finish(undefined, encode(step.welcome, step.welcome.version));
+      }
     });
   });
 }

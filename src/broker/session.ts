@@ -18,6 +18,7 @@ import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame } 
 import { JdlsClient } from '../client/client.js';
 import { parseJdls, type JdlsConfig } from '../client/jdls-env.js';
 import { connectFor, handOver } from './handover.js';
+import { clientKeyRule, readKeyFile } from '../secret.js';
 import type { Logger } from 'pino';
 
 /** The wire ERROR code for a client-side failure of one request. */
@@ -149,9 +150,15 @@ export class BrokerSession {
     }
     const server = config.servers[0];
     if (config.servers.length !== 1 || !server) return false; // SERVER2: resilience lives in JdlsClient
+    // TLS: the session's keys live in this process and cannot be handed over;
+    // JdlsClient carries it and the broker proxies (docs/broker.md).
+    if (config.tls) return false;
     let conn: { sock: net.Socket; welcome: Buffer };
     try {
-      conn = await connectFor(server, h, config.timeoutMs);
+      // JDLS SECRET: the broker (the process's own user) reads the key file
+      // and answers the server's challenge for the process.
+      const key = config.secret ? readKeyFile(config.secret, clientKeyRule('JDLS SECRET')) : undefined;
+      conn = await connectFor(server, h, config.timeoutMs, key);
     } catch (e) {
       this.#refuse(h, e);
       return true;
@@ -236,7 +243,8 @@ export class BrokerSession {
         );
         return;
       case 'HELLO':
-        this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: 'a second HELLO' });
+      case 'AUTH':
+        this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: `a ${f.type === 'HELLO' ? 'second HELLO' : 'AUTH frame (the broker authenticates for the process)'}` });
         this.#end();
     }
   }

@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { LockTable, type TableHeader } from '../locks/table.js';
 import { createLogger } from '../log.js';
 import { MONITOR_CHILD_FLAG, LISTENER_CHILD_FLAG, type StartCommand } from './args.js';
+import { loadServerSecrets } from '../server/auth.js';
 import { loadConfig, configFromEnv, configToEnv, CONFIG_ENV, type ServerConfig } from '../server/config.js';
 import { findListener, LISTENER_LOG } from '../server/state.js';
 import { runListener } from '../server/listener.js';
@@ -131,6 +132,7 @@ export async function start(cmd: StartCommand, dir: string): Promise<number> {
   if (wantListener) {
     try {
       cfg = loadConfig(dir, { ...(cmd.port !== undefined ? { port: cmd.port } : {}), ...(cmd.bind !== undefined ? { bind: cmd.bind } : {}) });
+      loadServerSecrets(cfg, dir); // a bad key or TLS file fails here, on the operator's terminal
     } catch (e) {
       complain(`jdls: ${(e as Error).message}`);
       return 1;

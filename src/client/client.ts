@@ -9,7 +9,9 @@
 // the socket, request ids, keep-alive and the TIMEOUT clock (connection.ts),
 // nor SERVER2 duplication and failover (resilient.ts).
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import os from 'node:os';
+import type tls from 'node:tls';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -17,6 +19,7 @@ import { JdlsError } from '../errors.js';
 import type { WireHolder, WireMode, WaitingFrame, RangeSpace } from '../protocol/frames.js';
 import { parseJdls, type JdlsConfig, type JdlsServer } from './jdls-env.js';
 import { createClientLogger } from './logging.js';
+import { clientKeyRule, readKeyFile } from '../secret.js';
 import type { ServerConnection, ConnectionOptions, FinalFrame, RequestFrame, RequestOptions } from './connection.js';
 import { SingleRouter, type Router, type Call } from './router.js';
 import { ResilientRouter } from './resilient.js';
@@ -48,6 +51,30 @@ export interface ConnectOptions {
   logger?: Logger;
   /** jbase_error_trace path, or false for none; default <JBCRELEASEDIR>/tmp/jbase_error_trace */
   errorTrace?: string | false;
+  /** the installation's key file (as JDLS SECRET=file; overrides it); the key file rule applies (docs/client.md) */
+  secretFile?: string;
+  /** the key itself (bytes), instead of a file */
+  secret?: Buffer;
+  /** TLS to the server (as JDLS TLS / TLSCA=file): true, or tls.connect options (ca, cert, key for a client certificate) */
+  tls?: boolean | Pick<tls.ConnectionOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized' | 'checkServerIdentity'>;
+}
+
+/** The key and TLS options of a connection, from the JDLS value and the options (options win). */
+function credentials(config: JdlsConfig, opts: ConnectOptions): { key: Buffer | undefined; tls: tls.ConnectionOptions | undefined } {
+  let key = opts.secret;
+  const file = opts.secretFile ?? config.secret;
+  if (!key && file) key = readKeyFile(file, clientKeyRule(opts.secretFile ? 'secretFile' : 'JDLS SECRET'));
+  let t: tls.ConnectionOptions | undefined;
+  if (opts.tls !== undefined && opts.tls !== false) t = opts.tls === true ? {} : { ...opts.tls };
+  else if (opts.tls === undefined && config.tls) t = {};
+  if (t && config.tlsCA && t.ca === undefined) {
+    try {
+      t.ca = fs.readFileSync(config.tlsCA);
+    } catch (e) {
+      throw new JdlsError('TLS', `JDLS TLSCA: cannot read ${config.tlsCA}: ${(e as Error).message}`);
+    }
+  }
+  return { key, tls: t };
 }
 
 export interface RemoteLockOptions {
@@ -191,8 +218,11 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const timeoutMs = opts.timeoutMs ?? config.timeoutMs;
     if (!(timeoutMs > 0)) throw new JdlsError('BAD_ARGUMENT', `timeoutMs must be positive; got ${timeoutMs}`);
     let client: JdlsClient | undefined;
+    const cred = credentials(config, opts);
     const connOpts = (): ConnectionOptions => ({
       timeoutMs,
+      key: cred.key,
+      tls: cred.tls,
       ...(opts.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: opts.connectTimeoutMs }),
       pingIntervalMs: opts.pingIntervalMs ?? DEFAULT_PING_MS,
       logger: log,

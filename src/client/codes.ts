@@ -10,6 +10,8 @@
 //   LIMIT           a server limit (connections, locks per client, outstanding requests)
 //   CANCELLED       the server withdrew a waiting request (CANCEL, or it is closing)
 //   SHUTDOWN        the server is stopping
+//   AUTH            authentication refused or failed (shared secret, docs/protocol.md), or the key file is unusable
+//   TLS             the TLS handshake failed (certificate, CA file)
 export type ClientErrorCode =
   | 'BAD_JDLS' | 'CONNECT_FAILED' | 'SERVER_DEAD' | 'SERVER_CLOSED' | 'PROTOCOL'
-  | 'VERSION' | 'LIMIT' | 'CANCELLED' | 'SHUTDOWN';
+  | 'VERSION' | 'LIMIT' | 'CANCELLED' | 'SHUTDOWN' | 'AUTH' | 'TLS';

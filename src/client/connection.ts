@@ -17,16 +17,18 @@
 // "due" (it may wait for hours); the keep-alive PINGs, which are due, still
 // catch a dead server.
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { JdlsError } from '../errors.js';
 import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
 import { PROTO } from '../protocol/constants.js';
-import type { ClientFrame, ServerFrame, WelcomeFrame, WaitingFrame, HelloFrame } from '../protocol/frames.js';
+import type { ClientFrame, ServerFrame, WelcomeFrame, WaitingFrame, HelloFrame, AuthFrame } from '../protocol/frames.js';
 import { connectError, errorFromWire } from './errors.js';
 import { hostText, type JdlsServer } from './jdls-env.js';
+import { ClientHandshake } from './handshake.js';
 
 /** A request as the caller gives it: the connection picks the request id. */
-export type RequestFrame = Exclude<ClientFrame, HelloFrame> extends infer F
+export type RequestFrame = Exclude<ClientFrame, HelloFrame | AuthFrame> extends infer F
   ? F extends { requestId: number } ? Omit<F, 'requestId'> : never
   : never;
 
@@ -68,6 +70,10 @@ export interface ConnectionOptions {
   logger: Logger;
   /** called once when the connection fails (not when close() ends it) */
   onFail?: (err: JdlsError) => void;
+  /** the installation's shared secret (JDLS SECRET): authenticate, and insist that the server does */
+  key?: Buffer | undefined;
+  /** TLS to the server (JDLS TLS, TLSCA): options for tls.connect (ca, cert, key); the server name is the SERVER host */
+  tls?: tls.ConnectionOptions | undefined;
 }
 
 export interface RequestOptions {
@@ -154,7 +160,7 @@ export class ServerConnection {
     socket.on('close', () => this.#fail(new JdlsError('SERVER_CLOSED', `lock server ${this.label} closed the connection`)));
   }
 
-  /** Connect and shake hands. Rejects with CONNECT_FAILED, VERSION, LIMIT, PROTOCOL, SERVER_CLOSED or SERVER_DEAD. */
+  /** Connect and shake hands. Rejects with CONNECT_FAILED, VERSION, LIMIT, PROTOCOL, SERVER_CLOSED, SERVER_DEAD, AUTH or TLS. */
   static open(server: JdlsServer, opts: ConnectionOptions): Promise<ServerConnection> {
     const label = `${hostText(server.host)}:${server.port}`;
     const log = opts.logger;
@@ -162,19 +168,31 @@ export class ServerConnection {
       let connected = false;
       let settled = false;
       const reader = FrameReader.forClient();
+      const h = opts.hello;
+      let hs: ClientHandshake;
+      try {
+        hs = new ClientHandshake(label, {
+          port: h.port, pid: h.pid, keepaliveMs: Math.round(opts.pingIntervalMs), host: h.host, program: h.program, options: h.options,
+        }, opts.key);
+      } catch (e) {
+        reject(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
+        return;
+      }
       // `onread`: reads land in one shared buffer and go straight to the
       // frame reader, without a Buffer allocated per read and the Readable
       // stream's push/'data' machinery - a third of a request's user time
       // on a busy client (docs/benchmarks.md). Safe to share: a read is
       // decoded synchronously and FrameReader copies what it keeps.
       const route: ReadRoute = { to: undefined };
-      const socket = net.connect({
-        host: server.host, port: server.port,
-        onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array): boolean => {
-          route.to?.(Buffer.from(buf.buffer, buf.byteOffset, n));
-          return true; // false would pause the socket
-        } },
-      });
+      const onread = { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array): boolean => {
+        route.to?.(Buffer.from(buf.buffer, buf.byteOffset, n));
+        return true; // false would pause the socket
+      } };
+      // TLS: the bytes come decrypted through 'data' (a TLSSocket has no onread).
+      const socket: net.Socket = opts.tls
+        ? tls.connect({ ...opts.tls, host: server.host, port: server.port, ...(net.isIP(server.host) ? {} : { servername: server.host }) })
+        : net.connect({ host: server.host, port: server.port, onread });
+      if (opts.tls) socket.on('data', (chunk: Buffer) => route.to?.(chunk));
       const finish = (e: JdlsError | undefined, conn?: ServerConnection): void => {
         if (settled) return;
         settled = true;
@@ -192,9 +210,13 @@ export class ServerConnection {
       const timer = setTimeout(() => finish(connected
         ? new JdlsError('SERVER_DEAD', `lock server ${label}: no WELCOME within ${limit} ms`)
         : connectError(server.host, server.port, Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }))), limit);
+      let tcpUp = false; // TLS: the TCP connection is up, the TLS handshake is not done
+      socket.once('connect', () => { tcpUp = true; });
       const onError = (e: Error): void => finish(connected
         ? new JdlsError('SERVER_CLOSED', `lock server ${label}: connection lost during the handshake: ${e.message}`, { cause: e })
-        : connectError(server.host, server.port, e));
+        : opts.tls && tcpUp
+          ? new JdlsError('TLS', `lock server ${label}: TLS handshake failed: ${e.message}`, { cause: e })
+          : connectError(server.host, server.port, e));
       const onClose = (): void => finish(new JdlsError('SERVER_CLOSED', `lock server ${label} closed the connection during the handshake`));
       const onData = (chunk: Buffer): void => {
         let frames: ServerFrame[];
@@ -204,43 +226,29 @@ export class ServerConnection {
           finish(protocolError(label, e));
           return;
         }
-        const first = frames[0];
-        if (!first) return;
-        if (first.type === 'ERROR') {
-          finish(errorFromWire(first.code, first.text, label));
-          return;
+        for (let i = 0; i < frames.length; i++) {
+          const step = hs.onFrame(frames[i] as ServerFrame);
+          if (!step) continue;
+          if ('error' in step) return finish(step.error);
+          if ('send' in step) {
+            socket.write(step.send);
+            continue;
+          }
+          if (i + 1 < frames.length) {
+            // Nothing may follow WELCOME before the client asked for something.
+            return finish(new JdlsError('PROTOCOL', `lock server ${label}: ${frames[i + 1]?.type} frame before any request`));
+          }
+          log.debug({ server: label, welcome: step.welcome }, 'connected');
+          return finish(undefined, new ServerConnection(server, socket, route, reader, step.welcome, opts));
         }
-        if (first.type !== 'WELCOME') {
-          finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME, got ${first.type}`));
-          return;
-        }
-        if (first.version < PROTO.MIN_VERSION || first.version > PROTO.VERSION) {
-          finish(new JdlsError('VERSION', `lock server ${label} chose protocol version ${first.version}; this client speaks ${PROTO.MIN_VERSION}..${PROTO.VERSION}`));
-          return;
-        }
-        if (frames.length > 1) {
-          // Nothing may follow WELCOME before the client asked for something.
-          finish(new JdlsError('PROTOCOL', `lock server ${label}: ${frames[1]?.type} frame before any request`));
-          return;
-        }
-        log.debug({ server: label, welcome: first }, 'connected');
-        finish(undefined, new ServerConnection(server, socket, route, reader, first, opts));
       };
       socket.on('error', onError);
       socket.on('close', onClose);
       route.to = onData;
-      socket.once('connect', () => {
+      socket.once(opts.tls ? 'secureConnect' : 'connect', () => {
         connected = true;
         socket.setNoDelay(true); // one small frame per request: Nagle would add 40 ms
-        const h = opts.hello;
-        try {
-          socket.write(encode({
-            type: 'HELLO', requestId: 0, minVersion: PROTO.MIN_VERSION, maxVersion: PROTO.VERSION,
-            port: h.port, pid: h.pid, keepaliveMs: Math.round(opts.pingIntervalMs), host: h.host, program: h.program, options: h.options,
-          }));
-        } catch (e) {
-          finish(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
-        }
+        socket.write(hs.hello);
       });
     });
   }

@@ -17,6 +17,7 @@ const WIRE_CODES: Record<ProtoErrorName, JdlsErrorCode> = {
   SYSTEM: 'SYSTEM',
   SHUTDOWN: 'SHUTDOWN',
   NOT_SUPPORTED: 'NOT_SUPPORTED',
+  AUTH: 'AUTH',
 };
 
 /** The JdlsError for an ERROR frame from the server. */

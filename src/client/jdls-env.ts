@@ -17,6 +17,9 @@
 // - JDLS set but empty (or only blanks) means SERVER=localhost,50002.
 // - Every option at most once; SERVER2 needs SERVER; an empty item (`,,`, a
 //   trailing comma) is an error rather than a guess.
+// - jdls extensions (docs/client.md): SECRET=keyfile (the shared secret),
+//   TLS, TLSCA=file. SECRET= and TLSCA= need an absolute path: the broker
+//   reads them for a preloaded program, in another working directory.
 import net from 'node:net';
 import { JdlsError } from '../errors.js';
 
@@ -51,12 +54,18 @@ export interface JdlsConfig {
   verbose: boolean;
   /** TRACE=file: trace to this file (overrides VERBOSE) */
   trace?: string;
+  /** SECRET=file (jdls extension): the installation's key file; the handshake authenticates both sides */
+  secret?: string;
+  /** TLS (jdls extension): the connection is TLS; the server's certificate is checked against the system's CAs, or TLSCA */
+  tls: boolean;
+  /** TLSCA=file (jdls extension, implies TLS): the CA (PEM) that signed the server's certificate */
+  tlsCA?: string;
   /** the JDLS value as given */
   raw: string;
 }
 
-const FLAGS = ['WAIT', 'BINARY', 'OSLOCKS', 'VERBOSE'] as const;
-const VALUED = ['SERVER', 'SERVER2', 'TIMEOUT', 'LOCK', 'TRACE'] as const;
+const FLAGS = ['WAIT', 'BINARY', 'OSLOCKS', 'VERBOSE', 'TLS'] as const;
+const VALUED = ['SERVER', 'SERVER2', 'TIMEOUT', 'LOCK', 'TRACE', 'SECRET', 'TLSCA'] as const;
 type Word = (typeof FLAGS)[number] | (typeof VALUED)[number];
 
 const HOSTNAME = /^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$/;
@@ -104,6 +113,7 @@ export function parseJdls(raw: string): JdlsConfig {
     osLocks: false,
     lock: 'ALL',
     verbose: false,
+    tls: false,
     raw,
   };
   const seen = new Set<Word>();
@@ -129,7 +139,7 @@ export function parseJdls(raw: string): JdlsConfig {
     const word = ([...FLAGS, ...VALUED] as string[]).includes(name) ? (name as Word) : undefined;
     if (!word) {
       const hint = last && /^\d/.test(item) ? ` (a port after ${last.word}= must be a number 1..65535)` : '';
-      bad(raw, `unknown option '${item}'${hint}; options are SERVER=host{,port}, SERVER2=host{,port}, WAIT, TIMEOUT=seconds, BINARY, OSLOCKS, LOCK=EXTERNAL|INTERNAL|ALL, VERBOSE, TRACE=file`);
+      bad(raw, `unknown option '${item}'${hint}; options are SERVER=host{,port}, SERVER2=host{,port}, WAIT, TIMEOUT=seconds, BINARY, OSLOCKS, LOCK=EXTERNAL|INTERNAL|ALL, VERBOSE, TRACE=file, SECRET=keyfile, TLS, TLSCA=file`);
     }
     if (seen.has(word)) bad(raw, `${word} is given twice`);
     seen.add(word);
@@ -138,6 +148,7 @@ export function parseJdls(raw: string): JdlsConfig {
       if (word === 'WAIT') cfg.wait = true;
       else if (word === 'BINARY') cfg.binary = true;
       else if (word === 'OSLOCKS') cfg.osLocks = true;
+      else if (word === 'TLS') cfg.tls = true;
       else cfg.verbose = true;
       return;
     }
@@ -160,6 +171,17 @@ export function parseJdls(raw: string): JdlsConfig {
         cfg.lock = v;
         return;
       }
+      case 'SECRET':
+      case 'TLSCA':
+        // Absolute: the broker reads it for a preloaded program, in another
+        // working directory.
+        if (!value.startsWith('/')) bad(raw, `${word}= needs an absolute file name, e.g. ${word}=/etc/jdls/${word === 'SECRET' ? 'key' : 'ca.pem'}`);
+        if (word === 'SECRET') cfg.secret = value;
+        else {
+          cfg.tlsCA = value;
+          cfg.tls = true;
+        }
+        return;
       default: // TRACE
         if (value === '') bad(raw, 'TRACE= needs a file name');
         cfg.trace = value;

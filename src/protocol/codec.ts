@@ -7,7 +7,7 @@
 // or throws a ProtocolError, and never touches a lock.
 import net from 'node:net';
 import { ipv6Bytes, ipv6Text } from '../ip.js';
-import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, type ProtoErrorName } from './constants.js';
+import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, type ProtoErrorName } from './constants.js';
 import type {
   Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace,
 } from './frames.js';
@@ -71,6 +71,11 @@ class Writer {
     if (b.length > PROTO.MAX_STR) throw new RangeError(`string of ${b.length} bytes exceeds ${PROTO.MAX_STR}`);
     return this.u16(b.length).bytes(b);
   }
+  /** Exactly n bytes (a nonce, a MAC). */
+  fixed(b: Buffer, n: number, what: string): this {
+    if (!Buffer.isBuffer(b) || b.length !== n) throw new RangeError(`${what} must be ${n} bytes`);
+    return this.bytes(b);
+  }
   key(k: Buffer): this {
     if (k.length > PROTO.MAX_KEY) throw new RangeError(`key of ${k.length} bytes exceeds ${PROTO.MAX_KEY}`);
     return this.u16(k.length).bytes(k);
@@ -116,6 +121,8 @@ const SCRATCH = new Writer();
 
 function flagsOf(f: Frame): number {
   switch (f.type) {
+    case 'HELLO':
+      return f.auth ? FrameFlag.AUTH : 0;
     case 'LOCK':
       return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0);
     case 'UNLOCK_ALL':
@@ -155,6 +162,9 @@ function body(w: Writer, f: Frame): void {
       w.bytes(Buffer.from('JDLS')).u8(f.minVersion, 'min version').u8(f.maxVersion, 'max version').u32(f.port, 'port')
         .u32(f.pid, 'pid').u32(f.keepaliveMs, 'keepalive').str16(f.host).str16(f.program).str16(f.options);
       return;
+    case 'AUTH': w.fixed(f.nonce, Auth.NONCE, 'AUTH nonce').fixed(f.mac, Auth.MAC, 'AUTH mac'); return;
+    case 'CHALLENGE': w.u8(f.method, 'method').fixed(f.nonce, Auth.NONCE, 'CHALLENGE nonce'); return;
+    case 'AUTH_OK': w.fixed(f.mac, Auth.MAC, 'AUTH_OK mac'); return;
     case 'LOCK': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).key(f.key); return;
     case 'UNLOCK': w.u32(f.tid, 'tid').file(f.file).key(f.key); return;
     case 'UNLOCK_FILE': w.u32(f.tid, 'tid').file(f.file); return;
@@ -207,7 +217,7 @@ export function encode(f: Frame, version: number = PROTO.VERSION, requestId: num
   const code = typeCode.get(f.type);
   if (code === undefined) throw new RangeError(`frame type ${String(f.type)} is unknown`);
   // The decoder refuses these, so writing them would only move the error to the peer.
-  if ((f.type === 'HELLO' || f.type === 'WELCOME') && requestId !== 0) throw new RangeError(`${f.type}: request id must be 0`);
+  if (HANDSHAKE.has(f.type) && requestId !== 0) throw new RangeError(`${f.type}: request id must be 0`);
   const w = SCRATCH;
   w.reset();
   w.u32(0).u8(version, 'version').u8(code).u16(flagsOf(f)).u32(requestId, 'request id');
@@ -290,9 +300,13 @@ class Reader {
   }
 }
 
-const CLIENT_TYPES = new Set(['HELLO', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
+/** Frames of the handshake: request id 0, header version 1 in every protocol version. */
+const HANDSHAKE = new Set(['HELLO', 'AUTH', 'CHALLENGE', 'AUTH_OK', 'WELCOME']);
+
+const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
 
 function allowedFlags(type: string): number {
+  if (type === 'HELLO') return FrameFlag.AUTH;
   if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
   if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
@@ -326,9 +340,25 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
       const magic = r.bytes(4, 'magic').toString('latin1');
       if (magic !== 'JDLS') fail(`HELLO: bad magic ${JSON.stringify(magic)}`);
       f = { type, requestId: 0, minVersion: r.u8('min version'), maxVersion: r.u8('max version'), port: r.u32('port'), pid: r.u32('pid'), keepaliveMs: r.u32('keepalive'), host: r.str16('host'), program: r.str16('program'), options: r.str16('options') };
+      if (flags & FrameFlag.AUTH) f.auth = true;
       if (requestId !== 0) fail('HELLO: request id must be 0');
       break;
     }
+    case 'AUTH':
+      f = { type, requestId: 0, nonce: r.bytes(Auth.NONCE, 'nonce'), mac: r.bytes(Auth.MAC, 'mac') };
+      if (requestId !== 0) fail('AUTH: request id must be 0');
+      break;
+    case 'CHALLENGE': {
+      const method = r.u8('method');
+      if (method !== Auth.HMAC_SHA256) fail(`CHALLENGE: method ${method} is not ${Auth.HMAC_SHA256} (HMAC-SHA256)`);
+      f = { type, requestId: 0, method, nonce: r.bytes(Auth.NONCE, 'nonce') };
+      if (requestId !== 0) fail('CHALLENGE: request id must be 0');
+      break;
+    }
+    case 'AUTH_OK':
+      f = { type, requestId: 0, mac: r.bytes(Auth.MAC, 'mac') };
+      if (requestId !== 0) fail('AUTH_OK: request id must be 0');
+      break;
     case 'LOCK':
       f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, noInterim: (flags & FrameFlag.NO_INTERIM) !== 0, osLocks: (flags & FrameFlag.OSLOCKS) !== 0, mode: r.mode(), tid: r.u32('tid'), file: r.file(), key: r.key() };
       break;

@@ -15,6 +15,7 @@ export const PROTO = {
 
 export const FrameType = {
   HELLO: 0x01,
+  AUTH: 0x02,
   LOCK: 0x10,
   UNLOCK: 0x11,
   UNLOCK_FILE: 0x12,
@@ -27,6 +28,8 @@ export const FrameType = {
   RANGE_UNLOCK: 0x19,
   RANGE_TEST: 0x1a,
   WELCOME: 0x81,
+  CHALLENGE: 0x82,
+  AUTH_OK: 0x83,
   GRANTED: 0x90,
   LOCKED: 0x91,
   WAITING: 0x92,
@@ -40,6 +43,7 @@ export const FrameType = {
 export type FrameTypeName = keyof typeof FrameType;
 
 export const FrameFlag = {
+  AUTH: 0x0001,
   NOWAIT: 0x0001,
   NO_INTERIM: 0x0002,
   OSLOCKS: 0x0004,
@@ -63,5 +67,13 @@ export const ProtoError = {
   SYSTEM: 8,
   SHUTDOWN: 9,
   NOT_SUPPORTED: 10,
+  AUTH: 11,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;
+
+/** The shared-secret handshake (docs/protocol.md, "Authentication"). */
+export const Auth = {
+  NONCE: 32,
+  MAC: 32,
+  HMAC_SHA256: 1,
+} as const;

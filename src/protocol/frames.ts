@@ -36,6 +36,18 @@ export interface HelloFrame {
   host: string;
   program: string;
   options: string;
+  /** header flag AUTH: the client holds the installation's shared secret and will answer a CHALLENGE (absent = false) */
+  auth?: true;
+}
+
+/** The client's answer to CHALLENGE: its nonce and its proof (docs/protocol.md, "Authentication"). */
+export interface AuthFrame {
+  type: 'AUTH';
+  requestId: 0;
+  /** JDLS_AUTH_NONCE bytes */
+  nonce: Buffer;
+  /** JDLS_AUTH_MAC bytes: HMAC-SHA256(key, "jdls-auth-v1 client" || server nonce || client nonce || HELLO frame) */
+  mac: Buffer;
 }
 
 export interface LockFrame {
@@ -151,7 +163,7 @@ export interface RangeTestFrame {
 }
 
 export type ClientFrame =
-  | HelloFrame | LockFrame | UnlockFrame | UnlockFileFrame | UnlockAllFrame
+  | HelloFrame | AuthFrame | LockFrame | UnlockFrame | UnlockFileFrame | UnlockAllFrame
   | StatusFrame | CancelFrame | TestFrame | PingFrame
   | RangeLockFrame | RangeUnlockFrame | RangeTestFrame;
 
@@ -168,6 +180,24 @@ export interface WelcomeFrame {
   keepaliveMs: number;
   clientAddr: string;
   server: string;
+}
+
+/** A server with a shared secret answers HELLO (flag AUTH) with this, not WELCOME. */
+export interface ChallengeFrame {
+  type: 'CHALLENGE';
+  requestId: 0;
+  /** JDLS_AUTH_HMAC_SHA256 (1), the only method so far */
+  method: number;
+  /** JDLS_AUTH_NONCE bytes */
+  nonce: Buffer;
+}
+
+/** The server's proof, just before WELCOME. */
+export interface AuthOkFrame {
+  type: 'AUTH_OK';
+  requestId: 0;
+  /** HMAC-SHA256(key, "jdls-auth-v1 server" || server nonce || client nonce || HELLO frame) */
+  mac: Buffer;
 }
 
 export interface GrantedFrame {
@@ -226,7 +256,7 @@ export interface RangeResultFrame {
 }
 
 export type ServerFrame =
-  | WelcomeFrame | GrantedFrame | LockedFrame | WaitingFrame | ReleasedFrame
+  | WelcomeFrame | ChallengeFrame | AuthOkFrame | GrantedFrame | LockedFrame | WaitingFrame | ReleasedFrame
   | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame | RangeResultFrame;
 
 export type Frame = ClientFrame | ServerFrame;

@@ -69,10 +69,21 @@ export interface ServerConfig {
   maxClientKeepaliveMs: number;
   /** log lines about one connection's refused or failed requests per second, beyond which they are counted and summarised */
   logLinesPerSecond: number;
+  // --- who may connect (src/server/auth.ts, docs/security.md) ---
+  /** key file of the installation's shared secret ('' = none: clients are not authenticated) */
+  secretFile: string;
+  /** TLS certificate chain, PEM ('' = no TLS) */
+  tlsCert: string;
+  /** TLS private key, PEM (the key-file rule applies) */
+  tlsKey: string;
+  /** CA whose certificates clients must present ('' = no client certificates) */
+  tlsCA: string;
+  /** client networks admitted (CIDR); empty = everyone */
+  allow: string[];
 }
 
 interface Setting {
-  kind: 'int' | 'addr' | 'path';
+  kind: 'int' | 'addr' | 'path' | 'optpath' | 'cidrs';
   min?: number;
   max?: number;
   text: string;
@@ -101,6 +112,11 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   helloTimeoutMs: 10_000,
   maxClientKeepaliveMs: 600_000,
   logLinesPerSecond: 10,
+  secretFile: '',
+  tlsCert: '',
+  tlsKey: '',
+  tlsCA: '',
+  allow: [],
 });
 
 const U32 = 0xffffffff;
@@ -129,13 +145,38 @@ export const SETTINGS: Readonly<Record<keyof ServerConfig, Setting>> = {
   // Why at most U32/2: WELCOME carries 2 x this as a u32.
   maxClientKeepaliveMs: { kind: 'int', min: 100, max: Math.floor(U32 / 2), text: 'longest ping interval a client may announce' },
   logLinesPerSecond: { kind: 'int', min: 1, max: 1_000_000, text: 'log lines per second about one connection\'s refused requests' },
+  secretFile: { kind: 'optpath', text: 'key file of the shared secret' },
+  tlsCert: { kind: 'optpath', text: 'TLS certificate (PEM)' },
+  tlsKey: { kind: 'optpath', text: 'TLS private key (PEM)' },
+  tlsCA: { kind: 'optpath', text: 'CA of client certificates (PEM)' },
+  allow: { kind: 'cidrs', text: 'client networks admitted, e.g. [10.0.0.0/8, 127.0.0.1/32, ::1/128]' },
 };
+
+/** '10.0.0.0/8', '::1/128' or a bare address; the prefix within the family's bits. */
+function isCidr(text: string): boolean {
+  const m = /^([^/\s]+)(?:\/(\d{1,3}))?$/.exec(text.trim());
+  if (!m?.[1]) return false;
+  const kind = net.isIP(m[1]);
+  return kind !== 0 && (m[2] === undefined || Number(m[2]) <= (kind === 4 ? 32 : 128));
+}
 
 const KEYS = Object.keys(SETTINGS) as (keyof ServerConfig)[];
 
 /** One setting's value, checked; a string is the error text (naming the key). */
-function check(key: keyof ServerConfig, value: unknown, where: string): number | string | JdlsError {
+function check(key: keyof ServerConfig, value: unknown, where: string): number | string | string[] | JdlsError {
   const s = SETTINGS[key];
+  if (s.kind === 'optpath') {
+    if (value === '' || value === null) return '';
+    if (typeof value !== 'string' || !path.isAbsolute(value))
+      return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be an absolute path (${s.text}), got ${JSON.stringify(value)}`);
+    return value;
+  }
+  if (s.kind === 'cidrs') {
+    const list = typeof value === 'string' ? [value] : value;
+    if (!Array.isArray(list) || !list.every((c) => typeof c === 'string' && isCidr(c)))
+      return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be a list of networks (${s.text}), got ${JSON.stringify(value)}`);
+    return list as string[];
+  }
   if (s.kind === 'path') {
     if (typeof value !== 'string' || !path.isAbsolute(value))
       return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be an absolute path, got ${JSON.stringify(value)}`);
@@ -159,7 +200,7 @@ function apply(into: ServerConfig, values: Record<string, unknown>, where: strin
     const key = k as keyof ServerConfig;
     const r = check(key, v, where);
     if (r instanceof JdlsError) throw r;
-    (into as unknown as Record<string, number | string>)[key] = r;
+    (into as unknown as Record<string, number | string | string[]>)[key] = r;
   }
 }
 
@@ -201,7 +242,7 @@ export function loadConfig(dir: string, overrides: ConfigOverrides = {}): Server
     if (v === undefined) continue;
     const r = check(k as keyof ServerConfig, v, `--${k}`);
     if (r instanceof JdlsError) throw new JdlsError('BAD_ARGUMENT', r.message.replace(`--${k}: ${k} must`, `--${k} must`));
-    (cfg as unknown as Record<string, number | string>)[k] = r;
+    (cfg as unknown as Record<string, number | string | string[]>)[k] = r;
   }
   return cfg;
 }

@@ -32,6 +32,7 @@ import type { FromLockServer, ToLockServer } from './lockserver.js';
 import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
 import { Tally, connectionsPerAddress } from './quota.js';
 import { RateLog } from './ratelog.js';
+import { AllowList, admitConnection } from './auth.js';
 
 
 /**
@@ -252,8 +253,10 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     }
   };
 
+  const allow = AllowList.from(cfg, log);
   server.on('connection', (sock) => {
     sock.on('error', () => {}); // a reset before the hand-off: nothing to do
+    if (!admitConnection(allow, sock)) return; // jdls.yaml allow: closed unanswered, logged (auth.ts)
     if (stopping) return refuse(sock, 'SHUTDOWN', 'the lock listener is stopping');
     if (total() >= cfg.maxConnections) {
       refusals.write('warn', { max: cfg.maxConnections, client: sock.remoteAddress }, 'connection refused: maxConnections reached');

@@ -22,10 +22,12 @@ import { statsFor } from './stats.js';
 import { Session } from './session.js';
 import { rangeDescriptors } from './range-session.js';
 import { OsLocks } from '../locks/oslock.js';
-import { adoptConnection } from './passing.js';
+import { adoptConnection, type Adopted } from './passing.js';
 import type { ServerConfig } from './config.js';
 import { blockingWaits, limitsFor } from './quota.js';
 import { LockTable } from '../locks/table.js';
+import { acceptTls, loadServerSecrets, logAuthRefusal, type ServerSecrets } from './auth.js';
+import type net from 'node:net';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
 
@@ -58,6 +60,16 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
     mech = openMechanism(opts.kind, opts.releaseDir, opts.cfg.lockDir);
   } catch (e) {
     log.error({ err: e, mechanism: opts.kind }, `cannot open the lock mechanism: ${(e as Error).message}`);
+    return Promise.resolve(1);
+  }
+  // The key and the TLS files are read once, here, as the process starts:
+  // never passed through the environment (JDLS_SERVER_CONFIG names them).
+  let secrets: ServerSecrets;
+  try {
+    secrets = loadServerSecrets(opts.cfg, opts.releaseDir);
+  } catch (e) {
+    log.error({ err: e }, `lock server cannot load its secrets: ${(e as Error).message}`);
+    mech.close();
     return Promise.resolve(1);
   }
   let os: RecordLocks | undefined;
@@ -115,7 +127,9 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
       const addr = typeof m.addr === 'string' ? m.addr : undefined;
       if (typeof m.id === 'number') tell({ type: 'adopted', id: m.id });
       const id = nextId++;
-      const adopted = adoptConnection(handle);
+      // TLS: the socket is read through the stream machinery (the TLS layer
+      // sits on it), not onread (passing.ts).
+      const adopted = adoptConnection(handle, { plain: secrets.tls !== undefined });
       if (!adopted) {
         // The descriptor did not arrive (e.g. EMFILE: the kernel drops it
         // and the client sees a reset). The listener counted the connection:
@@ -124,21 +138,36 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         tell({ type: 'closed', session: id, ...(addr !== undefined ? { addr } : {}) });
         return;
       }
-      try {
-        const s = new Session(adopted.sock, {
-          mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, route: adopted.viaRoute ? adopted.route : undefined,
-          onClose: (closed) => {
-            sessions.delete(closed);
-            tell({ type: 'closed', session: closed.id, ...(addr !== undefined ? { addr } : {}) });
-            maybeExit();
-          },
-        });
-        if (!s.closed) sessions.add(s);
-      } catch (e) {
-        log.error({ err: e }, 'could not serve a connection');
-        adopted.sock.destroy();
-        tell({ type: 'closed', session: id, ...(addr !== undefined ? { addr } : {}) });
+      const closedMsg = { type: 'closed' as const, session: id, ...(addr !== undefined ? { addr } : {}) };
+      const serve = (sock: net.Socket, route: Adopted['route'] | undefined): void => {
+        try {
+          const s = new Session(sock, {
+            mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, key: secrets.key, route,
+            onClose: (closed) => {
+              sessions.delete(closed);
+              tell(closedMsg);
+              maybeExit();
+            },
+          });
+          if (!s.closed) sessions.add(s);
+        } catch (e) {
+          log.error({ err: e }, 'could not serve a connection');
+          sock.destroy();
+          tell(closedMsg);
+        }
+      };
+      if (!secrets.tls) {
+        serve(adopted.sock, adopted.viaRoute ? adopted.route : undefined);
+        return;
       }
+      // TLS: the Session starts once the handshake is done (and, with
+      // tlsCA, the client's certificate verified: auth.ts acceptTls).
+      const client = adopted.sock.remoteAddress;
+      acceptTls(adopted.sock, secrets, opts.cfg.keepaliveMs, (t) => serve(t, undefined), (why) => {
+        logAuthRefusal(log, { client }, `TLS connection refused: ${why}`);
+        tell(closedMsg);
+        maybeExit();
+      });
     };
     process.on('message', onMessage);
     // Trap: without a 'disconnect' listener nothing happens either, but the

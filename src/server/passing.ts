@@ -54,10 +54,13 @@ export function sendConnection(child: ChildProcess, msg: object, sock: net.Socke
 }
 
 /** Lock-server side: the socket for what arrived with a 'conn' message, or undefined if nothing usable did. */
-export function adoptConnection(handle: unknown): Adopted | undefined {
+export function adoptConnection(handle: unknown, opts: { plain?: boolean } = {}): Adopted | undefined {
   const route: Adopted['route'] = { to: undefined };
   if (handle instanceof net.Socket) return { sock: handle, route, viaRoute: false };
   if (typeof handle !== 'object' || handle === null) return undefined;
+  // plain: a socket read through 'data' - what a TLS layer on top needs
+  // (lockserver.ts); onread would hand the encrypted bytes past it.
+  if (opts.plain) return { sock: new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts), route, viaRoute: false };
   const sock = new net.Socket({
     handle,
     readable: true,

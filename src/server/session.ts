@@ -30,6 +30,7 @@ import { HeldLocks, FileMap, fileKey } from './held.js';
 import { RangeSession } from './range-session.js';
 import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
+import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -49,6 +50,8 @@ export interface SessionDeps {
   route?: { to: ((chunk: Buffer) => void) | undefined } | undefined;
   /** called once, when the connection is gone and its locks are released */
   onClose: (s: Session) => void;
+  /** the installation's shared secret: clients must authenticate (auth.ts); undefined = no secret */
+  key?: Buffer | undefined;
 }
 
 interface Wait {
@@ -116,6 +119,8 @@ export class Session {
   #log: Logger;
   #reader = FrameReader.forServer();
   #hello: HelloFrame | undefined;
+  /** a CHALLENGE was sent; the client's AUTH is due (auth.ts) */
+  #challenge: { hs: ServerHandshake; hello: HelloFrame; version: number } | undefined;
   #version: number = PROTO.VERSION;
   #owners = new Map<number, Owner>();
   /** file identities with their HeldLocks key, made once per file */
@@ -208,11 +213,13 @@ export class Session {
 
   #dispatch(f: ClientFrame): void {
     if (!this.#hello) {
+      if (this.#challenge) return this.#onAuth(f);
       if (f.type !== 'HELLO') return this.#protocolClose('PROTOCOL', `${f.type} before HELLO`);
       return this.#onHello(f);
     }
     switch (f.type) {
       case 'HELLO': return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
+      case 'AUTH': return this.#protocolClose('PROTOCOL', 'AUTH without a CHALLENGE');
       case 'LOCK': return this.#onLock(f);
       case 'UNLOCK': return this.#onUnlock(f);
       case 'UNLOCK_FILE': return this.#onUnlockFile(f);
@@ -252,6 +259,35 @@ export class Session {
     // The silence bound goes in WELCOME as a u32 (2 x the ping interval).
     if (f.keepaliveMs > this.#deps.cfg.maxClientKeepaliveMs)
       return this.#refuseHello(`keep-alive: a ping interval of ${f.keepaliveMs} ms is longer than this server allows (${this.#deps.cfg.maxClientKeepaliveMs} ms, maxClientKeepaliveMs)`);
+    const key = this.#deps.key;
+    if (key) {
+      // A client without the key learns nothing: not the mechanism, not the
+      // server's pid, and no request is served (auth.ts).
+      if (!f.auth) return this.#authClose('HELLO without the AUTH flag', AUTH_REQUIRED, f);
+      const hs = new ServerHandshake(key, f);
+      this.#challenge = { hs, hello: f, version: hi };
+      return this.#send(hs.challenge());
+    }
+    this.#welcome(f, hi);
+  }
+
+  #onAuth(f: ClientFrame): void {
+    const c = this.#challenge;
+    if (!c) return;
+    this.#challenge = undefined;
+    if (f.type !== 'AUTH') return this.#authClose(`${f.type} instead of AUTH`, AUTH_REQUIRED, c.hello);
+    const ok = c.hs.verify(f);
+    if (!ok) return this.#authClose('wrong key (the client\'s proof does not match)', AUTH_FAILED, c.hello);
+    this.#send(ok);
+    this.#welcome(c.hello, c.version);
+  }
+
+  #authClose(why: string, text: string, f: HelloFrame): void {
+    logAuthRefusal(this.#log, { clientPid: f.pid, clientHost: f.host, clientProgram: f.program }, `client refused: ${why}`);
+    this.close(`authentication: ${why}`, { type: 'ERROR', requestId: 0, code: 'AUTH', text });
+  }
+
+  #welcome(f: HelloFrame, hi: number): void {
     this.#hello = f;
     if (this.#helloTimer) clearTimeout(this.#helloTimer);
     this.#version = hi;

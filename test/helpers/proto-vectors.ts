@@ -34,7 +34,7 @@ function revive(raw: Record<string, unknown>): Frame {
   const out: Record<string, unknown> = { ...raw };
   const file = raw['file'] as { inode: string; dev: string } | undefined;
   if (file) out['file'] = { inode: BigInt(file.inode), dev: BigInt(file.dev) };
-  if (typeof raw['key'] === 'string') out['key'] = Buffer.from(raw['key'], 'hex');
+  for (const k of ['key', 'nonce', 'mac']) if (typeof raw[k] === 'string') out[k] = Buffer.from(raw[k], 'hex');
   for (const k of ['start', 'length']) if (typeof raw[k] === 'string') out[k] = BigInt(raw[k]);
   const c = raw['conflict'] as { holder: unknown; start: string; length: string } | undefined;
   if (c) out['conflict'] = { holder: c.holder, start: BigInt(c.start), length: BigInt(c.length) };
@@ -60,4 +60,22 @@ export function rawFrame(p: { version?: number; type: number; flags?: number; re
   b.writeUInt32BE(p.requestId ?? 0, 8);
   body.copy(b, 12);
   return b;
+}
+
+/** The shared-secret handshake example of the vectors file (docs/protocol.md, "Authentication"). */
+export interface AuthExample {
+  key: Buffer;
+  /** the name of the HELLO vector the MACs cover */
+  hello: string;
+  serverNonce: Buffer;
+  clientNonce: Buffer;
+  clientMac: Buffer;
+  serverMac: Buffer;
+}
+
+export function loadAuthExample(): AuthExample {
+  const doc = JSON.parse(fs.readFileSync(vectorsPath, 'utf8')) as { authExample: Record<string, string> };
+  const a = doc.authExample;
+  const hex = (k: string): Buffer => Buffer.from(a[k] ?? '', 'hex');
+  return { key: hex('key'), hello: a['hello'] ?? '', serverNonce: hex('serverNonce'), clientNonce: hex('clientNonce'), clientMac: hex('clientMac'), serverMac: hex('serverMac') };
 }
