@@ -645,6 +645,10 @@ const USAGE = `usage: node dist/bench/remote.js --scenario | --auth | --help
   (the other modes are the scenarios' child processes: see the head of bench/remote.ts)
 `;
 
+function printFigures(figures: Figure[]): void {
+  for (const f of figures) process.stdout.write(`${f.label}: ${f.value} ${f.unit} ${f.goal ?? ''} ${f.pass === undefined ? '' : f.pass ? 'PASS' : 'FAIL'} ${f.note ?? ''}\n`);
+}
+
 const round1 = (x: number): number => Math.round(x * 10) / 10;
 const mib = (k: number): number => Math.round(k / 1024);
 const round2 = (x: number): number => Math.round(x * 100) / 100;
@@ -659,10 +663,10 @@ if (process.argv[1] === self) {
   if (mode === '--echo') echoServer();
   else if (mode === '--load') load(a[0] ?? '', num(1), num(2), num(3)).then(() => process.exit(0), fail);
   else if (mode === '--handoff') handoff(num(0), num(1), num(2)).then(() => process.exit(0), fail);
-  else if (mode === '--scenario') runRemote().then(({ figures }) => { for (const f of figures) process.stdout.write(`${f.label}: ${f.value} ${f.unit} ${f.goal ?? ''} ${f.pass === undefined ? '' : f.pass ? 'PASS' : 'FAIL'} ${f.note ?? ''}\n`); }, fail);
+  else if (mode === '--scenario') runRemote().then(({ figures }) => printFigures(figures), fail);
   else if (mode === '--hold') hold(num(0), num(1), num(2), a[3] ?? '').catch(fail);
   else if (mode === '--connects') connects(num(0), num(1)).then(() => process.exit(0), fail);
-  else if (mode === '--auth') runAuth().then(({ figures }) => { for (const f of figures) process.stdout.write(`${f.label}: ${f.value} ${f.unit} ${f.goal ?? ''} ${f.pass === undefined ? '' : f.pass ? 'PASS' : 'FAIL'} ${f.note ?? ''}\n`); }, fail);
+  else if (mode === '--auth') runAuth().then(({ figures }) => printFigures(figures), fail);
   else if (mode === '--help' || mode === '-h') process.stdout.write(USAGE);
   else if (mode !== undefined) fail(new Error(`unknown mode ${mode}`));
 }

@@ -12,7 +12,7 @@ import { runPair } from './pair.js';
 import { runHandoff } from './handoff.js';
 import { runBigTable } from './big-table.js';
 import { runOsLockPair } from './oslock.js';
-import { runRemote } from './remote.js';
+import { runRemote, runAuth } from './remote.js';
 import { runShim } from './shim.js';
 
 interface ScenarioOutcome {
@@ -68,6 +68,7 @@ outcomes.push(await scenario('OS record lock pair vs fcntl (interleaved rounds)'
 outcomes.push(await scenario('hand-off between processes', () => runHandoff()));
 outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
 outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds), hand-off, server memory', () => runRemote()));
+outcomes.push(await scenario('remote pair with the shared secret off / on / on + TLS (interleaved rounds), handshake cost', () => runAuth()));
 outcomes.push(await scenario('the shim: C API pair, direct fcntl pair, non-lock fcntl, redirected fcntl pair (interleaved rounds)', () => runShim()));
 const totalMs = Date.now() - started;
 

@@ -113,6 +113,22 @@ test('connection refused: the guide\'s failure lines, exit 1, jbase_error_trace 
   t.notThrows(() => trace.trim().split('\n').map((l) => JSON.parse(l) as unknown));
 });
 
+test('jbase_error_trace: a link planted at its name (tmp/ is writable by every user) is not followed; the file is made 0640', async (t) => {
+  const env = setup(t);
+  const port = await closedPort();
+  const tmp = path.join(env.dir, 'tmp');
+  fs.mkdirSync(tmp, { recursive: true });
+  const victim = path.join(env.dir, 'victim');
+  fs.writeFileSync(victim, 'precious\n');
+  fs.symlinkSync(victim, path.join(tmp, 'jbase_error_trace'));
+  const r = await env.run(['-Cteststring'], `SERVER=localhost,${port}`);
+  t.is(r.code, 1, 'the failure itself is reported as before');
+  t.is(fs.readFileSync(victim, 'utf8'), 'precious\n', 'the trace was appended to the file the link names');
+  fs.rmSync(path.join(tmp, 'jbase_error_trace'));
+  await env.run(['-Cteststring'], `SERVER=localhost,${port}`);
+  t.is(fs.statSync(path.join(tmp, 'jbase_error_trace')).mode & 0o777, 0o640);
+});
+
 test('a server that never says WELCOME: failure within TIMEOUT, exit 1', async (t) => {
   const env = setup(t);
   const s = await env.fake({ onHello: () => true });

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger, type DestinationStream, type StreamEntry } from 'pino';
 import { releaseDir } from '../installation.js';
+import { openLog } from '../safefile.js';
 import type { JdlsConfig } from './jdls-env.js';
 
 export const ERROR_TRACE_NAME = 'jbase_error_trace';
@@ -37,8 +38,13 @@ class LazyAppend implements DestinationStream {
     if (this.#broken) return;
     try {
       if (this.#fd < 0) {
-        fs.mkdirSync(path.dirname(this.#path), { recursive: true });
-        this.#fd = fs.openSync(this.#path, 'a', 0o644);
+        fs.mkdirSync(path.dirname(this.#path), { recursive: true, mode: 0o750 });
+        // The trace file lives in $JBCRELEASEDIR/tmp, which every user may
+        // write (01777: the per-user broker directories are made there): a
+        // link planted at its name must not make us (root, perhaps) append
+        // to a file of someone else's choosing. openLog: O_NOFOLLOW, a
+        // regular file of root's or ours, 0640.
+        this.#fd = openLog(this.#path);
       }
       fs.writeSync(this.#fd, msg);
     } catch {

@@ -69,7 +69,7 @@ let osRouteFd: number | undefined;
  */
 function registerOsRoute(releaseDir: string): MechanismKind {
   if (osRouteFd !== undefined) return 'os';
-  const fd = native.registerOsRoute(tablePath(releaseDir));
+  const fd = native.registerOsRoute(tablePath(releaseDir), releaseDir);
   if (fd < 0) throw new JdlsError('SYSTEM', `cannot register for OS record locks beside ${tablePath(releaseDir)} (errno ${-fd})`);
   if (chooseMechanism(releaseDir) === 'shm') {
     fs.closeSync(fd);
