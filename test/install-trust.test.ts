@@ -13,7 +13,7 @@ import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { JDLS, sleep, type RunResult } from './helpers/cli-env.js';
+import { JDLS, runToEnd, sleep, type RunResult } from './helpers/cli-env.js';
 import { testDir, recordPid } from './helpers/installations.js';
 import { installationProcesses, markerPath, tablePath } from '../src/installation.js';
 import { native } from '../src/native.js';
@@ -74,20 +74,9 @@ class Started {
     if (dir) this.dirs.add(dir);
     const cmd = user ? 'setpriv' : process.execPath;
     const argv = user ? [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', process.execPath, JDLS, ...args] : [JDLS, ...args];
-    return new Promise((resolve, reject) => {
-      const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      if (child.pid) this.track(child.pid);
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        for (const m of stdout.matchAll(/started at pid (\d+)/g)) this.track(Number(m[1]));
-        resolve({ code, signal, stdout, stderr });
-      });
+    return runToEnd(cmd, argv, env, timeoutMs, (pid) => this.track(pid)).then((r) => {
+      for (const m of r.stdout.matchAll(/started at pid (\d+)/g)) this.track(Number(m[1]));
+      return r;
     });
   }
 

@@ -172,18 +172,20 @@ test.serial('a lock file deleted while a preloaded program keeps its description
   await prog.finish();
 });
 
+/** The first n lines a preloaded program printed (bounded wait; its stderr if it ends first). */
+async function lines(p: ReturnType<ShimEnv['start']>, n: number): Promise<string[]> {
+  for (const end = Date.now() + 10_000; p.lines.length < n;) {
+    if (Date.now() > end || p.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(p.lines)} ${p.stderr()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return p.lines.slice(0, n);
+}
+
 test.serial('binary locks: jexec deleted while a preloaded program keeps it open: its next LOCK 7 is not taken on the deleted file (shim)', async (t) => {
   const s = new ShimEnv(t);
   const bdir = path.join(path.dirname(s.lockDir), 'jbase_lock');
   const env = { JDLS_BINARY_DIR: bdir };
   const jexec = path.join(bdir, 'jexec');
-  const lines = async (p: ReturnType<ShimEnv['start']>, n: number): Promise<string[]> => {
-    for (const end = Date.now() + 10_000; p.lines.length < n;) {
-      if (Date.now() > end || p.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(p.lines)} ${p.stderr()}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return p.lines.slice(0, n);
-  };
 
   // The shim keeps jexec open for the life of the process.
   const prog = s.start(SHIM_API, ['0', '0', 'lock:7', 'unlock:7', 'line', 'lock:7', 'hold'], { env });
@@ -195,7 +197,6 @@ test.serial('binary locks: jexec deleted while a preloaded program keeps it open
   t.deepEqual(await lines(prog, 4), ['ok', 'ok', 'read', 'locked port=0'], 'LOCK 7 granted on the deleted jexec while another process holds it in the new one');
   await other.finish();
   await prog.finish();
-
 });
 
 test.serial('binary locks: jexec deleted while a BinaryLocks owner waits on it: the owner does not get LOCK 7 on the deleted file', async (t) => {
@@ -203,13 +204,6 @@ test.serial('binary locks: jexec deleted while a BinaryLocks owner waits on it: 
   const bdir = path.join(path.dirname(s.lockDir), 'jbase_lock');
   const env = { JDLS_BINARY_DIR: bdir };
   const jexec = path.join(bdir, 'jexec');
-  const lines = async (p: ReturnType<ShimEnv['start']>, n: number): Promise<string[]> => {
-    for (const end = Date.now() + 10_000; p.lines.length < n;) {
-      if (Date.now() > end || p.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(p.lines)} ${p.stderr()}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return p.lines.slice(0, n);
-  };
 
   // A BinaryLocks owner that waits on jexec while it is deleted and another process takes LOCK 7 in the new one.
   const m = BinaryLocks.open({ binaryDir: bdir, recordLockDir: s.lockDir });

@@ -26,6 +26,24 @@ export interface RunResult {
   stderr: string;
 }
 
+/** Run `cmd argv` to completion with its output collected; SIGKILL after `timeoutMs`. */
+export function runToEnd(cmd: string, argv: string[], env: NodeJS.ProcessEnv, timeoutMs: number, onPid?: (pid: number) => void): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid) onPid?.(child.pid);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
 /** One lock a locker child takes: NOWAIT (must be granted) or waiting. */
 export interface LockSpec {
   key: string | Buffer;
@@ -99,21 +117,9 @@ export class CliEnv {
 
   /** Run jdls to completion (bounded: 30 s, then SIGKILL). */
   run(args: string[], timeoutMs = 30_000): Promise<RunResult> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [JDLS, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
-      if (child.pid) this.track(child.pid);
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stdout, stderr });
-      });
-    });
+    return runToEnd(process.execPath, [JDLS, ...args], this.env, timeoutMs, (pid) => this.track(pid));
   }
+
 
   /** Start jdls without waiting for it (the foreground monitor). */
   spawn(args: string[]): ChildProcess {

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Proc, lockerPath, nodeFixture, withTimeout } from './table-env.js';
-import { JDLS, type RunResult } from './cli-env.js';
+import { JDLS, runToEnd, type RunResult } from './cli-env.js';
 import { WireClient } from './wire-client.js';
 import { LockTable } from '../../src/locks/table.js';
 import { tablePath, markerPath } from '../../src/installation.js';
@@ -112,20 +112,9 @@ export class ServerEnv {
 
   /** Run jdls to completion (bounded). */
   jdls(args: string[], timeoutMs = 30_000): Promise<RunResult> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [JDLS, ...args], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stdout, stderr });
-      });
-    });
+    return runToEnd(process.execPath, [JDLS, ...args], this.env, timeoutMs);
   }
+
 
   /** `jdls -ib` (or the args given); throws unless it succeeded. */
   async start(args: string[] = ['-ib']): Promise<RunResult> {
