@@ -190,7 +190,7 @@ static void handoff_side(jdls_table *t, handoff_page *pg, int rounds, int first_
   self_owner(&o);
   jdls_request r = {HAND_INODE, HAND_DEV, HAND_KEY, sizeof HAND_KEY - 1, JDLS_MODE_WRITE, 0};
   jdls_holder h;
-  uint32_t group = jdls_hash(r.inode, r.dev, r.key, r.key_len) % t->ngroups;
+  uint32_t group = jdls_hash(t->hash_seed, r.inode, r.dev, r.key, r.key_len) % t->ngroups;
   uint32_t cap = t->per_group;
   jdls_row *rows = calloc(cap, sizeof *rows);
   if (!rows) die("calloc", JDLS_E_SYS);
@@ -312,7 +312,7 @@ static int cmd_fill(const char *path) {
   /* Bounded: a fair hash fills all groups well within 20 keys per lock. */
   for (uint64_t n = 0; filled < capacity && n < capacity * 20; n++) {
     int len = snprintf(key, sizeof key, "REC%" PRIu64, n);
-    uint32_t g = jdls_hash(1, 1, (const uint8_t *)key, (uint32_t)len) % ngroups;
+    uint32_t g = jdls_hash(t.hash_seed, 1, 1, (const uint8_t *)key, (uint32_t)len) % ngroups;
     if (count[g] >= per) continue;
     tried++;
     jdls_request r = {1, 1, (const uint8_t *)key, (uint32_t)len, JDLS_MODE_WRITE, JDLS_REQ_NOWAIT};
@@ -380,7 +380,7 @@ static int cmd_parts(const char *path, long iters) {
   int64_t t0, t1;
 
   t0 = now_ns();
-  for (long i = 0; i < iters; i++) sink += jdls_hash(r.inode, r.dev, r.key, r.key_len);
+  for (long i = 0; i < iters; i++) sink += jdls_hash(t.hash_seed, r.inode, r.dev, r.key, r.key_len);
   t1 = now_ns();
   double hash_ns = (double)(t1 - t0) / iters;
 

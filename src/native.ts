@@ -81,6 +81,8 @@ export interface NativeHeader {
   /** C.SERVICE_*: whether the table is the installation's record-lock mechanism (a STARTING table whose starter died reads RETIRED) */
   service: number;
   starterPid: number;
+  /** the group hash's key (random per table): a key's group is hash(file, key, hashSeed) % ngroups */
+  hashSeed: bigint;
 }
 
 export type HeaderField =
@@ -159,7 +161,8 @@ export interface NativeAddon {
   Table: new (path: string, create: boolean, nlocks: number, perGroup: number, flags: number, releaseDir: string) => NativeTable;
   releaseDir(): string | null;
   tablePath(releaseDir: string): string | null;
-  hash(file: FileHandle, key: Buffer | string): number;
+  /** the 30-bit lock hash under a table's hashSeed (0n when omitted) */
+  hash(file: FileHandle, key: Buffer | string, seed?: bigint): number;
   nextPrime(n: number): number;
   pidStart(pid: number): number;
   pidAlive(pid: number, start: number): boolean;

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { ServerEnv, until } from './helpers/server-env.js';
 import { WireClient, expectType } from './helpers/wire-client.js';
 import { encode } from '../src/protocol/codec.js';
+import { native } from '../src/native.js';
 import { lockFileName } from '../src/locks/oslock.js';
 import type { ServerFrame } from '../src/protocol/frames.js';
 
@@ -65,6 +66,29 @@ test.serial('quota: one connection cannot fill the table; one address cannot eit
   // Another client (another address) still locks.
   const b = await clientFrom(t, env, '127.0.0.2', { pid: 7002 });
   expectType(await b.lock('B1', 'write', { nowait: true }), 'GRANTED');
+});
+
+// A client that knows the hash (the code is public) picks keys that all
+// fall in one group and fills it - 20 entries, far within its quota - so
+// that every other client's key of that group got TABLE_FULL. The table's
+// secret hash key (jdls_table.h, hash_seed) takes the aim away: the keys
+// it computed with the public hash (seed 0) scatter over the groups.
+test.serial('quota: a client cannot aim its keys at one group of the table and fill it for the others', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start();
+  const h = env.table.header();
+  const file = { inode: 4242n, dev: 7n };
+  const packed = native.makeFile(file.inode, file.dev);
+  const group = (k: string): number => native.hash(packed, k) % h.ngroups; // the public hash: seed 0
+  const target = group('VICTIM');
+  const aimed: string[] = [];
+  for (let i = 0; aimed.length < h.perGroup && i < 1_000_000; i++) if (group(`AIM${i}`) === target) aimed.push(`AIM${i}`);
+  t.is(aimed.length, h.perGroup);
+  const attacker = await env.client({ pid: 7001 });
+  for (const k of aimed) expectType(await attacker.lock(k, 'write', { nowait: true, file }), 'GRANTED');
+  const victim = await clientFrom(t, env, '127.0.0.2', { pid: 7002 });
+  const r = await victim.lock('VICTIM', 'write', { nowait: true, file });
+  t.is(r.type, 'GRANTED', `another client's key of the aimed group: ${JSON.stringify(r)}`);
 });
 
 test.serial('ranges count: held ranges count toward the connection\'s lock limit, waiting ranges toward maxOutstanding', async (t) => {

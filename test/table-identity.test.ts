@@ -65,7 +65,7 @@ recycling('reaping a dead process frees only its entries, not those of a live pr
   // One group: both keys share it, so the reap of one looks at the other.
   const env = tableEnv(t, { locks: 20, perGroup: 20 });
   const ngroups = env.table.header().ngroups;
-  const hash = (k: string): number => native.hash(F.packed, k);
+  const hash = (k: string): number => env.table.keyHash(F, k);
   const k1 = keyInGroup(hash, ngroups, 0, 'OLD');
   const k2 = keyInGroup(hash, ngroups, 0, 'NEW');
   const dead = await deadHolder(env, k1);
@@ -90,7 +90,7 @@ recycling('reaping a dead process frees only its entries, not those of a live pr
 recycling('tidy-up frees a dead process\'s entry even when a live process with its pid is seen first', async (t) => {
   const env = tableEnv(t, { locks: 20, perGroup: 20 });
   const ngroups = env.table.header().ngroups;
-  const hash = (k: string): number => native.hash(F.packed, k);
+  const hash = (k: string): number => env.table.keyHash(F, k);
   const k0 = keyInGroup(hash, ngroups, 0, 'FILL');
   const k1 = keyInGroup(hash, ngroups, 0, 'OLD');
   const k2 = keyInGroup(hash, ngroups, 0, 'NEW');

@@ -172,7 +172,7 @@ test.serial('kill -9 inside the critical section: the group is repaired, earlier
   const env = tableEnv(t);
   const { table } = env;
   const ngroups = table.header().ngroups;
-  const hash = (k: string): number => native.hash(F.packed, k);
+  const hash = (k: string): number => table.keyHash(F, k);
   const g = hash('CRASH') % ngroups;
   const before = keyInGroup(hash, ngroups, g, 'BEFORE');
   const after = keyInGroup(hash, ngroups, g, 'AFTER');

@@ -824,6 +824,7 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     o.Set("lockRetries", static_cast<double>(__atomic_load_n(&h->lock_retries, __ATOMIC_RELAXED)));
     o.Set("service", jdls_table_service(&t_));
     o.Set("starterPid", __atomic_load_n(&h->starter_pid, __ATOMIC_ACQUIRE));
+    o.Set("hashSeed", Napi::BigInt::New(env, t_.hash_seed));
     return o;
   }
 
@@ -940,8 +941,14 @@ Napi::Value Hash(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const FileId *f;
   KeyArg k;
-  REQUIRE(info.Length() >= 2 && AsStruct(info[0], &f) && k.Read(env, info[1]), "hash(file, key)");
-  return Napi::Number::New(env, jdls_hash(f->inode, f->dev, k.data, static_cast<uint32_t>(k.len)));
+  REQUIRE(info.Length() >= 2 && AsStruct(info[0], &f) && k.Read(env, info[1]) &&
+              (info.Length() < 3 || info[2].IsBigInt()), "hash(file, key, seed?: bigint)");
+  uint64_t seed = 0;
+  if (info.Length() >= 3) {
+    bool lossless;
+    seed = info[2].As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return Napi::Number::New(env, jdls_hash(seed, f->inode, f->dev, k.data, static_cast<uint32_t>(k.len)));
 }
 
 Napi::Value NextPrime(const Napi::CallbackInfo &info) {

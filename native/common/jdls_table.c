@@ -53,13 +53,31 @@ _Static_assert(offsetof(jdls_header, starter_start) == 192, "jdls_header.starter
 #define ALOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define ASTORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
-uint32_t jdls_hash(uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len) {
+uint32_t jdls_hash(uint64_t seed, uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len) {
   /* Chooses the group and fills the display's "value"; identity is the full
-   * key (jdls_hash.h says why this hash). */
-  uint64_t h = jdls_hash_mix(0x6a09e667f3bcc909ull, inode);
+   * key (jdls_hash.h says why this hash). The table's seed is the starting
+   * state: every later step is a bijection of the state, so which keys
+   * share a group depends on the seed, which a remote client never sees
+   * (jdls_header.hash_seed says why that matters). Not a cryptographic PRF
+   * (SipHash would be, at several times the cost): it hides the groups from
+   * a client that cannot read the table, which is the threat here. */
+  uint64_t h = jdls_hash_mix(0x6a09e667f3bcc909ull ^ seed, inode);
   h = jdls_hash_mix(h, (uint64_t)dev);
   h = jdls_hash_final(jdls_hash_bytes(h, key, key_len));
   return (uint32_t)(h >> 34); /* the top 30 bits */
+}
+
+/* A table's hash key: from the kernel's random pool. Were getrandom to
+ * fail (it does not block for 8 bytes once the pool is up), the clock and
+ * the pid still make it unknown to a remote client. */
+static uint64_t random_seed(void) {
+  uint64_t seed = 0;
+  if (syscall(SYS_getrandom, &seed, sizeof seed, 0) != (long)sizeof seed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = jdls_hash_final((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 48));
+  }
+  return seed;
 }
 
 uint32_t jdls_next_prime(uint32_t n) {
@@ -368,6 +386,7 @@ static int map_and_validate(int fd, const char *path, jdls_table *out) {
   out->flags = h.flags;
   out->group_size = (uint32_t)group_size;
   out->groups_offset = groups_offset;
+  out->hash_seed = h.hash_seed;
   snprintf(out->path, sizeof out->path, "%s", path);
   return JDLS_OK;
 }
@@ -472,6 +491,7 @@ int jdls_table_create(const char *path, const jdls_trust *trust, uint32_t nlocks
    * to (jdls_table_service), not one everybody waits for. */
   h->starter_start = jdls_pid_start((uint32_t)getpid());
   h->starter_pid = (uint32_t)getpid();
+  h->hash_seed = random_seed();
   out->hdr = h;
   out->size = total;
   out->fd = fd;
@@ -481,6 +501,7 @@ int jdls_table_create(const char *path, const jdls_trust *trust, uint32_t nlocks
   out->flags = flags;
   out->group_size = (uint32_t)group_size;
   out->groups_offset = groups_offset;
+  out->hash_seed = h->hash_seed;
   out->trust = tr;
   snprintf(out->path, sizeof out->path, "%s", path);
   pthread_mutexattr_t ma;
@@ -587,7 +608,7 @@ static int entry_valid(const jdls_table *t, const jdls_entry *e) {
   if (e->key_len > JDLS_MAX_KEY) return 0;
   if (e->ip_len != 4 && e->ip_len != 16) return 0;
   if (e->doorbell < -1 || e->doorbell >= (int32_t)JDLS_PROC_SLOTS) return 0;
-  if (e->hash != jdls_hash(e->inode, e->dev, e->key, e->key_len)) return 0;
+  if (e->hash != jdls_hash(t->hash_seed, e->inode, e->dev, e->key, e->key_len)) return 0;
   (void)t;
   return 1;
 }
@@ -858,7 +879,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
    * so a grant here would be a second holder. One load: a process that
    * keeps a mapping (a lock server) learns it at its next request. */
   if (__atomic_load_n(&t->hdr->service, __ATOMIC_ACQUIRE) == JDLS_SERVICE_RETIRED) return JDLS_E_RETIRED;
-  uint32_t hash = jdls_hash(r->inode, r->dev, r->key, r->key_len);
+  uint32_t hash = jdls_hash(t->hash_seed, r->inode, r->dev, r->key, r->key_len);
   uint32_t gi = hash % t->ngroups;
   jdls_group *g = group_at(t, gi);
   if ((rc = group_lock(t, g)) != JDLS_OK) return rc;
@@ -1039,7 +1060,7 @@ int jdls_lock(jdls_table *t, const jdls_owner *o, const jdls_request *r,
 int jdls_unlock(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
                 const uint8_t *key, uint32_t key_len) {
   if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
-  uint32_t hash = jdls_hash(inode, dev, key, key_len);
+  uint32_t hash = jdls_hash(t->hash_seed, inode, dev, key, key_len);
   jdls_group *g = group_at(t, hash % t->ngroups);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
@@ -1082,7 +1103,7 @@ int jdls_unlock_all(jdls_table *t, const jdls_owner *o, int one_file,
 int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
                 const uint8_t *key, uint32_t key_len, jdls_holder *holder) {
   if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
-  uint32_t hash = jdls_hash(inode, dev, key, key_len);
+  uint32_t hash = jdls_hash(t->hash_seed, inode, dev, key, key_len);
   jdls_group *g = group_at(t, hash % t->ngroups);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
@@ -1107,7 +1128,7 @@ int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t de
                   const uint8_t *key, uint32_t key_len, int mode, jdls_holder *holder) {
   if (key_len > JDLS_MAX_KEY) return JDLS_E_KEY_TOO_LONG;
   if (mode != JDLS_MODE_READ && mode != JDLS_MODE_WRITE) return JDLS_E_ARG;
-  uint32_t hash = jdls_hash(inode, dev, key, key_len);
+  uint32_t hash = jdls_hash(t->hash_seed, inode, dev, key, key_len);
   jdls_group *g = group_at(t, hash % t->ngroups);
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;

@@ -50,7 +50,7 @@ extern "C" {
 /* ===== 1. constants and error codes ===================================== */
 
 #define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
-#define JDLS_LAYOUT_VERSION   5U   /* 4: the group hash is jdls_hash.h; 5: entries carry the owner's connection, header.service */
+#define JDLS_LAYOUT_VERSION   6U   /* 4: the group hash is jdls_hash.h; 5: entries carry the owner's connection, header.service; 6: header.hash_seed */
 #define JDLS_MAX_KEY          512U          /* longest key, in bytes */
 #define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
 #define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
@@ -201,7 +201,14 @@ typedef struct jdls_header {
   uint32_t starter_pid;  /* who is putting it in service (STARTING) */
   uint32_t pad1;
   uint64_t starter_start;
-  uint8_t  reserved[56];
+  /* The group hash's key, random per table (getrandom at creation). Why:
+   * with a public hash a remote client could choose keys that all fall in
+   * one group and fill it (20 entries) well within its quota, after which
+   * every other client's key of that group got TABLE_FULL - a full table
+   * that only one client had reached. Keyed by a secret that only the
+   * table's users can read, a client cannot aim its keys at a group. */
+  uint64_t hash_seed;
+  uint8_t  reserved[48];
 } jdls_header;
 
 /* Service states of a table (jdls_header.service). */
@@ -241,6 +248,7 @@ typedef struct jdls_table {
   uint32_t flags;
   uint32_t group_size;
   uint64_t groups_offset;
+  uint64_t hash_seed;    /* private copy of header.hash_seed */
   jdls_trust trust;      /* who may own the marker beside it */
 } jdls_table;
 
@@ -324,8 +332,9 @@ __attribute__((format(printf, 1, 2))) void jdls_set_detail(const char *fmt, ...)
  * trust->gid: a member made it). JDLS_OK, or JDLS_E_UNTRUSTED / JDLS_E_SYS
  * with jdls_detail() set. */
 int jdls_check_file(int fd, const char *path, const char *kind, const jdls_trust *trust, int group_ok);
-/* The 30-bit lock hash ("value" in -dvL). */
-uint32_t jdls_hash(uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len);
+/* The 30-bit lock hash ("value" in -dvL) under a table's key (the
+ * table's private hash_seed): the key's group is this % ngroups. */
+uint32_t jdls_hash(uint64_t seed, uint64_t inode, int64_t dev, const uint8_t *key, uint32_t key_len);
 /* Smallest prime >= n (n >= 2). */
 uint32_t jdls_next_prime(uint32_t n);
 /* Start time of a process (field 22 of /proc/pid/stat), 0 if unknown. */

@@ -131,7 +131,7 @@ export interface LockRow {
   key: Buffer;
 }
 
-export interface TableHeader extends NativeHeader {
+export interface TableHeader extends Omit<NativeHeader, 'hashSeed'> {
   /** total locks: groups x locks per group */
   capacity: number;
   portLocks: boolean;
@@ -196,6 +196,8 @@ export class LockTable implements RecordLocks {
   #t: NativeTable | undefined;
   #waits = new Map<number, PendingWait>();
   #nextId = 1;
+  /** the table's hash key (private: see header()) */
+  #hashSeed: bigint | undefined;
   /** the waiter thread's "look": collect what is settled (the one consumer is this thread) */
   #onLook = (): void => this.#settleHandedOff();
 
@@ -494,13 +496,23 @@ export class LockTable implements RecordLocks {
   }
 
   header(): TableHeader {
-    const h = this.#table.header();
+    // The hash key stays out of the header object: it is shown nowhere
+    // (-dvL --json prints the header) - a client that learnt it could aim
+    // its keys at one group again (jdls_table.h, hash_seed).
+    const { hashSeed, ...h } = this.#table.header();
+    this.#hashSeed = hashSeed;
     return {
       ...h,
       capacity: h.ngroups * h.perGroup,
       portLocks: (h.flags & C.FLAG_PORT_LOCKS) !== 0,
       timestamps: (h.flags & C.FLAG_TIMESTAMPS) !== 0,
     };
+  }
+
+  /** The lock hash of (file, key) in this table ("value" in -dvL); its group is this % ngroups. */
+  keyHash(file: FileId, key: Buffer | string): number {
+    this.#hashSeed ??= this.#table.header().hashSeed;
+    return native.hash(file.packed, key, this.#hashSeed);
   }
 
   setHeader(field: HeaderField, value: number): void;
