@@ -501,7 +501,9 @@ export async function runRemote(opts: RemoteOptions = {}): Promise<{ result: Rem
     // Memory: its own service with the default clientsPerProcess (500: 4
     // lock-server processes for 2,000 clients, + a spare).
     const clientsPerProcess = DEFAULTS.clientsPerProcess;
-    svc = new Service('remote-mem', { clientsPerProcess, maxConnections: memClients + 100 }, '400000,50');
+    // Every client of the bench comes from 127.0.0.1: one address stands for
+    // the estate's many hosts, so its per-address caps are lifted.
+    svc = new Service('remote-mem', { clientsPerProcess, maxConnections: memClients + 100, maxConnectionsPerAddress: memClients + 100, addressSharePct: 100 }, '400000,50');
     // Idle: the listener and its spare lock-server process, once it runs.
     for (let i = 0; i < 100 && serverMem(svc).processes < 2; i++) spawnSync('sleep', ['0.05']);
     const idle = serverMem(svc);
