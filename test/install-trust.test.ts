@@ -19,28 +19,10 @@ import { installationProcesses, markerPath, tablePath } from '../src/installatio
 import { native } from '../src/native.js';
 import { LockTable } from '../src/locks/table.js';
 import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
-
-interface User {
-  name: string;
-  uid: number;
-  gid: number;
-}
+import { makeUser, type User } from './helpers/users.js';
 
 /** A fresh unprivileged user (userdel at teardown, even if the test fails). */
-function addUser(t: ExecutionContext, name: string): User {
-  const del = (): void => {
-    try {
-      execFileSync('userdel', [name], { stdio: 'ignore', timeout: 30_000 });
-    } catch {
-      /* not there */
-    }
-  };
-  del(); // left by an interrupted run
-  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore', timeout: 30_000 });
-  t.teardown(del);
-  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
-  return { name, uid: id('-u'), gid: id('-g') };
-}
+const addUser = makeUser;
 
 /** Run a command as `u` (setpriv: real and effective ids, no supplementary groups). */
 function asUser(u: User, cmd: string, args: string[], env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }): string {

@@ -19,16 +19,11 @@ import { fileURLToPath } from 'node:url';
 import { CliEnv } from './helpers/cli-env.js';
 import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
 import { testDir, testRoot } from './helpers/installations.js';
+import { createUser, removeUser, type User } from './helpers/users.js';
 import { markerPath, tablePath } from '../src/installation.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const INDEX = path.resolve(here, '..', 'src', 'index.js');
-
-interface User {
-  name: string;
-  uid: number;
-  gid: number;
-}
 
 let serial = 0;
 
@@ -46,10 +41,10 @@ function searchableRoot(t: ExecutionContext): void {
 }
 
 /** A user (and its own group) made for this test; removed at teardown, even when the test fails. */
-function makeUser(t: ExecutionContext, tag: string): User {
+function tableUser(t: ExecutionContext, tag: string): User {
   searchableRoot(t);
   const name = `jdlsa${tag}${process.pid % 100000}x${serial++}`;
-  execFileSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', '-U', name], { stdio: 'ignore' });
+  const { uid, gid } = createUser(name);
   t.teardown(() => {
     // Whatever the user's programs left in /dev/shm (a table, a marker).
     for (const n of fs.readdirSync('/dev/shm')) {
@@ -60,19 +55,8 @@ function makeUser(t: ExecutionContext, tag: string): User {
         /* gone */
       }
     }
-    try {
-      execFileSync('userdel', [name], { stdio: 'ignore' });
-    } catch {
-      /* gone */
-    }
-    try {
-      execFileSync('groupdel', [name], { stdio: 'ignore' });
-    } catch {
-      /* removed with the user */
-    }
+    removeUser(name);
   });
-  const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
-  const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim());
   return { name, uid, gid };
 }
 
@@ -100,7 +84,7 @@ const H_TOTAL_SIZE = 40;
 
 test.serial('a table planted at the installation\'s name (a hard link to a user\'s own table) is refused by jdls -ib, which says to remove it', async (t) => {
   const cli = new CliEnv(t);
-  const att = makeUser(t, 'p');
+  const att = tableUser(t, 'p');
   // The attacker's own installation and table, made as the attacker.
   const own = testDir('trustatt');
   fs.chownSync(own, att.uid, att.gid);
@@ -208,8 +192,8 @@ test.serial('a process that mapped the table keeps its own copy of the geometry:
 
 test.serial('a user outside the installation\'s group gets ENOLCK and one line on stderr, never an OS lock beside the table; a member locks in the table', async (t) => {
   const s = new ShimEnv(t);
-  const member = makeUser(t, 'm');
-  const outsider = makeUser(t, 'o');
+  const member = tableUser(t, 'm');
+  const outsider = tableUser(t, 'o');
   // The operator's setting: the installation directory's group is the jdls group.
   fs.chownSync(s.cli.dir, 0, member.gid);
   fs.chmodSync(s.cli.dir, 0o750);
@@ -237,7 +221,7 @@ test.serial('a user outside the installation\'s group gets ENOLCK and one line o
 
 test.serial('an OS-route marker planted by another user (owned by them, writable by others) is refused by jdls -ib', async (t) => {
   const cli = new CliEnv(t);
-  const att = makeUser(t, 'k');
+  const att = tableUser(t, 'k');
   const marker = markerPath(cli.shm);
   t.teardown(() => fs.rmSync(marker, { force: true }));
   execFileSync('setpriv', [...as(att), 'sh', '-c', `umask 0; : > '${marker}'`]);
@@ -301,7 +285,7 @@ test.serial('an entry whose key length was rewritten cannot overrun the releaser
 
 test.serial('a symbolic link planted at the table\'s name is refused, not followed', async (t) => {
   const cli = new CliEnv(t);
-  const att = makeUser(t, 's');
+  const att = tableUser(t, 's');
   const baitDir = testDir('trustsym');
   t.teardown(() => fs.rmSync(baitDir, { recursive: true, force: true }));
   const target = path.join(baitDir, 'bait');
@@ -318,8 +302,8 @@ test.serial('a symbolic link planted at the table\'s name is refused, not follow
 
 test.serial('without a table, a user outside the installation\'s group cannot use the members\' OS-route marker: ENOLCK, not an exit and not an unregistered OS lock', async (t) => {
   const s = new ShimEnv(t);
-  const member = makeUser(t, 'n');
-  const outsider = makeUser(t, 'q');
+  const member = tableUser(t, 'n');
+  const outsider = tableUser(t, 'q');
   fs.chownSync(s.cli.dir, 0, member.gid);
   fs.chmodSync(s.cli.dir, 0o750);
   const lk = sharedLockDir(t);

@@ -6,27 +6,42 @@ import { execFileSync, spawnSync } from 'node:child_process';
 
 export interface User { name: string; uid: number; gid: number }
 
-/** A throw-away unprivileged user (prefix jdlsc), removed at teardown whatever happens. */
-export function makeUser(t: ExecutionContext, name: string): User {
-  spawnSync('userdel', [name], { stdio: 'ignore' }); // a leftover of a killed run
-  // useradd fails while another process holds /etc/passwd's lock (other
-  // tests make users too): retried, bounded, then the last error.
+const pause = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * useradd NAME (no home, nologin, its own group); a leftover of a killed run
+ * is removed first. useradd fails while another process holds /etc/passwd's
+ * lock (test files run in parallel and several make users): retried,
+ * bounded, then the last error.
+ */
+export function createUser(name: string): User {
+  spawnSync('userdel', [name], { stdio: 'ignore' });
   for (let attempt = 0; ; attempt++) {
-    const r = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', name], { encoding: 'utf8' });
+    const r = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', '-U', name], { encoding: 'utf8' });
     if (r.status === 0) break;
     if (attempt >= 50) throw new Error(`useradd ${name}: ${r.stderr}`);
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    pause(100);
   }
-  t.teardown(() => {
-    // 0 removed, 6 no such user; anything else (the passwd lock) is retried, bounded
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const st = spawnSync('userdel', [name], { stdio: 'ignore' }).status;
-      if (st === 0 || st === 6) return;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
-    }
-  });
   const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
   return { name, uid: id('-u'), gid: id('-g') };
+}
+
+/** userdel NAME (and its group); retried while the passwd lock is taken, bounded. */
+export function removeUser(name: string): void {
+  // 0 removed, 6 no such user; anything else (the passwd lock) is retried
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const st = spawnSync('userdel', [name], { stdio: 'ignore' }).status;
+    if (st === 0 || st === 6) break;
+    pause(100);
+  }
+  spawnSync('groupdel', [name], { stdio: 'ignore' }); // if userdel left it
+}
+
+/** A throw-away unprivileged user, removed at teardown whatever happens. */
+export function makeUser(t: ExecutionContext, name: string): User {
+  const u = createUser(name);
+  t.teardown(() => removeUser(name));
+  return u;
 }
 
 /** Run a command as `u` (setpriv, no supplementary groups); its result. */
