@@ -165,7 +165,13 @@ export class CliEnv {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
       const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      return state !== 'Z' && state !== 'X';
+      if (state !== 'Z' && state !== 'X') return true;
+      // Trap: a multi-threaded process being killed shows its main thread
+      // as Z while its other threads still tear down - and its descriptors
+      // (a listening socket, locks) live until the last thread has gone. It
+      // is gone only when no thread is left (as jdls_pid_alive judges).
+      const threads = /^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return threads !== null && Number(threads[1]) > 1;
     } catch {
       return false;
     }
