@@ -20,6 +20,7 @@ import { native } from '../src/native.js';
 import { LockTable } from '../src/locks/table.js';
 import { ShimEnv, SHIM_API } from './helpers/shim-env.js';
 import { makeUser, type User } from './helpers/users.js';
+import { processAlive } from './helpers/procscan.js';
 
 /** A fresh unprivileged user (userdel at teardown, even if the test fails). */
 const addUser = makeUser;
@@ -70,14 +71,9 @@ class Started {
   }
 
   alive(pid: number): boolean {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      return state !== 'Z' && state !== 'X';
-    } catch {
-      return false;
-    }
+    return processAlive(pid);
   }
+
 
   async cleanup(): Promise<void> {
     for (const d of this.dirs) for (const pid of installationProcesses(d)) this.track(pid);

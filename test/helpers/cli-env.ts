@@ -13,6 +13,7 @@ import { tablePath, installationProcesses, markerPath } from '../../src/installa
 import { native } from '../../src/native.js';
 import { captureOutput } from './output.js';
 import { testDir, recordPid } from './installations.js';
+import { processAlive } from './procscan.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli/jdls.js, seen from dist/test/helpers. */
@@ -162,20 +163,9 @@ export class CliEnv {
   }
 
   isAlive(pid: number): boolean {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-      if (state !== 'Z' && state !== 'X') return true;
-      // Trap: a multi-threaded process being killed shows its main thread
-      // as Z while its other threads still tear down - and its descriptors
-      // (a listening socket, locks) live until the last thread has gone. It
-      // is gone only when no thread is left (as jdls_pid_alive judges).
-      const threads = /^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return threads !== null && Number(threads[1]) > 1;
-    } catch {
-      return false;
-    }
+    return processAlive(pid);
   }
+
 
   /** Poll until fn() is true (bounded); returns its last value. */
   async until(fn: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 50): Promise<boolean> {

@@ -38,12 +38,22 @@ export function startTime(pid: number): string | undefined {
   }
 }
 
-/** Alive (not a zombie: a zombie is its parent's to reap, and cannot be killed). */
-function alive(pid: number): boolean {
+/**
+ * Alive: not a zombie (a zombie is its parent's to reap, and cannot be
+ * killed). Trap: a multi-threaded process being killed (or whose main
+ * thread called pthread_exit) shows its main thread as Z while other
+ * threads still run - and its descriptors (a listening socket, locks) live
+ * until the last thread has gone. It is gone only when no thread is left,
+ * as jdls_pid_alive judges.
+ */
+export function processAlive(pid: number): boolean {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const state = stat.charAt(stat.lastIndexOf(')') + 2);
-    return state !== 'Z' && state !== 'X' && state !== '';
+    if (state === '') return false;
+    if (state !== 'Z' && state !== 'X') return true;
+    const threads = /^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return threads !== null && Number(threads[1]) > 1;
   } catch {
     return false;
   }
@@ -84,7 +94,7 @@ export function processesNaming(needles: string[]): Found[] {
     if (skip.has(pid)) continue;
     const cmd = readText(`/proc/${pid}/cmdline`);
     const env = readText(`/proc/${pid}/environ`);
-    if (needles.some((n) => cmd.includes(n) || env.includes(n)) && alive(pid)) {
+    if (needles.some((n) => cmd.includes(n) || env.includes(n)) && processAlive(pid)) {
       out.push({ pid, cmd: oneLine(cmd) });
     }
   }
@@ -98,7 +108,7 @@ export function registeredAlive(dir: string): Found[] {
   for (const line of readText(path.join(dir, REGISTRY)).split('\n')) {
     const [p, st] = line.trim().split(' ');
     const pid = Number(p);
-    if (!(pid > 0) || skip.has(pid) || !alive(pid) || startTime(pid) !== st) continue;
+    if (!(pid > 0) || skip.has(pid) || !processAlive(pid) || startTime(pid) !== st) continue;
     out.push({ pid, cmd: oneLine(readText(`/proc/${pid}/cmdline`)) });
   }
   return out;

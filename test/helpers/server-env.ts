@@ -14,6 +14,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { Proc, lockerPath, nodeFixture, withTimeout } from './table-env.js';
 import { JDLS, runToEnd, type RunResult } from './cli-env.js';
+import { processAlive } from './procscan.js';
 import { WireClient } from './wire-client.js';
 import { LockTable } from '../../src/locks/table.js';
 import { tablePath, markerPath } from '../../src/installation.js';
@@ -38,15 +39,7 @@ export function processesOf(dir: string): number[] {
   return out;
 }
 
-function isZombie(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const st = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return st === 'Z' || st === 'X';
-  } catch {
-    return true;
-  }
-}
+const isZombie = (pid: number): boolean => !processAlive(pid);
 
 export const alive = (pid: number): boolean => !isZombie(pid);
 
