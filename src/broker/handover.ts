@@ -79,17 +79,11 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
         finish(new JdlsError('PROTOCOL', `lock server ${label}: ${(e as Error).message}`));
         return;
       }
-      for (let i = 0; i < frames.length; i++) {
-        const step = hs.onFrame(frames[i] as ServerFrame);
-        if (!step) continue;
-        if ('error' in step) return finish(step.error);
-        if ('send' in step) {
-          sock.write(step.send);
-          continue;
-        }
-        if (i + 1 < frames.length) return finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME alone, got ${frames.map((x) => x.type).join(', ')}`));
-        return finish(undefined, encode(step.welcome, step.welcome.version));
-      }
+      const out = hs.onFrames(frames, (b) => sock.write(b));
+      if (!out) return;
+      if ('error' in out) return finish(out.error);
+      if (out.after) return finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME alone, got ${frames.map((x) => x.type).join(', ')}`));
+      finish(undefined, encode(out.welcome, out.welcome.version));
     });
   });
 }

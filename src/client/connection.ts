@@ -226,21 +226,13 @@ export class ServerConnection {
           finish(protocolError(label, e));
           return;
         }
-        for (let i = 0; i < frames.length; i++) {
-          const step = hs.onFrame(frames[i] as ServerFrame);
-          if (!step) continue;
-          if ('error' in step) return finish(step.error);
-          if ('send' in step) {
-            socket.write(step.send);
-            continue;
-          }
-          if (i + 1 < frames.length) {
-            // Nothing may follow WELCOME before the client asked for something.
-            return finish(new JdlsError('PROTOCOL', `lock server ${label}: ${frames[i + 1]?.type} frame before any request`));
-          }
-          log.debug({ server: label, welcome: step.welcome }, 'connected');
-          return finish(undefined, new ServerConnection(server, socket, route, reader, step.welcome, opts));
-        }
+        const out = hs.onFrames(frames, (b) => socket.write(b));
+        if (!out) return;
+        if ('error' in out) return finish(out.error);
+        // Nothing may follow WELCOME before the client asked for something.
+        if (out.after) return finish(new JdlsError('PROTOCOL', `lock server ${label}: ${out.after.type} frame before any request`));
+        log.debug({ server: label, welcome: out.welcome }, 'connected');
+        finish(undefined, new ServerConnection(server, socket, route, reader, out.welcome, opts));
       };
       socket.on('error', onError);
       socket.on('close', onClose);

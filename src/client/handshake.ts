@@ -71,4 +71,23 @@ export class ClientHandshake {
         return { welcome: f };
     }
   }
+
+  /**
+   * The frames of one read: each step's bytes go to `write`; the outcome is
+   * WELCOME (with the frame that followed it, if any: the caller words that
+   * protocol error), an error, or undefined (more frames to come).
+   */
+  onFrames(frames: ServerFrame[], write: (b: Buffer) => void): { welcome: WelcomeFrame; after: ServerFrame | undefined } | { error: JdlsError } | undefined {
+    for (let i = 0; i < frames.length; i++) {
+      const step = this.onFrame(frames[i] as ServerFrame);
+      if (!step) continue;
+      if ('error' in step) return step;
+      if ('send' in step) {
+        write(step.send);
+        continue;
+      }
+      return { welcome: step.welcome, after: frames[i + 1] };
+    }
+    return undefined;
+  }
 }
