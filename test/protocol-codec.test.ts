@@ -170,7 +170,7 @@ const bad: Bad[] = [
   { name: 'AUTH_OK request id 7', side: 'client', bytes: rawFrame({ type: T.AUTH_OK, requestId: 7, body: Buffer.alloc(32) }), reason: /AUTH_OK: request id must be 0/ },
   { name: 'AUTH_OK to a server', side: 'server', bytes: rawFrame({ type: T.AUTH_OK, body: Buffer.alloc(32) }), reason: /AUTH_OK frame is not sent to a server/ },
   { name: 'RANGE_LOCK with EXEC and FILELOCK', side: 'server', bytes: rawFrame({ type: T.RANGE_LOCK, flags: 0x0006, body: Buffer.alloc(37) }), reason: /RANGE_LOCK: flags EXEC and FILELOCK together/ },
-  { name: 'RANGE_TEST with a flag', side: 'server', bytes: rawFrame({ type: T.RANGE_TEST, flags: 0x0002, body: Buffer.alloc(37) }), reason: /RANGE_TEST: unknown flags 0x2/ },
+  { name: 'RANGE_TEST with an unknown flag', side: 'server', bytes: rawFrame({ type: T.RANGE_TEST, flags: 0x0008, body: Buffer.alloc(37) }), reason: /RANGE_TEST: unknown flags 0x8/ },
   { name: 'unknown ERROR code 0', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(0), str(Buffer.alloc(0))]) }), reason: /ERROR: unknown error code 0/ },
 ];
 

@@ -131,6 +131,8 @@ function flagsOf(f: Frame): number {
       return (f.nowait ? FrameFlag.NOWAIT : 0) | spaceFlag(f.space);
     case 'RANGE_UNLOCK':
       return spaceFlag(f.space);
+    case 'RANGE_TEST':
+      return f.space === undefined ? 0 : spaceFlag(f.space);
     case 'STATUS':
       return f.probe === undefined ? 0 : f.probe === 'write' ? FrameFlag.PROBE_WRITE : f.probe === 'read' ? FrameFlag.PROBE_READ : badProbe(f.probe);
     default:
@@ -310,7 +312,7 @@ function allowedFlags(type: string): number {
   if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
   if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
-  if (type === 'RANGE_UNLOCK') return FrameFlag.EXEC | FrameFlag.FILELOCK;
+  if (type === 'RANGE_UNLOCK' || type === 'RANGE_TEST') return FrameFlag.EXEC | FrameFlag.FILELOCK;
   if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE;
   return 0;
 }
@@ -376,7 +378,12 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     case 'PING': f = { type, requestId }; break;
     case 'RANGE_LOCK': f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, space: spaceOf(type, flags), mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
     case 'RANGE_UNLOCK': f = { type, requestId, space: spaceOf(type, flags), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
-    case 'RANGE_TEST': f = { type, requestId, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_TEST': {
+      const space = spaceOf(type, flags);
+      f = { type, requestId, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') };
+      if (space !== 'range') f.space = space;
+      break;
+    }
     case 'RANGE_RESULT': {
       const found = r.u8('found');
       if (found > 1) fail(`RANGE_RESULT: found ${found} is not 0 or 1`);

@@ -155,6 +155,8 @@ export interface RangeUnlockFrame {
 export interface RangeTestFrame {
   type: 'RANGE_TEST';
   requestId: number;
+  /** which lock space is tested (flags EXEC / FILELOCK); absent = byte ranges */
+  space?: RangeSpace;
   mode: WireMode;
   tid: number;
   file: WireFile;

@@ -146,6 +146,7 @@ export class RangeSession {
           return this.#deps.send({ type: 'RELEASED', requestId: rid, count });
         }
         case 'RANGE_TEST': {
+          if (f.space !== undefined && f.space !== 'range') throw new JdlsError('NOT_SUPPORTED', `RANGE_TEST of ${f.space === 'exec' ? 'execution locks' : 'a FILELOCK'} is not implemented yet`);
           const h = this.#binary.rangeTest(this.#owner(f.tid), this.#target(f.file), f.start, f.length, f.mode);
           return this.#deps.send(h
             ? { type: 'RANGE_RESULT', requestId: rid, conflict: { holder: wireHolder(h), start: h.start, length: h.len } }
