@@ -153,6 +153,12 @@ export function checkRange(start: RangeArg, len: RangeArg): [bigint, bigint] {
   }
   if (s < 0n || l < 0n || s > MAX_OFF || (l > 0n && s + l - 1n > MAX_OFF))
     throw new JdlsError('BAD_ARGUMENT', `range [${s}, +${l}) is outside 0..2^63-1 (length 0 means to the end of the file)`);
+  // Trap: a range that ends exactly at the last byte the kernel knows
+  // (2^63-1), e.g. [0, 2^63), has a length that off_t - signed - cannot
+  // carry: handed to fcntl it failed as an argument error, and an unlock of
+  // it failed while the lock stayed held. It is the same set of bytes as
+  // "to the end of the file" (length 0), which is what the kernel is given.
+  if (l > 0n && s + l - 1n === MAX_OFF) l = 0n;
   return [s, l];
 }
 

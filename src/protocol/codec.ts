@@ -9,16 +9,35 @@ import net from 'node:net';
 import { ipv6Bytes, ipv6Text } from '../ip.js';
 import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, type ProtoErrorName } from './constants.js';
 import type {
-  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace,
+  Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace, RefusedRequest,
 } from './frames.js';
 
 /** A byte stream that is not a valid frame sequence; the connection must close. */
 export class ProtocolError extends Error {
   readonly fault: ProtocolFault;
+  /**
+   * FrameReader.push: the whole frames of the same push that came before
+   * the bad one. The server answers them before it closes (every request it
+   * read gets its final answer); a client may ignore them.
+   */
+  before: unknown[] = [];
   constructor(fault: ProtocolFault) {
     super(fault.reason);
     this.name = 'ProtocolError';
     this.fault = fault;
+  }
+}
+
+/**
+ * A value fault in a request whose frame is otherwise sound (Reader in
+ * refusing mode): the request is answered with ERROR `code`, the connection
+ * stays. Only thrown and caught inside this module.
+ */
+class ValueFault extends Error {
+  readonly code: RefusedRequest['code'];
+  constructor(code: RefusedRequest['code'], reason: string) {
+    super(reason);
+    this.code = code;
   }
 }
 
@@ -151,10 +170,10 @@ function spaceFlag(s: RangeSpace): number {
   throw new RangeError(`range space ${String(s)} is not 'range', 'exec' or 'file'`);
 }
 
-function spaceOf(type: string, flags: number): RangeSpace {
+function spaceOf(r: Reader, type: string, flags: number): RangeSpace {
   const exec = (flags & FrameFlag.EXEC) !== 0;
   const file = (flags & FrameFlag.FILELOCK) !== 0;
-  if (exec && file) return fail(`${type}: flags EXEC and FILELOCK together`);
+  if (exec && file) return r.value('BAD_ARGUMENT', `${type}: flags EXEC and FILELOCK together`, 'range');
   return exec ? 'exec' : file ? 'file' : 'range';
 }
 
@@ -238,7 +257,21 @@ class Reader {
   #b: Buffer;
   #o: number;
   #end: number;
-  constructor(b: Buffer, start: number, end: number) { this.#b = b; this.#o = start; this.#end = end; }
+  /** a request: a bad value is recorded (the first one) and reading goes on; else it is a protocol error */
+  readonly #refusing: boolean;
+  /** the first value fault of a request (refusing mode) */
+  fault: ValueFault | undefined;
+  constructor(b: Buffer, start: number, end: number, refusing: boolean) { this.#b = b; this.#o = start; this.#end = end; this.#refusing = refusing; }
+  /**
+   * A field value out of its range. In a request (refusing mode) it is
+   * recorded and `stand` is used so that the rest of the body is still read
+   * and checked: only a sound frame is answered rather than closed on.
+   */
+  value<T>(code: RefusedRequest['code'], reason: string, stand: T): T {
+    if (!this.#refusing) return fail(reason);
+    this.fault ??= new ValueFault(code, reason);
+    return stand;
+  }
   #need(n: number, what: string): void {
     if (this.#o + n > this.#end) fail(`truncated body: ${what} needs ${n} bytes, ${this.#end - this.#o} left`);
   }
@@ -256,16 +289,21 @@ class Reader {
   }
   str16(what: string): string {
     const n = this.u16(what);
-    if (n > PROTO.MAX_STR) fail(`${what}: string of ${n} bytes exceeds ${PROTO.MAX_STR}`);
+    // Strict: fail on the length at once. A request: read the bytes first,
+    // so that only a frame whose body is sound is answered (not closed on).
+    if (n > PROTO.MAX_STR && !this.#refusing) fail(`${what}: string of ${n} bytes exceeds ${PROTO.MAX_STR}`);
     const b = this.bytes(n, what);
+    if (n > PROTO.MAX_STR) return this.value('BAD_ARGUMENT', `${what}: string of ${n} bytes exceeds ${PROTO.MAX_STR}`, '');
     const s = b.toString('utf8');
-    if (!Buffer.from(s, 'utf8').equals(b)) fail(`${what}: not valid UTF-8`);
+    if (!Buffer.from(s, 'utf8').equals(b)) return this.value('BAD_ARGUMENT', `${what}: not valid UTF-8`, '');
     return s;
   }
   key(): Buffer {
     const n = this.u16('key length');
-    if (n > PROTO.MAX_KEY) fail(`key of ${n} bytes exceeds ${PROTO.MAX_KEY}`);
-    return this.bytes(n, 'key');
+    if (n > PROTO.MAX_KEY && !this.#refusing) fail(`key of ${n} bytes exceeds ${PROTO.MAX_KEY}`);
+    const b = this.bytes(n, 'key');
+    if (n > PROTO.MAX_KEY) return this.value('KEY_TOO_LONG', `key of ${n} bytes exceeds ${PROTO.MAX_KEY}`, b);
+    return b;
   }
   addr(what: string): string {
     const fam = this.u8(`${what} family`);
@@ -292,8 +330,9 @@ class Reader {
     const m = this.u8('mode');
     if (m === 1) return 'read';
     if (m === 2) return 'write';
-    return fail(`mode ${m} is not 1 (READ) or 2 (WRITE)`);
+    return this.value('BAD_ARGUMENT', `mode ${m} is not 1 (READ) or 2 (WRITE)`, 'write');
   }
+
   holder(): WireHolder {
     return { mode: this.mode(), port: this.u32('port'), pid: this.u32('pid'), ownerPid: this.u32('owner pid'), ownerTid: this.u32('owner tid'), addr: this.addr('holder address') };
   }
@@ -304,6 +343,8 @@ class Reader {
 
 /** Frames of the handshake: request id 0, header version 1 in every protocol version. */
 const HANDSHAKE = new Set(['HELLO', 'AUTH', 'CHALLENGE', 'AUTH_OK', 'WELCOME']);
+/** Client frames that are requests (answered under their request id): a bad value in one is answered, not closed on. */
+const REQUESTS = new Set(['LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
 
 const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
 
@@ -317,13 +358,17 @@ function allowedFlags(type: string): number {
   return 0;
 }
 
-/** Decode one frame from its bytes after the length field. */
+/** Decode one frame from its bytes after the length field (every bad value is a ProtocolError). */
 export function decodeBody(frame: Buffer): Frame {
-  return decodeAt(frame, 0, frame.length);
+  return decodeAt(frame, 0, frame.length, false) as Frame;
 }
 
-/** decodeBody of buf[start, end) - no view per frame (FrameReader). */
-function decodeAt(buf: Buffer, start: number, end: number): Frame {
+/**
+ * decodeBody of buf[start, end) - no view per frame (FrameReader).
+ * `refusing`: a request with a bad value in a sound frame decodes to a
+ * RefusedRequest (the lock server answers it) instead of a ProtocolError.
+ */
+function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): Frame | RefusedRequest {
   const length = end - start;
   if (length < PROTO.MIN_LENGTH) fail(`frame of ${length} bytes is shorter than its header`);
   if (length > PROTO.MAX_FRAME) fail(`frame of ${length} bytes exceeds ${PROTO.MAX_FRAME}`);
@@ -332,10 +377,13 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     fail(`protocol version ${version} is not spoken here (versions ${PROTO.MIN_VERSION}..${PROTO.VERSION})`, 'VERSION');
   const code = buf.readUInt8(start + 1);
   const type = typeName.get(code) ?? fail(`unknown frame type 0x${code.toString(16).padStart(2, '0')}`);
-  const flags = buf.readUInt16BE(start + 2);
-  if (flags & ~allowedFlags(type)) fail(`${type}: unknown flags 0x${flags.toString(16)}`);
+  let flags = buf.readUInt16BE(start + 2);
   const requestId = buf.readUInt32BE(start + 4);
-  const r = new Reader(buf, start + 8, end);
+  const r = new Reader(buf, start + 8, end, refusing && REQUESTS.has(type));
+  if (flags & ~allowedFlags(type)) {
+    r.value('BAD_ARGUMENT', `${type}: unknown flags 0x${flags.toString(16)}`, 0);
+    flags &= allowedFlags(type);
+  }
   let f: Frame;
   switch (type) {
     case 'HELLO': {
@@ -368,7 +416,7 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     case 'UNLOCK_FILE': f = { type, requestId, tid: r.u32('tid'), file: r.file() }; break;
     case 'UNLOCK_ALL': f = { type, requestId, allThreads: (flags & FrameFlag.ALL_THREADS) !== 0, tid: r.u32('tid') }; break;
     case 'STATUS': {
-      if ((flags & FrameFlag.PROBE_READ) && (flags & FrameFlag.PROBE_WRITE)) fail('STATUS: PROBE_READ and PROBE_WRITE together');
+      if ((flags & FrameFlag.PROBE_READ) && (flags & FrameFlag.PROBE_WRITE)) r.value('BAD_ARGUMENT', 'STATUS: PROBE_READ and PROBE_WRITE together', 0);
       const probe = flags & FrameFlag.PROBE_WRITE ? 'write' : flags & FrameFlag.PROBE_READ ? 'read' : undefined;
       f = probe ? { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key(), probe } : { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() };
       break;
@@ -376,10 +424,14 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;
     case 'TEST': f = { type, requestId, text: r.str16('text') }; break;
     case 'PING': f = { type, requestId }; break;
-    case 'RANGE_LOCK': f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, space: spaceOf(type, flags), mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
-    case 'RANGE_UNLOCK': f = { type, requestId, space: spaceOf(type, flags), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
+    case 'RANGE_LOCK': {
+      const space = spaceOf(r, type, flags);
+      f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, space, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') };
+      break;
+    }
+    case 'RANGE_UNLOCK': f = { type, requestId, space: spaceOf(r, type, flags), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
     case 'RANGE_TEST': {
-      const space = spaceOf(type, flags);
+      const space = spaceOf(r, type, flags);
       f = { type, requestId, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') };
       if (space !== 'range') f.space = space;
       break;
@@ -418,14 +470,16 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
     }
   }
   r.end(type);
+  if (r.fault) return { type: 'REFUSED', requestId, request: type as ClientFrame['type'], code: r.fault.code, text: `${type}: ${r.fault.message.replace(`${type}: `, '')}` };
   return f;
 }
 
 /**
  * Cuts a byte stream into frames. push() returns the frames completed by the
  * chunk; it throws ProtocolError on the first bad frame (the reader is then
- * dead: close the connection; frames that came before the bad one in the
- * same chunk are not returned either - the connection is going away).
+ * dead: close the connection). The whole frames of the same chunk that came
+ * before the bad one ride on the error (`before`): a server answers them
+ * before it closes, so that every request it read gets its final answer.
  *
  * Memory: besides the caller's chunk, the reader keeps at most one partial
  * frame, in a buffer sized once its length field is known (at most
@@ -435,27 +489,39 @@ function decodeAt(buf: Buffer, start: number, end: number): Frame {
  * Whole frames inside a chunk are decoded in place (the decoder copies what
  * it keeps, so no frame aliases the caller's chunk).
  */
-export class FrameReader<F extends Frame> {
+export class FrameReader<F extends Frame | RefusedRequest> {
   /** The partial frame: 4 bytes while its length is unknown, then exactly 4 + length. */
   #partial: Buffer | null = null;
   #have = 0;
   #dead = false;
-  readonly #accept: (f: Frame) => boolean;
+  readonly #accept: (f: Frame | RefusedRequest) => boolean;
   readonly #side: string;
+  readonly #refusing: boolean;
 
-  private constructor(side: string, accept: (f: Frame) => boolean) {
+  private constructor(side: string, accept: (f: Frame | RefusedRequest) => boolean, refusing = false) {
     this.#side = side;
     this.#accept = accept;
+    this.#refusing = refusing;
   }
 
-  /** What a server reads: client frames only. */
+  /** What a server reads: client frames only; any bad value is a protocol error. */
   static forServer(): FrameReader<ClientFrame> {
     return new FrameReader<ClientFrame>('server', (f) => CLIENT_TYPES.has(f.type));
   }
 
+  /**
+   * What the lock server reads: client frames, and a request with a bad
+   * value in a sound frame as a RefusedRequest to answer (docs/protocol.md,
+   * "Errors": answer what a client can reasonably get wrong, close on what
+   * makes the stream unreadable).
+   */
+  static forLockServer(): FrameReader<ClientFrame | RefusedRequest> {
+    return new FrameReader<ClientFrame | RefusedRequest>('server', (f) => f.type === 'REFUSED' || CLIENT_TYPES.has(f.type), true);
+  }
+
   /** What a client reads: server frames only. */
   static forClient(): FrameReader<ServerFrame> {
-    return new FrameReader<ServerFrame>('client', (f) => !CLIENT_TYPES.has(f.type));
+    return new FrameReader<ServerFrame>('client', (f) => f.type !== 'REFUSED' && !CLIENT_TYPES.has(f.type));
   }
 
   /** Bytes received but not yet a whole frame. */
@@ -492,6 +558,7 @@ export class FrameReader<F extends Frame> {
       this.#dead = true;
       this.#partial = null;
       this.#have = 0;
+      if (e instanceof ProtocolError) e.before = out;
       throw e;
     }
     return out;
@@ -515,7 +582,7 @@ export class FrameReader<F extends Frame> {
   }
 
   #decode(buf: Buffer, start: number, end: number): F {
-    const f = decodeAt(buf, start, end);
+    const f = decodeAt(buf, start, end, this.#refusing);
     if (!this.#accept(f)) fail(`a ${f.type} frame is not sent to a ${this.#side}`);
     return f as F; // #accept checked the direction
   }

@@ -268,3 +268,20 @@ export interface ProtocolFault {
   code: 'PROTOCOL' | 'VERSION';
   reason: string;
 }
+
+/**
+ * A request whose frame is sound (framing, version, type, body length all
+ * right) but one of whose values is not: a key over 512 bytes, a mode other
+ * than 1 or 2, unknown flag bits, two flags that exclude each other, a bad
+ * TEST string. The lock server answers it with ERROR (`code`) under its
+ * request id and keeps the connection (docs/protocol.md, "Errors"). It is
+ * what the server's reader makes of such a frame, never a frame on the wire.
+ */
+export interface RefusedRequest {
+  type: 'REFUSED';
+  requestId: number;
+  /** the request's frame type */
+  request: ClientFrame['type'];
+  code: 'KEY_TOO_LONG' | 'BAD_ARGUMENT';
+  text: string;
+}

@@ -244,8 +244,17 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     for (; room < cfg.spareProcesses; room++) spawnWorker();
   };
 
+  // A refusal is sent at once, before the client's HELLO is read (the
+  // listener never parses a client's bytes): docs/protocol.md says a client
+  // takes it as the answer to its HELLO. The trap: closing a socket with
+  // unread input makes the kernel send RST instead of FIN, and a client whose
+  // HELLO crossed the ERROR may then get ECONNRESET before it reads the
+  // ERROR. So the input is read and dropped (resume) until the client closes
+  // or a second has passed.
   const refuse = (sock: net.Socket, code: 'LIMIT' | 'SYSTEM' | 'SHUTDOWN', text: string): void => {
     try {
+      sock.resume();
+      sock.once('end', () => sock.destroy());
       sock.end(encode({ type: 'ERROR', requestId: 0, code, text }));
       setTimeout(() => sock.destroy(), 1000).unref();
     } catch {

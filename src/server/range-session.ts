@@ -117,6 +117,16 @@ export class RangeSession {
     return this.#waits.size;
   }
 
+  /** Whether `requestId` is a waiting RANGE_LOCK (an outstanding request: session.ts). */
+  isWaiting(requestId: number): boolean {
+    return this.#waits.has(requestId);
+  }
+
+  /** The request ids of the waiting RANGE_LOCKs. */
+  waitingIds(): number[] {
+    return [...this.#waits.keys()];
+  }
+
   #owner(tid: number): Owner {
     let o = this.#owners.get(tid);
     if (!o) {

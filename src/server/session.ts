@@ -18,7 +18,7 @@ import { FrameReader, ProtocolError, encode } from '../protocol/codec.js';
 import { PROTO, type ProtoErrorName } from '../protocol/constants.js';
 import type {
   ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
-  CancelFrame, WireHolder,
+  CancelFrame, WireHolder, RefusedRequest,
 } from '../protocol/frames.js';
 import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../locks/table.js';
 import { JdlsError } from '../errors.js';
@@ -117,7 +117,7 @@ export class Session {
   readonly #conn: number;
   #deps: SessionDeps;
   #log: Logger;
-  #reader = FrameReader.forServer();
+  #reader = FrameReader.forLockServer();
   #hello: HelloFrame | undefined;
   /** a CHALLENGE was sent; the client's AUTH is due (auth.ts) */
   #challenge: { hs: ServerHandshake; hello: HelloFrame; version: number } | undefined;
@@ -129,6 +129,8 @@ export class Session {
   /** mechanisms this connection has locked through (the main one, and OS locks if asked) */
   #used = new Set<RecordLocks>();
   #waits = new Map<number, Wait>();
+  /** CANCELs whose answer waits for their target's final answer (outstanding request ids too) */
+  #cancels = new Set<number>();
   /** binary (byte-range) locks: created by the first range frame */
   #ranges: RangeSession | undefined;
   #closed = false;
@@ -184,14 +186,21 @@ export class Session {
 
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
-    let frames: ClientFrame[];
+    let frames: (ClientFrame | RefusedRequest)[];
     try {
       frames = this.#reader.push(chunk);
     } catch (e) {
+      // The requests read before the bad frame are served and answered
+      // first: a request the server has read always gets its final answer.
+      if (e instanceof ProtocolError) this.#serve(e.before as (ClientFrame | RefusedRequest)[]);
       if (e instanceof ProtocolError) this.#protocolClose(e.fault.code, e.fault.reason);
       else this.#protocolClose('PROTOCOL', `unreadable input: ${(e as Error).message}`);
       return;
     }
+    this.#serve(frames);
+  }
+
+  #serve(frames: (ClientFrame | RefusedRequest)[]): void {
     // Only a whole frame is a sign of life: one byte of a frame now and then
     // held a connection for ever.
     if (frames.length > 0) this.#lastRx = Date.now();
@@ -211,15 +220,26 @@ export class Session {
     }
   }
 
-  #dispatch(f: ClientFrame): void {
+  #dispatch(f: ClientFrame | RefusedRequest): void {
     if (!this.#hello) {
-      if (this.#challenge) return this.#onAuth(f);
-      if (f.type !== 'HELLO') return this.#protocolClose('PROTOCOL', `${f.type} before HELLO`);
+      const type = f.type === 'REFUSED' ? f.request : f.type;
+      if (this.#challenge) return f.type === 'REFUSED' ? this.#protocolClose('PROTOCOL', `${type} instead of AUTH`) : this.#onAuth(f);
+      if (f.type !== 'HELLO') return this.#protocolClose('PROTOCOL', `${type} before HELLO`);
       return this.#onHello(f);
     }
+    if (f.type === 'HELLO') return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
+    if (f.type === 'AUTH') return this.#protocolClose('PROTOCOL', 'AUTH without a CHALLENGE');
+    // Request ids: 0 is the connection's own (handshake frames and
+    // connection-level ERRORs), and an id must not be reused while its
+    // request waits for its final answer - either way an answer could not
+    // be told apart, so the stream cannot be trusted any more.
+    const rid = f.requestId;
+    if (rid === 0) return this.#protocolClose('PROTOCOL', `${f.type === 'REFUSED' ? f.request : f.type}: request id 0 is reserved for the connection (handshake and connection-level errors)`);
+    if (this.#outstanding(rid)) return this.#protocolClose('PROTOCOL', `${f.type === 'REFUSED' ? f.request : f.type}: request id ${rid} is already outstanding`);
     switch (f.type) {
-      case 'HELLO': return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
-      case 'AUTH': return this.#protocolClose('PROTOCOL', 'AUTH without a CHALLENGE');
+      case 'REFUSED':
+        this.#rate.write('info', { type: f.request, requestId: rid, code: f.code, reason: f.text }, 'request refused');
+        return this.#error(rid, f.code, f.text);
       case 'LOCK': return this.#onLock(f);
       case 'UNLOCK': return this.#onUnlock(f);
       case 'UNLOCK_FILE': return this.#onUnlockFile(f);
@@ -430,9 +450,13 @@ export class Session {
 
   // ===== requests ===========================================================
 
+  /** Whether a request with this id still waits for its final answer. */
+  #outstanding(rid: number): boolean {
+    return this.#waits.has(rid) || this.#cancels.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
+  }
+
   #onLock(f: LockFrame): void {
     const rid = f.requestId;
-    if (this.#waits.has(rid)) return this.#protocolClose('PROTOCOL', `LOCK: request id ${rid} is already outstanding`);
     // latin1: one char per byte, the cheapest exact text of the key bytes.
     const keyText = f.key.toString('latin1');
     const file = this.#file(f.file.inode, f.file.dev);
@@ -534,14 +558,22 @@ export class Session {
     const rid = f.requestId;
     const ranged = w ? undefined : this.#ranges?.cancel(f.target);
     if (ranged) {
-      void ranged.then((count) => this.#send({ type: 'RELEASED', requestId: rid, count }));
+      this.#cancels.add(rid);
+      void ranged.then((count) => {
+        this.#cancels.delete(rid);
+        this.#send({ type: 'RELEASED', requestId: rid, count });
+      });
       return;
     }
     if (!w) return this.#send({ type: 'RELEASED', requestId: rid, count: 0 });
     // The lock's own final answer goes first, then the CANCEL's: 1 if it
     // withdrew the wait, 0 if the grant won the race.
     const first = !w.cancelled;
-    const answer = (): void => this.#send({ type: 'RELEASED', requestId: rid, count: first && w.outcome === 'cancelled' ? 1 : 0 });
+    this.#cancels.add(rid);
+    const answer = (): void => {
+      this.#cancels.delete(rid);
+      this.#send({ type: 'RELEASED', requestId: rid, count: first && w.outcome === 'cancelled' ? 1 : 0 });
+    };
     const prev = w.after;
     w.after = prev ? () => { prev(); answer(); } : answer;
     if (w.cancelled) return; // a second CANCEL: answered with the first
@@ -655,7 +687,8 @@ export class Session {
     if (this.#silenceMs === 0) return; // the client announced it never pings
     const silent = Date.now() - this.#lastRx;
     if (silent >= this.#silenceMs) {
-      this.close(`keep-alive: no data from the client for ${silent} ms (limit ${this.#silenceMs} ms)`);
+      const why = `keep-alive: no complete frame from the client for ${silent} ms (limit ${this.#silenceMs} ms)`;
+      this.close(why, { type: 'ERROR', requestId: 0, code: 'LIMIT', text: why });
       return;
     }
     this.#armKeepalive(this.#silenceMs - silent);
@@ -672,6 +705,17 @@ export class Session {
   close(reason: string, last?: ServerFrame): void {
     if (this.#closed) return;
     if (last) {
+      // "Exactly one final answer per request": while the connection can
+      // still carry it, every request that waits gets its own final answer
+      // before the connection-level ERROR (SHUTDOWN for SHUTDOWN, else
+      // CANCELLED: the wait is withdrawn because the connection closes), and
+      // a CANCEL that waited for its target is answered after it. Their
+      // mechanisms settle later, into a closed session, which sends nothing.
+      const code: ProtoErrorName = last.type === 'ERROR' && last.code === 'SHUTDOWN' ? 'SHUTDOWN' : 'CANCELLED';
+      const text = code === 'SHUTDOWN' ? `lock request ended: ${reason}` : `lock request withdrawn: the connection is closing (${reason})`;
+      for (const rid of [...this.#waits.keys(), ...(this.#ranges?.waitingIds() ?? [])]) this.#error(rid, code, text);
+      for (const rid of this.#cancels) this.#send({ type: 'RELEASED', requestId: rid, count: 1 });
+      this.#cancels.clear();
       // Sent before #closed is set; then the socket ends after flushing it.
       try {
         this.sock.end(encode(last, this.#version));
