@@ -94,8 +94,8 @@ nsTest('a client on another host whose link is cut: the server frees its locks w
   await remoteWaiter.expect('RELEASED');
   t.truthy(await localWaiter.expect('GRANTED', 5000));
   await localWaiter.success();
-  await until(() => /keep-alive: no data from the client/.test(env.logs()), 5000, 'the keep-alive reason in the log');
-  t.regex(env.logs(), /keep-alive: no data from the client for \d+ ms \(limit 1500 ms\)/);
+  await until(() => /keep-alive: no complete frame from the client/.test(env.logs()), 5000, 'the keep-alive reason in the log');
+  t.regex(env.logs(), /keep-alive: no complete frame from the client for \d+ ms \(limit 1500 ms\)/);
   t.is(env.table.check(), 0);
   t.is(env.table.usage().held, 0);
 });
