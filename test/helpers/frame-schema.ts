@@ -29,6 +29,8 @@ export interface FieldSpec {
   json?: string;
   /** names of a number's values ("1" -> READ); also the JSON value of each, when it is a name */
   names?: Readonly<Record<number, { doc: string; json?: string | number }>>;
+  /** what 0 means, where the document gives it a meaning of its own (a range length 0 = to infinity) */
+  zero?: string;
 }
 
 /** Fields present only when an earlier field says so (STATUS_RESULT's holder, RANGE_RESULT's conflict). */
@@ -58,8 +60,10 @@ export interface TypeSpec {
 
 const MODE = { 1: { doc: 'READ', json: 'read' }, 2: { doc: 'WRITE', json: 'write' } } as const;
 
-const f = (name: string, kind: Kind, json?: string, names?: FieldSpec['names']): FieldSpec =>
-  ({ name, kind, ...(json !== undefined ? { json } : {}), ...(names ? { names } : {}) });
+const f = (name: string, kind: Kind, json?: string, names?: FieldSpec['names'], zero?: string): FieldSpec =>
+  ({ name, kind, ...(json !== undefined ? { json } : {}), ...(names ? { names } : {}), ...(zero ? { zero } : {}) });
+
+const TO_INFINITY = 'to infinity';
 
 /** tid, inode, dev: the file fields of every record and range request */
 const fileFields = (): FieldSpec[] => [f('tid', 'u32', 'tid'), f('inode', 'u64', 'file.inode'), f('dev', 'i64', 'file.dev')];
@@ -71,7 +75,7 @@ const holder = (at: string): FieldSpec[] => [
 ];
 
 const rangeFields = (withMode: boolean): FieldSpec[] => [
-  ...(withMode ? [f('mode', 'u8', 'mode', MODE)] : []), ...fileFields(), f('start', 'u64', 'start'), f('length', 'u64', 'length'),
+  ...(withMode ? [f('mode', 'u8', 'mode', MODE)] : []), ...fileFields(), f('start', 'u64', 'start'), f('length', 'u64', 'length', undefined, TO_INFINITY),
 ];
 
 /** the space flags of RANGE_LOCK/RANGE_UNLOCK/RANGE_TEST: EXEC 0x0002, FILELOCK 0x0004, at most one */
@@ -154,7 +158,7 @@ export const SCHEMA: readonly TypeSpec[] = [
     name: 'RANGE_RESULT', code: 0x97, direction: 'to-client', flags: [],
     body: [f('found', 'u8', undefined, { 0: { doc: 'no conflicting lock' }, 1: { doc: 'a conflicting lock follows' } }),
       { after: 'found', when: (v) => v === 1, because: 'found = 1: the conflicting lock follows',
-        fields: [...holder('conflict.holder'), f('start', 'u64', 'conflict.start'), f('length', 'u64', 'conflict.length')] }],
+        fields: [...holder('conflict.holder'), f('start', 'u64', 'conflict.start'), f('length', 'u64', 'conflict.length', undefined, TO_INFINITY)] }],
   },
   {
     name: 'ERROR', code: 0xe0, direction: 'to-client', flags: [],
@@ -253,14 +257,15 @@ class Reader {
       if (!s.names) return plain;
       const x = s.names[n];
       if (!x) throw new SchemaError(`${s.name}: value ${n} is not one of ${Object.keys(s.names).join(', ')}`);
-      return `${n} ${x.doc}`;
+      // a one-word name reads as the value's name (2 WRITE), a phrase as an explanation
+      return /\s/.test(x.doc) ? `${n} (${x.doc})` : `${n} ${x.doc}`;
     };
     switch (s.kind) {
       case 'u8': { const v = this.take(1, s.name).readUInt8(0); return this.push(s.name, s.kind, at, v, named(v, String(v)), s); }
       case 'i8': { const v = this.take(1, s.name).readInt8(0); return this.push(s.name, s.kind, at, v, named(v, String(v)), s); }
       case 'u16': { const v = this.take(2, s.name).readUInt16BE(0); return this.push(s.name, s.kind, at, v, named(v, String(v)), s); }
       case 'u32': { const v = this.take(4, s.name).readUInt32BE(0); return this.push(s.name, s.kind, at, v, named(v, showNumber(v, 4)), s); }
-      case 'u64': { const v = this.take(8, s.name).readBigUInt64BE(0); return this.push(s.name, s.kind, at, v, showNumber(v, 8), s); }
+      case 'u64': { const v = this.take(8, s.name).readBigUInt64BE(0); return this.push(s.name, s.kind, at, v, v === 0n && s.zero ? `0 (${s.zero})` : showNumber(v, 8), s); }
       case 'i64': { const v = this.take(8, s.name).readBigInt64BE(0); return this.push(s.name, s.kind, at, v, String(v), s); }
       case 'magic': {
         const v = this.take(4, s.name).toString('latin1');
@@ -307,7 +312,7 @@ export function parseFrame(bytes: Buffer): ParsedFrame {
   const code = r.take(1, 'type').readUInt8(0);
   const spec = specByCode(code);
   if (!spec) throw new SchemaError(`unknown frame type 0x${code.toString(16)}`);
-  r.push('type', 'u8', 5, code, `0x${code.toString(16).padStart(2, '0')} ${spec.name}`);
+  r.push('type', 'u8', 5, code, `0x${code.toString(16).toUpperCase().padStart(2, '0')} ${spec.name}`);
   const bits = r.take(2, 'flags').readUInt16BE(0);
   const flags = spec.flags.filter((x) => (bits & x.bit) !== 0).map((x) => x.name);
   const known = spec.flags.reduce((m, x) => m | x.bit, 0);
