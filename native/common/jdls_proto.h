@@ -53,8 +53,8 @@
 #define JDLS_FF_NO_INTERIM   0x0002  /* LOCK: no WAITING frames (JDLS WAIT) */
 #define JDLS_FF_OSLOCKS      0x0004  /* LOCK: as an OS file lock */
 #define JDLS_FF_ALL_THREADS  0x0001  /* UNLOCK_ALL: every thread of the connection */
-#define JDLS_FF_EXEC         0x0002  /* RANGE_LOCK/UNLOCK: execution locks (LOCK n: start = n) */
-#define JDLS_FF_FILELOCK     0x0004  /* RANGE_LOCK/UNLOCK: FILELOCK of the file (its record locks) */
+#define JDLS_FF_EXEC         0x0002  /* RANGE_LOCK/UNLOCK/TEST: execution locks (LOCK n: start = n) */
+#define JDLS_FF_FILELOCK     0x0004  /* RANGE_LOCK/UNLOCK/TEST: FILELOCK of the file (its record locks) */
 #define JDLS_FF_PROBE_READ   0x0002  /* STATUS: F_GETLK for a READ: another owner's lock that blocks it */
 #define JDLS_FF_PROBE_WRITE  0x0004  /* STATUS: F_GETLK for a WRITE: another owner's lock that blocks it */
 
