@@ -2,7 +2,7 @@
 // against every kind of malformed input docs/protocol.md calls a protocol error.
 import test, { type ExecutionContext } from 'ava';
 import { encode, decodeBody, FrameReader, ProtocolError } from '../src/protocol/codec.js';
-import { PROTO, FrameType } from '../src/protocol/constants.js';
+import { PROTO, FrameType, FrameFlag } from '../src/protocol/constants.js';
 import type { Frame } from '../src/protocol/frames.js';
 import { loadVectors, loadAuthExample, rawFrame, type Vector } from './helpers/proto-vectors.js';
 import { clientMac, serverMac } from '../src/secret.js';
@@ -204,6 +204,64 @@ test('a bad frame after good ones in the same stream still fails, good ones befo
   const r = FrameReader.forServer();
   t.deepEqual(r.push(ping), [{ type: 'PING', requestId: 1 }]);
   expectFault(t, () => r.push(Buffer.concat([ping, rawFrame({ type: T.PING, flags: 1 })])), { name: 'second', reason: /unknown flags/ });
+});
+
+// ---- the lock server's reader: answer bad values, close on broken frames ---------
+
+test('the lock server\'s reader: a bad value in a sound request is a RefusedRequest (answered), never a ProtocolError', (t) => {
+  const rid = (b: Buffer, id: number): Buffer => { const c = Buffer.from(b); c.writeUInt32BE(id, 8); return c; };
+  const cases: { name: string; bytes: Buffer; request: string; code: 'KEY_TOO_LONG' | 'BAD_ARGUMENT'; text: RegExp }[] = [
+    { name: 'key > 512', bytes: rawFrame({ type: T.LOCK, body: lockBody(1, 513) }), request: 'LOCK', code: 'KEY_TOO_LONG', text: /^LOCK: key of 513 bytes exceeds 512$/ },
+    { name: 'key of 60000 bytes', bytes: rawFrame({ type: T.STATUS, body: Buffer.concat([u32(1), file, u16(60000), Buffer.alloc(60000)]) }), request: 'STATUS', code: 'KEY_TOO_LONG', text: /60000 bytes/ },
+    { name: 'mode 0', bytes: rawFrame({ type: T.LOCK, body: lockBody(0) }), request: 'LOCK', code: 'BAD_ARGUMENT', text: /mode 0 is not 1 \(READ\) or 2 \(WRITE\)/ },
+    { name: 'mode 3 in an EXEC range', bytes: rawFrame({ type: T.RANGE_LOCK, flags: FrameFlag.EXEC, body: Buffer.concat([u8(3), u32(1), file, Buffer.alloc(16)]) }), request: 'RANGE_LOCK', code: 'BAD_ARGUMENT', text: /mode 3/ },
+    { name: 'unknown flag', bytes: rawFrame({ type: T.PING, flags: 0x10 }), request: 'PING', code: 'BAD_ARGUMENT', text: /^PING: unknown flags 0x10$/ },
+    { name: 'EXEC and FILELOCK', bytes: rawFrame({ type: T.RANGE_TEST, flags: FrameFlag.EXEC | FrameFlag.FILELOCK, body: Buffer.concat([u8(2), u32(1), file, Buffer.alloc(16)]) }), request: 'RANGE_TEST', code: 'BAD_ARGUMENT', text: /EXEC and FILELOCK together/ },
+    { name: 'both probes', bytes: rawFrame({ type: T.STATUS, flags: FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE, body: Buffer.concat([u32(1), file, u16(0)]) }), request: 'STATUS', code: 'BAD_ARGUMENT', text: /PROBE_READ and PROBE_WRITE together/ },
+    { name: 'TEST string of 1025 bytes', bytes: rawFrame({ type: T.TEST, body: str(Buffer.alloc(1025, 0x61)) }), request: 'TEST', code: 'BAD_ARGUMENT', text: /1025 bytes exceeds 1024/ },
+    { name: 'TEST string not UTF-8', bytes: rawFrame({ type: T.TEST, body: str(u8(0xff)) }), request: 'TEST', code: 'BAD_ARGUMENT', text: /not valid UTF-8/ },
+  ];
+  for (const [i, k] of cases.entries()) {
+    const r = FrameReader.forLockServer();
+    const [f, ...rest] = r.push(rid(k.bytes, 100 + i));
+    t.is(rest.length, 0, k.name);
+    if (f?.type !== 'REFUSED') { t.fail(`${k.name}: ${JSON.stringify(f)}`); continue; }
+    t.is(f.requestId, 100 + i, k.name);
+    t.is(f.request, k.request as typeof f.request, k.name);
+    t.is(f.code, k.code, k.name);
+    t.regex(f.text, k.text, k.name);
+    // The same bytes are a protocol error for the strict reader (what a client's reader and the broker use).
+    t.throws(() => FrameReader.forServer().push(rid(k.bytes, 1)), { instanceOf: ProtocolError }, k.name);
+    // And the stream goes on: the next frame decodes.
+    t.deepEqual(r.push(encode({ type: 'PING', requestId: 5 })), [{ type: 'PING', requestId: 5 }], k.name);
+  }
+});
+
+test('the lock server\'s reader: broken frames still throw; handshake values too; the frames before the bad one ride on the error', (t) => {
+  // Each malformed client frame of the table above: answered (a value in a sound request) or closing (everything else).
+  const answered = new Set(['unknown LOCK flag bit', 'high flag bit', 'flag on PING', 'UNLOCK_ALL flag 2', 'key > 512', 'mode 0', 'mode 3',
+    'string > 1024', 'invalid UTF-8: 0xff', 'invalid UTF-8: cut sequence', 'RANGE_LOCK with EXEC and FILELOCK', 'RANGE_TEST with an unknown flag']);
+  const seen = new Set<string>();
+  for (const b of bad.filter((x) => x.side === 'server')) {
+    const r = FrameReader.forLockServer();
+    const pings = Buffer.concat([encode({ type: 'PING', requestId: 1 }), encode({ type: 'PING', requestId: 2 })]);
+    try {
+      const out = r.push(Buffer.concat([pings, b.bytes]));
+      t.is(out.length, 3, b.name);
+      if (out[2]?.type === 'REFUSED') seen.add(b.name);
+      else t.fail(`${b.name}: decoded as ${JSON.stringify(out[2])}`);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      t.false(answered.has(b.name), `${b.name} should be answered, not closed on: ${e.message}`);
+      t.deepEqual(e.before, [{ type: 'PING', requestId: 1 }, { type: 'PING', requestId: 2 }], b.name);
+    }
+  }
+  t.deepEqual([...seen].sort(), [...answered].sort());
+  // HELLO is not a request: a bad value in it closes.
+  const hello = rawFrame({ type: T.HELLO, body: Buffer.concat([Buffer.from('JDLS'), u8(1, 1), u32(1), u32(2), u32(0), str(Buffer.alloc(1025, 0x61)), str(Buffer.from('p')), str(Buffer.alloc(0))]) });
+  t.throws(() => FrameReader.forLockServer().push(hello), { instanceOf: ProtocolError, message: /string of 1025 bytes/ });
+  // A key length that runs past the body is structure, not a value.
+  t.throws(() => FrameReader.forLockServer().push(rawFrame({ type: T.LOCK, body: Buffer.concat([u8(1), u32(1), file, u16(600), Buffer.alloc(10)]) })), { instanceOf: ProtocolError, message: /truncated body/ });
 });
 
 test('the reader refuses further use after an error', (t) => {
