@@ -414,7 +414,8 @@ export class OsLocks implements RecordLocks {
       throw osError(n, 'checking lock file', of.lockFile);
     }
     of.ofd.unlockKey(fkey);
-    if (of.ofd.keyCount() === 0 && of.waits.size === 0 && attempt < 8) {
+    // (Never drop a description that holds the owner's FILELOCK: that would release it unasked.)
+    if (of.ofd.keyCount() === 0 && of.waits.size === 0 && !of.fileLocked && attempt < 8) {
       this.#drop(of);
       return false;
     }
@@ -468,7 +469,7 @@ export class OsLocks implements RecordLocks {
         if (n === 1) return;
         of.ofd.unlockKey(k);
         if (n < 0) throw osError(n, 'checking lock file', of.lockFile);
-        if (of.ofd.keyCount() !== 0 || waits.size > 1 || attempt >= 8)
+        if (of.ofd.keyCount() !== 0 || waits.size > 1 || of.fileLocked || attempt >= 8)
           throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
         replaced = true;
       },
