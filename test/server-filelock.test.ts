@@ -201,9 +201,16 @@ test.serial('across lock-server processes: FILELOCK still excludes; STATUS says 
   expectType(await lock(b, 'K'), 'GRANTED');
 });
 
-test.serial('closing the connection releases its FILELOCK (and its record locks)', async (t) => {
+test.serial('UNLOCK_FILE and UNLOCK_ALL leave the FILELOCK; closing the connection releases it (and its record locks)', async (t) => {
   const [env, a, b] = await osServer(t);
   expectType(await fileLock(a), 'GRANTED');
+  expectType(await lock(a, 'MINE'), 'GRANTED');
+  expectType(await lock(a, 'GONE'), 'GRANTED');
+  // UNLOCK_FILE and UNLOCK_ALL release record locks, not the FILELOCK.
+  t.is(expectType(await a.request({ type: 'UNLOCK_FILE', tid: 1, file: F }), 'RELEASED').count, 2);
+  t.is(expectType(await a.request({ type: 'UNLOCK_ALL', tid: 1, allThreads: true }), 'RELEASED').count, 0);
+  t.is(await code(status(a, 'GONE')), 3);
+  expectType(await lock(b, 'GONE'), 'LOCKED');
   expectType(await lock(a, 'MINE'), 'GRANTED');
   const w = lock(b, 'MINE', 'write', false);
   const w2 = lock(b, 'OTHER', 'write', false);
