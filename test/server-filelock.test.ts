@@ -223,3 +223,21 @@ test.serial('UNLOCK_FILE and UNLOCK_ALL leave the FILELOCK; closing the connecti
   t.is(expectType(await b.request({ type: 'UNLOCK_ALL', tid: 1, allThreads: true }), 'RELEASED').count, 2);
   expectType(await fileLock(c), 'GRANTED');
 });
+
+test.serial('a FILELOCK counts against the connection\'s locks (maxLocksPerClient), held or waiting, and is given back at FILEUNLOCK', async (t) => {
+  const [, a, b] = await osServer(t, { maxLocksPerClient: 2 });
+  const H = { inode: 0x4a13n, dev: -1n };
+  expectType(await fileLock(a, { file: F }), 'GRANTED');
+  expectType(await fileLock(a, { file: G }), 'GRANTED');
+  expectType(await fileLock(a, { file: G }), 'GRANTED'); // a re-lock costs nothing more
+  const e = expectType(await fileLock(a, { file: H }), 'ERROR');
+  t.is(e.code, 'LIMIT');
+  expectType(await fileUnlock(a), 'RELEASED');
+  expectType(await fileLock(a, { file: H }), 'GRANTED');
+  // b: one FILELOCK waiting behind a's, and one held.
+  expectType(await fileLock(b, { file: F }), 'GRANTED');
+  const waiting = fileLock(b, { file: G, nowait: false });
+  t.is(expectType(await fileLock(b, { file: H, nowait: false }), 'ERROR').code, 'LIMIT');
+  expectType(await a.request({ type: 'RANGE_UNLOCK', space: 'file', tid: 1, file: G, start: 0n, length: 0n }), 'RELEASED');
+  expectType(await waiting, 'GRANTED');
+});

@@ -503,18 +503,39 @@ export class BinaryLocks {
     const oid = this.#id(owner);
     s.os = os;
     s.pending++;
+    // Counted for the connection (connFiles) while it waits and while it is
+    // held, as a FILELOCK on a description of its own was: it is one more
+    // file the connection keeps open in the OS mechanism.
+    const counted = !this.#heldFile(s, oid);
+    if (counted) this.#countOsFile(owner.conn, 1);
+    let keep = false;
     try {
       const lopts: LockOptions & { wait?: boolean } = { wait: opts.wait ?? true };
       if (opts.timeoutMs !== undefined) lopts.timeoutMs = opts.timeoutMs;
       if (opts.signal) lopts.signal = opts.signal;
       const r = await os.fileLock(owner, file, lopts);
       if (!r.granted) return { granted: false, holder: r.holder };
+      // Two requests of one owner may both have counted; the one that finds it recorded gives its count back.
+      keep = counted && !this.#heldFile(s, oid);
       this.#record(s, oid, range(0n, 0n, { kernel: true }), 'write');
       return { granted: true };
     } finally {
+      if (counted && !keep) this.#countOsFile(owner.conn, -1);
       s.pending--;
       this.#tidy(s, oid);
     }
+  }
+
+  #heldFile(s: Space, oid: string): boolean {
+    return s.model.holdings(oid).length > 0;
+  }
+
+  /** FILELOCKs held or waited for through OsLocks, per connection (their descriptions are OsLocks'). */
+  #osFiles = new Map<number, number>();
+  #countOsFile(conn: number, d: number): void {
+    const n = (this.#osFiles.get(conn) ?? 0) + d;
+    if (n > 0) this.#osFiles.set(conn, n);
+    else this.#osFiles.delete(conn);
   }
 
   /** Check the record-lock mechanism for a FILELOCK; returns the OsLocks to take it with, if given one. */
@@ -544,7 +565,7 @@ export class BinaryLocks {
     this.#check();
     const oid = this.#id(owner);
     const had = s.os.fileUnlock(owner, file);
-    s.model.unlock(oid, range(0n, 0n, { kernel: true }));
+    if (s.model.unlock(oid, range(0n, 0n, { kernel: true }))) this.#countOsFile(owner.conn, -1);
     this.#tidy(s, oid);
     return had;
   }
@@ -660,7 +681,10 @@ export class BinaryLocks {
       const segs = s.model.unlockAll(oid);
       n += segs.length;
       // A FILELOCK held through OsLocks lives on the owner's record-lock description there.
-      if (s.os && s.file && segs.length > 0) s.os.fileUnlock(owner, fileId(s.file.inode, s.file.dev));
+      if (s.os && s.file && segs.length > 0) {
+        this.#countOsFile(owner.conn, -1);
+        s.os.fileUnlock(owner, fileId(s.file.inode, s.file.dev));
+      }
       const of = s.ofds.get(oid);
       if (of) {
         s.ofds.delete(oid);
@@ -722,7 +746,7 @@ export class BinaryLocks {
 
   /** Open descriptions of the owners of one connection (Owner.conn): lock files it holds or waits in. */
   connFiles(conn: number): number {
-    return this.#perConn.get(conn) ?? 0;
+    return (this.#perConn.get(conn) ?? 0) + (this.#osFiles.get(conn) ?? 0);
   }
 
   /** Open descriptions (owner x lock file): what this mechanism costs in descriptors. */
@@ -741,6 +765,7 @@ export class BinaryLocks {
       s.ofds.clear();
     }
     this.#perConn.clear();
+    this.#osFiles.clear();
     this.#openTotal = 0;
     this.#spaces.clear();
     this.#realKeys.clear();

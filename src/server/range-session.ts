@@ -174,8 +174,12 @@ export class RangeSession {
 
   #lock(f: RangeLockFrame): void {
     const rid = f.requestId;
-    if (f.space === 'file') checkFileRange(f.start, f.length);
     const b = this.#binary;
+    if (f.space === 'file') {
+      checkFileRange(f.start, f.length);
+      // A re-lock costs nothing more: granted without asking the limits (as a record LOCK's renewal).
+      if (b.fileLocked(this.#owner(f.tid), this.#target(f.file))) return this.#deps.send({ type: 'GRANTED', requestId: rid });
+    }
     const limit = this.#deps.admitLock(!f.nowait, true);
     if (limit) return this.#deps.send({ type: 'ERROR', requestId: rid, code: 'LIMIT', text: limit });
     if (f.space === 'range' && this.#files && !this.#files.admit(rangeFileName(b.binaryDir, f.file))) {
