@@ -46,6 +46,7 @@ test.serial('(a) the FILELOCK owner locks records of its file at once; FILELOCK 
   expectType(await lock(b, 'BW'), 'GRANTED');
   // a's FILELOCK waits for b's record lock, not for its own.
   const fl = fileLock(a, { nowait: false });
+  expectType(await a.ping(), 'PONG'); // the FILELOCK is waiting now (one connection's requests are served in order)
   expectType(await lock(b, 'BX', 'write'), 'GRANTED'); // others may still lock meanwhile
   t.is(expectType(await b.unlock('BW', { file: F }), 'RELEASED').count, 1);
   t.is(expectType(await b.unlock('BX', { file: F }), 'RELEASED').count, 1);
@@ -186,6 +187,7 @@ test.serial('across lock-server processes: FILELOCK still excludes; STATUS says 
   t.not(a.welcome.serverPid, b.welcome.serverPid, 'two lock-server processes');
   expectType(await lock(b, 'K'), 'GRANTED');
   const fl = fileLock(a, { nowait: false });
+  expectType(await a.ping(), 'PONG');
   const blocked = expectType(await b.request({ type: 'RANGE_TEST', space: 'file', mode: 'write', tid: 1, file: F, start: 0n, length: 0n }), 'RANGE_RESULT');
   t.is(blocked.conflict, undefined, 'b\'s own record lock does not block b');
   expectType(await b.unlock('K', { file: F }), 'RELEASED');
