@@ -292,7 +292,7 @@ test.serial('FILELOCK waits for the record locks of its file to drain, then bloc
   await w.success();
 });
 
-test('FILELOCK is refused under the shared-memory table (no silent half-lock), over own record locks, and with another lock dir', async (t) => {
+test('FILELOCK is refused under the shared-memory table (no silent half-lock) and with another lock dir; over its owner\'s own record locks it is granted (jBASE)', async (t) => {
   const env = binEnv(t);
   const tenv = tableEnv(t);
   const x = owner(1);
@@ -304,13 +304,25 @@ test('FILELOCK is refused under the shared-memory table (no silent half-lock), o
   t.is(env.b.listing().length, 0);
   t.is(env.b.openFiles(), 0);
   t.false(fs.existsSync(env.m.lockFile(F)), 'nothing was even opened');
-  // Over the owner's own record locks in that file: refused, not a self-deadlock.
+  // Over the owner's own record locks in that file: granted at once (the
+  // FILELOCK is taken on the owner's own record-lock description), and the
+  // owner keeps locking records of its file; another owner is kept out.
+  // (It was refused with NOT_SUPPORTED before issue 11.)
   t.true(env.m.tryLock(x, F, 'K', 'write').granted);
-  const e2 = await rejectsWith(t, env.b.fileLock(x, F, env.m), 'NOT_SUPPORTED');
-  t.regex(e2?.message ?? '', /own record locks/);
-  env.m.unlockAll(x);
   t.true((await env.b.fileLock(x, F, env.m, { wait: false })).granted);
+  t.true(env.b.fileLocked(x, F));
+  t.true(env.m.tryLock(x, F, 'K2', 'read').granted);
+  const y = owner(2);
+  t.false(env.m.tryLock(y, F, 'K3', 'read').granted);
+  t.is(env.m.status(x, F, 'K3').code, 3);
+  t.like(env.m.status(y, F, 'K3'), { code: -3, holder: { ownerTid: x.ownerTid } });
   t.true(env.b.fileUnlock(x, F));
+  // After FILEUNLOCK the owner's record locks are what they were: K exclusive, K2 shared.
+  t.false(env.m.tryLock(y, F, 'K', 'read').granted);
+  t.true(env.m.tryLock(y, F, 'K2', 'read').granted);
+  t.true(env.m.tryLock(y, F, 'K3', 'write').granted);
+  env.m.unlockAll(x);
+  env.m.unlockAll(y);
   const other = OsLocks.open({ lockDir: path.join(env.base, 'elsewhere') });
   t.teardown(() => other.close());
   await rejectsWith(t, env.b.fileLock(x, F, other), 'BAD_ARGUMENT');

@@ -23,6 +23,7 @@
 #include <napi.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -94,6 +95,9 @@ bool KeyBytes(napi_env env, napi_value v, std::string *tmp, const uint8_t **data
 // Effective(off): WRITE if any key on it is WRITE, READ if any is READ,
 // nothing otherwise. Two keys on one byte (a hash collision) thus keep it
 // locked until both are released: the collision only ever locks MORE.
+// Exception: while the owner holds the FILELOCK of the file on this
+// description (Ofd::whole_), the kernel holds all of it, [0, infinity)
+// WRITE, and the registry alone records the owner's keys (see HoldWhole).
 class KeyRegistry {
  public:
   static constexpr int kNone = -1;
@@ -243,6 +247,8 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
                                           InstanceMethod("clearKeys", &Ofd::ClearKeys),
                                           InstanceMethod("keyCount", &Ofd::KeyCount),
                                           InstanceMethod("stillNamed", &Ofd::StillNamed),
+                                          InstanceMethod("holdWhole", &Ofd::HoldWhole),
+                                          InstanceMethod("reshape", &Ofd::ReshapeJs),
                                       });
     // The hot call is plain N-API (see addon.cc: node-addon-api's wrapper
     // costs more than a cheap native call).
@@ -437,6 +443,11 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
     KeyRegistry::Byte *b = o->reg_.At(off);
     KeyRegistry::Held *mine = b ? b->Find(k.data, k.len) : nullptr;
     if (mine && mine->type == type) return Int(env, JDLS_OSL_OK);
+    if (o->whole_) {
+      // The FILELOCK holds the whole file: a READ here would open a hole in it.
+      o->reg_.Record(off, b, mine, k.data, k.len, type);
+      return Int(env, JDLS_OSL_OK);
+    }
     int before = b ? b->Effective() : KeyRegistry::kNone;
     int after = b ? b->Effective(mine, type) : type;
     if (after != before) {
@@ -457,6 +468,11 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
     KeyRegistry::Byte *b = o->reg_.At(off);
     KeyRegistry::Held *mine = b ? b->Find(k.data, k.len) : nullptr;
     if (!mine) return Int(env, 4);
+    if (o->whole_) {
+      // The FILELOCK keeps the byte: only the registry forgets the key.
+      o->reg_.Forget(off, b, mine);
+      return Int(env, JDLS_OSL_OK);
+    }
     int before = b->Effective();
     int after = b->Effective(mine, KeyRegistry::kNone);
     if (after != before && o->fd_ >= 0) {
@@ -498,11 +514,70 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
     KeyRegistry::Byte *b = reg_.At(off);
     reg_.Record(off, b, b ? b->Find(k.data, k.len) : nullptr, k.data, k.len, type);
     int eff = reg_.Effective(off);
+    if (whole_) {
+      // A wait of this owner's that slept through its own FILELOCK's grant
+      // may have taken the byte as READ - a hole in the FILELOCK: close it
+      // again (the same description's WRITE over its own READ is a
+      // conversion; it fails only if another owner slipped in meanwhile).
+      if (held != JDLS_OSL_WRITE && fd_ >= 0) jdls_osl_setlk(fd_, static_cast<int64_t>(off), 1, JDLS_OSL_WRITE);
+      return Napi::Number::New(env, 0);
+    }
     if (eff != held && fd_ >= 0) {
       int rc = jdls_osl_setlk(fd_, static_cast<int64_t>(off), 1, eff == KeyRegistry::kNone ? JDLS_OSL_UNLOCK : eff);
       if (rc < 0) return Napi::Number::New(env, rc);
     }
     return Napi::Number::New(env, 0);
+  }
+
+  // holdWhole(on) -> 0 | -errno. on: the kernel has just granted this
+  // description [0, infinity) WRITE (a FILELOCK): from now on lockKey,
+  // unlockKey and grantKey change the registry only - the owner's own keys
+  // never conflict with its FILELOCK, and a READ or a release of a key must
+  // not open a hole in it. off: Reshape() gives the kernel back exactly the
+  // registry's bytes, then keys touch the kernel again.
+  Napi::Value HoldWhole(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    OSL_REQUIRE(info.Length() >= 1 && info[0].IsBoolean(), "holdWhole(on)");
+    if (info[0].As<Napi::Boolean>().Value()) {
+      whole_ = true;
+      return Napi::Number::New(env, 0);
+    }
+    int rc = Reshape();
+    if (rc == 0) whole_ = false;
+    return Napi::Number::New(env, rc);
+  }
+
+  // reshape() -> 0 | -errno: Reshape() without the FILELOCK (a grant that
+  // lost a race and is given back before it was ever held).
+  Napi::Value ReshapeJs(const Napi::CallbackInfo &info) {
+    return Napi::Number::New(info.Env(), Reshape());
+  }
+
+  // From "this description may hold more than its keys" (all of [0, inf)
+  // WRITE, or a part of it) to exactly the registry: unlock every gap
+  // between the keys' bytes, convert the READ ones in place, leave the
+  // WRITE ones alone. Each call either releases bytes no key holds or
+  // downgrades one held by this description alone, so the kernel grants it
+  // at once and nothing a key holds is ever let go in between (the trap a
+  // "release all, re-take the keys" would fall into: another owner's wait
+  // takes a byte in the gap). Colliding keys count once per byte
+  // (Effective). A failure leaves MORE locked, never less.
+  int Reshape() {
+    if (fd_ < 0) return -EBADF;
+    std::vector<std::pair<uint64_t, int>> bytes;
+    bytes.reserve(reg_.count());
+    reg_.ForEach([&](uint64_t off, const KeyRegistry::Byte &b) { bytes.emplace_back(off, b.Effective()); });
+    std::sort(bytes.begin(), bytes.end());
+    uint64_t next = 0;
+    for (const auto &ob : bytes) {
+      int rc = JDLS_OSL_OK;
+      if (ob.first > next) rc = jdls_osl_setlk(fd_, static_cast<int64_t>(next), static_cast<int64_t>(ob.first - next), JDLS_OSL_UNLOCK);
+      if (rc == JDLS_OSL_OK && ob.second == JDLS_OSL_READ) rc = jdls_osl_setlk(fd_, static_cast<int64_t>(ob.first), 1, JDLS_OSL_READ);
+      if (rc != JDLS_OSL_OK) return rc < 0 ? rc : -EAGAIN;
+      next = ob.first + 1;
+    }
+    int rc = jdls_osl_setlk(fd_, static_cast<int64_t>(next), 0, JDLS_OSL_UNLOCK);
+    return rc == JDLS_OSL_OK ? 0 : (rc < 0 ? rc : -EAGAIN);
   }
 
   // keyMode(key) -> -1 | READ | WRITE: this key, from the registry
@@ -585,6 +660,8 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
 
   int fd_ = -1;
   KeyRegistry reg_;
+  // The owner holds the FILELOCK on this description (HoldWhole).
+  bool whole_ = false;
 };
 
 // ---- Waits: blocking waits, one thread each --------------------------------

@@ -15,7 +15,10 @@
 //   group  <binaryDir>/jgroup_%08x_%08x  byte = group number (read or write)
 //   exec   <binaryDir>/jexec             byte = n, 0..255 (write)
 //   file   <recordLockDir>/jlock_%08x_%08x  [0, infinity) write: the record-lock
-//          file itself, so it waits for record locks to drain and then blocks new ones
+//          file itself, so it waits for record locks to drain and then blocks new ones.
+//          Given the OsLocks instance, it is taken by OsLocks on the owner's own
+//          record-lock description (oslock.ts, "FILELOCK"): the owner's record
+//          locks then neither block it nor are blocked by it, as in jBASE.
 //   range  <binaryDir>/jrange_%08x_%08x (FileId) or the real file ({ path })
 // One OfdFile per (owner, lock file): owners of one process conflict with
 // each other as processes do, and the kernel releases everything of a process
@@ -25,11 +28,11 @@ import path from 'node:path';
 import { JdlsError, type JdlsErrorCode } from '../errors.js';
 import { openLockDir } from './lockdir.js';
 import { OfdFile, OsLockError, checkRange, osError, type RangeArg, type RangeHolder } from './ofd.js';
-import { OsLocks, DEFAULT_LOCK_DIR, lockFileName } from './oslock.js';
+import { OsLocks, DEFAULT_LOCK_DIR, lockFileName, type FileLockHolder } from './oslock.js';
 import { LockSpace, range, posixLen, END_INFINITY, type Range, type Holding } from './ranges.js';
 import { DEFAULT_BINARY_DIR, groupFileName, rangeFileName, execFileName } from './binary-paths.js';
 import type { RecordLocks, MechanismKind } from './mechanism.js';
-import type { FileId, Owner, LockMode, LockOptions, Holder } from './table.js';
+import { fileId, type FileId, type Owner, type LockMode, type LockOptions, type Holder } from './table.js';
 
 export { DEFAULT_BINARY_DIR } from './binary-paths.js';
 
@@ -102,6 +105,10 @@ class Space {
   readonly model = new LockSpace<string>();
   /** owner id -> that owner's description of this file */
   readonly ofds = new Map<string, OfdFile>();
+  /** file spaces: the OsLocks that holds the FILELOCKs of this model (then `ofds` stays empty) */
+  os: OsLocks | undefined;
+  /** FILELOCK requests in progress through `os` (the space must outlive them) */
+  pending = 0;
   constructor(
     readonly key: string,
     readonly kind: BinaryKind,
@@ -285,7 +292,7 @@ export class BinaryLocks {
       s.ofds.delete(oid);
       this.#countConn(oid, -1);
     }
-    if (s.ofds.size === 0 && s.model.isEmpty()) {
+    if (s.ofds.size === 0 && s.model.isEmpty() && !s.pending) {
       this.#spaces.delete(s.key);
       if (!s.pseudo) this.#realKeys.delete(s.lockFile);
     }
@@ -433,6 +440,17 @@ export class BinaryLocks {
     }
   }
 
+  /**
+   * RANGE_TEST of execution lock n: another owner's LOCK n (start n, len 1),
+   * or undefined. Execution locks are exclusive: no mode.
+   */
+  execTest(owner: Owner, n: number): BinaryHolder | undefined {
+    checkExec(n);
+    const h = this.#test(this.#execSpace(), owner, n, 1, 'write');
+    // As in #lock: the holder of THIS number, not its merged segment.
+    return h ? { ...h, start: BigInt(n), len: 1n } : undefined;
+  }
+
   /** jBASE UNLOCK n, or bare UNLOCK (no n): all of the owner's execution locks. Returns how many were released. */
   execUnlock(owner: Owner, n?: number): number {
     this.#check();
@@ -461,41 +479,77 @@ export class BinaryLocks {
    * `mechanism`: the record-lock mechanism the caller uses. Under the shm
    * table FILELOCK cannot see record locks (they are not OS locks), so it is
    * refused with NOT_SUPPORTED rather than half-taken. Pass the OsLocks
-   * instance when there is one: it must use this recordLockDir, its holders
-   * are then named, and a FILELOCK over the owner's own record locks in the
-   * file is refused (its own record locks live on another description and
-   * would block it forever).
+   * instance when there is one (it must use this recordLockDir): the
+   * FILELOCK is then taken on the owner's own record-lock description, so
+   * it waits only for OTHER owners' record locks and the owner may lock
+   * records of its file meanwhile (jBASE's rule); holders are named. With
+   * the kind 'os' alone it is taken on a description of its own, which the
+   * owner's record locks in that file (if any) block.
    */
   fileLock(owner: Owner, file: FileId, mechanism: RecordLocks | MechanismKind, opts: BinaryLockOptions = {}): Promise<BinaryLockResult> {
     try {
       this.#check();
       const s = this.#fileSpace(file);
-      const os = this.#fileMechanism(mechanism, owner, s);
-      const name = os ? (h: RangeHolder) => this.#recordHolder(os, s, owner, h) : undefined;
-      return this.#lock(s, owner, 0, 0, 'write', opts, name);
+      const os = this.#fileMechanism(mechanism, s);
+      if (os) return this.#osFileLock(os, s, owner, file, opts);
+      return this.#lock(s, owner, 0, 0, 'write', opts);
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
   }
 
-  /** Check the record-lock mechanism for a FILELOCK; returns the OsLocks to name holders with, if given one. */
-  #fileMechanism(m: RecordLocks | MechanismKind, owner: Owner, s: Space): OsLocks | undefined {
+  /** FILELOCK through OsLocks; the model records it for listing(), fileLocked() and releaseAll(). */
+  async #osFileLock(os: OsLocks, s: Space, owner: Owner, file: FileId, opts: BinaryLockOptions): Promise<BinaryLockResult> {
+    const oid = this.#id(owner);
+    s.os = os;
+    s.pending++;
+    // Counted for the connection (connFiles) while it waits and while it is
+    // held, as a FILELOCK on a description of its own was: it is one more
+    // file the connection keeps open in the OS mechanism.
+    const counted = !this.#heldFile(s, oid);
+    if (counted) this.#countOsFile(owner.conn, 1);
+    let keep = false;
+    try {
+      const lopts: LockOptions & { wait?: boolean } = { wait: opts.wait ?? true };
+      if (opts.timeoutMs !== undefined) lopts.timeoutMs = opts.timeoutMs;
+      if (opts.signal) lopts.signal = opts.signal;
+      const r = await os.fileLock(owner, file, lopts);
+      if (!r.granted) return { granted: false, holder: r.holder };
+      // Two requests of one owner may both have counted; the one that finds it recorded gives its count back.
+      keep = counted && !this.#heldFile(s, oid);
+      this.#record(s, oid, range(0n, 0n, { kernel: true }), 'write');
+      return { granted: true };
+    } finally {
+      if (counted && !keep) this.#countOsFile(owner.conn, -1);
+      s.pending--;
+      this.#tidy(s, oid);
+    }
+  }
+
+  #heldFile(s: Space, oid: string): boolean {
+    return s.model.holdings(oid).length > 0;
+  }
+
+  /** FILELOCKs held or waited for through OsLocks, per connection (their descriptions are OsLocks'). */
+  #osFiles = new Map<number, number>();
+  #countOsFile(conn: number, d: number): void {
+    const n = (this.#osFiles.get(conn) ?? 0) + d;
+    if (n > 0) this.#osFiles.set(conn, n);
+    else this.#osFiles.delete(conn);
+  }
+
+  /** Check the record-lock mechanism for a FILELOCK; returns the OsLocks to take it with, if given one. */
+  #fileMechanism(m: RecordLocks | MechanismKind, s: Space): OsLocks | undefined {
     const kind = typeof m === 'string' ? m : m?.kind;
     if (kind === 'shm') {
       throw new JdlsError(NOT_SUPPORTED,
-        `FILELOCK of ${s.lockFile} needs the OS record-lock mechanism in this release: the shared-memory lock table's record locks are not OS locks, so a FILELOCK could neither wait for them nor block them`,
+        `FILELOCK of ${s.lockFile} needs the OS record-lock mechanism in this release: the shared-memory lock table's record locks are not OS locks, so a FILELOCK could neither wait for them nor block them. For applications that use FILELOCK, run the lock service on OS file locks (jdls -ibD, without the monitor and its table)`,
         { jbaseError: JBASE_FILELOCK_ERROR });
     }
     if (kind !== 'os') throw new JdlsError('BAD_ARGUMENT', `FILELOCK: the record-lock mechanism must be 'os' or 'shm' (or a RecordLocks), got ${String(kind)}`);
     if (!(m instanceof OsLocks)) return undefined;
     if (path.resolve(m.lockDir) !== this.recordLockDir) {
       throw new JdlsError('BAD_ARGUMENT', `FILELOCK: the OS record-lock mechanism uses ${m.lockDir}, but these binary locks cover ${this.recordLockDir}: the FILELOCK would not see its record locks`);
-    }
-    const oid = this.#id(owner);
-    const own = m.rows().filter((row) => row.lockFile === s.lockFile && this.#rowId(row) === oid).length;
-    if (own > 0) {
-      throw new JdlsError(NOT_SUPPORTED,
-        `FILELOCK of ${s.lockFile}: this owner holds ${own} record lock(s) in the file; a FILELOCK over the owner's own record locks is not supported in this release (release them first)`);
     }
     return m;
   }
@@ -504,19 +558,41 @@ export class BinaryLocks {
     return this.portLocks ? `${o.ip}|port ${o.port}` : `${o.ip}|${o.ownerPid}|${o.ownerTid}|${o.conn}`;
   }
 
-  /** Name a record-lock holder the kernel reports as an OFD (-1) from the OsLocks registry of this process. */
-  #recordHolder(m: OsLocks, s: Space, owner: Owner, h: RangeHolder): BinaryHolder | undefined {
-    if (h.pid !== -1) return undefined;
+  /** jBASE FILEUNLOCK; false if this owner did not hold the FILELOCK. Its record locks of the file stay. */
+  fileUnlock(owner: Owner, file: FileId): boolean {
+    const s = this.#fileSpace(file);
+    if (!s.os) return this.#unlock(s, owner, 0, 0);
+    this.#check();
     const oid = this.#id(owner);
-    const rows = m.rows().filter((row) => row.lockFile === s.lockFile && this.#rowId(row) !== oid);
-    const row = rows.find((x) => x.offset === h.start) ?? rows[0];
-    if (!row) return undefined;
-    return { pid: row.pid, ownerPid: row.ownerPid, ownerTid: row.ownerTid, port: row.port, ip: row.ip, mode: h.mode, start: h.start, len: h.len };
+    const had = s.os.fileUnlock(owner, file);
+    if (s.model.unlock(oid, range(0n, 0n, { kernel: true }))) this.#countOsFile(owner.conn, -1);
+    this.#tidy(s, oid);
+    return had;
   }
 
-  /** jBASE FILEUNLOCK; false if this owner did not hold the FILELOCK. */
-  fileUnlock(owner: Owner, file: FileId): boolean {
-    return this.#unlock(this.#fileSpace(file), owner, 0, 0);
+  /**
+   * RANGE_TEST of a FILELOCK: the first lock of another owner that would
+   * block this owner's FILELOCK of `file` - another owner's FILELOCK, or
+   * another owner's record lock in the file - or undefined. Needs the
+   * OsLocks instance (the record locks are its own); 'shm' is NOT_SUPPORTED.
+   */
+  fileTest(owner: Owner, file: FileId, mechanism: RecordLocks | MechanismKind): BinaryHolder | undefined {
+    this.#check();
+    const s = this.#fileSpace(file);
+    try {
+      const os = this.#fileMechanism(mechanism, s);
+      if (os) {
+        const h: FileLockHolder | undefined = os.fileConflict(owner, file);
+        return h;
+      }
+      const oid = this.#id(owner);
+      const local = s.model.conflicts(oid, range(0n, 0n, { kernel: true }), 'write');
+      if (local) return this.#localHolder(local);
+      const h = this.#ofd(s, oid).getlk(0n, 0n, 'write');
+      return h ? kernelHolder(h) : undefined;
+    } finally {
+      this.#tidy(s, this.#id(owner));
+    }
   }
 
   /** Whether this owner holds the FILELOCK of `file` (RECORDLOCKED code 3 for every key of the file). */
@@ -524,6 +600,7 @@ export class BinaryLocks {
     this.#check();
     const s = this.#spaces.get(lockFileName(this.recordLockDir, file));
     if (!s) return false;
+    if (s.os) return s.os.fileLocked(owner, file);
     return s.model.holdings(this.#id(owner)).some((seg) => seg.start === 0n && seg.end === END_INFINITY && seg.mode === 'write');
   }
 
@@ -570,7 +647,12 @@ export class BinaryLocks {
    */
   rangeTest(owner: Owner, target: RangeTarget, start: RangeArg, len: RangeArg, mode: LockMode): BinaryHolder | undefined {
     this.#check();
-    const s = this.#rangeSpace(target);
+    return this.#test(this.#rangeSpace(target), owner, start, len, mode);
+  }
+
+  /** F_GETLK in one space: the model's owners first (named), then the kernel. */
+  #test(s: Space, owner: Owner, start: RangeArg, len: RangeArg, mode: LockMode): BinaryHolder | undefined {
+    this.#check();
     const { s: st, l, r } = ranges(start, len);
     const oid = this.#id(owner);
     const local = s.model.conflicts(oid, r, mode);
@@ -596,7 +678,13 @@ export class BinaryLocks {
     const oid = this.#id(owner);
     let n = 0;
     for (const s of [...this.#spaces.values()]) {
-      n += s.model.unlockAll(oid).length;
+      const segs = s.model.unlockAll(oid);
+      n += segs.length;
+      // A FILELOCK held through OsLocks lives on the owner's record-lock description there.
+      if (s.os && s.file && segs.length > 0) {
+        this.#countOsFile(owner.conn, -1);
+        s.os.fileUnlock(owner, fileId(s.file.inode, s.file.dev));
+      }
       const of = s.ofds.get(oid);
       if (of) {
         s.ofds.delete(oid);
@@ -658,7 +746,7 @@ export class BinaryLocks {
 
   /** Open descriptions of the owners of one connection (Owner.conn): lock files it holds or waits in. */
   connFiles(conn: number): number {
-    return this.#perConn.get(conn) ?? 0;
+    return (this.#perConn.get(conn) ?? 0) + (this.#osFiles.get(conn) ?? 0);
   }
 
   /** Open descriptions (owner x lock file): what this mechanism costs in descriptors. */
@@ -677,6 +765,7 @@ export class BinaryLocks {
       s.ofds.clear();
     }
     this.#perConn.clear();
+    this.#osFiles.clear();
     this.#openTotal = 0;
     this.#spaces.clear();
     this.#realKeys.clear();

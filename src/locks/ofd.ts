@@ -52,6 +52,15 @@ export interface NativeOfd {
   keyCount(): number;
   /** does `path` still name this description's file? 1 yes, 0 no (deleted or replaced), -errno */
   stillNamed(path: string): number;
+  /**
+   * true: the kernel has just granted this description [0, infinity) WRITE
+   * (a FILELOCK); keys then change the registry only. false: give the
+   * kernel back exactly the registry's bytes (gaps unlocked, READ bytes
+   * downgraded in place; nothing held is released in between). 0 | -errno
+   */
+  holdWhole(on: boolean): number;
+  /** the same reshaping without the flag (a FILELOCK grant given back); 0 | -errno */
+  reshape(): number;
 }
 
 interface NativeWaits {

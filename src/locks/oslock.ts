@@ -6,6 +6,8 @@
 // each lock file, the registry of held keys per owner (key bytes, mode,
 // file) and the holder identities the kernel cannot report. Does not own:
 // the byte-range primitive, waits and errno mapping (src/locks/ofd.ts, native/).
+// Also owns the FILELOCK of a file when it is taken over these record locks
+// (BinaryLocks.fileLock with this mechanism: see "FILELOCK" below).
 //
 // A record lock on (inode, dev, key) is an OFD lock on ONE byte of
 // <lockDir>/jlock_<inode low 32 bits, 8 hex>_<dev low 32 bits, 8 hex>, at
@@ -91,6 +93,8 @@ class OwnerFile {
    * then "all of this file" is all of the description).
    */
   others: Map<string, FileId> | null = null;
+  /** the owner holds the FILELOCK of the file on this description (the kernel: [0, infinity) WRITE) */
+  fileLocked = false;
   constructor(
     readonly owner: Owner,
     readonly ownerId: string,
@@ -125,6 +129,14 @@ function tooLong(len: number): never {
 function holderOfOwner(o: Owner, mode: LockMode): Holder {
   return { pid: o.pid, ownerPid: o.ownerPid, ownerTid: o.ownerTid, port: o.port, mode, ip: o.ip };
 }
+
+/** Who blocks a FILELOCK, or holds one: a holder and its range (len 0: to infinity). */
+export interface FileLockHolder extends Holder {
+  start: bigint;
+  len: bigint;
+}
+
+export type FileLockResult = { granted: true } | { granted: false; holder: FileLockHolder };
 
 /** A holder only the kernel knows: its pid (classic lock) or -1 (OFD lock of some description). */
 function holderOfPid(pid: number, mode: LockMode): Holder {
@@ -318,7 +330,7 @@ export class OsLocks implements RecordLocks {
   #sweep(): void {
     for (const files of [...this.#owners.values()]) {
       for (const of of [...files.values()]) {
-        if (of.waits.size === 0 && of.ofd.keyCount() === 0) this.#drop(of);
+        if (of.waits.size === 0 && of.ofd.keyCount() === 0 && !of.fileLocked) this.#drop(of);
       }
     }
   }
@@ -343,6 +355,8 @@ export class OsLocks implements RecordLocks {
     if (set) {
       for (const other of set) {
         if (other === of) continue;
+        // Another owner's FILELOCK blocks every key of the file.
+        if (other.fileLocked) return holderOfOwner(other.owner, 'write');
         const t = other.ofd.byteMode(key);
         if (t === OSL.WRITE || (t === OSL.READ && type === OSL.WRITE)) return holderOfOwner(other.owner, modeOf(t));
       }
@@ -400,7 +414,8 @@ export class OsLocks implements RecordLocks {
       throw osError(n, 'checking lock file', of.lockFile);
     }
     of.ofd.unlockKey(fkey);
-    if (of.ofd.keyCount() === 0 && of.waits.size === 0 && attempt < 8) {
+    // (Never drop a description that holds the owner's FILELOCK: that would release it unasked.)
+    if (of.ofd.keyCount() === 0 && of.waits.size === 0 && !of.fileLocked && attempt < 8) {
       this.#drop(of);
       return false;
     }
@@ -454,7 +469,7 @@ export class OsLocks implements RecordLocks {
         if (n === 1) return;
         of.ofd.unlockKey(k);
         if (n < 0) throw osError(n, 'checking lock file', of.lockFile);
-        if (of.ofd.keyCount() !== 0 || waits.size > 1 || attempt >= 8)
+        if (of.ofd.keyCount() !== 0 || waits.size > 1 || of.fileLocked || attempt >= 8)
           throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
         replaced = true;
       },
@@ -505,6 +520,8 @@ export class OsLocks implements RecordLocks {
         continue;
       }
       n += of.ofd.clearKeys();
+      // A FILELOCK outlives RELEASE: only FILEUNLOCK (or the owner's end) lets it go.
+      if (of.fileLocked) continue;
       if (of.waits.size === 0) this.#drop(of);
       else {
         const rc = of.ofd.setlk(0n, 0n, OSL.UNLOCK);
@@ -524,12 +541,14 @@ export class OsLocks implements RecordLocks {
     this.#check();
     checkKey(key);
     const of = this.#find(owner, file);
+    if (of?.fileLocked) return { code: C.RL_FILELOCK };
     const own = of ? of.ofd.keyMode(fileKey(file, key)) : NONE;
     if (own !== NONE) return { code: own === OSL.WRITE ? C.RL_WRITE : C.RL_READ };
     // Another owner's lock of any mode is what a WRITE would conflict with.
-    const h = this.conflict(owner, file, key, 'write');
-    if (!h) return { code: C.RL_FREE };
-    return { code: h.mode === 'write' ? -C.RL_WRITE : -C.RL_READ, holder: h };
+    const c = this.#conflict(owner, file, key, 'write');
+    if (!c) return { code: C.RL_FREE };
+    const h = c.holder;
+    return { code: c.whole ? -C.RL_FILELOCK : h.mode === 'write' ? -C.RL_WRITE : -C.RL_READ, holder: h };
   }
 
   /**
@@ -540,6 +559,11 @@ export class OsLocks implements RecordLocks {
   conflict(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): Holder | undefined {
     this.#check();
     checkKey(key);
+    return this.#conflict(owner, file, key, mode)?.holder;
+  }
+
+  /** conflict(), and whether the lock found covers the whole file (a FILELOCK: RECORDLOCKED -3). */
+  #conflict(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): { holder: Holder; whole: boolean } | undefined {
     const of = this.#find(owner, file);
     const lf = this.lockFile(file);
     key = fileKey(file, key);
@@ -547,15 +571,191 @@ export class OsLocks implements RecordLocks {
     if (set) {
       for (const other of set) {
         if (other === of) continue;
+        if (other.fileLocked) return { holder: holderOfOwner(other.owner, 'write'), whole: true };
         const t = other.ofd.byteMode(key);
-        if (t !== NONE && (mode === 'write' || t === OSL.WRITE)) return holderOfOwner(other.owner, modeOf(t));
+        if (t !== NONE && (mode === 'write' || t === OSL.WRITE)) return { holder: holderOfOwner(other.owner, modeOf(t)), whole: false };
       }
     }
     const probe = of?.ofd ?? this.#probe(lf);
     if (!probe) return undefined;
-    const g = probe.getlk(osn.keyOffset(key), 1n, mode === 'write' ? OSL.WRITE : OSL.READ);
+    const off = osn.keyOffset(key);
+    const g = probe.getlk(off, 1n, mode === 'write' ? OSL.WRITE : OSL.READ);
     if (typeof g === 'number') throw osError(g, 'testing a lock in', lf);
-    return g ? holderOfPid(g.pid, modeOf(g.type)) : undefined;
+    if (!g) return undefined;
+    // A record lock is one byte. A lock the kernel reports over more than
+    // the key's byte is a FILELOCK (of an owner in another lock-server
+    // process, pid -1: not nameable from here; or a classic whole-file lock).
+    return { holder: holderOfPid(g.pid, modeOf(g.type)), whole: !(g.start === off && g.len === 1n) };
+  }
+
+  // ---- FILELOCK ------------------------------------------------------------------
+  //
+  // jBASE's FILELOCK is exclusive, waits until no OTHER owner's record lock
+  // remains in the file, then keeps other owners out until FILEUNLOCK; its
+  // owner may still lock records of the file. It is taken here, on the
+  // owner's OWN record-lock description of the lock file, as [0, infinity)
+  // WRITE. Why here and not on a description of its own (the first
+  // version, in binary.ts): OFD locks of two descriptions conflict even for
+  // one owner, so the owner's record locks blocked its FILELOCK (a waiting
+  // one deadlocked itself) and the FILELOCK refused its record locks. On one
+  // description the kernel merges them instead: the FILELOCK waits only for
+  // others, and the owner's keys are granted at once.
+  //
+  // The trap that follows: while the FILELOCK is held, a key of the owner
+  // must not touch the kernel - a READ would turn its byte into a read lock
+  // (another owner's READ gets in), a release would unlock it. So the
+  // description is "whole" (native holdWhole): keys live in the registry
+  // only, and FILEUNLOCK reshapes the kernel's range to exactly the keys
+  // (gaps unlocked, READ bytes downgraded in place: nothing the owner holds
+  // is ever released in between). Colliding keys are one byte (Effective).
+  //
+  // A lock file shared by two files (name not exact, see the file's head)
+  // is one lock file: a FILELOCK of one keeps the other's records out too -
+  // locking MORE, never less.
+
+  /**
+   * Take the FILELOCK of `file` for `owner`: granted at once when no other
+   * owner holds a lock in the file (a re-lock is granted), else the first
+   * one's holder (wait: false) or a wait for all of them to go
+   * (TIMEOUT / ABORTED / CLOSED reject having taken nothing).
+   */
+  async fileLock(owner: Owner, file: FileId, opts: LockOptions & { wait?: boolean } = {}): Promise<FileLockResult> {
+    this.#check();
+    for (let attempt = 0; ; attempt++) {
+      if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
+      const of = this.#get(owner, file);
+      if (of.fileLocked) return { granted: true };
+      const rc = of.ofd.setlk(0n, 0n, OSL.WRITE);
+      if (rc === OSL.OK) {
+        if (this.#wholeNamed(of, attempt)) return { granted: true };
+        continue;
+      }
+      if (rc !== OSL.CONFLICT) throw osError(rc, 'file-locking', of.lockFile);
+      if (opts.wait === false) {
+        const h = this.fileConflict(owner, file);
+        if (h) return { granted: false, holder: h };
+        if (attempt >= 3) return { granted: false, holder: { ...holderOfPid(-1, 'write'), start: 0n, len: 0n } };
+        continue; // gone meanwhile: try again
+      }
+      if (await this.#fileWait(of, opts)) return { granted: true };
+    }
+  }
+
+  /**
+   * After the kernel granted [0, inf) WRITE on `of`: check the name still
+   * leads to this file (see #named), then hold it whole. False: the file
+   * was replaced and the description dropped - take it again.
+   */
+  #wholeNamed(of: OwnerFile, attempt: number): boolean {
+    const n = of.ofd.stillNamed(of.lockFile);
+    if (n === 1) {
+      of.ofd.holdWhole(true);
+      of.fileLocked = true;
+      return true;
+    }
+    const rc = of.ofd.reshape();
+    if (n < 0) throw osError(n, 'checking lock file', of.lockFile);
+    if (rc === 0 && of.ofd.keyCount() === 0 && of.waits.size === 0 && attempt < 8) {
+      this.#drop(of);
+      return false;
+    }
+    throw new OsLockError('BAD_LOCK_DIR', `lock file ${of.lockFile} was deleted or replaced while this owner still held locks in it: those locks no longer exclude other processes; release them and lock again`, 'ESTALE', of.lockFile);
+  }
+
+  /** Wait on the owner's description for [0, inf) WRITE; true once held whole, false to try again. */
+  async #fileWait(of: OwnerFile, opts: LockOptions): Promise<boolean> {
+    let held = false;
+    let again = false;
+    const waits = of.waits;
+    const w: PendingWait = startWait({
+      ofd: of.ofd, start: 0n, len: 0n, type: OSL.WRITE, path: of.lockFile, opts,
+      onSettled: () => waits.delete(w),
+      onGranted: () => {
+        if (of.closed) return;
+        // The grant happened on the wait's thread; until this callback the
+        // owner's own requests still touched the kernel (a release or a READ
+        // of one of its keys could open a hole). Asserting the whole range
+        // again closes it, or finds another owner in it: then the grant is
+        // given back (reshape) and the FILELOCK waits again.
+        const rc = of.ofd.setlk(0n, 0n, OSL.WRITE);
+        if (rc === OSL.OK) {
+          const n = of.ofd.stillNamed(of.lockFile);
+          if (n === 1) {
+            of.ofd.holdWhole(true);
+            of.fileLocked = true;
+            held = true;
+            return;
+          }
+          if (n < 0) {
+            of.ofd.reshape();
+            throw osError(n, 'checking lock file', of.lockFile);
+          }
+        } else if (rc < 0) {
+          of.ofd.reshape();
+          throw osError(rc, 'file-locking', of.lockFile);
+        }
+        const back = of.ofd.reshape();
+        if (back < 0) throw osError(back, 'giving back a FILELOCK in', of.lockFile);
+        again = true;
+      },
+    });
+    if (w.pending) waits.add(w);
+    await w.promise;
+    if (of.closed) throw new JdlsError('CLOSED', `FILELOCK of ${of.lockFile} released while it was being granted`);
+    if (again && waits.size === 0 && of.ofd.keyCount() === 0 && !of.fileLocked) this.#drop(of);
+    return held;
+  }
+
+  /**
+   * FILEUNLOCK: false if the owner did not hold the FILELOCK of `file`.
+   * Its record locks of the file stay exactly as they are.
+   */
+  fileUnlock(owner: Owner, file: FileId): boolean {
+    this.#check();
+    const of = this.#find(owner, file);
+    if (!of?.fileLocked) return false;
+    const rc = of.ofd.holdWhole(false);
+    if (rc < 0) throw osError(rc, 'file-unlocking', of.lockFile);
+    of.fileLocked = false;
+    if (of.waits.size === 0 && of.ofd.keyCount() === 0) this.#drop(of);
+    return true;
+  }
+
+  /** Whether `owner` holds the FILELOCK of `file`. */
+  fileLocked(owner: Owner, file: FileId): boolean {
+    return this.#find(owner, file)?.fileLocked ?? false;
+  }
+
+  /**
+   * The first lock of ANOTHER owner that would block `owner`'s FILELOCK of
+   * `file` (F_GETLK over [0, infinity)): another owner's FILELOCK (start 0,
+   * len 0) or record lock (its byte, len 1), named in full when that owner
+   * is served by this process, else as the kernel reports it (pid -1 for an
+   * OFD lock). Undefined when the FILELOCK would be granted.
+   */
+  fileConflict(owner: Owner, file: FileId): FileLockHolder | undefined {
+    this.#check();
+    const of = this.#find(owner, file);
+    const lf = this.lockFile(file);
+    const set = byLockFile.get(lf);
+    if (set) {
+      for (const other of set) {
+        if (other !== of && other.fileLocked) return { ...holderOfOwner(other.owner, 'write'), start: 0n, len: 0n };
+      }
+    }
+    const probe = of?.ofd ?? this.#probe(lf);
+    if (!probe) return undefined;
+    const g = probe.getlk(0n, 0n, OSL.WRITE);
+    if (typeof g === 'number') throw osError(g, 'testing a lock in', lf);
+    if (!g) return undefined;
+    const mode = modeOf(g.type);
+    if (g.pid === -1 && g.len === 1n && set) {
+      for (const other of set) {
+        if (other === of) continue;
+        if (other.ofd.keys().some((k) => k.offset === g.start)) return { ...holderOfOwner(other.owner, mode), start: g.start, len: g.len };
+      }
+    }
+    return { ...holderOfPid(g.pid, mode), start: g.start, len: g.len };
   }
 
   // Why probes are kept, not opened and closed per call: close() of ANY

@@ -77,6 +77,11 @@ const wireHolder = (h: BinaryHolder): WireHolder => ({
   addr: h.ip || '0.0.0.0',
 });
 
+/** FILELOCK: the whole file, start 0 and length 0 - anything else is a client's mistake, not a smaller lock. */
+function checkFileRange(start: bigint, length: bigint): void {
+  if (start !== 0n || length !== 0n) throw new JdlsError('BAD_ARGUMENT', `a FILELOCK covers the whole file: start 0, length 0; got start ${start}, length ${length}`);
+}
+
 /** LOCK n: start = n, length 1. */
 function execNumber(start: bigint, length: bigint): number {
   if (length !== 1n || start > 255n) throw new JdlsError('BAD_ARGUMENT', `an execution lock is one number 0..255 (start n, length 1); got start ${start}, length ${length}`);
@@ -151,13 +156,22 @@ export class RangeSession {
           const b = this.#binary;
           let count: number;
           if (f.space === 'exec') count = f.length === 0n ? b.execUnlock(o) : b.execUnlock(o, execNumber(f.start, f.length));
-          else if (f.space === 'file') count = b.fileUnlock(o, this.#target(f.file)) ? 1 : 0;
+          else if (f.space === 'file') {
+            checkFileRange(f.start, f.length);
+            count = b.fileUnlock(o, this.#target(f.file)) ? 1 : 0;
+          }
           else count = b.rangeUnlock(o, this.#target(f.file), f.start, f.length) ? 1 : 0;
           return this.#deps.send({ type: 'RELEASED', requestId: rid, count });
         }
         case 'RANGE_TEST': {
-          if (f.space !== undefined && f.space !== 'range') throw new JdlsError('NOT_SUPPORTED', `RANGE_TEST of ${f.space === 'exec' ? 'execution locks' : 'a FILELOCK'} is not implemented yet`);
-          const h = this.#binary.rangeTest(this.#owner(f.tid), this.#target(f.file), f.start, f.length, f.mode);
+          // EXEC and FILELOCK are exclusive locks: the mode is ignored.
+          const o = this.#owner(f.tid);
+          let h: BinaryHolder | undefined;
+          if (f.space === 'exec') h = this.#binary.execTest(o, execNumber(f.start, f.length));
+          else if (f.space === 'file') {
+            checkFileRange(f.start, f.length);
+            h = this.#binary.fileTest(o, this.#target(f.file), this.#deps.mech);
+          } else h = this.#binary.rangeTest(o, this.#target(f.file), f.start, f.length, f.mode);
           return this.#deps.send(h
             ? { type: 'RANGE_RESULT', requestId: rid, conflict: { holder: wireHolder(h), start: h.start, length: h.len } }
             : { type: 'RANGE_RESULT', requestId: rid });
@@ -171,6 +185,11 @@ export class RangeSession {
   #lock(f: RangeLockFrame): void {
     const rid = f.requestId;
     const b = this.#binary;
+    if (f.space === 'file') {
+      checkFileRange(f.start, f.length);
+      // A re-lock costs nothing more: granted without asking the limits (as a record LOCK's renewal).
+      if (b.fileLocked(this.#owner(f.tid), this.#target(f.file))) return this.#deps.send({ type: 'GRANTED', requestId: rid });
+    }
     const limit = this.#deps.admitLock(!f.nowait, true);
     if (limit) return this.#deps.send({ type: 'ERROR', requestId: rid, code: 'LIMIT', text: limit });
     if (f.space === 'range' && this.#files && !this.#files.admit(rangeFileName(b.binaryDir, f.file))) {
