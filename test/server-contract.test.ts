@@ -278,3 +278,24 @@ test.serial('smaller rules: READ by the holder of a WRITE downgrades it; RANGE_U
   t.regex(e.text, /0\.\.255/);
   expectType(await a.ping(), 'PONG');
 });
+
+test.serial('-P (port-based locks): the connections of one address and port own their record locks together; any of them closing releases them', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start(['-ibP']);
+  const a = await env.client({ pid: 7001, port: 300 });
+  const b = await env.client({ pid: 7002, port: 300 });
+  const c = await env.client({ pid: 7003, port: 301 });
+  expectType(await a.lock('PK'), 'GRANTED');
+  expectType(await b.lock('PK', 'write', { nowait: true, tid: 9 }), 'GRANTED');
+  t.is(expectType(await b.status('PK'), 'STATUS_RESULT').code, 2, 'port 300 holds it, whichever connection asks');
+  expectType(await c.lock('PK', 'write', { nowait: true }), 'LOCKED');
+  t.is(expectType(await b.unlock('PK', { tid: 9 }), 'RELEASED').count, 1, 'another connection of the port releases it');
+  expectType(await c.lock('PK', 'write', { nowait: true }), 'GRANTED');
+  expectType(await c.unlock('PK'), 'RELEASED');
+  expectType(await a.lock('PK'), 'GRANTED');
+  b.close();
+  await b.closed;
+  // b's close releases port 300's locks, the one a took included (the close is noticed soon, not at once).
+  await until(async () => (await c.lock('PK', 'write', { nowait: true })).type === 'GRANTED', 5000, 'port 300\'s lock released by b\'s close');
+  t.is(expectType(await a.status('PK'), 'STATUS_RESULT').code, -2, 'a, still connected, no longer holds it');
+});
