@@ -314,11 +314,11 @@ static int sock_path(char *out, size_t n, char *why, size_t wn) {
     }
     const char *base = strrchr(tp, '/');
     base = base ? base + 1 : tp;
-    if (strlen(dir) + strlen(base) + 7 > n) {
+    /* The length is judged by snprintf's own count: a cut path would name another socket. */
+    if (snprintf(out, n, "%s/%s.sock", dir, base) >= (int)n) {
       snprintf(why, wn, "the broker socket's path is too long");
       return -1;
     }
-    snprintf(out, n, "%s/%s.sock", dir, base);
   } else {
     char tmp[PATH_MAX - 128];
     snprintf(tmp, sizeof tmp, "%s/tmp", rd);
@@ -895,6 +895,8 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
   const key_args *c = arg;
   /* STATUS with a mode: the F_GETLK probe (another owner's lock that blocks it). */
   int probe = c->type == JDLS_FT_STATUS && c->mode ? (c->mode == 2 ? JDLS_FF_PROBE_WRITE : JDLS_FF_PROBE_READ) : 0;
+  /* OSLOCKS: this process's LOCKs go to the OS record locks, so its STATUS asks there too. */
+  if (c->type == JDLS_FT_STATUS && (lock_flags & JDLS_FF_OSLOCKS)) probe |= JDLS_FF_STATUS_OSLOCKS;
   begin(f, c->type, probe, id);
   put32(f, shim_pid());
   if (c->type != JDLS_FT_UNLOCK_ALL) put_file(f, c->inode, c->dev);

@@ -89,11 +89,16 @@ test('NOWAIT conflict: { granted: false, holder } naming the holder', async (t) 
   t.deepEqual((locks[0] as { key: Buffer }).key, Buffer.from('K1'));
 });
 
-test('OSLOCKS sets the frame flag; tid and dev are passed through', async (t) => {
+test('OSLOCKS sets the frame flag (LOCK, and STATUS asks about the OS locks); tid and dev are passed through', async (t) => {
   const env = await setup(t);
   const c = await env.connect('OSLOCKS');
   await c.lock({ inode: 5, dev: 9 }, Buffer.from([0, 1, 2]), 'read', { tid: 7 });
   t.like(env.server.received('LOCK')[0], { osLocks: true, tid: 7, file: { inode: 5n, dev: 9n }, mode: 'read' });
+  await c.status({ inode: 5, dev: 9 }, Buffer.from([0, 1, 2]), { tid: 7 });
+  t.like(env.server.received('STATUS')[0], { osLocks: true, tid: 7 });
+  const plain = await env.connect('');
+  await plain.status({ inode: 5, dev: 9 }, 'K');
+  t.is((env.server.received('STATUS')[1] as { osLocks?: boolean } | undefined)?.osLocks, undefined);
 });
 
 test('a waiting lock gets interim WAITING frames (event and callback) and resolves when granted', async (t) => {

@@ -299,3 +299,19 @@ test.serial('-P (port-based locks): the connections of one address and port own 
   await until(async () => (await c.lock('PK', 'write', { nowait: true })).type === 'GRANTED', 5000, 'port 300\'s lock released by b\'s close');
   t.is(expectType(await a.status('PK'), 'STATUS_RESULT').code, -2, 'a, still connected, no longer holds it');
 });
+
+test.serial('STATUS asks the mechanism its flag names: STATUS_OSLOCKS for the OS record locks, else the server\'s table, whatever the connection used before', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start();
+  const a = await env.client({ pid: 7101 });
+  expectType(await a.lock('TABLE-KEY'), 'GRANTED');
+  expectType(await a.request({ type: 'LOCK', nowait: false, noInterim: true, osLocks: true, mode: 'write', tid: 1, file: FILE, key: Buffer.from('OS-KEY') }), 'GRANTED');
+  // The table lock is still reported after the connection took an OSLOCKS lock.
+  t.is(expectType(await a.status('TABLE-KEY'), 'STATUS_RESULT').code, 2);
+  t.is(expectType(await a.request({ type: 'STATUS', tid: 1, file: FILE, key: Buffer.from('OS-KEY'), osLocks: true }), 'STATUS_RESULT').code, 2);
+  t.is(expectType(await a.status('OS-KEY'), 'STATUS_RESULT').code, 0, 'the table does not hold OS-KEY: separate spaces');
+  const b = await env.client({ pid: 7102 });
+  const other = expectType(await b.request({ type: 'STATUS', tid: 1, file: FILE, key: Buffer.from('OS-KEY'), osLocks: true }), 'STATUS_RESULT');
+  t.is(other.code, -2);
+  t.is(expectType(await b.request({ type: 'STATUS', tid: 1, file: FILE, key: Buffer.from('TABLE-KEY'), osLocks: true }), 'STATUS_RESULT').code, 0);
+});

@@ -57,6 +57,7 @@
 #define JDLS_FF_FILELOCK     0x0004  /* RANGE_LOCK/UNLOCK/TEST: FILELOCK of the file (its record locks) */
 #define JDLS_FF_PROBE_READ   0x0002  /* STATUS: F_GETLK for a READ: another owner's lock that blocks it */
 #define JDLS_FF_PROBE_WRITE  0x0004  /* STATUS: F_GETLK for a WRITE: another owner's lock that blocks it */
+#define JDLS_FF_STATUS_OSLOCKS 0x0008 /* STATUS: about the OS record locks (what LOCK with OSLOCKS takes) */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1

@@ -325,7 +325,8 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
 
   /** RECORDLOCKED(f, key), with the holder when another owner holds it. With `probe` (F_GETLK): instead, the first lock of ANOTHER owner that blocks that mode (code -1/-2 with its holder, or 0), past this owner's own. */
   async status(file: RemoteFile, key: RemoteKey, opts: { tid?: number; probe?: WireMode } = {}): Promise<RemoteStatus> {
-    const frame = { type: 'STATUS' as const, tid: toTid(opts.tid), file: toFile(file), key: toKey(key) };
+    // OSLOCKS: ask about the OS record locks, where this client's LOCKs go.
+    const frame = { type: 'STATUS' as const, tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(this.config.osLocks ? { osLocks: true } : {}) };
     const f = await this.#send(opts.probe ? { ...frame, probe: opts.probe } : frame, { timed: true }).answer;
     if (f.type !== 'STATUS_RESULT') throw unexpected(f);
     return f.holder ? { code: f.code, holder: f.holder } : { code: f.code };

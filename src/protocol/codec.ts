@@ -153,7 +153,8 @@ function flagsOf(f: Frame): number {
     case 'RANGE_TEST':
       return f.space === undefined ? 0 : spaceFlag(f.space);
     case 'STATUS':
-      return f.probe === undefined ? 0 : f.probe === 'write' ? FrameFlag.PROBE_WRITE : f.probe === 'read' ? FrameFlag.PROBE_READ : badProbe(f.probe);
+      return (f.probe === undefined ? 0 : f.probe === 'write' ? FrameFlag.PROBE_WRITE : f.probe === 'read' ? FrameFlag.PROBE_READ : badProbe(f.probe))
+        | (f.osLocks ? FrameFlag.STATUS_OSLOCKS : 0);
     default:
       return 0;
   }
@@ -354,7 +355,7 @@ function allowedFlags(type: string): number {
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
   if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
   if (type === 'RANGE_UNLOCK' || type === 'RANGE_TEST') return FrameFlag.EXEC | FrameFlag.FILELOCK;
-  if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE;
+  if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE | FrameFlag.STATUS_OSLOCKS;
   return 0;
 }
 
@@ -419,6 +420,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       if ((flags & FrameFlag.PROBE_READ) && (flags & FrameFlag.PROBE_WRITE)) r.value('BAD_ARGUMENT', 'STATUS: PROBE_READ and PROBE_WRITE together', 0);
       const probe = flags & FrameFlag.PROBE_WRITE ? 'write' : flags & FrameFlag.PROBE_READ ? 'read' : undefined;
       f = probe ? { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key(), probe } : { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() };
+      if (flags & FrameFlag.STATUS_OSLOCKS) f.osLocks = true;
       break;
     }
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;

@@ -52,6 +52,7 @@ export const FrameFlag = {
   FILELOCK: 0x0004,
   PROBE_READ: 0x0002,
   PROBE_WRITE: 0x0004,
+  STATUS_OSLOCKS: 0x0008,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;

@@ -90,6 +90,8 @@ export interface StatusFrame {
   tid: number;
   file: WireFile;
   key: Buffer;
+  /** about the OS record locks (flag STATUS_OSLOCKS: a client that locks with OSLOCKS); absent = the server's mechanism */
+  osLocks?: boolean;
   /**
    * F_GETLK: instead of RECORDLOCKED (which reports the caller's own lock
    * first), the first lock of ANOTHER owner that blocks this mode; the

@@ -616,9 +616,13 @@ export class Session {
   }
 
   #onStatus(f: StatusFrame): void {
-    // A connection that locks with OSLOCKS asks about the OS locks.
+    // The mechanism the request names: the OS record locks with the flag
+    // STATUS_OSLOCKS (a client that locks with OSLOCKS), else the server's.
+    // Not guessed from what the connection used: a connection that had
+    // taken one OSLOCKS lock was once told "free" about every key it held
+    // in the table.
     let mech = this.#deps.mech;
-    for (const m of this.#used) if (m !== this.#deps.mech) mech = m;
+    if (f.osLocks && mech.kind !== 'os') mech = this.#deps.osLocks();
     const owner = this.#ownerFor(f.tid);
     const file = this.#file(f.file.inode, f.file.dev).id;
     if (f.probe) {

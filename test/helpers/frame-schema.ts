@@ -112,9 +112,9 @@ export const SCHEMA: readonly TypeSpec[] = [
     body: [f('tid', 'u32', 'tid')], flagJson: (s) => ({ allThreads: s.has('ALL_THREADS') }),
   },
   {
-    name: 'STATUS', code: 0x14, direction: 'to-server', flags: [{ name: 'PROBE_READ', bit: 0x0002 }, { name: 'PROBE_WRITE', bit: 0x0004 }],
+    name: 'STATUS', code: 0x14, direction: 'to-server', flags: [{ name: 'PROBE_READ', bit: 0x0002 }, { name: 'PROBE_WRITE', bit: 0x0004 }, { name: 'STATUS_OSLOCKS', bit: 0x0008 }],
     exclusive: [['PROBE_READ', 'PROBE_WRITE']], body: [...fileFields(), f('key', 'key', 'key')],
-    flagJson: (s) => ({ probe: s.has('PROBE_READ') ? 'read' : s.has('PROBE_WRITE') ? 'write' : undefined }),
+    flagJson: (s) => ({ probe: s.has('PROBE_READ') ? 'read' : s.has('PROBE_WRITE') ? 'write' : undefined, osLocks: s.has('STATUS_OSLOCKS') ? true : undefined }),
   },
   { name: 'CANCEL', code: 0x15, direction: 'to-server', flags: [], body: [f('target', 'u32', 'target')] },
   { name: 'TEST', code: 0x16, direction: 'to-server', flags: [], body: [f('text', 'str16', 'text')] },
