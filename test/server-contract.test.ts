@@ -263,7 +263,7 @@ test.serial('a range that ends at the kernel\'s last byte ([0, 2^63)) locks, tes
   expectType(await a.ping(), 'PONG');
 });
 
-test.serial('smaller rules: READ by the holder of a WRITE downgrades it; RANGE_UNLOCK answers ERROR for a bad execution number', async (t) => {
+test.serial('smaller rules: READ by the holder of a WRITE downgrades it, WRITE over its READ waits for other readers; RANGE_UNLOCK answers ERROR for a bad execution number', async (t) => {
   const env = new ServerEnv(t);
   await env.start();
   const a = await env.client({ pid: 6901 });
@@ -273,6 +273,13 @@ test.serial('smaller rules: READ by the holder of a WRITE downgrades it; RANGE_U
   expectType(await a.lock('D', 'read'), 'GRANTED');
   t.is(expectType(await a.status('D'), 'STATUS_RESULT').code, 1);
   expectType(await b.lock('D', 'read', { nowait: true }), 'GRANTED');
+  // Upgrade: WRITE over its own READ waits while another owner reads (LOCKED with NOWAIT), then converts.
+  expectType(await a.lock('D', 'write', { nowait: true }), 'LOCKED');
+  const up = a.lock('D', 'write', { noInterim: true });
+  expectType(await a.ping(), 'PONG'); // the upgrade was read and waits
+  t.is(expectType(await b.unlock('D'), 'RELEASED').count, 1);
+  expectType(await up, 'GRANTED');
+  t.is(expectType(await a.status('D'), 'STATUS_RESULT').code, 2);
   const e = expectType(await a.request({ type: 'RANGE_UNLOCK', space: 'exec', tid: 1, file: FILE, start: 300n, length: 1n }), 'ERROR');
   t.is(e.code, 'BAD_ARGUMENT');
   t.regex(e.text, /0\.\.255/);
