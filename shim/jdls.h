@@ -55,7 +55,7 @@ extern "C" {
 
 /* jdls_record_unlock outcomes */
 #define JDLS_UNLOCK_OK       0
-#define JDLS_UNLOCK_NOT_HELD 1   /* (the OS route cannot tell: it says OK) */
+#define JDLS_UNLOCK_NOT_HELD 1   /* (the OS route cannot tell for a record: it says OK; it can for FILEUNLOCK) */
 
 /* jdls_record_locked results: RECORDLOCKED() */
 #define JDLS_RECORD_FREE   0

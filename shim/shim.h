@@ -203,6 +203,12 @@ int shim_errno_of(int rc);
 /* The C API's OS-route description for the lock file of (inode, dev), opened
  * on first use when `create`: fd, or -errno (-ENOENT: none and !create). */
 int shim_api_os_fd(uint64_t inode, int64_t dev, int create);
+/* The FILELOCK on the OS route (shim_api.c, os_file): whether it is held;
+ * it was just granted; FILEUNLOCK back to exactly the process's record
+ * locks (JDLS_UNLOCK_OK, JDLS_UNLOCK_NOT_HELD or -errno). */
+int shim_api_os_whole(uint64_t inode, int64_t dev);
+void shim_api_os_set_whole(uint64_t inode, int64_t dev);
+int shim_api_os_reshape(uint64_t inode, int64_t dev);
 /* Fork child: drop the parent's jexec description. */
 void shim_binapi_forget(void);
 

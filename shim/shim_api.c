@@ -18,6 +18,7 @@
 #undef _FILE_OFFSET_BITS
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -56,10 +57,31 @@ static int api_leave(int rc) {
 /* --- the OS route's descriptors --------------------------------------------
  * Rule: `osf`/`nosf` only with `omu` held. */
 #define MAX_OS_FILES 256
+/* A key's byte this process holds in a record-lock file (mode JDLS_OSL_READ
+ * or JDLS_OSL_WRITE). */
+typedef struct held_byte {
+  uint64_t off;
+  int type;
+} held_byte;
+/*
+ * Why the bytes are kept here too, when the kernel holds them: the FILELOCK
+ * (shim_binapi.c) is a WRITE lock on [0, infinity) on this SAME description.
+ * While it is held, the kernel cannot tell the owner's record locks apart
+ * from it: a record unlock of the owner's would cut a hole in the FILELOCK
+ * (another process then locks that key while the file is locked), a READ
+ * would downgrade that byte of it, and FILEUNLOCK's unlock of everything
+ * dropped the owner's record locks with it (two holders of one record: the
+ * owner still believes it holds them). So while `whole`, record locks and
+ * unlocks change only this list, and FILEUNLOCK hands the kernel back
+ * exactly these bytes (shim_api_os_reshape).
+ */
 typedef struct os_file {
   uint64_t inode;
   int64_t dev;
   int fd;
+  int whole;        /* the process holds the FILELOCK of this file */
+  held_byte *held;  /* the keys' bytes held, unordered; malloc'd */
+  unsigned nheld, cap;
 } os_file;
 static pthread_mutex_t omu = PTHREAD_MUTEX_INITIALIZER;
 static os_file osf[MAX_OS_FILES];
@@ -86,7 +108,7 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   if ((fd = jdls_osl_lock_path(path, sizeof path, dir, inode, dev)) < 0) goto out;
   if ((fd = jdls_osl_open_lock(path, 1)) < 0) goto out;
   fd = shim_high_fd(fd);
-  osf[nosf] = (os_file){inode, dev, fd};
+  osf[nosf] = (os_file){inode, dev, fd, 0, NULL, 0, 0};
   __atomic_store_n(&nosf, nosf + 1, __ATOMIC_RELEASE);
 out:
   pthread_mutex_unlock(&omu);
@@ -127,9 +149,107 @@ int shim_os_after_lock(int fd, const char *path) {
 void shim_api_forget(void) {
   pthread_mutex_init(&omu, NULL);
   shim_busy++;
-  for (unsigned i = 0; i < nosf; i++) real_close(osf[i].fd);
+  for (unsigned i = 0; i < nosf; i++) {
+    real_close(osf[i].fd);
+    free(osf[i].held);
+    osf[i].held = NULL;
+  }
   shim_busy--;
   nosf = 0;
+}
+
+/* --- the OS route's record of held bytes (see os_file) ----------------------
+ * All with `omu` held. */
+static os_file *os_find(uint64_t inode, int64_t dev) {
+  for (unsigned i = 0; i < nosf; i++)
+    if (osf[i].inode == inode && osf[i].dev == dev) return &osf[i];
+  return NULL;
+}
+
+/* Record that the byte `off` is held in `type`, or not at all (type < 0).
+ * Two keys of one byte (a 62-bit hash collision) are one entry, as they
+ * are one lock in the kernel. -ENOMEM if it cannot be recorded. */
+static int os_note(os_file *f, uint64_t off, int type) {
+  for (unsigned i = 0; i < f->nheld; i++)
+    if (f->held[i].off == off) {
+      if (type >= 0) f->held[i].type = type;
+      else f->held[i] = f->held[--f->nheld];
+      return 0;
+    }
+  if (type < 0) return 0;
+  if (f->nheld == f->cap) {
+    unsigned cap = f->cap ? 2 * f->cap : 16;
+    held_byte *h = realloc(f->held, cap * sizeof *h);
+    if (!h) return -ENOMEM;
+    f->held = h;
+    f->cap = cap;
+  }
+  f->held[f->nheld++] = (held_byte){off, type};
+  return 0;
+}
+
+static int by_offset(const void *a, const void *b) {
+  uint64_t x = ((const held_byte *)a)->off, y = ((const held_byte *)b)->off;
+  return x < y ? -1 : x > y;
+}
+
+/* RELEASE of a file's record locks (and of all files', one by one): with
+ * the FILELOCK held only the record goes - the FILELOCK stays until
+ * FILEUNLOCK, as in jBASE - else the kernel releases the whole file. */
+static int os_release_file(os_file *f) {
+  if (!f) return 0;
+  int rc = f->whole ? JDLS_OSL_OK : jdls_osl_setlk(f->fd, 0, 0, JDLS_OSL_UNLOCK);
+  if (rc == JDLS_OSL_OK) f->nheld = 0;
+  return rc;
+}
+
+/* Whether the process holds the FILELOCK of (inode, dev). */
+int shim_api_os_whole(uint64_t inode, int64_t dev) {
+  pthread_mutex_lock(&omu);
+  os_file *f = os_find(inode, dev);
+  int w = f ? f->whole : 0;
+  pthread_mutex_unlock(&omu);
+  return w;
+}
+
+/* The FILELOCK was just granted on the file's description. */
+void shim_api_os_set_whole(uint64_t inode, int64_t dev) {
+  pthread_mutex_lock(&omu);
+  os_file *f = os_find(inode, dev);
+  if (f) f->whole = 1;
+  pthread_mutex_unlock(&omu);
+}
+
+/*
+ * FILEUNLOCK: from [0, infinity) WRITE back to exactly the held bytes.
+ * Unlock each gap between them and convert the READ ones in place; the
+ * WRITE ones stay as they are. Each call releases bytes no key holds or
+ * downgrades one this description alone holds, so the kernel does it at
+ * once, and nothing the owner holds is let go in between (the trap of
+ * "unlock all, re-take the keys": a waiter takes a byte in the gap).
+ * JDLS_UNLOCK_OK, JDLS_UNLOCK_NOT_HELD (no FILELOCK held), or -errno (then
+ * more stays locked, never less).
+ */
+int shim_api_os_reshape(uint64_t inode, int64_t dev) {
+  pthread_mutex_lock(&omu);
+  os_file *f = os_find(inode, dev);
+  int rc = JDLS_UNLOCK_NOT_HELD;
+  if (f && f->whole) {
+    qsort(f->held, f->nheld, sizeof *f->held, by_offset);
+    uint64_t next = 0;
+    rc = JDLS_OSL_OK;
+    for (unsigned i = 0; i < f->nheld && rc == JDLS_OSL_OK; i++) {
+      uint64_t off = f->held[i].off;
+      if (off > next) rc = jdls_osl_setlk(f->fd, (int64_t)next, (int64_t)(off - next), JDLS_OSL_UNLOCK);
+      if (rc == JDLS_OSL_OK && f->held[i].type == JDLS_OSL_READ) rc = jdls_osl_setlk(f->fd, (int64_t)off, 1, JDLS_OSL_READ);
+      next = off + 1;
+    }
+    if (rc == JDLS_OSL_OK) rc = jdls_osl_setlk(f->fd, (int64_t)next, 0, JDLS_OSL_UNLOCK);
+    if (rc == JDLS_OSL_OK) f->whole = 0;
+    rc = rc == JDLS_OSL_OK ? JDLS_UNLOCK_OK : rc < 0 ? rc : -EAGAIN;
+  }
+  pthread_mutex_unlock(&omu);
+  return rc;
 }
 
 /* Trap: these descriptions hold this process's OS-route record locks (OFD
@@ -195,10 +315,19 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     }
   } else {
     int fd = shim_api_os_fd(inode, dev, 1);
+    uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
+    int type = mode == JDLS_SHARED ? JDLS_OSL_READ : JDLS_OSL_WRITE;
+    if (fd >= 0) {
+      /* Under the process's own FILELOCK: granted, and only recorded (a READ
+       * here would downgrade a byte of the FILELOCK: see os_file). */
+      pthread_mutex_lock(&omu);
+      os_file *f = os_find(inode, dev);
+      if (f && f->whole) fd = (rc = os_note(f, off, type)) < 0 ? rc : -EALREADY;
+      pthread_mutex_unlock(&omu);
+      if (fd == -EALREADY) return api_leave(JDLS_LOCK_OK);
+    }
     if (fd < 0) rc = fd;
     else {
-      uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
-      int type = mode == JDLS_SHARED ? JDLS_OSL_READ : JDLS_OSL_WRITE;
       static const int no_cancel = 0;
       for (int attempt = 0;; attempt++) {
         rc = (flags & JDLS_NOWAIT) ? jdls_osl_setlk(fd, (int64_t)off, 1, type)
@@ -215,6 +344,15 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       if (rc == JDLS_OSL_CONFLICT) {
         if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
         rc = JDLS_LOCK_LOCKED;
+      } else if (rc == JDLS_OSL_OK) {
+        pthread_mutex_lock(&omu);
+        os_file *f = os_find(inode, dev);
+        /* Granted but not recorded: a later FILEUNLOCK would drop it. Give it back. */
+        if (f && os_note(f, off, type) < 0) {
+          jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK);
+          rc = -ENOMEM;
+        }
+        pthread_mutex_unlock(&omu);
       }
     }
   }
@@ -241,9 +379,17 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
                                                               : -shim_errno_of(rc);
   } else {
     int fd = shim_api_os_fd(inode, dev, 0);
+    uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
     if (fd == -ENOENT) rc = JDLS_UNLOCK_NOT_HELD;
     else if (fd < 0) rc = fd;
-    else rc = jdls_osl_setlk(fd, (int64_t)jdls_osl_key_offset(inode, dev, key, key_len), 1, JDLS_OSL_UNLOCK);
+    else {
+      pthread_mutex_lock(&omu);
+      os_file *f = os_find(inode, dev);
+      /* Under the FILELOCK the byte stays locked (no hole in it): only the record goes. */
+      rc = f && f->whole ? JDLS_UNLOCK_OK : jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK);
+      if (f && rc == JDLS_OSL_OK) os_note(f, off, -1);
+      pthread_mutex_unlock(&omu);
+    }
   }
   return api_leave(rc);
 }
@@ -265,7 +411,12 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
     int fd = shim_api_os_fd(inode, dev, 0);
-    rc = fd == -ENOENT ? 0 : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);
+    if (fd == -ENOENT || fd < 0) rc = fd == -ENOENT ? 0 : fd;
+    else {
+      pthread_mutex_lock(&omu);
+      rc = os_release_file(os_find(inode, dev));
+      pthread_mutex_unlock(&omu);
+    }
   }
   return api_leave(rc);
 }
@@ -289,7 +440,7 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
     pthread_mutex_lock(&omu);
-    for (unsigned i = 0; i < nosf && rc >= 0; i++) rc = jdls_osl_setlk(osf[i].fd, 0, 0, JDLS_OSL_UNLOCK);
+    for (unsigned i = 0; i < nosf && rc >= 0; i++) rc = os_release_file(&osf[i]);
     pthread_mutex_unlock(&omu);
   }
   return api_leave(rc);

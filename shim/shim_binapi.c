@@ -11,9 +11,11 @@
  *             <lockdir>/jlock_<ino>_<dev>, on the SAME description as the
  *             C API's OS-route record locks of that file: it waits until the
  *             other processes' record locks are gone, then blocks new ones,
- *             and converts this process's own (a second description would
- *             wait for them forever). Known difference: FILEUNLOCK then also
- *             releases this process's record locks in the file.
+ *             and covers this process's own (a second description would
+ *             wait for them forever). While it is held, the process's record
+ *             locks and unlocks of the file are only recorded, and FILEUNLOCK
+ *             gives the kernel back exactly those (shim_api.c, os_file): the
+ *             owner keeps its record locks, as in jBASE.
  *             With the monitor running, record locks are in the shm table,
  *             which an OS lock can neither wait for nor block: refused with
  *             -ENOTSUP, as src/locks/binary.ts refuses it (jBASE error 22).
@@ -184,7 +186,10 @@ SHIM_EXPORT int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origi
       int fd = shim_api_os_fd(inode, dev, 1);
       char path[JDLS_OSL_PATH_MAX];
       if (fd >= 0 && (rc = jdls_osl_lock_path(path, sizeof path, shim_lockdir(), inode, dev)) < 0) fd = rc;
-      rc = fd < 0 ? fd : take(fd, path, 0, 0, flags, holder_port);
+      /* Held already: a second take would be a no-op for the kernel, and is for us. */
+      if (fd >= 0 && shim_api_os_whole(inode, dev)) rc = JDLS_LOCK_OK;
+      else rc = fd < 0 ? fd : take(fd, path, 0, 0, flags, holder_port);
+      if (rc == JDLS_LOCK_OK && fd >= 0) shim_api_os_set_whole(inode, dev);
     }
   }
   shim_busy--;
@@ -202,7 +207,9 @@ SHIM_EXPORT int jdls_file_unlock(uint64_t inode, int64_t dev, int origin) {
     if (shim_route_record(origin) == SHIM_TO_TABLE) rc = -ENOTSUP;
     else {
       int fd = shim_api_os_fd(inode, dev, 0);
-      rc = fd == -ENOENT ? JDLS_UNLOCK_NOT_HELD : fd < 0 ? fd : jdls_osl_setlk(fd, 0, 0, JDLS_OSL_UNLOCK);
+      /* Back to exactly the process's record locks of the file (jBASE: the
+       * FILELOCK's owner keeps them): shim_api.c, os_file. */
+      rc = fd == -ENOENT ? JDLS_UNLOCK_NOT_HELD : fd < 0 ? fd : shim_api_os_reshape(inode, dev);
     }
   }
   shim_busy--;

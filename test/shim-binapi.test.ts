@@ -46,8 +46,8 @@ test.serial('FILELOCK (no monitor): refused while another process holds record l
   await b.waitFor(/^holding$/);
   t.deepEqual(b.lines.slice(0, 2), ['ok', 'ok'], 'over its own record locks');
   const c = await s.run(SHIM_API, ['4242', '7', 'x:K2', 's:K3', 'fileunlock']);
-  // (a FILEUNLOCK of a FILELOCK it does not hold: the OS route cannot tell, 'ok', and b keeps it)
-  t.deepEqual(c.stdout.trim().split('\n'), ['locked port=0', 'locked port=0', 'ok']);
+  // (a FILEUNLOCK of a FILELOCK it does not hold: 'notheld', and b keeps it)
+  t.deepEqual(c.stdout.trim().split('\n'), ['locked port=0', 'locked port=0', 'notheld']);
   // the OS record locks of a Node process see it too
   const bin = BinaryLocks.open({ binaryDir: path.join(s.cli.dir, 'jbase_lock'), recordLockDir: s.lockDir });
   t.teardown(() => bin.close());
@@ -55,6 +55,34 @@ test.serial('FILELOCK (no monitor): refused while another process holds record l
   t.is(await b.finish(), 0);
   const d = await s.run(SHIM_API, ['4242', '7', 'filelock', 'x:K2', 'fileunlock']);
   t.deepEqual(d.stdout.trim().split('\n'), ['ok', 'ok', 'ok']);
+});
+
+test.serial('FILELOCK (no monitor) keeps jBASE\'s rules for its owner: record unlocks and READs while it is held leave it whole, FILEUNLOCK keeps the owner\'s record locks, RELEASE keeps the FILELOCK', async (t) => {
+  const s = new ShimEnv(t);
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 's:K2', 'filelock', 'u:K1', 's:K3', 'line', 'fileunlock', 'line', 'filelock', 'uf', 'line', 'fileunlock', 'hold']);
+  const lines = async (n: number): Promise<string[]> => {
+    for (const end = Date.now() + 10_000; a.lines.length < n;) {
+      if (Date.now() > end || a.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(a.lines)} ${a.stderr()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return a.lines.slice(0, n);
+  };
+  const probe = async (...steps: string[]): Promise<string[]> => (await s.run(SHIM_API, ['4242', '7', ...steps])).stdout.trim().split('\n');
+  t.deepEqual(await lines(5), ['ok', 'ok', 'ok', 'ok', 'ok']);
+  // FILELOCK held; the owner released K1 and took K3 shared meanwhile: no hole for anyone else.
+  t.deepEqual(await probe('x:K1', 's:K3', 's:K2', 'x:K9'), ['locked port=0', 'locked port=0', 'locked port=0', 'locked port=0']);
+  a.child.stdin?.write('\n');
+  t.deepEqual((await lines(7)).slice(5), ['read', 'ok']);
+  // After FILEUNLOCK the owner still holds K2 and K3 shared, not K1; the rest of the file is free.
+  t.deepEqual(await probe('s:K2', 'x:K2', 's:K3', 'x:K3', 'x:K1', 'x:K9'), ['ok', 'locked port=0', 'ok', 'locked port=0', 'ok', 'ok']);
+  a.child.stdin?.write('\n');
+  t.deepEqual((await lines(10)).slice(7), ['read', 'ok', 'released 0']);
+  // RELEASE of the file's record locks (uf) leaves the FILELOCK: the file stays locked.
+  t.deepEqual(await probe('x:K9', 's:K2'), ['locked port=0', 'locked port=0']);
+  a.child.stdin?.write('\n');
+  t.deepEqual((await lines(13)).slice(10), ['read', 'ok', 'holding']);
+  t.deepEqual(await probe('x:K2', 'x:K3', 'x:K9'), ['ok', 'ok', 'ok'], 'uf released K2 and K3, FILEUNLOCK the rest');
+  t.is(await a.finish(), 0);
 });
 
 test.serial('FILELOCK with the monitor running (record locks in the shm table) is refused: ENOTSUP', async (t) => {
