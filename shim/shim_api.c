@@ -475,13 +475,27 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
     }
   } else {
     int fd = shim_api_os_fd(inode, dev, 1);
+    uint64_t off = jdls_osl_key_offset(inode, dev, key, key_len);
     if (fd < 0) rc = fd;
     else {
-      jdls_osl_holder h;
-      rc = jdls_osl_getlk(fd, (int64_t)jdls_osl_key_offset(inode, dev, key, key_len), 1, JDLS_OSL_WRITE, &h);
-      if (rc == JDLS_OSL_CONFLICT) {
-        if (holder_port) *holder_port = 0;
-        rc = h.type == JDLS_OSL_WRITE ? -JDLS_RECORD_WRITE : -JDLS_RECORD_READ;
+      /* The process's own first (F_GETLK never reports the caller's own
+       * description): its FILELOCK (3), its lock of this key (2/1). */
+      rc = -1;
+      pthread_mutex_lock(&omu);
+      os_file *f = os_find(inode, dev);
+      if (f && f->whole) rc = 3;
+      for (unsigned i = 0; f && rc < 0 && i < f->nheld; i++)
+        if (f->held[i].off == off) rc = f->held[i].type == JDLS_OSL_WRITE ? JDLS_RECORD_WRITE : JDLS_RECORD_READ;
+      pthread_mutex_unlock(&omu);
+      if (rc < 0) {
+        jdls_osl_holder h;
+        rc = jdls_osl_getlk(fd, (int64_t)off, 1, JDLS_OSL_WRITE, &h);
+        if (rc == JDLS_OSL_CONFLICT) {
+          if (holder_port) *holder_port = 0;
+          /* A WRITE lock from byte 0 to infinity is another process's FILELOCK (-3). */
+          rc = h.type == JDLS_OSL_WRITE && h.start == 0 && h.len == 0 ? -3
+             : h.type == JDLS_OSL_WRITE ? -JDLS_RECORD_WRITE : -JDLS_RECORD_READ;
+        }
       }
     }
   }

@@ -59,7 +59,7 @@ test.serial('FILELOCK (no monitor): refused while another process holds record l
 
 test.serial('FILELOCK (no monitor) keeps jBASE\'s rules for its owner: record unlocks and READs while it is held leave it whole, FILEUNLOCK keeps the owner\'s record locks, RELEASE keeps the FILELOCK', async (t) => {
   const s = new ShimEnv(t);
-  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 's:K2', 'filelock', 'u:K1', 's:K3', 'line', 'fileunlock', 'line', 'filelock', 'uf', 'line', 'fileunlock', 'hold']);
+  const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 's:K2', 'filelock', 'u:K1', 's:K3', 'st:K9', 'line', 'fileunlock', 'st:K2', 'st:K1', 'line', 'filelock', 'uf', 'line', 'fileunlock', 'hold']);
   const lines = async (n: number): Promise<string[]> => {
     for (const end = Date.now() + 10_000; a.lines.length < n;) {
       if (Date.now() > end || a.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(a.lines)} ${a.stderr()}`);
@@ -68,19 +68,20 @@ test.serial('FILELOCK (no monitor) keeps jBASE\'s rules for its owner: record un
     return a.lines.slice(0, n);
   };
   const probe = async (...steps: string[]): Promise<string[]> => (await s.run(SHIM_API, ['4242', '7', ...steps])).stdout.trim().split('\n');
-  t.deepEqual(await lines(5), ['ok', 'ok', 'ok', 'ok', 'ok']);
+  // RECORDLOCKED: 3 for the FILELOCK's owner, -3 for the others.
+  t.deepEqual(await lines(6), ['ok', 'ok', 'ok', 'ok', 'ok', 'status 3 port=0']);
   // FILELOCK held; the owner released K1 and took K3 shared meanwhile: no hole for anyone else.
-  t.deepEqual(await probe('x:K1', 's:K3', 's:K2', 'x:K9'), ['locked port=0', 'locked port=0', 'locked port=0', 'locked port=0']);
+  t.deepEqual(await probe('x:K1', 's:K3', 's:K2', 'x:K9', 'st:K9'), ['locked port=0', 'locked port=0', 'locked port=0', 'locked port=0', 'status -3 port=0']);
   a.child.stdin?.write('\n');
-  t.deepEqual((await lines(7)).slice(5), ['read', 'ok']);
+  t.deepEqual((await lines(10)).slice(6), ['read', 'ok', 'status 1 port=0', 'status 0 port=0']);
   // After FILEUNLOCK the owner still holds K2 and K3 shared, not K1; the rest of the file is free.
   t.deepEqual(await probe('s:K2', 'x:K2', 's:K3', 'x:K3', 'x:K1', 'x:K9'), ['ok', 'locked port=0', 'ok', 'locked port=0', 'ok', 'ok']);
   a.child.stdin?.write('\n');
-  t.deepEqual((await lines(10)).slice(7), ['read', 'ok', 'released 0']);
+  t.deepEqual((await lines(13)).slice(10), ['read', 'ok', 'released 0']);
   // RELEASE of the file's record locks (uf) leaves the FILELOCK: the file stays locked.
   t.deepEqual(await probe('x:K9', 's:K2'), ['locked port=0', 'locked port=0']);
   a.child.stdin?.write('\n');
-  t.deepEqual((await lines(13)).slice(10), ['read', 'ok', 'holding']);
+  t.deepEqual((await lines(16)).slice(13), ['read', 'ok', 'holding']);
   t.deepEqual(await probe('x:K2', 'x:K3', 'x:K9'), ['ok', 'ok', 'ok'], 'uf released K2 and K3, FILEUNLOCK the rest');
   t.is(await a.finish(), 0);
 });
