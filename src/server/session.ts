@@ -190,12 +190,11 @@ export class Session {
     try {
       frames = this.#reader.push(chunk);
     } catch (e) {
+      if (!(e instanceof ProtocolError)) return this.#protocolClose('PROTOCOL', `unreadable input: ${(e as Error).message}`);
       // The requests read before the bad frame are served and answered
       // first: a request the server has read always gets its final answer.
-      if (e instanceof ProtocolError) this.#serve(e.before as (ClientFrame | RefusedRequest)[]);
-      if (e instanceof ProtocolError) this.#protocolClose(e.fault.code, e.fault.reason);
-      else this.#protocolClose('PROTOCOL', `unreadable input: ${(e as Error).message}`);
-      return;
+      this.#serve(e.before as (ClientFrame | RefusedRequest)[]);
+      return this.#protocolClose(e.fault.code, e.fault.reason);
     }
     this.#serve(frames);
   }
@@ -221,8 +220,8 @@ export class Session {
   }
 
   #dispatch(f: ClientFrame | RefusedRequest): void {
+    const type = f.type === 'REFUSED' ? f.request : f.type;
     if (!this.#hello) {
-      const type = f.type === 'REFUSED' ? f.request : f.type;
       if (this.#challenge) return f.type === 'REFUSED' ? this.#protocolClose('PROTOCOL', `${type} instead of AUTH`) : this.#onAuth(f);
       if (f.type !== 'HELLO') return this.#protocolClose('PROTOCOL', `${type} before HELLO`);
       return this.#onHello(f);
@@ -234,8 +233,8 @@ export class Session {
     // request waits for its final answer - either way an answer could not
     // be told apart, so the stream cannot be trusted any more.
     const rid = f.requestId;
-    if (rid === 0) return this.#protocolClose('PROTOCOL', `${f.type === 'REFUSED' ? f.request : f.type}: request id 0 is reserved for the connection (handshake and connection-level errors)`);
-    if (this.#outstanding(rid)) return this.#protocolClose('PROTOCOL', `${f.type === 'REFUSED' ? f.request : f.type}: request id ${rid} is already outstanding`);
+    if (rid === 0) return this.#protocolClose('PROTOCOL', `${type}: request id 0 is reserved for the connection (handshake and connection-level errors)`);
+    if (this.#outstanding(rid)) return this.#protocolClose('PROTOCOL', `${type}: request id ${rid} is already outstanding`);
     switch (f.type) {
       case 'REFUSED':
         this.#rate.write('info', { type: f.request, requestId: rid, code: f.code, reason: f.text }, 'request refused');
