@@ -57,12 +57,6 @@ static int api_leave(int rc) {
 /* --- the OS route's descriptors --------------------------------------------
  * Rule: `osf`/`nosf` only with `omu` held. */
 #define MAX_OS_FILES 256
-/* A key's byte this process holds in a record-lock file (mode JDLS_OSL_READ
- * or JDLS_OSL_WRITE). */
-typedef struct held_byte {
-  uint64_t off;
-  int type;
-} held_byte;
 /*
  * Why the bytes are kept here too, when the kernel holds them: the FILELOCK
  * (shim_binapi.c) is a WRITE lock on [0, infinity) on this SAME description.
@@ -80,7 +74,7 @@ typedef struct os_file {
   int64_t dev;
   int fd;
   int whole;        /* the process holds the FILELOCK of this file */
-  held_byte *held;  /* the keys' bytes held, unordered; malloc'd */
+  jdls_osl_byte *held; /* the keys' bytes held, unordered; malloc'd */
   unsigned nheld, cap;
 } os_file;
 static pthread_mutex_t omu = PTHREAD_MUTEX_INITIALIZER;
@@ -179,18 +173,13 @@ static int os_note(os_file *f, uint64_t off, int type) {
   if (type < 0) return 0;
   if (f->nheld == f->cap) {
     unsigned cap = f->cap ? 2 * f->cap : 16;
-    held_byte *h = realloc(f->held, cap * sizeof *h);
+    jdls_osl_byte *h = realloc(f->held, cap * sizeof *h);
     if (!h) return -ENOMEM;
     f->held = h;
     f->cap = cap;
   }
-  f->held[f->nheld++] = (held_byte){off, type};
+  f->held[f->nheld++] = (jdls_osl_byte){off, type};
   return 0;
-}
-
-static int by_offset(const void *a, const void *b) {
-  uint64_t x = ((const held_byte *)a)->off, y = ((const held_byte *)b)->off;
-  return x < y ? -1 : x > y;
 }
 
 /* RELEASE of a file's record locks (and of all files', one by one): with
@@ -220,33 +209,20 @@ void shim_api_os_set_whole(uint64_t inode, int64_t dev) {
   pthread_mutex_unlock(&omu);
 }
 
-/*
- * FILEUNLOCK: from [0, infinity) WRITE back to exactly the held bytes.
- * Unlock each gap between them and convert the READ ones in place; the
- * WRITE ones stay as they are. Each call releases bytes no key holds or
- * downgrades one this description alone holds, so the kernel does it at
- * once, and nothing the owner holds is let go in between (the trap of
- * "unlock all, re-take the keys": a waiter takes a byte in the gap).
+/* FILEUNLOCK: from [0, infinity) WRITE back to exactly the held bytes
+ * (jdls_osl_reshape says why nothing held is let go in between).
  * JDLS_UNLOCK_OK, JDLS_UNLOCK_NOT_HELD (no FILELOCK held), or -errno (then
- * more stays locked, never less).
- */
+ * more stays locked, never less). */
 int shim_api_os_reshape(uint64_t inode, int64_t dev) {
   pthread_mutex_lock(&omu);
   os_file *f = os_find(inode, dev);
   int rc = JDLS_UNLOCK_NOT_HELD;
   if (f && f->whole) {
-    qsort(f->held, f->nheld, sizeof *f->held, by_offset);
-    uint64_t next = 0;
-    rc = JDLS_OSL_OK;
-    for (unsigned i = 0; i < f->nheld && rc == JDLS_OSL_OK; i++) {
-      uint64_t off = f->held[i].off;
-      if (off > next) rc = jdls_osl_setlk(f->fd, (int64_t)next, (int64_t)(off - next), JDLS_OSL_UNLOCK);
-      if (rc == JDLS_OSL_OK && f->held[i].type == JDLS_OSL_READ) rc = jdls_osl_setlk(f->fd, (int64_t)off, 1, JDLS_OSL_READ);
-      next = off + 1;
+    rc = jdls_osl_reshape(f->fd, f->held, f->nheld);
+    if (rc == JDLS_OSL_OK) {
+      f->whole = 0;
+      rc = JDLS_UNLOCK_OK;
     }
-    if (rc == JDLS_OSL_OK) rc = jdls_osl_setlk(f->fd, (int64_t)next, 0, JDLS_OSL_UNLOCK);
-    if (rc == JDLS_OSL_OK) f->whole = 0;
-    rc = rc == JDLS_OSL_OK ? JDLS_UNLOCK_OK : rc < 0 ? rc : -EAGAIN;
   }
   pthread_mutex_unlock(&omu);
   return rc;

@@ -154,13 +154,7 @@ test.serial('a lock file deleted while an owner keeps its description open: the 
 test.serial('a lock file deleted while a preloaded program keeps its description open: its next OS-route lock is taken on the file the name leads to now (shim)', async (t) => {
   const s = new ShimEnv(t);
   const prog = s.start(SHIM_API, ['77', '5', 'route', 'x:K', 'u:K', 'line', 'x:K', 'hold']);
-  const lines = async (n: number): Promise<string[]> => {
-    for (const end = Date.now() + 10_000; prog.lines.length < n;) {
-      if (Date.now() > end || prog.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(prog.lines)}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return prog.lines.slice(0, n);
-  };
+  const lines = (n: number): Promise<string[]> => prog.firstLines(n);
   t.deepEqual(await lines(3), ['route os', 'ok', 'ok']);
   fs.unlinkSync(s.jlock(77, 5)); // the description stays open in the program
   const holder = start(t, 'oslocker hold', oslocker, [s.lockDir, '77', '5', 'hold', 'K', 'write', 'ofd']);

@@ -60,13 +60,7 @@ test.serial('FILELOCK (no monitor): refused while another process holds record l
 test.serial('FILELOCK (no monitor) keeps jBASE\'s rules for its owner: record unlocks and READs while it is held leave it whole, FILEUNLOCK keeps the owner\'s record locks, RELEASE keeps the FILELOCK', async (t) => {
   const s = new ShimEnv(t);
   const a = s.start(SHIM_API, ['4242', '7', 'x:K1', 's:K2', 'filelock', 'u:K1', 's:K3', 'st:K9', 'line', 'fileunlock', 'st:K2', 'st:K1', 'line', 'filelock', 'uf', 'line', 'fileunlock', 'hold']);
-  const lines = async (n: number): Promise<string[]> => {
-    for (const end = Date.now() + 10_000; a.lines.length < n;) {
-      if (Date.now() > end || a.child.exitCode !== null) throw new Error(`lines ${JSON.stringify(a.lines)} ${a.stderr()}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return a.lines.slice(0, n);
-  };
+  const lines = (n: number): Promise<string[]> => a.firstLines(n);
   const probe = async (...steps: string[]): Promise<string[]> => (await s.run(SHIM_API, ['4242', '7', ...steps])).stdout.trim().split('\n');
   // RECORDLOCKED: 3 for the FILELOCK's owner, -3 for the others.
   t.deepEqual(await lines(6), ['ok', 'ok', 'ok', 'ok', 'ok', 'status 3 port=0']);

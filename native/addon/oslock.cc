@@ -23,7 +23,6 @@
 #include <napi.h>
 #include <sys/stat.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -554,30 +553,15 @@ class Ofd : public Napi::ObjectWrap<Ofd>, public EnvCleanup<Ofd> {
   }
 
   // From "this description may hold more than its keys" (all of [0, inf)
-  // WRITE, or a part of it) to exactly the registry: unlock every gap
-  // between the keys' bytes, convert the READ ones in place, leave the
-  // WRITE ones alone. Each call either releases bytes no key holds or
-  // downgrades one held by this description alone, so the kernel grants it
-  // at once and nothing a key holds is ever let go in between (the trap a
-  // "release all, re-take the keys" would fall into: another owner's wait
-  // takes a byte in the gap). Colliding keys count once per byte
-  // (Effective). A failure leaves MORE locked, never less.
+  // WRITE, or a part of it) to exactly the registry's bytes:
+  // jdls_osl_reshape (jdls_oslock.c, shared with the shim's C API) says why
+  // nothing a key holds is let go in between. Colliding keys count once per
+  // byte (Effective). A failure leaves MORE locked, never less.
   int Reshape() {
-    if (fd_ < 0) return -EBADF;
-    std::vector<std::pair<uint64_t, int>> bytes;
+    std::vector<jdls_osl_byte> bytes;
     bytes.reserve(reg_.count());
-    reg_.ForEach([&](uint64_t off, const KeyRegistry::Byte &b) { bytes.emplace_back(off, b.Effective()); });
-    std::sort(bytes.begin(), bytes.end());
-    uint64_t next = 0;
-    for (const auto &ob : bytes) {
-      int rc = JDLS_OSL_OK;
-      if (ob.first > next) rc = jdls_osl_setlk(fd_, static_cast<int64_t>(next), static_cast<int64_t>(ob.first - next), JDLS_OSL_UNLOCK);
-      if (rc == JDLS_OSL_OK && ob.second == JDLS_OSL_READ) rc = jdls_osl_setlk(fd_, static_cast<int64_t>(ob.first), 1, JDLS_OSL_READ);
-      if (rc != JDLS_OSL_OK) return rc < 0 ? rc : -EAGAIN;
-      next = ob.first + 1;
-    }
-    int rc = jdls_osl_setlk(fd_, static_cast<int64_t>(next), 0, JDLS_OSL_UNLOCK);
-    return rc == JDLS_OSL_OK ? 0 : (rc < 0 ? rc : -EAGAIN);
+    reg_.ForEach([&](uint64_t off, const KeyRegistry::Byte &b) { bytes.push_back({off, b.Effective()}); });
+    return jdls_osl_reshape(fd_, bytes.data(), bytes.size());
   }
 
   // keyMode(key) -> -1 | READ | WRITE: this key, from the registry

@@ -13,6 +13,7 @@
 #include "jdls_table.h" /* jdls_release_dir: the service's user owns it */
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -356,4 +357,25 @@ void jdls_osl_thread_masks(sigset_t *all, sigset_t *only) {
   sigemptyset(only);
   int s = jdls_osl_signal_init();
   if (s > 0) sigaddset(only, s);
+}
+
+static int by_offset(const void *a, const void *b) {
+  uint64_t x = ((const jdls_osl_byte *)a)->off, y = ((const jdls_osl_byte *)b)->off;
+  return x < y ? -1 : x > y;
+}
+
+int jdls_osl_reshape(int fd, jdls_osl_byte *bytes, size_t n) {
+  if (fd < 0) return -EBADF;
+  qsort(bytes, n, sizeof *bytes, by_offset);
+  uint64_t next = 0;
+  int rc = JDLS_OSL_OK;
+  for (size_t i = 0; i < n && rc == JDLS_OSL_OK; i++) {
+    uint64_t off = bytes[i].off;
+    if (off > next) rc = jdls_osl_setlk(fd, (int64_t)next, (int64_t)(off - next), JDLS_OSL_UNLOCK);
+    if (rc == JDLS_OSL_OK && bytes[i].type == JDLS_OSL_READ) rc = jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_READ);
+    next = off + 1;
+  }
+  if (rc == JDLS_OSL_OK) rc = jdls_osl_setlk(fd, (int64_t)next, 0, JDLS_OSL_UNLOCK);
+  /* A conflict cannot happen (see the header); were it to, it is an error, not a grant. */
+  return rc == JDLS_OSL_OK ? JDLS_OSL_OK : rc < 0 ? rc : -EAGAIN;
 }

@@ -169,6 +169,24 @@ int jdls_osl_setlkw(int fd, int64_t start, int64_t len, int type, const int *can
  * *holder filled, or -errno. */
 int jdls_osl_getlk(int fd, int64_t start, int64_t len, int type, jdls_osl_holder *holder);
 
+/* One byte a description holds for its record keys: offset and
+ * JDLS_OSL_READ / JDLS_OSL_WRITE. */
+typedef struct jdls_osl_byte {
+  uint64_t off;
+  int type;
+} jdls_osl_byte;
+
+/* FILEUNLOCK on a description that holds [0, infinity) WRITE (a FILELOCK)
+ * over its own record keys: give the kernel back exactly `bytes` (n of
+ * them, sorted here by offset). Each gap between them is unlocked and each
+ * READ byte converted in place; WRITE bytes stay. Every call either
+ * releases bytes no key holds or downgrades one this description alone
+ * holds, so the kernel does it at once and nothing a key holds is let go in
+ * between (the trap of "unlock all, re-take the keys": a waiter takes a
+ * byte in the gap). JDLS_OSL_OK or -errno (then more stays locked, never
+ * less). Used by the lock server (addon) and the shim's C API alike. */
+int jdls_osl_reshape(int fd, jdls_osl_byte *bytes, size_t n);
+
 /* ===== 4. interrupting a blocked wait =================================== */
 
 /* Install (once per process; later calls return the same) the no-op

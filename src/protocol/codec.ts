@@ -20,7 +20,7 @@ export class ProtocolError extends Error {
    * the bad one. The server answers them before it closes (every request it
    * read gets its final answer); a client may ignore them.
    */
-  before: unknown[] = [];
+  before: (Frame | RefusedRequest)[] = [];
   constructor(fault: ProtocolFault) {
     super(fault.reason);
     this.name = 'ProtocolError';

@@ -193,6 +193,7 @@ export class Session {
       if (!(e instanceof ProtocolError)) return this.#protocolClose('PROTOCOL', `unreadable input: ${(e as Error).message}`);
       // The requests read before the bad frame are served and answered
       // first: a request the server has read always gets its final answer.
+      // The lock server's reader (forLockServer) yields only client frames and refusals.
       this.#serve(e.before as (ClientFrame | RefusedRequest)[]);
       return this.#protocolClose(e.fault.code, e.fault.reason);
     }

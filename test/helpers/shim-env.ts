@@ -40,6 +40,8 @@ export interface BgProc {
   stderr(): string;
   /** resolves with the first line matching re (bounded) */
   waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** resolves with the first n lines once they are printed (bounded; throws with stderr if it ends first) */
+  firstLines(n: number, timeoutMs?: number): Promise<string[]>;
   /** close stdin (a `hold` step then releases) and wait for the exit (bounded) */
   finish(timeoutMs?: number): Promise<number | null>;
 }
@@ -154,7 +156,14 @@ export class ShimEnv {
       clearTimeout(timer);
       return code;
     };
-    return { child, pid: child.pid, lines, stderr, waitFor, finish };
+    const firstLines = async (n: number, timeoutMs = 10_000): Promise<string[]> => {
+      for (const end = Date.now() + timeoutMs; lines.length < n;) {
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`${path.basename(cmd)}: ${lines.length} of ${n} lines ${JSON.stringify(lines)} ${stderr()}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return lines.slice(0, n);
+    };
+    return { child, pid: child.pid, lines, stderr, waitFor, firstLines, finish };
   }
 
   /** The table's locks, through `jdls -dvL --json`. */
