@@ -3,10 +3,33 @@
 // removed at teardown whatever happens, and running a command as one.
 import type { ExecutionContext } from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface User { name: string; uid: number; gid: number }
 
 const pause = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * A throw-away user runs node on the checkout's dist/ and preloads its
+ * build/ libjdlsshim.so: every directory above the checkout must let others
+ * through (o+x). A checkout in a 0700 directory (mktemp -d, a private home)
+ * otherwise fails those tests with errors that name the program, not the
+ * cause - so say the cause. (.ci/run opens the path on its own machine.)
+ */
+function checkoutReachable(): void {
+  let dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  for (;;) {
+    const mode = fs.statSync(dir).mode;
+    if ((mode & 0o001) === 0) {
+      throw new Error(`the tests that run as a throw-away user need every directory above the checkout to let others through: ${dir} is mode 0${(mode & 0o777).toString(8)} (chmod o+x it, or clone elsewhere)`);
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return;
+    dir = up;
+  }
+}
 
 /**
  * useradd NAME (no home, nologin, its own group); a leftover of a killed run
@@ -15,6 +38,7 @@ const pause = (ms: number): void => void Atomics.wait(new Int32Array(new SharedA
  * bounded, then the last error.
  */
 export function createUser(name: string): User {
+  checkoutReachable();
   spawnSync('userdel', [name], { stdio: 'ignore' });
   for (let attempt = 0; ; attempt++) {
     const r = spawnSync('useradd', ['--no-create-home', '--shell', '/usr/sbin/nologin', '-U', name], { encoding: 'utf8' });
