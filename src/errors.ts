@@ -8,6 +8,8 @@ export type JdlsErrorCode =
   | 'TABLE_FULL' | 'KEY_TOO_LONG' | 'BAD_ARGUMENT' | 'NO_TABLE' | 'BAD_TABLE' | 'SYSTEM'
   | 'NO_PROCESS_SLOT' | 'EXISTS' | 'NOT_RECOVERABLE' | 'RETIRED' | 'UNTRUSTED' | 'TIMEOUT' | 'ABORTED' | 'CLOSED'
   | 'ATTACHED' | 'USAGE' | 'NOT_RUNNING' | 'RUNNING'
+  // the wait would close a cycle of waiters (deadlock detection: docs/deadlocks.md)
+  | 'DEADLOCK'
   // the table cannot enter service while processes lock records as OS file locks (native/common/jdls_service.c)
   | 'OS_ROUTE_IN_USE'
   // a file or directory jdls must not trust: wrong owner, writable by others, a planted link (src/safefile.ts, src/installation.ts)

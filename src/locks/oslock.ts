@@ -38,7 +38,7 @@ import path from 'node:path';
 import { JdlsError } from '../errors.js';
 import { C } from '../native.js';
 import type { RecordLocks } from './mechanism.js';
-import { GRANTED, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
+import { GRANTED, type LockGrant, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {
   osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
   refusedLockFile, type NativeOfd, type PendingWait,
@@ -110,6 +110,8 @@ class OwnerFile {
 const byLockFile = new Map<string, Set<OwnerFile>>();
 
 const NONE = -1;
+/** A grant without a fencing token (OS file locks give none yet: docs/fencing.md). */
+const NO_TOKEN: LockGrant = Object.freeze({});
 
 function checkKey(key: Buffer | string): void {
   if (typeof key === 'string') {
@@ -428,8 +430,9 @@ export class OsLocks implements RecordLocks {
    * CLOSED having taken nothing (an owner's earlier READ stays if an upgrade
    * is withdrawn). Order among waiters is the kernel's: see docs/os-locks.md.
    */
-  lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
-    return this.#lock(owner, file, key, mode, opts, 0);
+  lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<LockGrant> {
+    // No fencing tokens on OS file locks yet (docs/fencing.md).
+    return this.#lock(owner, file, key, mode, opts, 0).then(() => NO_TOKEN);
   }
 
   // lock(), as the `attempt`th try after a wait ended on a replaced lock file.

@@ -98,7 +98,16 @@ export interface Holder {
   ip: string;
 }
 
-export type LockResult = { readonly granted: true } | { readonly granted: false; readonly holder: Holder };
+/**
+ * A grant. `token` is its fencing token (docs/fencing.md): strictly
+ * increasing per lock across grants, restarts and failover; undefined where
+ * the mechanism gives none (OS file locks).
+ */
+export interface LockGrant {
+  readonly token?: bigint;
+}
+
+export type LockResult = { readonly granted: true; readonly token?: bigint } | { readonly granted: false; readonly holder: Holder };
 
 /** The one granted result: NOWAIT locks are hot, and a fresh object per call is garbage per call. */
 export const GRANTED: LockResult = Object.freeze({ granted: true as const });
@@ -108,6 +117,18 @@ export interface LockOptions {
   timeoutMs?: number;
   /** withdraw the request (rejects with code ABORTED) */
   signal?: AbortSignal;
+  /**
+   * When this wait would close a cycle of waiters, refuse it (rejects with
+   * code DEADLOCK) rather than only report the cycle. Default false: jBASE
+   * waits (docs/deadlocks.md says why).
+   */
+  breakDeadlock?: boolean;
+}
+
+/** Options of the callback form of a wait (RecordLocks.wait). */
+export interface WaitOptions {
+  /** as LockOptions.breakDeadlock */
+  breakDeadlock?: boolean;
 }
 
 export interface LockRow {
@@ -183,7 +204,7 @@ function checkKey(key: Buffer | string): void {
 
 interface PendingWait {
   /** called once: no argument when granted */
-  done: (err?: JdlsError) => void;
+  done: (err?: JdlsError, token?: bigint) => void;
   ticket: { group: number; slot: number; seq: number };
 }
 
@@ -304,19 +325,19 @@ export class LockTable implements RecordLocks {
    * runs on the addon's waiter thread: the event loop and the libuv pool stay
    * free. Rejects with TIMEOUT or ABORTED, having left the queue.
    */
-  lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<void> {
+  lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<LockGrant> {
     // Every failure, bad arguments included, is a rejection: callers that
     // only attach .catch() must see them.
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<LockGrant>((resolve, reject) => {
       if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
-      const id = this.wait(owner, file, key, mode, (err) => {
+      const id = this.wait(owner, file, key, mode, (err, token) => {
         if (timer) clearTimeout(timer);
         if (onAbort) opts.signal?.removeEventListener('abort', onAbort);
         if (err) reject(err);
-        else resolve();
-      });
+        else resolve(token === undefined ? {} : { token });
+      }, opts.breakDeadlock ? { breakDeadlock: true } : undefined);
       if (id === 0) return; // settled already
       if (opts.timeoutMs !== undefined) {
         timer = setTimeout(() => this.#withdraw(id, new JdlsError('TIMEOUT', `lock not granted within ${opts.timeoutMs} ms`)), opts.timeoutMs);
@@ -335,7 +356,7 @@ export class LockTable implements RecordLocks {
    * request settles at once (then the result is 0), otherwise later, with the
    * wait's id returned here for cancelWait(). Never throws.
    */
-  wait(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: JdlsError) => void): number {
+  wait(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: JdlsError, token?: bigint) => void, _opts?: WaitOptions): number {
     let t: NativeTable;
     let r: NativeTryLock;
     try {
@@ -449,7 +470,7 @@ export class LockTable implements RecordLocks {
   }
 
   /** jBASE RECORDLOCKED(): 2/1 held by this owner (WRITE/READ), 0 free, -1/-2 by another (first holder given). */
-  status(owner: Owner, file: FileId, key: Buffer | string): { code: number; holder?: Holder } {
+  status(owner: Owner, file: FileId, key: Buffer | string): { code: number; holder?: Holder; token?: bigint } {
     checkKey(key);
     const r = this.#table.status(owner.packed, file.packed, key);
     if (r.code < -C.RL_FILELOCK) throw errorFromRc(r.code, 'status');
