@@ -58,6 +58,11 @@
 #define JDLS_FF_PROBE_READ   0x0002  /* STATUS: F_GETLK for a READ: another owner's lock that blocks it */
 #define JDLS_FF_PROBE_WRITE  0x0004  /* STATUS: F_GETLK for a WRITE: another owner's lock that blocks it */
 #define JDLS_FF_STATUS_OSLOCKS 0x0008 /* STATUS: about the OS record locks (what LOCK with OSLOCKS takes) */
+#define JDLS_FF_TOKENS       0x0002  /* HELLO: send fencing tokens; WELCOME: they will be sent (GRANTED and
+                                        STATUS_RESULT then carry a u64 token: docs/protocol.md) */
+#define JDLS_FF_BREAK_DEADLOCK 0x0008 /* LOCK: refuse (ERROR DEADLOCK) rather than wait in a cycle of waiters */
+#define JDLS_FF_FENCE        0x0010  /* LOCK: a u64 token follows the key: the primary's token for this grant
+                                        (SERVER2 mirroring); the server's later tokens outrank its epoch */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1
@@ -75,6 +80,7 @@
 #define JDLS_PE_SHUTDOWN     9
 #define JDLS_PE_NOT_SUPPORTED 10
 #define JDLS_PE_AUTH         11  /* authentication required or failed; the connection closes */
+#define JDLS_PE_DEADLOCK     12  /* LOCK with BREAK_DEADLOCK: waiting would close a cycle of waiters */
 
 /* the shared-secret handshake (docs/protocol.md, "Authentication") */
 #define JDLS_AUTH_NONCE      32  /* bytes of each side's nonce */

@@ -84,6 +84,13 @@ extern "C" {
 
 /* Request flags. */
 #define JDLS_REQ_NOWAIT  0x1U   /* jBASE LOCKED clause: never queue */
+#define JDLS_REQ_BREAK_DEADLOCK 0x2U /* if this wait closes (or is in) a cycle of waiters, it may be
+                                        refused with JDLS_DEADLOCK (policy break): docs/deadlocks.md */
+
+/* Deadlock policies (jdls_header.deadlock_policy; jdls.yaml `deadlock:`). */
+#define JDLS_DEADLOCK_OFF    0U   /* no detection */
+#define JDLS_DEADLOCK_REPORT 1U   /* detect and record (the monitor logs it); never refuse */
+#define JDLS_DEADLOCK_BREAK  2U   /* also refuse the youngest waiter of the cycle that asked for it */
 
 /* Outcomes of a lock request (>= 0) and errors (< 0). One enum for C and,
  * through the addon, for TypeScript (JdlsError.code is the name). */
@@ -93,6 +100,7 @@ typedef enum jdls_rc {
   JDLS_QUEUED        = 2,   /* enqueued; wait with jdls_wait_* */
   JDLS_TIMEOUT       = 3,   /* the wait's deadline passed; nothing held */
   JDLS_NOT_HELD      = 4,   /* release of a lock the owner does not hold */
+  JDLS_DEADLOCK      = 5,   /* the wait was refused: it was in a cycle of waiters (nothing held) */
   /* Errors stay clear of -3..3: jdls_status returns RECORDLOCKED values
    * (-3..3) and errors in one int, so -2 must never mean both "WRITE-locked
    * by another" and an error (it once meant KEY_TOO_LONG too). */
