@@ -11,7 +11,7 @@
 //   - the contended cycle "A holds, B waits (B's wait looks), A releases, B
 //     is granted, B releases" with detection on and off: the cost of one
 //     look where it is paid (no goal: reported).
-import { JdlsClient } from '../src/client/client.js';
+import { JdlsClient, type RemoteLockOptions } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { fileId, makeOwner, type LockTable } from '../src/locks/table.js';
 import { C } from '../src/native.js';
@@ -19,6 +19,8 @@ import { TempInstallation, median, BenchError, type Figure } from './lib.js';
 import { Service } from './remote.js';
 
 const FILE = { inode: 4343n, dev: -1n };
+/** Ask to be refused in a cycle (the library's default is to wait, as jBASE). */
+const BREAK = { breakDeadlock: true } as RemoteLockOptions;
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -41,12 +43,12 @@ async function cycleLatency(port: number, n: number, rounds: number): Promise<nu
       // handles a connection's frames in order and queues a LOCK before it
       // reads the next frame, so a PING answered after it means the wait
       // is in the table.
-      const waits = clients.slice(0, n - 1).map((c, i) => c.lock(FILE, keys[i + 1] ?? '', 'write', { breakDeadlock: true }));
+      const waits = clients.slice(0, n - 1).map((c, i) => c.lock(FILE, keys[i + 1] ?? '', 'write', BREAK));
       await Promise.all(clients.slice(0, n - 1).map((c) => c.ping()));
       const last = clients[n - 1];
       if (!last) throw new BenchError('cycle: no client');
       const t0 = process.hrtime.bigint();
-      const err = await last.lock(FILE, keys[0] ?? '', 'write', { breakDeadlock: true }).then(() => undefined, (e: unknown) => e);
+      const err = await last.lock(FILE, keys[0] ?? '', 'write', BREAK).then(() => undefined, (e: unknown) => e);
       const t1 = process.hrtime.bigint();
       if (!(err instanceof JdlsError) || err.code !== 'DEADLOCK') throw new BenchError(`cycle of ${n}: the closing request got ${String(err)}, not DEADLOCK`);
       out.push(Number(t1 - t0) / 1e6);
