@@ -79,13 +79,17 @@ export class FenceKeeper {
 
 // ---- the name a record lock's token is kept under ---------------------------
 
+/** Key bytes a name shows as they are: printable ASCII but space, % (the escape) and ' (so a name goes inside '...' in SQL or shell as is). */
+const KEPT = new Set(Array.from({ length: 0x7f - 0x21 }, (_, i) => 0x21 + i).filter((b) => b !== 0x25 && b !== 0x27));
+
 /**
  * `record:<inode>:<dev>:<key>`: the lock's identity as jdls has it (file
  * identity and key), so that every writer of one record, and the docs, use
  * one name. `dev` defaults to -1, as for locks that reach a lock server
  * (JdlsClient's default): use the same file identity you lock with. Key
- * bytes other than printable ASCII, and '%', are written %XX, so any key
- * (binary, or not UTF-8) has exactly one name and the name is plain text.
+ * bytes other than printable ASCII, and space, % and ', are written %XX,
+ * so any key (binary, or not UTF-8) has exactly one name, and the name is
+ * plain text that goes inside single quotes (SQL, shell) as it is.
  */
 export function recordLockName(file: { inode: bigint | number; dev?: bigint | number }, key: Buffer | string): string {
   const inode = toBigInt(file.inode, 'inode');
@@ -96,7 +100,7 @@ export function recordLockName(file: { inode: bigint | number; dev?: bigint | nu
   if (!Buffer.isBuffer(bytes)) throw new JdlsError('BAD_ARGUMENT', 'a key is a Buffer or a string');
   if (bytes.length > 512) throw new JdlsError('KEY_TOO_LONG', `key of ${bytes.length} bytes exceeds 512`);
   let k = '';
-  for (const b of bytes) k += b > 0x20 && b < 0x7f && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  for (const b of bytes) k += KEPT.has(b) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
   return `record:${inode}:${dev}:${k}`;
 }
 

@@ -2,11 +2,14 @@
 // FenceKeeper's rule and input checks, the record lock name, and the SQLite
 // recipe through the real sqlite3 CLI: a lower token refused with the data
 // unchanged, equal and higher admitted, the driver statement as exported,
-// and several concurrent sqlite3 writers never letting a lower token
-// overwrite a higher one.
+// several concurrent sqlite3 writers never letting a lower token
+// overwrite a higher one, and docs/fencing.md's shell example (run, its
+// output compared) and schema (the exported one).
 import test, { type ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { FenceKeeper, recordLockName, sqliteFencedScript, SQLITE_FENCE_ADMIT, SQLITE_FENCE_REFUSED, SQLITE_FENCE_SCHEMA } from '../src/fencing.js';
 import * as api from '../src/index.js';
 import { JdlsError } from '../src/errors.js';
@@ -106,6 +109,7 @@ test('recordLockName: record:<inode>:<dev>:<key>, dev -1 by default, key bytes e
   t.is(recordLockName({ inode: 1 }, 'a b%c:d'), 'record:1:-1:a%20b%25c:d');
   t.is(recordLockName({ inode: 1 }, Buffer.from([0, 0xff, 0x41, 0x7f])), 'record:1:-1:%00%FFA%7F');
   t.is(recordLockName({ inode: 1 }, 'é'), 'record:1:-1:%C3%A9');
+  t.is(recordLockName({ inode: 1 }, `O'BRIEN*"1"\\`), 'record:1:-1:O%27BRIEN*"1"\\', "' is escaped (names go inside '...'), nothing else printable");
   t.is(recordLockName({ inode: 1 }, ''), 'record:1:-1:');
   t.is(recordLockName({ inode: (1n << 64n) - 1n, dev: -(1n << 63n) }, 'K'), `record:${(1n << 64n) - 1n}:${-(1n << 63n)}:K`);
   // distinct identities, distinct names
@@ -249,4 +253,28 @@ test.serial('sqlite: concurrent writers (several sqlite3 processes) never let a 
   t.deepEqual(await query(db, 'SELECT token FROM jdls_fence;'), [String(max)]);
   t.deepEqual(await query(db, 'SELECT token FROM ledger;'), [String(max)]);
   t.log(`${admitted.length} admitted, ${refused} refused`);
+});
+
+// ---- docs/fencing.md --------------------------------------------------------
+
+const DOC = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'fencing.md');
+
+test('docs/fencing.md: the shell example runs and prints what the document says', (t) => {
+  const doc = fs.readFileSync(DOC, 'utf8');
+  const m = /<!-- fencing-example:[^\n]*-->\n```sh\n([\s\S]*?)```\n\s*prints\s*\n```text\n([\s\S]*?)```/.exec(doc);
+  t.truthy(m, 'the marked sh block and its "prints" block');
+  if (!m) return;
+  const dir = testDir('fence-doc');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const r = spawnSync('bash', ['-c', m[1]!], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stdout, m[2]!);
+});
+
+test('docs/fencing.md: the schema shown is SQLITE_FENCE_SCHEMA, the admit statement is SQLITE_FENCE_ADMIT', (t) => {
+  const doc = fs.readFileSync(DOC, 'utf8');
+  const sql = [...doc.matchAll(/```sql\n([\s\S]*?)```/g)].map((x) => x[1]!);
+  t.is(sql[0], SQLITE_FENCE_SCHEMA);
+  const flat = (s: string): string => s.replace(/\s+/g, ' ').trim();
+  t.true(flat(sql[1] ?? '').includes(flat(SQLITE_FENCE_ADMIT)), sql[1]);
 });
