@@ -21,7 +21,7 @@ const TOKEN_LIMIT = 1n << 63n;
  * mechanism gives none" (OS file locks, OSLOCKS, -ibD); admitting it would
  * silently disable fencing, so it is an error, named as such.
  */
-export function checkToken(token: unknown): bigint {
+export function checkFencingToken(token: unknown): bigint {
   if (token === undefined || token === 0n) {
     throw new JdlsError('BAD_ARGUMENT', 'no fencing token: the lock mechanism gives none (OS file locks: OSLOCKS, -ibD); a resource cannot be fenced with it');
   }
@@ -59,7 +59,7 @@ export class FenceKeeper {
   /** true: write, `token` is now the highest for `lock`; false: refuse the write. */
   admit(lock: string, token: bigint): boolean {
     checkLock(lock);
-    checkToken(token);
+    checkFencingToken(token);
     const high = this.#highest.get(lock);
     if (high !== undefined && token < high) return false;
     this.#highest.set(lock, token);
@@ -180,7 +180,7 @@ function sqlText(s: string): string {
  */
 export function sqliteFencedScript(lock: string, token: bigint, dataSql: string, busyTimeoutMs = 10_000): string {
   checkLock(lock);
-  checkToken(token);
+  checkFencingToken(token);
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) throw new JdlsError('BAD_ARGUMENT', `busyTimeoutMs must be a non-negative integer; got ${busyTimeoutMs}`);
   return [
     '.bail on',

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FenceKeeper, recordLockName, sqliteFencedScript, SQLITE_FENCE_ADMIT, SQLITE_FENCE_REFUSED, SQLITE_FENCE_SCHEMA } from '../src/fencing.js';
+import { FenceKeeper, checkFencingToken, recordLockName, sqliteFencedScript, SQLITE_FENCE_ADMIT, SQLITE_FENCE_REFUSED, SQLITE_FENCE_SCHEMA } from '../src/fencing.js';
 import * as api from '../src/index.js';
 import { JdlsError } from '../src/errors.js';
 import { testDir } from './helpers/installations.js';
@@ -98,6 +98,8 @@ test('the package exports the fencing helpers', (t) => {
   t.is(api.sqliteFencedScript, sqliteFencedScript);
   t.is(api.SQLITE_FENCE_SCHEMA, SQLITE_FENCE_SCHEMA);
   t.is(api.SQLITE_FENCE_ADMIT, SQLITE_FENCE_ADMIT);
+  t.is(api.checkFencingToken, checkFencingToken);
+  t.is(checkFencingToken(T(1)), T(1));
 });
 
 // ---- the record lock name -----------------------------------------------
