@@ -68,6 +68,7 @@ test.serial('a paused holder that lost its lock is refused by a resource that ch
   t.not(tB, undefined, "B's grant carries a token");
   if (tB === undefined) return;
   t.true(tB > tA, `tB ${tB} > tA ${tA}`);
+  t.log(`tA ${tA}, tB ${tB} (epoch ${tB >> 44n})`);
 
   const wb = await ledgerWrite(db, lock, tB, 'acct', 'from B');
   t.is(wb.code, 0, wb.stderr);
