@@ -115,6 +115,8 @@ interface ReadRoute {
 export class ServerConnection {
   readonly server: JdlsServer;
   readonly welcome: WelcomeFrame;
+  /** WELCOME said TOKENS: every GRANTED and STATUS_RESULT carries a fencing token (0 = none) */
+  readonly tokens: boolean;
   /** 'host:port' (IPv6 in brackets), for messages */
   readonly label: string;
   readonly #socket: net.Socket;
@@ -144,6 +146,7 @@ export class ServerConnection {
     this.#socket = socket;
     this.#reader = reader;
     this.welcome = welcome;
+    this.tokens = welcome.tokens === true;
     this.#opts = opts;
     this.#log = opts.logger;
     this.#lastHeard = this.#lastSent = Date.now();
@@ -173,6 +176,9 @@ export class ServerConnection {
       try {
         hs = new ClientHandshake(label, {
           port: h.port, pid: h.pid, keepaliveMs: Math.round(opts.pingIntervalMs), host: h.host, program: h.program, options: h.options,
+          // Always asked; WELCOME says whether this server sends them (ServerConnection.tokens).
+          // Trap: a server older than TOKENS refuses the flag (unknown HELLO flags are a protocol error there).
+          tokens: true,
         }, opts.key);
       } catch (e) {
         reject(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
@@ -393,6 +399,12 @@ export class ServerConnection {
     }
     if (!FINALS[p.type].includes(f.type) || (f.type === 'LOCKED' && !p.nowait)) {
       const e = new JdlsError('PROTOCOL', `lock server ${this.label}: ${f.type} is not an answer to ${p.type}${p.nowait ? ' NOWAIT' : ''}`);
+      p.reject(e);
+      return this.#fail(e);
+    }
+    // The codec reads the token by the body's length; whether one is due is the connection's (TOKENS in WELCOME).
+    if ((f.type === 'GRANTED' || f.type === 'STATUS_RESULT') && (f.token !== undefined) !== this.tokens) {
+      const e = new JdlsError('PROTOCOL', `lock server ${this.label}: ${f.type} ${this.tokens ? 'without a token, though WELCOME said TOKENS' : 'with a token, though TOKENS was not negotiated'}`);
       p.reject(e);
       return this.#fail(e);
     }
