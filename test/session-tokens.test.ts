@@ -3,7 +3,9 @@
 // session does with a grant's token (GRANTED, STATUS_RESULT), the order of
 // FENCE's raiseTokenFloor and the lock, the wait option BREAK_DEADLOCK, a
 // mechanism's DEADLOCK as ERROR DEADLOCK (and JdlsError DEADLOCK in the
-// library), and SERVER2 mirroring with FENCE. In-process: no table, so it
+// library), SERVER2 mirroring with FENCE, and the broker's part (a shim's
+// TOKENS, the flags and the token through the broker, the hand-over's
+// HELLO). In-process: no table, so it
 // checks the session's part whatever the table gives (test/server-tokens
 // checks a live server's tokens).
 import test, { type ExecutionContext } from 'ava';
@@ -16,6 +18,10 @@ import { JdlsError } from '../src/errors.js';
 import { JdlsClient } from '../src/client/client.js';
 import type { RecordLocks } from '../src/locks/mechanism.js';
 import type { FileId, Holder, LockGrant, LockMode, LockResult, Owner, WaitOptions } from '../src/locks/table.js';
+import { BrokerSession } from '../src/broker/session.js';
+import { connectFor } from '../src/broker/handover.js';
+import { decodeBody } from '../src/protocol/codec.js';
+import type { HelloFrame } from '../src/protocol/frames.js';
 import { WireClient, expectType, FILE } from './helpers/wire-client.js';
 
 type Done = (err?: Error, token?: bigint) => void;
@@ -185,4 +191,63 @@ test('SERVER2: the LOCK mirrored to the secondary carries the primary\'s token a
   primary.tokenless = true;
   t.deepEqual(await c.lock(FILE, 'L', 'write'), { granted: true });
   t.deepEqual(secondary.calls, ['tryLock L'], 'no token from the primary: no FENCE');
+});
+
+/** A broker (BrokerSession per connection) on a loopback TCP port: the shim's side is a WireClient. */
+async function broker(t: ExecutionContext): Promise<number> {
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    socks.add(sock);
+    new BrokerSession(sock, { onEnd: () => socks.delete(sock), log: pino({ level: 'silent' }), errorTrace: false });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    for (const s of socks) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+test('broker (served through it: SERVER2): a shim\'s TOKENS gets tokens; BREAK_DEADLOCK, FENCE pass on; ERROR DEADLOCK comes back; no TOKENS, no token', async (t) => {
+  const primary = new ScriptedLocks();
+  const secondary = new ScriptedLocks();
+  const jdls = `SERVER=127.0.0.1,${await serve(t, primary)},SERVER2=127.0.0.1,${await serve(t, secondary)}`;
+  const bp = await broker(t);
+  const shim = await WireClient.connect(bp, { tokens: true, options: jdls, pid: 8101 });
+  t.teardown(() => shim.close());
+  t.true(shim.welcome.tokens, 'WELCOME with TOKENS');
+  t.is(expectType(await shim.lock('A'), 'GRANTED').token, 100n, 'the server\'s token');
+  t.is(expectType(await shim.status('A'), 'STATUS_RESULT').token, 777n);
+  const fence = (4n << 44n) | 9n;
+  expectType(await shim.lock('F', 'write', { fence }), 'GRANTED');
+  t.true(primary.calls.includes(`floor ${fence}`), 'FENCE reached the server');
+  const p = shim.lock('BUSY', 'write', { breakDeadlock: true, noInterim: true });
+  await primary.waited(1);
+  t.is(primary.waits[0]?.opts?.breakDeadlock, true, 'BREAK_DEADLOCK reached the server');
+  primary.waits[0]?.done(new JdlsError('DEADLOCK', 'waiting would close a cycle'));
+  const e = expectType(await p, 'ERROR');
+  t.is(e.code, 'DEADLOCK');
+  expectType(await shim.ping(), 'PONG');
+
+  const old = await WireClient.connect(bp, { options: jdls, pid: 8102 });
+  t.teardown(() => old.close());
+  t.is(old.welcome.tokens, undefined);
+  const g = expectType(await old.lock('B'), 'GRANTED');
+  t.false('token' in g, 'an old shim gets the empty GRANTED');
+  t.false('token' in expectType(await old.status('B'), 'STATUS_RESULT'));
+});
+
+test('broker hand-over: the HELLO it sends for the process asks TOKENS exactly when the process did', async (t) => {
+  const port = await serve(t, new ScriptedLocks());
+  const hello = (tokens: boolean): HelloFrame => ({
+    type: 'HELLO', requestId: 0, minVersion: 1, maxVersion: 1, port: 3, pid: 8201, keepaliveMs: 0, host: 'h', program: 'p',
+    options: `SERVER=127.0.0.1,${port}`, ...(tokens ? { tokens: true as const } : {}),
+  });
+  for (const tokens of [true, false]) {
+    const { sock, welcome } = await connectFor({ host: '127.0.0.1', port }, hello(tokens), 10_000);
+    sock.destroy();
+    const w = decodeBody(welcome.subarray(4));
+    if (w.type !== 'WELCOME') { t.fail(w.type); continue; }
+    t.is(w.tokens, tokens ? true : undefined, `process asked tokens: ${tokens}`);
+  }
 });
