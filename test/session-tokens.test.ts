@@ -20,7 +20,7 @@ import type { RecordLocks } from '../src/locks/mechanism.js';
 import type { FileId, Holder, LockGrant, LockMode, LockResult, Owner, WaitOptions } from '../src/locks/table.js';
 import { BrokerSession } from '../src/broker/session.js';
 import { connectFor } from '../src/broker/handover.js';
-import { decodeBody } from '../src/protocol/codec.js';
+import { FrameReader, decodeBody, encode } from '../src/protocol/codec.js';
 import type { HelloFrame } from '../src/protocol/frames.js';
 import { WireClient, expectType, FILE } from './helpers/wire-client.js';
 
@@ -250,4 +250,42 @@ test('broker hand-over: the HELLO it sends for the process asks TOKENS exactly w
     if (w.type !== 'WELCOME') { t.fail(w.type); continue; }
     t.is(w.tokens, tokens ? true : undefined, `process asked tokens: ${tokens}`);
   }
+});
+
+test('a server older than TOKENS (it refuses the unknown HELLO flag and closes) is asked again without it; the client works, without tokens', async (t) => {
+  // What an older server does, byte for byte: any HELLO flag but AUTH is a protocol error.
+  const hellos: number[] = [];
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    socks.add(sock);
+    const reader = FrameReader.forServer();
+    sock.on('data', (d: Buffer) => {
+      for (const f of reader.push(d)) {
+        if (f.type === 'HELLO') {
+          const flags = (f.auth ? 0x0001 : 0) | (f.tokens ? 0x0002 : 0);
+          hellos.push(flags);
+          if (flags & ~0x0001) {
+            sock.end(encode({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: `HELLO: unknown flags 0x${flags.toString(16)}` }));
+            return;
+          }
+          sock.write(encode({ type: 'WELCOME', requestId: 0, version: 1, mechanism: 'shm', serverPid: 1, session: 1, interimMs: 5000, keepaliveMs: 0, clientAddr: '127.0.0.1', server: 'old' }));
+          continue;
+        }
+        // Requests: LOCK the old way (empty GRANTED), anything else with PONG (only PING comes).
+        sock.write(encode(f.type === 'LOCK' ? { type: 'GRANTED', requestId: f.requestId } : { type: 'PONG', requestId: f.requestId }));
+      }
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    for (const x of socks) x.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  const c = await JdlsClient.connect(`SERVER=127.0.0.1,${port}`, { errorTrace: false });
+  t.teardown(() => c.close());
+  t.deepEqual(hellos, [0x0002, 0x0000], 'TOKENS first, then without it');
+  t.false(c.server.tokens);
+  t.deepEqual(await c.lock(FILE, 'K', 'write', { nowait: true }), { granted: true });
 });
