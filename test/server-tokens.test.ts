@@ -142,7 +142,7 @@ test.serial('FENCE: the grant and later ones outrank the fence token\'s epoch; t
   o = body.writeBigUInt64BE(FILE.inode, o);
   o = body.writeBigInt64BE(FILE.dev, o);
   o = body.writeUInt16BE(1, o);
-  o = body.write('H', o, 'latin1');
+  o += body.write('H', o, 'latin1'); // write() returns the bytes written, not the offset
   body.writeBigUInt64BE(max, o);
   c.sendBytes(rawFrame({ type: T.LOCK, requestId: 9901, flags: FrameFlag.FENCE, body }));
   expectType(await c.ping(), 'PONG');
