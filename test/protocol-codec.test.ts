@@ -23,6 +23,17 @@ test('the vectors cover every frame type and the required edge cases', (t) => {
   has((v) => (f(v)['file'] as { inode: bigint } | undefined)?.inode === 2n ** 64n - 1n, 'inode 2^64-1');
   has((v) => v.frame.type === 'HELLO' && Buffer.byteLength(v.frame.host) === PROTO.MAX_STR, 'max-length HELLO string');
   has((v) => v.frame.type === 'TEST' && Buffer.byteLength(v.frame.text) === PROTO.MAX_STR, 'max-length TEST string');
+  // fencing tokens and deadlocks: both forms of GRANTED and STATUS_RESULT, the handshake flags, FENCE, DEADLOCK
+  has((v) => v.frame.type === 'GRANTED' && v.frame.token === undefined, 'GRANTED without a token');
+  has((v) => v.frame.type === 'GRANTED' && (v.frame.token ?? 0n) > 0n, 'GRANTED with a token');
+  has((v) => v.frame.type === 'GRANTED' && v.frame.token === 0n, 'GRANTED with token 0 (none)');
+  has((v) => v.frame.type === 'STATUS_RESULT' && v.frame.code > 0 && (v.frame.token ?? 0n) > 0n, 'STATUS_RESULT 1/2 with a token');
+  has((v) => v.frame.type === 'STATUS_RESULT' && v.frame.code < 0 && v.frame.token !== undefined, 'STATUS_RESULT with a holder and a token');
+  has((v) => v.frame.type === 'HELLO' && v.frame.tokens === true, 'HELLO with TOKENS');
+  has((v) => v.frame.type === 'WELCOME' && v.frame.tokens === true, 'WELCOME with TOKENS');
+  has((v) => v.frame.type === 'LOCK' && v.frame.fence !== undefined, 'LOCK with FENCE');
+  has((v) => v.frame.type === 'LOCK' && v.frame.breakDeadlock === true, 'LOCK with BREAK_DEADLOCK');
+  has((v) => v.frame.type === 'ERROR' && v.frame.code === 'DEADLOCK', 'ERROR DEADLOCK');
 });
 
 test('the auth example: both MACs of src/secret.ts equal the vectors file\'s (computed independently), over the hello-auth frame', (t) => {
