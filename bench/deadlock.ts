@@ -20,7 +20,7 @@ import { Service } from './remote.js';
 
 const FILE = { inode: 4343n, dev: -1n };
 /** Ask to be refused in a cycle (the library's default is to wait, as jBASE). */
-const BREAK = { breakDeadlock: true } as RemoteLockOptions;
+const BREAK: RemoteLockOptions = { breakDeadlock: true };
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -78,6 +78,8 @@ export type ProtoErrorName = keyof typeof ProtoError;
 
 /**
  * Fencing tokens (docs/protocol.md, "Fencing tokens"): a u64 below 2^63,
+ * mirrored from jdls_table.h (JDLS_TOKEN_*; test/native-constants.test.ts
+ * compares them),
  * bits 62..44 the epoch, 43..0 a counter. A FENCE token with the highest
  * epoch is refused: the server could not give a later epoch.
  */
