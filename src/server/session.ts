@@ -551,10 +551,12 @@ export class Session {
       } else {
         w.outcome = 'failed';
         // DEADLOCK (BREAK_DEADLOCK): this request was the cycle's victim and
-        // holds nothing for it; the client's other locks and the connection stay.
+        // holds nothing for it; the client's other locks and the connection
+        // stay. Answered before the log line (a synchronous write): the
+        // client waits for the answer, not for the log.
+        this.#answerError(rid, err);
         if (err instanceof JdlsError && err.code === 'DEADLOCK')
           this.#rate.write('info', { requestId: rid, code: err.code, reason: err.message }, 'lock request refused: deadlock');
-        this.#answerError(rid, err);
       }
       w.after?.();
     };
