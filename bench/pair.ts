@@ -73,7 +73,7 @@ function breakdown(shmPath: string, dir: string, iterations: number): Breakdown 
     const file = fileId(4242, 9).packed;
     const key = Buffer.from('BENCH*TS-RAW');
     const addonPairNs = median([0, 1, 2].map(() => loopNs(iterations, () => {
-      if (raw.tryLock(owner, file, key, native.constants.MODE_WRITE, true) !== 0) throw new BenchError('addon pair: not granted');
+      if (raw.tryLock(owner, file, key, native.constants.MODE_WRITE, native.constants.REQ_NOWAIT) !== 0) throw new BenchError('addon pair: not granted');
       if (raw.unlock(owner, file, key) !== 0) throw new BenchError('addon pair: not held');
     })));
     const twoTrivialCallsNs = median([0, 1, 2].map(() => loopNs(iterations, () => {

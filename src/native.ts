@@ -53,8 +53,40 @@ export interface NativeRow {
   dev: bigint;
   seq: number;
   stampMs: number;
+  /** fencing token of a HELD entry, else 0n */
+  token: bigint;
+  /** arrival order of a wait (the youngest of a cycle has the largest), else 0 */
+  waitNo: number;
   ip: string;
   key: Buffer;
+}
+
+/** One member of a reported deadlock cycle: an owner and the lock it waits for. */
+export interface NativeReportMember {
+  pid: number;
+  ownerPid: number;
+  ownerTid: number;
+  port: number;
+  conn: number;
+  mode: number;
+  ip: string;
+  inode: bigint;
+  dev: bigint;
+  waitNo: number;
+  /** the key's full length (key holds at most 64 bytes of it) */
+  keyLength: number;
+  key: Buffer;
+}
+
+/** A deadlock cycle found by the table (jdls_deadlock_report). */
+export interface NativeReport {
+  number: number;
+  timeMs: number;
+  /** owners in the cycle (m lists the first 8) */
+  members: number;
+  /** index in m of the refused wait, -1 if the cycle was only reported */
+  victim: number;
+  m: NativeReportMember[];
 }
 
 export interface NativeHeader {
@@ -83,6 +115,14 @@ export interface NativeHeader {
   starterPid: number;
   /** the group hash's key (random per table): a key's group is hash(file, key, hashSeed) % ngroups */
   hashSeed: bigint;
+  /** C.DEADLOCK_* */
+  deadlockPolicy: number;
+  deadlocksFound: number;
+  deadlocksBroken: number;
+  /** reports ever written (report n is readReport(n) while among the last 16) */
+  deadlockReports: number;
+  /** the next fencing token the table will give */
+  nextToken: bigint;
 }
 
 export type HeaderField =
@@ -96,15 +136,26 @@ export type NativeTryLock =
 
 export interface NativeTable {
   readonly existed: boolean;
-  tryLock(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, nowait: boolean): NativeTryLock;
+  /** flags: C.REQ_* (on rc OK the grant's token is in the token sink) */
+  tryLock(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, flags: number): NativeTryLock;
+  /** where tryLock, lockBlocking and cancel put a grant's token */
+  setTokenSink(sink: BigUint64Array): void;
+  /** the token of the owner's lock on the key, 0n if none */
+  tokenOf(owner: OwnerHandle, file: FileHandle, key: Buffer | string): bigint;
+  /** every later token >= floor */
+  tokenFloor(floor: bigint): void;
+  /** C.DEADLOCK_*: C.RC_OK or a negative rc */
+  setDeadlockPolicy(policy: number): number;
+  /** report n (1-based), undefined if overwritten or being written */
+  readReport(n: number): NativeReport | undefined;
   /** queue a wait with the waiter thread; onLook() says "some wait may be settled: call takeGranted()" */
   waitAsync(group: number, slot: number, seq: number, id: number, onLook: () => void): void;
   cancel(group: number, slot: number, seq: number): number;
-  /** this process's waits settled now, as [id, rc, id, rc, ...], taken off the list: the one way a wait settles */
-  takeGranted(): number[] | undefined;
+  /** this process's waits settled now, as [id, rc, token, id, rc, token, ...], taken off the list: the one way a wait settles */
+  takeGranted(): (number | bigint)[] | undefined;
   ref(): void;
   unref(): void;
-  lockBlocking(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, timeoutMs: number): number;
+  lockBlocking(owner: OwnerHandle, file: FileHandle, key: Buffer | string, mode: number, timeoutMs: number, flags?: number): number;
   unlock(owner: OwnerHandle, file: FileHandle, key: Buffer | string): number;
   unlockAll(owner: OwnerHandle, file: FileHandle | null): number;
   status(owner: OwnerHandle, file: FileHandle, key: Buffer | string): { code: number; holder?: NativeHolder };
@@ -145,6 +196,14 @@ export interface NativeConstants {
   STATE_FREE: number;
   STATE_HELD: number;
   STATE_WAITING: number;
+  STATE_REFUSED: number;
+  REQ_NOWAIT: number;
+  REQ_BREAK_DEADLOCK: number;
+  DEADLOCK_OFF: number;
+  DEADLOCK_REPORT: number;
+  DEADLOCK_BREAK: number;
+  TOKEN_EPOCH_SHIFT: number;
+  TOKEN_MAX_EPOCH: bigint;
   ENTRY_SIZE: number;
   GROUP_HEADER_SIZE: number;
   HEADER_SIZE: number;
@@ -203,6 +262,13 @@ export const C = {
   MODE_WRITE: 2,
   STATE_HELD: 1,
   STATE_WAITING: 2,
+  STATE_REFUSED: 3,
+  REQ_NOWAIT: 0x1,
+  REQ_BREAK_DEADLOCK: 0x2,
+  DEADLOCK_OFF: 0,
+  DEADLOCK_REPORT: 1,
+  DEADLOCK_BREAK: 2,
+  TOKEN_EPOCH_SHIFT: 44,
   SERVICE_STARTING: 0,
   SERVICE_ON: 1,
   SERVICE_RETIRED: 2,
@@ -217,6 +283,7 @@ export const C = {
   RC_QUEUED: 2,
   RC_TIMEOUT: 3,
   RC_NOT_HELD: 4,
+  RC_DEADLOCK: 5,
 } as const;
 
 const byValue = new Map<number, { name: string; text: string }>();

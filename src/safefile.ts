@@ -122,11 +122,12 @@ export function readTrusted(file: string, owners: readonly number[] = trustedOwn
 }
 
 /** A new temporary file beside `file`, created exclusively (never an existing one), holding `text`; returns its name. */
-function writeTemp(file: string, text: string): string {
+function writeTemp(file: string, text: string, durable = false): string {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
   const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, FILE_MODE);
   try {
     fs.writeSync(fd, text);
+    if (durable) fs.fsyncSync(fd);
   } catch (e) {
     fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
@@ -136,14 +137,28 @@ function writeTemp(file: string, text: string): string {
   return tmp;
 }
 
-/** Replace `file` with `text` atomically (temporary file, then rename over it: a planted link is replaced, not followed). */
-export function replaceFile(file: string, text: string): void {
-  const tmp = writeTemp(file, text);
+/**
+ * Replace `file` with `text` atomically (temporary file, then rename over
+ * it: a planted link is replaced, not followed). `durable`: on disk before
+ * this returns (the data, then the directory entry, are fsync'ed) - for a
+ * record that must survive a power cut (the token epoch: a lost bump would
+ * hand out tokens again).
+ */
+export function replaceFile(file: string, text: string, opts: { durable?: boolean } = {}): void {
+  const tmp = writeTemp(file, text, opts.durable);
   try {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw e;
+  }
+  if (opts.durable) {
+    const dfd = fs.openSync(path.dirname(file), 'r');
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
   }
 }
 

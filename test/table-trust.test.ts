@@ -246,7 +246,7 @@ function entriesOf(shm: string, pid: number, state: number): number[] {
   const out: number[] = [];
   for (let g = 0; g < ngroups; g++)
     for (let i = 0; i < perGroup; i++) {
-      const off = groupsOffset + g * groupSize + 64 + i * 608;
+      const off = groupsOffset + g * groupSize + 64 + i * 624;
       if (b.readUInt32LE(off) === state && b.readUInt32LE(off + 12) === pid) out.push(off);
     }
   return out;

@@ -186,6 +186,7 @@ struct Pending {
 struct Done {
   double id;
   int rc;
+  uint64_t token;  // the grant's fencing token (rc OK)
 };
 
 class Waiter {
@@ -236,7 +237,9 @@ class Waiter {
     for (auto it = pending_.begin(); it != pending_.end();) {
       int rc = jdls_wait_poll(table_, &it->ticket, JDLS_REAP_NONE);
       if (rc == JDLS_QUEUED) { ++it; continue; }
-      out.push_back({it->id, rc});
+      // A refused wait's entry is freed by collecting the verdict.
+      if (rc == JDLS_DEADLOCK) rc = jdls_wait_cancel(table_, &it->ticket);
+      out.push_back({it->id, rc, rc == JDLS_OK ? jdls_last_token() : 0});
       it = pending_.erase(it);
     }
     return out;
@@ -380,6 +383,11 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
                            InstanceMethod("countLockRetry", &Table::CountLockRetry),
                            InstanceMethod("claimMonitor", &Table::ClaimMonitor),
                            InstanceMethod("header", &Table::Header),
+                           InstanceMethod("setTokenSink", &Table::SetTokenSink),
+                           InstanceMethod("tokenOf", &Table::TokenOf),
+                           InstanceMethod("tokenFloor", &Table::TokenFloor),
+                           InstanceMethod("setDeadlockPolicy", &Table::SetDeadlockPolicy),
+                           InstanceMethod("readReport", &Table::ReadReport),
                            InstanceMethod("setHeader", &Table::SetHeader),
                            InstanceMethod("enterService", &Table::EnterService),
                            InstanceMethod("retire", &Table::Retire),
@@ -504,9 +512,12 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     }
   };
 
-  // tryLock(owner, file, key, mode, nowait) -> rc | {rc, holder} | {rc, group, slot, seq}
+  // tryLock(owner, file, key, mode, flags) -> rc | {rc, holder} | {rc, group, slot, seq}
+  // flags: JDLS_REQ_* (a boolean is NOWAIT or not). On rc OK the grant's
+  // token is in the token sink (setTokenSink), if one was given: no BigInt
+  // made per call unless JS reads it.
   static napi_value FastTryLock(napi_env env, napi_callback_info cbinfo) {
-    static const char usage[] = "tryLock(owner, file, key, mode, nowait)";
+    static const char usage[] = "tryLock(owner, file, key, mode, flags)";
     HotArgs<5> a;
     if (!a.Read(env, cbinfo, usage)) return nullptr;
     Table *t = a.t;
@@ -514,14 +525,17 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     const FileId *fid = a.fid;
     KeyArg &k = a.k;
     int32_t mode = 0;
-    bool nowait = false;
+    bool nowait_b = false;
+    uint32_t flags = 0;
     if (napi_get_value_int32(env, a.argv[3], &mode) != napi_ok ||
-        napi_get_value_bool(env, a.argv[4], &nowait) != napi_ok) {
+        (napi_get_value_uint32(env, a.argv[4], &flags) != napi_ok &&
+         napi_get_value_bool(env, a.argv[4], &nowait_b) != napi_ok)) {
       napi_throw_type_error(env, nullptr, usage);
       return nullptr;
     }
-    jdls_request r{fid->inode, fid->dev, k.data, static_cast<uint32_t>(k.len), mode,
-                   nowait ? JDLS_REQ_NOWAIT : 0u};
+    if (nowait_b) flags = JDLS_REQ_NOWAIT;
+    bool nowait = (flags & JDLS_REQ_NOWAIT) != 0;
+    jdls_request r{fid->inode, fid->dev, k.data, static_cast<uint32_t>(k.len), mode, flags};
     napi_value out;
     int doorbell = -1;
     if (!nowait) {
@@ -535,6 +549,7 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     jdls_holder h;
     std::memset(&h, 0, sizeof h);
     int rc = jdls_lock_begin(&t->t_, o, &r, doorbell, &tk, &h);
+    if (rc == JDLS_OK && t->token_sink_) *t->token_sink_ = jdls_last_token();
     if (rc == JDLS_CONFLICT || rc == JDLS_QUEUED) return SlowResult(Napi::Env(env), rc, tk, h);
     napi_create_int32(env, rc, &out);
     return out;
@@ -598,10 +613,12 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     REQUIRE(Ticket(info, &tk), "cancel(group, slot, seq)");
     if (waiter_) waiter_->Remove(tk);
     QuietBell quiet(&t_, waiter_ != nullptr);
-    return Napi::Number::New(env, jdls_wait_cancel(&t_, &tk));
+    int rc = jdls_wait_cancel(&t_, &tk);
+    if (rc == JDLS_OK && token_sink_) *token_sink_ = jdls_last_token();  // granted in the race
+    return Napi::Number::New(env, rc);
   }
 
-  // takeGranted() -> [id, rc, id, rc, ...] | undefined: this process's waits
+  // takeGranted() -> [id, rc, token, id, rc, token, ...] | undefined: this process's waits
   // that are settled now - the only way a settled wait reaches JS. Called on
   // the main thread right after a release (when the release handed the lock
   // to a wait of this same process, a lock server's other client, the grant
@@ -613,10 +630,11 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     if (!waiter_) return env.Undefined();
     std::vector<Done> done = waiter_->TakeGranted();
     if (done.empty()) return env.Undefined();
-    auto out = Napi::Array::New(env, done.size() * 2);
+    auto out = Napi::Array::New(env, done.size() * 3);
     for (size_t i = 0; i < done.size(); i++) {
-      out.Set(static_cast<uint32_t>(2 * i), Napi::Number::New(env, done[i].id));
-      out.Set(static_cast<uint32_t>(2 * i + 1), Napi::Number::New(env, done[i].rc));
+      out.Set(static_cast<uint32_t>(3 * i), Napi::Number::New(env, done[i].id));
+      out.Set(static_cast<uint32_t>(3 * i + 1), Napi::Number::New(env, done[i].rc));
+      out.Set(static_cast<uint32_t>(3 * i + 2), Napi::BigInt::New(env, done[i].token));
     }
     return out;
   }
@@ -639,12 +657,16 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     const FileId *f;
     KeyArg k;
     REQUIRE(info.Length() >= 5 && AsStruct(info[0], &o) && AsStruct(info[1], &f) &&
-                k.Read(env, info[2]) && info[3].IsNumber() && info[4].IsNumber(),
-            "lockBlocking(owner, file, key, mode, timeoutMs)");
+                k.Read(env, info[2]) && info[3].IsNumber() && info[4].IsNumber() &&
+                (info.Length() < 6 || info[5].IsNumber()),
+            "lockBlocking(owner, file, key, mode, timeoutMs, flags?)");
+    uint32_t flags = info.Length() >= 6 ? info[5].As<Napi::Number>().Uint32Value() : 0u;
     jdls_request r{f->inode, f->dev, k.data, static_cast<uint32_t>(k.len),
-                   static_cast<int>(info[3].As<Napi::Number>().Int32Value()), 0u};
+                   static_cast<int>(info[3].As<Napi::Number>().Int32Value()), flags};
     jdls_holder h;
-    return Napi::Number::New(env, jdls_lock(&t_, o, &r, info[4].As<Napi::Number>().Int32Value(), &h));
+    int rc = jdls_lock(&t_, o, &r, info[4].As<Napi::Number>().Int32Value(), &h);
+    if (rc == JDLS_OK && token_sink_) *token_sink_ = jdls_last_token();
+    return Napi::Number::New(env, rc);
   }
 
   // unlockAll(owner, file | null) -> count | rc
@@ -783,6 +805,8 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
       o.Set("dev", Napi::BigInt::New(env, e.dev));
       o.Set("seq", static_cast<double>(e.seq));
       o.Set("stampMs", static_cast<double>(e.stamp_ms));
+      o.Set("token", Napi::BigInt::New(env, e.token));
+      o.Set("waitNo", static_cast<double>(e.wait_no));
       o.Set("ip", IpText(e.ip, e.ip_len));
       o.Set("key", Napi::Buffer<uint8_t>::Copy(env, e.key, e.key_len));
       arr.Set(static_cast<uint32_t>(i), o);
@@ -791,6 +815,88 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     res.Set("rows", arr);
     res.Set("next", next);
     return res;
+  }
+
+  // setTokenSink(BigUint64Array(1)): where tryLock and lockBlocking put
+  // the token of a grant (kept referenced while the table lives).
+  Napi::Value SetTokenSink(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    REQUIRE(info.Length() >= 1 && info[0].IsTypedArray() &&
+                info[0].As<Napi::TypedArray>().TypedArrayType() == napi_biguint64_array &&
+                info[0].As<Napi::TypedArray>().ElementLength() >= 1,
+            "setTokenSink(BigUint64Array)");
+    token_sink_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
+    auto arr = info[0].As<Napi::TypedArrayOf<uint64_t>>();
+    token_sink_ = arr.Data();
+    return env.Undefined();
+  }
+
+  // tokenOf(owner, file, key) -> bigint: the token of the owner's lock on
+  // the key, 0n if it holds none.
+  Napi::Value TokenOf(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    const jdls_owner *o;
+    const FileId *f;
+    KeyArg k;
+    REQUIRE(info.Length() >= 3 && AsStruct(info[0], &o) && AsStruct(info[1], &f) && k.Read(env, info[2]),
+            "tokenOf(owner, file, key)");
+    return Napi::BigInt::New(env, jdls_token_of(&t_, o, f->inode, f->dev, k.data, static_cast<uint32_t>(k.len)));
+  }
+
+  // tokenFloor(bigint): every later token >= it.
+  Napi::Value TokenFloor(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 1 && info[0].IsBigInt(), "tokenFloor(bigint)");
+    bool lossless = false;
+    uint64_t v = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    REQUIRE(lossless, "tokenFloor: a u64");
+    jdls_token_floor(&t_, v);
+    return env.Undefined();
+  }
+
+  Napi::Value SetDeadlockPolicy(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 1 && info[0].IsNumber(), "setDeadlockPolicy(policy)");
+    return Napi::Number::New(env, jdls_set_deadlock_policy(&t_, info[0].As<Napi::Number>().Uint32Value()));
+  }
+
+  // readReport(n) -> {number, timeMs, members, victim, m: [...]} | undefined
+  Napi::Value ReadReport(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    REQUIRE(info.Length() >= 1 && info[0].IsNumber(), "readReport(n)");
+    jdls_deadlock_report r;
+    if (jdls_read_report(&t_, static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()), &r) != JDLS_OK)
+      return env.Undefined();
+    auto o = Napi::Object::New(env);
+    o.Set("number", static_cast<double>(r.number));
+    o.Set("timeMs", static_cast<double>(r.time_ms));
+    o.Set("members", r.members);
+    o.Set("victim", r.victim);
+    uint32_t n = r.members < JDLS_REPORT_MEMBERS ? r.members : JDLS_REPORT_MEMBERS;
+    auto arr = Napi::Array::New(env, n);
+    for (uint32_t i = 0; i < n; i++) {
+      const jdls_report_member &m = r.m[i];
+      auto x = Napi::Object::New(env);
+      x.Set("pid", m.pid);
+      x.Set("ownerPid", m.owner_pid);
+      x.Set("ownerTid", m.owner_tid);
+      x.Set("port", m.port);
+      x.Set("conn", m.conn);
+      x.Set("mode", static_cast<uint32_t>(m.mode));
+      x.Set("ip", IpText(m.ip, m.ip_len == 16 ? 16 : 4));
+      x.Set("inode", Napi::BigInt::New(env, m.inode));
+      x.Set("dev", Napi::BigInt::New(env, m.dev));
+      x.Set("waitNo", static_cast<double>(m.wait_no));
+      x.Set("keyLength", static_cast<uint32_t>(m.key_len));
+      x.Set("key", Napi::Buffer<uint8_t>::Copy(env, m.key, m.key_len < JDLS_REPORT_KEY ? m.key_len : JDLS_REPORT_KEY));
+      arr.Set(i, x);
+    }
+    o.Set("m", arr);
+    return o;
   }
 
   Napi::Value Header(const Napi::CallbackInfo &info) {
@@ -825,6 +931,11 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     o.Set("service", jdls_table_service(&t_));
     o.Set("starterPid", __atomic_load_n(&h->starter_pid, __ATOMIC_ACQUIRE));
     o.Set("hashSeed", Napi::BigInt::New(env, t_.hash_seed));
+    o.Set("deadlockPolicy", __atomic_load_n(&h->deadlock_policy, __ATOMIC_RELAXED));
+    o.Set("deadlocksFound", static_cast<double>(__atomic_load_n(&h->deadlocks_found, __ATOMIC_RELAXED)));
+    o.Set("deadlocksBroken", static_cast<double>(__atomic_load_n(&h->deadlocks_broken, __ATOMIC_RELAXED)));
+    o.Set("deadlockReports", static_cast<double>(__atomic_load_n(&h->reports_written, __ATOMIC_RELAXED)));
+    o.Set("nextToken", Napi::BigInt::New(env, jdls_token_peek(&t_)));
     return o;
   }
 
@@ -892,6 +1003,8 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
   uint32_t list_cap_ = 0;
   bool existed_ = false;
   Waiter *waiter_ = nullptr;
+  uint64_t *token_sink_ = nullptr;        // setTokenSink: a grant's token for JS
+  Napi::ObjectReference token_sink_ref_;  // keeps the sink's buffer alive
 };
 
 // ---- module functions ----------------------------------------------------
@@ -1023,6 +1136,14 @@ Napi::Object Constants(Napi::Env env) {
   c.Set("STATE_FREE", JDLS_STATE_FREE);
   c.Set("STATE_HELD", JDLS_STATE_HELD);
   c.Set("STATE_WAITING", JDLS_STATE_WAITING);
+  c.Set("STATE_REFUSED", JDLS_STATE_REFUSED);
+  c.Set("REQ_NOWAIT", JDLS_REQ_NOWAIT);
+  c.Set("REQ_BREAK_DEADLOCK", JDLS_REQ_BREAK_DEADLOCK);
+  c.Set("DEADLOCK_OFF", JDLS_DEADLOCK_OFF);
+  c.Set("DEADLOCK_REPORT", JDLS_DEADLOCK_REPORT);
+  c.Set("DEADLOCK_BREAK", JDLS_DEADLOCK_BREAK);
+  c.Set("TOKEN_EPOCH_SHIFT", JDLS_TOKEN_EPOCH_SHIFT);
+  c.Set("TOKEN_MAX_EPOCH", Napi::BigInt::New(env, static_cast<uint64_t>(JDLS_TOKEN_MAX_EPOCH)));
   c.Set("SERVICE_STARTING", JDLS_SERVICE_STARTING);
   c.Set("SERVICE_ON", JDLS_SERVICE_ON);
   c.Set("SERVICE_RETIRED", JDLS_SERVICE_RETIRED);

@@ -38,12 +38,13 @@
 #include <time.h>
 #include <unistd.h>
 
-_Static_assert(sizeof(jdls_entry) == 608, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(sizeof(jdls_entry) == 624, "jdls_entry layout changed: bump JDLS_LAYOUT_VERSION");
 _Static_assert(sizeof(jdls_group) == 64, "jdls_group must stay 64 bytes");
-_Static_assert(sizeof(jdls_header) == 256, "jdls_header layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(sizeof(jdls_header) == 17152, "jdls_header layout changed: bump JDLS_LAYOUT_VERSION");
+_Static_assert(offsetof(jdls_header, next_token) % 64 == 0, "jdls_header.next_token on its own cache line");
 _Static_assert(sizeof(jdls_proc_slot) == 16, "jdls_proc_slot layout changed");
 _Static_assert(offsetof(jdls_entry, conn) == 72, "jdls_entry.conn offset");
-_Static_assert(offsetof(jdls_entry, key) == 96, "jdls_entry.key offset");
+_Static_assert(offsetof(jdls_entry, key) == 112, "jdls_entry.key offset");
 _Static_assert(offsetof(jdls_header, groups_offset) == 32, "jdls_header.groups_offset offset");
 _Static_assert(offsetof(jdls_header, service) == 180, "jdls_header.service offset");
 _Static_assert(offsetof(jdls_header, starter_start) == 192, "jdls_header.starter_start offset");
@@ -492,6 +493,9 @@ int jdls_table_create(const char *path, const jdls_trust *trust, uint32_t nlocks
   h->starter_start = jdls_pid_start((uint32_t)getpid());
   h->starter_pid = (uint32_t)getpid();
   h->hash_seed = random_seed();
+  h->deadlock_policy = JDLS_DEADLOCK_BREAK; /* the product's default (docs/deadlocks.md) */
+  h->next_token = 1;                        /* epoch 0 until the creator sets one */
+  h->next_wait = 1;
   out->hdr = h;
   out->size = total;
   out->fd = fd;
@@ -508,6 +512,11 @@ int jdls_table_create(const char *path, const jdls_trust *trust, uint32_t nlocks
   pthread_mutexattr_init(&ma);
   pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
   pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+  if (pthread_mutex_init(&h->detect_mutex, &ma) != 0) {
+    pthread_mutexattr_destroy(&ma);
+    munmap(base, total);
+    goto fail;
+  }
   for (uint32_t g = 0; g < ngroups; g++) {
     jdls_group *gr = group_at(out, g);
     if (pthread_mutex_init(&gr->mutex, &ma) != 0) {
@@ -603,7 +612,7 @@ static void owner_of(const jdls_entry *e, jdls_owner *o) {
 static int entry_valid(const jdls_table *t, const jdls_entry *e) {
   uint32_t s = ALOAD(&e->state);
   if (s == JDLS_STATE_FREE) return 1;
-  if (s != JDLS_STATE_HELD && s != JDLS_STATE_WAITING) return 0;
+  if (s != JDLS_STATE_HELD && s != JDLS_STATE_WAITING && s != JDLS_STATE_REFUSED) return 0;
   if (e->mode != JDLS_MODE_READ && e->mode != JDLS_MODE_WRITE) return 0;
   if (e->key_len > JDLS_MAX_KEY) return 0;
   if (e->ip_len != 4 && e->ip_len != 16) return 0;
@@ -614,6 +623,18 @@ static int entry_valid(const jdls_table *t, const jdls_entry *e) {
 }
 
 static __thread int quiet_doorbell = -1;
+
+/* The token of this thread's last grant (jdls_last_token). */
+static __thread uint64_t last_token;
+
+uint64_t jdls_last_token(void) { return last_token; }
+
+/* The next fencing token. Called with the group mutex of the key held, so
+ * the grants of one key take their tokens in grant order: per-key strictly
+ * increasing (and globally, as one counter serves every key). */
+static uint64_t take_token(jdls_table *t) {
+  return __atomic_fetch_add(&t->hdr->next_token, 1, __ATOMIC_RELAXED);
+}
 
 void jdls_quiet_doorbell(int slot) { quiet_doorbell = slot; }
 
@@ -817,6 +838,7 @@ static void grant_waiters(jdls_table *t, jdls_group *g, const jdls_entry *k) {
         free_entry(g, e);
     }
     if (t->flags & JDLS_FLAG_TIMESTAMPS) w->stamp_ms = now_ms();
+    __atomic_store_n(&w->token, take_token(t), __ATOMIC_RELAXED); /* before state: the waiter reads it after */
     g->waiting--;
     ASTORE(&w->state, JDLS_STATE_HELD);
     wake_entry(t, w);
@@ -846,7 +868,10 @@ static void fill_entry(jdls_table *t, jdls_group *g, jdls_entry *e, const jdls_o
   e->doorbell = doorbell;
   e->pid_start = o->pid_start;
   e->conn = o->conn;
-  e->reserved = 0;
+  e->wflags = state == JDLS_STATE_WAITING ? (uint8_t)(r->flags & JDLS_REQ_BREAK_DEADLOCK) : 0;
+  memset(e->pad_e, 0, sizeof e->pad_e);
+  __atomic_store_n(&e->token, state == JDLS_STATE_HELD ? take_token(t) : 0, __ATOMIC_RELAXED);
+  e->wait_no = state == JDLS_STATE_WAITING ? __atomic_fetch_add(&t->hdr->next_wait, 1, __ATOMIC_RELAXED) : 0;
   e->inode = r->inode;
   e->dev = r->dev;
   /* Atomic: jdls_wait_poll reads seq without the mutex (see there). */
@@ -865,8 +890,11 @@ static int check_request(const jdls_owner *o, const jdls_request *r) {
   if (r->mode != JDLS_MODE_READ && r->mode != JDLS_MODE_WRITE) return JDLS_E_ARG;
   if (o->ip_len != 4 && o->ip_len != 16) return JDLS_E_ARG;
   if (r->key_len && !r->key) return JDLS_E_ARG;
+  if (r->flags & ~(JDLS_REQ_NOWAIT | JDLS_REQ_BREAK_DEADLOCK)) return JDLS_E_ARG;
   return JDLS_OK;
 }
+
+static int detect_deadlock(jdls_table *t, const jdls_ticket *tk);
 
 /* ===== 5. the public lock calls ========================================= */
 
@@ -906,7 +934,8 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
           if (!first_other) first_other = e;
           if (!blocker && modes_conflict(e->mode, r->mode)) blocker = e;
         }
-      } else if (!own) {
+      } else if (s == JDLS_STATE_WAITING && !own) {
+        /* (A REFUSED entry neither queues nor blocks.) */
         others_waiting = 1;
       }
     }
@@ -921,7 +950,12 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
       /* Re-lock by the owner: succeeds; READ<->WRITE converts in place. An
        * owner's own upgrade does not queue behind waiters that wait for it. */
       int down = mine->mode == JDLS_MODE_WRITE && r->mode == JDLS_MODE_READ;
+      /* A conversion is a new grant, so a new token (a resource must see
+       * the exclusive lock outrank the shared one it replaced); a re-lock
+       * in the same mode keeps its token. */
+      if (mine->mode != (uint8_t)r->mode) __atomic_store_n(&mine->token, take_token(t), __ATOMIC_RELAXED);
       mine->mode = (uint8_t)r->mode;
+      last_token = mine->token;
       if (down) grant_waiters(t, g, mine);
       group_unlock(g);
       return JDLS_OK;
@@ -934,6 +968,7 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
         return JDLS_E_TABLE_FULL;
       }
       fill_entry(t, g, free_e, o, r, hash, JDLS_STATE_HELD, -1);
+      last_token = free_e->token;
       group_unlock(g);
       return JDLS_OK;
     }
@@ -962,6 +997,9 @@ int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
     ticket->seq = free_e->seq;
     if (holder && (blocker || first_other)) fill_holder(blocker ? blocker : first_other, holder);
     group_unlock(g);
+    /* The request waits now: does its wait close a cycle of waiters? */
+    if (__atomic_load_n(&t->hdr->deadlock_policy, __ATOMIC_RELAXED) != JDLS_DEADLOCK_OFF)
+      return detect_deadlock(t, ticket);
     return JDLS_QUEUED;
   }
 }
@@ -990,13 +1028,20 @@ int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap) {
     uint32_t s = ALOAD(&e->state);
     uint64_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
     if (seq != tk->seq || s == JDLS_STATE_FREE) return JDLS_E_ARG;
-    return s == JDLS_STATE_HELD ? JDLS_OK : JDLS_QUEUED;
+    if (s == JDLS_STATE_REFUSED) return JDLS_DEADLOCK;
+    if (s != JDLS_STATE_HELD) return JDLS_QUEUED;
+    /* Ours and HELD: only we free it, so the token read is ours too. */
+    last_token = __atomic_load_n(&e->token, __ATOMIC_RELAXED);
+    return JDLS_OK;
   }
   int rc = group_lock(t, g);
   if (rc != JDLS_OK) return rc;
   uint32_t s = ALOAD(&e->state);
   if (e->seq != tk->seq || s == JDLS_STATE_FREE) rc = JDLS_E_ARG;
-  else if (s == JDLS_STATE_HELD) rc = JDLS_OK;
+  else if (s == JDLS_STATE_HELD) {
+    last_token = e->token;
+    rc = JDLS_OK;
+  } else if (s == JDLS_STATE_REFUSED) rc = JDLS_DEADLOCK;
   else {
     jdls_owner o;
     owner_of(e, &o);
@@ -1006,6 +1051,7 @@ int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap) {
      * the queue (100 remote waiters on one key: p99 hand-off 337 ms). */
     if (reap_blockers(t, g, e, &o, reap >= JDLS_REAP_THOROUGH, 1) > 0) grant_waiters(t, g, e);
     rc = ALOAD(&e->state) == JDLS_STATE_HELD ? JDLS_OK : JDLS_QUEUED;
+    if (rc == JDLS_OK) last_token = e->token;
   }
   group_unlock(g);
   return rc;
@@ -1019,8 +1065,14 @@ int jdls_wait_cancel(jdls_table *t, const jdls_ticket *tk) {
   if (rc != JDLS_OK) return rc;
   uint32_t s = ALOAD(&e->state);
   if (e->seq != tk->seq || s == JDLS_STATE_FREE) rc = JDLS_E_ARG;
-  else if (s == JDLS_STATE_HELD) rc = JDLS_OK;
-  else {
+  else if (s == JDLS_STATE_HELD) {
+    last_token = e->token;
+    rc = JDLS_OK;
+  } else if (s == JDLS_STATE_REFUSED) {
+    /* The verdict collected: the entry goes (it queued for nobody). */
+    free_entry(g, e);
+    rc = JDLS_DEADLOCK;
+  } else {
     /* Leaving the queue may unblock those behind us (shared requests queued
      * behind our exclusive one while a shared lock is held). */
     free_entry(g, e);
@@ -1043,12 +1095,17 @@ int jdls_lock(jdls_table *t, const jdls_owner *o, const jdls_request *r,
   unsigned ticks = 0;
   for (;;) {
     uint32_t s = ALOAD(&e->state);
-    if (s == JDLS_STATE_HELD) return JDLS_OK;
+    if (s == JDLS_STATE_HELD) {
+      last_token = __atomic_load_n(&e->token, __ATOMIC_RELAXED);
+      return JDLS_OK;
+    }
+    if (s == JDLS_STATE_REFUSED) return jdls_wait_cancel(t, &tk);
     if (s != JDLS_STATE_WAITING) return JDLS_E_ARG;
     int64_t now = mono_ms();
     if (now >= deadline) return jdls_wait_cancel(t, &tk);
     if (now >= next_tick) {
       rc = jdls_wait_poll(t, &tk, ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH : JDLS_REAP_QUICK);
+      if (rc == JDLS_DEADLOCK) return jdls_wait_cancel(t, &tk);
       if (rc != JDLS_QUEUED) return rc;
       next_tick = now + JDLS_LIVENESS_TICK_MS;
     }
@@ -1387,6 +1444,7 @@ const char *jdls_rc_name(int rc) {
     case JDLS_QUEUED: return "QUEUED";
     case JDLS_TIMEOUT: return "TIMEOUT";
     case JDLS_NOT_HELD: return "NOT_HELD";
+    case JDLS_DEADLOCK: return "DEADLOCK";
     case JDLS_E_TABLE_FULL: return "TABLE_FULL";
     case JDLS_E_KEY_TOO_LONG: return "KEY_TOO_LONG";
     case JDLS_E_ARG: return "BAD_ARGUMENT";
@@ -1409,6 +1467,7 @@ const char *jdls_strerror(int rc) {
     case JDLS_QUEUED: return "request queued";
     case JDLS_TIMEOUT: return "timed out waiting for the lock";
     case JDLS_NOT_HELD: return "lock not held by this owner";
+    case JDLS_DEADLOCK: return "refused: waiting would close a cycle of waiters (deadlock)";
     case JDLS_E_TABLE_FULL: return "Error 37: lock table full (the key's group has no free entry)";
     case JDLS_E_KEY_TOO_LONG: return "key longer than 512 bytes";
     case JDLS_E_ARG: return "invalid argument";
@@ -1422,4 +1481,485 @@ const char *jdls_strerror(int rc) {
     case JDLS_E_UNTRUSTED: return "the file at the lock table's name was not made by this installation (wrong owner, mode or links): refused";
     default: return "unknown error";
   }
+}
+
+/* ===== 8. fencing tokens and deadlock detection ========================= */
+
+uint64_t jdls_token_of(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                       const uint8_t *key, uint32_t key_len) {
+  if (key_len > JDLS_MAX_KEY) return 0;
+  uint32_t hash = jdls_hash(t->hash_seed, inode, dev, key, key_len);
+  jdls_group *g = group_at(t, hash % t->ngroups);
+  if (group_lock(t, g) != JDLS_OK) return 0;
+  uint64_t token = 0;
+  for (uint32_t i = 0; i < t->per_group; i++) {
+    jdls_entry *e = entry_at(t, g, i);
+    if (ALOAD(&e->state) == JDLS_STATE_HELD && same_key(e, inode, dev, key, key_len) && owner_eq(t, e, o)) {
+      token = e->token;
+      break;
+    }
+  }
+  group_unlock(g);
+  return token;
+}
+
+void jdls_token_floor(jdls_table *t, uint64_t floor) {
+  uint64_t cur = __atomic_load_n(&t->hdr->next_token, __ATOMIC_RELAXED);
+  while (cur < floor &&
+         !__atomic_compare_exchange_n(&t->hdr->next_token, &cur, floor, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
+uint64_t jdls_token_peek(jdls_table *t) { return __atomic_load_n(&t->hdr->next_token, __ATOMIC_RELAXED); }
+
+int jdls_set_deadlock_policy(jdls_table *t, uint32_t policy) {
+  if (policy > JDLS_DEADLOCK_BREAK) return JDLS_E_ARG;
+  __atomic_store_n(&t->hdr->deadlock_policy, policy, __ATOMIC_RELAXED);
+  return JDLS_OK;
+}
+
+int jdls_read_report(jdls_table *t, uint64_t n, jdls_deadlock_report *out) {
+  if (n == 0) return JDLS_E_ARG;
+  jdls_deadlock_report *r = &t->hdr->reports[(n - 1) % JDLS_REPORTS];
+  if (__atomic_load_n(&r->number, __ATOMIC_ACQUIRE) != n) return JDLS_NOT_HELD;
+  memcpy(out, r, sizeof *out);
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  if (__atomic_load_n(&r->number, __ATOMIC_RELAXED) != n) return JDLS_NOT_HELD;
+  /* From the segment: clamp what a reader will index with. */
+  if (out->members > JDLS_DEADLOCK_DEPTH) out->members = JDLS_DEADLOCK_DEPTH;
+  if (out->victim < -1 || out->victim >= (int32_t)JDLS_REPORT_MEMBERS) out->victim = -1;
+  return JDLS_OK;
+}
+
+/*
+ * Deadlock detection (docs/deadlocks.md).
+ *
+ * The wait-for graph: an owner that has a WAITING entry for a key waits for
+ * every OTHER owner that holds the key in a conflicting mode, and - the
+ * queue is strictly FIFO (grant_waiters) - for every other owner with an
+ * earlier WAITING entry for the key. Every owner of the installation's
+ * table is in it: local processes and every lock-server process's clients.
+ *
+ * When: a request that starts to wait looks for a cycle through ITSELF
+ * (jdls_lock_begin, after queueing, the group mutex released). Any cycle is
+ * closed by some wait starting, and that wait's own look finds it: the look
+ * starts after its entry is published and serialises with every other look
+ * (detect_mutex), so of two waits that close one cycle together, the later
+ * look sees both. Hence no periodic re-check is needed for the table.
+ *
+ * Why a snapshot plus a verification: groups are read one at a time (the
+ * table's rule: never two group mutexes at once), so the snapshot is not a
+ * consistent cut - an edge read early may be gone when a late one is read.
+ * A cycle found in it is therefore re-read: each of its edges, under its
+ * group's mutex, must still be the same entries (same seq; a holder with
+ * the same token, which changes at every grant and conversion; a waiter
+ * still WAITING). An entry that is the same at both reads was there
+ * throughout (seqs and tokens never repeat; a WAITING entry never returns
+ * to WAITING), and every first read precedes every second read, so at the
+ * instant between the two passes every edge of the cycle existed at once:
+ * a real deadlock, not a race with a release or a grant.
+ *
+ * Who is refused (policy break): the YOUNGEST wait of the cycle (largest
+ * wait_no, one counter for the table) among those that asked for it
+ * (JDLS_REQ_BREAK_DEADLOCK). Normally that is the wait that closed the
+ * cycle, as with the kernel's EDEADLK; it is deterministic whichever look
+ * finds the cycle. If no member asked, the cycle is reported only.
+ *
+ * Dead owners: a member whose process is gone is reaped (its locks freed
+ * and handed on), not reported, and the look starts again.
+ */
+typedef struct dl_node {        /* a WAITING entry in the snapshot */
+  uint32_t group, slot;
+  uint64_t seq;
+  uint8_t wflags;
+  jdls_owner owner;
+  uint32_t owner_id;            /* dense id of `owner` */
+  uint32_t edge0, nedges;       /* its edges in the edge array */
+  jdls_report_member info;
+} dl_node;
+
+typedef struct dl_edge {        /* an entry the node waits for (same group) */
+  uint32_t slot;
+  uint32_t state;               /* HELD or WAITING when read */
+  uint64_t seq;
+  uint64_t token;
+  int64_t to;                   /* owner id of its owner, -1: that owner waits for nothing */
+  jdls_owner owner;
+} dl_edge;
+
+typedef struct dl_snap {
+  dl_node *nodes;
+  uint32_t nnodes, cap_nodes;
+  dl_edge *edges;
+  uint32_t nedges, cap_edges;
+  uint32_t nowners;
+  uint32_t *by_owner;           /* node indexes sorted by owner id */
+  uint32_t *owner_first;        /* by_owner[owner_first[o] .. owner_first[o+1]) */
+} dl_snap;
+
+/* The most waits one look considers; beyond it the look gives up (and says
+ * so nowhere but docs/deadlocks.md: an estate with more than 65536 waiting
+ * requests at once has other problems). */
+#define DL_MAX_NODES 65536U
+
+static int dl_push_node(dl_snap *s, const dl_node *n) {
+  if (s->nnodes == s->cap_nodes) {
+    uint32_t cap = s->cap_nodes ? s->cap_nodes * 2 : 64;
+    if (cap > DL_MAX_NODES) return -1;
+    dl_node *p = realloc(s->nodes, cap * sizeof *p);
+    if (!p) return -1;
+    s->nodes = p;
+    s->cap_nodes = cap;
+  }
+  s->nodes[s->nnodes++] = *n;
+  return 0;
+}
+
+static int dl_push_edge(dl_snap *s, const dl_edge *e) {
+  if (s->nedges == s->cap_edges) {
+    uint32_t cap = s->cap_edges ? s->cap_edges * 2 : 256;
+    if (cap > DL_MAX_NODES * 32U) return -1;
+    dl_edge *p = realloc(s->edges, cap * sizeof *p);
+    if (!p) return -1;
+    s->edges = p;
+    s->cap_edges = cap;
+  }
+  s->edges[s->nedges++] = *e;
+  return 0;
+}
+
+static void dl_free(dl_snap *s) {
+  free(s->nodes);
+  free(s->edges);
+  free(s->by_owner);
+  free(s->owner_first);
+  memset(s, 0, sizeof *s);
+}
+
+/* Owner identity as owner_eq compares it, for hashing. */
+static uint64_t dl_owner_hash(const jdls_table *t, const jdls_owner *o) {
+  uint64_t h = 1469598103934665603ULL;
+#define MIX(v) do { h ^= (uint64_t)(v); h *= 1099511628211ULL; } while (0)
+  MIX(o->ip_len);
+  for (unsigned i = 0; i < o->ip_len && i < 16; i++) MIX(o->ip[i]);
+  if (t->flags & JDLS_FLAG_PORT_LOCKS) {
+    MIX(o->port);
+  } else {
+    MIX(o->owner_pid); MIX(o->owner_tid); MIX(o->conn); MIX(o->pid); MIX(o->pid_start);
+  }
+#undef MIX
+  return h;
+}
+
+static int dl_owner_same(const jdls_table *t, const jdls_owner *a, const jdls_owner *b) {
+  if (a->ip_len != b->ip_len || memcmp(a->ip, b->ip, a->ip_len) != 0) return 0;
+  if (t->flags & JDLS_FLAG_PORT_LOCKS) return a->port == b->port;
+  return a->owner_pid == b->owner_pid && a->owner_tid == b->owner_tid && a->conn == b->conn &&
+         a->pid == b->pid && a->pid_start == b->pid_start;
+}
+
+static void dl_member(const jdls_entry *e, jdls_report_member *m) {
+  memset(m, 0, sizeof *m);
+  m->pid = e->pid;
+  m->owner_pid = e->owner_pid;
+  m->owner_tid = e->owner_tid;
+  m->port = e->port;
+  m->conn = e->conn;
+  m->ip_len = e->ip_len;
+  m->mode = e->mode;
+  m->key_len = e->key_len;
+  memcpy(m->ip, e->ip, sizeof m->ip);
+  m->inode = e->inode;
+  m->dev = e->dev;
+  m->wait_no = e->wait_no;
+  memcpy(m->key, e->key, e->key_len < JDLS_REPORT_KEY ? e->key_len : JDLS_REPORT_KEY);
+}
+
+/* Pass 1: every WAITING entry of the table and what it waits for. 0, or -1
+ * (out of memory or too many waits: no verdict). */
+static int dl_snapshot(jdls_table *t, dl_snap *s) {
+  for (uint32_t gi = 0; gi < t->ngroups; gi++) {
+    jdls_group *g = group_at(t, gi);
+    /* A hint read without the mutex: a group whose waits start after this
+     * read belong to requests whose own looks come after this one. */
+    if (__atomic_load_n(&g->waiting, __ATOMIC_RELAXED) == 0) continue;
+    if (group_lock(t, g) != JDLS_OK) continue;
+    int rc = 0;
+    for (uint32_t i = 0; i < t->per_group && rc == 0; i++) {
+      jdls_entry *w = entry_at(t, g, i);
+      if (ALOAD(&w->state) != JDLS_STATE_WAITING) continue;
+      dl_node n;
+      memset(&n, 0, sizeof n);
+      n.group = gi;
+      n.slot = i;
+      n.seq = w->seq;
+      n.wflags = w->wflags;
+      owner_of(w, &n.owner);
+      n.edge0 = s->nedges;
+      dl_member(w, &n.info);
+      for (uint32_t j = 0; j < t->per_group && rc == 0; j++) {
+        jdls_entry *b = entry_at(t, g, j);
+        uint32_t bs = ALOAD(&b->state);
+        if (b == w || !entry_same_key(b, w) || owner_eq(t, b, &n.owner)) continue;
+        int blocks = (bs == JDLS_STATE_HELD && modes_conflict(b->mode, w->mode)) ||
+                     (bs == JDLS_STATE_WAITING && b->seq < w->seq);
+        if (!blocks) continue;
+        dl_edge e;
+        memset(&e, 0, sizeof e);
+        e.slot = j;
+        e.state = bs;
+        e.seq = b->seq;
+        e.token = b->token;
+        e.to = -1;
+        owner_of(b, &e.owner);
+        rc = dl_push_edge(s, &e);
+        n.nedges++;
+      }
+      if (rc == 0) rc = dl_push_node(s, &n);
+    }
+    group_unlock(g);
+    if (rc != 0) return -1;
+  }
+  return 0;
+}
+
+/* Give every waiting owner a dense id, index nodes by owner, and point each
+ * edge at its owner's id (or -1). 0, or -1 (out of memory). */
+static int dl_index(jdls_table *t, dl_snap *s) {
+  uint32_t cap = 1;
+  while (cap < s->nnodes * 2U) cap <<= 1;
+  int64_t *slots = malloc(cap * sizeof *slots); /* node index of the owner's first node, or -1 */
+  if (!slots) return -1;
+  for (uint32_t i = 0; i < cap; i++) slots[i] = -1;
+  s->nowners = 0;
+  for (uint32_t i = 0; i < s->nnodes; i++) {
+    dl_node *n = &s->nodes[i];
+    uint32_t h = (uint32_t)dl_owner_hash(t, &n->owner) & (cap - 1);
+    while (slots[h] >= 0 && !dl_owner_same(t, &s->nodes[slots[h]].owner, &n->owner)) h = (h + 1) & (cap - 1);
+    if (slots[h] < 0) {
+      slots[h] = i;
+      n->owner_id = s->nowners++;
+    } else {
+      n->owner_id = s->nodes[slots[h]].owner_id;
+    }
+  }
+  for (uint32_t k = 0; k < s->nedges; k++) {
+    dl_edge *e = &s->edges[k];
+    uint32_t h = (uint32_t)dl_owner_hash(t, &e->owner) & (cap - 1);
+    while (slots[h] >= 0 && !dl_owner_same(t, &s->nodes[slots[h]].owner, &e->owner)) h = (h + 1) & (cap - 1);
+    e->to = slots[h] >= 0 ? (int64_t)s->nodes[slots[h]].owner_id : -1;
+  }
+  free(slots);
+  s->owner_first = calloc((size_t)s->nowners + 1, sizeof *s->owner_first);
+  s->by_owner = malloc(((size_t)s->nnodes + 1) * sizeof *s->by_owner);
+  if (!s->owner_first || !s->by_owner) return -1;
+  for (uint32_t i = 0; i < s->nnodes; i++) s->owner_first[s->nodes[i].owner_id + 1]++;
+  for (uint32_t o = 0; o < s->nowners; o++) s->owner_first[o + 1] += s->owner_first[o];
+  uint32_t *fill = calloc((size_t)s->nowners + 1, sizeof *fill);
+  if (!fill) return -1;
+  for (uint32_t i = 0; i < s->nnodes; i++) {
+    uint32_t o = s->nodes[i].owner_id;
+    s->by_owner[s->owner_first[o] + fill[o]++] = i;
+  }
+  free(fill);
+  return 0;
+}
+
+/* One step of a cycle: owner of node `node` waits, through edge `edge`, for
+ * the next step's owner. */
+typedef struct dl_step {
+  uint32_t node;
+  uint32_t edge;
+} dl_step;
+
+/* Depth-first search for a path from the start node's owner back to it,
+ * the first step through the start node. Returns the cycle's length (steps
+ * written to path[]), or 0. */
+static uint32_t dl_find_cycle(dl_snap *s, uint32_t start, dl_step *path) {
+  uint32_t target = s->nodes[start].owner_id;
+  uint8_t *seen = calloc(s->nowners ? s->nowners : 1, 1);
+  if (!seen) return 0;
+  /* Frame d: the node being expanded (path[d].node) and its next edge. */
+  uint32_t depth = 0, found = 0;
+  uint32_t next_edge[JDLS_DEADLOCK_DEPTH];
+  uint32_t next_node[JDLS_DEADLOCK_DEPTH]; /* for d > 0: position in the owner's node list */
+  path[0].node = start;
+  next_edge[0] = 0;
+  next_node[0] = 0;
+  seen[target] = 1;
+  for (;;) {
+    dl_node *n = &s->nodes[path[depth].node];
+    if (next_edge[depth] < n->nedges) {
+      uint32_t ek = n->edge0 + next_edge[depth]++;
+      int64_t to = s->edges[ek].to;
+      if (to < 0) continue;
+      if ((uint32_t)to == target) {
+        path[depth].edge = ek;
+        found = depth + 1;
+        break;
+      }
+      if (seen[to] || depth + 1 >= JDLS_DEADLOCK_DEPTH) continue;
+      seen[to] = 1; /* done or on the path: either way, not again */
+      path[depth].edge = ek;
+      depth++;
+      next_node[depth] = s->owner_first[to];
+      path[depth].node = s->by_owner[next_node[depth]];
+      next_edge[depth] = 0;
+      continue;
+    }
+    /* This node is exhausted: the owner's next waiting node, else back up. */
+    if (depth > 0) {
+      uint32_t o = n->owner_id;
+      if (++next_node[depth] < s->owner_first[o + 1]) {
+        path[depth].node = s->by_owner[next_node[depth]];
+        next_edge[depth] = 0;
+        continue;
+      }
+      depth--;
+      continue;
+    }
+    break; /* the start node is exhausted: no cycle through it */
+  }
+  free(seen);
+  return found;
+}
+
+/* Pass 2: is every edge of the cycle still there? 1 yes, 0 no. Also
+ * reports a member whose process is dead (*dead_node), which the caller
+ * reaps. */
+static int dl_verify(jdls_table *t, dl_snap *s, const dl_step *path, uint32_t len, int64_t *dead_node) {
+  *dead_node = -1;
+  for (uint32_t k = 0; k < len; k++) {
+    const dl_node *n = &s->nodes[path[k].node];
+    const dl_edge *e = &s->edges[path[k].edge];
+    jdls_group *g = group_at(t, n->group);
+    if (group_lock(t, g) != JDLS_OK) return 0;
+    jdls_entry *w = entry_at(t, g, n->slot);
+    jdls_entry *b = entry_at(t, g, e->slot);
+    int same = ALOAD(&w->state) == JDLS_STATE_WAITING && w->seq == n->seq &&
+               ALOAD(&b->state) == e->state && b->seq == e->seq &&
+               (e->state != JDLS_STATE_HELD || b->token == e->token);
+    group_unlock(g);
+    if (!same) return 0;
+  }
+  /* Only live owners deadlock: a dead one's locks are to be freed. */
+  for (uint32_t k = 0; k < len; k++) {
+    const dl_node *n = &s->nodes[path[k].node];
+    if (!jdls_pid_alive(n->owner.pid, n->owner.pid_start, 1)) {
+      *dead_node = path[k].node;
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Record the cycle in the ring (detect_mutex held). */
+static void dl_report(jdls_table *t, dl_snap *s, const dl_step *path, uint32_t len, int32_t victim_step) {
+  jdls_header *h = t->hdr;
+  uint64_t n = __atomic_add_fetch(&h->reports_written, 1, __ATOMIC_RELAXED);
+  jdls_deadlock_report *r = &h->reports[(n - 1) % JDLS_REPORTS];
+  __atomic_store_n(&r->number, 0, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  r->time_ms = now_ms();
+  r->members = len;
+  r->victim = victim_step >= 0 && (uint32_t)victim_step < JDLS_REPORT_MEMBERS ? victim_step : -1;
+  memset(r->m, 0, sizeof r->m);
+  for (uint32_t k = 0; k < len && k < JDLS_REPORT_MEMBERS; k++) r->m[k] = s->nodes[path[k].node].info;
+  __atomic_store_n(&r->number, n, __ATOMIC_RELEASE);
+}
+
+/* Refuse the wait of node `v` (its group's mutex taken here). Returns 1 if
+ * it was refused, 0 if it had stopped waiting meanwhile. `self`: the
+ * caller's own request - its entry is freed at once (the caller answers
+ * JDLS_DEADLOCK itself); another waiter's entry becomes REFUSED and is
+ * woken (its doorbell rung even if this thread's is quiet: the refusal is
+ * not a grant the caller will collect). */
+static int dl_refuse(jdls_table *t, const dl_node *v, int self) {
+  jdls_group *g = group_at(t, v->group);
+  if (group_lock(t, g) != JDLS_OK) return 0;
+  jdls_entry *e = entry_at(t, g, v->slot);
+  int done = 0;
+  if (ALOAD(&e->state) == JDLS_STATE_WAITING && e->seq == v->seq) {
+    if (self) {
+      free_entry(g, e);
+    } else {
+      g->waiting--;
+      ASTORE(&e->state, JDLS_STATE_REFUSED);
+    }
+    /* It queued for its key: those behind it may go now. */
+    grant_waiters(t, g, e);
+    if (!self) {
+      int quiet = quiet_doorbell;
+      quiet_doorbell = -1;
+      wake_entry(t, e);
+      quiet_doorbell = quiet;
+    }
+    done = 1;
+  }
+  group_unlock(g);
+  return done;
+}
+
+static int detect_deadlock(jdls_table *t, const jdls_ticket *tk) {
+  jdls_header *h = t->hdr;
+  int m = pthread_mutex_lock(&h->detect_mutex);
+  /* A look that died half-way leaves at most a report with number 0. */
+  if (m == EOWNERDEAD) pthread_mutex_consistent(&h->detect_mutex);
+  else if (m != 0) return JDLS_QUEUED;
+  int result = JDLS_QUEUED;
+  dl_step path[JDLS_DEADLOCK_DEPTH];
+  /* Again after a dead member was reaped, or a cycle did not verify (its
+   * edges moved; another cycle may remain). Bounded. */
+  for (int round = 0; round < 4; round++) {
+    dl_snap s;
+    memset(&s, 0, sizeof s);
+    if (dl_snapshot(t, &s) != 0 || dl_index(t, &s) != 0) { dl_free(&s); break; }
+    int64_t start = -1;
+    for (uint32_t i = 0; i < s.nnodes; i++)
+      if (s.nodes[i].group == tk->group && s.nodes[i].slot == tk->slot && s.nodes[i].seq == tk->seq) start = i;
+    if (start < 0) { dl_free(&s); break; } /* granted (or gone) already */
+    uint32_t len = dl_find_cycle(&s, (uint32_t)start, path);
+    if (len == 0) { dl_free(&s); break; }
+    int64_t dead = -1;
+    if (!dl_verify(t, &s, path, len, &dead)) {
+      if (dead >= 0) {
+        dl_node *d = &s.nodes[dead];
+        jdls_group *g = group_at(t, d->group);
+        if (group_lock(t, g) == JDLS_OK) {
+          reap_pid(t, g, d->owner.pid, d->owner.pid_start);
+          group_unlock(g);
+        }
+      }
+      dl_free(&s);
+      continue;
+    }
+    /* A real cycle. Its youngest wait that asked to be refused, if any. */
+    int32_t victim = -1;
+    uint64_t youngest = 0;
+    if (__atomic_load_n(&h->deadlock_policy, __ATOMIC_RELAXED) == JDLS_DEADLOCK_BREAK) {
+      for (uint32_t k = 0; k < len; k++) {
+        const dl_node *n = &s.nodes[path[k].node];
+        if ((n->wflags & JDLS_REQ_BREAK_DEADLOCK) && n->info.wait_no >= youngest) {
+          youngest = n->info.wait_no;
+          victim = (int32_t)k;
+        }
+      }
+    }
+    __atomic_fetch_add(&h->deadlocks_found, 1, __ATOMIC_RELAXED);
+    if (victim >= 0) {
+      uint32_t vn = path[victim].node;
+      int self = vn == (uint32_t)start;
+      if (dl_refuse(t, &s.nodes[vn], self)) {
+        __atomic_fetch_add(&h->deadlocks_broken, 1, __ATOMIC_RELAXED);
+        if (self) result = JDLS_DEADLOCK;
+      } else {
+        victim = -1; /* it stopped waiting: the cycle is broken already */
+      }
+    }
+    dl_report(t, &s, path, len, victim);
+    dl_free(&s);
+    break;
+  }
+  pthread_mutex_unlock(&h->detect_mutex);
+  return result;
 }

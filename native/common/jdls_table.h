@@ -50,7 +50,7 @@ extern "C" {
 /* ===== 1. constants and error codes ===================================== */
 
 #define JDLS_MAGIC            0x534c444aU   /* "JDLS" little-endian */
-#define JDLS_LAYOUT_VERSION   6U   /* 4: the group hash is jdls_hash.h; 5: entries carry the owner's connection, header.service; 6: header.hash_seed */
+#define JDLS_LAYOUT_VERSION   7U   /* 4: the group hash is jdls_hash.h; 5: entries carry the owner's connection, header.service; 6: header.hash_seed; 7: fencing tokens, deadlock detection */
 #define JDLS_MAX_KEY          512U          /* longest key, in bytes */
 #define JDLS_PROC_SLOTS       1024U         /* async waiters' doorbells */
 #define JDLS_DEFAULT_LOCKS    3020U         /* jBASE's default -s3020,20 */
@@ -81,6 +81,28 @@ extern "C" {
 #define JDLS_STATE_FREE     0U
 #define JDLS_STATE_HELD     1U
 #define JDLS_STATE_WAITING  2U
+/* A wait refused by deadlock detection (policy break): it no longer queues
+ * and blocks nobody; the entry stays until its waiter collects the verdict
+ * (jdls_wait_poll says JDLS_DEADLOCK; jdls_wait_cancel frees it) or its
+ * process is reaped. */
+#define JDLS_STATE_REFUSED  3U
+
+/* Fencing tokens (docs/fencing.md): u64 < 2^63, epoch in bits 62..44, a
+ * counter below. One counter per table: every grant takes the next value
+ * under its group's mutex, so tokens strictly increase per key (and
+ * globally). The epoch is the installation's (persisted by the monitor,
+ * bumped at each table creation) and can be raised (SERVER2 failover). */
+#define JDLS_TOKEN_EPOCH_SHIFT 44
+#define JDLS_TOKEN_MAX_EPOCH   ((1ULL << 19) - 1)
+
+/* Deadlock reports: the last JDLS_REPORTS cycles found, in the header, for
+ * the monitor to log and -dvL to show. A cycle longer than
+ * JDLS_REPORT_MEMBERS is reported by its first members and its length. */
+#define JDLS_REPORTS          16U
+#define JDLS_REPORT_MEMBERS   8U
+#define JDLS_REPORT_KEY       64U   /* key bytes kept per member */
+/* Longest cycle looked for, in owners (the kernel looks 10 deep). */
+#define JDLS_DEADLOCK_DEPTH   64U
 
 /* Request flags. */
 #define JDLS_REQ_NOWAIT  0x1U   /* jBASE LOCKED clause: never queue */
@@ -128,7 +150,7 @@ typedef enum jdls_rc {
 
 /* ===== 2. the shared layout ============================================= */
 
-/* One record lock, or one queued request for one. 608 bytes. */
+/* One record lock, or one queued request for one. 624 bytes. */
 typedef struct jdls_entry {
   uint32_t state;        /* JDLS_STATE_*; atomic; futex word of the waiter */
   uint8_t  mode;         /* JDLS_MODE_* */
@@ -149,7 +171,11 @@ typedef struct jdls_entry {
   uint32_t conn;         /* the owner's connection within `pid` (a lock
                             server's client connection), 0 for a local
                             process: part of the owner (see jdls_owner) */
-  uint32_t reserved;
+  uint8_t  wflags;       /* JDLS_REQ_BREAK_DEADLOCK of a WAITING entry */
+  uint8_t  pad_e[3];
+  uint64_t token;        /* fencing token of the grant (HELD), else 0 */
+  uint64_t wait_no;      /* global arrival order of a wait (header.next_wait):
+                            the youngest waiter of a cycle has the largest */
   uint8_t  ip[16];       /* client address, network byte order */
   uint8_t  key[JDLS_MAX_KEY];
 } jdls_entry;
@@ -173,6 +199,35 @@ typedef struct jdls_proc_slot {
   uint32_t bell;         /* atomic futex word */
   uint64_t pid_start;
 } jdls_proc_slot;
+
+/* One member of a reported cycle: an owner, and the lock it waits for. */
+typedef struct jdls_report_member {
+  uint32_t pid;          /* holding process (a lock server for a remote client) */
+  uint32_t owner_pid;
+  uint32_t owner_tid;
+  uint32_t port;
+  uint32_t conn;
+  uint8_t  ip_len;
+  uint8_t  mode;         /* the mode it waits for */
+  uint16_t key_len;      /* the key's full length (key[] keeps at most JDLS_REPORT_KEY) */
+  uint8_t  ip[16];
+  uint64_t inode;
+  int64_t  dev;
+  uint64_t wait_no;
+  uint8_t  key[JDLS_REPORT_KEY];
+} jdls_report_member;
+
+/* A cycle found. Written under detect_mutex; `number` is 0 while it is
+ * being written and the report's number (1, 2, ...) once complete (release
+ * store), so a reader without the mutex copies it and checks `number`
+ * before and after (a seqlock with one writer). */
+typedef struct jdls_deadlock_report {
+  uint64_t number;
+  int64_t  time_ms;      /* ms since the epoch */
+  uint32_t members;      /* owners in the cycle (m[] holds the first ones) */
+  int32_t  victim;       /* index in m[] of the refused wait, -1: reported only */
+  jdls_report_member m[JDLS_REPORT_MEMBERS];
+} jdls_deadlock_report;
 
 typedef struct jdls_header {
   uint32_t magic;        /* written last by the creator (release store) */
@@ -216,7 +271,22 @@ typedef struct jdls_header {
    * that only one client had reached. Keyed by a secret that only the
    * table's users can read, a client cannot aim its keys at a group. */
   uint64_t hash_seed;
-  uint8_t  reserved[48];
+  /* ---- 7: deadlock detection (docs/deadlocks.md) ---- */
+  uint32_t deadlock_policy;  /* JDLS_DEADLOCK_*; set once by the creator */
+  uint32_t pad2;
+  uint64_t deadlocks_found;  /* cycles detected (atomic) */
+  uint64_t deadlocks_broken; /* waits refused with JDLS_DEADLOCK (atomic) */
+  uint64_t reports_written;  /* reports ever written to `reports` (atomic;
+                                report n is in reports[(n - 1) % JDLS_REPORTS]) */
+  uint64_t next_wait;        /* dispenser of jdls_entry.wait_no (atomic) */
+  uint8_t  reserved[8];
+  /* On a cache line of its own: every grant of every process takes one. */
+  uint64_t next_token __attribute__((aligned(64)));
+  uint8_t  pad3[56];
+  /* Robust, process-shared: one detection at a time, and the ring. */
+  pthread_mutex_t detect_mutex;
+  uint8_t  pad4[64 - sizeof(pthread_mutex_t) % 64];
+  jdls_deadlock_report reports[JDLS_REPORTS];
 } jdls_header;
 
 /* Service states of a table (jdls_header.service). */
@@ -366,17 +436,22 @@ int jdls_table_unlink(const char *path);
 
 /* --- locking ------------------------------------------------------------ */
 /* Take a lock. Returns JDLS_OK, JDLS_CONFLICT (NOWAIT; *holder filled),
- * JDLS_QUEUED (*ticket filled; the caller waits), or an error. `doorbell`
+ * JDLS_QUEUED (*ticket filled; the caller waits), JDLS_DEADLOCK (waiting
+ * would close a cycle and the request asked to be refused then: nothing
+ * held, nothing queued), or an error. Deadlock detection runs here, when
+ * a request starts to wait (docs/deadlocks.md). `doorbell`
  * is the caller's process slot for async waits, or -1. */
 int jdls_lock_begin(jdls_table *t, const jdls_owner *o, const jdls_request *r,
                     int doorbell, jdls_ticket *ticket, jdls_holder *holder);
 /* Look at a queued request: JDLS_OK if granted, JDLS_QUEUED if it still
- * waits. With `reap` (JDLS_REAP_QUICK: kill(); JDLS_REAP_THOROUGH: also
+ * waits, JDLS_DEADLOCK if deadlock detection refused it (then end it with
+ * jdls_wait_cancel, which frees the entry and says JDLS_DEADLOCK again). With `reap` (JDLS_REAP_QUICK: kill(); JDLS_REAP_THOROUGH: also
  * /proc) it first frees the locks of dead processes holding the key (called
  * every JDLS_LIVENESS_TICK_MS). */
 int jdls_wait_poll(jdls_table *t, const jdls_ticket *tk, int reap);
 /* Give up a queued request: JDLS_TIMEOUT if it was still waiting (its entry
- * is gone), JDLS_OK if it was granted in the meantime (the caller holds it). */
+ * is gone), JDLS_OK if it was granted in the meantime (the caller holds it),
+ * JDLS_DEADLOCK if it had been refused (its entry is gone now). */
 int jdls_wait_cancel(jdls_table *t, const jdls_ticket *tk);
 /* Block until granted, timeout (ms, <0 = forever), all in one call. */
 int jdls_lock(jdls_table *t, const jdls_owner *o, const jdls_request *r,
@@ -400,6 +475,23 @@ int jdls_status(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
  * count. */
 int jdls_conflict(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
                   const uint8_t *key, uint32_t key_len, int mode, jdls_holder *holder);
+
+/* --- fencing tokens and deadlocks --------------------------------------- */
+/* The fencing token of this THREAD's last JDLS_OK from jdls_lock_begin,
+ * jdls_wait_poll, jdls_wait_cancel or jdls_lock (0: none yet). */
+uint64_t jdls_last_token(void);
+/* The token of the lock the owner holds on the key, 0 if it holds none. */
+uint64_t jdls_token_of(jdls_table *t, const jdls_owner *o, uint64_t inode, int64_t dev,
+                       const uint8_t *key, uint32_t key_len);
+/* Make every later token >= `floor` (atomic max; never lowers). */
+void jdls_token_floor(jdls_table *t, uint64_t floor);
+/* The next token the table would give (a snapshot). */
+uint64_t jdls_token_peek(jdls_table *t);
+/* Set the table's deadlock policy (JDLS_DEADLOCK_*): JDLS_OK or JDLS_E_ARG. */
+int jdls_set_deadlock_policy(jdls_table *t, uint32_t policy);
+/* Copy report number `n` (1-based; see header.reports_written) into *out:
+ * JDLS_OK, or JDLS_NOT_HELD if it was overwritten or is being written. */
+int jdls_read_report(jdls_table *t, uint64_t n, jdls_deadlock_report *out);
 
 /* --- upkeep ------------------------------------------------------------- */
 /* Free every entry whose process is gone (thorough check: pid and its start

@@ -20,6 +20,7 @@ import { isRunning, cpuSeconds } from './procs.js';
 import { findListener, type ListenerInfo } from '../server/state.js';
 import { loadConfig } from '../server/config.js';
 import { DEFAULT_LOCK_DIR } from '../locks/oslock.js';
+import { describeCycle } from '../locks/deadlock-report.js';
 import { osRecordLocks, osRowText, OS_ROW_HEADER, type OsRecordLockRow } from './oslist.js';
 
 // ===== output ==============================================================
@@ -160,6 +161,7 @@ function rowJson(r: LockRow): string {
     key: escapeKey(r.key),
     keyHex: r.key.toString('hex'),
     seq: r.seq,
+    token: r.token.toString(),
     stampMs: r.stampMs,
     time: r.stampMs ? new Date(r.stampMs).toISOString() : null,
   });
@@ -310,6 +312,25 @@ function showOs(cmd: DisplayCommand, dir: string): void {
   writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(lis)}${line('Locking mechanism:', osMechanism(lockDir, why))}${osLocksText(lockDir, cmd.locks)}`);
 }
 
+const POLICY_NAMES = ['off', 'report', 'break'];
+
+function deadlockText(h: TableHeader): string {
+  return `${h.deadlocksFound} found, ${h.deadlocksBroken} refused (policy ${POLICY_NAMES[h.deadlockPolicy] ?? h.deadlockPolicy})`;
+}
+
+/** The counters, and the cycles the table still keeps (the last 16), newest last. */
+function deadlocksJson(table: LockTable): Record<string, unknown> {
+  const h = table.header();
+  const recent = [];
+  for (let n = Math.max(1, h.deadlockReports - 15); n <= h.deadlockReports; n++) {
+    const r = table.deadlockReport(n);
+    if (!r) continue;
+    const d = describeCycle(r);
+    recent.push({ number: r.number, time: new Date(r.timeMs).toISOString(), members: r.members, refused: r.victim >= 0, waiters: d.members, text: d.text });
+  }
+  return { policy: POLICY_NAMES[h.deadlockPolicy] ?? h.deadlockPolicy, found: h.deadlocksFound, refused: h.deadlocksBroken, reports: h.deadlockReports, recent };
+}
+
 function showText(cmd: DisplayCommand, table: LockTable): void {
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
@@ -328,6 +349,7 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
       line('Tidy-up time:', tidyTime(h)) +
       line('Locking mechanism:', inService(h) ? mechanism(h) : osMechanism(lockDirOf(table.releaseDir), notInServiceWhy(h))) +
       line('Tidy-up operations:', String(h.tidyOps)) +
+      line('Deadlocks:', deadlockText(h)) +
       line('Memory:', `${mem.used} bytes used , ${mem.free} bytes free`);
     const cpu = mon.active ? cpuSeconds(mon.pid) : undefined;
     if (cpu) head += line('CPU Usage:', `${cpu.usr.toFixed(2)} usr , ${cpu.sys.toFixed(2)} sys`);
@@ -376,7 +398,8 @@ function showJson(cmd: DisplayCommand, table: LockTable): void {
       cpu: cpu ?? null,
     },
     listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
-    header: h,
+    header: { ...h, nextToken: h.nextToken.toString() },
+    deadlocks: deadlocksJson(table),
     mechanism: inService(h)
       ? { kind: 'shm', text: mechanism(h), portLocks: h.portLocks, timestamps: h.timestamps }
       : { kind: 'os', text: osMechanism(lockDirOf(table.releaseDir), notInServiceWhy(h)), lockDir: lockDirOf(table.releaseDir), portLocks: h.portLocks, timestamps: h.timestamps },

@@ -12,6 +12,9 @@
 //           statistics, tidy once, then publish monitorPid (the "ready" sign
 //           that `jdls -ib` waits for).
 //   wake    every min(10 s, period): lastRanMs; every period: tidy.
+//           Every second: log the deadlock cycles the table recorded
+//           (docs/deadlocks.md) and keep the token epoch record at or
+//           above the table's (src/server/token-epoch.ts).
 //   stop    SIGTERM/SIGINT: clear monitorPid if it is still ours, exit 0.
 //           The table and every lock in it stay as they are.
 import fs from 'node:fs';
@@ -19,6 +22,12 @@ import type { LockTable } from '../locks/table.js';
 import { native } from '../native.js';
 import type { Logger } from '../log.js';
 import { isRunning } from './procs.js';
+import { keepEpoch, readEpoch } from '../server/token-epoch.js';
+import { describeCycle } from '../locks/deadlock-report.js';
+
+/** How often the monitor looks for new deadlock reports and a raised token epoch. */
+export const REPORT_POLL_MS = 1000;
+
 
 export interface MonitorOptions {
   table: LockTable;
@@ -60,6 +69,34 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
     'lock monitor started',
   );
 
+  let reported = table.header().deadlockReports;
+  let epoch = 0n;
+  try {
+    epoch = readEpoch(table.releaseDir);
+  } catch (e) {
+    log.error({ err: e }, 'cannot read the token epoch record');
+  }
+  const poll = (): void => {
+    try {
+      const n = table.header().deadlockReports;
+      // Older than the ring keeps: say how many were missed, not nothing.
+      if (n - reported > 16) {
+        log.warn({ missed: n - reported - 16 }, `deadlock: ${n - reported - 16} cycle reports were overwritten before they could be logged`);
+        reported = n - 16;
+      }
+      for (; reported < n; reported++) {
+        const r = table.deadlockReport(reported + 1);
+        if (!r) continue;
+        const d = describeCycle(r);
+        log.warn({ deadlock: { number: r.number, members: d.members, refused: r.victim >= 0 } }, d.text);
+      }
+      epoch = keepEpoch(table, table.releaseDir, epoch);
+    } catch (e) {
+      log.error({ err: e }, 'deadlock report or token epoch upkeep failed');
+    }
+  };
+  const reportTimer = setInterval(poll, REPORT_POLL_MS);
+
   return new Promise<number>((resolve) => {
     let timer: NodeJS.Timeout | undefined;
     let nextTidy = now + periodMs;
@@ -69,6 +106,8 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
       if (done) return;
       done = true;
       if (timer) clearTimeout(timer);
+      clearInterval(reportTimer);
+      poll(); // the last reports and epoch before the table is closed
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       try {

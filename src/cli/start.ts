@@ -29,7 +29,11 @@ import { LockTable, type TableHeader } from '../locks/table.js';
 import { createLogger } from '../log.js';
 import { MONITOR_CHILD_FLAG, LISTENER_CHILD_FLAG, type StartCommand } from './args.js';
 import { loadServerSecrets } from '../server/auth.js';
-import { loadConfig, configFromEnv, configToEnv, CONFIG_ENV, type ServerConfig } from '../server/config.js';
+import { loadConfig, configFromEnv, configToEnv, CONFIG_ENV, type ServerConfig, type DeadlockPolicy } from '../server/config.js';
+import { beginEpoch } from '../server/token-epoch.js';
+import { C } from '../native.js';
+
+const DEADLOCK_POLICY: Readonly<Record<DeadlockPolicy, number>> = { off: C.DEADLOCK_OFF, report: C.DEADLOCK_REPORT, break: C.DEADLOCK_BREAK };
 import { findListener, LISTENER_LOG } from '../server/state.js';
 import { runListener } from '../server/listener.js';
 import type { Logger } from '../log.js';
@@ -65,8 +69,15 @@ function warnExisting(cmd: StartCommand, h: TableHeader): void {
 }
 
 /** Create (or open) the table; refuse if a live monitor runs. undefined: reported, exit 1. */
-function prepare(cmd: StartCommand, dir: string): LockTable | undefined {
+function prepare(cmd: StartCommand, dir: string, cfg: ServerConfig | undefined): LockTable | undefined {
   let table: LockTable;
+  let deadlock: DeadlockPolicy;
+  try {
+    deadlock = (cfg ?? loadConfig(dir)).deadlock;
+  } catch (e) {
+    complain(`jdls: ${(e as Error).message}`);
+    return undefined;
+  }
   try {
     table = LockTable.create({
       releaseDir: dir,
@@ -86,6 +97,17 @@ function prepare(cmd: StartCommand, dir: string): LockTable | undefined {
     return undefined;
   }
   if (table.existed) warnExisting(cmd, h);
+  try {
+    // Before the table is in service, so no grant of the new table has an
+    // old epoch (docs/fencing.md).
+    if (!table.existed) beginEpoch(table, dir);
+    table.setDeadlockPolicy(DEADLOCK_POLICY[deadlock]);
+  } catch (e) {
+    complain(`jdls: cannot prepare the lock table: ${(e as Error).message}`);
+    if (!table.existed) table.remove();
+    else table.close();
+    return undefined;
+  }
   if (!enterService(table)) return undefined;
   return table;
 }
@@ -149,7 +171,7 @@ export async function start(cmd: StartCommand, dir: string): Promise<number> {
     if (cmd.background) return startListenerBackground(dir, cfg);
     return runListener({ releaseDir: dir, cfg, log: createLogger({ name: 'listener' }) });
   }
-  const table = prepare(cmd, dir);
+  const table = prepare(cmd, dir, cfg);
   if (!table) return 1;
   if (!cmd.background) return foreground(cmd, dir, table, cfg);
   let rc: number;

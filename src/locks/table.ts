@@ -4,7 +4,7 @@
 // native code, owners and file identities, promises for waits (timeouts and
 // AbortSignal), and the typed rows of listings. Does not own: the lock
 // algorithm (native/common/jdls_table.c) or display (src/cli/display.ts).
-import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeHeader, type HeaderField } from '../native.js';
+import { native, C, errorFromRc, type OwnerHandle, type FileHandle, type NativeTable, type NativeTryLock, type NativeHolder, type NativeRow, type NativeReport, type NativeHeader, type HeaderField } from '../native.js';
 import { JdlsError } from '../errors.js';
 import fs from 'node:fs';
 import { releaseDir as defaultReleaseDir, tablePath, markerPath } from '../installation.js';
@@ -133,7 +133,8 @@ export interface WaitOptions {
 
 export interface LockRow {
   group: number;
-  state: 'held' | 'waiting';
+  /** refused: a wait deadlock detection refused, until its waiter collects the verdict */
+  state: 'held' | 'waiting' | 'refused';
   queued: number;
   mode: LockMode;
   hash: number;
@@ -148,6 +149,8 @@ export interface LockRow {
   seq: number;
   /** ms since the epoch when granted or queued (tables made with -T), else 0 */
   stampMs: number;
+  /** the fencing token of a held lock (docs/fencing.md), 0n for a wait */
+  token: bigint;
   ip: string;
   key: Buffer;
 }
@@ -221,12 +224,15 @@ export class LockTable implements RecordLocks {
   #hashSeed: bigint | undefined;
   /** the waiter thread's "look": collect what is settled (the one consumer is this thread) */
   #onLook = (): void => this.#settleHandedOff();
+  /** where the addon puts the token of a grant made on this thread (tryLock, lockBlocking, cancel) */
+  readonly #tokenSink = new BigUint64Array(1);
 
   private constructor(dir: string, t: NativeTable) {
     this.releaseDir = dir;
     this.path = tablePath(dir);
     this.#t = t;
     this.existed = t.existed;
+    t.setTokenSink(this.#tokenSink);
   }
 
   /** Create the installation's table, or open it if it exists (see .existed). */
@@ -313,8 +319,8 @@ export class LockTable implements RecordLocks {
   /** NOWAIT (jBASE's LOCKED clause): granted, or who holds it. */
   tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
     checkKey(key);
-    const r = this.#table.tryLock(owner.packed, file.packed, key, modeNumber(mode), true);
-    if (r === C.RC_OK) return GRANTED;
+    const r = this.#table.tryLock(owner.packed, file.packed, key, modeNumber(mode), C.REQ_NOWAIT);
+    if (r === C.RC_OK) return { granted: true, token: this.#tokenSink[0] ?? 0n };
     if (typeof r === 'number') throw errorFromRc(r, 'lock');
     if (r.rc === C.RC_CONFLICT) return { granted: false, holder: holderOf(r.holder) };
     throw new JdlsError('BAD_ARGUMENT', 'NOWAIT request was queued');
@@ -323,7 +329,10 @@ export class LockTable implements RecordLocks {
   /**
    * Take a lock, waiting in FIFO order if someone else holds it. The wait
    * runs on the addon's waiter thread: the event loop and the libuv pool stay
-   * free. Rejects with TIMEOUT or ABORTED, having left the queue.
+   * free. Rejects with TIMEOUT or ABORTED, having left the queue, or with
+   * DEADLOCK (nothing held) when `breakDeadlock` is set and the wait was in
+   * a cycle of waiters (docs/deadlocks.md). Resolves with the grant's
+   * fencing token.
    */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<LockGrant> {
     // Every failure, bad arguments included, is a rejection: callers that
@@ -356,19 +365,23 @@ export class LockTable implements RecordLocks {
    * request settles at once (then the result is 0), otherwise later, with the
    * wait's id returned here for cancelWait(). Never throws.
    */
-  wait(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: JdlsError, token?: bigint) => void, _opts?: WaitOptions): number {
+  wait(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, done: (err?: JdlsError, token?: bigint) => void, opts?: WaitOptions): number {
     let t: NativeTable;
     let r: NativeTryLock;
     try {
       checkKey(key);
       t = this.#table;
-      r = t.tryLock(owner.packed, file.packed, key, modeNumber(mode), false);
+      r = t.tryLock(owner.packed, file.packed, key, modeNumber(mode), opts?.breakDeadlock ? C.REQ_BREAK_DEADLOCK : 0);
     } catch (e) {
       done(e instanceof JdlsError ? e : new JdlsError('BAD_ARGUMENT', (e as Error).message));
       return 0;
     }
     if (r === C.RC_OK) {
-      done();
+      done(undefined, this.#tokenSink[0]);
+      return 0;
+    }
+    if (r === C.RC_DEADLOCK) {
+      done(deadlockError());
       return 0;
     }
     if (typeof r === 'number' || r.rc !== C.RC_QUEUED) {
@@ -389,11 +402,12 @@ export class LockTable implements RecordLocks {
   }
 
   /** Block this thread until granted (tools and worker threads only). */
-  lockBlocking(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, timeoutMs = -1): void {
+  lockBlocking(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, timeoutMs = -1, opts: WaitOptions = {}): LockGrant {
     checkKey(key);
-    const rc = this.#table.lockBlocking(owner.packed, file.packed, key, modeNumber(mode), timeoutMs);
-    if (rc === C.RC_OK) return;
+    const rc = this.#table.lockBlocking(owner.packed, file.packed, key, modeNumber(mode), timeoutMs, opts.breakDeadlock ? C.REQ_BREAK_DEADLOCK : 0);
+    if (rc === C.RC_OK) return { token: this.#tokenSink[0] ?? 0n };
     if (rc === C.RC_TIMEOUT) throw new JdlsError('TIMEOUT', `lock not granted within ${timeoutMs} ms`);
+    if (rc === C.RC_DEADLOCK) throw deadlockError();
     throw errorFromRc(rc, 'lock');
   }
 
@@ -403,22 +417,25 @@ export class LockTable implements RecordLocks {
     const rc = this.#table.cancel(w.ticket.group, w.ticket.slot, w.ticket.seq);
     this.#finish(id);
     // Granted in the race with the timeout: the caller holds it, so say so.
-    if (rc === C.RC_OK) w.done();
+    if (rc === C.RC_OK) w.done(undefined, this.#tokenSink[0]);
+    else if (rc === C.RC_DEADLOCK) w.done(deadlockError());
     else w.done(err);
     // Leaving the queue can unblock requests behind it (shared ones behind
     // a withdrawn exclusive one), some perhaps of this process.
     if (this.#waits.size > 0) this.#settleHandedOff();
   }
 
-  #settle(ids: number[], rcs: number[]): void {
-    ids.forEach((id, i) => {
+  #settle(done: (number | bigint)[]): void {
+    for (let i = 0; i + 2 < done.length; i += 3) {
+      const id = Number(done[i]);
       const w = this.#waits.get(id);
-      if (!w) return; // withdrawn meanwhile
+      if (!w) continue; // withdrawn meanwhile
       this.#finish(id);
-      const rc = rcs[i] ?? -1;
-      if (rc === C.RC_OK) w.done();
+      const rc = Number(done[i + 1]);
+      if (rc === C.RC_OK) w.done(undefined, done[i + 2] as bigint);
+      else if (rc === C.RC_DEADLOCK) w.done(deadlockError());
       else w.done(errorFromRc(rc < 0 ? rc : -3, 'waiting for lock'));
-    });
+    }
   }
 
   /**
@@ -432,14 +449,7 @@ export class LockTable implements RecordLocks {
    */
   #settleHandedOff(): void {
     const done = this.#t?.takeGranted();
-    if (!done) return;
-    const ids: number[] = [];
-    const rcs: number[] = [];
-    for (let i = 0; i + 1 < done.length; i += 2) {
-      ids.push(done[i] ?? 0);
-      rcs.push(done[i + 1] ?? -1);
-    }
-    this.#settle(ids, rcs);
+    if (done) this.#settle(done);
   }
 
   #finish(id: number): void {
@@ -474,6 +484,12 @@ export class LockTable implements RecordLocks {
     checkKey(key);
     const r = this.#table.status(owner.packed, file.packed, key);
     if (r.code < -C.RL_FILELOCK) throw errorFromRc(r.code, 'status');
+    if (r.code === C.RL_READ || r.code === C.RL_WRITE) {
+      // Read separately (a second look under the group's mutex): a STATUS
+      // is no hot path, and the owner's own lock cannot change meanwhile
+      // unless the owner itself races its own calls.
+      return { code: r.code, token: this.#table.tokenOf(owner.packed, file.packed, key) };
+    }
     return r.holder ? { code: r.code, holder: holderOf(r.holder) } : { code: r.code };
   }
 
@@ -514,6 +530,34 @@ export class LockTable implements RecordLocks {
    */
   claimMonitor(pid: number = process.pid): number {
     return this.#table.claimMonitor(pid, pid === process.pid ? selfStart() : native.pidStart(pid));
+  }
+
+  /**
+   * Make every later token outrank `token`'s epoch: a SERVER2 secondary
+   * told the primary's token for a grant it mirrors (docs/fencing.md).
+   */
+  raiseTokenFloor(token: bigint): void {
+    const epoch = token >> BigInt(C.TOKEN_EPOCH_SHIFT);
+    if (token < 0n || epoch >= native.constants.TOKEN_MAX_EPOCH)
+      throw new JdlsError('BAD_ARGUMENT', `fencing token ${token} is out of range (epoch ${epoch}, at most ${native.constants.TOKEN_MAX_EPOCH - 1n})`);
+    this.#table.tokenFloor(tokenBase(epoch + 1n));
+  }
+
+  /** Start the table's tokens at `epoch` (the monitor, once, when it made the table). Never lowers them. */
+  setTokenEpoch(epoch: bigint): void {
+    if (epoch < 0n || epoch > native.constants.TOKEN_MAX_EPOCH) throw new JdlsError('BAD_ARGUMENT', `token epoch ${epoch} out of range`);
+    this.#table.tokenFloor(tokenBase(epoch));
+  }
+
+  /** C.DEADLOCK_OFF / _REPORT / _BREAK for every process of the installation. */
+  setDeadlockPolicy(policy: number): void {
+    const rc = this.#table.setDeadlockPolicy(policy);
+    if (rc !== C.RC_OK) throw errorFromRc(rc, 'deadlock policy');
+  }
+
+  /** Deadlock report n (1-based: header().deadlockReports is the last), undefined if no longer kept. */
+  deadlockReport(n: number): NativeReport | undefined {
+    return this.#table.readReport(n);
   }
 
   header(): TableHeader {
@@ -571,10 +615,14 @@ export class LockTable implements RecordLocks {
   }
 }
 
+function deadlockError(): JdlsError {
+  return new JdlsError('DEADLOCK', 'lock refused: waiting would close a cycle of waiters (deadlock); nothing is held - release what you hold, then retry');
+}
+
 function rowOf(r: NativeRow): LockRow {
   return {
     group: r.group,
-    state: r.state === C.STATE_WAITING ? 'waiting' : 'held',
+    state: r.state === C.STATE_WAITING ? 'waiting' : r.state === C.STATE_REFUSED ? 'refused' : 'held',
     queued: r.queued,
     mode: modeName(r.mode),
     hash: r.hash,
@@ -587,12 +635,23 @@ function rowOf(r: NativeRow): LockRow {
     dev: r.dev,
     seq: r.seq,
     stampMs: r.stampMs,
+    token: r.token,
     ip: r.ip,
     key: r.key,
   };
 }
 
 /** jBASE's group count for -s nn,mm: ceil(nn/mm) rounded up to a prime. */
+/** The first token of an epoch. */
+export function tokenBase(epoch: bigint): bigint {
+  return (epoch << BigInt(C.TOKEN_EPOCH_SHIFT)) | 1n;
+}
+
+/** A token's epoch (restart or failover generation). */
+export function tokenEpoch(token: bigint): bigint {
+  return token >> BigInt(C.TOKEN_EPOCH_SHIFT);
+}
+
 export function groupsFor(locks: number, perGroup: number): number {
   return native.nextPrime(Math.ceil(locks / perGroup));
 }

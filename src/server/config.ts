@@ -80,10 +80,16 @@ export interface ServerConfig {
   tlsCA: string;
   /** client networks admitted (CIDR); empty = everyone */
   allow: string[];
+  /** deadlock detection in the lock table (docs/deadlocks.md): off, report (log cycles), break (also refuse waits that asked) */
+  deadlock: DeadlockPolicy;
 }
 
+export type DeadlockPolicy = 'off' | 'report' | 'break';
+export const DEADLOCK_POLICIES: readonly DeadlockPolicy[] = ['off', 'report', 'break'];
+
 interface Setting {
-  kind: 'int' | 'addr' | 'path' | 'optpath' | 'cidrs';
+  kind: 'int' | 'addr' | 'path' | 'optpath' | 'cidrs' | 'enum';
+  values?: readonly string[];
   min?: number;
   max?: number;
   text: string;
@@ -117,6 +123,7 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   tlsKey: '',
   tlsCA: '',
   allow: [],
+  deadlock: 'break',
 });
 
 const U32 = 0xffffffff;
@@ -150,6 +157,7 @@ export const SETTINGS: Readonly<Record<keyof ServerConfig, Setting>> = {
   tlsKey: { kind: 'optpath', text: 'TLS private key (PEM)' },
   tlsCA: { kind: 'optpath', text: 'CA of client certificates (PEM)' },
   allow: { kind: 'cidrs', text: 'client networks admitted, e.g. [10.0.0.0/8, 127.0.0.1/32, ::1/128]' },
+  deadlock: { kind: 'enum', values: DEADLOCK_POLICIES, text: 'deadlock detection: off, report (log every cycle) or break (also refuse the youngest wait that asked: POSIX F_SETLKW, and library calls with breakDeadlock)' },
 };
 
 /** '10.0.0.0/8', '::1/128' or a bare address; the prefix within the family's bits. */
@@ -176,6 +184,11 @@ function check(key: keyof ServerConfig, value: unknown, where: string): number |
     if (!Array.isArray(list) || !list.every((c) => typeof c === 'string' && isCidr(c)))
       return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be a list of networks (${s.text}), got ${JSON.stringify(value)}`);
     return list as string[];
+  }
+  if (s.kind === 'enum') {
+    if (typeof value !== 'string' || !(s.values ?? []).includes(value))
+      return new JdlsError('BAD_ARGUMENT', `${where}: ${key} must be one of ${(s.values ?? []).join(', ')} (${s.text}), got ${JSON.stringify(value)}`);
+    return value;
   }
   if (s.kind === 'path') {
     if (typeof value !== 'string' || !path.isAbsolute(value))
