@@ -14,6 +14,7 @@ import { runBigTable } from './big-table.js';
 import { runOsLockPair } from './oslock.js';
 import { runRemote, runAuth } from './remote.js';
 import { runShim } from './shim.js';
+import { runDeadlock } from './deadlock.js';
 
 interface ScenarioOutcome {
   name: string;
@@ -69,6 +70,7 @@ outcomes.push(await scenario('hand-off between processes', () => runHandoff()));
 outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
 outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds), hand-off, server memory', () => runRemote()));
 outcomes.push(await scenario('remote pair with the shared secret off / on / on + TLS (interleaved rounds), handshake cost', () => runAuth()));
+outcomes.push(await scenario('deadlock detection: the answer to a cycle of 2/4/8 remote owners, the pair with detection on/off', () => runDeadlock()));
 outcomes.push(await scenario('the shim: C API pair, direct fcntl pair, non-lock fcntl, redirected fcntl pair (interleaved rounds)', () => runShim()));
 const totalMs = Date.now() - started;
 

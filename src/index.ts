@@ -13,3 +13,4 @@ export type { JdlsConfig, JdlsServer, JdlsLockScope } from './client/jdls-env.js
 export { createClientLogger, defaultErrorTracePath } from './client/logging.js';
 export type { ClientErrorCode } from './client/codes.js';
 export { BinaryLocks, DEFAULT_BINARY_DIR, type BinaryLocksOptions, type BinaryLockOptions, type BinaryLockResult, type BinaryHolder, type BinaryLockRow, type BinaryKind, type RangeTarget } from './locks/binary.js';
+export { FenceKeeper, recordLockName, checkFencingToken, sqliteFencedScript, SQLITE_FENCE_SCHEMA, SQLITE_FENCE_ADMIT, SQLITE_FENCE_REFUSED } from './fencing.js';

@@ -13,53 +13,14 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { ServerEnv, until } from './helpers/server-env.js';
-import { Proc, lockerPath, nodeFixture, waitingOn, withTimeout } from './helpers/table-env.js';
-import { JDLS } from './helpers/cli-env.js';
-import { NetnsPair, netnsUnavailable } from './helpers/netns.js';
+import { until } from './helpers/server-env.js';
+import { lockerPath, waitingOn, withTimeout } from './helpers/table-env.js';
+import { netnsUnavailable } from './helpers/netns.js';
+import { hosts } from './helpers/netns-service.js';
 
 const why = netnsUnavailable();
 if (why) console.warn(`netns-keepalive.test: SKIPPED: ${why}`);
 const nsTest = why ? test.serial.skip : test.serial;
-
-interface Hosts {
-  pair: NetnsPair;
-  env: ServerEnv;
-  jdls: string;
-  /** a JdlsClient process on a host */
-  remote(ns: string, args: string[]): Proc;
-  local(args: string[]): Proc;
-}
-
-/** Two hosts, the lock service (jdls -ib) on the server host bound to its veth address. */
-async function hosts(t: ExecutionContext, settings: Record<string, unknown> = {}): Promise<Hosts> {
-  // The pair first: its teardown (kill what runs inside, delete the
-  // namespaces) then runs after ServerEnv's (last in, first out).
-  const pair = new NetnsPair(t);
-  const env = new ServerEnv(t, { bind: pair.serverAddr, ...settings });
-  const procs: Proc[] = [];
-  t.teardown(async () => {
-    for (const p of procs) if (p.running) try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
-    await Promise.all(procs.map((p) => withTimeout(p.exited, 5000, p.label).catch(() => undefined)));
-  });
-  const start = pair.spawn(pair.server, 'jdls -ib', process.execPath, [JDLS, '-ib'], env.env);
-  const exit = await withTimeout(start.exited, 30_000, 'jdls -ib in the server namespace');
-  if (exit.code !== 0) throw new Error(`jdls -ib in ${pair.server} failed (${exit.code}): ${start.stderr}\n${env.logs()}`);
-  const jdls = `SERVER=${pair.serverAddr},${env.port}`;
-  return {
-    pair, env, jdls,
-    remote(ns, args) {
-      const p = pair.spawn(ns, `jdls-client-locker ${args.join(' ')}`, process.execPath, [nodeFixture('jdls-client-locker'), ...args], { ...env.env, JDLS: jdls });
-      procs.push(p);
-      return p;
-    },
-    local(args) {
-      const p = env.locker(args);
-      procs.push(p);
-      return p;
-    },
-  };
-}
 
 nsTest('a client on another host whose link is cut: the server frees its locks within the keep-alive bound and another client gets the lock', async (t) => {
   const keepaliveMs = 1500;

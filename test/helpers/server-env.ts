@@ -151,6 +151,11 @@ export class ServerEnv {
     return this.#spawn(`jdls-locker ${args.join(' ')}`, lockerPath, args);
   }
 
+  /** node-locker (test/fixtures/node-locker.ts): LockTable, the table directly. */
+  nodeLocker(args: string[]): Proc {
+    return this.#spawn(`node-locker ${args.join(' ')}`, process.execPath, [nodeFixture('node-locker'), ...args]);
+  }
+
   #spawn(label: string, cmd: string, args: string[]): Proc {
     const p = new Proc(spawn(cmd, args, { env: this.env, stdio: ['pipe', 'pipe', 'pipe'] }), label);
     recordPid(this.dir, p.pid);
