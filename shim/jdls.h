@@ -92,7 +92,8 @@ int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_le
  * (and of the whole table; a table made after a restart starts above the
  * last one's), so a resource guarded by the lock can refuse a writer whose
  * token is older than one it has seen (docs/fencing.md). Every grant gets a
- * new one, a READ<->WRITE conversion included. 0: none - the OS route, an
+ * new one, a READ<->WRITE conversion included; a re-lock in the mode already
+ * held keeps (and returns) the lock's token. 0: none - the OS route, an
  * OS-lock server, a server too old to send tokens, or no grant yet. */
 uint64_t jdls_record_token(void);
 /* Release one key: JDLS_UNLOCK_OK or JDLS_UNLOCK_NOT_HELD (the server
