@@ -216,7 +216,7 @@ test.serial('C API, direct route: JDLS_BREAK_DEADLOCK - the flagged wait that cl
   t.deepEqual(await s.locks(), []);
 });
 
-test.serial('C API, direct route: jdls_record_token() is > 0, strictly increases over the grants of one key by two processes and at a READ->WRITE conversion; 0 on the OS route', async (t) => {
+test.serial('C API, direct route: jdls_record_token() is > 0, strictly increases over the grants of one key by two processes and at a READ->WRITE conversion (a same-mode re-lock keeps it); 0 on the OS route', async (t) => {
   const s = new ShimEnv(t);
   // OS route first (no monitor, no JDLS): OFD locks give no token.
   const os = await s.run(SHIM_DEADLOCK, [String(INODE), String(DEV), 'tok', 'x:K', 'tok']);
@@ -224,13 +224,14 @@ test.serial('C API, direct route: jdls_record_token() is > 0, strictly increases
   t.deepEqual(os.stdout.trim().split('\n'), ['token 0', 'ok', 'token 0']);
 
   await place(s, 'table');
-  const conv = await s.run(SHIM_DEADLOCK, [String(INODE), String(DEV), 's:C', 'tok', 'x:C', 'tok', 'x:Z', 'tok']);
+  const conv = await s.run(SHIM_DEADLOCK, [String(INODE), String(DEV), 's:C', 'tok', 'x:C', 'tok', 'x:C', 'tok', 'x:Z', 'tok']);
   t.is(conv.code, 0, conv.stderr);
   const cl = conv.stdout.trim().split('\n');
-  t.deepEqual([cl[0], cl[2], cl[4]], ['ok', 'ok', 'ok'], conv.stdout);
-  const [t1, t2, t3] = [cl[1], cl[3], cl[5]].map((l) => BigInt((l ?? '').replace(/^token /, '') || '0'));
+  t.deepEqual([cl[0], cl[2], cl[4], cl[6]], ['ok', 'ok', 'ok', 'ok'], conv.stdout);
+  const [t1, t2, t2again, t3] = [cl[1], cl[3], cl[5], cl[7]].map((l) => BigInt((l ?? '').replace(/^token /, '') || '0'));
   t.true(t1 !== undefined && t1 > 0n, `a grant has a token: ${conv.stdout}`);
   t.true(t2 !== undefined && t1 !== undefined && t2 > t1, `the conversion in place is a new grant with a higher token: ${conv.stdout}`);
+  t.is(t2again, t2, 'a re-lock in the held mode keeps the lock\'s token');
   t.true(t3 !== undefined && t2 !== undefined && t3 > t2, `a later grant of another key: higher still: ${conv.stdout}`);
 
   const log = path.join(s.cli.dir, 'grants.log');
