@@ -23,6 +23,17 @@ test('the vectors cover every frame type and the required edge cases', (t) => {
   has((v) => (f(v)['file'] as { inode: bigint } | undefined)?.inode === 2n ** 64n - 1n, 'inode 2^64-1');
   has((v) => v.frame.type === 'HELLO' && Buffer.byteLength(v.frame.host) === PROTO.MAX_STR, 'max-length HELLO string');
   has((v) => v.frame.type === 'TEST' && Buffer.byteLength(v.frame.text) === PROTO.MAX_STR, 'max-length TEST string');
+  // fencing tokens and deadlocks: both forms of GRANTED and STATUS_RESULT, the handshake flags, FENCE, DEADLOCK
+  has((v) => v.frame.type === 'GRANTED' && v.frame.token === undefined, 'GRANTED without a token');
+  has((v) => v.frame.type === 'GRANTED' && (v.frame.token ?? 0n) > 0n, 'GRANTED with a token');
+  has((v) => v.frame.type === 'GRANTED' && v.frame.token === 0n, 'GRANTED with token 0 (none)');
+  has((v) => v.frame.type === 'STATUS_RESULT' && v.frame.code > 0 && (v.frame.token ?? 0n) > 0n, 'STATUS_RESULT 1/2 with a token');
+  has((v) => v.frame.type === 'STATUS_RESULT' && v.frame.code < 0 && v.frame.token !== undefined, 'STATUS_RESULT with a holder and a token');
+  has((v) => v.frame.type === 'HELLO' && v.frame.tokens === true, 'HELLO with TOKENS');
+  has((v) => v.frame.type === 'WELCOME' && v.frame.tokens === true, 'WELCOME with TOKENS');
+  has((v) => v.frame.type === 'LOCK' && v.frame.fence !== undefined, 'LOCK with FENCE');
+  has((v) => v.frame.type === 'LOCK' && v.frame.breakDeadlock === true, 'LOCK with BREAK_DEADLOCK');
+  has((v) => v.frame.type === 'ERROR' && v.frame.code === 'DEADLOCK', 'ERROR DEADLOCK');
 });
 
 test('the auth example: both MACs of src/secret.ts equal the vectors file\'s (computed independently), over the hello-auth frame', (t) => {
@@ -101,6 +112,7 @@ const T = FrameType;
 const u8 = (...b: number[]): Buffer => Buffer.from(b);
 const u16 = (n: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
 const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+const u64 = (n: bigint): Buffer => { const b = Buffer.alloc(8); b.writeBigUInt64BE(n); return b; };
 const file = Buffer.alloc(16, 1);
 const str = (b: Buffer): Buffer => Buffer.concat([u16(b.length), b]);
 const holder = (mode: number, fam: number, addr: Buffer): Buffer => Buffer.concat([u8(mode), u32(1), u32(2), u32(3), u32(4), u8(fam), addr]);
@@ -127,7 +139,7 @@ const bad: Bad[] = [
   { name: 'client frame sent to a client', side: 'client', bytes: rawFrame({ type: T.PING, requestId: 1 }), reason: /a PING frame is not sent to a client/ },
   { name: 'LOCK sent to a client', side: 'client', bytes: rawFrame({ type: T.LOCK, requestId: 1, body: lockBody() }), reason: /a LOCK frame is not sent to a client/ },
   { name: 'server frame sent to a server', side: 'server', bytes: rawFrame({ type: T.GRANTED, requestId: 1 }), reason: /a GRANTED frame is not sent to a server/ },
-  { name: 'unknown LOCK flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0008, body: lockBody() }), reason: /LOCK: unknown flags 0x8/ },
+  { name: 'unknown LOCK flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0020, body: lockBody() }), reason: /LOCK: unknown flags 0x20/ },
   { name: 'high flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x8001, body: lockBody() }), reason: /LOCK: unknown flags 0x8001/ },
   { name: 'flag on PING', side: 'server', bytes: rawFrame({ type: T.PING, flags: 1 }), reason: /PING: unknown flags 0x1/ },
   { name: 'UNLOCK_ALL flag 2', side: 'server', bytes: rawFrame({ type: T.UNLOCK_ALL, flags: 2, body: u32(1) }), reason: /UNLOCK_ALL: unknown flags 0x2/ },
@@ -158,9 +170,9 @@ const bad: Bad[] = [
   { name: 'STATUS_RESULT code -4', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0xfc), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: code -4 is not -3\.\.3/ },
   { name: 'STATUS_RESULT -1 without holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: u8(0xff) }), reason: /truncated body: mode/ },
   { name: 'STATUS_RESULT 0 with a holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: 22 bytes after the end/ },
-  { name: 'unknown ERROR code 12', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(12), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 12/ },
+  { name: 'unknown ERROR code 13', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(13), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 13/ },
   // the shared-secret handshake (docs/protocol.md, "Authentication")
-  { name: 'HELLO flag 0x2', side: 'server', bytes: rawFrame({ type: T.HELLO, flags: 0x0002, body: Buffer.alloc(20) }), reason: /HELLO: unknown flags 0x2/ },
+  { name: 'HELLO flag 0x4', side: 'server', bytes: rawFrame({ type: T.HELLO, flags: 0x0004, body: Buffer.alloc(20) }), reason: /HELLO: unknown flags 0x4/ },
   { name: 'AUTH short mac', side: 'server', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(63) }), reason: /truncated body: mac needs 32 bytes, 31 left/ },
   { name: 'AUTH too long', side: 'server', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(65) }), reason: /AUTH: 1 bytes after the end/ },
   { name: 'AUTH request id 1', side: 'server', bytes: rawFrame({ type: T.AUTH, requestId: 1, body: Buffer.alloc(64) }), reason: /AUTH: request id must be 0/ },
@@ -171,6 +183,18 @@ const bad: Bad[] = [
   { name: 'AUTH_OK to a server', side: 'server', bytes: rawFrame({ type: T.AUTH_OK, body: Buffer.alloc(32) }), reason: /AUTH_OK frame is not sent to a server/ },
   { name: 'RANGE_LOCK with EXEC and FILELOCK', side: 'server', bytes: rawFrame({ type: T.RANGE_LOCK, flags: 0x0006, body: Buffer.alloc(37) }), reason: /RANGE_LOCK: flags EXEC and FILELOCK together/ },
   { name: 'RANGE_TEST with an unknown flag', side: 'server', bytes: rawFrame({ type: T.RANGE_TEST, flags: 0x0008, body: Buffer.alloc(37) }), reason: /RANGE_TEST: unknown flags 0x8/ },
+  // fencing tokens and deadlocks (docs/protocol.md, "Fencing tokens", "Deadlocks")
+  { name: 'GRANTED body of 7 bytes', side: 'client', bytes: rawFrame({ type: T.GRANTED, requestId: 1, body: Buffer.alloc(7) }), reason: /GRANTED: 7 bytes after the end of the body/ },
+  { name: 'GRANTED body of 9 bytes', side: 'client', bytes: rawFrame({ type: T.GRANTED, requestId: 1, body: Buffer.alloc(9) }), reason: /GRANTED: 9 bytes after the end of the body/ },
+  { name: 'GRANTED token 2^63', side: 'client', bytes: rawFrame({ type: T.GRANTED, requestId: 1, body: u64(1n << 63n) }), reason: /token 9223372036854775808 is not in 0\.\.2\^63-1/ },
+  { name: 'STATUS_RESULT 2 with 4 trailing bytes', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(2), u32(0)]) }), reason: /STATUS_RESULT: 4 bytes after the end/ },
+  { name: 'STATUS_RESULT -1 with holder and 9 trailing bytes', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0xff), holder(1, 4, Buffer.alloc(4)), Buffer.alloc(9)]) }), reason: /STATUS_RESULT: 9 bytes after the end/ },
+  { name: 'LOCK FENCE without the token', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0010, body: lockBody() }), reason: /truncated body: fence token needs 8 bytes, 0 left/ },
+  { name: 'LOCK FENCE with a short token', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0010, body: Buffer.concat([lockBody(), Buffer.alloc(4)]) }), reason: /truncated body: fence token needs 8 bytes, 4 left/ },
+  { name: 'LOCK token without FENCE', side: 'server', bytes: rawFrame({ type: T.LOCK, body: Buffer.concat([lockBody(), u64(5n)]) }), reason: /LOCK: 8 bytes after the end of the body/ },
+  { name: 'LOCK FENCE with the highest epoch', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0010, body: Buffer.concat([lockBody(), u64(((1n << 19n) - 1n) << 44n)]) }), reason: /FENCE token \d+ has the highest epoch \(524287\)/ },
+  { name: 'LOCK FENCE token 2^64-1', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0010, body: Buffer.concat([lockBody(), u64(2n ** 64n - 1n)]) }), reason: /token 18446744073709551615 is not in 0\.\.2\^63-1/ },
+  { name: 'WELCOME flag 0x1', side: 'client', bytes: rawFrame({ type: T.WELCOME, flags: 0x0001, body: Buffer.concat([u8(1, 1), u32(1), u32(1), u32(1), u32(1), u8(4), Buffer.alloc(4), str(Buffer.alloc(0))]) }), reason: /WELCOME: unknown flags 0x1/ },
   { name: 'unknown ERROR code 0', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(0), str(Buffer.alloc(0))]) }), reason: /ERROR: unknown error code 0/ },
 ];
 
@@ -240,7 +264,8 @@ test('the lock server\'s reader: a bad value in a sound request is a RefusedRequ
 test('the lock server\'s reader: broken frames still throw; handshake values too; the frames before the bad one ride on the error', (t) => {
   // Each malformed client frame of the table above: answered (a value in a sound request) or closing (everything else).
   const answered = new Set(['unknown LOCK flag bit', 'high flag bit', 'flag on PING', 'UNLOCK_ALL flag 2', 'key > 512', 'mode 0', 'mode 3',
-    'string > 1024', 'invalid UTF-8: 0xff', 'invalid UTF-8: cut sequence', 'RANGE_LOCK with EXEC and FILELOCK', 'RANGE_TEST with an unknown flag']);
+    'string > 1024', 'invalid UTF-8: 0xff', 'invalid UTF-8: cut sequence', 'RANGE_LOCK with EXEC and FILELOCK', 'RANGE_TEST with an unknown flag',
+    'LOCK FENCE with the highest epoch', 'LOCK FENCE token 2^64-1']);
   const seen = new Set<string>();
   for (const b of bad.filter((x) => x.side === 'server')) {
     const r = FrameReader.forLockServer();
@@ -363,4 +388,57 @@ test('STATUS probe (F_GETLK): PROBE_WRITE / PROBE_READ flags round-trip; both at
   both.writeUInt16BE(0x0006, 6);
   const e = t.throws(() => decodeBody(both.subarray(4)), { instanceOf: ProtocolError });
   t.regex(e?.message ?? '', /PROBE_READ and PROBE_WRITE together/);
+});
+
+// ---- fencing tokens, deadlocks (docs/protocol.md) ---------------------------
+
+test('TOKENS, BREAK_DEADLOCK, FENCE and the tokens of GRANTED / STATUS_RESULT round-trip; absent fields stay absent', (t) => {
+  const tok = (3n << 44n) | 42n;
+  const frames: Frame[] = [
+    { type: 'HELLO', requestId: 0, minVersion: 1, maxVersion: 1, port: 1, pid: 2, keepaliveMs: 0, host: 'h', program: 'p', options: '', tokens: true },
+    { type: 'HELLO', requestId: 0, minVersion: 1, maxVersion: 1, port: 1, pid: 2, keepaliveMs: 0, host: 'h', program: 'p', options: '', auth: true, tokens: true },
+    { type: 'WELCOME', requestId: 0, version: 1, mechanism: 'os', serverPid: 1, session: 2, interimMs: 3, keepaliveMs: 4, clientAddr: '::1', server: 's', tokens: true },
+    { type: 'LOCK', requestId: 3, nowait: false, noInterim: false, osLocks: false, breakDeadlock: true, mode: 'read', tid: 0, file: { inode: 1n, dev: 2n }, key: Buffer.from('K') },
+    { type: 'LOCK', requestId: 3, nowait: true, noInterim: true, osLocks: true, breakDeadlock: true, fence: tok, mode: 'write', tid: 0, file: { inode: 1n, dev: 2n }, key: Buffer.alloc(0) },
+    { type: 'LOCK', requestId: 3, nowait: false, noInterim: false, osLocks: false, fence: 0n, mode: 'write', tid: 0, file: { inode: 1n, dev: 2n }, key: Buffer.from('K') },
+    { type: 'LOCK', requestId: 3, nowait: false, noInterim: false, osLocks: false, fence: ((1n << 19n) - 2n) << 44n | ((1n << 44n) - 1n), mode: 'write', tid: 0, file: { inode: 1n, dev: 2n }, key: Buffer.from('K') },
+    { type: 'GRANTED', requestId: 9, token: 0n },
+    { type: 'GRANTED', requestId: 9, token: (1n << 63n) - 1n },
+    { type: 'STATUS_RESULT', requestId: 9, code: 0, token: 0n },
+    { type: 'STATUS_RESULT', requestId: 9, code: 1, token: tok },
+    { type: 'STATUS_RESULT', requestId: 9, code: -3, holder: { mode: 'write', port: 1, pid: 2, ownerPid: 3, ownerTid: 4, addr: '2001:db8::1' }, token: 0n },
+    { type: 'ERROR', requestId: 9, code: 'DEADLOCK', text: 'cycle' },
+  ];
+  for (const f of frames) {
+    const b = encode(f);
+    t.deepEqual(decodeBody(b.subarray(4)), f, f.type);
+    const r = f.type === 'HELLO' || f.type === 'LOCK' ? FrameReader.forLockServer() : FrameReader.forClient();
+    t.deepEqual(r.push(b), [f], `${f.type} through a reader`);
+  }
+  // Without the new flags and fields: exactly the old bytes (old peers are unchanged).
+  t.is(encode({ type: 'GRANTED', requestId: 1 }).toString('hex'), '000000080190000000000001');
+  t.is(encode({ type: 'STATUS_RESULT', requestId: 11, code: 2 }).toString('hex'), '00000009019400000000000b02');
+  t.deepEqual(decodeBody(encode({ type: 'GRANTED', requestId: 1 }).subarray(4)), { type: 'GRANTED', requestId: 1 });
+  t.is(FrameFlag.TOKENS, 0x0002);
+});
+
+test('encode refuses tokens the protocol does not carry: >= 2^63, negative, a FENCE of the highest epoch', (t) => {
+  const lock = (fence: bigint): Frame => ({ type: 'LOCK', requestId: 1, nowait: false, noInterim: false, osLocks: false, fence, mode: 'read', tid: 0, file: { inode: 1n, dev: 1n }, key: Buffer.alloc(0) });
+  t.throws(() => encode({ type: 'GRANTED', requestId: 1, token: 1n << 63n }), { instanceOf: RangeError, message: /not in 0\.\.2\^63-1/ });
+  t.throws(() => encode({ type: 'STATUS_RESULT', requestId: 1, code: 1, token: -1n }), { instanceOf: RangeError });
+  t.throws(() => encode(lock(((1n << 19n) - 1n) << 44n)), { instanceOf: RangeError, message: /highest epoch/ });
+  t.throws(() => encode(lock(1n << 63n)), { instanceOf: RangeError });
+  // GRANTED's token may have the highest epoch (a server that reached it still says so); only FENCE may not.
+  t.notThrows(() => encode({ type: 'GRANTED', requestId: 1, token: ((1n << 19n) - 1n) << 44n }));
+});
+
+test('the lock server\'s reader answers a bad FENCE token with BAD_ARGUMENT and reads on', (t) => {
+  const r = FrameReader.forLockServer();
+  const body = Buffer.concat([lockBody(), u64(((1n << 19n) - 1n) << 44n)]);
+  const [f] = r.push(rawFrame({ type: T.LOCK, flags: FrameFlag.FENCE | FrameFlag.BREAK_DEADLOCK, requestId: 7, body }));
+  if (f?.type !== 'REFUSED') return t.fail(JSON.stringify(f));
+  t.is(f.code, 'BAD_ARGUMENT');
+  t.is(f.requestId, 7);
+  t.regex(f.text, /^LOCK: FENCE token \d+ has the highest epoch/);
+  t.deepEqual(r.push(encode({ type: 'PING', requestId: 8 })), [{ type: 'PING', requestId: 8 }]);
 });

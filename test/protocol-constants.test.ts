@@ -84,7 +84,7 @@ test('jdls-protovectors can fail: wrong type, flags, length, version and request
     edit('type-byte', (b) => b.writeUInt8(0x11, 5)),
     edit('type-name', () => {}, { type: 'UNLOCK' }),
     edit('flags-byte', (b) => b.writeUInt16BE(3, 6)),
-    edit('flags-unknown', (b) => b.writeUInt16BE(0x000f, 6), { flags: 'NOWAIT|NO_INTERIM|OSLOCKS' }),
+    edit('flags-unknown', (b) => b.writeUInt16BE(0x0027, 6), { flags: 'NOWAIT|NO_INTERIM|OSLOCKS' }),
     edit('length', (b) => b.writeUInt32BE(b.length, 0)),
     edit('version', (b) => b.writeUInt8(2, 4)),
     edit('request-id', (b) => b.writeUInt32BE(1, 8)),

@@ -48,7 +48,11 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: server.host, port: server.port });
     const reader = FrameReader.forClient();
-    const hs = new ClientHandshake(label, { port: hello.port, pid: hello.pid, keepaliveMs: 0, host: hello.host, program: hello.program, options: hello.options }, key);
+    // TOKENS only if the process asked: the WELCOME (and every GRANTED after it) goes to the process itself.
+    const hs = new ClientHandshake(label, {
+      port: hello.port, pid: hello.pid, keepaliveMs: 0, host: hello.host, program: hello.program, options: hello.options,
+      ...(hello.tokens ? { tokens: true as const } : {}),
+    }, key);
     let settled = false;
     const finish = (e: JdlsError | undefined, welcome?: Buffer): void => {
       if (settled) return;

@@ -26,6 +26,7 @@ function wireCode(e: unknown): ProtoErrorName {
   const code = e instanceof JdlsError ? e.code : 'SYSTEM';
   switch (code) {
     case 'TABLE_FULL': case 'KEY_TOO_LONG': case 'LIMIT': case 'CANCELLED': case 'BAD_ARGUMENT': case 'SHUTDOWN': case 'PROTOCOL': case 'NOT_SUPPORTED':
+    case 'DEADLOCK':
       return code;
     case 'ABORTED':
       return 'CANCELLED';
@@ -65,9 +66,22 @@ export class BrokerSession {
     sock.on('close', () => this.#end());
   }
 
-  #send(f: ServerFrame): void {
+  #send(frame: ServerFrame): void {
     if (this.#ended || this.#sock.destroyed) return;
+    let f = frame;
+    // As the lock server does (src/server/session.ts): the shim's HELLO
+    // decides whether GRANTED and STATUS_RESULT carry a token (0 = none),
+    // whatever the server behind the broker gave.
+    if ((f.type === 'GRANTED' || f.type === 'STATUS_RESULT') && (f.token !== undefined) !== this.#tokens) {
+      if (this.#tokens) f = { ...f, token: 0n };
+      else { const { token: _drop, ...rest } = f; f = rest; }
+    }
     this.#sock.write(encode(f));
+  }
+
+  /** The shim's HELLO asked for fencing tokens (flag TOKENS). */
+  get #tokens(): boolean {
+    return this.#hello?.tokens === true;
   }
 
   #onData(d: Buffer): void {
@@ -127,7 +141,7 @@ export class BrokerSession {
     const s = client.server;
     this.#send({
       type: 'WELCOME', requestId: 0, version: 1, mechanism: s.mechanism, serverPid: s.pid, session: s.session,
-      interimMs: s.interimMs, keepaliveMs: 0, clientAddr: s.clientAddr, server: s.name,
+      interimMs: s.interimMs, keepaliveMs: 0, clientAddr: s.clientAddr, server: s.name, ...(this.#tokens ? { tokens: true as const } : {}),
     });
     this.#opts.log.info({ pid: h.pid, program: h.program, server: `${s.host}:${s.port}` }, 'preloaded process connected');
     const q = this.#queue;
@@ -214,7 +228,9 @@ export class BrokerSession {
         return;
       case 'STATUS':
         c.status(f.file, f.key, f.probe ? { tid: f.tid, probe: f.probe } : { tid: f.tid }).then(
-          (st) => this.#send(st.holder ? { type: 'STATUS_RESULT', requestId: id, code: st.code, holder: st.holder } : { type: 'STATUS_RESULT', requestId: id, code: st.code }),
+          (st) => this.#send({
+            type: 'STATUS_RESULT', requestId: id, code: st.code, ...(st.holder ? { holder: st.holder } : {}), ...(this.#tokens ? { token: st.token ?? 0n } : {}),
+          }),
           fail,
         );
         return;
@@ -256,8 +272,10 @@ export class BrokerSession {
       const r = await c.lock(f.file, f.key, f.mode, {
         nowait: f.nowait, tid: f.tid, signal: ac.signal,
         onWaiting: (w) => this.#send({ type: 'WAITING', requestId: f.requestId, holder: w.holder }),
+        ...(f.breakDeadlock ? { breakDeadlock: true } : {}), ...(f.fence === undefined ? {} : { fence: f.fence }),
       });
-      this.#send(r.granted ? { type: 'GRANTED', requestId: f.requestId } : { type: 'LOCKED', requestId: f.requestId, holder: r.holder });
+      if (!r.granted) return this.#send({ type: 'LOCKED', requestId: f.requestId, holder: r.holder });
+      this.#send(this.#tokens ? { type: 'GRANTED', requestId: f.requestId, token: r.token ?? 0n } : { type: 'GRANTED', requestId: f.requestId });
     } finally {
       this.#waiting.delete(f.requestId);
     }

@@ -86,9 +86,28 @@ export interface RemoteLockOptions {
   signal?: AbortSignal;
   /** called on each interim WAITING frame (every interim period, unless WAIT) */
   onWaiting?: (info: WaitingInfo) => void;
+  /**
+   * Refuse rather than wait in a cycle of waiters: the lock rejects with
+   * JdlsError DEADLOCK (nothing is held for it) when waiting would close one
+   * (LOCK flag BREAK_DEADLOCK; docs/protocol.md, "Deadlocks"). Default false:
+   * wait, as jBASE does; a cycle is then only reported by the server.
+   */
+  breakDeadlock?: boolean;
+  /**
+   * For a relay (the broker passing on a preloaded process's LOCK): the
+   * token another server gave for this same grant (flag FENCE). The server
+   * raises its token floor past it before locking. Not for applications:
+   * SERVER2 mirroring sets it by itself.
+   */
+  fence?: bigint;
 }
 
-export type RemoteLockResult = { granted: true } | { granted: false; holder: WireHolder };
+/**
+ * A granted lock carries its fencing token when the server's mechanism gives
+ * one (docs/protocol.md, "Fencing tokens"): it strictly increases per key,
+ * so a resource guarded by the lock can refuse a writer with an older one.
+ */
+export type RemoteLockResult = { granted: true; token?: bigint } | { granted: false; holder: WireHolder };
 
 /** A conflicting binary lock: its holder and range (length 0 = to infinity). */
 export interface RangeConflict {
@@ -101,6 +120,8 @@ export interface RemoteStatus {
   /** RECORDLOCKED: 3/2/1 this owner holds FILELOCK/WRITE/READ, 0 free, -1/-2/-3 another owner */
   code: number;
   holder?: WireHolder;
+  /** code 1/2: the fencing token of this owner's lock, when the server's mechanism gives one */
+  token?: bigint;
 }
 
 export interface WaitingInfo {
@@ -126,6 +147,8 @@ export interface ServerInfo {
   clientAddr: string;
   /** the server's host name */
   name: string;
+  /** the server sends fencing tokens (it answered HELLO's TOKENS) */
+  tokens: boolean;
 }
 
 export interface JdlsClientEvents {
@@ -257,7 +280,7 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const w = c.welcome;
     return {
       host: c.server.host, port: c.server.port, pid: w.serverPid, mechanism: w.mechanism, session: w.session,
-      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server,
+      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server, tokens: c.tokens,
     };
   }
 
@@ -273,7 +296,8 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
 
   /**
    * READU (write) / READL (read) on a server. Waits until granted unless
-   * nowait; a waiting request resolves { granted: true } when granted.
+   * nowait; a waiting request resolves { granted: true, token? } when
+   * granted (token: the grant's fencing token, when the server gives one).
    */
   lock(file: RemoteFile, key: RemoteKey, mode: WireMode, opts: RemoteLockOptions = {}): Promise<RemoteLockResult> {
     // Not an async function: its saved frame and the await's promises were
@@ -285,7 +309,8 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
       if (mode !== 'read' && mode !== 'write') throw new JdlsError('BAD_ARGUMENT', `mode must be 'read' or 'write'; got ${String(mode)}`);
       const frame = {
         type: 'LOCK' as const, nowait: opts.nowait ?? false, noInterim: this.config.wait, osLocks: this.config.osLocks,
-        mode, tid: toTid(opts.tid), file: toFile(file), key: toKey(key),
+        mode, tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(opts.breakDeadlock ? { breakDeadlock: true as const } : {}),
+        ...(opts.fence === undefined ? {} : { fence: opts.fence }),
       };
       if (signal?.aborted) throw abortError();
       // Under WAIT no interim frames come: the TIMEOUT rule does not apply to a
@@ -329,7 +354,10 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const frame = { type: 'STATUS' as const, tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(this.config.osLocks ? { osLocks: true } : {}) };
     const f = await this.#send(opts.probe ? { ...frame, probe: opts.probe } : frame, { timed: true }).answer;
     if (f.type !== 'STATUS_RESULT') throw unexpected(f);
-    return f.holder ? { code: f.code, holder: f.holder } : { code: f.code };
+    const st: RemoteStatus = f.holder ? { code: f.code, holder: f.holder } : { code: f.code };
+    // 0 on the wire is "none" (no token from this mechanism, or not this owner's lock)
+    if (f.token) st.token = f.token;
+    return st;
   }
 
   /**
@@ -449,7 +477,8 @@ async function lockWithSignal(call: Call, signal: AbortSignal): Promise<RemoteLo
 }
 
 function lockResult(f: FinalFrame): RemoteLockResult {
-  if (f.type === 'GRANTED') return GRANTED;
+  // token 0 on the wire: the mechanism gives none (OS locks)
+  if (f.type === 'GRANTED') return f.token ? { granted: true, token: f.token } : GRANTED;
   if (f.type === 'LOCKED') return { granted: false, holder: f.holder };
   throw unexpected(f);
 }

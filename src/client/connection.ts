@@ -115,6 +115,8 @@ interface ReadRoute {
 export class ServerConnection {
   readonly server: JdlsServer;
   readonly welcome: WelcomeFrame;
+  /** WELCOME said TOKENS: every GRANTED and STATUS_RESULT carries a fencing token (0 = none) */
+  readonly tokens: boolean;
   /** 'host:port' (IPv6 in brackets), for messages */
   readonly label: string;
   readonly #socket: net.Socket;
@@ -144,6 +146,7 @@ export class ServerConnection {
     this.#socket = socket;
     this.#reader = reader;
     this.welcome = welcome;
+    this.tokens = welcome.tokens === true;
     this.#opts = opts;
     this.#log = opts.logger;
     this.#lastHeard = this.#lastSent = Date.now();
@@ -160,8 +163,26 @@ export class ServerConnection {
     socket.on('close', () => this.#fail(new JdlsError('SERVER_CLOSED', `lock server ${this.label} closed the connection`)));
   }
 
-  /** Connect and shake hands. Rejects with CONNECT_FAILED, VERSION, LIMIT, PROTOCOL, SERVER_CLOSED, SERVER_DEAD, AUTH or TLS. */
-  static open(server: JdlsServer, opts: ConnectionOptions): Promise<ServerConnection> {
+  /**
+   * Connect and shake hands. Rejects with CONNECT_FAILED, VERSION, LIMIT,
+   * PROTOCOL, SERVER_CLOSED, SERVER_DEAD, AUTH or TLS.
+   *
+   * HELLO asks for fencing tokens. Trap: a server older than the TOKENS flag
+   * refuses an unknown HELLO flag as a protocol error and closes; such a
+   * server is asked once more without it (then no tokens on this connection),
+   * so that a newer client still works with it.
+   */
+  static async open(server: JdlsServer, opts: ConnectionOptions): Promise<ServerConnection> {
+    try {
+      return await ServerConnection.#openOnce(server, opts, true);
+    } catch (e) {
+      if (!tokensRefused(e)) throw e;
+      opts.logger.warn({ server: `${hostText(server.host)}:${server.port}` }, 'lock server older than fencing tokens: connected again without them');
+      return ServerConnection.#openOnce(server, opts, false);
+    }
+  }
+
+  static #openOnce(server: JdlsServer, opts: ConnectionOptions, tokens: boolean): Promise<ServerConnection> {
     const label = `${hostText(server.host)}:${server.port}`;
     const log = opts.logger;
     return new Promise((resolve, reject) => {
@@ -173,6 +194,8 @@ export class ServerConnection {
       try {
         hs = new ClientHandshake(label, {
           port: h.port, pid: h.pid, keepaliveMs: Math.round(opts.pingIntervalMs), host: h.host, program: h.program, options: h.options,
+          // WELCOME says whether this server sends them (ServerConnection.tokens); see open() for older servers.
+          ...(tokens ? { tokens: true as const } : {}),
         }, opts.key);
       } catch (e) {
         reject(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
@@ -202,7 +225,8 @@ export class ServerConnection {
         socket.removeListener('close', onClose);
         if (e) {
           socket.destroy();
-          log.error({ server: label, code: e.code }, e.message);
+          // An older server's refusal of TOKENS is not an error: open() asks again.
+          if (!(tokens && tokensRefused(e))) log.error({ server: label, code: e.code }, e.message);
           reject(e);
         } else if (conn) resolve(conn);
       };
@@ -396,6 +420,12 @@ export class ServerConnection {
       p.reject(e);
       return this.#fail(e);
     }
+    // The codec reads the token by the body's length; whether one is due is the connection's (TOKENS in WELCOME).
+    if ((f.type === 'GRANTED' || f.type === 'STATUS_RESULT') && (f.token !== undefined) !== this.tokens) {
+      const e = new JdlsError('PROTOCOL', `lock server ${this.label}: ${f.type} ${this.tokens ? 'without a token, though WELCOME said TOKENS' : 'with a token, though TOKENS was not negotiated'}`);
+      p.reject(e);
+      return this.#fail(e);
+    }
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ server: this.label, id: f.requestId, answer: f }, 'answer');
     p.resolve(f);
   }
@@ -434,4 +464,9 @@ function describe(f: RequestFrame): Record<string, unknown> {
     else out[k] = v;
   }
   return out;
+}
+
+/** An older server's answer to HELLO's TOKENS flag (it refuses unknown flags: ERROR PROTOCOL "HELLO: unknown flags 0x2", 0x3 with AUTH). */
+function tokensRefused(e: unknown): boolean {
+  return e instanceof JdlsError && e.code === 'PROTOCOL' && /HELLO: unknown flags 0x[23]$/.test(e.message);
 }

@@ -18,6 +18,8 @@ const WIRE_CODES: Record<ProtoErrorName, JdlsErrorCode> = {
   SHUTDOWN: 'SHUTDOWN',
   NOT_SUPPORTED: 'NOT_SUPPORTED',
   AUTH: 'AUTH',
+  // LOCK with BREAK_DEADLOCK: waiting would have closed a cycle of waiters (nothing is held for it)
+  DEADLOCK: 'DEADLOCK',
 };
 
 /** The JdlsError for an ERROR frame from the server. */

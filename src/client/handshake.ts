@@ -29,6 +29,8 @@ export class ClientHandshake {
   readonly #key: Buffer | undefined;
   readonly #label: string;
   #state: 'challenge' | 'auth_ok' | 'welcome';
+  /** HELLO asked for fencing tokens (flag TOKENS) */
+  readonly #tokens: boolean;
   #serverNonce: Buffer | undefined;
   #clientNonce: Buffer | undefined;
 
@@ -37,6 +39,7 @@ export class ClientHandshake {
     this.#key = key;
     const hello: HelloFrame = { type: 'HELLO', requestId: 0, minVersion: PROTO.MIN_VERSION, maxVersion: PROTO.VERSION, ...fields };
     if (key) hello.auth = true;
+    this.#tokens = hello.tokens === true;
     this.hello = encode(hello, 1);
     this.#state = key ? 'challenge' : 'welcome';
   }
@@ -68,6 +71,8 @@ export class ClientHandshake {
         if (f.type !== 'WELCOME') return { error: new JdlsError('PROTOCOL', `${who}: expected WELCOME, got ${f.type}`) };
         if (f.version < PROTO.MIN_VERSION || f.version > PROTO.VERSION)
           return { error: new JdlsError('VERSION', `${who} chose protocol version ${f.version}; this client speaks ${PROTO.MIN_VERSION}..${PROTO.VERSION}`) };
+        // A server may decline tokens (an older one does not know the flag), never offer them unasked.
+        if (f.tokens && !this.#tokens) return { error: new JdlsError('PROTOCOL', `${who}: WELCOME with TOKENS, which HELLO did not ask for`) };
         return { welcome: f };
     }
   }

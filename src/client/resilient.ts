@@ -7,7 +7,10 @@
 //   the secondary; the caller's answer waits for both. A different secondary
 //   answer is logged (error, so jbase_error_trace has it) and emitted as
 //   'mismatch'; the primary's answer stands. NOWAIT conflicts (LOCKED),
-//   errors, STATUS, TEST and PING are not duplicated.
+//   errors, STATUS, TEST and PING are not duplicated. A LOCK mirrored after
+//   a GRANTED with a fencing token carries it (flag FENCE): the secondary
+//   raises its token floor past that epoch, so once promoted its tokens
+//   outrank every token the old primary gave (docs/protocol.md, "Fencing tokens").
 // - The primary fails: logged; the secondary is promoted and duplication
 //   stops. Requests the old primary had not answered are sent again to the
 //   new primary (it never saw them); requests already at the secondary just
@@ -31,6 +34,20 @@ function mirrored(frame: RequestFrame, answer: FinalFrame): boolean {
   if (frame.type === 'LOCK' || frame.type === 'RANGE_LOCK') return answer.type === 'GRANTED';
   if (frame.type === 'UNLOCK' || frame.type === 'UNLOCK_FILE' || frame.type === 'UNLOCK_ALL' || frame.type === 'RANGE_UNLOCK') return answer.type === 'RELEASED';
   return false;
+}
+
+/**
+ * The request as the secondary gets it: a LOCK with the primary's token
+ * (FENCE), when the primary gave one, and without BREAK_DEADLOCK: the
+ * primary granted it, so the mirror must follow, not be refused as a
+ * cycle's victim (the secondary's waiters mirror the primary's, so a cycle
+ * there is one the primary already broke or never had).
+ */
+function fenced(frame: RequestFrame, answer: FinalFrame): RequestFrame {
+  if (frame.type !== 'LOCK' || answer.type !== 'GRANTED') return frame;
+  if (!answer.token && !frame.breakDeadlock) return frame;
+  const { breakDeadlock: _primaryOnly, ...rest } = frame;
+  return answer.token ? { ...rest, fence: answer.token } : rest;
 }
 
 function answerText(f: FinalFrame | JdlsError): string {
@@ -127,7 +144,7 @@ export class ResilientRouter implements Router {
         if (!s || !mirrored(frame, first)) return first;
         let second: FinalFrame | JdlsError;
         try {
-          second = await s.request(frame, { timed: opts.timed }).answer;
+          second = await s.request(fenced(frame, first), { timed: opts.timed }).answer;
         } catch (e) {
           if (s.state === 'failed') return first; // #onFail logged it; no longer resilient
           second = e instanceof JdlsError ? e : new JdlsError('PROTOCOL', String(e));

@@ -7,7 +7,7 @@
 // or throws a ProtocolError, and never touches a lock.
 import net from 'node:net';
 import { ipv6Bytes, ipv6Text } from '../ip.js';
-import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, type ProtoErrorName } from './constants.js';
+import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, Token, type ProtoErrorName } from './constants.js';
 import type {
   Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace, RefusedRequest,
 } from './frames.js';
@@ -141,9 +141,12 @@ const SCRATCH = new Writer();
 function flagsOf(f: Frame): number {
   switch (f.type) {
     case 'HELLO':
-      return f.auth ? FrameFlag.AUTH : 0;
+      return (f.auth ? FrameFlag.AUTH : 0) | (f.tokens ? FrameFlag.TOKENS : 0);
+    case 'WELCOME':
+      return f.tokens ? FrameFlag.TOKENS : 0;
     case 'LOCK':
-      return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0);
+      return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0)
+        | (f.breakDeadlock ? FrameFlag.BREAK_DEADLOCK : 0) | (f.fence === undefined ? 0 : FrameFlag.FENCE);
     case 'UNLOCK_ALL':
       return f.allThreads ? FrameFlag.ALL_THREADS : 0;
     case 'RANGE_LOCK':
@@ -158,6 +161,23 @@ function flagsOf(f: Frame): number {
     default:
       return 0;
   }
+}
+
+/**
+ * Why a fencing token is not one (docs/protocol.md, "Fencing tokens"), or
+ * undefined. A FENCE token also may not have the highest epoch: no later
+ * epoch exists for the server's own tokens to outrank it.
+ */
+function tokenFault(t: bigint, fence: boolean): string | undefined {
+  if (typeof t !== 'bigint' || t < 0n || t >= Token.LIMIT) return `token ${String(t)} is not in 0..2^63-1`;
+  if (fence && t >> Token.EPOCH_SHIFT === Token.EPOCH_MAX) return `FENCE token ${t} has the highest epoch (${Token.EPOCH_MAX})`;
+  return undefined;
+}
+
+function checkToken(t: bigint, fence: boolean): bigint {
+  const why = tokenFault(t, fence);
+  if (why) throw new RangeError(why);
+  return t;
 }
 
 function badProbe(p: unknown): never {
@@ -187,7 +207,10 @@ function body(w: Writer, f: Frame): void {
     case 'AUTH': w.fixed(f.nonce, Auth.NONCE, 'AUTH nonce').fixed(f.mac, Auth.MAC, 'AUTH mac'); return;
     case 'CHALLENGE': w.u8(f.method, 'method').fixed(f.nonce, Auth.NONCE, 'CHALLENGE nonce'); return;
     case 'AUTH_OK': w.fixed(f.mac, Auth.MAC, 'AUTH_OK mac'); return;
-    case 'LOCK': w.mode(f.mode).u32(f.tid, 'tid').file(f.file).key(f.key); return;
+    case 'LOCK':
+      w.mode(f.mode).u32(f.tid, 'tid').file(f.file).key(f.key);
+      if (f.fence !== undefined) w.u64(checkToken(f.fence, true));
+      return;
     case 'UNLOCK': w.u32(f.tid, 'tid').file(f.file).key(f.key); return;
     case 'UNLOCK_FILE': w.u32(f.tid, 'tid').file(f.file); return;
     case 'UNLOCK_ALL': w.u32(f.tid, 'tid'); return;
@@ -207,7 +230,10 @@ function body(w: Writer, f: Frame): void {
       w.u8(f.version, 'version').u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid, 'server pid')
         .u32(f.session, 'session').u32(f.interimMs, 'interim').u32(f.keepaliveMs, 'keepalive').addr(f.clientAddr).str16(f.server);
       return;
-    case 'GRANTED': return;
+    case 'GRANTED':
+      // The token only on a connection that negotiated TOKENS (the session decides; absent = the old empty body).
+      if (f.token !== undefined) w.u64(checkToken(f.token, false));
+      return;
     case 'LOCKED': w.holder(f.holder); return;
     case 'WAITING': w.holder(f.holder); return;
     case 'RELEASED': w.u32(f.count, 'count'); return;
@@ -218,6 +244,7 @@ function body(w: Writer, f: Frame): void {
         if (!f.holder) throw new RangeError('STATUS_RESULT with a negative code needs the holder');
         w.holder(f.holder);
       }
+      if (f.token !== undefined) w.u64(checkToken(f.token, false));
       return;
     case 'TEST_RESULT': w.str16(f.text); return;
     case 'PONG': return;
@@ -337,6 +364,20 @@ class Reader {
   holder(): WireHolder {
     return { mode: this.mode(), port: this.u32('port'), pid: this.u32('pid'), ownerPid: this.u32('owner pid'), ownerTid: this.u32('owner tid'), addr: this.addr('holder address') };
   }
+  /** Bytes of the body not read yet. */
+  left(): number { return this.#end - this.#o; }
+  /**
+   * The trailing token of GRANTED / STATUS_RESULT: present iff exactly 8
+   * bytes are left (any other count is refused by end()). Decided from the
+   * length, not from the connection's TOKENS: both forms are unambiguous
+   * (docs/protocol.md, "Fencing tokens").
+   */
+  token(): bigint | undefined {
+    if (this.left() !== 8) return undefined;
+    const t = this.u64('token');
+    const why = tokenFault(t, false);
+    return why ? fail(why) : t;
+  }
   end(type: string): void {
     if (this.#o !== this.#end) fail(`${type}: ${this.#end - this.#o} bytes after the end of the body`);
   }
@@ -350,8 +391,9 @@ const REQUESTS = new Set(['LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS
 const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
 
 function allowedFlags(type: string): number {
-  if (type === 'HELLO') return FrameFlag.AUTH;
-  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS;
+  if (type === 'HELLO') return FrameFlag.AUTH | FrameFlag.TOKENS;
+  if (type === 'WELCOME') return FrameFlag.TOKENS;
+  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS | FrameFlag.BREAK_DEADLOCK | FrameFlag.FENCE;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
   if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
   if (type === 'RANGE_UNLOCK' || type === 'RANGE_TEST') return FrameFlag.EXEC | FrameFlag.FILELOCK;
@@ -392,6 +434,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       if (magic !== 'JDLS') fail(`HELLO: bad magic ${JSON.stringify(magic)}`);
       f = { type, requestId: 0, minVersion: r.u8('min version'), maxVersion: r.u8('max version'), port: r.u32('port'), pid: r.u32('pid'), keepaliveMs: r.u32('keepalive'), host: r.str16('host'), program: r.str16('program'), options: r.str16('options') };
       if (flags & FrameFlag.AUTH) f.auth = true;
+      if (flags & FrameFlag.TOKENS) f.tokens = true;
       if (requestId !== 0) fail('HELLO: request id must be 0');
       break;
     }
@@ -412,6 +455,12 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       break;
     case 'LOCK':
       f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, noInterim: (flags & FrameFlag.NO_INTERIM) !== 0, osLocks: (flags & FrameFlag.OSLOCKS) !== 0, mode: r.mode(), tid: r.u32('tid'), file: r.file(), key: r.key() };
+      if (flags & FrameFlag.BREAK_DEADLOCK) f.breakDeadlock = true;
+      if (flags & FrameFlag.FENCE) {
+        const t = r.u64('fence token');
+        const why = tokenFault(t, true);
+        f.fence = why ? r.value('BAD_ARGUMENT', why, t) : t;
+      }
       break;
     case 'UNLOCK': f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() }; break;
     case 'UNLOCK_FILE': f = { type, requestId, tid: r.u32('tid'), file: r.file() }; break;
@@ -449,11 +498,16 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       const mech = r.u8('mechanism');
       if (mech !== Mechanism.SHM && mech !== Mechanism.OS) fail(`WELCOME: mechanism ${mech} is not 1 or 2`);
       f = { type, requestId: 0, version, mechanism: mech === Mechanism.OS ? 'os' : 'shm', serverPid: r.u32('server pid'), session: r.u32('session'), interimMs: r.u32('interim'), keepaliveMs: r.u32('keepalive'), clientAddr: r.addr('client address'), server: r.str16('server') };
+      if (flags & FrameFlag.TOKENS) f.tokens = true;
       // Checked, not just set to 0: a frame must decode to a value that encodes back to its own bytes.
       if (requestId !== 0) fail('WELCOME: request id must be 0');
       break;
     }
-    case 'GRANTED': f = { type, requestId }; break;
+    case 'GRANTED': {
+      const token = r.token();
+      f = token === undefined ? { type, requestId } : { type, requestId, token };
+      break;
+    }
     case 'LOCKED': f = { type, requestId, holder: r.holder() }; break;
     case 'WAITING': f = { type, requestId, holder: r.holder() }; break;
     case 'RELEASED': f = { type, requestId, count: r.u32('count') }; break;
@@ -461,6 +515,8 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       const c = r.i8('code');
       if (c < -3 || c > 3) fail(`STATUS_RESULT: code ${c} is not -3..3`);
       f = c < 0 ? { type, requestId, code: c, holder: r.holder() } : { type, requestId, code: c };
+      const token = r.token();
+      if (token !== undefined) f.token = token;
       break;
     }
     case 'TEST_RESULT': f = { type, requestId, text: r.str16('text') }; break;

@@ -53,6 +53,9 @@ export const FrameFlag = {
   PROBE_READ: 0x0002,
   PROBE_WRITE: 0x0004,
   STATUS_OSLOCKS: 0x0008,
+  TOKENS: 0x0002,
+  BREAK_DEADLOCK: 0x0008,
+  FENCE: 0x0010,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;
@@ -69,8 +72,20 @@ export const ProtoError = {
   SHUTDOWN: 9,
   NOT_SUPPORTED: 10,
   AUTH: 11,
+  DEADLOCK: 12,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;
+
+/**
+ * Fencing tokens (docs/protocol.md, "Fencing tokens"): a u64 below 2^63,
+ * bits 62..44 the epoch, 43..0 a counter. A FENCE token with the highest
+ * epoch is refused: the server could not give a later epoch.
+ */
+export const Token = {
+  EPOCH_SHIFT: 44n,
+  EPOCH_MAX: (1n << 19n) - 1n,
+  LIMIT: 1n << 63n,
+} as const;
 
 /** The shared-secret handshake (docs/protocol.md, "Authentication"). */
 export const Auth = {

@@ -38,6 +38,8 @@ export interface HelloFrame {
   options: string;
   /** header flag AUTH: the client holds the installation's shared secret and will answer a CHALLENGE (absent = false) */
   auth?: true;
+  /** header flag TOKENS: the client wants fencing tokens in GRANTED and STATUS_RESULT (absent = false) */
+  tokens?: true;
 }
 
 /** The client's answer to CHALLENGE: its nonce and its proof (docs/protocol.md, "Authentication"). */
@@ -56,6 +58,14 @@ export interface LockFrame {
   nowait: boolean;
   noInterim: boolean;
   osLocks: boolean;
+  /** flag BREAK_DEADLOCK: answer ERROR DEADLOCK rather than wait in a cycle of waiters (absent = wait) */
+  breakDeadlock?: true;
+  /**
+   * flag FENCE: the token the client's primary gave for this same grant
+   * (SERVER2 mirroring); the server's later tokens outrank its epoch. On the
+   * wire a u64 after the key.
+   */
+  fence?: bigint;
   mode: WireMode;
   tid: number;
   file: WireFile;
@@ -184,6 +194,8 @@ export interface WelcomeFrame {
   keepaliveMs: number;
   clientAddr: string;
   server: string;
+  /** header flag TOKENS: the client asked and GRANTED / STATUS_RESULT carry a token on this connection */
+  tokens?: true;
 }
 
 /** A server with a shared secret answers HELLO (flag AUTH) with this, not WELCOME. */
@@ -207,6 +219,11 @@ export interface AuthOkFrame {
 export interface GrantedFrame {
   type: 'GRANTED';
   requestId: number;
+  /**
+   * The grant's fencing token: present exactly when the connection
+   * negotiated TOKENS (then 0n = the mechanism gives none).
+   */
+  token?: bigint;
 }
 
 export interface LockedFrame {
@@ -232,6 +249,8 @@ export interface StatusResultFrame {
   requestId: number;
   code: number;
   holder?: WireHolder;
+  /** TOKENS negotiated: the caller's own lock's token for code 1/2, else 0n; absent otherwise */
+  token?: bigint;
 }
 
 export interface TestResultFrame {

@@ -92,7 +92,11 @@ const wireHolder = (h: Holder): WireHolder => ({ mode: h.mode, port: u32(h.port)
  * Refusals a client can cause at will (its own request is refused, the
  * service is fine): logged without a stack, rate-limited (ratelog.ts).
  */
-const EXPECTED = new Set(['TABLE_FULL', 'KEY_TOO_LONG', 'BAD_ARGUMENT', 'LIMIT', 'NOT_SUPPORTED', 'ABORTED', 'CLOSED', 'TIMEOUT', 'CANCELLED']);
+const EXPECTED = new Set(['TABLE_FULL', 'KEY_TOO_LONG', 'BAD_ARGUMENT', 'LIMIT', 'NOT_SUPPORTED', 'ABORTED', 'CLOSED', 'TIMEOUT', 'CANCELLED', 'DEADLOCK']);
+
+/** The wait options of a LOCK with BREAK_DEADLOCK (one object: a wait is on the hot path). */
+const BREAK_DEADLOCK = Object.freeze({ breakDeadlock: true });
+const NO_WAIT_OPTIONS = Object.freeze({});
 
 /** A JdlsError (or anything) as a wire error code and text. */
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
@@ -105,6 +109,7 @@ function wireError(e: unknown): { code: ProtoErrorName; text: string } {
     case 'ABORTED': return { code: 'CANCELLED', text };
     case 'CLOSED': return { code: 'SHUTDOWN', text };
     case 'NOT_SUPPORTED': return { code: 'NOT_SUPPORTED', text };
+    case 'DEADLOCK': return { code: 'DEADLOCK', text };
     default: return { code: 'SYSTEM', text: `${e.code}: ${text}` };
   }
 }
@@ -122,6 +127,13 @@ export class Session {
   /** a CHALLENGE was sent; the client's AUTH is due (auth.ts) */
   #challenge: { hs: ServerHandshake; hello: HelloFrame; version: number } | undefined;
   #version: number = PROTO.VERSION;
+  /**
+   * HELLO asked for fencing tokens (flag TOKENS; WELCOME said yes): every
+   * GRANTED and STATUS_RESULT on this connection carries one (0 = none).
+   * Without it, exactly the old empty GRANTED: an old client's strict
+   * reader would refuse 8 more bytes.
+   */
+  #tokens = false;
   #owners = new Map<number, Owner>();
   /** file identities with their HeldLocks key, made once per file */
   #files = new FileMap<{ id: FileId; key: string }>();
@@ -322,10 +334,11 @@ export class Session {
     // replace the server's `pid` in a log line.
     this.#log = this.#log.child({ clientPid: f.pid, clientPort: f.port, clientHost: f.host, clientProgram: f.program });
     this.#log.info({ options: f.options, version: hi }, 'client connected');
+    this.#tokens = f.tokens === true;
     this.#send({
       type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
       session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
-      server: SERVER_HOST.slice(0, PROTO.MAX_STR),
+      server: SERVER_HOST.slice(0, PROTO.MAX_STR), ...(this.#tokens ? { tokens: true as const } : {}),
     });
   }
 
@@ -484,10 +497,15 @@ export class Session {
     const owner = this.#owner(f.tid, true);
     if (!owner) throw new JdlsError('BAD_ARGUMENT', 'no owner');
 
+    // SERVER2 mirroring: the primary's token for this grant. Raised before
+    // the lock is taken, so that this grant's own token (and every later
+    // one) outranks the primary's epoch: after a failover the promoted
+    // secondary's tokens are higher than any the old primary gave.
+    if (f.fence !== undefined) mech.raiseTokenFloor?.(f.fence);
     const r = mech.tryLock(owner, file.id, f.key, f.mode);
     if (r.granted) {
       this.#held.add(f.tid, fk, keyText, mech);
-      return this.#send({ type: 'GRANTED', requestId: rid });
+      return this.#granted(rid, r.token);
     }
     if (f.nowait) return this.#send({ type: 'LOCKED', requestId: rid, holder: wireHolder(r.holder) });
     const why = this.#waitLimit(mech.kind === 'os');
@@ -513,7 +531,7 @@ export class Session {
     // In the maps first: the mechanism may settle it before startWait returns.
     this.#waits.set(rid, w);
     this.#waitTids.set(rid, f.tid);
-    const settle = (err?: Error): void => {
+    const settle = (err?: Error, token?: bigint): void => {
       if (w.timer) clearInterval(w.timer);
       this.#waits.delete(rid);
       this.#waitTids.delete(rid);
@@ -525,18 +543,22 @@ export class Session {
           try { mech.unlock(owner, file, f.key); } catch { /* closed mechanism */ }
         } else {
           this.#held.add(f.tid, fk, keyText, mech);
-          this.#send({ type: 'GRANTED', requestId: rid });
+          this.#granted(rid, token);
         }
       } else if (err instanceof JdlsError && err.code === 'ABORTED') {
         w.outcome = 'cancelled';
         this.#error(rid, 'CANCELLED', w.cancelled ? 'lock request withdrawn (CANCEL)' : 'lock request withdrawn');
       } else {
         w.outcome = 'failed';
+        // DEADLOCK (BREAK_DEADLOCK): this request was the cycle's victim and
+        // holds nothing for it; the client's other locks and the connection stay.
+        if (err instanceof JdlsError && err.code === 'DEADLOCK')
+          this.#rate.write('info', { requestId: rid, code: err.code, reason: err.message }, 'lock request refused: deadlock');
         this.#answerError(rid, err);
       }
       w.after?.();
     };
-    w.cancel = startWait(mech, owner, file, f.key, f.mode, settle);
+    w.cancel = startWait(mech, owner, file, f.key, f.mode, settle, f.breakDeadlock ? BREAK_DEADLOCK : NO_WAIT_OPTIONS);
     if (w.outcome !== undefined || f.noInterim) return;
     // "Distributed lock retries": tell the client who it is waiting for,
     // every interimMs, and count each in the header.
@@ -627,6 +649,7 @@ export class Session {
     const file = this.#file(f.file.inode, f.file.dev).id;
     if (f.probe) {
       // F_GETLK: another owner's lock that blocks the probe's mode.
+      // No token: a probe reports another owner's lock (#send adds 0 under TOKENS).
       const h = mech.conflict(owner, file, f.key, f.probe);
       if (!h) return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: 0 });
       return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: h.mode === 'write' ? -2 : -1, holder: wireHolder(h) });
@@ -638,13 +661,29 @@ export class Session {
         : { mode: s.code === -2 ? 'write' : 'read', port: 0, pid: 0, ownerPid: 0, ownerTid: 0, addr: '0.0.0.0' };
       return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: Math.max(-3, s.code), holder });
     }
-    this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: Math.min(3, s.code) });
+    const code = Math.min(3, s.code);
+    // The caller's own lock's token (code 1/2), for a client that checks it still holds what it fenced with.
+    if (this.#tokens && (code === 1 || code === 2)) return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code, token: s.token ?? 0n });
+    this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code });
+  }
+
+  /** GRANTED, with the grant's token when the connection negotiated TOKENS (0 = the mechanism gave none). */
+  #granted(requestId: number, token: bigint | undefined): void {
+    this.#send(this.#tokens ? { type: 'GRANTED', requestId, token: token ?? 0n } : { type: 'GRANTED', requestId });
   }
 
   // ===== output =============================================================
 
-  #send(f: ServerFrame): void {
+  #send(frame: ServerFrame): void {
     if (this.#closed) return;
+    let f = frame;
+    // The token's presence is the connection's, not the caller's: under
+    // TOKENS every GRANTED and STATUS_RESULT has one (range locks, probes and
+    // other owners' locks give 0), without it none (an old client refuses it).
+    if ((f.type === 'GRANTED' || f.type === 'STATUS_RESULT') && (f.token !== undefined) !== this.#tokens) {
+      if (this.#tokens) f = { ...f, token: 0n };
+      else { const { token: _drop, ...rest } = f; f = rest; }
+    }
     this.#syncCount();
     let buf: Buffer;
     try {

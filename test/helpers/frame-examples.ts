@@ -41,7 +41,7 @@ export const EXAMPLES: readonly { type: string; vector: string }[] = [
   { type: 'WELCOME', vector: 'welcome-ipv4' },
   { type: 'CHALLENGE', vector: 'challenge' },
   { type: 'AUTH_OK', vector: 'auth-ok' },
-  { type: 'GRANTED', vector: 'granted' },
+  { type: 'GRANTED', vector: 'granted-token' },
   { type: 'LOCKED', vector: 'locked-ipv4' },
   { type: 'WAITING', vector: 'waiting-ipv4' },
   { type: 'RELEASED', vector: 'released-0' },

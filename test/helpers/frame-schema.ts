@@ -33,14 +33,20 @@ export interface FieldSpec {
   zero?: string;
 }
 
-/** Fields present only when an earlier field says so (STATUS_RESULT's holder, RANGE_RESULT's conflict). */
-export interface OptionalPart {
-  /** the earlier field it depends on, and the condition, in the document's words */
-  after: string;
-  when: (value: number) => boolean;
+/**
+ * Fields present only when something says so: an earlier field's value
+ * (STATUS_RESULT's holder, RANGE_RESULT's conflict: `after` + `when`), a
+ * header flag (LOCK's fence: `flag`), or the bytes left (the token of
+ * GRANTED and STATUS_RESULT: `rest`, present iff exactly that many remain).
+ */
+export type OptionalPart = {
   because: string;
   fields: readonly FieldSpec[];
-}
+} & (
+  | { after: string; when: (value: number) => boolean }
+  | { flag: string }
+  | { rest: number }
+);
 
 export type BodyItem = FieldSpec | OptionalPart;
 
@@ -82,7 +88,10 @@ const rangeFields = (withMode: boolean): FieldSpec[] => [
 const SPACE: FlagSpec[] = [{ name: 'EXEC', bit: 0x0002 }, { name: 'FILELOCK', bit: 0x0004 }];
 const space = (s: ReadonlySet<string>): string => (s.has('EXEC') ? 'exec' : s.has('FILELOCK') ? 'file' : 'range');
 
-const ERROR_CODES = ['PROTOCOL', 'VERSION', 'LIMIT', 'TABLE_FULL', 'KEY_TOO_LONG', 'CANCELLED', 'BAD_ARGUMENT', 'SYSTEM', 'SHUTDOWN', 'NOT_SUPPORTED', 'AUTH'];
+const ERROR_CODES = ['PROTOCOL', 'VERSION', 'LIMIT', 'TABLE_FULL', 'KEY_TOO_LONG', 'CANCELLED', 'BAD_ARGUMENT', 'SYSTEM', 'SHUTDOWN', 'NOT_SUPPORTED', 'AUTH', 'DEADLOCK'];
+
+/** "Fencing tokens": on a connection that negotiated TOKENS, GRANTED and STATUS_RESULT end with a u64 token (0 = none). */
+const TOKEN: OptionalPart = { rest: 8, because: 'TOKENS negotiated: the token follows', fields: [f('token', 'u64', 'token', undefined, 'none')] };
 
 const STATUS_CODES: FieldSpec['names'] = {
   3: { doc: 'this owner holds FILELOCK' }, 2: { doc: 'this owner holds WRITE' }, 1: { doc: 'this owner holds READ' }, 0: { doc: 'free' },
@@ -92,18 +101,20 @@ const STATUS_CODES: FieldSpec['names'] = {
 /** Every frame type of docs/protocol.md, in the document's order. */
 export const SCHEMA: readonly TypeSpec[] = [
   {
-    name: 'HELLO', code: 0x01, direction: 'to-server', flags: [{ name: 'AUTH', bit: 0x0001 }],
+    name: 'HELLO', code: 0x01, direction: 'to-server', flags: [{ name: 'AUTH', bit: 0x0001 }, { name: 'TOKENS', bit: 0x0002 }],
     body: [f('magic', 'magic'), f('min_version', 'u8', 'minVersion'), f('max_version', 'u8', 'maxVersion'), f('port', 'u32', 'port'),
       f('pid', 'u32', 'pid'), f('keepalive_ms', 'u32', 'keepaliveMs'), f('host', 'str16', 'host'), f('program', 'str16', 'program'),
       f('options', 'str16', 'options')],
-    flagJson: (s) => ({ auth: s.has('AUTH') ? true : undefined }),
+    flagJson: (s) => ({ auth: s.has('AUTH') ? true : undefined, tokens: s.has('TOKENS') ? true : undefined }),
   },
   { name: 'AUTH', code: 0x02, direction: 'to-server', flags: [], body: [f('nonce', 'bytes32', 'nonce'), f('mac', 'bytes32', 'mac')] },
   {
     name: 'LOCK', code: 0x10, direction: 'to-server',
-    flags: [{ name: 'NOWAIT', bit: 0x0001 }, { name: 'NO_INTERIM', bit: 0x0002 }, { name: 'OSLOCKS', bit: 0x0004 }],
-    body: [f('mode', 'u8', 'mode', MODE), ...fileFields(), f('key', 'key', 'key')],
-    flagJson: (s) => ({ nowait: s.has('NOWAIT'), noInterim: s.has('NO_INTERIM'), osLocks: s.has('OSLOCKS') }),
+    flags: [{ name: 'NOWAIT', bit: 0x0001 }, { name: 'NO_INTERIM', bit: 0x0002 }, { name: 'OSLOCKS', bit: 0x0004 },
+      { name: 'BREAK_DEADLOCK', bit: 0x0008 }, { name: 'FENCE', bit: 0x0010 }],
+    body: [f('mode', 'u8', 'mode', MODE), ...fileFields(), f('key', 'key', 'key'),
+      { flag: 'FENCE', because: 'flag FENCE: the primary\'s token follows', fields: [f('fence', 'u64', 'fence')] }],
+    flagJson: (s) => ({ nowait: s.has('NOWAIT'), noInterim: s.has('NO_INTERIM'), osLocks: s.has('OSLOCKS'), breakDeadlock: s.has('BREAK_DEADLOCK') ? true : undefined }),
   },
   { name: 'UNLOCK', code: 0x11, direction: 'to-server', flags: [], body: [...fileFields(), f('key', 'key', 'key')] },
   { name: 'UNLOCK_FILE', code: 0x12, direction: 'to-server', flags: [], body: fileFields() },
@@ -133,7 +144,8 @@ export const SCHEMA: readonly TypeSpec[] = [
     exclusive: [['EXEC', 'FILELOCK']], body: rangeFields(true), flagJson: (s) => ({ space: s.size ? space(s) : undefined }),
   },
   {
-    name: 'WELCOME', code: 0x81, direction: 'to-client', flags: [],
+    name: 'WELCOME', code: 0x81, direction: 'to-client', flags: [{ name: 'TOKENS', bit: 0x0002 }],
+    flagJson: (s) => ({ tokens: s.has('TOKENS') ? true : undefined }),
     body: [f('version', 'u8', 'version'), f('mechanism', 'u8', 'mechanism', { 1: { doc: 'shared-memory table', json: 'shm' }, 2: { doc: 'OS file locks', json: 'os' } }),
       f('server_pid', 'u32', 'serverPid'), f('session', 'u32', 'session'), f('interim_ms', 'u32', 'interimMs'),
       f('keepalive_ms', 'u32', 'keepaliveMs'), f('client_addr', 'addr', 'clientAddr'), f('server', 'str16', 'server')],
@@ -143,14 +155,14 @@ export const SCHEMA: readonly TypeSpec[] = [
     body: [f('method', 'u8', 'method', { 1: { doc: 'HMAC-SHA256', json: 1 } }), f('nonce', 'bytes32', 'nonce')],
   },
   { name: 'AUTH_OK', code: 0x83, direction: 'to-client', flags: [], body: [f('mac', 'bytes32', 'mac')] },
-  { name: 'GRANTED', code: 0x90, direction: 'to-client', flags: [], body: [] },
+  { name: 'GRANTED', code: 0x90, direction: 'to-client', flags: [], body: [TOKEN] },
   { name: 'LOCKED', code: 0x91, direction: 'to-client', flags: [], body: holder('holder') },
   { name: 'WAITING', code: 0x92, direction: 'to-client', flags: [], body: holder('holder') },
   { name: 'RELEASED', code: 0x93, direction: 'to-client', flags: [], body: [f('count', 'u32', 'count')] },
   {
     name: 'STATUS_RESULT', code: 0x94, direction: 'to-client', flags: [],
     body: [f('code', 'i8', 'code', STATUS_CODES),
-      { after: 'code', when: (c) => c < 0, because: 'code < 0: the holder follows', fields: holder('holder') }],
+      { after: 'code', when: (c) => c < 0, because: 'code < 0: the holder follows', fields: holder('holder') }, TOKEN],
   },
   { name: 'TEST_RESULT', code: 0x95, direction: 'to-client', flags: [], body: [f('text', 'str16', 'text')] },
   { name: 'PONG', code: 0x96, direction: 'to-client', flags: [], body: [] },
@@ -326,6 +338,9 @@ export function parseFrame(bytes: Buffer): ParsedFrame {
   const walk = (items: readonly BodyItem[]): void => {
     for (const it of items) {
       if ('kind' in it) { r.field(it); continue; }
+      if ('flag' in it) { if (flags.includes(it.flag)) walk(it.fields); continue; }
+      // a trailing part: there or not, by the bytes left (any other count is "left over" below)
+      if ('rest' in it) { if (bytes.length - r.off === it.rest) walk(it.fields); continue; }
       const dep = [...r.fields].reverse().find((p) => p.name === it.after);
       if (!dep || typeof dep.value !== 'number') throw new SchemaError(`${spec.name}: optional part after unknown field ${it.after}`);
       if (it.when(dep.value)) walk(it.fields);
@@ -402,6 +417,8 @@ export function encodeFrame(type: string, flags: readonly string[], requestId: n
   const walk = (items: readonly BodyItem[]): void => {
     for (const it of items) {
       if ('kind' in it) field(it);
+      else if ('flag' in it) { if (flags.includes(it.flag)) walk(it.fields); }
+      else if ('rest' in it) { if (it.fields.every((x) => values[x.name] !== undefined)) walk(it.fields); }
       else if (it.when(num(it.after))) walk(it.fields);
     }
   };

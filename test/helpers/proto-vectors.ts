@@ -1,7 +1,7 @@
 // proto-vectors.ts - test/fixtures/protocol-vectors.json as typed frames.
 //
 // Owns: loading the vectors and reviving the JSON convention stated in the
-// file's $comment (file.inode/file.dev are decimal strings -> bigint, key is
+// file's $comment (file.inode/file.dev, token, fence are decimal strings -> bigint, key is
 // hex -> Buffer), plus building raw frames byte by byte for malformed cases.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -35,7 +35,7 @@ function revive(raw: Record<string, unknown>): Frame {
   const file = raw['file'] as { inode: string; dev: string } | undefined;
   if (file) out['file'] = { inode: BigInt(file.inode), dev: BigInt(file.dev) };
   for (const k of ['key', 'nonce', 'mac']) if (typeof raw[k] === 'string') out[k] = Buffer.from(raw[k], 'hex');
-  for (const k of ['start', 'length']) if (typeof raw[k] === 'string') out[k] = BigInt(raw[k]);
+  for (const k of ['start', 'length', 'token', 'fence']) if (typeof raw[k] === 'string') out[k] = BigInt(raw[k]);
   const c = raw['conflict'] as { holder: unknown; start: string; length: string } | undefined;
   if (c) out['conflict'] = { holder: c.holder, start: BigInt(c.start), length: BigInt(c.length) };
   return out as unknown as Frame; // shape checked by the round-trip tests against the codec

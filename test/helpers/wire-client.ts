@@ -30,6 +30,10 @@ export interface LockOpts {
   onInterim?: (f: WaitingFrame) => void;
   /** the request id to use (default: the next one) */
   requestId?: number;
+  /** flag BREAK_DEADLOCK */
+  breakDeadlock?: boolean;
+  /** flag FENCE with this token */
+  fence?: bigint;
 }
 
 export class WireClient {
@@ -94,7 +98,7 @@ export class WireClient {
     this.sendFrame({
       type: 'HELLO', requestId: 0, minVersion: h.minVersion ?? PROTO.MIN_VERSION, maxVersion: h.maxVersion ?? PROTO.VERSION,
       port: h.port ?? 77, pid: h.pid ?? process.pid, keepaliveMs: h.keepaliveMs ?? 0, host: h.host ?? 'testhost',
-      program: h.program ?? 'wire-client', options: h.options ?? '',
+      program: h.program ?? 'wire-client', options: h.options ?? '', ...(h.tokens ? { tokens: true as const } : {}),
     });
     return p.then((f) => {
       if (f.type !== 'WELCOME') throw new Error(`expected WELCOME, got ${f.type}${f.type === 'ERROR' ? ` ${f.code} ${f.text}` : ''}`);
@@ -150,7 +154,10 @@ export class WireClient {
 
   lock(key: string | Buffer, mode: WireMode = 'write', o: LockOpts = {}): Promise<ServerFrame> {
     return this.request(
-      { type: 'LOCK', nowait: o.nowait ?? false, noInterim: o.noInterim ?? false, osLocks: false, mode, tid: o.tid ?? 1, file: o.file ?? FILE, key: Buffer.from(key) },
+      {
+        type: 'LOCK', nowait: o.nowait ?? false, noInterim: o.noInterim ?? false, osLocks: false, mode, tid: o.tid ?? 1, file: o.file ?? FILE, key: Buffer.from(key),
+        ...(o.breakDeadlock ? { breakDeadlock: true as const } : {}), ...(o.fence === undefined ? {} : { fence: o.fence }),
+      },
       { ...(o.requestId !== undefined ? { requestId: o.requestId } : {}), ...(o.onInterim ? { onInterim: o.onInterim } : {}) },
     );
   }
