@@ -585,9 +585,12 @@ static void ensure_connected(void) {
   gethostname(host, sizeof host - 1);
   const char *prog = program_invocation_short_name;
   fbuf f;
-  /* TOKENS: fencing tokens for the C API (jdls_record_token). A server that
-   * does not know the flag refuses the HELLO (its reader is strict), so a
-   * shim of this build needs a broker and server of issue 12 or later. */
+  /* TOKENS: fencing tokens for the C API (jdls_record_token). Trap: the
+   * broker's reader is strict - one of a build before the flag refuses this
+   * HELLO (unknown flags) and the process exits unreachable. The broker is
+   * started from this library's own package (start_broker), so the two
+   * match unless an older broker still listens on the socket; the broker
+   * then asks the server for tokens on our behalf (docs/broker.md). */
   begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS, 0);
   putbytes(&f, "JDLS", 4);
   put8(&f, JDLS_PROTO_MIN_VERSION);
