@@ -7,7 +7,7 @@
 #   jdls-routecases   the routing table's C side (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
-#   jdls-shimlocker / jdls-shimapi / jdls-jbrt  C programs run under the shim (tests)
+#   jdls-shimlocker / jdls-shimapi / jdls-jbrt / jdls-shimdeadlock  C programs run under the shim (tests)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -83,6 +83,12 @@
       "target_name": "jdls-shimapi",
       "type": "executable",
       "sources": ["test/fixtures/shim-api.c"],
+      "libraries": ["-ldl"],
+    },
+    {
+      "target_name": "jdls-shimdeadlock",
+      "type": "executable",
+      "sources": ["test/fixtures/shim-deadlock.c"],
       "libraries": ["-ldl"],
     },
   ],

@@ -48,10 +48,21 @@ extern "C" {
 
 #define JDLS_WAIT       0
 #define JDLS_NOWAIT     1        /* the LOCKED clause: never queue */
+/* jdls_record_lock only, with JDLS_WAIT: if this wait would close a cycle of
+ * waiters (a deadlock: record locks in the table or on the server, the
+ * table's `deadlock: break` policy), refuse it with JDLS_LOCK_DEADLOCK
+ * rather than wait. Without it the call waits whatever happens, as jBASE's
+ * READU does (the cycle is only reported: jdls -dvL, the monitor's log).
+ * The table refuses the youngest waiter of the cycle that set this flag -
+ * the caller that closes the cycle when it set it; an older one otherwise. */
+#define JDLS_BREAK_DEADLOCK 2
 
 /* jdls_record_lock outcomes */
-#define JDLS_LOCK_OK     0
-#define JDLS_LOCK_LOCKED 1       /* NOWAIT: another owner holds it */
+#define JDLS_LOCK_OK       0
+#define JDLS_LOCK_LOCKED   1     /* NOWAIT: another owner holds it */
+#define JDLS_LOCK_DEADLOCK 2     /* JDLS_BREAK_DEADLOCK: the wait was refused, it
+                                    was in a cycle of waiters; not granted (a lock
+                                    the caller held on the key before stays) */
 
 /* jdls_record_unlock outcomes */
 #define JDLS_UNLOCK_OK       0
@@ -68,11 +79,23 @@ extern "C" {
 #define JDLS_ROUTE_SERVER 3      /* the lock server, through the broker */
 
 /* Lock record `key` of the file (inode, dev). mode JDLS_SHARED/EXCLUSIVE,
- * flags JDLS_WAIT/JDLS_NOWAIT. A re-lock by the owner converts in place.
- * On JDLS_LOCK_LOCKED, *holder_port (if not NULL) is the holder's port
- * (SYSTEM(43)); 0 when unknown (the OS route cannot name it). */
+ * flags JDLS_WAIT/JDLS_NOWAIT, | JDLS_BREAK_DEADLOCK. A re-lock by the owner
+ * converts in place. On JDLS_LOCK_LOCKED, *holder_port (if not NULL) is the
+ * holder's port (SYSTEM(43)); 0 when unknown (the OS route cannot name it).
+ * Deadlocks are detected for record locks in the shm table (table route,
+ * and a server whose mechanism is its table); not on the OS route nor on an
+ * OS-lock server (-ibD), and never for jdls_exec_lock/jdls_file_lock. */
 int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                      int mode, int flags, int origin, uint32_t *holder_port);
+/* The fencing token of this THREAD's last jdls_record_lock that returned
+ * JDLS_LOCK_OK: a number that strictly increases over the grants of one key
+ * (and of the whole table; a table made after a restart starts above the
+ * last one's), so a resource guarded by the lock can refuse a writer whose
+ * token is older than one it has seen (docs/fencing.md). Every grant gets a
+ * new one, a READ<->WRITE conversion included; a re-lock in the mode already
+ * held keeps (and returns) the lock's token. 0: none - the OS route, an
+ * OS-lock server, a server too old to send tokens, or no grant yet. */
+uint64_t jdls_record_token(void);
 /* Release one key: JDLS_UNLOCK_OK or JDLS_UNLOCK_NOT_HELD (the server
  * route tells too: RELEASED 0). */
 int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key, size_t key_len,

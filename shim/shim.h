@@ -183,7 +183,8 @@ void shim_record_on_close(int fd);
 int shim_record_holds(void);
 int shim_binary_holds(void);
 /* Wait for a queued table request, interruptibly (JDLS_TIMEOUT = a signal
- * handler ran; the request is cancelled). */
+ * handler ran; the request is cancelled). JDLS_DEADLOCK: deadlock detection
+ * refused it (its entry is freed; nothing held). */
 int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
 /* shim_table_wait for a request of key (inode, dev, key): the request is
  * noted as this thread's pending one while it waits, so a longjmp out of the
@@ -228,13 +229,17 @@ typedef struct shim_answer {
   uint32_t holder_pid; /* the holding client process (owner_pid) */
   int64_t range_start; /* RANGE_RESULT: the conflicting range */
   int64_t range_len;
+  uint64_t token;      /* GRANTED (and STATUS_RESULT when tokens were
+                          negotiated): the fencing token, 0 = none */
 } shim_answer;
 /* LOCK (mode 1 read / 2 write) through the broker. 0 with *a filled; -EINTR
  * when `interruptible` and a signal handler ran during the wait (the request
- * was withdrawn with CANCEL and not granted). Exits the process (unreachable)
- * when the broker cannot be reached or the connection is lost. */
-int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
-                     const void *key, size_t klen, shim_answer *a);
+ * was withdrawn with CANCEL and not granted). `break_deadlock`: LOCK flag
+ * BREAK_DEADLOCK (a wait that would close a cycle of waiters is refused:
+ * ERROR DEADLOCK). Exits the process (unreachable) when the broker cannot be
+ * reached or the connection is lost. */
+int shim_broker_lock(int mode, int nowait, int break_deadlock, int interruptible, uint64_t inode,
+                     int64_t dev, const void *key, size_t klen, shim_answer *a);
 /* UNLOCK / UNLOCK_FILE / UNLOCK_ALL / STATUS (JDLS_FT_*; key only for UNLOCK
  * and STATUS). 0 with *a filled; exits as above. */
 /* F_GETLK on the server: STATUS with a probe mode (1 READ, 2 WRITE): the

@@ -253,6 +253,14 @@ static int bad_args(const void *key, size_t key_len) {
 }
 
 /* --- the API ---------------------------------------------------------------- */
+/* The fencing token of this thread's last granted jdls_record_lock
+ * (jdls_record_token). Per thread, as jdls_last_token in the table: a grant
+ * in another thread between this thread's lock and its question must not
+ * change the answer. */
+static SHIM_TLS uint64_t api_token;
+
+SHIM_EXPORT uint64_t jdls_record_token(void) { return api_token; }
+
 SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, size_t key_len,
                                  int mode, int flags, int origin, uint32_t *holder_port) {
   if (bad_args(key, key_len) || (mode != JDLS_SHARED && mode != JDLS_EXCLUSIVE)) return -EINVAL;
@@ -260,15 +268,25 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
   if (d == SHIM_TO_DRIVER) return api_leave(JDLS_NOT_HANDLED);
   if (API_FOREIGN(d)) return api_leave(-ENOLCK);
   int rc;
+  /* The grant's fencing token: 0 unless a table or a server gives one. */
+  uint64_t token = 0;
+  /* JDLS_BREAK_DEADLOCK only when the caller asks: jBASE's own READU waits
+   * whatever happens (a cycle is the operator's to break), unlike fcntl's
+   * F_SETLKW, which the kernel refuses with EDEADLK (shim_record.c). */
+  int brk = (flags & JDLS_BREAK_DEADLOCK) && !(flags & JDLS_NOWAIT);
   if (d == SHIM_TO_SERVER) {
     shim_answer a;
-    rc = shim_broker_lock(mode == JDLS_SHARED ? 1 : 2, flags & JDLS_NOWAIT, 1, inode, REMOTE_DEV, key,
+    rc = shim_broker_lock(mode == JDLS_SHARED ? 1 : 2, flags & JDLS_NOWAIT, brk, 1, inode, REMOTE_DEV, key,
                           key_len, &a);
     if (rc == 0) {
-      if (a.type == JDLS_FT_GRANTED) rc = JDLS_LOCK_OK;
-      else if (a.type == JDLS_FT_LOCKED) {
+      if (a.type == JDLS_FT_GRANTED) {
+        rc = JDLS_LOCK_OK;
+        token = a.token;
+      } else if (a.type == JDLS_FT_LOCKED) {
         if (holder_port) *holder_port = a.holder_port;
         rc = JDLS_LOCK_LOCKED;
+      } else if (a.type == JDLS_FT_ERROR && a.code == JDLS_PE_DEADLOCK) {
+        rc = JDLS_LOCK_DEADLOCK;
       } else rc = -shim_broker_errno(&a);
     }
   } else if (d == SHIM_TO_TABLE) {
@@ -276,17 +294,23 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     shim_owner(&o);
     jdls_request r = {inode, dev, key, (uint32_t)key_len,
                       mode == JDLS_SHARED ? JDLS_MODE_READ : JDLS_MODE_WRITE,
-                      (flags & JDLS_NOWAIT) ? JDLS_REQ_NOWAIT : 0};
+                      (flags & JDLS_NOWAIT) ? JDLS_REQ_NOWAIT : brk ? JDLS_REQ_BREAK_DEADLOCK : 0};
     jdls_ticket tk;
     jdls_holder h;
     memset(&h, 0, sizeof h);
     if (!shim_in_vfork) __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
     if (rc == JDLS_QUEUED) rc = shim_table_wait_key(shim_table(), &tk, inode, dev, key, (uint32_t)key_len);
-    if (rc == JDLS_CONFLICT) {
+    if (rc == JDLS_OK) {
+      /* This thread's last grant in the table is this one: the wait above
+       * ends with the grant (jdls_wait_poll/_cancel), nothing locks after. */
+      token = jdls_last_token();
+    } else if (rc == JDLS_CONFLICT) {
       if (holder_port) *holder_port = h.port;
       rc = JDLS_LOCK_LOCKED;
-    } else if (rc != JDLS_OK) {
+    } else if (rc == JDLS_DEADLOCK) {
+      rc = JDLS_LOCK_DEADLOCK;
+    } else {
       rc = -shim_errno_of(rc);
     }
   } else {
@@ -300,7 +324,10 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       os_file *f = os_find(inode, dev);
       if (f && f->whole) fd = (rc = os_note(f, off, type)) < 0 ? rc : -EALREADY;
       pthread_mutex_unlock(&omu);
-      if (fd == -EALREADY) return api_leave(JDLS_LOCK_OK);
+      if (fd == -EALREADY) {
+        api_token = 0; /* the OS route gives no token */
+        return api_leave(JDLS_LOCK_OK);
+      }
     }
     if (fd < 0) rc = fd;
     else {
@@ -332,6 +359,7 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       }
     }
   }
+  if (rc == JDLS_LOCK_OK) api_token = token;
   return api_leave(rc);
 }
 

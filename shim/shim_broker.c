@@ -62,6 +62,9 @@ static int direct;
 static int lock_flags;      /* JDLS_FF_NO_INTERIM (WAIT) | JDLS_FF_OSLOCKS */
 static int timeout_ms = 30000; /* TIMEOUT=seconds: longest silence with an answer due */
 static int wait_opt;        /* WAIT: a waiting lock is not timed */
+/* The WELCOME said TOKENS: GRANTED and STATUS_RESULT carry a u64 fencing
+ * token (docs/protocol.md). Set once, before any request. */
+static int tokens;
 static uint32_t next_id = 1;
 /* The outstanding requests (see "leader/follower" below). */
 #define MAX_SLOTS 64
@@ -107,6 +110,7 @@ void shim_broker_forget(void) {
   }
   bfd = -1;
   direct = 0;
+  tokens = 0;
 }
 
 /* --- frames ----------------------------------------------------------------- */
@@ -148,6 +152,7 @@ static void finish(fbuf *f) {
 
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) << 32 | get32(p + 4); }
 
 static void lost(const char *what) {
   char why[256];
@@ -231,9 +236,17 @@ static void parse_final(int type, const uint8_t *b, size_t n, shim_answer *a) {
   switch (type) {
     case JDLS_FT_LOCKED: holder(b, n, a); break;
     case JDLS_FT_RELEASED: if (n >= 4) a->count = get32(b); break;
+    /* GRANTED: empty, or (tokens negotiated) the u64 fencing token. Judged
+     * by the length, not by the WELCOME alone: the broker forwards a
+     * SERVER2 client's answers (docs/broker.md), and an empty body from any
+     * server is "no token" (0), never a fault. */
+    case JDLS_FT_GRANTED: if (n >= 8) a->token = get64(b); break;
     case JDLS_FT_STATUS_RESULT:
       if (n >= 1) a->code = (int8_t)b[0];
       if (a->code < 0) holder(b + 1, n - 1, a);
+      /* The token trails the body (after the holder, whose address has two
+       * lengths): only the WELCOME says whether those 8 bytes are one. */
+      if (tokens && n >= 9) a->token = get64(b + n - 8);
       break;
     case JDLS_FT_ERROR: if (n >= 2) a->code = get16(b); break;
     case JDLS_FT_RANGE_RESULT:
@@ -256,6 +269,7 @@ int shim_broker_errno(const shim_answer *a) {
     case JDLS_PE_CANCELLED: return EINTR;
     case JDLS_PE_SYSTEM: return EIO;
     case JDLS_PE_NOT_SUPPORTED: return ENOTSUP;
+    case JDLS_PE_DEADLOCK: return EDEADLK; /* LOCK with BREAK_DEADLOCK: as the kernel's F_SETLKW */
     default: return ENOLCK; /* TABLE_FULL, LIMIT, SHUTDOWN: fcntl's "no locks available" */
   }
 }
@@ -504,7 +518,7 @@ static int64_t now_ms(void) {
 /* The broker's answer to HELLO, read with recvmsg: WELCOME (with the server
  * connection's descriptor attached in direct mode: SCM_RIGHTS rides on the
  * frame's first byte) or ERROR. Sets *fd to the descriptor or -1. */
-static void read_first(uint8_t *body, size_t cap, int *type, size_t *blen, int *fd) {
+static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t *blen, int *fd) {
   uint8_t buf[4096 + JDLS_PROTO_HEADER];
   size_t got = 0, need = JDLS_PROTO_HEADER;
   *fd = -1;
@@ -535,6 +549,7 @@ static void read_first(uint8_t *body, size_t cap, int *type, size_t *blen, int *
     }
   }
   *type = buf[5];
+  *flags = get16(buf + 6);
   *blen = need - JDLS_PROTO_HEADER;
   memcpy(body, buf + JDLS_PROTO_HEADER, *blen);
 }
@@ -570,7 +585,13 @@ static void ensure_connected(void) {
   gethostname(host, sizeof host - 1);
   const char *prog = program_invocation_short_name;
   fbuf f;
-  begin(&f, JDLS_FT_HELLO, 0, 0);
+  /* TOKENS: fencing tokens for the C API (jdls_record_token). Trap: the
+   * broker's reader is strict - one of a build before the flag refuses this
+   * HELLO (unknown flags) and the process exits unreachable. The broker is
+   * started from this library's own package (start_broker), so the two
+   * match unless an older broker still listens on the socket; the broker
+   * then asks the server for tokens on our behalf (docs/broker.md). */
+  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS, 0);
   putbytes(&f, "JDLS", 4);
   put8(&f, JDLS_PROTO_MIN_VERSION);
   put8(&f, JDLS_PROTO_VERSION);
@@ -583,11 +604,12 @@ static void ensure_connected(void) {
   send_frame(&f);
 
   uint8_t body[4096];
-  int type = 0;
+  int type = 0, wflags = 0;
   size_t n = 0;
   int server_fd = -1;
-  read_first(body, sizeof body, &type, &n, &server_fd);
+  read_first(body, sizeof body, &type, &wflags, &n, &server_fd);
   if (type == JDLS_FT_WELCOME) {
+    tokens = (wflags & JDLS_FF_TOKENS) != 0;
     if (server_fd >= 0) {
       /* Direct mode: the server connection is ours now; the broker socket
        * has done its job. */
@@ -829,7 +851,7 @@ static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
 /* A request about one key (LOCK, UNLOCK, STATUS) or a file (UNLOCK_FILE,
  * UNLOCK_ALL): mode and nowait only for LOCK. */
 typedef struct key_args {
-  int type, mode, nowait;
+  int type, mode, nowait, brk;
   uint64_t inode;
   int64_t dev;
   const void *key;
@@ -838,16 +860,16 @@ typedef struct key_args {
 
 static void build_lock(fbuf *f, uint32_t id, const void *arg) {
   const key_args *l = arg;
-  begin(f, JDLS_FT_LOCK, (l->nowait ? JDLS_FF_NOWAIT : 0) | lock_flags, id);
+  begin(f, JDLS_FT_LOCK, (l->nowait ? JDLS_FF_NOWAIT : 0) | (l->brk ? JDLS_FF_BREAK_DEADLOCK : 0) | lock_flags, id);
   put8(f, (uint8_t)l->mode);
   put32(f, shim_pid()); /* tid = pid: the process is the owner */
   put_file(f, l->inode, l->dev);
   putstr(f, l->key, l->klen, JDLS_PROTO_MAX_KEY);
 }
 
-int shim_broker_lock(int mode, int nowait, int interruptible, uint64_t inode, int64_t dev,
-                     const void *key, size_t klen, shim_answer *a) {
-  key_args l = {JDLS_FT_LOCK, mode, nowait, inode, dev, key, klen};
+int shim_broker_lock(int mode, int nowait, int break_deadlock, int interruptible, uint64_t inode,
+                     int64_t dev, const void *key, size_t klen, shim_answer *a) {
+  key_args l = {JDLS_FT_LOCK, mode, nowait, break_deadlock && !nowait, inode, dev, key, klen};
   if (!nowait && (my_req.key = shim_thread_buf(1)) != NULL) {
     my_undo = JDLS_FT_LOCK;
     my_req.inode = inode;
@@ -905,13 +927,13 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
 
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a) {
-  key_args c = {type, 0, 0, inode, dev, key, klen};
+  key_args c = {type, 0, 0, 0, inode, dev, key, klen};
   request(build_call, &c, 0, 0, a);
   return 0;
 }
 
 int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a) {
-  key_args c = {JDLS_FT_STATUS, mode, 0, inode, dev, key, klen};
+  key_args c = {JDLS_FT_STATUS, mode, 0, 0, inode, dev, key, klen};
   request(build_call, &c, 0, 0, a);
   return 0;
 }

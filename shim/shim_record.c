@@ -170,6 +170,9 @@ int shim_errno_of(int rc) {
   switch (rc) {
     case JDLS_CONFLICT: return EAGAIN;
     case JDLS_TIMEOUT: return EINTR;
+    /* The kernel's answer to a F_SETLKW that would close a cycle of waiters
+     * (fcntl(2)); only requests with JDLS_REQ_BREAK_DEADLOCK get it. */
+    case JDLS_DEADLOCK: return EDEADLK;
     case JDLS_E_TABLE_FULL: return ENOLCK;   /* fcntl's "too many locks" */
     case JDLS_E_KEY_TOO_LONG:
     case JDLS_E_ARG: return EINVAL;
@@ -259,6 +262,14 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
   for (;;) {
     rc = jdls_wait_poll(t, tk, ++ticks % JDLS_THOROUGH_EVERY == 0 ? JDLS_REAP_THOROUGH
                                                                   : JDLS_REAP_QUICK);
+    /* Refused by deadlock detection (a later request closed a cycle through
+     * this one, and this one is the youngest that asked to be refused): the
+     * entry stays, marked, until its waiter collects the verdict -
+     * jdls_wait_cancel frees it. Nothing is held. */
+    if (rc == JDLS_DEADLOCK) {
+      jdls_wait_cancel(t, tk);
+      break;
+    }
     if (rc != JDLS_QUEUED) break;
     int64_t until = mono_ms() + JDLS_LIVENESS_TICK_MS;
     for (;;) {
@@ -397,8 +408,10 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     if (shim_in_vfork) return fail(ENOLCK); /* the connection is the parent's */
     struct stat st;
     if (remember(fd, known, &st, inode, dev, 1) != 0) return fail(ENOLCK);
-    int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, 1, inode, dev, key,
-                              (size_t)klen, &a);
+    /* F_SETLKW: the server refuses (ERROR DEADLOCK -> EDEADLK) a wait that
+     * closes a cycle of waiters, as the kernel does (shim_record_fcntl). */
+    int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, cmd == F_SETLKW, 1, inode,
+                              dev, key, (size_t)klen, &a);
     if (rc == -EINTR) return fail(EINTR);
     if (a.type == JDLS_FT_GRANTED) {
       /* A close() in another thread during the wait dropped the file from
@@ -477,9 +490,16 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
       if (remember(fd, known, &st, inode, dev, 0) != 0) return fail(ENOLCK);
       __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
     }
+    /* Kernel parity: a F_SETLKW (and lockf(F_LOCK), which is one) that
+     * would wait in a cycle of waiters fails with EDEADLK, nothing held -
+     * so it asks the table to refuse it then (JDLS_REQ_BREAK_DEADLOCK;
+     * the table refuses the youngest flagged waiter of the cycle, which is
+     * this request when it closes the cycle, as in the kernel). Programs
+     * written for classic locks expect that answer and back off; jBASE
+     * runtimes that must wait use the C API without the flag. */
     jdls_request r = {inode, dev, (const uint8_t *)key, (uint32_t)klen,
                       fl->l_type == F_RDLCK ? JDLS_MODE_READ : JDLS_MODE_WRITE,
-                      cmd == F_SETLK ? JDLS_REQ_NOWAIT : 0};
+                      cmd == F_SETLK ? JDLS_REQ_NOWAIT : JDLS_REQ_BREAK_DEADLOCK};
     jdls_ticket tk;
     jdls_holder h;
     int rc = jdls_lock_begin(t, &o, &r, -1, &tk, &h);
