@@ -20,7 +20,7 @@
   "targets": [
     {
       "target_name": "jdls",
-      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/addon/oslock.cc", "native/addon/fdpass.cc", "native/common/jdls_table.c", "native/common/jdls_service.c", "native/common/jdls_oslock.c"],
+      "sources": ["native/addon/addon.cc", "native/addon/proto.cc", "native/addon/oslock.cc", "native/addon/fdpass.cc", "native/addon/tokens.cc", "native/common/jdls_table.c", "native/common/jdls_service.c", "native/common/jdls_oslock.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-fvisibility=hidden"],

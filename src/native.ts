@@ -215,6 +215,9 @@ export interface NativeConstants {
   RC: Record<string, RcInfo>;
 }
 
+/** An opaque mapped token counter (native/addon/tokens.cc). */
+export type TokenCounterHandle = { readonly __tokenCounter: unique symbol };
+
 export interface NativeAddon {
   /** releaseDir: the installation directory, whose owner and group say who may own the table (native/common/jdls_table.h, jdls_trust) */
   Table: new (path: string, create: boolean, nlocks: number, perGroup: number, flags: number, releaseDir: string) => NativeTable;
@@ -237,6 +240,15 @@ export interface NativeAddon {
   oslock: NativeOsLock;
   /** every #define of native/common/jdls_proto.h, by its full name */
   proto: Record<string, number>;
+  /** the OS mechanism's fencing-token counter file (native/addon/tokens.cc) */
+  tokenCounter: {
+    /** map the counter file (created 0600 if missing, checked like the table): a handle, or -errno */
+    open(path: string, releaseDir: string): TokenCounterHandle | number;
+    /** the next token (one atomic add) */
+    next(c: TokenCounterHandle): bigint;
+    /** every later token >= floor */
+    floor(c: TokenCounterHandle, floor: bigint): void;
+  };
   /** descriptor passing over a Unix-domain socket (native/addon/fdpass.cc) */
   fdpass: {
     /** sendmsg of `bytes` with `fd` attached (SCM_RIGHTS): 0, or -errno */

@@ -47,6 +47,7 @@ extern "C" {
 
 void JdlsProtoInit(Napi::Env env, Napi::Object exports);  // proto.cc: the `proto` export
 void JdlsFdpassInit(Napi::Env env, Napi::Object exports);  // fdpass.cc: the `fdpass` export
+void JdlsTokensInit(Napi::Env env, Napi::Object exports);  // tokens.cc: the `tokenCounter` export
 
 namespace {
 
@@ -1185,6 +1186,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("constants", Constants(env));
   JdlsProtoInit(env, exports);
   JdlsFdpassInit(env, exports);
+  JdlsTokensInit(env, exports);
   jdls_oslock_init(env, exports);
   return exports;
 }

@@ -36,9 +36,10 @@
 import { Buffer } from 'node:buffer';
 import path from 'node:path';
 import { JdlsError } from '../errors.js';
-import { C } from '../native.js';
+import { C, native } from '../native.js';
 import type { RecordLocks } from './mechanism.js';
-import { GRANTED, type LockGrant, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
+import type { TokenSource } from './token-counter.js';
+import { GRANTED, tokenBase, tokenEpoch, type LockGrant, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {
   osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
   refusedLockFile, type NativeOfd, type PendingWait,
@@ -52,6 +53,8 @@ export interface OsLocksOptions {
   lockDir?: string;
   /** -P: a lock belongs to (ip, port), not to (ip, ownerPid, ownerTid, conn) */
   portLocks?: boolean;
+  /** where grants take their fencing tokens (a lock server: the installation's TokenCounter); none: grants carry no token */
+  tokens?: TokenSource;
   /** descriptors of owners that hold nothing in a file, kept open for reuse; default 256 */
   maxIdleFiles?: number;
   /**
@@ -110,7 +113,7 @@ class OwnerFile {
 const byLockFile = new Map<string, Set<OwnerFile>>();
 
 const NONE = -1;
-/** A grant without a fencing token (OS file locks give none yet: docs/fencing.md). */
+/** A grant without a fencing token (OsLocks opened without a token source). */
 const NO_TOKEN: LockGrant = Object.freeze({});
 
 function checkKey(key: Buffer | string): void {
@@ -224,6 +227,8 @@ export class OsLocks implements RecordLocks {
   #ownerIds = new WeakMap<Owner, string>();
   #lockFiles = new WeakMap<FileId, string>();
   #closed = false;
+  /** where grants take their fencing tokens (OsLocksOptions.tokens) */
+  #tokens: TokenSource | undefined;
 
   readonly #maxProbes: number;
 
@@ -246,7 +251,9 @@ export class OsLocks implements RecordLocks {
     const maxIdle = opts.maxIdleFiles ?? 256;
     if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new JdlsError('BAD_ARGUMENT', `maxIdleFiles must be an integer >= 0, got ${maxIdle}`);
     openLockDir(dir, 'lock directory');
-    return new OsLocks(dir, opts.portLocks ?? false, maxIdle, opts.maxProbes ?? Infinity);
+    const m = new OsLocks(dir, opts.portLocks ?? false, maxIdle, opts.maxProbes ?? Infinity);
+    m.#tokens = opts.tokens;
+    return m;
   }
 
   // ---- identities and descriptions ------------------------------------------
@@ -370,8 +377,18 @@ export class OsLocks implements RecordLocks {
 
   // ---- RecordLocks -------------------------------------------------------------
 
-  /** NOWAIT (jBASE's LOCKED clause): granted, or who holds it. */
+  /**
+   * NOWAIT (jBASE's LOCKED clause): granted (with a fencing token when the
+   * locks have a token source), or who holds it.
+   */
   tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
+    const r = this.#tryLock(owner, file, key, mode);
+    // The token after the kernel's grant, while the lock is held: the next
+    // holder's comes after this one's release (native/addon/tokens.cc).
+    return r.granted && this.#tokens ? { granted: true, token: this.#tokens.next() } : r;
+  }
+
+  #tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
     if (this.#closed) this.#check();
     checkKey(key);
     const type = typeOf(mode);
@@ -431,8 +448,8 @@ export class OsLocks implements RecordLocks {
    * is withdrawn). Order among waiters is the kernel's: see docs/os-locks.md.
    */
   lock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, opts: LockOptions = {}): Promise<LockGrant> {
-    // No fencing tokens on OS file locks yet (docs/fencing.md).
-    return this.#lock(owner, file, key, mode, opts, 0).then(() => NO_TOKEN);
+    // The token once granted, while the lock is held (see tryLock).
+    return this.#lock(owner, file, key, mode, opts, 0).then(() => (this.#tokens ? { token: this.#tokens.next() } : NO_TOKEN));
   }
 
   // lock(), as the `attempt`th try after a wait ended on a replaced lock file.
@@ -440,7 +457,7 @@ export class OsLocks implements RecordLocks {
     let of: OwnerFile, off: bigint, want: number, type: number;
     try {
       if (opts.signal?.aborted) throw new JdlsError('ABORTED', 'lock request aborted');
-      const r = this.tryLock(owner, file, key, mode);
+      const r = this.#tryLock(owner, file, key, mode);
       if (r.granted) return Promise.resolve();
       type = typeOf(mode);
       of = this.#get(owner, file);
@@ -532,6 +549,14 @@ export class OsLocks implements RecordLocks {
       }
     }
     return n;
+  }
+
+  /** As LockTable.raiseTokenFloor: later tokens outrank `token`'s epoch (a SERVER2 secondary). */
+  raiseTokenFloor(token: bigint): void {
+    if (!this.#tokens) return;
+    const epoch = tokenEpoch(token);
+    if (token < 0n || epoch >= native.constants.TOKEN_MAX_EPOCH) throw new JdlsError('BAD_ARGUMENT', `fencing token ${token} is out of range`);
+    this.#tokens.floor(tokenBase(epoch + 1n));
   }
 
   /**

@@ -33,6 +33,7 @@ import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
 import { Tally, connectionsPerAddress } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AllowList, admitConnection } from './auth.js';
+import { beginOsEpoch } from './token-epoch.js';
 
 
 /**
@@ -113,6 +114,14 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     return 1;
   }
   const unclaim = (): void => withdrawListener(dir, { pid: process.pid, start: native.pidStart(process.pid), port: 0, addr: '', mechanism: kind, startedMs: 0 });
+  // Fencing tokens of OS file locks start a new epoch with every listener
+  // (the counter's value is not durable, the epoch record is: token-epoch.ts).
+  try {
+    const epoch = beginOsEpoch(dir);
+    log.info({ epoch: Number(epoch) }, `fencing tokens of OS file locks start at epoch ${epoch}`);
+  } catch (e) {
+    log.error({ err: e }, `OS file-lock fencing tokens may not outrank those before this start: ${(e as Error).message}`);
+  }
 
   const workers = new Set<Worker>();
   const server = net.createServer({ pauseOnConnect: true });

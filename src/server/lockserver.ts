@@ -18,6 +18,7 @@
 import { createLogger, type Logger } from '../log.js';
 import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
 import { openMechanism, openOsLocks } from './mechanism.js';
+import { TokenCounter } from '../locks/token-counter.js';
 import { statsFor } from './stats.js';
 import { Session } from './session.js';
 import { rangeDescriptors } from './range-session.js';
@@ -55,9 +56,18 @@ export interface LockServerOptions {
 export function runLockServer(opts: LockServerOptions): Promise<number> {
   process.title = LOCK_SERVER_TITLE;
   const log = opts.log ?? createLogger({ name: 'lockserver' });
+  // Fencing tokens of OS file locks (this mechanism's, and OSLOCKS'): the
+  // installation's counter. Without it OS grants carry no token - said
+  // here, once, not hidden.
+  let tokens: TokenCounter | undefined;
+  try {
+    tokens = TokenCounter.open(opts.releaseDir);
+  } catch (e) {
+    log.error({ err: e }, `OS file locks will carry no fencing token: ${(e as Error).message}`);
+  }
   let mech: RecordLocks;
   try {
-    mech = openMechanism(opts.kind, opts.releaseDir, opts.cfg.lockDir);
+    mech = openMechanism(opts.kind, opts.releaseDir, opts.cfg.lockDir, tokens);
   } catch (e) {
     log.error({ err: e, mechanism: opts.kind }, `cannot open the lock mechanism: ${(e as Error).message}`);
     return Promise.resolve(1);
@@ -73,7 +83,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
     return Promise.resolve(1);
   }
   let os: RecordLocks | undefined;
-  const osLocks = (): RecordLocks => (os ??= opts.kind === 'os' ? mech : openOsLocks(opts.cfg.lockDir));
+  const osLocks = (): RecordLocks => (os ??= opts.kind === 'os' ? mech : openOsLocks(opts.cfg.lockDir, tokens));
   const stats = statsFor(mech);
   // Quotas sized from the table (quota.ts): no one client can fill it.
   const limits = limitsFor(opts.cfg, mech instanceof LockTable ? mech.header().capacity : undefined);

@@ -13,6 +13,7 @@ import { native, C } from '../native.js';
 import { JdlsError } from '../errors.js';
 import { tablePath } from '../installation.js';
 import type { MechanismKind, RecordLocks } from '../locks/mechanism.js';
+import type { TokenSource } from '../locks/token-counter.js';
 
 /** How long a lock server waits for a table that is being put in service. */
 export const STARTING_WAIT_MS = 15_000;
@@ -50,11 +51,11 @@ export function chooseMechanism(releaseDir: string): MechanismKind {
 }
 
 /** The OS file-lock mechanism over the configured lock directory (also the OSLOCKS flag's). */
-export function openOsLocks(lockDir: string): RecordLocks {
+export function openOsLocks(lockDir: string, tokens?: TokenSource): RecordLocks {
   // maxProbes: a lock-server process takes no classic locks, so closing a
   // probe loses nothing; unbounded, one client's STATUS on many files
   // spent a descriptor each (docs/server.md "Limits").
-  return OsLocks.open({ lockDir, maxProbes: 256 });
+  return OsLocks.open({ lockDir, maxProbes: 256, ...(tokens ? { tokens } : {}) });
 }
 
 /** This process's OS-route registration (kept open for its life), if made. */
@@ -80,8 +81,8 @@ function registerOsRoute(releaseDir: string): MechanismKind {
 }
 
 /** Open a mechanism in this process (a lock-server process opens one and shares it among its clients). */
-export function openMechanism(kind: MechanismKind, releaseDir: string, lockDir: string): RecordLocks {
-  if (kind === 'os' && registerOsRoute(releaseDir) === 'os') return openOsLocks(lockDir);
+export function openMechanism(kind: MechanismKind, releaseDir: string, lockDir: string, tokens?: TokenSource): RecordLocks {
+  if (kind === 'os' && registerOsRoute(releaseDir) === 'os') return openOsLocks(lockDir, tokens);
   return LockTable.open({ releaseDir });
 }
 

@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import { JdlsError } from '../errors.js';
 import { readTrusted, replaceFile, trustedOwners } from '../safefile.js';
 import { tokenEpoch, type LockTable } from '../locks/table.js';
+import { TokenCounter } from '../locks/token-counter.js';
 import { native } from '../native.js';
 
 export const EPOCH_FILE = 'token-epoch';
@@ -42,6 +43,20 @@ export function beginEpoch(table: LockTable, dir: string): bigint {
     throw new JdlsError('BAD_ARGUMENT', `token epochs exhausted (${next}): see docs/fencing.md`);
   writeEpoch(dir, next);
   table.setTokenEpoch(next);
+  return next;
+}
+
+/**
+ * A listener starts: the next epoch, on disk first, then as the floor of the
+ * OS file-lock token counter (`token-counter`: its value is not durable, the
+ * record is). Returns it.
+ */
+export function beginOsEpoch(dir: string): bigint {
+  const next = readEpoch(dir) + 1n;
+  if (next > native.constants.TOKEN_MAX_EPOCH)
+    throw new JdlsError('BAD_ARGUMENT', `token epochs exhausted (${next}): see docs/fencing.md`);
+  writeEpoch(dir, next);
+  TokenCounter.open(dir).startEpoch(next);
   return next;
 }
 
