@@ -9,7 +9,7 @@
 import test from 'ava';
 import net from 'node:net';
 import { ServerEnv, until } from './helpers/server-env.js';
-import { WireClient, expectType, FILE } from './helpers/wire-client.js';
+import { WireClient, expectType, FILE, recordFrames } from './helpers/wire-client.js';
 import { rawFrame } from './helpers/proto-vectors.js';
 import { encode, FrameReader } from '../src/protocol/codec.js';
 import { FrameType as T, FrameFlag } from '../src/protocol/constants.js';
@@ -25,16 +25,6 @@ const rangeBody = (mode: number, start: bigint, length: bigint): Buffer => {
   return Buffer.concat([u8(mode), u32(1), fileBytes(), b]);
 };
 
-/** Every frame the client receives, in order (on top of WireClient's own matching). */
-function record(c: WireClient): ServerFrame[] {
-  const seen: ServerFrame[] = [];
-  // A second reader on the same bytes: WireClient's own consumes them too.
-  const r = FrameReader.forClient();
-  c.sock.on('data', (d: Buffer) => {
-    try { seen.push(...r.push(d)); } catch { /* the test asserts on what arrived */ }
-  });
-  return seen;
-}
 
 const range = (space: 'range' | 'exec' | 'file', start: bigint, length: bigint, o: { nowait?: boolean; mode?: 'read' | 'write'; tid?: number } = {}) =>
   ({ type: 'RANGE_LOCK' as const, nowait: o.nowait ?? true, space, mode: o.mode ?? 'write', tid: o.tid ?? 1, file: FILE, start, length });
@@ -54,7 +44,7 @@ test.serial('a bad value in a sound request is answered with ERROR under its req
     { name: 'TEST text not UTF-8', rid: 9007, bytes: rawFrame({ type: T.TEST, requestId: 9007, body: Buffer.concat([u16(2), Buffer.from([0xc3, 0x28])]) }), code: 'BAD_ARGUMENT', text: /not valid UTF-8/ },
     { name: 'UNLOCK key of 513 bytes', rid: 9008, bytes: rawFrame({ type: T.UNLOCK, requestId: 9008, body: Buffer.concat([u32(1), fileBytes(), u16(513), Buffer.alloc(513)]) }), code: 'KEY_TOO_LONG', text: /513 bytes/ },
   ];
-  const seen = record(c); // WireClient ignores answers to ids it did not make
+  const seen = recordFrames(c); // WireClient ignores answers to ids it did not make
   for (const k of cases) {
     c.sendBytes(k.bytes);
     expectType(await c.ping(), 'PONG'); // answered in order: the refusal came before this PONG
@@ -78,7 +68,7 @@ test.serial('what closes the connection: a broken frame, request id 0, a request
 
   // Good requests and a truncated frame in one write: the good ones are answered, then ERROR PROTOCOL.
   const a = await env.client({ pid: 6202 });
-  const seen = record(a);
+  const seen = recordFrames(a);
   a.sendBytes(Buffer.concat([
     encode({ type: 'PING', requestId: 11 }),
     encode({ type: 'LOCK', requestId: 12, nowait: true, noInterim: false, osLocks: false, mode: 'write', tid: 1, file: FILE, key: Buffer.from('A') }),
@@ -200,7 +190,7 @@ test.serial('SIGTERM: each waiting LOCK and RANGE_LOCK gets ERROR SHUTDOWN under
   expectType(await h.lock('K'), 'GRANTED');
   expectType(await h.request(range('range', 0n, 10n)), 'GRANTED');
   const c = await env.client({ pid: 6602 });
-  const seen = record(c);
+  const seen = recordFrames(c);
   const lw = c.lock('K', 'write', { requestId: 31, noInterim: true });
   const rw = c.request(range('range', 0n, 10n, { nowait: false }), { requestId: 32 });
   await until(() => env.table.usage().waiting === 1, 3000, 'the LOCK waits');

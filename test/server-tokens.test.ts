@@ -7,7 +7,7 @@
 // Serial: each test runs a monitor, a listener and lock servers.
 import test from 'ava';
 import { ServerEnv } from './helpers/server-env.js';
-import { WireClient, expectType, FILE } from './helpers/wire-client.js';
+import { WireClient, expectType, FILE, recordFrames } from './helpers/wire-client.js';
 import { rawFrame } from './helpers/proto-vectors.js';
 import { FrameReader } from '../src/protocol/codec.js';
 import { FrameType as T, FrameFlag } from '../src/protocol/constants.js';
@@ -17,15 +17,6 @@ import { JdlsClient } from '../src/client/client.js';
 const EPOCH_SHIFT = 44n;
 const epochOf = (token: bigint): bigint => token >> EPOCH_SHIFT;
 
-/** Every frame the client receives, in order (a second reader on the same bytes). */
-function record(c: WireClient): ServerFrame[] {
-  const seen: ServerFrame[] = [];
-  const r = FrameReader.forClient();
-  c.sock.on('data', (d: Buffer) => {
-    try { seen.push(...r.push(d)); } catch { /* the test asserts on what arrived */ }
-  });
-  return seen;
-}
 
 test.serial('a HELLO without TOKENS gets exactly the old frames: WELCOME without the flag, an empty GRANTED, STATUS_RESULT without a token', async (t) => {
   const env = new ServerEnv(t);
@@ -134,7 +125,7 @@ test.serial('FENCE: the grant and later ones outrank the fence token\'s epoch; t
   t.true(epochOf(g.token ?? 0n) > epochOf(fence), `the fenced grant's token ${g.token} outranks epoch 7`);
   t.true(epochOf(later.token ?? 0n) > epochOf(fence), `a later grant's token ${later.token} too`);
 
-  const seen = record(c);
+  const seen = recordFrames(c);
   const max = ((1n << 19n) - 1n) << EPOCH_SHIFT;
   const body = Buffer.alloc(1 + 4 + 16 + 2 + 1 + 8);
   let o = body.writeUInt8(2, 0);

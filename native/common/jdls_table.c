@@ -577,19 +577,26 @@ static int entry_same_key(const jdls_entry *a, const jdls_entry *b) {
  * would "re-take" an entry that still names the dead process - and lose it
  * at the next reap while believing it holds the lock. For a local process
  * pid == owner pid, so nothing changes there. */
+/* One rule for "same owner", for an entry or an owner on either side (the
+ * fields have the same names in both): owner_eq compares an entry with a
+ * request's owner, deadlock detection two owners. */
+#define SAME_OWNER(t, a, b)                                                       \
+  ((a)->ip_len == (b)->ip_len && memcmp((a)->ip, (b)->ip, (b)->ip_len) == 0 &&    \
+   (((t)->flags & JDLS_FLAG_PORT_LOCKS)                                           \
+        ? (a)->port == (b)->port                                                  \
+        : ((a)->owner_pid == (b)->owner_pid && (a)->owner_tid == (b)->owner_tid && \
+           (a)->conn == (b)->conn && (a)->pid == (b)->pid && (a)->pid_start == (b)->pid_start)))
+
+/* The start time is part of it: a process that got a dead process's pid is
+ * another owner. Were it the same, it would be told GRANTED on the dead
+ * entry (a "re-lock"), which the next thorough reap frees under it - while
+ * it believes it holds the lock and a third process takes it.
+ * And the connection: without it, any program that reaches the lock
+ * server could present another client's pid and tid and release or re-take
+ * its locks, and closing one of two connections that present the same ones
+ * released the other's. */
 static int owner_eq(const jdls_table *t, const jdls_entry *e, const jdls_owner *o) {
-  if (e->ip_len != o->ip_len || memcmp(e->ip, o->ip, o->ip_len) != 0) return 0;
-  if (t->flags & JDLS_FLAG_PORT_LOCKS) return e->port == o->port;
-  /* The start time too: a process that got a dead process's pid is another
-   * owner. Were it the same, it would be told GRANTED on the dead entry (a
-   * "re-lock"), which the next thorough reap frees under it - while it
-   * believes it holds the lock and a third process takes it. */
-  /* And the connection: without it, any program that reaches the lock
-   * server could present another client's pid and tid and release or
-   * re-take its locks, and closing one of two connections that present the
-   * same ones released the other's. */
-  return e->owner_pid == o->owner_pid && e->owner_tid == o->owner_tid && e->conn == o->conn &&
-         e->pid == o->pid && e->pid_start == o->pid_start;
+  return SAME_OWNER(t, e, o);
 }
 
 /* Does entry e belong to the process (pid, start)? */
@@ -1652,10 +1659,7 @@ static uint64_t dl_owner_hash(const jdls_table *t, const jdls_owner *o) {
 }
 
 static int dl_owner_same(const jdls_table *t, const jdls_owner *a, const jdls_owner *b) {
-  if (a->ip_len != b->ip_len || memcmp(a->ip, b->ip, a->ip_len) != 0) return 0;
-  if (t->flags & JDLS_FLAG_PORT_LOCKS) return a->port == b->port;
-  return a->owner_pid == b->owner_pid && a->owner_tid == b->owner_tid && a->conn == b->conn &&
-         a->pid == b->pid && a->pid_start == b->pid_start;
+  return SAME_OWNER(t, a, b);
 }
 
 static void dl_member(const jdls_entry *e, jdls_report_member *m) {

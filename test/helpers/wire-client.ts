@@ -184,3 +184,16 @@ export function expectType<T extends ServerFrame['type']>(f: ServerFrame, want: 
   if (f.type !== want) throw new Error(`expected ${want}, got ${JSON.stringify(f, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
   return f as Extract<ServerFrame, { type: T }>;
 }
+
+/**
+ * Every frame the server sends on `c` from now on, in order, decoded by a
+ * second reader on the same bytes (WireClient's own consumes them too).
+ */
+export function recordFrames(c: WireClient): ServerFrame[] {
+  const seen: ServerFrame[] = [];
+  const r = FrameReader.forClient();
+  c.sock.on('data', (d: Buffer) => {
+    try { seen.push(...r.push(d)); } catch { /* the test asserts on what arrived */ }
+  });
+  return seen;
+}
