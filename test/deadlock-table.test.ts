@@ -204,3 +204,30 @@ test('tokens: the epoch and the floor only ever raise them', (t) => {
   t.true(third.granted && third.token !== undefined && third.token >> 44n === 8n);
   t.throws(() => table.raiseTokenFloor(((1n << 19n) - 1n) << 44n), { code: 'BAD_ARGUMENT' });
 });
+
+test('across processes: locks taken in one order never deadlock, so no wait is ever refused (no false positive under real races)', async (t) => {
+  const env = tableEnv(t);
+  const procs = [1, 2, 3, 4].map((seed) => env.node('node-locker', ['mix', '150', 'ordered', String(seed)]));
+  for (const p of procs) {
+    const [rounds, refused] = await p.expect('DONE', 60_000);
+    t.is(rounds, '150');
+    t.is(refused, '0', 'a refusal here would be a false positive: ordered locking has no cycle');
+  }
+  t.is(env.table.header().deadlocksFound, 0);
+});
+
+test('across processes: locks taken in random orders do deadlock, every cycle is broken, and every process finishes', async (t) => {
+  const env = tableEnv(t);
+  const procs = [11, 12, 13, 14].map((seed) => env.node('node-locker', ['mix', '150', 'random', String(seed)]));
+  let refused = 0;
+  for (const p of procs) {
+    const [rounds, n] = await p.expect('DONE', 60_000);
+    t.is(rounds, '150');
+    refused += Number(n);
+  }
+  const h = env.table.header();
+  t.log(`${refused} cycles broken in 600 rounds`);
+  t.is(h.deadlocksBroken, refused, 'every refusal is one broken cycle');
+  t.true(h.deadlocksFound >= h.deadlocksBroken);
+  t.is(allRows(env.table).length, 0, 'nothing left held or queued');
+});
