@@ -144,6 +144,8 @@ export interface NativeTable {
   tokenOf(owner: OwnerHandle, file: FileHandle, key: Buffer | string): bigint;
   /** every later token >= floor */
   tokenFloor(floor: bigint): void;
+  /** the next token the table would give */
+  tokenPeek(): bigint;
   /** C.DEADLOCK_*: C.RC_OK or a negative rc */
   setDeadlockPolicy(policy: number): number;
   /** report n (1-based), undefined if overwritten or being written */
@@ -248,6 +250,8 @@ export interface NativeAddon {
     next(c: TokenCounterHandle): bigint;
     /** every later token >= floor */
     floor(c: TokenCounterHandle, floor: bigint): void;
+    /** the next token (no change) */
+    peek(c: TokenCounterHandle): bigint;
   };
   /** descriptor passing over a Unix-domain socket (native/addon/fdpass.cc) */
   fdpass: {

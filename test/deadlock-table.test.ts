@@ -199,10 +199,14 @@ test('tokens: the epoch and the floor only ever raise them', (t) => {
   t.true(second.granted && second.token !== undefined && second.token >> 44n === 3n);
   t.true(first.granted && second.granted && (second.token ?? 0n) > (first.token ?? 0n));
   table.setTokenEpoch(1n); // lower: ignored
-  table.raiseTokenFloor((7n << 44n) + 5n); // a primary's token of epoch 7
+  t.true(table.raiseTokenFloor((7n << 44n) + 5n), 'a primary\'s token of epoch 7 raises ours to 8');
+  t.false(table.raiseTokenFloor((7n << 44n) + 9n), 'already above it: no change');
   const third = table.tryLock(a, F, 'E', 'write');
   t.true(third.granted && third.token !== undefined && third.token >> 44n === 8n);
   t.throws(() => table.raiseTokenFloor(((1n << 19n) - 1n) << 44n), { code: 'BAD_ARGUMENT' });
+  // One request must not burn the epochs: at most MAX_FENCE_JUMP (1024) above ours.
+  t.throws(() => table.raiseTokenFloor((8n + 1025n) << 44n), { code: 'BAD_ARGUMENT', message: /more than 1024 above/ });
+  t.true(table.raiseTokenFloor((8n + 1024n) << 44n));
 });
 
 test('across processes: locks taken in one order never deadlock, so no wait is ever refused (no false positive under real races)', async (t) => {

@@ -143,4 +143,10 @@ test.serial('FENCE: the grant and later ones outrank the fence token\'s epoch; t
   t.regex(e.text, /highest epoch/);
   t.false(c.isClosed);
   t.is(expectType(await c.status('H'), 'STATUS_RESULT').code, 0, 'nothing was locked');
+  // One FENCE may not push the epoch more than 1024 above the server's (epoch 8 now).
+  const far = expectType(await c.lock('J', 'write', { fence: (8n + 1025n) << EPOCH_SHIFT }), 'ERROR');
+  t.is(far.code, 'BAD_ARGUMENT');
+  t.regex(far.text, /more than 1024 above/);
+  // Every raise is in the log, with the client that caused it.
+  t.regex(env.logs(), /FENCE raised this server's token epoch above 7/);
 });

@@ -71,8 +71,9 @@ class ScriptedLocks implements RecordLocks {
     return { code: 2, token: 777n };
   }
   conflict(): Holder | undefined { return undefined; }
-  raiseTokenFloor(token: bigint): void {
+  raiseTokenFloor(token: bigint): boolean {
     this.calls.push(`floor ${token}`);
+    return true;
   }
   close(): void {}
 }

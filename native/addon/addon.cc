@@ -387,6 +387,7 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
                            InstanceMethod("setTokenSink", &Table::SetTokenSink),
                            InstanceMethod("tokenOf", &Table::TokenOf),
                            InstanceMethod("tokenFloor", &Table::TokenFloor),
+                           InstanceMethod("tokenPeek", &Table::TokenPeek),
                            InstanceMethod("setDeadlockPolicy", &Table::SetDeadlockPolicy),
                            InstanceMethod("readReport", &Table::ReadReport),
                            InstanceMethod("setHeader", &Table::SetHeader),
@@ -855,6 +856,13 @@ class Table : public Napi::ObjectWrap<Table>, public EnvCleanup<Table> {
     REQUIRE(lossless, "tokenFloor: a u64");
     jdls_token_floor(&t_, v);
     return env.Undefined();
+  }
+
+  // tokenPeek() -> bigint: the next token the table would give.
+  Napi::Value TokenPeek(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Open(env)) return env.Undefined();
+    return Napi::BigInt::New(env, jdls_token_peek(&t_));
   }
 
   Napi::Value SetDeadlockPolicy(const Napi::CallbackInfo &info) {

@@ -83,6 +83,16 @@ Napi::Value Next(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), __atomic_fetch_add(c->word, 1, __ATOMIC_SEQ_CST));
 }
 
+// tokenCounterPeek(counter) -> bigint: the next token (no change)
+Napi::Value Peek(const Napi::CallbackInfo &info) {
+  Counter *c = CounterOf(info);
+  if (!c) {
+    Napi::TypeError::New(info.Env(), "tokenCounterPeek(counter)").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::BigInt::New(info.Env(), __atomic_load_n(c->word, __ATOMIC_SEQ_CST));
+}
+
 // tokenCounterFloor(counter, bigint): every later token >= it (never lowers)
 Napi::Value Floor(const Napi::CallbackInfo &info) {
   Counter *c = CounterOf(info);
@@ -105,5 +115,6 @@ void JdlsTokensInit(Napi::Env env, Napi::Object exports) {
   o.Set("open", Napi::Function::New(env, Open));
   o.Set("next", Napi::Function::New(env, Next));
   o.Set("floor", Napi::Function::New(env, Floor));
+  o.Set("peek", Napi::Function::New(env, Peek));
   exports.Set("tokenCounter", o);
 }

@@ -31,11 +31,12 @@ export interface RecordLocks {
   /** F_GETLK: the first lock of ANOTHER owner that blocks `mode`, past this owner's own; undefined if none. */
   conflict(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): Holder | undefined;
   /**
-   * Optional (LockTable has it): make every later grant's token exceed
-   * `token`'s epoch (a SERVER2 secondary told what its primary gave:
-   * docs/fencing.md, "Failover").
+   * Optional: make every later grant's token exceed `token`'s epoch (a
+   * SERVER2 secondary told what its primary gave: docs/fencing.md). True
+   * when the epoch moved. BAD_ARGUMENT for a token out of range or too far
+   * above (MAX_FENCE_JUMP).
    */
-  raiseTokenFloor?(token: bigint): void;
+  raiseTokenFloor?(token: bigint): boolean;
   close(): void;
 }
 

@@ -39,7 +39,7 @@ import { JdlsError } from '../errors.js';
 import { C, native } from '../native.js';
 import type { RecordLocks } from './mechanism.js';
 import type { TokenSource } from './token-counter.js';
-import { GRANTED, tokenBase, tokenEpoch, type LockGrant, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
+import { GRANTED, fenceFloor, type LockGrant, type FileId, type Owner, type LockMode, type LockResult, type LockOptions, type Holder } from './table.js';
 import {
   osn, OSL, osError, OsLockError, openNativeOfd, startWait, typeOf, modeOf,
   refusedLockFile, type NativeOfd, type PendingWait,
@@ -552,11 +552,12 @@ export class OsLocks implements RecordLocks {
   }
 
   /** As LockTable.raiseTokenFloor: later tokens outrank `token`'s epoch (a SERVER2 secondary). */
-  raiseTokenFloor(token: bigint): void {
-    if (!this.#tokens) return;
-    const epoch = tokenEpoch(token);
-    if (token < 0n || epoch >= native.constants.TOKEN_MAX_EPOCH) throw new JdlsError('BAD_ARGUMENT', `fencing token ${token} is out of range`);
-    this.#tokens.floor(tokenBase(epoch + 1n));
+  raiseTokenFloor(token: bigint): boolean {
+    if (!this.#tokens) return false;
+    const floor = fenceFloor(token, this.#tokens.peek());
+    if (floor === undefined) return false;
+    this.#tokens.floor(floor);
+    return true;
   }
 
   /**

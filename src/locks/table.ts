@@ -536,11 +536,11 @@ export class LockTable implements RecordLocks {
    * Make every later token outrank `token`'s epoch: a SERVER2 secondary
    * told the primary's token for a grant it mirrors (docs/fencing.md).
    */
-  raiseTokenFloor(token: bigint): void {
-    const epoch = token >> BigInt(C.TOKEN_EPOCH_SHIFT);
-    if (token < 0n || epoch >= native.constants.TOKEN_MAX_EPOCH)
-      throw new JdlsError('BAD_ARGUMENT', `fencing token ${token} is out of range (epoch ${epoch}, at most ${native.constants.TOKEN_MAX_EPOCH - 1n})`);
-    this.#table.tokenFloor(tokenBase(epoch + 1n));
+  raiseTokenFloor(token: bigint): boolean {
+    const floor = fenceFloor(token, this.#table.tokenPeek());
+    if (floor === undefined) return false;
+    this.#table.tokenFloor(floor);
+    return true;
   }
 
   /** Start the table's tokens at `epoch` (the monitor, once, when it made the table). Never lowers them. */
@@ -642,6 +642,33 @@ function rowOf(r: NativeRow): LockRow {
 }
 
 /** jBASE's group count for -s nn,mm: ceil(nn/mm) rounded up to a prime. */
+/**
+ * How far one FENCE may raise a server's epoch above its own. Why a bound:
+ * any client that may lock can send FENCE, and an unbounded raise let one
+ * request push the epoch to the last one, after which the installation
+ * could not start a new epoch (jdls -i refused: tokens exhausted). Bounded,
+ * burning the 2^19 epochs takes hundreds of requests, each logged
+ * (docs/security.md). A real pair's epochs differ by restarts, far fewer.
+ */
+export const MAX_FENCE_JUMP = 1024n;
+
+/**
+ * The floor a FENCE token asks for (the first token of the epoch after its
+ * own), or undefined when the tokens are there already. `next` is the
+ * mechanism's next token. Throws BAD_ARGUMENT for a token out of range or
+ * an epoch more than MAX_FENCE_JUMP above the mechanism's.
+ */
+export function fenceFloor(token: bigint, next: bigint): bigint | undefined {
+  const epoch = tokenEpoch(token);
+  if (token <= 0n || epoch >= native.constants.TOKEN_MAX_EPOCH)
+    throw new JdlsError('BAD_ARGUMENT', `fencing token ${token} is out of range (epoch ${epoch}, at most ${native.constants.TOKEN_MAX_EPOCH - 1n})`);
+  const mine = tokenEpoch(next);
+  if (epoch < mine) return undefined;
+  if (epoch - mine > MAX_FENCE_JUMP)
+    throw new JdlsError('BAD_ARGUMENT', `FENCE token's epoch ${epoch} is more than ${MAX_FENCE_JUMP} above this server's (${mine}): refused (docs/security.md, "Fencing tokens")`);
+  return tokenBase(epoch + 1n);
+}
+
 /** The first token of an epoch. */
 export function tokenBase(epoch: bigint): bigint {
   return (epoch << BigInt(C.TOKEN_EPOCH_SHIFT)) | 1n;

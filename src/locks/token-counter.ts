@@ -14,6 +14,8 @@ export const COUNTER_FILE = 'token-counter';
 /** Where grants of a mechanism without a table take their tokens. */
 export interface TokenSource {
   next(): bigint;
+  /** the next token, unchanged */
+  peek(): bigint;
   /** every later token >= floor */
   floor(floor: bigint): void;
 }
@@ -42,6 +44,10 @@ export class TokenCounter implements TokenSource {
 
   floor(floor: bigint): void {
     native.tokenCounter.floor(this.#h, floor);
+  }
+
+  peek(): bigint {
+    return native.tokenCounter.peek(this.#h);
   }
 
   /** Tokens from now on start at `epoch` (never lowered). */

@@ -501,7 +501,8 @@ export class Session {
     // the lock is taken, so that this grant's own token (and every later
     // one) outranks the primary's epoch: after a failover the promoted
     // secondary's tokens are higher than any the old primary gave.
-    if (f.fence !== undefined) mech.raiseTokenFloor?.(f.fence);
+    if (f.fence !== undefined && mech.raiseTokenFloor?.(f.fence))
+      this.#log.warn({ fence: f.fence.toString() }, `FENCE raised this server's token epoch above ${f.fence >> 44n} (a SERVER2 client mirroring its primary's grant)`);
     const r = mech.tryLock(owner, file.id, f.key, f.mode);
     if (r.granted) {
       this.#held.add(f.tid, fk, keyText, mech);
