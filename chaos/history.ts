@@ -82,7 +82,7 @@ export class HistoryWriter {
     return ++this.#op;
   }
   log(ev: Omit<HistoryEvent, 't' | 'c'> & { op?: number }): void {
-    const e: HistoryEvent = { t: monotonicNs().toString(), c: this.client, op: ev.op ?? 0, ...ev } as HistoryEvent;
+    const e: HistoryEvent = { t: monotonicNs().toString(), c: this.client, ...ev, op: ev.op ?? 0 };
     fs.writeSync(this.#fd, `${JSON.stringify(e)}\n`);
   }
   close(): void {
