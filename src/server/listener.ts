@@ -17,6 +17,7 @@
 //   stop    SIGTERM/SIGINT: stop listening, withdraw the pid file/header,
 //           disconnect from the lock-server processes - they keep serving
 //           their clients and exit when the last one leaves - and exit 0.
+import { FAULT_ENV, serverFaults } from './fault-injection.js';
 import net from 'node:net';
 import { sendConnection } from './passing.js';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -305,6 +306,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   server.on('error', (e) => log.error({ err: e }, 'listener socket error'));
 
   ensureSpare();
+  for (const fault of serverFaults()) log.error({ fault }, `FAULT INJECTION (${FAULT_ENV}=${fault}): this service breaks a safety promise on purpose - for the chaos suite's tests only`);
   log.info({ port, bind: cfg.bind, mechanism: kind, clientsPerProcess: cfg.clientsPerProcess, releaseDir: dir }, `lock listener started on ${cfg.bind} port ${port}`);
 
   return new Promise<number>((resolve) => {

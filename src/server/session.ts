@@ -12,6 +12,7 @@
 // object; a bad frame closes this connection (logged), an exception in a
 // request becomes an ERROR answer to that request. Nothing a client sends
 // can end the process or touch another connection's locks.
+import { FAULT_ENV, serverFaults } from './fault-injection.js';
 import type net from 'node:net';
 import os from 'node:os';
 import { FrameReader, ProtocolError, encode } from '../protocol/codec.js';
@@ -31,6 +32,9 @@ import { RangeSession } from './range-session.js';
 import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
+
+/** Deliberate faults for the chaos suite's teeth tests (fault-injection.ts); empty in service. */
+const INJECTED = serverFaults();
 
 export interface SessionDeps {
   /** the process's mechanism (shm table or OS locks) */
@@ -778,6 +782,10 @@ export class Session {
       w.cancel();
     }
     let released = 0;
+    if (INJECTED.has('keep-locks-on-disconnect')) {
+      this.#log.error({ fault: 'keep-locks-on-disconnect' }, `FAULT INJECTION (${FAULT_ENV}): the closed connection's locks are NOT released`);
+      this.#owners.clear();
+    }
     for (const owner of this.#owners.values()) {
       for (const m of this.#used) {
         try {
