@@ -1,0 +1,701 @@
+// cluster.ts - one round's simulated estate: server hosts and client hosts
+// as network namespaces joined by point-to-point veth links, the lock
+// service(s) running inside the server hosts, and the workload clients
+// (chaos/workers/*) on every host, restarted when they die.
+//
+// Owns: the namespaces, links and addresses (only inside namespaces made
+// here: 10.233.<link>.0/30, nothing in the root namespace, so nothing is
+// ever routed off the machine), the installations (one JBCRELEASEDIR per
+// server, service on the guide's port 50002 inside its own namespace), the
+// client plan per configuration, respawning clients, the servers' own
+// records (snapshots.jsonl), and tearing everything down - every process by
+// pid, then the namespaces - with a list of whatever would not go (the
+// cleanup property). Does not own: faults (nemesis.ts, adversary.ts),
+// histories (the workers), judging (checker.ts).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import type { ChaosCluster, ClientHandle, ConfigName, RunResult, ServerHandle } from './cluster-types.js';
+import { FAULT_LOG, type FaultRecord } from './faults.js';
+import { LockTable } from '../src/locks/table.js';
+import { tablePath, markerPath } from '../src/installation.js';
+import { LISTENER_TITLE } from '../src/server/listener.js';
+import { LOCK_SERVER_TITLE } from '../src/server/lockserver.js';
+import { MONITOR_TITLE } from '../src/cli/start.js';
+import { shimPath } from '../src/shim.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** dist/ */
+const distDir = path.resolve(here, '..');
+const JDLS_CLI = path.join(distDir, 'src', 'cli', 'jdls.js');
+const NODE_WORKER = path.join(here, 'workers', 'node-worker.js');
+const SQLITE_WORKER = path.join(here, 'workers', 'sqlite-worker.js');
+const buildDir = path.resolve(distDir, '..', 'build', 'Release');
+export const CHAOS_SHIM = path.join(buildDir, 'jdls-chaosshim');
+/** The guide's port: every server host is its own namespace, so it is free. */
+export const SERVICE_PORT = 50002;
+/** The file identity of the record locks (inode, dev) of the library clients. */
+export const REC_FILE = { inode: 4242n, dev: 7n };
+
+const IP_TIMEOUT_MS = 10_000;
+function ip(args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', timeout: IP_TIMEOUT_MS, killSignal: 'SIGKILL', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Whether namespaces and veth links can be made here (root, iproute2); the reason if not. */
+export function netnsUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'the chaos suite needs root (ip netns add)';
+  const name = `jdlsc-probe-${process.pid}`;
+  try {
+    ip(['netns', 'add', name]);
+    try {
+      ip(['-n', name, 'link', 'add', 'jcprobe0', 'type', 'veth', 'peer', 'name', 'jcprobe1']);
+    } finally {
+      ip(['netns', 'del', name]);
+    }
+    return undefined;
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    return `network namespaces unavailable: ${(err.stderr || err.message).trim()}`;
+  }
+}
+
+function procState(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Alive and not a zombie. */
+export function running(pid: number): boolean {
+  const s = procState(pid);
+  return s !== undefined && s !== 'Z' && s !== 'X';
+}
+
+export function stopped(pid: number): boolean {
+  const s = procState(pid);
+  return s === 'T' || s === 't';
+}
+
+function cmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '';
+  }
+}
+
+/** Live processes whose environment names this JBCRELEASEDIR (only ever ours: the directory is unique). */
+export function processesOf(dir: string): number[] {
+  const needle = `JBCRELEASEDIR=${dir}\0`;
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle) && running(Number(name))) out.push(Number(name));
+    } catch {
+      /* gone, or a kernel thread */
+    }
+  }
+  return out;
+}
+
+function kill(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
+  }
+}
+
+/** Run a program to its end, bounded; never throws. */
+export function runToEnd(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => {
+      kill(child.pid ?? 0, 'SIGKILL');
+      stderr += `\n(killed after ${timeoutMs} ms)`;
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ code: null, stdout, stderr: `${stderr}${e.message}` });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+interface Link {
+  clientHost: string;
+  server: 'primary' | 'secondary';
+  clientIf: string;
+  serverAddr: string;
+  clientAddr: string;
+}
+
+class Installation implements ServerHandle {
+  port = SERVICE_PORT;
+  up = true;
+  readonly env: NodeJS.ProcessEnv;
+  constructor(
+    readonly name: 'primary' | 'secondary',
+    readonly ns: string,
+    readonly dir: string,
+    readonly startArgs: string[],
+    readonly hasTable: boolean,
+    settings: Record<string, unknown>,
+    extraEnv: NodeJS.ProcessEnv,
+  ) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fs.writeFileSync(path.join(dir, 'jdls.yaml'), stringify({ port: SERVICE_PORT, bind: '0.0.0.0', lockDir: path.join(dir, 'jbase'), ...settings }));
+    this.env = { ...process.env, ...extraEnv, JBCRELEASEDIR: dir };
+    for (const k of ['JDLS', 'JBCPORTNO', 'JDLS_LOG_LEVEL', 'LD_PRELOAD']) delete this.env[k];
+  }
+  jdls(args: string[]): Promise<RunResult> {
+    return runToEnd('ip', ['netns', 'exec', this.ns, process.execPath, JDLS_CLI, ...args], this.env);
+  }
+  #titled(title: string): number[] {
+    return processesOf(this.dir).filter((p) => cmdline(p).startsWith(title));
+  }
+  monitorPid(): number | undefined {
+    return this.#titled(MONITOR_TITLE)[0];
+  }
+  listenerPid(): number | undefined {
+    return this.#titled(LISTENER_TITLE)[0];
+  }
+  lockServerPids(): number[] {
+    return this.#titled(LOCK_SERVER_TITLE);
+  }
+  logs(): string {
+    let s = '';
+    for (const f of ['jdls-listener.log', 'jdls-monitor.log']) {
+      try {
+        s += `--- ${f}\n${fs.readFileSync(path.join(this.dir, f), 'utf8').split('\n').slice(-30).join('\n')}`;
+      } catch {
+        /* none */
+      }
+    }
+    return s;
+  }
+}
+
+/** What runs where, per configuration: one entry per client "slot" (a slot's dead client is replaced by a new incarnation). */
+export interface ClientSlot {
+  base: string;
+  path: 'lib-direct' | 'lib-remote' | 'lib-pair' | 'lib-oslocks' | 'shim-direct' | 'shim-remote' | 'sqlite-direct' | 'sqlite-remote';
+  /** 'primary' = on the server host itself; else a client host index */
+  host: 'primary' | number;
+  /** loopback: a remote client on the server host itself */
+  loopback?: boolean;
+}
+
+export function planFor(config: ConfigName): ClientSlot[] {
+  const remote = (host: number, n: number, p: ClientSlot['path'] = 'lib-remote'): ClientSlot[] =>
+    Array.from({ length: n }, (_, i) => ({ base: `${p === 'lib-pair' ? 'pair' : p === 'lib-oslocks' ? 'osl' : p === 'shim-remote' ? 'shimr' : 'libr'}-c${host + 1}-${i}`, path: p, host }));
+  switch (config) {
+    case 'table':
+      return [
+        { base: 'libd-0', path: 'lib-direct', host: 'primary' },
+        { base: 'libd-1', path: 'lib-direct', host: 'primary' },
+        { base: 'libl-0', path: 'lib-remote', host: 'primary', loopback: true },
+        { base: 'shimd-0', path: 'shim-direct', host: 'primary' },
+        { base: 'shimd-1', path: 'shim-direct', host: 'primary' },
+        { base: 'sqld-0', path: 'sqlite-direct', host: 'primary' },
+        ...remote(0, 2),
+        ...remote(0, 1, 'shim-remote'),
+        { base: 'sqlr-c1-0', path: 'sqlite-remote', host: 0 },
+        ...remote(1, 2),
+        ...remote(1, 1, 'lib-oslocks'),
+        ...remote(2, 1),
+      ];
+    case 'port':
+      return [
+        { base: 'libd-0', path: 'lib-direct', host: 'primary' },
+        { base: 'libd-1', path: 'lib-direct', host: 'primary' },
+        ...remote(0, 2),
+        ...remote(1, 2),
+        ...remote(2, 1),
+      ];
+    case 'oslock':
+      return [
+        { base: 'libl-0', path: 'lib-remote', host: 'primary', loopback: true },
+        ...remote(0, 2),
+        ...remote(0, 1, 'shim-remote'),
+        ...remote(1, 2),
+        ...remote(2, 1),
+      ];
+    case 'pair':
+      return [...remote(0, 2, 'lib-pair'), ...remote(1, 2, 'lib-pair'), ...remote(2, 1, 'lib-pair')];
+  }
+}
+
+export interface ClusterOptions {
+  runDir: string;
+  config: ConfigName;
+  round: number;
+  seed: number;
+  /** the lock servers' keep-alive bound (ms): a paused or cut-off client is dropped after it */
+  keepaliveMs: number;
+  /** JDLS TIMEOUT (seconds) of the remote clients */
+  clientTimeoutS: number;
+  /** extra environment of the service's processes (the teeth tests' JDLS_FAULT_INJECTION) */
+  serviceEnv?: NodeJS.ProcessEnv;
+  /** 'two-services': the teeth test's misconfiguration - remote clients are sent to two unrelated services */
+  misroute?: boolean;
+  log: (line: string) => void;
+}
+
+interface LiveClient extends ClientHandle {
+  slot: ClientSlot;
+  child: ChildProcess;
+  incarnation: number;
+  exited: Promise<void>;
+}
+
+let nsSeq = 0;
+
+export class Cluster implements ChaosCluster {
+  readonly servers: Installation[] = [];
+  readonly clientHosts: string[] = [];
+  readonly #links: Link[] = [];
+  readonly #namespaces: string[] = [];
+  readonly #spawned: ChildProcess[] = [];
+  readonly #clients = new Map<string, LiveClient>();
+  readonly #slots: ClientSlot[] = [];
+  readonly #backoff = new Map<ClientSlot, number>();
+  #stopping = false;
+  #snapTimer: NodeJS.Timeout | undefined;
+  #snapFd: number;
+  #faultFd: number;
+  #tables = new Map<string, LockTable>();
+  /** the key family prefix of this round (rounds never share fencing state: each has fresh installations) */
+  readonly prefix: string;
+  /** clients the nemesis paused on purpose (the stray watcher leaves them alone) */
+  readonly paused = new Set<number>();
+  #strayTimer: NodeJS.Timeout | undefined;
+  #strays = new Map<number, bigint>();
+  readonly sqliteDb: string;
+
+  private constructor(readonly opts: ClusterOptions) {
+    this.prefix = `r${opts.round}.`;
+    fs.mkdirSync(path.join(opts.runDir, 'hist'), { recursive: true });
+    this.#snapFd = fs.openSync(path.join(opts.runDir, 'snapshots.jsonl'), 'a');
+    this.#faultFd = fs.openSync(path.join(opts.runDir, FAULT_LOG), 'a');
+    this.sqliteDb = path.join(this.roundDir, 'counter.db');
+  }
+
+  get runDir(): string {
+    return this.opts.runDir;
+  }
+  get config(): ConfigName {
+    return this.opts.config;
+  }
+  get roundDir(): string {
+    return path.join(this.opts.runDir, `round-${this.opts.round}`);
+  }
+
+  now(): bigint {
+    return process.hrtime.bigint();
+  }
+  stopping(): boolean {
+    return this.#stopping;
+  }
+
+  recordFault(f: FaultRecord): void {
+    fs.writeSync(this.#faultFd, `${JSON.stringify(f)}\n`);
+    this.opts.log(`fault ${f.kind}: ${f.target}${f.note ? ` (${f.note})` : ''}`);
+  }
+
+  /** Make the namespaces, links and services of one round. */
+  static async create(opts: ClusterOptions): Promise<Cluster> {
+    const c = new Cluster(opts);
+    try {
+      await c.#build();
+    } catch (e) {
+      await c.teardown();
+      throw e;
+    }
+    return c;
+  }
+
+  #ns(role: string): string {
+    const name = `jdlsc${process.pid % 100000}-${nsSeq}-${role}`;
+    ip(['netns', 'add', name]);
+    this.#namespaces.push(name);
+    ip(['-n', name, 'link', 'set', 'lo', 'up']);
+    return name;
+  }
+
+  async #build(): Promise<void> {
+    fs.mkdirSync(this.roundDir, { recursive: true, mode: 0o755 });
+    nsSeq++;
+    const pair = this.opts.config === 'pair';
+    const serverNs: Record<string, string> = { primary: this.#ns('p') };
+    if (pair) serverNs['secondary'] = this.#ns('s');
+    for (let i = 0; i < 3; i++) this.clientHosts.push(this.#ns(`c${i + 1}`));
+    let linkNo = 0;
+    for (const [server, sns] of Object.entries(serverNs) as ['primary' | 'secondary', string][]) {
+      for (const ch of this.clientHosts) {
+        const n = linkNo++;
+        const tag = `${process.pid % 10000}${nsSeq % 100}${n}`;
+        const sIf = `jcs${tag}`;
+        const cIf = `jcc${tag}`;
+        ip(['link', 'add', 'name', sIf, 'netns', sns, 'type', 'veth', 'peer', 'name', cIf, 'netns', ch]);
+        const serverAddr = `10.233.${n}.1`;
+        const clientAddr = `10.233.${n}.2`;
+        ip(['-n', sns, 'addr', 'add', `${serverAddr}/30`, 'dev', sIf]);
+        ip(['-n', ch, 'addr', 'add', `${clientAddr}/30`, 'dev', cIf]);
+        ip(['-n', sns, 'link', 'set', sIf, 'up']);
+        ip(['-n', ch, 'link', 'set', cIf, 'up']);
+        this.#links.push({ clientHost: ch, server, clientIf: cIf, serverAddr, clientAddr });
+      }
+    }
+    const settings: Record<string, unknown> = {
+      keepaliveMs: this.opts.keepaliveMs,
+      // Small enough that floods and exhaustion reach the limits quickly.
+      maxConnections: 256,
+    };
+    const startArgs = this.opts.config === 'oslock' ? ['-ibD'] : this.opts.config === 'port' ? ['-ibP', '-t0.05'] : ['-ib', '-t0.05'];
+    for (const [server, sns] of Object.entries(serverNs) as ['primary' | 'secondary', string][]) {
+      const inst = new Installation(server, sns, path.join(this.roundDir, server), startArgs, this.opts.config !== 'oslock', settings, this.opts.serviceEnv ?? {});
+      this.servers.push(inst);
+      const r = await inst.jdls(startArgs);
+      if (r.code !== 0) throw new Error(`jdls ${startArgs.join(' ')} on ${server} failed (${r.code}): ${r.stdout}${r.stderr}\n${inst.logs()}`);
+    }
+    if (this.opts.misroute) {
+      // The teeth test: a second, unrelated service on the primary host's
+      // client links (another installation, another table) - half the
+      // remote clients are sent there, as a mistyped JDLS would.
+      const inst = new Installation('secondary', serverNs['primary'] ?? '', path.join(this.roundDir, 'unrelated'), startArgs, true, { ...settings, port: SERVICE_PORT + 1 }, this.opts.serviceEnv ?? {});
+      inst.port = SERVICE_PORT + 1;
+      this.servers.push(inst);
+      const r = await inst.jdls(startArgs);
+      if (r.code !== 0) throw new Error(`unrelated service failed (${r.code}): ${r.stdout}${r.stderr}`);
+    }
+    this.#snapTimer = setInterval(() => this.#snapshot(), 250);
+    this.#strayTimer = setInterval(() => this.#resumeStrays(), 250);
+  }
+
+  server(name: 'primary' | 'secondary'): Installation {
+    const s = this.servers.find((x) => x.name === name && x.port === SERVICE_PORT);
+    if (!s) throw new Error(`no ${name} server in this configuration`);
+    return s;
+  }
+
+  serverAddr(server: 'primary' | 'secondary', clientHost: string): string {
+    const l = this.#links.find((x) => x.server === server && x.clientHost === clientHost);
+    if (!l) throw new Error(`no link between ${clientHost} and ${server}`);
+    return l.serverAddr;
+  }
+
+  setLink(clientHost: string, server: 'primary' | 'secondary', up: boolean): void {
+    const l = this.#links.find((x) => x.server === server && x.clientHost === clientHost);
+    if (!l) throw new Error(`no link between ${clientHost} and ${server}`);
+    ip(['-n', clientHost, 'link', 'set', l.clientIf, up ? 'up' : 'down']);
+  }
+
+  spawnIn(ns: string | null, label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+    const child = ns
+      ? spawn('ip', ['netns', 'exec', ns, cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.on('error', (e) => this.opts.log(`${label}: ${e.message}`));
+    // Keep the pipes drained (a full pipe would stall the program); keep the tail for errors.
+    let tail = '';
+    const keep = (d: Buffer): void => {
+      tail = (tail + d.toString('utf8')).slice(-2000);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    child.on('exit', (code, sig) => {
+      if (code !== 0 && code !== null && code !== 3 && !this.#stopping) this.opts.log(`${label} (pid ${child.pid}) exited ${code}${sig ? ` ${sig}` : ''}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
+    });
+    this.#spawned.push(child);
+    return child;
+  }
+
+  clients(): ClientHandle[] {
+    return [...this.#clients.values()].filter((c) => c.alive());
+  }
+
+  /** The JDLS value of a remote slot (null: a direct client, JDLS unset). */
+  #jdlsFor(slot: ClientSlot, hostNs: string): string | null {
+    const to = (name: 'primary' | 'secondary'): string => `${slot.loopback ? '127.0.0.1' : this.serverAddr(name, hostNs)},${SERVICE_PORT}`;
+    const timeout = `TIMEOUT=${this.opts.clientTimeoutS}`;
+    switch (slot.path) {
+      case 'lib-direct':
+      case 'shim-direct':
+      case 'sqlite-direct':
+        return null;
+      case 'lib-pair': {
+        const p = this.servers.find((s) => s.name === 'primary');
+        const s = this.servers.find((x) => x.name === 'secondary');
+        // The guide's clients never reconnect to a failed server: once the
+        // primary is gone, new incarnations start on the secondary alone
+        // (what the running clients promoted), never on a restarted primary.
+        if (p && !p.up) return `SERVER=${to('secondary')},${timeout}`;
+        if (s && !s.up) return `SERVER=${to('primary')},${timeout}`;
+        return `SERVER=${to('primary')},SERVER2=${to('secondary')},${timeout}`;
+      }
+      case 'lib-oslocks':
+        return `SERVER=${to('primary')},OSLOCKS,${timeout}`;
+      default:
+        if (this.opts.misroute && typeof slot.host === 'number' && slot.host % 2 === 1) {
+          const l = this.#links.find((x) => x.server === 'primary' && x.clientHost === hostNs);
+          return `SERVER=${l?.serverAddr},${SERVICE_PORT + 1},${timeout}`;
+        }
+        return `SERVER=${to('primary')},${timeout}`;
+    }
+  }
+
+  /** Start (or restart) the client of a slot. */
+  #startClient(slot: ClientSlot, incarnation: number): void {
+    if (this.#stopping) return;
+    const primary = this.server('primary');
+    const hostNs = slot.host === 'primary' ? primary.ns : (this.clientHosts[slot.host] ?? '');
+    const id = `${this.prefix}${slot.base}.${incarnation}`;
+    const seed = (this.opts.seed * 1_000_003 + this.opts.round * 7919 + this.#slots.indexOf(slot) * 104_729 + incarnation * 31) >>> 0;
+    const jdls = this.#jdlsFor(slot, hostNs);
+    const env: NodeJS.ProcessEnv = { ...primary.env };
+    if (jdls !== null) env['JDLS'] = jdls;
+    const port = 100 + this.#slots.indexOf(slot);
+    if (this.opts.config === 'port') env['JBCPORTNO'] = String(port);
+    const host = slot.host === 'primary' ? 'primary' : `c${slot.host + 1}`;
+    let child: ChildProcess;
+    const family = slot.path === 'lib-oslocks' ? 'os' : 'rec';
+    if (slot.path.startsWith('lib-')) {
+      const spec = {
+        id, path: slot.path, runDir: this.opts.runDir, host, seed, family: `${this.prefix}${family}`, hot: 3, cold: 50,
+        releaseDir: primary.dir, port: this.opts.config === 'port' ? port : undefined, pingMs: Math.max(100, Math.floor(this.opts.keepaliveMs / 4)),
+      };
+      child = this.spawnIn(hostNs, id, process.execPath, [NODE_WORKER, JSON.stringify(spec)], env);
+    } else if (slot.path.startsWith('shim-')) {
+      env['LD_PRELOAD'] = shimPath();
+      const data = path.join(this.roundDir, 'fcntl.dat');
+      child = this.spawnIn(hostNs, id, CHAOS_SHIM, [this.opts.runDir, id, String(seed), host, data, '12', '0', `${this.prefix}fcntl`], env);
+    } else {
+      env['LD_PRELOAD'] = shimPath();
+      child = this.spawnIn(hostNs, id, process.execPath, [SQLITE_WORKER, JSON.stringify({ id, runDir: this.opts.runDir, host, db: this.sqliteDb, key: `${this.prefix}sqlite:counter` })], env);
+    }
+    const pid = child.pid ?? 0;
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    const servers: ('primary' | 'secondary')[] = slot.path === 'lib-pair' ? ['primary', 'secondary'] : ['primary'];
+    const remote = !slot.path.endsWith('-direct');
+    // Fenced: the library's grants carry tokens the store can check (the
+    // table's, and on a lock server the OS-lock counter's). The shim's
+    // fcntl route and sqlite3 present none: the nemesis never
+    // pauses or cuts such a client while it may hold (its late write could
+    // not be refused - that is what fencing is for, not a lock-service fault).
+    const fenced = slot.path.startsWith('lib-');
+    const c: LiveClient = {
+      id, path: slot.path, host: hostNs, pid, remote, fenced, servers, slot, child, incarnation, exited,
+      alive: () => running(pid),
+      pauseNextHold: slot.path.startsWith('lib-') || slot.path.startsWith('shim-') ? () => kill(pid, 'SIGUSR2') : undefined,
+    };
+    this.#clients.set(id, c);
+    const born = Date.now();
+    child.on('exit', () => {
+      this.#clients.delete(id);
+      // A client that cannot start (its server unreachable behind a cut
+      // link) is retried with a growing delay, not in a tight loop.
+      const prev = this.#backoff.get(slot) ?? 50;
+      const delay = Date.now() - born < 1000 ? Math.min(2000, prev * 2) : 50;
+      this.#backoff.set(slot, delay);
+      if (!this.#stopping) setTimeout(() => this.#startClient(slot, incarnation + 1), delay);
+    });
+  }
+
+  startClients(): void {
+    for (const slot of planFor(this.opts.config)) {
+      if (slot.path === 'shim-direct' || slot.path === 'shim-remote') if (!fs.existsSync(CHAOS_SHIM)) continue;
+      this.#slots.push(slot);
+      this.#startClient(slot, 1);
+    }
+  }
+
+  /** A stopped client nobody paused on purpose (a late self-pause of pauseNextHold): resumed after twice the keep-alive, recorded as a pause. */
+  #resumeStrays(): void {
+    const now = this.now();
+    for (const c of this.#clients.values()) {
+      if (this.paused.has(c.pid) || !stopped(c.pid)) {
+        this.#strays.delete(c.pid);
+        continue;
+      }
+      const since = this.#strays.get(c.pid);
+      if (since === undefined) {
+        this.#strays.set(c.pid, now);
+        // Recorded when first seen: from here on its hold may be taken away.
+        this.recordFault({ kind: 'pause-holder', target: `client ${c.id} (pid ${c.pid}), stopped itself at a hold`, start: now.toString(), affects: [c.id] });
+      } else if (now - since > BigInt(this.opts.keepaliveMs * 2) * 1_000_000n) {
+        kill(c.pid, 'SIGCONT');
+        this.#strays.delete(c.pid);
+      }
+    }
+  }
+
+  #table(s: Installation): LockTable | undefined {
+    if (!s.hasTable) return undefined;
+    let t = this.#tables.get(s.dir);
+    if (!t) {
+      try {
+        t = LockTable.open({ releaseDir: s.dir });
+      } catch {
+        return undefined;
+      }
+      this.#tables.set(s.dir, t);
+    }
+    return t;
+  }
+
+  /** The servers' own records: every granted lock of each table, one line per server and sample. */
+  #snapshot(): void {
+    for (const s of this.servers) {
+      const table = this.#table(s);
+      if (!table) continue;
+      const holders: { key: string; mode: 'read' | 'write'; owner: string; token: string }[] = [];
+      try {
+        for (const batch of table.rows()) {
+          for (const r of batch) {
+            if (r.state !== 'held') continue;
+            const name = r.key.toString('latin1');
+            const key = r.inode === REC_FILE.inode && r.dev === REC_FILE.dev ? `${this.prefix}rec:${name}` : `${this.prefix}raw:${r.inode}/${r.dev}/${name}`;
+            const owner = this.opts.config === 'port' ? `${r.ip}/port${r.port}` : `${r.ip}/${r.pid}/${r.ownerPid}/${r.ownerTid}/${r.conn}`;
+            holders.push({ key, mode: r.mode === 'read' ? 'read' : 'write', owner, token: r.token.toString() });
+          }
+        }
+      } catch {
+        continue;
+      }
+      if (holders.length > 0) fs.writeSync(this.#snapFd, `${JSON.stringify({ t: this.now().toString(), server: s.port === SERVICE_PORT ? s.name : 'unrelated', holders })}\n`);
+    }
+  }
+
+  /**
+   * End of the round: heal what the nemesis left, ask every client to finish
+   * (SIGTERM), and return the clients that did not end within the bound
+   * (liveness: "nothing hangs past its bound once faults heal").
+   */
+  async stopClients(boundMs: number): Promise<{ id: string; pid: number }[]> {
+    for (const l of this.#links) {
+      try {
+        ip(['-n', l.clientHost, 'link', 'set', l.clientIf, 'up']);
+      } catch {
+        /* namespace gone */
+      }
+    }
+    this.#stopping = true;
+    const live = [...this.#clients.values()];
+    for (const c of live) {
+      kill(c.pid, 'SIGCONT');
+      kill(c.pid, 'SIGTERM');
+    }
+    const deadline = Date.now() + boundMs;
+    const hung: { id: string; pid: number }[] = [];
+    for (const c of live) {
+      const left = deadline - Date.now();
+      const done = await Promise.race([c.exited.then(() => true), sleep(Math.max(0, left)).then(() => false)]);
+      if (!done && running(c.pid)) hung.push({ id: c.id, pid: c.pid });
+    }
+    for (const h of hung) kill(h.pid, 'SIGKILL');
+    return hung;
+  }
+
+  /** After the clients ended: locks still held in a table, by owners that are all gone (waits up to boundMs for the servers and the monitor's tidy-up). */
+  async leftoverLocks(boundMs: number): Promise<string[]> {
+    const deadline = Date.now() + boundMs;
+    let left: string[] = [];
+    do {
+      left = [];
+      for (const s of this.servers) {
+        const table = this.#table(s);
+        if (!table) continue;
+        try {
+          for (const batch of table.rows()) for (const r of batch) left.push(`${s.name}: ${r.state} ${r.mode} lock on (${r.inode}, ${r.dev}) "${r.key.toString('latin1')}" of pid ${r.pid} (owner ${r.ownerPid}/${r.ownerTid}, conn ${r.conn}) after every client ended`);
+        } catch {
+          /* unmapped */
+        }
+      }
+      if (left.length === 0) return [];
+      await sleep(200);
+    } while (Date.now() < deadline);
+    return left;
+  }
+
+  /** Stop the services, kill whatever is left by pid, remove the namespaces; returns what had to be killed or would not go. */
+  async teardown(): Promise<string[]> {
+    this.#stopping = true;
+    if (this.#snapTimer) clearInterval(this.#snapTimer);
+    if (this.#strayTimer) clearInterval(this.#strayTimer);
+    const leftovers: string[] = [];
+    for (const c of this.#clients.values()) kill(c.pid, 'SIGKILL');
+    for (const t of this.#tables.values()) t.close();
+    this.#tables.clear();
+    for (const s of this.servers) {
+      if (processesOf(s.dir).length > 0) {
+        const r = await s.jdls(['-k']);
+        if (r.code !== 0 && s.up) this.opts.log(`jdls -k on ${s.name}: ${r.code} ${r.stdout}${r.stderr}`);
+      }
+    }
+    for (const s of this.servers) {
+      for (let round = 0; round < 40; round++) {
+        const left = processesOf(s.dir);
+        if (left.length === 0) break;
+        if (round === 20) leftovers.push(...left.map((p) => `process ${p} of ${s.name} still running after jdls -k: ${cmdline(p)}`));
+        if (round >= 20) for (const p of left) kill(p, 'SIGKILL');
+        await sleep(100);
+      }
+    }
+    for (const child of this.#spawned) if (child.pid && running(child.pid)) kill(child.pid, 'SIGKILL');
+    for (const ns of this.#namespaces) {
+      let pids: number[] = [];
+      try {
+        pids = ip(['netns', 'pids', ns]).split('\n').filter(Boolean).map(Number);
+      } catch {
+        /* gone */
+      }
+      for (const p of pids) {
+        leftovers.push(`process ${p} still inside namespace ${ns}: ${cmdline(p)}`);
+        kill(p, 'SIGKILL');
+      }
+    }
+    await sleep(100);
+    for (const ns of this.#namespaces) {
+      try {
+        ip(['netns', 'del', ns]);
+      } catch (e) {
+        leftovers.push(`namespace ${ns} could not be removed: ${(e as Error).message}`);
+      }
+    }
+    for (const s of this.servers) {
+      const shm = tablePath(s.dir);
+      fs.rmSync(shm, { force: true });
+      fs.rmSync(markerPath(shm), { force: true });
+    }
+    fs.closeSync(this.#snapFd);
+    fs.closeSync(this.#faultFd);
+    return leftovers;
+  }
+
+  /** Namespaces and veth links of this round still present (cleanup check after teardown). */
+  remaining(): string[] {
+    let list: string[] = [];
+    try {
+      list = ip(['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '');
+    } catch {
+      /* none */
+    }
+    return this.#namespaces.filter((n) => list.includes(n)).map((n) => `namespace ${n} remains`);
+  }
+}

@@ -1,0 +1,271 @@
+// nemesis.ts - the faults of the service's own processes, the clients and
+// the network (the adversaries - floods, malformed frames, impersonation,
+// table exhaustion, pid reuse - are in adversary.ts): kill -9 and restart,
+// SIGSTOP/SIGCONT past the keep-alive bound, `jdls -kA`/`-ibA` and
+// `-kD`/`-ibD` mid-run, cutting and healing links, failover of a pair.
+//
+// Each fault is bounded in time, heals what it broke, and records itself
+// (faults.jsonl) with `affects`: whose locks it may legitimately take away.
+// A fault that cannot take anybody's lock (stopping the monitor, stopping
+// the listener while its lock servers serve on, a pair's failover) affects
+// nobody, so the checker holds the service to full exclusion through it.
+//
+// Unfenced clients. A client whose path gives no fencing token (the shim's
+// fcntl route, sqlite3, OS-lock servers) cannot be protected by the store
+// if its lock is taken away while it still runs: a late write would be
+// accepted, and no lock service can prevent that - that is what fencing is
+// for. So before a fault that may take away remote locks, the nemesis kills
+// the unfenced remote clients it would hit (recorded as kill-client: the
+// guide's clients exit when their server fails), and pauses and cuts only
+// ever hit fenced clients.
+import type { ClientHandle } from './cluster-types.js';
+import type { Cluster } from './cluster.js';
+import { running, sleep, stopped } from './cluster.js';
+
+export type Rng = () => number;
+
+export interface Fault {
+  name: string;
+  /** 0: not applicable to this cluster now */
+  weight(c: Cluster): number;
+  run(c: Cluster, rng: Rng): Promise<void>;
+}
+
+const pick = <T>(rng: Rng, xs: readonly T[]): T | undefined => xs[Math.floor(rng() * xs.length)];
+const between = (rng: Rng, lo: number, hi: number): number => Math.round(lo + rng() * (hi - lo));
+const ns = (c: Cluster): string => c.now().toString();
+
+function kill(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
+  }
+}
+
+async function killClient(c: Cluster, cl: ClientHandle, why: string): Promise<void> {
+  c.recordFault({ kind: 'kill-client', target: `client ${cl.id} (pid ${cl.pid})`, start: ns(c), affects: [cl.id], note: why });
+  kill(cl.pid, 'SIGKILL');
+  for (let i = 0; i < 100 && running(cl.pid); i++) await sleep(20);
+}
+
+/** Kill the unfenced remote clients a fault on these servers (and hosts) would hit. */
+async function clearUnfenced(c: Cluster, servers: ('primary' | 'secondary')[], host?: string): Promise<void> {
+  for (const cl of c.clients()) {
+    if (!cl.remote || cl.fenced) continue;
+    if (host !== undefined && cl.host !== host) continue;
+    if (!cl.servers.some((s) => servers.includes(s))) continue;
+    await killClient(c, cl, 'unfenced, before a fault that may take its locks');
+  }
+}
+
+/** ids of the clients whose locks a fault of these servers may take (pair: failover keeps them). */
+function remoteOf(c: Cluster, servers: ('primary' | 'secondary')[]): string[] | 'remote' {
+  if (c.config === 'pair') return [];
+  void servers;
+  return 'remote';
+}
+
+const keepalive = (c: Cluster): number => c.opts.keepaliveMs;
+
+export const FAULTS: Fault[] = [
+  {
+    name: 'kill-client',
+    weight: (c) => (c.clients().length > 0 ? 4 : 0),
+    async run(c, rng) {
+      const cl = pick(rng, c.clients());
+      if (cl) await killClient(c, cl, 'kill -9');
+    },
+  },
+  {
+    name: 'pause-client',
+    weight: (c) => (c.clients().some((x) => x.fenced && x.remote) ? 2 : 0),
+    async run(c, rng) {
+      const cl = pick(rng, c.clients().filter((x) => x.fenced && x.remote));
+      if (!cl) return;
+      const ms = between(rng, keepalive(c) * 1.5, keepalive(c) * 3);
+      c.paused.add(cl.pid);
+      const start = ns(c);
+      kill(cl.pid, 'SIGSTOP');
+      await sleep(ms);
+      kill(cl.pid, 'SIGCONT');
+      c.paused.delete(cl.pid);
+      c.recordFault({ kind: 'pause-client', target: `client ${cl.id} (pid ${cl.pid}) for ${ms} ms`, start, end: ns(c), affects: [cl.id] });
+    },
+  },
+  {
+    name: 'pause-holder',
+    weight: (c) => (c.clients().some((x) => x.fenced && x.pauseNextHold) ? 3 : 0),
+    async run(c, rng) {
+      // The holder stops itself between its read and its write, so the
+      // pause falls inside a hold for sure: its write after SIGCONT must be
+      // refused by the store once another holder has read.
+      const cl = pick(rng, c.clients().filter((x) => x.fenced && x.pauseNextHold));
+      if (!cl?.pauseNextHold) return;
+      c.paused.add(cl.pid);
+      cl.pauseNextHold();
+      let start: string | undefined;
+      for (let i = 0; i < 250 && running(cl.pid); i++) {
+        if (stopped(cl.pid)) {
+          start = ns(c);
+          break;
+        }
+        await sleep(20);
+      }
+      if (start === undefined) {
+        // It did not reach a hold in time: it may still stop itself later;
+        // the cluster's stray watcher then records and resumes it.
+        c.paused.delete(cl.pid);
+        return;
+      }
+      const ms = cl.remote ? between(rng, keepalive(c) * 2, keepalive(c) * 3) : between(rng, 200, 800);
+      await sleep(ms);
+      kill(cl.pid, 'SIGCONT');
+      c.paused.delete(cl.pid);
+      c.recordFault({ kind: 'pause-holder', target: `client ${cl.id} (pid ${cl.pid}) paused inside a hold for ${ms} ms`, start, end: ns(c), affects: [cl.id] });
+    },
+  },
+  {
+    name: 'cut-link',
+    weight: (c) => (c.clientHosts.length > 0 ? 2 : 0),
+    async run(c, rng) {
+      const host = pick(rng, c.clientHosts);
+      if (!host) return;
+      const server: 'primary' | 'secondary' = c.config === 'pair' && rng() < 0.5 ? 'secondary' : 'primary';
+      await clearUnfenced(c, [server], host);
+      const hit = c.clients().filter((x) => x.host === host && x.remote && x.servers.includes(server));
+      const ms = between(rng, keepalive(c) * 1.5, keepalive(c) * 3);
+      const start = ns(c);
+      c.setLink(host, server, false);
+      await sleep(ms);
+      c.setLink(host, server, true);
+      const where = `${host.split('-').pop()}<->${server}`;
+      // A pair's client that lost one server goes on with the other: its
+      // locks there stay, so exclusion must hold (affects nobody). A single
+      // server's client is dropped after the keep-alive bound.
+      c.recordFault({ kind: 'cut-link', target: `link ${where} for ${ms} ms (${hit.length} clients)`, start, end: ns(c), affects: c.config === 'pair' ? [] : hit.map((x) => x.id) });
+      if (c.config === 'pair') {
+        // The guide's recovery: a client that lost a server exits and
+        // reconnects, so that no client is left on one server alone while
+        // others use the other (issue 15 covers doing better).
+        for (const cl of hit) if (running(cl.pid)) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
+      }
+    },
+  },
+  {
+    name: 'kill-lockserver',
+    weight: (c) => (c.servers.some((s) => s.up && s.lockServerPids().length > 0) ? 2 : 0),
+    async run(c, rng) {
+      const s = pick(rng, c.servers.filter((x) => x.up && x.lockServerPids().length > 0));
+      const pid = s && pick(rng, s.lockServerPids());
+      if (!s || !pid) return;
+      await clearUnfenced(c, [s.name]);
+      const start = ns(c);
+      kill(pid, 'SIGKILL');
+      c.recordFault({ kind: 'kill-lockserver', target: `lock server ${pid} of ${s.name}`, start, affects: remoteOf(c, [s.name]) });
+      if (c.config === 'pair') for (const cl of c.clients()) if (cl.remote) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
+    },
+  },
+  {
+    name: 'pause-lockserver',
+    weight: (c) => (c.config !== 'pair' && c.servers.some((s) => s.up && s.lockServerPids().length > 0) ? 1 : 0),
+    async run(c, rng) {
+      const s = pick(rng, c.servers.filter((x) => x.up && x.lockServerPids().length > 0));
+      const pid = s && pick(rng, s.lockServerPids());
+      if (!s || !pid) return;
+      await clearUnfenced(c, [s.name]);
+      const ms = between(rng, 500, c.opts.clientTimeoutS * 1500);
+      const start = ns(c);
+      kill(pid, 'SIGSTOP');
+      await sleep(ms);
+      kill(pid, 'SIGCONT');
+      c.recordFault({ kind: 'pause-lockserver', target: `lock server ${pid} of ${s.name} for ${ms} ms`, start, end: ns(c), affects: 'remote' });
+    },
+  },
+  {
+    name: 'kill-listener',
+    weight: (c) => (c.config !== 'pair' && c.servers.some((s) => s.up && s.listenerPid()) ? 1 : 0),
+    async run(c, rng) {
+      const s = pick(rng, c.servers.filter((x) => x.up && x.listenerPid()));
+      const pid = s?.listenerPid();
+      if (!s || !pid) return;
+      await clearUnfenced(c, [s.name]);
+      const start = ns(c);
+      kill(pid, 'SIGKILL');
+      for (let i = 0; i < 100 && running(pid); i++) await sleep(20);
+      const r = await s.jdls(['-ibD']);
+      c.recordFault({ kind: 'kill-listener', target: `listener ${pid} of ${s.name}, restarted (jdls -ibD: ${r.code})`, start, end: ns(c), affects: 'remote', note: r.code === 0 ? undefined : `${r.stdout}${r.stderr}`.trim().slice(0, 300) });
+    },
+  },
+  {
+    name: 'stop-listener',
+    weight: (c) => (c.config !== 'pair' && c.servers.some((s) => s.up && s.hasTable && s.listenerPid()) ? 1 : 0),
+    async run(c, rng) {
+      // jdls -kD: the listener stops accepting; connected clients stay with
+      // their lock servers, so nobody loses a lock.
+      const s = pick(rng, c.servers.filter((x) => x.up && x.hasTable && x.listenerPid()));
+      if (!s) return;
+      const start = ns(c);
+      const k = await s.jdls(['-kD']);
+      await sleep(between(rng, 200, 1500));
+      const b = await s.jdls(['-ibD']);
+      c.recordFault({ kind: 'stop-listener', target: `jdls -kD (${k.code}) / -ibD (${b.code}) on ${s.name}`, start, end: ns(c), affects: [], note: b.code === 0 ? undefined : `${b.stdout}${b.stderr}`.trim().slice(0, 300) });
+    },
+  },
+  {
+    name: 'kill-monitor',
+    weight: (c) => (c.servers.some((s) => s.up && s.monitorPid()) ? 1 : 0),
+    async run(c, rng) {
+      // The table stays in service without its monitor (only tidy-ups
+      // stop): no lock may be lost or doubled.
+      const s = pick(rng, c.servers.filter((x) => x.up && x.monitorPid()));
+      const pid = s?.monitorPid();
+      if (!s || !pid) return;
+      const start = ns(c);
+      kill(pid, 'SIGKILL');
+      for (let i = 0; i < 100 && running(pid); i++) await sleep(20);
+      await sleep(between(rng, 100, 1000));
+      const r = await s.jdls(['-ibA', '-t0.05']);
+      c.recordFault({ kind: 'kill-monitor', target: `monitor ${pid} of ${s.name}, restarted (jdls -ibA: ${r.code})`, start, end: ns(c), affects: [], note: r.code === 0 ? undefined : `${r.stdout}${r.stderr}`.trim().slice(0, 300) });
+    },
+  },
+  {
+    name: 'stop-monitor',
+    weight: (c) => (c.servers.some((s) => s.up && s.monitorPid()) ? 1 : 0),
+    async run(c, rng) {
+      const s = pick(rng, c.servers.filter((x) => x.up && x.monitorPid()));
+      if (!s) return;
+      const start = ns(c);
+      const k = await s.jdls(['-kA']);
+      await sleep(between(rng, 200, 1500));
+      const b = await s.jdls(['-ibA', '-t0.05']);
+      c.recordFault({ kind: 'stop-monitor', target: `jdls -kA (${k.code}) / -ibA (${b.code}) on ${s.name}`, start, end: ns(c), affects: [], note: b.code === 0 ? undefined : `${b.stdout}${b.stderr}`.trim().slice(0, 300) });
+    },
+  },
+  {
+    name: 'kill-server',
+    // A pair loses one server for good (the guide's clients never go back
+    // to a failed server): at most one per round.
+    weight: (c) => (c.config === 'pair' && c.servers.every((s) => s.up) ? 1 : 0),
+    async run(c, rng) {
+      const s = rng() < 0.6 ? c.server('primary') : c.server('secondary');
+      const start = ns(c);
+      s.up = false;
+      const { processesOf } = await import('./cluster.js');
+      for (const pid of processesOf(s.dir)) kill(pid, 'SIGKILL');
+      c.recordFault({ kind: `kill-${s.name}`, target: `every process of the ${s.name} service (kill -9)`, start, affects: [] });
+    },
+  },
+];
+
+/** Pick the next fault (weighted, among those that apply now). */
+export function nextFault(c: Cluster, rng: Rng, only?: Set<string>): Fault | undefined {
+  const able = FAULTS.map((f) => ({ f, w: only && !only.has(f.name) ? 0 : f.weight(c) })).filter((x) => x.w > 0);
+  const total = able.reduce((s, x) => s + x.w, 0);
+  let r = rng() * total;
+  for (const x of able) {
+    r -= x.w;
+    if (r <= 0) return x.f;
+  }
+  return able[able.length - 1]?.f;
+}
