@@ -172,6 +172,12 @@ function heldRows(table: LockTable): LockRow[] {
   return out;
 }
 
+function heldOrWaitingRows(table: LockTable): LockRow[] {
+  const out: LockRow[] = [];
+  for (const batch of table.rows()) out.push(...batch);
+  return out;
+}
+
 const sameRow = (a: LockRow, b: LockRow): boolean =>
   a.pid === b.pid && a.ownerPid === b.ownerPid && a.ownerTid === b.ownerTid && a.conn === b.conn && a.token === b.token &&
   a.inode === b.inode && a.dev === b.dev && a.key.equals(b.key);
@@ -426,6 +432,27 @@ const pidReuse: Adversary = async (cluster, rng) => {
     }
     f.recoveryMs = Number((cluster.now() - planted) / 1_000_000n);
     notes.push(`gone: ${how}`);
+    // And whoever queued behind it is handed the key: a waiter left queued
+    // on a key nobody holds is stranded (a wait is re-examined only when a
+    // blocker goes). Hand-offs are atomic under the group's mutex, so
+    // "waiting, none held" seen for 3 s is no passing state.
+    const onKey = (): { waiting: number; held: number } => {
+      let waiting = 0;
+      let held = 0;
+      for (const r of heldOrWaitingRows(table)) {
+        if (r.inode !== REC_FILE.inode || r.dev !== REC_FILE.dev || r.key.toString() !== key) continue;
+        if (r.state === 'waiting') waiting++;
+        else if (r.state === 'held') held++;
+      }
+      return { waiting, held };
+    };
+    const wdeadline = Date.now() + 3000;
+    let k = onKey();
+    while (k.waiting > 0 && k.held === 0 && Date.now() < wdeadline) {
+      await sleep(50);
+      k = onKey();
+    }
+    if (k.waiting > 0 && k.held === 0) violations.push({ property: 'liveness', message: `pid reuse: ${k.waiting} waiter(s) for rec:${key} stranded after the dead-owned entry went (${how})` });
   } catch (e) {
     notes.push(`aborted: ${(e as Error).message}`);
   } finally {

@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { ServerEnv } from './helpers/server-env.js';
+import { ServerEnv, until } from './helpers/server-env.js';
 import { expectType } from './helpers/wire-client.js';
 import { FakeServer } from './helpers/fake-server.js';
 import { ADVERSARIES, type AdversaryResult } from '../chaos/adversary.js';
@@ -112,36 +112,36 @@ const alive = (pid: number): boolean => {
   }
 };
 
-/** A service with a remote holder (COLD1 via h1) and a direct one (COLD2), in the stand-in's clients. */
-async function service(t: ExecutionContext, args: string[]): Promise<{ env: ServerEnv; cluster: StandIn }> {
+/** A service with a remote holder (COLD1 via h1) and, with a table, a direct one (COLD2), in the stand-in's clients. */
+async function service(t: ExecutionContext, args: string[]): Promise<{ env: ServerEnv; cluster: StandIn; keys: string[] }> {
   // A per-address limit the flood goes past at once.
   const env = new ServerEnv(t, { maxConnectionsPerAddress: 40, maxConnections: 400, keepaliveMs: 2000 });
   await env.start(args);
-  const cluster = new StandIn(t, args.includes('-ibP') ? 'port' : 'table', [handleOf(env, args)]);
+  const config: ConfigName = args.includes('-ibP') ? 'port' : args.includes('-ibD') ? 'oslock' : 'table';
+  const cluster = new StandIn(t, config, [handleOf(env, args)]);
   const remote = env.remote(['hold', 'COLD1', 'write']);
   await remote.expect('GRANTED');
+  cluster.held.push({ id: 'r1', path: 'lib-remote', host: 'h1', pid: remote.pid, remote: true, fenced: false, servers: ['primary'], alive: () => alive(remote.pid) });
+  if (config === 'oslock') return { env, cluster, keys: ['COLD1'] };
   const direct = env.nodeLocker(['wait', 'COLD2', 'write']);
   await direct.expect('GRANTED');
-  cluster.held.push(
-    { id: 'r1', path: 'lib-remote', host: 'h1', pid: remote.pid, remote: true, fenced: false, servers: ['primary'], alive: () => alive(remote.pid) },
-    { id: 'd1', path: 'lib-direct', host: 'srv', pid: direct.pid, remote: false, fenced: false, servers: ['primary'], alive: () => alive(direct.pid) },
-  );
-  return { env, cluster };
+  cluster.held.push({ id: 'd1', path: 'lib-direct', host: 'srv', pid: direct.pid, remote: false, fenced: false, servers: ['primary'], alive: () => alive(direct.pid) });
+  return { env, cluster, keys: ['COLD1', 'COLD2'] };
 }
 
-async function stillServes(t: ExecutionContext, env: ServerEnv): Promise<void> {
+async function stillServes(t: ExecutionContext, env: ServerEnv, keys: string[]): Promise<void> {
   // Its own port: on -P a connection announcing the holder's port (77) shares its locks.
   const c = await env.client({ pid: 91_001, port: 91_001 });
   expectType(await c.lock('ADVCHECK'), 'GRANTED');
   t.is(expectType(await c.unlock('ADVCHECK'), 'RELEASED').count, 1);
   // The holders still hold: a NOWAIT of their keys is refused.
-  for (const k of ['COLD1', 'COLD2']) expectType(await c.lock(k, 'write', { nowait: true }), 'LOCKED');
+  for (const k of keys) expectType(await c.lock(k, 'write', { nowait: true }), 'LOCKED');
   c.close();
 }
 
-for (const args of [['-ib'], ['-ibP']]) {
+for (const args of [['-ib'], ['-ibP'], ['-ibD']]) {
   test.serial(`every adversary against jdls ${args.join(' ')} with real holders: no violations, faults recorded, the service serves`, async (t) => {
-    const { env, cluster } = await service(t, args);
+    const { env, cluster, keys } = await service(t, args);
     const r = rng(1313);
     for (const [name, a] of Object.entries(ADVERSARIES)) {
       if (!a.configs.includes(cluster.config)) continue;
@@ -154,14 +154,16 @@ for (const args of [['-ib'], ['-ibP']]) {
     }
     const recorded = fs.readFileSync(path.join(cluster.runDir, FAULT_LOG), 'utf8').trim().split('\n');
     t.is(recorded.length, cluster.faults.length, 'every fault is in faults.jsonl');
-    // The impersonation met the holders while they held (else it proved nothing).
-    const imp = cluster.faults.find((f) => f.kind === 'impersonation');
-    const tries = JSON.parse(/tries (\{[^}]*\})/.exec(imp?.note ?? '')?.[1] ?? '{}') as Record<string, number>;
-    t.true((tries['remoteHits'] ?? 0) > 0 && (tries['directHits'] ?? 0) > 0, `impersonation hit live holds: ${imp?.note}`);
-    const pr = cluster.faults.find((f) => f.kind === 'pid-reuse');
-    t.regex(pr?.note ?? '', /gone: /, 'the planted dead-owned entry went');
-    await stillServes(t, env);
-    t.is(env.table.check(), 0, 'the table is consistent');
+    if (cluster.config !== 'oslock') {
+      // The impersonation met the holders while they held (else it proved nothing).
+      const imp = cluster.faults.find((f) => f.kind === 'impersonation');
+      const tries = JSON.parse(/tries (\{[^}]*\})/.exec(imp?.note ?? '')?.[1] ?? '{}') as Record<string, number>;
+      t.true((tries['remoteHits'] ?? 0) > 0 && (tries['directHits'] ?? 0) > 0, `impersonation hit live holds: ${imp?.note}`);
+      const pr = cluster.faults.find((f) => f.kind === 'pid-reuse');
+      t.regex(pr?.note ?? '', /gone: /, 'the planted dead-owned entry went');
+      t.is(env.table.check(), 0, 'the table is consistent');
+    }
+    await stillServes(t, env, keys);
   });
 }
 
@@ -198,4 +200,30 @@ test.serial('teeth: the probe reports a liveness violation when the service no l
   if (!a) throw new Error('no malformed-frames adversary');
   const res = await a.run(cluster, rng(3));
   t.true(res.violations.some((v) => v.property === 'liveness' && /not served/.test(v.message)), JSON.stringify(res.violations));
+});
+
+test.serial('pid reuse: a waiter queued behind the planted dead-owned entry is handed the key', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start(['-ib']);
+  const cluster = new StandIn(t, 'table', [handleOf(env, ['-ib'])]);
+  const a = ADVERSARIES['pid-reuse'];
+  if (!a) throw new Error('no pid-reuse adversary');
+  const run = a.run(cluster, rng(5));
+  // The planted entry: a hot key held under the adversary's port.
+  let key = '';
+  await until(() => {
+    for (const b of env.table.rows()) for (const r of b) if (r.state === 'held' && r.port >= 0x0adad000 && r.port < 0x0adad000 + 1000) key = r.key.toString();
+    return key !== '';
+  }, 10_000, 'the planted entry');
+  // The pid is live, so only a look at its start time shows the entry is
+  // dead: the waiter's own re-examination or the tidy-up; either way the
+  // waiter must be handed the key.
+  const waiter = env.nodeLocker(['wait', key, 'write']);
+  const res = await run;
+  await waiter.expect('GRANTED', 15_000);
+  t.deepEqual(res.violations, []);
+  t.regex(res.faults[0]?.note ?? '', /gone: (tidy-up \(freed 1\)|reaped by a request)/);
+  waiter.release();
+  await waiter.expect('RELEASED');
+  t.is(env.table.check(), 0);
 });
