@@ -21,6 +21,8 @@ import path from 'node:path';
 import { ServerEnv, until } from './helpers/server-env.js';
 import { expectType } from './helpers/wire-client.js';
 import { FakeServer } from './helpers/fake-server.js';
+import { hosts } from './helpers/netns-service.js';
+import { netnsUnavailable } from './helpers/netns.js';
 import { ADVERSARIES, type AdversaryResult } from '../chaos/adversary.js';
 import type { ChaosCluster, ClientHandle, ServerHandle, ConfigName } from '../chaos/cluster-types.js';
 import { FAULT_LOG, type FaultRecord } from '../chaos/faults.js';
@@ -41,7 +43,7 @@ const HOST_ADDR: Record<string, string> = { h1: '127.0.0.1', h2: '127.0.0.2' };
 
 class StandIn implements ChaosCluster {
   readonly runDir: string;
-  readonly clientHosts = ['h1', 'h2'];
+  clientHosts = ['h1', 'h2'];
   readonly faults: FaultRecord[] = [];
   readonly spawned: ChildProcess[] = [];
   readonly held: ClientHandle[] = [];
@@ -226,4 +228,45 @@ test.serial('pid reuse: a waiter queued behind the planted dead-owned entry is h
   waiter.release();
   await waiter.expect('RELEASED');
   t.is(env.table.check(), 0);
+});
+
+test.serial('in network namespaces (ip netns exec): every adversary against jdls -ib with a real JdlsClient holding a lock', async (t) => {
+  const why = netnsUnavailable();
+  if (why) {
+    t.log(`skipped: ${why}`);
+    t.pass();
+    return;
+  }
+  const h = await hosts(t, { maxConnectionsPerAddress: 40, maxConnections: 400, keepaliveMs: 2000 });
+  const victim = h.remote(h.pair.client, ['--ping', '500', 'hold', 'COLD1', 'write']);
+  await victim.expect('GRANTED');
+  const handle: ServerHandle = { ...handleOf(h.env, ['-ib']), ns: h.pair.server };
+  const cluster = new StandIn(t, 'table', [handle]);
+  // Two client hosts: the client namespace, and the server's own (another
+  // source address: the probe's "other host").
+  cluster.clientHosts = [h.pair.client, h.pair.server];
+  cluster.serverAddr = (): string => h.pair.serverAddr;
+  cluster.spawnIn = (ns, label, cmd, args, env): ChildProcess => {
+    if (!ns) throw new Error('the adversaries run everything in a namespace here');
+    const c = h.pair.spawn(ns, label, cmd, args, env).child;
+    cluster.spawned.push(c);
+    return c;
+  };
+  cluster.held.push({ id: 'jc1', path: 'lib-remote', host: h.pair.client, pid: victim.pid, remote: true, fenced: false, servers: ['primary'], alive: () => alive(victim.pid) });
+  const r = rng(2026);
+  for (const [name, a] of Object.entries(ADVERSARIES)) {
+    const t0 = Date.now();
+    const res = await a.run(cluster, r);
+    t.log(`${name} (${Date.now() - t0} ms): ${res.faults.map((f) => `${f.target} ${f.note ?? ''}`).join(' | ')}`);
+    t.deepEqual(res.violations, [], name);
+    t.true(res.faults.length >= 1, `${name} recorded its fault`);
+  }
+  const imp = cluster.faults.find((f) => f.kind === 'impersonation');
+  t.regex(imp?.note ?? '', /"remoteHits":[1-9]/, 'the impostor met the JdlsClient\'s live hold');
+  // The victim still holds its lock, and releases it normally.
+  const rows = [...h.env.table.rows()].flat().filter((x) => x.state === 'held' && x.ownerPid === victim.pid && x.key.toString() === 'COLD1');
+  t.is(rows.length, 1, 'the JdlsClient still holds COLD1');
+  victim.release();
+  await victim.expect('RELEASED');
+  t.is(h.env.table.check(), 0);
 });
