@@ -210,6 +210,8 @@ const impersonation: Adversary = async (cluster, rng) => {
   const table = LockTable.open({ releaseDir: server.dir });
   const portLocks = table.header().portLocks;
   const tries = { remote: 0, remoteHits: 0, direct: 0, directHits: 0 };
+  const affected: string[] = [];
+  const notes: string[] = [];
   let impostor: AdvProc | undefined;
   let impostorHost = '';
   try {
@@ -225,9 +227,25 @@ const impersonation: Adversary = async (cluster, rng) => {
       // server, where every connection from the victim's address that says
       // its port owns the port's locks by design (docs/security.md): there
       // the impostor comes from another host.
-      const others = cluster.clientHosts.filter((h) => h !== v.client.host);
-      const host = portLocks ? others[Math.floor(rng() * others.length)] : v.client.host;
-      if (!host) break; // -P with one client host: nothing legitimate to try
+      // And on -P not from a host where a workload client holds locks as
+      // that port: there the impostor would be that client's co-owner, by
+      // design. (A client there that takes its first lock as that port while
+      // the impostor is connected shares it too: such clients are in the
+      // fault's `affects`.)
+      let host = v.client.host;
+      if (portLocks) {
+        const byPid = new Map(cluster.clients().map((c) => [c.pid, c.host] as const));
+        const busy = new Set(heldOrWaitingRows(table).filter((r) => r.port === v.row.port).map((r) => byPid.get(r.ownerPid) ?? byPid.get(r.pid)));
+        const others = cluster.clientHosts.filter((h) => h !== v.client.host && !busy.has(h));
+        const pick = others[Math.floor(rng() * others.length)];
+        if (!pick) {
+          tries.remote++;
+          await sleep(20);
+          continue;
+        }
+        host = pick;
+        for (const c of cluster.clients()) if (c.host === host && !affected.includes(c.id)) affected.push(c.id);
+      }
       if (!impostor || impostorHost !== host) {
         await impostor?.stop();
         impostor = new AdvProc(cluster, host, 'adv-impostor', clientEnv());
@@ -306,11 +324,16 @@ const impersonation: Adversary = async (cluster, rng) => {
         table.unlock(owner, file, r.key);
       }
     }
+  } catch (e) {
+    // The adversary's own machinery failed (a table gone under a nemesis's
+    // jdls -kA, a fixture that died): said in the note, no violation.
+    notes.push(`aborted: ${(e as Error).message}`);
   } finally {
     await impostor?.stop();
     table.close();
     f.end = cluster.now().toString();
-    f.note = `tries ${JSON.stringify(tries)} (hits: the victim still held the key after the attempt)${portLocks ? '; -P: network impostor from another host' : ''}`;
+    f.affects = affected;
+    f.note = `tries ${JSON.stringify(tries)} (hits: the victim still held the key after the attempt)${portLocks ? '; -P: network impostor from another host' : ''}${notes.length ? `; ${notes.join('; ')}` : ''}`;
     record(cluster, f, faults);
   }
   return { faults, violations };
@@ -471,24 +494,38 @@ const pidReuse: Adversary = async (cluster, rng) => {
 const TABLE_CONFIGS: ConfigName[] = ['table', 'port', 'pair'];
 const ALL_CONFIGS: ConfigName[] = ['table', 'port', 'oslock', 'pair'];
 
+/** Longest any adversary may take (each is far shorter; its own timers bound every step). */
+export const ADVERSARY_BOUND_MS = 120_000;
+
+/**
+ * Bounded, and never throws: an attack stuck past the bound is a liveness
+ * finding (every step has its own timeout, so only the service can hold it
+ * up); an error of the adversary's own machinery (a fixture that did not
+ * start, a table removed under it by the nemesis) is recorded as an aborted
+ * fault, not a violation.
+ */
+function guarded(kind: string, a: Adversary): Adversary {
+  return async (cluster, rng) => {
+    const start = cluster.now();
+    try {
+      return await withTimeout(a(cluster, rng), ADVERSARY_BOUND_MS, `adversary ${kind}`);
+    } catch (e) {
+      const msg = (e as Error).message;
+      const f: FaultRecord = { kind, target: 'aborted', start: start.toString(), end: cluster.now().toString(), affects: [], note: `aborted: ${msg}` };
+      cluster.recordFault(f);
+      const hung = /no answer within/.test(msg) && msg.startsWith(`adversary ${kind}`);
+      return { faults: [f], violations: hung ? [{ property: 'liveness', message: `adversary ${kind} did not finish within ${ADVERSARY_BOUND_MS} ms` }] : [] };
+    }
+  };
+}
+
 /** Every adversary, with the configurations it applies to. */
 export const ADVERSARIES: Record<string, { configs: ConfigName[]; run: Adversary }> = {
-  'connection-flood': { configs: ALL_CONFIGS, run: connectionFlood },
-  'malformed-frames': { configs: ALL_CONFIGS, run: malformedFrames },
+  'connection-flood': { configs: ALL_CONFIGS, run: guarded('connection-flood', connectionFlood) },
+  'malformed-frames': { configs: ALL_CONFIGS, run: guarded('malformed-frames', malformedFrames) },
   // Reads the victim's locks from the table; the OS mechanism (-ibD) keeps
   // the same per-connection owners, tested by test/server-owner.test.ts.
-  impersonation: { configs: TABLE_CONFIGS, run: impersonation },
-  'table-exhaustion': { configs: TABLE_CONFIGS, run: tableExhaustion },
-  'pid-reuse': { configs: TABLE_CONFIGS, run: pidReuse },
+  impersonation: { configs: TABLE_CONFIGS, run: guarded('impersonation', impersonation) },
+  'table-exhaustion': { configs: TABLE_CONFIGS, run: guarded('table-exhaustion', tableExhaustion) },
+  'pid-reuse': { configs: TABLE_CONFIGS, run: guarded('pid-reuse', pidReuse) },
 };
-
-/** Run one adversary with an overall bound (a stuck attack is itself a finding, not a stuck run). */
-export async function runAdversary(name: string, cluster: ChaosCluster, rng: () => number, boundMs = 120_000): Promise<AdversaryResult> {
-  const a = ADVERSARIES[name];
-  if (!a) throw new Error(`no adversary ${name}`);
-  try {
-    return await withTimeout(a.run(cluster, rng), boundMs, `adversary ${name}`);
-  } catch (e) {
-    return { faults: [], violations: [{ property: 'liveness', message: `adversary ${name} did not finish: ${(e as Error).message}` }] };
-  }
-}
