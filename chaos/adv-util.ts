@@ -8,6 +8,8 @@
 // by its pid, and the timeouts of every exchange with it.
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -30,37 +32,84 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
   ]);
 }
 
-/** A running adv-proc, in a namespace of the cluster. */
+let sockSeq = 0;
+
+/**
+ * A running adv-proc, in a namespace of the cluster, driven over a Unix
+ * socket in the run directory (reachable from every namespace: network
+ * namespaces do not change the file system). Not stdin: the cluster's
+ * spawnIn owes us no stdin pipe (cluster.ts gives none), only a pid.
+ */
 export class AdvProc {
   readonly child: ChildProcess;
   readonly pid: number;
   readonly exited: Promise<void>;
+  readonly #server: net.Server;
+  readonly #sockPath: string;
+  readonly #conn: Promise<net.Socket>;
   #next = 1;
   #waiting = new Map<number, (a: Answer) => void>();
   #stderr = '';
 
-  constructor(cluster: ChaosCluster, ns: string | null, label: string, env: NodeJS.ProcessEnv) {
-    this.child = cluster.spawnIn(ns, label, process.execPath, [ADV_PROC], env);
-    if (this.child.pid === undefined) throw new Error(`${label}: the process did not start`);
-    if (!this.child.stdin || !this.child.stdout) throw new Error(`${label}: spawnIn gave no stdin/stdout pipes`);
-    this.pid = this.child.pid;
+  private constructor(child: ChildProcess, server: net.Server, sockPath: string) {
+    this.child = child;
+    this.#server = server;
+    this.#sockPath = sockPath;
+    if (child.pid === undefined) throw new Error('adv-proc did not start');
+    this.pid = child.pid;
     this.exited = new Promise((resolve) => {
-      if (this.child.exitCode !== null || this.child.signalCode !== null) resolve();
-      else this.child.once('exit', () => resolve());
+      if (child.exitCode !== null || child.signalCode !== null) resolve();
+      else child.once('exit', () => resolve());
     });
-    this.child.stdin.on('error', () => {});
-    this.child.stderr?.on('data', (d: Buffer) => { if (this.#stderr.length < 4000) this.#stderr += d.toString(); });
-    readline.createInterface({ input: this.child.stdout }).on('line', (line) => {
-      let a: Answer;
-      try {
-        a = JSON.parse(line) as Answer;
-      } catch {
-        return;
-      }
-      const w = this.#waiting.get(a.id);
-      this.#waiting.delete(a.id);
-      w?.(a);
+    child.stderr?.on('data', (d: Buffer) => { if (this.#stderr.length < 4000) this.#stderr += d.toString(); });
+    this.#conn = new Promise<net.Socket>((resolve, reject) => {
+      server.once('connection', (s: net.Socket) => {
+        s.on('error', () => {});
+        readline.createInterface({ input: s }).on('line', (line) => this.#onLine(line));
+        resolve(s);
+      });
+      void this.exited.then(() => reject(new Error(`adv-proc ${this.pid} ended before it connected${this.#stderr ? `: ${this.#stderr.trim().slice(-500)}` : ''}`)));
     });
+    this.#conn.catch(() => {});
+  }
+
+  /** Start adv-proc in `ns` (null: the root namespace). */
+  static async start(cluster: ChaosCluster, ns: string | null, label: string, env: NodeJS.ProcessEnv): Promise<AdvProc> {
+    // A socket path is at most 107 bytes: the run directory's if it fits.
+    const name = `adv-${process.pid}-${++sockSeq}.sock`;
+    const sockPath = path.join(cluster.runDir, name).length < 100 ? path.join(cluster.runDir, name) : path.join(os.tmpdir(), name);
+    fs.rmSync(sockPath, { force: true });
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(sockPath, () => resolve());
+    });
+    let child: ChildProcess;
+    try {
+      child = cluster.spawnIn(ns, label, process.execPath, [ADV_PROC, sockPath], env);
+    } catch (e) {
+      server.close();
+      fs.rmSync(sockPath, { force: true });
+      throw e;
+    }
+    if (child.pid === undefined) {
+      server.close();
+      fs.rmSync(sockPath, { force: true });
+      throw new Error(`${label}: the process did not start`);
+    }
+    return new AdvProc(child, server, sockPath);
+  }
+
+  #onLine(line: string): void {
+    let a: Answer;
+    try {
+      a = JSON.parse(line) as Answer;
+    } catch {
+      return;
+    }
+    const w = this.#waiting.get(a.id);
+    this.#waiting.delete(a.id);
+    w?.(a);
   }
 
   get stderr(): string {
@@ -73,14 +122,14 @@ export class AdvProc {
     const p = new Promise<Answer>((resolve, reject) => {
       this.#waiting.set(id, resolve);
       void this.exited.then(() => reject(new Error(`adv-proc ${this.pid} ended before answering ${cmd.op}${this.#stderr ? `: ${this.#stderr.trim().slice(-500)}` : ''}`)));
+      this.#conn.then((s) => s.write(`${JSON.stringify({ ...cmd, id })}\n`), reject);
     });
-    this.child.stdin?.write(`${JSON.stringify({ ...cmd, id })}\n`);
     return withTimeout(p, timeoutMs, `adv-proc ${cmd.op}`).finally(() => this.#waiting.delete(id));
   }
 
   /** Ask it to exit; SIGKILL by pid if it has not within 1 s; resolves once it is gone. */
   async stop(): Promise<void> {
-    this.child.stdin?.end(`${JSON.stringify({ op: 'exit', id: 0 })}\n`);
+    void this.#conn.then((s) => s.end(`${JSON.stringify({ op: 'exit', id: 0 })}\n`), () => undefined);
     try {
       await withTimeout(this.exited, 1000, 'adv-proc exit');
     } catch {
@@ -91,6 +140,9 @@ export class AdvProc {
       }
       await withTimeout(this.exited, 5000, 'adv-proc SIGKILL').catch(() => undefined);
     }
+    void this.#conn.then((s) => s.destroy(), () => undefined);
+    this.#server.close();
+    fs.rmSync(this.#sockPath, { force: true });
   }
 }
 

@@ -68,7 +68,7 @@ function record(cluster: ChaosCluster, f: FaultRecord, into: FaultRecord[]): voi
  * listener): then it is only noted.
  */
 async function probe(cluster: ChaosCluster, server: ServerHandle, host: string, kind: string, from: bigint, mine: FaultRecord[], out: Violation[], notes: string[]): Promise<number | undefined> {
-  const p = new AdvProc(cluster, host, `adv-probe ${kind}`, clientEnv());
+  const p = await AdvProc.start(cluster, host, `adv-probe ${kind}`, clientEnv());
   try {
     const key = `ADV${kind}${process.pid}-${++probeSeq}`;
     const a = await p.call({ op: 'probe', host: cluster.serverAddr(server.name, host), port: server.port, key, timeoutMs: PROBE_MS }, PROBE_MS + 5000)
@@ -107,7 +107,7 @@ const connectionFlood: Adversary = async (cluster, rng) => {
   const { attacker, other, distinct } = pickHosts(cluster, rng);
   const ms = 1000 + Math.floor(rng() * 2000);
   const before = snapshot(server);
-  const flooder = new AdvProc(cluster, attacker, 'adv-flood', clientEnv());
+  const flooder = await AdvProc.start(cluster, attacker, 'adv-flood', clientEnv());
   const start = cluster.now();
   const f: FaultRecord = { kind: 'connection-flood', target: `${attacker} -> ${server.name}:${server.port}`, start: start.toString(), affects: [] };
   try {
@@ -145,7 +145,7 @@ const malformedFrames: Adversary = async (cluster, rng) => {
   const conns = 20 + Math.floor(rng() * 40);
   const seed = Math.floor(rng() * 2 ** 31);
   const before = snapshot(server);
-  const fuzzer = new AdvProc(cluster, attacker, 'adv-fuzz', clientEnv());
+  const fuzzer = await AdvProc.start(cluster, attacker, 'adv-fuzz', clientEnv());
   const start = cluster.now();
   const f: FaultRecord = { kind: 'malformed-frames', target: `${attacker} -> ${server.name}:${server.port}`, start: start.toString(), affects: [] };
   try {
@@ -248,7 +248,7 @@ const impersonation: Adversary = async (cluster, rng) => {
       }
       if (!impostor || impostorHost !== host) {
         await impostor?.stop();
-        impostor = new AdvProc(cluster, host, 'adv-impostor', clientEnv());
+        impostor = await AdvProc.start(cluster, host, 'adv-impostor', clientEnv());
         impostorHost = host;
       }
       const c = await impostor.call({ op: 'imp-connect', host: cluster.serverAddr(server.name, host), port: server.port, pid: v.row.ownerPid, portNo: v.row.port }, 8000);
@@ -350,7 +350,7 @@ const tableExhaustion: Adversary = async (cluster, rng) => {
   const holdMs = 1000 + Math.floor(rng() * 1000);
   const start = cluster.now();
   const f: FaultRecord = { kind: 'table-exhaustion', target: `${server.name}'s table`, start: start.toString(), affects: [] };
-  const filler = new AdvProc(cluster, server.ns, 'adv-fill', { ...server.env });
+  const filler = await AdvProc.start(cluster, server.ns, 'adv-fill', { ...server.env });
   let table: LockTable | undefined;
   try {
     const a = await filler.call({ op: 'fill', inode: String(FILL_INODE), dev: '7', max: 1_000_000, holdMs }, FILL_BOUND_MS)

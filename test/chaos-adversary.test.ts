@@ -75,7 +75,8 @@ class StandIn implements ChaosCluster {
 
   spawnIn(ns: string | null, _label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
     const local = ns ? HOST_ADDR[ns] : undefined;
-    const c = spawn(cmd, args, { env: { ...env, ...(local ? { ADV_LOCAL_ADDRESS: local } : {}) }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn(cmd, args, { env: { ...env, ...(local ? { ADV_LOCAL_ADDRESS: local } : {}) }, stdio: ['ignore', 'pipe', 'pipe'] }); // as chaos/cluster.ts: no stdin
+    c.stdout?.resume();
     this.spawned.push(c);
     return c;
   }
