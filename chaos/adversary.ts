@@ -300,7 +300,8 @@ const impersonation: Adversary = async (cluster, rng) => {
         ownerTid: r.conn === 0 ? native.gettid() : r.ownerTid,
         port: portLocks ? spare : r.port,
         ip: r.ip,
-        conn: r.conn === 0 ? 0 : r.conn + 100_000,
+        // (a connection number its lock server will not reach)
+        conn: r.conn === 0 ? 0 : (r.conn + 0x40000000) >>> 0,
       });
       const file = fileId(r.inode, r.dev);
       const who = `direct owner with ${v.client.id}'s pid ${r.pid} (owner pid ${r.ownerPid}) against ${showKey(r)}`;
