@@ -134,7 +134,7 @@ test.serial('SIGUSR2: the worker stops itself right after a read, holding; SIGCO
   await env.start();
   const runDir = await startRun(env, procs);
   const id = 'libr-p.1';
-  const w = startWorker(env, procs, { id, path: 'lib-remote', runDir, host: 'local', seed: 5, family: 'rec', hot: 1, cold: 0 });
+  const w = startWorker(env, procs, { id, path: 'lib-remote', runDir, host: 'local', seed: 5, family: 'rec', hot: 1, cold: 0, exitHolding: 0 });
   const file = histFile(runDir, id);
   await until(() => fs.existsSync(file) && readHistory(file).some((e) => e.ev === 'write'), 15_000, 'a first write');
   process.kill(w.pid, 'SIGUSR2');
@@ -147,6 +147,18 @@ test.serial('SIGUSR2: the worker stops itself right after a read, holding; SIGCO
   const held = await env.jdls(['-dL']);
   t.regex(held.stdout, /HOT0/);
 
+  // A second worker contends for the paused holder's key; SIGTERM must end it
+  // within a few seconds even while it waits (its wait is withdrawn).
+  const id2 = 'libr-q.1';
+  const w2 = startWorker(env, procs, { id: id2, path: 'lib-remote', runDir, host: 'local', seed: 6, family: 'rec', hot: 1, cold: 0, exitHolding: 0 });
+  const file2 = histFile(runDir, id2);
+  await until(() => fs.existsSync(file2) && readHistory(file2).some((e) => e.ev === 'invoke'), 15_000, 'the second worker to ask');
+  process.kill(w2.pid, 'SIGTERM');
+  await w2.success(8000);
+  const h2 = readHistory(file2);
+  t.deepEqual(historyProblems(h2), [], id2);
+  t.like(h2.at(-1), { ev: 'exit', holding: [] });
+
   process.kill(w.pid, 'SIGCONT');
   await until(() => readHistory(file).length > h.length + 3, 15_000, 'the worker to go on');
   const after = readHistory(file).slice(h.length);
@@ -157,6 +169,33 @@ test.serial('SIGUSR2: the worker stops itself right after a read, holding; SIGCO
   const all = readHistory(file);
   t.deepEqual(historyProblems(all), []);
   t.like(all.at(-1), { ev: 'exit', holding: [] });
+});
+
+test.serial('a lost connection: the worker logs lost for what it held (or its release failed), and exits 3', async (t) => {
+  const env = new ServerEnv(t);
+  const procs: Proc[] = [];
+  t.teardown(() => killAll(procs));
+  await env.start();
+  const runDir = await startRun(env, procs);
+  const id = 'libr-l.1';
+  const w = startWorker(env, procs, { id, path: 'lib-remote', runDir, host: 'local', seed: 9, family: 'rec', hot: 1, cold: 0, pingMs: 200, exitHolding: 0 });
+  const file = histFile(runDir, id);
+  await until(() => fs.existsSync(file) && readHistory(file).some((e) => e.ev === 'write'), 15_000, 'a first write');
+  process.kill(w.pid, 'SIGUSR2');
+  await until(() => procState(w.pid) === 'T', 15_000, 'the worker to stop itself');
+  const paused = readHistory(file).at(-1)!;
+  for (const pid of env.lockServers()) process.kill(pid, 'SIGKILL');
+  process.kill(w.pid, 'SIGCONT');
+  const e = await withTimeout(w.exited, 15_000, 'the worker to exit');
+  t.is(e.code, 3, w.stderr);
+  const after = readHistory(file).slice(readHistory(file).findIndex((x) => x.t === paused.t) + 1);
+  // Which comes first after SIGCONT is a race: the connection's end (lost), or
+  // the hold's end (write, release, and the unlock fails). Either way no
+  // 'released', and no 'exit'.
+  const lost = after.find((x) => x.ev === 'lost');
+  const release = after.find((x) => x.ev === 'release');
+  t.true((lost?.key ?? release?.key) === paused.key, JSON.stringify(after));
+  t.false(after.some((x) => x.ev === 'released' || x.ev === 'exit'), JSON.stringify(after));
 });
 
 test.serial('the same seed makes the same choices', async (t) => {

@@ -11,9 +11,21 @@
 // hold; SIGTERM: finish the op and exit). Does not own: the meaning of the
 // history (checker.ts), restarting it (the runner), faults (nemesis).
 //
+// Environment: remote paths connect per JDLS (SERVER=, SERVER2= for
+// lib-pair, OSLOCKS for lib-oslocks); lib-direct opens the table of
+// spec.releaseDir. All lock the record file (inode 4242, dev 7) with the
+// key's name (HOT0, COLD3, ...); history and store keys are
+// "<family>:<name>". lib-direct needs a table (not the oslock config).
+//
 // Exit codes: 0 normal end (SIGTERM, maxOps, or a seeded "exit holding"),
-// 2 bad spec, 3 the lock connection (or the direct table) is gone - the
-// runner starts a new incarnation, 4 the store failed, 5 a bug.
+// 2 bad spec, 3 the lock connection (or the direct table) is gone, or the
+// first connect failed - the runner starts a new incarnation, 4 the store
+// failed, 5 a bug. Every exit but 3 after a lost connection logs 'exit'.
+//
+// Waits that may close a cycle (an upgrade; the second key of a pair) ask
+// for breakDeadlock where the mechanism detects cycles (the shm table), and
+// are bounded (timeout:2000) where it does not (OS file locks), so that no
+// cycle hangs the workload.
 import fs from 'node:fs';
 import path from 'node:path';
 import { JdlsError } from '../../src/errors.js';
@@ -46,6 +58,8 @@ export interface NodeWorkerSpec {
   maxOps?: number;
   /** remote: ConnectOptions.pingIntervalMs */
   pingMs?: number;
+  /** chance (0..1) that a write op exits holding its lock; default 0.01 (tests that pause or stop a worker set 0) */
+  exitHolding?: number;
 }
 
 /** The record-lock file identity every chaos library client locks in (direct and remote meet in the server's table). */
@@ -334,15 +348,17 @@ class Worker {
   }
 
   /**
-   * Ask for one lock and log its invoke and its one outcome. `holding`: this
-   * wait holds another lock meanwhile (it may close a cycle).
+   * Ask for one lock and log its invoke and its one outcome. `cycle`:
+   * 'holding' - this wait holds another lock meanwhile (an upgrade, a pair's
+   * second key), so it may close a cycle; 'ask' - ask for breakDeadlock
+   * anyway (a pair's first key: the workload's contract says both ask).
    */
-  async #invoke(op: number, key: string, mode: LockModeName, style: WaitStyle, holding: boolean): Promise<Outcome> {
+  async #invoke(op: number, key: string, mode: LockModeName, style: WaitStyle, cycle: 'none' | 'ask' | 'holding'): Promise<Outcome> {
     const b = this.#backend;
     let breakDeadlock = false;
-    if (holding && style.kind !== 'nowait') {
+    if (cycle !== 'none' && style.kind !== 'nowait') {
       if (b.detectsDeadlocks) breakDeadlock = true;
-      else if (style.kind === 'wait' || style.ms > UNDETECTED_CYCLE_BOUND_MS) style = { kind: 'timeout', ms: UNDETECTED_CYCLE_BOUND_MS };
+      else if (cycle === 'holding' && (style.kind === 'wait' || style.ms > UNDETECTED_CYCLE_BOUND_MS)) style = { kind: 'timeout', ms: UNDETECTED_CYCLE_BOUND_MS };
     }
     this.#hist.log({ op, ev: 'invoke', key, mode, wait: styleText(style) });
     this.#pending = { op, key };
@@ -487,10 +503,10 @@ class Worker {
 
     switch (kind) {
       case 'write': {
-        const o = await this.#invoke(op, key, 'write', style, false);
+        const o = await this.#invoke(op, key, 'write', style, 'none');
         if (!o.granted) return;
         const v = await this.#rmw(op, key, o.token, hold);
-        if (v !== undefined && rExit < 0.01) {
+        if (v !== undefined && rExit < (s.exitHolding ?? 0.01)) {
           // Exit holding: the server (remote) or the next contender / the monitor (direct) must free it.
           this.#hist.log({ op, ev: 'exit', holding: [...this.#held.keys()] });
           process.exit(0);
@@ -499,27 +515,27 @@ class Worker {
         return;
       }
       case 'read': {
-        const o = await this.#invoke(op, key, 'read', style, false);
+        const o = await this.#invoke(op, key, 'read', style, 'none');
         if (!o.granted) return;
         await this.#sharedRead(op, key, hold);
         await this.#releaseAll(op);
         return;
       }
       case 'upgrade': {
-        const o = await this.#invoke(op, key, 'read', style, false);
+        const o = await this.#invoke(op, key, 'read', style, 'none');
         if (!o.granted) return;
         await this.#sharedRead(op, key, hold);
-        const u = await this.#invoke(op, key, 'write', style2, true);
+        const u = await this.#invoke(op, key, 'write', style2, 'holding');
         if (u.granted) await this.#rmw(op, key, u.token, hold2);
         await this.#releaseAll(op);
         return;
       }
       case 'downgrade': {
-        const o = await this.#invoke(op, key, 'write', style, false);
+        const o = await this.#invoke(op, key, 'write', style, 'none');
         if (!o.granted) return;
         await this.#rmw(op, key, o.token, hold);
         // READ over one's own WRITE converts at once: never a wait
-        const d = await this.#invoke(op, key, 'read', { kind: 'wait' }, false);
+        const d = await this.#invoke(op, key, 'read', { kind: 'wait' }, 'none');
         if (d.granted) await this.#sharedRead(op, key, hold2);
         await this.#releaseAll(op);
         return;
@@ -533,8 +549,7 @@ class Worker {
         const tokens: bigint[] = [];
         const styles = [style, style2];
         for (let i = 0; i < keys.length; i++) {
-          // only the second wait holds a lock meanwhile, so only it can close a cycle
-          const o = await this.#invoke(op, keys[i]!, 'write', styles[i]!, i > 0);
+          const o = await this.#invoke(op, keys[i]!, 'write', styles[i]!, i > 0 ? 'holding' : 'ask');
           if (!o.granted) break;
           tokens.push(o.token);
         }
@@ -564,6 +579,7 @@ function parseSpec(text: string | undefined): NodeWorkerSpec {
   if (!Number.isInteger(s.hot) || !Number.isInteger(s.cold) || (s.hot ?? 0) < 0 || (s.cold ?? 0) < 0 || (s.hot ?? 0) + (s.cold ?? 0) === 0) {
     throw new Error('spec.hot, spec.cold: non-negative integers, not both 0');
   }
+  if (s.exitHolding !== undefined && !(typeof s.exitHolding === 'number' && s.exitHolding >= 0 && s.exitHolding <= 1)) throw new Error('spec.exitHolding: a number 0..1');
   if (s.maxOps !== undefined && !(Number.isInteger(s.maxOps) && s.maxOps >= 0)) throw new Error('spec.maxOps: a non-negative integer');
   return s as NodeWorkerSpec;
 }
