@@ -35,8 +35,8 @@ async function startRun(env: ServerEnv, procs: Proc[]): Promise<string> {
   return runDir;
 }
 
-function startWorker(env: ServerEnv, procs: Proc[], spec: NodeWorkerSpec): Proc {
-  const childEnv = { ...env.env, JDLS: `SERVER=127.0.0.1,${env.port}` };
+function startWorker(env: ServerEnv, procs: Proc[], spec: NodeWorkerSpec, jdls = `SERVER=127.0.0.1,${env.port}`): Proc {
+  const childEnv = { ...env.env, JDLS: jdls };
   const p = new Proc(spawn(process.execPath, [WORKER, JSON.stringify(spec)], { env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] }), spec.id);
   recordPid(env.dir, p.pid);
   procs.push(p);
@@ -119,6 +119,74 @@ test.serial('2 remote + 1 direct workers: well-formed histories, store values eq
   t.deepEqual(Object.fromEntries(last), Object.fromEntries(accepted), 'final value per key = accepted writes for it');
   t.is([...accepted.values()].reduce((a, b) => a + b, 0), writes, 'accepted writes = write events');
   t.true([...accepted.keys()].every((k) => /^rec:(HOT[01]|COLD[0-4])$/.test(k)));
+});
+
+/** The store's accepted writes: per key, their count and the last value written. */
+function storeWrites(runDir: string): { count: Record<string, number>; last: Record<string, number> } {
+  const count: Record<string, number> = {};
+  const last: Record<string, number> = {};
+  for (const line of fs.readFileSync(path.join(runDir, STORE_LOG), 'utf8').split('\n')) {
+    if (!line) continue;
+    const r = JSON.parse(line) as StoreRecord;
+    if (r.op !== 'W' || !r.ok) continue;
+    count[r.key] = (count[r.key] ?? 0) + 1;
+    last[r.key] = r.value;
+  }
+  return { count, last };
+}
+
+test.serial('lib-oslocks (OSLOCKS, family os): well-formed histories, store values equal accepted writes', async (t) => {
+  const env = new ServerEnv(t);
+  const procs: Proc[] = [];
+  t.teardown(() => killAll(procs));
+  await env.start();
+  const runDir = await startRun(env, procs);
+  const base = { runDir, host: 'local', family: 'os' as const, path: 'lib-oslocks' as const, hot: 2, cold: 3, maxOps: 100 };
+  const specs: NodeWorkerSpec[] = [{ ...base, id: 'libo-a.1', seed: 44 }, { ...base, id: 'libo-b.1', seed: 55 }];
+  const workers = specs.map((s) => startWorker(env, procs, s, `SERVER=127.0.0.1,${env.port},OSLOCKS`));
+  for (const w of workers) await w.success(45_000);
+  let writes = 0;
+  for (const s of specs) {
+    const h = readHistory(histFile(runDir, s.id));
+    t.deepEqual(historyProblems(h), [], s.id);
+    t.deepEqual(h.filter((e) => e.ev === 'error' || e.ev === 'refused' || e.ev === 'lost'), [], s.id);
+    t.true(h.filter((e) => e.key !== undefined).every((e) => e.key!.startsWith('os:')));
+    writes += h.filter((e) => e.ev === 'write').length;
+  }
+  const { count, last } = storeWrites(runDir);
+  t.deepEqual(last, count);
+  t.is(Object.values(count).reduce((a, b) => a + b, 0), writes);
+  t.true(writes > 20);
+});
+
+test.serial('lib-pair (SERVER2): the primary\'s lock servers die, the workers fail over and carry on without errors', async (t) => {
+  const primary = new ServerEnv(t);
+  const secondary = new ServerEnv(t);
+  const procs: Proc[] = [];
+  t.teardown(() => killAll(procs));
+  await primary.start();
+  await secondary.start();
+  const runDir = await startRun(primary, procs);
+  const jdls = `SERVER=127.0.0.1,${primary.port},SERVER2=127.0.0.1,${secondary.port}`;
+  // no maxOps: they run until SIGTERM, so both are surely running when the primary's lock servers die
+  const base = { runDir, host: 'local', family: 'rec' as const, path: 'lib-pair' as const, hot: 2, cold: 3, exitHolding: 0, pingMs: 200 };
+  const specs: NodeWorkerSpec[] = [{ ...base, id: 'libp-a.1', seed: 66 }, { ...base, id: 'libp-b.1', seed: 77 }];
+  const workers = specs.map((s) => startWorker(primary, procs, s, jdls));
+  const writes = (id: string): number => (fs.existsSync(histFile(runDir, id)) ? readHistory(histFile(runDir, id)).filter((e) => e.ev === 'write').length : 0);
+  await until(() => specs.every((s) => writes(s.id) >= 10), 20_000, 'writes on both');
+  const before = specs.map((s) => writes(s.id));
+  for (const pid of primary.lockServers()) process.kill(pid, 'SIGKILL');
+  await until(() => specs.every((s, i) => writes(s.id) >= before[i]! + 20), 20_000, 'writes on both after the failover');
+  for (const w of workers) process.kill(w.pid, 'SIGTERM');
+  for (const w of workers) await w.success(15_000);
+  for (const [i, s] of specs.entries()) {
+    t.regex(workers[i]!.stderr, /failover/, s.id);
+    const h = readHistory(histFile(runDir, s.id));
+    t.deepEqual(historyProblems(h), [], s.id);
+    t.deepEqual(h.filter((e) => e.ev === 'error' || e.ev === 'refused' || e.ev === 'lost'), [], s.id);
+  }
+  const { count, last } = storeWrites(runDir);
+  t.deepEqual(last, count);
 });
 
 /** The state letter of /proc/<pid>/stat (after the parenthesised name). */
