@@ -76,6 +76,7 @@ const UNDETECTED_CYCLE_BOUND_MS = 2000;
 const STOP_GRACE_MS = 3000;
 /** The store is a local process on a Unix socket: an answer later than this means it is gone. */
 const STORE_BOUND_MS = 10_000;
+const STORE_TICK_MS = 500;
 
 type WaitStyle = { kind: 'wait' } | { kind: 'nowait' } | { kind: 'timeout'; ms: number } | { kind: 'cancel'; ms: number };
 
@@ -417,20 +418,29 @@ class Worker {
     this.#hist.log({ op, ev: 'released', key });
   }
 
-  /** One store request, bounded: a store that stopped answering ends the run (StoreFailure), never a hang. */
+  /**
+   * One store request, bounded: a store that stopped answering ends the run
+   * (StoreFailure), never a hang. The bound counts ticks of the event loop,
+   * not wall time: a worker the nemesis SIGSTOPs for longer than the bound
+   * while a request is out must not blame the store when it resumes (one
+   * interval tick fires after a pause, however long).
+   */
   async #ask(what: string, req: () => Promise<StoreAnswer>): Promise<StoreAnswer> {
-    let timer: NodeJS.Timeout | undefined;
+    let ticker: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
         req(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer to ${what} within ${STORE_BOUND_MS} ms`)), STORE_BOUND_MS);
+          let ticks = 0;
+          ticker = setInterval(() => {
+            if (++ticks * STORE_TICK_MS >= STORE_BOUND_MS) reject(new Error(`no answer to ${what} within ${STORE_BOUND_MS} ms`));
+          }, STORE_TICK_MS);
         }),
       ]);
     } catch (e) {
       throw new StoreFailure(errText(e));
     } finally {
-      clearTimeout(timer);
+      clearInterval(ticker);
     }
   }
 
