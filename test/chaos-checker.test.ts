@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkRun, formatReport, PROPERTIES, type CheckReport, type RunOutcome, type ServerSnapshot } from '../chaos/checker.js';
+import { checkRun, formatReport, type CheckOptions, PROPERTIES, type CheckReport, type RunOutcome, type ServerSnapshot } from '../chaos/checker.js';
 import type { HistoryEvent, LockModeName } from '../chaos/history.js';
 import type { FaultRecord } from '../chaos/faults.js';
 import type { StoreRecord } from '../chaos/store-protocol.js';
@@ -68,8 +68,9 @@ class Run {
    * A whole read-modify-write (write mode) or read (read mode) operation:
    * invoke at `at`, grant at at+1, store R at +2, W at +3 (writes), release
    * at `until` (undefined: the history stops holding it, e.g. a kill).
+   * Store requests are judged in call order: call in time order.
    */
-  lockOp(c: string, key: string, mode: LockModeName, token: bigint, at: number, until: number | undefined, opts: { rmw?: boolean; writeAt?: number } = {}): void {
+  lockOp(c: string, key: string, mode: LockModeName, token: bigint, at: number, until: number | undefined, opts: { rmw?: boolean } = {}): void {
     const op = this.nextOp(c);
     this.ev(c, at, 'invoke', { op, key, mode, wait: 'wait' });
     this.ev(c, at + 1, 'grant', { op, key, mode, token: token.toString() });
@@ -79,7 +80,7 @@ class Run {
     } else {
       this.ev(c, at + 2, 'read', { op, key, value: r.value, token: token.toString() });
       if (mode === 'write' && opts.rmw !== false) {
-        const wAt = opts.writeAt ?? at + 3;
+        const wAt = at + 3;
         const w = this.req(c, wAt, 'W', key, token, r.value + 1);
         this.ev(c, wAt, w.ok ? 'write' : 'refused', { op, key, value: r.value + 1, token: token.toString() });
       }
@@ -106,10 +107,10 @@ class Run {
     if (this.outcome) fs.writeFileSync(path.join(dir, 'outcome.json'), JSON.stringify(this.outcome));
     return dir;
   }
-  check(t: { teardown(f: () => void): void }): CheckReport {
+  check(t: { teardown(f: () => void): void }, opts?: CheckOptions): CheckReport {
     const dir = this.write();
     t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-    return checkRun(dir);
+    return checkRun(dir, opts);
   }
 }
 
@@ -641,4 +642,60 @@ test('performance: a million events (60 clients, 3 hot + 50 cold keys, a store r
   for (const p of PROPERTIES) t.is(rep.perProperty[p], 0, `${p}: ${JSON.stringify(rep.violations.slice(0, 2))}`);
   t.is(rep.grants, rep.operations);
   t.true(rep.store.finalEqualsWrites);
+});
+
+test('a lost update by a writer without a token whose lock a fault took: a violation, or with unfencedAfterFault "note" only counted', (t) => {
+  const r = new Run();
+  r.start('a', 0, 'shim-remote');
+  r.start('b', 0, 'shim-remote');
+  // a holds (no token), reads 0; its lock server dies; b is granted, reads 0, writes 1; a writes 1 late.
+  const op = r.nextOp('a');
+  r.ev('a', 10, 'invoke', { op, key: 'fcntl:HOT0', mode: 'write' });
+  r.ev('a', 11, 'grant', { op, key: 'fcntl:HOT0', mode: 'write', token: '0' });
+  const ra = r.req('a', 12, 'R', 'fcntl:HOT0', 0n);
+  r.ev('a', 12, 'read', { op, key: 'fcntl:HOT0', value: ra.value });
+  r.fault({ kind: 'kill-lockserver', start: 20, affects: ['a'] });
+  r.lockOp('b', 'fcntl:HOT0', 'write', 0n, 100, 120);
+  r.req('a', 250, 'W', 'fcntl:HOT0', 0n, ra.value + 1);
+  r.ev('a', 250, 'write', { op, key: 'fcntl:HOT0', value: ra.value + 1 });
+  r.ev('a', 300, 'release', { op, key: 'fcntl:HOT0' });
+  r.exit('a', 400);
+  r.exit('b', 400);
+  const rep = r.check(t);
+  t.is(rep.perProperty['lost-update'], 1);
+  t.is(rep.store.unfencedAfterFault, 1);
+  t.regex(rep.violations[0]!.message, /no fencing token, and a fault that affects it \(kill-lockserver\) had taken its lock/);
+  t.is(rep.perProperty['double-grant'], 0);
+  const rep2 = r.check(t, { unfencedAfterFault: 'note' });
+  t.is(rep2.perProperty['lost-update'], 0);
+  t.is(rep2.store.unfencedAfterFault, 1);
+  t.true(rep2.notes.some((n) => n.includes('not counted')));
+  t.regex(formatReport(rep2), /1 lost update\(s\) by writers without a token after a fault took their lock/);
+});
+
+test('paths that log no grant (sqlite: invoke then write or error) answer their invokes; a grant without mode takes its invoke\'s', (t) => {
+  const r = new Run();
+  r.start('s', 0, 'sqlite');
+  for (let i = 0; i < 3; i++) {
+    const o = r.nextOp('s');
+    r.ev('s', 10 + i * 10, 'invoke', { op: o, key: 'sqlite:counter', mode: 'write', wait: 'timeout:10000' });
+    if (i < 2) r.ev('s', 15 + i * 10, 'write', { op: o, key: 'sqlite:counter', value: i + 1 });
+    else r.ev('s', 15 + i * 10, 'error', { op: o, key: 'sqlite:counter', err: 'status 1 database is locked' });
+  }
+  r.exit('s', 100);
+  // Two readers whose grants name no mode: their invokes say read.
+  r.start('a', 0);
+  r.start('b', 0);
+  for (const [c, at] of [['a', 10], ['b', 12]] as const) {
+    const o = r.nextOp(c);
+    r.ev(c, at, 'invoke', { op: o, key: 'rec:HOT0', mode: 'read' });
+    r.ev(c, at + 1, 'grant', { op: o, key: 'rec:HOT0', token: tok(at).toString() });
+    r.ev(c, at + 20, 'release', { op: o, key: 'rec:HOT0' });
+  }
+  r.exit('a', 100);
+  r.exit('b', 100);
+  r.outcome!.sqlite = [{ key: 'sqlite:counter', value: 2 }];
+  const rep = r.check(t);
+  for (const p of PROPERTIES) t.is(rep.perProperty[p], 0, `${p} ${JSON.stringify(rep.violations)}`);
+  t.false(rep.notes.some((n) => n.includes('named no mode')));
 });
