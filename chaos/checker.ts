@@ -378,7 +378,7 @@ interface HistoryData {
   holdsByKey: Map<string, Hold[]>;
   holdsByClient: Map<string, Hold[]>;
   /** every grant with its token, per key (same-mode re-grants too) */
-  grantsByKey: Map<string, { t: bigint; token: bigint; ev: HistoryEvent }[]>;
+  grantsByKey: Map<string, { t: bigint; token: bigint; mode: LockModeName; ev: HistoryEvent }[]>;
   clients: Map<string, ClientSummary>;
   operations: number;
   outcomes: Record<string, number>;
@@ -503,11 +503,12 @@ function readClient(events: HistoryEvent[], file: string, faults: FaultIndex, da
         const asked = e.mode ?? inv?.mode;
         if (!asked) data.grantsWithoutMode++;
         const mode: LockModeName = asked === 'read' ? 'read' : 'write';
-        const token = big(e.token);
+        // No token logged is token 0 (the path gives none); a token that is not a number is a broken grant.
+        const token = e.token === undefined ? 0n : big(e.token);
         if (token === undefined) found.add('tokens', `${c}: grant of ${key} with an unreadable token ${JSON.stringify(e.token)}`, [evLine(e)]);
         else if (token >= TWO_63) found.add('tokens', `${c}: grant of ${key} with token ${token} >= 2^63`, [evLine(e)]);
         const tok = token ?? 0n;
-        push(data.grantsByKey, key, { t, token: tok, ev: e });
+        push(data.grantsByKey, key, { t, token: tok, mode, ev: e });
         const prev = open.get(key);
         if (prev && prev.mode === mode) {
           // The same lock again in the same mode: the hold goes on.
@@ -799,9 +800,9 @@ function checkTokens(data: HistoryData, found: Findings): void {
         if (!maxAny || r.token > maxAny.token) maxAny = r;
         if (r.mode === 'write' && (!maxWrite || r.token > maxWrite.token)) maxWrite = r;
       }
-      const than = g.ev.mode === 'read' ? maxWrite : maxAny;
+      const than = g.mode === 'read' ? maxWrite : maxAny;
       if (g.token === 0n || !than || g.token > than.token) continue;
-      found.add('tokens', `${key}: ${g.ev.c} granted token ${g.token} (${g.ev.mode ?? 'write'}) after ${than.c} released token ${than.token} (${than.mode})`, [
+      found.add('tokens', `${key}: ${g.ev.c} granted token ${g.token} (${g.mode}) after ${than.c} released token ${than.token} (${than.mode})`, [
         evLine(than.grant),
         evLine(than.endEv),
         evLine(g.ev),
