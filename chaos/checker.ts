@@ -477,6 +477,15 @@ function readClient(events: HistoryEvent[], file: string, faults: FaultIndex, da
     const pk = `${e.op}\u0000${key ?? ''}`;
     if (e.ev === 'invoke') {
       data.operations++;
+      const held = key !== undefined ? open.get(key) : undefined;
+      if (held && held.mode === 'write' && e.mode === 'read') {
+        // A downgrade: the lock turns into a read lock when the service
+        // converts it, which is before the grant is logged - so the write
+        // hold ends where the client asked, and a read hold (it holds at
+        // least that throughout) goes on from there with the same token.
+        close(held, e, 'regrant');
+        open.set(held.key, { ...held, mode: 'read', invokeT: t, start: t, end: t, endKind: 'last', grant: e, endEv: e, trustedEnd: t, cutBy: undefined });
+      }
       push(pending, pk, e);
       answered.delete(pk);
       if (key?.startsWith('sqlite:')) sqliteOps.set(String(e.op), { key, wrote: false, refused: false });

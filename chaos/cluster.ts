@@ -477,7 +477,7 @@ export class Cluster implements ChaosCluster {
     const family = slot.path === 'lib-oslocks' ? 'os' : 'rec';
     if (slot.path.startsWith('lib-')) {
       const spec = {
-        id, path: slot.path, runDir: this.opts.runDir, host, seed, family: `${this.prefix}${family}`, hot: 3, cold: 50,
+        id, path: slot.path, runDir: this.opts.runDir, host, seed, family, keyPrefix: this.prefix, hot: 3, cold: 50,
         releaseDir: primary.dir, port: this.opts.config === 'port' ? port : undefined, pingMs: Math.max(100, Math.floor(this.opts.keepaliveMs / 4)),
       };
       child = this.spawnIn(hostNs, id, process.execPath, [NODE_WORKER, JSON.stringify(spec)], env);
@@ -487,7 +487,7 @@ export class Cluster implements ChaosCluster {
       child = this.spawnIn(hostNs, id, CHAOS_SHIM, [this.opts.runDir, id, String(seed), host, data, '12', '0', `${this.prefix}fcntl`], env);
     } else {
       env['LD_PRELOAD'] = shimPath();
-      child = this.spawnIn(hostNs, id, process.execPath, [SQLITE_WORKER, JSON.stringify({ id, runDir: this.opts.runDir, host, db: this.sqliteDb, key: `${this.prefix}sqlite:counter` })], env);
+      child = this.spawnIn(hostNs, id, process.execPath, [SQLITE_WORKER, JSON.stringify({ id, runDir: this.opts.runDir, host, db: this.sqliteDb, key: `sqlite:${this.prefix}counter` })], env);
     }
     const pid = child.pid ?? 0;
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
@@ -519,7 +519,8 @@ export class Cluster implements ChaosCluster {
 
   startClients(): void {
     for (const slot of planFor(this.opts.config)) {
-      if (slot.path === 'shim-direct' || slot.path === 'shim-remote') if (!fs.existsSync(CHAOS_SHIM)) continue;
+      if (slot.path.startsWith('shim-') && !fs.existsSync(CHAOS_SHIM)) continue;
+      if (slot.path.startsWith('sqlite-') && !fs.existsSync(SQLITE_WORKER)) continue;
       this.#slots.push(slot);
       this.#startClient(slot, 1);
     }
@@ -570,7 +571,7 @@ export class Cluster implements ChaosCluster {
           for (const r of batch) {
             if (r.state !== 'held') continue;
             const name = r.key.toString('latin1');
-            const key = r.inode === REC_FILE.inode && r.dev === REC_FILE.dev ? `${this.prefix}rec:${name}` : `${this.prefix}raw:${r.inode}/${r.dev}/${name}`;
+            const key = r.inode === REC_FILE.inode && r.dev === REC_FILE.dev ? `rec:${this.prefix}${name}` : `raw:${this.prefix}${r.inode}/${r.dev}/${name}`;
             const owner = this.opts.config === 'port' ? `${r.ip}/port${r.port}` : `${r.ip}/${r.pid}/${r.ownerPid}/${r.ownerTid}/${r.conn}`;
             holders.push({ key, mode: r.mode === 'read' ? 'read' : 'write', owner, token: r.token.toString() });
           }
@@ -619,7 +620,9 @@ export class Cluster implements ChaosCluster {
     do {
       left = [];
       for (const s of this.servers) {
-        const table = this.#table(s);
+        // A server killed for good (a pair's failover) is not cleaned up by
+        // anybody: its table goes with the installation.
+        const table = s.up ? this.#table(s) : undefined;
         if (!table) continue;
         try {
           for (const batch of table.rows()) for (const r of batch) left.push(`${s.name}: ${r.state} ${r.mode} lock on (${r.inode}, ${r.dev}) "${r.key.toString('latin1')}" of pid ${r.pid} (owner ${r.ownerPid}/${r.ownerTid}, conn ${r.conn}) after every client ended`);

@@ -137,6 +137,7 @@ export async function runChaos(a: ChaosArgs, log: (line: string) => void): Promi
   // Clients of every host and user reach the run directory (the shim's
   // programs run as root here, but the broker checks what it opens).
   fs.chmodSync(dir, 0o755);
+  fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ seed: a.seed, minutes: a.minutes, configs: a.configs, rounds: a.rounds, store: a.store, inject: a.inject, misroute: a.misroute, started: new Date().toISOString() }));
   const random = rng(a.seed);
   const outcome: RunOutcome = { hung: [], leftovers: [], sqlite: [], adversary: [] };
   const store = await startStore(dir, a.store);
@@ -191,7 +192,7 @@ export async function runChaos(a: ChaosArgs, log: (line: string) => void): Promi
       outcome.hung.push(...hung);
       if (fs.existsSync(c.sqliteDb)) {
         const v = sqliteValue(c.sqliteDb);
-        if (v !== undefined) outcome.sqlite?.push({ key: `${c.prefix}sqlite:counter`, value: v });
+        if (v !== undefined) outcome.sqlite?.push({ key: `sqlite:${c.prefix}counter`, value: v });
       }
       outcome.leftovers.push(...(await c.leftoverLocks(15_000)));
       outcome.leftovers.push(...(await c.teardown()));

@@ -60,6 +60,8 @@ export interface NodeWorkerSpec {
   pingMs?: number;
   /** chance (0..1) that a write op exits holding its lock; default 0.01 (tests that pause or stop a worker set 0) */
   exitHolding?: number;
+  /** prefix of the names in history/store keys ("r3." -> "rec:r3.HOT0"): each chaos round has fresh installations, so its keys must not share the store's fencing bounds with another round's */
+  keyPrefix?: string;
 }
 
 /** The record-lock file identity every chaos library client locks in (direct and remote meet in the server's table). */
@@ -333,7 +335,7 @@ class Worker {
   }
 
   #key(name: string): string {
-    return `${this.#spec.family}:${name}`;
+    return `${this.#spec.family}:${this.#spec.keyPrefix ?? ''}${name}`;
   }
 
   /** Lock key in the table / on the server: the name; the family only separates mechanisms (rec: the table, os: OSLOCKS). */
@@ -586,6 +588,7 @@ function parseSpec(text: string | undefined): NodeWorkerSpec {
   if (typeof s.host !== 'string') throw new Error('spec.host: a string');
   if (typeof s.seed !== 'number' || !Number.isFinite(s.seed)) throw new Error('spec.seed: a number');
   if (s.family !== 'rec' && s.family !== 'os') throw new Error('spec.family: rec or os');
+  if (s.keyPrefix !== undefined && (typeof s.keyPrefix !== 'string' || !/^[A-Za-z0-9_.-]*$/.test(s.keyPrefix))) throw new Error('spec.keyPrefix: [A-Za-z0-9_.-]*');
   if (!Number.isInteger(s.hot) || !Number.isInteger(s.cold) || (s.hot ?? 0) < 0 || (s.cold ?? 0) < 0 || (s.hot ?? 0) + (s.cold ?? 0) === 0) {
     throw new Error('spec.hot, spec.cold: non-negative integers, not both 0');
   }
