@@ -60,10 +60,13 @@ async function clearUnfenced(c: Cluster, servers: ('primary' | 'secondary')[], h
 }
 
 /** ids of the clients whose locks a fault of these servers may take (pair: failover keeps them). */
-function remoteOf(c: Cluster, servers: ('primary' | 'secondary')[]): string[] | 'remote' {
-  if (c.config === 'pair') return [];
-  void servers;
-  return 'remote';
+function remoteOf(c: Cluster): string[] | 'remote' {
+  return pairWhole(c) ? [] : 'remote';
+}
+
+/** A pair with both servers up: a client that loses one keeps its locks on the other. */
+function pairWhole(c: Cluster): boolean {
+  return c.config === 'pair' && c.servers.every((s) => s.up);
 }
 
 const keepalive = (c: Cluster): number => c.opts.keepaliveMs;
@@ -159,9 +162,10 @@ export const FAULTS: Fault[] = [
       c.setLink(host, server, true);
       const where = `${host.split('-').pop()}<->${server}`;
       // A pair's client that lost one server goes on with the other: its
-      // locks there stay, so exclusion must hold (affects nobody). A single
-      // server's client is dropped after the keep-alive bound.
-      c.recordFault({ kind: 'cut-link', target: `link ${where} for ${ms} ms (${hit.length} clients)`, start, end: ns(c), affects: c.config === 'pair' ? [] : hit.map((x) => x.id) });
+      // locks there stay, so exclusion must hold (affects nobody). A client
+      // of a single server (or of a pair that lost the other) is dropped
+      // after the keep-alive bound.
+      c.recordFault({ kind: 'cut-link', target: `link ${where} for ${ms} ms (${hit.length} clients)`, start, end: ns(c), affects: pairWhole(c) ? [] : hit.map((x) => x.id) });
       if (c.config === 'pair') {
         // The guide's recovery: a client that lost a server exits and
         // reconnects, so that no client is left on one server alone while
@@ -180,7 +184,7 @@ export const FAULTS: Fault[] = [
       await clearUnfenced(c, [s.name]);
       const start = ns(c);
       kill(pid, 'SIGKILL');
-      c.recordFault({ kind: 'kill-lockserver', target: `lock server ${pid} of ${s.name}`, start, affects: remoteOf(c, [s.name]) });
+      c.recordFault({ kind: 'kill-lockserver', target: `lock server ${pid} of ${s.name}`, start, affects: remoteOf(c) });
       if (c.config === 'pair') for (const cl of c.clients()) if (cl.remote) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
     },
   },
