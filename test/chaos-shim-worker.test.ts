@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ShimEnv } from './helpers/shim-env.js';
+import { ShimEnv, SHIM_LOCKER } from './helpers/shim-env.js';
 import { sleep } from './helpers/server-env.js';
 import { readHistory, type HistoryEvent } from '../chaos/history.js';
 import { STORE_LOG, type StoreRecord } from '../chaos/store-protocol.js';
@@ -67,9 +67,59 @@ function spawner(s: Setup, label: string) {
   };
 }
 
+// The siglongjmp op (J) is skipped here: FOUND while building this
+// workload (reported to the lead, not fixed here), both routes can hang
+// after a SIGALRM handler siglongjmps out of F_SETLKW:
+// - table route: the table's group mutex can stay held - docs/shim.md names
+//   the gap ("a jump out of the instant a table group mutex is held (tens
+//   of ns)"), but under contention about one run in four of this test hit
+//   it, and every later call on that group waits for ever: the jumper's
+//   own, the other direct processes', the lock server's (gdb: group_lock <-
+//   jdls_status / jdls_unlock / jdls_lock_begin);
+// - server route: the jumper's next call (jdls_record_locked) waited on the
+//   broker socket for over 60 s (gdb: read_all <- await_slot <-
+//   shim_broker_call), the table empty, about one run in eight.
+// Neither reproduces within a bounded time (so no test.failing); the
+// chaos runs keep J (CHAOS_SHIM_SKIP unset) and will report them as hangs.
+const SKIP = 'J';
+
 function startShim(s: Setup, spec: Omit<ShimWorkerSpec, 'runDir' | 'dataFile'>, remote: boolean): DriverControl {
-  const env = shimEnv(s.shim.env, remote ? s.jdls : undefined);
+  const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), CHAOS_SHIM_SKIP: SKIP };
   return runShimWorker({ ...spec, runDir: s.runDir, dataFile: s.dataFile }, { env, spawn: spawner(s, spec.id) });
+}
+
+/** The runs' results; past `ms`, what each unfinished client last logged and where it sleeps (then the test fails). */
+async function watch(t: ExecutionContext, s: Setup, ctl: DriverControl[], ms: number): Promise<Awaited<DriverControl['done']>[]> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(async () => {
+      const lines: string[] = [];
+      try {
+        lines.push(`table: ${JSON.stringify(await s.shim.locks())}`);
+      } catch (e) {
+        lines.push(`table: ${String(e)}`);
+      }
+      for (const c of ctl) {
+        const pid = c.pid();
+        if (pid === undefined) continue;
+        const files = fs.readdirSync(path.join(s.runDir, 'hist')).filter((f) => readHistory(path.join(s.runDir, 'hist', f))[0]?.pid === pid);
+        const tail = files.flatMap((f) => readHistory(path.join(s.runDir, 'hist', f)).slice(-3).map((e) => JSON.stringify(e)));
+        let wchan = '';
+        try {
+          wchan = `${fs.readFileSync(`/proc/${pid}/wchan`, 'utf8')} ${fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2]}`;
+        } catch {
+          /* gone */
+        }
+        lines.push(`pid ${pid} ${files.join(',')} [${wchan}]: ${tail.join(' ')}`);
+      }
+      reject(new Error(`hung after ${ms} ms:\n${lines.join('\n')}\nstderr: ${[...s.stderr.entries()].join('\n')}`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([Promise.all(ctl.map((c) => c.done)), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 const OUTCOMES = new Set(['grant', 'locked', 'deadlock', 'timeout', 'cancelled', 'error']);
@@ -177,7 +227,7 @@ test.serial('chaos shim workload: 3 direct + 2 remote jdls-chaosshim and 2 sqlit
     return new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   });
 
-  const runs = await Promise.all(ctl.map((c) => c.done));
+  const runs = await watch(t, s, ctl, 60_000);
   const sqCodes = await Promise.all(sq);
   t.deepEqual(sqCodes, [0, 0], `sqlite workers: ${[...s.stderr.entries()].join('\n')}`);
   for (const r of runs) t.true(r.codes.every((c) => c === 0), `shim incarnations ${r.ids.join(' ')}: ${r.codes.join(' ')} ${[...s.stderr.entries()].join('\n')}`);
@@ -304,7 +354,7 @@ test.serial('negative control: shim clients of two installations (two tables) on
   for (let i = 0; i < 2; i++) ctl.push(startShim(s, { id: `shimd-${i}`, host: 'local', seed: 31 + i, nkeys: 3, maxOps: 150 }, false));
   for (let i = 0; i < 2; i++) {
     const spec = { id: `shimo-${i}`, host: 'local', seed: 41 + i, nkeys: 3, maxOps: 150, runDir: s.runDir, dataFile: s.dataFile };
-    ctl.push(runShimWorker(spec, { env: shimEnv(other.env, undefined), spawn: spawner(s, spec.id) }));
+    ctl.push(runShimWorker(spec, { env: { ...shimEnv(other.env, undefined), CHAOS_SHIM_SKIP: SKIP }, spawn: spawner(s, spec.id) }));
   }
   await Promise.all(ctl.map((c) => c.done));
   const histDir = path.join(s.runDir, 'hist');
@@ -313,3 +363,26 @@ test.serial('negative control: shim clients of two installations (two tables) on
   t.true(found > 0, 'double grants or lost updates are seen');
   t.log(`overlaps ${overlaps(holds).length}, lost updates ${lostUpdates(s.runDir).length}`);
 });
+
+// FOUND while building this workload (reported to the lead, not fixed here):
+// with an OS-lock server (`jdls -ibD`, the chaos `oslock` config) a process
+// on the server host without JDLS takes byte X of a record-lock file as a
+// kernel lock (the OS route: "untouched"), while a remote process's F_SETLK
+// on the same byte becomes LOCK key = hex(X) (docs/shim.md), which the
+// server's OS mechanism takes on byte hash("x") of the same file
+// (docs/os-locks.md): two different bytes, both granted. On the table route
+// both name key hex(X) in one table, and they exclude (the first test).
+// test.failing: it passes while the two are granted together, and fails -
+// to be turned into test() - once they exclude each other.
+test.failing('oslock config: a direct and a remote preloaded process exclude each other on one byte of a record-lock file', async (t) => {
+  t.timeout(30_000);
+  const s = new ShimEnv(t);
+  const jdls = await s.startServer({}, ['-ibD']);
+  const f = s.jlock(0xa000, -1);
+  const holder = s.start(SHIM_LOCKER, [f, 'w:1', 'hold']);
+  await holder.waitFor(/holding/);
+  const remote = await s.run(SHIM_LOCKER, [f, 'w:1'], { env: { JDLS: jdls } });
+  await holder.finish();
+  t.is(remote.stdout.trim(), 'EAGAIN', 'the remote process is refused while the direct one holds the byte');
+});
+

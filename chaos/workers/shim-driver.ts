@@ -88,9 +88,9 @@ export interface DriverControl {
 
 /**
  * Run incarnations until maxOps operations are made (or stop()). An
- * incarnation that exits 0 before its share (an "exit holding" op) or is
- * killed is followed by the next; one that exits non-zero on its own (a
- * usage or store failure: status 2/3) ends the run (no restart loop).
+ * incarnation that ends before its share (an "exit holding" op, a kill, the
+ * shim's exit 1 on a lost lock service) is followed by the next; one that
+ * fails for good (status 2: usage, 3: history or store) ends the run.
  */
 export function runShimWorker(
   spec: ShimWorkerSpec,
@@ -116,7 +116,10 @@ export function runShimWorker(
       child = undefined;
       run.codes.push(code);
       made += opsIn(path.join(spec.runDir, 'hist', `${c.id}.jsonl`));
-      if (code !== null && code !== 0) break;
+      // 2: usage, 3: its history or the store failed - restarting would
+      // only fail again. 1 is the shim's own end when the lock service is
+      // lost (a cut link, a killed lock server): the next incarnation goes on.
+      if (code === 2 || code === 3 || code === 127) break;
     }
     return run;
   })();
