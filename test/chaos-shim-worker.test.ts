@@ -67,24 +67,24 @@ function spawner(s: Setup, label: string) {
   };
 }
 
-// The siglongjmp op (J) is skipped here: FOUND while building this
-// workload (reported to the lead, not fixed here), both routes can hang
-// after a SIGALRM handler siglongjmps out of F_SETLKW:
-// - table route: the table's group mutex can stay held - docs/shim.md names
-//   the gap ("a jump out of the instant a table group mutex is held (tens
-//   of ns)"), but under contention about one run in four of this test hit
-//   it, and every later call on that group waits for ever: the jumper's
-//   own, the other direct processes', the lock server's (gdb: group_lock <-
-//   jdls_status / jdls_unlock / jdls_lock_begin);
-// - server route: the jumper's next call (jdls_record_locked) waited on the
-//   broker socket for over 60 s (gdb: read_all <- await_slot <-
-//   shim_broker_call), the table empty, about one run in eight.
-// Neither reproduces within a bounded time (so no test.failing); the
-// chaos runs keep J (CHAOS_SHIM_SKIP unset) and will report them as hangs.
-const SKIP = 'J';
+// FOUND while building this workload (reported to the lead, not fixed
+// here): after a SIGALRM handler siglongjmps out of an fcntl F_SETLKW, a
+// C-API call as the process's first call into the shim (the J op's probe,
+// jdls_record_locked) reports the abandoned request as held (RECORDLOCKED
+// 2) and, within seconds of hammering, hangs: on the table route the
+// table's group mutex stays held and every later call on that group waits
+// for ever - the jumper's, the other direct processes', the lock server's
+// (gdb: group_lock <- jdls_status / jdls_unlock / jdls_lock_begin); on the
+// server route the call waits on the broker socket (read_all <- await_slot
+// <- shim_broker_call) or the broker connection is lost ("a frame of a bad
+// length"). With an fcntl call first (the probe off) thousands of jumps run
+// clean. So the workload tests here run J with the probe off; the chaos
+// runs keep it on (the default) and the reproduction below shows the hang
+// (CHAOS_SHIM_REPRO=1: it is not part of the default suite, being a race).
+const NO_PROBE = { CHAOS_SHIM_JUMP_PROBE: '0' };
 
 function startShim(s: Setup, spec: Omit<ShimWorkerSpec, 'runDir' | 'dataFile'>, remote: boolean): DriverControl {
-  const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), CHAOS_SHIM_SKIP: SKIP };
+  const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), ...NO_PROBE };
   return runShimWorker({ ...spec, runDir: s.runDir, dataFile: s.dataFile }, { env, spawn: spawner(s, spec.id) });
 }
 
@@ -354,7 +354,7 @@ test.serial('negative control: shim clients of two installations (two tables) on
   for (let i = 0; i < 2; i++) ctl.push(startShim(s, { id: `shimd-${i}`, host: 'local', seed: 31 + i, nkeys: 3, maxOps: 150 }, false));
   for (let i = 0; i < 2; i++) {
     const spec = { id: `shimo-${i}`, host: 'local', seed: 41 + i, nkeys: 3, maxOps: 150, runDir: s.runDir, dataFile: s.dataFile };
-    ctl.push(runShimWorker(spec, { env: { ...shimEnv(other.env, undefined), CHAOS_SHIM_SKIP: SKIP }, spawn: spawner(s, spec.id) }));
+    ctl.push(runShimWorker(spec, { env: { ...shimEnv(other.env, undefined), ...NO_PROBE }, spawn: spawner(s, spec.id) }));
   }
   await Promise.all(ctl.map((c) => c.done));
   const histDir = path.join(s.runDir, 'hist');
@@ -386,3 +386,32 @@ test.failing('oslock config: a direct and a remote preloaded process exclude eac
   t.is(remote.stdout.trim(), 'EAGAIN', 'the remote process is refused while the direct one holds the byte');
 });
 
+
+// The reproduction of the hang above (opt-in: CHAOS_SHIM_REPRO=1): three
+// processes on ONE key, every op a jump op with the probe on, until no
+// history grows for 4 s (hung) or 30 s pass. It asserts the fixed
+// behaviour, so it fails while the bug stands (every one of 6 tries hung
+// within 6-13 s on the 2-CPU build machine).
+for (const remote of [false, true]) {
+  (process.env['CHAOS_SHIM_REPRO'] ? test.serial : test.skip)(`repro: siglongjmp out of F_SETLKW, then a C-API call, on the ${remote ? 'server' : 'table'} route never hangs`, async (t) => {
+    t.timeout(50_000);
+    const s = await setup(t);
+    const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), CHAOS_SHIM_ONLY: 'J' };
+    const ctl = [0, 1, 2].map((i) => runShimWorker({ id: `jump-${i}`, runDir: s.runDir, host: 'local', seed: 70 + i, nkeys: 1, dataFile: s.dataFile }, { env, spawn: spawner(s, `jump-${i}`) }));
+    const histDir = path.join(s.runDir, 'hist');
+    const size = (): number => (fs.existsSync(histDir) ? fs.readdirSync(histDir).reduce((n, f) => n + fs.statSync(path.join(histDir, f)).size, 0) : 0);
+    let last = -1;
+    let still = 0;
+    let hung = false;
+    for (const end = Date.now() + 30_000; Date.now() < end && !hung; await sleep(500)) {
+      const now = size();
+      still = now === last ? still + 500 : 0;
+      last = now;
+      hung = still >= 4000;
+    }
+    for (const c of ctl) c.stop();
+    // a hung process never gets back to read its SIGTERM flag: the teardown kills it by pid
+    if (!hung) await Promise.all(ctl.map((c) => c.done));
+    t.false(hung, `no history grew for 4 s: ${[...s.stderr.entries()].join(' | ').slice(0, 2000)}`);
+  });
+}
