@@ -20,6 +20,7 @@ import { packageRoot } from '../src/native.js';
 
 const STORE = path.join(packageRoot, 'dist', 'chaos', 'store.js');
 const SQLITE_WORKER = path.join(packageRoot, 'dist', 'chaos', 'workers', 'sqlite-worker.js');
+const PYTHON_WORKER = path.join(packageRoot, 'chaos', 'workers', 'python-worker.py');
 
 interface Setup {
   shim: ShimEnv;
@@ -68,23 +69,31 @@ function spawner(s: Setup, label: string) {
 }
 
 // FOUND while building this workload (reported to the lead, not fixed
-// here): after a SIGALRM handler siglongjmps out of an fcntl F_SETLKW, a
-// C-API call as the process's first call into the shim (the J op's probe,
-// jdls_record_locked) reports the abandoned request as held (RECORDLOCKED
-// 2) and, within seconds of hammering, hangs: on the table route the
-// table's group mutex stays held and every later call on that group waits
-// for ever - the jumper's, the other direct processes', the lock server's
-// (gdb: group_lock <- jdls_status / jdls_unlock / jdls_lock_begin); on the
-// server route the call waits on the broker socket (read_all <- await_slot
-// <- shim_broker_call) or the broker connection is lost ("a frame of a bad
-// length"). With an fcntl call first (the probe off) thousands of jumps run
-// clean. So the workload tests here run J with the probe off; the chaos
-// runs keep it on (the default) and the reproduction below shows the hang
-// (CHAOS_SHIM_REPRO=1: it is not part of the default suite, being a race).
-const NO_PROBE = { CHAOS_SHIM_JUMP_PROBE: '0' };
+// here): a SIGALRM handler that siglongjmps out of an fcntl F_SETLKW (op J)
+// can hang the shim.
+// 1. When the process's first call into the shim after the jump is a C-API
+//    call (the J op's probe, jdls_record_locked), that call reports the
+//    abandoned request as held (RECORDLOCKED 2) and, within seconds of
+//    hammering, hangs: on the table route the table's group mutex stays
+//    held and every later call on that group waits for ever - the
+//    jumper's, the other direct processes', the lock server's (gdb:
+//    group_lock <- jdls_status / jdls_unlock / jdls_lock_begin); on the
+//    server route the call waits on the broker socket (read_all <-
+//    await_slot <- shim_broker_call) or the broker connection is lost ("a
+//    frame of a bad length"). The opt-in reproduction below shows it.
+// 2. With the probe off, one run of the first test in about seven still
+//    hung on the table route: a waiter the table lists as granted (held)
+//    never returned from F_SETLKW, everyone queued behind it, the lock
+//    server silent (its remote clients declared it dead after 30 s) - the
+//    gap docs/shim.md names ("a jump out of the instant a table group
+//    mutex is held (tens of ns) leaves it held"), hit far more often than
+//    that window suggests.
+// So the workload tests here skip J; the chaos runs keep it (the default)
+// and will report these as hangs until the shim is fixed.
+const NO_JUMP = { CHAOS_SHIM_SKIP: 'J' };
 
 function startShim(s: Setup, spec: Omit<ShimWorkerSpec, 'runDir' | 'dataFile'>, remote: boolean): DriverControl {
-  const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), ...NO_PROBE };
+  const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), ...NO_JUMP };
   return runShimWorker({ ...spec, runDir: s.runDir, dataFile: s.dataFile }, { env, spawn: spawner(s, spec.id) });
 }
 
@@ -210,7 +219,7 @@ function lostUpdates(runDir: string): string[] {
   return out;
 }
 
-test.serial('chaos shim workload: 3 direct + 2 remote jdls-chaosshim and 2 sqlite3 workers keep every value exact and every hold exclusive', async (t) => {
+test.serial('chaos shim workload: 3 direct + 2 remote jdls-chaosshim, 2 python3 and 2 sqlite3 workers keep every value exact and every hold exclusive', async (t) => {
   t.timeout(120_000);
   const s = await setup(t);
   const ops = 200;
@@ -227,7 +236,18 @@ test.serial('chaos shim workload: 3 direct + 2 remote jdls-chaosshim and 2 sqlit
     return new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   });
 
+  // python3 (fcntl.lockf / os.lockf through its own libc calls), direct and remote
+  const py = [false, true].map((remote, i) => {
+    const id = `shimpy-${remote ? 'r' : 'd'}`;
+    const spec = { id, runDir: s.runDir, host: 'local', seed: 61 + i, dataFile: s.dataFile, nkeys: 3, maxOps: 100 };
+    const child = spawn('python3', [PYTHON_WORKER, JSON.stringify(spec)], { env: shimEnv(s.shim.env, remote ? s.jdls : undefined), stdio: ['ignore', 'ignore', 'pipe'] });
+    if (child.pid) s.shim.cli.track(child.pid);
+    child.stderr.setEncoding('utf8').on('data', (d: string) => s.stderr.set(id, (s.stderr.get(id) ?? '') + d));
+    return new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  });
+
   const runs = await watch(t, s, ctl, 60_000);
+  t.deepEqual(await Promise.all(py), [0, 0], `python workers: ${[...s.stderr.entries()].join('\n')}`);
   const sqCodes = await Promise.all(sq);
   t.deepEqual(sqCodes, [0, 0], `sqlite workers: ${[...s.stderr.entries()].join('\n')}`);
   for (const r of runs) t.true(r.codes.every((c) => c === 0), `shim incarnations ${r.ids.join(' ')}: ${r.codes.join(' ')} ${[...s.stderr.entries()].join('\n')}`);
@@ -244,14 +264,14 @@ test.serial('chaos shim workload: 3 direct + 2 remote jdls-chaosshim and 2 sqlit
     const evs = readHistory(path.join(histDir, f));
     allEvents.push(...evs);
     if (f.startsWith('shim')) {
-      t.is(evs[0]?.path, f.startsWith('shimd') ? 'shim-direct' : 'shim-remote');
+      t.is(evs[0]?.path, f.startsWith('shimd') || f.startsWith('shimpy-d') ? 'shim-direct' : 'shim-remote');
       holds.push(...checkHistory(t, f, evs));
     } else {
       t.is(evs[0]?.path, 'sqlite');
     }
     for (const e of evs) {
       kinds.set(e.ev, (kinds.get(e.ev) ?? 0) + 1);
-      if (e.ev === 'invoke' && f.startsWith('shim')) invokes++;
+      if (e.ev === 'invoke' && f.startsWith('shim') && !f.startsWith('shimpy')) invokes++;
       if (e.ev === 'write' && e.key) writes.set(e.key, (writes.get(e.key) ?? 0) + 1);
       t.not(e.ev, 'error', `${f}: ${JSON.stringify(e)}`);
       t.not(e.ev, 'refused', `${f}: ${JSON.stringify(e)}`);
@@ -262,7 +282,7 @@ test.serial('chaos shim workload: 3 direct + 2 remote jdls-chaosshim and 2 sqlit
   // order of the (exclusive) holds they strictly increase per key
   const tokened = allEvents.filter((e) => e.ev === 'grant' && e.token !== '0').sort((a, b) => (BigInt(a.t) < BigInt(b.t) ? -1 : 1));
   // direct (table) and remote (server) alike
-  for (const prefix of ['shimd', 'shimr']) t.true(tokened.some((e) => e.c.startsWith(prefix)), `${prefix}: some grants carry a fencing token`);
+  for (const prefix of ['shimd-', 'shimr-']) t.true(tokened.some((e) => e.c.startsWith(prefix)), `${prefix}: some grants carry a fencing token`);
   const lastToken = new Map<string, bigint>();
   for (const e of tokened) {
     const tok = BigInt(e.token ?? '0');
@@ -354,7 +374,7 @@ test.serial('negative control: shim clients of two installations (two tables) on
   for (let i = 0; i < 2; i++) ctl.push(startShim(s, { id: `shimd-${i}`, host: 'local', seed: 31 + i, nkeys: 3, maxOps: 150 }, false));
   for (let i = 0; i < 2; i++) {
     const spec = { id: `shimo-${i}`, host: 'local', seed: 41 + i, nkeys: 3, maxOps: 150, runDir: s.runDir, dataFile: s.dataFile };
-    ctl.push(runShimWorker(spec, { env: { ...shimEnv(other.env, undefined), ...NO_PROBE }, spawn: spawner(s, spec.id) }));
+    ctl.push(runShimWorker(spec, { env: { ...shimEnv(other.env, undefined), ...NO_JUMP }, spawn: spawner(s, spec.id) }));
   }
   await Promise.all(ctl.map((c) => c.done));
   const histDir = path.join(s.runDir, 'hist');
@@ -387,7 +407,7 @@ test.failing('oslock config: a direct and a remote preloaded process exclude eac
 });
 
 
-// The reproduction of the hang above (opt-in: CHAOS_SHIM_REPRO=1): three
+// The reproduction of hang 1 above (opt-in: CHAOS_SHIM_REPRO=1): three
 // processes on ONE key, every op a jump op with the probe on, until no
 // history grows for 4 s (hung) or 30 s pass. It asserts the fixed
 // behaviour, so it fails while the bug stands (every one of 6 tries hung
