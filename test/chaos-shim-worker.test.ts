@@ -326,7 +326,8 @@ function procState(pid: number): string {
 test.serial('chaos shim workload: SIGUSR2 stops it holding after a read, SIGCONT goes on, SIGTERM ends it with exit', async (t) => {
   t.timeout(60_000);
   const s = await setup(t);
-  const ctl = startShim(s, { id: 'shimp', host: 'local', seed: 5, nkeys: 3 }, true);
+  // (and the runner's form: maxOps 0 = until stopped, a round's key prefix)
+  const ctl = startShim(s, { id: 'shimp', host: 'local', seed: 5, nkeys: 12, family: 'r9.fcntl' }, true);
   let stopped: number | undefined;
   for (let i = 0; i < 20 && stopped === undefined; i++) {
     await sleep(100);
@@ -359,6 +360,7 @@ test.serial('chaos shim workload: SIGUSR2 stops it holding after a read, SIGCONT
   t.true(r.codes.every((c) => c === 0), r.codes.join(' '));
   const last = readHistory(path.join(histDir, `${r.ids.at(-1)}.jsonl`));
   t.is(last.at(-1)?.ev, 'exit');
+  for (const f of fs.readdirSync(histDir)) for (const e of readHistory(path.join(histDir, f))) if (e.key) t.regex(e.key, /^(fcntl|flock|bin):r9\./);
   if (last.at(-1)?.op === 0) t.deepEqual(last.at(-1)?.holding, [], 'SIGTERM: it finished its op first');
 });
 

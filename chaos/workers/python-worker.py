@@ -3,7 +3,7 @@
 shim: an unmodified interpreter whose fcntl.lockf / os.lockf calls (libc
 fcntl and lockf, which the shim interposes) lock bytes of a record-lock file.
 
-  python3 chaos/workers/python-worker.py '<json {id, runDir, host, seed, dataFile, nkeys, maxOps?}>'
+  python3 chaos/workers/python-worker.py '<json {id, runDir, host, seed, dataFile, nkeys, maxOps?, keyPrefix?}>'
 
 The same keys, history format and store protocol as jdls-chaosshim
 (chaos/fixtures/chaos-shim.c): byte k of dataFile is "fcntl:HOT<k>" (k < 3)
@@ -37,7 +37,7 @@ os.makedirs(os.path.join(spec["runDir"], "hist"), exist_ok=True)
 hist = os.open(os.path.join(spec["runDir"], "hist", cid + ".jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 rng = random.Random(spec["seed"])
 nkeys = int(spec["nkeys"])
-max_ops = spec.get("maxOps")
+max_ops = spec.get("maxOps") or None  # 0 / absent: until SIGTERM
 state = {"term": False, "pause": False}
 signal.signal(signal.SIGTERM, lambda *_: state.__setitem__("term", True))
 signal.signal(signal.SIGUSR2, lambda *_: state.__setitem__("pause", True))
@@ -66,8 +66,11 @@ def ask(line):
     return ans
 
 
+PREFIX = spec.get("keyPrefix", "")  # a chaos round's, e.g. "r3." -> "fcntl:r3.HOT0"
+
+
 def key_name(k):
-    return "fcntl:HOT%d" % k if k < 3 else "fcntl:COLD%d" % (k - 3)
+    return "fcntl:%sHOT%d" % (PREFIX, k) if k < 3 else "fcntl:%sCOLD%d" % (PREFIX, k - 3)
 
 
 def retry(f):

@@ -42,6 +42,8 @@ export interface ShimWorkerSpec {
   maxOps?: number;
   /** first incarnation number (default 1) */
   firstIncarnation?: number;
+  /** the key family argument: "fcntl" (default) or "<prefix>fcntl", e.g. "r3.fcntl" -> keys "fcntl:r3.HOT0", "flock:r3.F", "bin:r3.HOT0" */
+  family?: string;
 }
 
 /** The command of one incarnation (its own id and seed, so incarnations do not replay each other's choices). */
@@ -49,7 +51,9 @@ export function shimCommand(spec: ShimWorkerSpec, incarnation: number, maxOps?: 
   const id = `${spec.id}.${incarnation}`;
   const seed = (BigInt(spec.seed) * 1000003n + BigInt(incarnation)) & 0xffffffffffffn;
   const args = [spec.runDir, id, seed.toString(), spec.host, spec.dataFile, String(spec.nkeys)];
-  if (maxOps !== undefined) args.push(String(maxOps));
+  // maxOps 0: until SIGTERM
+  if (maxOps !== undefined || spec.family !== undefined) args.push(String(maxOps ?? 0));
+  if (spec.family !== undefined) args.push(spec.family);
   return { cmd: CHAOS_SHIM, args, id };
 }
 

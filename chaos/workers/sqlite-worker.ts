@@ -8,7 +8,7 @@
 // inherited from this process's environment: the runner sets them) with
 //   .timeout 10000
 //   BEGIN IMMEDIATE; UPDATE counter SET n = n + 1 RETURNING n; COMMIT;
-// and logs, with history key `sqlite:counter` (chaos/history.ts):
+// and logs, with history key `sqlite:counter` (or the spec's key) (chaos/history.ts):
 // `invoke` before, then `write` (exit 0; value: the n it committed) or
 // `error` (the exit status and stderr). sqlite's own locks are byte ranges
 // on the database file, i.e. binary locks (the kernel; the server with
@@ -34,6 +34,8 @@ export interface SqliteWorkerSpec {
   db: string;
   /** stop after this many operations (default: until SIGTERM) */
   maxOps?: number;
+  /** the history key (default SQLITE_KEY; a chaos round's: "sqlite:r3.counter") */
+  key?: string;
 }
 
 export const SQLITE_KEY = 'sqlite:counter';
@@ -89,6 +91,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const spec = JSON.parse(arg) as SqliteWorkerSpec;
+  const key = spec.key ?? SQLITE_KEY;
   fs.mkdirSync(path.join(spec.runDir, 'hist'), { recursive: true });
   const h = new HistoryWriter(path.join(spec.runDir, 'hist', `${spec.id}.jsonl`), spec.id);
   let stopping = false;
@@ -106,16 +109,16 @@ async function main(): Promise<void> {
 
   for (let done = 0; !stopping && (spec.maxOps === undefined || done < spec.maxOps); done++) {
     const op = h.nextOp();
-    h.log({ op, ev: 'invoke', key: SQLITE_KEY, mode: 'write', wait: 'timeout:10000' });
+    h.log({ op, ev: 'invoke', key, mode: 'write', wait: 'timeout:10000' });
     const r = await sqlite3(spec.db, SQLITE_INCREMENT);
     const n = Number(r.stdout.trim());
     if (r.code === 0 && r.stdout.trim() !== '' && Number.isSafeInteger(n)) {
-      h.log({ op, ev: 'write', key: SQLITE_KEY, value: n });
+      h.log({ op, ev: 'write', key, value: n });
     } else if (r.code !== null && r.code !== 0 && SQLITE_ERROR.test(r.stderr) && !LOST_SERVICE.test(r.stderr)) {
       // sqlite3 itself reported the failure (SQLITE_BUSY after the
       // timeout, ENOLCK from the shim as "disk I/O error", ...) and -bail
       // stopped it there: the transaction did not commit.
-      h.log({ op, ev: 'error', key: SQLITE_KEY, err: `status ${r.code} ${r.stderr.trim().slice(0, 300)}` });
+      h.log({ op, ev: 'error', key, err: `status ${r.code} ${r.stderr.trim().slice(0, 300)}` });
     } else {
       // Indeterminate: killed by a signal (not ours: SIGTERM waits for it),
       // or ended by the shim ("unable to connect to distributed lock
