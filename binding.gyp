@@ -8,6 +8,7 @@
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
 #   jdls-shimlocker / jdls-shimapi / jdls-jbrt / jdls-shimdeadlock  C programs run under the shim (tests)
+#   jdls-chaosshim  the chaos suite's C workload under the shim (chaos/fixtures/chaos-shim.c)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
 # (package.json passes --nodedir), so nothing is downloaded.
@@ -83,6 +84,14 @@
       "target_name": "jdls-shimapi",
       "type": "executable",
       "sources": ["test/fixtures/shim-api.c"],
+      "libraries": ["-ldl"],
+    },
+    {
+      # The chaos suite's unmodified C workload under the shim (issue 13):
+      # plain C, not linked to jdls (the C API only through dlsym).
+      "target_name": "jdls-chaosshim",
+      "type": "executable",
+      "sources": ["chaos/fixtures/chaos-shim.c"],
       "libraries": ["-ldl"],
     },
     {
