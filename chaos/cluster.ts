@@ -32,6 +32,15 @@ const distDir = path.resolve(here, '..');
 const JDLS_CLI = path.join(distDir, 'src', 'cli', 'jdls.js');
 const NODE_WORKER = path.join(here, 'workers', 'node-worker.js');
 const SQLITE_WORKER = path.join(here, 'workers', 'sqlite-worker.js');
+/** Not compiled: the source, run by python3 under the shim. */
+const PYTHON_WORKER = path.resolve(distDir, '..', 'chaos', 'workers', 'python-worker.py');
+/**
+ * The shim clients' data file, in the installation's lock directory: only a
+ * record-lock file (jlock_<inode>_<dev>; dev ffffffff = -1, so the table and
+ * the server name it alike) is routed by the shim to the table or the
+ * server - any other file keeps kernel locks (docs/shim.md).
+ */
+const SHIM_DATA_FILE = 'jlock_0000a000_ffffffff';
 const buildDir = path.resolve(distDir, '..', 'build', 'Release');
 export const CHAOS_SHIM = path.join(buildDir, 'jdls-chaosshim');
 /** The guide's port: every server host is its own namespace, so it is free. */
@@ -195,7 +204,7 @@ class Installation implements ServerHandle {
 /** What runs where, per configuration: one entry per client "slot" (a slot's dead client is replaced by a new incarnation). */
 export interface ClientSlot {
   base: string;
-  path: 'lib-direct' | 'lib-remote' | 'lib-pair' | 'lib-oslocks' | 'shim-direct' | 'shim-remote' | 'sqlite-direct' | 'sqlite-remote';
+  path: 'lib-direct' | 'lib-remote' | 'lib-pair' | 'lib-oslocks' | 'shim-direct' | 'shim-remote' | 'py-direct' | 'py-remote' | 'sqlite-direct' | 'sqlite-remote';
   /** 'primary' = on the server host itself; else a client host index */
   host: 'primary' | number;
   /** loopback: a remote client on the server host itself */
@@ -204,7 +213,7 @@ export interface ClientSlot {
 
 export function planFor(config: ConfigName): ClientSlot[] {
   const remote = (host: number, n: number, p: ClientSlot['path'] = 'lib-remote'): ClientSlot[] =>
-    Array.from({ length: n }, (_, i) => ({ base: `${p === 'lib-pair' ? 'pair' : p === 'lib-oslocks' ? 'osl' : p === 'shim-remote' ? 'shimr' : 'libr'}-c${host + 1}-${i}`, path: p, host }));
+    Array.from({ length: n }, (_, i) => ({ base: `${p === 'lib-pair' ? 'pair' : p === 'lib-oslocks' ? 'osl' : p === 'shim-remote' ? 'shimr' : p === 'py-remote' ? 'pyr' : 'libr'}-c${host + 1}-${i}`, path: p, host }));
   switch (config) {
     case 'table':
       return [
@@ -217,8 +226,10 @@ export function planFor(config: ConfigName): ClientSlot[] {
         ...remote(0, 2),
         ...remote(0, 1, 'shim-remote'),
         { base: 'sqlr-c1-0', path: 'sqlite-remote', host: 0 },
+        { base: 'pyd-0', path: 'py-direct', host: 'primary' },
         ...remote(1, 2),
         ...remote(1, 1, 'lib-oslocks'),
+        ...remote(1, 1, 'py-remote'),
         ...remote(2, 1),
       ];
     case 'port':
@@ -232,8 +243,13 @@ export function planFor(config: ConfigName): ClientSlot[] {
     case 'oslock':
       return [
         { base: 'libl-0', path: 'lib-remote', host: 'primary', loopback: true },
+        // Local preloaded programs on the server host take kernel locks on
+        // the same record-lock file (no table: the OS route) - the guide's
+        // "local processes use the same mechanism as the service".
+        { base: 'shimd-0', path: 'shim-direct', host: 'primary' },
         ...remote(0, 2),
         ...remote(0, 1, 'shim-remote'),
+        ...remote(1, 1, 'py-remote'),
         ...remote(1, 2),
         ...remote(2, 1),
       ];
@@ -437,6 +453,7 @@ export class Cluster implements ChaosCluster {
     switch (slot.path) {
       case 'lib-direct':
       case 'shim-direct':
+      case 'py-direct':
       case 'sqlite-direct':
         return null;
       case 'lib-pair': {
@@ -483,8 +500,10 @@ export class Cluster implements ChaosCluster {
       child = this.spawnIn(hostNs, id, process.execPath, [NODE_WORKER, JSON.stringify(spec)], env);
     } else if (slot.path.startsWith('shim-')) {
       env['LD_PRELOAD'] = shimPath();
-      const data = path.join(this.roundDir, 'fcntl.dat');
-      child = this.spawnIn(hostNs, id, CHAOS_SHIM, [this.opts.runDir, id, String(seed), host, data, '12', '0', `${this.prefix}fcntl`], env);
+      child = this.spawnIn(hostNs, id, CHAOS_SHIM, [this.opts.runDir, id, String(seed), host, this.shimDataFile, '12', '0', `${this.prefix}fcntl`], env);
+    } else if (slot.path.startsWith('py-')) {
+      env['LD_PRELOAD'] = shimPath();
+      child = this.spawnIn(hostNs, id, 'python3', [PYTHON_WORKER, JSON.stringify({ id, runDir: this.opts.runDir, host, seed, dataFile: this.shimDataFile, nkeys: 12, keyPrefix: this.prefix })], env);
     } else {
       env['LD_PRELOAD'] = shimPath();
       child = this.spawnIn(hostNs, id, process.execPath, [SQLITE_WORKER, JSON.stringify({ id, runDir: this.opts.runDir, host, db: this.sqliteDb, key: `sqlite:${this.prefix}counter` })], env);
@@ -517,7 +536,15 @@ export class Cluster implements ChaosCluster {
     });
   }
 
+  /** The shim clients' record-lock file (made here, in the primary's lock directory). */
+  get shimDataFile(): string {
+    return path.join(this.server('primary').dir, 'jbase', SHIM_DATA_FILE);
+  }
+
   startClients(): void {
+    const data = this.shimDataFile;
+    fs.mkdirSync(path.dirname(data), { recursive: true });
+    fs.closeSync(fs.openSync(data, 'a', 0o666));
     for (const slot of planFor(this.opts.config)) {
       if (slot.path.startsWith('shim-') && !fs.existsSync(CHAOS_SHIM)) continue;
       if (slot.path.startsWith('sqlite-') && !fs.existsSync(SQLITE_WORKER)) continue;
