@@ -267,6 +267,8 @@ export interface ClusterOptions {
   keepaliveMs: number;
   /** JDLS TIMEOUT (seconds) of the remote clients */
   clientTimeoutS: number;
+  /** cold keys of the library clients (0: every lock on the hot keys) */
+  coldKeys: number;
   /** extra environment of the service's processes (the teeth tests' JDLS_FAULT_INJECTION) */
   serviceEnv?: NodeJS.ProcessEnv;
   /** 'two-services': the teeth test's misconfiguration - remote clients are sent to two unrelated services */
@@ -485,7 +487,9 @@ export class Cluster implements ChaosCluster {
     const id = `${this.prefix}${slot.base}.${incarnation}`;
     const seed = (this.opts.seed * 1_000_003 + this.opts.round * 7919 + this.#slots.indexOf(slot) * 104_729 + incarnation * 31) >>> 0;
     const jdls = this.#jdlsFor(slot, hostNs);
-    const env: NodeJS.ProcessEnv = { ...primary.env };
+    // JDLS_LOCKDIR: the shim routes only locks on record-lock files of this
+    // directory (the runtime's lockDir) to the table or the server.
+    const env: NodeJS.ProcessEnv = { ...primary.env, JDLS_LOCKDIR: path.dirname(this.shimDataFile) };
     if (jdls !== null) env['JDLS'] = jdls;
     const port = 100 + this.#slots.indexOf(slot);
     if (this.opts.config === 'port') env['JBCPORTNO'] = String(port);
@@ -494,7 +498,7 @@ export class Cluster implements ChaosCluster {
     const family = slot.path === 'lib-oslocks' ? 'os' : 'rec';
     if (slot.path.startsWith('lib-')) {
       const spec = {
-        id, path: slot.path, runDir: this.opts.runDir, host, seed, family, keyPrefix: this.prefix, hot: 3, cold: 50,
+        id, path: slot.path, runDir: this.opts.runDir, host, seed, family, keyPrefix: this.prefix, hot: 3, cold: this.opts.coldKeys,
         releaseDir: primary.dir, port: this.opts.config === 'port' ? port : undefined, pingMs: Math.max(100, Math.floor(this.opts.keepaliveMs / 4)),
       };
       child = this.spawnIn(hostNs, id, process.execPath, [NODE_WORKER, JSON.stringify(spec)], env);
@@ -637,6 +641,10 @@ export class Cluster implements ChaosCluster {
       if (!done && running(c.pid)) hung.push({ id: c.id, pid: c.pid });
     }
     for (const h of hung) kill(h.pid, 'SIGKILL');
+    // The brokers of the preloaded clients (one per client host and user,
+    // docs/broker.md) are the clients' side: they end with them (SIGTERM;
+    // they would exit on their own once idle).
+    for (const s of this.servers) for (const pid of processesOf(s.dir)) if (cmdline(pid).includes('--broker')) kill(pid, 'SIGTERM');
     return hung;
   }
 

@@ -12,6 +12,7 @@
 //   --rounds K         rounds (default: one per configuration, at least one per 5 minutes)
 //   --faults a,b       only these nemesis faults / adversaries (default all)
 //   --no-faults        no faults at all (a baseline)
+//   --cold N           cold keys of the library clients (default 50; 0: every lock on the 3 hot keys)
 //   --store fenced|ignore   the store's fencing (ignore: the checker's teeth test)
 //   --inject FAULT     a deliberate service fault (JDLS_FAULT_INJECTION; teeth test)
 //   --misroute         half the remote clients go to an unrelated second service (teeth test)
@@ -47,15 +48,16 @@ export interface ChaosArgs {
   dir?: string;
   keep: boolean;
   json: boolean;
+  cold: number;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`chaos: ${msg}\nusage: npm run chaos -- [--minutes N] [--seed S] [--config table|port|oslock|pair|all] [--rounds K] [--faults a,b] [--no-faults] [--store fenced|ignore] [--inject FAULT] [--misroute] [--dir D] [--keep] [--json]\n`);
+  process.stderr.write(`chaos: ${msg}\nusage: npm run chaos -- [--minutes N] [--seed S] [--config table|port|oslock|pair|all] [--rounds K] [--faults a,b] [--no-faults] [--cold N] [--store fenced|ignore] [--inject FAULT] [--misroute] [--dir D] [--keep] [--json]\n`);
   process.exit(2);
 }
 
 export function parseArgs(argv: string[]): ChaosArgs {
-  const a: ChaosArgs = { minutes: 2, seed: Math.floor(Math.random() * 2 ** 31), configs: CONFIGS, rounds: 0, noFaults: false, store: 'fenced', misroute: false, keep: false, json: false };
+  const a: ChaosArgs = { minutes: 2, seed: Math.floor(Math.random() * 2 ** 31), configs: CONFIGS, rounds: 0, noFaults: false, store: 'fenced', misroute: false, keep: false, json: false, cold: 50 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] ?? '';
     const value = (): string => {
@@ -79,6 +81,7 @@ export function parseArgs(argv: string[]): ChaosArgs {
       case '--rounds': a.rounds = Number(value()); if (!Number.isSafeInteger(a.rounds) || a.rounds < 1) usage('--rounds must be a positive integer'); break;
       case '--faults': a.faults = new Set(value().split(',')); break;
       case '--no-faults': a.noFaults = true; break;
+      case '--cold': a.cold = Number(value()); if (!Number.isSafeInteger(a.cold) || a.cold < 0) usage('--cold must be a non-negative integer'); break;
       case '--store': { const v = value(); if (v !== 'fenced' && v !== 'ignore') usage('--store fenced|ignore'); a.store = v; break; }
       case '--inject': a.inject = value(); break;
       case '--misroute': a.misroute = true; break;
@@ -158,7 +161,7 @@ export async function runChaos(a: ChaosArgs, log: (line: string) => void): Promi
       const roundEnd = started + (totalMs * (round + 1)) / a.rounds;
       log(`chaos: round ${round} (${config}), ${Math.round((roundEnd - Date.now()) / 1000)} s`);
       current = await Cluster.create({
-        runDir: dir, config, round, seed: a.seed, keepaliveMs: 1500, clientTimeoutS: 3, log,
+        runDir: dir, config, round, seed: a.seed, keepaliveMs: 1500, clientTimeoutS: 3, coldKeys: a.cold, log,
         serviceEnv: a.inject ? { JDLS_FAULT_INJECTION: a.inject } : {}, misroute: a.misroute,
       });
       const c = current;
