@@ -248,6 +248,16 @@ int shim_broker_lock(int mode, int nowait, int break_deadlock, int interruptible
 int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a);
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a);
+/* The same three with key flags: JDLS_FF_OFFSET for the fcntl/lockf
+ * emulation on a jlock file (the key is hex of the byte the program locked:
+ * an OS-lock server locks that very byte, as a local program without JDLS
+ * does in the kernel), 0 for a record key (hashed to its byte). */
+int shim_broker_lock_key(int mode, int nowait, int break_deadlock, int interruptible, int kflags,
+                         uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a);
+int shim_broker_call_key(int type, int kflags, uint64_t inode, int64_t dev, const void *key, size_t klen,
+                         shim_answer *a);
+int shim_broker_probe_key(int mode, int kflags, uint64_t inode, int64_t dev, const void *key, size_t klen,
+                          shim_answer *a);
 /* errno for an ERROR answer. */
 /* Undo this thread's abandoned broker request (a longjmp out of its wait):
  * CANCEL it, and release it if it was granted; give up the reader role and

@@ -680,6 +680,7 @@ static SHIM_TLS struct {
   uint64_t inode;
   int64_t dev, start, len;
   size_t klen;
+  int kflags;   /* the LOCK's JDLS_FF_OFFSET: its UNLOCK must name the same lock */
   uint8_t *key; /* shim_thread_buf(1): not in TLS (shim_real.c) */
 } my_req;
 
@@ -837,7 +838,7 @@ void shim_broker_recover(void) {
   /* Granted after the jump: the program does not know it holds it. */
   shim_answer a;
   if (undo == JDLS_FT_LOCK)
-    shim_broker_call(JDLS_FT_UNLOCK, my_req.inode, my_req.dev, my_req.key, my_req.klen, &a);
+    shim_broker_call_key(JDLS_FT_UNLOCK, my_req.kflags, my_req.inode, my_req.dev, my_req.key, my_req.klen, &a);
   else
     shim_broker_range(JDLS_FT_RANGE_UNLOCK, my_req.space, 0, 0, my_req.tag, my_req.inode, my_req.start,
                       my_req.len, &a);
@@ -849,18 +850,20 @@ static void put_file(fbuf *f, uint64_t inode, int64_t dev) {
 }
 
 /* A request about one key (LOCK, UNLOCK, STATUS) or a file (UNLOCK_FILE,
- * UNLOCK_ALL): mode and nowait only for LOCK. */
+ * UNLOCK_ALL): mode and nowait only for LOCK; kflags (JDLS_FF_OFFSET or 0)
+ * for LOCK, UNLOCK and STATUS. */
 typedef struct key_args {
   int type, mode, nowait, brk;
   uint64_t inode;
   int64_t dev;
   const void *key;
   size_t klen;
+  int kflags;
 } key_args;
 
 static void build_lock(fbuf *f, uint32_t id, const void *arg) {
   const key_args *l = arg;
-  begin(f, JDLS_FT_LOCK, (l->nowait ? JDLS_FF_NOWAIT : 0) | (l->brk ? JDLS_FF_BREAK_DEADLOCK : 0) | lock_flags, id);
+  begin(f, JDLS_FT_LOCK, (l->nowait ? JDLS_FF_NOWAIT : 0) | (l->brk ? JDLS_FF_BREAK_DEADLOCK : 0) | lock_flags | l->kflags, id);
   put8(f, (uint8_t)l->mode);
   put32(f, shim_pid()); /* tid = pid: the process is the owner */
   put_file(f, l->inode, l->dev);
@@ -869,9 +872,15 @@ static void build_lock(fbuf *f, uint32_t id, const void *arg) {
 
 int shim_broker_lock(int mode, int nowait, int break_deadlock, int interruptible, uint64_t inode,
                      int64_t dev, const void *key, size_t klen, shim_answer *a) {
-  key_args l = {JDLS_FT_LOCK, mode, nowait, break_deadlock && !nowait, inode, dev, key, klen};
+  return shim_broker_lock_key(mode, nowait, break_deadlock, interruptible, 0, inode, dev, key, klen, a);
+}
+
+int shim_broker_lock_key(int mode, int nowait, int break_deadlock, int interruptible, int kflags,
+                         uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a) {
+  key_args l = {JDLS_FT_LOCK, mode, nowait, break_deadlock && !nowait, inode, dev, key, klen, kflags};
   if (!nowait && (my_req.key = shim_thread_buf(1)) != NULL) {
     my_undo = JDLS_FT_LOCK;
+    my_req.kflags = kflags;
     my_req.inode = inode;
     my_req.dev = dev;
     my_req.klen = klen > SHIM_THREAD_BUF ? SHIM_THREAD_BUF : klen;
@@ -919,6 +928,7 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
   int probe = c->type == JDLS_FT_STATUS && c->mode ? (c->mode == 2 ? JDLS_FF_PROBE_WRITE : JDLS_FF_PROBE_READ) : 0;
   /* OSLOCKS: this process's LOCKs go to the OS record locks, so its STATUS asks there too. */
   if (c->type == JDLS_FT_STATUS && (lock_flags & JDLS_FF_OSLOCKS)) probe |= JDLS_FF_STATUS_OSLOCKS;
+  if (c->type == JDLS_FT_UNLOCK || c->type == JDLS_FT_STATUS) probe |= c->kflags;
   begin(f, c->type, probe, id);
   put32(f, shim_pid());
   if (c->type != JDLS_FT_UNLOCK_ALL) put_file(f, c->inode, c->dev);
@@ -927,13 +937,23 @@ static void build_call(fbuf *f, uint32_t id, const void *arg) {
 
 int shim_broker_call(int type, uint64_t inode, int64_t dev, const void *key, size_t klen,
                      shim_answer *a) {
-  key_args c = {type, 0, 0, 0, inode, dev, key, klen};
+  return shim_broker_call_key(type, 0, inode, dev, key, klen, a);
+}
+
+int shim_broker_call_key(int type, int kflags, uint64_t inode, int64_t dev, const void *key, size_t klen,
+                         shim_answer *a) {
+  key_args c = {type, 0, 0, 0, inode, dev, key, klen, kflags};
   request(build_call, &c, 0, 0, a);
   return 0;
 }
 
 int shim_broker_probe(int mode, uint64_t inode, int64_t dev, const void *key, size_t klen, shim_answer *a) {
-  key_args c = {JDLS_FT_STATUS, mode, 0, 0, inode, dev, key, klen};
+  return shim_broker_probe_key(mode, 0, inode, dev, key, klen, a);
+}
+
+int shim_broker_probe_key(int mode, int kflags, uint64_t inode, int64_t dev, const void *key, size_t klen,
+                          shim_answer *a) {
+  key_args c = {JDLS_FT_STATUS, mode, 0, 0, inode, dev, key, klen, kflags};
   request(build_call, &c, 0, 0, a);
   return 0;
 }

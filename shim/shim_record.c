@@ -400,7 +400,7 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     if (fl->l_type == F_UNLCK) {
       if (len == 0 && start == 0) shim_broker_call(JDLS_FT_UNLOCK_FILE, inode, dev, NULL, 0, &a);
       else if (len != 1) return fail(EINVAL);
-      else shim_broker_call(JDLS_FT_UNLOCK, inode, dev, key, (size_t)klen, &a);
+      else shim_broker_call_key(JDLS_FT_UNLOCK, JDLS_FF_OFFSET, inode, dev, key, (size_t)klen, &a);
       return 0;
     }
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
@@ -410,8 +410,11 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
     if (remember(fd, known, &st, inode, dev, 1) != 0) return fail(ENOLCK);
     /* F_SETLKW: the server refuses (ERROR DEADLOCK -> EDEADLK) a wait that
      * closes a cycle of waiters, as the kernel does (shim_record_fcntl). */
-    int rc = shim_broker_lock(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, cmd == F_SETLKW, 1, inode,
-                              dev, key, (size_t)klen, &a);
+    /* JDLS_FF_OFFSET: the key is the byte's hex; an OS-lock server (or
+     * OSLOCKS) locks that byte of the jlock file, where a local program
+     * without JDLS locks it in the kernel (docs/shim.md). */
+    int rc = shim_broker_lock_key(fl->l_type == F_RDLCK ? 1 : 2, cmd == F_SETLK, cmd == F_SETLKW, 1,
+                                  JDLS_FF_OFFSET, inode, dev, key, (size_t)klen, &a);
     if (rc == -EINTR) return fail(EINTR);
     if (a.type == JDLS_FT_GRANTED) {
       /* A close() in another thread during the wait dropped the file from
@@ -427,7 +430,7 @@ static int remote_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64
    * sees the other readers (the table route: jdls_conflict). */
   if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
   if (len != 1) return fail(EINVAL);
-  shim_broker_probe(fl->l_type == F_WRLCK ? 2 : 1, inode, dev, key, (size_t)klen, &a);
+  shim_broker_probe_key(fl->l_type == F_WRLCK ? 2 : 1, JDLS_FF_OFFSET, inode, dev, key, (size_t)klen, &a);
   if (a.type != JDLS_FT_STATUS_RESULT) return fail(shim_broker_errno(&a));
   /* -1 another holds READ (blocks only a write), -2 WRITE, -3 FILELOCK */
   if (a.code <= -2 || (a.code == -1 && fl->l_type == F_WRLCK)) {

@@ -386,17 +386,15 @@ test.serial('negative control: shim clients of two installations (two tables) on
   t.log(`overlaps ${overlaps(holds).length}, lost updates ${lostUpdates(s.runDir).length}`);
 });
 
-// FOUND while building this workload (reported to the lead, not fixed here):
-// with an OS-lock server (`jdls -ibD`, the chaos `oslock` config) a process
-// on the server host without JDLS takes byte X of a record-lock file as a
-// kernel lock (the OS route: "untouched"), while a remote process's F_SETLK
-// on the same byte becomes LOCK key = hex(X) (docs/shim.md), which the
-// server's OS mechanism takes on byte hash("x") of the same file
-// (docs/os-locks.md): two different bytes, both granted. On the table route
-// both name key hex(X) in one table, and they exclude (the first test).
-// test.failing: it passes while the two are granted together, and fails -
-// to be turned into test() - once they exclude each other.
-test.failing('oslock config: a direct and a remote preloaded process exclude each other on one byte of a record-lock file', async (t) => {
+// FOUND while building this workload, fixed since: with an OS-lock server
+// (`jdls -ibD`, the chaos `oslock` config) a process on the server host
+// without JDLS takes byte X of a record-lock file as a kernel lock (the OS
+// route: "untouched"), while a remote process's F_SETLK on the same byte
+// becomes LOCK key = hex(X) (docs/shim.md), which the server's OS mechanism
+// took on byte hash("x") of the same file: two different bytes, both
+// granted. The shim now sends flag OFFSET with such a key, and the OS locks
+// take byte X itself (docs/protocol.md, "Byte-offset keys").
+test('oslock config: a direct and a remote preloaded process exclude each other on one byte of a record-lock file', async (t) => {
   t.timeout(30_000);
   const s = new ShimEnv(t);
   const jdls = await s.startServer({}, ['-ibD']);

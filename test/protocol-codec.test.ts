@@ -139,7 +139,7 @@ const bad: Bad[] = [
   { name: 'client frame sent to a client', side: 'client', bytes: rawFrame({ type: T.PING, requestId: 1 }), reason: /a PING frame is not sent to a client/ },
   { name: 'LOCK sent to a client', side: 'client', bytes: rawFrame({ type: T.LOCK, requestId: 1, body: lockBody() }), reason: /a LOCK frame is not sent to a client/ },
   { name: 'server frame sent to a server', side: 'server', bytes: rawFrame({ type: T.GRANTED, requestId: 1 }), reason: /a GRANTED frame is not sent to a server/ },
-  { name: 'unknown LOCK flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0020, body: lockBody() }), reason: /LOCK: unknown flags 0x20/ },
+  { name: 'unknown LOCK flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x0040, body: lockBody() }), reason: /LOCK: unknown flags 0x40/ },
   { name: 'high flag bit', side: 'server', bytes: rawFrame({ type: T.LOCK, flags: 0x8001, body: lockBody() }), reason: /LOCK: unknown flags 0x8001/ },
   { name: 'flag on PING', side: 'server', bytes: rawFrame({ type: T.PING, flags: 1 }), reason: /PING: unknown flags 0x1/ },
   { name: 'UNLOCK_ALL flag 2', side: 'server', bytes: rawFrame({ type: T.UNLOCK_ALL, flags: 2, body: u32(1) }), reason: /UNLOCK_ALL: unknown flags 0x2/ },

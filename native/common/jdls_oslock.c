@@ -155,6 +155,12 @@ static uint64_t bytes_offset(const uint8_t *key, size_t len) {
 }
 
 uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, size_t len) {
+  if (len == JDLS_OSL_OFFSET_KEY_LEN) {
+    /* a byte-offset key (jdls_oslock.h): the byte it names, kept below 2^63 (an off_t) */
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | key[i];
+    return v & 0x7fffffffffffffffull;
+  }
   if (jdls_osl_name_exact(inode, dev)) return bytes_offset(key, len);
   /* The name lost bits: hash the identity with the key (jdls_oslock.h). A
    * key longer than the stack buffer has no record-lock meaning (the limit

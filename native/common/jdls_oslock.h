@@ -127,6 +127,20 @@ int jdls_osl_name_exact(uint64_t inode, int64_t dev);
  * registry, fed by src/locks/oslock.ts). */
 uint64_t jdls_osl_key_offset(uint64_t inode, int64_t dev, const uint8_t *key, size_t len);
 
+/* A byte-offset key: a lock on a byte the CALLER names, not a hashed record
+ * key - what a lock server takes for a preloaded program's fcntl/lockf on a
+ * jlock file (protocol flag OFFSET: the program locks byte X itself, and a
+ * local program without JDLS locks byte X in the kernel; a hash of the key
+ * text would lock another byte and both would be granted). Its form in the
+ * addon's registry (src/locks/oslock.ts offsetKey): exactly
+ * JDLS_OSL_OFFSET_KEY_LEN bytes, the offset big-endian in the first 8, zeros
+ * after. That length is longer than any record key even with the identity
+ * prefix (512 + JDLS_OSL_ID_PREFIX), so no record key is ever taken for one,
+ * and the registry keeps it apart from a record key hashing to the same
+ * byte. jdls_osl_key_offset returns the offset it carries (any inode/dev:
+ * a byte of the lock file is that byte whatever identities share the file). */
+#define JDLS_OSL_OFFSET_KEY_LEN (512 + JDLS_OSL_ID_PREFIX + 9)
+
 /* ===== 3. the byte-range primitive ====================================== */
 
 /* Open (creating if `create`, mode JDLS_OSL_FILE_MODE) a lock file for

@@ -63,6 +63,10 @@
 #define JDLS_FF_BREAK_DEADLOCK 0x0008 /* LOCK: refuse (ERROR DEADLOCK) rather than wait in a cycle of waiters */
 #define JDLS_FF_FENCE        0x0010  /* LOCK: a u64 token follows the key: the primary's token for this grant
                                         (SERVER2 mirroring); the server's later tokens outrank its epoch */
+#define JDLS_FF_OFFSET       0x0020  /* LOCK, UNLOCK, STATUS: the key is the lowercase hex of a byte offset the
+                                        program itself locked in the jlock file (the shim's fcntl/lockf
+                                        emulation): OS record locks take exactly that byte, not the key's hash;
+                                        the table ignores it (docs/protocol.md, "Byte-offset keys") */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1

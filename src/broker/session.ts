@@ -218,7 +218,7 @@ export class BrokerSession {
         this.#lock(c, f).catch(fail);
         return;
       case 'UNLOCK':
-        c.unlock(f.file, f.key, { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
+        c.unlock(f.file, f.key, f.offset ? { tid: f.tid, offset: true } : { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
         return;
       case 'UNLOCK_FILE':
         c.unlockFile(f.file, { tid: f.tid }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
@@ -227,7 +227,7 @@ export class BrokerSession {
         c.unlockAll({ tid: f.tid, allThreads: f.allThreads }).then((count) => this.#send({ type: 'RELEASED', requestId: id, count }), fail);
         return;
       case 'STATUS':
-        c.status(f.file, f.key, f.probe ? { tid: f.tid, probe: f.probe } : { tid: f.tid }).then(
+        c.status(f.file, f.key, { tid: f.tid, ...(f.probe ? { probe: f.probe } : {}), ...(f.offset ? { offset: true } : {}) }).then(
           (st) => this.#send({
             type: 'STATUS_RESULT', requestId: id, code: st.code, ...(st.holder ? { holder: st.holder } : {}), ...(this.#tokens ? { token: st.token ?? 0n } : {}),
           }),
@@ -273,6 +273,7 @@ export class BrokerSession {
         nowait: f.nowait, tid: f.tid, signal: ac.signal,
         onWaiting: (w) => this.#send({ type: 'WAITING', requestId: f.requestId, holder: w.holder }),
         ...(f.breakDeadlock ? { breakDeadlock: true } : {}), ...(f.fence === undefined ? {} : { fence: f.fence }),
+        ...(f.offset ? { offset: true } : {}),
       });
       if (!r.granted) return this.#send({ type: 'LOCKED', requestId: f.requestId, holder: r.holder });
       this.#send(this.#tokens ? { type: 'GRANTED', requestId: f.requestId, token: r.token ?? 0n } : { type: 'GRANTED', requestId: f.requestId });

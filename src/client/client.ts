@@ -100,6 +100,13 @@ export interface RemoteLockOptions {
    * SERVER2 mirroring sets it by itself.
    */
   fence?: bigint;
+  /**
+   * For a relay (the broker passing on a preloaded program's fcntl/lockf on
+   * a jlock file): the key is the lowercase hex of the byte offset the
+   * program locked (flag OFFSET); an OS-lock server locks that byte. Not
+   * for applications: their keys are record keys.
+   */
+  offset?: boolean;
 }
 
 /**
@@ -310,7 +317,7 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
       const frame = {
         type: 'LOCK' as const, nowait: opts.nowait ?? false, noInterim: this.config.wait, osLocks: this.config.osLocks,
         mode, tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(opts.breakDeadlock ? { breakDeadlock: true as const } : {}),
-        ...(opts.fence === undefined ? {} : { fence: opts.fence }),
+        ...(opts.fence === undefined ? {} : { fence: opts.fence }), ...(opts.offset ? { offset: true as const } : {}),
       };
       if (signal?.aborted) throw abortError();
       // Under WAIT no interim frames come: the TIMEOUT rule does not apply to a
@@ -334,8 +341,8 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
   }
 
   /** RELEASE f,key: resolves the number of locks freed (0 if none was held). */
-  unlock(file: RemoteFile, key: RemoteKey, opts: { tid?: number } = {}): Promise<number> {
-    return this.#count(() => ({ type: 'UNLOCK', tid: toTid(opts.tid), file: toFile(file), key: toKey(key) }));
+  unlock(file: RemoteFile, key: RemoteKey, opts: { tid?: number; offset?: boolean } = {}): Promise<number> {
+    return this.#count(() => ({ type: 'UNLOCK', tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(opts.offset ? { offset: true as const } : {}) }));
   }
 
   /** RELEASE f: all locks of this owner on the file. */
@@ -349,9 +356,12 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
   }
 
   /** RECORDLOCKED(f, key), with the holder when another owner holds it. With `probe` (F_GETLK): instead, the first lock of ANOTHER owner that blocks that mode (code -1/-2 with its holder, or 0), past this owner's own. */
-  async status(file: RemoteFile, key: RemoteKey, opts: { tid?: number; probe?: WireMode } = {}): Promise<RemoteStatus> {
+  async status(file: RemoteFile, key: RemoteKey, opts: { tid?: number; probe?: WireMode; offset?: boolean } = {}): Promise<RemoteStatus> {
     // OSLOCKS: ask about the OS record locks, where this client's LOCKs go.
-    const frame = { type: 'STATUS' as const, tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(this.config.osLocks ? { osLocks: true } : {}) };
+    const frame = {
+      type: 'STATUS' as const, tid: toTid(opts.tid), file: toFile(file), key: toKey(key), ...(this.config.osLocks ? { osLocks: true } : {}),
+      ...(opts.offset ? { offset: true as const } : {}),
+    };
     const f = await this.#send(opts.probe ? { ...frame, probe: opts.probe } : frame, { timed: true }).answer;
     if (f.type !== 'STATUS_RESULT') throw unexpected(f);
     const st: RemoteStatus = f.holder ? { code: f.code, holder: f.holder } : { code: f.code };

@@ -123,8 +123,39 @@ function checkKey(key: Buffer | string): void {
   } else if (!(key.length <= C.MAX_KEY) || !Buffer.isBuffer(key)) {
     // (one comparison on the hot path; the type check settles the rest)
     if (!Buffer.isBuffer(key)) throw new JdlsError('BAD_ARGUMENT', 'key must be a Buffer or a string');
+    if (isOffsetKey(key)) return;
     tooLong(key.length);
   }
+}
+
+// ---- byte-offset keys ----------------------------------------------------------
+//
+// A preloaded program's fcntl/lockf on a jlock file locks byte X itself; a
+// program on the server host without JDLS locks byte X in the kernel (shim
+// route "OS, untouched"). Through a lock server the shim names the lock by
+// the text hex(X) (docs/shim.md); hashing that text, as a record key is,
+// locked another byte and both programs were granted. So such a request
+// (protocol flag OFFSET) is given to this mechanism as an offset key: a
+// Buffer of OFFSET_KEY_LEN bytes (X big-endian, then zeros) - longer than
+// any record key even with the identity prefix, so never taken for one; the
+// native side (jdls_osl_key_offset) locks byte X for it. It is never
+// prefixed: a byte of the lock file is that byte whatever identities share
+// the file.
+
+/** JDLS_OSL_OFFSET_KEY_LEN (native/common/jdls_oslock.h). */
+const OFFSET_KEY_LEN = 512 + 16 + 9;
+
+/** The key that locks byte `offset` of the lock file itself (0 <= offset < 2^63). */
+export function offsetKey(offset: bigint): Buffer {
+  if (typeof offset !== 'bigint' || offset < 0n || offset >= 1n << 63n) throw new JdlsError('BAD_ARGUMENT', `byte offset ${String(offset)} is not in 0..2^63-1`);
+  const b = Buffer.alloc(OFFSET_KEY_LEN);
+  b.writeBigUInt64BE(offset, 0);
+  return b;
+}
+
+/** Is this an offsetKey()? (Only its length can say so: no record key is that long.) */
+export function isOffsetKey(key: Buffer | string): boolean {
+  return typeof key !== 'string' && key.length === OFFSET_KEY_LEN;
 }
 
 function tooLong(len: number): never {
@@ -182,6 +213,8 @@ const sameFile = (a: { inode: bigint; dev: bigint }, b: { inode: bigint; dev: bi
 /** Is a registry key (as fileKey made it) one of `file`'s? */
 function keyOf(file: { inode: bigint; dev: bigint }, regKey: Buffer): boolean {
   const p = prefixOf(file);
+  // An offset key carries no prefix (offsetKey): an exact name's, as plain keys are.
+  if (isOffsetKey(regKey)) return p === null;
   if (p !== null) return regKey.length >= ID_PREFIX && p.equals(regKey.subarray(0, ID_PREFIX));
   // An exact name's keys are plain. (A plain key whose first 16 bytes are
   // exactly another file's identity would be taken for that file's: keys
@@ -192,18 +225,18 @@ function keyOf(file: { inode: bigint; dev: bigint }, regKey: Buffer): boolean {
 /** The key as the lock file's registry and byte see it: prefixed when the name is not exact. */
 function fileKey(file: FileId, key: Buffer | string): Buffer | string {
   const p = prefixOf(file);
-  return p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]);
+  return p === null || isOffsetKey(key) ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]);
 }
 
 /** The caller's key back from fileKey's (the identity prefix removed). */
 function plainKey(file: FileId, fkey: Buffer | string): Buffer | string {
   const p = prefixOf(file);
-  return p === null || typeof fkey === 'string' ? fkey : fkey.subarray(ID_PREFIX);
+  return p === null || typeof fkey === 'string' || isOffsetKey(fkey) ? fkey : fkey.subarray(ID_PREFIX);
 }
 
 /** The byte a key of `file` locks in its lock file (file omitted: a file whose name is exact). */
 export function keyOffset(key: Buffer | string, file?: { inode: bigint; dev: bigint }): bigint {
-  const p = file ? prefixOf(file) : null;
+  const p = file && !isOffsetKey(key) ? prefixOf(file) : null;
   return osn.keyOffset(p === null ? key : Buffer.concat([p, typeof key === 'string' ? Buffer.from(key) : key]));
 }
 
@@ -822,7 +855,10 @@ export class OsLocks implements RecordLocks {
           // A prefixed key names its file (name not exact); strip it.
           let f: { inode: bigint; dev: bigint } = of.file;
           let key = h.key;
-          if (h.key.length >= ID_PREFIX) {
+          if (isOffsetKey(h.key)) {
+            // shown as the shim names it: the byte's lowercase hex
+            key = Buffer.from(h.offset.toString(16), 'latin1');
+          } else if (h.key.length >= ID_PREFIX) {
             for (const cand of of.others === null ? [of.file] : [of.file, ...of.others.values()]) {
               if (prefixOf(cand) !== null && keyOf(cand, h.key)) {
                 f = cand;

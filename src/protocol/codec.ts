@@ -146,7 +146,9 @@ function flagsOf(f: Frame): number {
       return f.tokens ? FrameFlag.TOKENS : 0;
     case 'LOCK':
       return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0)
-        | (f.breakDeadlock ? FrameFlag.BREAK_DEADLOCK : 0) | (f.fence === undefined ? 0 : FrameFlag.FENCE);
+        | (f.breakDeadlock ? FrameFlag.BREAK_DEADLOCK : 0) | (f.fence === undefined ? 0 : FrameFlag.FENCE) | (f.offset ? FrameFlag.OFFSET : 0);
+    case 'UNLOCK':
+      return f.offset ? FrameFlag.OFFSET : 0;
     case 'UNLOCK_ALL':
       return f.allThreads ? FrameFlag.ALL_THREADS : 0;
     case 'RANGE_LOCK':
@@ -157,7 +159,7 @@ function flagsOf(f: Frame): number {
       return f.space === undefined ? 0 : spaceFlag(f.space);
     case 'STATUS':
       return (f.probe === undefined ? 0 : f.probe === 'write' ? FrameFlag.PROBE_WRITE : f.probe === 'read' ? FrameFlag.PROBE_READ : badProbe(f.probe))
-        | (f.osLocks ? FrameFlag.STATUS_OSLOCKS : 0);
+        | (f.osLocks ? FrameFlag.STATUS_OSLOCKS : 0) | (f.offset ? FrameFlag.OFFSET : 0);
     default:
       return 0;
   }
@@ -383,6 +385,32 @@ class Reader {
   }
 }
 
+/**
+ * The byte a key names under flag OFFSET, or undefined when it names none:
+ * the key must be the offset's lowercase hex exactly as the shim writes it
+ * ("%llx": 1 to 16 digits, no leading zero but for "0" itself), at most
+ * 2^63-1 (an fcntl offset). One text per byte: the table (which ignores the
+ * flag and keys by the text) and the OS locks (which lock the byte) then
+ * agree on which requests are the same lock.
+ */
+export function byteOffsetOfKey(key: Buffer): bigint | undefined {
+  const n = key.length;
+  if (n < 1 || n > 16 || (n > 1 && key[0] === 0x30)) return undefined;
+  let v = 0n;
+  for (let i = 0; i < n; i++) {
+    const c = key[i] as number;
+    const d = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x61 + 10 : -1;
+    if (d < 0) return undefined;
+    v = (v << 4n) | BigInt(d);
+  }
+  return v < 1n << 63n ? v : undefined;
+}
+
+/** Why a key with flag OFFSET names no byte, or undefined. */
+function offsetFault(type: string, key: Buffer): string | undefined {
+  return byteOffsetOfKey(key) === undefined ? `${type}: flag OFFSET needs a key that is a byte offset in lowercase hex ("%llx", below 2^63); got ${JSON.stringify(key.toString('latin1').slice(0, 40))}` : undefined;
+}
+
 /** Frames of the handshake: request id 0, header version 1 in every protocol version. */
 const HANDSHAKE = new Set(['HELLO', 'AUTH', 'CHALLENGE', 'AUTH_OK', 'WELCOME']);
 /** Client frames that are requests (answered under their request id): a bad value in one is answered, not closed on. */
@@ -393,11 +421,12 @@ const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 
 function allowedFlags(type: string): number {
   if (type === 'HELLO') return FrameFlag.AUTH | FrameFlag.TOKENS;
   if (type === 'WELCOME') return FrameFlag.TOKENS;
-  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS | FrameFlag.BREAK_DEADLOCK | FrameFlag.FENCE;
+  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS | FrameFlag.BREAK_DEADLOCK | FrameFlag.FENCE | FrameFlag.OFFSET;
+  if (type === 'UNLOCK') return FrameFlag.OFFSET;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
   if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
   if (type === 'RANGE_UNLOCK' || type === 'RANGE_TEST') return FrameFlag.EXEC | FrameFlag.FILELOCK;
-  if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE | FrameFlag.STATUS_OSLOCKS;
+  if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE | FrameFlag.STATUS_OSLOCKS | FrameFlag.OFFSET;
   return 0;
 }
 
@@ -461,8 +490,20 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
         const why = tokenFault(t, true);
         f.fence = why ? r.value('BAD_ARGUMENT', why, t) : t;
       }
+      if (flags & FrameFlag.OFFSET) {
+        const why = offsetFault(type, f.key);
+        if (why) r.value('BAD_ARGUMENT', why, 0);
+        f.offset = true;
+      }
       break;
-    case 'UNLOCK': f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() }; break;
+    case 'UNLOCK':
+      f = { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() };
+      if (flags & FrameFlag.OFFSET) {
+        const why = offsetFault(type, f.key);
+        if (why) r.value('BAD_ARGUMENT', why, 0);
+        f.offset = true;
+      }
+      break;
     case 'UNLOCK_FILE': f = { type, requestId, tid: r.u32('tid'), file: r.file() }; break;
     case 'UNLOCK_ALL': f = { type, requestId, allThreads: (flags & FrameFlag.ALL_THREADS) !== 0, tid: r.u32('tid') }; break;
     case 'STATUS': {
@@ -470,6 +511,11 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       const probe = flags & FrameFlag.PROBE_WRITE ? 'write' : flags & FrameFlag.PROBE_READ ? 'read' : undefined;
       f = probe ? { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key(), probe } : { type, requestId, tid: r.u32('tid'), file: r.file(), key: r.key() };
       if (flags & FrameFlag.STATUS_OSLOCKS) f.osLocks = true;
+      if (flags & FrameFlag.OFFSET) {
+        const why = offsetFault(type, f.key);
+        if (why) r.value('BAD_ARGUMENT', why, 0);
+        f.offset = true;
+      }
       break;
     }
     case 'CANCEL': f = { type, requestId, target: r.u32('target') }; break;

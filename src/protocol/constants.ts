@@ -56,6 +56,7 @@ export const FrameFlag = {
   TOKENS: 0x0002,
   BREAK_DEADLOCK: 0x0008,
   FENCE: 0x0010,
+  OFFSET: 0x0020,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;

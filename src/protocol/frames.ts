@@ -66,6 +66,14 @@ export interface LockFrame {
    * wire a u64 after the key.
    */
   fence?: bigint;
+  /**
+   * flag OFFSET: the key is the lowercase hex of a byte offset the program
+   * itself locked in the jlock file (a preloaded program's fcntl/lockf,
+   * through the shim). OS record locks then take exactly that byte, not the
+   * key's hash, so they exclude a local program locking that byte in the
+   * kernel; the shm table ignores the flag (the key is its name there).
+   */
+  offset?: true;
   mode: WireMode;
   tid: number;
   file: WireFile;
@@ -78,6 +86,8 @@ export interface UnlockFrame {
   tid: number;
   file: WireFile;
   key: Buffer;
+  /** flag OFFSET: the key names a byte offset (as LockFrame.offset) */
+  offset?: true;
 }
 
 export interface UnlockFileFrame {
@@ -108,6 +118,8 @@ export interface StatusFrame {
    * answer's code is then -1/-2 (that lock's mode) or 0.
    */
   probe?: WireMode | undefined;
+  /** flag OFFSET: the key names a byte offset (as LockFrame.offset) */
+  offset?: true;
 }
 
 export interface CancelFrame {

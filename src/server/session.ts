@@ -15,7 +15,8 @@
 import { FAULT_ENV, serverFaults } from './fault-injection.js';
 import type net from 'node:net';
 import os from 'node:os';
-import { FrameReader, ProtocolError, encode } from '../protocol/codec.js';
+import { FrameReader, ProtocolError, byteOffsetOfKey, encode } from '../protocol/codec.js';
+import { offsetKey } from '../locks/oslock.js';
 import { PROTO, type ProtoErrorName } from '../protocol/constants.js';
 import type {
   ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
@@ -103,6 +104,30 @@ const BREAK_DEADLOCK = Object.freeze({ breakDeadlock: true });
 const NO_WAIT_OPTIONS = Object.freeze({});
 
 /** A JdlsError (or anything) as a wire error code and text. */
+/**
+ * Before the held text of a key the OS locks took as a byte (flag OFFSET):
+ * no latin1 text of a key's bytes has this character, so it never meets a
+ * record key's text (the table's "1a" and the OS locks' byte 0x1a are
+ * different locks under OSLOCKS).
+ */
+const OFFSET_TEXT = '\u0100';
+
+/**
+ * The key a request gives its mechanism, and its text in HeldLocks. Flag
+ * OFFSET (a preloaded program's fcntl/lockf: the key is hex(X)) on the OS
+ * locks: the byte X itself (offsetKey), so that a local program locking X
+ * in the kernel is excluded - a hash of the text locked another byte. The
+ * table ignores the flag: the text is the lock's name there, as the shim's
+ * own table route names it. (The codec refused a key that is not hex.)
+ */
+function lockKeyOf(f: { key: Buffer; offset?: true }, mech: RecordLocks): [Buffer, string] {
+  const text = f.key.toString('latin1');
+  if (!f.offset || mech.kind !== 'os') return [f.key, text];
+  const off = byteOffsetOfKey(f.key);
+  if (off === undefined) throw new JdlsError('BAD_ARGUMENT', `flag OFFSET needs a key that is a byte offset in lowercase hex; got ${JSON.stringify(text.slice(0, 40))}`);
+  return [offsetKey(off), OFFSET_TEXT + text];
+}
+
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
   const text = e instanceof Error ? e.message : String(e);
   if (!(e instanceof JdlsError)) return { code: 'SYSTEM', text };
@@ -475,10 +500,8 @@ export class Session {
   #onLock(f: LockFrame): void {
     const rid = f.requestId;
     // latin1: one char per byte, the cheapest exact text of the key bytes.
-    const keyText = f.key.toString('latin1');
     const file = this.#file(f.file.inode, f.file.dev);
     const fk = file.key;
-    const renew = this.#held.has(f.tid, fk, keyText);
     let mech = this.#deps.mech;
     if (f.osLocks && mech.kind !== 'os') {
       try {
@@ -488,6 +511,8 @@ export class Session {
         return this.#answerError(rid, e);
       }
     }
+    const [key, keyText] = lockKeyOf(f, mech);
+    const renew = this.#held.has(f.tid, fk, keyText);
     if (!renew) {
       const why = this.#lockLimit(mech.kind === 'os');
       if (why) return this.#error(rid, 'LIMIT', why);
@@ -507,7 +532,7 @@ export class Session {
     // secondary's tokens are higher than any the old primary gave.
     if (f.fence !== undefined && mech.raiseTokenFloor?.(f.fence))
       this.#log.warn({ fence: f.fence.toString() }, `FENCE raised this server's token epoch above ${f.fence >> 44n} (a SERVER2 client mirroring its primary's grant)`);
-    const r = mech.tryLock(owner, file.id, f.key, f.mode);
+    const r = mech.tryLock(owner, file.id, key, f.mode);
     if (r.granted) {
       this.#held.add(f.tid, fk, keyText, mech);
       return this.#granted(rid, r.token);
@@ -521,7 +546,7 @@ export class Session {
       const no = this.#takeThread();
       if (no) return this.#error(rid, 'LIMIT', no);
     }
-    this.#wait(f, mech, owner, file.id, fk, keyText, thread);
+    this.#wait(f, mech, owner, file.id, fk, key, keyText, thread);
   }
 
   /**
@@ -530,7 +555,7 @@ export class Session {
    * that hands it the lock (LockTable.wait), so the new holder's GRANTED is
    * written before the releaser's RELEASED.
    */
-  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, keyText: string, thread: boolean): void {
+  #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, key: Buffer, keyText: string, thread: boolean): void {
     const rid = f.requestId;
     const w: Wait = { cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined };
     // In the maps first: the mechanism may settle it before startWait returns.
@@ -545,7 +570,7 @@ export class Session {
         w.outcome = 'granted';
         if (this.#closed) {
           // Granted in the race with the disconnect: nobody wants it.
-          try { mech.unlock(owner, file, f.key); } catch { /* closed mechanism */ }
+          try { mech.unlock(owner, file, key); } catch { /* closed mechanism */ }
         } else {
           this.#held.add(f.tid, fk, keyText, mech);
           this.#granted(rid, token);
@@ -565,13 +590,13 @@ export class Session {
       }
       w.after?.();
     };
-    w.cancel = startWait(mech, owner, file, f.key, f.mode, settle, f.breakDeadlock ? BREAK_DEADLOCK : NO_WAIT_OPTIONS);
+    w.cancel = startWait(mech, owner, file, key, f.mode, settle, f.breakDeadlock ? BREAK_DEADLOCK : NO_WAIT_OPTIONS);
     if (w.outcome !== undefined || f.noInterim) return;
     // "Distributed lock retries": tell the client who it is waiting for,
     // every interimMs, and count each in the header.
     w.timer = setInterval(() => {
       try {
-        const s = mech.status(owner, file, f.key);
+        const s = mech.status(owner, file, key);
         if (s.code >= 0 || !s.holder) return; // granted meanwhile: the answer is on its way
         this.#deps.stats.lockRetry();
         this.#send({ type: 'WAITING', requestId: rid, holder: wireHolder(s.holder) });
@@ -614,10 +639,13 @@ export class Session {
     const owner = this.#owner(f.tid, false);
     if (!owner) return this.#send({ type: 'RELEASED', requestId: f.requestId, count: 0 });
     const file = this.#file(f.file.inode, f.file.dev);
-    const keyText = f.key.toString('latin1');
-    // Only a connection that used OSLOCKS has locks in two mechanisms.
-    const mech = this.#used.size === 1 ? this.#deps.mech : this.#held.get(f.tid, file.key, keyText) ?? this.#deps.mech;
-    const ok = mech.unlock(owner, file.id, f.key);
+    // Only a connection that used OSLOCKS has locks in two mechanisms. (An
+    // OFFSET key the OS locks hold is remembered under its own text: lockKeyOf.)
+    const text = f.key.toString('latin1');
+    const mech = this.#used.size === 1 ? this.#deps.mech
+      : (f.offset ? this.#held.get(f.tid, file.key, OFFSET_TEXT + text) : undefined) ?? this.#held.get(f.tid, file.key, text) ?? this.#deps.mech;
+    const [key, keyText] = lockKeyOf(f, mech);
+    const ok = mech.unlock(owner, file.id, key);
     this.#held.delete(f.tid, file.key, keyText);
     this.#send({ type: 'RELEASED', requestId: f.requestId, count: ok ? 1 : 0 });
   }
@@ -657,11 +685,12 @@ export class Session {
     if (f.probe) {
       // F_GETLK: another owner's lock that blocks the probe's mode.
       // No token: a probe reports another owner's lock (#send adds 0 under TOKENS).
-      const h = mech.conflict(owner, file, f.key, f.probe);
+      const h = mech.conflict(owner, file, lockKeyOf(f, mech)[0], f.probe);
       if (!h) return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: 0 });
       return this.#send({ type: 'STATUS_RESULT', requestId: f.requestId, code: h.mode === 'write' ? -2 : -1, holder: wireHolder(h) });
     }
-    const s = mech.status(owner, file, f.key);
+    const [key] = lockKeyOf(f, mech);
+    const s = mech.status(owner, file, key);
     if (s.code < 0) {
       const holder: WireHolder = s.holder
         ? wireHolder(s.holder)
