@@ -20,7 +20,7 @@ import { stringify } from 'yaml';
 import type { ChaosCluster, ClientHandle, ConfigName, RunResult, ServerHandle } from './cluster-types.js';
 import { FAULT_LOG, type FaultRecord } from './faults.js';
 import { LockTable } from '../src/locks/table.js';
-import { tablePath, markerPath } from '../src/installation.js';
+import { tablePath, markerPath, installationProcesses } from '../src/installation.js';
 import { LISTENER_TITLE } from '../src/server/listener.js';
 import { LOCK_SERVER_TITLE } from '../src/server/lockserver.js';
 import { MONITOR_TITLE } from '../src/cli/start.js';
@@ -101,19 +101,9 @@ function cmdline(pid: number): string {
   }
 }
 
-/** Live processes whose environment names this JBCRELEASEDIR (only ever ours: the directory is unique). */
+/** Live (not zombie) processes whose environment names this JBCRELEASEDIR (only ever ours: the directory is unique). */
 export function processesOf(dir: string): number[] {
-  const needle = `JBCRELEASEDIR=${dir}\0`;
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      if (fs.readFileSync(`/proc/${name}/environ`, 'latin1').includes(needle) && running(Number(name))) out.push(Number(name));
-    } catch {
-      /* gone, or a kernel thread */
-    }
-  }
-  return out;
+  return installationProcesses(dir).filter(running);
 }
 
 function kill(pid: number, sig: NodeJS.Signals): void {
