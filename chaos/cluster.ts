@@ -469,11 +469,38 @@ export class Cluster implements ChaosCluster {
     }
   }
 
+  /** Hosts ('*': all) whose unfenced remote clients may not start now (holdUnfenced). */
+  readonly #unfencedHold = new Map<string, number>();
+
+  /**
+   * While a fault that may take remote locks away is on, no unfenced remote
+   * client may start where it would hit: the nemesis killed those clients
+   * first (their late writes cannot be refused), and a new incarnation that
+   * connected before the fault began would be in the same place. Returns
+   * the release.
+   */
+  holdUnfenced(host = '*'): () => void {
+    this.#unfencedHold.set(host, (this.#unfencedHold.get(host) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.#unfencedHold.get(host) ?? 1) - 1;
+      if (n <= 0) this.#unfencedHold.delete(host);
+      else this.#unfencedHold.set(host, n);
+    };
+  }
+
   /** Start (or restart) the client of a slot. */
   #startClient(slot: ClientSlot, incarnation: number): void {
     if (this.#stopping) return;
     const primary = this.server('primary');
     const hostNs = slot.host === 'primary' ? primary.ns : (this.clientHosts[slot.host] ?? '');
+    const unfencedRemote = !slot.path.startsWith('lib-') && !slot.path.endsWith('-direct');
+    if (unfencedRemote && (this.#unfencedHold.has('*') || this.#unfencedHold.has(hostNs))) {
+      setTimeout(() => this.#startClient(slot, incarnation), 100);
+      return;
+    }
     const id = `${this.prefix}${slot.base}.${incarnation}`;
     const seed = (this.opts.seed * 1_000_003 + this.opts.round * 7919 + this.#slots.indexOf(slot) * 104_729 + incarnation * 31) >>> 0;
     const jdls = this.#jdlsFor(slot, hostNs);

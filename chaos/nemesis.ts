@@ -153,24 +153,29 @@ export const FAULTS: Fault[] = [
       if (!host) return;
       const server: 'primary' | 'secondary' = c.config === 'pair' && partialOk(c, 'secondary') && !partialOk(c, 'primary') ? 'secondary' : c.config === 'pair' && rng() < 0.5 ? 'secondary' : 'primary';
       if (!partialOk(c, server) || !c.servers.some((s) => s.name === server && s.up)) return;
-      await clearUnfenced(c, [server], host);
-      const hit = c.clients().filter((x) => x.host === host && x.remote && x.servers.includes(server));
-      const ms = between(rng, keepalive(c) * 1.5, keepalive(c) * 3);
-      const start = ns(c);
-      c.setLink(host, server, false);
-      await sleep(ms);
-      c.setLink(host, server, true);
-      const where = `${host.split('-').pop()}<->${server}`;
-      // A pair's client that lost one server goes on with the other: its
-      // locks there stay, so exclusion must hold (affects nobody). A client
-      // of a single server (or of a pair that lost the other) is dropped
-      // after the keep-alive bound.
-      c.recordFault({ kind: 'cut-link', target: `link ${where} for ${ms} ms (${hit.length} clients)`, start, end: ns(c), affects: pairWhole(c) ? [] : hit.map((x) => x.id) });
-      if (c.config === 'pair') {
-        // The guide's recovery: a client that lost a server exits and
-        // reconnects, so that no client is left on one server alone while
-        // others use the other (issue 15 covers doing better).
-        for (const cl of hit) if (running(cl.pid)) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
+      const release = c.holdUnfenced(host);
+      try {
+        await clearUnfenced(c, [server], host);
+        const hit = c.clients().filter((x) => x.host === host && x.remote && x.servers.includes(server));
+        const ms = between(rng, keepalive(c) * 1.5, keepalive(c) * 3);
+        const start = ns(c);
+        c.setLink(host, server, false);
+        await sleep(ms);
+        c.setLink(host, server, true);
+        const where = `${host.split('-').pop()}<->${server}`;
+        // A pair's client that lost one server goes on with the other: its
+        // locks there stay, so exclusion must hold (affects nobody). A client
+        // of a single server (or of a pair that lost the other) is dropped
+        // after the keep-alive bound.
+        c.recordFault({ kind: 'cut-link', target: `link ${where} for ${ms} ms (${hit.length} clients)`, start, end: ns(c), affects: pairWhole(c) ? [] : hit.map((x) => x.id) });
+        if (c.config === 'pair') {
+          // The guide's recovery: a client that lost a server exits and
+          // reconnects, so that no client is left on one server alone while
+          // others use the other (issue 15 covers doing better).
+          for (const cl of hit) if (running(cl.pid)) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
+        }
+      } finally {
+        release();
       }
     },
   },
@@ -181,9 +186,12 @@ export const FAULTS: Fault[] = [
       const s = pick(rng, c.servers.filter((x) => x.up && partialOk(c, x.name) && x.lockServerPids().length > 0));
       const pid = s && pick(rng, s.lockServerPids());
       if (!s || !pid) return;
+      const release = c.holdUnfenced();
       await clearUnfenced(c, [s.name]);
       const start = ns(c);
       kill(pid, 'SIGKILL');
+      for (let i = 0; i < 100 && running(pid); i++) await sleep(20);
+      release();
       c.recordFault({ kind: 'kill-lockserver', target: `lock server ${pid} of ${s.name}`, start, affects: remoteOf(c) });
       if (c.config === 'pair') for (const cl of c.clients()) if (cl.remote) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
     },
@@ -195,12 +203,14 @@ export const FAULTS: Fault[] = [
       const s = pick(rng, c.servers.filter((x) => x.up && x.lockServerPids().length > 0));
       const pid = s && pick(rng, s.lockServerPids());
       if (!s || !pid) return;
+      const release = c.holdUnfenced();
       await clearUnfenced(c, [s.name]);
       const ms = between(rng, 500, c.opts.clientTimeoutS * 1500);
       const start = ns(c);
       kill(pid, 'SIGSTOP');
       await sleep(ms);
       kill(pid, 'SIGCONT');
+      release();
       c.recordFault({ kind: 'pause-lockserver', target: `lock server ${pid} of ${s.name} for ${ms} ms`, start, end: ns(c), affects: 'remote' });
     },
   },
@@ -211,11 +221,13 @@ export const FAULTS: Fault[] = [
       const s = pick(rng, c.servers.filter((x) => x.up && x.listenerPid()));
       const pid = s?.listenerPid();
       if (!s || !pid) return;
+      const release = c.holdUnfenced();
       await clearUnfenced(c, [s.name]);
       const start = ns(c);
       kill(pid, 'SIGKILL');
       for (let i = 0; i < 100 && running(pid); i++) await sleep(20);
       const r = await s.jdls(['-ibD']);
+      release();
       c.recordFault({ kind: 'kill-listener', target: `listener ${pid} of ${s.name}, restarted (jdls -ibD: ${r.code})`, start, end: ns(c), affects: 'remote', note: r.code === 0 ? undefined : `${r.stdout}${r.stderr}`.trim().slice(0, 300) });
     },
   },
