@@ -54,8 +54,13 @@ static uint32_t sys_getpid(void) { return (uint32_t)syscall(SYS_getpid); }
  * frame's - a later call made from deeper in the program looks nested.
  * glibc stores the stack pointer in the jmp_buf mangled (PTR_MANGLE: xor
  * with the pointer guard at %fs:0x30, then rotate left 17), x86_64 only.
- * Known gap: a jump out of the instant in which the thread holds a table
- * group mutex (tens of ns in jdls_table.c) leaves that mutex held. */
+ * Jump-safe stretches: what a jump cannot undo (a mutex held, a queued
+ * request not yet noted, half a frame) is done with signals blocked
+ * (shim_block_signals): the contended table path (shim_table_lock_wait)
+ * and every broker request (shim_broker.c, request()).
+ * Known gap: the uncontended table calls stay unmasked (a mask change costs
+ * more than the whole emulated pair); a jump out of the instant one holds a
+ * table group mutex leaves that mutex held (docs/shim.md). */
 typedef void (*jump_fn)(struct __jmp_buf_tag *, int);
 static jump_fn real_longjmp, real_siglongjmp, real__longjmp, real_longjmp_chk;
 

@@ -410,6 +410,12 @@ void shim_recover(void) {
   shim_abandoned = 0;
   shim_busy++;
   int saved = errno;
+  /* First: a jump out of an unmasked table call (F_SETLK, an unlock, the
+   * try of F_SETLKW, the C API's calls) may have left a group mutex held -
+   * every call on that group, this thread's undo below included, would
+   * wait for ever. Nothing ever held one across calls, so any held now is
+   * abandoned. */
+  if (abandoned && shim_table()->hdr) jdls_release_abandoned(shim_table());
   if (abandoned && pending.active) {
     pending.active = 0;
     /* Withdrawn, or - if it was granted after the jump - released: the
