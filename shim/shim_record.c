@@ -413,8 +413,9 @@ void shim_recover(void) {
   /* First: a jump out of an unmasked table call (F_SETLK, an unlock, the
    * try of F_SETLKW, the C API's calls) may have left a group mutex held -
    * every call on that group, this thread's undo below included, would
-   * wait for ever. Nothing ever held one across calls, so any held now is
-   * abandoned. */
+   * wait for ever. note_jump released it at the jump; this looks again
+   * (nothing of the shim holds one across calls: any held now is
+   * abandoned). */
   if (abandoned && shim_table()->hdr) jdls_release_abandoned(shim_table());
   if (abandoned && pending.active) {
     pending.active = 0;
