@@ -215,9 +215,9 @@ static SHIM_TLS const sigset_t *wait_mask;
  * program's signal mask, and block signals again. Nothing is half-done
  * here: a handler that jumps leaves this thread the reader, with its
  * request noted - shim_broker_recover undoes both. -EINTR when
- * `interruptible` and a handler ran (the kernel restarts neither poll nor a
- * peek under SA_RESTART on its own: recv is restarted, and that is what the
- * peek is: a signal with an SA_RESTART handler does not end the wait). */
+ * `interruptible` and a handler ran, as read_all answered before: the peek
+ * (recv) is restarted by the kernel after an SA_RESTART handler, so only a
+ * handler without it ends the wait; poll (TIMEOUT) never is. */
 static int wait_frame(int interruptible, int wait_ms) {
   for (;;) {
     sigset_t held;
@@ -713,11 +713,9 @@ static void ensure_connected(void) {
  * through it: what the thread had is noted per thread so its next entry
  * can undo it (shim_broker_recover): the mutex (while held), the reader role
  * (while reading), the request's slot id and how to release the lock if it
- * was granted after the jump. Known gap: a jump in the middle of reading a
- * frame (between two recv calls of one frame; frames come whole in practice)
- * would leave the stream out of step: the next read then fails as a lost
- * connection and the process exits with the guide's message, never runs on
- * with wrong answers. */
+ * was granted after the jump. A jump can only come while this thread waits
+ * for the next frame (request() blocks signals everywhere else): never
+ * with half a frame sent or read, `wmu` held, or the handshake unfinished. */
 static SHIM_TLS int my_holds_bmu;
 static SHIM_TLS int my_reading;
 static SHIM_TLS uint32_t my_slot_id;
@@ -876,8 +874,8 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
 }
 
 void shim_broker_recover(void) {
-  /* The jump left request()'s frame: its saved mask is gone with it (the
-   * caller's mask came back with the jump: sigsetjmp saved it). */
+  /* The jump left request()'s frame, and the mask it saved with it; the
+   * jump could only leave from wait_frame, under the program's mask. */
   wait_mask = NULL;
   if (my_holds_bmu) unlock_bmu();
   if (!my_slot_id && !my_reading) return;
