@@ -191,6 +191,20 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk);
  * wait does not leave it queued (shim_recover). */
 int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
                         const void *key, uint32_t klen);
+/* A waiting table lock (F_SETLKW, the C API's lock without NOWAIT; r's
+ * flags are the queueing request's): a NOWAIT try with the caller's
+ * signals, then - contended - the queueing jdls_lock_begin and the wait
+ * with signals blocked, the request noted as pending (shim_table_wait_key).
+ * *waited: the try did not decide it. Returns as jdls_lock_begin/the wait. */
+int shim_table_lock_wait(jdls_table *t, const jdls_owner *o, const jdls_request *r, jdls_holder *h,
+                         int *waited);
+/* Jump-safe stretches (shim_real.c, "siglongjmp"): block every signal but
+ * the synchronous faults, saving the caller's mask; restore it. A handler
+ * that would have run in between runs at the restore, where the shim holds
+ * nothing half-done. */
+#include <signal.h>
+void shim_block_signals(sigset_t *caller);
+void shim_restore_signals(const sigset_t *caller);
 /* Set once this process took a table lock: a normal exit then releases
  * all of its table locks (the destructor in shim_record.c). */
 extern int shim_used_table;

@@ -299,8 +299,11 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     jdls_holder h;
     memset(&h, 0, sizeof h);
     if (!shim_in_vfork) __atomic_store_n(&shim_used_table, 1, __ATOMIC_RELAXED);
-    rc = jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h);
-    if (rc == JDLS_QUEUED) rc = shim_table_wait_key(shim_table(), &tk, inode, dev, key, (uint32_t)key_len);
+    int waited;
+    /* A waiting lock: a try, then (contended) queue and wait with signals
+     * blocked (shim_table_lock_wait says why). */
+    rc = (flags & JDLS_NOWAIT) ? jdls_lock_begin(shim_table(), &o, &r, -1, &tk, &h)
+                               : shim_table_lock_wait(shim_table(), &o, &r, &h, &waited);
     if (rc == JDLS_OK) {
       /* This thread's last grant in the table is this one: the wait above
        * ends with the grant (jdls_wait_poll/_cancel), nothing locks after. */

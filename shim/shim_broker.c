@@ -205,12 +205,57 @@ static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
   return 0;
 }
 
+/* The program's signal mask while this thread's request runs with signals
+ * blocked (request(): a jump out of a half-sent or half-read frame put the
+ * stream out of step - "a frame of a bad length" - and one out of a send
+ * left `wmu` held). NULL: no wait of this thread lets signals in. */
+static SHIM_TLS const sigset_t *wait_mask;
+
+/* Wait until the next frame begins (its first byte can be read), with the
+ * program's signal mask, and block signals again. Nothing is half-done
+ * here: a handler that jumps leaves this thread the reader, with its
+ * request noted - shim_broker_recover undoes both. -EINTR when
+ * `interruptible` and a handler ran, as read_all answered before: the peek
+ * (recv) is restarted by the kernel after an SA_RESTART handler, so only a
+ * handler without it ends the wait; poll (TIMEOUT) never is. */
+static int wait_frame(int interruptible, int wait_ms) {
+  for (;;) {
+    sigset_t held;
+    if (wait_mask) pthread_sigmask(SIG_SETMASK, wait_mask, &held);
+    ssize_t r;
+    if (wait_ms >= 0) {
+      /* TIMEOUT (direct mode): silence from the server with an answer due
+       * means it is dead or hung; the guide: declared dead. */
+      struct pollfd pf = {bfd, POLLIN, 0};
+      r = poll(&pf, 1, wait_ms);
+    } else {
+      uint8_t c;
+      r = recv(bfd, &c, 1, MSG_PEEK);
+    }
+    int e = errno;
+    if (wait_mask) pthread_sigmask(SIG_SETMASK, &held, NULL);
+    if (r < 0 && e == EINTR) {
+      if (interruptible) return -EINTR;
+      continue;
+    }
+    if (r == 0 && wait_ms >= 0) {
+      char why[200];
+      snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+      shim_server_unreachable(why);
+    }
+    if (r == 0) lost(direct ? "the lock server closed it" : "the broker closed it");
+    if (r < 0) lost(strerror(e));
+    return 0;
+  }
+}
+
 /* One frame: its type, request id, and body (in buf, length *blen). */
 static int read_frame(uint8_t *buf, size_t cap, int *type, uint32_t *id, size_t *blen,
                       int interruptible, int wait_ms) {
   uint8_t h[JDLS_PROTO_HEADER];
-  int rc = read_all(h, 4, interruptible, wait_ms);
+  int rc = wait_frame(interruptible, wait_ms);
   if (rc) return rc;
+  read_all(h, 4, 0, wait_ms);
   read_all(h + 4, JDLS_PROTO_HEADER - 4, 0, wait_ms);
   uint32_t len = get32(h);
   if (len < JDLS_PROTO_MIN_LENGTH || len - 8 > cap) lost("a frame of a bad length");
@@ -469,6 +514,9 @@ static void start_broker(const char *sock) {
 
   pid_t pid = fork();
   if (pid == 0) {
+    /* The program's mask, not the one request() blocks everything with
+     * (the broker must stay killable). */
+    if (wait_mask) sigprocmask(SIG_SETMASK, wait_mask, NULL);
     setsid();
     if (fork() != 0) _exit(0); /* the broker is re-parented to init: no zombie of ours */
     if (chdir("/") != 0) _exit(126);
@@ -665,11 +713,9 @@ static void ensure_connected(void) {
  * through it: what the thread had is noted per thread so its next entry
  * can undo it (shim_broker_recover): the mutex (while held), the reader role
  * (while reading), the request's slot id and how to release the lock if it
- * was granted after the jump. Known gap: a jump in the middle of reading a
- * frame (between two recv calls of one frame; frames come whole in practice)
- * would leave the stream out of step: the next read then fails as a lost
- * connection and the process exits with the guide's message, never runs on
- * with wrong answers. */
+ * was granted after the jump. A jump can only come while this thread waits
+ * for the next frame (request() blocks signals everywhere else): never
+ * with half a frame sent or read, `wmu` held, or the handshake unfinished. */
 static SHIM_TLS int my_holds_bmu;
 static SHIM_TLS int my_reading;
 static SHIM_TLS uint32_t my_slot_id;
@@ -772,6 +818,10 @@ typedef void (*build_fn)(fbuf *f, uint32_t id, const void *arg);
 static void cancel_slot(slot *s, uint32_t id) {
   fbuf f;
   uint32_t cid;
+  /* Signals stay blocked to the end (a round trip): a jump out of these
+   * waits would leave the CANCEL's own slot open for good. */
+  const sigset_t *m = wait_mask;
+  wait_mask = NULL;
   slot *c = open_slot(&cid);
   unlock_bmu();
   begin(&f, JDLS_FT_CANCEL, 0, cid);
@@ -781,9 +831,22 @@ static void cancel_slot(slot *s, uint32_t id) {
   await_slot(s, 0);
   await_slot(c, 0);
   close_slot(c);
+  wait_mask = m;
 }
 
 static int request(build_fn build, const void *arg, int interruptible, int untimed, shim_answer *a) {
+  /* Signals blocked from here to the end but for the wait for an answer
+   * (wait_frame): a jump can only leave from a point where nothing is
+   * half-done. Two system calls on a round trip to another process.
+   * The connection too: a jump out of the handshake (the first lock of a
+   * process is often the one a timer interrupts) left `bfd` set with no
+   * WELCOME read - every later request then waited for an answer the
+   * broker never sends (the chaos repro's server-route hang). Starting the
+   * broker restores the program's mask in the child (start_broker). */
+  sigset_t caller;
+  shim_block_signals(&caller);
+  const sigset_t *outer = wait_mask;
+  if (!outer) wait_mask = &caller;
   lock_bmu();
   ensure_connected();
   uint32_t id;
@@ -806,10 +869,15 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
   my_slot_id = 0;
   my_undo = 0;
   unlock_bmu();
+  wait_mask = outer;
+  shim_restore_signals(&caller);
   return rc;
 }
 
 void shim_broker_recover(void) {
+  /* The jump left request()'s frame, and the mask it saved with it; the
+   * jump could only leave from wait_frame, under the program's mask. */
+  wait_mask = NULL;
   if (my_holds_bmu) unlock_bmu();
   if (!my_slot_id && !my_reading) return;
   uint32_t id = my_slot_id;

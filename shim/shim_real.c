@@ -54,8 +54,14 @@ static uint32_t sys_getpid(void) { return (uint32_t)syscall(SYS_getpid); }
  * frame's - a later call made from deeper in the program looks nested.
  * glibc stores the stack pointer in the jmp_buf mangled (PTR_MANGLE: xor
  * with the pointer guard at %fs:0x30, then rotate left 17), x86_64 only.
- * Known gap: a jump out of the instant in which the thread holds a table
- * group mutex (tens of ns in jdls_table.c) leaves that mutex held. */
+ * Jump-safe stretches: what a jump cannot undo (a mutex held, a queued
+ * request not yet noted, half a frame) is done with signals blocked
+ * (shim_block_signals): the contended table path (shim_table_lock_wait)
+ * and every broker request (shim_broker.c, request()).
+ * The uncontended table calls stay unmasked (a mask change costs more than
+ * the whole emulated pair): a group mutex a jump leaves held is released at
+ * the jump (note_jump). Known gap: a jump out of glibc's own lock/unlock of
+ * that mutex, between the lock word and the robust list (docs/shim.md). */
 typedef void (*jump_fn)(struct __jmp_buf_tag *, int);
 static jump_fn real_longjmp, real_siglongjmp, real__longjmp, real_longjmp_chk;
 
@@ -70,6 +76,14 @@ static void note_jump(struct __jmp_buf_tag *env) {
 #endif
   shim_busy = 0;
   shim_abandoned = 1;
+  /* A jump out of an unmasked table call (F_SETLK, an unlock, the try of
+   * F_SETLKW, the C API's calls) may leave a group mutex held: released
+   * here, at the jump (repaired as for a holder that died inside the
+   * section), not at the thread's next entry - it may not come for long,
+   * and every process waits on that group meanwhile. Safe in a handler:
+   * the section it interrupted never resumes, and the repair only reads
+   * the segment and wakes futexes. (shim_recover looks again.) */
+  if (shim_route_decided() && shim_table()->hdr) jdls_release_abandoned(shim_table());
 }
 
 __attribute__((noreturn)) static void jump(jump_fn real, struct __jmp_buf_tag *env, int val) {

@@ -201,6 +201,14 @@ static void wait_blocked_set(sigset_t *set) {
   sigdelset(set, SIGSYS);
 }
 
+/* shim.h: the masked stretches ("Jump-safe stretches" there). */
+void shim_block_signals(sigset_t *caller) {
+  sigset_t blocked;
+  wait_blocked_set(&blocked);
+  pthread_sigmask(SIG_BLOCK, &blocked, caller);
+}
+void shim_restore_signals(const sigset_t *caller) { pthread_sigmask(SIG_SETMASK, caller, NULL); }
+
 /* Did a signal come during the wait that the caller does not block?
  * 0: none. 1: yes, but none has a handler without SA_RESTART (no handler:
  * ignored, or a stop; SA_RESTART: the kernel restarts F_SETLKW): the wait
@@ -249,14 +257,13 @@ static int wait_signal_came(const sigset_t *caller) {
  * one tick late, never lost. A grant still wakes the futex at once.
  * (Before, every handler ended the wait: a futex with a timeout returns
  * EINTR even under SA_RESTART, unlike F_SETLKW.) */
-int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
+static int table_wait_blocked(jdls_table *t, const jdls_ticket *tk, const sigset_t *caller_mask) {
   jdls_header *h = t->hdr;
   uint32_t *state = (uint32_t *)((uint8_t *)h + h->groups_offset +
                                  (uint64_t)tk->group * h->group_size + sizeof(jdls_group) +
                                  (uint64_t)tk->slot * h->entry_size);
-  sigset_t blocked, caller;
+  sigset_t blocked, caller = *caller_mask;
   wait_blocked_set(&blocked);
-  pthread_sigmask(SIG_BLOCK, &blocked, &caller);
   unsigned ticks = 0;
   int rc;
   for (;;) {
@@ -276,8 +283,10 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
       if (__atomic_load_n(state, __ATOMIC_ACQUIRE) != JDLS_STATE_WAITING) break;
       int came = wait_signal_came(&caller);
       if (came == 2) {
+        /* The caller restores its mask after: the handler runs there, with
+         * nothing of ours queued (and a jump out of it finds the request
+         * still noted: a grant that won the race is released). */
         rc = jdls_wait_cancel(t, tk);
-        pthread_sigmask(SIG_SETMASK, &caller, NULL); /* the handler runs here */
         /* Granted in the meantime: we hold it; succeed rather than lose it. */
         return rc == JDLS_OK ? JDLS_OK : JDLS_TIMEOUT;
       }
@@ -299,7 +308,14 @@ int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
       syscall(SYS_futex, state, FUTEX_WAIT, JDLS_STATE_WAITING, &ts, NULL, 0);
     }
   }
-  pthread_sigmask(SIG_SETMASK, &caller, NULL);
+  return rc;
+}
+
+int shim_table_wait(jdls_table *t, const jdls_ticket *tk) {
+  sigset_t caller;
+  shim_block_signals(&caller);
+  int rc = table_wait_blocked(t, tk, &caller);
+  shim_restore_signals(&caller);
   return rc;
 }
 
@@ -318,12 +334,14 @@ typedef struct pending_wait {
 } pending_wait;
 static SHIM_TLS pending_wait pending;
 
-int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
-                        const void *key, uint32_t klen) {
+/* Note tk as this thread's pending request (signals blocked: nothing can
+ * jump between the queueing and the note). 0 when it could not be noted. */
+static int note_pending(const jdls_ticket *tk, uint64_t inode, int64_t dev, const void *key,
+                        uint32_t klen) {
   if (klen > SHIM_THREAD_BUF) klen = SHIM_THREAD_BUF;
   uint8_t *buf = shim_thread_buf(0);
   /* No buffer (out of memory): the wait goes on, without the undo. */
-  if (!buf) return shim_table_wait(t, tk);
+  if (!buf) return 0;
   pending.key = buf;
   pending.tk = *tk;
   pending.inode = inode;
@@ -332,16 +350,73 @@ int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, in
   memcpy(pending.key, key, klen);
   __atomic_store_n(&pending.active, 1, __ATOMIC_RELAXED);
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  int rc = shim_table_wait(t, tk);
+  return 1;
+}
+
+static void forget_pending(void) {
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
   __atomic_store_n(&pending.active, 0, __ATOMIC_RELAXED);
+}
+
+int shim_table_wait_key(jdls_table *t, const jdls_ticket *tk, uint64_t inode, int64_t dev,
+                        const void *key, uint32_t klen) {
+  sigset_t caller;
+  shim_block_signals(&caller);
+  note_pending(tk, inode, dev, key, klen);
+  int rc = table_wait_blocked(t, tk, &caller);
+  /* Restored while the request is still noted: a handler that runs here
+   * and jumps (the caller never saw the grant) has it undone. */
+  shim_restore_signals(&caller);
+  forget_pending();
+  return rc;
+}
+
+/* shim.h. The try runs with the caller's signals: it is the uncontended
+ * path (a mask change is two system calls, more than the whole pair) and
+ * holds the group mutex only for its scan. Everything after it - the
+ * queueing jdls_lock_begin, which runs deadlock detection (detect_mutex,
+ * then group mutexes one by one, a DFS over the waits-for graph) while the
+ * request is about to wait, the wait, the cancel - runs with signals
+ * blocked: a jump out of there left a mutex held (every process then waited
+ * on the group for ever) or a queued request nobody had noted yet (granted
+ * later to a process that did not know it). */
+int shim_table_lock_wait(jdls_table *t, const jdls_owner *o, const jdls_request *r, jdls_holder *h,
+                         int *waited) {
+  jdls_ticket tk;
+  jdls_request try = *r;
+  try.flags = JDLS_REQ_NOWAIT;
+  *waited = 0;
+  int rc = jdls_lock_begin(t, o, &try, -1, &tk, h);
+  if (rc != JDLS_CONFLICT) return rc;
+  sigset_t caller;
+  shim_block_signals(&caller);
+  *waited = 1;
+  rc = jdls_lock_begin(t, o, r, -1, &tk, h);
+  int noted = rc == JDLS_QUEUED && note_pending(&tk, r->inode, r->dev, r->key, r->key_len);
+  if (rc == JDLS_QUEUED) rc = table_wait_blocked(t, &tk, &caller);
+  /* As in shim_table_wait_key: restored while the request is still noted. */
+  shim_restore_signals(&caller);
+  if (noted) forget_pending();
   return rc;
 }
 
 void shim_recover(void) {
+  /* Blocked throughout: a second jump out of the undo would leave what the
+   * undo itself holds (a group mutex, the broker's mutex). Rare: only after
+   * a jump or a handler's close. */
+  sigset_t caller;
+  shim_block_signals(&caller);
   int abandoned = shim_abandoned;
   shim_abandoned = 0;
   shim_busy++;
   int saved = errno;
+  /* First: a jump out of an unmasked table call (F_SETLK, an unlock, the
+   * try of F_SETLKW, the C API's calls) may have left a group mutex held -
+   * every call on that group, this thread's undo below included, would
+   * wait for ever. note_jump released it at the jump; this looks again
+   * (nothing of the shim holds one across calls: any held now is
+   * abandoned). */
+  if (abandoned && shim_table()->hdr) jdls_release_abandoned(shim_table());
   if (abandoned && pending.active) {
     pending.active = 0;
     /* Withdrawn, or - if it was granted after the jump - released: the
@@ -354,8 +429,9 @@ void shim_recover(void) {
   }
   if (abandoned) shim_broker_recover();
   run_deferred();
-  errno = saved;
   shim_busy--;
+  shim_restore_signals(&caller);
+  errno = saved;
 }
 
 /* --- fcntl on a jlock file --------------------------------------------------- */
@@ -505,9 +581,10 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
                       cmd == F_SETLK ? JDLS_REQ_NOWAIT : JDLS_REQ_BREAK_DEADLOCK};
     jdls_ticket tk;
     jdls_holder h;
-    int rc = jdls_lock_begin(t, &o, &r, -1, &tk, &h);
-    if (rc == JDLS_QUEUED) {
-      rc = shim_table_wait_key(t, &tk, inode, dev, key, (uint32_t)klen);
+    int waited = 0;
+    int rc = cmd == F_SETLK ? jdls_lock_begin(t, &o, &r, -1, &tk, &h)
+                            : shim_table_lock_wait(t, &o, &r, &h, &waited);
+    if (waited) {
       /* Trap: a close() of another descriptor of the file, in another
        * thread, while this request waited, took the file off the list (and
        * released what the process held in it, as the kernel does); the

@@ -68,32 +68,27 @@ function spawner(s: Setup, label: string) {
   };
 }
 
-// FOUND while building this workload (reported to the lead, not fixed
-// here): a SIGALRM handler that siglongjmps out of an fcntl F_SETLKW (op J)
-// can hang the shim.
-// 1. When the process's first call into the shim after the jump is a C-API
-//    call (the J op's probe, jdls_record_locked), that call reports the
-//    abandoned request as held (RECORDLOCKED 2) and, within seconds of
-//    hammering, hangs: on the table route the table's group mutex stays
-//    held and every later call on that group waits for ever - the
-//    jumper's, the other direct processes', the lock server's (gdb:
-//    group_lock <- jdls_status / jdls_unlock / jdls_lock_begin); on the
-//    server route the call waits on the broker socket (read_all <-
-//    await_slot <- shim_broker_call) or the broker connection is lost ("a
-//    frame of a bad length"). The opt-in reproduction below shows it.
-// 2. With the probe off, one run of the first test in about seven still
-//    hung on the table route: a waiter the table lists as granted (held)
-//    never returned from F_SETLKW, everyone queued behind it, the lock
-//    server silent (its remote clients declared it dead after 30 s) - the
-//    gap docs/shim.md names ("a jump out of the instant a table group
-//    mutex is held (tens of ns) leaves it held"), hit far more often than
-//    that window suggests.
-// So the workload tests here skip J; the chaos runs keep it (the default)
-// and will report these as hangs until the shim is fixed.
-const NO_JUMP = { CHAOS_SHIM_SKIP: 'J' };
+// The workload runs op J (a SIGALRM handler that siglongjmps out of an
+// fcntl F_SETLKW) with its C-API probe on (CHAOS_SHIM_JUMP_PROBE unset). It
+// used to wedge the shim (found while building this workload, fixed on
+// branch fix-longjmp; docs/shim.md, "A siglongjmp out of the wait"):
+// 1. table route: a jump out of the queueing jdls_lock_begin - which runs
+//    deadlock detection (detect_mutex, group mutexes) when a request is
+//    about to wait - left a group mutex held: the next call on that group
+//    (the J op's probe, jdls_record_locked, at once) waited for ever, and
+//    every other process and the lock server with it; or it left a queued
+//    request nobody had noted, granted later to a process that did not
+//    know it held it (the probe's "RECORDLOCKED 2").
+// 2. server route: a jump out of the first request's broker handshake left
+//    the connection set with no WELCOME read; every later request waited
+//    for an answer the broker never sends. A jump out of a half-sent or
+//    half-read frame put the stream out of step ("a frame of a bad length").
+// Now the contended path (the queueing lock_begin, the wait, the cancel) and
+// every broker request run with signals blocked but for the waits where
+// nothing is half-done. The repro tests below hammer exactly that.
 
 function startShim(s: Setup, spec: Omit<ShimWorkerSpec, 'runDir' | 'dataFile'>, remote: boolean): DriverControl {
-  const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), ...NO_JUMP };
+  const env = shimEnv(s.shim.env, remote ? s.jdls : undefined);
   return runShimWorker({ ...spec, runDir: s.runDir, dataFile: s.dataFile }, { env, spawn: spawner(s, spec.id) });
 }
 
@@ -376,7 +371,7 @@ test.serial('negative control: shim clients of two installations (two tables) on
   for (let i = 0; i < 2; i++) ctl.push(startShim(s, { id: `shimd-${i}`, host: 'local', seed: 31 + i, nkeys: 3, maxOps: 150 }, false));
   for (let i = 0; i < 2; i++) {
     const spec = { id: `shimo-${i}`, host: 'local', seed: 41 + i, nkeys: 3, maxOps: 150, runDir: s.runDir, dataFile: s.dataFile };
-    ctl.push(runShimWorker(spec, { env: { ...shimEnv(other.env, undefined), ...NO_JUMP }, spawn: spawner(s, spec.id) }));
+    ctl.push(runShimWorker(spec, { env: shimEnv(other.env, undefined), spawn: spawner(s, spec.id) }));
   }
   await Promise.all(ctl.map((c) => c.done));
   const histDir = path.join(s.runDir, 'hist');
@@ -407,13 +402,12 @@ test('oslock config: a direct and a remote preloaded process exclude each other 
 });
 
 
-// The reproduction of hang 1 above (opt-in: CHAOS_SHIM_REPRO=1): three
-// processes on ONE key, every op a jump op with the probe on, until no
-// history grows for 4 s (hung) or 30 s pass. It asserts the fixed
-// behaviour, so it fails while the bug stands (every one of 6 tries hung
-// within 6-13 s on the 2-CPU build machine).
+// The reproduction of the hangs above: three processes on ONE key, every
+// op a jump op with the probe on, until no history grows for 4 s (hung) or
+// 30 s pass. Before the fix every one of 6 tries hung within 6-13 s on the
+// 2-CPU build machine, on both routes.
 for (const remote of [false, true]) {
-  (process.env['CHAOS_SHIM_REPRO'] ? test.serial : test.skip)(`repro: siglongjmp out of F_SETLKW, then a C-API call, on the ${remote ? 'server' : 'table'} route never hangs`, async (t) => {
+  test.serial(`siglongjmp out of F_SETLKW, then a C-API call, on the ${remote ? 'server' : 'table'} route never hangs`, async (t) => {
     t.timeout(50_000);
     const s = await setup(t);
     const env = { ...shimEnv(s.shim.env, remote ? s.jdls : undefined), CHAOS_SHIM_ONLY: 'J' };

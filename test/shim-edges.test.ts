@@ -6,6 +6,8 @@
 // Serial: each test runs several processes and the machine has 2 cores.
 import test from 'ava';
 import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { ShimEnv, SHIM, SHIM_LOCKER, SHIM_API } from './helpers/shim-env.js';
 
 /** Does the kernel hold any POSIX/flock lock on this file? (/proc/locks) */
@@ -236,4 +238,95 @@ test.serial('the shim loads with dlopen (its TLS fits the static surplus)', asyn
   const r = await s.run('python3', ['-c', 'import ctypes, sys; print("route", ctypes.CDLL(sys.argv[1]).jdls_route())', SHIM], { preload: false });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^route \d+$/m);
+});
+
+// A jump out of an UNMASKED table call at the instant it holds the group
+// mutex (docs/shim.md, "A siglongjmp out of the wait"): a second preloaded
+// library, ahead of the shim, interposes pthread_mutex_lock and, once armed,
+// raises SIGUSR1 right after the shim's F_SETLK took the group mutex; the
+// handler siglongjmps out. Before the fix the mutex stayed held: the
+// process's next lock of that key and every other process's waited for
+// ever. Compiled here with cc (skipped without one): a test-only library.
+const INTERPOSE_C = `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+int jtest_armed;
+int pthread_mutex_lock(pthread_mutex_t *m) {
+  static int (*real)(pthread_mutex_t *);
+  if (!real) real = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
+  int rc = real(m);
+  /* Only a robust mutex (glibc's kind bit 16): the table's; the shim's
+   * process-local ones are not */
+  if ((m->__data.__kind & 16) && __atomic_exchange_n(&jtest_armed, 0, __ATOMIC_SEQ_CST)) raise(SIGUSR1);
+  return rc;
+}
+`;
+const JUMPER_C = `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+static sigjmp_buf env;
+static void on_usr1(int s) { (void)s; siglongjmp(env, 1); }
+int main(int argc, char **argv) {
+  if (argc < 2) return 2;
+  int fd = open(argv[1], O_RDWR);
+  if (fd < 0) return 3;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1;
+  sigaction(SIGUSR1, &sa, NULL);
+  int *armed = (int *)dlsym(RTLD_DEFAULT, "jtest_armed");
+  if (!armed) return 4;
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 5, .l_len = 1};
+  if (sigsetjmp(env, 1) == 0) {
+    *armed = 1;
+    fcntl(fd, F_SETLK, &fl);
+    puts("no-jump");
+  } else {
+    puts("jumped");
+  }
+  fflush(stdout);
+  /* The same key: the same group. */
+  fl.l_type = F_WRLCK;
+  printf("relock %d\\n", fcntl(fd, F_SETLK, &fl));
+  fflush(stdout);
+  if (argc > 2) getchar(); /* hold until told */
+  return 0;
+}
+`;
+
+test.serial('siglongjmp out of an uncontended F_SETLK while it holds a table group mutex: the mutex is released at the jump', async (t) => {
+  const s = new ShimEnv(t);
+  const dir = fs.mkdtempSync(path.join(s.cli.dir, 'jt-'));
+  const cc = (src: string, out: string, args: string[]): string | undefined => {
+    fs.writeFileSync(`${out}.c`, src);
+    const r = spawnSync('cc', ['-O2', '-o', out, `${out}.c`, ...args], { encoding: 'utf8' });
+    return r.error ? 'none' : r.status === 0 ? undefined : r.stderr;
+  };
+  const lib = path.join(dir, 'libjt.so');
+  const prog = path.join(dir, 'jumper');
+  const e1 = cc(INTERPOSE_C, lib, ['-shared', '-fPIC', '-ldl']);
+  if (e1 === 'none') {
+    t.log('no cc: skipped');
+    t.pass();
+    return;
+  }
+  t.is(e1, undefined, 'the interposer compiles');
+  t.is(cc(JUMPER_C, prog, ['-ldl']), undefined, 'the jumper compiles');
+  await s.startMonitor();
+  const f = s.jlock(INODE, DEV);
+  fs.writeFileSync(f, '');
+  const env = { LD_PRELOAD: `${lib} ${SHIM}` };
+  const a = s.start(prog, [f, 'hold'], { preload: false, env });
+  await a.waitFor(/^relock /, 10_000);
+  t.deepEqual(a.lines, ['jumped', 'relock 0'], 'it jumped out of the F_SETLK, and its next lock of that key (same group) returned');
+  // another process on that group neither hangs nor gets the key (the
+  // jumper holds it: the interrupted F_SETLK had granted it)
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:5'], { timeoutMs: 10_000 })).stdout.trim(), 'EAGAIN');
+  t.is(await a.finish(), 0);
+  t.is((await s.run(SHIM_LOCKER, [f, 'w:5'], { timeoutMs: 10_000 })).stdout.trim(), 'ok');
 });

@@ -1428,6 +1428,38 @@ void jdls_slot_release(jdls_table *t) {
   t->slot = -1;
 }
 
+/* Is robust mutex m held by thread `tid`, its lock completed? A robust
+ * mutex keeps its owner's TID in the lock word (the kernel clears it when
+ * the owner dies). Listed on the owner's robust list (__next set) means
+ * glibc's own lock code finished: a jump out of that code, between taking
+ * the word and listing the mutex, cannot be undone here - unlocking would
+ * unlink it from a list it is not on. glibc x86_64/aarch64 layout. */
+static int held_by(pthread_mutex_t *m, int tid) {
+  int w = __atomic_load_n(&m->__data.__lock, __ATOMIC_ACQUIRE);
+  if ((w & FUTEX_TID_MASK) != tid) return 0;
+  return __atomic_load_n(&m->__data.__list.__next, __ATOMIC_RELAXED) != NULL;
+}
+
+int jdls_release_abandoned(jdls_table *t) {
+  if (!t->hdr) return 0;
+  int tid = (int)syscall(SYS_gettid);
+  int n = 0;
+  for (uint32_t gi = 0; gi < t->ngroups; gi++) {
+    jdls_group *g = group_at(t, gi);
+    if (!held_by(&g->mutex, tid)) continue;
+    /* As for a holder that died inside the section: it will never finish. */
+    group_repair(t, g);
+    group_unlock(g);
+    n++;
+  }
+  /* detect_deadlock's mutex guards only its own ring and the DFS's reads. */
+  if (held_by(&t->hdr->detect_mutex, tid)) {
+    pthread_mutex_unlock(&t->hdr->detect_mutex);
+    n++;
+  }
+  return n;
+}
+
 int jdls_debug_hold_group(jdls_table *t, uint32_t gi) {
   if (gi >= t->ngroups) return JDLS_E_ARG;
   jdls_group *g = group_at(t, gi);

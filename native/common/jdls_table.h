@@ -559,6 +559,13 @@ int jdls_table_enter_service(jdls_table *t);
 /* Take the table out of service (before it is removed). */
 void jdls_table_retire(jdls_table *t);
 
+/* Release the table mutexes the CALLING thread holds (group mutexes are
+ * repaired first, as for a holder that died inside the section): for a
+ * thread that left a critical section for good - a longjmp out of a signal
+ * handler that interrupted it (the preload shim's undo, shim_recover).
+ * Returns how many. O(groups): only after such a jump. */
+int jdls_release_abandoned(jdls_table *t);
+
 /* Test hook: take group g's mutex, scribble a half-written entry, and return
  * with the mutex held (a crash test kills the process then). */
 int jdls_debug_hold_group(jdls_table *t, uint32_t g);
