@@ -482,9 +482,11 @@ function readClient(events: HistoryEvent[], file: string, faults: FaultIndex, da
         // A downgrade: the lock turns into a read lock when the service
         // converts it, which is before the grant is logged - so the write
         // hold ends where the client asked, and a read hold (it holds at
-        // least that throughout) goes on from there with the same token.
+        // least that throughout) goes on from there with the same token -
+        // and the same request time: a fault since the grant (a pause that
+        // lost the lock) leaves the rest of the hold untrusted too.
         close(held, e, 'regrant');
-        open.set(held.key, { ...held, mode: 'read', invokeT: t, start: t, end: t, endKind: 'last', grant: e, endEv: e, trustedEnd: t, cutBy: undefined });
+        open.set(held.key, { ...held, mode: 'read', start: t, end: t, endKind: 'last', grant: e, endEv: e, trustedEnd: t, cutBy: undefined });
       }
       push(pending, pk, e);
       answered.delete(pk);

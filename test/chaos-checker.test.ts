@@ -295,6 +295,29 @@ test('an overlap after a fault that affects the holder is no double-grant; its l
   }
 });
 
+// Found by a 30-minute run (seed 20261204): a holder paused inside its hold
+// lost the lock, was refused by the store, and then asked to downgrade the
+// lock it no longer had; the downgrade's read hold was judged trusted (its
+// request time was taken as the downgrade's, after the pause) and overlapped
+// the next holder's write: a false double grant.
+test('a downgrade asked after a fault took the lock is not trusted either', (t) => {
+  const r = new Run();
+  r.start('a', 0);
+  r.start('b', 0);
+  const op = r.nextOp('a');
+  r.ev('a', 10, 'invoke', { op, key: 'rec:HOT0', mode: 'write' });
+  r.ev('a', 11, 'grant', { op, key: 'rec:HOT0', mode: 'write', token: tok(1).toString() });
+  r.fault({ kind: 'pause-holder', start: 13, end: 200, affects: ['a'], target: 'client a' });
+  r.lockOp('b', 'rec:HOT0', 'write', tok(2), 100, 120);
+  r.ev('a', 201, 'invoke', { op, key: 'rec:HOT0', mode: 'read' });
+  r.lockOp('b', 'rec:HOT0', 'write', tok(3), 202, 220);
+  r.ev('a', 221, 'error', { op, key: 'rec:HOT0', err: 'SERVER_CLOSED connection lost' });
+  r.ev('a', 222, 'lost', { op, key: 'rec:HOT0' });
+  r.exit('b', 300);
+  const rep = r.check(t);
+  t.is(rep.perProperty['double-grant'], 0);
+});
+
 test('a grant that arrives after the fault began (its server died with the reply sent) is not trusted', (t) => {
   const r = new Run();
   r.start('a', 0);
