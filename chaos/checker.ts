@@ -378,7 +378,8 @@ interface HistoryData {
   holdsByKey: Map<string, Hold[]>;
   holdsByClient: Map<string, Hold[]>;
   /** every grant with its token, per key (same-mode re-grants too) */
-  grantsByKey: Map<string, { t: bigint; token: bigint; mode: LockModeName; ev: HistoryEvent }[]>;
+  /** every grant with its token and its request's time (`asked`; the grant's own time when it had no invoke), per key (same-mode re-grants too) */
+  grantsByKey: Map<string, { t: bigint; asked: bigint; token: bigint; mode: LockModeName; ev: HistoryEvent }[]>;
   clients: Map<string, ClientSummary>;
   operations: number;
   outcomes: Record<string, number>;
@@ -519,7 +520,8 @@ function readClient(events: HistoryEvent[], file: string, faults: FaultIndex, da
         if (token === undefined) found.add('tokens', `${c}: grant of ${key} with an unreadable token ${JSON.stringify(e.token)}`, [evLine(e)]);
         else if (token >= TWO_63) found.add('tokens', `${c}: grant of ${key} with token ${token} >= 2^63`, [evLine(e)]);
         const tok = token ?? 0n;
-        push(data.grantsByKey, key, { t, token: tok, mode, ev: e });
+        const invT = inv ? (big(inv.t) ?? t) : t;
+        push(data.grantsByKey, key, { t, asked: invT, token: tok, mode, ev: e });
         const prev = open.get(key);
         if (prev && prev.mode === mode) {
           // The same lock again in the same mode: the hold goes on.
@@ -527,7 +529,6 @@ function readClient(events: HistoryEvent[], file: string, faults: FaultIndex, da
           continue;
         }
         if (prev) close(prev, e, 'regrant');
-        const invT = inv ? (big(inv.t) ?? t) : t;
         open.set(key, { c, key, mode, token: tok, invokeT: invT, start: t, end: t, endKind: 'last', grant: e, endEv: e, trustedEnd: t });
       }
       continue;
@@ -790,15 +791,20 @@ function checkSqlite(outcome: RunOutcome | undefined, data: HistoryData, found: 
 /* ==================================================================== */
 
 /**
- * Per key: a grant logged after a hold's real release (not a fault's cut)
- * must carry a higher token than that hold. Grants and releases merge by
- * time; at equal times the grant goes first (the release must come before).
+ * Per key: a grant asked for after a hold's real release (not a fault's cut)
+ * was logged must carry a higher token than that hold. The request's time,
+ * not the grant's: the server grants after the request was sent, but the
+ * client may log the grant much later (paused while its server granted it -
+ * and then dropped it with the connection, and granted the key to others;
+ * found by CI, seed 13013). Such a stale grant's writes are the store's to
+ * refuse (lost-update). Grants and releases merge by time; at equal times the
+ * grant goes first (the release must come before).
  */
 function checkTokens(data: HistoryData, found: Findings): void {
   for (const [key, grants] of data.grantsByKey) {
     const releases = (data.holdsByKey.get(key) ?? []).filter((h) => h.endKind === 'release' && h.token !== 0n).sort((a, b) => cmp(a.end, b.end));
     if (!releases.length) continue;
-    const gs = grants.slice().sort((a, b) => cmp(a.t, b.t));
+    const gs = grants.slice().sort((a, b) => cmp(a.asked, b.asked));
     let ri = 0;
     // A read grant logged after a read release may really have come first
     // (two readers at once, one slow to log): it is compared with released
@@ -806,7 +812,7 @@ function checkTokens(data: HistoryData, found: Findings): void {
     let maxAny: Hold | undefined;
     let maxWrite: Hold | undefined;
     for (const g of gs) {
-      while (ri < releases.length && releases[ri]!.end < g.t) {
+      while (ri < releases.length && releases[ri]!.end < g.asked) {
         const r = releases[ri++]!;
         if (!maxAny || r.token > maxAny.token) maxAny = r;
         if (r.mode === 'write' && (!maxWrite || r.token > maxWrite.token)) maxWrite = r;
