@@ -33,6 +33,10 @@
 #define JDLS_FT_RANGE_LOCK   0x18  /* binary (byte-range) locks: BINARY */
 #define JDLS_FT_RANGE_UNLOCK 0x19
 #define JDLS_FT_RANGE_TEST   0x1A
+#define JDLS_FT_INFO         0x1B  /* the client's own information for its info record (files by name, user,
+                                        statistics): u32 length + JSON (docs/info-records.md); never answered */
+#define JDLS_FT_INFO_QUERY   0x1C  /* the info records of the server's host: u32 length + JSON filter (may be
+                                        0 bytes); answered by INFO_RESULT frames */
 /* server -> client */
 #define JDLS_FT_WELCOME      0x81
 #define JDLS_FT_CHALLENGE    0x82  /* answer to HELLO with AUTH when a secret is configured: server nonce */
@@ -45,6 +49,7 @@
 #define JDLS_FT_TEST_RESULT  0x95
 #define JDLS_FT_PONG         0x96
 #define JDLS_FT_RANGE_RESULT 0x97
+#define JDLS_FT_INFO_RESULT  0x98  /* u32 length + a chunk of JSON text; flag MORE on every chunk but the last */
 #define JDLS_FT_ERROR        0xE0
 
 /* flags */
@@ -67,6 +72,10 @@
                                         program itself locked in the jlock file (the shim's fcntl/lockf
                                         emulation): OS record locks take exactly that byte, not the key's hash;
                                         the table ignores it (docs/protocol.md, "Byte-offset keys") */
+
+#define JDLS_FF_INFO         0x0004  /* WELCOME: this server takes INFO and INFO_QUERY (send neither otherwise:
+                                        an older server closes the connection on an unknown frame type) */
+#define JDLS_FF_MORE         0x0001  /* INFO_RESULT: more chunks of this answer follow */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1
