@@ -17,6 +17,18 @@ export const INFO_VERSION = 1;
 export const INFO_SUBDIR = path.join('proc', 'info');
 export const infoDir = (releaseDir: string): string => path.join(releaseDir, INFO_SUBDIR);
 
+/**
+ * Coalescing: a writer rewrites its record at most this often for ordinary
+ * changes (a batch job taking 100,000 locks a second writes 5 files a
+ * second, not 100,000); the guide's moments (start, blocking, unblocked,
+ * idle) write at once, and a change is never left unwritten longer than
+ * this. Mirrored in native/common/jdls_info.h (JDLS_INFO_FLUSH_MS).
+ */
+export const INFO_FLUSH_MS = 200;
+
+/** Set to 0 to write no info record (JDLS_INFO=0), e.g. to measure their cost. */
+export const INFO_ENV = 'JDLS_INFO';
+
 /** The address a local process taking locks directly in the table shows (guide: "a dotted address of 0"). */
 export const LOCAL_ADDR = '0.0.0.0';
 

@@ -47,6 +47,12 @@ export interface InfoListing {
   duplicates: DuplicatePort[];
 }
 
+/** What INFO_QUERY answers (the JSON of its INFO_RESULT chunks): a listing and the host it is from. */
+export interface InfoAnswer extends InfoListing {
+  /** the lock server's host name (the utilities' header line names it) */
+  host: string;
+}
+
 export interface InfoFilter {
   port?: number;
   /** matches a lock's or an open file's name, exactly or by its last path component */
