@@ -1025,3 +1025,7 @@ int shim_broker_probe_key(int mode, int kflags, uint64_t inode, int64_t dev, con
   request(build_call, &c, 0, 0, a);
   return 0;
 }
+
+/* --- INFO frames (placeholder, filled below) --- */
+void shim_info_remote_changed(int idle) { (void)idle; }
+void shim_info_remote_forget(void) {}
