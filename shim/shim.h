@@ -330,8 +330,11 @@ void shim_info_block(void);
 void shim_info_unblock(void);
 /* Fork child (atfork): the parent's record and flusher are not the child's. */
 void shim_info_forget(void);
-/* The ClientInfo JSON of an INFO frame (malloc'd, or NULL). */
-char *shim_info_client_json(const char *moment);
+/* The ClientInfo JSON of an INFO frame (malloc'd, or NULL), at most `max`
+ * bytes: the most recently declared files that fit. */
+char *shim_info_client_json(const char *moment, size_t max);
+/* JDLS_INFO=0: no records and no INFO frames. */
+int shim_info_disabled(void);
 /* shim_broker.c: the server route's INFO frames. Files were declared (idle
  * 0) / the runtime is about to wait for input (idle 1): an INFO frame is
  * due (sent at the next request, or at once when idle). */

@@ -65,6 +65,17 @@ static int wait_opt;        /* WAIT: a waiting lock is not timed */
 /* The WELCOME said TOKENS: GRANTED and STATUS_RESULT carry a u64 fencing
  * token (docs/protocol.md). Set once, before any request. */
 static int tokens;
+/* The server's WELCOME said INFO (JDLS_FF_INFO): it takes INFO frames (the
+ * process's file names, user, program, statistics for the record the server
+ * writes: docs/info-records.md). Never sent otherwise: an older server
+ * closes the connection on an unknown frame type. Only a WELCOME from the
+ * server itself carries it (direct mode: the broker handed the connection
+ * over); the broker's own WELCOME does not, as it does not forward INFO
+ * (docs/shim.md, "Info records"). */
+static int info_ok;
+/* Files were declared since the last INFO: one is sent before the next
+ * request (coalesced: many declarations, one frame). */
+static int info_due;
 static uint32_t next_id = 1;
 /* The outstanding requests (see "leader/follower" below). */
 #define MAX_SLOTS 64
@@ -73,6 +84,8 @@ typedef struct slot {
   int used, done;
   int untimed; /* a waiting lock under WAIT (or a waiting range lock): TIMEOUT does not apply */
   shim_answer a;
+  int64_t waited;  /* a WAITING came (the "block" moment): since when (monotonic ms) */
+  int unblocked;   /* the final answer of a request that waited: the "unblock" moment */
 } slot;
 static slot slots[MAX_SLOTS];
 static int reading;
@@ -111,6 +124,8 @@ void shim_broker_forget(void) {
   bfd = -1;
   direct = 0;
   tokens = 0;
+  info_ok = 0;
+  info_due = 0;
 }
 
 /* --- frames ----------------------------------------------------------------- */
@@ -171,6 +186,44 @@ static void send_frame(fbuf *f) {
     if (w <= 0) lost(strerror(errno));
     off += (size_t)w;
   }
+}
+
+/* An INFO frame (request id 0, never answered): u32 length + the ClientInfo
+ * JSON of shim_info_client_json. With signals blocked and the connection
+ * made; takes wmu (whole frames). The JSON is kept under the frame limit by
+ * the builder (the newest files first). */
+#define INFO_JSON_MAX (JDLS_PROTO_MAX_FRAME - 64)
+static void send_info(const char *moment) {
+  if (!info_ok || bfd < 0) return;
+  char *j = shim_info_client_json(moment, INFO_JSON_MAX);
+  if (!j) return;
+  size_t n = strlen(j);
+  uint8_t *b = malloc(JDLS_PROTO_HEADER + 4 + n);
+  if (!b) {
+    free(j);
+    return;
+  }
+  uint32_t len = (uint32_t)(8 + 4 + n);
+  uint8_t hdr[16] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
+                     JDLS_PROTO_VERSION, JDLS_FT_INFO, 0, 0, 0, 0, 0, 0,
+                     (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+  memcpy(b, hdr, sizeof hdr);
+  memcpy(b + sizeof hdr, j, n);
+  free(j);
+  size_t total = sizeof hdr + n, off = 0;
+  pthread_mutex_lock(&wmu);
+  while (off < total) {
+    ssize_t w = send(bfd, b + off, total - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      pthread_mutex_unlock(&wmu);
+      free(b);
+      lost(strerror(errno));
+    }
+    off += (size_t)w;
+  }
+  pthread_mutex_unlock(&wmu);
+  free(b);
 }
 
 /* Read exactly n bytes. With `interruptible` and nothing read yet, a signal
@@ -658,6 +711,8 @@ static void ensure_connected(void) {
   read_first(body, sizeof body, &type, &wflags, &n, &server_fd);
   if (type == JDLS_FT_WELCOME) {
     tokens = (wflags & JDLS_FF_TOKENS) != 0;
+    /* INFO only on the server's own connection (see info_ok). */
+    info_ok = server_fd >= 0 && (wflags & JDLS_FF_INFO) != 0 && !shim_info_disabled();
     if (server_fd >= 0) {
       /* Direct mode: the server connection is ours now; the broker socket
        * has done its job. */
@@ -677,6 +732,10 @@ static void ensure_connected(void) {
       lock_flags = (wait_opt ? JDLS_FF_NO_INTERIM : 0) | (shim_jdls_option("OSLOCKS", NULL, 0) ? JDLS_FF_OSLOCKS : 0);
       if (shim_jdls_option("TIMEOUT", v, sizeof v)) timeout_ms = (int)strtol(v, NULL, 10) * 1000;
     }
+    /* The guide's "start" moment: who this process is and what it has
+     * declared so far. */
+    info_due = 0;
+    send_info("start");
     return;
   }
   if (server_fd >= 0) {
@@ -751,7 +810,7 @@ static slot *open_slot(uint32_t *id) {
   for (;;) {
     for (int i = 0; i < MAX_SLOTS; i++)
       if (!slots[i].used) {
-        slots[i] = (slot){next_id++, 1, 0, 0, {0}};
+        slots[i] = (slot){next_id++, 1, 0, 0, {0}, 0, 0};
         *id = slots[i].id;
         return &slots[i];
       }
@@ -792,11 +851,38 @@ static int await_slot(slot *s, int interruptible) {
     my_reading = 0;
     pthread_cond_broadcast(&bcv);
     if (rc) return rc;
-    if (type == JDLS_FT_WAITING) continue;
+    if (type == JDLS_FT_WAITING) {
+      /* The guide's "block" moment: the server queued the request (it
+       * writes the wait in its record itself); the INFO brings the
+       * process's own statistics. Once per request. */
+      int block = 0;
+      for (int i = 0; i < MAX_SLOTS; i++)
+        if (slots[i].used && !slots[i].done && slots[i].id == id && !slots[i].waited) {
+          slots[i].waited = now_ms();
+          if (!slots[i].waited) slots[i].waited = 1;
+          __atomic_store_n(&shim_info_waits, shim_info_waits + 1, __ATOMIC_RELAXED);
+          block = 1;
+          break;
+        }
+      /* Sent without bmu (other threads' answers go on); signals are
+       * blocked here (read_frame restored the wait's mask on return). */
+      if (block && info_ok) {
+        unlock_bmu();
+        send_info("block");
+        lock_bmu();
+      }
+      continue;
+    }
     for (int i = 0; i < MAX_SLOTS; i++)
       if (slots[i].used && !slots[i].done && slots[i].id == id) {
         parse_final(type, body, n, &slots[i].a);
         slots[i].done = 1;
+        if (slots[i].waited) {
+          int64_t d = now_ms() - slots[i].waited;
+          if (d > 0) __atomic_store_n(&shim_info_wait_ms, shim_info_wait_ms + (uint64_t)d, __ATOMIC_RELAXED);
+          slots[i].waited = 0;
+          slots[i].unblocked = 1;
+        }
         break;
       }
   }
@@ -849,6 +935,11 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
   if (!outer) wait_mask = &caller;
   lock_bmu();
   ensure_connected();
+  if (info_due && info_ok) {
+    /* declared files since the last INFO: before this request */
+    info_due = 0;
+    send_info("change");
+  }
   uint32_t id;
   slot *s = open_slot(&id);
   s->untimed = untimed;
@@ -865,10 +956,13 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
     rc = s->a.type == JDLS_FT_GRANTED ? 0 : -EINTR;
   }
   *a = s->a;
+  int unblocked = s->unblocked;
   close_slot(s);
   my_slot_id = 0;
   my_undo = 0;
   unlock_bmu();
+  /* after a wait: the process's statistics with it ("unblock") */
+  if (unblocked && info_ok) send_info("unblock");
   wait_mask = outer;
   shim_restore_signals(&caller);
   return rc;
@@ -955,7 +1049,13 @@ int shim_broker_lock_key(int mode, int nowait, int break_deadlock, int interrupt
     memcpy(my_req.key, key, my_req.klen);
   }
   /* Under WAIT no interim frames come for a waiting lock: not timed. */
-  return request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
+  int rc = request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
+  /* InfoStats for the INFO frames (plain increments, as shim_info.c's) */
+  if (rc == 0 && a->type == JDLS_FT_GRANTED)
+    __atomic_store_n(&shim_info_locks, shim_info_locks + 1, __ATOMIC_RELAXED);
+  else if (rc == 0 && a->type == JDLS_FT_LOCKED)
+    __atomic_store_n(&shim_info_retries, shim_info_retries + 1, __ATOMIC_RELAXED);
+  return rc;
 }
 
 typedef struct range_args {
@@ -1026,6 +1126,25 @@ int shim_broker_probe_key(int mode, int kflags, uint64_t inode, int64_t dev, con
   return 0;
 }
 
-/* --- INFO frames (placeholder, filled below) --- */
-void shim_info_remote_changed(int idle) { (void)idle; }
-void shim_info_remote_forget(void) {}
+
+/* --- INFO moments from the C API (shim.h) ------------------------------------ */
+void shim_info_remote_changed(int idle) {
+  if (!__atomic_load_n(&info_ok, __ATOMIC_RELAXED) || shim_in_vfork) return;
+  if (!idle) {
+    __atomic_store_n(&info_due, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  /* The runtime is about to wait for input: at once (with what is due). */
+  sigset_t caller;
+  shim_block_signals(&caller);
+  shim_busy++;
+  __atomic_store_n(&info_due, 0, __ATOMIC_RELAXED);
+  send_info("idle");
+  shim_busy--;
+  shim_restore_signals(&caller);
+}
+
+void shim_info_remote_forget(void) {
+  info_ok = 0;
+  info_due = 0;
+}

@@ -755,7 +755,12 @@ SHIM_EXPORT void jdls_info_idle(void) {
 /* --- for the INFO frame (shim_broker.c) ----------------------------------------
  * The ClientInfo JSON (docs/info-records.md): user, program, files, stats,
  * moment. Returns a malloc'd text, or NULL. */
-char *shim_info_client_json(const char *moment) {
+int shim_info_disabled(void) {
+  const char *e = getenv(JDLS_INFO_ENV);
+  return e && strcmp(e, "0") == 0;
+}
+
+char *shim_info_client_json(const char *moment, size_t max) {
   sbuf s = {0};
   sigset_t caller;
   shim_block_signals(&caller);
@@ -767,8 +772,16 @@ char *shim_info_client_json(const char *moment) {
   put_str(&s, who_program);
   puts_(&s, ",\"files\":[");
   int first = 1;
-  for (unsigned i = 0; i < nfiles; i++)
-    put_file(&s, &first, files[i].name, files[i].inode, -1); /* the server's identity: dev -1 */
+  /* Newest first, while they fit (a frame is at most 64 KiB; 500 long
+   * names would not). The server's file identity is (inode, -1). */
+  for (unsigned i = nfiles; i-- > 0;) {
+    size_t before = s.n;
+    put_file(&s, &first, files[i].name, files[i].inode, -1);
+    if (s.n + 200 > max) {
+      s.n = before;
+      break;
+    }
+  }
   putf(&s, "],\"stats\":{\"locks\":%llu,\"waits\":%llu,\"waitMs\":%llu,\"retries\":%llu},\"moment\":\"%s\"}",
        (unsigned long long)shim_info_locks, (unsigned long long)shim_info_waits,
        (unsigned long long)shim_info_wait_ms, (unsigned long long)shim_info_retries, moment);

@@ -8,12 +8,17 @@
 // Serial: each test runs several processes and the machine has 2 cores.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
+import net from 'node:net';
+import { once } from 'node:events';
 import path from 'node:path';
 import { ShimEnv } from './helpers/shim-env.js';
 import { until } from './helpers/server-env.js';
 import { buildDir } from '../src/native.js';
 import { INFO_FLUSH_MS, INFO_VERSION, INFO_SUBDIR, INFO_ENV, LOCAL_ADDR, infoDir, parseRecord, recordFileName, type InfoRecord } from '../src/info/format.js';
 import { readInfoDir } from '../src/info/reader.js';
+import { encode } from '../src/protocol/codec.js';
+import { handOver } from '../src/broker/handover.js';
+import { FrameFlag, FrameType } from '../src/protocol/constants.js';
 
 const SHIM_INFO = path.join(buildDir, 'jdls-shiminfo');
 const HEADER = path.join(process.cwd(), 'native', 'common', 'jdls_info.h');
@@ -213,4 +218,113 @@ test.serial('JDLS_INFO=0 writes no record; without the directory none either', a
   const none = await s.run(SHIM_INFO, [`open:${data}`, 'x:K', `sleep:${wait}`], { env: { JBCPORTNO: '1' } });
   t.is(none.code, 0, none.stderr);
   t.false(fs.existsSync(dir));
+});
+
+interface RawFrame {
+  type: number;
+  flags: number;
+  id: number;
+  body: Buffer;
+}
+
+/**
+ * The server route without a real lock server or broker: a fake broker on
+ * JDLS_BROKER hands the shim a connection to a fake server (as the broker's
+ * direct mode does), whose WELCOME says INFO when `info`; the fake server
+ * keeps every frame raw and grants every LOCK. Until the real server takes
+ * INFO (helper A), this is how the frame's bytes are checked.
+ */
+async function fakeRoute(t: ExecutionContext, s: ShimEnv, info: boolean): Promise<{ frames: RawFrame[]; env: NodeJS.ProcessEnv }> {
+  const frames: RawFrame[] = [];
+  const conns: net.Socket[] = [];
+  const server = net.createServer((c) => {
+    conns.push(c);
+    let buf = Buffer.alloc(0);
+    c.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        const len = buf.readUInt32BE(0);
+        const fr = buf.subarray(0, 4 + len);
+        buf = buf.subarray(4 + len);
+        const f = { type: fr[5]!, flags: fr.readUInt16BE(6), id: fr.readUInt32BE(8), body: Buffer.from(fr.subarray(12)) };
+        frames.push(f);
+        if (f.type === FrameType.LOCK) c.write(encode({ type: 'GRANTED', requestId: f.id }));
+      }
+    });
+    c.on('error', () => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  const dir = fs.mkdtempSync(path.join(s.cli.dir, 'fakebroker-'));
+  fs.chmodSync(dir, 0o700);
+  const sock = path.join(dir, 'b.sock');
+  const broker = net.createServer((shim) => {
+    conns.push(shim);
+    shim.on('error', () => {});
+    shim.once('data', () => {
+      // HELLO (one small frame): connect to the server and hand it over.
+      const up = net.connect(port, '127.0.0.1', () => {
+        const w = encode({ type: 'WELCOME', requestId: 0, version: 1, mechanism: 'shm', serverPid: process.pid, session: 1, interimMs: 1000, keepaliveMs: 0, clientAddr: '127.0.0.1', server: 'fake' });
+        if (info) w.writeUInt16BE(w.readUInt16BE(6) | FrameFlag.INFO, 6);
+        handOver(shim, up, w);
+        up.destroy();
+      });
+      up.on('error', () => {});
+    });
+  });
+  broker.listen(sock);
+  await once(broker, 'listening');
+  t.teardown(() => {
+    for (const c of conns) c.destroy();
+    server.close();
+    broker.close();
+  });
+  return { frames, env: { JDLS: `SERVER=127.0.0.1,${port}`, JDLS_BROKER: sock, JBCPORTNO: '33' } };
+}
+
+const infoOf = (f: RawFrame): Record<string, unknown> => {
+  const n = f.body.readUInt32BE(0);
+  t0(f.body.length === 4 + n, 'the INFO body is u32 length + the JSON');
+  return JSON.parse(f.body.subarray(4, 4 + n).toString('utf8')) as Record<string, unknown>;
+};
+function t0(ok: boolean, what: string): void {
+  if (!ok) throw new Error(what);
+}
+
+test.serial('server route: INFO frames (start, change, idle) carry the declared names when the WELCOME says INFO', async (t) => {
+  const s = new ShimEnv(t);
+  const { frames, env } = await fakeRoute(t, s, true);
+  const data = path.join(s.cli.dir, 'f');
+  const p = s.start(SHIM_INFO, [`open:${data}`, 'declare:CUSTOMERS', 'x:K', `open:${data}2`, 'declare:ORDERS', 'x:K2', 'idle', 'hold'], { env });
+  await p.waitFor(/^holding$/);
+  await until(() => frames.filter((f) => f.type === FrameType.INFO).length >= 3, 10_000, 'three INFO frames');
+  const st = fs.statSync(data);
+  const seq = frames.map((f) => (f.type === FrameType.INFO ? `INFO ${String(infoOf(f)['moment'])}` : f.type === FrameType.LOCK ? 'LOCK' : `0x${f.type.toString(16)}`));
+  t.deepEqual(seq, ['INFO start', 'LOCK', 'INFO change', 'LOCK', 'INFO idle']);
+  const infos = frames.filter((f) => f.type === FrameType.INFO);
+  for (const f of infos) {
+    t.is(f.id, 0, 'never answered: request id 0');
+    t.is(f.flags, 0);
+  }
+  const start = infoOf(infos[0]!);
+  t.deepEqual(start['files'], [{ name: 'CUSTOMERS', inode: String(st.ino), dev: '-1' }]);
+  t.true(String(start['program']).includes('jdls-shiminfo'));
+  t.true(String(start['user']).length > 0);
+  t.deepEqual(start['stats'], { locks: 0, waits: 0, waitMs: 0, retries: 0 });
+  const change = infoOf(infos[1]!);
+  // newest first (a frame keeps the most recently declared that fit)
+  t.deepEqual((change['files'] as { name: string }[]).map((f) => f.name), ['ORDERS', 'CUSTOMERS']);
+  t.is((change['stats'] as { locks: number }).locks, 1);
+  t.is((infoOf(infos[2]!)['stats'] as { locks: number }).locks, 2);
+  await p.finish();
+});
+
+test.serial('server route: no INFO frame when the WELCOME does not say INFO', async (t) => {
+  const s = new ShimEnv(t);
+  const { frames, env } = await fakeRoute(t, s, false);
+  const p = s.start(SHIM_INFO, [`open:${path.join(s.cli.dir, 'f')}`, 'declare:CUSTOMERS', 'x:K', 'declare:ORDERS', 'x:K2', 'idle', 'hold'], { env });
+  await p.waitFor(/^holding$/);
+  t.deepEqual(frames.map((f) => f.type), [FrameType.LOCK, FrameType.LOCK]);
+  await p.finish();
 });
