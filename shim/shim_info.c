@@ -194,18 +194,37 @@ __attribute__((format(printf, 2, 3))) static void putf(sbuf *s, const char *fmt,
   va_end(ap);
   if (n > 0) put(s, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
+/* The length of the valid UTF-8 sequence at p (1..4), or 0. */
+static size_t utf8_len(const uint8_t *p, size_t n) {
+  uint8_t c = p[0];
+  size_t k = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+  if (!k || k > n) return 0;
+  for (size_t i = 1; i < k; i++)
+    if ((p[i] & 0xc0) != 0x80) return 0;
+  if (k == 3 && ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0))) return 0; /* overlong, surrogate */
+  if (k == 4 && ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))) return 0;
+  return k;
+}
+
 /* A JSON string. latin1: every byte is one code point (a record key, as
- * the format says); else bytes >= 0x80 pass as they are (UTF-8 names). */
+ * the format says); else valid UTF-8 passes as it is (names) and a byte
+ * that is not is taken as latin1 (a file name in another encoding stays
+ * readable, and the record stays valid JSON text). */
 static void put_json(sbuf *s, const uint8_t *p, size_t n, int latin1) {
   grow(s, n * 6 + 3);
   if (s->bad) return;
   s->b[s->n++] = '"';
   for (size_t i = 0; i < n; i++) {
     uint8_t c = p[i];
-    if (c == '"' || c == '\\') {
+    size_t k;
+    if (!latin1 && c >= 0x80 && (k = utf8_len(p + i, n - i)) > 0) {
+      memcpy(s->b + s->n, p + i, k);
+      s->n += k;
+      i += k - 1;
+    } else if (c == '"' || c == '\\') {
       s->b[s->n++] = '\\';
       s->b[s->n++] = (char)c;
-    } else if (c < 0x20 || c == 0x7f || (latin1 && c >= 0x80)) {
+    } else if (c < 0x20 || c >= 0x7f) {
       s->n += (size_t)snprintf(s->b + s->n, 7, "\\u%04x", c);
     } else s->b[s->n++] = (char)c;
   }
@@ -537,16 +556,22 @@ static int write_file(const sbuf *s) {
   return -1;
 }
 
-static void write_record(void) {
+/* 0, or -1 when it should be tried again (at the next period). */
+static int write_record(void) {
   snapshot(); /* outside imu: it takes table group mutexes */
   sbuf s = {0};
+  int rc = 0;
   pthread_mutex_lock(&imu);
   if (!closed) {
     build(&s);
+    /* A failure (out of memory, a descriptor the program closed under us:
+     * closefrom) is tried again one period later, not left unwritten. */
     if (!s.bad && write_file(&s) == 0) written = 1;
+    else rc = -1;
   }
   pthread_mutex_unlock(&imu);
   free(s.b);
+  return rc;
 }
 
 /* --- the flusher --------------------------------------------------------------- */
@@ -559,12 +584,17 @@ static void *flusher(void *arg) {
   (void)arg;
   shim_busy = 1; /* for life: its open/close/rename are not the program's */
   int64_t last = -JDLS_INFO_FLUSH_MS;
+  int failures = 0;
   for (;;) {
     uint32_t w = __atomic_load_n(&shim_info_word, __ATOMIC_ACQUIRE);
     int64_t now = mono_ms();
     if ((w & SHIM_INFO_URGENT) || ((w & SHIM_INFO_DIRTY) && now - last >= JDLS_INFO_FLUSH_MS)) {
       __atomic_fetch_and(&shim_info_word, ~(uint32_t)(SHIM_INFO_URGENT | SHIM_INFO_DIRTY), __ATOMIC_ACQ_REL);
-      write_record();
+      /* A failed write is tried again a period later, three times at most
+       * in a row (a directory that went away is not retried for ever; the
+       * next change tries again). */
+      if (write_record() == 0) failures = 0;
+      else if (++failures < 3) __atomic_fetch_or(&shim_info_word, SHIM_INFO_DIRTY, __ATOMIC_ACQ_REL);
       last = mono_ms();
       continue;
     }
@@ -641,6 +671,7 @@ void shim_info_forget(void) {
   closed = 0;
   shim_info_locks = shim_info_waits = shim_info_wait_ms = shim_info_retries = 0;
   wait_since_ms = 0;
+  who_known = 0; /* its own start time */
   __atomic_store_n(&shim_info_word, mode < 0 ? SHIM_INFO_DIRTY : 0, __ATOMIC_RELAXED);
   shim_info_remote_forget();
 }

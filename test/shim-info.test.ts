@@ -183,6 +183,18 @@ test.serial('kill -9 leaves the record, which the reader marks stale', async (t)
   t.truthy(rec?.stale, 'stale');
 });
 
+test.serial('exec: the new image (same pid) removes the record of the image before it', async (t) => {
+  const { s, dir } = await setup(t);
+  const p = s.start(SHIM_INFO, [`open:${path.join(s.cli.dir, 'f')}`, 'x:K', 'sleep:10', 'exec'], { env: { JBCPORTNO: '8' } });
+  await p.waitFor(/^slept$/);
+  await recordWhen(dir, 8, p.pid, (x) => x.locks.length === 1, 'the record before exec');
+  await p.waitFor(/^execd$/);
+  // The writer pid and its start time are the same after exec: no reader
+  // could tell this record is no longer true.
+  t.is(readRecord(dir, 8, p.pid), undefined);
+  await p.finish();
+});
+
 test.serial('a fork child writes its own record and removes only its own at exit', async (t) => {
   const { s, dir } = await setup(t);
   const data = path.join(s.cli.dir, 'f');
