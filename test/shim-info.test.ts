@@ -185,9 +185,9 @@ test.serial('kill -9 leaves the record, which the reader marks stale', async (t)
 
 test.serial('exec: the new image (same pid) removes the record of the image before it', async (t) => {
   const { s, dir } = await setup(t);
-  const p = s.start(SHIM_INFO, [`open:${path.join(s.cli.dir, 'f')}`, 'x:K', 'sleep:10', 'exec'], { env: { JBCPORTNO: '8' } });
-  await p.waitFor(/^slept$/);
+  const p = s.start(SHIM_INFO, [`open:${path.join(s.cli.dir, 'f')}`, 'x:K', 'line', 'exec'], { env: { JBCPORTNO: '8' } });
   await recordWhen(dir, 8, p.pid, (x) => x.locks.length === 1, 'the record before exec');
+  p.child.stdin?.write('\n');
   await p.waitFor(/^execd$/);
   // The writer pid and its start time are the same after exec: no reader
   // could tell this record is no longer true.
