@@ -634,12 +634,20 @@ static void start_flusher(void) {
 
 /* --- the hooks (shim.h) ------------------------------------------------------ */
 static void request(uint32_t bits) {
-  if (shim_in_vfork || !info_on()) return;
+  if (shim_in_vfork) return;
   if (!__atomic_load_n(&flusher_started, __ATOMIC_ACQUIRE)) {
-    /* the first change is the record's "start" moment: at once */
-    bits |= SHIM_INFO_URGENT;
-    __atomic_fetch_or(&shim_info_word, bits, __ATOMIC_ACQ_REL);
-    start_flusher();
+    /* Once per process (the DIRTY bit stays set until the flusher runs, so
+     * the touch's fast path returns meanwhile): deciding and starting take
+     * mode_mu, so with signals blocked - a jump out of here would leave it
+     * held. */
+    sigset_t caller;
+    shim_block_signals(&caller);
+    if (info_on()) {
+      /* the first change is the record's "start" moment: at once */
+      __atomic_fetch_or(&shim_info_word, bits | SHIM_INFO_URGENT, __ATOMIC_ACQ_REL);
+      start_flusher();
+    }
+    shim_restore_signals(&caller);
     return;
   }
   uint32_t old = __atomic_fetch_or(&shim_info_word, bits, __ATOMIC_ACQ_REL);
