@@ -23,6 +23,7 @@ import { clientKeyRule, readKeyFile } from '../secret.js';
 import type { ServerConnection, ConnectionOptions, FinalFrame, RequestFrame, RequestOptions } from './connection.js';
 import { SingleRouter, type Router, type Call } from './router.js';
 import { ResilientRouter } from './resilient.js';
+import type { InfoAnswer, InfoFilter } from '../info/reader.js';
 
 /** File identity on a lock server: inode, and dev (-1 for files reached through a lock server: the default). */
 export interface RemoteFile {
@@ -156,6 +157,8 @@ export interface ServerInfo {
   name: string;
   /** the server sends fencing tokens (it answered HELLO's TOKENS) */
   tokens: boolean;
+  /** the server takes INFO and INFO_QUERY (WELCOME flag INFO): queryInfo() works, and this client's info record is written there */
+  info: boolean;
 }
 
 export interface JdlsClientEvents {
@@ -287,7 +290,7 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const w = c.welcome;
     return {
       host: c.server.host, port: c.server.port, pid: w.serverPid, mechanism: w.mechanism, session: w.session,
-      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server, tokens: c.tokens,
+      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server, tokens: c.tokens, info: c.info,
     };
   }
 
@@ -427,6 +430,23 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     await this.#send({ type: 'PING' }, { timed: true }, true).answer;
   }
 
+  /**
+   * The info records of the server's host (the primary's, with SERVER2):
+   * what show-item-locks and list-open-files show there, filtered by port,
+   * file or key (INFO_QUERY; docs/info-records.md). Rejects NOT_SUPPORTED
+   * against a server older than info records (no flag INFO in WELCOME: it
+   * would close the connection on the query), BAD_ARGUMENT for a filter the
+   * server refuses.
+   */
+  async queryInfo(filter: InfoFilter = {}): Promise<InfoAnswer> {
+    if (this.#dead) throw this.#dead;
+    const c = this.#router.primary;
+    if (!c.info) throw new JdlsError('NOT_SUPPORTED', `lock server ${c.label} does not answer info queries (it predates info records: no flag INFO in its WELCOME); run show-item-locks or list-open-files on its host instead`);
+    const f = await this.#send({ type: 'INFO_QUERY', filter }, { timed: true }, true).answer;
+    if (f.type !== 'INFO_RESULT') throw unexpected(f);
+    return parseInfoAnswer(f.chunk, c.label);
+  }
+
   /** Close the connection(s): the servers release this client's locks. Outstanding requests reject with CLOSED. */
   async close(): Promise<void> {
     if (!this.#dead) this.#dead = new JdlsError('CLOSED', 'the JDLS client is closed');
@@ -494,6 +514,20 @@ function lockResult(f: FinalFrame): RemoteLockResult {
 }
 
 const GRANTED: RemoteLockResult = Object.freeze({ granted: true });
+
+/** INFO_RESULT's joined text as an InfoAnswer (its records were checked by the server's reader; the outline is checked here). */
+function parseInfoAnswer(chunk: Buffer | string, label: string): InfoAnswer {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.isBuffer(chunk) ? chunk.toString('utf8') : chunk);
+  } catch (e) {
+    throw new JdlsError('PROTOCOL', `lock server ${label}: INFO_RESULT is not JSON: ${(e as Error).message}`);
+  }
+  const o = v as Partial<Record<keyof InfoAnswer, unknown>> | null;
+  if (!o || typeof o !== 'object' || typeof o.host !== 'string' || typeof o.dir !== 'string' || !Array.isArray(o.records) || !Array.isArray(o.skipped) || !Array.isArray(o.duplicates))
+    throw new JdlsError('PROTOCOL', `lock server ${label}: INFO_RESULT is not an info answer (host, dir, records, skipped, duplicates)`);
+  return o as InfoAnswer;
+}
 
 function unexpected(f: FinalFrame): JdlsError {
   return new JdlsError('PROTOCOL', `unexpected answer ${f.type}`);

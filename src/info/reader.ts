@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native.js';
-import { infoDir, isTempName, parseRecord, type InfoRecord } from './format.js';
+import { infoDir, isTempName, parseRecord, type InfoRecord, type InfoQueryFilter } from './format.js';
 
 /** A record too big to be one (a planted or runaway file is not read whole). */
 export const MAX_RECORD_BYTES = 4 << 20;
@@ -53,12 +53,12 @@ export interface InfoAnswer extends InfoListing {
   host: string;
 }
 
-export interface InfoFilter {
-  port?: number;
-  /** matches a lock's or an open file's name, exactly or by its last path component */
-  file?: string;
-  key?: string;
-}
+/**
+ * port; file: matches a lock's or an open file's name, exactly or by its
+ * last path component; key: a lock's or the wait's key. The shape lives in
+ * format.ts (pure: the codec checks INFO_QUERY's filter with it).
+ */
+export type InfoFilter = InfoQueryFilter;
 
 /** Why the writer of `r` is gone, or undefined when it lives. */
 export function staleReason(r: InfoRecord, pidStart: (pid: number) => number = (p) => native.pidStart(p)): string | undefined {

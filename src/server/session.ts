@@ -20,8 +20,10 @@ import { offsetKey } from '../locks/oslock.js';
 import { PROTO, type ProtoErrorName } from '../protocol/constants.js';
 import type {
   ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
-  CancelFrame, WireHolder, RefusedRequest,
+  CancelFrame, WireHolder, RefusedRequest, InfoFrame, InfoQueryFrame,
 } from '../protocol/frames.js';
+import { readInfoDir, type InfoAnswer } from '../info/reader.js';
+import type { ClientInfo } from '../info/format.js';
 import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../locks/table.js';
 import { JdlsError } from '../errors.js';
 import { startWait, type RecordLocks } from '../locks/mechanism.js';
@@ -57,7 +59,17 @@ export interface SessionDeps {
   onClose: (s: Session) => void;
   /** the installation's shared secret: clients must authenticate (auth.ts); undefined = no secret */
   key?: Buffer | undefined;
+  /**
+   * The installation (JBCRELEASEDIR): its proc/info holds the info records
+   * (docs/info-records.md). Given: WELCOME has flag INFO, INFO_QUERY is
+   * answered from it and INFO is taken. Absent: neither (an embedded test
+   * session), and a client sends neither.
+   */
+  releaseDir?: string | undefined;
 }
+
+/** INFO_RESULT chunk: the most a frame carries after its header and the chunk's u32 length. */
+export const INFO_CHUNK = PROTO.MAX_FRAME - PROTO.MIN_LENGTH - 4;
 
 interface Wait {
   /** withdraw it from the mechanism (startWait) */
@@ -184,6 +196,8 @@ export class Session {
   #counted = 0;
   /** waits of this connection that hold a native thread (blockingWaits) */
   #threads = 0;
+  /** INFO_QUERY answers still being sent (their request ids are outstanding) */
+  #infoQueries = new Set<number>();
 
   constructor(sock: net.Socket, deps: SessionDeps) {
     this.id = deps.id;
@@ -270,6 +284,8 @@ export class Session {
     }
     if (f.type === 'HELLO') return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
     if (f.type === 'AUTH') return this.#protocolClose('PROTOCOL', 'AUTH without a CHALLENGE');
+    // INFO is never answered and has request id 0 (its own rule, before the requests').
+    if (f.type === 'INFO') return this.#onInfo(f);
     // Request ids: 0 is the connection's own (handshake frames and
     // connection-level ERRORs), and an id must not be reused while its
     // request waits for its final answer - either way an answer could not
@@ -290,6 +306,7 @@ export class Session {
       case 'TEST': return this.#send({ type: 'TEST_RESULT', requestId: f.requestId, text: f.text });
       case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
       case 'RANGE_LOCK': case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
+      case 'INFO_QUERY': return this.#onInfoQuery(f);
     }
   }
 
@@ -368,6 +385,8 @@ export class Session {
       type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
       session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
       server: SERVER_HOST.slice(0, PROTO.MAX_STR), ...(this.#tokens ? { tokens: true as const } : {}),
+      // Only to a client that said it knows the flag: an older one refuses an unknown WELCOME flag.
+      ...(this.#deps.releaseDir !== undefined && f.info ? { info: true as const } : {}),
     });
   }
 
@@ -494,7 +513,7 @@ export class Session {
 
   /** Whether a request with this id still waits for its final answer. */
   #outstanding(rid: number): boolean {
-    return this.#waits.has(rid) || this.#cancels.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
+    return this.#waits.has(rid) || this.#cancels.has(rid) || this.#infoQueries.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
   }
 
   #onLock(f: LockFrame): void {
@@ -706,6 +725,54 @@ export class Session {
   /** GRANTED, with the grant's token when the connection negotiated TOKENS (0 = the mechanism gave none). */
   #granted(requestId: number, token: bigint | undefined): void {
     this.#send(this.#tokens ? { type: 'GRANTED', requestId, token: token ?? 0n } : { type: 'GRANTED', requestId });
+  }
+
+  // ===== info records (INFO, INFO_QUERY: docs/info-records.md) =============
+
+  /** A client's INFO: what it says about itself for its info record. */
+  #onInfo(f: InfoFrame): void {
+    if (this.#deps.releaseDir === undefined) return this.#protocolClose('PROTOCOL', 'INFO, but this server did not offer INFO in WELCOME');
+    if ('bad' in f) {
+      // A sound frame with a bad payload: the client's bug, not the stream's. Warn (rate-limited), go on.
+      this.#rate.write('warn', { reason: f.bad, text: f.raw.subarray(0, 200).toString('utf8') }, 'INFO ignored: its JSON is not a client info');
+      return;
+    }
+    this.#clientInfo = f.info;
+  }
+
+  /** What the client said in its last valid INFO (its record's user, program, files, stats). */
+  #clientInfo: ClientInfo | undefined;
+
+  /**
+   * INFO_QUERY: the host's info records (reader.ts), filtered, as the JSON
+   * of an InfoAnswer in INFO_RESULT chunks. Sent as the socket drains: a
+   * big answer must not trip maxSendBacklog (that would close the
+   * connection of the client that asked).
+   */
+  #onInfoQuery(f: InfoQueryFrame): void {
+    const dir = this.#deps.releaseDir;
+    if (dir === undefined) throw new JdlsError('NOT_SUPPORTED', 'this lock server keeps no info records');
+    const listing = readInfoDir(dir, { filter: f.filter });
+    const answer: InfoAnswer = { ...listing, host: SERVER_HOST };
+    const text = Buffer.from(JSON.stringify(answer), 'utf8');
+    const rid = f.requestId;
+    let off = 0;
+    this.#infoQueries.add(rid);
+    const pump = (): void => {
+      while (!this.#closed) {
+        const end = Math.min(off + INFO_CHUNK, text.length);
+        const more = end < text.length;
+        this.#send({ type: 'INFO_RESULT', requestId: rid, more, chunk: text.subarray(off, end) });
+        off = end;
+        if (!more) break;
+        if (this.sock.writableLength >= this.#deps.cfg.maxSendBacklog / 2) {
+          this.sock.once('drain', pump);
+          return;
+        }
+      }
+      this.#infoQueries.delete(rid);
+    };
+    pump();
   }
 
   // ===== output =============================================================
