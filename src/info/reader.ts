@@ -60,8 +60,25 @@ export interface InfoAnswer extends InfoListing {
  */
 export type InfoFilter = InfoQueryFilter;
 
+/**
+ * A live process's start time, 0 when it is dead - a zombie included: a
+ * killed lock server stays one until the listener reaps it, and its
+ * record must be stale at once (its clients' connections are gone).
+ */
+export function liveStart(pid: number): number {
+  const start = native.pidStart(pid);
+  if (start === 0) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state === 'Z' || state === 'X' ? 0 : start;
+  } catch {
+    return 0;
+  }
+}
+
 /** Why the writer of `r` is gone, or undefined when it lives. */
-export function staleReason(r: InfoRecord, pidStart: (pid: number) => number = (p) => native.pidStart(p)): string | undefined {
+export function staleReason(r: InfoRecord, pidStart: (pid: number) => number = liveStart): string | undefined {
   const w = r.writer;
   const who = w.kind === 'lockserver' ? `lock-server process ${w.pid}` : `process ${w.pid}`;
   let start: number;
