@@ -88,6 +88,11 @@ export class InfoRecorder implements TableInfoHook {
     this.#writer.moment('start');
   }
 
+  /** records written so far (the bench counts them) */
+  get writes(): number {
+    return this.#writer.writes;
+  }
+
   /** the record's path */
   get file(): string {
     return this.#writer.file;
