@@ -222,3 +222,31 @@ test('JDLS_INFO=0 and a missing directory: nothing is written, no error', (t) =>
   t.is(off.writes, 0);
   t.deepEqual(fs.readdirSync(infoDir(dir)), []);
 });
+
+test('INFO with bad JSON: a warning, the record keeps what it had, the connection goes on; INFO without flag INFO closes', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start();
+  const w = await env.client({ info: true, port: 95 });
+  t.true(w.welcome?.info);
+  w.sendFrame({ type: 'INFO', requestId: 0, info: { user: 'alice', program: 'P', files: [{ name: 'F', inode: '1', dev: '-1' }], stats: { locks: 0, waits: 0, waitMs: 0, retries: 0 }, moment: 'idle' } });
+  await until(() => records(env.dir, 95)[0]?.record.user === 'alice', 5000, 'the INFO written (moment idle: at once)');
+  const bad = Buffer.from('{"user":');
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(bad.length);
+  const head = Buffer.alloc(12);
+  head.writeUInt32BE(8 + 4 + bad.length, 0);
+  head.writeUInt8(1, 4);
+  head.writeUInt8(0x1b, 5);
+  w.sendBytes(Buffer.concat([head, len, bad]));
+  t.is((await w.ping()).type, 'PONG');
+  t.is(w.connectionError, undefined);
+  await until(() => /INFO ignored: its JSON is not a client info/.test(env.logs()), 5000, 'the warning');
+  t.is(records(env.dir, 95)[0]?.record.user, 'alice');
+  t.is(records(env.dir, 95)[0]?.record.files[0]?.name, 'F');
+  // a client that did not offer INFO must not send it: the stream is not trusted any more
+  const old = await env.client({ port: 96 });
+  t.is(old.welcome?.info, undefined);
+  old.sendFrame({ type: 'INFO', requestId: 0, info: { user: 'x', program: 'P', files: [], stats: { locks: 0, waits: 0, waitMs: 0, retries: 0 }, moment: 'idle' } });
+  await until(() => old.connectionError !== undefined, 5000, 'closed');
+  t.like(old.connectionError, { code: 'PROTOCOL' });
+});

@@ -396,12 +396,13 @@ export class Session {
     this.#log = this.#log.child({ clientPid: f.pid, clientPort: f.port, clientHost: f.host, clientProgram: f.program });
     this.#log.info({ options: f.options, version: hi }, 'client connected');
     this.#tokens = f.tokens === true;
+    this.#infoOffered = this.#deps.releaseDir !== undefined && f.info === true;
     this.#send({
       type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
       session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
       server: SERVER_HOST.slice(0, PROTO.MAX_STR), ...(this.#tokens ? { tokens: true as const } : {}),
       // Only to a client that said it knows the flag: an older one refuses an unknown WELCOME flag.
-      ...(this.#deps.releaseDir !== undefined && f.info ? { info: true as const } : {}),
+      ...(this.#infoOffered ? { info: true as const } : {}),
     });
     this.#infoStart(f);
   }
@@ -752,7 +753,7 @@ export class Session {
 
   /** A client's INFO: what it says about itself for its info record. */
   #onInfo(f: InfoFrame): void {
-    if (this.#deps.releaseDir === undefined) return this.#protocolClose('PROTOCOL', 'INFO, but this server did not offer INFO in WELCOME');
+    if (!this.#infoOffered) return this.#protocolClose('PROTOCOL', 'INFO, but WELCOME did not offer INFO (the client\'s HELLO did not have the flag)');
     if ('bad' in f) {
       // A sound frame with a bad payload: the client's bug, not the stream's. Warn (rate-limited), go on.
       this.#rate.write('warn', { reason: f.bad, text: f.raw.subarray(0, 200).toString('utf8') }, 'INFO ignored: its JSON is not a client info');
@@ -774,6 +775,8 @@ export class Session {
   // or no release dir) a request pays one property test.
 
   #info: InfoWriter | undefined;
+  /** WELCOME had flag INFO: the client may send INFO */
+  #infoOffered = false;
   #connectedMs = Date.now();
   /** the server's own count for this client (the record's session.stats) */
   #infoStats = { locks: 0, waits: 0, waitMs: 0, retries: 0, requests: 0 };
