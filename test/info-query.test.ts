@@ -11,7 +11,8 @@ import { JdlsClient } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { infoDir, recordFileName, INFO_VERSION, type InfoRecord } from '../src/info/format.js';
 import { native } from '../src/native.js';
-import { ServerEnv } from './helpers/server-env.js';
+import { ServerEnv, until } from './helpers/server-env.js';
+import { readInfoDir } from '../src/info/reader.js';
 import { FakeServer } from './helpers/fake-server.js';
 import { expectType, recordFrames } from './helpers/wire-client.js';
 import { rawFrame } from './helpers/proto-vectors.js';
@@ -113,11 +114,18 @@ test('SERVER2: the primary answers queryInfo', async (t) => {
   const b = await started(t);
   plantRecord(a.dir, 7);
   plantRecord(b.dir, 8);
-  const c = await connect(t, `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`);
+  const c = await JdlsClient.connect(`SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`, { errorTrace: false, connectTimeoutMs: 10_000, port: 77 });
+  t.teardown(() => c.close());
   t.true(c.resilient);
   const got = await c.queryInfo();
   t.is(got.dir, infoDir(a.dir));
   t.deepEqual(got.records.filter((r) => r.record.user === 'tester').map((r) => r.record.port), [7]);
+  // INFO goes to both servers: each writes its own record of this client (with the user INFO carries)
+  c.declareFile('/data/X', { inode: 5n });
+  for (const env of [a, b]) {
+    await until(() => readInfoDir(env.dir, { filter: { port: 77 } }).records.some((r) => r.record.user === os.userInfo().username && r.record.files[0]?.name === '/data/X'), 5000, `record at ${env.dir}`);
+  }
+  t.pass();
 });
 
 test('a server without flag INFO: queryInfo rejects NOT_SUPPORTED and sends nothing', async (t) => {

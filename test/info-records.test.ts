@@ -156,7 +156,7 @@ test('two live records claim one port: the monitor logs it, once', async (t) => 
   t.is(before, 1);
 });
 
-test('atomic rewrites: a reader racing thousands of rewrites (3 s) never sees a half-written record, and temp names are skipped', (t) => {
+test('atomic rewrites: a reader racing 2000 rewrites never sees a half-written record, and temp names are skipped', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-info-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.mkdirSync(infoDir(dir), { recursive: true });
@@ -173,35 +173,39 @@ test('atomic rewrites: a reader racing thousands of rewrites (3 s) never sees a 
   });
   // a planted temp-looking file is never read
   fs.writeFileSync(path.join(infoDir(dir), '.5.0.0.0.0.1.json.abc'), '{half');
+  // The reader: reads the directory in a loop from "STARTED" until the stop file exists.
+  const stop = path.join(dir, 'stop');
   const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import fs from 'node:fs';
     const { readInfoDir } = await import(${JSON.stringify(path.resolve('dist/src/info/reader.js'))});
     let reads = 0, bad = 0;
-    const end = Date.now() + 3000;
-    while (Date.now() < end) { const l = readInfoDir(${JSON.stringify(dir)}); reads++; bad += l.skipped.length + (l.records.length === 1 ? 0 : 1); }
+    console.log('STARTED');
+    while (!fs.existsSync(${JSON.stringify(stop)})) { const l = readInfoDir(${JSON.stringify(dir)}); reads++; bad += l.skipped.length + (l.records.length === 1 ? 0 : 1); }
     console.log(JSON.stringify({ reads, bad }));
   `], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   const closed = new Promise<void>((res) => child.on('close', () => res()));
   w.moment('start');
-  let over = false;
-  void closed.then(() => { over = true; });
-  return new Promise<void>((resolve) => {
-    // Rewrites for as long as the reader reads (3 s), yielding between batches so the child's output is read.
+  await until(() => out.startsWith('STARTED'), 10_000, 'the reader started');
+  // 2000 rewrites while it reads, yielding between batches
+  await new Promise<void>((resolve) => {
     const step = (): void => {
-      for (let i = 0; i < 50 && !over; i++) { n++; w.moment('idle'); }
-      if (!over) { setImmediate(step); return; }
-      const res = JSON.parse(out) as { reads: number; bad: number };
-      t.true(res.reads > 10, `${res.reads} reads`);
-      t.true(n >= 2000, `${n} rewrites`);
-      t.is(res.bad, 0);
-      t.is(w.writes, n + 1);
-      w.remove();
-      t.false(fs.existsSync(w.file));
-      resolve();
+      for (let i = 0; i < 50 && n < 2000; i++) { n++; w.moment('idle'); }
+      if (n < 2000) setImmediate(step);
+      else resolve();
     };
     step();
   });
+  fs.writeFileSync(stop, '');
+  await closed;
+  const res = JSON.parse(out.slice(out.indexOf('\n') + 1)) as { reads: number; bad: number };
+  t.log(`${res.reads} reads raced ${n} rewrites`);
+  t.true(res.reads > 0);
+  t.is(res.bad, 0);
+  t.is(w.writes, n + 1);
+  w.remove();
+  t.false(fs.existsSync(w.file));
 });
 
 test('JDLS_INFO=0 and a missing directory: nothing is written, no error', (t) => {
