@@ -130,6 +130,8 @@ export interface InfoRecord {
   locks: InfoLock[];
   waiting?: InfoWait;
   stats: InfoStats;
+  /** locks held but not listed (more than MAX_RECORD_LOCKS); absent when all are listed. An extension of version 1: readers that do not know it ignore it */
+  locksOmitted?: number;
 }
 
 /**
@@ -227,6 +229,13 @@ export const noStats = (): InfoStats => ({ locks: 0, waits: 0, waitMs: 0, retrie
 /** Why the client sent INFO now (the guide's moments; "change" = a coalesced ordinary change). */
 export type InfoMoment = 'start' | 'block' | 'unblock' | 'idle' | 'change';
 export const INFO_MOMENTS: readonly InfoMoment[] = ['start', 'block', 'unblock', 'idle', 'change'];
+
+/**
+ * A record lists at most this many locks (then `locksOmitted` says how many
+ * more): a client may hold 100,000, and a record must stay well under the
+ * readers' 4 MiB bound (~170 bytes a lock) and cheap to rewrite.
+ */
+export const MAX_RECORD_LOCKS = 10_000;
 
 /** A client sends at most this many files (the most recently declared): one INFO frame must stay under MAX_FRAME. */
 export const MAX_CLIENT_FILES = 500;

@@ -10,7 +10,7 @@
 // Does not own: writing (writer.ts) or the table (table.ts calls the hooks).
 import os from 'node:os';
 import { native } from '../native.js';
-import { INFO_VERSION, LOCAL_ADDR, MAX_CLIENT_FILES, type InfoFile, type InfoLock, type InfoRecord, type InfoWait } from './format.js';
+import { INFO_VERSION, LOCAL_ADDR, MAX_CLIENT_FILES, MAX_RECORD_LOCKS, type InfoFile, type InfoLock, type InfoRecord, type InfoWait } from './format.js';
 import { InfoWriter } from './writer.js';
 import type { LockTable } from '../locks/table.js';
 
@@ -152,6 +152,7 @@ export class InfoRecorder implements TableInfoHook {
     let waiting: InfoWait | undefined;
     const seen = new Map<string, number>();
     const now = Date.now();
+    let omitted = 0;
     for (const batch of this.#table.rows()) {
       for (const r of batch) {
         // This process's own direct locks (a lock server in this process would be conn != 0: not ours to show).
@@ -170,6 +171,10 @@ export class InfoRecorder implements TableInfoHook {
           }
           continue;
         }
+        if (locks.length >= MAX_RECORD_LOCKS) {
+          omitted++;
+          continue;
+        }
         const l: InfoLock = { inode, dev, key, mode: r.mode, kind: 'record', sinceMs: since, lockNo: lockNo(r.hash), tid: r.ownerTid };
         if (name !== undefined) l.file = name;
         if (r.token) l.token = r.token.toString();
@@ -183,6 +188,7 @@ export class InfoRecorder implements TableInfoHook {
       files: [...this.#files.values()], locks, stats: { ...this.#stats },
     };
     if (waiting) rec.waiting = waiting;
+    if (omitted > 0) rec.locksOmitted = omitted;
     return rec;
   }
 }

@@ -27,7 +27,7 @@ import type { ClientInfo } from '../info/format.js';
 import { makeOwner, fileId, LockTable, type Owner, type FileId, type Holder } from '../locks/table.js';
 import { InfoWriter, infoEnabled } from '../info/writer.js';
 import { native } from '../native.js';
-import { INFO_VERSION, noStats, type InfoRecord, type InfoLock, type InfoWait, type InfoFile } from '../info/format.js';
+import { INFO_VERSION, MAX_RECORD_LOCKS, noStats, type InfoRecord, type InfoLock, type InfoWait, type InfoFile } from '../info/format.js';
 import { JdlsError } from '../errors.js';
 import { startWait, type RecordLocks } from '../locks/mechanism.js';
 import type { Logger } from '../log.js';
@@ -826,9 +826,14 @@ export class Session {
     for (const f of files) if (f.name !== undefined) names.set(`${f.inode}:${f.dev}`, f.name);
     const locks: InfoLock[] = [];
     const meta = new Map<string, { mode: 'read' | 'write'; sinceMs: number; token: bigint | undefined }>();
+    let omitted = 0;
     for (const e of this.#held.entries()) {
       const m = this.#infoMeta.get(e.id);
       if (m) meta.set(e.id, m);
+      if (locks.length >= MAX_RECORD_LOCKS) {
+        omitted++;
+        continue;
+      }
       const [inode = '0', dev = '0'] = e.file.split(':');
       const offset = e.key.startsWith(OFFSET_TEXT);
       const key = offset ? e.key.slice(1) : e.key;
@@ -854,6 +859,7 @@ export class Session {
       files, locks, stats: ci?.stats ?? noStats(),
     };
     if (waiting) r.waiting = waiting;
+    if (omitted > 0) r.locksOmitted = omitted;
     return r;
   }
 
