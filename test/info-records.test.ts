@@ -16,7 +16,7 @@ import { InfoWriter } from '../src/info/writer.js';
 import { native } from '../src/native.js';
 import { ServerEnv, until, alive } from './helpers/server-env.js';
 import { Proc, nodeFixture } from './helpers/table-env.js';
-import { recordPid } from './helpers/installations.js';
+import { recordPid, testDir } from './helpers/installations.js';
 
 const records = (dir: string, port?: number): ReadRecord[] =>
   readInfoDir(dir, port === undefined ? {} : { filter: { port } }).records;
@@ -159,7 +159,7 @@ test('two live records claim one port: the monitor logs it, once', async (t) => 
 });
 
 test('atomic rewrites: a reader racing 2000 rewrites never sees a half-written record, and temp names are skipped', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-info-'));
+  const dir = testDir('info');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.mkdirSync(infoDir(dir), { recursive: true });
   let n = 0;
@@ -211,7 +211,7 @@ test('atomic rewrites: a reader racing 2000 rewrites never sees a half-written r
 });
 
 test('JDLS_INFO=0 and a missing directory: nothing is written, no error', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jdls-info-'));
+  const dir = testDir('info');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const build = (): InfoRecord => ({ version: INFO_VERSION, port: 1, pid: 1, ipaddr: '0.0.0.0', host: 'h', user: 'u', program: 'p', startedMs: 0, updatedMs: 0, writer: { kind: 'local', pid: 1, start: 1 }, files: [], locks: [], stats: { locks: 0, waits: 0, waitMs: 0, retries: 0 } });
   const skips: string[] = [];
