@@ -43,6 +43,7 @@ import { osRouteProcesses } from '../installation.js';
 import { writeFd } from './display.js';
 import { openLog, readTrusted } from '../safefile.js';
 import { JdlsError } from '../errors.js';
+import { ensureInfoDir } from '../info/tidy.js';
 
 /** How long `jdls -ib` waits for the background monitor to be ready. */
 export const READY_WAIT_MS = 10_000;
@@ -150,6 +151,12 @@ export const MONITOR_TITLE = 'jdls -ib (lock monitor)';
 
 export async function start(cmd: StartCommand, dir: string): Promise<number> {
   const wantListener = !cmd.arbiterOnly;
+  // The info directory (docs/info-records.md): made by whichever part starts; writers that find none write nothing.
+  try {
+    ensureInfoDir(dir);
+  } catch (e) {
+    complain(`jdls: warning: no info records: cannot make ${path.join(dir, 'proc', 'info')}: ${(e as Error).message}`);
+  }
   let cfg: ServerConfig | undefined;
   if (wantListener) {
     try {

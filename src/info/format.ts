@@ -130,6 +130,8 @@ export interface InfoRecord {
   locks: InfoLock[];
   waiting?: InfoWait;
   stats: InfoStats;
+  /** locks held but not listed (more than MAX_RECORD_LOCKS); absent when all are listed. An extension of version 1: readers that do not know it ignore it */
+  locksOmitted?: number;
 }
 
 /**
@@ -221,3 +223,78 @@ export const sameTarget = (a: { inode: string; dev: string; key: string; kind: I
 
 /** Zeroed statistics. */
 export const noStats = (): InfoStats => ({ locks: 0, waits: 0, waitMs: 0, retries: 0 });
+
+// ---- what a client tells its lock server (INFO, docs/protocol.md) ----------
+
+/** Why the client sent INFO now (the guide's moments; "change" = a coalesced ordinary change). */
+export type InfoMoment = 'start' | 'block' | 'unblock' | 'idle' | 'change';
+export const INFO_MOMENTS: readonly InfoMoment[] = ['start', 'block', 'unblock', 'idle', 'change'];
+
+/**
+ * A record lists at most this many locks (then `locksOmitted` says how many
+ * more): a client may hold 100,000, and a record must stay well under the
+ * readers' 4 MiB bound (~170 bytes a lock) and cheap to rewrite.
+ */
+export const MAX_RECORD_LOCKS = 10_000;
+
+/** A client sends at most this many files (the most recently declared): one INFO frame must stay under MAX_FRAME. */
+export const MAX_CLIENT_FILES = 500;
+
+/**
+ * The JSON of an INFO frame: what only the client knows (who runs it, which
+ * files it has open by name, its own statistics). The lock server adds what
+ * it knows itself - the session's locks and wait, which are authoritative -
+ * and writes the client's record.
+ */
+export interface ClientInfo {
+  user: string;
+  program: string;
+  files: InfoFile[];
+  stats: InfoStats;
+  moment: InfoMoment;
+}
+
+/**
+ * Checks a parsed INFO payload; returns it typed, or why it is not one.
+ * Unknown fields are allowed (a newer client may send more) but not kept in
+ * the record; more than MAX_CLIENT_FILES files is refused (a client keeps
+ * the most recent ones).
+ */
+export function checkClientInfo(v: unknown): ClientInfo | string {
+  if (!isObj(v)) return 'not a JSON object';
+  if (!isStr(v['user']) || !isStr(v['program'])) return 'user/program is not text';
+  if (!Array.isArray(v['files'])) return 'files is not a list';
+  const files = v['files'] as unknown[];
+  if (files.length > MAX_CLIENT_FILES) return `${files.length} files, more than ${MAX_CLIENT_FILES}`;
+  for (const [i, f] of files.entries()) {
+    if (!isObj(f) || !optStr(f['name']) || !isDec(f['inode']) || !isDec(f['dev'])) return `files[${i}] is not valid`;
+  }
+  if (!checkStats(v['stats'])) return 'stats is not valid';
+  if (!INFO_MOMENTS.includes(v['moment'] as InfoMoment)) return `moment ${JSON.stringify(v['moment'])} is not one of ${INFO_MOMENTS.join(', ')}`;
+  return v as unknown as ClientInfo;
+}
+
+/** The filter of INFO_QUERY (same shape as reader.ts InfoFilter, which re-exports this check's type). */
+export interface InfoQueryFilter {
+  port?: number;
+  file?: string;
+  key?: string;
+}
+
+/** Checks a parsed INFO_QUERY filter: only port (u32), file and key (text) are known; anything else is refused. */
+export function checkInfoFilter(v: unknown): InfoQueryFilter | string {
+  if (!isObj(v)) return 'the filter is not a JSON object';
+  const out: InfoQueryFilter = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (k === 'port') {
+      if (!isInt(x) || x > 0xffffffff) return 'filter port is not a port number';
+      out.port = x;
+    } else if (k === 'file' || k === 'key') {
+      if (!isStr(x)) return `filter ${k} is not text`;
+      out[k] = x;
+    } else {
+      return `filter field ${JSON.stringify(k)} is unknown (port, file, key)`;
+    }
+  }
+  return out;
+}

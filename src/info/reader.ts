@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../native.js';
-import { infoDir, isTempName, parseRecord, type InfoRecord } from './format.js';
+import { infoDir, isTempName, parseRecord, type InfoRecord, type InfoQueryFilter } from './format.js';
 
 /** A record too big to be one (a planted or runaway file is not read whole). */
 export const MAX_RECORD_BYTES = 4 << 20;
@@ -53,15 +53,32 @@ export interface InfoAnswer extends InfoListing {
   host: string;
 }
 
-export interface InfoFilter {
-  port?: number;
-  /** matches a lock's or an open file's name, exactly or by its last path component */
-  file?: string;
-  key?: string;
+/**
+ * port; file: matches a lock's or an open file's name, exactly or by its
+ * last path component; key: a lock's or the wait's key. The shape lives in
+ * format.ts (pure: the codec checks INFO_QUERY's filter with it).
+ */
+export type InfoFilter = InfoQueryFilter;
+
+/**
+ * A live process's start time, 0 when it is dead - a zombie included: a
+ * killed lock server stays one until the listener reaps it, and its
+ * record must be stale at once (its clients' connections are gone).
+ */
+export function liveStart(pid: number): number {
+  const start = native.pidStart(pid);
+  if (start === 0) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state === 'Z' || state === 'X' ? 0 : start;
+  } catch {
+    return 0;
+  }
 }
 
 /** Why the writer of `r` is gone, or undefined when it lives. */
-export function staleReason(r: InfoRecord, pidStart: (pid: number) => number = (p) => native.pidStart(p)): string | undefined {
+export function staleReason(r: InfoRecord, pidStart: (pid: number) => number = liveStart): string | undefined {
   const w = r.writer;
   const who = w.kind === 'lockserver' ? `lock-server process ${w.pid}` : `process ${w.pid}`;
   let start: number;

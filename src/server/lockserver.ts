@@ -152,7 +152,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
       const serve = (sock: net.Socket, route: Adopted['route'] | undefined): void => {
         try {
           const s = new Session(sock, {
-            mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, key: secrets.key, route,
+            mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, key: secrets.key, route, releaseDir: opts.releaseDir,
             onClose: (closed) => {
               sessions.delete(closed);
               tell(closedMsg);
