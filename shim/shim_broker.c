@@ -65,13 +65,12 @@ static int wait_opt;        /* WAIT: a waiting lock is not timed */
 /* The WELCOME said TOKENS: GRANTED and STATUS_RESULT carry a u64 fencing
  * token (docs/protocol.md). Set once, before any request. */
 static int tokens;
-/* The server's WELCOME said INFO (JDLS_FF_INFO): it takes INFO frames (the
+/* The WELCOME said INFO (JDLS_FF_INFO): INFO frames are taken (the
  * process's file names, user, program, statistics for the record the server
- * writes: docs/info-records.md). Never sent otherwise: an older server
- * closes the connection on an unknown frame type. Only a WELCOME from the
- * server itself carries it (direct mode: the broker handed the connection
- * over); the broker's own WELCOME does not, as it does not forward INFO
- * (docs/shim.md, "Info records"). */
+ * writes: docs/info-records.md) - by the server itself (direct mode: the
+ * broker handed its connection over) or by the broker, which passes them on
+ * (src/broker/session.ts). Never sent otherwise: an older server closes the
+ * connection on an unknown frame type. */
 static int info_ok;
 /* Files were declared since the last INFO: one is sent before the next
  * request (coalesced: many declarations, one frame). */
@@ -692,7 +691,12 @@ static void ensure_connected(void) {
    * started from this library's own package (start_broker), so the two
    * match unless an older broker still listens on the socket; the broker
    * then asks the server for tokens on our behalf (docs/broker.md). */
-  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS, 0);
+  /* INFO: this process sends INFO frames when the WELCOME says the server
+   * (or the broker, which passes them on) takes them. Same trap as TOKENS:
+   * the broker must be of this build (the broker offers it to the server
+   * and connects again without it to an older server). JDLS_INFO=0: not
+   * offered. */
+  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS | (shim_info_disabled() ? 0 : JDLS_FF_INFO), 0);
   putbytes(&f, "JDLS", 4);
   put8(&f, JDLS_PROTO_MIN_VERSION);
   put8(&f, JDLS_PROTO_VERSION);
@@ -711,8 +715,9 @@ static void ensure_connected(void) {
   read_first(body, sizeof body, &type, &wflags, &n, &server_fd);
   if (type == JDLS_FT_WELCOME) {
     tokens = (wflags & JDLS_FF_TOKENS) != 0;
-    /* INFO only on the server's own connection (see info_ok). */
-    info_ok = server_fd >= 0 && (wflags & JDLS_FF_INFO) != 0 && !shim_info_disabled();
+    /* The server's WELCOME (direct mode) or the broker's, which says INFO
+     * only when it passes INFO on to a server that takes it. */
+    info_ok = (wflags & JDLS_FF_INFO) != 0 && !shim_info_disabled();
     if (server_fd >= 0) {
       /* Direct mode: the server connection is ours now; the broker socket
        * has done its job. */

@@ -340,3 +340,29 @@ test.serial('server route: no INFO frame when the WELCOME does not say INFO', as
   t.deepEqual(frames.map((f) => f.type), [FrameType.LOCK, FrameType.LOCK]);
   await p.finish();
 });
+
+for (const via of ['handed-over connection', 'broker'] as const) {
+  test.serial(`server route (${via}): the lock server's record of the process shows its declared file names`, async (t) => {
+    const s = new ShimEnv(t);
+    const jdls = await s.startServer();
+    fs.mkdirSync(infoDir(s.cli.dir), { recursive: true, mode: 0o770 });
+    const data = path.join(s.cli.dir, 'f');
+    const env: NodeJS.ProcessEnv = { JDLS: jdls, JBCPORTNO: '44', ...(via === 'broker' ? { JDLS_BROKER_HANDOVER: '0' } : {}) };
+    const p = s.start(SHIM_INFO, [`open:${data}`, 'declare:CUSTOMERS', 'x:K', 'idle', 'hold'], { env });
+    await p.waitFor(/^holding$/);
+    const st = fs.statSync(data);
+    let rec: InfoRecord | undefined;
+    await until(() => {
+      rec = readInfoDir(s.cli.dir).records.map((r) => r.record).find((r) => r.pid === p.pid && r.port === 44);
+      return rec !== undefined && rec.files.some((f) => f.name === 'CUSTOMERS') && rec.locks.length === 1;
+    }, 15_000, "the server's record with the declared name");
+    t.is(rec!.writer.kind, 'lockserver');
+    t.is(rec!.ipaddr, '127.0.0.1');
+    t.deepEqual(rec!.files.filter((f) => f.name === 'CUSTOMERS').map((f) => f.inode), [String(st.ino)]);
+    t.is(rec!.locks[0]!.key, 'K');
+    t.true(rec!.program.includes('jdls-shiminfo'), rec!.program);
+    // No local record: the process locks on the server.
+    t.is(readRecord(infoDir(s.cli.dir), 44, p.pid), undefined);
+    await p.finish();
+  });
+}
