@@ -380,7 +380,10 @@ static size_t nmine, mine_cap;
 /* Copy this process's rows (held and waiting) out of the table. */
 static void snapshot(void) {
   nmine = 0;
-  jdls_table *t = shim_table();
+  /* A copy: the route may replace the table (a new one entered service
+   * after this one was retired; both stay mapped) while we list. */
+  jdls_table copy = *shim_table();
+  jdls_table *t = &copy;
   if (!t->hdr) return;
   size_t want = (size_t)t->per_group * 16;
   if (rows_cap < want) {
