@@ -207,6 +207,12 @@ test.serial('release by port frees the locks of a remote client and of a local d
   t.regex(byId.stdout, /^1 lock released\n/);
   t.regex(byId.stdout, new RegExp(`local pid ${process.pid} port 57 +WRITE +00000999 7 `));
   t.regex(listenerLog(env), /admin release of port 55 by uid 0 \(root\): 2 locks released/);
+  // A session found by its client's port.
+  const drop = await env.jdls(['--drop-session', '--port', '56']);
+  t.is(drop.code, 0, drop.stderr);
+  t.regex(drop.stdout, /^dropped client session \d+\/\d+: 127\.0\.0\.1:\d+ port 56 pid 8302 \(wire-client on testhost\), 1 lock released$/m);
+  await other.closed;
+  expectType(await remote.ping(), 'PONG');
   // Usage errors exit 2.
   t.is((await release(env, ['-k', 'X'])).code, 2);
 });
@@ -234,6 +240,34 @@ test.serial('a release chooses what to release first: the waiter a released lock
   t.is(expectType(await b.status('K1'), 'STATUS_RESULT').code, 2, 'the remote waiter keeps its grant');
   t.is(env.table.status(local, file, 'K2').code, 2, 'the local waiter keeps its grant');
   env.table.unlock(local, file, 'K2');
+});
+
+test.serial('the admin socket: a dead listener\'s socket is replaced, removed at stop; a planted link is left alone (no admin socket, said)', async (t) => {
+  const env = new ServerEnv(t);
+  const sock = adminSocketPath(env.dir);
+  // A socket nobody answers on: its process was killed before it could remove it.
+  spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  t.true(fs.lstatSync(sock).isSocket(), 'a stale socket is there');
+  await env.start();
+  t.is(fs.statSync(sock).mode & 0o777, 0o600);
+  t.is((await sessions(t, env)).sessions.length, 0);
+  t.is((await env.jdls(['-k'])).code, 0);
+  t.false(fs.existsSync(sock), 'removed when the listener stops');
+
+  const env2 = new ServerEnv(t);
+  const target = path.join(env2.dir, 'precious');
+  fs.writeFileSync(target, 'keep');
+  fs.symlinkSync(target, adminSocketPath(env2.dir));
+  await env2.start();
+  await until(t, 'the reason logged', () => /no admin socket .*is not a socket \(a symbolic link\): left alone/.test(listenerLog(env2)));
+  t.is(fs.readFileSync(target, 'utf8'), 'keep');
+  t.true(fs.lstatSync(adminSocketPath(env2.dir)).isSymbolicLink());
+  const r = await env2.jdls(['--sessions']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /jdls: .*jdls-admin\.sock/);
+  // The listener serves on without it.
+  const c = await env2.client({ pid: 8701 });
+  expectType(await c.lock('X'), 'GRANTED');
 });
 
 /** A user made for this test (removed at teardown), and the paths it must traverse. */
