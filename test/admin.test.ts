@@ -270,6 +270,29 @@ test.serial('the admin socket: a dead listener\'s socket is replaced, removed at
   expectType(await c.lock('X'), 'GRANTED');
 });
 
+test.serial('under OS file locks (-ibD, no table): sessions listed, a remote client\'s stuck lock released by its lock server, the waiter granted with a higher token, the local-process limit said', async (t) => {
+  const env = new ServerEnv(t);
+  await env.start(['-ibD']);
+  const a = await env.client({ pid: 8801, port: 81, tokens: true });
+  const b = await env.client({ pid: 8802, port: 82, tokens: true });
+  t.is(a.welcome.mechanism, 'os');
+  const ga = expectType(await a.lock('K'), 'GRANTED');
+  const waitB = b.lock('K', 'write', { noInterim: true });
+  await until(t, 'B waits', async () => (await sessions(t, env)).sessions.some((x) => x.clientPid === 8802 && x.waiting.length === 1));
+  const s = await sessions(t, env);
+  t.like(s.sessions.find((x) => x.clientPid === 8801), { mechanism: 'os', clientPort: 81 });
+  const r = await release(env, ['-i', `${FILE.inode},${FILE.dev}`, '-k', 'K', '--json']);
+  t.is(r.code, 0, r.stderr);
+  const ans = JSON.parse(r.stdout) as ReleaseAnswer;
+  t.deepEqual(ans.released.map((x) => `${x.owner.pid}:${x.key}`), ['8801:K']);
+  t.true(ans.notes.some((n) => /cannot be released by another process/.test(n)));
+  const gb = expectType(await waitB, 'GRANTED');
+  t.true((gb.token ?? 0n) > (ga.token ?? 0n), `OS lock tokens rise too: ${gb.token} > ${ga.token}`);
+  t.like(expectType(await a.unlock('K'), 'RELEASED'), { count: 0 });
+  const d = await env.jdls(['-dvL']);
+  t.regex(d.stdout, /Client sessions \(2;/);
+});
+
 /** A user made for this test (removed at teardown), and the paths it must traverse. */
 function throwawayUser(t: ExecutionContext): User {
   const root = testRoot();

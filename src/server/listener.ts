@@ -351,7 +351,8 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     });
   const admin: AdminServer | undefined = await startAdminServer({
     releaseDir: dir, log, mechanism: kind,
-    workers: (): AdminWorker[] => [...workers].map((w) => ({ pid: w.pid, ask: (req, ms) => askWorker(w, req, ms) })),
+    // A process not yet ready serves nobody yet (its queued sockets are not sessions).
+    workers: (): AdminWorker[] => [...workers].filter((w) => w.ready).map((w) => ({ pid: w.pid, ask: (req, ms) => askWorker(w, req, ms) })),
   });
 
   for (const fault of serverFaults()) log.error({ fault }, `FAULT INJECTION (${FAULT_ENV}=${fault}): this service breaks a safety promise on purpose - for the chaos suite's tests only`);
