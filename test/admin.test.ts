@@ -293,6 +293,24 @@ test.serial('under OS file locks (-ibD, no table): sessions listed, a remote cli
   t.regex(d.stdout, /Client sessions \(2;/);
 });
 
+test.serial('clientsPerProcess 1 (the guide\'s one process per client): the sessions of every lock-server process are listed, each named by its own process', async (t) => {
+  const env = new ServerEnv(t, { clientsPerProcess: 1 });
+  await env.start();
+  const a = await env.client({ pid: 8901, port: 91 });
+  const b = await env.client({ pid: 8902, port: 92 });
+  t.not(a.welcome.serverPid, b.welcome.serverPid);
+  expectType(await a.lock('A'), 'GRANTED');
+  expectType(await b.lock('B'), 'GRANTED');
+  const s = await sessions(t, env);
+  t.deepEqual(s.sessions.map((x) => [x.lockServer, x.clientPid, x.locks.map((l) => l.key)]).sort((x, y) => Number(x[1]) - Number(y[1])),
+    [[a.welcome.serverPid, 8901, ['A']], [b.welcome.serverPid, 8902, ['B']]]);
+  const r = await env.jdls(['--drop-session', `${b.welcome.serverPid}/${b.welcome.session}`]);
+  t.is(r.code, 0, r.stderr);
+  await b.closed;
+  expectType(await a.ping(), 'PONG');
+  t.deepEqual((await sessions(t, env)).sessions.map((x) => x.clientPid), [8901]);
+});
+
 /** A user made for this test (removed at teardown), and the paths it must traverse. */
 function throwawayUser(t: ExecutionContext): User {
   const root = testRoot();
