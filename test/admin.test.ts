@@ -129,7 +129,8 @@ test.serial('sessions list both clients of one lock-server process with their fi
   s = await sessions(t, env);
   t.deepEqual(s.sessions.map((x) => x.clientPid), [8102]);
   t.deepEqual(s.sessions[0]?.locks.map((l) => l.key).sort(), ['A1', 'B1']);
-  t.regex(listenerLog(env), /client session \d+\/\d+ \(127\.0\.0\.1 port 11 pid 8101\) dropped by an administrator, uid 0 \(root\): 2 locks released/);
+  // The log is written asynchronously (pino): awaited, not read at once.
+  await until(t, 'the drop logged', () => /client session \d+\/\d+ \(127\.0\.0\.1 port 11 pid 8101\) dropped by an administrator, uid 0 \(root\): 2 locks released/.test(listenerLog(env)));
 
   // A session that is gone: exit 1, said.
   const again = await env.jdls(['--drop-session', `${ls}/${sa.conn}`]);
@@ -165,8 +166,8 @@ test.serial('release by file name (info records) and key: the stuck lock is free
   // The old holder's session: K is not held any more (count 0), OTHER still is.
   t.like(expectType(await a.unlock('K'), 'RELEASED'), { count: 0 });
   t.is(expectType(await a.status('OTHER'), 'STATUS_RESULT').code, 2);
-  const log = listenerLog(env);
-  t.regex(log, /admin release of file CUSTOMERS, key \\"K\\" by uid 0 \(root\): 1 lock released/); // (JSON escapes the quotes)
+  // (JSON escapes the quotes)
+  await until(t, 'the release logged', () => /admin release of file CUSTOMERS, key \\"K\\" by uid 0 \(root\): 1 lock released/.test(listenerLog(env)));
 
   // The human form, nothing left to release: exit 1.
   const none = await release(env, ['-f', 'CUSTOMERS', '-k', 'NOPE']);
@@ -206,7 +207,7 @@ test.serial('release by port frees the locks of a remote client and of a local d
   t.is(byId.code, 0, byId.stderr);
   t.regex(byId.stdout, /^1 lock released\n/);
   t.regex(byId.stdout, new RegExp(`local pid ${process.pid} port 57 +WRITE +00000999 7 `));
-  t.regex(listenerLog(env), /admin release of port 55 by uid 0 \(root\): 2 locks released/);
+  await until(t, 'the release logged', () => /admin release of port 55 by uid 0 \(root\): 2 locks released/.test(listenerLog(env)));
   // A session found by its client's port.
   const drop = await env.jdls(['--drop-session', '--port', '56']);
   t.is(drop.code, 0, drop.stderr);

@@ -29,6 +29,7 @@ import type { MechanismKind } from '../locks/mechanism.js';
 import { LockTable, fileId, makeOwner, type LockRow } from '../locks/table.js';
 import { C } from '../native.js';
 import { readInfoDir } from '../info/reader.js';
+import { RateLog } from './ratelog.js';
 import {
   checkAdminRequest, type AdminAnswer, type AdminRequest, type AdminWorkerReply, type AdminWorkerRequest,
   type ReleaseAnswer, type ReleasedLock, type ReleaseTarget, type SessionView, type SilentLockServer,
@@ -42,6 +43,7 @@ export const ADMIN_ASK_MS = 3_000;
 const MAX_LINE = 64 * 1024;
 /** An admin connection idle this long is closed. */
 const IDLE_MS = 60_000;
+const REFUSALS_PER_SECOND = 10;
 
 /** One lock-server process, as the listener lets the admin socket ask it. */
 export interface AdminWorker {
@@ -113,7 +115,10 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     log.error({ socket: p }, `no admin socket (jdls -dvL cannot list client sessions; drop and release are unavailable): ${why}`);
     return undefined;
   }
-  const server = net.createServer((sock) => serveConnection(sock, { ...opts, ownerUid }));
+  // Refusals at most REFUSALS_PER_SECOND log lines a second: a local user
+  // hammering the socket (were its mode opened) must not flood the log.
+  const refusals = new RateLog(() => log, REFUSALS_PER_SECOND);
+  const server = net.createServer((sock) => serveConnection(sock, { ...opts, ownerUid, refusals }));
   // 0600 from the start: the umask while it binds, then chmod. (The peer
   // check is the guard; the mode keeps others from even connecting.)
   const old = process.umask(0o177);
@@ -153,13 +158,13 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   };
 }
 
-function serveConnection(sock: net.Socket, opts: AdminServerOptions & { ownerUid: number }): void {
+function serveConnection(sock: net.Socket, opts: AdminServerOptions & { ownerUid: number; refusals: RateLog }): void {
   const { log } = opts;
   sock.on('error', () => undefined);
   const uid = native.fdpass.peerUid(socketFd(sock));
   if (uid < 0 || !adminAllowed(uid, opts.ownerUid)) {
     const who = uid < 0 ? 'a peer whose uid could not be read' : describeUid(uid);
-    log.warn({ peerUid: uid }, `admin socket: ${who} refused (only root and the installation's owner, ${describeUid(opts.ownerUid)}, may use it)`);
+    opts.refusals.write('warn', { peerUid: uid }, `admin socket: ${who} refused (only root and the installation's owner, ${describeUid(opts.ownerUid)}, may use it)`);
     sock.end(`${JSON.stringify({ ok: false, error: `refused: only root and the installation's owner (${describeUid(opts.ownerUid)}) may use the admin socket; you are ${who}` })}\n`);
     return;
   }

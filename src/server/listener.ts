@@ -129,6 +129,40 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   }
 
   const workers = new Set<Worker>();
+  // The operator's controls (admin.ts): every lock-server process of this
+  // listener is asked over its IPC channel, with a bounded wait. Made
+  // before the port is listened on: once `jdls -ib` returns the socket is
+  // there, and no await comes between listening and taking connections.
+  let asks = 0;
+  const askWorker = (w: Worker, req: AdminWorkerRequest, ms: number): Promise<AdminWorkerReply> =>
+    new Promise<AdminWorkerReply>((resolve, reject) => {
+      if (!w.ready || !w.child.connected) return reject(new Error(w.ready ? 'its IPC channel is closed' : 'not ready yet'));
+      const id = (asks = (asks % 0x7fffffff) + 1);
+      const timer = setTimeout(() => {
+        w.asks.delete(id);
+        reject(new Error(`did not answer within ${ms} ms`));
+      }, ms);
+      w.asks.set(id, { resolve, reject, timer });
+      const msg: ToLockServer = { type: 'admin', id, req };
+      try {
+        w.child.send(msg, undefined, {}, (err) => {
+          if (!err) return;
+          clearTimeout(timer);
+          w.asks.delete(id);
+          reject(new Error(`could not be asked: ${err.message}`));
+        });
+      } catch (e) {
+        clearTimeout(timer);
+        w.asks.delete(id);
+        reject(new Error(`could not be asked: ${(e as Error).message}`));
+      }
+    });
+  const admin: AdminServer | undefined = await startAdminServer({
+    releaseDir: dir, log, mechanism: kind,
+    // A process not yet ready serves nobody yet (its queued sockets are not sessions).
+    workers: (): AdminWorker[] => [...workers].filter((w) => w.ready).map((w) => ({ pid: w.pid, ask: (req, ms) => askWorker(w, req, ms) })),
+  });
+
   const server = net.createServer({ pauseOnConnect: true });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -140,6 +174,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     });
   } catch (e) {
     log.error({ port: cfg.port, bind: cfg.bind }, `lock listener cannot listen on ${cfg.bind} port ${cfg.port}: ${(e as Error).message}`);
+    admin?.close();
     unclaim();
     return 1;
   }
@@ -151,6 +186,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   } catch (e) {
     log.error({ err: e }, `lock listener cannot record itself in ${dir}: ${(e as Error).message}`);
     server.close();
+    admin?.close();
     unclaim();
     return 1;
   }
@@ -322,38 +358,6 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   server.on('error', (e) => log.error({ err: e }, 'listener socket error'));
 
   ensureSpare();
-
-  // The operator's controls (admin.ts): every lock-server process of this
-  // listener is asked over its IPC channel, with a bounded wait.
-  let asks = 0;
-  const askWorker = (w: Worker, req: AdminWorkerRequest, ms: number): Promise<AdminWorkerReply> =>
-    new Promise<AdminWorkerReply>((resolve, reject) => {
-      if (!w.ready || !w.child.connected) return reject(new Error(w.ready ? 'its IPC channel is closed' : 'not ready yet'));
-      const id = (asks = (asks % 0x7fffffff) + 1);
-      const timer = setTimeout(() => {
-        w.asks.delete(id);
-        reject(new Error(`did not answer within ${ms} ms`));
-      }, ms);
-      w.asks.set(id, { resolve, reject, timer });
-      const msg: ToLockServer = { type: 'admin', id, req };
-      try {
-        w.child.send(msg, undefined, {}, (err) => {
-          if (!err) return;
-          clearTimeout(timer);
-          w.asks.delete(id);
-          reject(new Error(`could not be asked: ${err.message}`));
-        });
-      } catch (e) {
-        clearTimeout(timer);
-        w.asks.delete(id);
-        reject(new Error(`could not be asked: ${(e as Error).message}`));
-      }
-    });
-  const admin: AdminServer | undefined = await startAdminServer({
-    releaseDir: dir, log, mechanism: kind,
-    // A process not yet ready serves nobody yet (its queued sockets are not sessions).
-    workers: (): AdminWorker[] => [...workers].filter((w) => w.ready).map((w) => ({ pid: w.pid, ask: (req, ms) => askWorker(w, req, ms) })),
-  });
 
   for (const fault of serverFaults()) log.error({ fault }, `FAULT INJECTION (${FAULT_ENV}=${fault}): this service breaks a safety promise on purpose - for the chaos suite's tests only`);
   log.info({ port, bind: cfg.bind, mechanism: kind, clientsPerProcess: cfg.clientsPerProcess, releaseDir: dir }, `lock listener started on ${cfg.bind} port ${port}`);
