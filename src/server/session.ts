@@ -70,7 +70,7 @@ interface Wait {
   /** run once its final answer was sent (a CANCEL's own answer) */
   after: (() => void) | undefined;
   /** what it waits for, for the administrator's view (admin.ts) */
-  target: { tid: number; inode: bigint; dev: bigint; key: Buffer; mode: 'read' | 'write'; os: boolean; sinceMs: number } | undefined;
+  target: { tid: number; inode: bigint; dev: bigint; keyText: string; mode: 'read' | 'write'; os: boolean; sinceMs: number } | undefined;
 }
 
 /** Owners kept per connection before those holding nothing are forgotten. */
@@ -581,7 +581,8 @@ export class Session {
     const rid = f.requestId;
     const w: Wait = {
       cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined,
-      target: { tid: f.tid, inode: f.file.inode, dev: f.file.dev, key: f.key, mode: f.mode, os: mech.kind === 'os' && mech !== this.#deps.mech, sinceMs: Date.now() },
+      // The key's text, made already for HeldLocks: no new allocation per wait.
+      target: { tid: f.tid, inode: f.file.inode, dev: f.file.dev, keyText, mode: f.mode, os: mech.kind === 'os' && mech !== this.#deps.mech, sinceMs: Date.now() },
     };
     // In the maps first: the mechanism may settle it before startWait returns.
     this.#waits.set(rid, w);
@@ -830,8 +831,8 @@ export class Session {
     for (const w of this.#waits.values()) {
       const t = w.target;
       if (!t) continue;
-      const key = t.key.toString('latin1');
-      waiting.push({ tid: t.tid, inode: t.inode.toString(), dev: t.dev.toString(), key, keyHex: t.key.toString('hex'), mode: t.mode, kind: t.os ? 'os' : 'record', sinceMs: t.sinceMs });
+      const key = t.keyText.startsWith(OFFSET_TEXT) ? t.keyText.slice(OFFSET_TEXT.length) : t.keyText;
+      waiting.push({ tid: t.tid, inode: t.inode.toString(), dev: t.dev.toString(), key, keyHex: Buffer.from(key, 'latin1').toString('hex'), mode: t.mode, kind: t.os ? 'os' : 'record', sinceMs: t.sinceMs });
     }
     return {
       lockServer: process.pid, conn: this.id, addr: this.ip, remotePort: this.sock.remotePort ?? 0,
