@@ -100,6 +100,7 @@ test.serial('sessions list both clients of one lock-server process with their fi
   t.is(sa.host, 'hostA');
   t.is(sa.program, 'progA');
   t.true(Math.abs(sa.connectedMs - Date.now()) < 60_000);
+  t.is(sa.lockCount, 2);
   const locksA = [...sa.locks].sort((x, y) => x.key.localeCompare(y.key));
   t.is(locksA.length, 2);
   t.like(locksA[0], { key: 'A1', mode: 'write', kind: 'record', inode: FILE.inode.toString(), dev: FILE.dev.toString() });

@@ -8,7 +8,7 @@
 // or the release itself (admin.ts, session.ts).
 import fs from 'node:fs';
 import { adminCall, AdminUnavailable, adminAllowed } from '../server/admin.js';
-import type { AdminAnswer, AdminRequest, ReleasedLock, SessionView, SilentLockServer } from '../server/admin-types.js';
+import { SESSION_LOCKS_LISTED, type AdminAnswer, type AdminRequest, type ReleasedLock, type SessionView, type SilentLockServer } from '../server/admin-types.js';
 import { describeUid } from '../safefile.js';
 import { ctime, escapeKey } from './display.js';
 
@@ -45,11 +45,11 @@ export function sessionsText(sessions: SessionView[], silent: SilentLockServer[]
     const w = v.waiting[0];
     const waiting = w ? `${modeName(w.mode)} ${w.inode}/${w.dev} ${keyText(w.key)}${w.kind === 'os' ? ' (OSLOCKS)' : ''} since ${ctime(w.sinceMs).slice(11, 19)}${v.waiting.length > 1 ? ` (+${v.waiting.length - 1})` : ''}`
       : v.rangeWaits ? `${v.rangeWaits} range lock(s)` : '-';
-    s += `${`${v.lockServer}/${v.conn}`.padEnd(13)}${`${v.addr}:${v.remotePort}`.padEnd(24)}${String(v.clientPort ?? '-').padEnd(6)}${String(v.clientPid ?? '-').padEnd(9)}${ctime(v.connectedMs).padEnd(26)}${String(v.locks.length).padEnd(7)}${waiting}\n`;
+    s += `${`${v.lockServer}/${v.conn}`.padEnd(13)}${`${v.addr}:${v.remotePort}`.padEnd(24)}${String(v.clientPort ?? '-').padEnd(6)}${String(v.clientPid ?? '-').padEnd(9)}${ctime(v.connectedMs).padEnd(26)}${String(v.lockCount).padEnd(7)}${waiting}\n`;
     for (const l of v.locks.slice(0, LOCKS_SHOWN)) {
       s += `    ${modeName(l.mode).padEnd(6)}${l.kind === 'os' ? 'OSLOCKS ' : 'record  '}${l.inode.padStart(8, '0')} ${l.dev.padEnd(6)}token ${(l.token ?? '-').padEnd(20)}${keyText(l.key)}\n`;
     }
-    if (v.locks.length > LOCKS_SHOWN) s += `    ... ${v.locks.length - LOCKS_SHOWN} more\n`;
+    if (v.lockCount > LOCKS_SHOWN) s += `    ... ${v.lockCount - LOCKS_SHOWN} more (jdls --sessions --json lists up to ${SESSION_LOCKS_LISTED})\n`;
     if (v.ranges) s += `    ${v.ranges} byte-range lock file(s) (BINARY)\n`;
   }
   return s + silentText(silent);
@@ -112,7 +112,7 @@ export async function dropSession(releaseDir: string, req: Extract<AdminRequest,
   if (json) io.out(`${JSON.stringify(a)}\n`);
   else {
     for (const d of a.dropped)
-      io.out(`dropped client session ${d.lockServer}/${d.conn}: ${d.addr}:${d.remotePort} port ${d.clientPort ?? '-'} pid ${d.clientPid ?? '-'} (${d.program || '-'} on ${d.host || '-'}), ${d.locks.length} lock${d.locks.length === 1 ? '' : 's'} released\n`);
+      io.out(`dropped client session ${d.lockServer}/${d.conn}: ${d.addr}:${d.remotePort} port ${d.clientPort ?? '-'} pid ${d.clientPid ?? '-'} (${d.program || '-'} on ${d.host || '-'}), ${d.lockCount} lock${d.lockCount === 1 ? '' : 's'} released\n`);
     io.out(silentText(a.silent));
   }
   return a.dropped.length > 0 ? 0 : 1;

@@ -39,12 +39,18 @@ export interface SessionView {
   connectedMs: number;
   /** the lock server's record-lock mechanism */
   mechanism: 'shm' | 'os';
+  /** locks held, in all */
+  lockCount: number;
+  /** the first SESSION_LOCKS_LISTED of them (a session may hold thousands: the answer stays bounded) */
   locks: SessionLock[];
   /** byte-range (BINARY) lock files held or waited in */
   ranges: number;
   rangeWaits: number;
   waiting: SessionWait[];
 }
+
+/** Locks of one session a sessions answer lists (lockCount says how many it holds). */
+export const SESSION_LOCKS_LISTED = 1000;
 
 /** What a release matches: every given part must match. */
 export interface ReleaseTarget {

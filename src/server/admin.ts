@@ -267,8 +267,8 @@ async function handleRequest(req: AdminRequest, by: string, opts: AdminServerOpt
       }
       if (dropped.length === 0 && silent.length === 0) return { ok: false, error: `no client session ${targets.map((t) => `${t.lockServer}/${t.conn}`).join(', ')} (it may have ended)` };
       for (const d of dropped) {
-        log.warn({ by, lockServer: d.lockServer, conn: d.conn, client: `${d.addr}:${d.remotePort}`, clientPort: d.clientPort, clientPid: d.clientPid, locks: d.locks.length },
-          `client session ${d.lockServer}/${d.conn} (${d.addr} port ${d.clientPort ?? '-'} pid ${d.clientPid ?? '-'}) dropped by an administrator, ${by}: ${d.locks.length} lock${d.locks.length === 1 ? '' : 's'} released`);
+        log.warn({ by, lockServer: d.lockServer, conn: d.conn, client: `${d.addr}:${d.remotePort}`, clientPort: d.clientPort, clientPid: d.clientPid, locks: d.lockCount },
+          `client session ${d.lockServer}/${d.conn} (${d.addr} port ${d.clientPort ?? '-'} pid ${d.clientPid ?? '-'}) dropped by an administrator, ${by}: ${d.lockCount} lock${d.lockCount === 1 ? '' : 's'} released`);
       }
       return { ok: true, cmd: 'drop', dropped, silent };
     }

@@ -33,7 +33,7 @@ import { RangeSession } from './range-session.js';
 import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
-import type { ReleaseTarget, ReleasedLock, SessionLock, SessionView, SessionWait } from './admin-types.js';
+import { SESSION_LOCKS_LISTED, type ReleaseTarget, type ReleasedLock, type SessionLock, type SessionView, type SessionWait } from './admin-types.js';
 
 /** Deliberate faults for the chaos suite's teeth tests (fault-injection.ts); empty in service. */
 const INJECTED = serverFaults();
@@ -809,6 +809,7 @@ export class Session {
     const h = this.#hello;
     const locks: SessionLock[] = [];
     for (const e of this.#held.entries()) {
+      if (locks.length >= SESSION_LOCKS_LISTED) break;
       const { inode, dev } = splitFileKey(e.file);
       const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
       const lock: SessionLock = {
@@ -837,7 +838,7 @@ export class Session {
     return {
       lockServer: process.pid, conn: this.id, addr: this.ip, remotePort: this.sock.remotePort ?? 0,
       clientPort: h ? h.port : null, clientPid: h ? h.pid : null, host: h?.host ?? '', program: h?.program ?? '',
-      connectedMs: this.connectedMs, mechanism: this.#deps.mech.kind, locks, ranges: this.#ranges?.units ?? 0,
+      connectedMs: this.connectedMs, mechanism: this.#deps.mech.kind, lockCount: this.#held.count, locks, ranges: this.#ranges?.units ?? 0,
       rangeWaits: this.#ranges?.waiting ?? 0, waiting,
     };
   }
