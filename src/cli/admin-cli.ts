@@ -25,6 +25,8 @@ export function notAllowed(releaseDir: string): string | undefined {
   return `only root and the installation's owner (${describeUid(owner)}) may do this; you are ${describeUid(me)}`;
 }
 
+/** address:port, IPv6 in brackets (its colons would run into the port's). */
+const hostPort = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
 const keyText = (key: string): string => escapeKey(Buffer.from(key, 'latin1'));
 const modeName = (m: 'read' | 'write'): string => (m === 'write' ? 'WRITE' : 'READ');
 
@@ -45,7 +47,7 @@ export function sessionsText(sessions: SessionView[], silent: SilentLockServer[]
     const w = v.waiting[0];
     const waiting = w ? `${modeName(w.mode)} ${w.inode}/${w.dev} ${keyText(w.key)}${w.kind === 'os' ? ' (OSLOCKS)' : ''} since ${ctime(w.sinceMs).slice(11, 19)}${v.waiting.length > 1 ? ` (+${v.waiting.length - 1})` : ''}`
       : v.rangeWaits ? `${v.rangeWaits} range lock(s)` : '-';
-    s += `${`${v.lockServer}/${v.conn}`.padEnd(13)}${`${v.addr}:${v.remotePort}`.padEnd(24)}${String(v.clientPort ?? '-').padEnd(6)}${String(v.clientPid ?? '-').padEnd(9)}${ctime(v.connectedMs).padEnd(26)}${String(v.lockCount).padEnd(7)}${waiting}\n`;
+    s += `${`${v.lockServer}/${v.conn}`.padEnd(13)}${hostPort(v.addr, v.remotePort).padEnd(24)}${String(v.clientPort ?? '-').padEnd(6)}${String(v.clientPid ?? '-').padEnd(9)}${ctime(v.connectedMs).padEnd(26)}${String(v.lockCount).padEnd(7)}${waiting}\n`;
     for (const l of v.locks.slice(0, LOCKS_SHOWN)) {
       s += `    ${modeName(l.mode).padEnd(6)}${l.kind === 'os' ? 'OSLOCKS ' : 'record  '}${l.inode.padStart(8, '0')} ${l.dev.padEnd(6)}token ${(l.token ?? '-').padEnd(20)}${keyText(l.key)}\n`;
     }
@@ -112,7 +114,7 @@ export async function dropSession(releaseDir: string, req: Extract<AdminRequest,
   if (json) io.out(`${JSON.stringify(a)}\n`);
   else {
     for (const d of a.dropped)
-      io.out(`dropped client session ${d.lockServer}/${d.conn}: ${d.addr}:${d.remotePort} port ${d.clientPort ?? '-'} pid ${d.clientPid ?? '-'} (${d.program || '-'} on ${d.host || '-'}), ${d.lockCount} lock${d.lockCount === 1 ? '' : 's'} released\n`);
+      io.out(`dropped client session ${d.lockServer}/${d.conn}: ${hostPort(d.addr, d.remotePort)} port ${d.clientPort ?? '-'} pid ${d.clientPid ?? '-'} (${d.program || '-'} on ${d.host || '-'}), ${d.lockCount} lock${d.lockCount === 1 ? '' : 's'} released\n`);
     io.out(silentText(a.silent));
   }
   return a.dropped.length > 0 ? 0 : 1;
