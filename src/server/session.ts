@@ -38,6 +38,7 @@ import { RangeSession } from './range-session.js';
 import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
+import { SESSION_LOCKS_LISTED, type ReleaseTarget, type ReleasedLock, type SessionLock, type SessionView, type SessionWait } from './admin-types.js';
 
 /** The table's lock number as -dvL shows it ("value"): 0x%08x. */
 const lockNo = (hash: number): string => `0x${(hash >>> 0).toString(16).padStart(8, '0')}`;
@@ -90,6 +91,8 @@ interface Wait {
   outcome: 'granted' | 'cancelled' | 'failed' | undefined;
   /** run once its final answer was sent (a CANCEL's own answer) */
   after: (() => void) | undefined;
+  /** what it waits for, for the administrator's view (admin.ts) */
+  target: { tid: number; inode: bigint; dev: bigint; keyText: string; mode: 'read' | 'write'; os: boolean; sinceMs: number } | undefined;
 }
 
 /** Owners kept per connection before those holding nothing are forgotten. */
@@ -99,6 +102,9 @@ const MAX_FILES = 1024;
 
 const SERVER_HOST = os.hostname();
 const noop = (): void => undefined;
+
+/** Locks chosen for an administrator's release (Session.adminSelect). */
+export type AdminSelection = { tid: number; file: string; key: string; mech: RecordLocks }[];
 
 /** The address as stored in the table: IPv4-mapped IPv6 as dotted IPv4. */
 export function clientAddress(sock: net.Socket): string | undefined {
@@ -148,6 +154,19 @@ function lockKeyOf(f: { key: Buffer; offset?: true }, mech: RecordLocks): [Buffe
   const off = byteOffsetOfKey(f.key);
   if (off === undefined) throw new JdlsError('BAD_ARGUMENT', `flag OFFSET needs a key that is a byte offset in lowercase hex; got ${JSON.stringify(text.slice(0, 40))}`);
   return [offsetKey(off), OFFSET_TEXT + text];
+}
+
+/** fileKey's text back to (inode, dev). */
+function splitFileKey(k: string): { inode: bigint; dev: bigint } {
+  const i = k.indexOf(':');
+  return { inode: BigInt(k.slice(0, i)), dev: BigInt(k.slice(i + 1)) };
+}
+
+/** The key bytes a HeldLocks text stands for (lockKeyOf in reverse). */
+function heldKeyBytes(text: string): Buffer {
+  if (!text.startsWith(OFFSET_TEXT)) return Buffer.from(text, 'latin1');
+  const off = byteOffsetOfKey(Buffer.from(text.slice(OFFSET_TEXT.length), 'latin1'));
+  return off === undefined ? Buffer.from(text, 'latin1') : offsetKey(off);
 }
 
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
@@ -208,6 +227,9 @@ export class Session {
   #threads = 0;
   /** INFO_QUERY answers still being sent (their request ids are outstanding) */
   #infoQueries = new Set<number>();
+
+  /** when the lock-server process took the connection (ms since the epoch) */
+  readonly connectedMs = Date.now();
 
   constructor(sock: net.Socket, deps: SessionDeps) {
     this.id = deps.id;
@@ -594,7 +616,11 @@ export class Session {
    */
   #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, key: Buffer, keyText: string, thread: boolean): void {
     const rid = f.requestId;
-    const w: Wait = { cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined };
+    const w: Wait = {
+      cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined,
+      // The key's text, made already for HeldLocks: no new allocation per wait.
+      target: { tid: f.tid, inode: f.file.inode, dev: f.file.dev, keyText, mode: f.mode, os: mech.kind === 'os' && mech !== this.#deps.mech, sinceMs: Date.now() },
+    };
     // In the maps first: the mechanism may settle it before startWait returns.
     this.#waits.set(rid, w);
     this.#waitTids.set(rid, f.tid);
@@ -958,6 +984,126 @@ export class Session {
       return;
     }
     this.#armKeepalive(this.#silenceMs - silent);
+  }
+
+  // ===== the administrator (admin.ts) =======================================
+  // Separate from the conversation: the listener asks, over the IPC channel,
+  // what this connection holds and waits for, and may release its locks or
+  // drop it (docs/operations-admin.md).
+
+  /** The connection as `jdls -dvL` and `{"cmd":"sessions"}` show it. */
+  adminView(): SessionView {
+    const h = this.#hello;
+    const locks: SessionLock[] = [];
+    for (const e of this.#held.entries()) {
+      if (locks.length >= SESSION_LOCKS_LISTED) break;
+      const { inode, dev } = splitFileKey(e.file);
+      const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
+      const lock: SessionLock = {
+        tid: e.tid, inode: inode.toString(), dev: dev.toString(), key: raw, keyHex: Buffer.from(raw, 'latin1').toString('hex'),
+        mode: 'write', kind: e.mech === this.#deps.mech ? 'record' : 'os',
+      };
+      const owner = this.#owners.get(e.tid);
+      if (owner) {
+        try {
+          const st = e.mech.status(owner, fileId(inode, dev), heldKeyBytes(e.key));
+          lock.mode = st.code === 1 ? 'read' : 'write';
+          if (st.token) lock.token = st.token.toString();
+        } catch {
+          /* shown without its mode and token */
+        }
+      }
+      locks.push(lock);
+    }
+    const waiting: SessionWait[] = [];
+    for (const w of this.#waits.values()) {
+      const t = w.target;
+      if (!t) continue;
+      const key = t.keyText.startsWith(OFFSET_TEXT) ? t.keyText.slice(OFFSET_TEXT.length) : t.keyText;
+      waiting.push({ tid: t.tid, inode: t.inode.toString(), dev: t.dev.toString(), key, keyHex: Buffer.from(key, 'latin1').toString('hex'), mode: t.mode, kind: t.os ? 'os' : 'record', sinceMs: t.sinceMs });
+    }
+    return {
+      lockServer: process.pid, conn: this.id, addr: this.ip, remotePort: this.sock.remotePort ?? 0,
+      clientPort: h ? h.port : null, clientPid: h ? h.pid : null, host: h?.host ?? '', program: h?.program ?? '',
+      connectedMs: this.connectedMs, mechanism: this.#deps.mech.kind, lockCount: this.#held.count, locks, ranges: this.#ranges?.units ?? 0,
+      rangeWaits: this.#ranges?.waiting ?? 0, waiting,
+    };
+  }
+
+  /**
+   * Release this connection's locks that match `t` (an administrator's
+   * release of a stuck lock). The connection stays; its bookkeeping drops
+   * them, so the client's later UNLOCK of one answers as for a lock not
+   * held (count 0). The table's and the installation's token counters only
+   * rise, so the key's next grant carries a higher token (docs/fencing.md).
+   */
+  /**
+   * The locks adminRelease would release, chosen before any is: a release
+   * hands the lock to a waiter at once (perhaps another session of this
+   * process, or this one's other thread), and that fresh grant must not be
+   * released too. The lock server selects in every session, then releases.
+   */
+  adminSelect(t: ReleaseTarget): AdminSelection {
+    const h = this.#hello;
+    if (!h || this.#closed) return [];
+    if (t.port !== undefined && h.port !== t.port) return [];
+    const files = t.files ? new Set(t.files.map((f) => `${f.inode}:${f.dev}`)) : undefined;
+    const out: AdminSelection = [];
+    for (const e of this.#held.entries()) {
+      if (files && !files.has(e.file)) continue;
+      const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
+      if (t.key !== undefined && raw !== t.key) continue;
+      out.push(e);
+    }
+    return out;
+  }
+
+  adminRelease(t: ReleaseTarget, selected: AdminSelection = this.adminSelect(t)): ReleasedLock[] {
+    const h = this.#hello;
+    if (!h || this.#closed) return [];
+    const out: ReleasedLock[] = [];
+    for (const e of selected) {
+      if (this.#held.get(e.tid, e.file, e.key) !== e.mech) continue; // released meanwhile
+      const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
+      const owner = this.#owners.get(e.tid);
+      if (!owner) continue;
+      const { inode, dev } = splitFileKey(e.file);
+      const file = fileId(inode, dev);
+      const key = heldKeyBytes(e.key);
+      let mode: 'read' | 'write' = 'write';
+      let token: bigint | undefined;
+      try {
+        const st = e.mech.status(owner, file, key);
+        mode = st.code === 1 ? 'read' : 'write';
+        token = st.token;
+      } catch {
+        /* released without its mode and token */
+      }
+      let ok = false;
+      try {
+        ok = e.mech.unlock(owner, file, key);
+      } catch (err) {
+        this.#log.error({ err }, 'administrator release failed');
+      }
+      this.#held.delete(e.tid, e.file, e.key);
+      if (!ok) continue;
+      out.push({
+        owner: { kind: 'remote', lockServer: process.pid, conn: this.id, addr: this.ip, remotePort: this.sock.remotePort ?? 0, port: h.port, pid: h.pid, tid: e.tid, host: h.host, program: h.program },
+        inode: inode.toString(), dev: dev.toString(), key: raw, keyHex: Buffer.from(raw, 'latin1').toString('hex'), mode,
+        kind: e.mech === this.#deps.mech ? 'record' : 'os', ...(token ? { token: token.toString() } : {}),
+      });
+    }
+    if (out.length > 0) {
+      this.#syncCount();
+      this.#log.warn({ released: out.length, by: t.by }, `${out.length} lock${out.length === 1 ? '' : 's'} of this connection released by an administrator (${t.by})`);
+    }
+    return out;
+  }
+
+  /** Drop this one connection (an administrator's request): its locks are released as on any disconnect. */
+  adminDrop(by: string): void {
+    const why = `dropped by an administrator (${by})`;
+    this.close(why, { type: 'ERROR', requestId: 0, code: 'SHUTDOWN', text: `the lock server closed this session: ${why}`.slice(0, PROTO.MAX_STR) });
   }
 
   // ===== the end ============================================================
