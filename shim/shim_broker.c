@@ -189,7 +189,7 @@ static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
       }
       if (pr == 0) {
         char why[200];
-        snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+        snprintf(why, sizeof why, "the lock server was silent for more than %d ms with an answer due: declared dead (JDLS TIMEOUT)", wait_ms);
         shim_server_unreachable(why);
       }
     }
@@ -240,7 +240,7 @@ static int wait_frame(int interruptible, int wait_ms) {
     }
     if (r == 0 && wait_ms >= 0) {
       char why[200];
-      snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+      snprintf(why, sizeof why, "the lock server was silent for more than %d ms with an answer due: declared dead (JDLS TIMEOUT)", wait_ms);
       shim_server_unreachable(why);
     }
     if (r == 0) lost(direct ? "the lock server closed it" : "the broker closed it");
@@ -675,7 +675,13 @@ static void ensure_connected(void) {
       char v[32];
       wait_opt = shim_jdls_option("WAIT", NULL, 0);
       lock_flags = (wait_opt ? JDLS_FF_NO_INTERIM : 0) | (shim_jdls_option("OSLOCKS", NULL, 0) ? JDLS_FF_OSLOCKS : 0);
-      if (shim_jdls_option("TIMEOUT", v, sizeof v)) timeout_ms = (int)strtol(v, NULL, 10) * 1000;
+      /* Seconds, decimals allowed, as the library reads it (jdls-env.ts);
+       * the server reads the same value from the HELLO's options and sends
+       * its WAITING frames at a third of it (session.ts interimFor). */
+      if (shim_jdls_option("TIMEOUT", v, sizeof v)) {
+        double s = strtod(v, NULL);
+        if (s > 0 && s <= 86400) timeout_ms = s * 1000 < 1 ? 1 : (int)(s * 1000 + 0.5);
+      }
     }
     return;
   }
