@@ -127,6 +127,7 @@ void shim_broker_forget(void) {
   bfd = -1;
   direct = 0;
   tokens = 0;
+  strcpy(server_label, "broker"); /* the child connects anew, maybe not directly */
 }
 
 /* --- frames ----------------------------------------------------------------- */
