@@ -206,7 +206,7 @@ static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
       }
       if (pr == 0) {
         char why[200];
-        snprintf(why, sizeof why, "the lock server was silent for more than %d ms with an answer due: declared dead (JDLS TIMEOUT)", wait_ms);
+        snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
         shim_server_unreachable(why);
       }
     }
@@ -257,7 +257,7 @@ static int wait_frame(int interruptible, int wait_ms) {
     }
     if (r == 0 && wait_ms >= 0) {
       char why[200];
-      snprintf(why, sizeof why, "the lock server was silent for more than %d ms with an answer due: declared dead (JDLS TIMEOUT)", wait_ms);
+      snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
       shim_server_unreachable(why);
     }
     if (r == 0) lost(direct ? "the lock server closed it" : "the broker closed it");

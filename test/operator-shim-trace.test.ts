@@ -134,7 +134,7 @@ test.serial('TIMEOUT declares a stopped server dead: the error lands in jbase_er
   for (const pid of servers) process.kill(pid, 'SIGCONT');
   const err = parse(a.stderr()).filter((l) => l.level === 50);
   t.is(err.length, 1, a.stderr());
-  t.regex(err[0]?.msg ?? '', /silent for more than 1000 ms with an answer due: declared dead/);
+  t.regex(err[0]?.msg ?? '', /^lock server 127\.0\.0\.1:\d+ silent for more than 1000 ms with an answer due; declared dead \(JDLS TIMEOUT\)$/);
   const file = parse(fs.readFileSync(path.join(s.cli.dir, 'tmp', 'jbase_error_trace'), 'utf8')).filter((l) => l.name === 'jdls-shim');
   t.deepEqual(file.map((l) => l.msg), err.map((l) => l.msg));
   t.is(file[0]?.pid, a.pid);
