@@ -65,6 +65,7 @@
       "sources": ["shim/shim_real.c", "shim/shim_classify.c", "shim/shim_route.c",
                   "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c", "shim/shim_broker.c", "shim/shim_binary.c", "shim/shim_binapi.c",
                   "shim/shim_info.c",
+                  "shim/shim_log.c",
                   "native/common/jdls_table.c", "native/common/jdls_service.c", "native/common/jdls_oslock.c"],
       "cflags": ["-fPIC", "-fvisibility=hidden"],
       "ldflags": ["-pthread", "-Wl,--no-undefined"],

@@ -341,4 +341,23 @@ int shim_info_disabled(void);
 void shim_info_remote_changed(int idle);
 void shim_info_remote_forget(void);
 
+/* --- shim_log.c ---------------------------------------------------------- */
+/* The trace (JDLS VERBOSE: stderr; TRACE=file: that file) and the
+ * communication errors (always: $JBCRELEASEDIR/tmp/jbase_error_trace) of a
+ * preloaded program, as the library writes them (docs/shim.md, "Trace and
+ * errors"). Lines are preformatted and written with write(2). */
+#define SHIM_LOG_DEBUG 20
+#define SHIM_LOG_ERROR 50
+/* Read VERBOSE/TRACE/JBCRELEASEDIR once (the first connection). */
+void shim_log_init(void);
+/* Is the trace on (VERBOSE or TRACE)? */
+int shim_log_tracing(void);
+/* One line: `fields` is JSON members without braces ("\"id\":3") or NULL. */
+void shim_log_line(int level, const char *fields, const char *msg);
+/* A JSON string of n bytes appended at b[len] (cap bytes); the new length. */
+size_t shim_log_jstr(char *b, size_t cap, size_t len, const char *p, size_t n);
+/* The trace of a request frame (whole, with its header) and of an answer. */
+void shim_log_request(const char *server, const uint8_t *frame, size_t n);
+void shim_log_answer(const char *server, int type, uint32_t id, const uint8_t *body, size_t n);
+
 #endif

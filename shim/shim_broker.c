@@ -38,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -91,7 +93,21 @@ static int reading;
 static pthread_cond_t bcv = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
 
+/* The trace's name for the other end: the server's address in direct mode,
+ * else "broker" (docs/shim.md, "Trace and errors"). Set once connected. */
+static char server_label[96] = "broker";
+
 void shim_server_unreachable(const char *why) {
+  /* Before the guide's lines: jbase_error_trace (always) and the trace
+   * (VERBOSE/TRACE), as the library logs a connection failure. */
+  {
+    char fields[160];
+    size_t fl = 0;
+    memcpy(fields, "\"server\":", 9);
+    fl = shim_log_jstr(fields, sizeof fields, 9, server_label, strlen(server_label));
+    fields[fl] = 0;
+    shim_log_line(SHIM_LOG_ERROR, fields, why && *why ? why : "the lock service cannot be reached");
+  }
   char msg[1400];
   int n = snprintf(msg, sizeof msg,
                    "Client: unable to connect to distributed lock service, locks not enabled\n"
@@ -125,6 +141,7 @@ void shim_broker_forget(void) {
   tokens = 0;
   info_ok = 0;
   info_due = 0;
+  strcpy(server_label, "broker"); /* the child connects anew, maybe not directly */
 }
 
 /* --- frames ----------------------------------------------------------------- */
@@ -241,7 +258,7 @@ static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
       }
       if (pr == 0) {
         char why[200];
-        snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+        snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
         shim_server_unreachable(why);
       }
     }
@@ -292,7 +309,7 @@ static int wait_frame(int interruptible, int wait_ms) {
     }
     if (r == 0 && wait_ms >= 0) {
       char why[200];
-      snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+      snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
       shim_server_unreachable(why);
     }
     if (r == 0) lost(direct ? "the lock server closed it" : "the broker closed it");
@@ -654,9 +671,52 @@ static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t 
   memcpy(body, buf + JDLS_PROTO_HEADER, *blen);
 }
 
+/* server_label from the server connection's peer address ("ip:port", IPv6 in brackets). */
+static void peer_label(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) return;
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    snprintf(server_label, sizeof server_label, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+  } else if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    snprintf(server_label, sizeof server_label, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+  }
+}
+
+/* The trace's "connected" line: WELCOME's version u8, mechanism u8, server
+ * pid, session, interim ms, keep-alive ms. */
+static void log_connected(const uint8_t *w, size_t n) {
+  if (!shim_log_tracing()) return;
+  char fields[400];
+  memcpy(fields, "\"server\":", 9);
+  size_t fl = shim_log_jstr(fields, sizeof fields, 9, server_label, strlen(server_label));
+  if (n >= 18)
+    snprintf(fields + fl, sizeof fields - fl,
+             ",\"direct\":%s,\"welcome\":{\"version\":%u,\"mechanism\":\"%s\",\"serverPid\":%u,\"session\":%u,\"interimMs\":%u,\"keepaliveMs\":%u,\"tokens\":%s}",
+             direct ? "true" : "false", w[0], w[1] == 2 ? "os" : "shm", (unsigned)get32(w + 2), (unsigned)get32(w + 6),
+             (unsigned)get32(w + 10), (unsigned)get32(w + 14), tokens ? "true" : "false");
+  else
+    fields[fl] = 0;
+  shim_log_line(SHIM_LOG_DEBUG, fields, "connected");
+}
+
 /* Connect (starting the broker if need be) and say HELLO; with bmu held. */
 static void ensure_connected(void) {
   if (bfd >= 0) return;
+  shim_log_init();
+  if (shim_log_tracing()) {
+    const char *jv = shim_jdls_value();
+    char fields[1200];
+    memcpy(fields, "\"jdls\":", 7);
+    size_t fl = shim_log_jstr(fields, sizeof fields, 7, jv ? jv : "", jv ? strlen(jv) : 0);
+    fields[fl] = 0;
+    shim_log_line(SHIM_LOG_DEBUG, fields, "connecting");
+  }
   char path[PATH_MAX], bad[PATH_MAX + 256];
   if (sock_path(path, sizeof path, bad, sizeof bad) < 0) shim_server_unreachable(bad);
   int fd = try_connect(path);
@@ -735,8 +795,16 @@ static void ensure_connected(void) {
       char v[32];
       wait_opt = shim_jdls_option("WAIT", NULL, 0);
       lock_flags = (wait_opt ? JDLS_FF_NO_INTERIM : 0) | (shim_jdls_option("OSLOCKS", NULL, 0) ? JDLS_FF_OSLOCKS : 0);
-      if (shim_jdls_option("TIMEOUT", v, sizeof v)) timeout_ms = (int)strtol(v, NULL, 10) * 1000;
+      /* Seconds, decimals allowed, as the library reads it (jdls-env.ts);
+       * the server reads the same value from the HELLO's options and sends
+       * its WAITING frames at a third of it (session.ts interimFor). */
+      if (shim_jdls_option("TIMEOUT", v, sizeof v)) {
+        double s = strtod(v, NULL);
+        if (s > 0 && s <= 86400) timeout_ms = s * 1000 < 1 ? 1 : (int)(s * 1000 + 0.5);
+      }
+      peer_label(bfd);
     }
+    log_connected(body, n);
     /* The guide's "start" moment: who this process is and what it has
      * declared so far. */
     info_due = 0;
@@ -856,6 +924,7 @@ static int await_slot(slot *s, int interruptible) {
     my_reading = 0;
     pthread_cond_broadcast(&bcv);
     if (rc) return rc;
+    shim_log_answer(server_label, type, id, body, n);
     if (type == JDLS_FT_WAITING) {
       /* The guide's "block" moment: the server queued the request (it
        * writes the wait in its record itself); the INFO brings the
@@ -917,6 +986,10 @@ static void cancel_slot(slot *s, uint32_t id) {
   unlock_bmu();
   begin(&f, JDLS_FT_CANCEL, 0, cid);
   put32(&f, id);
+  if (shim_log_tracing()) {
+    finish(&f);
+    shim_log_request(server_label, f.b, f.n);
+  }
   send_locked(&f);
   lock_bmu();
   await_slot(s, 0);
@@ -951,6 +1024,10 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
   unlock_bmu();
   fbuf f;
   build(&f, id, arg);
+  if (shim_log_tracing()) {
+    finish(&f);
+    shim_log_request(server_label, f.b, f.n);
+  }
   /* Noted before it is sent: from here a jump must withdraw it. */
   my_slot_id = id;
   send_locked(&f);

@@ -203,6 +203,27 @@ function parseDropSession(argv: readonly string[]): ParseResult {
 }
 
 export function parseArgs(argv: readonly string[]): ParseResult {
+/**
+ * The dashes a document or word processor puts where `-` was typed: the
+ * guide itself prints `jDLS –ibs13000,50` with an en dash (U+2013), and a
+ * command copied from it must work as typed. Em dash (U+2014) and the minus
+ * sign (U+2212) come from the same kind of copying.
+ */
+const DASHES = /^[\u2013\u2014\u2212]/;
+
+/** One token with its leading typographic dashes (at most two: `––port`) made `-`; the rest of the token as typed. */
+export function normaliseDash(tok: string): string {
+  let out = tok;
+  if (DASHES.test(out)) out = `-${out.slice(1)}`;
+  if (out.startsWith('-') && DASHES.test(out.slice(1))) out = `--${out.slice(2)}`;
+  return out;
+}
+
+export function parseArgs(typed: readonly string[]): ParseResult {
+  // Option tokens only: -C's test string given as the next argument is data,
+  // sent to the server exactly as typed.
+  const argv = typed.map(normaliseDash);
+  if (argv[0] === '-C' && argv.length === 2) argv[1] = typed[1] ?? '';
   if (argv[0] === '--shim-path') {
     return argv.length === 1 ? { ok: true, command: { kind: 'shim-path' } } : fail('--shim-path takes no other options');
   }

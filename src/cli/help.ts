@@ -27,6 +27,10 @@ Usage:
                                      use; see docs/broker.md)
   jdls -h                            this help
 
+  jDLS is the same command (the guide's name), and an option typed with the
+  guide's en dash (jDLS –ibs13000,50, as copied from the document) works as
+  with -.
+
 Options:
   -i        Initialise the shared memory lock table, start the lock monitor and
             the distributed lock listener (two processes).

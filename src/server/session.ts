@@ -218,6 +218,8 @@ export class Session {
   #closed = false;
   #lastRx = Date.now();
   #silenceMs: number;
+  /** this connection's WAITING interval: the server's interimMs, or well inside the client's TIMEOUT (interimFor) */
+  #interimMs: number;
   #keepTimer: NodeJS.Timeout | undefined;
   #helloTimer: NodeJS.Timeout | undefined;
   #rate: RateLog;
@@ -239,6 +241,7 @@ export class Session {
     this.ip = clientAddress(sock) ?? '0.0.0.0';
     this.#log = deps.log.child({ session: deps.id, client: `${this.ip}:${sock.remotePort ?? 0}` });
     this.#silenceMs = deps.cfg.keepaliveMs;
+    this.#interimMs = deps.cfg.interimMs;
     this.#used.add(deps.mech);
     sock.setNoDelay(true);
     // TCP keep-alive as well: it also catches a dead host of a client that
@@ -413,6 +416,10 @@ export class Session {
     // live client that holds such connections idle is bounded by the
     // connections-per-address cap (listener.ts), not by silence.
     this.#silenceMs = f.keepaliveMs === 0 ? 0 : Math.max(this.#deps.cfg.keepaliveMs, 2 * f.keepaliveMs);
+    // A client's TIMEOUT below our interim period would take an ordinary
+    // lock wait for a dead server: its JDLS options (HELLO) name it, and this
+    // connection's WAITING frames come at a third of it (issue 14).
+    this.#interimMs = interimFor(this.#deps.cfg.interimMs, f.options);
     // The client's claims under names of their own: its pid must never
     // replace the server's `pid` in a log line.
     this.#log = this.#log.child({ clientPid: f.pid, clientPort: f.port, clientHost: f.host, clientProgram: f.program });
@@ -421,7 +428,7 @@ export class Session {
     this.#infoOffered = this.#deps.releaseDir !== undefined && f.info === true;
     this.#send({
       type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
-      session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
+      session: this.id, interimMs: this.#interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
       server: SERVER_HOST.slice(0, PROTO.MAX_STR), ...(this.#tokens ? { tokens: true as const } : {}),
       // Only to a client that said it knows the flag: an older one refuses an unknown WELCOME flag.
       ...(this.#infoOffered ? { info: true as const } : {}),
@@ -659,18 +666,24 @@ export class Session {
     if (w.outcome === undefined && this.#info) this.#infoBlock(rid, f, mech, file);
     if (w.outcome !== undefined || f.noInterim) return;
     // "Distributed lock retries": tell the client who it is waiting for,
-    // every interimMs, and count each in the header.
+    // every interim period, and count them in the header - once per the
+    // server's interimMs, so that a short-TIMEOUT client's more frequent
+    // frames do not inflate the retry figure.
+    const perRetry = Math.max(1, Math.round(this.#deps.cfg.interimMs / this.#interimMs));
+    let sent = 0;
     w.timer = setInterval(() => {
       try {
         const s = mech.status(owner, file, key);
         if (s.code >= 0 || !s.holder) return; // granted meanwhile: the answer is on its way
-        this.#deps.stats.lockRetry();
-        this.#infoStats.retries++;
+        if (++sent % perRetry === 0) {
+          this.#deps.stats.lockRetry();
+          this.#infoStats.retries++;
+        }
         this.#send({ type: 'WAITING', requestId: rid, holder: wireHolder(s.holder) });
       } catch (e) {
         this.#log.warn({ err: e, requestId: rid }, 'interim status failed');
       }
-    }, this.#deps.cfg.interimMs);
+    }, this.#interimMs);
     w.timer.unref();
   }
 
@@ -1172,4 +1185,24 @@ export class Session {
       this.#log.error({ err: e }, 'session close callback failed');
     }
   }
+}
+
+/** The shortest WAITING interval a client's TIMEOUT can ask for (ms): below it the frames would be most of the traffic. */
+export const MIN_INTERIM_MS = 10;
+
+/**
+ * The WAITING interval for a client whose HELLO options (its JDLS value)
+ * are `options`: the server's `interimMs`, or a third of the client's
+ * TIMEOUT if that is shorter, so that an ordinary lock wait is never taken
+ * for a silent server (the client declares a server dead after TIMEOUT of
+ * silence with an answer due). Options that do not parse leave the server's
+ * period; TIMEOUT is read as the client reads it (src/client/jdls-env.ts:
+ * seconds, decimals allowed).
+ */
+export function interimFor(interimMs: number, options: string): number {
+  const m = /(?:^|,)\s*TIMEOUT\s*=\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:,|$)/i.exec(options);
+  if (!m) return interimMs;
+  const timeoutMs = Number(m[1]) * 1000;
+  if (!(timeoutMs > 0)) return interimMs;
+  return Math.max(MIN_INTERIM_MS, Math.min(interimMs, Math.floor(timeoutMs / 3)));
 }
