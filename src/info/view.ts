@@ -88,7 +88,7 @@ export interface ItemLockRow {
   key: string;
   /** LOCK#: "<lockNo>,<R|W>", "-,<R|W>" when the mechanism gives no number */
   lock: string;
-  /** PORT/-PID: who waits for this lock - ports, or -pid for a waiter without a port */
+  /** PORT/-PID: who waits for this lock - ports, or -pid for a waiter without a port; longest waiting first */
   waiters: string[];
   mode: 'read' | 'write';
   kind: InfoLockKind;
@@ -158,7 +158,10 @@ function lockRowMatches(row: { port: number; filename: string; key: string }, na
 export function itemLocksView(answer: InfoAnswer, filter: InfoFilter = {}): ItemLocksView {
   const live = answer.records.filter((r) => !r.stale && r.record.waiting);
   const waitersOf = (holder: ReadRecord, l: InfoLock): ReadRecord[] =>
-    live.filter((w) => w !== holder && w.record.waiting !== undefined && sameTarget(w.record.waiting, l));
+    live
+      .filter((w) => w !== holder && w.record.waiting !== undefined && sameTarget(w.record.waiting, l))
+      // Longest waiting first (the likely queue order), then by port and pid.
+      .sort((a, b) => (a.record.waiting?.sinceMs ?? 0) - (b.record.waiting?.sinceMs ?? 0) || a.record.port - b.record.port || a.record.pid - b.record.pid);
   const rows: ItemLockRow[] = [];
   const heldBySomeone = (w: InfoWait): boolean => answer.records.some((h) => h.record.locks.some((l) => sameTarget(l, w)));
   for (const rr of answer.records) {
