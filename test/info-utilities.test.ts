@@ -5,10 +5,12 @@
 // service, JDLS) as real processes.
 import test from 'ava';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testDir } from './helpers/installations.js';
 import { CliEnv, runToEnd, type RunResult } from './helpers/cli-env.js';
+import { ServerEnv } from './helpers/server-env.js';
 import { makeUser, asUser } from './helpers/users.js';
 import { native } from '../src/native.js';
 import { infoDir, recordFileName, type InfoLock, type InfoRecord, type InfoWait } from '../src/info/format.js';
@@ -241,7 +243,7 @@ test('the commands read the local info directory: text, --json, a stale writer, 
   const r = await run(SHOW, [], env);
   t.is(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
-  t.is(lines[0], headerLine('show-item-locks', (await import('node:os')).hostname(), infoDir(dir)));
+  t.is(lines[0], headerLine('show-item-locks', os.hostname(), infoDir(dir)));
   const rows = tableLines(r.stdout);
   t.is(rows.length, 4, r.stdout);
   t.regex(rows[0] ?? '', /^0\.0\.0\.0 +2 +15071 +ac\/FBNK\.ACCOUNT +32549 +0x58ba67d8,W +---$/);
@@ -334,4 +336,59 @@ test('permission denied: says who may read the info directory', async (t) => {
   const r = asUser(u, ['env', '-u', 'JDLS', `JBCRELEASEDIR=${dir}`, process.execPath, SHOW]);
   t.is(r.code, 1, r.out);
   t.regex(r.out, /cannot read .*proc\/info: permission denied; only root, the installation's owner \(uid 0 \(root\)\) and members of its group \(gid 0 \(root\)\) may read it/);
+});
+
+// ===== from another application server: JDLS set ==============================
+
+test('JDLS set: the lock server answers with its records - text, filters (waiters kept), --json, list-open-files', async (t) => {
+  const srv = new ServerEnv(t);
+  await srv.start(['-ib']);
+  const dir = infoDir(srv.dir);
+  fs.mkdirSync(dir, { recursive: true });
+  const dead = { kind: 'lockserver' as const, pid: me.pid, start: me.start + 1 };
+  for (const r of [
+    rec(2, '0.0.0.0', 15071, [lock('32549', '0x58ba67d8')]),
+    rec(1000, '10.44.1.55', 15031, [lock('33537', '0x0df361bc')], { writer: { ...me, kind: 'lockserver' } }),
+    rec(4, '127.0.0.1', 15112, [lock('USD163170001', '0x6bc61286')]),
+    rec(7, '127.0.0.1', 15140, [], { waiting: wait('33537') }),
+    rec(9, '10.44.1.56', 15177, [lock('41000', undefined)], { writer: dead }),
+  ]) fs.writeFileSync(path.join(dir, recordFileName(r.port, r.ipaddr, r.pid)), JSON.stringify(r), { mode: 0o640 });
+  // The application server: an installation of its own with no service and no info directory.
+  const app = testDir('info');
+  t.teardown(() => fs.rmSync(app, { recursive: true, force: true }));
+  const env = envFor(app, { JDLS: `SERVER=127.0.0.1,${srv.port}` });
+
+  const r = await run(SHOW, [], env);
+  t.is(r.code, 0, `${r.stderr}\n${srv.logs()}`);
+  t.is(r.stdout.split('\n')[0], headerLine('show-item-locks', os.hostname(), dir));
+  const rows = tableLines(r.stdout).map((l) => l.split(/ +/));
+  t.deepEqual(rows.map((x) => [x[0], x[1], x[2], x[4], x[5], x[6]]), [
+    ['0.0.0.0', '2', '15071', '32549', '0x58ba67d8,W', '---'],
+    ['127.0.0.1', '4', '15112', 'USD163170001', '0x6bc61286,W', '---'],
+    ['10.44.1.56', '9', '15177', '41000', '-,W', '---'],
+    ['10.44.1.55', '1000', '15031', '33537', '0x0df361bc,W', '7'],
+  ]);
+  t.regex(r.stdout, /41000 +-,W +---  \(stale: lock-server process \d+ is dead/);
+
+  const p = await run(SHOW, ['-p', '1000'], env);
+  t.is(p.code, 0, p.stderr);
+  t.deepEqual(tableLines(p.stdout).map((l) => l.split(/ +/).slice(1, 3).concat(l.split(/ +/).slice(-1))), [['1000', '15031', '7']]);
+  const k = await run(SHOW, ['-k', '33537', '--json'], env);
+  t.is(k.code, 0, k.stderr);
+  const doc = JSON.parse(k.stdout) as { source: { kind: string; server: string; serverPid: number }; dir: string; rows: { port: number; waiters: string[] }[] };
+  t.is(doc.source.kind, 'server');
+  t.is(doc.source.server, `127.0.0.1,${srv.port}`);
+  t.true(srv.lockServers().includes(doc.source.serverPid));
+  t.is(doc.dir, dir);
+  t.deepEqual(doc.rows.map((x) => [x.port, x.waiters]), [[1000, ['7']]]);
+
+  const l = await run(LIST, ['-f', 'FBNK.ACCOUNT'], env);
+  t.is(l.code, 0, l.stderr);
+  t.deepEqual([...l.stdout.matchAll(/^Port (\d+), pid (\d+), ipaddr ([\d.]+)/gm)].map((m) => m.slice(1).join(' ')), [
+    '2 15071 0.0.0.0', '4 15112 127.0.0.1', '7 15140 127.0.0.1', '9 15177 10.44.1.56', '1000 15031 10.44.1.55',
+  ]);
+  // --local on the application server: nothing here.
+  const loc = await run(SHOW, ['--local'], env);
+  t.is(loc.code, 1);
+  t.regex(loc.stderr, /no jdls service on this host/);
 });
