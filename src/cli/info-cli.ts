@@ -159,7 +159,8 @@ export function chooseSource(force: 'local' | 'server' | undefined, env: NodeJS.
     return { kind: 'server', config: parseJdls(raw) };
   }
   const dir = releaseDir(env);
-  if (serviceActive(dir) || exists(infoDir(dir))) return { kind: 'local', dir };
+  // The directory first: no need to map the table when it is there.
+  if (exists(infoDir(dir)) || serviceActive(dir)) return { kind: 'local', dir };
   throw new JdlsError(
     'NOT_RUNNING',
     force === 'local'
