@@ -202,7 +202,6 @@ function parseDropSession(argv: readonly string[]): ParseResult {
   return { ok: true, command: cmd };
 }
 
-export function parseArgs(argv: readonly string[]): ParseResult {
 /**
  * The dashes a document or word processor puts where `-` was typed: the
  * guide itself prints `jDLS –ibs13000,50` with an en dash (U+2013), and a

@@ -145,19 +145,6 @@ export class HeldLocks {
     if (n > 0) this.#perTid.set(tid, (this.#perTid.get(tid) ?? n) - n);
   }
 
-  /**
-   * Every lock held, for the administrator's view and release (admin.ts):
-   * a scan, as rare as those requests. `file` is fileKey's text.
-   */
-  *entries(): Generator<{ tid: number; file: string; key: string; mech: RecordLocks }> {
-    for (const [k, mech] of this.#locks) {
-      if (!mech) continue; // the placeholder
-      const a = k.indexOf('|');
-      const b = k.indexOf('|', a + 1);
-      yield { tid: Number(k.slice(0, a)), file: k.slice(a + 1, b), key: k.slice(b + 1), mech };
-    }
-  }
-
   clear(): void {
     this.#locks.clear();
     this.#locks.set('', null);
