@@ -90,7 +90,7 @@ Options:
   -h        This help (also --help).
 
 Stuck locks: release-item-locks -p PORT | -f FILE {-k KEY} (see
-release-item-locks -h, docs/operations-admin.md).
+release-item-locks -h, docs/operations.md ("Stuck locks and client sessions")).
 
 Environment:
   JDLS            client configuration (SERVER=host{,port}, SERVER2=..., WAIT,

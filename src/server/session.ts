@@ -1002,7 +1002,7 @@ export class Session {
   // ===== the administrator (admin.ts) =======================================
   // Separate from the conversation: the listener asks, over the IPC channel,
   // what this connection holds and waits for, and may release its locks or
-  // drop it (docs/operations-admin.md).
+  // drop it (docs/operations.md#stuck-locks-and-client-sessions).
 
   /** The connection as `jdls -dvL` and `{"cmd":"sessions"}` show it. */
   adminView(): SessionView {
