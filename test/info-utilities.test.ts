@@ -11,7 +11,6 @@ import { fileURLToPath } from 'node:url';
 import { testDir } from './helpers/installations.js';
 import { CliEnv, runToEnd, type RunResult } from './helpers/cli-env.js';
 import { ServerEnv } from './helpers/server-env.js';
-import { JdlsClient } from '../src/client/client.js';
 import { makeUser, asUser } from './helpers/users.js';
 import { native } from '../src/native.js';
 import { infoDir, recordFileName, type InfoLock, type InfoRecord, type InfoWait } from '../src/info/format.js';
@@ -341,11 +340,7 @@ test('permission denied: says who may read the info directory', async (t) => {
 
 // ===== from another application server: JDLS set ==============================
 
-// Needs JdlsClient.queryInfo (helper A's INFO_QUERY, issue 14 milestone 1):
-// skipped, saying so, on a branch that does not have it yet.
-const noQuery = typeof (JdlsClient.prototype as unknown as { queryInfo?: unknown }).queryInfo !== 'function';
-
-(noQuery ? test.skip : test)('JDLS set: the lock server answers with its records - text, filters (waiters kept), --json, list-open-files', async (t) => {
+test('JDLS set: the lock server answers with its records - text, filters (waiters kept), --json, list-open-files', async (t) => {
   const srv = new ServerEnv(t);
   await srv.start(['-ib']);
   const dir = infoDir(srv.dir);

@@ -215,7 +215,6 @@ export interface ServerAnswer {
   serverPid: number;
 }
 
-type QueryInfo = (filter: InfoFilter) => Promise<InfoAnswer>;
 
 /**
  * Ask the lock server JDLS names. Only the key filter goes on the wire: the
@@ -233,12 +232,10 @@ export async function serverAnswer(config: JdlsConfig, program: string, filter: 
   }
   try {
     const where = `${hostText(client.server.host)},${client.server.port}`;
-    const query = (client as unknown as { queryInfo?: QueryInfo }).queryInfo;
-    if (!query) throw new JdlsError('NOT_SUPPORTED', 'this jdls library cannot ask a lock server for info records');
     const wire: InfoFilter = filter.key === undefined ? {} : { key: filter.key };
     let answer: InfoAnswer;
     try {
-      answer = await query.call(client, wire);
+      answer = await client.queryInfo(wire);
     } catch (e) {
       throw new JdlsError(e instanceof JdlsError ? e.code : 'SYSTEM', `the lock server at ${where} did not answer the info query: ${(e as Error).message}`, { cause: e });
     }
