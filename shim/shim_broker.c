@@ -926,25 +926,20 @@ static int await_slot(slot *s, int interruptible) {
     if (rc) return rc;
     shim_log_answer(server_label, type, id, body, n);
     if (type == JDLS_FT_WAITING) {
-      /* The guide's "block" moment: the server queued the request (it
-       * writes the wait in its record itself); the INFO brings the
-       * process's own statistics. Once per request. */
-      int block = 0;
+      /* The guide's "block" moment: the server queued the request and
+       * writes the wait in its record itself. No INFO is sent from here:
+       * this loop runs inside the wait, where a signal handler may
+       * siglongjmp out (docs/shim.md "jumps"), and an INFO sent here
+       * (malloc, wmu) made the chaos suite's jump test hang (seen 2 of 3
+       * runs; never with JDLS_INFO=0). The statistics go with the
+       * "unblock" INFO after the request, with signals blocked. */
       for (int i = 0; i < MAX_SLOTS; i++)
         if (slots[i].used && !slots[i].done && slots[i].id == id && !slots[i].waited) {
           slots[i].waited = now_ms();
           if (!slots[i].waited) slots[i].waited = 1;
           __atomic_store_n(&shim_info_waits, shim_info_waits + 1, __ATOMIC_RELAXED);
-          block = 1;
           break;
         }
-      /* Sent without bmu (other threads' answers go on); signals are
-       * blocked here (read_frame restored the wait's mask on return). */
-      if (block && info_ok) {
-        unlock_bmu();
-        send_info("block");
-        lock_bmu();
-      }
       continue;
     }
     for (int i = 0; i < MAX_SLOTS; i++)
