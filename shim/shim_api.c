@@ -81,11 +81,30 @@ static pthread_mutex_t omu = PTHREAD_MUTEX_INITIALIZER;
 static os_file osf[MAX_OS_FILES];
 static unsigned nosf;
 
+/* omu is taken with signals blocked: a C-API call may be one a timer's
+ * handler jumps out of (the classic lock timeout), and a jump with omu held
+ * - or out of os_note's realloc, which leaves glibc's arena lock held -
+ * would hang the process's next call (or malloc) for ever. The holder's
+ * mask is kept here, written and read with omu held (no TLS: the shim's
+ * initial-exec TLS is small, shim_real.c). */
+static sigset_t omu_caller;
+static void omu_lock(void) {
+  sigset_t c;
+  shim_block_signals(&c);
+  pthread_mutex_lock(&omu);
+  omu_caller = c;
+}
+static void omu_unlock(void) {
+  sigset_t c = omu_caller;
+  pthread_mutex_unlock(&omu);
+  shim_restore_signals(&c);
+}
+
 /* The descriptor for (inode, dev), opened (and the directory created) on
  * first use when `create`. fd >= 0, or -errno (-ENOENT: none and !create). */
 int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   int fd = -ENOENT;
-  pthread_mutex_lock(&omu);
+  omu_lock();
   for (unsigned i = 0; i < nosf; i++)
     if (osf[i].inode == inode && osf[i].dev == dev) {
       fd = osf[i].fd;
@@ -105,7 +124,7 @@ int shim_api_os_fd(uint64_t inode, int64_t dev, int create) {
   osf[nosf] = (os_file){inode, dev, fd, 0, NULL, 0, 0};
   __atomic_store_n(&nosf, nosf + 1, __ATOMIC_RELEASE);
 out:
-  pthread_mutex_unlock(&omu);
+  omu_unlock();
   return fd;
 }
 
@@ -194,19 +213,19 @@ static int os_release_file(os_file *f) {
 
 /* Whether the process holds the FILELOCK of (inode, dev). */
 int shim_api_os_whole(uint64_t inode, int64_t dev) {
-  pthread_mutex_lock(&omu);
+  omu_lock();
   os_file *f = os_find(inode, dev);
   int w = f ? f->whole : 0;
-  pthread_mutex_unlock(&omu);
+  omu_unlock();
   return w;
 }
 
 /* The FILELOCK was just granted on the file's description. */
 void shim_api_os_set_whole(uint64_t inode, int64_t dev) {
-  pthread_mutex_lock(&omu);
+  omu_lock();
   os_file *f = os_find(inode, dev);
   if (f) f->whole = 1;
-  pthread_mutex_unlock(&omu);
+  omu_unlock();
 }
 
 /* FILEUNLOCK: from [0, infinity) WRITE back to exactly the held bytes
@@ -214,7 +233,7 @@ void shim_api_os_set_whole(uint64_t inode, int64_t dev) {
  * JDLS_UNLOCK_OK, JDLS_UNLOCK_NOT_HELD (no FILELOCK held), or -errno (then
  * more stays locked, never less). */
 int shim_api_os_reshape(uint64_t inode, int64_t dev) {
-  pthread_mutex_lock(&omu);
+  omu_lock();
   os_file *f = os_find(inode, dev);
   int rc = JDLS_UNLOCK_NOT_HELD;
   if (f && f->whole) {
@@ -224,7 +243,7 @@ int shim_api_os_reshape(uint64_t inode, int64_t dev) {
       rc = JDLS_UNLOCK_OK;
     }
   }
-  pthread_mutex_unlock(&omu);
+  omu_unlock();
   return rc;
 }
 
@@ -325,10 +344,10 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
     if (fd >= 0) {
       /* Under the process's own FILELOCK: granted, and only recorded (a READ
        * here would downgrade a byte of the FILELOCK: see os_file). */
-      pthread_mutex_lock(&omu);
+      omu_lock();
       os_file *f = os_find(inode, dev);
       if (f && f->whole) fd = (rc = os_note(f, off, type)) < 0 ? rc : -EALREADY;
-      pthread_mutex_unlock(&omu);
+      omu_unlock();
       if (fd == -EALREADY) {
         api_token = 0; /* the OS route gives no token */
         return api_leave(JDLS_LOCK_OK);
@@ -353,14 +372,14 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
         if (holder_port) *holder_port = 0; /* OFD holders have no pid/port */
         rc = JDLS_LOCK_LOCKED;
       } else if (rc == JDLS_OSL_OK) {
-        pthread_mutex_lock(&omu);
+        omu_lock();
         os_file *f = os_find(inode, dev);
         /* Granted but not recorded: a later FILEUNLOCK would drop it. Give it back. */
         if (f && os_note(f, off, type) < 0) {
           jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK);
           rc = -ENOMEM;
         }
-        pthread_mutex_unlock(&omu);
+        omu_unlock();
       }
     }
   }
@@ -393,12 +412,12 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
     if (fd == -ENOENT) rc = JDLS_UNLOCK_NOT_HELD;
     else if (fd < 0) rc = fd;
     else {
-      pthread_mutex_lock(&omu);
+      omu_lock();
       os_file *f = os_find(inode, dev);
       /* Under the FILELOCK the byte stays locked (no hole in it): only the record goes. */
       rc = f && f->whole ? JDLS_UNLOCK_OK : jdls_osl_setlk(fd, (int64_t)off, 1, JDLS_OSL_UNLOCK);
       if (f && rc == JDLS_OSL_OK) os_note(f, off, -1);
-      pthread_mutex_unlock(&omu);
+      omu_unlock();
     }
   }
   return api_leave(rc);
@@ -424,9 +443,9 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
     int fd = shim_api_os_fd(inode, dev, 0);
     if (fd == -ENOENT || fd < 0) rc = fd == -ENOENT ? 0 : fd;
     else {
-      pthread_mutex_lock(&omu);
+      omu_lock();
       rc = os_release_file(os_find(inode, dev));
-      pthread_mutex_unlock(&omu);
+      omu_unlock();
     }
   }
   return api_leave(rc);
@@ -451,9 +470,9 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
     shim_info_touch();
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
-    pthread_mutex_lock(&omu);
+    omu_lock();
     for (unsigned i = 0; i < nosf && rc >= 0; i++) rc = os_release_file(&osf[i]);
-    pthread_mutex_unlock(&omu);
+    omu_unlock();
   }
   return api_leave(rc);
 }
@@ -493,12 +512,12 @@ SHIM_EXPORT int jdls_record_locked(uint64_t inode, int64_t dev, const void *key,
       /* The process's own first (F_GETLK never reports the caller's own
        * description): its FILELOCK (3), its lock of this key (2/1). */
       rc = -1;
-      pthread_mutex_lock(&omu);
+      omu_lock();
       os_file *f = os_find(inode, dev);
       if (f && f->whole) rc = 3;
       for (unsigned i = 0; f && rc < 0 && i < f->nheld; i++)
         if (f->held[i].off == off) rc = f->held[i].type == JDLS_OSL_WRITE ? JDLS_RECORD_WRITE : JDLS_RECORD_READ;
-      pthread_mutex_unlock(&omu);
+      omu_unlock();
       if (rc < 0) {
         jdls_osl_holder h;
         rc = jdls_osl_getlk(fd, (int64_t)off, 1, JDLS_OSL_WRITE, &h);

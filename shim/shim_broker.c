@@ -411,12 +411,27 @@ static void mkdirs(const char *dpath, mode_t mode) {
  *   2. $XDG_RUNTIME_DIR/jdls/<table name>.sock when XDG_RUNTIME_DIR is an
  *      absolute path to a directory of our euid with no group/other write;
  *   3. else $JBCRELEASEDIR/tmp/broker-<euid>/jdls-broker.sock.
+ * In 2 and 3 the name carries the network namespace (".net<inode>" before
+ * ".sock", netns_tag): a Unix socket's path is seen from every network
+ * namespace that shares the file system (containers, or hosts simulated
+ * with `ip netns` over one JBCRELEASEDIR), but the broker's TCP connection
+ * is made from the namespace it started in. One broker for two namespaces
+ * would lock a program of one at the address as the other sees it - no
+ * route there, or worse another lock server at the same address: two lock
+ * domains, one lock granted twice.
  * For 2 and 3 the directory is made 0700 if missing ($JBCRELEASEDIR/tmp
  * 01777: shared by the installation's users, sticky), then must be a
  * directory - lstat: not a symlink - of our euid with no group or other
  * bits. A directory another user made first is refused, not used.
  * 0, or -1 with `why` filled.
  */
+/* ".net<inode of /proc/self/ns/net>", or "" where /proc cannot say (then one broker per path, as before). */
+static void netns_tag(char *out, size_t n) {
+  struct stat st;
+  if (stat("/proc/self/ns/net", &st) == 0) snprintf(out, n, ".net%llu", (unsigned long long)st.st_ino);
+  else out[0] = '\0';
+}
+
 static int sock_path(char *out, size_t n, char *why, size_t wn) {
   const char *e = getenv("JDLS_BROKER");
   if (e && *e) {
@@ -427,7 +442,8 @@ static int sock_path(char *out, size_t n, char *why, size_t wn) {
     return 0;
   }
   uid_t me = geteuid();
-  char rd[PATH_MAX - 256], dir[PATH_MAX - 64];
+  char rd[PATH_MAX - 256], dir[PATH_MAX - 64], tag[32];
+  netns_tag(tag, sizeof tag);
   if (jdls_release_dir(rd, sizeof rd) < 0) {
     snprintf(why, wn, "the installation directory's path is too long");
     return -1;
@@ -443,7 +459,7 @@ static int sock_path(char *out, size_t n, char *why, size_t wn) {
     const char *base = strrchr(tp, '/');
     base = base ? base + 1 : tp;
     /* The length is judged by snprintf's own count: a cut path would name another socket. */
-    if (snprintf(out, n, "%s/%s.sock", dir, base) >= (int)n) {
+    if (snprintf(out, n, "%s/%s%s.sock", dir, base, tag) >= (int)n) {
       snprintf(why, wn, "the broker socket's path is too long");
       return -1;
     }
@@ -455,7 +471,10 @@ static int sock_path(char *out, size_t n, char *why, size_t wn) {
       if (mkdir(tmp, 01777) == 0) chmod(tmp, 01777);
     }
     snprintf(dir, sizeof dir, "%s/broker-%u", tmp, (unsigned)me);
-    snprintf(out, n, "%s/jdls-broker.sock", dir);
+    if (snprintf(out, n, "%s/jdls-broker%s.sock", dir, tag) >= (int)n) {
+      snprintf(why, wn, "the broker socket's path is too long");
+      return -1;
+    }
   }
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     snprintf(why, wn, "cannot make the broker directory %s: %s", dir, strerror(errno));

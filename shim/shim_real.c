@@ -278,11 +278,22 @@ static void buf_init(void) { pthread_key_create(&buf_key, buf_free); }
 
 uint8_t *shim_thread_buf(int which) {
   if (!thread_buf) {
+    /* Signals blocked: a caller may be a lock call a timer's handler jumps
+     * out of (the classic lock timeout), and a jump out of malloc leaves
+     * glibc's arena lock held - the program's next malloc then waits for
+     * ever (the chaos suite's server-route jump test: the jump's PC was in
+     * sysmalloc, called from here). The signal stays pending and comes at
+     * the wait, where a jump is undone. */
+    sigset_t caller;
+    shim_block_signals(&caller);
     pthread_once(&buf_once, buf_init);
     uint8_t *b = malloc(2 * SHIM_THREAD_BUF);
+    if (b) {
+      pthread_setspecific(buf_key, b);
+      thread_buf = b;
+    }
+    shim_restore_signals(&caller);
     if (!b) return NULL;
-    pthread_setspecific(buf_key, b);
-    thread_buf = b;
   }
   return thread_buf + (which ? SHIM_THREAD_BUF : 0);
 }

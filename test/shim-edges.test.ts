@@ -330,3 +330,105 @@ test.serial('siglongjmp out of an uncontended F_SETLK while it holds a table gro
   t.is(await a.finish(), 0);
   t.is((await s.run(SHIM_LOCKER, [f, 'w:5'], { timeoutMs: 10_000 })).stdout.trim(), 'ok');
 });
+
+// A jump out of the shim while it is inside malloc: glibc's arena lock is
+// left held and the program's next malloc waits for ever (the chaos suite's
+// server-route jump test hung so: gdb showed the jump's PC in sysmalloc,
+// called by shim_thread_buf - the per-thread buffer allocated on a thread's
+// first wait - before request() blocked signals; then getpwuid_r's malloc
+// waited on main_arena). A preloaded library ahead of the shim interposes
+// malloc and, once armed, raises SIGALRM inside it; the program's handler
+// jumps out of its F_SETLKW (the classic lock timeout). The shim must only
+// ever allocate with signals blocked, so the jump comes later, from the
+// wait itself - never from inside malloc.
+const MALLOC_TRAP_C = `#define _GNU_SOURCE
+#include <signal.h>
+#include <stddef.h>
+extern void *__libc_malloc(size_t);
+int jtest_armed, jtest_inside;
+void *malloc(size_t n) {
+  if (!__atomic_exchange_n(&jtest_armed, 0, __ATOMIC_SEQ_CST)) return __libc_malloc(n);
+  jtest_inside = 1;
+  raise(SIGALRM);
+  void *p = __libc_malloc(n);
+  jtest_inside = 0;
+  return p;
+}
+`;
+const MALLOC_JUMPER_C = `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static sigjmp_buf env;
+static volatile sig_atomic_t in_wait;
+static void on_alrm(int s) { (void)s; if (in_wait) siglongjmp(env, 1); }
+int main(int argc, char **argv) {
+  if (argc < 2) return 2;
+  int fd = open(argv[1], O_RDWR);
+  if (fd < 0) return 3;
+  int *armed = (int *)dlsym(RTLD_DEFAULT, "jtest_armed");
+  int *inside = (int *)dlsym(RTLD_DEFAULT, "jtest_inside");
+  if (!armed || !inside) return 4;
+  setvbuf(stdout, NULL, _IONBF, 0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alrm; /* no SA_RESTART */
+  sigaction(SIGALRM, &sa, NULL);
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 5, .l_len = 1};
+  if (sigsetjmp(env, 1) == 0) {
+    in_wait = 1;
+    alarm(5); /* no malloc in the call at all: the wait still ends */
+    *armed = 1;
+    int rc = fcntl(fd, F_SETLKW, &fl);
+    in_wait = 0;
+    printf("no-jump %d\\n", rc);
+  } else {
+    in_wait = 0;
+    printf("jumped %s\\n", *inside ? "inside-malloc" : "outside-malloc");
+  }
+  alarm(0);
+  *armed = 0;
+  void *p = malloc(1 << 20);
+  free(p);
+  puts("malloc ok");
+  return 0;
+}
+`;
+
+for (const route of ['table', 'server'] as const) {
+  test.serial(`${route} route: a jump out of F_SETLKW never leaves from inside a malloc of the shim`, async (t) => {
+    const s = new ShimEnv(t);
+    const dir = fs.mkdtempSync(path.join(s.cli.dir, 'jm-'));
+    const cc = (src: string, out: string, args: string[]): string | undefined => {
+      fs.writeFileSync(`${out}.c`, src);
+      const r = spawnSync('cc', ['-O2', '-o', out, `${out}.c`, ...args], { encoding: 'utf8' });
+      return r.error ? 'none' : r.status === 0 ? undefined : r.stderr;
+    };
+    const lib = path.join(dir, 'libjm.so');
+    const prog = path.join(dir, 'mjumper');
+    const e1 = cc(MALLOC_TRAP_C, lib, ['-shared', '-fPIC']);
+    if (e1 === 'none') {
+      t.log('no cc: skipped');
+      t.pass();
+      return;
+    }
+    t.is(e1, undefined, 'the interposer compiles');
+    t.is(cc(MALLOC_JUMPER_C, prog, ['-ldl']), undefined, 'the jumper compiles');
+    const jdls = route === 'server' ? await s.startServer() : (await s.startMonitor(), undefined);
+    const f = s.jlock(INODE, DEV);
+    fs.writeFileSync(f, '');
+    const extra = jdls ? { JDLS: jdls } : {};
+    // Another process holds byte 5: the jumper's F_SETLKW waits.
+    const holder = s.start(SHIM_LOCKER, [f, 'w:5', 'hold'], { env: extra });
+    await holder.waitFor(/^holding$/, 15_000);
+    const r = await s.run(prog, [f], { preload: false, env: { ...extra, LD_PRELOAD: `${lib} ${SHIM}` }, timeoutMs: 20_000 });
+    t.is(r.code, 0, r.stderr);
+    t.deepEqual(r.stdout.trim().split('\n'), ['jumped outside-malloc', 'malloc ok'], r.stderr);
+    t.is(await holder.finish(), 0);
+  });
+}

@@ -10,6 +10,11 @@
 //      to (<table name>: the installation's lock table's file name in
 //      /dev/shm, one per installation directory);
 //   3. else $JBCRELEASEDIR/tmp/broker-<euid>/jdls-broker.sock.
+// In 2 and 3 the name carries the network namespace (".net<inode>" before
+// ".sock"): a socket's path is seen from every network namespace sharing
+// the file system, but the broker connects from its own - one broker for
+// two namespaces would lock one's programs at another network's address
+// (no route, or another lock server there: one lock granted twice).
 // The directory of 2 and 3 is made 0700 if missing and then must be a
 // directory (not a symlink) of our euid, mode 0700 (no group or other
 // bits): anything else is refused (brokerDirProblem). The shim keeps the
@@ -19,9 +24,22 @@ import path from 'node:path';
 import { releaseDir, tablePath } from '../installation.js';
 
 export const DEFAULT_IDLE_MS = 300_000;
-export const SOCKET_NAME = 'jdls-broker.sock';
+/** The default socket's name in the per-uid directory, before the namespace tag and ".sock". */
+export const SOCKET_BASE = 'jdls-broker';
 
 const euid = (): number => process.geteuid?.() ?? 0;
+
+/** ".net<inode of /proc/self/ns/net>", or "" where /proc cannot say (shim/shim_broker.c, netns_tag). */
+export function netnsTag(): string {
+  try {
+    return `.net${fs.statSync('/proc/self/ns/net', { bigint: true }).ino}`;
+  } catch {
+    return '';
+  }
+}
+
+/** `name.sock` as `name<netns tag>.sock`. */
+const tagged = (name: string): string => `${name}${netnsTag()}.sock`;
 
 /** Is XDG_RUNTIME_DIR usable for our socket: absolute, a directory (not a link) of our euid, no write for group or others. */
 function xdgDir(env: NodeJS.ProcessEnv): string | undefined {
@@ -40,8 +58,8 @@ export function brokerSocketPath(env: NodeJS.ProcessEnv = process.env): string {
   const set = env['JDLS_BROKER'];
   if (set) return path.resolve(set);
   const x = xdgDir(env);
-  if (x) return path.join(x, 'jdls', `${path.basename(tablePath(releaseDir(env)))}.sock`);
-  return path.join(releaseDir(env), 'tmp', `broker-${euid()}`, SOCKET_NAME);
+  if (x) return path.join(x, 'jdls', tagged(path.basename(tablePath(releaseDir(env)))));
+  return path.join(releaseDir(env), 'tmp', `broker-${euid()}`, tagged(SOCKET_BASE));
 }
 
 /** Is `socket` a default path (rule 2 or 3), whose directory must be private? */

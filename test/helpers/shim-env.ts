@@ -69,7 +69,7 @@ export class ShimEnv {
     t.teardown(() => this.killBroker());
   }
 
-  /** The broker's socket (the default for this user: $JBCRELEASEDIR/tmp/broker-<euid>/jdls-broker.sock; src/broker/paths.ts). */
+  /** The broker's socket (the default for this user and network namespace: $JBCRELEASEDIR/tmp/broker-<euid>/jdls-broker.net<inode>.sock; src/broker/paths.ts). */
   get brokerSocket(): string {
     return brokerSocketPath(this.env);
   }
