@@ -13,13 +13,7 @@
 // inside the server namespace (no other interface there), so the loopback
 // client reaches it at 127.0.0.1 and the remote one at the veth address.
 //
-// DRAFT, NEVER RUN: written before helper A's milestones (INFO_QUERY, and the
-// records' writers: the direct Node process's own record, the lock server's
-// record for a library client, the monitor's tidy-up of stale records) were
-// on main. Assumptions to check when enabling it: node-locker (LockTable)
-// writes a record with no opt-in, JBCPORTNO sets the record's port, a
-// restarted monitor (-ibA) tidies stale records at its start. Skipped until
-// then (ENABLE: replace `test.skip` below by the netns condition).
+// Skipped, with the reason, when not root or namespaces cannot be made.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -46,10 +40,11 @@ interface Row {
   stale?: string;
 }
 
-// When enabled: (netnsUnavailable() ? test.skip : test)(...)
-void netnsUnavailable;
+const why = netnsUnavailable();
+if (why) console.warn(`info-guide.test: SKIPPED: ${why}`);
+const nsTest = why ? test.serial.skip : test.serial;
 
-test.skip('the guide example: three clients on one file, shown locally and from the client host; a waiter; a stale record tidied', async (t) => {
+nsTest('the guide example: three clients on one file, shown locally and from the client host; a waiter; a stale record tidied', async (t) => {
   const pair = new NetnsPair(t);
   const srv = new ServerEnv(t, { bind: '0.0.0.0' });
   const procs: Proc[] = [];
@@ -63,7 +58,7 @@ test.skip('the guide example: three clients on one file, shown locally and from 
   const port = srv.port;
 
   // Port 2: a local process locking directly in the table (root namespace: the same host's table).
-  const direct = new Proc(spawn(process.execPath, [nodeFixture('node-locker'), 'wait', '32549', 'write'], { env: { ...srv.env, JBCPORTNO: '2' }, stdio: ['pipe', 'pipe', 'pipe'] }), 'direct port 2');
+  const direct = new Proc(spawn(process.execPath, [nodeFixture('node-locker'), 'wait', '32549', 'write'], { env: { ...srv.env, JBCPORTNO: '2', NODE_LOCKER_INFO: '1' }, stdio: ['pipe', 'pipe', 'pipe'] }), 'direct port 2');
   recordPid(srv.dir, direct.pid);
   procs.push(direct);
   // Port 1000: a remote client on the client host.
