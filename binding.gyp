@@ -7,7 +7,7 @@
 #   jdls-routecases   the routing table's C side (tests)
 #   jdls-oslocker a C program that takes OS record locks, OFD or classic (tests)
 #   jdlsshim      libjdlsshim.so, the preload shim (shim/, docs/shim.md)
-#   jdls-shimlocker / jdls-shimapi / jdls-jbrt / jdls-shimdeadlock  C programs run under the shim (tests)
+#   jdls-shimlocker / jdls-shimapi / jdls-shiminfo / jdls-jbrt / jdls-shimdeadlock  C programs run under the shim (tests)
 #   jdls-chaosshim  the chaos suite's C workload under the shim (chaos/fixtures/chaos-shim.c)
 #
 # node-gyp runs this on `npm ci` against the running Node's own headers
@@ -64,6 +64,8 @@
       "defines!": ["_FILE_OFFSET_BITS=64"],
       "sources": ["shim/shim_real.c", "shim/shim_classify.c", "shim/shim_route.c",
                   "shim/shim_record.c", "shim/shim_interpose.c", "shim/shim_api.c", "shim/shim_broker.c", "shim/shim_binary.c", "shim/shim_binapi.c",
+                  "shim/shim_info.c",
+                  "shim/shim_log.c",
                   "native/common/jdls_table.c", "native/common/jdls_service.c", "native/common/jdls_oslock.c"],
       "cflags": ["-fPIC", "-fvisibility=hidden"],
       "ldflags": ["-pthread", "-Wl,--no-undefined"],
@@ -84,6 +86,13 @@
       "target_name": "jdls-shimapi",
       "type": "executable",
       "sources": ["test/fixtures/shim-api.c"],
+      "libraries": ["-ldl"],
+    },
+    {
+      # Names files for the info records (jdls_declare_file), for test/shim-info.test.ts.
+      "target_name": "jdls-shiminfo",
+      "type": "executable",
+      "sources": ["test/fixtures/shim-info.c"],
       "libraries": ["-ldl"],
     },
     {

@@ -15,6 +15,7 @@ import { runOsLockPair } from './oslock.js';
 import { runRemote, runAuth } from './remote.js';
 import { runShim } from './shim.js';
 import { runDeadlock } from './deadlock.js';
+import { runInfo } from './info.js';
 
 interface ScenarioOutcome {
   name: string;
@@ -71,6 +72,7 @@ outcomes.push(await scenario('big table -s1000000,50', () => runBigTable()));
 outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds), hand-off, server memory', () => runRemote()));
 outcomes.push(await scenario('remote pair with the shared secret off / on / on + TLS (interleaved rounds), handshake cost', () => runAuth()));
 outcomes.push(await scenario('deadlock detection: the answer to a cycle of 2/4/8 remote owners, the pair with detection on/off', () => runDeadlock()));
+outcomes.push(await scenario('info records: the direct pair with a record on / JDLS_INFO=0 (interleaved rounds), one record write', () => runInfo()));
 outcomes.push(await scenario('the shim: C API pair, direct fcntl pair, non-lock fcntl, redirected fcntl pair (interleaved rounds)', () => runShim()));
 const totalMs = Date.now() - started;
 

@@ -9,6 +9,10 @@
 //     kernel's fcntl pair on an ordinary file: goal <= 0.3 x;
 //   - non-lock fcntl calls (F_GETFL) with the shim preloaded against the
 //     same program without it: goal within 5 %;
+//   - the cost of the info records (shim/shim_info.c): the C API pair and
+//     the direct fcntl pair with records on (JBCRELEASEDIR/proc/info
+//     exists) against JDLS_INFO=0, interleaved in the same run: goal
+//     within 5 % (the issue: a batch job's lock rate must not pay for them);
 //   - a redirected fcntl pair: jdls-cbench fcntl on a jlock file with
 //     JDLS=SERVER=... and the shim preloaded (shim -> broker -> lock server
 //     on loopback) against a Node TCP echo round trip: goal <= 3 x.
@@ -32,6 +36,8 @@ export interface ShimResult {
   capiRatio: number;
   directRatio: number;
   getflOverhead: number;
+  /** info records on / off (JDLS_INFO=0): C API pair and direct fcntl pair, ns */
+  info: { capiOnNs: number[]; capiOffNs: number[]; directOnNs: number[]; directOffNs: number[]; capiCost: number; directCost: number };
   redirected?: { pairNs: number[]; echoNs: number[]; ratio: number } | { error: string };
 }
 
@@ -71,7 +77,21 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
     const fcntlNs: number[] = [];
     const getflNs: number[] = [];
     const getflShimNs: number[] = [];
+    // Records on: the info directory `jdls -ib` makes (made here too, in
+    // case this build's -ib does not).
+    fs.mkdirSync(path.join(inst.dir, 'proc', 'info'), { recursive: true });
+    const info = { capiOnNs: [] as number[], capiOffNs: [] as number[], directOnNs: [] as number[], directOffNs: [] as number[] };
+    // Long enough that several of the flusher's 200 ms writes (a scan of
+    // the table and a file rename each) fall inside the timed loop.
+    const infoIters = iters * 10;
     for (let r = 0; r < rounds; r++) {
+      // Order alternates between rounds, so neither side always runs first.
+      for (const on of r % 2 ? [false, true] : [true, false]) {
+        const e = on ? env : { ...env, JDLS_INFO: '0' };
+        (on ? info.capiOnNs : info.capiOffNs).push(cbenchEnv<{ nsPerPair: number }>(['capi', so, String(infoIters)], `C API pair, records ${on ? 'on' : 'off'}`, e).nsPerPair);
+        const de = on ? directEnv : { ...directEnv, JDLS_INFO: '0' };
+        (on ? info.directOnNs : info.directOffNs).push(cbenchEnv<{ nsPerPair: number }>(['fcntl', jlockFile, String(iters * 2)], `direct fcntl pair, records ${on ? 'on' : 'off'}`, de).nsPerPair);
+      }
       const c = cbenchEnv<{ nsPerPair: number; route: number }>(['capi', so, String(iters)], 'C API pair', env);
       if (c.route !== 1) throw new BenchError(`C API pair: route ${c.route}, not the table (1): is the monitor running?`);
       capiNs.push(c.nsPerPair);
@@ -83,7 +103,12 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
     const capiRatio = median(capiNs) / median(fcntlNs);
     const directRatio = median(directNs) / median(fcntlNs);
     const getflOverhead = median(getflShimNs) / median(getflNs) - 1;
-    const result: ShimResult = { rounds, capiNs, fcntlNs, getflNs, getflShimNs, directNs, capiRatio, directRatio, getflOverhead };
+    const infoResult = {
+      ...info,
+      capiCost: median(info.capiOnNs) / median(info.capiOffNs) - 1,
+      directCost: median(info.directOnNs) / median(info.directOffNs) - 1,
+    };
+    const result: ShimResult = { rounds, capiNs, fcntlNs, getflNs, getflShimNs, directNs, capiRatio, directRatio, getflOverhead, info: infoResult };
     result.redirected = await redirected(rounds, opts.redirectedIterations ?? 3000, so);
     const round1 = (x: number): number => Math.round(x * 10) / 10;
     const round3 = (x: number): number => Math.round(x * 1000) / 1000;
@@ -93,6 +118,8 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
       { id: 'shimDirectPair', label: 'intercepted fcntl lock+unlock pair on a jlock file (direct route: shm table in-process)', value: round1(median(directNs)), unit: 'ns' },
       { id: 'shimDirectRatio', label: 'intercepted direct fcntl pair / kernel fcntl pair', value: round3(directRatio), unit: 'x', goal: '<= 0.3', pass: directRatio <= 0.3, note: `fcntl pair ${round1(median(fcntlNs))} ns` },
       { id: 'shimGetfl', label: 'fcntl(F_GETFL) with the shim preloaded', value: round1(median(getflShimNs)), unit: 'ns', note: `without: ${round1(median(getflNs))} ns` },
+      { id: 'shimInfoCapiCost', label: 'info records: C API pair with records on vs JDLS_INFO=0', value: round1(infoResult.capiCost * 100), unit: '%', goal: '<= 5', pass: infoResult.capiCost <= 0.05, note: `${round1(median(info.capiOnNs))} vs ${round1(median(info.capiOffNs))} ns` },
+      { id: 'shimInfoDirectCost', label: 'info records: direct fcntl pair with records on vs JDLS_INFO=0', value: round1(infoResult.directCost * 100), unit: '%', goal: '<= 5', pass: infoResult.directCost <= 0.05, note: `${round1(median(info.directOnNs))} vs ${round1(median(info.directOffNs))} ns` },
       { id: 'shimGetflOverhead', label: 'non-lock fcntl overhead of the shim', value: round1(getflOverhead * 100), unit: '%', goal: '<= 5', pass: getflOverhead <= 0.05 },
     ];
     const rd = result.redirected;

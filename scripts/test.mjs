@@ -19,6 +19,11 @@ import { sweep } from './sweep.mjs';
 const avaCli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', 'ava', 'entrypoints', 'cli.mjs');
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'jdlstest-run-'));
+// Others may pass through (not list): a test that opens its installation to
+// a throw-away user (chmod 0755 on its own directory) must be reachable, as
+// it is when run alone under the temp dir; mkdtemp's 0700 made such a test
+// see EACCES on the path above the installation instead of the one it set up.
+fs.chmodSync(root, 0o711);
 const ava = spawn(process.execPath, [avaCli, ...process.argv.slice(2)], {
   stdio: 'inherit',
   env: { ...process.env, JDLS_TEST_ROOT: root },

@@ -131,6 +131,26 @@ int jdls_exec_unlock(int n, int origin);
 int jdls_file_lock(uint64_t inode, int64_t dev, int flags, int origin, uint32_t *holder_port);
 int jdls_file_unlock(uint64_t inode, int64_t dev, int origin);
 
+/* Info records (docs/shim.md "Info records"; the guide's "Distributed Lock
+ * Information"): what SHOW-ITEM-LOCKS and list-open-files show for this
+ * process. A runtime names the files it opens, so the utilities show the
+ * application's file names rather than inodes: call jdls_declare_file when
+ * a file is opened (name: its name as the application knows it, e.g. the
+ * path or "CUSTOMERS"), and again with name NULL when it is closed. By
+ * descriptor (the file's inode and st_dev) or by identity (inode, dev as
+ * passed to jdls_record_lock; dev -1 matches any device). At most 500 files
+ * are kept: the most recently declared. 0, or -errno (-EBADF). Cheap (no
+ * I/O: the record is written later, coalesced), but it blocks signals for
+ * a few instructions (two system calls): call it per open, not per lock.
+ * Programs that never call it (fcntl through the shim) show the path of a
+ * descriptor they have open on the locked file, when there is one. */
+int jdls_declare_file(int fd, const char *name);
+int jdls_declare_file_id(uint64_t inode, int64_t dev, const char *name);
+/* The runtime is about to wait for input or sleep: the record is written
+ * now if anything changed (else within 200 ms anyway), and on the server
+ * route an INFO frame with moment "idle" is sent. */
+void jdls_info_idle(void);
+
 /* Test hook: is `path` a record-lock file (a jlock_<8hex>_<8hex> file in the lock directory)?
  * 1 with *inode and *dev (dev ffffffff -> -1) filled, else 0. */
 int jdls_shim_classify_path(const char *path, uint64_t *inode, int64_t *dev);

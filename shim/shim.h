@@ -301,4 +301,63 @@ int shim_binary_flock(int fd, int op);
 void shim_binary_on_close(int fd);
 void shim_binary_forget(void);
 
+/* --- shim_info.c ----------------------------------------------------------- */
+/* This process's info record (direct table route; docs/shim.md "Info
+ * records"). shim_info_word: the flusher's futex word. */
+#define SHIM_INFO_DIRTY  1u  /* changed since the last write (records off: set for ever) */
+#define SHIM_INFO_URGENT 2u  /* a moment (start, block, unblock, idle): write at once */
+#define SHIM_INFO_ASLEEP 4u  /* the flusher sleeps until a change wakes it */
+extern uint32_t shim_info_word;
+extern uint64_t shim_info_locks, shim_info_waits, shim_info_wait_ms, shim_info_retries;
+void shim_info_changed(void);
+/* A table lock, unlock or release of this process: one load while the
+ * record is already marked (the hot path); async-signal-safe. */
+static inline void shim_info_touch(void) {
+  if (__builtin_expect(__atomic_load_n(&shim_info_word, __ATOMIC_RELAXED) & SHIM_INFO_DIRTY, 1)) return;
+  shim_info_changed();
+}
+/* A grant / a NOWAIT conflict (InfoStats locks / retries; plain increments). */
+static inline void shim_info_granted(void) {
+  __atomic_store_n(&shim_info_locks, __atomic_load_n(&shim_info_locks, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+  shim_info_touch();
+}
+static inline void shim_info_retry(void) {
+  __atomic_store_n(&shim_info_retries, __atomic_load_n(&shim_info_retries, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+  shim_info_touch();
+}
+/* About to block on a table lock (queued) / the wait ended: written at once. */
+void shim_info_block(void);
+void shim_info_unblock(void);
+/* Fork child (atfork): the parent's record and flusher are not the child's. */
+void shim_info_forget(void);
+/* The ClientInfo JSON of an INFO frame (malloc'd, or NULL), at most `max`
+ * bytes: the most recently declared files that fit. */
+char *shim_info_client_json(const char *moment, size_t max);
+/* JDLS_INFO=0: no records and no INFO frames. */
+int shim_info_disabled(void);
+/* shim_broker.c: the server route's INFO frames. Files were declared (idle
+ * 0) / the runtime is about to wait for input (idle 1): an INFO frame is
+ * due (sent at the next request, or at once when idle). */
+void shim_info_remote_changed(int idle);
+void shim_info_remote_forget(void);
+
+/* --- shim_log.c ---------------------------------------------------------- */
+/* The trace (JDLS VERBOSE: stderr; TRACE=file: that file) and the
+ * communication errors (always: $JBCRELEASEDIR/tmp/jbase_error_trace) of a
+ * preloaded program, as the library writes them (docs/shim.md, "Trace and
+ * errors"). Lines are preformatted and written with write(2). */
+#define SHIM_LOG_DEBUG 20
+#define SHIM_LOG_ERROR 50
+/* Read VERBOSE/TRACE/JBCRELEASEDIR once (the first connection). */
+void shim_log_init(void);
+/* Is the trace on (VERBOSE or TRACE)? */
+int shim_log_tracing(void);
+/* One line: `fields` is JSON members without braces ("\"id\":3") or NULL. */
+void shim_log_line(int level, const char *fields, const char *msg);
+/* A JSON string of n bytes appended at b[len] (cap bytes); the new length. */
+size_t shim_log_jstr(char *b, size_t cap, size_t len, const char *p, size_t n);
+/* The trace of a request frame (whole, with its header) and of an answer. */
+void shim_log_request(const char *server, const uint8_t *frame, size_t n);
+void shim_log_answer(const char *server, int type, uint32_t id, const uint8_t *body, size_t n);
+
 #endif

@@ -327,7 +327,9 @@ SHIM_EXPORT int jdls_record_lock(uint64_t inode, int64_t dev, const void *key, s
       /* This thread's last grant in the table is this one: the wait above
        * ends with the grant (jdls_wait_poll/_cancel), nothing locks after. */
       token = jdls_last_token();
+      shim_info_granted();
     } else if (rc == JDLS_CONFLICT) {
+      shim_info_retry();
       if (holder_port) *holder_port = h.port;
       rc = JDLS_LOCK_LOCKED;
     } else if (rc == JDLS_DEADLOCK) {
@@ -401,6 +403,7 @@ SHIM_EXPORT int jdls_record_unlock(uint64_t inode, int64_t dev, const void *key,
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock(shim_table(), &o, inode, dev, key, (uint32_t)key_len);
+    shim_info_touch();
     rc = rc == JDLS_OK ? JDLS_UNLOCK_OK : rc == JDLS_NOT_HELD ? JDLS_UNLOCK_NOT_HELD
                                                               : -shim_errno_of(rc);
   } else {
@@ -434,6 +437,7 @@ SHIM_EXPORT int jdls_record_unlock_file(uint64_t inode, int64_t dev, int origin)
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock_all(shim_table(), &o, 1, inode, dev);
+    shim_info_touch();
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
     int fd = shim_api_os_fd(inode, dev, 0);
@@ -463,6 +467,7 @@ SHIM_EXPORT int jdls_record_unlock_all(int origin) {
     jdls_owner o;
     shim_owner(&o);
     rc = jdls_unlock_all(shim_table(), &o, 0, 0, 0);
+    shim_info_touch();
     if (rc < 0) rc = -shim_errno_of(rc);
   } else {
     omu_lock();

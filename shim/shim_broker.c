@@ -38,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -65,6 +67,16 @@ static int wait_opt;        /* WAIT: a waiting lock is not timed */
 /* The WELCOME said TOKENS: GRANTED and STATUS_RESULT carry a u64 fencing
  * token (docs/protocol.md). Set once, before any request. */
 static int tokens;
+/* The WELCOME said INFO (JDLS_FF_INFO): INFO frames are taken (the
+ * process's file names, user, program, statistics for the record the server
+ * writes: docs/info-records.md) - by the server itself (direct mode: the
+ * broker handed its connection over) or by the broker, which passes them on
+ * (src/broker/session.ts). Never sent otherwise: an older server closes the
+ * connection on an unknown frame type. */
+static int info_ok;
+/* Files were declared since the last INFO: one is sent before the next
+ * request (coalesced: many declarations, one frame). */
+static int info_due;
 static uint32_t next_id = 1;
 /* The outstanding requests (see "leader/follower" below). */
 #define MAX_SLOTS 64
@@ -73,13 +85,29 @@ typedef struct slot {
   int used, done;
   int untimed; /* a waiting lock under WAIT (or a waiting range lock): TIMEOUT does not apply */
   shim_answer a;
+  int64_t waited;  /* a WAITING came (the "block" moment): since when (monotonic ms) */
+  int unblocked;   /* the final answer of a request that waited: the "unblock" moment */
 } slot;
 static slot slots[MAX_SLOTS];
 static int reading;
 static pthread_cond_t bcv = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
 
+/* The trace's name for the other end: the server's address in direct mode,
+ * else "broker" (docs/shim.md, "Trace and errors"). Set once connected. */
+static char server_label[96] = "broker";
+
 void shim_server_unreachable(const char *why) {
+  /* Before the guide's lines: jbase_error_trace (always) and the trace
+   * (VERBOSE/TRACE), as the library logs a connection failure. */
+  {
+    char fields[160];
+    size_t fl = 0;
+    memcpy(fields, "\"server\":", 9);
+    fl = shim_log_jstr(fields, sizeof fields, 9, server_label, strlen(server_label));
+    fields[fl] = 0;
+    shim_log_line(SHIM_LOG_ERROR, fields, why && *why ? why : "the lock service cannot be reached");
+  }
   char msg[1400];
   int n = snprintf(msg, sizeof msg,
                    "Client: unable to connect to distributed lock service, locks not enabled\n"
@@ -111,6 +139,9 @@ void shim_broker_forget(void) {
   bfd = -1;
   direct = 0;
   tokens = 0;
+  info_ok = 0;
+  info_due = 0;
+  strcpy(server_label, "broker"); /* the child connects anew, maybe not directly */
 }
 
 /* --- frames ----------------------------------------------------------------- */
@@ -173,6 +204,44 @@ static void send_frame(fbuf *f) {
   }
 }
 
+/* An INFO frame (request id 0, never answered): u32 length + the ClientInfo
+ * JSON of shim_info_client_json. With signals blocked and the connection
+ * made; takes wmu (whole frames). The JSON is kept under the frame limit by
+ * the builder (the newest files first). */
+#define INFO_JSON_MAX (JDLS_PROTO_MAX_FRAME - 64)
+static void send_info(const char *moment) {
+  if (!info_ok || bfd < 0) return;
+  char *j = shim_info_client_json(moment, INFO_JSON_MAX);
+  if (!j) return;
+  size_t n = strlen(j);
+  uint8_t *b = malloc(JDLS_PROTO_HEADER + 4 + n);
+  if (!b) {
+    free(j);
+    return;
+  }
+  uint32_t len = (uint32_t)(8 + 4 + n);
+  uint8_t hdr[16] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
+                     JDLS_PROTO_VERSION, JDLS_FT_INFO, 0, 0, 0, 0, 0, 0,
+                     (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+  memcpy(b, hdr, sizeof hdr);
+  memcpy(b + sizeof hdr, j, n);
+  free(j);
+  size_t total = sizeof hdr + n, off = 0;
+  pthread_mutex_lock(&wmu);
+  while (off < total) {
+    ssize_t w = send(bfd, b + off, total - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      pthread_mutex_unlock(&wmu);
+      free(b);
+      lost(strerror(errno));
+    }
+    off += (size_t)w;
+  }
+  pthread_mutex_unlock(&wmu);
+  free(b);
+}
+
 /* Read exactly n bytes. With `interruptible` and nothing read yet, a signal
  * handler that ran (EINTR) returns -EINTR; otherwise 0. */
 static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
@@ -189,7 +258,7 @@ static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
       }
       if (pr == 0) {
         char why[200];
-        snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+        snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
         shim_server_unreachable(why);
       }
     }
@@ -240,7 +309,7 @@ static int wait_frame(int interruptible, int wait_ms) {
     }
     if (r == 0 && wait_ms >= 0) {
       char why[200];
-      snprintf(why, sizeof why, "the lock server was silent for more than %d s with an answer due: declared dead (JDLS TIMEOUT)", wait_ms / 1000);
+      snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
       shim_server_unreachable(why);
     }
     if (r == 0) lost(direct ? "the lock server closed it" : "the broker closed it");
@@ -621,9 +690,52 @@ static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t 
   memcpy(body, buf + JDLS_PROTO_HEADER, *blen);
 }
 
+/* server_label from the server connection's peer address ("ip:port", IPv6 in brackets). */
+static void peer_label(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) return;
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    snprintf(server_label, sizeof server_label, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+  } else if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    snprintf(server_label, sizeof server_label, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+  }
+}
+
+/* The trace's "connected" line: WELCOME's version u8, mechanism u8, server
+ * pid, session, interim ms, keep-alive ms. */
+static void log_connected(const uint8_t *w, size_t n) {
+  if (!shim_log_tracing()) return;
+  char fields[400];
+  memcpy(fields, "\"server\":", 9);
+  size_t fl = shim_log_jstr(fields, sizeof fields, 9, server_label, strlen(server_label));
+  if (n >= 18)
+    snprintf(fields + fl, sizeof fields - fl,
+             ",\"direct\":%s,\"welcome\":{\"version\":%u,\"mechanism\":\"%s\",\"serverPid\":%u,\"session\":%u,\"interimMs\":%u,\"keepaliveMs\":%u,\"tokens\":%s}",
+             direct ? "true" : "false", w[0], w[1] == 2 ? "os" : "shm", (unsigned)get32(w + 2), (unsigned)get32(w + 6),
+             (unsigned)get32(w + 10), (unsigned)get32(w + 14), tokens ? "true" : "false");
+  else
+    fields[fl] = 0;
+  shim_log_line(SHIM_LOG_DEBUG, fields, "connected");
+}
+
 /* Connect (starting the broker if need be) and say HELLO; with bmu held. */
 static void ensure_connected(void) {
   if (bfd >= 0) return;
+  shim_log_init();
+  if (shim_log_tracing()) {
+    const char *jv = shim_jdls_value();
+    char fields[1200];
+    memcpy(fields, "\"jdls\":", 7);
+    size_t fl = shim_log_jstr(fields, sizeof fields, 7, jv ? jv : "", jv ? strlen(jv) : 0);
+    fields[fl] = 0;
+    shim_log_line(SHIM_LOG_DEBUG, fields, "connecting");
+  }
   char path[PATH_MAX], bad[PATH_MAX + 256];
   if (sock_path(path, sizeof path, bad, sizeof bad) < 0) shim_server_unreachable(bad);
   int fd = try_connect(path);
@@ -658,7 +770,12 @@ static void ensure_connected(void) {
    * started from this library's own package (start_broker), so the two
    * match unless an older broker still listens on the socket; the broker
    * then asks the server for tokens on our behalf (docs/broker.md). */
-  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS, 0);
+  /* INFO: this process sends INFO frames when the WELCOME says the server
+   * (or the broker, which passes them on) takes them. Same trap as TOKENS:
+   * the broker must be of this build (the broker offers it to the server
+   * and connects again without it to an older server). JDLS_INFO=0: not
+   * offered. */
+  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS | (shim_info_disabled() ? 0 : JDLS_FF_INFO), 0);
   putbytes(&f, "JDLS", 4);
   put8(&f, JDLS_PROTO_MIN_VERSION);
   put8(&f, JDLS_PROTO_VERSION);
@@ -677,6 +794,9 @@ static void ensure_connected(void) {
   read_first(body, sizeof body, &type, &wflags, &n, &server_fd);
   if (type == JDLS_FT_WELCOME) {
     tokens = (wflags & JDLS_FF_TOKENS) != 0;
+    /* The server's WELCOME (direct mode) or the broker's, which says INFO
+     * only when it passes INFO on to a server that takes it. */
+    info_ok = (wflags & JDLS_FF_INFO) != 0 && !shim_info_disabled();
     if (server_fd >= 0) {
       /* Direct mode: the server connection is ours now; the broker socket
        * has done its job. */
@@ -694,8 +814,20 @@ static void ensure_connected(void) {
       char v[32];
       wait_opt = shim_jdls_option("WAIT", NULL, 0);
       lock_flags = (wait_opt ? JDLS_FF_NO_INTERIM : 0) | (shim_jdls_option("OSLOCKS", NULL, 0) ? JDLS_FF_OSLOCKS : 0);
-      if (shim_jdls_option("TIMEOUT", v, sizeof v)) timeout_ms = (int)strtol(v, NULL, 10) * 1000;
+      /* Seconds, decimals allowed, as the library reads it (jdls-env.ts);
+       * the server reads the same value from the HELLO's options and sends
+       * its WAITING frames at a third of it (session.ts interimFor). */
+      if (shim_jdls_option("TIMEOUT", v, sizeof v)) {
+        double s = strtod(v, NULL);
+        if (s > 0 && s <= 86400) timeout_ms = s * 1000 < 1 ? 1 : (int)(s * 1000 + 0.5);
+      }
+      peer_label(bfd);
     }
+    log_connected(body, n);
+    /* The guide's "start" moment: who this process is and what it has
+     * declared so far. */
+    info_due = 0;
+    send_info("start");
     return;
   }
   if (server_fd >= 0) {
@@ -770,7 +902,7 @@ static slot *open_slot(uint32_t *id) {
   for (;;) {
     for (int i = 0; i < MAX_SLOTS; i++)
       if (!slots[i].used) {
-        slots[i] = (slot){next_id++, 1, 0, 0, {0}};
+        slots[i] = (slot){next_id++, 1, 0, 0, {0}, 0, 0};
         *id = slots[i].id;
         return &slots[i];
       }
@@ -811,11 +943,34 @@ static int await_slot(slot *s, int interruptible) {
     my_reading = 0;
     pthread_cond_broadcast(&bcv);
     if (rc) return rc;
-    if (type == JDLS_FT_WAITING) continue;
+    shim_log_answer(server_label, type, id, body, n);
+    if (type == JDLS_FT_WAITING) {
+      /* The guide's "block" moment: the server queued the request and
+       * writes the wait in its record itself. No INFO is sent from here:
+       * this loop runs inside the wait, where a signal handler may
+       * siglongjmp out (docs/shim.md "jumps"), and an INFO sent here
+       * (malloc, wmu) made the chaos suite's jump test hang (seen 2 of 3
+       * runs; never with JDLS_INFO=0). The statistics go with the
+       * "unblock" INFO after the request, with signals blocked. */
+      for (int i = 0; i < MAX_SLOTS; i++)
+        if (slots[i].used && !slots[i].done && slots[i].id == id && !slots[i].waited) {
+          slots[i].waited = now_ms();
+          if (!slots[i].waited) slots[i].waited = 1;
+          __atomic_store_n(&shim_info_waits, shim_info_waits + 1, __ATOMIC_RELAXED);
+          break;
+        }
+      continue;
+    }
     for (int i = 0; i < MAX_SLOTS; i++)
       if (slots[i].used && !slots[i].done && slots[i].id == id) {
         parse_final(type, body, n, &slots[i].a);
         slots[i].done = 1;
+        if (slots[i].waited) {
+          int64_t d = now_ms() - slots[i].waited;
+          if (d > 0) __atomic_store_n(&shim_info_wait_ms, shim_info_wait_ms + (uint64_t)d, __ATOMIC_RELAXED);
+          slots[i].waited = 0;
+          slots[i].unblocked = 1;
+        }
         break;
       }
   }
@@ -845,6 +1000,10 @@ static void cancel_slot(slot *s, uint32_t id) {
   unlock_bmu();
   begin(&f, JDLS_FT_CANCEL, 0, cid);
   put32(&f, id);
+  if (shim_log_tracing()) {
+    finish(&f);
+    shim_log_request(server_label, f.b, f.n);
+  }
   send_locked(&f);
   lock_bmu();
   await_slot(s, 0);
@@ -868,12 +1027,21 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
   if (!outer) wait_mask = &caller;
   lock_bmu();
   ensure_connected();
+  if (info_due && info_ok) {
+    /* declared files since the last INFO: before this request */
+    info_due = 0;
+    send_info("change");
+  }
   uint32_t id;
   slot *s = open_slot(&id);
   s->untimed = untimed;
   unlock_bmu();
   fbuf f;
   build(&f, id, arg);
+  if (shim_log_tracing()) {
+    finish(&f);
+    shim_log_request(server_label, f.b, f.n);
+  }
   /* Noted before it is sent: from here a jump must withdraw it. */
   my_slot_id = id;
   send_locked(&f);
@@ -884,10 +1052,13 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
     rc = s->a.type == JDLS_FT_GRANTED ? 0 : -EINTR;
   }
   *a = s->a;
+  int unblocked = s->unblocked;
   close_slot(s);
   my_slot_id = 0;
   my_undo = 0;
   unlock_bmu();
+  /* after a wait: the process's statistics with it ("unblock") */
+  if (unblocked && info_ok) send_info("unblock");
   wait_mask = outer;
   shim_restore_signals(&caller);
   return rc;
@@ -974,7 +1145,13 @@ int shim_broker_lock_key(int mode, int nowait, int break_deadlock, int interrupt
     memcpy(my_req.key, key, my_req.klen);
   }
   /* Under WAIT no interim frames come for a waiting lock: not timed. */
-  return request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
+  int rc = request(build_lock, &l, interruptible && !nowait, !nowait && wait_opt, a);
+  /* InfoStats for the INFO frames (plain increments, as shim_info.c's) */
+  if (rc == 0 && a->type == JDLS_FT_GRANTED)
+    __atomic_store_n(&shim_info_locks, shim_info_locks + 1, __ATOMIC_RELAXED);
+  else if (rc == 0 && a->type == JDLS_FT_LOCKED)
+    __atomic_store_n(&shim_info_retries, shim_info_retries + 1, __ATOMIC_RELAXED);
+  return rc;
 }
 
 typedef struct range_args {
@@ -1043,4 +1220,27 @@ int shim_broker_probe_key(int mode, int kflags, uint64_t inode, int64_t dev, con
   key_args c = {JDLS_FT_STATUS, mode, 0, 0, inode, dev, key, klen, kflags};
   request(build_call, &c, 0, 0, a);
   return 0;
+}
+
+
+/* --- INFO moments from the C API (shim.h) ------------------------------------ */
+void shim_info_remote_changed(int idle) {
+  if (!__atomic_load_n(&info_ok, __ATOMIC_RELAXED) || shim_in_vfork) return;
+  if (!idle) {
+    __atomic_store_n(&info_due, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  /* The runtime is about to wait for input: at once (with what is due). */
+  sigset_t caller;
+  shim_block_signals(&caller);
+  shim_busy++;
+  __atomic_store_n(&info_due, 0, __ATOMIC_RELAXED);
+  send_info("idle");
+  shim_busy--;
+  shim_restore_signals(&caller);
+}
+
+void shim_info_remote_forget(void) {
+  info_ok = 0;
+  info_due = 0;
 }

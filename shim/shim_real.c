@@ -177,6 +177,7 @@ static void atfork_child(void) {
   shim_broker_forget();
   shim_binary_forget();
   shim_binapi_forget();
+  shim_info_forget();
 }
 
 static void resolve(void) {

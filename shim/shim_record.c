@@ -153,6 +153,7 @@ static void on_close_st(const struct stat *stp) {
   jdls_owner o;
   shim_owner(&o);
   jdls_unlock_all(shim_table(), &o, 1, f.inode, f.dev);
+  shim_info_touch();
 }
 
 /* Fork child: it holds no classic locks (POSIX), so it has none to release.
@@ -393,7 +394,13 @@ int shim_table_lock_wait(jdls_table *t, const jdls_owner *o, const jdls_request 
   *waited = 1;
   rc = jdls_lock_begin(t, o, r, -1, &tk, h);
   int noted = rc == JDLS_QUEUED && note_pending(&tk, r->inode, r->dev, r->key, r->key_len);
-  if (rc == JDLS_QUEUED) rc = table_wait_blocked(t, &tk, &caller);
+  if (rc == JDLS_QUEUED) {
+    /* The guide's moments: the record shows the wait at once, and its end
+     * (the flusher writes them; nothing here but a store and a wake). */
+    shim_info_block();
+    rc = table_wait_blocked(t, &tk, &caller);
+    shim_info_unblock();
+  }
   /* As in shim_table_wait_key: restored while the request is still noted. */
   shim_restore_signals(&caller);
   if (noted) forget_pending();
@@ -552,10 +559,12 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
     if (fl->l_type == F_UNLCK) {
       if (len == 0 && start == 0) {
         jdls_unlock_all(t, &o, 1, inode, dev);
+        shim_info_touch();
         return 0;
       }
       if (len != 1) return fail(EINVAL);
       jdls_unlock(t, &o, inode, dev, (const uint8_t *)key, (uint32_t)klen);
+      shim_info_touch();
       return 0; /* unlocking an unlocked byte is not an error (POSIX) */
     }
     if (fl->l_type != F_RDLCK && fl->l_type != F_WRLCK) return fail(EINVAL);
@@ -594,7 +603,11 @@ int shim_record_fcntl(int fd, int cmd, struct flock *fl, uint64_t inode, int64_t
        * granted after the close is held, and the next close drops it.) */
       if (rc == JDLS_OK && !shim_in_vfork) remember_st(&st, inode, dev, 0);
     }
-    if (rc == JDLS_OK) return 0;
+    if (rc == JDLS_OK) {
+      shim_info_granted();
+      return 0;
+    }
+    if (rc == JDLS_CONFLICT) shim_info_retry();
     return fail(shim_errno_of(rc));
   }
 

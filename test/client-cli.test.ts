@@ -107,7 +107,7 @@ test('connection refused: the guide\'s failure lines, exit 1, jbase_error_trace 
   const r = await env.run(['-Cteststring'], `SERVER=localhost,${port}`);
   t.is(r.code, 1);
   t.is(r.stdout, `Client: Using host 'localhost', service '${port}'\n`);
-  t.is(r.stderr, `Client: connection failed for host 'localhost', service '${port}', error Connection refused\nClient: unable to connect to distributed lock service, locks not enabled\n`);
+  t.is(r.stderr, `Client: unable to connect to distributed lock service, locks not enabled\nClient: connection failed for host 'localhost', service '${port}', error Connection refused\n`, 'the guide\'s order');
   const trace = fs.readFileSync(path.join(env.dir, 'tmp', 'jbase_error_trace'), 'utf8');
   t.regex(trace, /connection failed for host 'localhost', service '\d+', error Connection refused/);
   t.notThrows(() => trace.trim().split('\n').map((l) => JSON.parse(l) as unknown));
@@ -134,7 +134,7 @@ test('a server that never says WELCOME: failure within TIMEOUT, exit 1', async (
   const s = await env.fake({ onHello: () => true });
   const r = await env.run(['-Cx'], `SERVER=127.0.0.1,${s.port},TIMEOUT=0.3`);
   t.is(r.code, 1);
-  t.regex(r.stderr, new RegExp(`^Client: connection failed for host '127.0.0.1', service '${s.port}', error .*no WELCOME within 300 ms\nClient: unable to connect to distributed lock service, locks not enabled\n$`));
+  t.regex(r.stderr, new RegExp(`^Client: unable to connect to distributed lock service, locks not enabled\nClient: connection failed for host '127.0.0.1', service '${s.port}', error .*no WELCOME within 300 ms\n$`));
 });
 
 test('a wrong echo, and a refused protocol version: exit 1', async (t) => {
@@ -151,7 +151,7 @@ test('a wrong echo, and a refused protocol version: exit 1', async (t) => {
   const v = await env.fake({ onHello: (_h, conn) => { conn.send({ type: 'ERROR', requestId: 0, code: 'VERSION', text: 'this server speaks version 7 only' }); return true; } });
   const r2 = await env.run(['-Cx'], `SERVER=127.0.0.1,${v.port}`);
   t.is(r2.code, 1);
-  t.regex(r2.stderr, /error lock server 127\.0\.0\.1:\d+: this server speaks version 7 only\nClient: unable to connect/);
+  t.regex(r2.stderr, /^Client: unable to connect to distributed lock service, locks not enabled\nClient: connection failed .*error lock server 127\.0\.0\.1:\d+: this server speaks version 7 only\n$/);
 });
 
 test('JDLS unset: exit 1 saying so; malformed: the parse error, exit 2', async (t) => {

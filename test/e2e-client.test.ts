@@ -347,6 +347,6 @@ test.serial('jdls -C against the real server: success lines and exit 0; a refuse
   const refused = await e.jdls(['-C', 'teststring'], jdls);
   t.is(refused.code, 1);
   t.is(refused.stdout, `Client: Using host '127.0.0.1', service '${port}'\n`);
-  t.is(refused.stderr, `Client: connection failed for host '127.0.0.1', service '${port}', error Connection refused\nClient: unable to connect to distributed lock service, locks not enabled\n`);
+  t.is(refused.stderr, `Client: unable to connect to distributed lock service, locks not enabled\nClient: connection failed for host '127.0.0.1', service '${port}', error Connection refused\n`);
   t.true((await stays.lock(FILE, 'STAYS', 'write')).granted, 'the connected client keeps locking');
 });

@@ -34,6 +34,13 @@ test('the vectors cover every frame type and the required edge cases', (t) => {
   has((v) => v.frame.type === 'LOCK' && v.frame.fence !== undefined, 'LOCK with FENCE');
   has((v) => v.frame.type === 'LOCK' && v.frame.breakDeadlock === true, 'LOCK with BREAK_DEADLOCK');
   has((v) => v.frame.type === 'ERROR' && v.frame.code === 'DEADLOCK', 'ERROR DEADLOCK');
+  // info records: the WELCOME flag, INFO's UTF-8 and dev -1, no filter, a chunk with MORE cut inside a character, an empty last chunk
+  has((v) => v.frame.type === 'WELCOME' && v.frame.info === true && v.frame.tokens === true, 'WELCOME with INFO and TOKENS');
+  has((v) => v.frame.type === 'HELLO' && v.frame.info === true && v.frame.tokens === true, 'HELLO with INFO and TOKENS');
+  has((v) => v.frame.type === 'INFO' && 'info' in v.frame && v.frame.info.files.some((x) => x.dev === '-1' && x.name === undefined), 'INFO with a nameless file, dev -1');
+  has((v) => v.frame.type === 'INFO_QUERY' && Object.keys(v.frame.filter).length === 0, 'INFO_QUERY without a filter');
+  has((v) => v.frame.type === 'INFO_RESULT' && v.frame.more && Buffer.isBuffer(v.frame.chunk) && !Buffer.from(v.frame.chunk.toString('utf8')).equals(v.frame.chunk), 'INFO_RESULT with MORE, cut inside a UTF-8 character');
+  has((v) => v.frame.type === 'INFO_RESULT' && !v.frame.more && v.frame.chunk.length === 0, 'an empty last INFO_RESULT');
 });
 
 test('the auth example: both MACs of src/secret.ts equal the vectors file\'s (computed independently), over the hello-auth frame', (t) => {
@@ -172,7 +179,7 @@ const bad: Bad[] = [
   { name: 'STATUS_RESULT 0 with a holder', side: 'client', bytes: rawFrame({ type: T.STATUS_RESULT, body: Buffer.concat([u8(0), holder(1, 4, Buffer.alloc(4))]) }), reason: /STATUS_RESULT: 22 bytes after the end/ },
   { name: 'unknown ERROR code 13', side: 'client', bytes: rawFrame({ type: T.ERROR, body: Buffer.concat([u16(13), str(Buffer.from('x'))]) }), reason: /ERROR: unknown error code 13/ },
   // the shared-secret handshake (docs/protocol.md, "Authentication")
-  { name: 'HELLO flag 0x4', side: 'server', bytes: rawFrame({ type: T.HELLO, flags: 0x0004, body: Buffer.alloc(20) }), reason: /HELLO: unknown flags 0x4/ },
+  { name: 'HELLO flag 0x8', side: 'server', bytes: rawFrame({ type: T.HELLO, flags: 0x0008, body: Buffer.alloc(20) }), reason: /HELLO: unknown flags 0x8/ },
   { name: 'AUTH short mac', side: 'server', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(63) }), reason: /truncated body: mac needs 32 bytes, 31 left/ },
   { name: 'AUTH too long', side: 'server', bytes: rawFrame({ type: T.AUTH, body: Buffer.alloc(65) }), reason: /AUTH: 1 bytes after the end/ },
   { name: 'AUTH request id 1', side: 'server', bytes: rawFrame({ type: T.AUTH, requestId: 1, body: Buffer.alloc(64) }), reason: /AUTH: request id must be 0/ },

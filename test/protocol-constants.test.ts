@@ -55,7 +55,7 @@ test('the TypeScript mirror equals the header, constant by constant, and covers 
 test('frame type codes are distinct and split by direction at 0x80', (t) => {
   const codes = Object.values(FrameType);
   t.is(new Set(codes).size, codes.length);
-  const client = ['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST'];
+  const client = ['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO', 'INFO_QUERY'];
   for (const [name, code] of Object.entries(FrameType)) t.is(code < 0x80, client.includes(name), name);
   t.is(new Set(Object.values(ProtoError)).size, Object.keys(ProtoError).length);
 });

@@ -263,7 +263,7 @@ test('a server older than TOKENS (it refuses the unknown HELLO flag and closes) 
     sock.on('data', (d: Buffer) => {
       for (const f of reader.push(d)) {
         if (f.type === 'HELLO') {
-          const flags = (f.auth ? 0x0001 : 0) | (f.tokens ? 0x0002 : 0);
+          const flags = (f.auth ? 0x0001 : 0) | (f.tokens ? 0x0002 : 0) | (f.info ? 0x0004 : 0);
           hellos.push(flags);
           if (flags & ~0x0001) {
             sock.end(encode({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: `HELLO: unknown flags 0x${flags.toString(16)}` }));
@@ -286,7 +286,7 @@ test('a server older than TOKENS (it refuses the unknown HELLO flag and closes) 
   const port = (server.address() as net.AddressInfo).port;
   const c = await JdlsClient.connect(`SERVER=127.0.0.1,${port}`, { errorTrace: false });
   t.teardown(() => c.close());
-  t.deepEqual(hellos, [0x0002, 0x0000], 'TOKENS first, then without it');
+  t.deepEqual(hellos, [0x0006, 0x0002, 0x0000], 'TOKENS and INFO first, then TOKENS alone, then neither');
   t.false(c.server.tokens);
   t.deepEqual(await c.lock(FILE, 'K', 'write', { nowait: true }), { granted: true });
 });

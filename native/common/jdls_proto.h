@@ -33,6 +33,13 @@
 #define JDLS_FT_RANGE_LOCK   0x18  /* binary (byte-range) locks: BINARY */
 #define JDLS_FT_RANGE_UNLOCK 0x19
 #define JDLS_FT_RANGE_TEST   0x1A
+#define JDLS_FT_INFO         0x1B  /* the client's own information for its info record (files by name, user,
+                                        statistics): u32 length + UTF-8 JSON ClientInfo (docs/info-records.md);
+                                        request id 0, never answered; bad JSON in a sound frame is ignored with a
+                                        warning, not a protocol error */
+#define JDLS_FT_INFO_QUERY   0x1C  /* the info records of the server's host: u32 length + JSON filter
+                                        {"port"?,"file"?,"key"?} (0 bytes = none; a bad one: ERROR BAD_ARGUMENT);
+                                        answered by INFO_RESULT frames */
 /* server -> client */
 #define JDLS_FT_WELCOME      0x81
 #define JDLS_FT_CHALLENGE    0x82  /* answer to HELLO with AUTH when a secret is configured: server nonce */
@@ -45,6 +52,9 @@
 #define JDLS_FT_TEST_RESULT  0x95
 #define JDLS_FT_PONG         0x96
 #define JDLS_FT_RANGE_RESULT 0x97
+#define JDLS_FT_INFO_RESULT  0x98  /* u32 length + a chunk of JSON text (an InfoAnswer; join the bytes, then
+                                        decode: a chunk may end inside a UTF-8 character); flag MORE on every
+                                        chunk but the last; at most MAX_FRAME - 12 bytes a chunk */
 #define JDLS_FT_ERROR        0xE0
 
 /* flags */
@@ -67,6 +77,13 @@
                                         program itself locked in the jlock file (the shim's fcntl/lockf
                                         emulation): OS record locks take exactly that byte, not the key's hash;
                                         the table ignores it (docs/protocol.md, "Byte-offset keys") */
+
+#define JDLS_FF_INFO         0x0004  /* HELLO: this client knows INFO (it reads WELCOME's flag INFO; set by the
+                                        jdls client, which says HELLO again without it to a server that refuses
+                                        it); WELCOME: this server takes INFO and INFO_QUERY - set only when HELLO
+                                        had it (an older client refuses an unknown WELCOME flag). Without it the
+                                        client sends neither: an older server closes on an unknown frame type */
+#define JDLS_FF_MORE         0x0001  /* INFO_RESULT: more chunks of this answer follow */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1

@@ -52,6 +52,8 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
     const hs = new ClientHandshake(label, {
       port: hello.port, pid: hello.pid, keepaliveMs: 0, host: hello.host, program: hello.program, options: hello.options,
       ...(hello.tokens ? { tokens: true as const } : {}),
+      // INFO as the process offered it: its WELCOME says whether the server takes INFO.
+      ...(hello.info ? { info: true as const } : {}),
     }, key);
     let settled = false;
     const finish = (e: JdlsError | undefined, welcome?: Buffer): void => {
@@ -90,6 +92,11 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
       finish(undefined, encode(out.welcome, out.welcome.version));
     });
   });
+}
+
+/** An older server's answer to a HELLO flag it does not know (INFO): ERROR PROTOCOL "HELLO: unknown flags 0x…" (as src/client/connection.ts tells it). */
+export function flagsRefused(e: unknown): boolean {
+  return e instanceof JdlsError && e.code === 'PROTOCOL' && /HELLO: unknown flags 0x[0-9a-f]+$/.test(e.message);
 }
 
 /** Send the WELCOME bytes with the server socket's descriptor over the shim's socket; 0 or -errno. */

@@ -17,7 +17,7 @@ import type { ProtoErrorName } from '../protocol/constants.js';
 import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame } from '../protocol/frames.js';
 import { JdlsClient } from '../client/client.js';
 import { parseJdls, type JdlsConfig } from '../client/jdls-env.js';
-import { connectFor, handOver } from './handover.js';
+import { connectFor, handOver, flagsRefused } from './handover.js';
 import { clientKeyRule, readKeyFile } from '../secret.js';
 import type { Logger } from 'pino';
 
@@ -142,6 +142,9 @@ export class BrokerSession {
     this.#send({
       type: 'WELCOME', requestId: 0, version: 1, mechanism: s.mechanism, serverPid: s.pid, session: s.session,
       interimMs: s.interimMs, keepaliveMs: 0, clientAddr: s.clientAddr, server: s.name, ...(this.#tokens ? { tokens: true as const } : {}),
+      // INFO: the process's INFO frames are passed on (#dispatch) when it
+      // offered them and the server takes them.
+      ...(h.info && s.info ? { info: true as const } : {}),
     });
     this.#opts.log.info({ pid: h.pid, program: h.program, server: `${s.host}:${s.port}` }, 'preloaded process connected');
     const q = this.#queue;
@@ -172,7 +175,16 @@ export class BrokerSession {
       // JDLS SECRET: the broker (the process's own user) reads the key file
       // and answers the server's challenge for the process.
       const key = config.secret ? readKeyFile(config.secret, clientKeyRule('JDLS SECRET')) : undefined;
-      conn = await connectFor(server, h, config.timeoutMs, key);
+      try {
+        conn = await connectFor(server, h, config.timeoutMs, key);
+      } catch (e) {
+        // A server older than info records refuses HELLO's flag INFO: asked
+        // again without it (the process then sends no INFO: its WELCOME
+        // does not say INFO), as the jdls client does (connection.ts).
+        if (!h.info || !flagsRefused(e)) throw e;
+        const { info: _drop, ...older } = h;
+        conn = await connectFor(server, older, config.timeoutMs, key);
+      }
     } catch (e) {
       this.#refuse(h, e);
       return true;
@@ -257,6 +269,19 @@ export class BrokerSession {
           (conflict) => this.#send(conflict ? { type: 'RANGE_RESULT', requestId: id, conflict } : { type: 'RANGE_RESULT', requestId: id }),
           fail,
         );
+        return;
+      case 'INFO':
+        // The process's file names and its idle moment go to its client,
+        // which sends them on, coalesced, to every server that takes INFO
+        // (the servers keep their own view of its locks and waits and their
+        // own statistics). A payload that is not a ClientInfo is ignored.
+        if ('info' in f) {
+          for (const file of f.info.files) if (file.name !== undefined) c.declareFile(file.name, { inode: BigInt(file.inode), dev: BigInt(file.dev) });
+          if (f.info.moment === 'idle') c.idle();
+        }
+        return;
+      case 'INFO_QUERY':
+        this.#send({ type: 'ERROR', requestId: id, code: 'NOT_SUPPORTED', text: 'INFO_QUERY through the broker' });
         return;
       case 'HELLO':
       case 'AUTH':

@@ -86,6 +86,22 @@ export interface ShimPathCommand {
   kind: 'shim-path';
 }
 
+/** --sessions [--json]: list the client sessions of the lock-server processes (admin socket). */
+export interface SessionsCommand {
+  kind: 'sessions';
+  json: boolean;
+}
+
+/** --drop-session PID/CONN | --drop-session --port N [--addr A] [--json]: close one client session (admin socket). */
+export interface DropSessionCommand {
+  kind: 'drop-session';
+  json: boolean;
+  lockServer?: number;
+  conn?: number;
+  port?: number;
+  addr?: string;
+}
+
 /** --broker: run the broker for preloaded processes (docs/broker.md). */
 export interface BrokerCommand {
   kind: 'broker';
@@ -93,7 +109,8 @@ export interface BrokerCommand {
 
 export type Command =
   | StartCommand | MonitorChildCommand | StopCommand | RemoveCommand | DisplayCommand | HelpCommand
-  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand | ShimPathCommand | BrokerCommand;
+  | ListenerChildCommand | LockServerChildCommand | ClientTestCommand | ShimPathCommand | BrokerCommand
+  | SessionsCommand | DropSessionCommand;
 
 export interface UsageError {
   message: string;
@@ -156,13 +173,68 @@ function parseClientTest(argv: readonly string[]): ParseResult | undefined {
   return { ok: true, command: { kind: 'client-test', text: first.slice(2) } };
 }
 
-export function parseArgs(argv: readonly string[]): ParseResult {
+/** `--drop-session PID/CONN` or `--drop-session --port N [--addr A]`, with --json. */
+function parseDropSession(argv: readonly string[]): ParseResult {
+  const cmd: DropSessionCommand = { kind: 'drop-session', json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const tok = argv[i] ?? '';
+    if (tok === '--json') cmd.json = true;
+    else if (tok === '--port' || tok === '--addr') {
+      const v = argv[++i];
+      if (v === undefined) return fail(`option ${tok} needs a value`);
+      if (tok === '--port') {
+        if (!/^\d+$/.test(v) || Number(v) > 0xffffffff) return fail(`--drop-session --port needs a jBASE port number; got '${v}'`);
+        cmd.port = Number(v);
+      } else {
+        if (nodeNet.isIP(v) === 0) return fail(`--addr needs an IP address; got '${v}'`);
+        cmd.addr = v;
+      }
+    } else {
+      const m = /^(\d+)\/(\d+)$/.exec(tok);
+      if (!m || cmd.lockServer !== undefined) return fail(`--drop-session needs LOCKSERVERPID/CONN (as jdls -dvL shows them) or --port N [--addr A]; got '${tok}'`);
+      cmd.lockServer = Number(m[1]);
+      cmd.conn = Number(m[2]);
+    }
+  }
+  if (cmd.lockServer === undefined && cmd.port === undefined) return fail('--drop-session needs LOCKSERVERPID/CONN or --port N');
+  if (cmd.lockServer !== undefined && (cmd.port !== undefined || cmd.addr !== undefined)) return fail('--drop-session: give LOCKSERVERPID/CONN or --port, not both');
+  if (cmd.addr !== undefined && cmd.port === undefined) return fail('--addr goes with --port');
+  return { ok: true, command: cmd };
+}
+
+/**
+ * The dashes a document or word processor puts where `-` was typed: the
+ * guide itself prints `jDLS –ibs13000,50` with an en dash (U+2013), and a
+ * command copied from it must work as typed. Em dash (U+2014) and the minus
+ * sign (U+2212) come from the same kind of copying.
+ */
+const DASHES = /^[\u2013\u2014\u2212]/;
+
+/** One token with its leading typographic dashes (at most two: `––port`) made `-`; the rest of the token as typed. */
+export function normaliseDash(tok: string): string {
+  let out = tok;
+  if (DASHES.test(out)) out = `-${out.slice(1)}`;
+  if (out.startsWith('-') && DASHES.test(out.slice(1))) out = `--${out.slice(2)}`;
+  return out;
+}
+
+export function parseArgs(typed: readonly string[]): ParseResult {
+  // Option tokens only: -C's test string given as the next argument is data,
+  // sent to the server exactly as typed.
+  const argv = typed.map(normaliseDash);
+  if (argv[0] === '-C' && argv.length === 2) argv[1] = typed[1] ?? '';
   if (argv[0] === '--shim-path') {
     return argv.length === 1 ? { ok: true, command: { kind: 'shim-path' } } : fail('--shim-path takes no other options');
   }
   if (argv[0] === '--broker') {
     return argv.length === 1 ? { ok: true, command: { kind: 'broker' } } : fail('--broker takes no other options');
   }
+  if (argv[0] === '--sessions') {
+    const rest = argv.slice(1);
+    if (rest.some((a) => a !== '--json')) return fail('--sessions takes only --json');
+    return { ok: true, command: { kind: 'sessions', json: rest.length > 0 } };
+  }
+  if (argv[0] === '--drop-session') return parseDropSession(argv.slice(1));
   const clientTest = parseClientTest(argv);
   if (clientTest) return clientTest;
   const letters = new Set<string>();

@@ -41,12 +41,15 @@ export async function clientTest(text: string, io: ClientTestOutput, env: NodeJS
       // One server at a time: -C checks each configured server, not failover.
       client = await JdlsClient.connect({ ...config, servers: [server] }, { logger: log, program: 'jdls -C' });
     } catch (e) {
+      // The guide's order: for a socket that cannot be made, its one line
+      // right after `Using host`; for a failed connection, the consequence
+      // (`unable to connect ...`), then the cause (`connection failed ...`).
       if (isSocketAllocationError((e as Error).cause)) io.err('Client: Unable to allocate socket');
       else {
         const why = e instanceof JdlsError && e.code === 'CONNECT_FAILED' ? systemErrorText(e.cause) : (e as Error).message;
+        io.err('Client: unable to connect to distributed lock service, locks not enabled');
         io.err(`Client: connection failed for host '${server.host}', service '${server.port}', error ${why}`);
       }
-      io.err('Client: unable to connect to distributed lock service, locks not enabled');
       failed = true;
       continue;
     }
@@ -60,8 +63,8 @@ export async function clientTest(text: string, io: ClientTestOutput, env: NodeJS
         failed = true;
       }
     } catch (e) {
-      io.err(`Client: test string '${text}' failed on host '${server.host}', service '${server.port}': ${(e as Error).message}`);
       io.err('Client: unable to connect to distributed lock service, locks not enabled');
+      io.err(`Client: test string '${text}' failed on host '${server.host}', service '${server.port}': ${(e as Error).message}`);
       failed = true;
     } finally {
       await client.close();

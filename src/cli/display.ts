@@ -22,6 +22,7 @@ import { loadConfig } from '../server/config.js';
 import { DEFAULT_LOCK_DIR } from '../locks/oslock.js';
 import { describeCycle } from '../locks/deadlock-report.js';
 import { osRecordLocks, osRowText, OS_ROW_HEADER, type OsRecordLockRow } from './oslist.js';
+import { sessionsForDisplay } from './admin-cli.js';
 
 // ===== output ==============================================================
 
@@ -257,8 +258,19 @@ export function noTableMessage(dir: string): string {
   return `jdls: no lock table for JBCRELEASEDIR=${dir} (start one with jdls -ib)`;
 }
 
+/** The client sessions, when -L asks and a listener runs (admin socket: admin-cli.ts); else undefined. */
+async function clientSessions(cmd: DisplayCommand, dir: string): Promise<Sessions | undefined> {
+  if (!cmd.locks) return undefined;
+  if (!findListener(dir)) return undefined;
+  return sessionsForDisplay(dir);
+}
+
+type Sessions = { text: string; json: unknown };
+
 /** Runs `jdls -d...`; returns the exit code. */
-export function display(cmd: DisplayCommand, dir: string): number {
+export async function display(cmd: DisplayCommand, dir: string): Promise<number> {
+  // Asked first (the one asynchronous step): the output below is written synchronously.
+  const sessions = await clientSessions(cmd, dir);
   let table: LockTable;
   try {
     table = LockTable.open({ releaseDir: dir });
@@ -267,7 +279,7 @@ export function display(cmd: DisplayCommand, dir: string): number {
       // No table: record locks are OS file locks (the guide's rule for an
       // installation without a monitor) - show those, and the listener.
       try {
-        showOs(cmd, dir);
+        showOs(cmd, dir, sessions);
       } catch (err) {
         if (err instanceof PipeClosed) return 0;
         throw err;
@@ -278,8 +290,8 @@ export function display(cmd: DisplayCommand, dir: string): number {
     return 1;
   }
   try {
-    if (cmd.json) showJson(cmd, table);
-    else showText(cmd, table);
+    if (cmd.json) showJson(cmd, table, sessions);
+    else showText(cmd, table, sessions);
     return 0;
   } catch (e) {
     if (e instanceof PipeClosed) return 0;
@@ -293,7 +305,7 @@ const LABEL = 21;
 const line = (label: string, value: string): string => `${label.padEnd(LABEL)}${value}\n`;
 
 /** `-dvL` of an installation without a table: the OS mechanism's locks. */
-function showOs(cmd: DisplayCommand, dir: string): void {
+function showOs(cmd: DisplayCommand, dir: string, sessions: Sessions | undefined): void {
   const lis = listenerStatus(undefined, dir);
   const lockDir = lockDirOf(dir);
   const why = 'no shared memory lock table';
@@ -306,10 +318,11 @@ function showOs(cmd: DisplayCommand, dir: string): void {
       listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
       mechanism: { kind: 'os', text: osMechanism(lockDir, why), lockDir },
       osLockFiles: files,
+      ...(sessions ? { clientSessions: sessions.json } : {}),
     }).slice(0, -1)},"osLocks":[${rows.map(osRowJson).join(',')}]}\n`);
     return;
   }
-  writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(lis)}${line('Locking mechanism:', osMechanism(lockDir, why))}${osLocksText(lockDir, cmd.locks)}`);
+  writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(lis)}${line('Locking mechanism:', osMechanism(lockDir, why))}${osLocksText(lockDir, cmd.locks)}${sessions?.text ?? ''}`);
 }
 
 const POLICY_NAMES = ['off', 'report', 'break'];
@@ -331,7 +344,21 @@ function deadlocksJson(table: LockTable): Record<string, unknown> {
   return { policy: POLICY_NAMES[h.deadlockPolicy] ?? h.deadlockPolicy, found: h.deadlocksFound, refused: h.deadlocksBroken, reports: h.deadlockReports, recent };
 }
 
-function showText(cmd: DisplayCommand, table: LockTable): void {
+/**
+ * The OS locks taken for OSLOCKS requests while the table is the mechanism
+ * (the lock directory holds only those then): listed with -L when there are
+ * any, so that nothing held is invisible while the monitor runs.
+ */
+function osLocksBesideTable(dir: string): { rows: OsRecordLockRow[]; lockDir: string; why?: string } {
+  const lockDir = lockDirOf(dir);
+  try {
+    return { rows: osRecordLocks(lockDir).rows, lockDir };
+  } catch (e) {
+    return { rows: [], lockDir, why: (e as Error).message };
+  }
+}
+
+function showText(cmd: DisplayCommand, table: LockTable, sessions?: Sessions): void {
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
   const lis = listenerStatus(h, table.releaseDir);
@@ -376,10 +403,19 @@ function showText(cmd: DisplayCommand, table: LockTable): void {
   if (counts.waiting) tail += `${pad}${counts.waiting} lock requests queued\n`;
   // Without a table in service, record locks are OS file locks: show them too.
   if (!inService(h)) tail += osLocksText(lockDirOf(table.releaseDir), cmd.locks);
+  else if (cmd.locks) {
+    const os = osLocksBesideTable(table.releaseDir);
+    if (os.why) tail += `\nOSLOCKS locks:        not listed: ${os.why}\n`;
+    else if (os.rows.length) {
+      tail += `\nOS locks for OSLOCKS requests (OS file locks in ${os.lockDir}; the byte is a hash of the key)\n${OS_ROW_HEADER}`;
+      for (const r of os.rows) tail += `${osRowText(r)}\n`;
+    }
+  }
+  if (sessions) tail += sessions.text;
   writeFd(1, tail);
 }
 
-function showJson(cmd: DisplayCommand, table: LockTable): void {
+function showJson(cmd: DisplayCommand, table: LockTable, sessions?: Sessions): void {
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
   const lis = listenerStatus(h, table.releaseDir);
@@ -431,5 +467,11 @@ function showJson(cmd: DisplayCommand, table: LockTable): void {
     queued: c.waiting,
     maxInOneGroup: c.maxInGroup,
   };
-  writeFd(1, `,"memory":${JSON.stringify(memory(h, c.entries))},"summary":${JSON.stringify(summary)}}\n`);
+  let extra = '';
+  if (cmd.locks && inService(h)) {
+    const os = osLocksBesideTable(table.releaseDir);
+    extra += `,"osLocks":[${os.rows.map(osRowJson).join(',')}]`;
+  }
+  if (sessions) extra += `,"clientSessions":${JSON.stringify(sessions.json)}`;
+  writeFd(1, `,"memory":${JSON.stringify(memory(h, c.entries))},"summary":${JSON.stringify(summary)}${extra}}\n`);
 }

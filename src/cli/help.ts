@@ -15,6 +15,10 @@ Usage:
   jdls -k {-AD}                      stop the lock monitor and/or the listener
   jdls -K {-o}                       remove the lock table
   jdls -d{v}{L} {--json}             display the lock table
+  jdls --sessions {--json}           list the lock servers' client sessions
+  jdls --drop-session PID/CONN       close one client session (its locks are
+  jdls --drop-session --port N {--addr A}  released; the lock server and its
+                                     other clients stay)
   jdls -Cteststring                  test this client's JDLS configuration
   jdls --shim-path                   print the path of the preload shim:
                                      LD_PRELOAD=$(jdls --shim-path) program
@@ -22,6 +26,10 @@ Usage:
                                      JDLS set reach (the shim starts it on first
                                      use; see docs/broker.md)
   jdls -h                            this help
+
+  jDLS is the same command (the guide's name), and an option typed with the
+  guide's en dash (jDLS –ibs13000,50, as copied from the document) works as
+  with -.
 
 Options:
   -i        Initialise the shared memory lock table, start the lock monitor and
@@ -63,14 +71,26 @@ Options:
   -d        Display the lock monitor and listener state and the lock summary.
   -v        With -d: verbose (start and run times, tidy-up figures, locking
             mechanism, memory).
-  -L        List the record locks outstanding (implies -d).
+  -L        List the record locks outstanding (implies -d), the OS locks taken
+            for OSLOCKS requests, and, while the listener runs, the client
+            sessions: lock-server pid/connection, client address, jBASE port
+            and pid, connected since, locks held, waiting for (root or the
+            installation's owner only).
   --json    jdls extension: print the display as one JSON document (alone it
             means -dvL --json; queued lock requests are included).
   -C        Client connection test: -Cteststring connects to each server the
             JDLS environment variable names, sends the test string and checks
             the echo (exit 0), or prints why locks would not be enabled
             (exit 1; 2 if JDLS is malformed).
+  --sessions
+            jdls extension: the client sessions alone (as -dvL shows them).
+  --drop-session PID/CONN | --drop-session --port N {--addr A}
+            jdls extension: close that one client session; its locks are
+            released as on any disconnect. Root or the installation's owner.
   -h        This help (also --help).
+
+Stuck locks: release-item-locks -p PORT | -f FILE {-k KEY} (see
+release-item-locks -h, docs/operations.md ("Stuck locks and client sessions")).
 
 Environment:
   JDLS            client configuration (SERVER=host{,port}, SERVER2=..., WAIT,

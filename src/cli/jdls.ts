@@ -14,6 +14,11 @@ import { configFromEnv, loadConfig } from '../server/config.js';
 import { shimPath } from '../shim.js';
 import { runBroker } from '../broker/broker.js';
 import { brokerSocketPath } from '../broker/paths.js';
+import { listSessions, dropSession } from './admin-cli.js';
+import type { AdminRequest } from '../server/admin-types.js';
+
+type DropRequest = Extract<AdminRequest, { cmd: 'drop' }>;
+const io = { out: (s: string): void => writeFd(1, s), err: (s: string): void => writeFd(2, `jdls: ${s}`) };
 
 /** Commands that neither read nor write the installation directory (nor the table named after it). */
 const OUTSIDE = new Set<Command['kind']>(['help', 'client-test', 'shim-path']);
@@ -33,6 +38,18 @@ async function run(cmd: Command): Promise<number> {
       return 0;
     case 'display':
       return display(cmd, dir);
+    case 'sessions':
+      return listSessions(dir, cmd.json, io);
+    case 'drop-session': {
+      const req: DropRequest = { cmd: 'drop' };
+      if (cmd.lockServer !== undefined && cmd.conn !== undefined) {
+        req.lockServer = cmd.lockServer;
+        req.conn = cmd.conn;
+      }
+      if (cmd.port !== undefined) req.port = cmd.port;
+      if (cmd.addr !== undefined) req.addr = cmd.addr;
+      return dropSession(dir, req, cmd.json, io);
+    }
     case 'stop':
       return stop(dir, { monitor: !cmd.listenerOnly, listener: !cmd.arbiterOnly });
     case 'remove':

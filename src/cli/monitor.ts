@@ -24,6 +24,7 @@ import type { Logger } from '../log.js';
 import { isRunning } from './procs.js';
 import { keepEpoch, readEpoch } from '../server/token-epoch.js';
 import { describeCycle } from '../locks/deadlock-report.js';
+import { InfoTidy } from '../info/tidy.js';
 
 /** How often the monitor looks for new deadlock reports and a raised token epoch. */
 export const REPORT_POLL_MS = 1000;
@@ -59,6 +60,16 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
   table.setHeader('lastRanMs', now);
   table.setHeader('tidyMs', Math.round(periodMs));
   tidyNow(table, log, 'start');
+  // Info records (docs/info-records.md): stale ones removed, duplicate ports logged - at every wake (a readdir), not only every tidy period.
+  const infoTidy = new InfoTidy();
+  const tidyInfo = (): void => {
+    try {
+      infoTidy.run(table.releaseDir, log);
+    } catch (e) {
+      log.error({ err: e }, 'info record tidy-up failed');
+    }
+  };
+  tidyInfo();
 
   // The table's identity: if it is removed (jdls -Ko, or a test unlinking
   // /dev/shm) the monitor would tidy an orphaned mapping forever; it leaves.
@@ -144,6 +155,7 @@ export function runMonitor(opts: MonitorOptions): Promise<number> {
         return;
       }
       table.setHeader('lastRanMs', t);
+      tidyInfo();
       if (t >= nextTidy) {
         tidyNow(table, log, 'period');
         nextTidy = Date.now() + periodMs;

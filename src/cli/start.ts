@@ -38,11 +38,12 @@ import { findListener, LISTENER_LOG } from '../server/state.js';
 import { runListener } from '../server/listener.js';
 import type { Logger } from '../log.js';
 import { runMonitor } from './monitor.js';
-import { isRunning } from './procs.js';
+import { isRunning, waitGone } from './procs.js';
 import { osRouteProcesses } from '../installation.js';
 import { writeFd } from './display.js';
 import { openLog, readTrusted } from '../safefile.js';
 import { JdlsError } from '../errors.js';
+import { ensureInfoDir } from '../info/tidy.js';
 
 /** How long `jdls -ib` waits for the background monitor to be ready. */
 export const READY_WAIT_MS = 10_000;
@@ -150,6 +151,12 @@ export const MONITOR_TITLE = 'jdls -ib (lock monitor)';
 
 export async function start(cmd: StartCommand, dir: string): Promise<number> {
   const wantListener = !cmd.arbiterOnly;
+  // The info directory (docs/info-records.md): made by whichever part starts; writers that find none write nothing.
+  try {
+    ensureInfoDir(dir);
+  } catch (e) {
+    complain(`jdls: warning: no info records: cannot make ${path.join(dir, 'proc', 'info')}: ${(e as Error).message}`);
+  }
   let cfg: ServerConfig | undefined;
   if (wantListener) {
     try {
@@ -177,12 +184,67 @@ export async function start(cmd: StartCommand, dir: string): Promise<number> {
   let rc: number;
   try {
     rc = await startBackground(cmd, dir, table);
-  } finally {
+  } catch (e) {
     table.close();
+    throw e;
   }
-  if (rc !== 0 || !cfg) return rc;
-  return startListenerBackground(dir, cfg);
+  if (rc !== 0 || !cfg) {
+    table.close();
+    return rc;
+  }
+  // -ib is all or nothing (issue 14): a listener that cannot start (its port
+  // taken, its address not local, ...) takes the monitor just started down
+  // with it, and a table this command made, so nothing is left that looks
+  // like a running service.
+  const listenerRc = await startListenerBackground(dir, cfg);
+  if (listenerRc !== 0) await undoMonitor(dir, table);
+  else table.close();
+  return listenerRc;
 }
+
+/**
+ * Undo the monitor half of a failed -ib: stop the monitor this command
+ * started (SIGTERM, as -k; SIGKILL if it does not go), then remove the table
+ * if this command created it; a table that existed before is left as it was
+ * (in service, without a monitor, as before: prepare() refused a live one).
+ * Closes `table`.
+ */
+async function undoMonitor(dir: string, table: LockTable): Promise<void> {
+  const h = table.header();
+  const pid = h.monitorPid;
+  let stopped = true;
+  if (pid > 0 && isRunning(pid, h.monitorStart)) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+    stopped = await waitGone(pid, h.monitorStart, STOP_MONITOR_MS);
+    if (!stopped) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone meanwhile */
+      }
+      stopped = await waitGone(pid, h.monitorStart, 2_000);
+    }
+  }
+  if (!stopped) {
+    table.close();
+    complain(`jdls: the lock monitor at pid ${pid} did not stop; stop it with jdls -k`);
+    return;
+  }
+  if (table.existed) {
+    table.close();
+    complain(`jdls: lock monitor at pid ${pid} stopped again: nothing of the service was started (the existing lock table is left as it was)`);
+  } else {
+    table.remove();
+    complain(`jdls: lock monitor at pid ${pid} stopped again and the new lock table removed: nothing of the service was started`);
+  }
+}
+
+/** How long undoing a failed -ib waits for its monitor after SIGTERM. */
+const STOP_MONITOR_MS = 5_000;
 
 /** The internal `--listener` process: run the listener with the settings its parent resolved. */
 export async function listenerChild(dir: string): Promise<number> {

@@ -23,6 +23,9 @@ import { clientKeyRule, readKeyFile } from '../secret.js';
 import type { ServerConnection, ConnectionOptions, FinalFrame, RequestFrame, RequestOptions } from './connection.js';
 import { SingleRouter, type Router, type Call } from './router.js';
 import { ResilientRouter } from './resilient.js';
+import type { InfoAnswer, InfoFilter } from '../info/reader.js';
+import { INFO_FLUSH_MS, MAX_CLIENT_FILES, type ClientInfo, type InfoFile, type InfoMoment } from '../info/format.js';
+import { infoEnabled } from '../info/writer.js';
 
 /** File identity on a lock server: inode, and dev (-1 for files reached through a lock server: the default). */
 export interface RemoteFile {
@@ -55,6 +58,10 @@ export interface ConnectOptions {
   secretFile?: string;
   /** the key itself (bytes), instead of a file */
   secret?: Buffer;
+  /** the user shown in this client's info records (default: the login name) */
+  user?: string;
+  /** false: send no INFO (no info record of this client on the servers); default true unless JDLS_INFO=0 */
+  info?: boolean;
   /** TLS to the server (as JDLS TLS / TLSCA=file): true, or tls.connect options (ca, cert, key for a client certificate) */
   tls?: boolean | Pick<tls.ConnectionOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized' | 'checkServerIdentity'>;
 }
@@ -156,6 +163,8 @@ export interface ServerInfo {
   name: string;
   /** the server sends fencing tokens (it answered HELLO's TOKENS) */
   tokens: boolean;
+  /** the server takes INFO and INFO_QUERY (WELCOME flag INFO): queryInfo() works, and this client's info record is written there */
+  info: boolean;
 }
 
 export interface JdlsClientEvents {
@@ -228,12 +237,18 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
   readonly #router: Router;
   #dead: JdlsError | undefined;
   #closing = false;
+  /** INFO: what this client tells servers with flag INFO for its info record; undefined when off */
+  #info: ClientInfoState | undefined;
 
-  private constructor(config: JdlsConfig, log: Logger, router: Router) {
+  private constructor(config: JdlsConfig, log: Logger, router: Router, info: { user: string; program: string } | undefined) {
     super();
     this.config = config;
     this.log = log;
     this.#router = router;
+    if (info) {
+      this.#info = new ClientInfoState(info.user, info.program, (ci) => this.#sendInfo(ci));
+      this.#info.moment('start');
+    }
   }
 
   /**
@@ -277,7 +292,9 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const router = config.servers.length > 1
       ? await ResilientRouter.open(config.servers, connOpts, log, events)
       : await SingleRouter.open(primary, connOpts, events);
-    client = new JdlsClient(config, log, router);
+    const program = opts.program ?? path.basename(process.argv[1] ?? process.argv0 ?? 'node');
+    const info = opts.info ?? infoEnabled() ? { user: opts.user ?? loginName(), program } : undefined;
+    client = new JdlsClient(config, log, router, info);
     return client;
   }
 
@@ -287,7 +304,7 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     const w = c.welcome;
     return {
       host: c.server.host, port: c.server.port, pid: w.serverPid, mechanism: w.mechanism, session: w.session,
-      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server, tokens: c.tokens,
+      interimMs: w.interimMs, keepaliveMs: w.keepaliveMs, clientAddr: w.clientAddr, name: w.server, tokens: c.tokens, info: c.info,
     };
   }
 
@@ -323,21 +340,60 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
       // Under WAIT no interim frames come: the TIMEOUT rule does not apply to a
       // waiting lock (guide: "the default acknowledgement timeout period is not used").
       const timed = frame.nowait || !this.config.wait;
+      // Info on: the first WAITING is the "about to block" moment, a grant after it "unblocked" (a WAIT client gets no WAITING: its records show no wait).
+      const info = this.#info;
+      const track = info ? { sent: Date.now(), waited: false } : undefined;
       let onInterim: ((w: WaitingFrame) => void) | undefined;
       if (!this.config.wait) {
         const started = Date.now();
         onInterim = (w: WaitingFrame): void => {
-          const info: WaitingInfo = { file: { ...frame.file }, key: Buffer.from(frame.key), mode, holder: w.holder, waitedMs: Date.now() - started };
-          opts.onWaiting?.(info);
-          this.emit('waiting', info);
+          if (info && track) {
+            if (track.waited) info.retried();
+            else {
+              track.waited = true;
+              info.blocking();
+            }
+          }
+          const wi: WaitingInfo = { file: { ...frame.file }, key: Buffer.from(frame.key), mode, holder: w.holder, waitedMs: Date.now() - started };
+          opts.onWaiting?.(wi);
+          this.emit('waiting', wi);
         };
       }
       call = this.#send(frame, { timed, onInterim });
+      if (info && track) {
+        const inner = call;
+        call = {
+          cancel: () => inner.cancel(),
+          answer: inner.answer.then((f) => {
+            info.settled(f.type === 'GRANTED', track.waited, Date.now() - track.sent);
+            return f;
+          }, (e: unknown) => {
+            info.settled(false, track.waited, Date.now() - track.sent);
+            throw e;
+          }),
+        };
+      }
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
     if (!signal) return call.answer.then(lockResult);
     return lockWithSignal(call, signal);
+  }
+
+  /**
+   * Name a file this process has open, for its info record on the servers
+   * (LIST-OPEN-FILES; SHOW-ITEM-LOCKS shows lock files by it). The most
+   * recent MAX_CLIENT_FILES are kept. Coalesced: sent within INFO_FLUSH_MS.
+   * No-op against servers without flag INFO, or with info off.
+   */
+  declareFile(name: string, file: RemoteFile): void {
+    const f = toFile(file);
+    this.#info?.declare({ name, inode: f.inode.toString(), dev: f.dev.toString() });
+  }
+
+  /** The runtime is idle (waiting for input): the servers' records say so now. */
+  idle(): void {
+    this.#info?.moment('idle');
   }
 
   /** RELEASE f,key: resolves the number of locks freed (0 if none was held). */
@@ -427,8 +483,26 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     await this.#send({ type: 'PING' }, { timed: true }, true).answer;
   }
 
+  /**
+   * The info records of the server's host (the primary's, with SERVER2):
+   * what show-item-locks and list-open-files show there, filtered by port,
+   * file or key (INFO_QUERY; docs/info-records.md). Rejects NOT_SUPPORTED
+   * against a server older than info records (no flag INFO in WELCOME: it
+   * would close the connection on the query), BAD_ARGUMENT for a filter the
+   * server refuses.
+   */
+  async queryInfo(filter: InfoFilter = {}): Promise<InfoAnswer> {
+    if (this.#dead) throw this.#dead;
+    const c = this.#router.primary;
+    if (!c.info) throw new JdlsError('NOT_SUPPORTED', `lock server ${c.label} does not answer info queries (it predates info records: no flag INFO in its WELCOME); run show-item-locks or list-open-files on its host instead`);
+    const f = await this.#send({ type: 'INFO_QUERY', filter }, { timed: true }, true).answer;
+    if (f.type !== 'INFO_RESULT') throw unexpected(f);
+    return parseInfoAnswer(f.chunk, c.label);
+  }
+
   /** Close the connection(s): the servers release this client's locks. Outstanding requests reject with CLOSED. */
   async close(): Promise<void> {
+    this.#info?.stop();
     if (!this.#dead) this.#dead = new JdlsError('CLOSED', 'the JDLS client is closed');
     this.#closing = true;
     await this.#router.close();
@@ -453,6 +527,21 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
     return primaryOnly ? this.#router.sendPrimaryOnly(frame, opts) : this.#router.send(frame, opts);
   }
 
+  /** INFO to every connection whose server takes it (each writes its own record of this client). */
+  #sendInfo(ci: ClientInfo): void {
+    if (this.#dead) return;
+    for (const c of this.#router.all) {
+      try {
+        c.sendInfo(ci);
+      } catch (e) {
+        // Too big for one frame: only the file list can be (names up to 1 KiB each); keep the newest half.
+        if (ci.files.length > 1) this.#sendInfo({ ...ci, files: ci.files.slice(Math.floor(ci.files.length / 2)) });
+        else this.log.debug({ err: e }, 'INFO not sent');
+        return;
+      }
+    }
+  }
+
   #onDead(e: JdlsError): void {
     if (this.#dead || this.#closing) return;
     this.#dead = e;
@@ -462,6 +551,88 @@ export class JdlsClient extends EventEmitter<JdlsClientEvents> {
 }
 
 const TIMED: RequestOptions = Object.freeze({ timed: true });
+
+function loginName(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return process.env['USER'] ?? '';
+  }
+}
+
+/**
+ * What a remote client tells its servers in INFO: user, program, files it
+ * declared, its statistics; and when (the guide's moments at once, other
+ * changes coalesced to INFO_FLUSH_MS by one unref'd timer).
+ */
+class ClientInfoState {
+  readonly #user: string;
+  readonly #program: string;
+  readonly #send: (ci: ClientInfo) => void;
+  /** inode:dev -> file, oldest first (a re-declared file moves to the end) */
+  #files = new Map<string, InfoFile>();
+  #stats = { locks: 0, waits: 0, waitMs: 0, retries: 0 };
+  #timer: NodeJS.Timeout | undefined;
+  #last = 0;
+  #stopped = false;
+
+  constructor(user: string, program: string, send: (ci: ClientInfo) => void) {
+    this.#user = user;
+    this.#program = program;
+    this.#send = send;
+  }
+
+  declare(f: InfoFile): void {
+    const k = `${f.inode}:${f.dev}`;
+    this.#files.delete(k);
+    this.#files.set(k, f);
+    if (this.#files.size > MAX_CLIENT_FILES) this.#files.delete(this.#files.keys().next().value as string);
+    this.change();
+  }
+
+  blocking(): void {
+    this.#stats.retries++;
+    this.moment('block');
+  }
+
+  retried(): void {
+    this.#stats.retries++;
+    this.change();
+  }
+
+  settled(granted: boolean, waited: boolean, ms: number): void {
+    if (granted) this.#stats.locks++;
+    if (!waited) return this.change();
+    this.#stats.waits++;
+    this.#stats.waitMs += ms;
+    this.moment('unblock');
+  }
+
+  change(): void {
+    if (this.#stopped || this.#timer) return;
+    const wait = this.#last + INFO_FLUSH_MS - Date.now();
+    if (wait <= 0) return this.moment('change');
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.moment('change');
+    }, wait);
+    this.#timer.unref();
+  }
+
+  moment(m: InfoMoment): void {
+    if (this.#stopped) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#last = Date.now();
+    this.#send({ user: this.#user, program: this.#program, files: [...this.#files.values()], stats: { ...this.#stats }, moment: m });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
 
 function releasedCount(f: FinalFrame): number {
   if (f.type !== 'RELEASED') throw unexpected(f);
@@ -494,6 +665,20 @@ function lockResult(f: FinalFrame): RemoteLockResult {
 }
 
 const GRANTED: RemoteLockResult = Object.freeze({ granted: true });
+
+/** INFO_RESULT's joined text as an InfoAnswer (its records were checked by the server's reader; the outline is checked here). */
+function parseInfoAnswer(chunk: Buffer | string, label: string): InfoAnswer {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.isBuffer(chunk) ? chunk.toString('utf8') : chunk);
+  } catch (e) {
+    throw new JdlsError('PROTOCOL', `lock server ${label}: INFO_RESULT is not JSON: ${(e as Error).message}`);
+  }
+  const o = v as Partial<Record<keyof InfoAnswer, unknown>> | null;
+  if (!o || typeof o !== 'object' || typeof o.host !== 'string' || typeof o.dir !== 'string' || !Array.isArray(o.records) || !Array.isArray(o.skipped) || !Array.isArray(o.duplicates))
+    throw new JdlsError('PROTOCOL', `lock server ${label}: INFO_RESULT is not an info answer (host, dir, records, skipped, duplicates)`);
+  return o as InfoAnswer;
+}
 
 function unexpected(f: FinalFrame): JdlsError {
   return new JdlsError('PROTOCOL', `unexpected answer ${f.type}`);

@@ -22,13 +22,14 @@ import type { Logger } from 'pino';
 import { JdlsError } from '../errors.js';
 import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
 import { PROTO } from '../protocol/constants.js';
-import type { ClientFrame, ServerFrame, WelcomeFrame, WaitingFrame, HelloFrame, AuthFrame } from '../protocol/frames.js';
+import type { ClientFrame, ServerFrame, WelcomeFrame, WaitingFrame, HelloFrame, AuthFrame, InfoFrame } from '../protocol/frames.js';
+import type { ClientInfo } from '../info/format.js';
 import { connectError, errorFromWire } from './errors.js';
 import { hostText, type JdlsServer } from './jdls-env.js';
 import { ClientHandshake } from './handshake.js';
 
-/** A request as the caller gives it: the connection picks the request id. */
-export type RequestFrame = Exclude<ClientFrame, HelloFrame | AuthFrame> extends infer F
+/** A request as the caller gives it: the connection picks the request id (INFO is no request: sendInfo). */
+export type RequestFrame = Exclude<ClientFrame, HelloFrame | AuthFrame | InfoFrame> extends infer F
   ? F extends { requestId: number } ? Omit<F, 'requestId'> : never
   : never;
 
@@ -45,7 +46,11 @@ const FINALS: Record<RequestFrame['type'], readonly ServerFrame['type'][]> = {
   RANGE_LOCK: ['GRANTED', 'LOCKED'],
   RANGE_UNLOCK: ['RELEASED'],
   RANGE_TEST: ['RANGE_RESULT'],
+  INFO_QUERY: ['INFO_RESULT'],
 };
+
+/** An INFO_QUERY answer bigger than this is refused (a runaway server cannot make a client buffer without bound). */
+export const MAX_INFO_ANSWER = 64 << 20;
 
 export type FinalFrame = Exclude<ServerFrame, WelcomeFrame | WaitingFrame>;
 
@@ -90,6 +95,9 @@ interface Pending {
   onInterim: ((f: WaitingFrame) => void) | undefined;
   resolve: (f: FinalFrame) => void;
   reject: (e: JdlsError) => void;
+  /** INFO_QUERY: the chunks of INFO_RESULT frames with MORE so far (the last one completes the answer) */
+  chunks?: Buffer[];
+  chunkBytes?: number;
 }
 
 export interface RequestHandle {
@@ -117,6 +125,8 @@ export class ServerConnection {
   readonly welcome: WelcomeFrame;
   /** WELCOME said TOKENS: every GRANTED and STATUS_RESULT carries a fencing token (0 = none) */
   readonly tokens: boolean;
+  /** WELCOME said INFO: the server takes INFO and INFO_QUERY (an older one closes on either) */
+  readonly info: boolean;
   /** 'host:port' (IPv6 in brackets), for messages */
   readonly label: string;
   readonly #socket: net.Socket;
@@ -147,6 +157,7 @@ export class ServerConnection {
     this.#reader = reader;
     this.welcome = welcome;
     this.tokens = welcome.tokens === true;
+    this.info = welcome.info === true;
     this.#opts = opts;
     this.#log = opts.logger;
     this.#lastHeard = this.#lastSent = Date.now();
@@ -167,22 +178,32 @@ export class ServerConnection {
    * Connect and shake hands. Rejects with CONNECT_FAILED, VERSION, LIMIT,
    * PROTOCOL, SERVER_CLOSED, SERVER_DEAD, AUTH or TLS.
    *
-   * HELLO asks for fencing tokens. Trap: a server older than the TOKENS flag
-   * refuses an unknown HELLO flag as a protocol error and closes; such a
-   * server is asked once more without it (then no tokens on this connection),
+   * HELLO asks for fencing tokens and offers INFO (info records). Trap: a
+   * server older than a flag refuses an unknown HELLO flag as a protocol
+   * error and closes; such a server is asked again without INFO, then
+   * without TOKENS as well (then no tokens / no info on this connection),
    * so that a newer client still works with it.
    */
   static async open(server: JdlsServer, opts: ConnectionOptions): Promise<ServerConnection> {
+    const label = `${hostText(server.host)}:${server.port}`;
     try {
-      return await ServerConnection.#openOnce(server, opts, true);
+      return await ServerConnection.#openOnce(server, opts, { tokens: true, info: true });
     } catch (e) {
-      if (!tokensRefused(e)) throw e;
-      opts.logger.warn({ server: `${hostText(server.host)}:${server.port}` }, 'lock server older than fencing tokens: connected again without them');
-      return ServerConnection.#openOnce(server, opts, false);
+      if (!flagsRefused(e)) throw e;
+    }
+    try {
+      const c = await ServerConnection.#openOnce(server, opts, { tokens: true, info: false });
+      opts.logger.warn({ server: label }, 'lock server older than info records: connected again without offering INFO');
+      return c;
+    } catch (e) {
+      if (!flagsRefused(e)) throw e;
+      opts.logger.warn({ server: label }, 'lock server older than fencing tokens: connected again without them');
+      return ServerConnection.#openOnce(server, opts, { tokens: false, info: false });
     }
   }
 
-  static #openOnce(server: JdlsServer, opts: ConnectionOptions, tokens: boolean): Promise<ServerConnection> {
+  static #openOnce(server: JdlsServer, opts: ConnectionOptions, offer: { tokens: boolean; info: boolean }): Promise<ServerConnection> {
+    const tokens = offer.tokens || offer.info; // a HELLO flag an older server may refuse
     const label = `${hostText(server.host)}:${server.port}`;
     const log = opts.logger;
     return new Promise((resolve, reject) => {
@@ -195,7 +216,9 @@ export class ServerConnection {
         hs = new ClientHandshake(label, {
           port: h.port, pid: h.pid, keepaliveMs: Math.round(opts.pingIntervalMs), host: h.host, program: h.program, options: h.options,
           // WELCOME says whether this server sends them (ServerConnection.tokens); see open() for older servers.
-          ...(tokens ? { tokens: true as const } : {}),
+          ...(offer.tokens ? { tokens: true as const } : {}),
+          // WELCOME says whether this server takes INFO (ServerConnection.info).
+          ...(offer.info ? { info: true as const } : {}),
         }, opts.key);
       } catch (e) {
         reject(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
@@ -226,7 +249,7 @@ export class ServerConnection {
         if (e) {
           socket.destroy();
           // An older server's refusal of TOKENS is not an error: open() asks again.
-          if (!(tokens && tokensRefused(e))) log.error({ server: label, code: e.code }, e.message);
+          if (!(tokens && flagsRefused(e))) log.error({ server: label, code: e.code }, e.message);
           reject(e);
         } else if (conn) resolve(conn);
       };
@@ -306,6 +329,24 @@ export class ServerConnection {
     this.#write(bytes);
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ server: this.label, id, request: describe(frame) }, 'request');
     return { id, answer };
+  }
+
+  /**
+   * Send INFO (never answered). Only to a server whose WELCOME said INFO:
+   * false (nothing sent) otherwise, or when the connection is not open.
+   * Throws BAD_ARGUMENT when the JSON cannot fit one frame (the caller
+   * trims its file list).
+   */
+  sendInfo(info: ClientInfo): boolean {
+    if (this.#state !== 'open' || !this.info) return false;
+    let bytes: Buffer;
+    try {
+      bytes = encode({ type: 'INFO', requestId: 0, info });
+    } catch (e) {
+      throw new JdlsError('BAD_ARGUMENT', `INFO: ${(e as Error).message}`, { cause: e });
+    }
+    this.#write(bytes);
+    return true;
   }
 
   /** Withdraw a waiting LOCK (sends CANCEL); its own answer arrives on the LOCK. No-op if already answered. */
@@ -407,6 +448,17 @@ export class ServerConnection {
       p.onInterim?.(f);
       return;
     }
+    if (f.type === 'INFO_RESULT' && p.type === 'INFO_QUERY') {
+      // Chunks are joined as bytes: a cut may fall inside a UTF-8 character.
+      const size = (p.chunkBytes ?? 0) + f.chunk.length;
+      p.chunkBytes = size;
+      if (size <= MAX_INFO_ANSWER) (p.chunks ??= []).push(f.chunk as Buffer);
+      if (f.more) return; // more to come: the request stays outstanding (and the TIMEOUT rule sees the server speak)
+      this.#pending.delete(f.requestId);
+      if (size > MAX_INFO_ANSWER) return p.reject(new JdlsError('LIMIT', `lock server ${this.label}: INFO_RESULT of ${size} bytes exceeds ${MAX_INFO_ANSWER}`));
+      p.resolve({ type: 'INFO_RESULT', requestId: f.requestId, more: false, chunk: Buffer.concat(p.chunks ?? []) });
+      return;
+    }
     this.#pending.delete(f.requestId);
     if (f.type === 'ERROR') {
       const e = errorFromWire(f.code, f.text, this.label);
@@ -466,7 +518,7 @@ function describe(f: RequestFrame): Record<string, unknown> {
   return out;
 }
 
-/** An older server's answer to HELLO's TOKENS flag (it refuses unknown flags: ERROR PROTOCOL "HELLO: unknown flags 0x2", 0x3 with AUTH). */
-function tokensRefused(e: unknown): boolean {
-  return e instanceof JdlsError && e.code === 'PROTOCOL' && /HELLO: unknown flags 0x[23]$/.test(e.message);
+/** An older server's answer to a HELLO flag it does not know (TOKENS, INFO): ERROR PROTOCOL "HELLO: unknown flags 0x6" (the whole flags word). */
+function flagsRefused(e: unknown): boolean {
+  return e instanceof JdlsError && e.code === 'PROTOCOL' && /HELLO: unknown flags 0x[0-9a-f]+$/.test(e.message);
 }

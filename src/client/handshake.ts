@@ -31,6 +31,8 @@ export class ClientHandshake {
   #state: 'challenge' | 'auth_ok' | 'welcome';
   /** HELLO asked for fencing tokens (flag TOKENS) */
   readonly #tokens: boolean;
+  /** HELLO said the client knows INFO (flag INFO) */
+  readonly #info: boolean;
   #serverNonce: Buffer | undefined;
   #clientNonce: Buffer | undefined;
 
@@ -40,6 +42,7 @@ export class ClientHandshake {
     const hello: HelloFrame = { type: 'HELLO', requestId: 0, minVersion: PROTO.MIN_VERSION, maxVersion: PROTO.VERSION, ...fields };
     if (key) hello.auth = true;
     this.#tokens = hello.tokens === true;
+    this.#info = hello.info === true;
     this.hello = encode(hello, 1);
     this.#state = key ? 'challenge' : 'welcome';
   }
@@ -73,6 +76,7 @@ export class ClientHandshake {
           return { error: new JdlsError('VERSION', `${who} chose protocol version ${f.version}; this client speaks ${PROTO.MIN_VERSION}..${PROTO.VERSION}`) };
         // A server may decline tokens (an older one does not know the flag), never offer them unasked.
         if (f.tokens && !this.#tokens) return { error: new JdlsError('PROTOCOL', `${who}: WELCOME with TOKENS, which HELLO did not ask for`) };
+        if (f.info && !this.#info) return { error: new JdlsError('PROTOCOL', `${who}: WELCOME with INFO, which HELLO did not offer`) };
         return { welcome: f };
     }
   }

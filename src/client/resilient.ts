@@ -118,6 +118,10 @@ export class ResilientRouter implements Router {
     return this.#conns.length > 1;
   }
 
+  get all(): readonly ServerConnection[] {
+    return this.#conns;
+  }
+
   send(frame: RequestFrame, opts: RequestOptions): Call {
     let current: { conn: ServerConnection; id: number } | undefined;
     let cancelled = false;

@@ -23,6 +23,8 @@ export interface RouterEvents {
 export interface Router {
   /** the connection answering requests now */
   readonly primary: ServerConnection;
+  /** every live connection, primary first (INFO goes to each: each server writes its own record of this client) */
+  readonly all: readonly ServerConnection[];
   /** whether requests are duplicated to a secondary */
   readonly resilient: boolean;
   /** a request that changes or reads lock state (duplicated in resilient mode) */
@@ -56,6 +58,10 @@ export class SingleRouter implements Router {
 
   private constructor(conn: ServerConnection) {
     this.primary = conn;
+  }
+
+  get all(): readonly ServerConnection[] {
+    return this.primary.state === 'open' ? [this.primary] : [];
   }
 
   static async open(server: JdlsServer, connOpts: () => ConnectionOptions, events: Pick<RouterEvents, 'dead'>): Promise<SingleRouter> {

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import { releaseDir as defaultReleaseDir, tablePath, markerPath } from '../installation.js';
 import { ipBytes } from '../ip.js';
 import type { RecordLocks } from './mechanism.js';
+import { InfoRecorder, type InfoRecorderOptions, type TableInfoHook } from '../info/recorder.js';
 
 export type LockMode = 'read' | 'write';
 
@@ -213,6 +214,8 @@ interface PendingWait {
 
 export class LockTable implements RecordLocks {
   readonly kind = 'shm' as const;
+  /** this process's info record, when opened with `info` (recorder.ts); undefined otherwise: every hook is `?.` */
+  #info: TableInfoHook | undefined;
   readonly path: string;
   readonly releaseDir: string;
   /** create(): the table was there already (the requested size was ignored) */
@@ -289,9 +292,17 @@ export class LockTable implements RecordLocks {
   }
 
   /** Open the installation's existing table (code NO_TABLE if there is none). */
-  static open(opts: { releaseDir?: string } = {}): LockTable {
+  static open(opts: { releaseDir?: string; info?: InfoRecorderOptions } = {}): LockTable {
     const dir = opts.releaseDir ?? defaultReleaseDir();
-    return new LockTable(dir, LockTable.#native(tablePath(dir), dir, false, 0, 0, 0));
+    const t = new LockTable(dir, LockTable.#native(tablePath(dir), dir, false, 0, 0, 0));
+    // Opt-in: a runtime locking directly gets its own info record (docs/info-records.md).
+    if (opts.info) t.#info = new InfoRecorder(t, opts.info);
+    return t;
+  }
+
+  /** The info recorder of this process (open with `info`): declareFile(), idle(). */
+  get info(): InfoRecorder | undefined {
+    return this.#info instanceof InfoRecorder ? this.#info : undefined;
   }
 
   static #native(p: string, dir: string, create: boolean, locks: number, perGroup: number, flags: number): NativeTable {
@@ -320,7 +331,10 @@ export class LockTable implements RecordLocks {
   tryLock(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode): LockResult {
     checkKey(key);
     const r = this.#table.tryLock(owner.packed, file.packed, key, modeNumber(mode), C.REQ_NOWAIT);
-    if (r === C.RC_OK) return { granted: true, token: this.#tokenSink[0] ?? 0n };
+    if (r === C.RC_OK) {
+      this.#info?.granted();
+      return { granted: true, token: this.#tokenSink[0] ?? 0n };
+    }
     if (typeof r === 'number') throw errorFromRc(r, 'lock');
     if (r.rc === C.RC_CONFLICT) return { granted: false, holder: holderOf(r.holder) };
     throw new JdlsError('BAD_ARGUMENT', 'NOWAIT request was queued');
@@ -377,6 +391,7 @@ export class LockTable implements RecordLocks {
       return 0;
     }
     if (r === C.RC_OK) {
+      this.#info?.granted();
       done(undefined, this.#tokenSink[0]);
       return 0;
     }
@@ -393,6 +408,7 @@ export class LockTable implements RecordLocks {
     t.waitAsync(r.group, r.slot, r.seq, id, this.#onLook);
     // A pending wait keeps the process alive, as a pending socket would.
     if (this.#waits.size === 1) t.ref();
+    this.#info?.block();
     return id;
   }
 
@@ -405,7 +421,10 @@ export class LockTable implements RecordLocks {
   lockBlocking(owner: Owner, file: FileId, key: Buffer | string, mode: LockMode, timeoutMs = -1, opts: WaitOptions = {}): LockGrant {
     checkKey(key);
     const rc = this.#table.lockBlocking(owner.packed, file.packed, key, modeNumber(mode), timeoutMs, opts.breakDeadlock ? C.REQ_BREAK_DEADLOCK : 0);
-    if (rc === C.RC_OK) return { token: this.#tokenSink[0] ?? 0n };
+    if (rc === C.RC_OK) {
+      this.#info?.granted();
+      return { token: this.#tokenSink[0] ?? 0n };
+    }
     if (rc === C.RC_TIMEOUT) throw new JdlsError('TIMEOUT', `lock not granted within ${timeoutMs} ms`);
     if (rc === C.RC_DEADLOCK) throw deadlockError();
     throw errorFromRc(rc, 'lock');
@@ -432,6 +451,7 @@ export class LockTable implements RecordLocks {
       if (!w) continue; // withdrawn meanwhile
       this.#finish(id);
       const rc = Number(done[i + 1]);
+      if (rc === C.RC_OK) this.#info?.granted();
       if (rc === C.RC_OK) w.done(undefined, done[i + 2] as bigint);
       else if (rc === C.RC_DEADLOCK) w.done(deadlockError());
       else w.done(errorFromRc(rc < 0 ? rc : -3, 'waiting for lock'));
@@ -457,6 +477,7 @@ export class LockTable implements RecordLocks {
     if (!w) return;
     this.#waits.delete(id);
     if (this.#waits.size === 0) this.#t?.unref();
+    this.#info?.unblock();
   }
 
   /** Release one key. False if this owner did not hold it. */
@@ -464,6 +485,7 @@ export class LockTable implements RecordLocks {
     checkKey(key);
     const rc = this.#table.unlock(owner.packed, file.packed, key);
     if (rc === C.RC_OK) {
+      this.#info?.change();
       if (this.#waits.size > 0) this.#settleHandedOff();
       return true;
     }
@@ -475,6 +497,7 @@ export class LockTable implements RecordLocks {
   unlockAll(owner: Owner, file?: FileId): number {
     const n = this.#table.unlockAll(owner.packed, file ? file.packed : null);
     if (n < 0) throw errorFromRc(n, 'unlockAll');
+    if (n > 0) this.#info?.change();
     if (n > 0 && this.#waits.size > 0) this.#settleHandedOff();
     return n;
   }
@@ -609,6 +632,8 @@ export class LockTable implements RecordLocks {
   /** Close: pending waits are withdrawn and rejected with CLOSED. */
   close(): void {
     if (!this.#t) return;
+    this.#info?.close();
+    this.#info = undefined;
     for (const id of [...this.#waits.keys()]) this.#withdraw(id, new JdlsError('CLOSED', 'lock table closed while waiting'));
     this.#t.close();
     this.#t = undefined;

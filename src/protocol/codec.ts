@@ -11,6 +11,7 @@ import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, Token, type P
 import type {
   Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace, RefusedRequest,
 } from './frames.js';
+import { checkClientInfo, checkInfoFilter } from '../info/format.js';
 
 /** A byte stream that is not a valid frame sequence; the connection must close. */
 export class ProtocolError extends Error {
@@ -90,6 +91,12 @@ class Writer {
     if (b.length > PROTO.MAX_STR) throw new RangeError(`string of ${b.length} bytes exceeds ${PROTO.MAX_STR}`);
     return this.u16(b.length).bytes(b);
   }
+  /** u32 length + bytes (INFO's JSON, INFO_QUERY's filter, INFO_RESULT's chunk): the frame's size limit bounds it. */
+  text32(t: Buffer | string): this {
+    const b = Buffer.isBuffer(t) ? t : Buffer.from(t, 'utf8');
+    if (b.length > PROTO.MAX_FRAME - PROTO.MIN_LENGTH - 4) throw new RangeError(`payload of ${b.length} bytes exceeds a frame`);
+    return this.u32(b.length).bytes(b);
+  }
   /** Exactly n bytes (a nonce, a MAC). */
   fixed(b: Buffer, n: number, what: string): this {
     if (!Buffer.isBuffer(b) || b.length !== n) throw new RangeError(`${what} must be ${n} bytes`);
@@ -141,9 +148,11 @@ const SCRATCH = new Writer();
 function flagsOf(f: Frame): number {
   switch (f.type) {
     case 'HELLO':
-      return (f.auth ? FrameFlag.AUTH : 0) | (f.tokens ? FrameFlag.TOKENS : 0);
+      return (f.auth ? FrameFlag.AUTH : 0) | (f.tokens ? FrameFlag.TOKENS : 0) | (f.info ? FrameFlag.INFO : 0);
     case 'WELCOME':
-      return f.tokens ? FrameFlag.TOKENS : 0;
+      return (f.tokens ? FrameFlag.TOKENS : 0) | (f.info ? FrameFlag.INFO : 0);
+    case 'INFO_RESULT':
+      return f.more ? FrameFlag.MORE : 0;
     case 'LOCK':
       return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0)
         | (f.breakDeadlock ? FrameFlag.BREAK_DEADLOCK : 0) | (f.fence === undefined ? 0 : FrameFlag.FENCE) | (f.offset ? FrameFlag.OFFSET : 0);
@@ -250,6 +259,9 @@ function body(w: Writer, f: Frame): void {
       return;
     case 'TEST_RESULT': w.str16(f.text); return;
     case 'PONG': return;
+    case 'INFO': w.text32(f.raw ?? ('bad' in f ? '' : JSON.stringify(f.info))); return;
+    case 'INFO_QUERY': w.text32(f.raw ?? filterText(f.filter)); return;
+    case 'INFO_RESULT': w.text32(f.chunk); return;
     case 'ERROR': {
       const code = errorCode.get(f.code);
       if (code === undefined) throw new RangeError(`ERROR code ${String(f.code)} is not one of ${[...errorCode.keys()].join(', ')}`);
@@ -366,6 +378,11 @@ class Reader {
   holder(): WireHolder {
     return { mode: this.mode(), port: this.u32('port'), pid: this.u32('pid'), ownerPid: this.u32('owner pid'), ownerTid: this.u32('owner tid'), addr: this.addr('holder address') };
   }
+  /** u32 length + that many bytes (the length is checked against the body: a longer one is a truncated body). */
+  bytes32(what: string): Buffer {
+    const n = this.u32(`${what} length`);
+    return this.bytes(n, what);
+  }
   /** Bytes of the body not read yet. */
   left(): number { return this.#end - this.#o; }
   /**
@@ -414,13 +431,35 @@ function offsetFault(type: string, key: Buffer): string | undefined {
 /** Frames of the handshake: request id 0, header version 1 in every protocol version. */
 const HANDSHAKE = new Set(['HELLO', 'AUTH', 'CHALLENGE', 'AUTH_OK', 'WELCOME']);
 /** Client frames that are requests (answered under their request id): a bad value in one is answered, not closed on. */
-const REQUESTS = new Set(['LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
+const REQUESTS = new Set(['LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO_QUERY']);
 
-const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST']);
+const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO', 'INFO_QUERY']);
+
+/** INFO_QUERY's filter as written: no filter is 0 bytes (docs/protocol.md), the common query costs nothing to parse. */
+const filterText = (f: object): string => (Object.keys(f).length === 0 ? '' : JSON.stringify(f));
+
+/** Strict UTF-8 (no replacement characters): JSON payloads must be text. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The JSON of a u32-length payload, or why it is none. */
+function parseJson(b: Buffer): { value: unknown } | { why: string } {
+  let text: string;
+  try {
+    text = UTF8.decode(b);
+  } catch {
+    return { why: 'not valid UTF-8' };
+  }
+  try {
+    return { value: JSON.parse(text) as unknown };
+  } catch (e) {
+    return { why: `not JSON (${(e as Error).message})` };
+  }
+}
 
 function allowedFlags(type: string): number {
-  if (type === 'HELLO') return FrameFlag.AUTH | FrameFlag.TOKENS;
-  if (type === 'WELCOME') return FrameFlag.TOKENS;
+  if (type === 'HELLO') return FrameFlag.AUTH | FrameFlag.TOKENS | FrameFlag.INFO;
+  if (type === 'WELCOME') return FrameFlag.TOKENS | FrameFlag.INFO;
+  if (type === 'INFO_RESULT') return FrameFlag.MORE;
   if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS | FrameFlag.BREAK_DEADLOCK | FrameFlag.FENCE | FrameFlag.OFFSET;
   if (type === 'UNLOCK') return FrameFlag.OFFSET;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
@@ -464,6 +503,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       f = { type, requestId: 0, minVersion: r.u8('min version'), maxVersion: r.u8('max version'), port: r.u32('port'), pid: r.u32('pid'), keepaliveMs: r.u32('keepalive'), host: r.str16('host'), program: r.str16('program'), options: r.str16('options') };
       if (flags & FrameFlag.AUTH) f.auth = true;
       if (flags & FrameFlag.TOKENS) f.tokens = true;
+      if (flags & FrameFlag.INFO) f.info = true;
       if (requestId !== 0) fail('HELLO: request id must be 0');
       break;
     }
@@ -545,6 +585,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       if (mech !== Mechanism.SHM && mech !== Mechanism.OS) fail(`WELCOME: mechanism ${mech} is not 1 or 2`);
       f = { type, requestId: 0, version, mechanism: mech === Mechanism.OS ? 'os' : 'shm', serverPid: r.u32('server pid'), session: r.u32('session'), interimMs: r.u32('interim'), keepaliveMs: r.u32('keepalive'), clientAddr: r.addr('client address'), server: r.str16('server') };
       if (flags & FrameFlag.TOKENS) f.tokens = true;
+      if (flags & FrameFlag.INFO) f.info = true;
       // Checked, not just set to 0: a frame must decode to a value that encodes back to its own bytes.
       if (requestId !== 0) fail('WELCOME: request id must be 0');
       break;
@@ -572,6 +613,29 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       f = { type, requestId, code: errorName.get(c) ?? fail(`ERROR: unknown error code ${c}`), text: r.str16('text') };
       break;
     }
+    case 'INFO': {
+      // Framing is checked (the length, the request id); the JSON is not a
+      // framing matter: a bad payload is handed on for a warning.
+      if (requestId !== 0) fail('INFO: request id must be 0');
+      const raw = r.bytes32('info');
+      const got = parseJson(raw);
+      const info = 'why' in got ? got.why : checkClientInfo(got.value);
+      if (typeof info === 'string') f = { type, requestId: 0, bad: info, raw };
+      else f = Buffer.from(JSON.stringify(info), 'utf8').equals(raw) ? { type, requestId: 0, info } : { type, requestId: 0, info, raw };
+      break;
+    }
+    case 'INFO_QUERY': {
+      const raw = r.bytes32('filter');
+      let filter = {};
+      if (raw.length > 0) {
+        const got = parseJson(raw);
+        const checked = 'why' in got ? `the filter is ${got.why}` : checkInfoFilter(got.value);
+        filter = typeof checked === 'string' ? r.value('BAD_ARGUMENT', `INFO_QUERY: ${checked}`, {}) : checked;
+      }
+      f = Buffer.from(filterText(filter), 'utf8').equals(raw) || r.fault ? { type, requestId, filter } : { type, requestId, filter, raw };
+      break;
+    }
+    case 'INFO_RESULT': f = { type, requestId, more: (flags & FrameFlag.MORE) !== 0, chunk: r.bytes32('chunk') }; break;
   }
   r.end(type);
   if (r.fault) return { type: 'REFUSED', requestId, request: type as ClientFrame['type'], code: r.fault.code, text: `${type}: ${r.fault.message.replace(`${type}: `, '')}` };

@@ -27,6 +27,8 @@ export const FrameType = {
   RANGE_LOCK: 0x18,
   RANGE_UNLOCK: 0x19,
   RANGE_TEST: 0x1a,
+  INFO: 0x1b,
+  INFO_QUERY: 0x1c,
   WELCOME: 0x81,
   CHALLENGE: 0x82,
   AUTH_OK: 0x83,
@@ -38,6 +40,7 @@ export const FrameType = {
   TEST_RESULT: 0x95,
   PONG: 0x96,
   RANGE_RESULT: 0x97,
+  INFO_RESULT: 0x98,
   ERROR: 0xe0,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
@@ -57,6 +60,8 @@ export const FrameFlag = {
   BREAK_DEADLOCK: 0x0008,
   FENCE: 0x0010,
   OFFSET: 0x0020,
+  INFO: 0x0004,
+  MORE: 0x0001,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;

@@ -2,6 +2,7 @@
 // (src/protocol/codec.ts) encodes and decodes, and the only shape the server
 // and the client see. docs/protocol.md is the reference for every field.
 import type { ProtoErrorName } from './constants.js';
+import type { ClientInfo, InfoQueryFilter } from '../info/format.js';
 
 export type WireMode = 'read' | 'write';
 
@@ -40,6 +41,8 @@ export interface HelloFrame {
   auth?: true;
   /** header flag TOKENS: the client wants fencing tokens in GRANTED and STATUS_RESULT (absent = false) */
   tokens?: true;
+  /** header flag INFO: the client knows INFO / INFO_QUERY and WELCOME's flag INFO (absent: the server must not set it - an older client refuses an unknown WELCOME flag) */
+  info?: true;
 }
 
 /** The client's answer to CHALLENGE: its nonce and its proof (docs/protocol.md, "Authentication"). */
@@ -188,10 +191,36 @@ export interface RangeTestFrame {
   length: bigint;
 }
 
+/**
+ * The client's own information for its info record (docs/info-records.md):
+ * request id 0, never answered. Sent only to a server whose WELCOME has flag
+ * INFO. The payload is u32 length + UTF-8 JSON; JSON that does not parse or
+ * is not a ClientInfo is NOT a framing fault (the frame is sound): the
+ * decoder gives it as `bad` + the raw `text`, the server warns (rate-limited)
+ * and goes on.
+ */
+export type InfoFrame =
+  | { type: 'INFO'; requestId: 0; info: ClientInfo; /** decoded: the payload's bytes, only when they are not JSON.stringify(info) (see InfoQueryFrame.raw) */ raw?: Buffer }
+  | { type: 'INFO'; requestId: 0; /** why the payload is not a ClientInfo */ bad: string; /** the payload's bytes */ raw: Buffer };
+
+/** The info records of the server's host, filtered (an empty filter = all; on the wire then 0 bytes). */
+export interface InfoQueryFrame {
+  type: 'INFO_QUERY';
+  requestId: number;
+  filter: InfoQueryFilter;
+  /**
+   * Decoded: the payload's bytes, only when they are not what encode()
+   * writes for `filter` (other spacing, number forms, "{}" for no filter):
+   * kept so that every frame encodes back to its own bytes. Encode writes
+   * them when present.
+   */
+  raw?: Buffer;
+}
+
 export type ClientFrame =
   | HelloFrame | AuthFrame | LockFrame | UnlockFrame | UnlockFileFrame | UnlockAllFrame
   | StatusFrame | CancelFrame | TestFrame | PingFrame
-  | RangeLockFrame | RangeUnlockFrame | RangeTestFrame;
+  | RangeLockFrame | RangeUnlockFrame | RangeTestFrame | InfoFrame | InfoQueryFrame;
 
 // ---- server -> client ----------------------------------------------------
 
@@ -208,6 +237,8 @@ export interface WelcomeFrame {
   server: string;
   /** header flag TOKENS: the client asked and GRANTED / STATUS_RESULT carry a token on this connection */
   tokens?: true;
+  /** header flag INFO: HELLO had it and the server takes INFO and INFO_QUERY (absent: send neither - an older server closes on them) */
+  info?: true;
 }
 
 /** A server with a shared secret answers HELLO (flag AUTH) with this, not WELCOME. */
@@ -290,9 +321,22 @@ export interface RangeResultFrame {
   conflict?: { holder: WireHolder; start: bigint; length: bigint };
 }
 
+/**
+ * One chunk of INFO_QUERY's answer: the JSON text of an InfoAnswer cut into
+ * pieces that fit a frame (a cut may fall inside a UTF-8 character: join the
+ * bytes, then decode). `more` (flag MORE) on every chunk but the last.
+ */
+export interface InfoResultFrame {
+  type: 'INFO_RESULT';
+  requestId: number;
+  more: boolean;
+  /** decoded: always a Buffer; to encode: a Buffer or text (UTF-8) */
+  chunk: Buffer | string;
+}
+
 export type ServerFrame =
   | WelcomeFrame | ChallengeFrame | AuthOkFrame | GrantedFrame | LockedFrame | WaitingFrame | ReleasedFrame
-  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame | RangeResultFrame;
+  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame | RangeResultFrame | InfoResultFrame;
 
 export type Frame = ClientFrame | ServerFrame;
 

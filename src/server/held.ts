@@ -111,6 +111,19 @@ export class HeldLocks {
     }
   }
 
+  /**
+   * Every lock held, as (tid, file key, key text, mechanism): the info
+   * record's view (written at most every INFO_FLUSH_MS, so a scan is fine).
+   */
+  *entries(): Generator<{ tid: number; file: string; key: string; mech: RecordLocks; id: string }> {
+    for (const [k, mech] of this.#locks) {
+      if (!mech) continue; // the placeholder
+      const a = k.indexOf('|');
+      const b = k.indexOf('|', a + 1);
+      yield { tid: Number(k.slice(0, a)), file: k.slice(a + 1, b), key: k.slice(b + 1), mech, id: k };
+    }
+  }
+
   /** A thread's locks in one file (UNLOCK_FILE): a scan, as rare as the request. */
   deleteFile(tid: number, file: string): void {
     this.#deletePrefix(tid, `${tid}|${file}|`);

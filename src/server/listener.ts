@@ -35,6 +35,8 @@ import { Tally, connectionsPerAddress } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AllowList, admitConnection } from './auth.js';
 import { beginOsEpoch } from './token-epoch.js';
+import { startAdminServer, type AdminServer, type AdminWorker } from './admin.js';
+import type { AdminWorkerReply, AdminWorkerRequest } from './admin-types.js';
 
 
 /**
@@ -79,6 +81,8 @@ interface Worker {
   queue: net.Socket[];
   idleSince: number;
   startedMs: number;
+  /** admin requests asked of it (admin.ts), id -> settle */
+  asks: Map<number, { resolve: (r: AdminWorkerReply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>;
 }
 
 export interface ListenerOptions {
@@ -90,7 +94,7 @@ export interface ListenerOptions {
 }
 
 const isFromLockServer = (m: unknown): m is FromLockServer =>
-  typeof m === 'object' && m !== null && ['ready', 'closed', 'adopted'].includes(String((m as { type?: unknown }).type));
+  typeof m === 'object' && m !== null && ['ready', 'closed', 'adopted', 'admin'].includes(String((m as { type?: unknown }).type));
 
 /** Run the listener until a signal; resolves with the exit code. */
 export async function runListener(opts: ListenerOptions): Promise<number> {
@@ -125,6 +129,40 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   }
 
   const workers = new Set<Worker>();
+  // The operator's controls (admin.ts): every lock-server process of this
+  // listener is asked over its IPC channel, with a bounded wait. Made
+  // before the port is listened on: once `jdls -ib` returns the socket is
+  // there, and no await comes between listening and taking connections.
+  let asks = 0;
+  const askWorker = (w: Worker, req: AdminWorkerRequest, ms: number): Promise<AdminWorkerReply> =>
+    new Promise<AdminWorkerReply>((resolve, reject) => {
+      if (!w.ready || !w.child.connected) return reject(new Error(w.ready ? 'its IPC channel is closed' : 'not ready yet'));
+      const id = (asks = (asks % 0x7fffffff) + 1);
+      const timer = setTimeout(() => {
+        w.asks.delete(id);
+        reject(new Error(`did not answer within ${ms} ms`));
+      }, ms);
+      w.asks.set(id, { resolve, reject, timer });
+      const msg: ToLockServer = { type: 'admin', id, req };
+      try {
+        w.child.send(msg, undefined, {}, (err) => {
+          if (!err) return;
+          clearTimeout(timer);
+          w.asks.delete(id);
+          reject(new Error(`could not be asked: ${err.message}`));
+        });
+      } catch (e) {
+        clearTimeout(timer);
+        w.asks.delete(id);
+        reject(new Error(`could not be asked: ${(e as Error).message}`));
+      }
+    });
+  const admin: AdminServer | undefined = await startAdminServer({
+    releaseDir: dir, log, mechanism: kind,
+    // A process not yet ready serves nobody yet (its queued sockets are not sessions).
+    workers: (): AdminWorker[] => [...workers].filter((w) => w.ready).map((w) => ({ pid: w.pid, ask: (req, ms) => askWorker(w, req, ms) })),
+  });
+
   const server = net.createServer({ pauseOnConnect: true });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -136,6 +174,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     });
   } catch (e) {
     log.error({ port: cfg.port, bind: cfg.bind }, `lock listener cannot listen on ${cfg.bind} port ${cfg.port}: ${(e as Error).message}`);
+    admin?.close();
     unclaim();
     return 1;
   }
@@ -147,6 +186,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   } catch (e) {
     log.error({ err: e }, `lock listener cannot record itself in ${dir}: ${(e as Error).message}`);
     server.close();
+    admin?.close();
     unclaim();
     return 1;
   }
@@ -205,13 +245,20 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: childEnv,
     });
-    const w: Worker = { child, pid: child.pid ?? 0, ready: false, clients: 0, addrs: new Tally(), unacked: new Map(), lost: new Map(), queue: [], idleSince: Date.now(), startedMs: Date.now() };
+    const w: Worker = { child, pid: child.pid ?? 0, ready: false, clients: 0, addrs: new Tally(), unacked: new Map(), lost: new Map(), queue: [], idleSince: Date.now(), startedMs: Date.now(), asks: new Map() };
     workers.add(w);
     child.on('message', (m: unknown) => {
       if (!isFromLockServer(m)) return;
       if (m.type === 'ready') {
         w.ready = true;
         for (const s of w.queue.splice(0)) hand(w, s);
+      } else if (m.type === 'admin') {
+        const a = w.asks.get(m.id);
+        if (a) {
+          clearTimeout(a.timer);
+          w.asks.delete(m.id);
+          a.resolve(m.reply);
+        }
       } else if (m.type === 'adopted') {
         const u = w.unacked.get(m.id);
         if (u) {
@@ -234,6 +281,11 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     child.on('exit', (code, sig) => {
       workers.delete(w);
       for (const u of w.unacked.values()) clearTimeout(u.timer);
+      for (const a of w.asks.values()) {
+        clearTimeout(a.timer);
+        a.reject(new Error(`lock-server process ${w.pid} ended (code ${code ?? '-'}, signal ${sig ?? '-'}) before it answered`));
+      }
+      w.asks.clear();
       const lost = w.queue.splice(0);
       for (const s of lost) {
         w.addrs.add(s.remoteAddress ?? '', -1);
@@ -306,6 +358,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
   server.on('error', (e) => log.error({ err: e }, 'listener socket error'));
 
   ensureSpare();
+
   for (const fault of serverFaults()) log.error({ fault }, `FAULT INJECTION (${FAULT_ENV}=${fault}): this service breaks a safety promise on purpose - for the chaos suite's tests only`);
   log.info({ port, bind: cfg.bind, mechanism: kind, clientsPerProcess: cfg.clientsPerProcess, releaseDir: dir }, `lock listener started on ${cfg.bind} port ${port}`);
 
@@ -357,6 +410,7 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
       stopping = true;
       clearInterval(housekeeping);
       server.close();
+      admin?.close();
       try {
         withdrawListener(dir, me);
       } catch (e) {

@@ -29,20 +29,27 @@ import { blockingWaits, limitsFor } from './quota.js';
 import { LockTable } from '../locks/table.js';
 import { acceptTls, loadServerSecrets, logAuthRefusal, type ServerSecrets } from './auth.js';
 import type net from 'node:net';
+import type { AdminWorkerReply, AdminWorkerRequest } from './admin-types.js';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
 
 /** Messages between the listener and a lock-server process (IPC, JSON). */
-export type ToLockServer = { type: 'conn'; addr?: string; id?: number } | { type: 'retire' };
+export type ToLockServer = { type: 'conn'; addr?: string; id?: number } | { type: 'retire' } | { type: 'admin'; id: number; req: AdminWorkerRequest };
 /**
  * adopted: a 'conn' message arrived (with or without its socket; `id` as
  * the listener sent it); closed: that connection is gone. `addr` as the
  * listener sent it, for its per-address count.
  */
-export type FromLockServer = { type: 'ready'; pid: number } | { type: 'adopted'; id: number } | { type: 'closed'; session: number; addr?: string };
+export type FromLockServer =
+  | { type: 'ready'; pid: number } | { type: 'adopted'; id: number } | { type: 'closed'; session: number; addr?: string }
+  /** the answer to an 'admin' message (admin.ts), same id */
+  | { type: 'admin'; id: number; reply: AdminWorkerReply };
 
 function isToLockServer(m: unknown): m is ToLockServer {
-  return typeof m === 'object' && m !== null && ((m as { type?: unknown }).type === 'conn' || (m as { type?: unknown }).type === 'retire');
+  if (typeof m !== 'object' || m === null) return false;
+  const t = (m as { type?: unknown }).type;
+  if (t === 'admin') return typeof (m as { id?: unknown }).id === 'number' && typeof (m as { req?: unknown }).req === 'object';
+  return t === 'conn' || t === 'retire';
 }
 
 export interface LockServerOptions {
@@ -127,8 +134,42 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
       if (sessions.size === 0 && (retired || orphan)) finish(0, retired ? 'retired by the listener' : 'no clients and no listener');
     };
 
+    // The administrator's requests (admin.ts), asked by the listener: a
+    // failure here answers the request, it never ends the process.
+    const answerAdmin = (req: AdminWorkerRequest): AdminWorkerReply => {
+      try {
+        switch (req.cmd) {
+          case 'sessions':
+            return { cmd: 'sessions', sessions: [...sessions].filter((s) => !s.closed).map((s) => s.adminView()) };
+          case 'drop': {
+            const s = [...sessions].find((x) => x.id === req.conn && !x.closed);
+            if (!s) return { cmd: 'drop', dropped: null };
+            const view = s.adminView();
+            log.warn({ conn: s.id, by: req.by }, `client session ${s.id} dropped by an administrator (${req.by})`);
+            s.adminDrop(req.by);
+            return { cmd: 'drop', dropped: view };
+          }
+          case 'release': {
+            // Chosen in every session first: a release hands the lock to a
+            // waiter at once, perhaps in another session here, and that
+            // fresh grant is not the stuck lock.
+            const chosen = [...sessions].map((s) => [s, s.adminSelect(req.target)] as const);
+            return { cmd: 'release', released: chosen.flatMap(([s, sel]) => s.adminRelease(req.target, sel)) };
+          }
+        }
+      } catch (e) {
+        log.error({ err: e, cmd: (req as { cmd?: unknown }).cmd }, 'administrator request failed');
+        return { cmd: 'error', error: (e as Error).message };
+      }
+      return { cmd: 'error', error: 'unknown request' };
+    };
+
     const onMessage = (m: unknown, handle: unknown): void => {
       if (!isToLockServer(m)) return;
+      if (m.type === 'admin') {
+        tell({ type: 'admin', id: m.id, reply: answerAdmin(m.req) });
+        return;
+      }
       if (m.type === 'retire') {
         retired = true;
         maybeExit();
@@ -152,7 +193,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
       const serve = (sock: net.Socket, route: Adopted['route'] | undefined): void => {
         try {
           const s = new Session(sock, {
-            mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, key: secrets.key, route,
+            mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, key: secrets.key, route, releaseDir: opts.releaseDir,
             onClose: (closed) => {
               sessions.delete(closed);
               tell(closedMsg);

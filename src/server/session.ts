@@ -20,9 +20,14 @@ import { offsetKey } from '../locks/oslock.js';
 import { PROTO, type ProtoErrorName } from '../protocol/constants.js';
 import type {
   ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
-  CancelFrame, WireHolder, RefusedRequest,
+  CancelFrame, WireHolder, RefusedRequest, InfoFrame, InfoQueryFrame,
 } from '../protocol/frames.js';
-import { makeOwner, fileId, type Owner, type FileId, type Holder } from '../locks/table.js';
+import { readInfoDir, type InfoAnswer } from '../info/reader.js';
+import type { ClientInfo } from '../info/format.js';
+import { makeOwner, fileId, LockTable, type Owner, type FileId, type Holder } from '../locks/table.js';
+import { InfoWriter, infoEnabled } from '../info/writer.js';
+import { native } from '../native.js';
+import { INFO_VERSION, MAX_RECORD_LOCKS, noStats, type InfoRecord, type InfoLock, type InfoWait, type InfoFile } from '../info/format.js';
 import { JdlsError } from '../errors.js';
 import { startWait, type RecordLocks } from '../locks/mechanism.js';
 import type { Logger } from '../log.js';
@@ -33,6 +38,14 @@ import { RangeSession } from './range-session.js';
 import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
+import { SESSION_LOCKS_LISTED, type ReleaseTarget, type ReleasedLock, type SessionLock, type SessionView, type SessionWait } from './admin-types.js';
+
+/** The table's lock number as -dvL shows it ("value"): 0x%08x. */
+const lockNo = (hash: number): string => `0x${(hash >>> 0).toString(16).padStart(8, '0')}`;
+
+let startTicks: number | undefined;
+/** This process's start time (the writer's identity in the record: a reused pid is not taken for it). */
+const selfStart = (): number => (startTicks ??= native.pidStart(process.pid));
 
 /** Deliberate faults for the chaos suite's teeth tests (fault-injection.ts); empty in service. */
 const INJECTED = serverFaults();
@@ -57,7 +70,17 @@ export interface SessionDeps {
   onClose: (s: Session) => void;
   /** the installation's shared secret: clients must authenticate (auth.ts); undefined = no secret */
   key?: Buffer | undefined;
+  /**
+   * The installation (JBCRELEASEDIR): its proc/info holds the info records
+   * (docs/info-records.md). Given: WELCOME has flag INFO, INFO_QUERY is
+   * answered from it and INFO is taken. Absent: neither (an embedded test
+   * session), and a client sends neither.
+   */
+  releaseDir?: string | undefined;
 }
+
+/** INFO_RESULT chunk: the most a frame carries after its header and the chunk's u32 length. */
+export const INFO_CHUNK = PROTO.MAX_FRAME - PROTO.MIN_LENGTH - 4;
 
 interface Wait {
   /** withdraw it from the mechanism (startWait) */
@@ -68,6 +91,8 @@ interface Wait {
   outcome: 'granted' | 'cancelled' | 'failed' | undefined;
   /** run once its final answer was sent (a CANCEL's own answer) */
   after: (() => void) | undefined;
+  /** what it waits for, for the administrator's view (admin.ts) */
+  target: { tid: number; inode: bigint; dev: bigint; keyText: string; mode: 'read' | 'write'; os: boolean; sinceMs: number } | undefined;
 }
 
 /** Owners kept per connection before those holding nothing are forgotten. */
@@ -77,6 +102,9 @@ const MAX_FILES = 1024;
 
 const SERVER_HOST = os.hostname();
 const noop = (): void => undefined;
+
+/** Locks chosen for an administrator's release (Session.adminSelect). */
+export type AdminSelection = { tid: number; file: string; key: string; mech: RecordLocks }[];
 
 /** The address as stored in the table: IPv4-mapped IPv6 as dotted IPv4. */
 export function clientAddress(sock: net.Socket): string | undefined {
@@ -128,6 +156,19 @@ function lockKeyOf(f: { key: Buffer; offset?: true }, mech: RecordLocks): [Buffe
   return [offsetKey(off), OFFSET_TEXT + text];
 }
 
+/** fileKey's text back to (inode, dev). */
+function splitFileKey(k: string): { inode: bigint; dev: bigint } {
+  const i = k.indexOf(':');
+  return { inode: BigInt(k.slice(0, i)), dev: BigInt(k.slice(i + 1)) };
+}
+
+/** The key bytes a HeldLocks text stands for (lockKeyOf in reverse). */
+function heldKeyBytes(text: string): Buffer {
+  if (!text.startsWith(OFFSET_TEXT)) return Buffer.from(text, 'latin1');
+  const off = byteOffsetOfKey(Buffer.from(text.slice(OFFSET_TEXT.length), 'latin1'));
+  return off === undefined ? Buffer.from(text, 'latin1') : offsetKey(off);
+}
+
 function wireError(e: unknown): { code: ProtoErrorName; text: string } {
   const text = e instanceof Error ? e.message : String(e);
   if (!(e instanceof JdlsError)) return { code: 'SYSTEM', text };
@@ -177,6 +218,8 @@ export class Session {
   #closed = false;
   #lastRx = Date.now();
   #silenceMs: number;
+  /** this connection's WAITING interval: the server's interimMs, or well inside the client's TIMEOUT (interimFor) */
+  #interimMs: number;
   #keepTimer: NodeJS.Timeout | undefined;
   #helloTimer: NodeJS.Timeout | undefined;
   #rate: RateLog;
@@ -184,6 +227,11 @@ export class Session {
   #counted = 0;
   /** waits of this connection that hold a native thread (blockingWaits) */
   #threads = 0;
+  /** INFO_QUERY answers still being sent (their request ids are outstanding) */
+  #infoQueries = new Set<number>();
+
+  /** when the lock-server process took the connection (ms since the epoch) */
+  readonly connectedMs = Date.now();
 
   constructor(sock: net.Socket, deps: SessionDeps) {
     this.id = deps.id;
@@ -193,6 +241,7 @@ export class Session {
     this.ip = clientAddress(sock) ?? '0.0.0.0';
     this.#log = deps.log.child({ session: deps.id, client: `${this.ip}:${sock.remotePort ?? 0}` });
     this.#silenceMs = deps.cfg.keepaliveMs;
+    this.#interimMs = deps.cfg.interimMs;
     this.#used.add(deps.mech);
     sock.setNoDelay(true);
     // TCP keep-alive as well: it also catches a dead host of a client that
@@ -245,6 +294,11 @@ export class Session {
     // Only a whole frame is a sign of life: one byte of a frame now and then
     // held a connection for ever.
     if (frames.length > 0) this.#lastRx = Date.now();
+    if (this.#info) {
+      this.#infoStats.requests += frames.length;
+      // One flag per batch of frames: a lock or an unlock costs the record nothing more (writer.ts coalesces).
+      this.#info.change();
+    }
     for (const f of frames) {
       if (this.#closed) return;
       try {
@@ -270,6 +324,8 @@ export class Session {
     }
     if (f.type === 'HELLO') return this.#protocolClose('PROTOCOL', 'HELLO sent twice');
     if (f.type === 'AUTH') return this.#protocolClose('PROTOCOL', 'AUTH without a CHALLENGE');
+    // INFO is never answered and has request id 0 (its own rule, before the requests').
+    if (f.type === 'INFO') return this.#onInfo(f);
     // Request ids: 0 is the connection's own (handshake frames and
     // connection-level ERRORs), and an id must not be reused while its
     // request waits for its final answer - either way an answer could not
@@ -290,6 +346,7 @@ export class Session {
       case 'TEST': return this.#send({ type: 'TEST_RESULT', requestId: f.requestId, text: f.text });
       case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
       case 'RANGE_LOCK': case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
+      case 'INFO_QUERY': return this.#onInfoQuery(f);
     }
   }
 
@@ -359,16 +416,24 @@ export class Session {
     // live client that holds such connections idle is bounded by the
     // connections-per-address cap (listener.ts), not by silence.
     this.#silenceMs = f.keepaliveMs === 0 ? 0 : Math.max(this.#deps.cfg.keepaliveMs, 2 * f.keepaliveMs);
+    // A client's TIMEOUT below our interim period would take an ordinary
+    // lock wait for a dead server: its JDLS options (HELLO) name it, and this
+    // connection's WAITING frames come at a third of it (issue 14).
+    this.#interimMs = interimFor(this.#deps.cfg.interimMs, f.options);
     // The client's claims under names of their own: its pid must never
     // replace the server's `pid` in a log line.
     this.#log = this.#log.child({ clientPid: f.pid, clientPort: f.port, clientHost: f.host, clientProgram: f.program });
     this.#log.info({ options: f.options, version: hi }, 'client connected');
     this.#tokens = f.tokens === true;
+    this.#infoOffered = this.#deps.releaseDir !== undefined && f.info === true;
     this.#send({
       type: 'WELCOME', requestId: 0, version: hi, mechanism: this.#deps.mech.kind, serverPid: process.pid,
-      session: this.id, interimMs: this.#deps.cfg.interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
+      session: this.id, interimMs: this.#interimMs, keepaliveMs: this.#silenceMs, clientAddr: this.ip,
       server: SERVER_HOST.slice(0, PROTO.MAX_STR), ...(this.#tokens ? { tokens: true as const } : {}),
+      // Only to a client that said it knows the flag: an older one refuses an unknown WELCOME flag.
+      ...(this.#infoOffered ? { info: true as const } : {}),
     });
+    this.#infoStart(f);
   }
 
   #refuseHello(reason: string): void {
@@ -494,7 +559,7 @@ export class Session {
 
   /** Whether a request with this id still waits for its final answer. */
   #outstanding(rid: number): boolean {
-    return this.#waits.has(rid) || this.#cancels.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
+    return this.#waits.has(rid) || this.#cancels.has(rid) || this.#infoQueries.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
   }
 
   #onLock(f: LockFrame): void {
@@ -535,6 +600,7 @@ export class Session {
     const r = mech.tryLock(owner, file.id, key, f.mode);
     if (r.granted) {
       this.#held.add(f.tid, fk, keyText, mech);
+      if (this.#info) this.#infoGranted(f.tid, fk, keyText, f.mode, r.token);
       return this.#granted(rid, r.token);
     }
     if (f.nowait) return this.#send({ type: 'LOCKED', requestId: rid, holder: wireHolder(r.holder) });
@@ -557,12 +623,17 @@ export class Session {
    */
   #wait(f: LockFrame, mech: RecordLocks, owner: Owner, file: FileId, fk: string, key: Buffer, keyText: string, thread: boolean): void {
     const rid = f.requestId;
-    const w: Wait = { cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined };
+    const w: Wait = {
+      cancel: noop, timer: undefined, cancelled: false, outcome: undefined, after: undefined,
+      // The key's text, made already for HeldLocks: no new allocation per wait.
+      target: { tid: f.tid, inode: f.file.inode, dev: f.file.dev, keyText, mode: f.mode, os: mech.kind === 'os' && mech !== this.#deps.mech, sinceMs: Date.now() },
+    };
     // In the maps first: the mechanism may settle it before startWait returns.
     this.#waits.set(rid, w);
     this.#waitTids.set(rid, f.tid);
     const settle = (err?: Error, token?: bigint): void => {
       if (w.timer) clearInterval(w.timer);
+      if (this.#info) this.#infoUnblock(rid);
       this.#waits.delete(rid);
       this.#waitTids.delete(rid);
       if (thread) this.#giveThread();
@@ -573,6 +644,7 @@ export class Session {
           try { mech.unlock(owner, file, key); } catch { /* closed mechanism */ }
         } else {
           this.#held.add(f.tid, fk, keyText, mech);
+          if (this.#info) this.#infoGranted(f.tid, fk, keyText, f.mode, token);
           this.#granted(rid, token);
         }
       } else if (err instanceof JdlsError && err.code === 'ABORTED') {
@@ -591,19 +663,27 @@ export class Session {
       w.after?.();
     };
     w.cancel = startWait(mech, owner, file, key, f.mode, settle, f.breakDeadlock ? BREAK_DEADLOCK : NO_WAIT_OPTIONS);
+    if (w.outcome === undefined && this.#info) this.#infoBlock(rid, f, mech, file);
     if (w.outcome !== undefined || f.noInterim) return;
     // "Distributed lock retries": tell the client who it is waiting for,
-    // every interimMs, and count each in the header.
+    // every interim period, and count them in the header - once per the
+    // server's interimMs, so that a short-TIMEOUT client's more frequent
+    // frames do not inflate the retry figure.
+    const perRetry = Math.max(1, Math.round(this.#deps.cfg.interimMs / this.#interimMs));
+    let sent = 0;
     w.timer = setInterval(() => {
       try {
         const s = mech.status(owner, file, key);
         if (s.code >= 0 || !s.holder) return; // granted meanwhile: the answer is on its way
-        this.#deps.stats.lockRetry();
+        if (++sent % perRetry === 0) {
+          this.#deps.stats.lockRetry();
+          this.#infoStats.retries++;
+        }
         this.#send({ type: 'WAITING', requestId: rid, holder: wireHolder(s.holder) });
       } catch (e) {
         this.#log.warn({ err: e, requestId: rid }, 'interim status failed');
       }
-    }, this.#deps.cfg.interimMs);
+    }, this.#interimMs);
     w.timer.unref();
   }
 
@@ -708,6 +788,152 @@ export class Session {
     this.#send(this.#tokens ? { type: 'GRANTED', requestId, token: token ?? 0n } : { type: 'GRANTED', requestId });
   }
 
+  // ===== info records (INFO, INFO_QUERY: docs/info-records.md) =============
+
+  /** A client's INFO: what it says about itself for its info record. */
+  #onInfo(f: InfoFrame): void {
+    if (!this.#infoOffered) return this.#protocolClose('PROTOCOL', 'INFO, but WELCOME did not offer INFO (the client\'s HELLO did not have the flag)');
+    if ('bad' in f) {
+      // A sound frame with a bad payload: the client's bug, not the stream's. Warn (rate-limited), go on.
+      this.#rate.write('warn', { reason: f.bad, text: f.raw.subarray(0, 200).toString('utf8') }, 'INFO ignored: its JSON is not a client info');
+      return;
+    }
+    this.#clientInfo = f.info;
+    const m = f.info.moment;
+    if (m === 'change') this.#info?.change();
+    else this.#info?.moment(m);
+  }
+
+  /** What the client said in its last valid INFO (its record's user, program, files, stats). */
+  #clientInfo: ClientInfo | undefined;
+
+  // The session's info record (docs/info-records.md): written by this
+  // lock-server process for its client from the session's own state (locks,
+  // wait: authoritative) and the client's INFO (user, files, statistics).
+  // Every hook is behind `if (this.#info)`: with records off (JDLS_INFO=0,
+  // or no release dir) a request pays one property test.
+
+  #info: InfoWriter | undefined;
+  /** WELCOME had flag INFO: the client may send INFO */
+  #infoOffered = false;
+  #connectedMs = Date.now();
+  /** the server's own count for this client (the record's session.stats) */
+  #infoStats = { locks: 0, waits: 0, waitMs: 0, retries: 0, requests: 0 };
+  /** HeldLocks id -> what the record shows of a lock besides its presence (entries of released locks are pruned at write time) */
+  #infoMeta = new Map<string, { mode: 'read' | 'write'; sinceMs: number; token: bigint | undefined }>();
+  /** waiting LOCK request id -> what the record shows as `waiting` */
+  #infoWaits = new Map<number, InfoWait>();
+
+  #infoStart(h: HelloFrame): void {
+    const dir = this.#deps.releaseDir;
+    if (dir === undefined || !infoEnabled()) return;
+    // Loopback clients show 127.0.0.1 however they came (::1, 127.0.0.2): the guide's "through loopback".
+    const ipaddr = /^(127\.|::1$)/.test(this.ip) ? '127.0.0.1' : this.ip;
+    this.#info = new InfoWriter({
+      releaseDir: dir, port: h.port, ipaddr, pid: h.pid, build: () => this.#infoRecord(ipaddr),
+      onSkip: (why) => this.#log.debug({ why }, 'no info record for this client'),
+    });
+    this.#info.moment('start');
+  }
+
+  #infoGranted(tid: number, fk: string, keyText: string, mode: 'read' | 'write', token: bigint | undefined): void {
+    this.#infoStats.locks++;
+    this.#infoMeta.set(`${tid}|${fk}|${keyText}`, { mode, sinceMs: Date.now(), token });
+  }
+
+  #infoBlock(rid: number, f: LockFrame, mech: RecordLocks, file: FileId): void {
+    const w: InfoWait = { inode: String(f.file.inode), dev: String(f.file.dev), key: f.key.toString('latin1'), mode: f.mode, kind: mech.kind === 'os' ? 'os' : 'record', sinceMs: Date.now() };
+    if (mech instanceof LockTable) w.lockNo = lockNo(mech.keyHash(file, f.key));
+    this.#infoWaits.set(rid, w);
+    this.#infoStats.waits++;
+    this.#info?.moment('block');
+  }
+
+  #infoUnblock(rid: number): void {
+    const w = this.#infoWaits.get(rid);
+    if (!w) return;
+    this.#infoWaits.delete(rid);
+    this.#infoStats.waitMs += Date.now() - w.sinceMs;
+    if (!this.#closed) this.#info?.moment('unblock');
+  }
+
+  #infoRecord(ipaddr: string): InfoRecord {
+    const h = this.#hello as HelloFrame;
+    const ci = this.#clientInfo;
+    const files: InfoFile[] = ci?.files ?? [];
+    const names = new Map<string, string>();
+    for (const f of files) if (f.name !== undefined) names.set(`${f.inode}:${f.dev}`, f.name);
+    const locks: InfoLock[] = [];
+    const meta = new Map<string, { mode: 'read' | 'write'; sinceMs: number; token: bigint | undefined }>();
+    let omitted = 0;
+    for (const e of this.#held.entries()) {
+      const m = this.#infoMeta.get(e.id);
+      if (m) meta.set(e.id, m);
+      if (locks.length >= MAX_RECORD_LOCKS) {
+        omitted++;
+        continue;
+      }
+      const [inode = '0', dev = '0'] = e.file.split(':');
+      const offset = e.key.startsWith(OFFSET_TEXT);
+      const key = offset ? e.key.slice(1) : e.key;
+      const l: InfoLock = { inode, dev, key, mode: m?.mode ?? 'write', kind: e.mech.kind === 'os' ? 'os' : 'record', sinceMs: m?.sinceMs ?? this.#connectedMs };
+      const name = names.get(e.file);
+      if (name !== undefined) l.file = name;
+      if (m?.token) l.token = m.token.toString();
+      if (e.mech instanceof LockTable) l.lockNo = lockNo(e.mech.keyHash(fileId(BigInt(inode), BigInt(dev)), Buffer.from(key, 'latin1')));
+      if (e.tid !== 0) l.tid = e.tid;
+      locks.push(l);
+    }
+    this.#infoMeta = meta;
+    let waiting: InfoWait | undefined;
+    for (const w of this.#infoWaits.values()) if (!waiting || w.sinceMs < waiting.sinceMs) waiting = w;
+    if (waiting) {
+      const name = names.get(`${waiting.inode}:${waiting.dev}`);
+      if (name !== undefined) waiting = { ...waiting, file: name };
+    }
+    const r: InfoRecord = {
+      version: INFO_VERSION, port: h.port, pid: h.pid, ipaddr, host: h.host, user: ci?.user ?? '', program: h.program,
+      startedMs: this.#connectedMs, updatedMs: 0, writer: { kind: 'lockserver', pid: process.pid, start: selfStart() },
+      session: { pid: process.pid, conn: this.#conn, remote: `${this.ip}:${this.sock.remotePort ?? 0}`, connectedMs: this.#connectedMs, stats: { ...this.#infoStats } },
+      files, locks, stats: ci?.stats ?? noStats(),
+    };
+    if (waiting) r.waiting = waiting;
+    if (omitted > 0) r.locksOmitted = omitted;
+    return r;
+  }
+
+  /**
+   * INFO_QUERY: the host's info records (reader.ts), filtered, as the JSON
+   * of an InfoAnswer in INFO_RESULT chunks. Sent as the socket drains: a
+   * big answer must not trip maxSendBacklog (that would close the
+   * connection of the client that asked).
+   */
+  #onInfoQuery(f: InfoQueryFrame): void {
+    const dir = this.#deps.releaseDir;
+    if (dir === undefined) throw new JdlsError('NOT_SUPPORTED', 'this lock server keeps no info records');
+    const listing = readInfoDir(dir, { filter: f.filter });
+    const answer: InfoAnswer = { ...listing, host: SERVER_HOST };
+    const text = Buffer.from(JSON.stringify(answer), 'utf8');
+    const rid = f.requestId;
+    let off = 0;
+    this.#infoQueries.add(rid);
+    const pump = (): void => {
+      while (!this.#closed) {
+        const end = Math.min(off + INFO_CHUNK, text.length);
+        const more = end < text.length;
+        this.#send({ type: 'INFO_RESULT', requestId: rid, more, chunk: text.subarray(off, end) });
+        off = end;
+        if (!more) break;
+        if (this.sock.writableLength >= this.#deps.cfg.maxSendBacklog / 2) {
+          this.sock.once('drain', pump);
+          return;
+        }
+      }
+      this.#infoQueries.delete(rid);
+    };
+    pump();
+  }
+
   // ===== output =============================================================
 
   #send(frame: ServerFrame): void {
@@ -773,6 +999,126 @@ export class Session {
     this.#armKeepalive(this.#silenceMs - silent);
   }
 
+  // ===== the administrator (admin.ts) =======================================
+  // Separate from the conversation: the listener asks, over the IPC channel,
+  // what this connection holds and waits for, and may release its locks or
+  // drop it (docs/operations.md#stuck-locks-and-client-sessions).
+
+  /** The connection as `jdls -dvL` and `{"cmd":"sessions"}` show it. */
+  adminView(): SessionView {
+    const h = this.#hello;
+    const locks: SessionLock[] = [];
+    for (const e of this.#held.entries()) {
+      if (locks.length >= SESSION_LOCKS_LISTED) break;
+      const { inode, dev } = splitFileKey(e.file);
+      const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
+      const lock: SessionLock = {
+        tid: e.tid, inode: inode.toString(), dev: dev.toString(), key: raw, keyHex: Buffer.from(raw, 'latin1').toString('hex'),
+        mode: 'write', kind: e.mech === this.#deps.mech ? 'record' : 'os',
+      };
+      const owner = this.#owners.get(e.tid);
+      if (owner) {
+        try {
+          const st = e.mech.status(owner, fileId(inode, dev), heldKeyBytes(e.key));
+          lock.mode = st.code === 1 ? 'read' : 'write';
+          if (st.token) lock.token = st.token.toString();
+        } catch {
+          /* shown without its mode and token */
+        }
+      }
+      locks.push(lock);
+    }
+    const waiting: SessionWait[] = [];
+    for (const w of this.#waits.values()) {
+      const t = w.target;
+      if (!t) continue;
+      const key = t.keyText.startsWith(OFFSET_TEXT) ? t.keyText.slice(OFFSET_TEXT.length) : t.keyText;
+      waiting.push({ tid: t.tid, inode: t.inode.toString(), dev: t.dev.toString(), key, keyHex: Buffer.from(key, 'latin1').toString('hex'), mode: t.mode, kind: t.os ? 'os' : 'record', sinceMs: t.sinceMs });
+    }
+    return {
+      lockServer: process.pid, conn: this.id, addr: this.ip, remotePort: this.sock.remotePort ?? 0,
+      clientPort: h ? h.port : null, clientPid: h ? h.pid : null, host: h?.host ?? '', program: h?.program ?? '',
+      connectedMs: this.connectedMs, mechanism: this.#deps.mech.kind, lockCount: this.#held.count, locks, ranges: this.#ranges?.units ?? 0,
+      rangeWaits: this.#ranges?.waiting ?? 0, waiting,
+    };
+  }
+
+  /**
+   * Release this connection's locks that match `t` (an administrator's
+   * release of a stuck lock). The connection stays; its bookkeeping drops
+   * them, so the client's later UNLOCK of one answers as for a lock not
+   * held (count 0). The table's and the installation's token counters only
+   * rise, so the key's next grant carries a higher token (docs/fencing.md).
+   */
+  /**
+   * The locks adminRelease would release, chosen before any is: a release
+   * hands the lock to a waiter at once (perhaps another session of this
+   * process, or this one's other thread), and that fresh grant must not be
+   * released too. The lock server selects in every session, then releases.
+   */
+  adminSelect(t: ReleaseTarget): AdminSelection {
+    const h = this.#hello;
+    if (!h || this.#closed) return [];
+    if (t.port !== undefined && h.port !== t.port) return [];
+    const files = t.files ? new Set(t.files.map((f) => `${f.inode}:${f.dev}`)) : undefined;
+    const out: AdminSelection = [];
+    for (const e of this.#held.entries()) {
+      if (files && !files.has(e.file)) continue;
+      const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
+      if (t.key !== undefined && raw !== t.key) continue;
+      out.push(e);
+    }
+    return out;
+  }
+
+  adminRelease(t: ReleaseTarget, selected: AdminSelection = this.adminSelect(t)): ReleasedLock[] {
+    const h = this.#hello;
+    if (!h || this.#closed) return [];
+    const out: ReleasedLock[] = [];
+    for (const e of selected) {
+      if (this.#held.get(e.tid, e.file, e.key) !== e.mech) continue; // released meanwhile
+      const raw = e.key.startsWith(OFFSET_TEXT) ? e.key.slice(OFFSET_TEXT.length) : e.key;
+      const owner = this.#owners.get(e.tid);
+      if (!owner) continue;
+      const { inode, dev } = splitFileKey(e.file);
+      const file = fileId(inode, dev);
+      const key = heldKeyBytes(e.key);
+      let mode: 'read' | 'write' = 'write';
+      let token: bigint | undefined;
+      try {
+        const st = e.mech.status(owner, file, key);
+        mode = st.code === 1 ? 'read' : 'write';
+        token = st.token;
+      } catch {
+        /* released without its mode and token */
+      }
+      let ok = false;
+      try {
+        ok = e.mech.unlock(owner, file, key);
+      } catch (err) {
+        this.#log.error({ err }, 'administrator release failed');
+      }
+      this.#held.delete(e.tid, e.file, e.key);
+      if (!ok) continue;
+      out.push({
+        owner: { kind: 'remote', lockServer: process.pid, conn: this.id, addr: this.ip, remotePort: this.sock.remotePort ?? 0, port: h.port, pid: h.pid, tid: e.tid, host: h.host, program: h.program },
+        inode: inode.toString(), dev: dev.toString(), key: raw, keyHex: Buffer.from(raw, 'latin1').toString('hex'), mode,
+        kind: e.mech === this.#deps.mech ? 'record' : 'os', ...(token ? { token: token.toString() } : {}),
+      });
+    }
+    if (out.length > 0) {
+      this.#syncCount();
+      this.#log.warn({ released: out.length, by: t.by }, `${out.length} lock${out.length === 1 ? '' : 's'} of this connection released by an administrator (${t.by})`);
+    }
+    return out;
+  }
+
+  /** Drop this one connection (an administrator's request): its locks are released as on any disconnect. */
+  adminDrop(by: string): void {
+    const why = `dropped by an administrator (${by})`;
+    this.close(why, { type: 'ERROR', requestId: 0, code: 'SHUTDOWN', text: `the lock server closed this session: ${why}`.slice(0, PROTO.MAX_STR) });
+  }
+
   // ===== the end ============================================================
 
   /**
@@ -825,6 +1171,7 @@ export class Session {
       }
     }
     released += this.#ranges?.close() ?? 0;
+    this.#info?.remove(); // any end: disconnect, drop, shutdown (a killed lock server leaves it stale: the monitor tidies)
     this.#held.clear();
     this.#owners.clear();
     this.#syncCount(); // closed: gives back the address's count
@@ -838,4 +1185,24 @@ export class Session {
       this.#log.error({ err: e }, 'session close callback failed');
     }
   }
+}
+
+/** The shortest WAITING interval a client's TIMEOUT can ask for (ms): below it the frames would be most of the traffic. */
+export const MIN_INTERIM_MS = 10;
+
+/**
+ * The WAITING interval for a client whose HELLO options (its JDLS value)
+ * are `options`: the server's `interimMs`, or a third of the client's
+ * TIMEOUT if that is shorter, so that an ordinary lock wait is never taken
+ * for a silent server (the client declares a server dead after TIMEOUT of
+ * silence with an answer due). Options that do not parse leave the server's
+ * period; TIMEOUT is read as the client reads it (src/client/jdls-env.ts:
+ * seconds, decimals allowed).
+ */
+export function interimFor(interimMs: number, options: string): number {
+  const m = /(?:^|,)\s*TIMEOUT\s*=\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:,|$)/i.exec(options);
+  if (!m) return interimMs;
+  const timeoutMs = Number(m[1]) * 1000;
+  if (!(timeoutMs > 0)) return interimMs;
+  return Math.max(MIN_INTERIM_MS, Math.min(interimMs, Math.floor(timeoutMs / 3)));
 }

@@ -38,6 +38,8 @@ export const EXAMPLES: readonly { type: string; vector: string }[] = [
   { type: 'RANGE_LOCK', vector: 'range-lock-write-nowait' },
   { type: 'RANGE_UNLOCK', vector: 'range-unlock-filelock' },
   { type: 'RANGE_TEST', vector: 'range-test-exec' },
+  { type: 'INFO', vector: 'info-start' },
+  { type: 'INFO_QUERY', vector: 'info-query-port-file-key' },
   { type: 'WELCOME', vector: 'welcome-ipv4' },
   { type: 'CHALLENGE', vector: 'challenge' },
   { type: 'AUTH_OK', vector: 'auth-ok' },
@@ -49,6 +51,7 @@ export const EXAMPLES: readonly { type: string; vector: string }[] = [
   { type: 'TEST_RESULT', vector: 'test-result' },
   { type: 'PONG', vector: 'pong' },
   { type: 'RANGE_RESULT', vector: 'range-result-conflict' },
+  { type: 'INFO_RESULT', vector: 'info-result-last' },
   { type: 'ERROR', vector: 'error-system' },
 ];
 

@@ -19,7 +19,9 @@ export type Kind =
   | 'bytes32' // the fixed 32-byte nonce and mac of the handshake
   | 'key' // u16 length + 0..512 raw bytes
   | 'str16' // u16 length + 0..1024 bytes of UTF-8
-  | 'addr'; // u8 family (4/6) + 4 or 16 bytes
+  | 'addr' // u8 family (4/6) + 4 or 16 bytes
+  | 'json32' // u32 length + that many bytes of UTF-8 JSON (INFO, INFO_QUERY; 0 bytes = none)
+  | 'chunk32'; // u32 length + that many bytes: a piece of UTF-8 JSON text, cut anywhere (INFO_RESULT)
 
 export interface FieldSpec {
   /** the name in the document's table */
@@ -101,11 +103,11 @@ const STATUS_CODES: FieldSpec['names'] = {
 /** Every frame type of docs/protocol.md, in the document's order. */
 export const SCHEMA: readonly TypeSpec[] = [
   {
-    name: 'HELLO', code: 0x01, direction: 'to-server', flags: [{ name: 'AUTH', bit: 0x0001 }, { name: 'TOKENS', bit: 0x0002 }],
+    name: 'HELLO', code: 0x01, direction: 'to-server', flags: [{ name: 'AUTH', bit: 0x0001 }, { name: 'TOKENS', bit: 0x0002 }, { name: 'INFO', bit: 0x0004 }],
     body: [f('magic', 'magic'), f('min_version', 'u8', 'minVersion'), f('max_version', 'u8', 'maxVersion'), f('port', 'u32', 'port'),
       f('pid', 'u32', 'pid'), f('keepalive_ms', 'u32', 'keepaliveMs'), f('host', 'str16', 'host'), f('program', 'str16', 'program'),
       f('options', 'str16', 'options')],
-    flagJson: (s) => ({ auth: s.has('AUTH') ? true : undefined, tokens: s.has('TOKENS') ? true : undefined }),
+    flagJson: (s) => ({ auth: s.has('AUTH') ? true : undefined, tokens: s.has('TOKENS') ? true : undefined, info: s.has('INFO') ? true : undefined }),
   },
   { name: 'AUTH', code: 0x02, direction: 'to-server', flags: [], body: [f('nonce', 'bytes32', 'nonce'), f('mac', 'bytes32', 'mac')] },
   {
@@ -146,9 +148,11 @@ export const SCHEMA: readonly TypeSpec[] = [
     name: 'RANGE_TEST', code: 0x1a, direction: 'to-server', flags: SPACE,
     exclusive: [['EXEC', 'FILELOCK']], body: rangeFields(true), flagJson: (s) => ({ space: s.size ? space(s) : undefined }),
   },
+  { name: 'INFO', code: 0x1b, direction: 'to-server', flags: [], body: [f('info', 'json32', 'info')] },
+  { name: 'INFO_QUERY', code: 0x1c, direction: 'to-server', flags: [], body: [f('filter', 'json32', 'filter')] },
   {
-    name: 'WELCOME', code: 0x81, direction: 'to-client', flags: [{ name: 'TOKENS', bit: 0x0002 }],
-    flagJson: (s) => ({ tokens: s.has('TOKENS') ? true : undefined }),
+    name: 'WELCOME', code: 0x81, direction: 'to-client', flags: [{ name: 'TOKENS', bit: 0x0002 }, { name: 'INFO', bit: 0x0004 }],
+    flagJson: (s) => ({ tokens: s.has('TOKENS') ? true : undefined, info: s.has('INFO') ? true : undefined }),
     body: [f('version', 'u8', 'version'), f('mechanism', 'u8', 'mechanism', { 1: { doc: 'shared-memory table', json: 'shm' }, 2: { doc: 'OS file locks', json: 'os' } }),
       f('server_pid', 'u32', 'serverPid'), f('session', 'u32', 'session'), f('interim_ms', 'u32', 'interimMs'),
       f('keepalive_ms', 'u32', 'keepaliveMs'), f('client_addr', 'addr', 'clientAddr'), f('server', 'str16', 'server')],
@@ -174,6 +178,10 @@ export const SCHEMA: readonly TypeSpec[] = [
     body: [f('found', 'u8', undefined, { 0: { doc: 'no conflicting lock' }, 1: { doc: 'a conflicting lock follows' } }),
       { after: 'found', when: (v) => v === 1, because: 'found = 1: the conflicting lock follows',
         fields: [...holder('conflict.holder'), f('start', 'u64', 'conflict.start'), f('length', 'u64', 'conflict.length', undefined, TO_INFINITY)] }],
+  },
+  {
+    name: 'INFO_RESULT', code: 0x98, direction: 'to-client', flags: [{ name: 'MORE', bit: 0x0001 }],
+    body: [f('chunk', 'chunk32', 'chunk')], flagJson: (s) => ({ more: s.has('MORE') }),
   },
   {
     name: 'ERROR', code: 0xe0, direction: 'to-client', flags: [],
@@ -288,6 +296,19 @@ class Reader {
         return this.push(s.name, s.kind, at, v, JSON.stringify(v), s);
       }
       case 'bytes32': { const v = Buffer.from(this.take(32, s.name)); return this.push(s.name, s.kind, at, v, '32 bytes', s); }
+      case 'json32':
+      case 'chunk32': {
+        const n = this.take(4, `${s.name} length`).readUInt32BE(0);
+        this.push(`${s.name} length`, 'length', at, n, n === 0 && s.kind === 'json32' ? '0 (none)' : String(n));
+        const from = this.off;
+        const raw = Buffer.from(this.take(n, s.name));
+        // A chunk may end inside a character: shown as far as it decodes, never refused.
+        if (s.kind === 'chunk32') return this.push(s.name, s.kind, from, raw, JSON.stringify(raw.toString('utf8')), s);
+        let text: string;
+        try { text = new TextDecoder('utf-8', { fatal: true }).decode(raw); } catch { throw new SchemaError(`${s.name}: not valid UTF-8`); }
+        if (n > 0) { try { JSON.parse(text); } catch { throw new SchemaError(`${s.name}: not JSON`); } }
+        return this.push(s.name, s.kind, from, text, text, s);
+      }
       case 'key':
       case 'str16': {
         const n = this.take(2, `${s.name} length`).readUInt16BE(0);
@@ -335,7 +356,7 @@ export function parseFrame(bytes: Buffer): ParsedFrame {
   for (const [a, b] of spec.exclusive ?? []) if (flags.includes(a) && flags.includes(b)) throw new SchemaError(`${spec.name}: flags ${a} and ${b} together`);
   r.push('flags', 'u16', 6, bits, `0x${bits.toString(16).padStart(4, '0')} ${flags.length ? flags.join(' | ') : '(none)'}`);
   const requestId = r.take(4, 'request_id').readUInt32BE(0);
-  if ((spec.name === 'HELLO' || spec.name === 'WELCOME') && requestId !== 0) throw new SchemaError(`${spec.name}: request id ${requestId}, must be 0`);
+  if ((spec.name === 'HELLO' || spec.name === 'WELCOME' || spec.name === 'INFO') && requestId !== 0) throw new SchemaError(`${spec.name}: request id ${requestId}, must be 0`);
   r.push('request_id', 'u32', 8, requestId, showNumber(requestId, 4));
 
   const walk = (items: readonly BodyItem[]): void => {
@@ -409,6 +430,13 @@ export function encodeFrame(type: string, flags: readonly string[], requestId: n
         parts.push(raw);
         return;
       }
+      case 'json32':
+      case 'chunk32': {
+        const raw = Buffer.isBuffer(v) ? v : Buffer.from(String(v), 'utf8');
+        put(4, (b) => b.writeUInt32BE(raw.length));
+        parts.push(raw);
+        return;
+      }
       case 'addr': {
         const t = String(v);
         const b = t.includes(':') ? ipv6Bytes(t) : ipv4Bytes(t);
@@ -447,6 +475,8 @@ export function encodeFrame(type: string, flags: readonly string[], requestId: n
 /** A field's value as the vectors file's JSON writes it (u64/i64 decimal strings, bytes lower-case hex, names for enums). */
 export function jsonOf(p: ParsedField): unknown {
   const s = p.spec;
+  // JSON payloads are the typed value's object itself (0 bytes: an empty filter)
+  if (p.kind === 'json32' && typeof p.value === 'string') return p.value === '' ? {} : JSON.parse(p.value) as unknown;
   if (s?.names && typeof p.value === 'number') {
     const j = s.names[p.value]?.json;
     return j ?? p.value;

@@ -2,7 +2,7 @@
 //
 // Owns: loading the vectors and reviving the JSON convention stated in the
 // file's $comment (file.inode/file.dev, token, fence are decimal strings -> bigint, key is
-// hex -> Buffer), plus building raw frames byte by byte for malformed cases.
+// hex -> Buffer, so is INFO_RESULT's chunk), plus building raw frames byte by byte for malformed cases.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +34,7 @@ function revive(raw: Record<string, unknown>): Frame {
   const out: Record<string, unknown> = { ...raw };
   const file = raw['file'] as { inode: string; dev: string } | undefined;
   if (file) out['file'] = { inode: BigInt(file.inode), dev: BigInt(file.dev) };
-  for (const k of ['key', 'nonce', 'mac']) if (typeof raw[k] === 'string') out[k] = Buffer.from(raw[k], 'hex');
+  for (const k of ['key', 'nonce', 'mac', 'chunk']) if (typeof raw[k] === 'string') out[k] = Buffer.from(raw[k], 'hex');
   for (const k of ['start', 'length', 'token', 'fence']) if (typeof raw[k] === 'string') out[k] = BigInt(raw[k]);
   const c = raw['conflict'] as { holder: unknown; start: string; length: string } | undefined;
   if (c) out['conflict'] = { holder: c.holder, start: BigInt(c.start), length: BigInt(c.length) };

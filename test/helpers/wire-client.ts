@@ -98,7 +98,7 @@ export class WireClient {
     this.sendFrame({
       type: 'HELLO', requestId: 0, minVersion: h.minVersion ?? PROTO.MIN_VERSION, maxVersion: h.maxVersion ?? PROTO.VERSION,
       port: h.port ?? 77, pid: h.pid ?? process.pid, keepaliveMs: h.keepaliveMs ?? 0, host: h.host ?? 'testhost',
-      program: h.program ?? 'wire-client', options: h.options ?? '', ...(h.tokens ? { tokens: true as const } : {}),
+      program: h.program ?? 'wire-client', options: h.options ?? '', ...(h.tokens ? { tokens: true as const } : {}), ...(h.info ? { info: true as const } : {}),
     });
     return p.then((f) => {
       if (f.type !== 'WELCOME') throw new Error(`expected WELCOME, got ${f.type}${f.type === 'ERROR' ? ` ${f.code} ${f.text}` : ''}`);
