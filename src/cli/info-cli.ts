@@ -28,7 +28,7 @@ import os from 'node:os';
 import { JdlsError } from '../errors.js';
 import { releaseDir } from '../installation.js';
 import { infoDir } from '../info/format.js';
-import { readInfoDir, type InfoAnswer, type InfoFilter } from '../info/reader.js';
+import { readInfoDir, type InfoAnswer, type InfoFilter, type SkippedFile } from '../info/reader.js';
 import { parseJdls, hostText, type JdlsConfig } from '../client/jdls-env.js';
 import { JdlsClient } from '../client/client.js';
 import { findListener } from '../server/state.js';
@@ -36,6 +36,7 @@ import { LockTable } from '../locks/table.js';
 import { isRunning } from './procs.js';
 import { describeUid } from '../safefile.js';
 import { writeFd, PipeClosed } from './display.js';
+import { duplicateWarning, type DuplicateView } from '../info/view.js';
 
 // ===== options ===============================================================
 
@@ -248,6 +249,14 @@ export async function serverAnswer(config: JdlsConfig, program: string, filter: 
 // ===== running a utility =====================================================
 
 export type Fetched = { source: 'local'; answer: InfoAnswer } | { source: 'server'; answer: InfoAnswer; server: string; serverPid: number };
+
+/** What both utilities add to their view: where the answer came from, the duplicate-port warnings and the skipped-file notes (for stderr). */
+export function answerContext(f: Fetched, v: { dir: string; duplicates: DuplicateView[]; skipped: SkippedFile[] }): { source: object; warnings: string[]; stderr: string[] } {
+  const source = f.source === 'local' ? { kind: 'local' } : { kind: 'server', server: f.server, serverPid: f.serverPid };
+  const warnings = v.duplicates.map(duplicateWarning);
+  const notes = v.skipped.map((s) => `note: ${v.dir}/${s.file} skipped: ${s.why}`);
+  return { source, warnings, stderr: [...warnings, ...notes] };
+}
 
 export interface Utility extends UtilitySpec {
   help(): string;

@@ -3,8 +3,8 @@
 // address, user, program) the files it has open, from the info directory on
 // the lock server's host or from the lock server over the protocol (JDLS
 // set): info-cli.ts decides which.
-import { main, type Fetched, type InfoOptions, type Utility } from './info-cli.js';
-import { openFilesView, openFilesText, duplicateWarning } from '../info/view.js';
+import { main, answerContext, type Fetched, type InfoOptions, type Utility } from './info-cli.js';
+import { openFilesView, openFilesText } from '../info/view.js';
 import { INFO_SUBDIR } from '../info/format.js';
 
 export function listOpenFilesHelp(): string {
@@ -47,10 +47,8 @@ export const listOpenFiles: Utility = {
   help: listOpenFilesHelp,
   render(f: Fetched, o: InfoOptions) {
     const v = openFilesView(f.answer, o.filter);
-    const source = f.source === 'local' ? { kind: 'local' } : { kind: 'server', server: f.server, serverPid: f.serverPid };
-    const warnings = v.duplicates.map(duplicateWarning);
-    const notes = v.skipped.map((s) => `note: ${v.dir}/${s.file} skipped: ${s.why}`);
-    return { text: openFilesText(v), json: { tool: 'list-open-files', source, ...v, warnings }, warnings: [...warnings, ...notes] };
+    const { source, warnings, stderr } = answerContext(f, v);
+    return { text: openFilesText(v), json: { tool: 'list-open-files', source, ...v, warnings }, warnings: stderr };
   },
 };
 

@@ -3,8 +3,8 @@
 // every record lock the ports hold, with the port's IP address, who waits for
 // each lock, from the info directory on the lock server's host or from the
 // lock server over the protocol (JDLS set): info-cli.ts decides which.
-import { main, type Fetched, type InfoOptions, type Utility } from './info-cli.js';
-import { itemLocksView, itemLocksText, duplicateWarning, ITEM_LOCKS_COLUMNS } from '../info/view.js';
+import { main, answerContext, type Fetched, type InfoOptions, type Utility } from './info-cli.js';
+import { itemLocksView, itemLocksText, ITEM_LOCKS_COLUMNS } from '../info/view.js';
 import { INFO_SUBDIR } from '../info/format.js';
 
 export function showItemLocksHelp(): string {
@@ -58,10 +58,8 @@ export const showItemLocks: Utility = {
   help: showItemLocksHelp,
   render(f: Fetched, o: InfoOptions) {
     const v = itemLocksView(f.answer, o.filter);
-    const source = f.source === 'local' ? { kind: 'local' } : { kind: 'server', server: f.server, serverPid: f.serverPid };
-    const warnings = v.duplicates.map(duplicateWarning);
-    const notes = v.skipped.map((s) => `note: ${v.dir}/${s.file} skipped: ${s.why}`);
-    return { text: itemLocksText(v), json: { tool: 'show-item-locks', source, ...v, warnings }, warnings: [...warnings, ...notes] };
+    const { source, warnings, stderr } = answerContext(f, v);
+    return { text: itemLocksText(v), json: { tool: 'show-item-locks', source, ...v, warnings }, warnings: stderr };
   },
 };
 
