@@ -48,10 +48,30 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static held_file files[MAX_FILES];
 static unsigned nfiles;
 
+/* `mu` is taken on the unmasked path (after every grant: a mask change per
+ * lock would cost more than the emulated lock). A timer's handler that
+ * jumps out of the lock call (the classic lock timeout) at the instant this
+ * thread holds it would leave it held, and the process's next lock call
+ * would wait for ever (the chaos jump test's table-route hang). So the
+ * holder is noted, and the thread's next entry after a jump (shim_recover)
+ * unlocks it. The list may be left mid-update by such a jump: an entry
+ * appended but not counted, or a removed one still present - a stale entry
+ * at worst (a close looks the file up again), never a lost one. Remaining
+ * gap: the few instructions between the lock and the note. */
+static SHIM_TLS int my_holds_mu;
+static void lock_mu(void) {
+  pthread_mutex_lock(&mu);
+  my_holds_mu = 1;
+}
+static void unlock_mu(void) {
+  my_holds_mu = 0;
+  pthread_mutex_unlock(&mu);
+}
+
 static int remember_st(const struct stat *stp, uint64_t inode, int64_t dev, int remote) {
   struct stat st = *stp;
   int rc = 0;
-  pthread_mutex_lock(&mu);
+  lock_mu();
   unsigned i;
   for (i = 0; i < nfiles; i++)
     if (files[i].st_dev == st.st_dev && files[i].st_ino == st.st_ino) break;
@@ -62,7 +82,7 @@ static int remember_st(const struct stat *stp, uint64_t inode, int64_t dev, int 
       __atomic_store_n(&nfiles, nfiles + 1, __ATOMIC_RELEASE);
     }
   }
-  pthread_mutex_unlock(&mu);
+  unlock_mu();
   return rc;
 }
 
@@ -133,7 +153,7 @@ static void on_close_st(const struct stat *stp) {
   struct stat st = *stp;
   held_file f;
   int found = 0;
-  pthread_mutex_lock(&mu);
+  lock_mu();
   for (unsigned i = 0; i < nfiles; i++) {
     if (files[i].st_dev == st.st_dev && files[i].st_ino == st.st_ino) {
       f = files[i];
@@ -143,7 +163,7 @@ static void on_close_st(const struct stat *stp) {
       break;
     }
   }
-  pthread_mutex_unlock(&mu);
+  unlock_mu();
   if (!found) return;
   if (f.remote) {
     shim_answer a;
@@ -163,6 +183,7 @@ static void on_close_st(const struct stat *stp) {
  * the fork. */
 void shim_record_forget(void) {
   pthread_mutex_init(&mu, NULL);
+  my_holds_mu = 0;
   nfiles = 0;
 }
 
@@ -423,6 +444,7 @@ void shim_recover(void) {
    * wait for ever. note_jump released it at the jump; this looks again
    * (nothing of the shim holds one across calls: any held now is
    * abandoned). */
+  if (abandoned && my_holds_mu) unlock_mu(); /* the held-file list's (above) */
   if (abandoned && shim_table()->hdr) jdls_release_abandoned(shim_table());
   if (abandoned && pending.active) {
     pending.active = 0;
