@@ -193,11 +193,14 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<{ result:
       let killedAt = 0n;
       let grantAfter = 0n;
       let stop = false;
+      // The first grant of a request SENT after the kill: a request in flight
+      // at the kill may have been granted by the old primary just before it
+      // died (its answer then arrives after the kill, but that is no failover).
       const loop = (async (): Promise<void> => {
         while (!stop) {
+          const sent = process.hrtime.bigint();
           await c.lock(FILE, 'FAIL', 'write');
-          const now = process.hrtime.bigint();
-          if (killedAt !== 0n && grantAfter === 0n && now > killedAt) { grantAfter = now; stop = true; }
+          if (killedAt !== 0n && sent > killedAt) { grantAfter = process.hrtime.bigint(); stop = true; }
           await c.unlock(FILE, 'FAIL');
         }
       })();
@@ -207,7 +210,7 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<{ result:
       await loop;
       await c.close();
       failoverMs.push(Number(grantAfter - killedAt) / 1e6);
-      if (failedOverAt !== 0n) {
+      if (failedOverAt > killedAt && grantAfter >= failedOverAt) {
         promoteMs.push(Number(failedOverAt - killedAt) / 1e6);
         resendMs.push(Number(grantAfter - failedOverAt) / 1e6);
       }
