@@ -11,6 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import { Etcd } from './helpers/etcd.js';
 import { ServerEnv, processesOf, until } from './helpers/server-env.js';
+import { withTimeout } from './helpers/table-env.js';
 import { JdlsClient } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { readWitnessRecord } from '../src/server/witness-state.js';
@@ -47,6 +48,7 @@ function pairEnvs(t: ExecutionContext, etcd: Etcd): { a: ServerEnv; b: ServerEnv
   a.writeConfig(witness('a'));
   const b = new ServerEnv(t);
   b.writeConfig(witness('b'));
+  if (process.env['WITNESS_DEBUG']) a.env['JDLS_LOG_LEVEL'] = b.env['JDLS_LOG_LEVEL'] = 'debug';
   return { a, b, prefix };
 }
 
@@ -148,18 +150,20 @@ test.serial('the leader killed -9: a SERVER2 client fails over by PROMOTE; a loc
 
 test.serial('etcd silent: the leader stops granting within its lease and closes every connection with NOT_LEADER', async (t) => {
   const { etcd, leader } = await startPair(t);
+  if (process.env['WITNESS_DEBUG']) console.log('etcd pid', etcd.pid, etcd.url);
   const c = await leader.client({ pair: true });
   const holder = await leader.client({ pair: true });
   t.like(await holder.lock('W'), { type: 'GRANTED' });
-  const waiting = c.lock('W'); // waits: its end comes with the lapse
+  const waiting = c.lock('W').catch((e: unknown) => e); // waits: its end comes with the lapse
+  await until(() => leader.table.usage().waiting > 0, 5000, 'the second LOCK to wait');
   etcd.pause();
   const paused = Date.now();
-  await c.closed;
+  await withTimeout(c.closed, 10_000, `the waiting client's connection to close\n${leader.logs()}`);
   const elapsed = Date.now() - paused;
   t.true(elapsed <= LEASE, `connections closed ${elapsed} ms after etcd stopped (lease ${LEASE} ms)`);
   t.like(c.connectionError, { code: 'NOT_LEADER' });
   t.like(await waiting, { type: 'ERROR', code: 'NOT_LEADER' }, 'the wait ended with NOT_LEADER, not granted');
-  await holder.closed;
+  await withTimeout(holder.closed, 5000, `the holder's connection to close\n${leader.logs()}`);
   t.like(holder.connectionError, { code: 'NOT_LEADER' });
   // A new connection is not granted anything while etcd is silent.
   const late = await leader.client({ pair: true });

@@ -95,10 +95,17 @@ export class EtcdClient {
         why.push(`${ep}: no time left`);
         break;
       }
+      // Trap: not AbortSignal.timeout(). Node holds that signal only weakly
+      // (its timer closes over a WeakRef), and fetch keeps no strong
+      // reference either, so a GC can collect it and the call then never
+      // times out: a leader whose etcd was SIGSTOPped kept waiting on its
+      // keepalive for ever (witness-pair "etcd silent", 1 run in ~5). Our
+      // own controller and timer, held here until the call ends.
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(new DOMException('no answer in time', 'TimeoutError')), Math.min(left, share));
       try {
         const res = await fetch(`${ep}${path}`, {
-          method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
-          signal: AbortSignal.timeout(Math.min(left, share)),
+          method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: ac.signal,
         });
         const text = await res.text();
         // keepalive is a stream call: the gateway answers one JSON line per request message.
@@ -114,7 +121,9 @@ export class EtcdClient {
         return j;
       } catch (e) {
         if (e instanceof EtcdAnswer) throw new JdlsError('SYSTEM', `etcd ${ep}${path}: ${e.message}`);
-        why.push(`${ep}: ${(e as Error).name === 'TimeoutError' ? 'no answer in time' : (e as Error).message}`);
+        why.push(`${ep}: ${ac.signal.aborted ? 'no answer in time' : (e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
       }
     }
     throw new JdlsError('SYSTEM', `etcd ${path}: ${why.join('; ')}`);

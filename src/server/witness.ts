@@ -75,6 +75,8 @@ export class Witness {
   /** PROMOTE asked: try often until this (ms since the epoch) */
   #urgentUntil = 0;
   #waiters = new Set<(term: number | undefined) => void>();
+  /** fires at the leader's deadline: the loss is declared even if an etcd call hangs */
+  #lapseTimer: NodeJS.Timeout | undefined;
 
   constructor(cfg: WitnessConfig, port: number, hooks: WitnessHooks) {
     this.cfg = cfg;
@@ -113,6 +115,7 @@ export class Witness {
   stop(): void {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#lapseTimer) clearTimeout(this.#lapseTimer);
     for (const w of [...this.#waiters]) w(undefined);
     this.#waiters.clear();
   }
@@ -193,6 +196,18 @@ export class Witness {
       this.#hooks.onState(s);
     } catch (e) {
       this.#hooks.log.error({ err: e }, 'witness: could not pass on the state');
+    }
+    if (this.#lapseTimer) clearTimeout(this.#lapseTimer);
+    this.#lapseTimer = undefined;
+    if (s.role === 'leader') {
+      // Belt and braces: the renewal loop declares the loss when a call
+      // fails, but a call that hangs must not keep this listener calling
+      // itself leader (the lock servers stop by their own clock anyway).
+      const ms = Number((s.untilNs - nowNs()) / MS) + 1;
+      this.#lapseTimer = setTimeout(() => {
+        this.#lapseTimer = undefined;
+        if (this.#state === s && nowNs() >= s.untilNs) this.#lose('the lease was not renewed in time (etcd unreachable or too slow)');
+      }, Math.max(0, ms));
     }
     if (s.role === 'leader' && nowNs() < s.untilNs) for (const w of [...this.#waiters]) w(s.term);
   }
@@ -294,12 +309,16 @@ export class Witness {
       // No later than the deadline: an answer after it is no use.
       ttlS = await this.#etcd.keepalive(lease, left);
       this.#etcdAnswered();
+      // Lost meanwhile (the lapse timer): that lease was given up.
+      if (this.#lease !== lease) return this.#pollMs();
     } catch (e) {
+      if (this.#lease !== lease) return this.#pollMs();
       this.#etcdFailed(e, 'lease keepalive');
       const stillLeft = Number((s.untilNs - nowNs()) / MS);
       if (stillLeft <= 0) return this.#lose('the lease was not renewed in time (etcd unreachable or too slow)');
       return Math.min(200, stillLeft);
     }
+    this.#hooks.log.debug({ ttlS, tookMs: Number((nowNs() - sent) / MS) }, 'witness: lease renewed');
     if (ttlS <= 0) return this.#lose('etcd no longer has the lease (it expired)');
     const untilNs = sent + BigInt(Math.min(this.cfg.leaseMs, ttlS * 1000) - marginMs(this.cfg.leaseMs)) * MS;
     // Never move the deadline back (a slow answer to an older send).

@@ -42,6 +42,19 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/** fetch with a timeout that holds: not AbortSignal.timeout, whose signal Node may collect mid-call (src/server/etcd.ts). */
+async function post(url: string, body: unknown, ms: number): Promise<Response> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), ms);
+  try {
+    const r = await fetch(url, { method: 'POST', body: JSON.stringify(body), signal: ac.signal });
+    await r.clone().arrayBuffer();
+    return r;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const hostUrl = (host: string, port: number): string => `http://${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
 
 export class Etcd {
@@ -91,7 +104,7 @@ export class Etcd {
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited at start (${child.exitCode ?? child.signalCode}):\n${e.log()}`);
       try {
-        const r = await fetch(`${client}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: Buffer.from('x').toString('base64') }), signal: AbortSignal.timeout(1000) });
+        const r = await post(`${client}/v3/kv/range`, { key: Buffer.from('x').toString('base64') }, 1000);
         if (r.ok) return e;
       } catch {
         /* not yet */
@@ -137,7 +150,7 @@ export class Etcd {
 
   /** One key's value through the gateway (undefined: absent). */
   async get(key: string): Promise<string | undefined> {
-    const r = await fetch(`${this.url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: Buffer.from(key).toString('base64') }), signal: AbortSignal.timeout(3000) });
+    const r = await post(`${this.url}/v3/kv/range`, { key: Buffer.from(key).toString('base64') }, 3000);
     const j = (await r.json()) as { kvs?: { value?: string }[] };
     const v = j.kvs?.[0]?.value;
     return v === undefined ? undefined : Buffer.from(v, 'base64').toString('utf8');
