@@ -13,7 +13,9 @@ export type ConfigName =
   /** `jdls -ibD`: listener only, OS file locks */
   | 'oslock'
   /** two `jdls -ib` services, resilient clients (SERVER2) */
-  | 'pair';
+  | 'pair'
+  /** the pair with an etcd witness (issue 15): both services name it, resilient clients */
+  | 'wpair';
 
 export interface RunResult {
   code: number | null;
