@@ -822,13 +822,18 @@ export class Cluster implements ChaosCluster {
       kill(c.pid, 'SIGCONT');
       kill(c.pid, 'SIGTERM');
     }
-    const deadline = Date.now() + boundMs;
     const hung: { id: string; pid: number }[] = [];
+    // One timer for the whole bound, cleared at the end (a pending sleep per
+    // client kept the runner alive for the rest of the bound after its report).
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), boundMs);
+    });
     for (const c of live) {
-      const left = deadline - Date.now();
-      const done = await Promise.race([c.exited.then(() => true), sleep(Math.max(0, left)).then(() => false)]);
+      const done = await Promise.race([c.exited.then(() => true), expired]);
       if (!done && running(c.pid)) hung.push({ id: c.id, pid: c.pid });
     }
+    clearTimeout(timer);
     for (const h of hung) kill(h.pid, 'SIGKILL');
     // The brokers of the preloaded clients (one per client host and user,
     // docs/broker.md) are the clients' side: they end with them (SIGTERM;
