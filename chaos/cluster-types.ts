@@ -60,6 +60,8 @@ export interface ClientHandle {
   /** the servers it talks to */
   servers: ('primary' | 'secondary')[];
   alive(): boolean;
+  /** when it was started (Date.now() ms) */
+  startedAt?: number;
   /** ask the client to stop itself (SIGSTOP) right after its next grant's read, so the hold is paused for sure */
   pauseNextHold?(): void;
 }

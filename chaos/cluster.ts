@@ -280,6 +280,8 @@ export interface ClusterOptions {
   misroute?: boolean;
   /** wpair: the witness lease (ms; default WITNESS_LEASE_MS) */
   witnessLeaseMs?: number;
+  /** wpair, the teeth test: etcd runs but the servers do not name it (a pair without a witness under wpair's faults; the primary counts as the leader) */
+  witnessOff?: boolean;
   log: (line: string) => void;
 }
 
@@ -433,12 +435,12 @@ export class Cluster implements ChaosCluster {
     for (const [server, sns] of Object.entries(serverNs) as ['primary' | 'secondary', string][]) {
       const w = this.#witness;
       const wl = w?.links.find((l) => l.server === server);
-      const own = w && wl ? { ...settings, witness: { endpoints: [`http://${wl.witnessAddr}:${ETCD_CLIENT_PORT}`], prefix: w.prefix, leaseMs: w.leaseMs, name: server } } : settings;
+      const own = w && wl && !this.opts.witnessOff ? { ...settings, witness: { endpoints: [`http://${wl.witnessAddr}:${ETCD_CLIENT_PORT}`], prefix: w.prefix, leaseMs: w.leaseMs, name: server } } : settings;
       const inst = new Installation(server, sns, path.join(this.roundDir, server), startArgs, this.opts.config !== 'oslock', own, this.opts.serviceEnv ?? {});
       this.servers.push(inst);
       const r = await inst.jdls(startArgs);
       if (r.code !== 0) throw new Error(`jdls ${startArgs.join(' ')} on ${server} failed (${r.code}): ${r.stdout}${r.stderr}\n${inst.logs()}`);
-      if (w && server === 'primary') {
+      if (w && server === 'primary' && !this.opts.witnessOff) {
         // The primary leads before the secondary starts (else which one
         // takes the key first is a race): every round begins alike.
         const deadline = Date.now() + 30_000;
@@ -506,6 +508,7 @@ export class Cluster implements ChaosCluster {
   async leader(): Promise<'primary' | 'secondary' | undefined> {
     const w = this.#witness;
     if (!w) return undefined;
+    if (this.opts.witnessOff) return this.servers.find((s) => s.up)?.name;
     const r = await runToEnd('ip', ['netns', 'exec', w.ns, ETCDCTL, `--endpoints=http://127.0.0.1:${ETCD_CLIENT_PORT}`, '--command-timeout=2s', 'get', `${w.prefix}/leader`, '--print-value-only'], { ...process.env, ETCDCTL_API: '3' }, 3000);
     const v = r.code === 0 ? r.stdout.trim() : '';
     return v === 'primary' || v === 'secondary' ? v : undefined;
@@ -693,6 +696,7 @@ export class Cluster implements ChaosCluster {
     const c: LiveClient = {
       id, path: slot.path, host: hostNs, pid, remote, fenced, servers, slot, child, incarnation, exited,
       alive: () => running(pid),
+      startedAt: Date.now(),
       pauseNextHold: slot.path.startsWith('lib-') || slot.path.startsWith('shim-') ? () => kill(pid, 'SIGUSR2') : undefined,
     };
     this.#clients.set(id, c);

@@ -17,6 +17,8 @@
 //   --store fenced|ignore   the store's fencing (ignore: the checker's teeth test)
 //   --inject FAULT     a deliberate service fault (JDLS_FAULT_INJECTION; teeth test)
 //   --misroute         half the remote clients go to an unrelated second service (teeth test)
+//   --witness-off      wpair's servers do not name the witness: a pair without
+//                      one under wpair's faults must split (teeth test)
 //   --dir D            the run directory (default a new one under $TMPDIR; kept with --keep or on failure)
 //   --keep             keep the run directory
 //   --json             print the report as JSON
@@ -53,6 +55,7 @@ export interface ChaosArgs {
   store: 'fenced' | 'ignore';
   inject?: string;
   misroute: boolean;
+  witnessOff: boolean;
   dir?: string;
   keep: boolean;
   json: boolean;
@@ -60,13 +63,13 @@ export interface ChaosArgs {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`chaos: ${msg}\nusage: npm run chaos -- [--minutes N] [--seed S] [--config table|port|oslock|pair|wpair|all] [--rounds K] [--faults a,b] [--no-faults] [--cold N] [--store fenced|ignore] [--inject FAULT] [--misroute] [--dir D] [--keep] [--json]\n`);
+  process.stderr.write(`chaos: ${msg}\nusage: npm run chaos -- [--minutes N] [--seed S] [--config table|port|oslock|pair|wpair|all] [--rounds K] [--faults a,b] [--no-faults] [--cold N] [--store fenced|ignore] [--inject FAULT] [--misroute] [--witness-off] [--dir D] [--keep] [--json]\n`);
   process.exit(2);
 }
 
 export function parseArgs(argv: string[]): ChaosArgs {
   let configs: ConfigName[] | undefined;
-  const a: ChaosArgs = { minutes: 2, seed: Math.floor(Math.random() * 2 ** 31), configs: [], rounds: 0, noFaults: false, store: 'fenced', misroute: false, keep: false, json: false, cold: 50 };
+  const a: ChaosArgs = { minutes: 2, seed: Math.floor(Math.random() * 2 ** 31), configs: [], rounds: 0, noFaults: false, store: 'fenced', misroute: false, witnessOff: false, keep: false, json: false, cold: 50 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] ?? '';
     const value = (): string => {
@@ -96,6 +99,7 @@ export function parseArgs(argv: string[]): ChaosArgs {
       case '--store': { const v = value(); if (v !== 'fenced' && v !== 'ignore') usage('--store fenced|ignore'); a.store = v; break; }
       case '--inject': a.inject = value(); break;
       case '--misroute': a.misroute = true; break;
+      case '--witness-off': a.witnessOff = true; break;
       case '--dir': a.dir = value(); break;
       case '--keep': a.keep = true; break;
       case '--json': a.json = true; break;
@@ -176,7 +180,7 @@ export async function runChaos(a: ChaosArgs, log: (line: string) => void): Promi
         // wpair: TIMEOUT 4 s > the witness lease (2 s) + etcd's expiry tick:
         // a failover's PROMOTE gets its verdict within the client's TIMEOUT.
         runDir: dir, config, round, seed: a.seed, keepaliveMs: 1500, clientTimeoutS: config === 'wpair' ? 4 : 3, coldKeys: a.cold, log,
-        serviceEnv: a.inject ? { JDLS_FAULT_INJECTION: a.inject } : {}, misroute: a.misroute,
+        serviceEnv: a.inject ? { JDLS_FAULT_INJECTION: a.inject } : {}, misroute: a.misroute, witnessOff: a.witnessOff,
       });
       const c = current;
       c.startClients();
