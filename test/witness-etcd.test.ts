@@ -34,6 +34,9 @@ function member(t: ExecutionContext, etcd: Etcd, name: string, epoch = 0, prefix
   t.teardown(() => w.stop());
   const next = (cond: (s: WitnessState) => boolean, ms: number, what: string): Promise<WitnessState> =>
     new Promise((resolve, reject) => {
+      // The state now may satisfy it already (a follower's unchanged looks are not reported again).
+      const last = states[states.length - 1];
+      if (last && cond(last)) return resolve(last);
       const timer = setTimeout(() => {
         watchers.delete(f);
         reject(new Error(`${name}: timed out after ${ms} ms waiting for ${what}; states: ${JSON.stringify(states.map((s) => [s.role, s.term, s.leader]))}`));

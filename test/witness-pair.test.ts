@@ -15,6 +15,7 @@ import { JdlsClient } from '../src/client/client.js';
 import { JdlsError } from '../src/errors.js';
 import { readWitnessRecord } from '../src/server/witness-state.js';
 import { tokenEpoch } from '../src/locks/table.js';
+import { EtcdClient } from '../src/server/etcd.js';
 
 const LEASE = 2000;
 const FILE = { inode: 4242n, dev: 7n };
@@ -38,15 +39,21 @@ function killAll(dir: string): void {
 
 const role = (env: ServerEnv): string | undefined => readWitnessRecord(env.dir)?.role;
 
+/** Two installations configured as a pair with etcd as the witness (not started). */
+function pairEnvs(t: ExecutionContext, etcd: Etcd): { a: ServerEnv; b: ServerEnv; prefix: string } {
+  const prefix = `/jdls/test-${process.pid}-${++pairs}`;
+  const witness = (name: string): Record<string, unknown> => ({ witness: { endpoints: [etcd.url], prefix, leaseMs: LEASE, name } });
+  const a = new ServerEnv(t);
+  a.writeConfig(witness('a'));
+  const b = new ServerEnv(t);
+  b.writeConfig(witness('b'));
+  return { a, b, prefix };
+}
+
 /** etcd, then server a (which becomes the leader), then server b (the follower). */
 async function startPair(t: ExecutionContext): Promise<Pair> {
   const etcd = await Etcd.start(t);
-  const prefix = `/jdls/test-${process.pid}-${++pairs}`;
-  const witness = (name: string): Record<string, unknown> => ({ witness: { endpoints: [etcd.url], prefix, leaseMs: LEASE, name } });
-  const leader = new ServerEnv(t);
-  leader.writeConfig(witness('a'));
-  const follower = new ServerEnv(t);
-  follower.writeConfig(witness('b'));
+  const { a: leader, b: follower } = pairEnvs(t, etcd);
   await leader.start();
   await until(() => role(leader) === 'leader', 15_000, 'server a to lead');
   await follower.start();
@@ -213,4 +220,56 @@ test.serial('PROMOTE refused while the leader lives: a client that lost only its
   const s = await probe.status('NEXT');
   t.like(s, { type: 'STATUS_RESULT', code: 0 });
   t.is(role(leader), 'leader', 'the leader kept its leadership throughout');
+});
+
+test.serial('the leader\'s listener killed -9: its lock servers stop at their deadline by themselves (NOT_LEADER), and the follower leads', async (t) => {
+  const { leader, follower } = await startPair(t);
+  const c = await leader.client({ pair: true });
+  t.like(await c.lock('L'), { type: 'GRANTED' });
+  const listener = leader.listenerPid();
+  if (!listener) return t.fail('no listener pid');
+  process.kill(listener, 'SIGKILL');
+  const killedAt = Date.now();
+  await c.closed;
+  t.true(Date.now() - killedAt <= LEASE, `closed ${Date.now() - killedAt} ms after the listener died (lease ${LEASE} ms)`);
+  t.like(c.connectionError, { code: 'NOT_LEADER' });
+  await until(() => role(follower) === 'leader', 15_000, 'the follower to lead');
+  const d = await follower.client({ pair: true });
+  t.like(await d.lock('L'), { type: 'GRANTED' });
+});
+
+test.serial('connect: neither server leads (the key held elsewhere) -> PROMOTE SERVER refused, connect rejects NOT_LEADER; SERVER unreachable but SERVER2 leads -> starts on SERVER2', async (t) => {
+  const etcd = await Etcd.start(t);
+  const { a, b, prefix } = pairEnvs(t, etcd);
+  // A ghost holds the leadership key under a lease of its own.
+  const ec = new EtcdClient([etcd.url]);
+  const ghost = await ec.grant(30, 3000);
+  const put = await ec.txn([{ key: `${prefix}/leader`, target: 'CREATE', createRevision: 0n }], [{ put: { key: `${prefix}/leader`, value: 'ghost', lease: ghost.id } }], [], 3000);
+  t.true(put.succeeded);
+  await a.start();
+  await b.start();
+  await until(() => readWitnessRecord(a.dir)?.leader === 'ghost' && readWitnessRecord(b.dir)?.leader === 'ghost', 15_000, 'both to follow the ghost');
+  const jdls = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  const e = await t.throwsAsync(JdlsClient.connect(jdls, { timeoutMs: 800, errorTrace: false }), { instanceOf: JdlsError });
+  t.is(e?.code, 'NOT_LEADER');
+  t.regex(e?.message ?? '', /neither lock server of the pair is the leader .* did not make 127\.0\.0\.1:\d+ the leader within 800 ms: not connecting/);
+  // The ghost goes: one of them leads; a client whose SERVER is unreachable starts on a leading SERVER2.
+  await ec.revoke(ghost.id, 3000);
+  await until(() => role(a) === 'leader' || role(b) === 'leader', 15_000, 'a or b to lead');
+  const lead = role(a) === 'leader' ? a : b;
+  const c = await JdlsClient.connect(`SERVER=127.0.0.1,1,SERVER2=127.0.0.1,${lead.port}`, { timeoutMs: 3000, errorTrace: false });
+  t.teardown(() => c.close().catch(() => undefined));
+  t.is(c.server.port, lead.port);
+  t.false(c.resilient);
+  t.true((await c.lock(FILE, 'X', 'write')).granted);
+  // And with both up, the leader is the primary whatever the JDLS order.
+  const other = lead === a ? b : a;
+  const d = await JdlsClient.connect(`SERVER=127.0.0.1,${other.port},SERVER2=127.0.0.1,${lead.port}`, { timeoutMs: 3000, errorTrace: false });
+  t.teardown(() => d.close().catch(() => undefined));
+  t.is(d.server.port, lead.port);
+  t.true(d.resilient);
+  t.false((await d.lock(FILE, 'X', 'write', { nowait: true })).granted, 'c holds X on the leader');
+  t.is(await c.unlock(FILE, 'X'), 1);
+  t.true((await d.lock(FILE, 'X', 'write')).granted);
+  t.is(await d.unlock(FILE, 'X'), 1, 'an unlock sent to both at once answers as the primary did');
 });

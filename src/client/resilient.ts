@@ -40,6 +40,10 @@ import type { JdlsServer } from './jdls-env.js';
 import { ServerConnection, type ConnectionOptions, type FinalFrame, type RequestFrame, type RequestOptions } from './connection.js';
 import type { Call, Router, RouterEvents } from './router.js';
 
+function isUnlock(frame: RequestFrame): boolean {
+  return frame.type === 'UNLOCK' || frame.type === 'UNLOCK_FILE' || frame.type === 'UNLOCK_ALL' || frame.type === 'RANGE_UNLOCK';
+}
+
 function mirrored(frame: RequestFrame, answer: FinalFrame): boolean {
   if (frame.type === 'LOCK' || frame.type === 'RANGE_LOCK') return answer.type === 'GRANTED';
   if (frame.type === 'UNLOCK' || frame.type === 'UNLOCK_FILE' || frame.type === 'UNLOCK_ALL' || frame.type === 'RANGE_UNLOCK') return answer.type === 'RELEASED';
@@ -114,6 +118,16 @@ export class ResilientRouter implements Router {
       ServerConnection.open(s, { ...connOpts(), pair: true, onFail: onFail(1) }),
     ]);
     if (pr.status === 'rejected') {
+      // With a witness, a SERVER2 that LEADS is the pair's primary for
+      // everyone: starting on it alone splits nobody (the guide's rule,
+      // "the primary must answer", is about falling over by one's own word).
+      if (sr.status === 'fulfilled' && sr.value.witness?.role === 'leader' && sr.value.state === 'open') {
+        const e = pr.reason as JdlsError;
+        log.error({ server: `${p.host}:${p.port}`, code: e.code }, `lock server ${p.host}:${p.port} (SERVER) unavailable at start; ${sr.value.label} (SERVER2) leads the pair: starting on it, not resilient: ${e.message}`);
+        held[1] = sr.value;
+        router = new ResilientRouter([sr.value], log, events, timeoutMs);
+        return router;
+      }
       if (sr.status === 'fulfilled') await sr.value.close();
       throw pr.reason;
     }
@@ -156,10 +170,13 @@ export class ResilientRouter implements Router {
     const run = async (): Promise<FinalFrame> => {
       for (;;) {
         // A witnessed failover: nothing goes to the new primary before the witness made it one.
-        while (this.#promoting) await this.#promoting.done;
+        if (this.#promoting) await this.#failoverDone(); // no await (and no allocation) on the usual path
         const p = this.primary; // throws once no server is left
         const h = p.request(frame, opts);
         current = { conn: p, id: h.id };
+        // A witnessed pair's unlocks go to both at once (the contract allows
+        // it: an unlock cannot make two holders): one round trip, not two.
+        const early = this.#witnessed && isUnlock(frame) && this.#conns[0] === p ? this.#sendEarly(this.#conns[1], frame, opts) : undefined;
         let first: FinalFrame;
         try {
           first = await h.answer;
@@ -168,6 +185,11 @@ export class ResilientRouter implements Router {
           // secondary, unless the caller withdrew the request meanwhile.
           if (e === p.failure && p.state === 'failed' && (this.#promoting !== undefined || (this.#conns.length > 0 && this.#conns[0] !== p))) {
             if (cancelled) throw new JdlsError('CANCELLED', 'lock request withdrawn during failover');
+            if (early) {
+              // The new primary had this unlock already (sent at once): its answer is the answer.
+              await this.#failoverDone();
+              if (this.#conns[0] === early.conn) return await early.answer;
+            }
             this.#log.error({ request: requestText(frame) }, `request sent again to the new primary ${this.#conns[0]?.label}`);
             continue;
           }
@@ -180,7 +202,7 @@ export class ResilientRouter implements Router {
         if (!s || !mirrored(frame, first)) return first;
         let second: FinalFrame | JdlsError;
         try {
-          second = await s.request(fenced(frame, first, s.pair), { timed: opts.timed }).answer;
+          second = early && early.conn === s ? await early.answer : await s.request(fenced(frame, first, s.pair), { timed: opts.timed }).answer;
         } catch (e) {
           if (s.state === 'failed') return first; // #onFail logged it; no longer resilient
           second = e instanceof JdlsError ? e : new JdlsError('PROTOCOL', String(e));
@@ -202,6 +224,23 @@ export class ResilientRouter implements Router {
         if (current) current.conn.cancel(current.id);
       },
     };
+  }
+
+  /** A witnessed failover in progress has ended (either way). */
+  async #failoverDone(): Promise<void> {
+    while (this.#promoting) await this.#promoting.done;
+  }
+
+  /** The secondary's copy of an unlock, sent with the primary's (its rejection is handled where it is awaited, or dropped). */
+  #sendEarly(s: ServerConnection | undefined, frame: RequestFrame, opts: RequestOptions): { conn: ServerConnection; answer: Promise<FinalFrame> } | undefined {
+    if (!s || s.state !== 'open') return undefined;
+    try {
+      const answer = s.request(frame, { timed: opts.timed }).answer;
+      answer.catch(() => undefined);
+      return { conn: s, answer };
+    } catch {
+      return undefined;
+    }
   }
 
   sendPrimaryOnly(frame: RequestFrame, opts: RequestOptions): Call {

@@ -100,6 +100,7 @@ export class Witness {
   }
 
   start(): void {
+    this.#hooks.onState(this.#state); // the lock servers and -dvL know there is a witness (follower until it leads)
     this.#schedule(0);
   }
 
@@ -180,7 +181,10 @@ export class Witness {
   #set(s: WitnessState, why?: string): void {
     const before = this.#state;
     this.#state = s;
-    if (before.role !== s.role || before.term !== s.term || before.leader !== s.leader) {
+    const changed = before.role !== s.role || before.term !== s.term || before.leader !== s.leader;
+    // A follower's unchanged look at the key is no news (the lock servers and the record are not told each poll).
+    if (!changed && s.role === 'follower') return;
+    if (changed) {
       if (s.role === 'leader') this.#hooks.log.warn({ term: s.term, name: this.name }, `witness: this server is now the pair's LEADER, term ${s.term}`);
       else if (before.role === 'leader') this.#hooks.log.error({ term: s.term, leader: s.leader }, `witness: leadership LOST (${why ?? 'unknown'}); lock servers stop granting and close their connections`);
       else this.#hooks.log.info({ term: s.term, leader: s.leader }, `witness: follower; the leader is ${s.leader ?? 'nobody (yet)'}, term ${s.term}`);
