@@ -7,7 +7,9 @@
 // here: 10.233.<link>.0/30, nothing in the root namespace, so nothing is
 // ever routed off the machine), the installations (one JBCRELEASEDIR per
 // server, service on the guide's port 50002 inside its own namespace), the
-// client plan per configuration, respawning clients, the servers' own
+// client plan per configuration, respawning clients (recording a wpair
+// client's SPLIT_REFUSED exit), the witness host of wpair (etcd in its own
+// namespace, linked to each server host only), the servers' own
 // records (snapshots.jsonl), and tearing everything down - every process by
 // pid, then the namespaces - with a list of whatever would not go (the
 // cleanup property). Does not own: faults (nemesis.ts, adversary.ts),

@@ -18,6 +18,13 @@
 // the unfenced remote clients it would hit (recorded as kill-client: the
 // guide's clients exit when their server fails), and pauses and cuts only
 // ever hit fenced clients.
+//
+// The witnessed pair (wpair, issue 15) has faults of its own - kill -9 of
+// the leader or follower service, a client host cut off from the leader,
+// the leader cut off from the witness, the witness paused past its lease -
+// all on by default there, since with a witness they must be safe; see
+// killWitnessed, cutLeaderLink and the faults cut-witness-link and
+// pause-witness for what each may take away (`affects`) and why.
 import type { ClientHandle } from './cluster-types.js';
 import type { Cluster } from './cluster.js';
 import { EXIT_SPLIT_REFUSED, running, sleep, stopped } from './cluster.js';
@@ -217,7 +224,7 @@ export const FAULTS: Fault[] = [
     name: 'kill-lockserver',
     // Not in wpair: a killed lock-server process of the leader frees its
     // clients' locks while they wait for PROMOTE's verdict (a known,
-    // fencing-only case, like kill-leader-link below but without a bound on
+    // fencing-only case, like cut-primary-link below but without a bound on
     // which clients it hits) - left out rather than excused wholesale.
     weight: (c) => (c.config !== 'wpair' && c.servers.some((s) => s.up && partialOk(c, s.name) && s.lockServerPids().length > 0) ? 2 : 0),
     async run(c, rng) {
