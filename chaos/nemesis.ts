@@ -464,8 +464,12 @@ async function cutLeaderLink(c: Cluster, rng: Rng): Promise<void> {
   if (!r || !host) return;
   const hit = c.clients().filter((x) => x.host === host && x.remote);
   const ms = between(rng, 2 * timeoutMs(c) + 3000, 2 * timeoutMs(c) + 5000);
-  const start = ns(c);
   c.setLink(host, r.leader, false);
+  // Stamped once `ip link set down` returned, not before: with no end, a
+  // grant after the stamp is trusted, and under load the ip command takes
+  // 100 ms and more - a request that got through meanwhile was then judged
+  // granted during the cut (79 false double grants in one run).
+  const start = ns(c);
   await sleep(ms);
   c.setLink(host, r.leader, true);
   // How the hit clients ended: SPLIT_REFUSED is the expected verdict; 3 is a
