@@ -13,7 +13,9 @@ export type ConfigName =
   /** `jdls -ibD`: listener only, OS file locks */
   | 'oslock'
   /** two `jdls -ib` services, resilient clients (SERVER2) */
-  | 'pair';
+  | 'pair'
+  /** the pair with an etcd witness (issue 15): both services name it, resilient clients */
+  | 'wpair';
 
 export interface RunResult {
   code: number | null;
@@ -58,6 +60,8 @@ export interface ClientHandle {
   /** the servers it talks to */
   servers: ('primary' | 'secondary')[];
   alive(): boolean;
+  /** when it was started (Date.now() ms) */
+  startedAt?: number;
   /** ask the client to stop itself (SIGSTOP) right after its next grant's read, so the hold is paused for sure */
   pauseNextHold?(): void;
 }

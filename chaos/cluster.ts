@@ -7,7 +7,9 @@
 // here: 10.233.<link>.0/30, nothing in the root namespace, so nothing is
 // ever routed off the machine), the installations (one JBCRELEASEDIR per
 // server, service on the guide's port 50002 inside its own namespace), the
-// client plan per configuration, respawning clients, the servers' own
+// client plan per configuration, respawning clients (recording a wpair
+// client's SPLIT_REFUSED exit), the witness host of wpair (etcd in its own
+// namespace, linked to each server host only), the servers' own
 // records (snapshots.jsonl), and tearing everything down - every process by
 // pid, then the namespaces - with a list of whatever would not go (the
 // cleanup property). Does not own: faults (nemesis.ts, adversary.ts),
@@ -47,6 +49,20 @@ export const CHAOS_SHIM = path.join(buildDir, 'jdls-chaosshim');
 export const SERVICE_PORT = 50002;
 /** The file identity of the record locks (inode, dev) of the library clients. */
 export const REC_FILE = { inode: 4242n, dev: 7n };
+/** The witness of the `wpair` configuration (Debian's etcd-server). */
+export const ETCD = '/usr/bin/etcd';
+const ETCDCTL = '/usr/bin/etcdctl';
+const ETCD_CLIENT_PORT = 2379;
+/** The lease of the leader key (ms) in `wpair`: etcd's smallest TTL with its default timing is 2 s. */
+export const WITNESS_LEASE_MS = 2000;
+/** A worker's exit code when its client refused to split (SPLIT_REFUSED: the witness did not make the secondary the primary). */
+export const EXIT_SPLIT_REFUSED = 6;
+
+/** undefined when the `wpair` configuration can run here (etcd and etcdctl present); else why not. */
+export function etcdUnavailable(): string | undefined {
+  for (const f of [ETCD, ETCDCTL]) if (!fs.existsSync(f)) return `${f} is missing (apt-get install etcd-server etcd-client)`;
+  return undefined;
+}
 
 const IP_TIMEOUT_MS = 10_000;
 function ip(args: string[]): string {
@@ -244,6 +260,7 @@ export function planFor(config: ConfigName): ClientSlot[] {
         ...remote(2, 1),
       ];
     case 'pair':
+    case 'wpair':
       return [...remote(0, 2, 'lib-pair'), ...remote(1, 2, 'lib-pair'), ...remote(2, 1, 'lib-pair')];
   }
 }
@@ -263,7 +280,22 @@ export interface ClusterOptions {
   serviceEnv?: NodeJS.ProcessEnv;
   /** 'two-services': the teeth test's misconfiguration - remote clients are sent to two unrelated services */
   misroute?: boolean;
+  /** wpair: the witness lease (ms; default WITNESS_LEASE_MS) */
+  witnessLeaseMs?: number;
+  /** wpair, the teeth test: etcd runs but the servers do not name it (a pair without a witness under wpair's faults; the primary counts as the leader) */
+  witnessOff?: boolean;
   log: (line: string) => void;
+}
+
+/** The witness host of `wpair`: etcd in a namespace of its own, linked to each server host (and nothing else). */
+interface WitnessHost {
+  ns: string;
+  child: ChildProcess;
+  /** the etcd key prefix of this round's pair */
+  prefix: string;
+  leaseMs: number;
+  /** per server: its end of the link to the witness, and the witness's address on that link */
+  links: { server: 'primary' | 'secondary'; serverNs: string; serverIf: string; witnessAddr: string }[];
 }
 
 interface LiveClient extends ClientHandle {
@@ -296,6 +328,11 @@ export class Cluster implements ChaosCluster {
   #strayTimer: NodeJS.Timeout | undefined;
   #strays = new Map<number, bigint>();
   readonly sqliteDb: string;
+  #witness: WitnessHost | undefined;
+  /** wpair: clients that exited SPLIT_REFUSED (refused to split), this round */
+  splitRefused = 0;
+  /** each ended client's exit code (null: a signal), by id */
+  readonly exitCodes = new Map<string, number | null>();
 
   private constructor(readonly opts: ClusterOptions) {
     this.prefix = `r${opts.round}.`;
@@ -350,7 +387,7 @@ export class Cluster implements ChaosCluster {
   async #build(): Promise<void> {
     fs.mkdirSync(this.roundDir, { recursive: true, mode: 0o755 });
     nsSeq++;
-    const pair = this.opts.config === 'pair';
+    const pair = this.opts.config === 'pair' || this.opts.config === 'wpair';
     const serverNs: Record<string, string> = { primary: this.#ns('p') };
     if (pair) serverNs['secondary'] = this.#ns('s');
     for (let i = 0; i < 3; i++) this.clientHosts.push(this.#ns(`c${i + 1}`));
@@ -371,6 +408,26 @@ export class Cluster implements ChaosCluster {
         this.#links.push({ clientHost: ch, server, clientIf: cIf, serverAddr, clientAddr });
       }
     }
+    if (this.opts.config === 'wpair') {
+      // The witness host: linked to each server host only (the clients never talk to etcd).
+      const wns = this.#ns('w');
+      const links: WitnessHost['links'] = [];
+      for (const [server, sns] of Object.entries(serverNs) as ['primary' | 'secondary', string][]) {
+        const n = linkNo++;
+        const tag = `${process.pid % 10000}${nsSeq % 100}${n}`;
+        const sIf = `jcw${tag}`;
+        const wIf = `jcx${tag}`;
+        ip(['link', 'add', 'name', sIf, 'netns', sns, 'type', 'veth', 'peer', 'name', wIf, 'netns', wns]);
+        ip(['-n', sns, 'addr', 'add', `10.233.${n}.2/30`, 'dev', sIf]);
+        ip(['-n', wns, 'addr', 'add', `10.233.${n}.1/30`, 'dev', wIf]);
+        ip(['-n', sns, 'link', 'set', sIf, 'up']);
+        ip(['-n', wns, 'link', 'set', wIf, 'up']);
+        links.push({ server, serverNs: sns, serverIf: sIf, witnessAddr: `10.233.${n}.1` });
+      }
+      const prefix = `/jdls/chaos-${process.pid}-r${this.opts.round}`;
+      const child = await this.#startEtcd(wns, links[0]?.witnessAddr ?? '127.0.0.1');
+      this.#witness = { ns: wns, child, prefix, leaseMs: this.opts.witnessLeaseMs ?? WITNESS_LEASE_MS, links };
+    }
     const settings: Record<string, unknown> = {
       keepaliveMs: this.opts.keepaliveMs,
       // Small enough that floods and exhaustion reach the limits quickly.
@@ -378,10 +435,22 @@ export class Cluster implements ChaosCluster {
     };
     const startArgs = this.opts.config === 'oslock' ? ['-ibD'] : this.opts.config === 'port' ? ['-ibP', '-t0.05'] : ['-ib', '-t0.05'];
     for (const [server, sns] of Object.entries(serverNs) as ['primary' | 'secondary', string][]) {
-      const inst = new Installation(server, sns, path.join(this.roundDir, server), startArgs, this.opts.config !== 'oslock', settings, this.opts.serviceEnv ?? {});
+      const w = this.#witness;
+      const wl = w?.links.find((l) => l.server === server);
+      const own = w && wl && !this.opts.witnessOff ? { ...settings, witness: { endpoints: [`http://${wl.witnessAddr}:${ETCD_CLIENT_PORT}`], prefix: w.prefix, leaseMs: w.leaseMs, name: server } } : settings;
+      const inst = new Installation(server, sns, path.join(this.roundDir, server), startArgs, this.opts.config !== 'oslock', own, this.opts.serviceEnv ?? {});
       this.servers.push(inst);
       const r = await inst.jdls(startArgs);
       if (r.code !== 0) throw new Error(`jdls ${startArgs.join(' ')} on ${server} failed (${r.code}): ${r.stdout}${r.stderr}\n${inst.logs()}`);
+      if (w && server === 'primary' && !this.opts.witnessOff) {
+        // The primary leads before the secondary starts (else which one
+        // takes the key first is a race): every round begins alike.
+        const deadline = Date.now() + 30_000;
+        while ((await this.leader()) !== 'primary') {
+          if (Date.now() > deadline) throw new Error(`the primary did not take the witness's leader key within 30 s\n${inst.logs()}`);
+          await sleep(100);
+        }
+      }
     }
     if (this.opts.misroute) {
       // The teeth test: a second, unrelated service on the primary host's
@@ -401,6 +470,78 @@ export class Cluster implements ChaosCluster {
     const s = this.servers.find((x) => x.name === name && x.port === SERVICE_PORT);
     if (!s) throw new Error(`no ${name} server in this configuration`);
     return s;
+  }
+
+  /** etcd in the witness namespace; resolves once it takes requests. */
+  async #startEtcd(wns: string, advertise: string): Promise<ChildProcess> {
+    const data = path.join(this.roundDir, 'etcd');
+    const peer = 'http://127.0.0.1:2380';
+    const child = this.spawnIn(wns, 'etcd', ETCD, [
+      '--name', 'w', '--data-dir', data,
+      '--listen-client-urls', `http://0.0.0.0:${ETCD_CLIENT_PORT}`,
+      '--advertise-client-urls', `http://${advertise}:${ETCD_CLIENT_PORT}`,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      '--initial-cluster', `w=${peer}`, '--initial-cluster-state', 'new',
+    ], { ...process.env });
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      if (err.length < 200_000) err += d.toString('utf8');
+    });
+    const deadline = Date.now() + 30_000;
+    while (!/ready to serve client requests/.test(err)) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited: ${err.slice(-2000)}`);
+      if (Date.now() > deadline) throw new Error(`etcd not ready within 30 s: ${err.slice(-2000)}`);
+      await sleep(50);
+    }
+    this.opts.log(`witness: etcd (pid ${child.pid}) ready in ${wns}`);
+    return child;
+  }
+
+  /** wpair: the witness's pid (undefined: no witness). */
+  get witnessPid(): number | undefined {
+    return this.#witness?.child.pid;
+  }
+
+  get witnessLeaseMs(): number {
+    return this.#witness?.leaseMs ?? 0;
+  }
+
+  /** wpair: which server holds the leader key now, per etcd (undefined: none, or etcd did not answer within 3 s). */
+  async leader(): Promise<'primary' | 'secondary' | undefined> {
+    const w = this.#witness;
+    if (!w) return undefined;
+    if (this.opts.witnessOff) return this.servers.find((s) => s.up)?.name;
+    const r = await runToEnd('ip', ['netns', 'exec', w.ns, ETCDCTL, `--endpoints=http://127.0.0.1:${ETCD_CLIENT_PORT}`, '--command-timeout=2s', 'get', `${w.prefix}/leader`, '--print-value-only'], { ...process.env, ETCDCTL_API: '3' }, 3000);
+    const v = r.code === 0 ? r.stdout.trim() : '';
+    return v === 'primary' || v === 'secondary' ? v : undefined;
+  }
+
+  /** wpair: a server host's link to the witness down or up (its end; silence, no RST). */
+  setWitnessLink(server: 'primary' | 'secondary', up: boolean): void {
+    const l = this.#witness?.links.find((x) => x.server === server);
+    if (!l) throw new Error(`no witness link of ${server}`);
+    ip(['-n', l.serverNs, 'link', 'set', l.serverIf, up ? 'up' : 'down']);
+  }
+
+  /** The service's own processes of a server (not the clients, which share the primary's JBCRELEASEDIR in their environment). */
+  serverPids(s: ServerHandle): number[] {
+    const clients = new Set([...this.#clients.values()].map((c) => c.pid));
+    return processesOf(s.dir).filter((p) => !clients.has(p) && !cmdline(p).includes('node-worker'));
+  }
+
+  /** Start a server again after it was killed (wpair): a fresh table, the same jdls.yaml (it comes back as a follower). */
+  async restartServer(s: Installation): Promise<RunResult> {
+    const t = this.#tables.get(s.dir);
+    if (t) {
+      t.close();
+      this.#tables.delete(s.dir);
+    }
+    const shm = tablePath(s.dir);
+    fs.rmSync(shm, { force: true });
+    fs.rmSync(markerPath(shm), { force: true });
+    const r = await s.jdls(s.startArgs);
+    if (r.code === 0) s.up = true;
+    return r;
   }
 
   serverAddr(server: 'primary' | 'secondary', clientHost: string): string {
@@ -428,7 +569,7 @@ export class Cluster implements ChaosCluster {
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     child.on('exit', (code, sig) => {
-      if (code !== 0 && code !== null && code !== 3 && !this.#stopping) this.opts.log(`${label} (pid ${child.pid}) exited ${code}${sig ? ` ${sig}` : ''}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
+      if (code !== 0 && code !== null && code !== 3 && code !== EXIT_SPLIT_REFUSED && !this.#stopping) this.opts.log(`${label} (pid ${child.pid}) exited ${code}${sig ? ` ${sig}` : ''}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
     });
     this.#spawned.push(child);
     return child;
@@ -454,6 +595,12 @@ export class Cluster implements ChaosCluster {
         // The guide's clients never reconnect to a failed server: once the
         // primary is gone, new incarnations start on the secondary alone
         // (what the running clients promoted), never on a restarted primary.
+        if (this.opts.config === 'wpair') {
+          // With a witness the client puts the leader first whatever the
+          // order; SERVER must answer at connect, so a server that is down
+          // (killed, not yet restarted) goes second.
+          return p && !p.up ? `SERVER=${to('secondary')},SERVER2=${to('primary')},${timeout}` : `SERVER=${to('primary')},SERVER2=${to('secondary')},${timeout}`;
+        }
         if (p && !p.up) return `SERVER=${to('secondary')},${timeout}`;
         if (s && !s.up) return `SERVER=${to('primary')},${timeout}`;
         return `SERVER=${to('primary')},SERVER2=${to('secondary')},${timeout}`;
@@ -536,6 +683,10 @@ export class Cluster implements ChaosCluster {
     }
     const pid = child.pid ?? 0;
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    let tail = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      tail = (tail + d.toString('utf8')).slice(-1000);
+    });
     const servers: ('primary' | 'secondary')[] = slot.path === 'lib-pair' ? ['primary', 'secondary'] : ['primary'];
     const remote = !slot.path.endsWith('-direct');
     // Fenced: the library's grants carry tokens the store can check (the
@@ -547,12 +698,23 @@ export class Cluster implements ChaosCluster {
     const c: LiveClient = {
       id, path: slot.path, host: hostNs, pid, remote, fenced, servers, slot, child, incarnation, exited,
       alive: () => running(pid),
+      startedAt: Date.now(),
       pauseNextHold: slot.path.startsWith('lib-') || slot.path.startsWith('shim-') ? () => kill(pid, 'SIGUSR2') : undefined,
     };
     this.#clients.set(id, c);
     const born = Date.now();
-    child.on('exit', () => {
+    child.on('exit', (code) => {
       this.#clients.delete(id);
+      this.exitCodes.set(id, code);
+      if (code === EXIT_SPLIT_REFUSED && !this.#stopping) {
+        // Expected under a partial failure of a witnessed pair: the client
+        // lost its primary and the witness kept the other server a follower,
+        // so it gave up rather than lock on two servers. Recorded (it takes
+        // nobody's lock: its locks went with its exit), and restarted below.
+        this.splitRefused++;
+        const why = tail.trim().split('\n').filter((l) => /SPLIT_REFUSED/.test(l)).pop() ?? tail.trim().split('\n').pop() ?? '';
+        this.recordFault({ kind: 'split-refused', target: `client ${id} (pid ${pid}) exited ${EXIT_SPLIT_REFUSED} (SPLIT_REFUSED)`, start: this.now().toString(), affects: [], note: why.slice(0, 300) });
+      }
       // A client that cannot start (its server unreachable behind a cut
       // link) is retried with a growing delay, not in a tight loop.
       const prev = this.#backoff.get(slot) ?? 50;
@@ -616,7 +778,8 @@ export class Cluster implements ChaosCluster {
   /** The servers' own records: every granted lock of each table, one line per server and sample. */
   #snapshot(): void {
     for (const s of this.servers) {
-      const table = this.#table(s);
+      // A killed server's table is frozen where the kill left it: not its records any more.
+      const table = s.up ? this.#table(s) : undefined;
       if (!table) continue;
       const holders: { key: string; mode: 'read' | 'write'; owner: string; token: string }[] = [];
       try {
@@ -642,6 +805,16 @@ export class Cluster implements ChaosCluster {
    * (liveness: "nothing hangs past its bound once faults heal").
    */
   async stopClients(boundMs: number): Promise<{ id: string; pid: number }[]> {
+    if (this.#witness) {
+      kill(this.#witness.child.pid ?? 0, 'SIGCONT');
+      for (const l of this.#witness.links) {
+        try {
+          ip(['-n', l.serverNs, 'link', 'set', l.serverIf, 'up']);
+        } catch {
+          /* namespace gone */
+        }
+      }
+    }
     for (const l of this.#links) {
       try {
         ip(['-n', l.clientHost, 'link', 'set', l.clientIf, 'up']);
@@ -655,13 +828,18 @@ export class Cluster implements ChaosCluster {
       kill(c.pid, 'SIGCONT');
       kill(c.pid, 'SIGTERM');
     }
-    const deadline = Date.now() + boundMs;
     const hung: { id: string; pid: number }[] = [];
+    // One timer for the whole bound, cleared at the end (a pending sleep per
+    // client kept the runner alive for the rest of the bound after its report).
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), boundMs);
+    });
     for (const c of live) {
-      const left = deadline - Date.now();
-      const done = await Promise.race([c.exited.then(() => true), sleep(Math.max(0, left)).then(() => false)]);
+      const done = await Promise.race([c.exited.then(() => true), expired]);
       if (!done && running(c.pid)) hung.push({ id: c.id, pid: c.pid });
     }
+    clearTimeout(timer);
     for (const h of hung) kill(h.pid, 'SIGKILL');
     // The brokers of the preloaded clients (one per client host and user,
     // docs/broker.md) are the clients' side: they end with them (SIGTERM;

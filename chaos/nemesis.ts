@@ -18,9 +18,16 @@
 // the unfenced remote clients it would hit (recorded as kill-client: the
 // guide's clients exit when their server fails), and pauses and cuts only
 // ever hit fenced clients.
+//
+// The witnessed pair (wpair, issue 15) has faults of its own - kill -9 of
+// the leader or follower service, a client host cut off from the leader,
+// the leader cut off from the witness, the witness paused past its lease -
+// all on by default there, since with a witness they must be safe; see
+// killWitnessed, cutLeaderLink and the faults cut-witness-link and
+// pause-witness for what each may take away (`affects`) and why.
 import type { ClientHandle } from './cluster-types.js';
 import type { Cluster } from './cluster.js';
-import { running, sleep, stopped } from './cluster.js';
+import { EXIT_SPLIT_REFUSED, running, sleep, stopped } from './cluster.js';
 
 export type Rng = () => number;
 
@@ -70,6 +77,25 @@ function pairWhole(c: Cluster): boolean {
 }
 
 const keepalive = (c: Cluster): number => c.opts.keepaliveMs;
+/** Either pair (with or without a witness). */
+const isPair = (c: Cluster): boolean => c.config === 'pair' || c.config === 'wpair';
+/** The clients' TIMEOUT (ms): how long a witnessed client waits for a silent primary, and again for PROMOTE's verdict. */
+const timeoutMs = (c: Cluster): number => c.opts.clientTimeoutS * 1000;
+const other = (s: 'primary' | 'secondary'): 'primary' | 'secondary' => (s === 'primary' ? 'secondary' : 'primary');
+
+/**
+ * wpair: the server that leads now (per etcd) and the other; undefined
+ * when nobody leads or a server is down (a failover not yet over: the
+ * witnessed faults wait for a whole pair).
+ */
+async function roles(c: Cluster): Promise<{ leader: 'primary' | 'secondary'; follower: 'primary' | 'secondary' } | undefined> {
+  if (!c.servers.every((s) => s.up)) return undefined;
+  const leader = await c.leader();
+  return leader ? { leader, follower: other(leader) } : undefined;
+}
+
+/** wpair: the witnessed pair is whole (both servers up): its faults apply. */
+const wpairWhole = (c: Cluster): boolean => c.config === 'wpair' && c.servers.every((s) => s.up) && c.witnessPid !== undefined;
 
 /**
  * A pair without a witness (issue 15) stays whole only while every client
@@ -147,10 +173,25 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'cut-link',
-    weight: (c) => (c.clientHosts.length > 0 ? 2 : 0),
+    weight: (c) => (c.clientHosts.length > 0 && (c.config !== 'wpair' || wpairWhole(c)) ? 2 : 0),
     async run(c, rng) {
       const host = pick(rng, c.clientHosts);
       if (!host) return;
+      if (c.config === 'wpair') {
+        // A witnessed pair: the follower's side (the leader's side is
+        // cut-primary-link). A client that loses its secondary goes on with
+        // its primary alone: its locks stay, so this affects nobody.
+        const r = await roles(c);
+        if (!r) return;
+        const hit = c.clients().filter((x) => x.host === host && x.remote);
+        const ms = between(rng, keepalive(c) * 1.5, keepalive(c) * 3);
+        const start = ns(c);
+        c.setLink(host, r.follower, false);
+        await sleep(ms);
+        c.setLink(host, r.follower, true);
+        c.recordFault({ kind: 'cut-link', target: `link ${host.split('-').pop()}<->${r.follower} (the follower) for ${ms} ms (${hit.length} clients)`, start, end: ns(c), affects: [] });
+        return;
+      }
       const server: 'primary' | 'secondary' = c.config === 'pair' && partialOk(c, 'secondary') && !partialOk(c, 'primary') ? 'secondary' : c.config === 'pair' && rng() < 0.5 ? 'secondary' : 'primary';
       if (!partialOk(c, server) || !c.servers.some((s) => s.name === server && s.up)) return;
       const release = c.holdUnfenced(host);
@@ -181,7 +222,11 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'kill-lockserver',
-    weight: (c) => (c.servers.some((s) => s.up && partialOk(c, s.name) && s.lockServerPids().length > 0) ? 2 : 0),
+    // Not in wpair: a killed lock-server process of the leader frees its
+    // clients' locks while they wait for PROMOTE's verdict (a known,
+    // fencing-only case, like cut-primary-link below but without a bound on
+    // which clients it hits) - left out rather than excused wholesale.
+    weight: (c) => (c.config !== 'wpair' && c.servers.some((s) => s.up && partialOk(c, s.name) && s.lockServerPids().length > 0) ? 2 : 0),
     async run(c, rng) {
       const s = pick(rng, c.servers.filter((x) => x.up && partialOk(c, x.name) && x.lockServerPids().length > 0));
       const pid = s && pick(rng, s.lockServerPids());
@@ -198,7 +243,7 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'pause-lockserver',
-    weight: (c) => (c.config !== 'pair' && c.servers.some((s) => s.up && s.lockServerPids().length > 0) ? 1 : 0),
+    weight: (c) => (!isPair(c) && c.servers.some((s) => s.up && s.lockServerPids().length > 0) ? 1 : 0),
     async run(c, rng) {
       const s = pick(rng, c.servers.filter((x) => x.up && x.lockServerPids().length > 0));
       const pid = s && pick(rng, s.lockServerPids());
@@ -216,7 +261,7 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'kill-listener',
-    weight: (c) => (c.config !== 'pair' && c.servers.some((s) => s.up && s.listenerPid()) ? 1 : 0),
+    weight: (c) => (!isPair(c) && c.servers.some((s) => s.up && s.listenerPid()) ? 1 : 0),
     async run(c, rng) {
       const s = pick(rng, c.servers.filter((x) => x.up && x.listenerPid()));
       const pid = s?.listenerPid();
@@ -233,7 +278,7 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'stop-listener',
-    weight: (c) => (c.config !== 'pair' && c.servers.some((s) => s.up && s.hasTable && s.listenerPid()) ? 1 : 0),
+    weight: (c) => (!isPair(c) && c.servers.some((s) => s.up && s.hasTable && s.listenerPid()) ? 1 : 0),
     async run(c, rng) {
       // jdls -kD: the listener stops accepting; connected clients stay with
       // their lock servers, so nobody loses a lock.
@@ -280,8 +325,9 @@ export const FAULTS: Fault[] = [
     name: 'kill-server',
     // A pair loses one server for good (the guide's clients never go back
     // to a failed server): at most one per round.
-    weight: (c) => (c.config === 'pair' && c.servers.every((s) => s.up) ? 1 : 0),
+    weight: (c) => (c.config === 'pair' && c.servers.every((s) => s.up) ? 1 : wpairWhole(c) ? 2 : 0),
     async run(c, rng) {
+      if (c.config === 'wpair') return killWitnessed(c, rng);
       const s = rng() < 0.6 ? c.server('primary') : c.server('secondary');
       const start = ns(c);
       s.up = false;
@@ -295,8 +341,10 @@ export const FAULTS: Fault[] = [
     // without a witness cannot survive whole (see partialOk). One client
     // host loses the primary while the others keep it.
     name: 'cut-primary-link',
-    weight: () => 0,
+    // With a witness it must be safe: on by default in wpair.
+    weight: (c) => (wpairWhole(c) ? 2 : 0),
     async run(c, rng) {
+      if (c.config === 'wpair') return cutLeaderLink(c, rng);
       if (c.config !== 'pair') return;
       const host = pick(rng, c.clientHosts);
       if (!host) return;
@@ -310,7 +358,131 @@ export const FAULTS: Fault[] = [
       for (const cl of hit) if (running(cl.pid)) await killClient(c, cl, 'pair: reconnect after losing a server (the guide\'s recovery)');
     },
   },
+  {
+    // wpair: the leader cut off from the witness. It stops granting at its
+    // lease's deadline and closes every connection (NOT_LEADER); the
+    // clients PROMOTE the follower, which takes the key once etcd dropped
+    // the leader's lease - their mirrored locks there go on, so this
+    // affects nobody. The cut lasts past lease + TIMEOUT, so the leader
+    // cannot come back before every client had its verdict.
+    name: 'cut-witness-link',
+    weight: (c) => (wpairWhole(c) ? 2 : 0),
+    async run(c, rng) {
+      const r = await roles(c);
+      if (!r) return;
+      const ms = between(rng, c.witnessLeaseMs + timeoutMs(c) + 2000, c.witnessLeaseMs + timeoutMs(c) + 4000);
+      const start = ns(c);
+      c.setWitnessLink(r.leader, false);
+      await sleep(ms);
+      c.setWitnessLink(r.leader, true);
+      const now = await c.leader();
+      c.recordFault({ kind: 'cut-witness-link', target: `link ${r.leader} (the leader)<->witness for ${ms} ms; leader after: ${now ?? 'none'}`, start, end: ns(c), affects: [] });
+    },
+  },
+  {
+    // wpair: the witness paused (SIGSTOP) past the lease, then SIGCONT. The
+    // leader cannot renew: it stops at its deadline and closes every
+    // connection (its locks freed there). Its clients ask the follower to
+    // PROMOTE, which cannot reach etcd either: when etcd resumes, either
+    // server may take the key - if the old leader does, it grants again
+    // while a client of before the pause still waits for the follower's
+    // verdict, holding in its own mind a lock the new term gave away (it
+    // then exits SPLIT_REFUSED). Only fencing protects such a holder's late
+    // write, so the pause affects every client that was running when it
+    // began (not those started during it: they connect to a leader).
+    name: 'pause-witness',
+    weight: (c) => (wpairWhole(c) ? 1 : 0),
+    async run(c, rng) {
+      const pid = c.witnessPid;
+      if (!pid || !(await roles(c))) return;
+      const ms = between(rng, c.witnessLeaseMs * 1.5, c.witnessLeaseMs * 3);
+      const hit = c.clients().filter((x) => x.remote).map((x) => x.id);
+      const start = ns(c);
+      kill(pid, 'SIGSTOP');
+      await sleep(ms);
+      kill(pid, 'SIGCONT');
+      const end = ns(c);
+      // Let the pair settle (a leader again) before the next fault.
+      let now: string | undefined;
+      for (let i = 0; i < 40 && !(now = await c.leader()); i++) await sleep(250);
+      c.recordFault({ kind: 'pause-witness', target: `etcd (pid ${pid}) stopped for ${ms} ms; leader after: ${now ?? 'none'}`, start, end, affects: hit });
+    },
+  },
 ];
+
+/**
+ * wpair, kill-server: kill -9 of every process of the leader (60 %) or the
+ * follower service. Nobody loses a lock: a leader's clients PROMOTE the
+ * follower (their mirrors there go on), a follower's clients go on with the
+ * leader alone. The killed server is started again once the failover is
+ * over (lease + TIMEOUT + 1 s): it comes back as a follower, and new client
+ * incarnations use both again (the running ones never go back to it).
+ */
+async function killWitnessed(c: Cluster, rng: Rng): Promise<void> {
+  const r = await roles(c);
+  if (!r) return;
+  const name = rng() < 0.6 ? r.leader : r.follower;
+  const s = c.server(name);
+  const role = name === r.leader ? 'leader' : 'follower';
+  const start = ns(c);
+  s.up = false;
+  for (const pid of c.serverPids(s)) kill(pid, 'SIGKILL');
+  for (let i = 0; i < 100 && c.serverPids(s).some(running); i++) await sleep(20);
+  await sleep(c.witnessLeaseMs + timeoutMs(c) + 1000);
+  const leaderBetween = await c.leader();
+  const b = await c.restartServer(s);
+  c.recordFault({
+    kind: `kill-${role}`,
+    target: `every process of ${name} (the ${role}) kill -9; leader then: ${leaderBetween ?? 'none'}; restarted (jdls ${s.startArgs.join(' ')}: ${b.code})`,
+    start, end: ns(c), affects: [],
+    note: b.code === 0 ? undefined : `${b.stdout}${b.stderr}`.trim().slice(0, 300),
+  });
+}
+
+/**
+ * wpair, cut-primary-link: one client host loses the leader while the
+ * others keep it. The hit clients must not split: each waits TIMEOUT for
+ * its silent primary, asks the follower to PROMOTE (refused: the leader
+ * still holds the key) and exits SPLIT_REFUSED (the cluster records and
+ * restarts it). Meanwhile the leader drops them after its keep-alive bound
+ * and their locks there are free for the others: the hit clients' holds are
+ * taken away (affects them; fencing refuses a late write), nobody else's.
+ * The cut lasts past 2 x TIMEOUT + 2 s so that they do reach their verdict.
+ *
+ * Recorded WITHOUT an end on purpose: what may be taken away is only what
+ * the hit clients held (or had asked for) when the link went down. A hold
+ * they ask for during the cut must never be granted while the leader holds
+ * the key - if one were (a client that split: promoted the follower on its
+ * own), it stays trusted and the checker sees the double grant.
+ */
+async function cutLeaderLink(c: Cluster, rng: Rng): Promise<void> {
+  const r = await roles(c);
+  // A host whose clients have had time to connect (a cut before that hits
+  // nobody: the new clients just fail to connect and are restarted).
+  const hosts = c.clientHosts.filter((h) => c.clients().some((x) => x.host === h && x.remote && (x.startedAt ?? 0) < Date.now() - 3000));
+  const host = pick(rng, hosts);
+  if (!r || !host) return;
+  const hit = c.clients().filter((x) => x.host === host && x.remote);
+  const ms = between(rng, 2 * timeoutMs(c) + 3000, 2 * timeoutMs(c) + 5000);
+  c.setLink(host, r.leader, false);
+  // Stamped once `ip link set down` returned, not before: with no end, a
+  // grant after the stamp is trusted, and under load the ip command takes
+  // 100 ms and more - a request that got through meanwhile was then judged
+  // granted during the cut (79 false double grants in one run).
+  const start = ns(c);
+  await sleep(ms);
+  c.setLink(host, r.leader, true);
+  // How the hit clients ended: SPLIT_REFUSED is the expected verdict; 3 is a
+  // client that had not connected yet when the link went down; one still
+  // running never noticed its primary's silence (said so, for people).
+  const ends = hit.map((x) => (x.alive() ? 'running' : c.exitCodes.get(x.id) === EXIT_SPLIT_REFUSED ? 'SPLIT_REFUSED' : `exit ${c.exitCodes.get(x.id) ?? 'by signal'}`));
+  const tally = [...new Set(ends)].map((e) => `${ends.filter((x) => x === e).length} ${e}`).join(', ');
+  c.recordFault({
+    kind: 'cut-primary-link',
+    target: `link ${host.split('-').pop()}<->${r.leader} (the leader) for ${ms} ms (${hit.length} clients${tally ? `: ${tally}` : ''})`,
+    start, affects: hit.map((x) => x.id),
+  });
+}
 
 /** Pick the next fault (weighted, among those that apply now). */
 export function nextFault(c: Cluster, rng: Rng, only?: Set<string>): Fault | undefined {

@@ -7,8 +7,9 @@
 //   --minutes N        total duration (decimals allowed; default 2)
 //   --seed S           the run's seed (default: random, printed); the same
 //                      seed makes the same choices (processes still race)
-//   --config C         table | port | oslock | pair | all (default all: the
-//                      rounds cycle through the four)
+//   --config C         table | port | oslock | pair | wpair | all (default all:
+//                      the rounds cycle through the five; wpair - the pair
+//                      with an etcd witness - only where /usr/bin/etcd exists)
 //   --rounds K         rounds (default: one per configuration, at least one per 5 minutes)
 //   --faults a,b       only these nemesis faults / adversaries (default all)
 //   --no-faults        no faults at all (a baseline)
@@ -16,6 +17,8 @@
 //   --store fenced|ignore   the store's fencing (ignore: the checker's teeth test)
 //   --inject FAULT     a deliberate service fault (JDLS_FAULT_INJECTION; teeth test)
 //   --misroute         half the remote clients go to an unrelated second service (teeth test)
+//   --witness-off      wpair's servers do not name the witness: a pair without
+//                      one under wpair's faults must split (teeth test)
 //   --dir D            the run directory (default a new one under $TMPDIR; kept with --keep or on failure)
 //   --keep             keep the run directory
 //   --json             print the report as JSON
@@ -25,7 +28,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Cluster, netnsUnavailable, sleep, CHAOS_SHIM } from './cluster.js';
+import { Cluster, netnsUnavailable, etcdUnavailable, sleep, CHAOS_SHIM } from './cluster.js';
 import type { ConfigName } from './cluster-types.js';
 import { nextFault, type Rng } from './nemesis.js';
 import { ADVERSARIES } from './adversary.js';
@@ -33,7 +36,14 @@ import { checkRun, formatReport, type RunOutcome } from './checker.js';
 import { FAULT_LOG } from './faults.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CONFIGS: ConfigName[] = ['table', 'port', 'oslock', 'pair'];
+const CONFIGS: ConfigName[] = ['table', 'port', 'oslock', 'pair', 'wpair'];
+/** --config all: every configuration this machine can run (wpair needs etcd; left out with a line saying why). */
+function allConfigs(): ConfigName[] {
+  const why = etcdUnavailable();
+  if (!why) return CONFIGS;
+  process.stderr.write(`chaos: configuration wpair skipped: ${why}\n`);
+  return CONFIGS.filter((c) => c !== 'wpair');
+}
 
 export interface ChaosArgs {
   minutes: number;
@@ -45,6 +55,7 @@ export interface ChaosArgs {
   store: 'fenced' | 'ignore';
   inject?: string;
   misroute: boolean;
+  witnessOff: boolean;
   dir?: string;
   keep: boolean;
   json: boolean;
@@ -52,12 +63,13 @@ export interface ChaosArgs {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`chaos: ${msg}\nusage: npm run chaos -- [--minutes N] [--seed S] [--config table|port|oslock|pair|all] [--rounds K] [--faults a,b] [--no-faults] [--cold N] [--store fenced|ignore] [--inject FAULT] [--misroute] [--dir D] [--keep] [--json]\n`);
+  process.stderr.write(`chaos: ${msg}\nusage: npm run chaos -- [--minutes N] [--seed S] [--config table|port|oslock|pair|wpair|all] [--rounds K] [--faults a,b] [--no-faults] [--cold N] [--store fenced|ignore] [--inject FAULT] [--misroute] [--witness-off] [--dir D] [--keep] [--json]\n`);
   process.exit(2);
 }
 
 export function parseArgs(argv: string[]): ChaosArgs {
-  const a: ChaosArgs = { minutes: 2, seed: Math.floor(Math.random() * 2 ** 31), configs: CONFIGS, rounds: 0, noFaults: false, store: 'fenced', misroute: false, keep: false, json: false, cold: 50 };
+  let configs: ConfigName[] | undefined;
+  const a: ChaosArgs = { minutes: 2, seed: Math.floor(Math.random() * 2 ** 31), configs: [], rounds: 0, noFaults: false, store: 'fenced', misroute: false, witnessOff: false, keep: false, json: false, cold: 50 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] ?? '';
     const value = (): string => {
@@ -70,11 +82,13 @@ export function parseArgs(argv: string[]): ChaosArgs {
       case '--seed': a.seed = Number(value()); if (!Number.isSafeInteger(a.seed) || a.seed < 0) usage('--seed must be a non-negative integer'); break;
       case '--config': {
         const v = value();
-        if (v === 'all') a.configs = CONFIGS;
+        if (v === 'all') configs = undefined;
         else {
           const list = v.split(',') as ConfigName[];
           for (const c of list) if (!CONFIGS.includes(c)) usage(`unknown configuration ${c} (${CONFIGS.join(', ')}, all)`);
-          a.configs = list;
+          const why = list.includes('wpair') ? etcdUnavailable() : undefined;
+          if (why) usage(`configuration wpair needs etcd: ${why}`);
+          configs = list;
         }
         break;
       }
@@ -85,6 +99,7 @@ export function parseArgs(argv: string[]): ChaosArgs {
       case '--store': { const v = value(); if (v !== 'fenced' && v !== 'ignore') usage('--store fenced|ignore'); a.store = v; break; }
       case '--inject': a.inject = value(); break;
       case '--misroute': a.misroute = true; break;
+      case '--witness-off': a.witnessOff = true; break;
       case '--dir': a.dir = value(); break;
       case '--keep': a.keep = true; break;
       case '--json': a.json = true; break;
@@ -93,6 +108,7 @@ export function parseArgs(argv: string[]): ChaosArgs {
       default: usage(`unknown option ${flag}`);
     }
   }
+  a.configs = configs ?? allConfigs();
   if (a.rounds === 0) a.rounds = Math.max(a.configs.length, Math.ceil(a.minutes / 5));
   return a;
 }
@@ -161,8 +177,10 @@ export async function runChaos(a: ChaosArgs, log: (line: string) => void): Promi
       const roundEnd = started + (totalMs * (round + 1)) / a.rounds;
       log(`chaos: round ${round} (${config}), ${Math.round((roundEnd - Date.now()) / 1000)} s`);
       current = await Cluster.create({
-        runDir: dir, config, round, seed: a.seed, keepaliveMs: 1500, clientTimeoutS: 3, coldKeys: a.cold, log,
-        serviceEnv: a.inject ? { JDLS_FAULT_INJECTION: a.inject } : {}, misroute: a.misroute,
+        // wpair: TIMEOUT 4 s > the witness lease (2 s) + etcd's expiry tick:
+        // a failover's PROMOTE gets its verdict within the client's TIMEOUT.
+        runDir: dir, config, round, seed: a.seed, keepaliveMs: 1500, clientTimeoutS: config === 'wpair' ? 4 : 3, coldKeys: a.cold, log,
+        serviceEnv: a.inject ? { JDLS_FAULT_INJECTION: a.inject } : {}, misroute: a.misroute, witnessOff: a.witnessOff,
       });
       const c = current;
       c.startClients();

@@ -23,7 +23,7 @@ function explain(r: ChaosRun): string {
   return `exit ${r.code}; run directory ${r.dir}\n${v}\n--- stderr (tail)\n${r.stderr.split('\n').slice(-30).join('\n')}`;
 }
 
-nsTest('a fixed-seed run of every configuration (table, port-based, OS locks, resilient pair) under faults: 0 violations of every property', async (t) => {
+nsTest('a fixed-seed run of every configuration (table, port-based, OS locks, resilient pair, and the pair with its etcd witness where etcd exists) under faults: 0 violations of every property', async (t) => {
   t.timeout(480_000);
   const r = await runChaos(t, ['--minutes', '2', '--seed', String(CI_SEED), '--config', 'all'], 420_000);
   const rep = r.report;

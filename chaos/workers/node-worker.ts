@@ -20,7 +20,9 @@
 // Exit codes: 0 normal end (SIGTERM, maxOps, or a seeded "exit holding"),
 // 2 bad spec, 3 the lock connection (or the direct table) is gone, or the
 // first connect failed - the runner starts a new incarnation, 4 the store
-// failed, 5 a bug. Every exit but 3 after a lost connection logs 'exit'.
+// failed, 5 a bug, 6 like 3 but the client refused to split (SPLIT_REFUSED:
+// a witnessed pair's client lost its primary and the witness did not make
+// the secondary the primary - the runner records it and starts a new one). Every exit but 3 after a lost connection logs 'exit'.
 //
 // Waits that may close a cycle (an upgrade; the second key of a pair) ask
 // for breakDeadlock where the mechanism detects cycles (the shm table), and
@@ -220,7 +222,9 @@ class RemoteBackend implements LockBackend {
 /** Codes after which a direct client's table (and so every lock it held) is gone. */
 const TABLE_GONE = new Set(['RETIRED', 'NO_TABLE', 'BAD_TABLE', 'NOT_RECOVERABLE']);
 /** Codes after which a remote client's connection is gone. */
-const CONNECTION_GONE = new Set(['SERVER_DEAD', 'SERVER_CLOSED', 'CLOSED', 'SHUTDOWN', 'CONNECT_FAILED', 'PROTOCOL']);
+const CONNECTION_GONE = new Set(['SERVER_DEAD', 'SERVER_CLOSED', 'CLOSED', 'SHUTDOWN', 'CONNECT_FAILED', 'PROTOCOL', 'SPLIT_REFUSED']);
+/** The exit code of a client that refused to split (SPLIT_REFUSED); chaos/cluster.ts EXIT_SPLIT_REFUSED. */
+const EXIT_SPLIT_REFUSED = 6;
 
 function errText(e: unknown): string {
   if (e instanceof JdlsError) return `${e.code} ${e.message}`;
@@ -314,6 +318,7 @@ class Worker {
 
   /** The lock connection (or table) is gone: the pending invoke failed, every held lock is lost; exit 3. */
   #die(e: unknown): never {
+    const split = (e instanceof JdlsError && e.code === 'SPLIT_REFUSED') || (this.#backend instanceof RemoteBackend && this.#backend.client.failure?.code === 'SPLIT_REFUSED');
     if (!this.#dying) {
       this.#dying = true;
       const err = errText(e);
@@ -323,7 +328,7 @@ class Worker {
       for (const key of this.#held.keys()) this.#hist.log({ op: this.#op, ev: 'lost', key });
       this.#held.clear();
     }
-    process.exit(3);
+    process.exit(split ? EXIT_SPLIT_REFUSED : 3);
   }
 
   #isGone(e: unknown): boolean {
