@@ -208,6 +208,7 @@ static const char *type_name(int t) {
     case JDLS_FT_RANGE_TEST: return "RANGE_TEST";
     case JDLS_FT_INFO: return "INFO";
     case JDLS_FT_INFO_QUERY: return "INFO_QUERY";
+    case JDLS_FT_PROMOTE: return "PROMOTE";
     case JDLS_FT_WELCOME: return "WELCOME";
     case JDLS_FT_GRANTED: return "GRANTED";
     case JDLS_FT_LOCKED: return "LOCKED";
@@ -218,6 +219,7 @@ static const char *type_name(int t) {
     case JDLS_FT_PONG: return "PONG";
     case JDLS_FT_RANGE_RESULT: return "RANGE_RESULT";
     case JDLS_FT_INFO_RESULT: return "INFO_RESULT";
+    case JDLS_FT_PROMOTED: return "PROMOTED";
     case JDLS_FT_ERROR: return "ERROR";
     default: return NULL;
   }

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { native, packageRoot, buildDir } from '../src/native.js';
-import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth } from '../src/protocol/constants.js';
+import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, Role } from '../src/protocol/constants.js';
 import { loadVectors, type Vector } from './helpers/proto-vectors.js';
 
 const addonProto = (native as unknown as { proto: Record<string, number> }).proto;
@@ -31,7 +31,7 @@ function headerDefines(): Map<string, number> {
 /** Every mirror constant with the header name it mirrors. */
 function mirror(): Array<[string, number]> {
   const groups: Array<[string, Record<string, number>]> = [
-    ['JDLS_PROTO_', PROTO], ['JDLS_FT_', FrameType], ['JDLS_FF_', FrameFlag], ['JDLS_MECH_', Mechanism], ['JDLS_PE_', ProtoError], ['JDLS_AUTH_', Auth],
+    ['JDLS_PROTO_', PROTO], ['JDLS_FT_', FrameType], ['JDLS_FF_', FrameFlag], ['JDLS_MECH_', Mechanism], ['JDLS_ROLE_', Role], ['JDLS_PE_', ProtoError], ['JDLS_AUTH_', Auth],
   ];
   return groups.flatMap(([prefix, g]) => Object.entries(g).map(([k, v]): [string, number] => [prefix + k, v]));
 }
@@ -55,7 +55,7 @@ test('the TypeScript mirror equals the header, constant by constant, and covers 
 test('frame type codes are distinct and split by direction at 0x80', (t) => {
   const codes = Object.values(FrameType);
   t.is(new Set(codes).size, codes.length);
-  const client = ['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO', 'INFO_QUERY'];
+  const client = ['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO', 'INFO_QUERY', 'PROMOTE'];
   for (const [name, code] of Object.entries(FrameType)) t.is(code < 0x80, client.includes(name), name);
   t.is(new Set(Object.values(ProtoError)).size, Object.keys(ProtoError).length);
 });

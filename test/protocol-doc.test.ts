@@ -96,7 +96,7 @@ test('the schema consumes exactly the frame: a byte more, a byte less, an unknow
   refused(relength(Buffer.concat([b, Buffer.of(0)])), /1 bytes left over/);
   refused(relength(b.subarray(0, b.length - 1)), /key: needs 9 bytes/);
   refused(Buffer.concat([b, Buffer.of(0)]), /length field 40, but 41 bytes follow/);
-  const flag = Buffer.from(b); flag.writeUInt16BE(0x0040, 6);
+  const flag = Buffer.from(b); flag.writeUInt16BE(0x0080, 6);
   refused(flag, /bits not defined for LOCK/);
   const mode = Buffer.from(b); mode.writeUInt8(3, 12);
   refused(mode, /mode: value 3 is not one of 1, 2/);

@@ -6,7 +6,7 @@
 import test from 'ava';
 import net from 'node:net';
 import { ServerEnv, until, sleep } from './helpers/server-env.js';
-import { WireClient, expectType } from './helpers/wire-client.js';
+import { WireClient, expectType, FILE } from './helpers/wire-client.js';
 import { encode } from '../src/protocol/codec.js';
 import type { WaitingFrame } from '../src/protocol/frames.js';
 
@@ -240,4 +240,16 @@ test.serial('malformed input closes only that connection; the process and its ot
   await new Promise((r) => s.once('connect', r));
   s.destroy();
   expectType(await good.ping(), 'PONG');
+});
+
+test.serial('a server without a witness: PROMOTE is PROMOTED term 0 at once, and MIRROR locks are granted as any', async (t) => {
+  // The guide's pair (no witness): the client's word is enough, so an
+  // older-style pair keeps working with clients that speak PAIR.
+  const env = new ServerEnv(t);
+  await env.start();
+  const a = await env.client({ pid: 1101, port: 21 });
+  t.like(expectType(await a.request({ type: 'PROMOTE', waitMs: 5000 }), 'PROMOTED'), { term: 0 });
+  expectType(await a.request({ type: 'LOCK', nowait: true, noInterim: false, osLocks: false, mirror: true, mode: 'write', tid: 1, file: FILE, key: Buffer.from('M') }), 'GRANTED');
+  const b = await env.client({ pid: 1102, port: 22 });
+  expectType(await b.lock('M', 'write', { nowait: true }), 'LOCKED');
 });

@@ -40,6 +40,10 @@
 #define JDLS_FT_INFO_QUERY   0x1C  /* the info records of the server's host: u32 length + JSON filter
                                         {"port"?,"file"?,"key"?} (0 bytes = none; a bad one: ERROR BAD_ARGUMENT);
                                         answered by INFO_RESULT frames */
+#define JDLS_FT_PROMOTE      0x1D  /* SERVER2 with a witness: u32 wait_ms; "the primary is gone: become the
+                                        primary" - answered PROMOTED once this server holds the pair's
+                                        leadership key, ERROR NOT_LEADER when it could not within wait_ms; a
+                                        server without a witness answers PROMOTED term 0 at once */
 /* server -> client */
 #define JDLS_FT_WELCOME      0x81
 #define JDLS_FT_CHALLENGE    0x82  /* answer to HELLO with AUTH when a secret is configured: server nonce */
@@ -55,6 +59,7 @@
 #define JDLS_FT_INFO_RESULT  0x98  /* u32 length + a chunk of JSON text (an InfoAnswer; join the bytes, then
                                         decode: a chunk may end inside a UTF-8 character); flag MORE on every
                                         chunk but the last; at most MAX_FRAME - 12 bytes a chunk */
+#define JDLS_FT_PROMOTED     0x99  /* u32 term: the leadership term this server now grants in (0: no witness) */
 #define JDLS_FT_ERROR        0xE0
 
 /* flags */
@@ -84,6 +89,16 @@
                                         had it (an older client refuses an unknown WELCOME flag). Without it the
                                         client sends neither: an older server closes on an unknown frame type */
 #define JDLS_FF_MORE         0x0001  /* INFO_RESULT: more chunks of this answer follow */
+#define JDLS_FF_PAIR         0x0008  /* HELLO: a SERVER2 client that knows WELCOME's flag WITNESS, LOCK's flag
+                                        MIRROR, PROMOTE and ERROR NOT_LEADER (docs/protocol.md, "Pairs") */
+#define JDLS_FF_WITNESS      0x0008  /* WELCOME: this server runs with a witness (set only when HELLO had PAIR):
+                                        u8 role (JDLS_ROLE_*) and u32 term follow the server name */
+#define JDLS_FF_MIRROR       0x0040  /* LOCK, RANGE_LOCK: the request repeats a grant the client's primary made
+                                        (SERVER2 duplication): a witnessed follower grants only these */
+
+/* witness roles (WELCOME with WITNESS) */
+#define JDLS_ROLE_LEADER     1   /* holds the pair's leadership key under a valid lease: grants */
+#define JDLS_ROLE_FOLLOWER   2   /* does not: grants only MIRROR locks */
 
 /* mechanisms (WELCOME) */
 #define JDLS_MECH_SHM        1
@@ -102,6 +117,9 @@
 #define JDLS_PE_NOT_SUPPORTED 10
 #define JDLS_PE_AUTH         11  /* authentication required or failed; the connection closes */
 #define JDLS_PE_DEADLOCK     12  /* LOCK with BREAK_DEADLOCK: waiting would close a cycle of waiters */
+#define JDLS_PE_NOT_LEADER   13  /* a witnessed server that is not the pair's leader: a LOCK without MIRROR,
+                                    a PROMOTE it could not honour in time; request id 0: it lost its
+                                    leadership and closes the connection */
 
 /* the shared-secret handshake (docs/protocol.md, "Authentication") */
 #define JDLS_AUTH_NONCE      32  /* bytes of each side's nonce */

@@ -283,6 +283,10 @@ export class BrokerSession {
       case 'INFO_QUERY':
         this.#send({ type: 'ERROR', requestId: id, code: 'NOT_SUPPORTED', text: 'INFO_QUERY through the broker' });
         return;
+      case 'PROMOTE':
+        // Promotion is the broker's client's own business (src/client/resilient.ts), never the process's.
+        this.#send({ type: 'ERROR', requestId: id, code: 'NOT_SUPPORTED', text: 'PROMOTE through the broker' });
+        return;
       case 'HELLO':
       case 'AUTH':
         this.#send({ type: 'ERROR', requestId: 0, code: 'PROTOCOL', text: `a ${f.type === 'HELLO' ? 'second HELLO' : 'AUTH frame (the broker authenticates for the process)'}` });

@@ -12,6 +12,10 @@
 //   SHUTDOWN        the server is stopping
 //   AUTH            authentication refused or failed (shared secret, docs/protocol.md), or the key file is unusable
 //   TLS             the TLS handshake failed (certificate, CA file)
+//   NOT_LEADER      a witnessed server that is not the pair's leader refused a lock or a promotion,
+//                   or lost its leadership and closed (docs/protocol.md, "Pairs and the witness")
+//   SPLIT_REFUSED   a SERVER2 client lost its primary and the witness did not make the secondary
+//                   primary within TIMEOUT: it stops rather than risk two holders of one lock
 export type ClientErrorCode =
   | 'BAD_JDLS' | 'CONNECT_FAILED' | 'SERVER_DEAD' | 'SERVER_CLOSED' | 'PROTOCOL'
-  | 'VERSION' | 'LIMIT' | 'CANCELLED' | 'SHUTDOWN' | 'AUTH' | 'TLS';
+  | 'VERSION' | 'LIMIT' | 'CANCELLED' | 'SHUTDOWN' | 'AUTH' | 'TLS' | 'NOT_LEADER' | 'SPLIT_REFUSED';

@@ -47,6 +47,7 @@ const FINALS: Record<RequestFrame['type'], readonly ServerFrame['type'][]> = {
   RANGE_UNLOCK: ['RELEASED'],
   RANGE_TEST: ['RANGE_RESULT'],
   INFO_QUERY: ['INFO_RESULT'],
+  PROMOTE: ['PROMOTED'],
 };
 
 /** An INFO_QUERY answer bigger than this is refused (a runaway server cannot make a client buffer without bound). */

@@ -20,6 +20,8 @@ const WIRE_CODES: Record<ProtoErrorName, JdlsErrorCode> = {
   AUTH: 'AUTH',
   // LOCK with BREAK_DEADLOCK: waiting would have closed a cycle of waiters (nothing is held for it)
   DEADLOCK: 'DEADLOCK',
+  // a witnessed server that is not the pair's leader (docs/protocol.md, "Pairs and the witness")
+  NOT_LEADER: 'NOT_LEADER',
 };
 
 /** The JdlsError for an ERROR frame from the server. */

@@ -7,7 +7,7 @@
 // or throws a ProtocolError, and never touches a lock.
 import net from 'node:net';
 import { ipv6Bytes, ipv6Text } from '../ip.js';
-import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, Token, type ProtoErrorName } from './constants.js';
+import { PROTO, FrameType, FrameFlag, Mechanism, ProtoError, Auth, Token, Role, type ProtoErrorName } from './constants.js';
 import type {
   Frame, ClientFrame, ServerFrame, WireFile, WireHolder, WireMode, ProtocolFault, RangeSpace, RefusedRequest,
 } from './frames.js';
@@ -148,20 +148,21 @@ const SCRATCH = new Writer();
 function flagsOf(f: Frame): number {
   switch (f.type) {
     case 'HELLO':
-      return (f.auth ? FrameFlag.AUTH : 0) | (f.tokens ? FrameFlag.TOKENS : 0) | (f.info ? FrameFlag.INFO : 0);
+      return (f.auth ? FrameFlag.AUTH : 0) | (f.tokens ? FrameFlag.TOKENS : 0) | (f.info ? FrameFlag.INFO : 0) | (f.pair ? FrameFlag.PAIR : 0);
     case 'WELCOME':
-      return (f.tokens ? FrameFlag.TOKENS : 0) | (f.info ? FrameFlag.INFO : 0);
+      return (f.tokens ? FrameFlag.TOKENS : 0) | (f.info ? FrameFlag.INFO : 0) | (f.witness ? FrameFlag.WITNESS : 0);
     case 'INFO_RESULT':
       return f.more ? FrameFlag.MORE : 0;
     case 'LOCK':
       return (f.nowait ? FrameFlag.NOWAIT : 0) | (f.noInterim ? FrameFlag.NO_INTERIM : 0) | (f.osLocks ? FrameFlag.OSLOCKS : 0)
-        | (f.breakDeadlock ? FrameFlag.BREAK_DEADLOCK : 0) | (f.fence === undefined ? 0 : FrameFlag.FENCE) | (f.offset ? FrameFlag.OFFSET : 0);
+        | (f.breakDeadlock ? FrameFlag.BREAK_DEADLOCK : 0) | (f.fence === undefined ? 0 : FrameFlag.FENCE) | (f.offset ? FrameFlag.OFFSET : 0)
+        | (f.mirror ? FrameFlag.MIRROR : 0);
     case 'UNLOCK':
       return f.offset ? FrameFlag.OFFSET : 0;
     case 'UNLOCK_ALL':
       return f.allThreads ? FrameFlag.ALL_THREADS : 0;
     case 'RANGE_LOCK':
-      return (f.nowait ? FrameFlag.NOWAIT : 0) | spaceFlag(f.space);
+      return (f.nowait ? FrameFlag.NOWAIT : 0) | spaceFlag(f.space) | (f.mirror ? FrameFlag.MIRROR : 0);
     case 'RANGE_UNLOCK':
       return spaceFlag(f.space);
     case 'RANGE_TEST':
@@ -189,6 +190,12 @@ function checkToken(t: bigint, fence: boolean): bigint {
   const why = tokenFault(t, fence);
   if (why) throw new RangeError(why);
   return t;
+}
+
+function roleCode(role: 'leader' | 'follower'): number {
+  if (role === 'leader') return Role.LEADER;
+  if (role === 'follower') return Role.FOLLOWER;
+  throw new RangeError(`witness role ${String(role)} is not 'leader' or 'follower'`);
 }
 
 function badProbe(p: unknown): never {
@@ -240,7 +247,10 @@ function body(w: Writer, f: Frame): void {
       if (f.mechanism !== 'shm' && f.mechanism !== 'os') throw new RangeError(`mechanism ${String(f.mechanism)} is not 'shm' or 'os'`);
       w.u8(f.version, 'version').u8(f.mechanism === 'os' ? Mechanism.OS : Mechanism.SHM).u32(f.serverPid, 'server pid')
         .u32(f.session, 'session').u32(f.interimMs, 'interim').u32(f.keepaliveMs, 'keepalive').addr(f.clientAddr).str16(f.server);
+      if (f.witness) w.u8(roleCode(f.witness.role)).u32(f.witness.term, 'term');
       return;
+    case 'PROMOTE': w.u32(f.waitMs, 'wait'); return;
+    case 'PROMOTED': w.u32(f.term, 'term'); return;
     case 'GRANTED':
       // The token only on a connection that negotiated TOKENS (the session decides; absent = the old empty body).
       if (f.token !== undefined) w.u64(checkToken(f.token, false));
@@ -431,9 +441,9 @@ function offsetFault(type: string, key: Buffer): string | undefined {
 /** Frames of the handshake: request id 0, header version 1 in every protocol version. */
 const HANDSHAKE = new Set(['HELLO', 'AUTH', 'CHALLENGE', 'AUTH_OK', 'WELCOME']);
 /** Client frames that are requests (answered under their request id): a bad value in one is answered, not closed on. */
-const REQUESTS = new Set(['LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO_QUERY']);
+const REQUESTS = new Set(['LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO_QUERY', 'PROMOTE']);
 
-const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO', 'INFO_QUERY']);
+const CLIENT_TYPES = new Set(['HELLO', 'AUTH', 'LOCK', 'UNLOCK', 'UNLOCK_FILE', 'UNLOCK_ALL', 'STATUS', 'CANCEL', 'TEST', 'PING', 'RANGE_LOCK', 'RANGE_UNLOCK', 'RANGE_TEST', 'INFO', 'INFO_QUERY', 'PROMOTE']);
 
 /** INFO_QUERY's filter as written: no filter is 0 bytes (docs/protocol.md), the common query costs nothing to parse. */
 const filterText = (f: object): string => (Object.keys(f).length === 0 ? '' : JSON.stringify(f));
@@ -457,13 +467,13 @@ function parseJson(b: Buffer): { value: unknown } | { why: string } {
 }
 
 function allowedFlags(type: string): number {
-  if (type === 'HELLO') return FrameFlag.AUTH | FrameFlag.TOKENS | FrameFlag.INFO;
-  if (type === 'WELCOME') return FrameFlag.TOKENS | FrameFlag.INFO;
+  if (type === 'HELLO') return FrameFlag.AUTH | FrameFlag.TOKENS | FrameFlag.INFO | FrameFlag.PAIR;
+  if (type === 'WELCOME') return FrameFlag.TOKENS | FrameFlag.INFO | FrameFlag.WITNESS;
   if (type === 'INFO_RESULT') return FrameFlag.MORE;
-  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS | FrameFlag.BREAK_DEADLOCK | FrameFlag.FENCE | FrameFlag.OFFSET;
+  if (type === 'LOCK') return FrameFlag.NOWAIT | FrameFlag.NO_INTERIM | FrameFlag.OSLOCKS | FrameFlag.BREAK_DEADLOCK | FrameFlag.FENCE | FrameFlag.OFFSET | FrameFlag.MIRROR;
   if (type === 'UNLOCK') return FrameFlag.OFFSET;
   if (type === 'UNLOCK_ALL') return FrameFlag.ALL_THREADS;
-  if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK;
+  if (type === 'RANGE_LOCK') return FrameFlag.NOWAIT | FrameFlag.EXEC | FrameFlag.FILELOCK | FrameFlag.MIRROR;
   if (type === 'RANGE_UNLOCK' || type === 'RANGE_TEST') return FrameFlag.EXEC | FrameFlag.FILELOCK;
   if (type === 'STATUS') return FrameFlag.PROBE_READ | FrameFlag.PROBE_WRITE | FrameFlag.STATUS_OSLOCKS | FrameFlag.OFFSET;
   return 0;
@@ -504,6 +514,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       if (flags & FrameFlag.AUTH) f.auth = true;
       if (flags & FrameFlag.TOKENS) f.tokens = true;
       if (flags & FrameFlag.INFO) f.info = true;
+      if (flags & FrameFlag.PAIR) f.pair = true;
       if (requestId !== 0) fail('HELLO: request id must be 0');
       break;
     }
@@ -525,6 +536,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
     case 'LOCK':
       f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, noInterim: (flags & FrameFlag.NO_INTERIM) !== 0, osLocks: (flags & FrameFlag.OSLOCKS) !== 0, mode: r.mode(), tid: r.u32('tid'), file: r.file(), key: r.key() };
       if (flags & FrameFlag.BREAK_DEADLOCK) f.breakDeadlock = true;
+      if (flags & FrameFlag.MIRROR) f.mirror = true;
       if (flags & FrameFlag.FENCE) {
         const t = r.u64('fence token');
         const why = tokenFault(t, true);
@@ -564,6 +576,7 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
     case 'RANGE_LOCK': {
       const space = spaceOf(r, type, flags);
       f = { type, requestId, nowait: (flags & FrameFlag.NOWAIT) !== 0, space, mode: r.mode(), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') };
+      if (flags & FrameFlag.MIRROR) f.mirror = true;
       break;
     }
     case 'RANGE_UNLOCK': f = { type, requestId, space: spaceOf(r, type, flags), tid: r.u32('tid'), file: r.file(), start: r.u64('start'), length: r.u64('length') }; break;
@@ -586,6 +599,11 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
       f = { type, requestId: 0, version, mechanism: mech === Mechanism.OS ? 'os' : 'shm', serverPid: r.u32('server pid'), session: r.u32('session'), interimMs: r.u32('interim'), keepaliveMs: r.u32('keepalive'), clientAddr: r.addr('client address'), server: r.str16('server') };
       if (flags & FrameFlag.TOKENS) f.tokens = true;
       if (flags & FrameFlag.INFO) f.info = true;
+      if (flags & FrameFlag.WITNESS) {
+        const role = r.u8('role');
+        if (role !== Role.LEADER && role !== Role.FOLLOWER) fail(`WELCOME: witness role ${role} is not 1 or 2`);
+        f.witness = { role: role === Role.LEADER ? 'leader' : 'follower', term: r.u32('term') };
+      }
       // Checked, not just set to 0: a frame must decode to a value that encodes back to its own bytes.
       if (requestId !== 0) fail('WELCOME: request id must be 0');
       break;
@@ -608,6 +626,8 @@ function decodeAt(buf: Buffer, start: number, end: number, refusing: boolean): F
     }
     case 'TEST_RESULT': f = { type, requestId, text: r.str16('text') }; break;
     case 'PONG': f = { type, requestId }; break;
+    case 'PROMOTE': f = { type, requestId, waitMs: r.u32('wait') }; break;
+    case 'PROMOTED': f = { type, requestId, term: r.u32('term') }; break;
     case 'ERROR': {
       const c = r.u16('error code');
       f = { type, requestId, code: errorName.get(c) ?? fail(`ERROR: unknown error code ${c}`), text: r.str16('text') };

@@ -29,6 +29,7 @@ export const FrameType = {
   RANGE_TEST: 0x1a,
   INFO: 0x1b,
   INFO_QUERY: 0x1c,
+  PROMOTE: 0x1d,
   WELCOME: 0x81,
   CHALLENGE: 0x82,
   AUTH_OK: 0x83,
@@ -41,6 +42,7 @@ export const FrameType = {
   PONG: 0x96,
   RANGE_RESULT: 0x97,
   INFO_RESULT: 0x98,
+  PROMOTED: 0x99,
   ERROR: 0xe0,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
@@ -62,9 +64,15 @@ export const FrameFlag = {
   OFFSET: 0x0020,
   INFO: 0x0004,
   MORE: 0x0001,
+  PAIR: 0x0008,
+  WITNESS: 0x0008,
+  MIRROR: 0x0040,
 } as const;
 
 export const Mechanism = { SHM: 1, OS: 2 } as const;
+
+/** A witnessed server's role (WELCOME with WITNESS; docs/protocol.md, "Pairs and the witness"). */
+export const Role = { LEADER: 1, FOLLOWER: 2 } as const;
 
 export const ProtoError = {
   PROTOCOL: 1,
@@ -79,6 +87,7 @@ export const ProtoError = {
   NOT_SUPPORTED: 10,
   AUTH: 11,
   DEADLOCK: 12,
+  NOT_LEADER: 13,
 } as const;
 export type ProtoErrorName = keyof typeof ProtoError;
 

@@ -43,6 +43,8 @@ export interface HelloFrame {
   tokens?: true;
   /** header flag INFO: the client knows INFO / INFO_QUERY and WELCOME's flag INFO (absent: the server must not set it - an older client refuses an unknown WELCOME flag) */
   info?: true;
+  /** header flag PAIR: a SERVER2 client that knows WELCOME's flag WITNESS, MIRROR, PROMOTE and ERROR NOT_LEADER (absent: the server must not set WITNESS) */
+  pair?: true;
 }
 
 /** The client's answer to CHALLENGE: its nonce and its proof (docs/protocol.md, "Authentication"). */
@@ -77,6 +79,8 @@ export interface LockFrame {
    * kernel; the shm table ignores the flag (the key is its name there).
    */
   offset?: true;
+  /** flag MIRROR: this request repeats a grant the client's primary made (SERVER2); a witnessed follower grants only these */
+  mirror?: true;
   mode: WireMode;
   tid: number;
   file: WireFile;
@@ -160,6 +164,8 @@ export interface RangeLockFrame {
   type: 'RANGE_LOCK';
   requestId: number;
   nowait: boolean;
+  /** flag MIRROR: as LockFrame.mirror */
+  mirror?: true;
   space: RangeSpace;
   mode: WireMode;
   tid: number;
@@ -217,10 +223,23 @@ export interface InfoQueryFrame {
   raw?: Buffer;
 }
 
+/**
+ * SERVER2 with a witness: "my primary is gone: become the primary". Answered
+ * PROMOTED once this server holds the pair's leadership key, ERROR
+ * NOT_LEADER when it could not within `waitMs` (docs/protocol.md, "Pairs and
+ * the witness"); a server without a witness answers PROMOTED term 0 at once.
+ */
+export interface PromoteFrame {
+  type: 'PROMOTE';
+  requestId: number;
+  /** how long the client waits for the verdict (its TIMEOUT), ms */
+  waitMs: number;
+}
+
 export type ClientFrame =
   | HelloFrame | AuthFrame | LockFrame | UnlockFrame | UnlockFileFrame | UnlockAllFrame
   | StatusFrame | CancelFrame | TestFrame | PingFrame
-  | RangeLockFrame | RangeUnlockFrame | RangeTestFrame | InfoFrame | InfoQueryFrame;
+  | RangeLockFrame | RangeUnlockFrame | RangeTestFrame | InfoFrame | InfoQueryFrame | PromoteFrame;
 
 // ---- server -> client ----------------------------------------------------
 
@@ -239,6 +258,12 @@ export interface WelcomeFrame {
   tokens?: true;
   /** header flag INFO: HELLO had it and the server takes INFO and INFO_QUERY (absent: send neither - an older server closes on them) */
   info?: true;
+  /**
+   * header flag WITNESS (only when HELLO had PAIR): the server runs with a
+   * witness; on the wire u8 role + u32 term after `server`. `term`: the
+   * leadership term it grants in (leader) or the last it saw (follower; 0 none).
+   */
+  witness?: { role: 'leader' | 'follower'; term: number };
 }
 
 /** A server with a shared secret answers HELLO (flag AUTH) with this, not WELCOME. */
@@ -334,9 +359,16 @@ export interface InfoResultFrame {
   chunk: Buffer | string;
 }
 
+/** PROMOTE's answer: this server now holds the pair's leadership key, in `term` (0: it has no witness). */
+export interface PromotedFrame {
+  type: 'PROMOTED';
+  requestId: number;
+  term: number;
+}
+
 export type ServerFrame =
   | WelcomeFrame | ChallengeFrame | AuthOkFrame | GrantedFrame | LockedFrame | WaitingFrame | ReleasedFrame
-  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame | RangeResultFrame | InfoResultFrame;
+  | StatusResultFrame | TestResultFrame | PongFrame | ErrorFrame | RangeResultFrame | InfoResultFrame | PromotedFrame;
 
 export type Frame = ClientFrame | ServerFrame;
 

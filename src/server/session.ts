@@ -347,6 +347,9 @@ export class Session {
       case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
       case 'RANGE_LOCK': case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
       case 'INFO_QUERY': return this.#onInfoQuery(f);
+      // Without a witness the client's word is enough (the guide's rule):
+      // PROMOTED term 0 at once (docs/protocol.md, "Pairs and the witness").
+      case 'PROMOTE': return this.#send({ type: 'PROMOTED', requestId: f.requestId, term: 0 });
     }
   }
 

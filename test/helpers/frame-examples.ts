@@ -40,6 +40,7 @@ export const EXAMPLES: readonly { type: string; vector: string }[] = [
   { type: 'RANGE_TEST', vector: 'range-test-exec' },
   { type: 'INFO', vector: 'info-start' },
   { type: 'INFO_QUERY', vector: 'info-query-port-file-key' },
+  { type: 'PROMOTE', vector: 'promote' },
   { type: 'WELCOME', vector: 'welcome-ipv4' },
   { type: 'CHALLENGE', vector: 'challenge' },
   { type: 'AUTH_OK', vector: 'auth-ok' },
@@ -52,6 +53,7 @@ export const EXAMPLES: readonly { type: string; vector: string }[] = [
   { type: 'PONG', vector: 'pong' },
   { type: 'RANGE_RESULT', vector: 'range-result-conflict' },
   { type: 'INFO_RESULT', vector: 'info-result-last' },
+  { type: 'PROMOTED', vector: 'promoted' },
   { type: 'ERROR', vector: 'error-system' },
 ];
 

@@ -90,7 +90,7 @@ const rangeFields = (withMode: boolean): FieldSpec[] => [
 const SPACE: FlagSpec[] = [{ name: 'EXEC', bit: 0x0002 }, { name: 'FILELOCK', bit: 0x0004 }];
 const space = (s: ReadonlySet<string>): string => (s.has('EXEC') ? 'exec' : s.has('FILELOCK') ? 'file' : 'range');
 
-const ERROR_CODES = ['PROTOCOL', 'VERSION', 'LIMIT', 'TABLE_FULL', 'KEY_TOO_LONG', 'CANCELLED', 'BAD_ARGUMENT', 'SYSTEM', 'SHUTDOWN', 'NOT_SUPPORTED', 'AUTH', 'DEADLOCK'];
+const ERROR_CODES = ['PROTOCOL', 'VERSION', 'LIMIT', 'TABLE_FULL', 'KEY_TOO_LONG', 'CANCELLED', 'BAD_ARGUMENT', 'SYSTEM', 'SHUTDOWN', 'NOT_SUPPORTED', 'AUTH', 'DEADLOCK', 'NOT_LEADER'];
 
 /** "Fencing tokens": on a connection that negotiated TOKENS, GRANTED and STATUS_RESULT end with a u64 token (0 = none). */
 const TOKEN: OptionalPart = { rest: 8, because: 'TOKENS negotiated: the token follows', fields: [f('token', 'u64', 'token', undefined, 'none')] };
@@ -103,20 +103,20 @@ const STATUS_CODES: FieldSpec['names'] = {
 /** Every frame type of docs/protocol.md, in the document's order. */
 export const SCHEMA: readonly TypeSpec[] = [
   {
-    name: 'HELLO', code: 0x01, direction: 'to-server', flags: [{ name: 'AUTH', bit: 0x0001 }, { name: 'TOKENS', bit: 0x0002 }, { name: 'INFO', bit: 0x0004 }],
+    name: 'HELLO', code: 0x01, direction: 'to-server', flags: [{ name: 'AUTH', bit: 0x0001 }, { name: 'TOKENS', bit: 0x0002 }, { name: 'INFO', bit: 0x0004 }, { name: 'PAIR', bit: 0x0008 }],
     body: [f('magic', 'magic'), f('min_version', 'u8', 'minVersion'), f('max_version', 'u8', 'maxVersion'), f('port', 'u32', 'port'),
       f('pid', 'u32', 'pid'), f('keepalive_ms', 'u32', 'keepaliveMs'), f('host', 'str16', 'host'), f('program', 'str16', 'program'),
       f('options', 'str16', 'options')],
-    flagJson: (s) => ({ auth: s.has('AUTH') ? true : undefined, tokens: s.has('TOKENS') ? true : undefined, info: s.has('INFO') ? true : undefined }),
+    flagJson: (s) => ({ auth: s.has('AUTH') ? true : undefined, tokens: s.has('TOKENS') ? true : undefined, info: s.has('INFO') ? true : undefined, pair: s.has('PAIR') ? true : undefined }),
   },
   { name: 'AUTH', code: 0x02, direction: 'to-server', flags: [], body: [f('nonce', 'bytes32', 'nonce'), f('mac', 'bytes32', 'mac')] },
   {
     name: 'LOCK', code: 0x10, direction: 'to-server',
     flags: [{ name: 'NOWAIT', bit: 0x0001 }, { name: 'NO_INTERIM', bit: 0x0002 }, { name: 'OSLOCKS', bit: 0x0004 },
-      { name: 'BREAK_DEADLOCK', bit: 0x0008 }, { name: 'FENCE', bit: 0x0010 }, { name: 'OFFSET', bit: 0x0020 }],
+      { name: 'BREAK_DEADLOCK', bit: 0x0008 }, { name: 'FENCE', bit: 0x0010 }, { name: 'OFFSET', bit: 0x0020 }, { name: 'MIRROR', bit: 0x0040 }],
     body: [f('mode', 'u8', 'mode', MODE), ...fileFields(), f('key', 'key', 'key'),
       { flag: 'FENCE', because: 'flag FENCE: the primary\'s token follows', fields: [f('fence', 'u64', 'fence')] }],
-    flagJson: (s) => ({ nowait: s.has('NOWAIT'), noInterim: s.has('NO_INTERIM'), osLocks: s.has('OSLOCKS'), breakDeadlock: s.has('BREAK_DEADLOCK') ? true : undefined, offset: s.has('OFFSET') ? true : undefined }),
+    flagJson: (s) => ({ nowait: s.has('NOWAIT'), noInterim: s.has('NO_INTERIM'), osLocks: s.has('OSLOCKS'), breakDeadlock: s.has('BREAK_DEADLOCK') ? true : undefined, offset: s.has('OFFSET') ? true : undefined, mirror: s.has('MIRROR') ? true : undefined }),
   },
   {
     name: 'UNLOCK', code: 0x11, direction: 'to-server', flags: [{ name: 'OFFSET', bit: 0x0020 }], body: [...fileFields(), f('key', 'key', 'key')],
@@ -136,8 +136,8 @@ export const SCHEMA: readonly TypeSpec[] = [
   { name: 'TEST', code: 0x16, direction: 'to-server', flags: [], body: [f('text', 'str16', 'text')] },
   { name: 'PING', code: 0x17, direction: 'to-server', flags: [], body: [] },
   {
-    name: 'RANGE_LOCK', code: 0x18, direction: 'to-server', flags: [{ name: 'NOWAIT', bit: 0x0001 }, ...SPACE],
-    exclusive: [['EXEC', 'FILELOCK']], body: rangeFields(true), flagJson: (s) => ({ nowait: s.has('NOWAIT'), space: space(s) }),
+    name: 'RANGE_LOCK', code: 0x18, direction: 'to-server', flags: [{ name: 'NOWAIT', bit: 0x0001 }, ...SPACE, { name: 'MIRROR', bit: 0x0040 }],
+    exclusive: [['EXEC', 'FILELOCK']], body: rangeFields(true), flagJson: (s) => ({ nowait: s.has('NOWAIT'), space: space(s), mirror: s.has('MIRROR') ? true : undefined }),
   },
   {
     name: 'RANGE_UNLOCK', code: 0x19, direction: 'to-server', flags: SPACE,
@@ -150,12 +150,15 @@ export const SCHEMA: readonly TypeSpec[] = [
   },
   { name: 'INFO', code: 0x1b, direction: 'to-server', flags: [], body: [f('info', 'json32', 'info')] },
   { name: 'INFO_QUERY', code: 0x1c, direction: 'to-server', flags: [], body: [f('filter', 'json32', 'filter')] },
+  { name: 'PROMOTE', code: 0x1d, direction: 'to-server', flags: [], body: [f('wait_ms', 'u32', 'waitMs')] },
   {
-    name: 'WELCOME', code: 0x81, direction: 'to-client', flags: [{ name: 'TOKENS', bit: 0x0002 }, { name: 'INFO', bit: 0x0004 }],
+    name: 'WELCOME', code: 0x81, direction: 'to-client', flags: [{ name: 'TOKENS', bit: 0x0002 }, { name: 'INFO', bit: 0x0004 }, { name: 'WITNESS', bit: 0x0008 }],
     flagJson: (s) => ({ tokens: s.has('TOKENS') ? true : undefined, info: s.has('INFO') ? true : undefined }),
     body: [f('version', 'u8', 'version'), f('mechanism', 'u8', 'mechanism', { 1: { doc: 'shared-memory table', json: 'shm' }, 2: { doc: 'OS file locks', json: 'os' } }),
       f('server_pid', 'u32', 'serverPid'), f('session', 'u32', 'session'), f('interim_ms', 'u32', 'interimMs'),
-      f('keepalive_ms', 'u32', 'keepaliveMs'), f('client_addr', 'addr', 'clientAddr'), f('server', 'str16', 'server')],
+      f('keepalive_ms', 'u32', 'keepaliveMs'), f('client_addr', 'addr', 'clientAddr'), f('server', 'str16', 'server'),
+      { flag: 'WITNESS', because: 'flag WITNESS: the server\'s role and term follow', fields: [
+        f('role', 'u8', 'witness.role', { 1: { doc: 'LEADER', json: 'leader' }, 2: { doc: 'FOLLOWER', json: 'follower' } }), f('term', 'u32', 'witness.term')] }],
   },
   {
     name: 'CHALLENGE', code: 0x82, direction: 'to-client', flags: [],
@@ -183,6 +186,7 @@ export const SCHEMA: readonly TypeSpec[] = [
     name: 'INFO_RESULT', code: 0x98, direction: 'to-client', flags: [{ name: 'MORE', bit: 0x0001 }],
     body: [f('chunk', 'chunk32', 'chunk')], flagJson: (s) => ({ more: s.has('MORE') }),
   },
+  { name: 'PROMOTED', code: 0x99, direction: 'to-client', flags: [], body: [f('term', 'u32', 'term')] },
   {
     name: 'ERROR', code: 0xe0, direction: 'to-client', flags: [],
     body: [f('code', 'u16', 'code', Object.fromEntries(ERROR_CODES.map((n, i) => [i + 1, { doc: n, json: n }]))), f('text', 'str16', 'text')],
