@@ -52,27 +52,6 @@
 
 extern char **environ;
 
-/* Numbers of issue 15 (pairs and the witness); the lead's protocol commit
- * puts them in jdls_proto.h - these fallbacks only bridge until then. */
-#ifndef JDLS_FF_PAIR
-#define JDLS_FF_PAIR 0x0008
-#endif
-#ifndef JDLS_FF_WITNESS
-#define JDLS_FF_WITNESS 0x0008
-#endif
-#ifndef JDLS_FF_MIRROR
-#define JDLS_FF_MIRROR 0x0040
-#endif
-#ifndef JDLS_FT_PROMOTE
-#define JDLS_FT_PROMOTE 0x1D
-#endif
-#ifndef JDLS_FT_PROMOTED
-#define JDLS_FT_PROMOTED 0x99
-#endif
-#ifndef JDLS_PE_NOT_LEADER
-#define JDLS_PE_NOT_LEADER 13
-#endif
-
 static pthread_mutex_t bmu = PTHREAD_MUTEX_INITIALIZER;
 /* The connections: cfd[0] is the broker socket, or the (primary) server
  * connection (direct mode); cfd[1] the secondary server connection of a
@@ -867,7 +846,8 @@ static void ensure_connected(void) {
    * resilient pair and keeps the pair rules itself (docs/broker.md "Pairs");
    * the broker passes the flag on to the servers (their WELCOMEs then say
    * WITNESS when a witness decides who leads). */
-  int pair_hello = shim_jdls_option("SERVER2", NULL, 0);
+  char s2[8]; /* SERVER2=host,port: a value (the bare word is no server) */
+  int pair_hello = shim_jdls_option("SERVER2", s2, sizeof s2);
   begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS | (shim_info_disabled() ? 0 : JDLS_FF_INFO) | (pair_hello ? JDLS_FF_PAIR : 0), 0);
   putbytes(&f, "JDLS", 4);
   put8(&f, JDLS_PROTO_MIN_VERSION);

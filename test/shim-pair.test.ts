@@ -1,0 +1,156 @@
+// shim-pair.test.ts - a preloaded program with JDLS SERVER2 holds its two
+// server connections itself (the broker hands both over: docs/broker.md
+// "Pairs"; the pair's rules in C: shim/shim_broker.c): its locks are held on
+// both servers (the primary's grant, then the MIRROR), its unlocks reach both;
+// kill -9 of the primary's server processes: it carries on with the
+// secondary, whose copy of its lock excludes other programs; the secondary
+// killed: it carries on with the primary alone.
+// Two real `jdls -ib` installations on loopback (A, B); the broker and the
+// programs live in a third (ShimEnv's), so killing A's processes kills no
+// broker or program.
+// Serial: several processes per test, and the machine has 2 cores.
+import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import { ShimEnv, SHIM_API, type JsonLock } from './helpers/shim-env.js';
+import { CliEnv, processesOf } from './helpers/cli-env.js';
+import { findListener } from '../src/server/state.js';
+
+interface Server {
+  cli: CliEnv;
+  port: number;
+}
+
+async function server(t: ExecutionContext): Promise<Server> {
+  const cli = new CliEnv(t);
+  await cli.startBackground(['-ib']);
+  const l = findListener(cli.dir);
+  if (!l || !(l.port > 0)) throw new Error('no listener port');
+  return { cli, port: l.port };
+}
+
+async function locksOf(s: Server): Promise<JsonLock[]> {
+  const r = await s.cli.run(['-dvL', '--json']);
+  if (r.code !== 0) throw new Error(`jdls -dvL --json: ${r.code} ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { locks?: JsonLock[] }).locks ?? [];
+}
+
+/** The remote ports of the process's own TCP connections (its /proc/<pid>/fd sockets in /proc/net/tcp{,6}). */
+function tcpPeerPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m?.[1]) inodes.add(m[1]);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  const ports: number[] = [];
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+      if (c.length > 9 && inodes.has(c[9] ?? '')) ports.push(parseInt((c[2] ?? ':0').split(':')[1] ?? '0', 16));
+    }
+  }
+  return ports.sort((x, y) => x - y);
+}
+
+function fdLinks(pid: number): string {
+  return fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return `${fd}->${fs.readlinkSync(`/proc/${pid}/fd/${fd}`)}`;
+    } catch {
+      return fd;
+    }
+  }).join(' ');
+}
+
+function killAll(s: Server): number[] {
+  const pids = processesOf(s.cli.dir);
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  return pids;
+}
+
+const held = (locks: JsonLock[], pid: number): string[] => locks.filter((l) => l.state === 'held' && l.ownerPid === pid).map((l) => l.type).sort();
+
+test.serial('SERVER2: the process holds both server connections itself; its lock is held on both servers, its unlock releases both', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'x:K2', 'u:K2', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^holding$/, 15_000);
+  t.deepEqual(p.lines, ['ok', 'ok', 'ok', 'holding'], p.stderr());
+  // Its own descriptors: one TCP connection to each server (not the broker's).
+  t.deepEqual(tcpPeerPorts(p.pid), [a.port, b.port].sort((x, y) => x - y), fdLinks(p.pid));
+  const broker = s.brokerPid();
+  t.truthy(broker);
+  if (broker) t.deepEqual(tcpPeerPorts(broker).filter((x) => x === a.port || x === b.port), [], 'the broker keeps no server connection for it');
+  // K1 held on both (primary grant + MIRROR); K2 released on both.
+  const la = await locksOf(a);
+  const lb = await locksOf(b);
+  t.is(held(la, p.pid).length, 1, JSON.stringify(la));
+  t.is(held(lb, p.pid).length, 1, JSON.stringify(lb));
+  // Another pair program is excluded.
+  const q = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'x:K2', 'u:K2'], { env: { JDLS } });
+  t.deepEqual(q.stdout.trim().split('\n'), ['locked port=0', 'ok', 'ok'], q.stderr);
+  t.is(await p.finish(), 0);
+  // Its exit closed both connections: both servers released it.
+  t.true(await s.cli.until(async () => (await locksOf(a)).length === 0 && (await locksOf(b)).length === 0, 10_000));
+});
+
+test.serial('SERVER2: kill -9 of the primary server: the program carries on with the secondary, and its locks there exclude another program', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'line', 'x:K2', 'u:K1', 'x:K3', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^ok$/, 15_000);
+  t.true(await s.cli.until(async () => held(await locksOf(b), p.pid).length === 1, 10_000), 'K1 mirrored on the secondary');
+  const killed = killAll(a);
+  t.true(killed.length > 0);
+  t.true(await s.cli.until(() => killed.every((x) => !s.cli.isAlive(x)), 10_000));
+  p.child.stdin?.write('go\n');
+  await p.waitFor(/^holding$/, 20_000);
+  t.deepEqual(p.lines, ['ok', 'read', 'ok', 'ok', 'ok', 'holding'], p.stderr());
+  t.true(s.cli.isAlive(p.pid));
+  t.deepEqual(tcpPeerPorts(p.pid), [b.port], 'the failed server is never contacted again');
+  t.is(held(await locksOf(b), p.pid).length, 2); // K2, K3 (K1 released)
+  // Another SERVER2 program (its primary B answers; A is logged unreachable): excluded from K2 and K3, K1 free.
+  const q = await s.run(SHIM_API, ['4242', '7', 'x:K2', 'x:K3', 'x:K1'], { env: { JDLS: `SERVER=127.0.0.1,${b.port},SERVER2=127.0.0.1,${a.port}` } });
+  t.deepEqual(q.stdout.trim().split('\n'), ['locked port=0', 'locked port=0', 'ok'], q.stderr);
+  t.is(await p.finish(), 0);
+});
+
+test.serial('SERVER2: the secondary server killed: the program carries on with the primary alone', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'line', 'x:K2', 'u:K1', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^ok$/, 15_000);
+  t.true(await s.cli.until(async () => held(await locksOf(b), p.pid).length === 1, 10_000), 'K1 mirrored on the secondary');
+  const killed = killAll(b);
+  t.true(await s.cli.until(() => killed.every((x) => !s.cli.isAlive(x)), 10_000));
+  p.child.stdin?.write('go\n');
+  await p.waitFor(/^holding$/, 20_000);
+  t.deepEqual(p.lines, ['ok', 'read', 'ok', 'ok', 'holding'], p.stderr());
+  t.deepEqual(tcpPeerPorts(p.pid), [a.port]);
+  t.is(held(await locksOf(a), p.pid).length, 1); // K2
+  const q = await s.run(SHIM_API, ['4242', '7', 'x:K2', 'x:K1'], { env: { JDLS: `SERVER=127.0.0.1,${a.port}` } });
+  t.deepEqual(q.stdout.trim().split('\n'), ['locked port=0', 'ok'], q.stderr);
+  t.is(await p.finish(), 0);
+});
