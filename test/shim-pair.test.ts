@@ -14,6 +14,8 @@ import fs from 'node:fs';
 import { ShimEnv, SHIM_API, type JsonLock } from './helpers/shim-env.js';
 import { CliEnv, processesOf } from './helpers/cli-env.js';
 import { findListener } from '../src/server/state.js';
+import { FakeServer } from './helpers/fake-server.js';
+import type { ClientFrame, LockFrame } from '../src/protocol/frames.js';
 
 interface Server {
   cli: CliEnv;
@@ -153,4 +155,91 @@ test.serial('SERVER2: the secondary server killed: the program carries on with t
   const q = await s.run(SHIM_API, ['4242', '7', 'x:K2', 'x:K1'], { env: { JDLS: `SERVER=127.0.0.1,${a.port}` } });
   t.deepEqual(q.stdout.trim().split('\n'), ['locked port=0', 'ok'], q.stderr);
   t.is(await p.finish(), 0);
+});
+
+// --- the witness (PROMOTE), against fake servers: the verdict is scripted ---
+
+async function witnessed(t: ExecutionContext, roleA: 'leader' | 'follower', roleB: 'leader' | 'follower'): Promise<[FakeServer, FakeServer]> {
+  const a = await FakeServer.start({ welcome: { witness: { role: roleA, term: 1 }, server: 'A' } });
+  const b = await FakeServer.start({ welcome: { witness: { role: roleB, term: 1 }, server: 'B' } });
+  t.teardown(() => a.close());
+  t.teardown(() => b.close());
+  return [a, b];
+}
+
+const lockKeys = (fs: FakeServer): string[] => fs.received('LOCK').map((f: ClientFrame) => {
+  const l = f as LockFrame;
+  return `${l.key.toString()}${l.mirror ? ' MIRROR' : ''}`;
+});
+
+test.serial('SERVER2 with a witness: the primary fails, PROMOTE (wait = TIMEOUT) to the secondary; PROMOTED: the request goes to it and the process carries on', async (t) => {
+  const [a, b] = await witnessed(t, 'leader', 'follower');
+  b.script = (f, conn) => {
+    if (f.type !== 'PROMOTE') return false;
+    conn.send({ type: 'PROMOTED', requestId: f.requestId, term: 2 });
+    return true;
+  };
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port},TIMEOUT=4`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'line', 'x:K2', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^ok$/, 15_000);
+  await b.until(() => lockKeys(b).length === 1, 5000, 'the MIRROR of K1');
+  t.deepEqual(lockKeys(a), ['K1']);
+  t.deepEqual(lockKeys(b), ['K1 MIRROR']);
+  a.closeAll();
+  p.child.stdin?.write('go\n');
+  await p.waitFor(/^holding$/, 15_000);
+  t.deepEqual(p.lines, ['ok', 'read', 'ok', 'holding'], p.stderr());
+  const promotes = b.received('PROMOTE');
+  t.is(promotes.length, 1);
+  t.like(promotes[0], { waitMs: 4000 });
+  t.deepEqual(lockKeys(b), ['K1 MIRROR', 'K2'], 'K2 sent again to the new primary, as a primary lock');
+  t.is(await p.finish(), 0);
+});
+
+test.serial('SERVER2 with a witness: the secondary answers PROMOTE with NOT_LEADER: the process exits with the witness message', async (t) => {
+  const [a, b] = await witnessed(t, 'leader', 'follower');
+  b.script = (f, conn) => {
+    if (f.type !== 'PROMOTE') return false;
+    conn.send({ type: 'ERROR', requestId: f.requestId, code: 'NOT_LEADER', text: 'the leadership key is held' });
+    return true;
+  };
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port},TIMEOUT=4`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'line', 'x:K2', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^ok$/, 15_000);
+  a.closeAll();
+  p.child.stdin?.write('go\n');
+  const code = await p.finish(15_000);
+  t.is(code, 1);
+  t.regex(p.stderr(), new RegExp(`the primary lock server 127\\.0\\.0\\.1:${a.port} is unreachable and the witness did not make 127\\.0\\.0\\.1:${b.port} the primary within TIMEOUT: exiting rather than risk two holders of one lock`));
+  t.deepEqual(p.lines, ['ok', 'read']);
+  t.deepEqual(lockKeys(b), ['K1 MIRROR'], 'no primary lock was sent to the unpromoted secondary');
+});
+
+test.serial('SERVER2 with a witness: the server whose WELCOME says LEADER is the primary whatever the JDLS order', async (t) => {
+  const [a, b] = await witnessed(t, 'follower', 'leader');
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K1'], { env: { JDLS } });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(lockKeys(b), ['K1']);
+  t.deepEqual(lockKeys(a), ['K1 MIRROR']);
+});
+
+test.serial('SERVER2 with a witness: neither server leads: the broker asks SERVER to take the leadership (PROMOTE) before handing both over, and SERVER is the primary', async (t) => {
+  const [a, b] = await witnessed(t, 'follower', 'follower');
+  a.script = (f, conn) => {
+    if (f.type !== 'PROMOTE') return false;
+    conn.send({ type: 'PROMOTED', requestId: f.requestId, term: 3 });
+    return true;
+  };
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port},TIMEOUT=3`;
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K1'], { env: { JDLS } });
+  t.is(r.code, 0, r.stderr);
+  t.like(a.received('PROMOTE')[0], { waitMs: 3000 });
+  t.deepEqual(b.received('PROMOTE'), []);
+  t.deepEqual(lockKeys(a), ['K1']);
+  t.deepEqual(lockKeys(b), ['K1 MIRROR']);
 });
