@@ -243,3 +243,46 @@ test.serial('SERVER2 with a witness: neither server leads: the broker asks SERVE
   t.deepEqual(lockKeys(a), ['K1']);
   t.deepEqual(lockKeys(b), ['K1 MIRROR']);
 });
+
+test.serial('SERVER2: an unlock goes to both servers at once, not after the primary\'s answer', async (t) => {
+  const a = await FakeServer.start({ welcome: { server: 'A' } });
+  const b = await FakeServer.start({ welcome: { server: 'B' } });
+  t.teardown(() => a.close());
+  t.teardown(() => b.close());
+  // A answers the UNLOCK only once B has it: a shim that waits for A's
+  // answer before sending to B never gets one (the test then times out).
+  a.script = (f, conn) => {
+    if (f.type !== 'UNLOCK') return false;
+    b.until(() => b.received('UNLOCK').length > 0, 5000, 'UNLOCK at B').then(
+      () => conn.send({ type: 'RELEASED', requestId: f.requestId, count: 1 }),
+      () => conn.send({ type: 'ERROR', requestId: f.requestId, code: 'SYSTEM', text: 'B never got the UNLOCK first' }),
+    );
+    return true;
+  };
+  const s = new ShimEnv(t);
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'u:K1'], { env: { JDLS: `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}` } });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.stdout.trim().split('\n'), ['ok', 'ok'], r.stderr);
+  t.is(b.received('UNLOCK').length, 1);
+});
+
+test.serial('SERVER2 with a witness: ERROR NOT_LEADER to a LOCK is the primary\'s failure: PROMOTE, then the LOCK goes to the new primary', async (t) => {
+  const [a, b] = await witnessed(t, 'leader', 'follower');
+  a.script = (f, conn) => {
+    if (f.type !== 'LOCK' || f.key.toString() !== 'K2') return false;
+    conn.send({ type: 'ERROR', requestId: f.requestId, code: 'NOT_LEADER', text: 'lease lapsed' });
+    return true;
+  };
+  b.script = (f, conn) => {
+    if (f.type !== 'PROMOTE') return false;
+    conn.send({ type: 'PROMOTED', requestId: f.requestId, term: 2 });
+    return true;
+  };
+  const s = new ShimEnv(t);
+  const r = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'x:K2', 'x:K3'], { env: { JDLS: `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}` } });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.stdout.trim().split('\n'), ['ok', 'ok', 'ok'], r.stderr);
+  t.is(b.received('PROMOTE').length, 1);
+  t.deepEqual(lockKeys(a), ['K1', 'K2'], 'never contacted again after its NOT_LEADER');
+  t.deepEqual(lockKeys(b), ['K1 MIRROR', 'K2', 'K3']);
+});
