@@ -2,8 +2,11 @@
 //
 // Owns: the conversation with one shim (docs/broker.md): its HELLO names its
 // JDLS value, pid, program and port; the broker opens THIS process's own
-// server connection with JdlsClient (SERVER2 resilience, TIMEOUT, WAIT,
-// OSLOCKS all come with it), answers WELCOME, then forwards each request and
+// server connection(s) and hands them over (direct mode, #tryHandOver: one
+// server, or a SERVER2 pair to a shim that says PAIR); otherwise (TLS, an
+// older shim's pair, JDLS_BROKER_HANDOVER=0) it connects with JdlsClient
+// (SERVER2 resilience, TIMEOUT, WAIT, OSLOCKS all come with it), answers
+// WELCOME, then forwards each request and
 // sends back the server's answer under the shim's request id. CANCEL
 // withdraws a waiting LOCK (the shim's interrupted F_SETLKW). When the shim's
 // socket closes (the process exited or died) the server connection is closed
@@ -153,8 +156,10 @@ export class BrokerSession {
   }
 
   /**
-   * Direct mode (handover.ts): one server and JDLS_BROKER_HANDOVER not 0 ->
-   * connect for the process and hand it the connection. True when done (or
+   * Direct mode (handover.ts): no TLS and JDLS_BROKER_HANDOVER not 0 ->
+   * connect for the process and hand it the connection - or, for SERVER2
+   * and a shim whose HELLO says PAIR, both connections (primary first; the
+   * shim keeps the pair's rules: docs/broker.md "Pairs"). True when done (or
    * when the failure was answered); false to serve it through the broker.
    */
   async #tryHandOver(h: HelloFrame): Promise<boolean> {
