@@ -19,6 +19,12 @@
  * default 10000). Two processes racing to start it both start one; the
  * broker whose bind loses exits quietly.
  *
+ * SERVER2 (no TLS): the broker hands over BOTH server connections, the
+ * primary's first (docs/broker.md "Pairs"), and the shim keeps the pair's
+ * rules of src/client/resilient.ts itself: locks to the primary, then
+ * MIRROR to the secondary; unlocks to both at once; failover with or
+ * without the witness (PROMOTE). docs/shim.md "Pairs".
+ *
  * Threads of one process share the connection (the process is the owner):
  * requests go out as they come and their answers are matched by request id
  * (leader/follower, below), so a thread waiting for a lock never holds up
