@@ -53,8 +53,10 @@ export interface Redirected {
   ratio: number;
   /** JDLS=SERVER=a,SERVER2=b: the resilient pair, ns per lock+unlock, interleaved with pairNs */
   resilientNs: number[];
-  /** median(resilientNs) / median(pairNs) */
+  /** the median of the rounds' resilientNs[r] / pairNs[r] (each round's two runs are adjacent in time) */
   resilientRatio: number;
+  /** median(resilientNs) / median(pairNs), for comparison */
+  resilientRatioOfMedians: number;
 }
 
 export interface ShimOptions {
@@ -146,7 +148,10 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
         { id: 'shimRedirectedPair', label: 'redirected fcntl pair on a jlock file (shim -> lock server, connection from the broker)', value: round1(median(rd.pairNs) / 1000), unit: 'us', note: `echo RTT ${round1(median(rd.echoNs) / 1000)} us` },
         { id: 'shimRedirectedRatio', label: 'redirected fcntl pair / echo round trip', value: Math.round(rd.ratio * 100) / 100, unit: 'x', goal: '<= 3', pass: rd.ratio <= 3 },
         { id: 'shimResilientPair', label: 'redirected fcntl pair with SERVER2 (the process holds both server connections)', value: round1(median(rd.resilientNs) / 1000), unit: 'us', note: `single server ${round1(median(rd.pairNs) / 1000)} us` },
-        { id: 'shimResilientRatio', label: 'resilient (SERVER2) fcntl pair / single-server fcntl pair, same run', value: Math.round(rd.resilientRatio * 100) / 100, unit: 'x', goal: '<= 2.1', pass: rd.resilientRatio <= 2.1 },
+        {
+          id: 'shimResilientRatio', label: 'resilient (SERVER2) fcntl pair / single-server fcntl pair, same run (median of the rounds\' ratios)', value: Math.round(rd.resilientRatio * 100) / 100, unit: 'x', goal: '<= 2.1', pass: rd.resilientRatio <= 2.1,
+          note: `ratio of the medians ${Math.round(rd.resilientRatioOfMedians * 100) / 100}`,
+        },
       );
     }
     return { result, figures };
@@ -208,7 +213,14 @@ export async function runRedirected(rounds: number, iters: number, so: string): 
         return { error: (err as Error).message.split('\n')[0] ?? 'failed' };
       }
     }
-    return { pairNs, echoNs, ratio: median(pairNs) / median(echoNs), resilientNs, resilientRatio: median(resilientNs) / median(pairNs) };
+    // The ratio per round, then its median: the two runs of a round are
+    // adjacent in time, so a load that comes and goes on a shared machine
+    // (it swung the pair's cost 0.1-1 ms between rounds here) moves both.
+    const perRound = resilientNs.map((x, i) => x / (pairNs[i] ?? NaN));
+    return {
+      pairNs, echoNs, ratio: median(pairNs) / median(echoNs), resilientNs,
+      resilientRatio: median(perRound), resilientRatioOfMedians: median(resilientNs) / median(pairNs),
+    };
   } catch (err) {
     return { error: (err as Error).message };
   } finally {

@@ -1079,9 +1079,17 @@ static void promote(void) {
   labels[1][0] = 0;
   info_oks[0] = info_oks[1];
   info_oks[1] = 0;
-  for (int i = 0; i < MAX_SLOTS; i++) {
-    slot *s = &slots[i];
-    if (!s->used || s->done || s->internal) continue;
+  /* In the order they were made (request ids), not of the slots: a CANCEL
+   * must follow the LOCK it names, or it finds nothing to withdraw and the
+   * LOCK waits on at the new primary. */
+  for (uint32_t after = 0;;) {
+    slot *s = NULL;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+      slot *x = &slots[i];
+      if (x->used && !x->done && !x->internal && x->id > after && (!s || x->id < s->id)) s = x;
+    }
+    if (!s) break;
+    after = s->id;
     if (s->conn == 1) {
       s->conn = 0;
     } else if (s->both) {
