@@ -11,7 +11,7 @@
 // Serial: several processes per test, and the machine has 2 cores.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
-import { ShimEnv, SHIM_API, type JsonLock } from './helpers/shim-env.js';
+import { ShimEnv, SHIM_API, SHIM_LOCKER, type JsonLock } from './helpers/shim-env.js';
 import { CliEnv, processesOf } from './helpers/cli-env.js';
 import { findListener } from '../src/server/state.js';
 import { FakeServer } from './helpers/fake-server.js';
@@ -285,4 +285,26 @@ test.serial('SERVER2 with a witness: ERROR NOT_LEADER to a LOCK is the primary\'
   t.is(b.received('PROMOTE').length, 1);
   t.deepEqual(lockKeys(a), ['K1', 'K2'], 'never contacted again after its NOT_LEADER');
   t.deepEqual(lockKeys(b), ['K1 MIRROR', 'K2', 'K3']);
+});
+
+test.serial('SERVER2: siglongjmp out of a blocked F_SETLKW (the pair\'s reader in poll): the request is cancelled at the primary, and nothing is left held on either server', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const f = s.jlock(4242, 7);
+  const env = { JDLS: `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}` };
+  const x = s.start(SHIM_LOCKER, [f, 'w:3', 'hold'], { env });
+  await x.waitFor(/^holding$/, 20_000);
+  const y = s.start(SHIM_LOCKER, [f, 'jmpW:3:500', 'line', 'w:10', 'hold'], { env });
+  await y.waitFor(/^jumped$/, 20_000);
+  t.is(await x.finish(), 0);
+  y.child.stdin?.write('\n');
+  await y.waitFor(/^holding$/, 20_000);
+  t.deepEqual(y.lines, ['jumped', 'go', 'ok', 'holding']);
+  const c = await s.run(SHIM_LOCKER, [f, 'w:3', 'w:10'], { env });
+  t.deepEqual(c.stdout.trim().split('\n'), ['ok', 'EAGAIN'], c.stderr);
+  // y holds byte 10 on both servers and nothing else.
+  t.is(held(await locksOf(a), y.pid).length, 1);
+  t.is(held(await locksOf(b), y.pid).length, 1);
+  t.is(await y.finish(), 0);
 });
