@@ -308,3 +308,23 @@ test.serial('SERVER2: siglongjmp out of a blocked F_SETLKW (the pair\'s reader i
   t.is(held(await locksOf(b), y.pid).length, 1);
   t.is(await y.finish(), 0);
 });
+
+test.serial('SERVER2: threads share the pair without blocking each other: a thread waiting for a lock does not hold up another thread\'s unlock (to both servers)', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  // P holds K2; Q takes K1 and waits for K2; P's second thread waits for K1
+  // while P's main thread releases K2: Q gets K2, releases K1, P's thread gets K1.
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K2', 'hold', 'mt:K1:K2'], { env: { JDLS } });
+  await p.waitFor(/^holding$/, 15_000);
+  const q = s.start(SHIM_API, ['4242', '7', 'x:K1', 'X:K2', 'u:K1', 'u:K2'], { env: { JDLS } });
+  await q.waitFor(/^ok$/, 15_000);
+  t.true(await s.cli.until(async () => (await locksOf(a)).some((l) => l.state === 'waiting' && l.ownerPid === q.pid), 10_000), 'Q waits for K2');
+  p.child.stdin?.end();
+  await p.waitFor(/^mt /, 15_000);
+  t.deepEqual(p.lines, ['ok', 'holding', 'released', 'mt ok']);
+  t.is(await q.finish(), 0);
+  t.is(await p.finish(), 0);
+  t.true(await s.cli.until(async () => (await locksOf(a)).length === 0 && (await locksOf(b)).length === 0, 10_000), 'nothing left on either server');
+});
