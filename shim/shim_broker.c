@@ -1215,14 +1215,18 @@ static int read_pair(uint8_t *buf, size_t cap, int *type, uint32_t *id, size_t *
   uint8_t *dst = h;
   for (int part = 0; part < 2; part++) {
     while (got < need) {
-      struct pollfd q = {fd, POLLIN, 0};
-      int pr = poll(&q, 1, mid);
-      if (pr < 0 && errno == EINTR) continue;
-      if (pr == 0) {
-        snprintf(why, wn, "silent for more than %d ms in the middle of a frame", mid);
-        return -EIO;
+      /* What is there already is taken without a poll (a frame almost
+       * always arrives whole: one system call, not two, per part). */
+      ssize_t r = recv(fd, dst + got, need - got, MSG_DONTWAIT);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        struct pollfd q = {fd, POLLIN, 0};
+        int pr = poll(&q, 1, mid);
+        if (pr == 0) {
+          snprintf(why, wn, "silent for more than %d ms in the middle of a frame", mid);
+          return -EIO;
+        }
+        continue;
       }
-      ssize_t r = recv(fd, dst + got, need - got, 0);
       if (r < 0 && errno == EINTR) continue;
       if (r == 0) {
         snprintf(why, wn, "the lock server closed the connection");
