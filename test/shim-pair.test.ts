@@ -328,3 +328,32 @@ test.serial('SERVER2: threads share the pair without blocking each other: a thre
   t.is(await p.finish(), 0);
   t.true(await s.cli.until(async () => (await locksOf(a)).length === 0 && (await locksOf(b)).length === 0, 10_000), 'nothing left on either server');
 });
+
+test.serial('SERVER2 with TIMEOUT: a primary that stops answering (SIGSTOP) is declared dead within TIMEOUT and the secondary takes over', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port},TIMEOUT=2`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'line', 'x:K2', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^ok$/, 15_000);
+  const stopped = processesOf(a.cli.dir);
+  for (const x of stopped) process.kill(x, 'SIGSTOP');
+  t.teardown(() => {
+    for (const x of stopped) {
+      try {
+        process.kill(x, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  });
+  const t0 = Date.now();
+  p.child.stdin?.write('go\n');
+  await p.waitFor(/^holding$/, 20_000);
+  const took = Date.now() - t0;
+  t.deepEqual(p.lines, ['ok', 'read', 'ok', 'holding'], p.stderr());
+  t.true(took >= 1500, `declared dead after the TIMEOUT, not before (${took} ms)`);
+  t.deepEqual(tcpPeerPorts(p.pid), [b.port], 'the silent primary is dropped');
+  t.is(held(await locksOf(b), p.pid).length, 2);
+  t.is(await p.finish(), 0);
+});
