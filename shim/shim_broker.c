@@ -1549,7 +1549,8 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
     await_slot(s2, 0);
     wait_mask = m;
     if (!pa.type) pa = s2->a; /* the primary failed: the new primary's word */
-    else if (s2->a.type && (s2->a.type != pa.type)) log_differ(type, &pa, &s2->a);
+    else if (s2->a.type && (s2->a.type != pa.type || (pa.type == JDLS_FT_RELEASED && s2->a.count != pa.count)))
+      log_differ(type, &pa, &s2->a); /* as resilient.ts compares: RELEASED with its count */
     close_slot(s2);
   }
   int unblocked = s->unblocked;
