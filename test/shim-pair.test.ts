@@ -357,3 +357,21 @@ test.serial('SERVER2 with TIMEOUT: a primary that stops answering (SIGSTOP) is d
   t.is(held(await locksOf(b), p.pid).length, 2);
   t.is(await p.finish(), 0);
 });
+
+test.serial('SERVER2: a fork child is another owner (it drops both of the parent\'s connections and gets its own pair); a counter stays exact across pair processes', async (t) => {
+  const a = await server(t);
+  const b = await server(t);
+  const s = new ShimEnv(t);
+  const JDLS = `SERVER=127.0.0.1,${a.port},SERVER2=127.0.0.1,${b.port}`;
+  const f = s.jlock(0x1093, 0x801);
+  fs.writeFileSync(f, '');
+  const r = await s.run(SHIM_LOCKER, [f, 'w:3', 'forkclose:3', 'g:3', 'w:3'], { env: { JDLS }, timeoutMs: 15_000 });
+  t.is(r.code, 0, r.stderr);
+  // the child is refused the parent's lock, and its close() did not release it
+  t.deepEqual(r.stdout.trim().split('\n'), ['ok', 'child EAGAIN', 'free', 'ok']);
+  const data = `${s.cli.dir}/counter`;
+  fs.writeFileSync(data, '0');
+  const rs = await Promise.all(Array.from({ length: 3 }, () => s.run(SHIM_LOCKER, [f, `count:40:${data}`], { env: { JDLS }, timeoutMs: 30_000 })));
+  for (const x of rs) t.is(x.stdout.trim(), 'counted', x.stderr);
+  t.is(Number(fs.readFileSync(data, 'utf8')), 120);
+});
