@@ -113,3 +113,25 @@ test.serial('-ibD without a monitor serves OS file locks: jlock_* files in the l
   t.is((await a.unlock('OSKEY')).type, 'RELEASED');
   t.is((await b.lock('OSKEY', 'write', { nowait: true })).type, 'GRANTED');
 });
+
+test('witness: a mapping of endpoints, prefix, leaseMs and name; checked with errors naming it; travels to child processes', (t) => {
+  t.is(loadConfig(tempDir(t)).witness, null, 'none by default');
+  const cfg = loadConfig(tempDir(t, 'witness:\n  endpoints: [http://10.0.0.1:2379, "http://[::1]:2379"]\n  prefix: /jdls/pair-a\n  name: a\n'));
+  t.deepEqual(cfg.witness, { endpoints: ['http://10.0.0.1:2379', 'http://[::1]:2379'], prefix: '/jdls/pair-a', leaseMs: 5000, name: 'a' });
+  t.deepEqual(configFromEnv({ [CONFIG_ENV]: configToEnv(cfg) })?.witness, cfg.witness);
+  t.is(loadConfig(tempDir(t, 'witness: { endpoints: http://e:2379, prefix: /p, leaseMs: 2000 }\n')).witness?.name, '', 'name defaults (hostname:port, made by the listener)');
+  for (const [yaml, msg] of [
+    ['witness: yes\n', /witness: must be a mapping/],
+    ['witness: { prefix: /p }\n', /endpoints must be a list of etcd client URLs/],
+    ['witness: { endpoints: [https://e:2379], prefix: /p }\n', /is not an etcd client URL http:\/\/host:port/],
+    ['witness: { endpoints: [http://e:2379/v3], prefix: /p }\n', /not an etcd client URL/],
+    ['witness: { endpoints: [http://e:2379], prefix: jdls }\n', /prefix must be a key path/],
+    ['witness: { endpoints: [http://e:2379], prefix: /p/ }\n', /prefix must be a key path/],
+    ['witness: { endpoints: [http://e:2379], prefix: /p, leaseMs: 10 }\n', /leaseMs must be an integer 1000\.\.600000/],
+    ['witness: { endpoints: [http://e:2379], prefix: /p, lease: 10 }\n', /unknown key 'lease'/],
+  ] as const) {
+    const e = t.throws(() => loadConfig(tempDir(t, yaml)));
+    t.regex(e?.message ?? '', msg, yaml);
+    t.regex(e?.message ?? '', /jdls\.yaml: witness/, yaml);
+  }
+});

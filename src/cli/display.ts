@@ -23,6 +23,7 @@ import { DEFAULT_LOCK_DIR } from '../locks/oslock.js';
 import { describeCycle } from '../locks/deadlock-report.js';
 import { osRecordLocks, osRowText, OS_ROW_HEADER, type OsRecordLockRow } from './oslist.js';
 import { sessionsForDisplay } from './admin-cli.js';
+import { readWitnessRecord, witnessText, type WitnessRecord } from '../server/witness-state.js';
 
 // ===== output ==============================================================
 
@@ -242,8 +243,25 @@ function listenerStatus(h: TableHeader | undefined, dir: string): ListenerStatus
   return fromHeader ?? { pid: 0, active: false, port: 0, addr: '' };
 }
 
-const listenerText = (l: ListenerStatus): string =>
-  `Lock listener at pid:     ${procText(l)}\n${l.active ? `Lock listener on:         ${l.addr || '0.0.0.0'} port ${l.port}\n` : ''}`;
+/** The running listener's witness (jdls.yaml witness:), from the record it keeps (witness-state.ts). */
+function witnessOf(l: ListenerStatus, dir: string): WitnessRecord | undefined {
+  if (!l.active) return undefined;
+  const r = readWitnessRecord(dir);
+  return r && r.pid === l.pid ? r : undefined;
+}
+
+const listenerText = (l: ListenerStatus, dir: string): string => {
+  const w = witnessOf(l, dir);
+  return `Lock listener at pid:     ${procText(l)}\n${l.active ? `Lock listener on:         ${l.addr || '0.0.0.0'} port ${l.port}\n` : ''}${w ? witnessText(w) : ''}`;
+};
+
+const listenerJson = (l: ListenerStatus, dir: string): Record<string, unknown> => {
+  const w = witnessOf(l, dir);
+  return {
+    pid: l.pid || null, active: l.active, port: l.active ? l.port : null, addr: l.active ? l.addr || null : null,
+    ...(w ? { witness: { endpoints: w.endpoints, prefix: w.prefix, name: w.name, role: w.role, term: w.term, leader: w.leader, leaseMs: w.leaseMs, leaseLeftMs: w.role === 'leader' ? Math.max(0, (w.untilMs ?? 0) - Date.now()) : null } } : {}),
+  };
+};
 
 function tidyTime(h: TableHeader): string {
   const minutes = h.tidyMs / 60_000;
@@ -315,14 +333,14 @@ function showOs(cmd: DisplayCommand, dir: string, sessions: Sessions | undefined
       releaseDir: dir,
       table: null,
       monitor: { pid: null, active: false },
-      listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
+      listener: listenerJson(lis, dir),
       mechanism: { kind: 'os', text: osMechanism(lockDir, why), lockDir },
       osLockFiles: files,
       ...(sessions ? { clientSessions: sessions.json } : {}),
     }).slice(0, -1)},"osLocks":[${rows.map(osRowJson).join(',')}]}\n`);
     return;
   }
-  writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(lis)}${line('Locking mechanism:', osMechanism(lockDir, why))}${osLocksText(lockDir, cmd.locks)}${sessions?.text ?? ''}`);
+  writeFd(1, `Lock monitor at pid:      Not running\n${listenerText(lis, dir)}${line('Locking mechanism:', osMechanism(lockDir, why))}${osLocksText(lockDir, cmd.locks)}${sessions?.text ?? ''}`);
 }
 
 const POLICY_NAMES = ['off', 'report', 'break'];
@@ -362,7 +380,7 @@ function showText(cmd: DisplayCommand, table: LockTable, sessions?: Sessions): v
   const h = table.header();
   const mon = procStatus(h.monitorPid, h.monitorStart);
   const lis = listenerStatus(h, table.releaseDir);
-  let head = `Lock monitor at pid:      ${procText(mon)}\n${listenerText(lis)}`;
+  let head = `Lock monitor at pid:      ${procText(mon)}\n${listenerText(lis, table.releaseDir)}`;
   let counts: Counts | undefined;
   if (cmd.verbose) {
     // The memory line comes before the rows: it uses the group counters, and
@@ -433,7 +451,7 @@ function showJson(cmd: DisplayCommand, table: LockTable, sessions?: Sessions): v
       tidyOps: h.tidyOps,
       cpu: cpu ?? null,
     },
-    listener: { pid: lis.pid || null, active: lis.active, port: lis.active ? lis.port : null, addr: lis.active ? lis.addr || null : null },
+    listener: listenerJson(lis, table.releaseDir),
     header: { ...h, nextToken: h.nextToken.toString() },
     deadlocks: deadlocksJson(table),
     mechanism: inService(h)

@@ -80,6 +80,8 @@ export interface ConnectionOptions {
   key?: Buffer | undefined;
   /** TLS to the server (JDLS TLS, TLSCA): options for tls.connect (ca, cert, key); the server name is the SERVER host */
   tls?: tls.ConnectionOptions | undefined;
+  /** HELLO flag PAIR: this is one connection of a SERVER2 client (resilient.ts) */
+  pair?: boolean;
 }
 
 export interface RequestOptions {
@@ -128,6 +130,10 @@ export class ServerConnection {
   readonly tokens: boolean;
   /** WELCOME said INFO: the server takes INFO and INFO_QUERY (an older one closes on either) */
   readonly info: boolean;
+  /** HELLO had PAIR and the server took it: it knows MIRROR, PROMOTE and NOT_LEADER */
+  readonly pair: boolean;
+  /** WELCOME said WITNESS: the server runs with the pair's witness; its role and term at connect */
+  readonly witness: { role: 'leader' | 'follower'; term: number } | undefined;
   /** 'host:port' (IPv6 in brackets), for messages */
   readonly label: string;
   readonly #socket: net.Socket;
@@ -151,7 +157,7 @@ export class ServerConnection {
   #failure: JdlsError | undefined;
   readonly #closed: Promise<void>;
 
-  private constructor(server: JdlsServer, socket: net.Socket, route: ReadRoute, reader: FrameReader<ServerFrame>, welcome: WelcomeFrame, opts: ConnectionOptions) {
+  private constructor(server: JdlsServer, socket: net.Socket, route: ReadRoute, reader: FrameReader<ServerFrame>, welcome: WelcomeFrame, opts: ConnectionOptions, pair: boolean) {
     this.server = server;
     this.label = `${hostText(server.host)}:${server.port}`;
     this.#socket = socket;
@@ -159,6 +165,8 @@ export class ServerConnection {
     this.welcome = welcome;
     this.tokens = welcome.tokens === true;
     this.info = welcome.info === true;
+    this.pair = pair;
+    this.witness = welcome.witness;
     this.#opts = opts;
     this.#log = opts.logger;
     this.#lastHeard = this.#lastSent = Date.now();
@@ -187,6 +195,14 @@ export class ServerConnection {
    */
   static async open(server: JdlsServer, opts: ConnectionOptions): Promise<ServerConnection> {
     const label = `${hostText(server.host)}:${server.port}`;
+    if (opts.pair) {
+      try {
+        return await ServerConnection.#openOnce(server, opts, { tokens: true, info: true, pair: true });
+      } catch (e) {
+        if (!flagsRefused(e)) throw e;
+        opts.logger.warn({ server: label }, 'lock server older than pairs with a witness (HELLO PAIR refused): connected again without PAIR (no witness, no MIRROR)');
+      }
+    }
     try {
       return await ServerConnection.#openOnce(server, opts, { tokens: true, info: true });
     } catch (e) {
@@ -203,8 +219,8 @@ export class ServerConnection {
     }
   }
 
-  static #openOnce(server: JdlsServer, opts: ConnectionOptions, offer: { tokens: boolean; info: boolean }): Promise<ServerConnection> {
-    const tokens = offer.tokens || offer.info; // a HELLO flag an older server may refuse
+  static #openOnce(server: JdlsServer, opts: ConnectionOptions, offer: { tokens: boolean; info: boolean; pair?: boolean }): Promise<ServerConnection> {
+    const tokens = offer.tokens || offer.info || offer.pair === true; // a HELLO flag an older server may refuse
     const label = `${hostText(server.host)}:${server.port}`;
     const log = opts.logger;
     return new Promise((resolve, reject) => {
@@ -220,6 +236,8 @@ export class ServerConnection {
           ...(offer.tokens ? { tokens: true as const } : {}),
           // WELCOME says whether this server takes INFO (ServerConnection.info).
           ...(offer.info ? { info: true as const } : {}),
+          // WELCOME says whether this server has a witness (ServerConnection.witness).
+          ...(offer.pair ? { pair: true as const } : {}),
         }, opts.key);
       } catch (e) {
         reject(new JdlsError('BAD_ARGUMENT', `HELLO cannot be sent: ${(e as Error).message}`, { cause: e }));
@@ -280,7 +298,8 @@ export class ServerConnection {
         // Nothing may follow WELCOME before the client asked for something.
         if (out.after) return finish(new JdlsError('PROTOCOL', `lock server ${label}: ${out.after.type} frame before any request`));
         log.debug({ server: label, welcome: out.welcome }, 'connected');
-        finish(undefined, new ServerConnection(server, socket, route, reader, out.welcome, opts));
+        if (out.welcome.witness && !offer.pair) return finish(new JdlsError('PROTOCOL', `lock server ${label}: WELCOME with WITNESS, which HELLO (no PAIR) did not offer`));
+        finish(undefined, new ServerConnection(server, socket, route, reader, out.welcome, opts, offer.pair === true));
       };
       socket.on('error', onError);
       socket.on('close', onClose);
@@ -466,6 +485,9 @@ export class ServerConnection {
       this.#log.debug({ server: this.label, id: f.requestId, code: f.code, text: f.text }, 'error answer');
       p.reject(e);
       if (f.code === 'PROTOCOL') this.#fail(e); // the server closes after a protocol error
+      // A witnessed server that refuses as not the leader is, for a SERVER2
+      // client, a failed primary (resilient.ts): never asked again.
+      else if (f.code === 'NOT_LEADER' && this.witness) this.#fail(e);
       return;
     }
     if (!FINALS[p.type].includes(f.type) || (f.type === 'LOCKED' && !p.nowait)) {

@@ -21,6 +21,16 @@
 // - At connect, the primary must answer (falling over to the secondary before
 //   ever locking would split this client from the others); an unreachable
 //   secondary is logged and the client starts without resilience.
+// - With a witness (both WELCOMEs say WITNESS: docs/server.md, "The
+//   witness"), the contract of /work/notes/pair-contract.md: the LEADER is
+//   the primary whatever the JDLS order; if neither leads, SERVER is asked
+//   to (PROMOTE, wait = TIMEOUT) and connecting fails if it does not. Mirrors
+//   carry MIRROR (a follower grants nothing else). The primary fails
+//   (connection lost, NOT_LEADER): the secondary is asked to PROMOTE within
+//   TIMEOUT; PROMOTED makes it the primary and the unanswered requests are
+//   sent again; otherwise the client is dead (SPLIT_REFUSED) - it never
+//   locks on a server the witness has not made the leader, so two clients
+//   cut off from different halves of the pair cannot both hold one lock.
 // Trap: the connection rejects its outstanding requests *before* calling
 // onFail, but promise continuations run later, so by the time a rejected
 // send() loop looks at #conns the failed server is already gone from it.
@@ -29,6 +39,10 @@ import { JdlsError } from '../errors.js';
 import type { JdlsServer } from './jdls-env.js';
 import { ServerConnection, type ConnectionOptions, type FinalFrame, type RequestFrame, type RequestOptions } from './connection.js';
 import type { Call, Router, RouterEvents } from './router.js';
+
+function isUnlock(frame: RequestFrame): boolean {
+  return frame.type === 'UNLOCK' || frame.type === 'UNLOCK_FILE' || frame.type === 'UNLOCK_ALL' || frame.type === 'RANGE_UNLOCK';
+}
 
 function mirrored(frame: RequestFrame, answer: FinalFrame): boolean {
   if (frame.type === 'LOCK' || frame.type === 'RANGE_LOCK') return answer.type === 'GRANTED';
@@ -43,11 +57,14 @@ function mirrored(frame: RequestFrame, answer: FinalFrame): boolean {
  * cycle's victim (the secondary's waiters mirror the primary's, so a cycle
  * there is one the primary already broke or never had).
  */
-function fenced(frame: RequestFrame, answer: FinalFrame): RequestFrame {
+function fenced(frame: RequestFrame, answer: FinalFrame, mirror: boolean): RequestFrame {
+  if (frame.type === 'RANGE_LOCK') return mirror ? { ...frame, mirror: true } : frame;
   if (frame.type !== 'LOCK' || answer.type !== 'GRANTED') return frame;
-  if (!answer.token && !frame.breakDeadlock) return frame;
+  if (!answer.token && !frame.breakDeadlock && !mirror) return frame;
   const { breakDeadlock: _primaryOnly, ...rest } = frame;
-  return answer.token ? { ...rest, fence: answer.token } : rest;
+  // MIRROR only to a server that took HELLO's PAIR (an older one refuses the flag).
+  const m = mirror ? { mirror: true as const } : {};
+  return answer.token ? { ...rest, ...m, fence: answer.token } : { ...rest, ...m };
 }
 
 function answerText(f: FinalFrame | JdlsError): string {
@@ -70,11 +87,19 @@ export class ResilientRouter implements Router {
   readonly #log: Logger;
   readonly #events: RouterEvents;
   #last: JdlsError | undefined;
+  /** the pair runs a witness (the primary's WELCOME said WITNESS): failover needs PROMOTE */
+  readonly #witnessed: boolean;
+  /** TIMEOUT: how long a PROMOTE may take */
+  readonly #timeoutMs: number;
+  /** a failover in progress: requests wait for it before using the primary */
+  #promoting: { target: ServerConnection; done: Promise<void> } | undefined;
 
-  private constructor(conns: ServerConnection[], log: Logger, events: RouterEvents) {
+  private constructor(conns: ServerConnection[], log: Logger, events: RouterEvents, timeoutMs: number) {
     this.#conns = conns;
     this.#log = log;
     this.#events = events;
+    this.#timeoutMs = timeoutMs;
+    this.#witnessed = conns[0]?.witness !== undefined;
   }
 
   static async open(servers: JdlsServer[], connOpts: () => ConnectionOptions, log: Logger, events: RouterEvents): Promise<ResilientRouter> {
@@ -87,11 +112,22 @@ export class ResilientRouter implements Router {
     };
     const [p, s] = servers;
     if (!p || !s) throw new JdlsError('BAD_JDLS', 'resilient mode needs SERVER and SERVER2');
+    const timeoutMs = connOpts().timeoutMs;
     const [pr, sr] = await Promise.allSettled([
-      ServerConnection.open(p, { ...connOpts(), onFail: onFail(0) }),
-      ServerConnection.open(s, { ...connOpts(), onFail: onFail(1) }),
+      ServerConnection.open(p, { ...connOpts(), pair: true, onFail: onFail(0) }),
+      ServerConnection.open(s, { ...connOpts(), pair: true, onFail: onFail(1) }),
     ]);
     if (pr.status === 'rejected') {
+      // With a witness, a SERVER2 that LEADS is the pair's primary for
+      // everyone: starting on it alone splits nobody (the guide's rule,
+      // "the primary must answer", is about falling over by one's own word).
+      if (sr.status === 'fulfilled' && sr.value.witness?.role === 'leader' && sr.value.state === 'open') {
+        const e = pr.reason as JdlsError;
+        log.error({ server: `${p.host}:${p.port}`, code: e.code }, `lock server ${p.host}:${p.port} (SERVER) unavailable at start; ${sr.value.label} (SERVER2) leads the pair: starting on it, not resilient: ${e.message}`);
+        held[1] = sr.value;
+        router = new ResilientRouter([sr.value], log, events, timeoutMs);
+        return router;
+      }
       if (sr.status === 'fulfilled') await sr.value.close();
       throw pr.reason;
     }
@@ -101,8 +137,14 @@ export class ResilientRouter implements Router {
       const e = sr.reason as JdlsError;
       log.error({ server: `${s.host}:${s.port}`, code: e.code }, `secondary lock server unavailable at start, not resilient: ${e.message}`);
     }
-    const conns = held.filter((c): c is ServerConnection => c !== undefined);
-    router = new ResilientRouter(conns, log, events);
+    let conns = held.filter((c): c is ServerConnection => c !== undefined);
+    try {
+      conns = await leaderFirst(conns, timeoutMs, log);
+    } catch (e) {
+      await Promise.all(conns.map((c) => c.close()));
+      throw e;
+    }
+    router = new ResilientRouter(conns, log, events, timeoutMs);
     for (const c of conns) if (c.state === 'failed') router.#onFail(c, c.failure ?? new JdlsError('SERVER_CLOSED', 'connection lost'));
     if (router.#conns.length === 0) throw router.#last ?? new JdlsError('SERVER_CLOSED', 'connection lost');
     return router;
@@ -127,20 +169,32 @@ export class ResilientRouter implements Router {
     let cancelled = false;
     const run = async (): Promise<FinalFrame> => {
       for (;;) {
+        // A witnessed failover: nothing goes to the new primary before the witness made it one.
+        if (this.#promoting) await this.#failoverDone(); // no await (and no allocation) on the usual path
         const p = this.primary; // throws once no server is left
         const h = p.request(frame, opts);
         current = { conn: p, id: h.id };
+        // A witnessed pair's unlocks go to both at once (the contract allows
+        // it: an unlock cannot make two holders): one round trip, not two.
+        const early = this.#witnessed && isUnlock(frame) && this.#conns[0] === p ? this.#sendEarly(this.#conns[1], frame, opts) : undefined;
         let first: FinalFrame;
         try {
           first = await h.answer;
         } catch (e) {
           // The primary failed before answering: send again to the promoted
           // secondary, unless the caller withdrew the request meanwhile.
-          if (e === p.failure && p.state === 'failed' && this.#conns.length > 0 && this.#conns[0] !== p) {
+          if (e === p.failure && p.state === 'failed' && (this.#promoting !== undefined || (this.#conns.length > 0 && this.#conns[0] !== p))) {
             if (cancelled) throw new JdlsError('CANCELLED', 'lock request withdrawn during failover');
+            if (early) {
+              // The new primary had this unlock already (sent at once): its answer is the answer.
+              await this.#failoverDone();
+              if (this.#conns[0] === early.conn) return await early.answer;
+            }
             this.#log.error({ request: requestText(frame) }, `request sent again to the new primary ${this.#conns[0]?.label}`);
             continue;
           }
+          // The witnessed failover failed: the client's death is the answer.
+          if (e === p.failure && this.#last?.code === 'SPLIT_REFUSED') throw this.#last;
           throw e;
         }
         current = undefined;
@@ -148,7 +202,7 @@ export class ResilientRouter implements Router {
         if (!s || !mirrored(frame, first)) return first;
         let second: FinalFrame | JdlsError;
         try {
-          second = await s.request(fenced(frame, first), { timed: opts.timed }).answer;
+          second = early && early.conn === s ? await early.answer : await s.request(fenced(frame, first, s.pair), { timed: opts.timed }).answer;
         } catch (e) {
           if (s.state === 'failed') return first; // #onFail logged it; no longer resilient
           second = e instanceof JdlsError ? e : new JdlsError('PROTOCOL', String(e));
@@ -172,6 +226,23 @@ export class ResilientRouter implements Router {
     };
   }
 
+  /** A witnessed failover in progress has ended (either way). */
+  async #failoverDone(): Promise<void> {
+    while (this.#promoting) await this.#promoting.done;
+  }
+
+  /** The secondary's copy of an unlock, sent with the primary's (its rejection is handled where it is awaited, or dropped). */
+  #sendEarly(s: ServerConnection | undefined, frame: RequestFrame, opts: RequestOptions): { conn: ServerConnection; answer: Promise<FinalFrame> } | undefined {
+    if (!s || s.state !== 'open') return undefined;
+    try {
+      const answer = s.request(frame, { timed: opts.timed }).answer;
+      answer.catch(() => undefined);
+      return { conn: s, answer };
+    } catch {
+      return undefined;
+    }
+  }
+
   sendPrimaryOnly(frame: RequestFrame, opts: RequestOptions): Call {
     const p = this.primary;
     const h = p.request(frame, opts);
@@ -190,7 +261,15 @@ export class ResilientRouter implements Router {
     if (i < 0) return;
     this.#conns = this.#conns.filter((c) => c !== conn);
     this.#last = e;
+    // The server being promoted failed too: #promote words the client's death.
+    if (this.#promoting?.target === conn) return;
     const next = this.#conns[0];
+    if (i === 0 && next && this.#witnessed) {
+      this.#log.error({ failed: conn.label, next: next.label, code: e.code }, `primary lock server failed (${e.message}); asking the witness to make ${next.label} the primary (PROMOTE, within ${this.#timeoutMs} ms)`);
+      const target = next;
+      this.#promoting = { target, done: this.#promote(conn, target) };
+      return;
+    }
     if (!next) {
       this.#log.error({ server: conn.label, code: e.code }, 'last lock server failed: distributed locking is lost');
       this.#events.dead(e);
@@ -199,5 +278,74 @@ export class ResilientRouter implements Router {
     if (i === 0) this.#log.error({ failed: conn.label, now: next.label, code: e.code }, `primary lock server failed (${e.message}); secondary ${next.label} promoted to primary, no longer resilient`);
     else this.#log.error({ failed: conn.label, now: next.label, code: e.code }, `secondary lock server failed (${e.message}); continuing with ${next.label} alone, no longer resilient`);
     this.#events.failover({ failed: conn.server, error: e, now: next.server });
+  }
+
+  /** Witnessed failover: PROMOTE the secondary within TIMEOUT, or die (SPLIT_REFUSED). */
+  async #promote(failed: ServerConnection, target: ServerConnection): Promise<void> {
+    let term: number | undefined;
+    let why = '';
+    try {
+      term = await promoteWithin(target, this.#timeoutMs);
+    } catch (e) {
+      why = (e as Error).message;
+    }
+    this.#promoting = undefined;
+    if (term !== undefined && target.state === 'open') {
+      this.#log.error({ failed: failed.label, now: target.label, term }, `primary lock server ${failed.label} failed; the witness made ${target.label} the primary (term ${term}), no longer resilient`);
+      this.#events.failover({ failed: failed.server, error: failed.failure ?? new JdlsError('SERVER_CLOSED', 'connection lost'), now: target.server });
+      return;
+    }
+    const dead = new JdlsError('SPLIT_REFUSED', `the primary lock server ${failed.label} is unreachable and the witness did not make ${target.label} the primary within ${this.#timeoutMs} ms (TIMEOUT): exiting rather than risk two holders of one lock${why ? ` (${why})` : ''}`);
+    // A server that was not made the primary is never contacted again.
+    this.#conns = [];
+    this.#last = dead;
+    void target.close();
+    this.#log.error({ failed: failed.label, secondary: target.label, code: dead.code }, dead.message);
+    this.#events.dead(dead);
+  }
+}
+
+/**
+ * PROMOTE with wait = TIMEOUT: the term, or a rejection (NOT_LEADER, the
+ * connection failing, no verdict in time). Not timed by the TIMEOUT rule:
+ * the server is silent on purpose while it tries; the keep-alive PINGs
+ * still catch a dead one. A verdict later than TIMEOUT + 2 s is not waited for.
+ */
+async function promoteWithin(c: ServerConnection, timeoutMs: number): Promise<number> {
+  const h = c.request({ type: 'PROMOTE', waitMs: timeoutMs }, { timed: false });
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new JdlsError('SERVER_DEAD', `lock server ${c.label} gave no verdict on PROMOTE within ${timeoutMs + 2000} ms`)), timeoutMs + 2000);
+  });
+  try {
+    const f = await Promise.race([h.answer, late]);
+    if (f.type !== 'PROMOTED') throw new JdlsError('PROTOCOL', `lock server ${c.label}: ${f.type} is not an answer to PROMOTE`);
+    return f.term;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The order of a witnessed pair at connect: the LEADER first, whatever the
+ * JDLS order. Neither leads: SERVER (the first) is asked to PROMOTE within
+ * TIMEOUT, and connecting fails (NOT_LEADER) if it is not made the leader.
+ * Without a witness the JDLS order stands (the guide).
+ */
+async function leaderFirst(conns: ServerConnection[], timeoutMs: number, log: Logger): Promise<ServerConnection[]> {
+  const open = conns.filter((c) => c.state === 'open');
+  if (!open.some((c) => c.witness !== undefined)) return conns;
+  const leader = open.find((c) => c.witness?.role === 'leader');
+  if (leader) return [leader, ...conns.filter((c) => c !== leader)];
+  const first = open[0];
+  if (!first) return conns;
+  const roles = open.map((c) => `${c.label} ${c.witness ? `${c.witness.role} (term ${c.witness.term})` : 'without a witness'}`).join(', ');
+  log.warn({ servers: roles }, `neither lock server of the pair leads; asking ${first.label} to (PROMOTE)`);
+  try {
+    const term = await promoteWithin(first, timeoutMs);
+    log.warn({ server: first.label, term }, `the witness made ${first.label} the leader (term ${term})`);
+    return [first, ...conns.filter((c) => c !== first)];
+  } catch (e) {
+    throw new JdlsError('NOT_LEADER', `neither lock server of the pair is the leader (${roles}) and the witness did not make ${first.label} the leader within ${timeoutMs} ms: not connecting (${(e as Error).message})`);
   }
 }

@@ -19,6 +19,7 @@ import { parse as parseYaml } from 'yaml';
 import { PROTO } from '../protocol/constants.js';
 import { JdlsError } from '../errors.js';
 import { readTrusted, trustedOwners } from '../safefile.js';
+import type { WitnessConfig } from './witness.js';
 
 export const CONFIG_FILE = 'jdls.yaml';
 /** The environment variable that carries resolved settings to the listener and lock servers. */
@@ -82,13 +83,15 @@ export interface ServerConfig {
   allow: string[];
   /** deadlock detection in the lock table (docs/deadlocks.md): off, report (log cycles), break (also refuse waits that asked) */
   deadlock: DeadlockPolicy;
+  /** the etcd witness of a SERVER2 pair (witness.ts, docs/server.md "The witness"); null = none */
+  witness: WitnessConfig | null;
 }
 
 export type DeadlockPolicy = 'off' | 'report' | 'break';
 export const DEADLOCK_POLICIES: readonly DeadlockPolicy[] = ['off', 'report', 'break'];
 
 interface Setting {
-  kind: 'int' | 'addr' | 'path' | 'optpath' | 'cidrs' | 'enum';
+  kind: 'int' | 'addr' | 'path' | 'optpath' | 'cidrs' | 'enum' | 'witness';
   values?: readonly string[];
   min?: number;
   max?: number;
@@ -124,6 +127,7 @@ export const DEFAULTS: Readonly<ServerConfig> = Object.freeze({
   tlsCA: '',
   allow: [],
   deadlock: 'break',
+  witness: null,
 });
 
 const U32 = 0xffffffff;
@@ -157,6 +161,7 @@ export const SETTINGS: Readonly<Record<keyof ServerConfig, Setting>> = {
   tlsKey: { kind: 'optpath', text: 'TLS private key (PEM)' },
   tlsCA: { kind: 'optpath', text: 'CA of client certificates (PEM)' },
   allow: { kind: 'cidrs', text: 'client networks admitted, e.g. [10.0.0.0/8, 127.0.0.1/32, ::1/128]' },
+  witness: { kind: 'witness', text: 'the etcd witness of a SERVER2 pair: { endpoints: [http://host:2379, ...], prefix: /jdls/<pair>, leaseMs: 5000, name: <this server> }' },
   deadlock: { kind: 'enum', values: DEADLOCK_POLICIES, text: 'deadlock detection: off, report (log every cycle) or break (also refuse the youngest wait that asked: POSIX F_SETLKW, and library calls with breakDeadlock)' },
 };
 
@@ -171,8 +176,9 @@ function isCidr(text: string): boolean {
 const KEYS = Object.keys(SETTINGS) as (keyof ServerConfig)[];
 
 /** One setting's value, checked; a string is the error text (naming the key). */
-function check(key: keyof ServerConfig, value: unknown, where: string): number | string | string[] | JdlsError {
+function check(key: keyof ServerConfig, value: unknown, where: string): number | string | string[] | WitnessConfig | null | JdlsError {
   const s = SETTINGS[key];
+  if (s.kind === 'witness') return checkWitness(value, `${where}: ${key}`);
   if (s.kind === 'optpath') {
     if (value === '' || value === null) return '';
     if (typeof value !== 'string' || !path.isAbsolute(value))
@@ -206,6 +212,41 @@ function check(key: keyof ServerConfig, value: unknown, where: string): number |
   return n;
 }
 
+/** The witness leases at least this long: etcd's own minimum lease TTL is about 2 s with its default timings. */
+export const WITNESS_MIN_LEASE_MS = 1000;
+const WITNESS_KEYS = ['endpoints', 'prefix', 'leaseMs', 'name'];
+
+/** `witness:` - a mapping; null/absent = no witness. */
+export function checkWitness(value: unknown, where: string): WitnessConfig | null | JdlsError {
+  if (value === null || value === undefined) return null;
+  const bad = (what: string): JdlsError => new JdlsError('BAD_ARGUMENT', `${where}: ${what} (${SETTINGS.witness.text})`);
+  if (typeof value !== 'object' || Array.isArray(value)) return bad(`must be a mapping, got ${JSON.stringify(value)}`);
+  const o = value as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!WITNESS_KEYS.includes(k)) return bad(`unknown key '${k}' (known: ${WITNESS_KEYS.join(', ')})`);
+  const eps = typeof o['endpoints'] === 'string' ? [o['endpoints']] : o['endpoints'];
+  if (!Array.isArray(eps) || eps.length === 0) return bad('endpoints must be a list of etcd client URLs, e.g. [http://10.0.0.1:2379]');
+  for (const e of eps) {
+    let u: URL | undefined;
+    try {
+      u = typeof e === 'string' ? new URL(e) : undefined;
+    } catch {
+      u = undefined;
+    }
+    if (!u || u.protocol !== 'http:' || (u.pathname !== '/' && u.pathname !== '') || u.search || u.username)
+      return bad(`endpoints: ${JSON.stringify(e)} is not an etcd client URL http://host:port (https is not supported yet)`);
+  }
+  const prefix = o['prefix'];
+  if (typeof prefix !== 'string' || !/^\/[\x21-\x7e]*[^/]$/.test(prefix))
+    return bad(`prefix must be a key path such as /jdls/pair-a (starts with /, no trailing /, printable ASCII), got ${JSON.stringify(prefix)}`);
+  const lease = o['leaseMs'] ?? 5000;
+  const leaseMs = typeof lease === 'string' && /^\d+$/.test(lease) ? Number(lease) : lease;
+  if (typeof leaseMs !== 'number' || !Number.isInteger(leaseMs) || leaseMs < WITNESS_MIN_LEASE_MS || leaseMs > 600_000)
+    return bad(`leaseMs must be an integer ${WITNESS_MIN_LEASE_MS}..600000, got ${JSON.stringify(lease)}`);
+  const name = o['name'] ?? '';
+  if (typeof name !== 'string' || name.length > 200 || /[\x00-\x1f]/.test(name)) return bad(`name must be a short text, got ${JSON.stringify(name)}`);
+  return { endpoints: eps as string[], prefix, leaseMs, name };
+}
+
 function apply(into: ServerConfig, values: Record<string, unknown>, where: string): void {
   for (const [k, v] of Object.entries(values)) {
     if (!(KEYS as string[]).includes(k))
@@ -213,7 +254,7 @@ function apply(into: ServerConfig, values: Record<string, unknown>, where: strin
     const key = k as keyof ServerConfig;
     const r = check(key, v, where);
     if (r instanceof JdlsError) throw r;
-    (into as unknown as Record<string, number | string | string[]>)[key] = r;
+    (into as unknown as Record<string, unknown>)[key] = r;
   }
 }
 
@@ -255,7 +296,7 @@ export function loadConfig(dir: string, overrides: ConfigOverrides = {}): Server
     if (v === undefined) continue;
     const r = check(k as keyof ServerConfig, v, `--${k}`);
     if (r instanceof JdlsError) throw new JdlsError('BAD_ARGUMENT', r.message.replace(`--${k}: ${k} must`, `--${k} must`));
-    (cfg as unknown as Record<string, number | string | string[]>)[k] = r;
+    (cfg as unknown as Record<string, unknown>)[k] = r;
   }
   return cfg;
 }

@@ -34,7 +34,11 @@ import { LOCK_SERVER_CHILD_FLAG } from '../cli/args.js';
 import { Tally, connectionsPerAddress } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AllowList, admitConnection } from './auth.js';
-import { beginOsEpoch } from './token-epoch.js';
+import { beginOsEpoch, beginTermEpoch, localEpoch } from './token-epoch.js';
+import { Witness, type WitnessState } from './witness.js';
+import type { LeadershipWord } from './leadership.js';
+import { removeWitnessRecord, writeWitnessRecord } from './witness-state.js';
+import { PROMOTE_CAP_MS } from './pair-rules.js';
 import { startAdminServer, type AdminServer, type AdminWorker } from './admin.js';
 import type { AdminWorkerReply, AdminWorkerRequest } from './admin-types.js';
 
@@ -94,7 +98,7 @@ export interface ListenerOptions {
 }
 
 const isFromLockServer = (m: unknown): m is FromLockServer =>
-  typeof m === 'object' && m !== null && ['ready', 'closed', 'adopted', 'admin'].includes(String((m as { type?: unknown }).type));
+  typeof m === 'object' && m !== null && ['ready', 'closed', 'adopted', 'admin', 'promote'].includes(String((m as { type?: unknown }).type));
 
 /** Run the listener until a signal; resolves with the exit code. */
 export async function runListener(opts: ListenerOptions): Promise<number> {
@@ -191,6 +195,40 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
     return 1;
   }
 
+  // The pair's witness (jdls.yaml witness:): leadership under an etcd lease,
+  // passed on to every lock-server process as "leader until <monotonic ns>".
+  let word: LeadershipWord = { role: 'follower', term: 0, leader: null };
+  const tellLeadership = (w: Worker): void => {
+    if (!w.child.connected) return;
+    try {
+      const m: ToLockServer = { type: 'leadership', word };
+      w.child.send(m, undefined, {}, () => {});
+    } catch {
+      /* gone: it stops at its last deadline by itself */
+    }
+  };
+  const witness = cfg.witness ? new Witness(cfg.witness, port, {
+    log: log.child({ witness: cfg.witness.prefix }),
+    localEpoch: () => Number(localEpoch(dir)),
+    becomeLeader: (term) => beginTermEpoch(dir, BigInt(term)),
+    onState: (s: WitnessState) => {
+      word = s.role === 'leader'
+        ? { role: 'leader', term: s.term, untilNs: s.untilNs.toString(), leader: s.leader }
+        : { role: 'follower', term: s.term, leader: s.leader ?? null };
+      for (const w of workers) if (w.ready) tellLeadership(w);
+      try {
+        const leftMs = s.role === 'leader' ? Number((s.untilNs - process.hrtime.bigint()) / 1_000_000n) : 0;
+        writeWitnessRecord(dir, {
+          pid: process.pid, endpoints: cfg.witness?.endpoints ?? [], endpoint: witness?.endpoint ?? '', prefix: cfg.witness?.prefix ?? '',
+          name: witness?.name ?? '', leaseMs: cfg.witness?.leaseMs ?? 0, role: s.role, term: s.term, leader: s.leader ?? null,
+          untilMs: s.role === 'leader' ? Date.now() + leftMs : null, updatedMs: Date.now(),
+        });
+      } catch (e) {
+        log.debug({ err: e }, 'could not write the witness record');
+      }
+    },
+  }) : undefined;
+
   const script = fileURLToPath(new URL('../cli/jdls.js', import.meta.url));
   const childEnv: NodeJS.ProcessEnv = { ...process.env, JBCRELEASEDIR: dir, [CONFIG_ENV]: configToEnv(cfg) };
   let stopping = false;
@@ -251,7 +289,21 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
       if (!isFromLockServer(m)) return;
       if (m.type === 'ready') {
         w.ready = true;
+        // The leadership first: the IPC channel keeps order, so no client reaches it before it knows.
+        if (witness) tellLeadership(w);
         for (const s of w.queue.splice(0)) hand(w, s);
+      } else if (m.type === 'promote') {
+        const waitMs = Math.min(Math.max(0, m.waitMs), PROMOTE_CAP_MS);
+        const answer = (term: number | null): void => {
+          try {
+            const r: ToLockServer = { type: 'promoted', id: m.id, term };
+            w.child.send(r, undefined, {}, () => {});
+          } catch {
+            /* the lock server went away */
+          }
+        };
+        if (!witness) answer(0);
+        else witness.promote(waitMs).then((t) => answer(t ?? null), () => answer(null));
       } else if (m.type === 'admin') {
         const a = w.asks.get(m.id);
         if (a) {
@@ -359,6 +411,9 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
 
   ensureSpare();
 
+  witness?.start();
+  if (witness) log.info({ endpoints: cfg.witness?.endpoints, prefix: cfg.witness?.prefix, leaseMs: cfg.witness?.leaseMs, name: witness.name }, 'witness: campaigning for the pair\'s leadership');
+
   for (const fault of serverFaults()) log.error({ fault }, `FAULT INJECTION (${FAULT_ENV}=${fault}): this service breaks a safety promise on purpose - for the chaos suite's tests only`);
   log.info({ port, bind: cfg.bind, mechanism: kind, clientsPerProcess: cfg.clientsPerProcess, releaseDir: dir }, `lock listener started on ${cfg.bind} port ${port}`);
 
@@ -409,6 +464,10 @@ export async function runListener(opts: ListenerOptions): Promise<number> {
       if (stopping) return;
       stopping = true;
       clearInterval(housekeeping);
+      // Not revoked: the lock-server processes that stay for their clients
+      // obey their last deadline; the lease runs out after it (witness.ts).
+      witness?.stop();
+      removeWitnessRecord(dir, process.pid);
       server.close();
       admin?.close();
       try {

@@ -30,11 +30,17 @@ import { LockTable } from '../locks/table.js';
 import { acceptTls, loadServerSecrets, logAuthRefusal, type ServerSecrets } from './auth.js';
 import type net from 'node:net';
 import type { AdminWorkerReply, AdminWorkerRequest } from './admin-types.js';
+import { Leadership, isLeadershipWord, type LeadershipWord } from './leadership.js';
+import { PROMOTE_CAP_MS } from './pair-rules.js';
 
 export const LOCK_SERVER_TITLE = 'jdls -ib (lock server)';
 
 /** Messages between the listener and a lock-server process (IPC, JSON). */
-export type ToLockServer = { type: 'conn'; addr?: string; id?: number } | { type: 'retire' } | { type: 'admin'; id: number; req: AdminWorkerRequest };
+export type ToLockServer = { type: 'conn'; addr?: string; id?: number } | { type: 'retire' } | { type: 'admin'; id: number; req: AdminWorkerRequest }
+  /** the pair's leadership (witness.ts): every change and renewal */
+  | { type: 'leadership'; word: LeadershipWord }
+  /** the answer to a 'promote': the term led, or null (not within the wait) */
+  | { type: 'promoted'; id: number; term: number | null };
 /**
  * adopted: a 'conn' message arrived (with or without its socket; `id` as
  * the listener sent it); closed: that connection is gone. `addr` as the
@@ -43,12 +49,19 @@ export type ToLockServer = { type: 'conn'; addr?: string; id?: number } | { type
 export type FromLockServer =
   | { type: 'ready'; pid: number } | { type: 'adopted'; id: number } | { type: 'closed'; session: number; addr?: string }
   /** the answer to an 'admin' message (admin.ts), same id */
-  | { type: 'admin'; id: number; reply: AdminWorkerReply };
+  | { type: 'admin'; id: number; reply: AdminWorkerReply }
+  /** a client's PROMOTE, passed on to the listener's witness */
+  | { type: 'promote'; id: number; waitMs: number };
 
 function isToLockServer(m: unknown): m is ToLockServer {
   if (typeof m !== 'object' || m === null) return false;
   const t = (m as { type?: unknown }).type;
   if (t === 'admin') return typeof (m as { id?: unknown }).id === 'number' && typeof (m as { req?: unknown }).req === 'object';
+  if (t === 'leadership') return isLeadershipWord((m as { word?: unknown }).word);
+  if (t === 'promoted') {
+    const term = (m as { term?: unknown }).term;
+    return typeof (m as { id?: unknown }).id === 'number' && (term === null || typeof term === 'number');
+  }
   return t === 'conn' || t === 'retire';
 }
 
@@ -114,12 +127,39 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
     }
   };
 
+  // The pair's leadership (witness.ts in the listener, leadership.ts here):
+  // losing it closes every connection with ERROR NOT_LEADER (id 0), which
+  // releases their locks and ends their waits.
+  const leadership = new Leadership(opts.cfg.witness !== null, log, (why) => {
+    for (const s of [...sessions]) s.close(`leadership lost: ${why}`, { type: 'ERROR', requestId: 0, code: 'NOT_LEADER', text: `this lock server is no longer the pair's leader: ${why}`.slice(0, 255) });
+  });
+  // PROMOTE: asked of the listener's witness; the answer comes back as 'promoted'.
+  let promotes = 0;
+  const promoteWaits = new Map<number, (term: number | undefined) => void>();
+  const promote = (waitMs: number): Promise<number | undefined> => new Promise((resolve) => {
+    if (!leadership.witnessed) return resolve(0); // the guide's rule: the client's word is enough
+    if (leadership.mayGrant()) return resolve(leadership.term);
+    if (!process.connected) return resolve(undefined); // no listener, no witness to ask
+    const id = (promotes = (promotes % 0x7fffffff) + 1);
+    const settle = (term: number | undefined): void => {
+      clearTimeout(timer);
+      promoteWaits.delete(id);
+      resolve(term);
+    };
+    // The listener answers within the wait; this bound is for a listener that died meanwhile.
+    const timer = setTimeout(() => settle(undefined), Math.min(waitMs, PROMOTE_CAP_MS) + 2000);
+    promoteWaits.set(id, settle);
+    tell({ type: 'promote', id, waitMs });
+  });
+
   return new Promise<number>((resolve) => {
     let done = false;
     const finish = (code: number, why: string): void => {
       if (done) return;
       done = true;
       process.off('message', onMessage);
+      leadership.close();
+      for (const settle of [...promoteWaits.values()]) settle(undefined);
       for (const s of [...sessions]) s.close(why, { type: 'ERROR', requestId: 0, code: 'SHUTDOWN', text: `lock server stopping: ${why}` });
       try {
         mech.close();
@@ -175,6 +215,14 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         maybeExit();
         return;
       }
+      if (m.type === 'leadership') {
+        leadership.update(m.word);
+        return;
+      }
+      if (m.type === 'promoted') {
+        promoteWaits.get(m.id)?.(m.term ?? undefined);
+        return;
+      }
       const addr = typeof m.addr === 'string' ? m.addr : undefined;
       if (typeof m.id === 'number') tell({ type: 'adopted', id: m.id });
       const id = nextId++;
@@ -194,6 +242,7 @@ export function runLockServer(opts: LockServerOptions): Promise<number> {
         try {
           const s = new Session(sock, {
             mech, osLocks, cfg: opts.cfg, limits, descriptors, log, stats, id, key: secrets.key, route, releaseDir: opts.releaseDir,
+            pair: { leadership, promote },
             onClose: (closed) => {
               sessions.delete(closed);
               tell(closedMsg);

@@ -20,7 +20,7 @@ import { offsetKey } from '../locks/oslock.js';
 import { PROTO, type ProtoErrorName } from '../protocol/constants.js';
 import type {
   ClientFrame, HelloFrame, LockFrame, ServerFrame, UnlockFrame, UnlockFileFrame, UnlockAllFrame, StatusFrame,
-  CancelFrame, WireHolder, RefusedRequest, InfoFrame, InfoQueryFrame,
+  CancelFrame, WireHolder, RefusedRequest, InfoFrame, InfoQueryFrame, PromoteFrame,
 } from '../protocol/frames.js';
 import { readInfoDir, type InfoAnswer } from '../info/reader.js';
 import type { ClientInfo } from '../info/format.js';
@@ -38,6 +38,7 @@ import { RangeSession } from './range-session.js';
 import { addressLocks, blockingWaits, lockDescriptors, type Limits } from './quota.js';
 import { RateLog } from './ratelog.js';
 import { AUTH_FAILED, AUTH_REQUIRED, ServerHandshake, logAuthRefusal } from './auth.js';
+import { PROMOTE_CAP_MS, type PairDeps } from './pair-rules.js';
 import { SESSION_LOCKS_LISTED, type ReleaseTarget, type ReleasedLock, type SessionLock, type SessionView, type SessionWait } from './admin-types.js';
 
 /** The table's lock number as -dvL shows it ("value"): 0x%08x. */
@@ -77,6 +78,8 @@ export interface SessionDeps {
    * session), and a client sends neither.
    */
   releaseDir?: string | undefined;
+  /** the pair's leadership and PROMOTE (pair-rules.ts); absent = no witness (every LOCK may be granted, PROMOTE answered term 0) */
+  pair?: PairDeps | undefined;
 }
 
 /** INFO_RESULT chunk: the most a frame carries after its header and the chunk's u32 length. */
@@ -229,6 +232,10 @@ export class Session {
   #threads = 0;
   /** INFO_QUERY answers still being sent (their request ids are outstanding) */
   #infoQueries = new Set<number>();
+  /** PROMOTEs waiting for the witness's verdict (their request ids are outstanding) */
+  #promotes = new Set<number>();
+  /** RANGE_LOCKs without MIRROR not yet answered: a grant of one after the leadership lapsed is never answered GRANTED */
+  #rangeNeedsLeader = new Set<number>();
 
   /** when the lock-server process took the connection (ms since the epoch) */
   readonly connectedMs = Date.now();
@@ -345,11 +352,15 @@ export class Session {
       case 'CANCEL': return this.#onCancel(f);
       case 'TEST': return this.#send({ type: 'TEST_RESULT', requestId: f.requestId, text: f.text });
       case 'PING': return this.#send({ type: 'PONG', requestId: f.requestId });
-      case 'RANGE_LOCK': case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
+      case 'RANGE_LOCK':
+        if (!f.mirror) {
+          if (!this.#mayGrant()) return this.#error(rid, 'NOT_LEADER', this.#notLeaderText());
+          this.#rangeNeedsLeader.add(rid);
+        } else this.#rangeNeedsLeader.delete(rid); // an id answered by an error path before may be reused
+        return this.#rangeSession().onFrame(f);
+      case 'RANGE_UNLOCK': case 'RANGE_TEST': return this.#rangeSession().onFrame(f);
       case 'INFO_QUERY': return this.#onInfoQuery(f);
-      // Without a witness the client's word is enough (the guide's rule):
-      // PROMOTED term 0 at once (docs/protocol.md, "Pairs and the witness").
-      case 'PROMOTE': return this.#send({ type: 'PROMOTED', requestId: f.requestId, term: 0 });
+      case 'PROMOTE': return this.#onPromote(f);
     }
   }
 
@@ -358,7 +369,7 @@ export class Session {
       lockDir: this.#deps.cfg.lockDir,
       mech: this.#deps.mech,
       client: () => ({ pid: this.#hello?.pid ?? 0, port: this.#hello?.port ?? 0, ip: this.ip, conn: this.#conn }),
-      send: (f) => this.#send(f),
+      send: (f) => this.#sendRange(f),
       answerError: (rid, e) => this.#answerError(rid, e),
       log: this.#log,
       maxRangeFiles: this.#deps.cfg.maxRangeFiles,
@@ -367,6 +378,56 @@ export class Session {
       giveThread: () => this.#giveThread(),
     });
     return this.#ranges;
+  }
+
+  // ===== the pair's leadership (witness: leadership.ts) ====================
+
+  /** A LOCK / RANGE_LOCK without MIRROR may be granted now (always, without a witness). */
+  #mayGrant(): boolean {
+    return this.#deps.pair?.leadership.mayGrant() ?? true;
+  }
+
+  #notLeaderText(): string {
+    const l = this.#deps.pair?.leadership;
+    return `this lock server is not the pair's leader (term ${l?.term ?? 0}): it grants only mirrored locks (MIRROR); ask the leader, or PROMOTE this one`;
+  }
+
+  /**
+   * A grant the mechanism made after the leadership lapsed (a release
+   * handed the lock to a wait here before this process's lapse timer ran):
+   * never answered GRANTED. The request gets NOT_LEADER, and the session
+   * closes as every session does at the lapse - which releases that lock.
+   */
+  #grantedAfterLapse(rid: number): void {
+    this.#error(rid, 'NOT_LEADER', this.#notLeaderText());
+    this.close('leadership lapsed before a wait was granted', { type: 'ERROR', requestId: 0, code: 'NOT_LEADER', text: 'this lock server is no longer the pair\'s leader' });
+  }
+
+  /** The range session's answers: a RANGE_LOCK without MIRROR granted after the lapse is not answered GRANTED. */
+  #sendRange(f: ServerFrame): void {
+    if ('requestId' in f && this.#rangeNeedsLeader.delete(f.requestId) && f.type === 'GRANTED' && !this.#mayGrant()) return this.#grantedAfterLapse(f.requestId);
+    this.#send(f);
+  }
+
+  /**
+   * PROMOTE: without a witness the client's word is enough (the guide's
+   * rule): PROMOTED term 0 at once. With one, the listener's witness tries
+   * to take the key at once; PROMOTED once this process may grant as the
+   * leader, else NOT_LEADER after min(wait_ms, PROMOTE_CAP_MS).
+   */
+  #onPromote(f: PromoteFrame): void {
+    const rid = f.requestId;
+    const pair = this.#deps.pair;
+    if (!pair || !pair.leadership.witnessed) return this.#send({ type: 'PROMOTED', requestId: rid, term: 0 });
+    this.#promotes.add(rid);
+    this.#log.warn({ requestId: rid, waitMs: f.waitMs }, 'PROMOTE: the client lost its primary and asks this server to lead');
+    const answer = (term: number | undefined): void => {
+      if (!this.#promotes.delete(rid) || this.#closed) return;
+      // The listener's leadership word precedes its answer on the IPC channel: the clock decides here.
+      if (term !== undefined && pair.leadership.mayGrant()) this.#send({ type: 'PROMOTED', requestId: rid, term: pair.leadership.term });
+      else this.#error(rid, 'NOT_LEADER', `the witness did not make this lock server the pair's leader within ${Math.min(f.waitMs, PROMOTE_CAP_MS)} ms (another server holds the leadership, or etcd is unreachable)`);
+    };
+    pair.promote(Math.min(f.waitMs, PROMOTE_CAP_MS)).then(answer, () => answer(undefined));
   }
 
   #onHello(f: HelloFrame): void {
@@ -435,6 +496,8 @@ export class Session {
       server: SERVER_HOST.slice(0, PROTO.MAX_STR), ...(this.#tokens ? { tokens: true as const } : {}),
       // Only to a client that said it knows the flag: an older one refuses an unknown WELCOME flag.
       ...(this.#infoOffered ? { info: true as const } : {}),
+      // Only to a PAIR client, and only with a witness (docs/protocol.md, "Pairs and the witness").
+      ...(f.pair && this.#deps.pair?.leadership.witnessed ? { witness: { role: this.#deps.pair.leadership.role, term: this.#deps.pair.leadership.term } } : {}),
     });
     this.#infoStart(f);
   }
@@ -562,11 +625,13 @@ export class Session {
 
   /** Whether a request with this id still waits for its final answer. */
   #outstanding(rid: number): boolean {
-    return this.#waits.has(rid) || this.#cancels.has(rid) || this.#infoQueries.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
+    return this.#waits.has(rid) || this.#cancels.has(rid) || this.#infoQueries.has(rid) || this.#promotes.has(rid) || (this.#ranges?.isWaiting(rid) ?? false);
   }
 
   #onLock(f: LockFrame): void {
     const rid = f.requestId;
+    // A witnessed follower grants only mirrors of its leader's grants.
+    if (!f.mirror && !this.#mayGrant()) return this.#error(rid, 'NOT_LEADER', this.#notLeaderText());
     // latin1: one char per byte, the cheapest exact text of the key bytes.
     const file = this.#file(f.file.inode, f.file.dev);
     const fk = file.key;
@@ -645,6 +710,9 @@ export class Session {
         if (this.#closed) {
           // Granted in the race with the disconnect: nobody wants it.
           try { mech.unlock(owner, file, key); } catch { /* closed mechanism */ }
+        } else if (!f.mirror && !this.#mayGrant()) {
+          this.#held.add(f.tid, fk, keyText, mech); // released by the close
+          this.#grantedAfterLapse(rid);
         } else {
           this.#held.add(f.tid, fk, keyText, mech);
           if (this.#info) this.#infoGranted(f.tid, fk, keyText, f.mode, token);
@@ -1139,10 +1207,13 @@ export class Session {
       // CANCELLED: the wait is withdrawn because the connection closes), and
       // a CANCEL that waited for its target is answered after it. Their
       // mechanisms settle later, into a closed session, which sends nothing.
-      const code: ProtoErrorName = last.type === 'ERROR' && last.code === 'SHUTDOWN' ? 'SHUTDOWN' : 'CANCELLED';
-      const text = code === 'SHUTDOWN' ? `lock request ended: ${reason}` : `lock request withdrawn: the connection is closing (${reason})`;
+      // NOT_LEADER: a SERVER2 client sends such a request again to its new primary (resilient.ts).
+      const code: ProtoErrorName = last.type === 'ERROR' && (last.code === 'SHUTDOWN' || last.code === 'NOT_LEADER') ? last.code : 'CANCELLED';
+      const text = code === 'CANCELLED' ? `lock request withdrawn: the connection is closing (${reason})` : `lock request ended: ${reason}`;
       for (const rid of [...this.#waits.keys(), ...(this.#ranges?.waitingIds() ?? [])]) this.#error(rid, code, text);
       for (const rid of this.#cancels) this.#send({ type: 'RELEASED', requestId: rid, count: 1 });
+      for (const rid of this.#promotes) this.#error(rid, 'NOT_LEADER', `promotion not decided: the connection is closing (${reason})`);
+      this.#promotes.clear();
       this.#cancels.clear();
       // Sent before #closed is set; then the socket ends after flushing it.
       try {

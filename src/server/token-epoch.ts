@@ -15,7 +15,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { JdlsError } from '../errors.js';
 import { readTrusted, replaceFile, trustedOwners } from '../safefile.js';
-import { tokenEpoch, type LockTable } from '../locks/table.js';
+import { tokenEpoch, LockTable } from '../locks/table.js';
 import { TokenCounter } from '../locks/token-counter.js';
 import { native } from '../native.js';
 
@@ -66,4 +66,58 @@ export function keepEpoch(table: LockTable, dir: string, recorded: bigint): bigi
   if (now <= recorded) return recorded;
   writeEpoch(dir, now);
   return now;
+}
+
+/**
+ * The highest token epoch this installation has reached: the record, the
+ * OS token counter's, and the table's (when there is one). A witnessed pair
+ * (witness.ts) starts its next leadership term above it, so that a term is
+ * always a new epoch here too.
+ */
+export function localEpoch(dir: string): bigint {
+  let e = readEpoch(dir);
+  try {
+    const c = tokenEpoch(TokenCounter.open(dir).peek());
+    if (c > e) e = c;
+  } catch {
+    /* no counter: the record stands */
+  }
+  let table: LockTable | undefined;
+  try {
+    table = LockTable.open({ releaseDir: dir });
+  } catch {
+    return e;
+  }
+  try {
+    const t = tokenEpoch(table.header().nextToken);
+    return t > e ? t : e;
+  } finally {
+    table.close();
+  }
+}
+
+/**
+ * This server became the pair's leader for `term` (witness.ts): the epoch
+ * record first (durably), then the floors of the OS token counter and the
+ * table, so every token it grants from now on has an epoch >= term and
+ * outranks every token granted under an earlier term. Never lowers
+ * anything. Throws when the record or the counter cannot be written: then
+ * the server must not lead (its tokens might not outrank the old ones).
+ */
+export function beginTermEpoch(dir: string, term: bigint): void {
+  if (term > native.constants.TOKEN_MAX_EPOCH)
+    throw new JdlsError('BAD_ARGUMENT', `leadership term ${term} exceeds the last token epoch (${native.constants.TOKEN_MAX_EPOCH}): see docs/fencing.md`);
+  if (readEpoch(dir) < term) writeEpoch(dir, term);
+  TokenCounter.open(dir).startEpoch(term);
+  let table: LockTable | undefined;
+  try {
+    table = LockTable.open({ releaseDir: dir });
+  } catch {
+    return; // no table: OS locks only
+  }
+  try {
+    table.setTokenEpoch(term);
+  } finally {
+    table.close();
+  }
 }

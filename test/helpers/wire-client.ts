@@ -34,6 +34,8 @@ export interface LockOpts {
   breakDeadlock?: boolean;
   /** flag FENCE with this token */
   fence?: bigint;
+  /** flag MIRROR (SERVER2: repeats the primary's grant) */
+  mirror?: boolean;
 }
 
 export class WireClient {
@@ -99,6 +101,7 @@ export class WireClient {
       type: 'HELLO', requestId: 0, minVersion: h.minVersion ?? PROTO.MIN_VERSION, maxVersion: h.maxVersion ?? PROTO.VERSION,
       port: h.port ?? 77, pid: h.pid ?? process.pid, keepaliveMs: h.keepaliveMs ?? 0, host: h.host ?? 'testhost',
       program: h.program ?? 'wire-client', options: h.options ?? '', ...(h.tokens ? { tokens: true as const } : {}), ...(h.info ? { info: true as const } : {}),
+      ...(h.pair ? { pair: true as const } : {}),
     });
     return p.then((f) => {
       if (f.type !== 'WELCOME') throw new Error(`expected WELCOME, got ${f.type}${f.type === 'ERROR' ? ` ${f.code} ${f.text}` : ''}`);
@@ -157,6 +160,7 @@ export class WireClient {
       {
         type: 'LOCK', nowait: o.nowait ?? false, noInterim: o.noInterim ?? false, osLocks: false, mode, tid: o.tid ?? 1, file: o.file ?? FILE, key: Buffer.from(key),
         ...(o.breakDeadlock ? { breakDeadlock: true as const } : {}), ...(o.fence === undefined ? {} : { fence: o.fence }),
+        ...(o.mirror ? { mirror: true as const } : {}),
       },
       { ...(o.requestId !== undefined ? { requestId: o.requestId } : {}), ...(o.onInterim ? { onInterim: o.onInterim } : {}) },
     );
