@@ -16,6 +16,9 @@ import { CliEnv, processesOf } from './helpers/cli-env.js';
 import { findListener } from '../src/server/state.js';
 import { FakeServer } from './helpers/fake-server.js';
 import type { ClientFrame, LockFrame } from '../src/protocol/frames.js';
+import { Etcd } from './helpers/etcd.js';
+import { ServerEnv, until } from './helpers/server-env.js';
+import { readWitnessRecord } from '../src/server/witness-state.js';
 
 interface Server {
   cli: CliEnv;
@@ -374,4 +377,42 @@ test.serial('SERVER2: a fork child is another owner (it drops both of the parent
   const rs = await Promise.all(Array.from({ length: 3 }, () => s.run(SHIM_LOCKER, [f, `count:40:${data}`], { env: { JDLS }, timeoutMs: 30_000 })));
   for (const x of rs) t.is(x.stdout.trim(), 'counted', x.stderr);
   t.is(Number(fs.readFileSync(data, 'utf8')), 120);
+});
+
+// --- a real witness (etcd) and two witnessed servers ---
+
+test.serial('SERVER2 with a real witness (etcd): the leader killed -9; the shim PROMOTEs the follower, which leads once the lease lapsed; the lock goes there and excludes others', async (t) => {
+  const LEASE = 2000;
+  const etcd = await Etcd.start(t);
+  const prefix = `/jdls/shim-pair-${process.pid}`;
+  const witness = (name: string): Record<string, unknown> => ({ witness: { endpoints: [etcd.url], prefix, leaseMs: LEASE, name } });
+  const a = new ServerEnv(t);
+  a.writeConfig(witness('a'));
+  const b = new ServerEnv(t);
+  b.writeConfig(witness('b'));
+  await a.start();
+  await until(() => readWitnessRecord(a.dir)?.role === 'leader', 15_000, 'server a to lead');
+  await b.start();
+  await until(() => readWitnessRecord(b.dir)?.leader === 'a', 15_000, 'server b to see a as the leader');
+  const s = new ShimEnv(t);
+  // The JDLS order names the follower first: the leader is the primary anyway. TIMEOUT above the lease.
+  const JDLS = `SERVER=127.0.0.1,${b.port},SERVER2=127.0.0.1,${a.port},TIMEOUT=${(LEASE * 4) / 1000}`;
+  const p = s.start(SHIM_API, ['4242', '7', 'x:K1', 'line', 'x:K2', 'hold'], { env: { JDLS } });
+  await p.waitFor(/^ok$/, 15_000);
+  for (const pid of processesOf(a.dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  p.child.stdin?.write('go\n');
+  await p.waitFor(/^holding$/, 20_000);
+  t.deepEqual(p.lines, ['ok', 'read', 'ok', 'holding'], p.stderr());
+  t.is(readWitnessRecord(b.dir)?.role, 'leader', 'b leads now');
+  t.deepEqual(tcpPeerPorts(p.pid), [b.port]);
+  // Another program on b alone: K1 (mirrored before the kill) and K2 (granted after) are held.
+  const q = await s.run(SHIM_API, ['4242', '7', 'x:K1', 'x:K2', 'x:K3'], { env: { JDLS: `SERVER=127.0.0.1,${b.port}` } });
+  t.deepEqual(q.stdout.trim().split('\n'), ['locked port=0', 'locked port=0', 'ok'], q.stderr);
+  t.is(await p.finish(), 0);
 });
