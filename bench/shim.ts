@@ -171,7 +171,7 @@ export async function runShim(opts: ShimOptions = {}): Promise<{ result: ShimRes
  * an error (no broker, no route) is a result, not a crash.
  * Alone: node -e 'import("./dist/bench/shim.js").then(async (m) => console.log(JSON.stringify(await m.runRedirected(5, 3000, (await import("./dist/src/shim.js")).shimPath()))))'
  */
-export async function runRedirected(rounds: number, iters: number, so: string): Promise<Redirected | { error: string }> {
+export async function runRedirected(rounds: number, iters: number, so: string, secondaryCpu = SERVER_CPU): Promise<Redirected | { error: string }> {
   const echo = spawn(process.execPath, [remoteJs, '--echo'], { stdio: ['pipe', 'pipe', 'inherit'] });
   let svc: Service | undefined;
   let svc2: Service | undefined;
@@ -198,8 +198,13 @@ export async function runRedirected(rounds: number, iters: number, so: string): 
     const client = (cmd: string, args: string[]): [string, string[]] => (PIN ? ['taskset', ['-c', String(CLIENT_CPU), cmd, ...args]] : [cmd, args]);
     runJson(...client(cbenchPath, ['fcntl', jlock, '10']), 'redirected fcntl pair (start)', { env });
     runJson(...client(cbenchPath, ['fcntl', jlock, '10']), 'resilient fcntl pair (start)', { env: pairEnv });
-    const live = [svc, svc2];
-    for (const p of [echo.pid ?? 0, ...live.flatMap((x) => x.pids()).filter((x) => /\(lock server\)/.test(cmdline(x)))]) pinPid(p, SERVER_CPU);
+    // The secondary's lock server on secondaryCpu: SERVER_CPU by default (both
+    // servers share one CPU, so the unlock's two halves are served one after
+    // the other - on two machines they run at once); CLIENT_CPU to let them
+    // overlap on a 2-CPU host (the client sleeps in poll meanwhile).
+    const lockServers = (x: Service): number[] => x.pids().filter((p) => /\(lock server\)/.test(cmdline(p)));
+    for (const p of [echo.pid ?? 0, ...lockServers(svc)]) pinPid(p, SERVER_CPU);
+    for (const p of lockServers(svc2)) pinPid(p, secondaryCpu);
     for (let r = 0; r < rounds; r++) {
       const e = runJson<{ ops: number; ms: number }>(...client(process.execPath, [remoteJs, '--load', 'echo', String(echoPort), '1', '1000']), 'echo x 1');
       echoNs.push((e.ms * 1e6) / e.ops);
