@@ -74,7 +74,7 @@ outcomes.push(await scenario('remote locks over TCP vs echo (interleaved rounds)
 outcomes.push(await scenario('remote pair with the shared secret off / on / on + TLS (interleaved rounds), handshake cost', () => runAuth()));
 outcomes.push(await scenario('deadlock detection: the answer to a cycle of 2/4/8 remote owners, the pair with detection on/off', () => runDeadlock()));
 outcomes.push(await scenario('info records: the direct pair with a record on / JDLS_INFO=0 (interleaved rounds), one record write', () => runInfo()));
-outcomes.push(await scenario('the shim: C API pair, direct fcntl pair, non-lock fcntl, redirected fcntl pair (interleaved rounds)', () => runShim()));
+outcomes.push(await scenario('the shim: C API pair, direct fcntl pair, non-lock fcntl, redirected fcntl pair, resilient (SERVER2) pair vs single-server pair (interleaved rounds)', () => runShim()));
 outcomes.push(await scenario('the resilient pair with its witness: library pair SERVER2 / SERVER (interleaved rounds), 20 failovers after kill -9 of the primary', () => runFailover()));
 const totalMs = Date.now() - started;
 

@@ -108,6 +108,7 @@ int shim_api_owns_fd(int fd);
 int shim_binapi_owns_fd(int fd);
 /* The descriptors themselves: -1 when none; shim_api_fds fills at most max. */
 int shim_broker_fd(void);
+int shim_broker_fd2(void); /* the secondary server connection of a pair, or -1 */
 int shim_binapi_fd(void);
 int shim_api_fds(int *out, int max);
 /* Called by the atfork child handler. */

@@ -19,6 +19,12 @@
  * default 10000). Two processes racing to start it both start one; the
  * broker whose bind loses exits quietly.
  *
+ * SERVER2 (no TLS): the broker hands over BOTH server connections, the
+ * primary's first (docs/broker.md "Pairs"), and the shim keeps the pair's
+ * rules of src/client/resilient.ts itself: locks to the primary, then
+ * MIRROR to the secondary; unlocks to both at once; failover with or
+ * without the witness (PROMOTE). docs/shim.md "Pairs".
+ *
  * Threads of one process share the connection (the process is the owner):
  * requests go out as they come and their answers are matched by request id
  * (leader/follower, below), so a thread waiting for a lock never holds up
@@ -53,13 +59,32 @@
 extern char **environ;
 
 static pthread_mutex_t bmu = PTHREAD_MUTEX_INITIALIZER;
-static int bfd = -1;        /* the broker socket, or the server connection (direct), or -1 */
+/* The connections: cfd[0] is the broker socket, or the (primary) server
+ * connection (direct mode); cfd[1] the secondary server connection of a
+ * resilient pair (SERVER2: both handed over by the broker, docs/broker.md
+ * "Pairs"), else -1. A failed server's connection is -1 for good: the
+ * guide's rule, it is never contacted again. Changed only with bmu AND wmu
+ * held (senders pick the descriptor under wmu alone, send_slot). */
+static int cfd[2] = {-1, -1};
+#define bfd (cfd[0])
+/* Both WELCOMEs said WITNESS: the primary's failure needs the witness's
+ * word (PROMOTE) before the secondary may grant (docs/shim.md "Pairs"). */
+static int witness;
+/* Two server connections were handed over (SERVER2): the pair's reader
+ * (read_pair) serves them, also after one failed. */
+static int paired;
+/* A PROMOTE is out (its slot id), the primary having failed: requests wait
+ * for its verdict. 0: none. */
+static uint32_t promote_id;
+/* the secondary's "host:port" for the exit message while promoting */
+static char promote_to[96];
 /* Direct mode: the broker opened this process's server connection and
  * handed it over (SCM_RIGHTS with its WELCOME); requests then go straight to
  * the lock server, two hops fewer each (docs/broker.md). The broker stays in
- * the path only for SERVER2 (resilience lives in its JdlsClient). Without
- * the broker's client in between, the shim itself sets the LOCK flags of the
- * JDLS value (WAIT, OSLOCKS) and keeps the TIMEOUT rule. */
+ * the path only for TLS (a TLS session cannot move to another process).
+ * Without the broker's client in between, the shim itself sets the LOCK
+ * flags of the JDLS value (WAIT, OSLOCKS) and keeps the TIMEOUT rule; with
+ * SERVER2 it also keeps the pair rules of src/client/resilient.ts. */
 static int direct;
 static int lock_flags;      /* JDLS_FF_NO_INTERIM (WAIT) | JDLS_FF_OSLOCKS */
 static int timeout_ms = 30000; /* TIMEOUT=seconds: longest silence with an answer due */
@@ -72,21 +97,33 @@ static int tokens;
  * writes: docs/info-records.md) - by the server itself (direct mode: the
  * broker handed its connection over) or by the broker, which passes them on
  * (src/broker/session.ts). Never sent otherwise: an older server closes the
- * connection on an unknown frame type. */
-static int info_ok;
+ * connection on an unknown frame type. Per connection (a pair's servers may
+ * differ). */
+static int info_oks[2];
+#define info_ok (info_oks[0])
 /* Files were declared since the last INFO: one is sent before the next
  * request (coalesced: many declarations, one frame). */
 static int info_due;
-static uint32_t next_id = 1;
+static uint32_t next_id = 1; /* one sequence for both connections: an id names one request */
+/* The frames kept in the slots (for resending to a promoted secondary). */
+typedef struct fbuf {
+  uint8_t b[4096];
+  size_t n;
+} fbuf;
 /* The outstanding requests (see "leader/follower" below). */
 #define MAX_SLOTS 64
 typedef struct slot {
   uint32_t id;
   int used, done;
   int untimed; /* a waiting lock under WAIT (or a waiting range lock): TIMEOUT does not apply */
+  int conn;    /* 0: sent to the primary (cfd[0]), 1: to the secondary */
+  int both;    /* one half of a request sent to both at once: the primary's failure just drops it */
+  int sent;    /* on its connection (send_slot); the promotion sends it again, or for the first time */
+  int internal;/* the PROMOTE: no caller waits for it, the reader closes it */
   shim_answer a;
   int64_t waited;  /* a WAITING came (the "block" moment): since when (monotonic ms) */
   int unblocked;   /* the final answer of a request that waited: the "unblock" moment */
+  fbuf f;          /* the frame as sent */
 } slot;
 static slot slots[MAX_SLOTS];
 static int reading;
@@ -94,8 +131,10 @@ static pthread_cond_t bcv = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t wmu = PTHREAD_MUTEX_INITIALIZER;
 
 /* The trace's name for the other end: the server's address in direct mode,
- * else "broker" (docs/shim.md, "Trace and errors"). Set once connected. */
-static char server_label[96] = "broker";
+ * else "broker" (docs/shim.md, "Trace and errors"). Set once connected.
+ * labels[1]: the secondary's. */
+static char labels[2][96] = {"broker", ""};
+#define server_label (labels[0])
 
 void shim_server_unreachable(const char *why) {
   /* Before the guide's lines: jbase_error_trace (always) and the trace
@@ -118,9 +157,12 @@ void shim_server_unreachable(const char *why) {
   _exit(1);
 }
 
-int shim_broker_fd(void) { return __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
+int shim_broker_fd(void) { return __atomic_load_n(&cfd[0], __ATOMIC_RELAXED); }
+int shim_broker_fd2(void) { return __atomic_load_n(&cfd[1], __ATOMIC_RELAXED); }
 
-int shim_broker_owns_fd(int fd) { return fd >= 0 && fd == __atomic_load_n(&bfd, __ATOMIC_RELAXED); }
+int shim_broker_owns_fd(int fd) {
+  return fd >= 0 && (fd == __atomic_load_n(&cfd[0], __ATOMIC_RELAXED) || fd == __atomic_load_n(&cfd[1], __ATOMIC_RELAXED));
+}
 
 void shim_broker_forget(void) {
   /* Another thread of the parent may have held these at the fork. */
@@ -129,26 +171,28 @@ void shim_broker_forget(void) {
   pthread_cond_init(&bcv, NULL);
   reading = 0;
   memset(slots, 0, sizeof slots);
-  if (bfd >= 0) {
-    /* The parent's socket: closing the child's copy leaves the parent's
-     * connection (and locks) alone. */
-    shim_busy++;
-    real_close(bfd);
-    shim_busy--;
+  for (int i = 0; i < 2; i++) {
+    if (cfd[i] >= 0) {
+      /* The parent's socket: closing the child's copy leaves the parent's
+       * connection (and locks) alone - both of a pair. */
+      shim_busy++;
+      real_close(cfd[i]);
+      shim_busy--;
+    }
+    cfd[i] = -1;
   }
-  bfd = -1;
   direct = 0;
+  paired = 0;
+  witness = 0;
+  promote_id = 0;
   tokens = 0;
-  info_ok = 0;
+  info_oks[0] = info_oks[1] = 0;
   info_due = 0;
-  strcpy(server_label, "broker"); /* the child connects anew, maybe not directly */
+  strcpy(labels[0], "broker"); /* the child connects anew, maybe not directly */
+  labels[1][0] = 0;
 }
 
 /* --- frames ----------------------------------------------------------------- */
-typedef struct fbuf {
-  uint8_t b[4096];
-  size_t n;
-} fbuf;
 
 static void put8(fbuf *f, uint8_t v) { if (f->n < sizeof f->b) f->b[f->n++] = v; }
 static void put16(fbuf *f, uint16_t v) { put8(f, (uint8_t)(v >> 8)); put8(f, (uint8_t)v); }
@@ -191,26 +235,37 @@ static void lost(const char *what) {
   shim_server_unreachable(why);
 }
 
-static void send_frame(fbuf *f) {
-  finish(f);
+/* Whole bytes on fd; 0, or -1 with errno (MSG_NOSIGNAL: a peer that died
+ * must not kill us with SIGPIPE; we exit with the guide's message, or fall
+ * over to the other server of a pair, instead). */
+static int send_fd(int fd, const uint8_t *p, size_t n) {
   size_t off = 0;
-  while (off < f->n) {
-    /* MSG_NOSIGNAL: a broker that died must not kill us with SIGPIPE; we
-     * exit with the guide's message instead. */
-    ssize_t w = send(bfd, f->b + off, f->n - off, MSG_NOSIGNAL);
+  while (off < n) {
+    ssize_t w = send(fd, p + off, n - off, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) lost(strerror(errno));
+    if (w <= 0) {
+      if (w == 0) errno = EPIPE;
+      return -1;
+    }
     off += (size_t)w;
   }
+  return 0;
+}
+
+static void send_frame(fbuf *f) {
+  finish(f);
+  if (send_fd(bfd, f->b, f->n) != 0) lost(strerror(errno));
 }
 
 /* An INFO frame (request id 0, never answered): u32 length + the ClientInfo
  * JSON of shim_info_client_json. With signals blocked and the connection
  * made; takes wmu (whole frames). The JSON is kept under the frame limit by
- * the builder (the newest files first). */
+ * the builder (the newest files first). To every server of a pair that
+ * takes INFO (each keeps its own record of the process); a send that fails
+ * there is left to the reader, which sees the connection's end. */
 #define INFO_JSON_MAX (JDLS_PROTO_MAX_FRAME - 64)
 static void send_info(const char *moment) {
-  if (!info_ok || bfd < 0) return;
+  if (!(info_oks[0] && cfd[0] >= 0) && !(info_oks[1] && cfd[1] >= 0)) return;
   char *j = shim_info_client_json(moment, INFO_JSON_MAX);
   if (!j) return;
   size_t n = strlen(j);
@@ -226,17 +281,16 @@ static void send_info(const char *moment) {
   memcpy(b, hdr, sizeof hdr);
   memcpy(b + sizeof hdr, j, n);
   free(j);
-  size_t total = sizeof hdr + n, off = 0;
+  size_t total = sizeof hdr + n;
   pthread_mutex_lock(&wmu);
-  while (off < total) {
-    ssize_t w = send(bfd, b + off, total - off, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
+  int pair = cfd[1] >= 0;
+  for (int c = 0; c < 2; c++) {
+    if (cfd[c] < 0 || !info_oks[c]) continue;
+    if (send_fd(cfd[c], b, total) != 0 && !pair) {
       pthread_mutex_unlock(&wmu);
       free(b);
       lost(strerror(errno));
     }
-    off += (size_t)w;
   }
   pthread_mutex_unlock(&wmu);
   free(b);
@@ -247,22 +301,30 @@ static void send_info(const char *moment) {
 static int read_all(uint8_t *p, size_t n, int interruptible, int wait_ms) {
   size_t got = 0;
   while (got < n) {
-    if (wait_ms >= 0) {
-      /* TIMEOUT (direct mode): silence from the server with an answer due
-       * means it is dead or hung; the guide: declared dead. */
-      struct pollfd pf = {bfd, POLLIN, 0};
-      int pr = poll(&pf, 1, wait_ms);
-      if (pr < 0 && errno == EINTR) {
-        if (interruptible && got == 0) return -EINTR;
+    /* What has arrived is taken without a poll first: a frame almost always
+     * arrives whole, so the header and the body cost one system call each
+     * (strace: 4 polls a frame before, on the single-server pair too). */
+    ssize_t r = recv(bfd, p + got, n - got, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (wait_ms < 0) {
+        r = recv(bfd, p + got, n - got, 0);
+      } else {
+        /* TIMEOUT (direct mode): silence from the server with an answer due
+         * means it is dead or hung; the guide: declared dead. */
+        struct pollfd pf = {bfd, POLLIN, 0};
+        int pr = poll(&pf, 1, wait_ms);
+        if (pr < 0 && errno == EINTR) {
+          if (interruptible && got == 0) return -EINTR;
+          continue;
+        }
+        if (pr == 0) {
+          char why[200];
+          snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
+          shim_server_unreachable(why);
+        }
         continue;
       }
-      if (pr == 0) {
-        char why[200];
-        snprintf(why, sizeof why, "lock server %s silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", server_label, wait_ms);
-        shim_server_unreachable(why);
-      }
     }
-    ssize_t r = recv(bfd, p + got, n - got, 0);
     if (r < 0 && errno == EINTR) {
       if (interruptible && got == 0) return -EINTR;
       continue;
@@ -653,14 +715,18 @@ static int64_t now_ms(void) {
 
 /* The broker's answer to HELLO, read with recvmsg: WELCOME (with the server
  * connection's descriptor attached in direct mode: SCM_RIGHTS rides on the
- * frame's first byte) or ERROR. Sets *fd to the descriptor or -1. */
-static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t *blen, int *fd) {
+ * frame's first byte) or ERROR. Sets fds[0] to the descriptor or -1.
+ * A pair (SERVER2): the message carries TWO descriptors, the primary's then
+ * the secondary's, and the secondary's WELCOME follows the first frame on
+ * the socket (read_second). The count of descriptors is the signal: no
+ * extra field, and a broker that hands one over is read as before. */
+static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t *blen, int fds[2]) {
   uint8_t buf[4096 + JDLS_PROTO_HEADER];
   size_t got = 0, need = JDLS_PROTO_HEADER;
-  *fd = -1;
+  fds[0] = fds[1] = -1;
   while (got < need) {
     union {
-      char b[CMSG_SPACE(sizeof(int))];
+      char b[CMSG_SPACE(2 * sizeof(int))];
       struct cmsghdr align;
     } ctl;
     struct iovec iov = {buf + got, need - got};
@@ -675,8 +741,10 @@ static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t 
     if (r == 0) lost("the broker closed it");
     if (r < 0) lost(strerror(errno));
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(fd, CMSG_DATA(c), sizeof(int));
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        if (c->cmsg_len == CMSG_LEN(sizeof(int))) memcpy(fds, CMSG_DATA(c), sizeof(int));
+        else if (c->cmsg_len == CMSG_LEN(2 * sizeof(int))) memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+      }
     got += (size_t)r;
     if (got >= JDLS_PROTO_HEADER && need == JDLS_PROTO_HEADER) {
       uint32_t len = get32(buf);
@@ -690,8 +758,21 @@ static void read_first(uint8_t *body, size_t cap, int *type, int *flags, size_t 
   memcpy(body, buf + JDLS_PROTO_HEADER, *blen);
 }
 
-/* server_label from the server connection's peer address ("ip:port", IPv6 in brackets). */
-static void peer_label(int fd) {
+/* The secondary's WELCOME (a plain frame after the first, on the broker socket). */
+static void read_second(uint8_t *body, size_t cap, int *type, int *flags, size_t *blen) {
+  uint8_t h[JDLS_PROTO_HEADER];
+  read_all(h, sizeof h, 0, -1);
+  uint32_t len = get32(h);
+  if (len < JDLS_PROTO_MIN_LENGTH || len - 8 > cap) lost("a frame of a bad length");
+  *type = h[5];
+  *flags = get16(h + 6);
+  *blen = len - 8;
+  read_all(body, *blen, 0, -1);
+}
+
+/* labels[c] from the server connection's peer address ("ip:port", IPv6 in brackets). */
+static void peer_label(int fd, int c) {
+  char *out = labels[c];
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   char ip[INET6_ADDRSTRLEN] = "";
@@ -699,25 +780,25 @@ static void peer_label(int fd) {
   if (ss.ss_family == AF_INET) {
     struct sockaddr_in *a = (struct sockaddr_in *)&ss;
     inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-    snprintf(server_label, sizeof server_label, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+    snprintf(out, sizeof labels[c], "%s:%u", ip, (unsigned)ntohs(a->sin_port));
   } else if (ss.ss_family == AF_INET6) {
     struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
     inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    snprintf(server_label, sizeof server_label, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+    snprintf(out, sizeof labels[c], "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
   }
 }
 
 /* The trace's "connected" line: WELCOME's version u8, mechanism u8, server
  * pid, session, interim ms, keep-alive ms. */
-static void log_connected(const uint8_t *w, size_t n) {
+static void log_connected(const uint8_t *w, size_t n, int c) {
   if (!shim_log_tracing()) return;
   char fields[400];
   memcpy(fields, "\"server\":", 9);
-  size_t fl = shim_log_jstr(fields, sizeof fields, 9, server_label, strlen(server_label));
+  size_t fl = shim_log_jstr(fields, sizeof fields, 9, labels[c], strlen(labels[c]));
   if (n >= 18)
     snprintf(fields + fl, sizeof fields - fl,
-             ",\"direct\":%s,\"welcome\":{\"version\":%u,\"mechanism\":\"%s\",\"serverPid\":%u,\"session\":%u,\"interimMs\":%u,\"keepaliveMs\":%u,\"tokens\":%s}",
-             direct ? "true" : "false", w[0], w[1] == 2 ? "os" : "shm", (unsigned)get32(w + 2), (unsigned)get32(w + 6),
+             ",\"direct\":%s,\"pair\":\"%s\",\"welcome\":{\"version\":%u,\"mechanism\":\"%s\",\"serverPid\":%u,\"session\":%u,\"interimMs\":%u,\"keepaliveMs\":%u,\"tokens\":%s}",
+             direct ? "true" : "false", paired ? (c ? "secondary" : "primary") : "none", w[0], w[1] == 2 ? "os" : "shm", (unsigned)get32(w + 2), (unsigned)get32(w + 6),
              (unsigned)get32(w + 10), (unsigned)get32(w + 14), tokens ? "true" : "false");
   else
     fields[fl] = 0;
@@ -775,7 +856,13 @@ static void ensure_connected(void) {
    * the broker must be of this build (the broker offers it to the server
    * and connects again without it to an older server). JDLS_INFO=0: not
    * offered. */
-  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS | (shim_info_disabled() ? 0 : JDLS_FF_INFO), 0);
+  /* PAIR (SERVER2 only): this shim takes both server connections of a
+   * resilient pair and keeps the pair rules itself (docs/broker.md "Pairs");
+   * the broker passes the flag on to the servers (their WELCOMEs then say
+   * WITNESS when a witness decides who leads). */
+  char s2[8]; /* SERVER2=host,port: a value (the bare word is no server) */
+  int pair_hello = shim_jdls_option("SERVER2", s2, sizeof s2);
+  begin(&f, JDLS_FT_HELLO, JDLS_FF_TOKENS | (shim_info_disabled() ? 0 : JDLS_FF_INFO) | (pair_hello ? JDLS_FF_PAIR : 0), 0);
   putbytes(&f, "JDLS", 4);
   put8(&f, JDLS_PROTO_MIN_VERSION);
   put8(&f, JDLS_PROTO_VERSION);
@@ -790,27 +877,47 @@ static void ensure_connected(void) {
   uint8_t body[4096];
   int type = 0, wflags = 0;
   size_t n = 0;
-  int server_fd = -1;
-  read_first(body, sizeof body, &type, &wflags, &n, &server_fd);
+  int sfds[2];
+  read_first(body, sizeof body, &type, &wflags, &n, sfds);
+  uint8_t body2[4096];
+  int type2 = 0, wflags2 = 0;
+  size_t n2 = 0;
+  if (type == JDLS_FT_WELCOME && sfds[1] >= 0) {
+    read_second(body2, sizeof body2, &type2, &wflags2, &n2);
+    if (type2 != JDLS_FT_WELCOME) lost("a pair's second WELCOME missing");
+  }
   if (type == JDLS_FT_WELCOME) {
     tokens = (wflags & JDLS_FF_TOKENS) != 0;
     /* The server's WELCOME (direct mode) or the broker's, which says INFO
      * only when it passes INFO on to a server that takes it. */
     info_ok = (wflags & JDLS_FF_INFO) != 0 && !shim_info_disabled();
-    if (server_fd >= 0) {
-      /* Direct mode: the server connection is ours now; the broker socket
-       * has done its job. */
+    if (sfds[0] >= 0) {
+      /* Direct mode: the server connection(s) are ours now; the broker
+       * socket has done its job. */
       shim_busy++;
       real_close(bfd);
-      /* Trap: the socket comes from Node, which made it non-blocking, and
-       * O_NONBLOCK belongs to the open file description, which is shared:
-       * our blocking recv() would fail with EAGAIN. */
-      int fl = real_fcntl(server_fd, F_GETFL, 0);
-      if (fl >= 0 && (fl & O_NONBLOCK)) real_fcntl(server_fd, F_SETFL, (void *)(intptr_t)(fl & ~O_NONBLOCK));
-      server_fd = shim_high_fd(server_fd);
+      bfd = -1;
+      for (int c = 0; c < 2; c++) {
+        int sfd = sfds[c];
+        if (sfd < 0) continue;
+        /* Trap: the socket comes from Node, which made it non-blocking, and
+         * O_NONBLOCK belongs to the open file description, which is shared:
+         * our blocking recv() would fail with EAGAIN. */
+        int fl = real_fcntl(sfd, F_GETFL, 0);
+        if (fl >= 0 && (fl & O_NONBLOCK)) real_fcntl(sfd, F_SETFL, (void *)(intptr_t)(fl & ~O_NONBLOCK));
+        cfd[c] = shim_high_fd(sfd);
+        peer_label(cfd[c], c);
+      }
       shim_busy--;
-      bfd = server_fd;
       direct = 1;
+      if (cfd[1] >= 0) {
+        /* The broker put the leader first (src/broker/session.ts: with a
+         * witness it orders by WELCOME role and PROMOTEs SERVER when
+         * neither leads, before handing over): cfd[0] is the primary. */
+        paired = 1;
+        info_oks[1] = (wflags2 & JDLS_FF_INFO) != 0 && !shim_info_disabled();
+        witness = (wflags & JDLS_FF_WITNESS) && (wflags2 & JDLS_FF_WITNESS);
+      }
       char v[32];
       wait_opt = shim_jdls_option("WAIT", NULL, 0);
       lock_flags = (wait_opt ? JDLS_FF_NO_INTERIM : 0) | (shim_jdls_option("OSLOCKS", NULL, 0) ? JDLS_FF_OSLOCKS : 0);
@@ -821,20 +928,21 @@ static void ensure_connected(void) {
         double s = strtod(v, NULL);
         if (s > 0 && s <= 86400) timeout_ms = s * 1000 < 1 ? 1 : (int)(s * 1000 + 0.5);
       }
-      peer_label(bfd);
     }
-    log_connected(body, n);
+    log_connected(body, n, 0);
+    if (paired) log_connected(body2, n2, 1);
     /* The guide's "start" moment: who this process is and what it has
      * declared so far. */
     info_due = 0;
     send_info("start");
     return;
   }
-  if (server_fd >= 0) {
-    shim_busy++;
-    real_close(server_fd);
-    shim_busy--;
-  }
+  for (int c = 0; c < 2; c++)
+    if (sfds[c] >= 0) {
+      shim_busy++;
+      real_close(sfds[c]);
+      shim_busy--;
+    }
   if (type == JDLS_FT_ERROR && n >= 4) {
     /* ERROR: code u16, text str16 - the broker's reason (the server could
      * not be reached, JDLS is malformed, ...) */
@@ -902,18 +1010,327 @@ static slot *open_slot(uint32_t *id) {
   for (;;) {
     for (int i = 0; i < MAX_SLOTS; i++)
       if (!slots[i].used) {
-        slots[i] = (slot){next_id++, 1, 0, 0, {0}, 0, 0};
-        *id = slots[i].id;
-        return &slots[i];
+        slot *s = &slots[i];
+        /* field by field: the kept frame (4 KiB) need not be cleared */
+        s->id = next_id++;
+        if (!next_id) next_id = 1; /* id 0 is the server's own (ERROR NOT_LEADER on id 0) */
+        s->used = 1;
+        s->done = s->untimed = s->conn = s->both = s->sent = s->internal = 0;
+        memset(&s->a, 0, sizeof s->a);
+        s->waited = 0;
+        s->unblocked = 0;
+        s->f.n = 0;
+        *id = s->id;
+        return s;
       }
     wait_bcv();
   }
 }
 
-static void send_locked(fbuf *f) {
+/* Send the slot's frame on its connection, once. The descriptor is picked
+ * under wmu: a promotion (with bmu and wmu) moves the slot to another
+ * connection, or sends it there itself, and never while a frame is half
+ * out. A pair's failed send is left to the reader (the connection's end
+ * shows there: conn_failed); a lone connection's is the end of the process,
+ * as before. */
+static void send_slot(slot *s) {
   pthread_mutex_lock(&wmu);
-  send_frame(f);
+  int fd = cfd[s->conn];
+  if (!s->sent && fd >= 0) {
+    s->sent = 1;
+    if (send_fd(fd, s->f.b, s->f.n) != 0 && cfd[1] < 0 && !paired) {
+      int e = errno;
+      pthread_mutex_unlock(&wmu);
+      lost(strerror(e));
+    }
+  }
   pthread_mutex_unlock(&wmu);
+}
+
+/* Trace a slot's frame with its connection's label. */
+static void trace_slot(const slot *s) {
+  if (shim_log_tracing()) shim_log_request(labels[s->conn], s->f.b, s->f.n);
+}
+
+/* The exit when the witness did not make the secondary the primary (the
+ * contract's words, docs/shim.md "Pairs"). */
+static void exit_unpromoted(const char *failed, const char *to) {
+  char why[600];
+  snprintf(why, sizeof why,
+           "the primary lock server %s is unreachable and the witness did not make %s the primary within TIMEOUT: "
+           "exiting rather than risk two holders of one lock", failed, to);
+  shim_server_unreachable(why);
+}
+
+static void log_pair(int level, const char *msg) {
+  char fields[300];
+  memcpy(fields, "\"server\":", 9);
+  size_t fl = shim_log_jstr(fields, sizeof fields, 9, labels[0], strlen(labels[0]));
+  if (labels[1][0]) {
+    memcpy(fields + fl, ",\"secondary\":", 13);
+    fl = shim_log_jstr(fields, sizeof fields, fl + 13, labels[1], strlen(labels[1]));
+  }
+  fields[fl] = 0;
+  shim_log_line(level, fields, msg);
+}
+
+/* With bmu held, after the witness's PROMOTED (or at once without a
+ * witness): the secondary is the primary. Requests the old primary had not
+ * answered go to it again (the same ids: a CANCEL still names its LOCK);
+ * the old primary's halves of requests sent to both are dropped (the
+ * secondary's half answers); the secondary's are the primary's now. */
+static void promote(void) {
+  pthread_mutex_lock(&wmu);
+  cfd[0] = cfd[1];
+  cfd[1] = -1;
+  memcpy(labels[0], labels[1], sizeof labels[0]);
+  labels[1][0] = 0;
+  info_oks[0] = info_oks[1];
+  info_oks[1] = 0;
+  /* In the order they were made (request ids), not of the slots: a CANCEL
+   * must follow the LOCK it names, or it finds nothing to withdraw and the
+   * LOCK waits on at the new primary. */
+  for (uint32_t after = 0;;) {
+    slot *s = NULL;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+      slot *x = &slots[i];
+      if (x->used && !x->done && !x->internal && x->id > after && (!s || x->id < s->id)) s = x;
+    }
+    if (!s) break;
+    after = s->id;
+    if (s->conn == 1) {
+      s->conn = 0;
+    } else if (s->both) {
+      s->done = 1;
+      memset(&s->a, 0, sizeof s->a); /* type 0: no answer from this server */
+    } else {
+      /* Unsent (its thread had not reached send_slot): sent now, and its
+       * thread's send_slot finds it sent. Sent: once more, here. */
+      s->sent = 1;
+      if (shim_log_tracing()) shim_log_request(labels[0], s->f.b, s->f.n);
+      (void)send_fd(cfd[0], s->f.b, s->f.n); /* a failure: the reader sees the end */
+    }
+  }
+  pthread_mutex_unlock(&wmu);
+  pthread_cond_broadcast(&bcv);
+}
+
+/* With bmu held and no reader (await_slot calls it after giving the role
+ * up, before anyone can take it): connection c failed. The secondary:
+ * logged, carry on alone. The primary: with a witness, PROMOTE to the
+ * secondary and the verdict decides (await_slot); without, the guide's
+ * rule: promoted at once. The last server: the process ends, as before. */
+static void conn_failed(int c, const char *why) {
+  if (cfd[c] < 0) return;
+  char msg[700], failed[96];
+  memcpy(failed, labels[c], sizeof failed);
+  pthread_mutex_lock(&wmu);
+  int fd = cfd[c];
+  cfd[c] = -1; /* never contacted again */
+  shim_busy++;
+  real_close(fd);
+  shim_busy--;
+  pthread_mutex_unlock(&wmu);
+  if (c == 1) {
+    if (promote_id) exit_unpromoted(promote_to, failed);
+    snprintf(msg, sizeof msg, "secondary lock server %s failed (%s); continuing with %s alone, no longer resilient", failed, why, labels[0]);
+    log_pair(SHIM_LOG_ERROR, msg);
+    labels[1][0] = 0;
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (slots[i].used && !slots[i].done && slots[i].conn == 1) {
+        slots[i].done = 1;
+        memset(&slots[i].a, 0, sizeof slots[i].a);
+      }
+    pthread_cond_broadcast(&bcv);
+    return;
+  }
+  if (cfd[1] < 0) {
+    /* the last one (or the promoting primary's successor is gone) */
+    if (promote_id) exit_unpromoted(promote_to, labels[1]);
+    char w[600];
+    snprintf(w, sizeof w, "lock server %s: %s", failed, why);
+    shim_server_unreachable(w);
+  }
+  if (witness) {
+    /* The witness decides: the secondary may be a follower that must not
+     * grant (the primary may only have lost us, not its leadership). */
+    snprintf(msg, sizeof msg, "primary lock server %s failed (%s); asking %s to take the leadership (PROMOTE, wait %d ms)", failed, why, labels[1], timeout_ms);
+    log_pair(SHIM_LOG_ERROR, msg);
+    memcpy(promote_to, failed, sizeof promote_to);
+    uint32_t id;
+    slot *p = open_slot(&id);
+    p->conn = 1;
+    p->internal = 1;
+    begin(&p->f, JDLS_FT_PROMOTE, 0, id);
+    put32(&p->f, (uint32_t)(timeout_ms > 0 ? timeout_ms : 30000));
+    finish(&p->f);
+    promote_id = id;
+    trace_slot(p);
+    send_slot(p);
+    return;
+  }
+  snprintf(msg, sizeof msg, "primary lock server %s failed (%s); secondary %s promoted to primary, no longer resilient", failed, why, labels[1]);
+  log_pair(SHIM_LOG_ERROR, msg);
+  promote();
+}
+
+/* Pair mode: the next frame from either connection (*which). 0; -EINTR
+ * (interruptible, a handler ran); -ETIMEDOUT (silence on both past
+ * wait_ms); -EIO (*which's connection ended or broke: why). Signals are let
+ * in only during the poll, where nothing is half-read. */
+static int read_pair(uint8_t *buf, size_t cap, int *type, uint32_t *id, size_t *blen, int *which,
+                     int interruptible, int wait_ms, char *why, size_t wn) {
+  static int rot; /* the reader's alone: neither connection starves the other */
+  struct pollfd pf[2];
+  int map[2], np = 0;
+  for (int k = 0; k < 2; k++) {
+    int c = (k + rot) & 1;
+    if (cfd[c] >= 0) {
+      pf[np].fd = cfd[c];
+      pf[np].events = POLLIN;
+      pf[np].revents = 0;
+      map[np++] = c;
+    }
+  }
+  rot ^= 1;
+  for (;;) {
+    sigset_t held;
+    if (wait_mask) pthread_sigmask(SIG_SETMASK, wait_mask, &held);
+    int r = poll(pf, (nfds_t)np, wait_ms);
+    int e = errno;
+    if (wait_mask) pthread_sigmask(SIG_SETMASK, &held, NULL);
+    if (r < 0 && e == EINTR) {
+      if (interruptible) return -EINTR;
+      continue;
+    }
+    if (r < 0) {
+      *which = map[0];
+      snprintf(why, wn, "poll: %s", strerror(e));
+      return -EIO;
+    }
+    if (r == 0) return -ETIMEDOUT;
+    break;
+  }
+  int k = 0;
+  while (k < np - 1 && !pf[k].revents) k++;
+  *which = map[k];
+  int fd = pf[k].fd;
+  /* The rest of a frame that began: TIMEOUT bounds it too (a server that
+   * stops mid-frame is as dead as a silent one). */
+  int mid = timeout_ms > 0 ? timeout_ms : -1;
+  uint8_t h[JDLS_PROTO_HEADER];
+  size_t need = JDLS_PROTO_HEADER, got = 0;
+  uint8_t *dst = h;
+  for (int part = 0; part < 2; part++) {
+    while (got < need) {
+      /* What is there already is taken without a poll (a frame almost
+       * always arrives whole: one system call, not two, per part). */
+      ssize_t r = recv(fd, dst + got, need - got, MSG_DONTWAIT);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        struct pollfd q = {fd, POLLIN, 0};
+        int pr = poll(&q, 1, mid);
+        if (pr == 0) {
+          snprintf(why, wn, "silent for more than %d ms in the middle of a frame", mid);
+          return -EIO;
+        }
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r == 0) {
+        snprintf(why, wn, "the lock server closed the connection");
+        return -EIO;
+      }
+      if (r < 0) {
+        snprintf(why, wn, "%s", strerror(errno));
+        return -EIO;
+      }
+      got += (size_t)r;
+    }
+    if (part == 0) {
+      uint32_t len = get32(h);
+      if (len < JDLS_PROTO_MIN_LENGTH || len - 8 > cap) {
+        snprintf(why, wn, "a frame of a bad length");
+        return -EIO;
+      }
+      *type = h[5];
+      *id = get32(h + 8);
+      *blen = len - 8;
+      dst = buf;
+      need = *blen;
+      got = 0;
+    }
+  }
+  return 0;
+}
+
+/* With bmu held, pair mode: one frame (or the lack of one) from read_pair. */
+static void pair_frame(int rc, int which, int type, uint32_t id, const uint8_t *body, size_t n, const char *why) {
+  if (rc == -ETIMEDOUT) {
+    /* TIMEOUT: every connection with a timed answer due is declared dead
+     * (the secondary first: the primary's failure then finds no successor
+     * only when both are silent). Known gap: a connection that keeps
+     * talking hides the other's silence from this poll. */
+    int due[2] = {0, 0};
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (slots[i].used && !slots[i].done && !slots[i].untimed && slots[i].sent) due[slots[i].conn] = 1;
+    char w[160];
+    snprintf(w, sizeof w, "silent for more than %d ms with an answer due; declared dead (JDLS TIMEOUT)", timeout_ms);
+    if (due[1]) conn_failed(1, w);
+    if (due[0]) conn_failed(0, w);
+    return;
+  }
+  if (rc == -EIO) {
+    conn_failed(which, why);
+    return;
+  }
+  shim_log_answer(labels[which], type, id, body, n);
+  if (type == JDLS_FT_ERROR && id == 0) {
+    /* The server ends the connection: ERROR NOT_LEADER on id 0 is a leader
+     * that lost its lease (it closes every client's connection). */
+    char w[120];
+    snprintf(w, sizeof w, "ERROR %u on request id 0: the server ends the connection", n >= 2 ? (unsigned)get16(body) : 0u);
+    conn_failed(which, w);
+    return;
+  }
+  if (promote_id && id == promote_id && which == 1) {
+    for (int i = 0; i < MAX_SLOTS; i++)
+      if (slots[i].used && slots[i].internal && slots[i].id == id) slots[i].used = 0;
+    promote_id = 0;
+    if (type != JDLS_FT_PROMOTED) exit_unpromoted(promote_to, labels[1]);
+    char msg[300];
+    snprintf(msg, sizeof msg, "the witness made %s the primary (PROMOTED term %u); %s is never contacted again", labels[1],
+             n >= 4 ? (unsigned)get32(body) : 0u, promote_to);
+    log_pair(SHIM_LOG_ERROR, msg);
+    promote();
+    return;
+  }
+  if (type == JDLS_FT_ERROR && which == 0 && cfd[1] >= 0 && n >= 2 && get16(body) == JDLS_PE_NOT_LEADER) {
+    /* A witnessed server that is not the pair's leader refuses to grant:
+     * it is no primary. The request is sent again after the promotion. */
+    conn_failed(0, "ERROR NOT_LEADER: it is not the pair's leader");
+    return;
+  }
+  for (int i = 0; i < MAX_SLOTS; i++) {
+    slot *s = &slots[i];
+    if (!s->used || s->done || s->id != id || s->conn != which) continue;
+    if (type == JDLS_FT_WAITING) {
+      if (!s->waited) {
+        s->waited = now_ms();
+        if (!s->waited) s->waited = 1;
+        __atomic_store_n(&shim_info_waits, shim_info_waits + 1, __ATOMIC_RELAXED);
+      }
+      return;
+    }
+    parse_final(type, body, n, &s->a);
+    s->done = 1;
+    if (s->waited) {
+      int64_t d = now_ms() - s->waited;
+      if (d > 0) __atomic_store_n(&shim_info_wait_ms, shim_info_wait_ms + (uint64_t)d, __ATOMIC_RELAXED);
+      s->waited = 0;
+      s->unblocked = 1;
+    }
+    return;
+  }
 }
 
 /* With bmu held: wait until `s` has its final answer, reading as the leader
@@ -932,17 +1349,28 @@ static int await_slot(slot *s, int interruptible) {
     int wait_ms = -1; /* TIMEOUT applies while any outstanding request is timed */
     if (direct && timeout_ms > 0)
       for (int i = 0; i < MAX_SLOTS; i++)
-        if (slots[i].used && !slots[i].done && !slots[i].untimed) wait_ms = timeout_ms;
+        if (slots[i].used && !slots[i].done && !slots[i].untimed) {
+          /* the PROMOTE: the server answers within wait_ms = TIMEOUT; a
+           * second more for the answer to travel */
+          wait_ms = timeout_ms + (promote_id ? 1000 : 0);
+        }
     unlock_bmu();
     int type = 0;
     uint32_t id = 0;
     size_t n = 0;
-    int rc = read_frame(body, sizeof body, &type, &id, &n, interruptible, wait_ms);
+    int rc, which = 0;
+    char why[160] = "";
+    if (paired) rc = read_pair(body, sizeof body, &type, &id, &n, &which, interruptible, wait_ms, why, sizeof why);
+    else rc = read_frame(body, sizeof body, &type, &id, &n, interruptible, wait_ms);
     lock_bmu();
     reading = 0;
     my_reading = 0;
     pthread_cond_broadcast(&bcv);
-    if (rc) return rc;
+    if (rc == -EINTR) return rc;
+    if (paired) {
+      pair_frame(rc, which, type, id, body, n, why);
+      continue;
+    }
     shim_log_answer(server_label, type, id, body, n);
     if (type == JDLS_FT_WAITING) {
       /* The guide's "block" moment: the server queued the request and
@@ -990,26 +1418,79 @@ typedef void (*build_fn)(fbuf *f, uint32_t id, const void *arg);
 /* With bmu held: withdraw request `id` (slot s) with CANCEL and wait for
  * its final answer (GRANTED if the grant won the race). */
 static void cancel_slot(slot *s, uint32_t id) {
-  fbuf f;
   uint32_t cid;
   /* Signals stay blocked to the end (a round trip): a jump out of these
    * waits would leave the CANCEL's own slot open for good. */
   const sigset_t *m = wait_mask;
   wait_mask = NULL;
   slot *c = open_slot(&cid);
+  c->conn = s->conn; /* where the LOCK is (a promotion moves both alike) */
+  begin(&c->f, JDLS_FT_CANCEL, 0, cid);
+  put32(&c->f, id);
+  finish(&c->f);
   unlock_bmu();
-  begin(&f, JDLS_FT_CANCEL, 0, cid);
-  put32(&f, id);
-  if (shim_log_tracing()) {
-    finish(&f);
-    shim_log_request(server_label, f.b, f.n);
-  }
-  send_locked(&f);
+  trace_slot(c);
+  send_slot(c);
   lock_bmu();
   await_slot(s, 0);
   await_slot(c, 0);
   close_slot(c);
   wait_mask = m;
+}
+
+static int unlock_type(int t) {
+  return t == JDLS_FT_UNLOCK || t == JDLS_FT_UNLOCK_FILE || t == JDLS_FT_UNLOCK_ALL || t == JDLS_FT_RANGE_UNLOCK;
+}
+
+/* Two servers' different answers to one request: logged as an error
+ * (jbase_error_trace has it, as the library logs it); the primary's stands. */
+static void log_differ(int type, const shim_answer *p, const shim_answer *q) {
+  char msg[200];
+  snprintf(msg, sizeof msg, "primary and secondary lock servers answered differently: request type 0x%02x, primary 0x%02x (count %u), secondary 0x%02x (count %u)",
+           (unsigned)type, (unsigned)p->type, (unsigned)p->count, (unsigned)q->type, (unsigned)q->count);
+  log_pair(SHIM_LOG_ERROR, msg);
+}
+
+/* With bmu held: the primary GRANTED a LOCK/RANGE_LOCK (slot s): the same
+ * request to the secondary with MIRROR (and FENCE with the primary's
+ * token, without BREAK_DEADLOCK: the primary granted it, the mirror must
+ * follow - src/client/resilient.ts fenced()). Not interruptible, signals
+ * blocked: the caller's lock is granted; the mirror is bookkeeping. */
+static void mirror(const slot *s, const shim_answer *pa) {
+  uint32_t mid;
+  slot *m = open_slot(&mid);
+  m->conn = 1;
+  memcpy(m->f.b, s->f.b, s->f.n);
+  m->f.n = s->f.n;
+  uint8_t *h = m->f.b;
+  h[8] = (uint8_t)(mid >> 24);
+  h[9] = (uint8_t)(mid >> 16);
+  h[10] = (uint8_t)(mid >> 8);
+  h[11] = (uint8_t)mid;
+  int type = h[5];
+  uint16_t fl = get16(h + 6);
+  fl |= JDLS_FF_MIRROR;
+  if (type == JDLS_FT_LOCK) {
+    fl &= (uint16_t)~JDLS_FF_BREAK_DEADLOCK;
+    if (pa->token && !(fl & JDLS_FF_FENCE)) {
+      fl |= JDLS_FF_FENCE;
+      put64(&m->f, pa->token); /* after the key: the LOCK's last field */
+      finish(&m->f);
+    }
+  }
+  h[6] = (uint8_t)(fl >> 8);
+  h[7] = (uint8_t)fl;
+  unlock_bmu();
+  trace_slot(m);
+  send_slot(m);
+  lock_bmu();
+  const sigset_t *mm = wait_mask;
+  wait_mask = NULL;
+  await_slot(m, 0);
+  wait_mask = mm;
+  /* type 0: the secondary failed meanwhile (conn_failed logged it) */
+  if (m->a.type && m->a.type != JDLS_FT_GRANTED) log_differ(type, pa, &m->a);
+  close_slot(m);
 }
 
 static int request(build_fn build, const void *arg, int interruptible, int untimed, shim_answer *a) {
@@ -1035,25 +1516,58 @@ static int request(build_fn build, const void *arg, int interruptible, int untim
   uint32_t id;
   slot *s = open_slot(&id);
   s->untimed = untimed;
-  unlock_bmu();
-  fbuf f;
-  build(&f, id, arg);
-  if (shim_log_tracing()) {
-    finish(&f);
-    shim_log_request(server_label, f.b, f.n);
+  /* Built with bmu held, into the slot: a promotion may send it (again). */
+  build(&s->f, id, arg);
+  finish(&s->f);
+  int type = s->f.b[5];
+  /* A pair's unlocks go to both servers AT ONCE, not after the primary's
+   * answer: the pair's cost is then the lock's two round trips in sequence
+   * and the unlock's one in parallel (issue 15: <= 2.1 x the single
+   * server's pair). */
+  slot *s2 = NULL;
+  if (paired && cfd[1] >= 0 && !promote_id && unlock_type(type)) {
+    uint32_t id2;
+    s2 = open_slot(&id2);
+    s2->conn = 1;
+    s2->both = s->both = 1;
+    memcpy(s2->f.b, s->f.b, s->f.n);
+    s2->f.n = s->f.n;
+    s2->f.b[8] = (uint8_t)(id2 >> 24);
+    s2->f.b[9] = (uint8_t)(id2 >> 16);
+    s2->f.b[10] = (uint8_t)(id2 >> 8);
+    s2->f.b[11] = (uint8_t)id2;
   }
+  unlock_bmu();
+  trace_slot(s);
+  if (s2) trace_slot(s2);
   /* Noted before it is sent: from here a jump must withdraw it. */
   my_slot_id = id;
-  send_locked(&f);
+  send_slot(s);
+  if (s2) send_slot(s2);
   lock_bmu();
   int rc = await_slot(s, interruptible);
   if (rc == -EINTR) {
     cancel_slot(s, id);
     rc = s->a.type == JDLS_FT_GRANTED ? 0 : -EINTR;
   }
-  *a = s->a;
+  shim_answer pa = s->a;
+  if (s2) {
+    const sigset_t *m = wait_mask;
+    wait_mask = NULL;
+    await_slot(s2, 0);
+    wait_mask = m;
+    if (!pa.type) pa = s2->a; /* the primary failed: the new primary's word */
+    else if (s2->a.type && (s2->a.type != pa.type || (pa.type == JDLS_FT_RELEASED && s2->a.count != pa.count)))
+      log_differ(type, &pa, &s2->a); /* as resilient.ts compares: RELEASED with its count */
+    close_slot(s2);
+  }
   int unblocked = s->unblocked;
+  /* The slot stays open during the mirror: its frame is copied from it. */
+  if (paired && cfd[1] >= 0 && !promote_id && s->conn == 0 && !s->both && pa.type == JDLS_FT_GRANTED &&
+      (type == JDLS_FT_LOCK || type == JDLS_FT_RANGE_LOCK))
+    mirror(s, &pa);
   close_slot(s);
+  *a = pa;
   my_slot_id = 0;
   my_undo = 0;
   unlock_bmu();

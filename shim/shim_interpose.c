@@ -354,6 +354,8 @@ static int shim_own_fds(int *out, int max) {
   int n = 0;
   int b = shim_broker_fd();
   if (b >= 0 && n < max) out[n++] = b;
+  int b2 = shim_broker_fd2();
+  if (b2 >= 0 && n < max) out[n++] = b2;
   int x = shim_binapi_fd();
   if (x >= 0 && n < max) out[n++] = x;
   int r = shim_route_fd();

@@ -256,7 +256,7 @@ export interface NativeAddon {
   /** descriptor passing over a Unix-domain socket (native/addon/fdpass.cc) */
   fdpass: {
     /** sendmsg of `bytes` with `fd` attached (SCM_RIGHTS): 0, or -errno */
-    sendFd(unixFd: number, fd: number, bytes: Buffer): number;
+    sendFd(unixFd: number, fd: number | number[], bytes: Buffer): number;
     /** the connected peer's uid (SO_PEERCRED), or -errno */
     peerUid(unixFd: number): number;
   };

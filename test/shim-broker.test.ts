@@ -264,13 +264,16 @@ test.serial('JDLS_BROKER_HANDOVER=0 (requests through the broker): a broker kill
   t.regex(a.stderr(), /connection to the lock broker was lost/);
 });
 
-test.serial('SERVER2 through the broker: locks are duplicated to the secondary; when the primary dies the process carries on with the secondary', async (t) => {
+// Both paths: the pair handed over (the shim keeps the pair's rules,
+// docs/broker.md "Pairs") and through the broker's JdlsClient
+// (JDLS_BROKER_HANDOVER=0, as an older shim or TLS is served).
+for (const handover of [true, false]) test.serial(`SERVER2 ${handover ? 'handed over as a pair' : 'through the broker (JDLS_BROKER_HANDOVER=0)'}: locks are duplicated to the secondary; when the primary dies the process carries on with the secondary`, async (t) => {
   const a = new ShimEnv(t);
   const b = new ShimEnv(t);
   const sa = await a.startServer();
   const sb = await b.startServer();
   const JDLS = `${sa},${sb.replace('SERVER=', 'SERVER2=')}`;
-  const p = a.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2', 'st:K2', 'sleep:3000'], { env: { JDLS } });
+  const p = a.start(SHIM_API, ['4242', '7', 'x:K1', 'hold', 'x:K2', 'st:K2', 'sleep:3000'], { env: { JDLS, ...(handover ? {} : { JDLS_BROKER_HANDOVER: '0' }) } });
   await p.waitFor(/^holding$/, 15_000);
   t.is((await a.locks()).length, 1, 'on the primary');
   t.is((await b.locks()).length, 1, 'and on the secondary');

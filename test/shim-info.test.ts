@@ -282,7 +282,7 @@ async function fakeRoute(t: ExecutionContext, s: ShimEnv, info: boolean): Promis
       const up = net.connect(port, '127.0.0.1', () => {
         const w = encode({ type: 'WELCOME', requestId: 0, version: 1, mechanism: 'shm', serverPid: process.pid, session: 1, interimMs: 1000, keepaliveMs: 0, clientAddr: '127.0.0.1', server: 'fake' });
         if (info) w.writeUInt16BE(w.readUInt16BE(6) | FrameFlag.INFO, 6);
-        handOver(shim, up, w);
+        handOver(shim, [up], [w]);
         up.destroy();
       });
       up.on('error', () => {});

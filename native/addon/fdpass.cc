@@ -24,16 +24,38 @@
 
 namespace {
 
-// sendFd(unixFd, fd, bytes) -> 0, or -errno. Blocks only as long as the
-// socket's send buffer is full (a few dozen bytes: in practice never).
+// sendFd(unixFd, fd | [fd, fd2], bytes) -> 0, or -errno. Blocks only as
+// long as the socket's send buffer is full (a few dozen bytes: in practice
+// never). Two descriptors ride in ONE SCM_RIGHTS message (a resilient pair:
+// primary, secondary): the receiver learns the count from the message
+// itself (shim_broker.c read_first), with no field of ours to keep in step.
 Napi::Value SendFd(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsBuffer()) {
-    Napi::TypeError::New(env, "sendFd(unixFd, fd, bytes)").ThrowAsJavaScriptException();
+  if (info.Length() < 3 || !info[0].IsNumber() || !(info[1].IsNumber() || info[1].IsArray()) || !info[2].IsBuffer()) {
+    Napi::TypeError::New(env, "sendFd(unixFd, fd | [fd, fd2], bytes)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   int sock = info[0].As<Napi::Number>().Int32Value();
-  int fd = info[1].As<Napi::Number>().Int32Value();
+  int fds[2] = {-1, -1};
+  size_t nfds = 1;
+  if (info[1].IsNumber()) {
+    fds[0] = info[1].As<Napi::Number>().Int32Value();
+  } else {
+    auto a = info[1].As<Napi::Array>();
+    if (a.Length() < 1 || a.Length() > 2) {
+      Napi::TypeError::New(env, "sendFd: one or two descriptors").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    nfds = a.Length();
+    for (uint32_t i = 0; i < nfds; i++) {
+      Napi::Value v = a.Get(i);
+      if (!v.IsNumber()) {
+        Napi::TypeError::New(env, "sendFd: descriptors are numbers").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      fds[i] = v.As<Napi::Number>().Int32Value();
+    }
+  }
   auto bytes = info[2].As<Napi::Buffer<uint8_t>>();
   if (bytes.Length() == 0) {
     // A message must carry at least one byte for the descriptor to ride on.
@@ -44,7 +66,7 @@ Napi::Value SendFd(const Napi::CallbackInfo &info) {
   iov.iov_base = bytes.Data();
   iov.iov_len = bytes.Length();
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(2 * sizeof(int))];
     struct cmsghdr align;
   } control;
   std::memset(&control, 0, sizeof control);
@@ -53,12 +75,12 @@ Napi::Value SendFd(const Napi::CallbackInfo &info) {
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
+  msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
   struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+  std::memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
   ssize_t n;
   do {
     n = sendmsg(sock, &msg, MSG_NOSIGNAL);

@@ -8,15 +8,16 @@
 // went from ~4.4 to ~2 echo round trips (docs/benchmarks.md, "The shim").
 // The process's death still closes the connection at once (the kernel
 // closes its descriptors) and the server releases its locks; the broker is
-// not needed for the locks to stay held. Resilience (SERVER2) needs the
-// broker's JdlsClient in the path, so it is not handed over (session.ts).
+// not needed for the locks to stay held. A resilient pair (SERVER2, a shim
+// whose HELLO says PAIR) gets BOTH connections, the primary's first, in one
+// message: the shim keeps the pair's rules itself (docs/broker.md "Pairs").
 //
 // Owns: the handshake for another process, and the hand-over. Does not own:
 // the conversation after it (the shim: shim/shim_broker.c).
 import net from 'node:net';
 import { JdlsError } from '../errors.js';
 import { encode, FrameReader } from '../protocol/codec.js';
-import type { HelloFrame, ServerFrame } from '../protocol/frames.js';
+import type { HelloFrame, ServerFrame, WelcomeFrame } from '../protocol/frames.js';
 import { ClientHandshake } from '../client/handshake.js';
 import { native } from '../native.js';
 import { connectError } from '../client/errors.js';
@@ -43,7 +44,7 @@ export function socketFd(sock: net.Socket): number {
  * process. TLS is never handed over (a TLS session cannot move to another
  * process): session.ts serves such a process through the broker.
  */
-export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: number, key?: Buffer): Promise<{ sock: net.Socket; welcome: Buffer }> {
+export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: number, key?: Buffer): Promise<{ sock: net.Socket; welcome: Buffer; frame: WelcomeFrame }> {
   const label = `${hostText(server.host)}:${server.port}`;
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: server.host, port: server.port });
@@ -54,20 +55,22 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
       ...(hello.tokens ? { tokens: true as const } : {}),
       // INFO as the process offered it: its WELCOME says whether the server takes INFO.
       ...(hello.info ? { info: true as const } : {}),
+      // PAIR as the process said (its SERVER2): the servers' WELCOMEs then say WITNESS and the role.
+      ...(hello.pair ? { pair: true as const } : {}),
     }, key);
     let settled = false;
-    const finish = (e: JdlsError | undefined, welcome?: Buffer): void => {
+    const finish = (e: JdlsError | undefined, welcome?: Buffer, frame?: WelcomeFrame): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       sock.removeAllListeners('data');
-      if (e || !welcome) {
+      if (e || !welcome || !frame) {
         sock.destroy();
         reject(e ?? new JdlsError('PROTOCOL', `lock server ${label}: no WELCOME`));
         return;
       }
       sock.pause();
-      resolve({ sock, welcome });
+      resolve({ sock, welcome, frame });
     };
     const timer = setTimeout(() => finish(new JdlsError('SERVER_DEAD', `lock server ${label}: no WELCOME within ${timeoutMs} ms`)), timeoutMs);
     sock.on('error', (e) => finish(connectError(server.host, server.port, e)));
@@ -89,7 +92,7 @@ export function connectFor(server: JdlsServer, hello: HelloFrame, timeoutMs: num
       if (!out) return;
       if ('error' in out) return finish(out.error);
       if (out.after) return finish(new JdlsError('PROTOCOL', `lock server ${label}: expected WELCOME alone, got ${frames.map((x) => x.type).join(', ')}`));
-      finish(undefined, encode(out.welcome, out.welcome.version));
+      finish(undefined, encode(out.welcome, out.welcome.version), out.welcome);
     });
   });
 }
@@ -99,10 +102,53 @@ export function flagsRefused(e: unknown): boolean {
   return e instanceof JdlsError && e.code === 'PROTOCOL' && /HELLO: unknown flags 0x[0-9a-f]+$/.test(e.message);
 }
 
-/** Send the WELCOME bytes with the server socket's descriptor over the shim's socket; 0 or -errno. */
-export function handOver(shim: net.Socket, server: net.Socket, welcome: Buffer): number {
+/**
+ * Send the WELCOME bytes with the server sockets' descriptors over the
+ * shim's socket; 0 or -errno. One server: its WELCOME and descriptor. A pair:
+ * both descriptors (primary, secondary) in one SCM_RIGHTS message on the
+ * first WELCOME's bytes, the secondary's WELCOME right after it in the same
+ * write - the shim reads the count of descriptors, then the second frame.
+ */
+export function handOver(shim: net.Socket, servers: net.Socket[], welcomes: Buffer[]): number {
   const to = socketFd(shim);
-  const fd = socketFd(server);
-  if (to < 0 || fd < 0) return -9; // EBADF: no descriptor to pass (see socketFd)
-  return native.fdpass.sendFd(to, fd, welcome);
+  const fds = servers.map(socketFd);
+  if (to < 0 || fds.length < 1 || fds.length > 2 || fds.length !== welcomes.length || fds.some((fd) => fd < 0)) return -9; // EBADF: no descriptor to pass (see socketFd)
+  return native.fdpass.sendFd(to, fds.length === 1 ? (fds[0] as number) : fds, Buffer.concat(welcomes));
+}
+
+/**
+ * PROMOTE on a handed-over-to-be connection (paused after connectFor): the
+ * answer, PROMOTED or ERROR (NOT_LEADER), within waitMs + 1 s. Nothing else
+ * is outstanding on it, so the next frame is the answer.
+ */
+export function promoteOn(sock: net.Socket, label: string, waitMs: number): Promise<ServerFrame> {
+  return new Promise((resolve, reject) => {
+    const reader = FrameReader.forClient();
+    let settled = false;
+    const done = (e: Error | undefined, f?: ServerFrame): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.removeListener('data', onData);
+      sock.removeListener('close', onClose);
+      sock.pause();
+      if (e || !f) reject(e ?? new JdlsError('PROTOCOL', `lock server ${label}: no answer to PROMOTE`));
+      else resolve(f);
+    };
+    const onData = (chunk: Buffer): void => {
+      try {
+        const frames = reader.push(chunk);
+        const f = frames.find((x) => x.requestId === 1 && x.type !== 'WAITING');
+        if (f) done(undefined, f);
+      } catch (e) {
+        done(new JdlsError('PROTOCOL', `lock server ${label}: ${(e as Error).message}`));
+      }
+    };
+    const onClose = (): void => done(new JdlsError('SERVER_CLOSED', `lock server ${label} closed the connection before answering PROMOTE`));
+    const timer = setTimeout(() => done(new JdlsError('SERVER_DEAD', `lock server ${label}: no answer to PROMOTE within ${waitMs + 1000} ms`)), waitMs + 1000);
+    sock.on('data', onData);
+    sock.on('close', onClose);
+    sock.write(encode({ type: 'PROMOTE', requestId: 1, waitMs }));
+    sock.resume();
+  });
 }

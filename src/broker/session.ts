@@ -2,8 +2,11 @@
 //
 // Owns: the conversation with one shim (docs/broker.md): its HELLO names its
 // JDLS value, pid, program and port; the broker opens THIS process's own
-// server connection with JdlsClient (SERVER2 resilience, TIMEOUT, WAIT,
-// OSLOCKS all come with it), answers WELCOME, then forwards each request and
+// server connection(s) and hands them over (direct mode, #tryHandOver: one
+// server, or a SERVER2 pair to a shim that says PAIR); otherwise (TLS, an
+// older shim's pair, JDLS_BROKER_HANDOVER=0) it connects with JdlsClient
+// (SERVER2 resilience, TIMEOUT, WAIT, OSLOCKS all come with it), answers
+// WELCOME, then forwards each request and
 // sends back the server's answer under the shim's request id. CANCEL
 // withdraws a waiting LOCK (the shim's interrupted F_SETLKW). When the shim's
 // socket closes (the process exited or died) the server connection is closed
@@ -14,10 +17,10 @@ import net from 'node:net';
 import { JdlsError } from '../errors.js';
 import { encode, FrameReader, ProtocolError } from '../protocol/codec.js';
 import type { ProtoErrorName } from '../protocol/constants.js';
-import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame } from '../protocol/frames.js';
+import type { ClientFrame, ServerFrame, HelloFrame, LockFrame, RangeLockFrame, WelcomeFrame } from '../protocol/frames.js';
 import { JdlsClient } from '../client/client.js';
-import { parseJdls, type JdlsConfig } from '../client/jdls-env.js';
-import { connectFor, handOver, flagsRefused } from './handover.js';
+import { parseJdls, type JdlsConfig, type JdlsServer } from '../client/jdls-env.js';
+import { connectFor, handOver, flagsRefused, promoteOn } from './handover.js';
 import { clientKeyRule, readKeyFile } from '../secret.js';
 import type { Logger } from 'pino';
 
@@ -153,8 +156,10 @@ export class BrokerSession {
   }
 
   /**
-   * Direct mode (handover.ts): one server and JDLS_BROKER_HANDOVER not 0 ->
-   * connect for the process and hand it the connection. True when done (or
+   * Direct mode (handover.ts): no TLS and JDLS_BROKER_HANDOVER not 0 ->
+   * connect for the process and hand it the connection - or, for SERVER2
+   * and a shim whose HELLO says PAIR, both connections (primary first; the
+   * shim keeps the pair's rules: docs/broker.md "Pairs"). True when done (or
    * when the failure was answered); false to serve it through the broker.
    */
   async #tryHandOver(h: HelloFrame): Promise<boolean> {
@@ -166,44 +171,107 @@ export class BrokerSession {
       return false; // JdlsClient.connect says what is wrong with it
     }
     const server = config.servers[0];
-    if (config.servers.length !== 1 || !server) return false; // SERVER2: resilience lives in JdlsClient
+    if (!server) return false;
     // TLS: the session's keys live in this process and cannot be handed over;
     // JdlsClient carries it and the broker proxies (docs/broker.md).
     if (config.tls) return false;
-    let conn: { sock: net.Socket; welcome: Buffer };
+    // SERVER2: handed over only to a shim that says PAIR (it keeps the
+    // pair's rules itself); an older shim's pair stays behind JdlsClient.
+    if (config.servers.length === 2 && !h.pair) return false;
+    if (config.servers.length > 2) return false;
+    let conns: { sock: net.Socket; welcome: Buffer; frame: WelcomeFrame }[];
     try {
       // JDLS SECRET: the broker (the process's own user) reads the key file
       // and answers the server's challenge for the process.
       const key = config.secret ? readKeyFile(config.secret, clientKeyRule('JDLS SECRET')) : undefined;
-      try {
-        conn = await connectFor(server, h, config.timeoutMs, key);
-      } catch (e) {
-        // A server older than info records refuses HELLO's flag INFO: asked
-        // again without it (the process then sends no INFO: its WELCOME
-        // does not say INFO), as the jdls client does (connection.ts).
-        if (!h.info || !flagsRefused(e)) throw e;
-        const { info: _drop, ...older } = h;
-        conn = await connectFor(server, older, config.timeoutMs, key);
-      }
+      const open = async (s: JdlsServer): Promise<{ sock: net.Socket; welcome: Buffer; frame: WelcomeFrame }> => {
+        try {
+          return await connectFor(s, h, config.timeoutMs, key);
+        } catch (e) {
+          // A server older than info records refuses HELLO's flag INFO: asked
+          // again without it (the process then sends no INFO: its WELCOME
+          // does not say INFO), as the jdls client does (connection.ts).
+          if (!h.info || !flagsRefused(e)) throw e;
+          const { info: _drop, ...older } = h;
+          return await connectFor(s, older, config.timeoutMs, key);
+        }
+      };
+      conns = config.servers.length === 1 ? [await open(server)] : await this.#openPair(h, config, open);
     } catch (e) {
       this.#refuse(h, e);
       return true;
     }
     if (this.#ended) {
-      conn.sock.destroy();
+      for (const c of conns) c.sock.destroy();
       return true;
     }
-    const rc = handOver(this.#sock, conn.sock, conn.welcome);
-    // Our copy of the connection goes; the process holds it now (closing a
-    // copy sends nothing to the server).
-    conn.sock.destroy();
+    const rc = handOver(this.#sock, conns.map((c) => c.sock), conns.map((c) => c.welcome));
+    // Our copies of the connections go; the process holds them now (closing
+    // a copy sends nothing to the server).
+    for (const c of conns) c.sock.destroy();
     if (rc !== 0) {
-      this.#opts.log.warn({ pid: h.pid, errno: -rc }, 'could not hand the server connection over; serving through the broker');
+      this.#opts.log.warn({ pid: h.pid, errno: -rc }, 'could not hand the server connection(s) over; serving through the broker');
       return false;
     }
     this.#handedOver = true;
-    this.#opts.log.info({ pid: h.pid, program: h.program, server: `${server.host}:${server.port}` }, 'preloaded process connected: server connection handed over');
+    const where = conns.map((c) => c.frame.server).join(', ');
+    this.#opts.log.info({ pid: h.pid, program: h.program, servers: where }, `preloaded process connected: ${conns.length} server connection(s) handed over`);
     return true;
+  }
+
+  /**
+   * A resilient pair for a shim (HELLO PAIR): both connections, the primary
+   * first. The pair's order is decided HERE, before the hand-over, not in
+   * the shim: with a witness the primary is the server whose WELCOME says
+   * LEADER whatever the JDLS order, and when neither leads, SERVER is asked
+   * to take the leadership (PROMOTE, wait = TIMEOUT) first. That is a
+   * round trip or a wait before the process holds any lock - the same for
+   * the broker as for the shim - and the broker already has both WELCOMEs
+   * decoded (the shim would need the WELCOME's role/term fields and a
+   * PROMOTE path at connect in C, where an error is an exit). So the shim
+   * takes descriptor 0 as the primary; it PROMOTEs only on a failure later.
+   * Without a witness: JDLS order, as src/client/resilient.ts. SERVER (or,
+   * with a witness, the leader) must answer; an unreachable secondary is
+   * logged and the process starts with one server (not resilient).
+   */
+  async #openPair(h: HelloFrame, config: JdlsConfig, open: (s: JdlsServer) => Promise<{ sock: net.Socket; welcome: Buffer; frame: WelcomeFrame }>): Promise<{ sock: net.Socket; welcome: Buffer; frame: WelcomeFrame }[]> {
+    const [p, s] = config.servers as [JdlsServer, JdlsServer];
+    const [pr, sr] = await Promise.allSettled([open(p), open(s)]);
+    const label = (x: JdlsServer): string => `${x.host}:${x.port}`;
+    if (pr.status === 'rejected') {
+      // With a witness a leader SERVER2 is the primary anyway.
+      if (sr.status === 'fulfilled' && sr.value.frame.witness?.role === 'leader') {
+        this.#opts.log.error({ pid: h.pid, server: label(p) }, `primary lock server unavailable at start; ${label(s)} leads the pair: not resilient: ${(pr.reason as Error).message}`);
+        return [sr.value];
+      }
+      if (sr.status === 'fulfilled') sr.value.sock.destroy();
+      throw pr.reason;
+    }
+    if (sr.status === 'rejected') {
+      this.#opts.log.error({ pid: h.pid, server: label(s) }, `secondary lock server unavailable at start, not resilient: ${(sr.reason as Error).message}`);
+      return [pr.value];
+    }
+    const a = pr.value;
+    const b = sr.value;
+    if (!a.frame.witness || !b.frame.witness) return [a, b];
+    if (b.frame.witness.role === 'leader' && a.frame.witness.role !== 'leader') return [b, a];
+    if (a.frame.witness.role === 'leader') return [a, b];
+    // Neither leads (a lease lapsed, no campaign won yet): ask SERVER.
+    let verdict: ServerFrame;
+    try {
+      verdict = await promoteOn(a.sock, label(p), config.timeoutMs);
+    } catch (e) {
+      a.sock.destroy();
+      b.sock.destroy();
+      throw e;
+    }
+    if (verdict.type !== 'PROMOTED') {
+      a.sock.destroy();
+      b.sock.destroy();
+      throw new JdlsError('SERVER_DEAD', `neither lock server ${label(p)} nor ${label(s)} leads the pair and ${label(p)} could not take the leadership within TIMEOUT (${verdict.type === 'ERROR' ? `${verdict.code}: ${verdict.text}` : verdict.type})`);
+    }
+    this.#opts.log.info({ pid: h.pid, server: label(p), term: verdict.term }, 'neither server led the pair: SERVER took the leadership (PROMOTE)');
+    return [a, b];
   }
 
   /** The handshake failed: the shim prints the guide's message and this text, then exits. */

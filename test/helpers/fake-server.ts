@@ -286,6 +286,8 @@ export class FakeServer {
             type: 'WELCOME', requestId: 0, version: w.version ?? 1, mechanism: w.mechanism ?? 'shm', serverPid: w.serverPid ?? process.pid,
             session: w.session ?? this.conns.length, interimMs: w.interimMs ?? 5000, keepaliveMs: w.keepaliveMs ?? 60000,
             clientAddr: w.clientAddr ?? conn.addr, server: w.server ?? 'fake',
+            // WITNESS only to a HELLO with PAIR, as a real server (docs/protocol.md "Pairs")
+            ...(w.witness && f.pair ? { witness: w.witness } : {}),
           });
           const waiters = this.#connWaiters;
           this.#connWaiters = [];
