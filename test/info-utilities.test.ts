@@ -343,6 +343,10 @@ test('permission denied: says who may read the info directory', async (t) => {
 test('JDLS set: the lock server answers with its records - text, filters (waiters kept), --json, list-open-files', async (t) => {
   const srv = new ServerEnv(t);
   await srv.start(['-ib']);
+  // The monitor removes stale records at every wake (docs/info-records.md):
+  // port 9's below is stale on purpose, to be shown as such, so the monitor
+  // is stopped first (a full run once lost it so); the listener answers alone.
+  t.is((await srv.jdls(['-kA'])).code, 0);
   const dir = infoDir(srv.dir);
   fs.mkdirSync(dir, { recursive: true });
   const dead = { kind: 'lockserver' as const, pid: me.pid, start: me.start + 1 };
