@@ -42,6 +42,7 @@ export interface FailoverResult {
   pairSingleNs: number[];
   pairResilientNs: number[];
   ratio: number;
+  ratioOfMedians: number;
   failoverMs: number[];
   promoteMs: number[];
   resendMs: number[];
@@ -150,7 +151,7 @@ function pidsKill(s: Service): void {
 
 export async function runFailover(opts: FailoverOptions = {}): Promise<{ result: FailoverResult; figures: Figure[] }> {
   const failovers = opts.failovers ?? 20;
-  const rounds = opts.rounds ?? 5;
+  const rounds = opts.rounds ?? 7;
   const ms = opts.ms ?? 1000;
   const leaseMs = opts.leaseMs ?? 5000;
   const etcd = await Etcd.start();
@@ -178,8 +179,10 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<{ result:
       for (const p of [...lockServers(lead), ...lockServers(follow)]) pinPid(p, SERVER_CPU);
     }
     try {
-      await pairsFor(single, 200);
-      await pairsFor(pair, 200);
+      // Warm-up long enough for the JIT of both clients and the servers' (the
+      // first timed round was still ~1.4x slower with 200 ms).
+      await pairsFor(single, 1000);
+      await pairsFor(pair, 1000);
       for (let r = 0; r < rounds; r++) {
         pairSingleNs.push(await pairsFor(single, ms));
         pairResilientNs.push(await pairsFor(pair, ms));
@@ -189,7 +192,10 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<{ result:
       await pair.close();
       if (PIN) pinPid(process.pid, undefined);
     }
-    const ratio = median(pairResilientNs) / median(pairSingleNs);
+    // As the shim scenario's figure: the median of the rounds' ratios (a
+    // round's two runs are adjacent in time, so a load change moves both).
+    const ratio = median(pairResilientNs.map((p, i) => p / (pairSingleNs[i] ?? NaN)));
+    const ratioOfMedians = median(pairResilientNs) / median(pairSingleNs);
 
     // ---- failovers --------------------------------------------------------
     const failoverMs: number[] = [];
@@ -233,11 +239,11 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<{ result:
     }
     const p50 = median(failoverMs);
     const max = Math.max(...failoverMs);
-    const result: FailoverResult = { pairSingleNs, pairResilientNs, ratio, failoverMs, promoteMs, resendMs, leaseMs };
+    const result: FailoverResult = { pairSingleNs, pairResilientNs, ratio, ratioOfMedians, failoverMs, promoteMs, resendMs, leaseMs };
     const figures: Figure[] = [
       { id: 'pairLibResilientUs', label: 'library client lock+unlock pair, SERVER2 (witnessed pair), median of rounds', value: +(median(pairResilientNs) / 1000).toFixed(1), unit: 'µs' },
       { id: 'pairLibSingleUs', label: 'library client lock+unlock pair, SERVER alone, same run', value: +(median(pairSingleNs) / 1000).toFixed(1), unit: 'µs' },
-      { id: 'pairLibRatio', label: 'library client: resilient pair / single-server pair', value: +ratio.toFixed(2), unit: 'x', goal: '<= 2.1', pass: ratio <= 2.1 },
+      { id: 'pairLibRatio', label: 'library client: resilient pair / single-server pair (median of the rounds\' ratios)', value: +ratio.toFixed(2), unit: 'x', goal: '<= 2.1', pass: ratio <= 2.1, note: `ratio of the medians ${ratioOfMedians.toFixed(2)}` },
       { id: 'failoverP50Ms', label: `failover, kill -9 of the primary -> next grant on the secondary, p50 of ${failoverMs.length} (lease ${leaseMs} ms)`, value: Math.round(p50), unit: 'ms' },
       { id: 'failoverMaxMs', label: `failover, max of ${failoverMs.length}`, value: Math.round(max), unit: 'ms' },
       { id: 'failoverPromoteP50Ms', label: 'of which: kill -> PROMOTED (the old lease running out, etcd expiring it, the secondary taking the key), p50', value: Math.round(median(promoteMs)), unit: 'ms' },

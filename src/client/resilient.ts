@@ -200,6 +200,20 @@ export class ResilientRouter implements Router {
         current = undefined;
         const s = this.#conns[0] === p ? this.#conns[1] : undefined;
         if (!s || !mirrored(frame, first)) return first;
+        if (early && early.conn === s) {
+          // An unlock sent to both at once: the primary's answer is the
+          // caller's, and the secondary's is compared when it comes. Waiting
+          // for it would add the secondary's turn to every unlock (on a host
+          // running both servers, a whole round trip) and buys no safety: an
+          // unlock cannot make two holders, and the secondary reads this
+          // connection's frames in order, so the caller's next lock reaches
+          // it after this unlock.
+          early.answer.then(
+            (second) => this.#compare(frame, first, second, s),
+            (e: unknown) => { if (s.state !== 'failed') this.#compare(frame, first, e instanceof JdlsError ? e : new JdlsError('PROTOCOL', String(e)), s); },
+          );
+          return first;
+        }
         let second: FinalFrame | JdlsError;
         try {
           second = early && early.conn === s ? await early.answer : await s.request(fenced(frame, first, s.pair), { timed: opts.timed }).answer;
@@ -207,13 +221,7 @@ export class ResilientRouter implements Router {
           if (s.state === 'failed') return first; // #onFail logged it; no longer resilient
           second = e instanceof JdlsError ? e : new JdlsError('PROTOCOL', String(e));
         }
-        const a = answerText(first);
-        const b = answerText(second);
-        if (a !== b) {
-          const info = { request: requestText(frame), primary: a, secondary: b };
-          this.#log.error({ ...info, secondaryServer: s.label }, 'primary and secondary lock servers answered differently');
-          this.#events.mismatch(info);
-        }
+        this.#compare(frame, first, second, s);
         return first;
       }
     };
@@ -224,6 +232,16 @@ export class ResilientRouter implements Router {
         if (current) current.conn.cancel(current.id);
       },
     };
+  }
+
+  /** The primary's and the secondary's answers to one request: a difference is logged (jbase_error_trace) and emitted. */
+  #compare(frame: RequestFrame, first: FinalFrame, second: FinalFrame | JdlsError, s: ServerConnection): void {
+    const a = answerText(first);
+    const b = answerText(second);
+    if (a === b) return;
+    const info = { request: requestText(frame), primary: a, secondary: b };
+    this.#log.error({ ...info, secondaryServer: s.label }, 'primary and secondary lock servers answered differently');
+    this.#events.mismatch(info);
   }
 
   /** A witnessed failover in progress has ended (either way). */
