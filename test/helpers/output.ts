@@ -22,13 +22,24 @@ export function captureOutput(child: ChildProcess, label: string): Output {
     buf = parts.pop() ?? '';
     lines.push(...parts);
   });
+  // Trap: 'exit' (exitCode set) can come before the last stdout data is
+  // delivered - a child that printed its line and exited at once was judged
+  // "exited, no line" (CI, shim-deadlock: `lines []` from a run that had
+  // printed "appended"). Exit counts only once stdout has ended too.
+  let outEnded = child.stdout === null;
+  child.stdout?.on('end', () => {
+    if (buf) lines.push(buf);
+    buf = '';
+    outEnded = true;
+  });
+  child.stdout?.on('close', () => { outEnded = true; });
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const waitFor = async (re: RegExp, timeoutMs = 10_000): Promise<string> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const hit = lines.find((l) => re.test(l));
       if (hit !== undefined) return hit;
-      const exited = child.exitCode !== null || child.signalCode !== null;
+      const exited = (child.exitCode !== null || child.signalCode !== null) && outEnded;
       if (exited || Date.now() > deadline) {
         const why = exited ? `exited ${child.exitCode ?? child.signalCode}` : `not within ${timeoutMs} ms`;
         throw new Error(`${label}: no line ${re} (${why}); lines ${JSON.stringify(lines)} stderr ${err}`);
