@@ -36,7 +36,14 @@ async function bothWays(t: import('ava').ExecutionContext, s: ShimEnv, remoteEnv
   const l1 = await s.run(SHIM_LOCKER, [f, `w:${X}`, `r:${X}`, `g:${X}`, `w:${X + 1}`], local);
   t.deepEqual(l1.stdout.trim().split('\n').map((l) => l.replace(/pid=.*/, 'pid')), ['EAGAIN', 'EAGAIN', 'held W pid', 'ok'], l1.stderr);
   t.is(await rw.finish(), 0);
-  const l2 = await s.run(SHIM_LOCKER, [f, `w:${X}`], local);
+  // The server releases the remote's lock when it reads the end of that
+  // connection - after the process is gone, not before its exit is seen
+  // here: await the release (CI's fresh run once tried too early, EAGAIN).
+  let l2 = await s.run(SHIM_LOCKER, [f, `w:${X}`], local);
+  for (const deadline = Date.now() + 10_000; l2.stdout.trim() === 'EAGAIN' && Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 50));
+    l2 = await s.run(SHIM_LOCKER, [f, `w:${X}`], local);
+  }
   t.is(l2.stdout.trim(), 'ok', 'released with the remote process');
 
   // local holds READ: a remote READ shares it, a remote WRITE is refused,
